@@ -1,0 +1,55 @@
+"""Adaptation strategies, registered by name. A strategy trains a Classifier in place."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import FitConfig
+from ..data.cache import FeatureCache
+from ..data.examples import Examples
+from ..errors import ConfigError
+from ..model import Classifier
+
+
+@dataclass
+class FitContext:
+    """What a strategy needs besides the model and data."""
+
+    classes: list[str]
+    cache: FeatureCache | None
+    progress: bool
+
+    def targets(self, ex: Examples) -> list[int]:
+        index = {c: i for i, c in enumerate(self.classes)}
+        return [index[lab] for lab in ex.labels or []]
+
+
+class Strategy(ABC):
+    name: str = ""
+    #: whether the backbone's weights change (then they are saved with the model)
+    trains_backbone: bool = False
+
+    @abstractmethod
+    def fit(self, model: Classifier, train: Examples, val: Examples, cfg: FitConfig, ctx: FitContext
+            ) -> dict[str, Any]:
+        """Train `model` in place; return a history dict for the run summary."""
+
+
+_STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    _STRATEGIES[cls.name] = cls
+    return cls
+
+
+def get_strategy(name: str) -> Strategy:
+    if name not in _STRATEGIES:
+        raise ConfigError(f"unknown strategy {name!r}; available: {', '.join(sorted(_STRATEGIES))}")
+    return _STRATEGIES[name]()
+
+
+def list_strategies() -> list[str]:
+    return sorted(_STRATEGIES)

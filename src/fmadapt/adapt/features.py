@@ -1,0 +1,60 @@
+"""Frozen-feature extraction: batched, no autograd, cached on disk when the backbone is identifiable."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+
+from ..backbones.base import Backbone
+from ..data.cache import FeatureCache
+from ..data.examples import Examples
+from ..data.loader import make_loader
+
+
+def extract_features(backbone: Backbone, ex: Examples, *, batch_size: int = 64,
+                     cache: FeatureCache | None = None, num_workers: int | None = None,
+                     progress: bool | None = None, desc: str = "features") -> np.ndarray:
+    """(N, D) float32 features in the order of `ex.inputs`."""
+    key = cache.key(backbone.cfg, ex.inputs, ex.modality) if cache else None
+    hit = cache.get(key, len(ex)) if cache else None
+    if hit is not None:
+        return hit
+    order = list(range(len(ex)))
+    if ex.modality == "text":
+        # Length-sorted batches pad far less; the original order is restored below.
+        order.sort(key=lambda i: len(ex.inputs[i]))
+    inputs = [ex.inputs[i] for i in order]
+    loader = make_loader(backbone, inputs, ex.modality, train=False, batch_size=batch_size,
+                         num_workers=num_workers)
+    was_training = backbone.training
+    backbone.eval()
+    out = np.empty((len(ex), backbone.cfg.embed_dim), dtype=np.float32)
+    pos = 0
+    show = sys.stderr.isatty() if progress is None else progress
+    it = _progress(loader, desc) if show else loader
+    with torch.inference_mode():
+        for batch in it:
+            f = backbone(_to(batch, backbone.device)).float().cpu().numpy()
+            out[pos:pos + len(f)] = f
+            pos += len(f)
+    backbone.train(was_training)
+    feats = np.empty_like(out)
+    feats[order] = out
+    if cache:
+        cache.put(key, feats)
+    return feats
+
+
+def _to(batch, device):
+    if isinstance(batch, dict):
+        return {k: v.to(device) for k, v in batch.items()}
+    return batch.to(device)
+
+
+def _progress(it, desc):
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(it, description=desc, transient=True, console=Console(stderr=True))

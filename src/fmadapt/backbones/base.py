@@ -1,0 +1,106 @@
+"""What every backbone offers: an encoder returning one feature vector per input, its config, its
+preprocessing, and its layers ordered bottom to top (for freezing and partial fine-tuning)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class BackboneCfg:
+    """What a backbone expects and where it came from. Saved inside every trained model."""
+
+    name: str  #: registry name, e.g. "efficientnet_lite0" or "timm:resnet18"
+    modality: str  #: "image" or "text"
+    embed_dim: int  #: size of the pooled feature vector
+    source: str = ""  #: where the weights come from (pip package, hub id, directory)
+    license: str = ""
+    sha256: str = ""  #: checksum of the weights file; empty when not reproducible offline
+    pretrained: bool = True
+    # image backbones
+    input_size: int = 224
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    # text backbones
+    max_tokens: int = 256
+    pooling: str = "mean"  #: "mean" or "cls"
+    normalize: bool = False  #: L2-normalise the pooled embedding (sentence-transformers' Normalize)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.modality not in ("image", "text"):
+            raise ValueError(f"modality must be 'image' or 'text', got {self.modality!r}")
+        if self.embed_dim <= 0:
+            raise ValueError("embed_dim must be positive")
+        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
+        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BackboneCfg:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+class Backbone(nn.Module, ABC):
+    """A pretrained encoder. `forward(batch)` maps a collated batch to features (B, embed_dim).
+
+    Subclasses implement `forward`, `layer_groups`, `preprocess` and `collate`; the rest of the system
+    only talks to this interface, so a new backbone needs no change elsewhere.
+    """
+
+    cfg: BackboneCfg
+
+    @abstractmethod
+    def layer_groups(self) -> list[nn.Module]:
+        """Modules ordered from input to output; `--unfreeze N` trains the last N."""
+
+    @abstractmethod
+    def preprocessor(self, train: bool = False) -> Callable[[Any], Any]:
+        """A picklable callable turning one raw input (PIL image or string) into a sample; runs in
+        DataLoader workers, so it must not hold the model."""
+
+    @abstractmethod
+    def collator(self) -> Callable[[list[Any]], Any]:
+        """A picklable callable batching samples into the input of `forward`."""
+
+    @abstractmethod
+    def forward(self, batch: Any) -> torch.Tensor:
+        """Features (B, embed_dim) for a collated batch."""
+
+    def set_image_size(self, size: int) -> None:
+        """Image backbones accept another input size (convolutional nets are size-agnostic)."""
+        if self.cfg.modality != "image":
+            raise ValueError("image size only applies to image backbones")
+        self.cfg.input_size = int(size)
+
+    def freeze(self, trainable_top: int = 0) -> None:
+        """Freeze everything, then unfreeze the top `trainable_top` layer groups (-1: all)."""
+        groups = self.layer_groups()
+        for p in self.parameters():
+            p.requires_grad_(trainable_top < 0)
+        if trainable_top > 0:
+            for g in groups[-trainable_top:]:
+                for p in g.parameters():
+                    p.requires_grad_(True)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device

@@ -1,0 +1,131 @@
+"""Text backbones built on transformers: an encoder + the pooling sentence-transformers applies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import Backbone, BackboneCfg
+
+
+class TextCollator:
+    """Tokenizes a whole batch at once (fast tokenizers are much quicker on lists than one by one)."""
+
+    def __init__(self, tokenizer: Any, max_tokens: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
+                             return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+class HFTextBackbone(Backbone):
+    """A transformers encoder pooled to one vector per text (mean over real tokens, or [CLS])."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, cfg: BackboneCfg) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = batch["attention_mask"]  # (B,T)
+        hidden = self.model(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state  # (B,T,H)
+        if self.cfg.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        if self.cfg.normalize:
+            pooled = nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled
+
+    def layer_groups(self) -> list[nn.Module]:
+        m = self.model
+        layers = _encoder_layers(m)
+        emb = m.get_input_embeddings()
+        embeddings = getattr(m, "embeddings", None) or emb
+        groups: list[nn.Module] = [embeddings, *layers]
+        covered = {id(p) for g in groups for p in g.parameters()}
+        rest = [p for p in m.parameters() if id(p) not in covered]  # pooler, final norms
+        if rest:
+            groups.append(nn.ParameterList(rest))
+        return groups
+
+    def preprocessor(self, train: bool = False) -> Any:
+        return _identity
+
+    def collator(self) -> TextCollator:
+        return TextCollator(self.tokenizer, self.cfg.max_tokens)
+
+
+def _encoder_layers(model: nn.Module) -> list[nn.Module]:
+    for path in ("encoder.layer", "encoder.layers", "transformer.layer", "layers", "h"):
+        try:
+            mod = model.get_submodule(path)
+        except AttributeError:
+            continue
+        if isinstance(mod, nn.ModuleList):
+            return list(mod)
+    raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
+
+
+def hf_text_backbone(name_or_path: str, name: str | None = None, pretrained: bool = True,
+                     source: str = "", license: str = "", sha256: str = "") -> HFTextBackbone:
+    """A transformers model by hub id or local directory. A sentence-transformers folder's pooling,
+    normalisation and maximum length are read from its config files so embeddings match `encode`."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if pretrained:
+        model = AutoModel.from_pretrained(name_or_path)
+    else:
+        model = AutoModel.from_config(AutoConfig.from_pretrained(name_or_path))
+    pooling, normalize, max_tokens = _sentence_transformers_settings(name_or_path)
+    model_max = getattr(model.config, "max_position_embeddings", 512)
+    max_tokens = min(max_tokens or model_max, model_max)
+    cfg = BackboneCfg(
+        name=name or f"hf:{name_or_path}",
+        modality="text",
+        embed_dim=int(model.config.hidden_size),
+        source=source or f"hf:{name_or_path}",
+        license=license,
+        sha256=sha256,
+        pretrained=pretrained,
+        max_tokens=int(max_tokens),
+        pooling=pooling,
+        normalize=normalize,
+    )
+    return HFTextBackbone(model.eval(), tokenizer, cfg)
+
+
+def _sentence_transformers_settings(name_or_path: str) -> tuple[str, bool, int | None]:
+    """(pooling, normalize, max_seq_length) from a sentence-transformers folder; defaults otherwise."""
+    root = Path(name_or_path)
+    if not root.is_dir():
+        return "mean", False, None
+    pooling, normalize, max_len = "mean", False, None
+    modules = root / "modules.json"
+    if modules.is_file():
+        for mod in json.loads(modules.read_text()):
+            kind = mod.get("type", "")
+            if kind.endswith("Normalize"):
+                normalize = True
+            if kind.endswith("Pooling"):
+                pcfg = root / mod.get("path", "") / "config.json"
+                if pcfg.is_file() and json.loads(pcfg.read_text()).get("pooling_mode_cls_token"):
+                    pooling = "cls"
+    st_cfg = root / "sentence_bert_config.json"
+    if st_cfg.is_file():
+        max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
+    return pooling, normalize, max_len

@@ -1,0 +1,94 @@
+"""Image backbones built on timm: any timm architecture, pooled features, timm's own layer grouping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.transforms import v2 as T
+
+from .base import Backbone, BackboneCfg
+
+_INTERP = {
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "nearest": T.InterpolationMode.NEAREST,
+}
+
+
+class TimmBackbone(Backbone):
+    """Wraps a timm model created with `num_classes=0`, so `forward` returns pooled features."""
+
+    def __init__(self, model: nn.Module, cfg: BackboneCfg) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self._groups: list[nn.Module] | None = None
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:  # (B,3,H,W) -> (B,D)
+        return self.model(batch)
+
+    def layer_groups(self) -> list[nn.Module]:
+        if self._groups is None:
+            self._groups = _timm_layer_groups(self.model)
+        return self._groups
+
+    def preprocessor(self, train: bool = False) -> T.Compose:
+        return build_image_transform(self.cfg, train)
+
+    def collator(self) -> Any:
+        return torch.stack
+
+
+def build_image_transform(cfg: BackboneCfg, train: bool) -> T.Compose:
+    """Evaluation: resize the short side to size/crop_pct, centre-crop (timm's convention).
+    Training: random resized crop and horizontal flip."""
+    size = cfg.input_size
+    interp = _INTERP.get(cfg.interpolation, T.InterpolationMode.BICUBIC)
+    if train:
+        geo = [T.RandomResizedCrop(size, scale=(0.35, 1.0), interpolation=interp, antialias=True),
+               T.RandomHorizontalFlip()]
+    else:
+        geo = [T.Resize(int(round(size / cfg.crop_pct)), interpolation=interp, antialias=True),
+               T.CenterCrop(size)]
+    return T.Compose([
+        T.ToImage(),
+        *geo,
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(mean=list(cfg.mean), std=list(cfg.std)),
+    ])
+
+
+def _timm_layer_groups(model: nn.Module) -> list[nn.Module]:
+    """timm's coarse group matcher (stem, stages/blocks, head) as a list of modules, bottom to top."""
+    from timm.models import group_modules
+
+    matcher = model.group_matcher(coarse=True) if hasattr(model, "group_matcher") else None
+    if matcher is None:
+        return [m for m in model.children() if any(True for _ in m.parameters())]
+    groups = group_modules(model, matcher)
+    return [nn.ModuleList([model.get_submodule(n) for n in groups[k]]) for k in sorted(groups)]
+
+
+def timm_backbone(arch: str, pretrained: bool = True, name: str | None = None, **kw: Any) -> TimmBackbone:
+    """`timm:<arch>` — downloads weights from the Hugging Face hub when `pretrained` (online users)."""
+    import timm
+
+    model = timm.create_model(arch, pretrained=pretrained, num_classes=0, **kw)
+    pc = getattr(model, "pretrained_cfg", {}) or {}
+    cfg = BackboneCfg(
+        name=name or f"timm:{arch}",
+        modality="image",
+        embed_dim=int(model.num_features),
+        source=f"timm:{pc.get('hf_hub_id') or arch}",
+        license=str(pc.get("license", "")),
+        pretrained=pretrained,
+        input_size=int(pc.get("input_size", (3, 224, 224))[-1]),
+        mean=tuple(pc.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(pc.get("std", (0.229, 0.224, 0.225))),
+        interpolation=str(pc.get("interpolation", "bicubic")),
+        crop_pct=float(pc.get("crop_pct", 0.875)),
+        extra={"arch": arch},
+    )
+    return TimmBackbone(model, cfg)

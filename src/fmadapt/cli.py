@@ -1,0 +1,241 @@
+"""The `fmadapt` command: a thin layer over the Python API. Exit codes: 0 ok, 1 failure, 2 usage error."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .errors import ConfigError, FmadaptError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Adapt a pretrained foundation model to your image or text classification task.")
+
+_JSON = typer.Option("--json", help="Print one JSON summary object on stdout.")
+
+
+def _out(msg: str = "", err: bool = False) -> None:
+    typer.echo(msg, err=err)
+
+
+def _estimator_for(data: str, text: str | None, label: str | None) -> str:
+    """Folders are image data; files and tables are text data."""
+    p = Path(data)
+    return "image" if p.is_dir() else "text"
+
+
+def _summary(clf: Any, out: Path, seconds: float) -> dict[str, Any]:
+    return {
+        "model_dir": str(out.resolve()),
+        "backbone": clf.model_.backbone.cfg.name,
+        "strategy": clf.config_.strategy,
+        "classes": clf.classes_,
+        "metrics": {k: {m: v[m] for m in ("n", "accuracy", "macro_f1", "ece")} for k, v in clf.metrics_.items()},
+        "data": {k: v for k, v in clf.data_summary_.items() if k != "class_counts"},
+        "history": clf.history_,
+        "seconds": round(seconds, 1),
+    }
+
+
+def _print_fit(clf: Any, out: Path, seconds: float) -> None:
+    from .evaluate.metrics import format_metrics
+
+    ds = clf.data_summary_
+    sizes = ", ".join(f"{k} {v}" for k, v in ds["sizes"].items())
+    _out(f"backbone {clf.model_.backbone.cfg.name} | strategy {clf.config_.strategy} | {sizes} "
+         f"| {len(clf.classes_)} classes | {seconds:.1f}s")
+    for w in ds["warnings"]:
+        _out(f"warning: {w}")
+    if ds["skipped"]:
+        _out(f"skipped {len(ds['skipped'])} input(s):")
+        for s in ds["skipped"][:20]:
+            _out(f"  {s['where']}: {s['reason']}")
+        if len(ds["skipped"]) > 20:
+            _out(f"  ... and {len(ds['skipped']) - 20} more (metrics.json lists all)")
+    for split, m in clf.metrics_.items():
+        _out(format_metrics(m, title=f"\n[{split}]"))
+    _out(f"\nmodel saved to {out}")
+
+
+def _run(fn: Any) -> None:
+    """Map our errors to exit codes: data/runtime problems -> 1, option problems -> 2."""
+    try:
+        fn()
+    except ConfigError as e:
+        _out(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    except FmadaptError as e:
+        _out(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def fit(
+    data: Annotated[str, typer.Argument(help="Image folder, or a CSV/TSV/JSONL/Parquet table of texts.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
+    text: Annotated[str | None, typer.Option("--text", help="Text column (tables).")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="Label column (tables).")] = None,
+    val: Annotated[str | None, typer.Option("--val", help="Separate validation data.")] = None,
+    backbone: Annotated[str | None, typer.Option("--backbone", help="See `fmadapt backbones`.")] = None,
+    strategy: Annotated[str, typer.Option("--strategy", help="probe | finetune")] = "probe",
+    epochs: Annotated[int, typer.Option("--epochs")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    lr: Annotated[float | None, typer.Option("--lr", help="Backbone learning rate (finetune).")] = None,
+    unfreeze: Annotated[int, typer.Option("--unfreeze", help="Finetune only the top N layer groups.")] = -1,
+    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    accelerator: Annotated[str, typer.Option("--accelerator")] = "auto",
+    devices: Annotated[str, typer.Option("--devices")] = "auto",
+    encoding: Annotated[str, typer.Option("--encoding", help="Text file encoding.")] = "utf-8",
+    no_header: Annotated[bool, typer.Option("--no-header", help="The table has no header row.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Train a classifier on DATA and write a model directory with metrics and a model card."""
+
+    def go() -> None:
+        from .estimators import ImageClassifier, TextClassifier
+
+        kind = _estimator_for(data, text, label)
+        opts: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr, unfreeze=unfreeze,
+                                    image_size=image_size, seed=seed, accelerator=accelerator,
+                                    devices=devices)
+        if kind == "text":
+            opts.update(text_col=text, label_col=label, encoding=encoding, header=not no_header)
+            cls: Any = TextClassifier
+        else:
+            cls = ImageClassifier
+        t0 = time.perf_counter()
+        clf = cls(backbone=backbone, strategy=strategy, cache=not no_cache, **opts).fit(data, val=val)
+        seconds = time.perf_counter() - t0
+        clf.save_pretrained(out, command="fmadapt " + shlex.join(sys.argv[1:]))
+        if as_json:
+            _out(json.dumps(_summary(clf, out, seconds), ensure_ascii=False))
+        else:
+            _print_fit(clf, out, seconds)
+
+    _run(go)
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by `fmadapt fit`.")],
+    data: Annotated[str, typer.Argument(help="Labeled data in the same form as for fit.")],
+    text: Annotated[str | None, typer.Option("--text")] = None,
+    label: Annotated[str | None, typer.Option("--label")] = None,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Accuracy, macro-F1, per-class metrics, confusion matrix and calibration error on DATA."""
+
+    def go() -> None:
+        from .estimators import load_model
+        from .evaluate.metrics import format_metrics
+
+        clf = load_model(model_dir)
+        _override_columns(clf, text, label)
+        m = clf.evaluate(data)
+        if as_json:
+            _out(json.dumps(m, ensure_ascii=False))
+        else:
+            _out(format_metrics(m, title=f"[{data}]"))
+            if m["skipped"]:
+                _out(f"skipped {len(m['skipped'])} input(s); --json lists them")
+
+    _run(go)
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by `fmadapt fit`.")],
+    data: Annotated[str, typer.Argument(help="Images (folder or file) or a table of texts.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write.")],
+    text: Annotated[str | None, typer.Option("--text")] = None,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Write one row per input: id, `pred`, `prob_<class>` (and `error` for inputs that could not be read)."""
+
+    def go() -> None:
+        from .estimators import load_model
+
+        clf = load_model(model_dir)
+        _override_columns(clf, text, None)
+        table = clf.predict_table(data)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(output, index=False)
+        n_err = int(table["error"].notna().sum()) if "error" in table else 0
+        if as_json:
+            _out(json.dumps({"output": str(output.resolve()), "rows": len(table), "errors": n_err}))
+        else:
+            _out(f"wrote {len(table)} predictions to {output}" + (f" ({n_err} unreadable, see `error`)"
+                                                                  if n_err else ""))
+
+    _run(go)
+
+
+def _override_columns(clf: Any, text: str | None, label: str | None) -> None:
+    if text:
+        clf.config_.text_col = text
+    if label:
+        clf.config_.label_col = label
+
+
+@app.command()
+def backbones(as_json: Annotated[bool, _JSON] = False) -> None:
+    """List the built-in backbones (timm:<arch>, hf:<hub id> and local directories also work)."""
+    from .backbones import list_backbones
+
+    entries = [{"name": e.name, "modality": e.modality, "description": e.description} for e in list_backbones()]
+    if as_json:
+        _out(json.dumps(entries))
+        return
+    for e in entries:
+        _out(f"{e['name']:<20} {e['modality']:<6} {e['description']}")
+    _out("\nAlso: timm:<architecture> and hf:<hub id> (online or cached), or a local checkpoint directory.")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")] = Path("fmadapt-demo"),
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Train and evaluate on scikit-learn's handwritten digits with the packaged EfficientNet-Lite0."""
+
+    def go() -> None:
+        from .demo import DEMO_IMAGE_SIZE, write_digits_folder
+        from .estimators import ImageClassifier
+
+        data = write_digits_folder(out / "data")
+        if not as_json:
+            _out(f"demo: 1,797 handwritten digits (scikit-learn) written to {data}; frozen EfficientNet-Lite0 "
+                 f"features at {DEMO_IMAGE_SIZE} px + logistic regression")
+        t0 = time.perf_counter()
+        clf = ImageClassifier(backbone="efficientnet_lite0", strategy="probe", image_size=DEMO_IMAGE_SIZE)
+        clf.fit(data)
+        seconds = time.perf_counter() - t0
+        model_dir = out / "model"
+        clf.save_pretrained(model_dir, command="fmadapt demo")
+        if as_json:
+            _out(json.dumps(_summary(clf, model_dir, seconds)))
+        else:
+            _print_fit(clf, model_dir, seconds)
+            _out(f"try: fmadapt predict {model_dir} {data}/3 -o preds.csv")
+
+    _run(go)
+
+
+def main() -> None:
+    from ._quiet import quiet_libraries
+
+    quiet_libraries()
+    try:
+        app()
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        _out("interrupted", err=True)
+        sys.exit(130)

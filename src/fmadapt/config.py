@@ -1,0 +1,71 @@
+"""Every option of a training run, in one dataclass saved (resolved) in every run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass
+class FitConfig:
+    """Options for `fit`. `None` means "choose from the backbone and data" (resolved values are saved)."""
+
+    backbone: str | None = None  #: registry name, timm:<arch>, hf:<id> or a directory
+    strategy: str = "probe"  #: "probe" (frozen features + logistic regression) or "finetune"
+    epochs: int = 10  #: fine-tuning epochs (early stopping may end sooner)
+    batch_size: int = 32
+    lr: float | None = None  #: backbone learning rate (fine-tuning); default 2e-4 image, 3e-5 text
+    head_lr: float = 1e-3  #: head learning rate (fine-tuning)
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.1  #: share of steps spent warming up the learning rate
+    patience: int = 3  #: epochs without validation-loss improvement before stopping
+    unfreeze: int = -1  #: fine-tuning: train only the top N layer groups (-1 = all)
+    dropout: float = 0.0  #: dropout before the head
+    probe_c: float | None = None  #: probe inverse regularisation; None = chosen on validation
+    val_fraction: float = 0.2  #: share of training data held out when no validation set is given
+    seed: int = 0
+    image_size: int | None = None  #: image backbones: input size (default: the backbone's)
+    num_workers: int | None = None  #: DataLoader workers (default: 2 for images, 0 for text)
+    accelerator: str = "auto"  #: passed to the Lightning Trainer ("cpu", "gpu", "auto", ...)
+    devices: str = "auto"  #: passed to the Lightning Trainer ("auto", "1", "2", ...)
+    text_col: str | None = None
+    label_col: str | None = None
+    encoding: str = "utf-8"
+    header: bool = True  #: tables: the first row holds column names
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (0.0 < self.val_fraction < 0.9, "val_fraction must be in (0, 0.9)"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (0.0 <= self.warmup_frac < 1.0, "warmup_frac must be in [0, 1)"),
+            (self.unfreeze >= -1, "unfreeze must be -1 (all) or a number of top layer groups"),
+            (self.patience >= 1, "patience must be >= 1"),
+            (self.image_size is None or 16 <= self.image_size <= 1024, "image_size must be in [16, 1024]"),
+            (self.lr is None or self.lr > 0, "lr must be positive"),
+            (self.head_lr > 0, "head_lr must be positive"),
+            (self.probe_c is None or self.probe_c > 0, "probe_c must be positive"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FitConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,82 @@
+"""On-disk cache of frozen features, keyed by backbone identity + preprocessing + input content.
+
+A second run on the same data with the same backbone skips extraction entirely."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..backbones.base import BackboneCfg
+
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("FMADAPT_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fmadapt"
+
+
+def content_hash(item: str, modality: str) -> str:
+    """Hash of what the model sees: file bytes for images, the string for texts."""
+    h = hashlib.blake2b(digest_size=16)
+    if modality == "image":
+        with open(item, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    else:
+        h.update(item.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def backbone_key(cfg: BackboneCfg) -> str | None:
+    """None when the weights are not identifiable (random init, unknown checksum): never cache those."""
+    if not cfg.pretrained or not cfg.sha256:
+        return None
+    ident = {k: v for k, v in cfg.to_dict().items() if k not in ("license", "source", "extra")}
+    ident["cache_version"] = CACHE_VERSION
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class FeatureCache:
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root else default_cache_dir() / "features"
+
+    def key(self, cfg: BackboneCfg, inputs: list[str], modality: str) -> str | None:
+        bkey = backbone_key(cfg)
+        if bkey is None:
+            return None
+        h = hashlib.sha256(bkey.encode())
+        for item in inputs:
+            h.update(content_hash(item, modality).encode())
+        return f"{bkey}/{h.hexdigest()[:32]}"
+
+    def _path(self, key: str) -> Path:
+        return self.root / f"{key}.npy"
+
+    def get(self, key: str | None, n: int) -> np.ndarray | None:
+        if key is None:
+            return None
+        p = self._path(key)
+        if not p.is_file():
+            return None
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (ValueError, OSError):
+            return None  # damaged entry: recompute and overwrite
+        return arr if arr.ndim == 2 and arr.shape[0] == n else None
+
+    def put(self, key: str | None, feats: np.ndarray) -> None:
+        if key is None:
+            return
+        p = self._path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(f".tmp{os.getpid()}.npy")
+        np.save(tmp, feats.astype(np.float32), allow_pickle=False)
+        os.replace(tmp, p)  # atomic: a killed run never leaves a half-written entry under the real name

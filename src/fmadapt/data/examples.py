@@ -1,0 +1,47 @@
+"""The one in-memory form of a dataset that flows through fmadapt."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Skipped:
+    """An input left out, and why (listed in the run summary and metrics.json)."""
+
+    where: str  #: file path, or "file:row N"
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"where": self.where, "reason": self.reason}
+
+
+@dataclass
+class Examples:
+    """Inputs (image paths or texts), their labels (None when unlabeled) and ids for output files."""
+
+    inputs: list[str]
+    labels: list[str] | None
+    ids: list[str]
+    source: str = ""
+    modality: str = "image"
+    skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def subset(self, idx: list[int]) -> Examples:
+        return Examples(
+            inputs=[self.inputs[i] for i in idx],
+            labels=None if self.labels is None else [self.labels[i] for i in idx],
+            ids=[self.ids[i] for i in idx],
+            source=self.source,
+            modality=self.modality,
+            skipped=list(self.skipped),
+            warnings=list(self.warnings),
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(self.labels or []).items()))

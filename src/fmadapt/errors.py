@@ -1,0 +1,23 @@
+"""Errors users see. Each names what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class FmadaptError(Exception):
+    """Base class: the CLI prints the message and exits with code 1."""
+
+
+class DataError(FmadaptError):
+    """The user's data cannot be used as given (bad column, too few classes, unreadable file...)."""
+
+
+class ConfigError(FmadaptError):
+    """An option or a combination of options is invalid (the CLI exits with code 2)."""
+
+
+class NotFittedError(FmadaptError):
+    """A model method was called before `fit` or `from_pretrained`."""
+
+
+class ArtifactError(FmadaptError):
+    """A saved model directory is missing files or holds malformed ones."""

@@ -1,0 +1,283 @@
+"""ImageClassifier and TextClassifier: scikit-learn-style estimators over the shared pipeline."""
+
+from __future__ import annotations
+
+import os
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import adapt
+from .adapt.features import extract_features
+from .artifact import load_model as _load_artifact
+from .artifact import model_card, save_model, write_json, write_text_atomic
+from .backbones import create_backbone
+from .config import FitConfig
+from .data.cache import FeatureCache
+from .data.examples import Examples, Skipped
+from .data.images import drop_unreadable, scan_image_folder, unlabeled_images
+from .data.split import check_trainable, stratified_split
+from .data.tables import examples_from_table, infer_columns, read_table
+from .errors import DataError, NotFittedError
+from .evaluate.metrics import classification_metrics
+from .model import Classifier
+
+DataLike = str | os.PathLike[str] | pd.DataFrame | list[str]
+
+
+class _Classifier(ABC):
+    """Shared estimator logic; subclasses say how to read their modality."""
+
+    modality: ClassVar[str] = ""
+    task: ClassVar[str] = ""
+    default_backbone: ClassVar[str] = ""
+
+    def __init__(self, backbone: str | None = None, strategy: str = "probe", *, cache: bool = True,
+                 progress: bool | None = None, **options: Any) -> None:
+        self.backbone = backbone
+        self.strategy = strategy
+        self.cache = cache
+        self.progress = progress
+        self.options = options
+        self._check_config()  # bad options fail here, not after data loading
+
+    # -- configuration -------------------------------------------------------------------------
+    def _check_config(self) -> FitConfig:
+        return FitConfig(backbone=self.backbone or self.default_backbone, strategy=self.strategy, **self.options)
+
+    def _feature_cache(self) -> FeatureCache | None:
+        return FeatureCache() if self.cache else None
+
+    def _show_progress(self) -> bool:
+        return sys.stderr.isatty() if self.progress is None else self.progress
+
+    # -- data (modality-specific) --------------------------------------------------------------
+    @abstractmethod
+    def _load_labeled(self, data: DataLike, cfg: FitConfig) -> dict[str, Examples]:
+        """{"train": ..., optionally "val"/"test": ...} with unreadable inputs already skipped."""
+
+    @abstractmethod
+    def _load_unlabeled(self, data: DataLike) -> Examples:
+        """Inputs to predict on (labels ignored)."""
+
+    # -- training ------------------------------------------------------------------------------
+    def fit(self, data: DataLike, val: DataLike | None = None) -> _Classifier:
+        cfg = self._check_config()
+        splits = self._load_labeled(data, cfg)
+        train = splits["train"]
+        check_trainable(train)
+        cfg = self._check_config()  # now with the columns inferred from the data
+        if val is not None:
+            splits["val"] = self._load_labeled(val, cfg)["train"]
+        split_made = "val" not in splits
+        if split_made:
+            train, splits["val"] = stratified_split(train, cfg.val_fraction, cfg.seed)
+            splits["train"] = train
+        classes = sorted(set(train.labels or []))
+        for name in ("val", "test"):
+            if name in splits:
+                _check_known(splits[name], classes, name)
+        torch.manual_seed(cfg.seed)
+        backbone = create_backbone(cfg.backbone or self.default_backbone)
+        if cfg.image_size and backbone.cfg.modality == "image":
+            backbone.set_image_size(cfg.image_size)
+        if backbone.cfg.modality != self.modality:
+            raise DataError(f"backbone {backbone.cfg.name!r} is a {backbone.cfg.modality} backbone; "
+                            f"{type(self).__name__} needs a {self.modality} one")
+        model = Classifier(backbone, len(classes), cfg.dropout)
+        strategy = adapt.get_strategy(cfg.strategy)
+        ctx = adapt.FitContext(classes, self._feature_cache(), self._show_progress())
+        history = strategy.fit(model, train, splits["val"], cfg, ctx)
+        model.eval()
+        self.model_, self.classes_, self.config_ = model, classes, cfg
+        self.trains_backbone_ = strategy.trains_backbone
+        self.history_ = history
+        self.splits_ = splits
+        self.metrics_ = {name: self._metrics_for(ex) for name, ex in splits.items() if name != "train"}
+        self.data_summary_ = _data_summary(splits, split_made)
+        return self
+
+    # -- inference -----------------------------------------------------------------------------
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit() or from_pretrained()")
+
+    def _proba(self, ex: Examples) -> np.ndarray:
+        """(N, C) probabilities. A frozen backbone goes through the feature cache."""
+        self._require_fitted()
+        if len(ex) == 0:
+            return np.zeros((0, len(self.classes_)), dtype=np.float32)
+        cache = self._feature_cache() if not self.trains_backbone_ else None
+        feats = extract_features(self.model_.backbone, ex, batch_size=64, cache=cache,
+                                 progress=self._show_progress(), desc="predicting")
+        with torch.inference_mode():
+            logits = self.model_.forward_features(torch.from_numpy(feats).to(self.model_.head.weight.device))
+            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def predict_proba(self, data: DataLike) -> pd.DataFrame:
+        """One row per readable input (index = path or row id), columns `prob_<class>`."""
+        ex = self._load_unlabeled(data)
+        p = self._proba(ex)
+        return pd.DataFrame(p, index=pd.Index(ex.ids, name="id"), columns=[f"prob_{c}" for c in self.classes_])
+
+    def predict(self, data: DataLike) -> np.ndarray:
+        ex = self._load_unlabeled(data)
+        p = self._proba(ex)
+        return np.asarray(self.classes_, dtype=object)[p.argmax(1)] if len(p) else np.array([], dtype=object)
+
+    def predict_table(self, data: DataLike) -> pd.DataFrame:
+        """What `fmadapt predict` writes: ids (+ text), `pred`, `prob_<class>`, and a row with an `error`
+        for every input that could not be read, so nothing silently disappears."""
+        ex = self._load_unlabeled(data)
+        p = self._proba(ex)
+        out = pd.DataFrame({"id": ex.ids})
+        if ex.modality == "text":
+            out["text"] = ex.inputs
+        out["pred"] = [self.classes_[i] for i in p.argmax(1)] if len(p) else []
+        for j, c in enumerate(self.classes_):
+            out[f"prob_{c}"] = p[:, j] if len(p) else []
+        if ex.skipped:
+            bad = pd.DataFrame({"id": [s.where for s in ex.skipped], "error": [s.reason for s in ex.skipped]})
+            out = pd.concat([out, bad], ignore_index=True)
+        return out
+
+    def _labeled_for_eval(self, data: DataLike) -> Examples:
+        splits = self._load_labeled(data, self.config_)
+        name = next(n for n in ("test", "val", "train") if n in splits)
+        ex = splits[name]
+        _check_known(ex, self.classes_, "evaluation data")
+        return ex
+
+    def _metrics_for(self, ex: Examples) -> dict[str, Any]:
+        index = {c: i for i, c in enumerate(self.classes_)}
+        y = np.asarray([index[lab] for lab in ex.labels or []])
+        m = classification_metrics(y, self._proba(ex), self.classes_)
+        m["skipped"] = [s.to_dict() for s in ex.skipped]
+        return m
+
+    def evaluate(self, data: DataLike) -> dict[str, Any]:
+        """Metrics on labeled data (for an image folder with a test/ split, on that split)."""
+        self._require_fitted()
+        return self._metrics_for(self._labeled_for_eval(data))
+
+    def score(self, data: DataLike) -> float:
+        return float(self.evaluate(data)["accuracy"])
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike[str], command: str | None = None) -> Path:
+        self._require_fitted()
+        out = Path(path)
+        bcfg = self.model_.backbone.cfg
+        include = self.trains_backbone_ or not (bcfg.pretrained and bcfg.sha256)
+        config = {"task": self.task, "backbone": bcfg.name, "strategy": self.config_.strategy,
+                  "fit": self.config_.to_dict(), "history": getattr(self, "history_", {})}
+        save_model(out, self.model_, self.classes_, config, include_backbone=include)
+        metrics = getattr(self, "metrics_", {})
+        data = getattr(self, "data_summary_", {})
+        write_json(out / "metrics.json", {**metrics, "data": data})
+        write_text_atomic(out / "README.md", model_card(config, self.classes_, metrics, data, command))
+        for name, ex in getattr(self, "splits_", {}).items():
+            (out / "manifests").mkdir(exist_ok=True)
+            pd.DataFrame({"id": ex.ids, "label": ex.labels}).to_csv(out / "manifests" / f"{name}.csv", index=False)
+        return out
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str], **kw: Any) -> _Classifier:
+        model, classes, config = _load_artifact(path)
+        want = {"image": ImageClassifier, "text": TextClassifier}[model.backbone.cfg.modality]
+        if cls is not _Classifier and cls is not want:
+            raise DataError(f"{path} holds a {config.get('task')} model; load it with {want.__name__}")
+        fit = FitConfig.from_dict(config.get("fit", {}))
+        obj = want(backbone=fit.backbone, strategy=fit.strategy, **kw,
+                   **{k: v for k, v in fit.to_dict().items() if k not in ("backbone", "strategy")})
+        obj.model_, obj.classes_, obj.config_ = model, classes, fit
+        obj.trains_backbone_ = adapt.get_strategy(fit.strategy).trains_backbone
+        return obj
+
+
+class ImageClassifier(_Classifier):
+    """Classify images. Data: a folder `root/<class>/…` or `root/{train,val,test}/<class>/…`."""
+
+    modality = "image"
+    task = "image-classification"
+    default_backbone = "efficientnet_lite0"
+
+    def _load_labeled(self, data: DataLike, cfg: FitConfig) -> dict[str, Examples]:
+        if isinstance(data, (pd.DataFrame, list)):
+            raise DataError("ImageClassifier reads a folder: root/<class>/<images> or root/{train,val,test}/<class>/")
+        folder = scan_image_folder(data)
+        return {name: drop_unreadable(ex) for name, ex in folder.splits.items()}
+
+    def _load_unlabeled(self, data: DataLike) -> Examples:
+        if isinstance(data, list):
+            ex = Examples(inputs=[str(p) for p in data], labels=None, ids=[str(p) for p in data],
+                          source="<list>", modality="image")
+        elif isinstance(data, pd.DataFrame):
+            raise DataError("ImageClassifier.predict takes a folder, a file or a list of image paths")
+        else:
+            ex = unlabeled_images(data)
+        return drop_unreadable(ex)
+
+
+class TextClassifier(_Classifier):
+    """Classify texts. Data: CSV, TSV, JSONL, Parquet or a DataFrame with a text and a label column."""
+
+    modality = "text"
+    task = "text-classification"
+    default_backbone = "minilm-l6"
+
+    def _table(self, data: DataLike, need_label: bool) -> Examples:
+        cfg = getattr(self, "config_", None) or self._check_config()
+        df, source = read_table(data, encoding=cfg.encoding, header=cfg.header)
+        text, label = infer_columns(df, cfg.text_col, cfg.label_col if need_label else None, source,
+                                    need_label=need_label)
+        if need_label:
+            self.options.setdefault("text_col", text)
+            self.options.setdefault("label_col", label)
+        return examples_from_table(df, source, text, label)
+
+    def _load_labeled(self, data: DataLike, cfg: FitConfig) -> dict[str, Examples]:
+        if isinstance(data, list):
+            raise DataError("TextClassifier.fit needs labels: pass a table (path or DataFrame)")
+        return {"train": self._table(data, need_label=True)}
+
+    def _load_unlabeled(self, data: DataLike) -> Examples:
+        if isinstance(data, list):
+            return Examples(inputs=[str(t) for t in data], labels=None, ids=[str(i) for i in range(len(data))],
+                            source="<list>", modality="text")
+        return self._table(data, need_label=False)
+
+
+def _check_known(ex: Examples, classes: list[str], what: str) -> None:
+    unseen = sorted(set(ex.labels or []) - set(classes))
+    if unseen:
+        raise DataError(f"{ex.source}: {what} has label(s) never seen in training: "
+                        f"{', '.join(repr(u) for u in unseen[:20])}. Known classes: {', '.join(classes[:50])}")
+
+
+def _data_summary(splits: dict[str, Examples], split_made: bool) -> dict[str, Any]:
+    skipped: list[Skipped] = []
+    seen = set()
+    for ex in splits.values():
+        for s in ex.skipped:
+            if (s.where, s.reason) not in seen:
+                seen.add((s.where, s.reason))
+                skipped.append(s)
+    warnings = sorted({w for ex in splits.values() for w in ex.warnings})
+    return {
+        "sizes": {k: len(v) for k, v in splits.items()},
+        "class_counts": {k: v.class_counts() for k, v in splits.items()},
+        "validation": "stratified split of the training data" if split_made else "given",
+        "skipped": [s.to_dict() for s in skipped],
+        "warnings": warnings,
+    }
+
+
+def load_model(path: str | os.PathLike[str], **kw: Any) -> _Classifier:
+    """Reload any fmadapt model directory as the right estimator."""
+    return _Classifier.from_pretrained(path, **kw)

@@ -1,0 +1,49 @@
+"""Classification metrics: accuracy, macro-F1, per-class precision/recall/F1, confusion matrix, ECE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+
+def expected_calibration_error(proba: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
+    """Top-label ECE with equal-width confidence bins: sum_b |B|/N * |acc(B) - conf(B)|."""
+    conf = proba.max(1)
+    correct = (proba.argmax(1) == y).astype(float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        m = bins == b
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def classification_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    labels = list(range(len(classes)))
+    pred = proba.argmax(1)
+    p, r, f, s = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    return {
+        "n": int(len(y)),
+        "accuracy": float(accuracy_score(y, pred)),
+        "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        "ece": expected_calibration_error(proba, y),
+        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                          "support": int(s[i])} for i, c in enumerate(classes)},
+        "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
+        "classes": list(classes),
+    }
+
+
+def format_metrics(m: dict[str, Any], title: str = "") -> str:
+    """A plain-text table of the headline and per-class metrics (for terminals and logs)."""
+    lines = [title] if title else []
+    lines.append(f"n={m['n']}  accuracy={m['accuracy']:.4f}  macro_f1={m['macro_f1']:.4f}  ece={m['ece']:.4f}")
+    width = max([5, *(len(c) for c in m["per_class"])])
+    lines.append(f"{'class':<{width}}  precision  recall     f1  support")
+    for c, v in m["per_class"].items():
+        lines.append(f"{c:<{width}}  {v['precision']:9.4f}  {v['recall']:6.4f}  {v['f1']:.4f}  {v['support']:7d}")
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""The LightningModule: knows the loss and the optimizer, nothing about data files."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from ..model import Classifier
+from .schedules import warmup_cosine
+
+
+class ClassifierModule(pl.LightningModule):
+    """Cross-entropy fine-tuning of a Classifier; the head may use a larger learning rate than the body."""
+
+    def __init__(self, model: Classifier, *, lr: float, head_lr: float, weight_decay: float,
+                 warmup_frac: float, total_steps: int, frozen_groups: list[nn.Module] | None = None
+                 ) -> None:
+        super().__init__()
+        self.model = model
+        self.lr, self.head_lr, self.weight_decay = lr, head_lr, weight_decay
+        self.warmup_frac, self.total_steps = warmup_frac, total_steps
+        self.frozen_groups = frozen_groups or []
+        self.loss_fn = nn.CrossEntropyLoss()
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.model(batch)
+
+    def on_train_epoch_start(self) -> None:
+        # Frozen layers keep their BatchNorm statistics and skip dropout.
+        for g in self.frozen_groups:
+            g.eval()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self.loss_fn(self.model(x), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
+                                     "lower the learning rate or check the inputs")
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(y), sync_dist=False)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self.log("val_loss", self.loss_fn(logits, y), batch_size=len(y), sync_dist=True, prog_bar=True)
+        self.log("val_acc", (logits.argmax(1) == y).float().mean(), batch_size=len(y), sync_dist=True,
+                 prog_bar=True)
+
+    def configure_optimizers(self) -> Any:
+        head = [p for p in self.model.head.parameters() if p.requires_grad]
+        head_ids = {id(p) for p in head}
+        body = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+        groups = [{"params": head, "lr": self.head_lr}]
+        if body:
+            groups.append({"params": body, "lr": self.lr})
+        opt = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, warmup_cosine(self.total_steps, int(self.warmup_frac * self.total_steps)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class RestoreBest(pl.Callback):
+    """Keeps the weights of the best validation epoch in memory and puts them back when training ends
+    (no checkpoint files: nothing pickled on disk)."""
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "min") -> None:
+        self.monitor, self.mode = monitor, mode
+        self.best: float | None = None
+        self.best_epoch: int = -1
+        self._state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        v = trainer.callback_metrics.get(self.monitor)
+        if v is None:
+            return
+        v = float(v)
+        better = self.best is None or (v < self.best if self.mode == "min" else v > self.best)
+        if better:
+            self.best, self.best_epoch = v, trainer.current_epoch
+            self._state = {k: t.detach().to("cpu", copy=True) for k, t in pl_module.state_dict().items()}
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._state is not None:
+            pl_module.load_state_dict(copy.copy(self._state))
+
+
+class History(pl.Callback):
+    """Per-epoch metrics for the run summary and the model card."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {"epoch": trainer.current_epoch}
+        for k, v in trainer.callback_metrics.items():
+            if k.startswith(("val_", "train_")):
+                row[k] = round(float(v), 6)
+        self.epochs.append(row)
