@@ -48,6 +48,7 @@ class _Classifier(ABC):
 
     # -- configuration -------------------------------------------------------------------------
     def _check_config(self) -> FitConfig:
+        adapt.get_strategy(self.strategy)  # unknown names fail at construction, listing the known ones
         return FitConfig(backbone=self.backbone or self.default_backbone, strategy=self.strategy, **self.options)
 
     def _feature_cache(self) -> FeatureCache | None:

@@ -65,6 +65,7 @@ class FineTune(Strategy):
         history, best = History(), RestoreBest("val_loss", "min")
         stop = EarlyStopping("val_loss", patience=cfg.patience, mode="min")
         trainer = build_trainer(cfg, [history, best, stop], progress=ctx.progress and sys.stderr.isatty())
+        model.train()  # backbones are created in eval mode; the frozen groups go back to eval each epoch
         trainer.fit(module, tr, va)
         model.eval()
         for p in model.parameters():

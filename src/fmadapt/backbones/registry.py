@@ -38,7 +38,11 @@ def list_backbones() -> list[BackboneEntry]:
 
 
 def create_backbone(name: str, pretrained: bool = True) -> Backbone:
-    """Build a backbone by registry name, `timm:<arch>`, `hf:<hub id>` or a local directory path."""
+    """Build a backbone (in eval mode) by registry name, `timm:<arch>`, `hf:<hub id>` or a directory."""
+    return _create(name, pretrained).eval()
+
+
+def _create(name: str, pretrained: bool) -> Backbone:
     if name in _REGISTRY:
         return _REGISTRY[name].factory(pretrained=pretrained)
     if name.startswith("timm:"):

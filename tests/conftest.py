@@ -1,0 +1,96 @@
+"""Tiny randomly initialised backbones and small synthetic datasets, so unit tests run in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from fmadapt.backbones import register_backbone
+from fmadapt.backbones.base import BackboneCfg
+from fmadapt.backbones.text import HFTextBackbone
+from fmadapt.backbones.vision import timm_backbone
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@register_backbone("tiny-cnn", "image", "test only: timm test_efficientnet, random init, 32 px")
+def tiny_cnn(pretrained: bool = True):
+    torch.manual_seed(0)
+    bb = timm_backbone("test_efficientnet", pretrained=False, name="tiny-cnn")
+    bb.cfg.input_size, bb.cfg.crop_pct = 32, 1.0
+    return bb
+
+
+@register_backbone("tiny-cnn-cached", "image", "test only: like tiny-cnn but identifiable, so features cache")
+def tiny_cnn_cached(pretrained: bool = True):
+    bb = tiny_cnn()
+    bb.cfg.name, bb.cfg.sha256, bb.cfg.pretrained = "tiny-cnn-cached", "0" * 64, True
+    return bb
+
+
+@register_backbone("tiny-bert", "text", "test only: 2-layer BERT, hidden 32, MiniLM's tokenizer")
+def tiny_bert(pretrained: bool = True):
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from fmadapt.backbones.packaged import minilm_l6_path
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(minilm_l6_path()))
+    model = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+    cfg = BackboneCfg(name="tiny-bert", modality="text", embed_dim=32, pretrained=False, max_tokens=64)
+    return HFTextBackbone(model.eval(), tok, cfg)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("FMADAPT_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def make_image(color, seed: int, size: int = 32) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    a = np.clip(np.array(color)[None, None, :] + rng.normal(0, 25, (size, size, 3)), 0, 255)
+    return Image.fromarray(a.astype(np.uint8), mode="RGB")
+
+
+def write_image_folder(root: Path, per_class: int = 12, classes=("red", "green", "blue"), seed: int = 0) -> Path:
+    for ci, c in enumerate(classes):
+        d = root / c
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            make_image(COLORS[c], seed * 1000 + ci * 100 + i).save(d / f"{c}_{i}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return write_image_folder(tmp_path / "images")
+
+
+POS = ["great", "wonderful", "excellent", "lovely", "superb", "brilliant", "delightful", "amazing"]
+NEG = ["awful", "terrible", "boring", "dreadful", "horrible", "dull", "painful", "bad"]
+
+
+def text_frame(n_per_class: int = 24, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lab, words in (("pos", POS), ("neg", NEG)):
+        for _ in range(n_per_class):
+            w = rng.choice(words, size=3)
+            rows.append({"text": f"the film was {w[0]} and {w[1]}, truly {w[2]}", "label": lab})
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+@pytest.fixture
+def text_csv(tmp_path) -> Path:
+    p = tmp_path / "reviews.csv"
+    text_frame().to_csv(p, index=False)
+    return p

@@ -1,0 +1,137 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fmadapt import DataError, ImageClassifier
+from fmadapt.data.images import ImageLoadError, load_image, scan_image_folder, to_rgb
+
+
+def _save(img: Image.Image, path, **kw):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "I;16", "LA", "1"])
+def test_modes_become_rgb(tmp_path, mode):
+    base = Image.new("RGB", (20, 10), (200, 100, 50))
+    if mode == "I;16":
+        img = Image.fromarray(np.full((10, 20), 40000, dtype=np.uint16))
+        ext = "png"
+    else:
+        img = base.convert(mode)
+        ext = "tiff" if mode == "CMYK" else "png"
+    p = _save(img, tmp_path / f"x.{ext}")
+    out = load_image(p)
+    assert out.mode == "RGB" and out.size == (20, 10)
+    if mode == "I;16":  # 40000/65535 of full scale, not clipped to white
+        assert abs(int(np.asarray(out)[0, 0, 0]) - round(40000 / 65535 * 255)) <= 1
+
+
+def test_palette_transparency_composited_on_white(tmp_path):
+    img = Image.new("P", (4, 4), 0)
+    img.putpalette([0, 0, 0] + [255, 0, 0] * 255)
+    img.info["transparency"] = 0
+    p = _save(img, tmp_path / "t.png", transparency=0)
+    assert np.asarray(load_image(p))[0, 0].tolist() == [255, 255, 255]
+
+
+def test_rgba_transparency_composited_on_white():
+    img = Image.new("RGBA", (2, 2), (0, 0, 0, 0))
+    assert np.asarray(to_rgb(img))[0, 0].tolist() == [255, 255, 255]
+
+
+def test_exif_orientation_applied(tmp_path):
+    img = Image.new("RGB", (30, 10), (0, 0, 0))
+    img.paste((255, 255, 255), (0, 0, 5, 10))  # white stripe on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    p = _save(img, tmp_path / "o.jpg", exif=exif.tobytes(), quality=95)
+    out = load_image(p)
+    assert out.size == (10, 30)
+    a = np.asarray(out).mean(2)
+    assert a[:5].mean() > 200 and a[-5:].mean() < 60  # the left stripe is now on top
+
+
+@pytest.mark.parametrize("kind", ["zero", "random", "text", "truncated"])
+def test_unusable_files_raise_with_reason(tmp_path, kind):
+    p = tmp_path / "bad.jpg"
+    if kind == "zero":
+        p.write_bytes(b"")
+    elif kind == "random":
+        p.write_bytes(np.random.default_rng(0).bytes(2000))
+    elif kind == "text":
+        p.write_text("this is not an image")
+    else:
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+        p.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ImageLoadError):
+        load_image(p)
+
+
+def test_bomb_refused_without_decoding(tmp_path, monkeypatch):
+    p = _save(Image.new("L", (200, 200)), tmp_path / "big.png")
+    from PIL import ImageFile
+
+    decoded = []
+    orig = ImageFile.ImageFile.load
+
+    def spy(self):
+        decoded.append(self.size)
+        return orig(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    with pytest.raises(ImageLoadError, match="decompression bomb"):
+        load_image(p, max_pixels=10_000)
+    assert decoded == []
+    load_image(p)  # under the default limit the same file decodes (the spy sees it)
+    assert decoded and decoded[0] == (200, 200)
+
+
+def test_layouts(tmp_path):
+    for split in ("train", "val", "test"):
+        for c in ("a", "b"):
+            _save(Image.new("RGB", (8, 8)), tmp_path / "s" / split / c / "1.png")
+    f = scan_image_folder(tmp_path / "s")
+    assert set(f.splits) == {"train", "val", "test"}
+    assert f.splits["val"].labels == ["a", "b"]
+    for c in ("a", "b"):
+        _save(Image.new("RGB", (8, 8)), tmp_path / "c" / c / "1.png")
+    assert set(scan_image_folder(tmp_path / "c").splits) == {"train"}
+
+
+def test_empty_class_folder_is_an_error_before_training(tmp_path):
+    _save(Image.new("RGB", (8, 8)), tmp_path / "a" / "1.png")
+    (tmp_path / "b").mkdir()
+    with pytest.raises(DataError, match="b contain no files"):
+        ImageClassifier(backbone="tiny-cnn").fit(tmp_path)
+
+
+def test_single_class_is_an_error(tmp_path):
+    for i in range(4):
+        _save(Image.new("RGB", (8, 8)), tmp_path / "only" / f"{i}.png")
+    with pytest.raises(DataError, match="single class"):
+        ImageClassifier(backbone="tiny-cnn").fit(tmp_path)
+
+
+def test_class_with_one_example_is_an_error(image_folder):
+    _save(Image.new("RGB", (8, 8)), image_folder / "lonely" / "1.png")
+    with pytest.raises(DataError, match="'lonely' \\(1\\)"):
+        ImageClassifier(backbone="tiny-cnn").fit(image_folder)
+
+
+def test_corrupt_files_skipped_listed_and_run_continues(image_folder, tmp_path):
+    (image_folder / "red" / "zero.png").write_bytes(b"")
+    (image_folder / "blue" / "notes.txt").write_text("hello")
+    clf = ImageClassifier(backbone="tiny-cnn").fit(image_folder)
+    skipped = {s["where"].rsplit("/", 1)[-1] for s in clf.data_summary_["skipped"]}
+    assert skipped == {"zero.png", "notes.txt"}
+    assert sum(clf.data_summary_["sizes"].values()) == 36
+    out = clf.save_pretrained(tmp_path / "m")
+    import json
+
+    listed = json.loads((out / "metrics.json").read_text())["data"]["skipped"]
+    assert {s["where"].rsplit("/", 1)[-1] for s in listed} == skipped

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from fmadapt.data.examples import Examples
+from fmadapt.data.split import stratified_split
+from fmadapt.evaluate.metrics import classification_metrics, expected_calibration_error, format_metrics
+
+
+def test_ece_by_hand():
+    # two bins used: conf 0.9 (acc 1/2) and conf 0.6 (acc 1/2) -> 0.5*0.4 + 0.5*0.1
+    p = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.4, 0.6]])
+    y = np.array([0, 1, 1, 0])
+    assert expected_calibration_error(p, y) == pytest.approx(0.25)
+    assert expected_calibration_error(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1])) == 0.0
+
+
+def test_metrics_agree_with_sklearn():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), size=50)
+    y = rng.integers(0, 3, 50)
+    m = classification_metrics(y, p, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx((p.argmax(1) == y).mean())
+    assert m["macro_f1"] == pytest.approx(f1_score(y, p.argmax(1), average="macro"))
+    assert np.array(m["confusion_matrix"]).sum() == 50
+    assert sum(v["support"] for v in m["per_class"].values()) == 50
+    assert "macro_f1" in format_metrics(m)
+
+
+def _ex(labels):
+    return Examples(inputs=[str(i) for i in range(len(labels))], labels=labels, ids=[str(i) for i in range(len(labels))])
+
+
+def test_split_is_seeded_and_stratified():
+    ex = _ex(["a"] * 30 + ["b"] * 10)
+    tr1, va1 = stratified_split(ex, 0.2, seed=1)
+    tr2, va2 = stratified_split(ex, 0.2, seed=1)
+    _, va3 = stratified_split(ex, 0.2, seed=2)
+    assert va1.inputs == va2.inputs and va1.inputs != va3.inputs
+    assert va1.labels.count("a") == 6 and va1.labels.count("b") == 2
+    assert not set(tr1.inputs) & set(va1.inputs) and len(tr1) + len(va1) == 40
+
+
+def test_split_keeps_every_class_on_both_sides():
+    tr, va = stratified_split(_ex(["a"] * 20 + ["b", "b"] + ["c", "c"]), 0.1, seed=0)
+    assert set(tr.labels) == set(va.labels) == {"a", "b", "c"}

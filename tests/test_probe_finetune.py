@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+import torch
+
+from conftest import text_frame, write_image_folder
+from fmadapt import ConfigError, ImageClassifier, NotFittedError, TextClassifier
+from fmadapt.adapt.features import extract_features
+from fmadapt.backbones import create_backbone
+from fmadapt.data.cache import FeatureCache
+from fmadapt.data.images import scan_image_folder
+
+
+def test_probe_learns_colors(image_folder):
+    clf = ImageClassifier(backbone="tiny-cnn", strategy="probe").fit(image_folder)
+    assert clf.metrics_["val"]["accuracy"] >= 0.85
+    assert clf.history_["C"] in (0.01, 0.1, 1.0, 10.0) and len(clf.history_["candidates"]) == 4
+
+
+def test_probe_head_equals_logistic_regression_on_standardised_features(image_folder):
+    """The folded linear head reproduces the sklearn model it was fitted from."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = ImageClassifier(backbone="tiny-cnn", strategy="probe", probe_c=1.0).fit(image_folder)
+    tr, va = clf.splits_["train"], clf.splits_["val"]
+    x_tr = extract_features(clf.model_.backbone, tr)
+    x_va = extract_features(clf.model_.backbone, va)
+    mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
+    y = [clf.classes_.index(lab) for lab in tr.labels]
+    ref = LogisticRegression(C=1.0, max_iter=2000).fit((x_tr - mu) / sd, y).predict_proba((x_va - mu) / sd)
+    ours = clf.predict_proba(va.inputs).to_numpy()
+    assert np.allclose(ours, ref, atol=1e-4)
+
+
+def test_binary_probe(tmp_path):
+    folder = write_image_folder(tmp_path / "bin", classes=("red", "blue"))
+    clf = ImageClassifier(backbone="tiny-cnn").fit(folder)
+    p = clf.predict_proba(folder / "red")
+    assert list(p.columns) == ["prob_blue", "prob_red"]
+    assert np.allclose(p.sum(1), 1.0, atol=1e-5)
+    assert (clf.predict(folder / "red") == "red").mean() >= 0.8
+
+
+def test_feature_cache_hit_skips_the_backbone_and_content_changes_the_key(image_folder, monkeypatch):
+    bb = create_backbone("tiny-cnn-cached")
+    ex = scan_image_folder(image_folder).splits["train"]
+    cache = FeatureCache()
+    first = extract_features(bb, ex, cache=cache)
+    calls = []
+    monkeypatch.setattr(type(bb), "forward", lambda self, b: calls.append(1) or torch.zeros(len(b), 256))
+    again = extract_features(bb, ex, cache=cache)
+    assert calls == [] and np.array_equal(first, again)
+    from conftest import make_image
+
+    make_image((0, 0, 0), 99).save(ex.inputs[0])  # same path, new content -> must recompute
+    extract_features(bb, ex, cache=cache)
+    assert calls
+
+
+def test_uncached_backbone_never_writes_the_cache(image_folder, tmp_path):
+    import os
+
+    ImageClassifier(backbone="tiny-cnn").fit(image_folder)
+    root = FeatureCache().root
+    assert not root.exists() or not any(root.rglob("*.npy")), os.listdir(root)
+
+
+def test_text_features_keep_input_order_despite_length_sorting():
+    bb = create_backbone("tiny-bert")
+    from fmadapt.data.examples import Examples
+
+    texts = ["a much longer sentence than the others in this list", "short", "medium length one"]
+    ex = Examples(inputs=texts, labels=None, ids=["0", "1", "2"], modality="text")
+    f = extract_features(bb, ex, batch_size=2)
+    with torch.no_grad():
+        for i, t in enumerate(texts):
+            assert np.allclose(f[i], bb(bb.collator()([t])).numpy()[0], atol=1e-5)
+
+
+def test_finetune_top_groups_only_changes_top(tmp_path):
+    folder = write_image_folder(tmp_path / "ft", per_class=8)
+    before = {k: v.clone() for k, v in create_backbone("tiny-cnn").state_dict().items()}
+    clf = ImageClassifier(backbone="tiny-cnn", strategy="finetune", unfreeze=1, epochs=2, batch_size=8,
+                          lr=1e-2).fit(folder)
+    bb = clf.model_.backbone
+    top = {n for n, _ in bb.layer_groups()[-1].named_parameters()}
+    top_names = {k for k, p in bb.named_parameters() if any(p is q for q in bb.layer_groups()[-1].parameters())}
+    assert top and top_names
+    after = bb.state_dict()
+    changed = {k for k, p in bb.named_parameters() if not torch.equal(before[k], after[k])}
+    assert changed and changed <= top_names
+    # frozen BatchNorm statistics stay as they were
+    frozen_buffers = [k for k in after if "running_mean" in k and k.replace("running_mean", "weight") not in top_names]
+    assert frozen_buffers and all(torch.equal(before[k], after[k]) for k in frozen_buffers)
+    assert clf.history_["epochs_run"] >= 1 and clf.history_["epochs"]
+
+
+def test_finetune_text_restores_best_epoch(tmp_path):
+    df = text_frame(16)
+    clf = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=3, batch_size=8, lr=1e-3,
+                         head_lr=1e-2).fit(df)
+    h = clf.history_
+    losses = [e["val_loss"] for e in h["epochs"]]
+    assert h["best_epoch"] == int(np.argmin(losses))
+    # the restored weights are the best epoch's: re-evaluating gives the best validation loss
+    from fmadapt.evaluate.metrics import classification_metrics  # noqa: F401
+
+    va = clf.splits_["val"]
+    p = clf.predict_proba(va.inputs).to_numpy()
+    y = np.array([clf.classes_.index(lab) for lab in va.labels])
+    nll = -np.log(p[np.arange(len(y)), y] + 1e-12).mean()
+    assert nll == pytest.approx(min(losses), abs=1e-3)
+
+
+def test_bad_options_fail_before_data_loading():
+    with pytest.raises(ConfigError, match="epochs"):
+        ImageClassifier(epochs=0)
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        ImageClassifier(backbone="tiny-cnn", strategy="magic").fit("/nonexistent")
+
+
+def test_unfitted_use_is_a_clear_error(image_folder):
+    with pytest.raises(NotFittedError, match="fit"):
+        ImageClassifier().predict(image_folder)
+
+
+def test_modality_mismatch(image_folder):
+    with pytest.raises(Exception, match="text backbone"):
+        ImageClassifier(backbone="tiny-bert").fit(image_folder)

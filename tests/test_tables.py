@@ -1,0 +1,96 @@
+import pandas as pd
+import pytest
+
+from conftest import text_frame
+from fmadapt import DataError, TextClassifier
+from fmadapt.data.tables import examples_from_table, infer_columns, read_table
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_formats_read_the_same(tmp_path, fmt):
+    df = text_frame(5)
+    p = tmp_path / f"d.{fmt}"
+    if fmt == "csv":
+        df.to_csv(p, index=False)
+    elif fmt == "tsv":
+        df.to_csv(p, sep="\t", index=False)
+    elif fmt == "jsonl":
+        df.to_json(p, orient="records", lines=True, force_ascii=False)
+    else:
+        df.to_parquet(p)
+    got, _ = read_table(p)
+    assert got["text"].tolist() == df["text"].tolist()
+    assert got["label"].astype(str).tolist() == df["label"].tolist()
+
+
+def test_columns_inferred_by_name_and_by_shape():
+    df = pd.DataFrame({"sentence": ["a b c d e", "f g h i j"], "y": ["p", "n"]})
+    assert infer_columns(df, None, None, "s") == ("sentence", "y")
+    df = pd.DataFrame({"body_of_text": ["a long piece of text here", "another long piece"], "tag": ["p", "n"]})
+    assert infer_columns(df, None, "tag", "s") == ("body_of_text", "tag")
+
+
+def test_missing_column_lists_existing_ones():
+    df = pd.DataFrame({"review": ["x"], "stars": ["5"]})
+    with pytest.raises(DataError, match=r"column 'txt' \(--text\) not found. Columns: 'review', 'stars'"):
+        infer_columns(df, "txt", "stars", "f.csv")
+
+
+def test_ambiguous_columns_ask_for_options():
+    df = pd.DataFrame({"a": ["x y", "z"], "b": ["p q", "r"], "c": ["1", "2"]})
+    with pytest.raises(DataError, match="--text and --label"):
+        infer_columns(df, None, None, "f.csv")
+
+
+def test_empty_and_nan_texts_dropped_and_counted(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("text,label\nhello there,a\n,b\n   ,a\nfine,\nok then,b\n", encoding="utf-8")
+    df, src = read_table(p)
+    ex = examples_from_table(df, src, "text", "label")
+    assert ex.inputs == ["hello there", "ok then"]
+    reasons = sorted(s.reason for s in ex.skipped)
+    assert reasons == ["empty text in column 'text'"] * 2 + ["missing label in column 'label'"]
+    assert "row 3" in ex.skipped[0].where  # file line numbers (header is line 1)
+
+
+def test_label_variants_flagged():
+    df = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["Pos", "pos ", "neg", "neg"]})
+    ex = examples_from_table(df, "f.csv", "text", "label")
+    assert len(ex.warnings) == 1 and "'Pos'" in ex.warnings[0] and "'pos '" in ex.warnings[0]
+
+
+def test_integral_float_labels_print_as_integers():
+    df = pd.DataFrame({"text": ["a", "b", "c"], "label": [1.0, None, 2.0]})
+    ex = examples_from_table(df, "f", "text", "label")
+    assert ex.labels == ["1", "2"]
+
+
+def test_non_utf8_file_names_the_encoding_option(tmp_path):
+    p = tmp_path / "latin.csv"
+    p.write_bytes("text,label\ncafé crème,a\nnaïve,b\n".encode("latin-1"))
+    with pytest.raises(DataError, match="--encoding"):
+        read_table(p)
+    df, _ = read_table(p, encoding="latin-1")
+    assert df["text"].tolist() == ["café crème", "naïve"]
+
+
+def test_utf8_bom_does_not_corrupt_first_column(tmp_path):
+    p = tmp_path / "bom.csv"
+    p.write_bytes("text,label\n你好,a\n".encode("utf-8-sig"))
+    df, _ = read_table(p)
+    assert list(df.columns) == ["text", "label"] and df["text"][0] == "你好"
+
+
+def test_headerless_table(tmp_path):
+    p = tmp_path / "nh.tsv"
+    p.write_text("some news title\t3\nanother title\t1\n", encoding="utf-8")
+    df, _ = read_table(p, header=False)
+    assert list(df.columns) == ["0", "1"] and len(df) == 2
+
+
+def test_unseen_labels_at_evaluation_are_an_error(text_csv, tmp_path):
+    clf = TextClassifier(backbone="tiny-bert").fit(text_csv)
+    bad = text_frame(3)
+    bad.loc[0, "label"] = "neutral"
+    with pytest.raises(DataError, match="never seen in training: 'neutral'"):
+        clf.evaluate(bad)
