@@ -1,0 +1,96 @@
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import text_frame
+from fmadapt.cli import app
+
+runner = CliRunner()
+
+
+def _invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_fit_json_predict_evaluate_images(image_folder, tmp_path):
+    (image_folder / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    r = _invoke("fit", image_folder, "--out", tmp_path / "m", "--backbone", "tiny-cnn", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["metrics"]["val"]["accuracy"] >= 0.8
+    assert [s["where"].endswith("broken.png") for s in summary["data"]["skipped"]] == [True]
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["fit"]["backbone"] == "tiny-cnn" and cfg["strategy"] == "probe"
+
+    r = _invoke("predict", tmp_path / "m", image_folder / "red", "-o", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    p = pd.read_csv(tmp_path / "p.csv")
+    assert {"id", "pred", "prob_red", "prob_green", "prob_blue", "error"} <= set(p.columns)
+    assert len(p) == 13 and p["error"].notna().sum() == 1  # 12 images + the unreadable one, not lost
+    assert (p["pred"].dropna() == "red").mean() >= 0.8
+
+    r = _invoke("evaluate", tmp_path / "m", image_folder, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["n"] == 36
+
+
+def test_fit_text_table_with_columns(tmp_path):
+    df = text_frame(16).rename(columns={"text": "review", "label": "stars"})
+    df["noise"] = "x"
+    df.to_csv(tmp_path / "r.csv", index=False)
+    r = _invoke("fit", tmp_path / "r.csv", "--text", "review", "--label", "stars", "--backbone", "tiny-bert",
+                "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert "accuracy=" in r.stdout and "model saved" in r.stdout
+    r = _invoke("predict", tmp_path / "m", tmp_path / "r.csv", "-o", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    p = pd.read_csv(tmp_path / "p.csv")
+    assert p["text"].tolist() == df["review"].tolist() and set(p["pred"]) <= {"pos", "neg"}
+
+
+def test_missing_column_exits_1_with_columns(tmp_path):
+    text_frame(4).to_csv(tmp_path / "r.csv", index=False)
+    r = _invoke("fit", tmp_path / "r.csv", "--text", "body", "--out", tmp_path / "m", "--backbone", "tiny-bert")
+    assert r.exit_code == 1
+    assert "'body'" in r.output and "'text', 'label'" in r.output
+
+
+def test_unseen_label_at_evaluate_exits_1(tmp_path):
+    text_frame(8).to_csv(tmp_path / "r.csv", index=False)
+    assert _invoke("fit", tmp_path / "r.csv", "--out", tmp_path / "m", "--backbone", "tiny-bert").exit_code == 0
+    bad = text_frame(2)
+    bad.loc[0, "label"] = "meh"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    r = _invoke("evaluate", tmp_path / "m", tmp_path / "bad.csv")
+    assert r.exit_code == 1 and "never seen in training: 'meh'" in r.output
+
+
+@pytest.mark.parametrize("args", [
+    ["fit", "somewhere"],  # --out missing
+    ["fit", ".", "--out", "x", "--strategy", "nope"],
+    ["fit", ".", "--out", "x", "--epochs", "0"],
+    ["no-such-command"],
+])
+def test_usage_errors_exit_2(args):
+    assert _invoke(*args).exit_code == 2
+
+
+def test_backbones_json():
+    r = _invoke("backbones", "--json")
+    names = {e["name"] for e in json.loads(r.stdout)}
+    assert {"efficientnet_lite0", "minilm-l6"} <= names
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    """The README's first command: real digits, real packaged backbone, a saved model that reloads."""
+    r = _invoke("demo", "--out", tmp_path / "d", "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["metrics"]["val"]["accuracy"] >= 0.9 and s["metrics"]["val"]["n"] == 359
+    from fmadapt import load_model
+
+    clf = load_model(tmp_path / "d" / "model")
+    assert (clf.predict(tmp_path / "d" / "data" / "7") == "7").mean() >= 0.9
