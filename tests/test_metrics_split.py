@@ -28,7 +28,8 @@ def test_metrics_agree_with_sklearn():
 
 
 def _ex(labels):
-    return Examples(inputs=[str(i) for i in range(len(labels))], labels=labels, ids=[str(i) for i in range(len(labels))])
+    ids = [str(i) for i in range(len(labels))]
+    return Examples(inputs=ids, labels=labels, ids=ids)
 
 
 def test_split_is_seeded_and_stratified():
