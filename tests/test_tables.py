@@ -94,3 +94,12 @@ def test_unseen_labels_at_evaluation_are_an_error(text_csv, tmp_path):
     bad.loc[0, "label"] = "neutral"
     with pytest.raises(DataError, match="never seen in training: 'neutral'"):
         clf.evaluate(bad)
+
+
+def test_inferred_columns_are_saved_but_not_sticky_across_fits():
+    clf = TextClassifier(backbone="tiny-bert")
+    clf.fit(text_frame(8))
+    assert (clf.config_.text_col, clf.config_.label_col) == ("text", "label")
+    clf.fit(text_frame(8).rename(columns={"text": "sentence", "label": "y"}))
+    assert (clf.config_.text_col, clf.config_.label_col) == ("sentence", "y")
+    assert clf.options.get("text_col") is None

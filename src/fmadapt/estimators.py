@@ -49,7 +49,10 @@ class _Classifier(ABC):
     # -- configuration -------------------------------------------------------------------------
     def _check_config(self) -> FitConfig:
         adapt.get_strategy(self.strategy)  # unknown names fail at construction, listing the known ones
-        return FitConfig(backbone=self.backbone or self.default_backbone, strategy=self.strategy, **self.options)
+        # columns inferred from the data of the current fit fill in options the user left unset
+        inferred = {k: v for k, v in getattr(self, "_inferred", {}).items() if self.options.get(k) is None}
+        return FitConfig(backbone=self.backbone or self.default_backbone, strategy=self.strategy,
+                         **{**self.options, **inferred})
 
     def _feature_cache(self) -> FeatureCache | None:
         return FeatureCache() if self.cache else None
@@ -68,6 +71,7 @@ class _Classifier(ABC):
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, data: DataLike, val: DataLike | None = None) -> _Classifier:
+        self._inferred: dict[str, Any] = {}
         cfg = self._check_config()
         splits = self._load_labeled(data, cfg)
         train = splits["train"]
@@ -232,26 +236,25 @@ class TextClassifier(_Classifier):
     task = "text-classification"
     default_backbone = "minilm-l6"
 
-    def _table(self, data: DataLike, need_label: bool) -> Examples:
-        cfg = getattr(self, "config_", None) or self._check_config()
+    def _table(self, data: DataLike, need_label: bool, cfg: FitConfig) -> Examples:
         df, source = read_table(data, encoding=cfg.encoding, header=cfg.header)
         text, label = infer_columns(df, cfg.text_col, cfg.label_col if need_label else None, source,
                                     need_label=need_label)
         if need_label:
-            self.options.setdefault("text_col", text)
-            self.options.setdefault("label_col", label)
+            self._inferred = {"text_col": text, "label_col": label}
         return examples_from_table(df, source, text, label)
 
     def _load_labeled(self, data: DataLike, cfg: FitConfig) -> dict[str, Examples]:
         if isinstance(data, list):
             raise DataError("TextClassifier.fit needs labels: pass a table (path or DataFrame)")
-        return {"train": self._table(data, need_label=True)}
+        return {"train": self._table(data, need_label=True, cfg=cfg)}
 
     def _load_unlabeled(self, data: DataLike) -> Examples:
         if isinstance(data, list):
             return Examples(inputs=[str(t) for t in data], labels=None, ids=[str(i) for i in range(len(data))],
                             source="<list>", modality="text")
-        return self._table(data, need_label=False)
+        self._require_fitted()
+        return self._table(data, need_label=False, cfg=self.config_)
 
 
 def _check_known(ex: Examples, classes: list[str], what: str) -> None:

@@ -25,6 +25,11 @@ def build_trainer(cfg: FitConfig, callbacks: list[pl.Callback], progress: bool) 
     devices: Any = cfg.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
+    if progress:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        # stdout is reserved for results (`--json`); progress goes to stderr
+        callbacks = [*callbacks, RichProgressBar(leave=False, console_kwargs={"stderr": True})]
     return pl.Trainer(
         max_epochs=cfg.epochs,
         accelerator=cfg.accelerator,
