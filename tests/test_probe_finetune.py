@@ -44,15 +44,15 @@ def test_feature_cache_hit_skips_the_backbone_and_content_changes_the_key(image_
     bb = create_backbone("tiny-cnn-cached")
     ex = scan_image_folder(image_folder).splits["train"]
     cache = FeatureCache()
-    first = extract_features(bb, ex, cache=cache)
+    first = extract_features(bb, ex, cache=cache, runtime="torch")
     calls = []
     monkeypatch.setattr(type(bb), "forward", lambda self, b: calls.append(1) or torch.zeros(len(b), 256))
-    again = extract_features(bb, ex, cache=cache)
+    again = extract_features(bb, ex, cache=cache, runtime="torch")
     assert calls == [] and np.array_equal(first, again)
     from conftest import make_image
 
     make_image((0, 0, 0), 99).save(ex.inputs[0])  # same path, new content -> must recompute
-    extract_features(bb, ex, cache=cache)
+    extract_features(bb, ex, cache=cache, runtime="torch")
     assert calls
 
 

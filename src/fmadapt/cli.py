@@ -94,6 +94,7 @@ def fit(
     encoding: Annotated[str, typer.Option("--encoding", help="Text file encoding.")] = "utf-8",
     no_header: Annotated[bool, typer.Option("--no-header", help="The table has no header row.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
+    runtime: Annotated[str, typer.Option("--runtime", help="Frozen features: auto (ONNX Runtime) | torch")] = "auto",
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Train a classifier on DATA and write a model directory with metrics and a model card."""
@@ -104,7 +105,7 @@ def fit(
         kind = _estimator_for(data, text, label)
         opts: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr, unfreeze=unfreeze,
                                     image_size=image_size, seed=seed, accelerator=accelerator,
-                                    devices=devices)
+                                    devices=devices, runtime=runtime)
         if kind == "text":
             opts.update(text_col=text, label_col=label, encoding=encoding, header=not no_header)
             cls: Any = TextClassifier

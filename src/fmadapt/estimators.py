@@ -119,7 +119,7 @@ class _Classifier(ABC):
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
         cache = self._feature_cache() if not self.trains_backbone_ else None
         feats = extract_features(self.model_.backbone, ex, batch_size=64, cache=cache,
-                                 progress=self._show_progress(), desc="predicting")
+                                 progress=self._show_progress(), desc="predicting", runtime=self.config_.runtime)
         with torch.inference_mode():
             logits = self.model_.forward_features(torch.from_numpy(feats).to(self.model_.head.weight.device))
             return torch.softmax(logits.float(), dim=1).cpu().numpy()

@@ -28,7 +28,7 @@ class Probe(Strategy):
             ) -> dict[str, Any]:
         t0 = time.perf_counter()
         kw = {"batch_size": max(cfg.batch_size, 64), "cache": ctx.cache, "num_workers": cfg.num_workers,
-              "progress": ctx.progress}
+              "progress": ctx.progress, "runtime": cfg.runtime}
         x_tr = extract_features(model.backbone, train, desc="train features", **kw)
         x_va = extract_features(model.backbone, val, desc="val features", **kw)
         t_feat = time.perf_counter() - t0

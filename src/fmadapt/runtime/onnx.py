@@ -1,0 +1,167 @@
+"""Export a backbone to ONNX once (cached per weights fingerprint), run it with ONNX Runtime.
+
+Every export is checked against PyTorch on a probe batch (cosine >= 0.9999); a backbone that fails the
+check or cannot be exported is run in PyTorch instead, with a warning, never with wrong numbers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..backbones.base import Backbone
+from ..data.cache import backbone_key, default_cache_dir
+
+PARITY_MIN_COSINE = 0.9999
+OPSET = 17
+_SESSIONS: dict[str, OnnxEncoder | None] = {}
+
+
+def weights_fingerprint(backbone: Backbone) -> str:
+    """Identity of what the exported graph computes: the checksum of packaged weights, or (fine-tuned,
+    random or hub models) a hash of the tensors themselves; plus the export toolchain versions."""
+    h = hashlib.sha256()
+    key = backbone_key(backbone.cfg)
+    if key is None:
+        for name, t in backbone.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        h.update(json.dumps(backbone.cfg.to_dict(), sort_keys=True).encode())
+    else:
+        h.update(key.encode())
+    h.update(f"{__version__}|{torch.__version__}|{OPSET}".encode())
+    return h.hexdigest()[:32]
+
+
+class _TextGraph(nn.Module):
+    """Positional inputs for the exporter (the backbone takes a dict)."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.backbone({"input_ids": input_ids, "attention_mask": attention_mask})
+
+
+def _sample_batch(backbone: Backbone) -> Any:
+    if backbone.cfg.modality == "image":
+        torch.manual_seed(0)
+        return torch.randn(2, 3, backbone.cfg.input_size, backbone.cfg.input_size)
+    return backbone.collator()(["a short probe sentence", "a second, somewhat longer probe sentence to pad"])
+
+
+def export_onnx(backbone: Backbone, path: str | os.PathLike[str]) -> None:
+    """Write `path` with dynamic batch (and image size / sequence length) axes."""
+    backbone = backbone.eval()
+    batch = _sample_batch(backbone)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
+    restore = _eager_attention(backbone)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if backbone.cfg.modality == "image":
+                torch.onnx.export(backbone, (batch,), str(tmp), input_names=["pixel_values"],
+                                  output_names=["features"], opset_version=OPSET, dynamo=False,
+                                  dynamic_axes={"pixel_values": {0: "batch", 2: "height", 3: "width"},
+                                                "features": {0: "batch"}})
+            else:
+                seq = {0: "batch", 1: "sequence"}
+                torch.onnx.export(_TextGraph(backbone), (batch["input_ids"], batch["attention_mask"]), str(tmp),
+                                  input_names=["input_ids", "attention_mask"], output_names=["features"],
+                                  opset_version=OPSET, dynamo=False,
+                                  dynamic_axes={"input_ids": seq, "attention_mask": seq, "features": {0: "batch"}})
+        os.replace(tmp, path)
+    finally:
+        restore()
+        tmp.unlink(missing_ok=True)
+
+
+def _eager_attention(backbone: Backbone) -> Any:
+    """Transformers' SDPA path bakes the probe batch's mask shape into a traced graph; the eager attention
+    exports with truly dynamic shapes. Switched for the export only."""
+    model = getattr(backbone, "model", None)
+    setter = getattr(model, "set_attn_implementation", None)
+    if backbone.cfg.modality != "text" or setter is None:
+        return lambda: None
+    before = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    setter("eager")
+    return lambda: setter(before)
+
+
+class OnnxEncoder:
+    """Runs an exported backbone: a collated batch (tensor or dict of tensors) -> (B, D) float32."""
+
+    def __init__(self, path: str | os.PathLike[str], modality: str, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or torch.get_num_threads()
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = str(path)
+        self.modality = modality
+        self.session = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: Any) -> np.ndarray:
+        if self.modality == "image":
+            feeds = {"pixel_values": _np(batch, np.float32)}
+        else:
+            feeds = {"input_ids": _np(batch["input_ids"], np.int64),
+                     "attention_mask": _np(batch["attention_mask"], np.int64)}
+        return self.session.run(["features"], feeds)[0]
+
+
+def _np(t: Any, dtype: Any) -> np.ndarray:
+    a = t.numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _parity(backbone: Backbone, enc: OnnxEncoder) -> float:
+    batch = _sample_batch(backbone)
+    with torch.no_grad():
+        ref = backbone.eval()(batch).float().numpy()
+    out = enc(batch)
+    cos = (ref * out).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1) + 1e-12)
+    return float(cos.min())
+
+
+def onnx_encoder(backbone: Backbone, cache_root: str | os.PathLike[str] | None = None) -> OnnxEncoder | None:
+    """An ONNX Runtime encoder for this backbone's current weights, exported and parity-checked on first
+    use and cached on disk; None (use PyTorch) when onnxruntime is missing or export/parity fails."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    fp = weights_fingerprint(backbone)
+    if fp in _SESSIONS:
+        return _SESSIONS[fp]
+    root = Path(cache_root) if cache_root else default_cache_dir() / "onnx"
+    path = root / f"{backbone.cfg.name.replace('/', '_').replace(':', '_')}-{fp}.onnx"
+    enc: OnnxEncoder | None = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not path.is_file():
+            export_onnx(backbone, path)
+        enc = OnnxEncoder(path, backbone.cfg.modality)
+        cos = _parity(backbone, enc)
+        if cos < PARITY_MIN_COSINE:
+            warnings.warn(f"ONNX export of {backbone.cfg.name} disagrees with PyTorch (cosine {cos:.6f}); "
+                          "using PyTorch", stacklevel=2)
+            path.unlink(missing_ok=True)
+            enc = None
+    except Exception as e:  # any exporter/runtime failure: fall back, never fail the run
+        warnings.warn(f"ONNX Runtime unavailable for {backbone.cfg.name} ({type(e).__name__}: {e}); "
+                      "using PyTorch", stacklevel=2)
+        path.unlink(missing_ok=True)
+        enc = None
+    _SESSIONS[fp] = enc
+    return enc

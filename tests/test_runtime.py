@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+import torch
+
+from fmadapt.backbones import create_backbone
+from fmadapt.runtime import onnx as ort_mod
+from fmadapt.runtime import onnx_encoder, weights_fingerprint
+
+
+@pytest.fixture(autouse=True)
+def _fresh_sessions(monkeypatch):
+    monkeypatch.setattr(ort_mod, "_SESSIONS", {})
+
+
+def _cos(a, b):
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def _image_batch(n, size):
+    torch.manual_seed(n + size)
+    return torch.randn(n, 3, size, size)
+
+
+def _text_batch(bb, n):
+    texts = ["short", "a much longer sentence with many more tokens than the first one has", "mid size text",
+             "你好世界", "x " * 80][:n]
+    return bb.collator()(texts)
+
+
+@pytest.mark.parametrize("name", ["tiny-cnn", "tiny-bert"])
+def test_onnx_matches_pytorch_at_other_batch_and_input_shapes(name):
+    bb = create_backbone(name)
+    enc = onnx_encoder(bb)
+    assert enc is not None
+    batches = ([_image_batch(5, 32), _image_batch(1, 48)] if name == "tiny-cnn"
+               else [_text_batch(bb, 5), _text_batch(bb, 1)])
+    for batch in batches:
+        with torch.no_grad():
+            ref = bb(batch).numpy()
+        out = enc(batch)
+        assert out.shape == ref.shape
+        assert _cos(out, ref).min() >= 0.9999
+
+
+def test_export_is_cached_on_disk(tmp_path, monkeypatch):
+    bb = create_backbone("tiny-cnn")
+    assert onnx_encoder(bb, cache_root=tmp_path) is not None
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+    monkeypatch.setattr(ort_mod, "_SESSIONS", {})
+    monkeypatch.setattr(ort_mod, "export_onnx", lambda *a: pytest.fail("exported twice"))
+    assert onnx_encoder(bb, cache_root=tmp_path) is not None
+
+
+def test_changed_weights_get_a_new_fingerprint():
+    bb = create_backbone("tiny-cnn")
+    before = weights_fingerprint(bb)
+    with torch.no_grad():
+        next(bb.parameters()).add_(0.1)
+    assert weights_fingerprint(bb) != before
+
+
+def test_export_failure_falls_back_to_pytorch_with_a_warning(monkeypatch, image_folder):
+    from fmadapt.adapt.features import extract_features
+    from fmadapt.data.images import scan_image_folder
+
+    def boom(*a):
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr(ort_mod, "export_onnx", boom)
+    bb = create_backbone("tiny-cnn")
+    ex = scan_image_folder(image_folder).splits["train"]
+    with pytest.warns(UserWarning, match="exporter broke"):
+        f = extract_features(bb, ex)
+    assert np.allclose(f, extract_features(bb, ex, runtime="torch"), atol=1e-6)
+
+
+def test_parity_failure_is_never_used(tmp_path, monkeypatch):
+    monkeypatch.setattr(ort_mod, "_parity", lambda bb, enc: 0.5)
+    with pytest.warns(UserWarning, match="disagrees"):
+        assert onnx_encoder(create_backbone("tiny-cnn"), cache_root=tmp_path) is None
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "minilm-l6"])
+def test_packaged_backbones_onnx_parity(name, tmp_path):
+    bb = create_backbone(name)
+    enc = onnx_encoder(bb, cache_root=tmp_path)
+    assert enc is not None
+    batches = ([_image_batch(3, 224), _image_batch(2, 96)] if name == "efficientnet_lite0"
+               else [_text_batch(bb, 5), bb.collator()(["今天的新闻标题", "A man is playing a guitar."])])
+    for batch in batches:
+        with torch.no_grad():
+            ref = bb(batch).numpy()
+        assert _cos(enc(batch), ref).min() >= 0.9999
