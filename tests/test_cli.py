@@ -94,3 +94,36 @@ def test_demo_end_to_end(tmp_path):
 
     clf = load_model(tmp_path / "d" / "model")
     assert (clf.predict(tmp_path / "d" / "data" / "7") == "7").mean() >= 0.9
+
+
+def test_embed_images_keeps_one_row_per_input(image_folder, tmp_path):
+    import numpy as np
+
+    (image_folder / "green" / "bad.png").write_bytes(b"nope")
+    r = _invoke("embed", image_folder, "-o", tmp_path / "f.npy", "--backbone", "tiny-cnn", "--json")
+    assert r.exit_code == 0, r.output
+    f = np.load(tmp_path / "f.npy")
+    ids = pd.read_csv(tmp_path / "f.ids.csv")
+    assert f.shape == (37, 256) and len(ids) == 37
+    bad = ids["error"].notna().to_numpy()
+    assert bad.sum() == 1 and ids["id"][bad].iloc[0].endswith("bad.png")
+    assert np.isnan(f[bad]).all() and np.isfinite(f[~bad]).all()
+
+
+def test_embed_texts_in_input_order(tmp_path):
+    import numpy as np
+
+    from fmadapt.backbones import create_backbone
+
+    df = pd.DataFrame({"sentence": ["first text", "", "the third and longest text of all"]})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    r = _invoke("embed", tmp_path / "t.csv", "-o", tmp_path / "t.npy", "--backbone", "tiny-bert")
+    assert r.exit_code == 0, r.output
+    f = np.load(tmp_path / "t.npy")
+    assert np.isnan(f[1]).all()
+    bb = create_backbone("tiny-bert")
+    import torch
+
+    with torch.no_grad():
+        ref = bb(bb.collator()(["first text", "the third and longest text of all"])).numpy()
+    assert np.allclose(f[[0, 2]], ref, atol=1e-4)

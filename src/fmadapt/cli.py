@@ -186,6 +186,41 @@ def _override_columns(clf: Any, text: str | None, label: str | None) -> None:
 
 
 @app.command()
+def embed(
+    data: Annotated[str, typer.Argument(help="Images (folder or file) or a table of texts.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Features file to write (.npy).")],
+    backbone: Annotated[str | None, typer.Option("--backbone")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Text column (tables).")] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
+    encoding: Annotated[str, typer.Option("--encoding")] = "utf-8",
+    no_header: Annotated[bool, typer.Option("--no-header")] = False,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Write one embedding row per input (same order) to OUTPUT, and OUTPUT's ids to <OUTPUT>.ids.csv."""
+
+    def go() -> None:
+        import numpy as np
+
+        from .embed import embed as run_embed
+
+        feats, ids = run_embed(data, backbone, text_col=text, encoding=encoding, header=not no_header,
+                               image_size=image_size)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        np.save(output, feats, allow_pickle=False)
+        ids_path = output.with_suffix(".ids.csv")
+        ids.to_csv(ids_path, index=False)
+        n_err = int(ids["error"].notna().sum())
+        if as_json:
+            _out(json.dumps({"output": str(output.resolve()), "ids": str(ids_path.resolve()),
+                             "shape": list(feats.shape), "errors": n_err}))
+        else:
+            _out(f"wrote {feats.shape[0]} x {feats.shape[1]} features to {output} (ids: {ids_path})"
+                 + (f"; {n_err} unreadable input(s) have NaN rows, see `error`" if n_err else ""))
+
+    _run(go)
+
+
+@app.command()
 def backbones(as_json: Annotated[bool, _JSON] = False) -> None:
     """List the built-in backbones (timm:<arch>, hf:<hub id> and local directories also work)."""
     from .backbones import list_backbones
