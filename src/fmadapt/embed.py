@@ -13,7 +13,7 @@ from .backbones import create_backbone
 from .data.cache import FeatureCache
 from .data.examples import Examples
 from .data.images import check_images, unlabeled_images
-from .data.tables import examples_from_table, infer_columns, read_table
+from .data.tables import infer_columns, read_table
 
 
 def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = None, *, text_col: str | None = None,
@@ -37,12 +37,12 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
     bb = create_backbone(backbone or ("efficientnet_lite0" if is_image else "minilm-l6"))
     if image_size and is_image:
         bb.set_image_size(image_size)
-    ok = [i for i, (inp, id_) in enumerate(zip(ex.inputs, ex.ids, strict=True)) if (inp if is_image else id_) not in bad]
+    key = ex.inputs if is_image else ex.ids  # what `bad` is keyed by
+    ok = [i for i, k in enumerate(key) if k not in bad]
     feats = np.full((len(ex), bb.cfg.embed_dim), np.nan, dtype=np.float32)
     if ok:
         feats[ok] = extract_features(bb, ex.subset(ok), batch_size=batch_size, cache=FeatureCache() if cache else None,
                                      runtime=runtime, progress=progress, desc="embedding")
-    key = ex.inputs if is_image else ex.ids
     ids = pd.DataFrame({"id": ex.ids, "error": [bad.get(k) for k in key]})
     return feats, ids
 
