@@ -44,7 +44,7 @@ SST2_CLASSES = ("negative", "positive")
 FMNIST_SIZE = 64  # fmadapt image_size and the baseline's crop size
 HYM_SIZE = 224
 IMAGE_FT = {"strategy": "finetune", "unfreeze": 2, "epochs": 3}  # batch_size 32 (default)
-TEXT_FT = {"strategy": "finetune", "unfreeze": 3, "epochs": 1, "batch_size": 32}
+TEXT_FT = {"strategy": "finetune", "unfreeze": 3, "epochs": 2, "batch_size": 32}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,7 +123,8 @@ def fmadapt_run(bench: Bench, cls: Any, dataset: str, sizes: str, method: str, f
         notes = (f"epochs run {h.get('epochs_run')}, best epoch {h.get('best_epoch')}, "
                  f"{h.get('trainable_groups')}/{h.get('total_groups')} groups trained")
     else:
-        notes = f"C={h.get('C')} (chosen on val), features {h.get('feature_seconds')} s"
+        lr_s = (h.get("fit_seconds") or 0.0) - (h.get("feature_seconds") or 0.0)
+        notes = f"C={h.get('C')} (chosen on val), features {h.get('feature_seconds')} s, LR grid {lr_s:.1f} s"
     n_tr = clf.data_summary_["sizes"]
     notes += f"; fit on {n_tr.get('train')} + val {n_tr.get('val')}"
     skipped = clf.data_summary_.get("skipped") or []
@@ -381,7 +382,8 @@ def bench_texts(bench: Bench, dataset: str, data: Path, quick: bool, ft: dict[st
 # ----------------------------------------------------------------------------------------------
 def table(rows: list[dict[str, Any]]) -> str:
     base = {r["dataset"]: r["fit_s"] + r["eval_s"] for r in rows if r["baseline"]}
-    lines = ["| dataset | subset sizes | method | accuracy | macro-F1 | fit s | eval s | wall s | × baseline time | notes |",
+    lines = ["| dataset | subset sizes | method | accuracy | macro-F1 | fit s | eval s | wall s "
+             "| × baseline time | notes |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         wall = r["fit_s"] + r["eval_s"]

@@ -62,6 +62,12 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
     _out(f"\nmodel saved to {out}")
 
 
+def _is_global_zero() -> bool:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def _run(fn: Any) -> None:
     """Map our errors to exit codes: data/runtime problems -> 1, option problems -> 2."""
     try:
@@ -90,7 +96,10 @@ def fit(
     image_size: Annotated[int | None, typer.Option("--image-size")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     accelerator: Annotated[str, typer.Option("--accelerator")] = "auto",
-    devices: Annotated[str, typer.Option("--devices")] = "auto",
+    devices: Annotated[str, typer.Option("--devices", help="Lightning devices: auto, 1, 2, ...")] = "auto",
+    num_nodes: Annotated[int, typer.Option("--num-nodes", help="Lightning multi-node training.")] = 1,
+    dist_strategy: Annotated[str, typer.Option("--dist-strategy", help="Lightning strategy: auto, ddp, fsdp, ...")
+                             ] = "auto",
     encoding: Annotated[str, typer.Option("--encoding", help="Text file encoding.")] = "utf-8",
     no_header: Annotated[bool, typer.Option("--no-header", help="The table has no header row.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
@@ -105,7 +114,8 @@ def fit(
         kind = _estimator_for(data, text, label)
         opts: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr, unfreeze=unfreeze,
                                     image_size=image_size, seed=seed, accelerator=accelerator,
-                                    devices=devices, runtime=runtime)
+                                    devices=devices, runtime=runtime, num_nodes=num_nodes,
+                                    dist_strategy=dist_strategy)
         if kind == "text":
             opts.update(text_col=text, label_col=label, encoding=encoding, header=not no_header)
             cls: Any = TextClassifier
@@ -114,6 +124,8 @@ def fit(
         t0 = time.perf_counter()
         clf = cls(backbone=backbone, strategy=strategy, cache=not no_cache, **opts).fit(data, val=val)
         seconds = time.perf_counter() - t0
+        if not _is_global_zero():
+            return  # under multi-process DDP only global rank 0 writes the model and prints
         clf.save_pretrained(out, command="fmadapt " + shlex.join(sys.argv[1:]))
         if as_json:
             _out(json.dumps(_summary(clf, out, seconds), ensure_ascii=False))

@@ -33,6 +33,8 @@ class FitConfig:
     runtime: str = "auto"  #: frozen-feature inference: "auto" (ONNX Runtime when it passes parity) or "torch"
     accelerator: str = "auto"  #: passed to the Lightning Trainer ("cpu", "gpu", "auto", ...)
     devices: str = "auto"  #: passed to the Lightning Trainer ("auto", "1", "2", ...)
+    num_nodes: int = 1  #: Lightning multi-node training (each node runs the same command)
+    dist_strategy: str = "auto"  #: Lightning strategy: "auto", "ddp", "ddp_spawn", "ddp_fork", "fsdp", ...
     text_col: str | None = None
     label_col: str | None = None
     encoding: str = "utf-8"
@@ -48,6 +50,7 @@ class FitConfig:
             (0.0 <= self.warmup_frac < 1.0, "warmup_frac must be in [0, 1)"),
             (self.unfreeze >= -1, "unfreeze must be -1 (all) or a number of top layer groups"),
             (self.patience >= 1, "patience must be >= 1"),
+            (self.num_nodes >= 1, "num_nodes must be >= 1"),
             (self.image_size is None or 16 <= self.image_size <= 1024, "image_size must be in [16, 1024]"),
             (self.lr is None or self.lr > 0, "lr must be positive"),
             (self.head_lr > 0, "head_lr must be positive"),

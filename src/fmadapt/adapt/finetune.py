@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -34,6 +36,8 @@ def build_trainer(cfg: FitConfig, callbacks: list[pl.Callback], progress: bool) 
         max_epochs=cfg.epochs,
         accelerator=cfg.accelerator,
         devices=devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.dist_strategy,
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -67,19 +71,24 @@ class FineTune(Strategy):
             model, lr=cfg.lr or DEFAULT_LR[bb.cfg.modality], head_lr=cfg.head_lr,
             weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac, total_steps=steps,
             frozen_groups=frozen)
-        history, best = History(), RestoreBest("val_loss", "min")
-        stop = EarlyStopping("val_loss", patience=cfg.patience, mode="min")
-        trainer = build_trainer(cfg, [history, best, stop], progress=ctx.progress and sys.stderr.isatty())
-        model.train()  # backbones are created in eval mode; the frozen groups go back to eval each epoch
-        trainer.fit(module, tr, va)
+        with tempfile.TemporaryDirectory(prefix="fmadapt-") as tmp:
+            history = History(os.path.join(tmp, "history.json"))
+            stop = EarlyStopping("val_loss", patience=cfg.patience, mode="min")
+            callbacks = [history, RestoreBest("val_loss", "min"), stop]
+            trainer = build_trainer(cfg, callbacks, progress=ctx.progress and sys.stderr.isatty())
+            model.train()  # backbones are created in eval mode; the frozen groups go back to eval each epoch
+            trainer.fit(module, tr, va)
+            epochs = history.recovered()
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
+        losses = [e.get("val_loss", float("inf")) for e in epochs]
         return {
             "fit_seconds": round(time.perf_counter() - t0, 2),
             "trainable_groups": n_train,
             "total_groups": len(groups),
-            "epochs_run": trainer.current_epoch,
-            "best_epoch": best.best_epoch,
-            "epochs": history.epochs,
+            "epochs_run": len(epochs),
+            "best_epoch": int(losses.index(min(losses))) if losses else -1,
+            "epochs": epochs,
+            "world_size": trainer.world_size,
         }

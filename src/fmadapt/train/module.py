@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
 from typing import Any
 
 import lightning.pytorch as pl
@@ -91,10 +93,13 @@ class RestoreBest(pl.Callback):
 
 
 class History(pl.Callback):
-    """Per-epoch metrics for the run summary and the model card."""
+    """Per-epoch metrics for the run summary and the model card. With `path`, rank 0 also writes them to a
+    JSON file: under spawned/forked DDP the callbacks run in child processes, and the file carries the
+    history back to the parent."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str | None = None) -> None:
         self.epochs: list[dict[str, float]] = []
+        self.path = path
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -104,3 +109,13 @@ class History(pl.Callback):
             if k.startswith(("val_", "train_")):
                 row[k] = round(float(v), 6)
         self.epochs.append(row)
+        if self.path and trainer.is_global_zero:
+            with open(self.path, "w", encoding="utf-8") as f:
+                json.dump(self.epochs, f)
+
+    def recovered(self) -> list[dict[str, float]]:
+        """The epochs seen here, or those a child process wrote."""
+        if not self.epochs and self.path and os.path.isfile(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                self.epochs = json.load(f)
+        return self.epochs

@@ -1,0 +1,6 @@
+"""`python -m fmadapt` is the `fmadapt` command."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()
