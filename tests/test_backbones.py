@@ -28,7 +28,21 @@ def test_forward_shape_and_groups_cover_all_parameters(name):
     groups = bb.layer_groups()
     assert len(groups) >= 3
     in_groups = {id(p) for g in groups for p in g.parameters()}
-    assert in_groups == {id(p) for p in bb.parameters()}
+    # everything that computes the features is in a group (transformers' pooler output is unused)
+    assert in_groups == {id(p) for n, p in bb.named_parameters() if ".pooler." not in n}
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_split_reproduces_forward_and_holds_the_top_groups(name):
+    bb = create_backbone(name)
+    batch = _batch(bb)
+    for n_top in (1, 2):
+        prefix, suffix = bb.split(n_top)
+        with torch.no_grad():
+            assert torch.allclose(suffix(prefix(batch)), bb(batch), atol=1e-5)
+        top = {id(p) for g in bb.layer_groups()[-n_top:] for p in g.parameters()}
+        assert {id(p) for p in suffix.parameters()} == top
+    assert bb.split(len(bb.layer_groups())) is None  # nothing frozen: nothing to cache
 
 
 @pytest.mark.parametrize("name", TINY)

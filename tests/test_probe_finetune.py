@@ -124,3 +124,42 @@ def test_unfitted_use_is_a_clear_error(image_folder):
 def test_modality_mismatch(image_folder):
     with pytest.raises(Exception, match="text backbone"):
         ImageClassifier(backbone="tiny-bert").fit(image_folder)
+
+
+def test_cached_activations_train_the_same_model_as_the_uncached_path(tmp_path):
+    folder = write_image_folder(tmp_path / "c", per_class=10)
+    kw = dict(backbone="tiny-cnn", strategy="finetune", unfreeze=2, epochs=2, batch_size=8, lr=1e-2,
+              augment=False, num_workers=0)
+    cached = ImageClassifier(cache_activations="on", **kw).fit(folder)
+    plain = ImageClassifier(cache_activations="off", **kw).fit(folder)
+    assert cached.history_["cached_activations"] and not plain.history_["cached_activations"]
+    assert len(cached.history_["epoch_seconds"]) == cached.history_["epochs_run"]
+    a = cached.predict_proba(folder).to_numpy()
+    b = plain.predict_proba(folder).to_numpy()
+    assert np.allclose(a, b, atol=1e-4)
+    sa, sb = cached.model_.state_dict(), plain.model_.state_dict()
+    assert all(torch.allclose(sa[k].float(), sb[k].float(), atol=1e-4) for k in sa)
+
+
+def test_cached_activations_auto_keeps_image_augmentation(tmp_path):
+    folder = write_image_folder(tmp_path / "a", per_class=6)
+    clf = ImageClassifier(backbone="tiny-cnn", strategy="finetune", unfreeze=1, epochs=1, batch_size=4).fit(folder)
+    assert not clf.history_["cached_activations"] and clf.history_["augmentation"]
+
+
+def test_text_partial_finetune_uses_cached_activations(tmp_path):
+    df = text_frame(16)
+    clf = TextClassifier(backbone="tiny-bert", strategy="finetune", unfreeze=1, epochs=2, batch_size=8,
+                         lr=1e-3, head_lr=1e-2).fit(df)
+    h = clf.history_
+    assert h["cached_activations"] and h["epochs_run"] == 2
+    # the trained top layer changed, the embeddings did not
+    fresh = create_backbone("tiny-bert").state_dict()
+    now = clf.model_.backbone.state_dict()
+    emb, top = "model.embeddings.word_embeddings.weight", "model.encoder.layer.1.output.dense.weight"
+    assert torch.equal(fresh[emb], now[emb]) and not torch.equal(fresh[top], now[top])
+    out = clf.save_pretrained(tmp_path / "m")
+    from fmadapt import load_model
+
+    texts = df["text"].tolist()
+    assert np.array_equal(load_model(out).predict_proba(texts).to_numpy(), clf.predict_proba(texts).to_numpy())

@@ -94,6 +94,9 @@ def fit(
     lr: Annotated[float | None, typer.Option("--lr", help="Backbone learning rate (finetune).")] = None,
     unfreeze: Annotated[int, typer.Option("--unfreeze", help="Finetune only the top N layer groups.")] = -1,
     image_size: Annotated[int | None, typer.Option("--image-size")] = None,
+    no_augment: Annotated[bool, typer.Option("--no-augment", help="Images: no random crop/flip.")] = False,
+    cache_activations: Annotated[str, typer.Option(
+        "--cache-activations", help="Partial finetune: auto | on | off (frozen prefix computed once).")] = "auto",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     accelerator: Annotated[str, typer.Option("--accelerator")] = "auto",
     devices: Annotated[str, typer.Option("--devices", help="Lightning devices: auto, 1, 2, ...")] = "auto",
@@ -115,7 +118,8 @@ def fit(
         opts: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr, unfreeze=unfreeze,
                                     image_size=image_size, seed=seed, accelerator=accelerator,
                                     devices=devices, runtime=runtime, num_nodes=num_nodes,
-                                    dist_strategy=dist_strategy)
+                                    dist_strategy=dist_strategy, augment=not no_augment,
+                                    cache_activations=cache_activations)
         if kind == "text":
             opts.update(text_col=text, label_col=label, encoding=encoding, header=not no_header)
             cls: Any = TextClassifier

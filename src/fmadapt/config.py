@@ -25,6 +25,11 @@ class FitConfig:
     patience: int = 3  #: epochs without validation-loss improvement before stopping
     unfreeze: int = -1  #: fine-tuning: train only the top N layer groups (-1 = all)
     dropout: float = 0.0  #: dropout before the head
+    augment: bool = True  #: images, fine-tuning: random resized crop + flip
+    #: partial fine-tuning: run the frozen prefix once and train the top groups on cached activations.
+    #: "auto": when nothing needs per-epoch inputs (text, or images with augment=False); "on": also turns
+    #: image augmentation off; "off": never.
+    cache_activations: str = "auto"
     probe_c: float | None = None  #: probe inverse regularisation; None = chosen on validation
     val_fraction: float = 0.2  #: share of training data held out when no validation set is given
     seed: int = 0
@@ -51,6 +56,7 @@ class FitConfig:
             (self.unfreeze >= -1, "unfreeze must be -1 (all) or a number of top layer groups"),
             (self.patience >= 1, "patience must be >= 1"),
             (self.num_nodes >= 1, "num_nodes must be >= 1"),
+            (self.cache_activations in ("auto", "on", "off"), "cache_activations must be 'auto', 'on' or 'off'"),
             (self.image_size is None or 16 <= self.image_size <= 1024, "image_size must be in [16, 1024]"),
             (self.lr is None or self.lr > 0, "lr must be positive"),
             (self.head_lr > 0, "head_lr must be positive"),

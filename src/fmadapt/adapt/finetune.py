@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import tempfile
@@ -10,14 +9,16 @@ import time
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from ..config import FitConfig
 from ..data.examples import Examples
 from ..data.loader import make_loader
 from ..model import Classifier
-from ..train.module import ClassifierModule, History, RestoreBest
+from ..train.module import ClassifierModule, EpochTimer, History, RestoreBest
 from .base import FitContext, Strategy, register_strategy
+from .cached import SuffixClassifier, cached_loaders, split_is_exact
 
 DEFAULT_LR = {"image": 2e-4, "text": 3e-5}
 
@@ -62,21 +63,36 @@ class FineTune(Strategy):
         n_train = len(groups) if cfg.unfreeze < 0 else min(cfg.unfreeze, len(groups))
         bb.freeze(trainable_top=-1 if n_train == len(groups) else n_train)
         frozen = groups[: len(groups) - n_train]
-        tr = make_loader(bb, train.inputs, train.modality, train=True, batch_size=cfg.batch_size,
-                         targets=ctx.targets(train), num_workers=cfg.num_workers, seed=cfg.seed)
-        va = make_loader(bb, val.inputs, val.modality, train=False, batch_size=cfg.batch_size * 2,
-                         targets=ctx.targets(val), num_workers=cfg.num_workers)
-        steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+        split = self._cached_split(bb, n_train, len(groups), train, cfg)
+        t_cache = 0.0
+        if split is not None:
+            t1 = time.perf_counter()
+            prefix, suffix = split
+            tr, va = cached_loaders(bb, prefix, train, val, ctx.targets(train), ctx.targets(val), cfg.batch_size,
+                                    cfg.seed, cfg.num_workers)
+            t_cache = time.perf_counter() - t1
+            trained: torch.nn.Module = SuffixClassifier(suffix, model.dropout, model.head)
+            frozen = []
+        else:
+            augment = cfg.augment and bb.cfg.modality == "image"
+            tr = make_loader(bb, train.inputs, train.modality, train=augment, shuffle=True,
+                             batch_size=cfg.batch_size, targets=ctx.targets(train), num_workers=cfg.num_workers,
+                             seed=cfg.seed)
+            va = make_loader(bb, val.inputs, val.modality, train=False, batch_size=cfg.batch_size * 2,
+                             targets=ctx.targets(val), num_workers=cfg.num_workers)
+            trained = model
+        steps = cfg.epochs * max(1, len(tr))
         module = ClassifierModule(
-            model, lr=cfg.lr or DEFAULT_LR[bb.cfg.modality], head_lr=cfg.head_lr,
+            trained, lr=cfg.lr or DEFAULT_LR[bb.cfg.modality], head_lr=cfg.head_lr,
             weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac, total_steps=steps,
             frozen_groups=frozen)
         with tempfile.TemporaryDirectory(prefix="fmadapt-") as tmp:
             history = History(os.path.join(tmp, "history.json"))
             stop = EarlyStopping("val_loss", patience=cfg.patience, mode="min")
-            callbacks = [history, RestoreBest("val_loss", "min"), stop]
+            timer = EpochTimer()
+            callbacks = [history, RestoreBest("val_loss", "min"), stop, timer]
             trainer = build_trainer(cfg, callbacks, progress=ctx.progress and sys.stderr.isatty())
-            model.train()  # backbones are created in eval mode; the frozen groups go back to eval each epoch
+            trained.train()  # backbones are created in eval mode; the frozen groups go back to eval each epoch
             trainer.fit(module, tr, va)
             epochs = history.recovered()
         model.eval()
@@ -91,4 +107,22 @@ class FineTune(Strategy):
             "best_epoch": int(losses.index(min(losses))) if losses else -1,
             "epochs": epochs,
             "world_size": trainer.world_size,
+            "cached_activations": split is not None,
+            "activation_seconds": round(t_cache, 2),
+            "epoch_seconds": timer.seconds,
+            "augmentation": split is None and cfg.augment and bb.cfg.modality == "image",
         }
+
+    @staticmethod
+    def _cached_split(bb: Any, n_train: int, n_groups: int, train: Examples, cfg: FitConfig) -> Any:
+        """The (prefix, suffix) split when cached activations apply: a frozen prefix exists, one process,
+        and (images) no random augmentation, since cached inputs cannot be re-augmented each epoch."""
+        if cfg.cache_activations == "off" or n_train >= n_groups:
+            return None
+        single = cfg.num_nodes == 1 and str(cfg.devices) in ("auto", "1")
+        if cfg.cache_activations == "auto" and (not single or (cfg.augment and bb.cfg.modality == "image")):
+            return None
+        split = bb.split(n_train)
+        if split is None or not split_is_exact(bb, split[0], split[1], train):
+            return None
+        return split

@@ -85,6 +85,12 @@ class Backbone(nn.Module, ABC):
     def forward(self, batch: Any) -> torch.Tensor:
         """Features (B, embed_dim) for a collated batch."""
 
+    def split(self, n_top: int) -> tuple[Callable[[Any], Any], nn.Module] | None:
+        """(prefix, suffix) such that suffix(prefix(batch)) == forward(batch) and the suffix holds exactly
+        the top `n_top` layer groups; None when this architecture cannot be split. Partial fine-tuning
+        then runs the frozen prefix once per example and trains only the suffix on cached activations."""
+        return None
+
     def set_image_size(self, size: int) -> None:
         """Image backbones accept another input size (convolutional nets are size-agnostic)."""
         if self.cfg.modality != "image":

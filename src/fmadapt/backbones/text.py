@@ -41,6 +41,10 @@ class HFTextBackbone(Backbone):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = batch["attention_mask"]  # (B,T)
         hidden = self.model(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state  # (B,T,H)
+        return self.pool(hidden, mask)
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B,T,H), (B,T) -> (B,H): the sentence-transformers pooling this backbone was configured with."""
         if self.cfg.pooling == "cls":
             pooled = hidden[:, 0]
         else:
@@ -51,22 +55,75 @@ class HFTextBackbone(Backbone):
         return pooled
 
     def layer_groups(self) -> list[nn.Module]:
+        """[embeddings, layer 0, ..., layer L-1]. The transformers pooler is unused (we pool ourselves) and
+        stays frozen; any other leftover parameters (a final norm) join the top layer."""
         m = self.model
         layers = _encoder_layers(m)
-        emb = m.get_input_embeddings()
-        embeddings = getattr(m, "embeddings", None) or emb
+        embeddings = getattr(m, "embeddings", None) or m.get_input_embeddings()
         groups: list[nn.Module] = [embeddings, *layers]
         covered = {id(p) for g in groups for p in g.parameters()}
-        rest = [p for p in m.parameters() if id(p) not in covered]  # pooler, final norms
+        rest = [p for n, p in m.named_parameters() if id(p) not in covered and not n.startswith("pooler.")]
         if rest:
-            groups.append(nn.ParameterList(rest))
+            top = nn.Module()
+            top.layer, top.extra = layers[-1], nn.ParameterList(rest)
+            groups[-1] = top
         return groups
+
+    def split(self, n_top: int) -> tuple[Any, nn.Module] | None:
+        """BERT-style encoders: prefix = embeddings + lower layers -> (hidden (B,T,H), mask (B,T))."""
+        m = self.model
+        try:
+            layers = _encoder_layers(m)
+        except ValueError:
+            return None
+        if not hasattr(m, "embeddings") or not 1 <= n_top <= len(layers) or len(self.layer_groups()) != 1 + len(layers):
+            return None
+        k = len(layers) - n_top
+        return _TextPrefix(self, layers[:k]), _TextSuffix(self, layers[k:])
 
     def preprocessor(self, train: bool = False) -> Any:
         return _identity
 
     def collator(self) -> TextCollator:
         return TextCollator(self.tokenizer, self.cfg.max_tokens)
+
+
+def _extended_mask(model: nn.Module, hidden: torch.Tensor, mask: torch.Tensor) -> Any:
+    """The attention mask in the form the model's layers take (its own helper; API differs by version)."""
+    if hasattr(model, "_create_attention_masks"):  # transformers >= 5
+        return model._create_attention_masks(attention_mask=mask, encoder_attention_mask=None,
+                                             embedding_output=hidden, encoder_hidden_states=None, cache=None)[0]
+    return model.get_extended_attention_mask(mask, mask.shape)
+
+
+def _run_layers(layers: list[nn.Module], hidden: torch.Tensor, ext_mask: Any) -> torch.Tensor:
+    for layer in layers:
+        out = layer(hidden, ext_mask)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return hidden
+
+
+class _TextPrefix(nn.Module):
+    def __init__(self, bb: HFTextBackbone, layers: list[nn.Module]) -> None:
+        super().__init__()
+        self.model, self.layers = bb.model, nn.ModuleList(layers)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = batch["attention_mask"]
+        hidden = self.model.embeddings(input_ids=batch["input_ids"])  # (B,T,H)
+        return _run_layers(list(self.layers), hidden, _extended_mask(self.model, hidden, mask)), mask
+
+
+class _TextSuffix(nn.Module):
+    def __init__(self, bb: HFTextBackbone, layers: list[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self._model, self._pool = [bb.model], bb.pool  # referenced, not registered: only `layers` train
+
+    def forward(self, acts: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        hidden, mask = acts
+        hidden = _run_layers(list(self.layers), hidden, _extended_mask(self._model[0], hidden, mask))
+        return self._pool(hidden, mask)
 
 
 def _encoder_layers(model: nn.Module) -> list[nn.Module]:

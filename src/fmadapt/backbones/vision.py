@@ -34,11 +34,41 @@ class TimmBackbone(Backbone):
             self._groups = _timm_layer_groups(self.model)
         return self._groups
 
+    def split(self, n_top: int) -> tuple[Any, nn.Module] | None:
+        """EfficientNet/MobileNet-style timm models: groups are [stem, blocks[0], ..., blocks[-1] + head]."""
+        m = self.model
+        names = ("conv_stem", "bn1", "blocks", "conv_head", "bn2")
+        if not all(hasattr(m, n) for n in names) or len(self.layer_groups()) != 1 + len(m.blocks):
+            return None
+        if not 1 <= n_top < len(self.layer_groups()):
+            return None
+        k = len(m.blocks) - n_top
+        return _EffNetPrefix(m, k), _EffNetSuffix(m, k)
+
     def preprocessor(self, train: bool = False) -> T.Compose:
         return build_image_transform(self.cfg, train)
 
     def collator(self) -> Any:
         return torch.stack
+
+
+class _EffNetPrefix(nn.Module):
+    def __init__(self, m: nn.Module, k: int) -> None:
+        super().__init__()
+        self.conv_stem, self.bn1, self.blocks = m.conv_stem, m.bn1, m.blocks[:k]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,3,H,W) -> (B,C,h,w)
+        return self.blocks(self.bn1(self.conv_stem(x)))
+
+
+class _EffNetSuffix(nn.Module):
+    def __init__(self, m: nn.Module, k: int) -> None:
+        super().__init__()
+        self.blocks, self.conv_head, self.bn2 = m.blocks[k:], m.conv_head, m.bn2
+        self._head = m.forward_head  # global pool (+ the model's own dropout); not a submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,C,h,w) -> (B,D)
+        return self._head(self.bn2(self.conv_head(self.blocks(x))))
 
 
 def build_image_transform(cfg: BackboneCfg, train: bool) -> T.Compose:

@@ -59,7 +59,9 @@ def default_workers(modality: str) -> int:
 
 def make_loader(backbone: Any, inputs: list[str], modality: str, *, train: bool, batch_size: int,
                 targets: list[int] | None = None, num_workers: int | None = None, seed: int = 0,
-                max_pixels: int = MAX_PIXELS) -> DataLoader:
+                max_pixels: int = MAX_PIXELS, shuffle: bool | None = None) -> DataLoader:
+    """train: training-time preprocessing (augmentation); shuffle defaults to `train`."""
+    shuffle = train if shuffle is None else shuffle
     cfg = backbone.cfg
     draft = int(cfg.input_size / cfg.crop_pct) if modality == "image" else None
     ds = InputDataset(inputs, modality, backbone.preprocessor(train), targets, draft, max_pixels)
@@ -69,9 +71,9 @@ def make_loader(backbone: Any, inputs: list[str], modality: str, *, train: bool,
     return DataLoader(
         ds,
         batch_size=batch_size,
-        shuffle=train,
+        shuffle=shuffle,
         # a last training batch of one breaks BatchNorm; dropping a partial batch costs < 1 batch per epoch
-        drop_last=train and len(inputs) > batch_size,
+        drop_last=shuffle and len(inputs) > batch_size,
         num_workers=workers,
         persistent_workers=False,
         collate_fn=Collate(backbone.collator(), targets is not None),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from typing import Any
 
 import lightning.pytorch as pl
@@ -119,3 +120,17 @@ class History(pl.Callback):
             with open(self.path, encoding="utf-8") as f:
                 self.epochs = json.load(f)
         return self.epochs
+
+
+class EpochTimer(pl.Callback):
+    """Wall seconds of each training epoch (what cached activations speed up)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._t0 = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seconds.append(round(time.perf_counter() - self._t0, 3))

