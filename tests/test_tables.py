@@ -103,3 +103,14 @@ def test_inferred_columns_are_saved_but_not_sticky_across_fits():
     clf.fit(text_frame(8).rename(columns={"text": "sentence", "label": "y"}))
     assert (clf.config_.text_col, clf.config_.label_col) == ("sentence", "y")
     assert clf.options.get("text_col") is None
+
+
+def test_trained_model_accepts_renamed_columns_with_a_warning():
+    clf = TextClassifier(backbone="tiny-bert").fit(text_frame(8))
+    renamed = text_frame(4, seed=1).rename(columns={"text": "content"})
+    with pytest.warns(UserWarning, match="using 'content'/'label'"):
+        m = clf.evaluate(renamed)
+    assert m["n"] == 8
+    ambiguous = text_frame(4).rename(columns={"text": "body_a"}).assign(body_b="another string column, same length")
+    with pytest.raises(DataError, match="column 'text' \\(--text\\) not found"):
+        clf.evaluate(ambiguous)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -71,6 +72,13 @@ class _Classifier(ABC):
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, data: DataLike, val: DataLike | None = None) -> _Classifier:
+        self._fitting = True
+        try:
+            return self._fit(data, val)
+        finally:
+            self._fitting = False
+
+    def _fit(self, data: DataLike, val: DataLike | None) -> _Classifier:
         self._inferred: dict[str, Any] = {}
         cfg = self._check_config()
         splits = self._load_labeled(data, cfg)
@@ -238,11 +246,28 @@ class TextClassifier(_Classifier):
 
     def _table(self, data: DataLike, need_label: bool, cfg: FitConfig) -> Examples:
         df, source = read_table(data, encoding=cfg.encoding, header=cfg.header)
-        text, label = infer_columns(df, cfg.text_col, cfg.label_col if need_label else None, source,
-                                    need_label=need_label)
-        if need_label:
+        want_label = cfg.label_col if need_label else None
+        note = None
+        try:
+            text, label = infer_columns(df, cfg.text_col, want_label, source, need_label=need_label)
+        except DataError as first:
+            if getattr(self, "_fitting", False) or not hasattr(self, "model_"):
+                raise
+            # new data for a trained model may name its columns differently (SST-2's test file says
+            # "content" where training said "sentence"): accept an unambiguous match, say so
+            try:
+                text, label = infer_columns(df, None, None, source, need_label=need_label)
+            except DataError:
+                raise first from None
+            note = (f"{source}: columns {cfg.text_col!r}/{cfg.label_col!r} of training not found; "
+                    f"using {text!r}" + (f"/{label!r}" if need_label else ""))
+            warnings.warn(note, stacklevel=3)
+        if need_label and getattr(self, "_fitting", False):
             self._inferred = {"text_col": text, "label_col": label}
-        return examples_from_table(df, source, text, label)
+        ex = examples_from_table(df, source, text, label)
+        if note:
+            ex.warnings.append(note)
+        return ex
 
     def _load_labeled(self, data: DataLike, cfg: FitConfig) -> dict[str, Examples]:
         if isinstance(data, list):

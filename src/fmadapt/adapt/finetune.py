@@ -19,6 +19,7 @@ from ..model import Classifier
 from ..train.module import ClassifierModule, EpochTimer, History, RestoreBest
 from .base import FitContext, Strategy, register_strategy
 from .cached import SuffixClassifier, cached_loaders, split_is_exact
+from .probe import Probe
 
 DEFAULT_LR = {"image": 2e-4, "text": 3e-5}
 
@@ -58,6 +59,10 @@ class FineTune(Strategy):
             ) -> dict[str, Any]:
         t0 = time.perf_counter()
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        # LP-FT (Kumar et al., 2022): start from the probe's head, not a random one. A random head's
+        # gradients first distort the pretrained features; and on L2-normalised embeddings (MiniLM) a fresh
+        # head barely moves at usual learning rates. The probe's features come from the cache/fast path.
+        probe = Probe().fit(model, train, val, cfg, ctx) if cfg.head_init == "probe" else None
         bb = model.backbone
         groups = bb.layer_groups()
         n_train = len(groups) if cfg.unfreeze < 0 else min(cfg.unfreeze, len(groups))
@@ -111,6 +116,8 @@ class FineTune(Strategy):
             "activation_seconds": round(t_cache, 2),
             "epoch_seconds": timer.seconds,
             "augmentation": split is None and cfg.augment and bb.cfg.modality == "image",
+            "head_init": cfg.head_init,
+            "probe_val_acc": max(r["val_acc"] for r in probe["candidates"]) if probe else None,
         }
 
     @staticmethod
