@@ -93,3 +93,10 @@ def test_packaged_backbones_onnx_parity(name, tmp_path):
         with torch.no_grad():
             ref = bb(batch).numpy()
         assert _cos(enc(batch), ref).min() >= 0.9999
+
+
+def test_one_export_serves_every_image_size():
+    bb = create_backbone("tiny-cnn")
+    before = weights_fingerprint(bb)
+    bb.set_image_size(64)
+    assert weights_fingerprint(bb) == before

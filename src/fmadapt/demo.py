@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-#: 8x8 digits upscaled; measured on 2 cores (benchmarks/demo_image_size.md): 96 px keeps accuracy
-#: within a point of 224 px at a fraction of the time.
+#: 8x8 digits upscaled; measured on 2 cores (benchmarks/demo_image_size.md): 96 px scored 95.8 % vs 95.5 % at
+#: 224 px, in 0.28x the time.
 DEMO_IMAGE_SIZE = 96
 
 

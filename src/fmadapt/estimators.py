@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import warnings
@@ -21,7 +22,7 @@ from .backbones import create_backbone
 from .config import FitConfig
 from .data.cache import FeatureCache
 from .data.examples import Examples, Skipped
-from .data.images import drop_unreadable, scan_image_folder, unlabeled_images
+from .data.images import auto_image_size, drop_unreadable, scan_image_folder, unlabeled_images
 from .data.split import check_trainable, stratified_split
 from .data.tables import examples_from_table, infer_columns, read_table
 from .errors import DataError, NotFittedError
@@ -97,7 +98,11 @@ class _Classifier(ABC):
                 _check_known(splits[name], classes, name)
         torch.manual_seed(cfg.seed)
         backbone = create_backbone(cfg.backbone or self.default_backbone)
-        if cfg.image_size and backbone.cfg.modality == "image":
+        size_note = None
+        if backbone.cfg.modality == "image":
+            if cfg.image_size is None:
+                size, size_note = auto_image_size(train.inputs, backbone.cfg.input_size)
+                cfg = dataclasses.replace(cfg, image_size=size)  # the resolved value is what gets saved
             backbone.set_image_size(cfg.image_size)
         if backbone.cfg.modality != self.modality:
             raise DataError(f"backbone {backbone.cfg.name!r} is a {backbone.cfg.modality} backbone; "
@@ -109,7 +114,8 @@ class _Classifier(ABC):
         model.eval()
         self.model_, self.classes_, self.config_ = model, classes, cfg
         self.trains_backbone_ = strategy.trains_backbone
-        self.history_ = history
+        self.history_ = {**history, **({"image_size": cfg.image_size, "image_size_reason": size_note}
+                                       if size_note else {})}
         self.splits_ = splits
         self.metrics_ = {name: self._metrics_for(ex) for name, ex in splits.items() if name != "train"}
         self.data_summary_ = _data_summary(splits, split_made)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
+from threadpoolctl import threadpool_limits
 
 from ..config import FitConfig
 from ..data.examples import Examples
@@ -37,8 +38,12 @@ class Probe(Strategy):
         z_tr, z_va = (x_tr - mu) / sd, (x_va - mu) / sd
         grid = [cfg.probe_c] if cfg.probe_c else list(C_GRID)
         rows, best = [], None
+        t1 = time.perf_counter()
         for c in grid:
-            lr = LogisticRegression(C=c, max_iter=2000, random_state=cfg.seed).fit(z_tr, y_tr)
+            # one BLAS thread: lbfgs on (N, D<=1280) is overhead-bound, and multi-threaded OpenBLAS made these
+            # fits 10-40x slower on the 2-core machine (benchmarks/throughput.md)
+            with threadpool_limits(1):
+                lr = LogisticRegression(C=c, max_iter=2000, random_state=cfg.seed).fit(z_tr, y_tr)
             p = lr.predict_proba(z_va)
             full = np.zeros((len(y_va), len(ctx.classes)))
             full[:, lr.classes_] = p
@@ -50,7 +55,8 @@ class Probe(Strategy):
                 best = (acc, nll, c, lr)
         assert best is not None
         _set_head(model, best[3], mu, sd, len(ctx.classes))
-        return {"feature_seconds": round(t_feat, 2), "fit_seconds": round(time.perf_counter() - t0, 2),
+        return {"feature_seconds": round(t_feat, 2), "head_seconds": round(time.perf_counter() - t1, 2),
+                "fit_seconds": round(time.perf_counter() - t0, 2),
                 "C": best[2], "candidates": rows}
 
 

@@ -18,9 +18,10 @@ from torch import nn
 
 from .._version import __version__
 from ..backbones.base import Backbone
-from ..data.cache import backbone_key, default_cache_dir
+from ..data.cache import default_cache_dir
 
 PARITY_MIN_COSINE = 0.9999
+_PREPROCESSING_FIELDS = ("input_size", "mean", "std", "interpolation", "crop_pct", "license", "source")
 OPSET = 17
 _SESSIONS: dict[str, OnnxEncoder | None] = {}
 
@@ -29,14 +30,14 @@ def weights_fingerprint(backbone: Backbone) -> str:
     """Identity of what the exported graph computes: the checksum of packaged weights, or (fine-tuned,
     random or hub models) a hash of the tensors themselves; plus the export toolchain versions."""
     h = hashlib.sha256()
-    key = backbone_key(backbone.cfg)
-    if key is None:
+    cfg = backbone.cfg.to_dict()
+    # preprocessing does not change the graph (image height/width are dynamic axes): one export serves all
+    graph_cfg = {k: v for k, v in cfg.items() if k not in _PREPROCESSING_FIELDS}
+    h.update(json.dumps(graph_cfg, sort_keys=True).encode())
+    if not (backbone.cfg.pretrained and backbone.cfg.sha256):
         for name, t in backbone.state_dict().items():
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        h.update(json.dumps(backbone.cfg.to_dict(), sort_keys=True).encode())
-    else:
-        h.update(key.encode())
     h.update(f"{__version__}|{torch.__version__}|{OPSET}".encode())
     return h.hexdigest()[:32]
 
