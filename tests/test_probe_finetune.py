@@ -163,3 +163,17 @@ def test_text_partial_finetune_uses_cached_activations(tmp_path):
 
     texts = df["text"].tolist()
     assert np.array_equal(load_model(out).predict_proba(texts).to_numpy(), clf.predict_proba(texts).to_numpy())
+
+
+def test_finetuned_packaged_backbone_is_never_served_by_the_pretrained_export_or_cache(image_folder):
+    """Regression: a fine-tuned backbone whose config still named the pretrained checksum was run with the
+    ONNX export (and could hit the feature cache) of the original weights."""
+    probe = ImageClassifier(backbone="tiny-cnn-cached").fit(image_folder)  # exports + caches pretrained
+    ft = ImageClassifier(backbone="tiny-cnn-cached", strategy="finetune", epochs=1, batch_size=8, lr=5e-2,
+                         augment=False).fit(image_folder)
+    assert ft.model_.backbone.cfg.sha256 == "" and ft.model_.backbone.cfg.extra["initial_sha256"]
+    auto = ft.predict_proba(image_folder).to_numpy()
+    ft.config_.runtime = "torch"
+    torch_p = ft.predict_proba(image_folder).to_numpy()
+    assert np.allclose(auto, torch_p, atol=1e-4)
+    assert not np.allclose(auto, probe.predict_proba(image_folder).to_numpy(), atol=1e-3)

@@ -103,6 +103,10 @@ class FineTune(Strategy):
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
+        if bb.cfg.sha256:
+            # the weights are no longer the checksummed pretrained file: nothing may cache or look them up by it
+            bb.cfg.extra["initial_sha256"] = bb.cfg.sha256
+            bb.cfg.sha256 = ""
         losses = [e.get("val_loss", float("inf")) for e in epochs]
         return {
             "fit_seconds": round(time.perf_counter() - t0, 2),
