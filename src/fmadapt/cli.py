@@ -23,10 +23,9 @@ def _out(msg: str = "", err: bool = False) -> None:
     typer.echo(msg, err=err)
 
 
-def _estimator_for(data: str, text: str | None, label: str | None) -> str:
-    """Folders are image data; files and tables are text data."""
-    p = Path(data)
-    return "image" if p.is_dir() else "text"
+def _modality(data: str) -> str:
+    """Folders are image data; files are tables of texts."""
+    return "image" if Path(data).is_dir() else "text"
 
 
 def _summary(clf: Any, out: Path, seconds: float) -> dict[str, Any]:
@@ -114,7 +113,7 @@ def fit(
     def go() -> None:
         from .estimators import ImageClassifier, TextClassifier
 
-        kind = _estimator_for(data, text, label)
+        kind = _modality(data)
         opts: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr, unfreeze=unfreeze,
                                     image_size=image_size, seed=seed, accelerator=accelerator,
                                     devices=devices, runtime=runtime, num_nodes=num_nodes,
