@@ -5,6 +5,10 @@ baseline, on five real labeled datasets, all in one run on the local CPU.
     python benchmarks/core.py                       # full run, writes benchmarks/core.md
     python benchmarks/core.py --quick               # tiny subsets, a smoke test (prints only)
     python benchmarks/core.py --datasets sst2,ag_news
+    python benchmarks/core.py --source head         # benchmark the committed HEAD (how core.md was made)
+
+fmadapt is imported from a copy of src/ taken at start (--source worktree, the default) or of the
+committed HEAD (--source head), so edits to src/ during a long run cannot mix code versions.
 
 Data comes from ../shared/data relative to the repository (see its README.md); when it is absent the
 script says so and exits 0. Nothing is written into the data folder: subsets go to a temp dir, and the
@@ -23,10 +27,13 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gzip
+import io
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import traceback
@@ -44,7 +51,7 @@ SST2_CLASSES = ("negative", "positive")
 FMNIST_SIZE = 64  # fmadapt image_size and the baseline's crop size
 HYM_SIZE = 224
 IMAGE_FT = {"strategy": "finetune", "unfreeze": 2, "epochs": 3}  # batch_size 32 (default)
-TEXT_FT = {"strategy": "finetune", "unfreeze": 3, "epochs": 2, "batch_size": 32}
+TEXT_FT = {"strategy": "finetune", "unfreeze": 2, "epochs": 2, "batch_size": 32}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -61,6 +68,15 @@ def load_avg() -> str:
         return "n/a"
 
 
+def clear_onnx_sessions() -> None:
+    """fmadapt memoises ONNX Runtime sessions per process (fmadapt.runtime.onnx._SESSIONS). A user's first
+    fit in a fresh process pays for the export; clear the memo so every "cold" fit here does too."""
+    mod = sys.modules.get("fmadapt.runtime.onnx")
+    sessions = getattr(mod, "_SESSIONS", None)
+    if isinstance(sessions, dict):
+        sessions.clear()
+
+
 def scores(y_true: list[Any], y_pred: list[Any]) -> tuple[float, float]:
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -73,6 +89,7 @@ class Bench:
     def __init__(self, cache_root: Path) -> None:
         self.rows: list[dict[str, Any]] = []
         self.failures: list[str] = []
+        self.workaround = False
         self.cache_root = cache_root
         self._n = 0
 
@@ -81,6 +98,7 @@ class Bench:
         d = self.cache_root / f"cache{self._n}"
         d.mkdir(parents=True)
         os.environ["FMADAPT_CACHE"] = str(d)
+        clear_onnx_sessions()
         return d
 
     def add(self, dataset: str, sizes: str, method: str, acc: float, f1: float, fit_s: float, eval_s: float,
@@ -115,13 +133,30 @@ def fmadapt_run(bench: Bench, cls: Any, dataset: str, sizes: str, method: str, f
     t0 = time.perf_counter()
     clf.fit(fit_data)
     t_fit = time.perf_counter() - t0
+    workaround = ""
+    if kw.get("strategy") == "finetune" and onnx_fingerprint_bug(clf, kw):
+        # fmadapt bug up to 7663032 (fixed in 415b313): the ONNX session of the *pretrained* backbone was
+        # reused for the fine-tuned one (same weights fingerprint), so predictions mixed pretrained features
+        # with the fine-tuned head. Predict in PyTorch instead.
+        clf.config_.runtime = "torch"
+        bench.workaround = True
+        workaround = "; test predictions forced to runtime=torch (ONNX fingerprint bug)"
     t0 = time.perf_counter()
     m = clf.evaluate(test_data)
     t_eval = time.perf_counter() - t0
     h = clf.history_
     if kw.get("strategy") == "finetune":
-        notes = (f"epochs run {h.get('epochs_run')}, best epoch {h.get('best_epoch')}, "
-                 f"{h.get('trainable_groups')}/{h.get('total_groups')} groups trained")
+        notes = (f"{h.get('epochs_run')} epoch(s) run, best {h.get('best_epoch')} (0-based), "
+                 f"top {h.get('trainable_groups')}/{h.get('total_groups')} layer groups trained")
+        if "cached_activations" in h:
+            notes += f", cached activations {'yes' if h['cached_activations'] else 'no'}"
+        if h.get("augmentation"):
+            notes += ", augmentation on"
+        if h.get("head_init"):
+            notes += f", head init {h['head_init']}"
+        if h.get("epoch_seconds"):
+            notes += f", epoch s {'/'.join(f'{x:.0f}' for x in h['epoch_seconds'])}"
+        notes += workaround
     else:
         lr_s = (h.get("fit_seconds") or 0.0) - (h.get("feature_seconds") or 0.0)
         notes = f"C={h.get('C')} (chosen on val), features {h.get('feature_seconds')} s, LR grid {lr_s:.1f} s"
@@ -135,6 +170,22 @@ def fmadapt_run(bench: Bench, cls: Any, dataset: str, sizes: str, method: str, f
     bench.add(dataset, sizes, method, m["accuracy"], m["macro_f1"], t_fit, t_eval, notes)
     clf._bench_cache = cache  # noqa: SLF001 - remembered for the warm-cache rerun
     return clf
+
+
+def onnx_fingerprint_bug(clf: Any, kw: dict[str, Any]) -> bool:
+    """True when this fmadapt would serve the fine-tuned backbone with the pretrained one's ONNX export."""
+    if getattr(clf.config_, "runtime", "torch") == "torch":
+        return False
+    mod = sys.modules.get("fmadapt.runtime.onnx")
+    fingerprint = getattr(mod, "weights_fingerprint", None)
+    if fingerprint is None:
+        return False
+    import fmadapt
+
+    ref = fmadapt.create_backbone(kw["backbone"])
+    if ref.cfg.modality == "image" and clf.config_.image_size:
+        ref.set_image_size(clf.config_.image_size)
+    return bool(fingerprint(clf.model_.backbone) == fingerprint(ref))
 
 
 def expected_test_n(test_data: Any) -> int:
@@ -394,6 +445,36 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def git(*args: str) -> str:
+    try:
+        r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+def snapshot_source(source: str, dest: Path) -> str:
+    """Import fmadapt from a frozen copy so edits to src/ during a long run cannot mix code versions.
+    Returns a description of what is benchmarked."""
+    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
+    if source == "installed" or not (REPO / "src" / "fmadapt").is_dir():
+        return f"the installed fmadapt (repo HEAD {commit}; src/ may change during the run)"
+    if source == "head":
+        blob = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD", "src/fmadapt"], capture_output=True,
+                              check=True, timeout=60).stdout
+        with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+            tar.extractall(dest, filter="data")
+        what = f"committed HEAD {commit} (a `git archive` snapshot of src/fmadapt taken at start)"
+    else:
+        shutil.copytree(REPO / "src" / "fmadapt", dest / "src" / "fmadapt",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        dirty = [line[3:] for line in git("status", "--porcelain", "--", "src").splitlines()]
+        what = f"the working tree at start, HEAD {commit}" + (
+            f" plus uncommitted changes in {', '.join(dirty)}" if dirty else " (src/ clean)")
+    sys.path.insert(0, str(dest / "src"))
+    return what
+
+
 def machine() -> dict[str, str]:
     import torch
 
@@ -408,47 +489,55 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        commit += " (src/ has uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.SubprocessError):
-        commit = "n/a"
+        import onnxruntime
+
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = "not installed"
     return {"nproc": str(os.cpu_count()), "cpu": cpu, "torch": torch.__version__,
             "torch_threads": str(torch.get_num_threads()), "python": platform.python_version(),
-            "fmadapt": fmadapt.__version__, "commit": commit}
+            "fmadapt": fmadapt.__version__, "ort": ort}
 
 
 def report(bench: Bench, args: argparse.Namespace, cmd: str, started: str, total_s: float, mach: dict[str, str],
-           loads: tuple[str, str]) -> str:
+           loads: tuple[str, str], source: str) -> str:
     import sklearn
     import timm
     import transformers
 
     ft_img = f"`strategy=\"finetune\", unfreeze={IMAGE_FT['unfreeze']}, epochs={IMAGE_FT['epochs']}`, batch 32"
+    if args.quick:
+        ft_img = ft_img.replace(f"epochs={IMAGE_FT['epochs']}", "epochs=1")
     ft_txt = (f"`strategy=\"finetune\", unfreeze={TEXT_FT['unfreeze']}, epochs={TEXT_FT['epochs']}, "
               f"batch_size={TEXT_FT['batch_size']}`")
     out = [
         "# Core benchmark: fmadapt vs a hand-written embedding + LogisticRegression baseline",
         "",
         f"- Command: `{cmd}` (from the repository root)",
-        f"- Date: {started} (total runtime {total_s / 60:.1f} min, one run, all rows below)",
+        f"- Date: {started}; total runtime {total_s / 60:.1f} min (one run produced every row below)",
+        f"- Code: {source}",
         f"- Machine: {mach['nproc']} CPUs ({mach['cpu']}), no GPU used; torch {mach['torch']} with "
         f"`torch.set_num_threads(2)`; python {mach['python']}, timm {timm.__version__}, transformers "
-        f"{transformers.__version__}, scikit-learn {sklearn.__version__}; fmadapt {mach['fmadapt']} @ {mach['commit']}",
+        f"{transformers.__version__}, scikit-learn {sklearn.__version__}, onnxruntime {mach['ort']}; "
+        f"fmadapt {mach['fmadapt']}",
         f"- Load average (1/5/15 min) at start {loads[0]}, at end {loads[1]}. The machine is shared (other "
-        "jobs run tests at times), so timings are noisy: treat differences under ~20 % as noise.",
+        "jobs run tests and benchmarks at times), so timings are noisy: treat time differences under ~25 % "
+        "as noise; accuracies are deterministic up to thread-order effects.",
         "",
         "## What ran",
         "",
         "- **fmadapt probe**: `strategy=\"probe\"` with defaults: frozen features, 20 % of the training pool held "
         "out (stratified, seed 0) to choose C in {0.01, 0.1, 1, 10}; the head is trained on the other 80 % only. "
-        "*Cold*: `$FMADAPT_CACHE` is a fresh empty temp dir, so fit time includes backbone load, image checks "
+        "*Cold*: `$FMADAPT_CACHE` is a fresh empty temp dir and fmadapt's in-process ONNX session memo is "
+        "cleared, so fit time includes backbone load, image checks, ONNX export (when fmadapt uses ONNX Runtime) "
         "and feature extraction. *Warm*: a second `fit` on the same data and cache (features come from disk).",
-        f"- **fmadapt finetune**: images {ft_img}; text {ft_txt} (MiniLM has 8 layer groups: embeddings, "
-        "6 transformer layers, the BERT pooler; the pooler is unused by mean pooling, so `unfreeze=3` trains "
-        "the top 2 transformer layers). Same 80/20 split, early stopping on val loss, best epoch restored.",
+        f"- **fmadapt finetune**: images {ft_img}; text {ft_txt}; otherwise fmadapt's defaults (the notes "
+        "column says how many layer groups were trained, whether cached activations / augmentation were used, "
+        "and how the head was initialised). Same 80/20 split, early stopping on val loss, best epoch restored."
+        + (" Workaround applied: this fmadapt's ONNX fast path reuses the pretrained backbone's ONNX session "
+           "for a fine-tuned backbone (the weights fingerprint ignores fine-tuning; fixed in 415b313), so test "
+           "predictions of fine-tuned models are made with `runtime=\"torch\"` (set on the fitted estimator "
+           "before `evaluate`)." if bench.workaround else ""),
         "- **baseline**: images: eager timm `tf_efficientnet_lite0` with the packaged weights "
         "(`load_efficientnet_lite0_weights`, then `reset_classifier(0)`), torchvision `Resize(round(size/0.875), "
         "bicubic) + CenterCrop(size)`, mean = std = 0.5, batch 64, 2 DataLoader workers, `torch.inference_mode`; "
@@ -464,8 +553,8 @@ def report(bench: Bench, args: argparse.Namespace, cmd: str, started: str, total
         "test = the labeled test.tsv. AG News: train.csv / test.csv as given. THUCNews titles: dev.txt as "
         "training pool, test.txt as test.",
         "- Columns: *fit s* = `fit()` (fmadapt) or model load + embed train + LR fit (baseline); *eval s* = "
-        "embedding and predicting the test set; *wall s* = fit + eval; *× baseline time* = wall s / the "
-        "MiniLM or EfficientNet baseline's wall s on the same dataset.",
+        "embedding and predicting the test set (`evaluate()`); *wall s* = fit + eval; *× baseline time* = "
+        "wall s / the MiniLM or EfficientNet baseline's wall s on the same dataset.",
     ]
     if args.quick:
         out.insert(2, "**QUICK SMOKE RUN (tiny subsets) — numbers are not meaningful.**\n")
@@ -481,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma list out of {', '.join(ALL_DATASETS)} (default: all)")
     ap.add_argument("--quick", action="store_true", help="tiny subsets, 1 epoch: a smoke test")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root (default: ../shared/data)")
+    ap.add_argument("--source", choices=("worktree", "head", "installed"), default="worktree",
+                    help="which fmadapt to benchmark: a copy of src/ taken at start (default), a snapshot of "
+                         "the committed HEAD, or whatever is installed (no snapshot)")
     ap.add_argument("--out", type=Path, default=None,
                     help="markdown output (default: benchmarks/core.md for a full run of all datasets; "
                          "a quick or partial run only prints unless --out is given)")
@@ -492,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_dir():
         print(f"benchmark data not found at {args.data} (expected ../shared/data next to the repo); skipping.")
         return 0
+    if "fmadapt" in sys.modules:
+        raise SystemExit("fmadapt is already imported; run this as a script")
     out_path = args.out
     if out_path is None and not args.quick and set(datasets) == set(ALL_DATASETS):
         out_path = Path(__file__).with_name("core.md")
@@ -499,17 +593,19 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python benchmarks/core.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     started = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     loads0 = load_avg()
-
-    import torch
-
-    torch.set_num_threads(2)
-    import fmadapt  # noqa: F401  (also quiets Lightning / transformers chatter)
-
-    ft_img = dict(IMAGE_FT, epochs=1) if args.quick else dict(IMAGE_FT)
-    ft_txt = dict(TEXT_FT)
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fmadapt-bench-") as tmpd:
         tmp = Path(tmpd)
+        source = snapshot_source(args.source, tmp / "snapshot")
+
+        import torch
+
+        torch.set_num_threads(2)
+        import fmadapt  # also quiets Lightning / transformers chatter
+
+        log(f"benchmarking {source}; fmadapt imported from {Path(fmadapt.__file__).parent}")
+        ft_img = dict(IMAGE_FT, epochs=1) if args.quick else dict(IMAGE_FT)
+        ft_txt = dict(TEXT_FT)
         bench = Bench(tmp / "caches")
         for ds in datasets:
             if not (args.data / ds).is_dir():
@@ -526,8 +622,8 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 bench.failures.append(f"{ds}: {type(e).__name__}: {e}")
             log(f"==== {ds} done in {time.perf_counter() - t_ds:.0f} s")
-    total = time.perf_counter() - t_start
-    md = report(bench, args, cmd, started, total, machine(), (loads0, load_avg()))
+        total = time.perf_counter() - t_start
+        md = report(bench, args, cmd, started, total, machine(), (loads0, load_avg()), source)
     print()
     print(md)
     print(f"\ntotal runtime {total:.0f} s")
