@@ -29,7 +29,7 @@ def write_pngs(root: Path, n: int) -> list[str]:
     paths = []
     for i, a in enumerate(imgs):
         d = root / f"{i // 1000:03d}"
-        d.mkdir(exist_ok=True)
+        d.mkdir(parents=True, exist_ok=True)
         p = d / f"{i:05d}.png"
         Image.fromarray(a, mode="L").save(p)
         paths.append(str(p))

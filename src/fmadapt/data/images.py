@@ -159,32 +159,3 @@ def drop_unreadable(ex: Examples, max_pixels: int = MAX_PIXELS) -> Examples:
     out.skipped = ex.skipped + [Skipped(where=p, reason=r) for p, r in bad.items()]
     return out
 
-
-#: Input size for small source images (median longest side <= SMALL_IMAGE_MAX_SIDE). Measured on Fashion-MNIST
-#: (28 px; probe, 2,000 train / 1,000 test): 32 px 71.1 %, 64 px 82.1 %, 96 px 82.9 %, 128 px 84.3 %, 224 px
-#: 85.5 %. 128 px keeps all but ~1 point at a third of 224 px's compute (benchmarks/throughput.md).
-SMALL_IMAGE_SIZE = 128
-SMALL_IMAGE_MAX_SIDE = 64
-
-
-def median_longest_side(paths: list[str], sample: int = 64, seed: int = 0) -> int:
-    """Median of max(width, height) over a seeded sample, read from headers only (no decoding)."""
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(paths), size=min(sample, len(paths)), replace=False) if paths else []
-    sides = []
-    for i in pick:
-        try:
-            with Image.open(paths[int(i)]) as im:
-                sides.append(max(im.size))
-        except (OSError, ValueError):
-            continue
-    return int(np.median(sides)) if sides else 0
-
-
-def auto_image_size(paths: list[str], default: int) -> tuple[int, str]:
-    """(input size, why): small images are not upscaled all the way to the backbone's default."""
-    side = median_longest_side(paths)
-    if 0 < side <= SMALL_IMAGE_MAX_SIDE:
-        return min(SMALL_IMAGE_SIZE, default), (f"source images are small (median longest side {side} px): "
-                                                 f"{SMALL_IMAGE_SIZE} px; pass image_size to override")
-    return default, f"backbone default ({default} px)"
