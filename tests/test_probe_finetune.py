@@ -80,7 +80,7 @@ def test_finetune_top_groups_only_changes_top(tmp_path):
     folder = write_image_folder(tmp_path / "ft", per_class=8)
     before = {k: v.clone() for k, v in create_backbone("tiny-cnn").state_dict().items()}
     clf = ImageClassifier(backbone="tiny-cnn", strategy="finetune", unfreeze=1, epochs=2, batch_size=8,
-                          lr=1e-2).fit(folder)
+                          lr=1e-2, head_init="random", bn="train").fit(folder)
     bb = clf.model_.backbone
     top_ids = {id(p) for p in bb.layer_groups()[-1].parameters()}
     top_names = {k for k, p in bb.named_parameters() if id(p) in top_ids}
@@ -100,13 +100,14 @@ def test_finetune_text_restores_best_epoch(tmp_path):
                          head_lr=1e-2).fit(df)
     h = clf.history_
     losses = [e["val_loss"] for e in h["epochs"]]
-    assert h["best_epoch"] == int(np.argmin(losses))
-    # the restored weights are the best epoch's: re-evaluating gives the best validation loss
+    best = min(min(losses), h["initial_val_loss"])
+    assert h["best_epoch"] == (int(np.argmin(losses)) if min(losses) < h["initial_val_loss"] else -1)
+    # the restored weights are the best point's (an epoch, or the probe start): re-evaluating gives its loss
     va = clf.splits_["val"]
     p = clf.predict_proba(va.inputs).to_numpy()
     y = np.array([clf.classes_.index(lab) for lab in va.labels])
     nll = -np.log(p[np.arange(len(y)), y] + 1e-12).mean()
-    assert nll == pytest.approx(min(losses), abs=1e-3)
+    assert nll == pytest.approx(best, abs=1e-3)
 
 
 def test_bad_options_fail_before_data_loading():
@@ -150,7 +151,7 @@ def test_cached_activations_auto_keeps_image_augmentation(tmp_path):
 def test_text_partial_finetune_uses_cached_activations(tmp_path):
     df = text_frame(16)
     clf = TextClassifier(backbone="tiny-bert", strategy="finetune", unfreeze=1, epochs=2, batch_size=8,
-                         lr=1e-3, head_lr=1e-2).fit(df)
+                         lr=1e-3, head_lr=1e-2, head_init="random").fit(df)
     h = clf.history_
     assert h["cached_activations"] and h["epochs_run"] == 2
     # the trained top layer changed, the embeddings did not
@@ -170,10 +171,32 @@ def test_finetuned_packaged_backbone_is_never_served_by_the_pretrained_export_or
     ONNX export (and could hit the feature cache) of the original weights."""
     probe = ImageClassifier(backbone="tiny-cnn-cached").fit(image_folder)  # exports + caches pretrained
     ft = ImageClassifier(backbone="tiny-cnn-cached", strategy="finetune", epochs=1, batch_size=8, lr=5e-2,
-                         augment=False).fit(image_folder)
+                         augment=False, head_init="random").fit(image_folder)
     assert ft.model_.backbone.cfg.sha256 == "" and ft.model_.backbone.cfg.extra["initial_sha256"]
     auto = ft.predict_proba(image_folder).to_numpy()
     ft.config_.runtime = "torch"
     torch_p = ft.predict_proba(image_folder).to_numpy()
     assert np.allclose(auto, torch_p, atol=1e-4)
     assert not np.allclose(auto, probe.predict_proba(image_folder).to_numpy(), atol=1e-3)
+
+
+def test_finetuning_that_only_hurts_keeps_the_probe_start(tmp_path):
+    folder = write_image_folder(tmp_path / "h", per_class=8)
+    probe = ImageClassifier(backbone="tiny-cnn").fit(folder)
+    # weight decay of ~100 % per step wipes the weights out every step: no epoch can beat the probe start
+    wrecked = ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=2, batch_size=8, lr=0.9,
+                              head_lr=0.9, weight_decay=1.1, augment=False).fit(folder)
+    assert wrecked.history_["best_epoch"] == -1
+    assert np.allclose(wrecked.predict_proba(folder).to_numpy(), probe.predict_proba(folder).to_numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("bn", ["frozen", "train"])
+def test_batchnorm_statistics_frozen_by_default(tmp_path, bn):
+    folder = write_image_folder(tmp_path / "b", per_class=8)
+    before = create_backbone("tiny-cnn").state_dict()
+    clf = ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=1, batch_size=8, bn=bn,
+                          head_init="random").fit(folder)
+    after = clf.model_.backbone.state_dict()
+    stats = [k for k in after if k.endswith("running_mean")]
+    unchanged = all(torch.equal(before[k], after[k]) for k in stats)
+    assert unchanged == (bn == "frozen")

@@ -26,6 +26,7 @@ class FitConfig:
     unfreeze: int = -1  #: fine-tuning: train only the top N layer groups (-1 = all)
     dropout: float = 0.0  #: dropout before the head
     head_init: str = "probe"  #: fine-tuning starts from the probe's head ("probe", LP-FT) or a random one
+    bn: str = "frozen"  #: fine-tuning: BatchNorm statistics "frozen" (inference mode) or "train"
     augment: bool = True  #: images, fine-tuning: random resized crop + flip
     #: partial fine-tuning: run the frozen prefix once and train the top groups on cached activations.
     #: "auto": when nothing needs per-epoch inputs (text, or images with augment=False); "on": also turns
@@ -58,6 +59,7 @@ class FitConfig:
             (self.patience >= 1, "patience must be >= 1"),
             (self.num_nodes >= 1, "num_nodes must be >= 1"),
             (self.head_init in ("probe", "random"), "head_init must be 'probe' or 'random'"),
+            (self.bn in ("frozen", "train"), "bn must be 'frozen' or 'train'"),
             (self.cache_activations in ("auto", "on", "off"), "cache_activations must be 'auto', 'on' or 'off'"),
             (self.image_size is None or 16 <= self.image_size <= 1024, "image_size must be in [16, 1024]"),
             (self.lr is None or self.lr > 0, "lr must be positive"),

@@ -16,7 +16,7 @@ from ..config import FitConfig
 from ..data.examples import Examples
 from ..data.loader import make_loader
 from ..model import Classifier
-from ..train.module import ClassifierModule, EpochTimer, History, RestoreBest
+from ..train.module import ClassifierModule, EpochTimer, History, RestoreBest, evaluation_loss
 from .base import FitContext, Strategy, register_strategy
 from .cached import SuffixClassifier, cached_loaders, split_is_exact
 from .probe import Probe
@@ -90,12 +90,17 @@ class FineTune(Strategy):
         module = ClassifierModule(
             trained, lr=cfg.lr or DEFAULT_LR[bb.cfg.modality], head_lr=cfg.head_lr,
             weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac, total_steps=steps,
-            frozen_groups=frozen)
+            frozen_groups=frozen, freeze_bn=cfg.bn == "frozen")
+        # the starting point (the probe's head) competes with every epoch: fine-tuning never makes it worse
+        initial_loss = evaluation_loss(trained, va) if probe else None
         with tempfile.TemporaryDirectory(prefix="fmadapt-") as tmp:
             history = History(os.path.join(tmp, "history.json"))
             stop = EarlyStopping("val_loss", patience=cfg.patience, mode="min")
             timer = EpochTimer()
-            callbacks = [history, RestoreBest("val_loss", "min"), stop, timer]
+            best = RestoreBest("val_loss", "min")
+            if initial_loss is not None:
+                best.seed(initial_loss, module)
+            callbacks = [history, best, stop, timer]
             trainer = build_trainer(cfg, callbacks, progress=ctx.progress and sys.stderr.isatty())
             trained.train()  # backbones are created in eval mode; the frozen groups go back to eval each epoch
             trainer.fit(module, tr, va)
@@ -108,12 +113,15 @@ class FineTune(Strategy):
             bb.cfg.extra["initial_sha256"] = bb.cfg.sha256
             bb.cfg.sha256 = ""
         losses = [e.get("val_loss", float("inf")) for e in epochs]
+        start = initial_loss if initial_loss is not None else float("inf")
+        best_epoch = int(losses.index(min(losses))) if losses and min(losses) < start else -1
         return {
             "fit_seconds": round(time.perf_counter() - t0, 2),
             "trainable_groups": n_train,
             "total_groups": len(groups),
             "epochs_run": len(epochs),
-            "best_epoch": int(losses.index(min(losses))) if losses else -1,
+            "best_epoch": best_epoch,  # -1: no epoch beat the starting point, which was kept
+            "initial_val_loss": None if initial_loss is None else round(initial_loss, 6),
             "epochs": epochs,
             "world_size": trainer.world_size,
             "cached_activations": split is not None,

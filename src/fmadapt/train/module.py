@@ -12,21 +12,21 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from ..model import Classifier
 from .schedules import warmup_cosine
 
 
 class ClassifierModule(pl.LightningModule):
     """Cross-entropy fine-tuning of a Classifier; the head may use a larger learning rate than the body."""
 
-    def __init__(self, model: Classifier, *, lr: float, head_lr: float, weight_decay: float,
-                 warmup_frac: float, total_steps: int, frozen_groups: list[nn.Module] | None = None
-                 ) -> None:
+    def __init__(self, model: nn.Module, *, lr: float, head_lr: float, weight_decay: float,
+                 warmup_frac: float, total_steps: int, frozen_groups: list[nn.Module] | None = None,
+                 freeze_bn: bool = True) -> None:
         super().__init__()
         self.model = model
         self.lr, self.head_lr, self.weight_decay = lr, head_lr, weight_decay
         self.warmup_frac, self.total_steps = warmup_frac, total_steps
         self.frozen_groups = frozen_groups or []
+        self.freeze_bn = freeze_bn
         self.loss_fn = nn.CrossEntropyLoss()
 
     def forward(self, batch: Any) -> torch.Tensor:
@@ -36,6 +36,13 @@ class ClassifierModule(pl.LightningModule):
         # Frozen layers keep their BatchNorm statistics and skip dropout.
         for g in self.frozen_groups:
             g.eval()
+        if self.freeze_bn:
+            # Trainable layers too keep BatchNorm in inference mode: with small data and few steps, batch
+            # statistics drift from the running ones (TF-ported BN has momentum 0.01) and evaluation
+            # collapses (Fashion-MNIST 500, 96 px: val acc 0.83 -> 0.55 in 2 epochs; 0.80 with BN frozen).
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -75,6 +82,11 @@ class RestoreBest(pl.Callback):
         self.best: float | None = None
         self.best_epoch: int = -1
         self._state: dict[str, torch.Tensor] | None = None
+
+    def seed(self, value: float, module: nn.Module) -> None:
+        """Start from a known point (the probe-initialised model): epochs must beat it to be kept."""
+        self.best, self.best_epoch = value, -1
+        self._state = {k: t.detach().to("cpu", copy=True) for k, t in module.state_dict().items()}
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -134,3 +146,16 @@ class EpochTimer(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.seconds.append(round(time.perf_counter() - self._t0, 3))
+
+
+@torch.no_grad()
+def evaluation_loss(model: nn.Module, loader: Any) -> float:
+    """Mean cross-entropy of `model` (eval mode) over a (x, y) loader."""
+    was = model.training
+    model.eval()
+    total, n = 0.0, 0
+    for x, y in loader:
+        total += float(nn.functional.cross_entropy(model(x), y, reduction="sum"))
+        n += len(y)
+    model.train(was)
+    return total / max(1, n)
