@@ -100,3 +100,43 @@ def test_one_export_serves_every_image_size():
     before = weights_fingerprint(bb)
     bb.set_image_size(64)
     assert weights_fingerprint(bb) == before
+
+
+def test_int8_text_runtime_is_close_to_fp32_and_cached_separately(monkeypatch):
+    from fmadapt.adapt.features import extract_features
+    from fmadapt.data.cache import FeatureCache
+    from fmadapt.data.examples import Examples
+    from fmadapt.runtime import int8_encoder
+
+    bb = create_backbone("tiny-bert")
+    bb.cfg.sha256, bb.cfg.pretrained = "1" * 64, True  # identifiable, so features are cached
+    enc = int8_encoder(bb)
+    assert enc is not None and enc.path.endswith("-int8.onnx")
+    texts = ["a short text", "another, rather longer text to encode here", "third"]
+    ex = Examples(inputs=texts, labels=None, ids=["0", "1", "2"], modality="text")
+    cache = FeatureCache()
+    fp32 = extract_features(bb, ex, cache=cache, runtime="torch")
+    q = extract_features(bb, ex, cache=cache, runtime="int8")
+    assert _cos(q, fp32).min() >= 0.97
+    assert not np.array_equal(q, fp32)  # not served from the fp32 cache entry
+    assert np.array_equal(extract_features(bb, ex, cache=cache, runtime="int8"), q)
+
+
+def test_int8_is_refused_for_images():
+    from fmadapt import ConfigError
+    from fmadapt.runtime import int8_encoder
+
+    with pytest.raises(ConfigError, match="text backbones only"):
+        int8_encoder(create_backbone("tiny-cnn"))
+
+
+def test_fingerprint_memo_sees_in_place_updates_and_reloads():
+    bb = create_backbone("tiny-bert")
+    a = weights_fingerprint(bb)
+    assert weights_fingerprint(bb) == a  # memoised
+    with torch.no_grad():
+        bb.model.encoder.layer[0].output.dense.weight.mul_(1.01)  # what an optimizer step does
+    b = weights_fingerprint(bb)
+    assert b != a
+    bb.load_state_dict(create_backbone("tiny-bert").state_dict())
+    assert weights_fingerprint(bb) == a

@@ -105,7 +105,8 @@ def fit(
     encoding: Annotated[str, typer.Option("--encoding", help="Text file encoding.")] = "utf-8",
     no_header: Annotated[bool, typer.Option("--no-header", help="The table has no header row.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
-    runtime: Annotated[str, typer.Option("--runtime", help="Frozen features: auto (ONNX Runtime) | torch")] = "auto",
+    runtime: Annotated[str, typer.Option(
+        "--runtime", help="Frozen features: auto (ONNX Runtime) | torch | int8 (text, ~2x, cosine ~0.99)")] = "auto",
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Train a classifier on DATA and write a model directory with metrics and a model card."""

@@ -37,7 +37,8 @@ class FitConfig:
     seed: int = 0
     image_size: int | None = None  #: image backbones: input size (default: the backbone's)
     num_workers: int | None = None  #: DataLoader workers (default: 2 for images, 0 for text)
-    runtime: str = "auto"  #: frozen-feature inference: "auto" (ONNX Runtime when it passes parity) or "torch"
+    #: frozen-feature inference: "auto" (ONNX Runtime when it passes parity), "torch", or "int8" (text, opt-in)
+    runtime: str = "auto"
     accelerator: str = "auto"  #: passed to the Lightning Trainer ("cpu", "gpu", "auto", ...)
     devices: str = "auto"  #: passed to the Lightning Trainer ("auto", "1", "2", ...)
     num_nodes: int = 1  #: Lightning multi-node training (each node runs the same command)
@@ -65,7 +66,7 @@ class FitConfig:
             (self.lr is None or self.lr > 0, "lr must be positive"),
             (self.head_lr > 0, "head_lr must be positive"),
             (self.probe_c is None or self.probe_c > 0, "probe_c must be positive"),
-            (self.runtime in ("auto", "onnx", "torch"), "runtime must be 'auto', 'onnx' or 'torch'"),
+            (self.runtime in ("auto", "onnx", "int8", "torch"), "runtime must be 'auto', 'onnx', 'int8' or 'torch'"),
         ]
         for ok, msg in checks:
             if not ok:

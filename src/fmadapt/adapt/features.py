@@ -13,6 +13,8 @@ from ..data.examples import Examples
 from ..data.loader import make_loader
 from ..errors import ConfigError
 
+RUNTIMES = ("auto", "onnx", "int8", "torch")
+
 
 def extract_features(backbone: Backbone, ex: Examples, *, batch_size: int = 64,
                      cache: FeatureCache | None = None, num_workers: int | None = None,
@@ -20,8 +22,11 @@ def extract_features(backbone: Backbone, ex: Examples, *, batch_size: int = 64,
     """(N, D) float32 features in the order of `ex.inputs`.
 
     runtime: "auto" runs the backbone in ONNX Runtime on CPU when its export passes the parity check
-    (several times faster than eager PyTorch), else PyTorch; "torch" forces PyTorch."""
-    key = cache.key(backbone.cfg, ex.inputs, ex.modality) if cache else None
+    (several times faster than eager PyTorch), else PyTorch; "torch" forces PyTorch; "int8" (text,
+    opt-in) uses int8 weights: ~2x faster, embeddings at cosine ~0.99 to fp32."""
+    # int8 features differ from fp32 ones: they must never be served for each other
+    variant = "int8" if runtime == "int8" else ""
+    key = cache.key(backbone.cfg, ex.inputs, ex.modality, variant) if cache else None
     hit = cache.get(key, len(ex)) if cache else None
     if hit is not None:
         return hit
@@ -53,12 +58,12 @@ def extract_features(backbone: Backbone, ex: Examples, *, batch_size: int = 64,
 
 
 def _encoder(backbone: Backbone, runtime: str):
-    if runtime not in ("auto", "torch", "onnx"):
-        raise ConfigError(f"runtime must be 'auto', 'onnx' or 'torch', got {runtime!r}")
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime != "torch" and backbone.device.type == "cpu":
-        from ..runtime import onnx_encoder
+        from ..runtime import int8_encoder, onnx_encoder
 
-        enc = onnx_encoder(backbone)
+        enc = (int8_encoder(backbone) if runtime == "int8" else None) or onnx_encoder(backbone)
         if enc is not None:
             return enc
         if runtime == "onnx":

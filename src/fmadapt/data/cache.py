@@ -48,11 +48,11 @@ class FeatureCache:
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root else default_cache_dir() / "features"
 
-    def key(self, cfg: BackboneCfg, inputs: list[str], modality: str) -> str | None:
+    def key(self, cfg: BackboneCfg, inputs: list[str], modality: str, variant: str = "") -> str | None:
         bkey = backbone_key(cfg)
         if bkey is None:
             return None
-        h = hashlib.sha256(bkey.encode())
+        h = hashlib.sha256((bkey + variant).encode())
         for item in inputs:
             h.update(content_hash(item, modality).encode())
         return f"{bkey}/{h.hexdigest()[:32]}"
