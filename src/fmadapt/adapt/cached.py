@@ -52,18 +52,21 @@ def split_is_exact(backbone: Any, prefix: nn.Module, suffix: nn.Module, ex: Exam
 
 @torch.no_grad()
 def _activations(backbone: Any, prefix: nn.Module, ex: Examples, targets: list[int], batch_size: int,
-                 num_workers: int | None) -> list[tuple[Any, torch.Tensor]]:
+                 num_workers: int | None) -> list[tuple[Any, torch.Tensor, list[int]]]:
+    """(activations, targets, input indices) per batch; texts are length-sorted, so the indices say
+    where each row came from."""
     prefix.eval()
     order = list(range(len(ex)))
     if ex.modality == "text":
         order.sort(key=lambda i: len(ex.inputs[i]))
     loader = make_loader(backbone, [ex.inputs[i] for i in order], ex.modality, train=False,
                          batch_size=batch_size, targets=[targets[i] for i in order], num_workers=num_workers)
-    out, pos = [], 0
+    out: list[tuple[Any, torch.Tensor, list[int]]] = []
+    pos = 0
     for x, y in loader:
         out.append((prefix(x), y, order[pos:pos + len(y)]))
         pos += len(y)
-    return out  # type: ignore[return-value]
+    return out
 
 
 def cached_loaders(backbone: Any, prefix: nn.Module, train: Examples, val: Examples, y_tr: list[int],
