@@ -85,21 +85,61 @@ def test_parity_failure_is_never_used(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "minilm-l6"])
 def test_packaged_backbones_onnx_parity(name, tmp_path):
     bb = create_backbone(name)
-    enc = onnx_encoder(bb, cache_root=tmp_path)
-    assert enc is not None
     batches = ([_image_batch(3, 224), _image_batch(2, 96)] if name == "efficientnet_lite0"
                else [_text_batch(bb, 5), bb.collator()(["今天的新闻标题", "A man is playing a guitar."])])
     for batch in batches:
+        if name == "efficientnet_lite0":
+            bb.set_image_size(batch.shape[-1])  # TF 'SAME' padding: one export per image size
+        enc = onnx_encoder(bb, cache_root=tmp_path)
+        assert enc is not None
         with torch.no_grad():
             ref = bb(batch).numpy()
         assert _cos(enc(batch), ref).min() >= 0.9999
 
 
-def test_one_export_serves_every_image_size():
+def test_one_export_serves_every_image_size(tmp_path):
     bb = create_backbone("tiny-cnn")
+    assert ort_mod.static_size(bb) is None  # symmetric padding: height/width stay dynamic
     before = weights_fingerprint(bb)
     bb.set_image_size(64)
     assert weights_fingerprint(bb) == before
+    assert onnx_encoder(bb, cache_root=tmp_path) is not None
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+
+
+def _tf_same_cnn():
+    """Like the packaged EfficientNet-Lite0: TensorFlow 'SAME' padding (timm Conv2dSame), tiny."""
+    from fmadapt.backbones.vision import timm_backbone
+
+    torch.manual_seed(0)
+    bb = timm_backbone("test_efficientnet", pretrained=False, name="tiny-tf-same", pad_type="same")
+    bb.cfg.input_size, bb.cfg.crop_pct = 33, 1.0  # odd size: asymmetric pads
+    return bb.eval()
+
+
+def test_tf_same_padding_is_exported_per_image_size_with_identical_outputs(tmp_path):
+    bb = _tf_same_cnn()
+    assert ort_mod.static_size(bb) == 33
+    enc = onnx_encoder(bb, cache_root=tmp_path)
+    assert enc is not None and enc.image_size == 33
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(enc.path).graph.node}
+    assert not ops & {"Shape", "Ceil"}  # the pads are constants, not a per-call subgraph
+    for n in (1, 7):
+        batch = _image_batch(n, 33)
+        with torch.no_grad():
+            ref = bb(batch).numpy()
+        assert np.abs(enc(batch) - ref).max() < 1e-4
+    with pytest.raises(ValueError, match="exported for 33px"):
+        enc(_image_batch(2, 48))
+    bb.set_image_size(48)  # another size: its own export, equally exact
+    enc48 = onnx_encoder(bb, cache_root=tmp_path)
+    assert enc48 is not None and enc48.image_size == 48 and enc48.path != enc.path
+    batch = _image_batch(3, 48)
+    with torch.no_grad():
+        ref = bb(batch).numpy()
+    assert np.abs(enc48(batch) - ref).max() < 1e-4
 
 
 def test_int8_text_runtime_is_close_to_fp32_and_cached_separately(monkeypatch):
