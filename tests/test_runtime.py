@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -162,12 +165,62 @@ def test_int8_text_runtime_is_close_to_fp32_and_cached_separately(monkeypatch):
     assert np.array_equal(extract_features(bb, ex, cache=cache, runtime="int8"), q)
 
 
-def test_int8_is_refused_for_images():
+def test_int8_images_are_calibrated_on_the_data_and_cached_separately(image_folder):
+    from fmadapt.adapt.features import extract_features
+    from fmadapt.data.cache import FeatureCache
+    from fmadapt.data.images import scan_image_folder
+
+    bb = _tf_same_cnn()
+    bb.cfg.sha256, bb.cfg.pretrained = "2" * 64, True  # identifiable, so features are cached
+    ex = scan_image_folder(image_folder).splits["train"]
+    cache = FeatureCache()
+    fp32 = extract_features(bb, ex, cache=cache, runtime="torch")
+    q = extract_features(bb, ex, cache=cache, runtime="int8")
+    calibration = bb.int8_calibration
+    assert calibration["graph"] == Path(onnx_encoder(bb).path).stem and calibration["ranges"]
+    assert _cos(q, fp32).mean() >= 0.98
+    assert not np.array_equal(q, fp32)  # an int8 graph ran, and was not served from the fp32 entry
+    assert np.array_equal(extract_features(bb, ex, cache=cache, runtime="int8"), q)
+
+
+def test_int8_images_need_calibration_images():
     from fmadapt import ConfigError
     from fmadapt.runtime import int8_encoder
 
-    with pytest.raises(ConfigError, match="text backbones only"):
-        int8_encoder(create_backbone("tiny-cnn"))
+    with pytest.raises(ConfigError, match="calibration images"):
+        int8_encoder(_tf_same_cnn())
+
+
+def test_int8_image_model_reloads_the_same_int8_graph_without_recalibrating(image_folder, tmp_path, monkeypatch):
+    import fmadapt.adapt.features as feats
+    from fmadapt import ImageClassifier
+
+    clf = ImageClassifier(backbone="tiny-cnn", runtime="int8", seed=0).fit(image_folder)
+    assert clf.model_.backbone.int8_calibration
+    before = clf.predict_proba(image_folder)
+    out = clf.save_pretrained(tmp_path / "m")
+    assert (out / "int8_calibration.json").is_file()
+    for f in Path(os.environ["FMADAPT_CACHE"]).rglob("*-int8-*.onnx"):
+        f.unlink()  # the int8 graph is rebuilt from the saved ranges alone
+    monkeypatch.setattr(ort_mod, "_SESSIONS", {})
+    monkeypatch.setattr(feats, "_calibration_pixels", lambda *a: pytest.fail("calibrated again"))
+    again = ImageClassifier.from_pretrained(out)
+    np.testing.assert_allclose(again.predict_proba(image_folder).to_numpy(), before.to_numpy(), atol=1e-6)
+
+
+def test_stale_int8_calibration_is_redone_with_a_warning(image_folder):
+    from fmadapt.adapt.features import extract_features
+    from fmadapt.data.images import scan_image_folder
+
+    bb = create_backbone("tiny-cnn")
+    ex = scan_image_folder(image_folder).splits["train"]
+    extract_features(bb, ex, runtime="int8")
+    first = bb.int8_calibration
+    with torch.no_grad():
+        next(bb.parameters()).add_(0.05)  # e.g. fine-tuned after calibration
+    with pytest.warns(UserWarning, match="calibrating again"):
+        extract_features(bb, ex, runtime="int8")
+    assert bb.int8_calibration["graph"] != first["graph"]
 
 
 def test_fingerprint_memo_sees_in_place_updates_and_reloads():

@@ -16,6 +16,7 @@ from .errors import ArtifactError
 from .model import Classifier
 
 FORMAT_VERSION = 1
+CALIBRATION = "int8_calibration.json"
 WEIGHTS = "model.safetensors"
 
 
@@ -52,6 +53,11 @@ def save_model(out: Path, model: Classifier, classes: list[str], config: dict[st
     os.replace(tmp, out / WEIGHTS)
     write_json(out / "labels.json", classes)
     write_json(out / "backbone.json", model.backbone.cfg.to_dict())
+    calibration = getattr(model.backbone, "int8_calibration", None)
+    if calibration:  # int8 image runtime: activation ranges, so prediction rebuilds the same int8 graph
+        write_json(out / CALIBRATION, calibration)
+    else:
+        (out / CALIBRATION).unlink(missing_ok=True)
     write_json(out / "config.json", {
         "fmadapt_version": __version__,
         "format_version": FORMAT_VERSION,
@@ -94,6 +100,13 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
                             f"(missing {bad_missing[:3]}, unexpected {list(unexpected)[:3]})")
     for p in model.parameters():
         p.requires_grad_(False)
+    if (root / CALIBRATION).is_file():
+        calibration = read_json(root / CALIBRATION)
+        if not (isinstance(calibration, dict) and isinstance(calibration.get("graph"), str)
+                and isinstance(calibration.get("ranges"), dict)):
+            raise ArtifactError(f"{root / CALIBRATION}: not an fmadapt int8 calibration (delete it to calibrate "
+                                "again on the data you predict)")
+        backbone.int8_calibration = calibration
     return model.eval(), [str(c) for c in classes], config
 
 

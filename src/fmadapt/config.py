@@ -37,7 +37,8 @@ class FitConfig:
     seed: int = 0
     image_size: int | None = None  #: image backbones: input size (default: the backbone's)
     num_workers: int | None = None  #: DataLoader workers (default: 2 for images, 0 for text)
-    #: frozen-feature inference: "auto" (ONNX Runtime when it passes parity), "torch", or "int8" (text, opt-in)
+    #: frozen-feature inference: "auto" (ONNX Runtime when it passes parity), "torch", or "int8" (opt-in;
+    #: images are calibrated on up to 64 of the training images, the ranges saved with the model)
     runtime: str = "auto"
     accelerator: str = "auto"  #: passed to the Lightning Trainer ("cpu", "gpu", "auto", ...)
     devices: str = "auto"  #: passed to the Lightning Trainer ("auto", "1", "2", ...)
