@@ -127,3 +127,31 @@ def test_embed_texts_in_input_order(tmp_path):
     with torch.no_grad():
         ref = bb(bb.collator()(["first text", "the third and longest text of all"])).numpy()
     assert np.allclose(f[[0, 2]], ref, atol=1e-4)
+
+
+def test_fit_optimization_options_and_set(image_folder, tmp_path):
+    r = _invoke("fit", image_folder, "--out", tmp_path / "m", "--backbone", "tiny-cnn", "--strategy", "l2sp",
+                "--epochs", "1", "--batch-size", "8", "--optimizer", "sgd", "--schedule", "inverse_time",
+                "--layer-decay", "0.7", "--label-smoothing", "0.1", "--grad-clip", "1.0",
+                "--set", "dropout=0.2", "--set", "decay_beta=0.01", "--set", "augment=false", "--json")
+    assert r.exit_code == 0, r.output
+    fit = json.loads((tmp_path / "m" / "config.json").read_text())["fit"]
+    assert (fit["strategy"], fit["optimizer"], fit["schedule"], fit["layer_decay"]) == ("l2sp", "sgd",
+                                                                                      "inverse_time", 0.7)
+    assert (fit["dropout"], fit["decay_beta"], fit["augment"], fit["grad_clip"]) == (0.2, 0.01, False, 1.0)
+    groups = json.loads(r.stdout)["history"]["param_groups"]
+    assert len({g["lr"] for g in groups if g["name"] != "head"}) > 1  # layer decay made several body rates
+
+
+@pytest.mark.parametrize("item", ["nosuch=1", "dropout", "epochs=many", "augment=maybe"])
+def test_bad_set_items_are_option_errors(image_folder, tmp_path, item):
+    r = _invoke("fit", image_folder, "--out", tmp_path / "m", "--backbone", "tiny-cnn", "--set", item)
+    assert r.exit_code == 2
+    assert "--set" in r.output
+
+
+def test_strategies_command_lists_the_variants():
+    r = _invoke("strategies", "--json")
+    assert r.exit_code == 0
+    names = {e["name"] for e in json.loads(r.stdout)}
+    assert {"probe", "finetune", "l2sp", "progressive"} <= names

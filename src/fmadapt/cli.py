@@ -50,6 +50,10 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
          f"| {len(clf.classes_)} classes | {seconds:.1f}s")
     for w in ds["warnings"]:
         _out(f"warning: {w}")
+    imb = (clf.history_ or {}).get("imbalance")
+    if imb and imb["weighted"]:
+        _out(f"class imbalance: largest/smallest class = {imb['ratio']:g}; the loss is weighted by inverse class "
+             "frequency (--class-weight none to turn off)")
     if ds["skipped"]:
         _out(f"skipped {len(ds['skipped'])} input(s):")
         for s in ds["skipped"][:20]:
@@ -79,6 +83,42 @@ def _run(fn: Any) -> None:
         raise typer.Exit(1) from None
 
 
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE -> FitConfig fields, values coerced to the field's type."""
+    import dataclasses
+
+    from .config import FitConfig
+    from .errors import ConfigError
+
+    fields = {f.name: f for f in dataclasses.fields(FitConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields or key == "extra":
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY one of "
+                              f"{', '.join(sorted(k for k in fields if k != 'extra'))}")
+        default = fields[key].default
+        kind = type(default) if default is not None and default is not dataclasses.MISSING else None
+        value: Any = raw
+        try:
+            if raw.lower() in ("none", "null") and default is None:
+                value = None
+            elif kind is bool:
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(raw)
+                value = raw.lower() in ("true", "1", "yes")
+            elif kind in (int, float):
+                value = kind(raw)
+            elif kind is None and fields[key].type in ("float | None", "int | None"):
+                value = float(raw) if "float" in str(fields[key].type) else int(raw)
+        except ValueError:
+            raise ConfigError(f"--set {item!r}: {raw!r} is not a valid {kind.__name__ if kind else 'value'} "
+                              f"for {key}") from None
+        out[key] = value
+    return out
+
+
 @app.command()
 def fit(
     data: Annotated[str, typer.Argument(help="Image folder, or a CSV/TSV/JSONL/Parquet table of texts.")],
@@ -87,7 +127,8 @@ def fit(
     label: Annotated[str | None, typer.Option("--label", help="Label column (tables).")] = None,
     val: Annotated[str | None, typer.Option("--val", help="Separate validation data.")] = None,
     backbone: Annotated[str | None, typer.Option("--backbone", help="See `fmadapt backbones`.")] = None,
-    strategy: Annotated[str, typer.Option("--strategy", help="probe | finetune")] = "probe",
+    strategy: Annotated[str, typer.Option(
+        "--strategy", help="probe | finetune | progressive | l2sp (see `fmadapt strategies`)")] = "probe",
     epochs: Annotated[int, typer.Option("--epochs")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     lr: Annotated[float | None, typer.Option("--lr", help="Backbone learning rate (finetune).")] = None,
@@ -107,6 +148,19 @@ def fit(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     runtime: Annotated[str, typer.Option(
         "--runtime", help="Frozen features: auto (ONNX Runtime) | torch | int8 (opt-in, ~2x; images calibrated on your data)")] = "auto",
+    optimizer: Annotated[str, typer.Option("--optimizer", help="Finetune: adamw | sgd (momentum 0.9, Nesterov)")
+                         ] = "adamw",
+    schedule: Annotated[str, typer.Option(
+        "--schedule", help="cosine (warmup + cosine) | inverse_time (a0/(1+bt)) | onecycle | constant")] = "cosine",
+    layer_decay: Annotated[float, typer.Option(
+        "--layer-decay", help="Layer-wise LR decay: group k from the top trains at lr*d**k (1 = off).")] = 1.0,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = 0.0,
+    grad_clip: Annotated[float | None, typer.Option("--grad-clip", help="Clip the gradient norm.")] = None,
+    class_weight: Annotated[str, typer.Option(
+        "--class-weight", help="auto (weight the loss when classes are imbalanced) | balanced | none")] = "auto",
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any other fit option as KEY=VALUE (e.g. --set dropout=0.1 --set decay_beta=0.001); "
+        "repeatable.")] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Train a classifier on DATA and write a model directory with metrics and a model card."""
@@ -119,7 +173,10 @@ def fit(
                                     image_size=image_size, seed=seed, accelerator=accelerator,
                                     devices=devices, runtime=runtime, num_nodes=num_nodes,
                                     dist_strategy=dist_strategy, augment=not no_augment,
-                                    cache_activations=cache_activations)
+                                    cache_activations=cache_activations, optimizer=optimizer,
+                                    schedule=schedule, layer_decay=layer_decay, label_smoothing=label_smoothing,
+                                    grad_clip=grad_clip, class_weight=class_weight)
+        opts.update(_parse_set(set_ or []))
         if kind == "text":
             opts.update(text_col=text, label_col=label, encoding=encoding, header=not no_header)
             cls: Any = TextClassifier
@@ -248,6 +305,19 @@ def backbones(as_json: Annotated[bool, _JSON] = False) -> None:
     for e in entries:
         _out(f"{e['name']:<20} {e['modality']:<6} {e['description']}")
     _out("\nAlso: timm:<architecture> and hf:<hub id> (online or cached), or a local checkpoint directory.")
+
+
+@app.command()
+def strategies(as_json: Annotated[bool, _JSON] = False) -> None:
+    """List the adaptation strategies (`fit --strategy NAME`)."""
+    from .adapt import describe_strategies
+
+    entries = describe_strategies()
+    if as_json:
+        _out(json.dumps(entries))
+        return
+    for e in entries:
+        _out(f"{e['name']:<12} {e['description']}")
 
 
 @app.command()

@@ -21,7 +21,21 @@ class FitConfig:
     lr: float | None = None  #: backbone learning rate (fine-tuning); default 2e-4 image, 3e-5 text
     head_lr: float = 1e-3  #: head learning rate (fine-tuning)
     weight_decay: float = 0.01
+    optimizer: str = "adamw"  #: fine-tuning optimizer: "adamw" or "sgd" (with `momentum`, Nesterov)
+    momentum: float = 0.9  #: SGD momentum
+    #: learning-rate schedule: "cosine" (warmup + cosine), "inverse_time" (α0/(1+βt)), "onecycle", "constant"
+    schedule: str = "cosine"
+    decay_beta: float | None = None  #: inverse_time β per step; None = 9/steps (ends at α0/10)
     warmup_frac: float = 0.1  #: share of steps spent warming up the learning rate
+    label_smoothing: float = 0.0  #: fine-tuning cross-entropy label smoothing
+    grad_clip: float | None = None  #: clip the gradient norm to this value (None: no clipping)
+    #: layer-wise learning-rate decay: layer group k from the top trains at lr * layer_decay**k (1 = off)
+    layer_decay: float = 1.0
+    l2sp: float = 0.01  #: strategy "l2sp": strength α of the pull (α/2)·||w - w_pretrained||² on the backbone
+    #: class imbalance: "auto" weights the loss by inverse class frequency when the largest/smallest class
+    #: ratio exceeds `imbalance_ratio`; "balanced" always; "none" never
+    class_weight: str = "auto"
+    imbalance_ratio: float = 3.0
     patience: int = 3  #: epochs without validation-loss improvement before stopping
     unfreeze: int = -1  #: fine-tuning: train only the top N layer groups (-1 = all)
     dropout: float = 0.0  #: dropout before the head
@@ -68,6 +82,18 @@ class FitConfig:
             (self.head_lr > 0, "head_lr must be positive"),
             (self.probe_c is None or self.probe_c > 0, "probe_c must be positive"),
             (self.runtime in ("auto", "onnx", "int8", "torch"), "runtime must be 'auto', 'onnx', 'int8' or 'torch'"),
+            (self.optimizer in ("adamw", "sgd"), "optimizer must be 'adamw' or 'sgd'"),
+            (0.0 <= self.momentum < 1.0, "momentum must be in [0, 1)"),
+            (self.schedule in ("cosine", "inverse_time", "onecycle", "constant"),
+             "schedule must be 'cosine', 'inverse_time', 'onecycle' or 'constant'"),
+            (self.decay_beta is None or self.decay_beta >= 0, "decay_beta must be >= 0"),
+            (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
+            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive"),
+            (0.0 < self.layer_decay <= 1.0, "layer_decay must be in (0, 1] (1 = off)"),
+            (self.l2sp >= 0, "l2sp must be >= 0"),
+            (self.class_weight in ("auto", "balanced", "none"), "class_weight must be 'auto', 'balanced' or 'none'"),
+            (self.imbalance_ratio >= 1, "imbalance_ratio must be >= 1"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -53,3 +53,12 @@ def get_strategy(name: str) -> Strategy:
 
 def list_strategies() -> list[str]:
     return sorted(_STRATEGIES)
+
+
+def describe_strategies() -> list[dict[str, str]]:
+    """Name and the first sentence of each registered strategy's docstring."""
+    out = []
+    for name in sorted(_STRATEGIES):
+        doc = " ".join((_STRATEGIES[name].__doc__ or "").split())
+        out.append({"name": name, "description": doc.split(". ")[0].rstrip(".")})
+    return out

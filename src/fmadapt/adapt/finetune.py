@@ -18,6 +18,7 @@ from ..data.loader import make_loader
 from ..model import Classifier
 from ..train.module import ClassifierModule, EpochTimer, History, RestoreBest, evaluation_loss
 from .base import FitContext, Strategy, register_strategy
+from .imbalance import imbalance
 from .cached import SuffixClassifier, cached_loaders, split_is_exact
 from .probe import Probe
 
@@ -47,13 +48,31 @@ def build_trainer(cfg: FitConfig, callbacks: list[pl.Callback], progress: bool) 
         num_sanity_val_steps=0,
         callbacks=callbacks,
         deterministic=False,
+        gradient_clip_val=cfg.grad_clip,
     )
+
+
+def layer_lr_scale(bb: Any, decay: float) -> dict[int, float]:
+    """id(param) -> decay**k for the k-th layer group from the top (k = 0 for the top group)."""
+    if decay >= 1.0:
+        return {}
+    groups = bb.layer_groups()
+    return {id(p): decay ** (len(groups) - 1 - i) for i, g in enumerate(groups) for p in g.parameters()}
 
 
 @register_strategy
 class FineTune(Strategy):
+    """Fine-tuning of all layers, or of the top `unfreeze` layer groups, starting from the probe's head
+    (LP-FT). Optimizer, schedule, layer-wise LR decay, label smoothing and clipping are options."""
+
     name = "finetune"
     trains_backbone = True
+    #: pull the trained body toward the pretrained weights (strategy "l2sp")
+    l2sp = False
+
+    def callbacks(self, bb: Any, n_train: int, cfg: FitConfig) -> list[pl.Callback]:
+        """Extra Trainer callbacks of a variant (progressive unfreezing)."""
+        return []
 
     def fit(self, model: Classifier, train: Examples, val: Examples, cfg: FitConfig, ctx: FitContext
             ) -> dict[str, Any]:
@@ -87,10 +106,18 @@ class FineTune(Strategy):
                              targets=ctx.targets(val), num_workers=cfg.num_workers)
             trained = model
         steps = cfg.epochs * max(1, len(tr))
+        balance = imbalance(ctx.targets(train), len(ctx.classes), cfg)
         module = ClassifierModule(
             trained, lr=cfg.lr or DEFAULT_LR[bb.cfg.modality], head_lr=cfg.head_lr,
             weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac, total_steps=steps,
-            frozen_groups=frozen, freeze_bn=cfg.bn == "frozen")
+            frozen_groups=frozen, freeze_bn=cfg.bn == "frozen", optimizer=cfg.optimizer, momentum=cfg.momentum,
+            schedule=cfg.schedule, decay_beta=cfg.decay_beta, label_smoothing=cfg.label_smoothing,
+            lr_scale=layer_lr_scale(bb, cfg.layer_decay), l2sp=cfg.l2sp if self.l2sp else 0.0,
+            class_weights=(torch.tensor(balance["weights"], dtype=torch.float32) if balance["weighted"]
+                           else None))
+        callbacks_extra = self.callbacks(bb, n_train, cfg)
+        param_groups = [{"name": g["name"], "lr": g["lr"], "params": sum(p.numel() for p in g["params"])}
+                        for g in module.param_groups()]
         # the starting point (the probe's head) competes with every epoch: fine-tuning never makes it worse
         initial_loss = evaluation_loss(trained, va) if probe else None
         with tempfile.TemporaryDirectory(prefix="fmadapt-") as tmp:
@@ -100,7 +127,7 @@ class FineTune(Strategy):
             best = RestoreBest("val_loss", "min")
             if initial_loss is not None:
                 best.seed(initial_loss, module)
-            callbacks = [history, best, stop, timer]
+            callbacks = [history, best, stop, timer, *callbacks_extra]
             trainer = build_trainer(cfg, callbacks, progress=ctx.progress and sys.stderr.isatty())
             trained.train()  # backbones are created in eval mode; the frozen groups go back to eval each epoch
             trainer.fit(module, tr, va)
@@ -129,6 +156,11 @@ class FineTune(Strategy):
             "epoch_seconds": timer.seconds,
             "augmentation": split is None and cfg.augment and bb.cfg.modality == "image",
             "head_init": cfg.head_init,
+            "imbalance": balance,
+            "optimizer": cfg.optimizer,
+            "schedule": cfg.schedule,
+            "layer_decay": cfg.layer_decay,
+            "param_groups": param_groups,
             "probe_val_acc": max(r["val_acc"] for r in probe["candidates"]) if probe else None,
         }
 
@@ -145,3 +177,53 @@ class FineTune(Strategy):
         if split is None or not split_is_exact(bb, split[0], split[1], train):
             return None
         return split
+
+
+@register_strategy
+class L2SP(FineTune):
+    """Fine-tuning pulled toward the pretrained weights (L2-SP, Li et al., 2018). The loss gains
+    (α/2)·||w - w_pretrained||² over the trained backbone weights (α = `l2sp`, default 0.01), which replaces
+    weight decay on the body; the head keeps ordinary weight decay."""
+
+    name = "l2sp"
+    l2sp = True
+
+
+class ProgressiveUnfreeze(pl.Callback):
+    """Gradual unfreezing, top groups first (ULMFiT): epoch e trains the top min(e+1, N) of the N groups
+    the run may train (plus the head); the rest stay frozen, in inference mode."""
+
+    def __init__(self, groups_top_first: list[torch.nn.Module]) -> None:
+        self.groups = groups_top_first
+        self.schedule: list[int] = []  # trainable groups per epoch, for the run summary
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        k = min(len(self.groups), trainer.current_epoch + 1)
+        for i, g in enumerate(self.groups):
+            g.train(i < k)
+            for p in g.parameters():
+                p.requires_grad_(i < k)
+        self.schedule.append(k)
+
+
+@register_strategy
+class Progressive(FineTune):
+    """`finetune` with gradual unfreezing: one more layer group per epoch, top first (all groups, or the
+    top `unfreeze` ones). Runs the whole model each epoch (no cached activations: the trainable part grows)."""
+
+    name = "progressive"
+
+    def callbacks(self, bb: Any, n_train: int, cfg: FitConfig) -> list[pl.Callback]:
+        groups = bb.layer_groups()
+        self._cb = ProgressiveUnfreeze(list(reversed(groups[len(groups) - n_train:])))
+        return [self._cb]
+
+    @staticmethod
+    def _cached_split(bb: Any, n_train: int, n_groups: int, train: Examples, cfg: FitConfig) -> Any:
+        return None
+
+    def fit(self, model: Classifier, train: Examples, val: Examples, cfg: FitConfig, ctx: FitContext
+            ) -> dict[str, Any]:
+        history = super().fit(model, train, val, cfg, ctx)
+        history["unfrozen_groups_per_epoch"] = self._cb.schedule
+        return history

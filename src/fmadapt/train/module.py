@@ -12,22 +12,48 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from .schedules import warmup_cosine
+from .schedules import make_schedule
 
 
 class ClassifierModule(pl.LightningModule):
-    """Cross-entropy fine-tuning of a Classifier; the head may use a larger learning rate than the body."""
+    """Cross-entropy fine-tuning of a Classifier; the head may use a larger learning rate than the body.
+
+    lr_scale: per-parameter multipliers of `lr` (layer-wise decay), keyed by id(param); missing = 1.
+    l2sp: α of the L2-SP penalty (α/2)·Σ||w - w0||² over the trainable body parameters, w0 = their values
+    when the module is built (the pretrained weights); the body then gets no weight decay (L2-SP replaces
+    it), the head keeps it. class_weights: per-class loss weights (imbalance)."""
 
     def __init__(self, model: nn.Module, *, lr: float, head_lr: float, weight_decay: float,
                  warmup_frac: float, total_steps: int, frozen_groups: list[nn.Module] | None = None,
-                 freeze_bn: bool = True) -> None:
+                 freeze_bn: bool = True, optimizer: str = "adamw", momentum: float = 0.9,
+                 schedule: str = "cosine", decay_beta: float | None = None, label_smoothing: float = 0.0,
+                 lr_scale: dict[int, float] | None = None, l2sp: float = 0.0,
+                 class_weights: torch.Tensor | None = None) -> None:
         super().__init__()
         self.model = model
         self.lr, self.head_lr, self.weight_decay = lr, head_lr, weight_decay
         self.warmup_frac, self.total_steps = warmup_frac, total_steps
         self.frozen_groups = frozen_groups or []
         self.freeze_bn = freeze_bn
-        self.loss_fn = nn.CrossEntropyLoss()
+        self.optimizer_name, self.momentum = optimizer, momentum
+        self.schedule, self.decay_beta = schedule, decay_beta
+        self.lr_scale = lr_scale or {}
+        self.l2sp = l2sp
+        self._anchors: list[tuple[nn.Parameter, torch.Tensor]] = []
+        if l2sp > 0:
+            self._anchors = [(p, p.detach().clone()) for p in self._body_params()]
+        self.loss_fn = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
+
+    def _body_params(self) -> list[nn.Parameter]:
+        head_ids = {id(p) for p in self.model.head.parameters()}
+        return [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+
+    def l2sp_penalty(self) -> torch.Tensor:
+        total = torch.zeros((), device=self.device)
+        for p, p0 in self._anchors:
+            if p.requires_grad:
+                total = total + (p - p0.to(p.device)).pow(2).sum()
+        return 0.5 * self.l2sp * total
 
     def forward(self, batch: Any) -> torch.Tensor:
         return self.model(batch)
@@ -47,6 +73,10 @@ class ClassifierModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = self.loss_fn(self.model(x), y)
+        if self._anchors:
+            penalty = self.l2sp_penalty()
+            self.log("train_l2sp", penalty, batch_size=len(y), sync_dist=False)
+            loss = loss + penalty
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
                                      "lower the learning rate or check the inputs")
@@ -60,16 +90,29 @@ class ClassifierModule(pl.LightningModule):
         self.log("val_acc", (logits.argmax(1) == y).float().mean(), batch_size=len(y), sync_dist=True,
                  prog_bar=True)
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The head at `head_lr`; the body at `lr` times its layer-decay multiplier, one group per value."""
+        groups: list[dict[str, Any]] = [{"params": [p for p in self.model.head.parameters() if p.requires_grad],
+                                         "lr": self.head_lr, "weight_decay": self.weight_decay, "name": "head"}]
+        by_scale: dict[float, list[nn.Parameter]] = {}
+        for p in self._body_params():
+            by_scale.setdefault(self.lr_scale.get(id(p), 1.0), []).append(p)
+        body_wd = 0.0 if self.l2sp > 0 else self.weight_decay
+        for scale in sorted(by_scale, reverse=True):
+            groups.append({"params": by_scale[scale], "lr": self.lr * scale, "weight_decay": body_wd,
+                           "name": f"body x{scale:.4g}"})
+        return groups
+
     def configure_optimizers(self) -> Any:
-        head = [p for p in self.model.head.parameters() if p.requires_grad]
-        head_ids = {id(p) for p in head}
-        body = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
-        groups = [{"params": head, "lr": self.head_lr}]
-        if body:
-            groups.append({"params": body, "lr": self.lr})
-        opt = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, warmup_cosine(self.total_steps, int(self.warmup_frac * self.total_steps)))
+        groups = self.param_groups()
+        if self.optimizer_name == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(groups, momentum=self.momentum,
+                                                         nesterov=self.momentum > 0)
+        else:
+            opt = torch.optim.AdamW(groups)
+        f = make_schedule(self.schedule, self.total_steps, int(self.warmup_frac * self.total_steps),
+                          self.decay_beta)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, f)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

@@ -1,0 +1,158 @@
+"""Optimization options and the finetune variants (l2sp, progressive), class imbalance."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_image
+
+from fmadapt import ConfigError, ImageClassifier
+from fmadapt.adapt.finetune import build_trainer, layer_lr_scale
+from fmadapt.adapt.imbalance import imbalance
+from fmadapt.backbones import create_backbone
+from fmadapt.config import FitConfig
+from fmadapt.model import Classifier
+from fmadapt.train.module import ClassifierModule
+from fmadapt.train.schedules import constant, inverse_time, make_schedule, one_cycle, warmup_cosine
+
+
+def test_inverse_time_decay_is_a0_over_1_plus_beta_t():
+    f = inverse_time(110, 10, beta=0.05)
+    assert f(0) < f(9) < 1.0  # linear warmup
+    for t in (0, 1, 7, 50, 99):
+        assert f(10 + t) == pytest.approx(1.0 / (1.0 + 0.05 * t))
+    assert inverse_time(100, 0)(100) == pytest.approx(0.1)  # default beta: a0/10 at the end
+
+
+def test_one_cycle_constant_and_cosine_shapes():
+    oc = one_cycle(100, 0)
+    assert oc(0) == pytest.approx(1 / 25)
+    assert max(oc(s) for s in range(100)) == pytest.approx(1.0)
+    assert oc(99) == pytest.approx(1 / (25 * 1e4))
+    assert [constant(100, 10)(s) for s in (10, 50, 99)] == [1.0, 1.0, 1.0]
+    cos = warmup_cosine(100, 10)
+    after = [cos(s) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(after, after[1:], strict=False)) and after[-1] < 0.01
+    assert make_schedule("inverse_time", 50, 0, 0.5)(4) == pytest.approx(1 / 3)
+
+
+def _module(layer_decay=1.0, **kw):
+    bb = create_backbone("tiny-cnn")
+    model = Classifier(bb, 3)
+    bb.freeze(trainable_top=-1)
+    args = dict(lr=1e-3, head_lr=1e-2, weight_decay=0.01, warmup_frac=0.0, total_steps=10,
+                lr_scale=layer_lr_scale(bb, layer_decay))
+    args.update(kw)
+    return bb, model, ClassifierModule(model, **args)
+
+
+def test_layer_decay_gives_each_group_its_own_rate_top_group_fastest():
+    bb, model, module = _module(layer_decay=0.5)
+    groups = bb.layer_groups()
+    body = [g for g in module.param_groups() if g["name"] != "head"]
+    assert len(body) == len(groups)
+    assert sorted(g["lr"] for g in body) == pytest.approx(sorted(1e-3 * 0.5 ** k for k in range(len(groups))))
+    # every trainable parameter exactly once
+    ids = [id(p) for g in module.param_groups() for p in g["params"]]
+    assert len(ids) == len(set(ids)) == sum(1 for p in model.parameters() if p.requires_grad)
+    # bottom-group parameters get the smallest rate
+    bottom = {id(p) for p in groups[0].parameters()}
+    low = min(body, key=lambda g: g["lr"])
+    assert {id(p) for p in low["params"]} == bottom
+    assert layer_lr_scale(bb, 1.0) == {}
+
+
+def test_sgd_with_momentum_and_schedule_are_used():
+    _, _, module = _module(optimizer="sgd", momentum=0.8, schedule="inverse_time", decay_beta=1.0)
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.8 and opt.defaults["nesterov"]
+    lrs = [g["lr"] for g in opt.param_groups]
+    opt.step()
+    sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([lr / 2 for lr in lrs])  # a0/(1+1*1)
+
+
+def test_label_smoothing_class_weights_and_clipping_reach_loss_and_trainer():
+    w = torch.tensor([1.0, 2.0, 3.0])
+    _, _, module = _module(label_smoothing=0.2, class_weights=w)
+    assert module.loss_fn.label_smoothing == 0.2 and torch.equal(module.loss_fn.weight, w)
+    trainer = build_trainer(FitConfig(grad_clip=0.5, epochs=1), [], progress=False)
+    assert trainer.gradient_clip_val == 0.5
+
+
+def test_l2sp_penalty_is_zero_at_the_start_and_grows_with_distance():
+    _, model, module = _module(l2sp=2.0)
+    assert float(module.l2sp_penalty()) == 0.0
+    p = next(q for q in model.backbone.parameters() if q.requires_grad)
+    with torch.no_grad():
+        p.add_(0.1)
+    assert float(module.l2sp_penalty()) == pytest.approx(0.5 * 2.0 * 0.01 * p.numel(), rel=1e-4)
+    body_groups = [g for g in module.param_groups() if g["name"] != "head"]
+    assert all(g["weight_decay"] == 0.0 for g in body_groups)  # L2-SP replaces decay toward zero
+
+
+def _drift(clf, ref):
+    cur = clf.model_.backbone.state_dict()
+    return sum(float((cur[k].float() - v.float()).pow(2).sum()) for k, v in ref.items() if v.is_floating_point())
+
+
+def test_l2sp_strategy_keeps_the_backbone_closer_to_pretrained(image_folder):
+    ref = {k: v.clone() for k, v in create_backbone("tiny-cnn").state_dict().items()}
+    kw = dict(backbone="tiny-cnn", epochs=2, batch_size=8, lr=5e-2, head_init="random", augment=False, seed=0)
+    plain = ImageClassifier(strategy="finetune", **kw).fit(image_folder)
+    pulled = ImageClassifier(strategy="l2sp", l2sp=50.0, **kw).fit(image_folder)
+    assert _drift(pulled, ref) < 0.5 * _drift(plain, ref)
+    assert pulled.trains_backbone_
+
+
+def test_progressive_unfreezes_one_more_group_per_epoch_top_first(image_folder):
+    bb0 = create_backbone("tiny-cnn")
+    groups0 = bb0.layer_groups()
+    ref = [{k: v.clone() for k, v in g.state_dict().items()} for g in groups0]
+    clf = ImageClassifier(backbone="tiny-cnn", strategy="progressive", unfreeze=3, epochs=2, batch_size=8,
+                          lr=5e-2, patience=5, augment=False, head_init="random").fit(image_folder)
+    assert clf.history_["unfrozen_groups_per_epoch"] == [1, 2]
+    groups = clf.model_.backbone.layer_groups()
+
+    def changed(i):
+        return any(not torch.equal(v, ref[i][k]) for k, v in groups[i].state_dict().items()
+                   if v.is_floating_point())
+
+    assert changed(len(groups) - 1) and changed(len(groups) - 2)  # trained in epoch 1 / 2
+    assert not changed(len(groups) - 3)  # allowed (unfreeze=3) but its epoch never came
+    assert not any(changed(i) for i in range(len(groups) - 3))
+
+
+def test_imbalance_weights_are_balanced_and_only_past_the_ratio():
+    cfg = FitConfig()
+    info = imbalance([0] * 40 + [1] * 10 + [2] * 10, 4, cfg)
+    assert info["ratio"] == 4.0 and info["weighted"]
+    w = np.array(info["weights"])
+    assert w[3] == 0.0  # absent class
+    assert np.allclose(w[:3] * np.array([40, 10, 10]), 60 / 3)  # each present class weighs the same in total
+    assert not imbalance([0] * 20 + [1] * 10, 2, cfg)["weighted"]
+    assert imbalance([0] * 20 + [1] * 10, 2, FitConfig(class_weight="balanced"))["weighted"]
+    assert not imbalance([0] * 40 + [1] * 2, 2, FitConfig(class_weight="none"))["weighted"]
+
+
+def test_imbalanced_folder_is_weighted_and_reported(tmp_path):
+    from conftest import COLORS
+
+    for ci, (c, n) in enumerate((("red", 30), ("green", 5), ("blue", 5))):
+        d = tmp_path / "imb" / c
+        d.mkdir(parents=True)
+        for i in range(n):
+            make_image(COLORS[c], ci * 100 + i).save(d / f"{i}.png")
+    probe = ImageClassifier(backbone="tiny-cnn").fit(tmp_path / "imb")
+    assert probe.history_["imbalance"]["weighted"] and probe.history_["imbalance"]["ratio"] == 6.0
+    assert all("val_balanced_acc" in r for r in probe.history_["candidates"])
+    ft = ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=1, batch_size=8).fit(tmp_path / "imb")
+    assert ft.history_["imbalance"]["weighted"]
+
+
+@pytest.mark.parametrize("bad", [dict(optimizer="adam"), dict(schedule="step"), dict(layer_decay=0.0),
+                                 dict(label_smoothing=1.0), dict(grad_clip=0.0), dict(class_weight="yes"),
+                                 dict(l2sp=-1.0), dict(momentum=1.0)])
+def test_bad_optimization_options_are_refused(bad):
+    with pytest.raises(ConfigError):
+        FitConfig(**bad)
