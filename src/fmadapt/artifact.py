@@ -91,6 +91,13 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
                             f"differ from those the model was trained on ({bcfg.sha256[:12]}…)")
     if bcfg.modality == "image":
         backbone.set_image_size(bcfg.input_size)
+    added = bcfg.extra.get("added_tokens")
+    if added:  # extended vocabulary: the same tokens in the same order get the same ids as in training
+        from .backbones.vocab import extend_vocabulary
+
+        if not isinstance(added, list) or not all(isinstance(t, str) for t in added):
+            raise ArtifactError(f"{root / 'backbone.json'}: extra.added_tokens must be a list of strings")
+        extend_vocabulary(backbone, added)
     model = Classifier(backbone, len(classes))
     missing, unexpected = model.load_state_dict(state, strict=False)
     # a referenced backbone comes from its package; the head (and an included backbone) must be complete

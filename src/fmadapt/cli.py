@@ -158,6 +158,9 @@ def fit(
     grad_clip: Annotated[float | None, typer.Option("--grad-clip", help="Clip the gradient norm.")] = None,
     class_weight: Annotated[str, typer.Option(
         "--class-weight", help="auto (weight the loss when classes are imbalanced) | balanced | none")] = "auto",
+    extend_vocab: Annotated[bool, typer.Option(
+        "--extend-vocab", help="Texts: add the tokens the tokenizer does not know (e.g. Chinese characters for "
+        "MiniLM) and learn them; needs --strategy finetune.")] = False,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Any other fit option as KEY=VALUE (e.g. --set dropout=0.1 --set decay_beta=0.001); "
         "repeatable.")] = None,
@@ -176,6 +179,8 @@ def fit(
                                     cache_activations=cache_activations, optimizer=optimizer,
                                     schedule=schedule, layer_decay=layer_decay, label_smoothing=label_smoothing,
                                     grad_clip=grad_clip, class_weight=class_weight)
+        if extend_vocab:
+            opts["extend_vocab"] = True
         opts.update(_parse_set(set_ or []))
         if kind == "text":
             opts.update(text_col=text, label_col=label, encoding=encoding, header=not no_header)

@@ -58,6 +58,10 @@ class FitConfig:
     devices: str = "auto"  #: passed to the Lightning Trainer ("auto", "1", "2", ...)
     num_nodes: int = 1  #: Lightning multi-node training (each node runs the same command)
     dist_strategy: str = "auto"  #: Lightning strategy: "auto", "ddp", "ddp_spawn", "ddp_fork", "fsdp", ...
+    #: texts: add the pieces the tokenizer maps to [UNK] (seen >= extend_vocab_min_count times in training)
+    #: as new tokens, embeddings initialised to the mean, learnt by fine-tuning all layers
+    extend_vocab: bool = False
+    extend_vocab_min_count: int = 2
     text_col: str | None = None
     label_col: str | None = None
     encoding: str = "utf-8"
@@ -94,6 +98,7 @@ class FitConfig:
             (self.class_weight in ("auto", "balanced", "none"), "class_weight must be 'auto', 'balanced' or 'none'"),
             (self.imbalance_ratio >= 1, "imbalance_ratio must be >= 1"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.extend_vocab_min_count >= 1, "extend_vocab_min_count must be >= 1"),
         ]
         for ok, msg in checks:
             if not ok:

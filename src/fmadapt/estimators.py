@@ -25,7 +25,7 @@ from .data.examples import Examples, Skipped
 from .data.images import drop_unreadable, scan_image_folder, unlabeled_images
 from .data.split import check_trainable, stratified_split
 from .data.tables import examples_from_table, infer_columns, read_table
-from .errors import DataError, NotFittedError
+from .errors import ConfigError, DataError, NotFittedError
 from .evaluate.metrics import classification_metrics
 from .model import Classifier
 
@@ -108,8 +108,9 @@ class _Classifier(ABC):
         if backbone.cfg.modality != self.modality:
             raise DataError(f"backbone {backbone.cfg.name!r} is a {backbone.cfg.modality} backbone; "
                             f"{type(self).__name__} needs a {self.modality} one")
-        model = Classifier(backbone, len(classes), cfg.dropout)
         strategy = adapt.get_strategy(cfg.strategy)
+        vocabulary = self._vocabulary(backbone, train, cfg, strategy) if backbone.cfg.modality == "text" else None
+        model = Classifier(backbone, len(classes), cfg.dropout)
         ctx = adapt.FitContext(classes, self._feature_cache(), self._show_progress())
         history = strategy.fit(model, train, splits["val"], cfg, ctx)
         model.eval()
@@ -119,7 +120,38 @@ class _Classifier(ABC):
         self.splits_ = splits
         self.metrics_ = {name: self._metrics_for(ex) for name, ex in splits.items() if name != "train"}
         self.data_summary_ = _data_summary(splits, split_made)
+        if vocabulary is not None:
+            self.data_summary_["vocabulary"] = vocabulary
         return self
+
+    @staticmethod
+    def _vocabulary(backbone: Any, train: Examples, cfg: FitConfig, strategy: Any) -> dict[str, Any]:
+        """Unknown-token rate of the tokenizer on the training texts; with `extend_vocab`, the missing
+        pieces become new tokens (before training, so that fine-tuning learns them)."""
+        from .backbones.vocab import UNK_WARN_RATE, extend_vocabulary, tokens_to_add, vocabulary_coverage
+
+        tok = getattr(backbone, "tokenizer", None)
+        if tok is None:
+            return {}
+        cov = vocabulary_coverage(tok, train.inputs, seed=cfg.seed)
+        info: dict[str, Any] = {"unk_rate": round(cov["unk_rate"], 4), "texts_with_unk": cov["texts_with_unk"],
+                                "sampled_texts": cov["sampled"], "top_missing": [p for p, _ in cov["missing"]]}
+        if cfg.extend_vocab:
+            if not strategy.trains_backbone or cfg.unfreeze != -1:
+                raise ConfigError("extend_vocab adds token embeddings that must be learnt: use a fine-tuning "
+                                  "strategy (finetune, progressive, l2sp) with all layers trainable (unfreeze -1)")
+            new = tokens_to_add(tok, train.inputs, cfg.extend_vocab_min_count)
+            info["added_tokens"] = extend_vocabulary(backbone, new)
+            info["unk_rate_after"] = round(vocabulary_coverage(tok, train.inputs, seed=cfg.seed)["unk_rate"], 4)
+        elif cov["unk_rate"] > UNK_WARN_RATE:
+            shown = "".join(info["top_missing"][:12]) if all(len(p) == 1 for p in info["top_missing"][:12]) \
+                else ", ".join(info["top_missing"][:8])
+            msg = (f"{cov['unk_rate']:.0%} of the training tokens are unknown to the {backbone.cfg.name} tokenizer "
+                   f"(e.g. {shown}): the model cannot tell them apart. Use --extend-vocab with --strategy "
+                   "finetune to add them as new tokens, or a backbone whose vocabulary covers this language")
+            train.warnings.append(msg)
+            warnings.warn(msg, stacklevel=3)
+        return info
 
     # -- inference -----------------------------------------------------------------------------
     def _require_fitted(self) -> None:

@@ -41,6 +41,8 @@ def backbone_key(cfg: BackboneCfg) -> str | None:
         return None
     ident = {k: v for k, v in cfg.to_dict().items() if k not in ("license", "source", "extra")}
     ident["cache_version"] = CACHE_VERSION
+    if cfg.extra.get("added_tokens"):  # an extended vocabulary tokenizes (and embeds) differently
+        ident["added_tokens"] = hashlib.sha256("\n".join(cfg.extra["added_tokens"]).encode()).hexdigest()
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -1,0 +1,87 @@
+"""Vocabulary coverage report and --extend-vocab (MiniLM's tokenizer knows few CJK characters)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fmadapt import ConfigError, TextClassifier, load_model
+from fmadapt.backbones import create_backbone
+from fmadapt.backbones.vocab import extend_vocabulary, tokens_to_add, vocabulary_coverage
+from fmadapt.data.cache import backbone_key
+
+SPORT = ["篮球比赛今晚开始", "足球队赢得冠军", "球员转会新球队", "篮球明星得分新高", "足球联赛积分榜"]
+MONEY = ["股市今日大涨", "银行利率下调", "基金收益创新高", "股票市场震荡", "银行发布财报"]
+
+
+def chinese_frame(n: int = 12) -> pd.DataFrame:
+    rows = [{"text": SPORT[i % 5] + str(i), "label": "sport"} for i in range(n)]
+    rows += [{"text": MONEY[i % 5] + str(i), "label": "money"} for i in range(n)]
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+def test_coverage_finds_the_unknown_characters():
+    tok = create_backbone("tiny-bert").tokenizer
+    zh = vocabulary_coverage(tok, SPORT + MONEY)
+    en = vocabulary_coverage(tok, ["a perfectly ordinary english sentence", "another one"])
+    assert zh["unk_rate"] > 0.3 and en["unk_rate"] == 0.0
+    missing = dict(zh["missing"])
+    assert all(len(p) == 1 for p in missing) and missing.get("篮", 0) >= 2
+    assert zh["texts_with_unk"] == 10
+
+
+def test_tokens_to_add_respects_min_count_and_is_deterministic():
+    tok = create_backbone("tiny-bert").tokenizer
+    a = tokens_to_add(tok, SPORT + MONEY, min_count=2)
+    assert a == tokens_to_add(tok, SPORT + MONEY, min_count=2)
+    counts = vocabulary_coverage(tok, SPORT + MONEY)["missing_counts"]
+    assert set(a) == {p for p, c in counts.items() if c >= 2}
+
+
+def test_extension_changes_tokenization_embeddings_and_cache_identity():
+    bb = create_backbone("tiny-bert")
+    bb.cfg.sha256, bb.cfg.pretrained = "3" * 64, True
+    key = backbone_key(bb.cfg)
+    rows = bb.model.get_input_embeddings().weight.shape[0]
+    new = tokens_to_add(bb.tokenizer, SPORT + MONEY, min_count=1)
+    assert extend_vocabulary(bb, new) == len(new)
+    emb = bb.model.get_input_embeddings().weight
+    assert emb.shape[0] == rows + len(new)
+    assert np.allclose(emb[-1].detach().numpy(), emb[:rows].mean(0).detach().numpy(), atol=1e-6)
+    assert vocabulary_coverage(bb.tokenizer, SPORT + MONEY)["unk_rate"] == 0.0
+    assert backbone_key(bb.cfg) != key  # never served features of the original vocabulary
+    assert bb.cfg.extra["added_tokens"] == new
+
+
+def test_high_unknown_rate_is_warned_and_reported():
+    with pytest.warns(UserWarning, match="unknown to the tiny-bert tokenizer"):
+        clf = TextClassifier(backbone="tiny-bert").fit(chinese_frame())
+    voc = clf.data_summary_["vocabulary"]
+    assert voc["unk_rate"] > 0.3 and "篮" in voc["top_missing"]
+    assert any("--extend-vocab" in w for w in clf.data_summary_["warnings"])
+
+
+def test_extend_vocab_needs_a_strategy_that_trains_the_embeddings():
+    with pytest.raises(ConfigError, match="extend_vocab"):
+        TextClassifier(backbone="tiny-bert", extend_vocab=True).fit(chinese_frame())
+    with pytest.raises(ConfigError, match="unfreeze"):
+        TextClassifier(backbone="tiny-bert", strategy="finetune", unfreeze=1, extend_vocab=True).fit(chinese_frame())
+
+
+def test_extended_model_learns_saves_and_reloads_identically(tmp_path):
+    df = chinese_frame()
+    clf = TextClassifier(backbone="tiny-bert", strategy="finetune", extend_vocab=True, epochs=2, batch_size=8,
+                         lr=1e-3, seed=0).fit(df)
+    voc = clf.data_summary_["vocabulary"]
+    assert voc["added_tokens"] > 10 and voc["unk_rate_after"] < voc["unk_rate"]
+    added = clf.model_.backbone.cfg.extra["added_tokens"]
+    new_rows = clf.model_.backbone.model.get_input_embeddings().weight[-len(added):].detach()
+    assert float(new_rows.std(0).max()) > 0  # no longer all equal to the mean they started at: learnt
+    out = clf.save_pretrained(tmp_path / "m")
+    assert json.loads((out / "backbone.json").read_text())["extra"]["added_tokens"] == added
+    again = load_model(out)
+    tok_a, tok_b = clf.model_.backbone.tokenizer, again.model_.backbone.tokenizer
+    assert tok_a("篮球股市")["input_ids"] == tok_b("篮球股市")["input_ids"]
+    texts = ["篮球比赛", "股市大涨", "足球冠军"]
+    np.testing.assert_allclose(again.predict_proba(texts).to_numpy(), clf.predict_proba(texts).to_numpy(), atol=1e-5)
