@@ -156,3 +156,62 @@ def test_imbalanced_folder_is_weighted_and_reported(tmp_path):
 def test_bad_optimization_options_are_refused(bad):
     with pytest.raises(ConfigError):
         FitConfig(**bad)
+
+
+def test_text_noise_is_seeded_light_and_never_empties_a_text():
+    import random
+
+    from fmadapt.data.augment import TextNoise
+
+    text = "the quick brown fox jumps over the lazy dog near the river bank"
+    assert TextNoise(0.0)(text) == text
+    noisy = [TextNoise(0.3)(text, random.Random(i)) for i in range(50)]
+    assert noisy == [TextNoise(0.3)(text, random.Random(i)) for i in range(50)]  # seeded
+    assert sum(n != text for n in noisy) >= 40
+    words = set(text.split())
+    kept = np.mean([len(set(n.split()) & words) / len(words) for n in noisy])
+    assert 0.5 < kept < 1.0  # light: most words survive intact
+    assert all(TextNoise(0.9)("word", random.Random(i)) for i in range(20))
+    zh = TextNoise(0.5)("今天股市大涨银行利率下调", random.Random(0))
+    assert zh and " " not in zh and set(zh) <= set("今天股市大涨银行利率下调")  # characters, no spaces added
+
+
+def test_image_policies_and_soft_cross_entropy():
+    from fmadapt.backbones.vision import build_image_transform
+    from fmadapt.train.module import soft_cross_entropy
+
+    cfg = create_backbone("tiny-cnn").cfg
+    img = make_image((200, 30, 30), 0, size=48)
+    for policy in ("basic", "trivial", "randaugment"):
+        assert build_image_transform(cfg, True, policy)(img).shape == (3, 32, 32)
+    with pytest.raises(ValueError):
+        build_image_transform(cfg, True, "autoaugment-v9")
+    logits, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    onehot = torch.nn.functional.one_hot(y, 3).float()
+    assert soft_cross_entropy(logits, onehot) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)))
+    w = torch.tensor([1.0, 2.0, 0.5])
+    assert soft_cross_entropy(logits, onehot, w) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, y, weight=w)), rel=1e-5)
+
+
+def test_finetune_with_mixup_cutmix_and_trivial_augment(image_folder):
+    clf = ImageClassifier(backbone="tiny-cnn", strategy="finetune", unfreeze=2, epochs=1, batch_size=8,
+                          augment_policy="trivial", mixup=0.2, cutmix=1.0).fit(image_folder)
+    aug = clf.history_["augmentation"]
+    assert "trivial" in aug and "mixup 0.2/cutmix 1" in aug
+    assert not clf.history_["cached_activations"]  # fresh inputs every epoch
+    assert np.isfinite(clf.history_["epochs"][-1]["train_loss"])
+
+
+def test_text_noise_disables_cached_activations_and_on_is_refused():
+    from conftest import text_frame
+
+    from fmadapt import TextClassifier
+
+    df = text_frame(12)
+    clf = TextClassifier(backbone="tiny-bert", strategy="finetune", unfreeze=1, epochs=1, batch_size=8,
+                         text_noise=0.2).fit(df)
+    assert not clf.history_["cached_activations"] and clf.history_["augmentation"] == "text noise 0.2"
+    with pytest.raises(ConfigError, match="fresh inputs"):
+        TextClassifier(backbone="tiny-bert", strategy="finetune", unfreeze=1, epochs=1, batch_size=8,
+                       text_noise=0.2, cache_activations="on").fit(df)

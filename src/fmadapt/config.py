@@ -41,7 +41,12 @@ class FitConfig:
     dropout: float = 0.0  #: dropout before the head
     head_init: str = "probe"  #: fine-tuning starts from the probe's head ("probe", LP-FT) or a random one
     bn: str = "frozen"  #: fine-tuning: BatchNorm statistics "frozen" (inference mode) or "train"
-    augment: bool = True  #: images, fine-tuning: random resized crop + flip
+    augment: bool = True  #: images, fine-tuning: random resized crop + flip (+ `augment_policy`)
+    augment_policy: str = "basic"  #: images: "basic", "trivial" (TrivialAugmentWide) or "randaugment"
+    mixup: float = 0.0  #: images, fine-tuning: mixup alpha (timm Mixup; 0 = off)
+    cutmix: float = 0.0  #: images, fine-tuning: cutmix alpha (0 = off)
+    #: texts, fine-tuning: per-word probability of noise (dropped word, swapped words or a typo; 0 = off)
+    text_noise: float = 0.0
     #: partial fine-tuning: run the frozen prefix once and train the top groups on cached activations.
     #: "auto": when nothing needs per-epoch inputs (text, or images with augment=False); "on": also turns
     #: image augmentation off; "off": never.
@@ -99,6 +104,10 @@ class FitConfig:
             (self.imbalance_ratio >= 1, "imbalance_ratio must be >= 1"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.extend_vocab_min_count >= 1, "extend_vocab_min_count must be >= 1"),
+            (self.augment_policy in ("basic", "trivial", "randaugment"),
+             "augment_policy must be 'basic', 'trivial' or 'randaugment'"),
+            (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
+            (0.0 <= self.text_noise < 1.0, "text_noise must be in [0, 1)"),
         ]
         for ok, msg in checks:
             if not ok:

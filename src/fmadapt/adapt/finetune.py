@@ -18,6 +18,8 @@ from ..data.loader import make_loader
 from ..model import Classifier
 from ..train.module import ClassifierModule, EpochTimer, History, RestoreBest, evaluation_loss
 from .base import FitContext, Strategy, register_strategy
+from ..data.augment import TextNoise, mixup_fn
+from ..errors import ConfigError
 from .imbalance import imbalance
 from .cached import SuffixClassifier, cached_loaders, split_is_exact
 from .probe import Probe
@@ -99,9 +101,16 @@ class FineTune(Strategy):
             frozen = []
         else:
             augment = cfg.augment and bb.cfg.modality == "image"
+            pre: Any = None
+            if augment and cfg.augment_policy != "basic":
+                from ..backbones.vision import build_image_transform
+
+                pre = build_image_transform(bb.cfg, True, cfg.augment_policy)
+            if bb.cfg.modality == "text" and cfg.text_noise > 0:
+                pre = TextNoise(cfg.text_noise)
             tr = make_loader(bb, train.inputs, train.modality, train=augment, shuffle=True,
                              batch_size=cfg.batch_size, targets=ctx.targets(train), num_workers=cfg.num_workers,
-                             seed=cfg.seed)
+                             seed=cfg.seed, preprocess=pre)
             va = make_loader(bb, val.inputs, val.modality, train=False, batch_size=cfg.batch_size * 2,
                              targets=ctx.targets(val), num_workers=cfg.num_workers)
             trained = model
@@ -114,7 +123,9 @@ class FineTune(Strategy):
             schedule=cfg.schedule, decay_beta=cfg.decay_beta, label_smoothing=cfg.label_smoothing,
             lr_scale=layer_lr_scale(bb, cfg.layer_decay), l2sp=cfg.l2sp if self.l2sp else 0.0,
             class_weights=(torch.tensor(balance["weights"], dtype=torch.float32) if balance["weighted"]
-                           else None))
+                           else None),
+            mixup=(mixup_fn(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(ctx.classes))
+                   if split is None and bb.cfg.modality == "image" else None))
         callbacks_extra = self.callbacks(bb, n_train, cfg)
         param_groups = [{"name": g["name"], "lr": g["lr"], "params": sum(p.numel() for p in g["params"])}
                         for g in module.param_groups()]
@@ -154,7 +165,7 @@ class FineTune(Strategy):
             "cached_activations": split is not None,
             "activation_seconds": round(t_cache, 2),
             "epoch_seconds": timer.seconds,
-            "augmentation": split is None and cfg.augment and bb.cfg.modality == "image",
+            "augmentation": _augmentation(cfg, bb.cfg.modality, cached=split is not None),
             "head_init": cfg.head_init,
             "imbalance": balance,
             "optimizer": cfg.optimizer,
@@ -170,8 +181,12 @@ class FineTune(Strategy):
         and (images) no random augmentation, since cached inputs cannot be re-augmented each epoch."""
         if cfg.cache_activations == "off" or n_train >= n_groups:
             return None
+        per_epoch_inputs = _augmentation(cfg, bb.cfg.modality, cached=False) != "none"
+        if cfg.cache_activations == "on" and per_epoch_inputs and (cfg.text_noise or cfg.mixup or cfg.cutmix):
+            raise ConfigError("cache_activations 'on' trains on fixed activations: text_noise, mixup and cutmix "
+                              "need fresh inputs every epoch; use cache_activations 'auto' or 'off'")
         single = cfg.num_nodes == 1 and str(cfg.devices) in ("auto", "1")
-        if cfg.cache_activations == "auto" and (not single or (cfg.augment and bb.cfg.modality == "image")):
+        if cfg.cache_activations == "auto" and (not single or per_epoch_inputs):
             return None
         split = bb.split(n_train)
         if split is None or not split_is_exact(bb, split[0], split[1], train):
@@ -227,3 +242,17 @@ class Progressive(FineTune):
         history = super().fit(model, train, val, cfg, ctx)
         history["unfrozen_groups_per_epoch"] = self._cb.schedule
         return history
+
+
+def _augmentation(cfg: FitConfig, modality: str, cached: bool) -> str:
+    """What varies the training inputs per epoch, for the run summary ("none" when nothing does)."""
+    if cached:
+        return "none"
+    parts = []
+    if modality == "image" and cfg.augment:
+        parts.append("crop+flip" + ("" if cfg.augment_policy == "basic" else f"+{cfg.augment_policy}"))
+    if modality == "image" and (cfg.mixup or cfg.cutmix):
+        parts.append(f"mixup {cfg.mixup:g}/cutmix {cfg.cutmix:g}")
+    if modality == "text" and cfg.text_noise:
+        parts.append(f"text noise {cfg.text_noise:g}")
+    return ", ".join(parts) or "none"

@@ -71,14 +71,21 @@ class _EffNetSuffix(nn.Module):
         return self._head(self.bn2(self.conv_head(self.blocks(x))))
 
 
-def build_image_transform(cfg: BackboneCfg, train: bool) -> T.Compose:
+def build_image_transform(cfg: BackboneCfg, train: bool, policy: str = "basic") -> T.Compose:
     """Evaluation: resize the short side to size/crop_pct, centre-crop (timm's convention).
-    Training: random resized crop and horizontal flip."""
+    Training: random resized crop and horizontal flip ("basic"), followed by TrivialAugmentWide
+    ("trivial") or RandAugment with 2 ops at magnitude 9 ("randaugment")."""
     size = cfg.input_size
     interp = _INTERP.get(cfg.interpolation, T.InterpolationMode.BICUBIC)
     if train:
         geo = [T.RandomResizedCrop(size, scale=(0.35, 1.0), interpolation=interp, antialias=True),
                T.RandomHorizontalFlip()]
+        if policy == "trivial":
+            geo.append(T.TrivialAugmentWide(interpolation=T.InterpolationMode.BILINEAR))
+        elif policy == "randaugment":
+            geo.append(T.RandAugment(num_ops=2, magnitude=9, interpolation=T.InterpolationMode.BILINEAR))
+        elif policy != "basic":
+            raise ValueError(f"unknown augmentation policy {policy!r}")
     else:
         geo = [T.Resize(int(round(size / cfg.crop_pct)), interpolation=interp, antialias=True),
                T.CenterCrop(size)]

@@ -59,12 +59,14 @@ def default_workers(modality: str) -> int:
 
 def make_loader(backbone: Any, inputs: list[str], modality: str, *, train: bool, batch_size: int,
                 targets: list[int] | None = None, num_workers: int | None = None, seed: int = 0,
-                max_pixels: int = MAX_PIXELS, shuffle: bool | None = None) -> DataLoader:
-    """train: training-time preprocessing (augmentation); shuffle defaults to `train`."""
+                max_pixels: int = MAX_PIXELS, shuffle: bool | None = None,
+                preprocess: Callable[[Any], Any] | None = None) -> DataLoader:
+    """train: training-time preprocessing (augmentation); shuffle defaults to `train`. `preprocess`
+    replaces the backbone's own preprocessing (augmentation policies, text noise)."""
     shuffle = train if shuffle is None else shuffle
     cfg = backbone.cfg
     draft = int(cfg.input_size / cfg.crop_pct) if modality == "image" else None
-    ds = InputDataset(inputs, modality, backbone.preprocessor(train), targets, draft, max_pixels)
+    ds = InputDataset(inputs, modality, preprocess or backbone.preprocessor(train), targets, draft, max_pixels)
     workers = default_workers(modality) if num_workers is None else num_workers
     gen = torch.Generator()
     gen.manual_seed(seed)

@@ -28,7 +28,7 @@ class ClassifierModule(pl.LightningModule):
                  freeze_bn: bool = True, optimizer: str = "adamw", momentum: float = 0.9,
                  schedule: str = "cosine", decay_beta: float | None = None, label_smoothing: float = 0.0,
                  lr_scale: dict[int, float] | None = None, l2sp: float = 0.0,
-                 class_weights: torch.Tensor | None = None) -> None:
+                 class_weights: torch.Tensor | None = None, mixup: Any = None) -> None:
         super().__init__()
         self.model = model
         self.lr, self.head_lr, self.weight_decay = lr, head_lr, weight_decay
@@ -43,6 +43,9 @@ class ClassifierModule(pl.LightningModule):
         if l2sp > 0:
             self._anchors = [(p, p.detach().clone()) for p in self._body_params()]
         self.loss_fn = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
+        #: timm Mixup (mixup/cutmix with soft targets; it applies the label smoothing itself)
+        self.mixup = mixup
+        self.class_weights = class_weights
 
     def _body_params(self) -> list[nn.Parameter]:
         head_ids = {id(p) for p in self.model.head.parameters()}
@@ -72,7 +75,11 @@ class ClassifierModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self.loss_fn(self.model(x), y)
+        if self.mixup is not None and len(y) % 2 == 0:  # timm's Mixup pairs samples: even batches only
+            x, soft = self.mixup(x, y)
+            loss = soft_cross_entropy(self.model(x), soft, self.class_weights)
+        else:
+            loss = self.loss_fn(self.model(x), y)
         if self._anchors:
             penalty = self.l2sp_penalty()
             self.log("train_l2sp", penalty, batch_size=len(y), sync_dist=False)
@@ -114,6 +121,17 @@ class ClassifierModule(pl.LightningModule):
                           self.decay_beta)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, f)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, class_weights: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+    """Cross-entropy against soft targets (mixup/cutmix); with class weights, each sample is weighted by its
+    targets' mix of class weights, normalised like nn.CrossEntropyLoss(weight=...)."""
+    per = -(soft * torch.log_softmax(logits, dim=1)).sum(1)
+    if class_weights is None:
+        return per.mean()
+    w = soft @ class_weights.to(soft.device, soft.dtype)
+    return (per * w).sum() / w.sum().clamp(min=1e-12)
 
 
 class RestoreBest(pl.Callback):
