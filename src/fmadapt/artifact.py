@@ -45,8 +45,12 @@ def save_model(out: Path, model: Classifier, classes: list[str], config: dict[st
     weights are identifiable (checksum), only the head is stored and the backbone is referenced."""
     out.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
-    if not include_backbone:
-        state = {k: v for k, v in state.items() if k.startswith("head.")}
+    adapter = getattr(model.backbone, "adapter", None)
+    mode = "included" if include_backbone else "reference"
+    if adapter and model.backbone.cfg.pretrained and model.backbone.cfg.extra.get("initial_sha256"):
+        mode = "reference+adapter"  # pretrained weights untouched: store the head and the adapters only
+    if mode != "included":
+        state = {k: v for k, v in state.items() if k.startswith("head.") or (mode != "reference" and "lora_" in k)}
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     tmp = out / f".{WEIGHTS}.tmp{os.getpid()}"
     save_file(tensors, str(tmp), metadata={"format": "pt", "fmadapt": __version__})
@@ -61,8 +65,9 @@ def save_model(out: Path, model: Classifier, classes: list[str], config: dict[st
     write_json(out / "config.json", {
         "fmadapt_version": __version__,
         "format_version": FORMAT_VERSION,
-        "backbone_weights": "included" if include_backbone else "reference",
+        "backbone_weights": mode,
         "num_classes": len(classes),
+        **({"adapter": adapter} if adapter else {}),
         **config,
     })
 
@@ -84,11 +89,13 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise ArtifactError(f"{weights}: not a valid safetensors file ({e})") from e
-    included = config.get("backbone_weights") == "included"
+    mode = config.get("backbone_weights")
+    included = mode == "included"
     backbone = create_backbone(bcfg.name, pretrained=not included)
-    if not included and bcfg.sha256 and backbone.cfg.sha256 != bcfg.sha256:
+    expected = bcfg.extra.get("initial_sha256", "") if mode == "reference+adapter" else bcfg.sha256
+    if not included and expected and backbone.cfg.sha256 != expected:
         raise ArtifactError(f"{root}: the installed {bcfg.name} weights (sha256 {backbone.cfg.sha256[:12]}…) "
-                            f"differ from those the model was trained on ({bcfg.sha256[:12]}…)")
+                            f"differ from those the model was trained on ({expected[:12]}…)")
     if bcfg.modality == "image":
         backbone.set_image_size(bcfg.input_size)
     added = bcfg.extra.get("added_tokens")
@@ -98,10 +105,18 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         if not isinstance(added, list) or not all(isinstance(t, str) for t in added):
             raise ArtifactError(f"{root / 'backbone.json'}: extra.added_tokens must be a list of strings")
         extend_vocabulary(backbone, added)
+    adapter = config.get("adapter")
+    if adapter:
+        from .adapt.lora import add_lora
+
+        if not (isinstance(adapter, dict) and adapter.get("type") == "lora"
+                and {"r", "alpha", "dropout", "targets"} <= set(adapter)):
+            raise ArtifactError(f"{root / 'config.json'}: unknown adapter description {adapter!r}")
+        add_lora(backbone, {k: adapter[k] for k in ("r", "alpha", "dropout", "targets")})
     model = Classifier(backbone, len(classes))
     missing, unexpected = model.load_state_dict(state, strict=False)
-    # a referenced backbone comes from its package; the head (and an included backbone) must be complete
-    bad_missing = [k for k in missing if included or k.startswith("head.")]
+    # a referenced backbone comes from its package; the head, adapters (and an included backbone) must be complete
+    bad_missing = [k for k in missing if included or k.startswith("head.") or "lora_" in k]
     if unexpected or bad_missing:
         raise ArtifactError(f"{weights}: tensors do not match the model "
                             f"(missing {bad_missing[:3]}, unexpected {list(unexpected)[:3]})")

@@ -31,6 +31,10 @@ class FitConfig:
     grad_clip: float | None = None  #: clip the gradient norm to this value (None: no clipping)
     #: layer-wise learning-rate decay: layer group k from the top trains at lr * layer_decay**k (1 = off)
     layer_decay: float = 1.0
+    lora_r: int = 8  #: strategy "lora": adapter rank
+    lora_alpha: float = 16.0  #: LoRA scaling numerator (updates are scaled by alpha / r)
+    lora_dropout: float = 0.05
+    lora_targets: str | None = None  #: comma list of layer names to adapt (None: attention q/v or 1x1 convs)
     l2sp: float = 0.01  #: strategy "l2sp": strength α of the pull (α/2)·||w - w_pretrained||² on the backbone
     #: class imbalance: "auto" weights the loss by inverse class frequency when the largest/smallest class
     #: ratio exceeds `imbalance_ratio`; "balanced" always; "none" never
@@ -100,6 +104,8 @@ class FitConfig:
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive"),
             (0.0 < self.layer_decay <= 1.0, "layer_decay must be in (0, 1] (1 = off)"),
             (self.l2sp >= 0, "l2sp must be >= 0"),
+            (self.lora_r >= 1 and self.lora_alpha > 0 and 0 <= self.lora_dropout < 1,
+             "lora_r must be >= 1, lora_alpha > 0, lora_dropout in [0, 1)"),
             (self.class_weight in ("auto", "balanced", "none"), "class_weight must be 'auto', 'balanced' or 'none'"),
             (self.imbalance_ratio >= 1, "imbalance_ratio must be >= 1"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),

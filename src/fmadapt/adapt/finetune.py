@@ -72,6 +72,13 @@ class FineTune(Strategy):
     #: pull the trained body toward the pretrained weights (strategy "l2sp")
     l2sp = False
 
+    def prepare(self, bb: Any, groups: list[torch.nn.Module], cfg: FitConfig
+                ) -> tuple[int, list[torch.nn.Module]]:
+        """Make the trainable part trainable: (number of trainable top groups, frozen groups)."""
+        n_train = len(groups) if cfg.unfreeze < 0 else min(cfg.unfreeze, len(groups))
+        bb.freeze(trainable_top=-1 if n_train == len(groups) else n_train)
+        return n_train, groups[: len(groups) - n_train]
+
     def callbacks(self, bb: Any, n_train: int, cfg: FitConfig) -> list[pl.Callback]:
         """Extra Trainer callbacks of a variant (progressive unfreezing)."""
         return []
@@ -86,9 +93,7 @@ class FineTune(Strategy):
         probe = Probe().fit(model, train, val, cfg, ctx) if cfg.head_init == "probe" else None
         bb = model.backbone
         groups = bb.layer_groups()
-        n_train = len(groups) if cfg.unfreeze < 0 else min(cfg.unfreeze, len(groups))
-        bb.freeze(trainable_top=-1 if n_train == len(groups) else n_train)
-        frozen = groups[: len(groups) - n_train]
+        n_train, frozen = self.prepare(bb, groups, cfg)
         split = self._cached_split(bb, n_train, len(groups), train, cfg)
         t_cache = 0.0
         if split is not None:
@@ -227,6 +232,13 @@ class Progressive(FineTune):
     top `unfreeze` ones). Runs the whole model each epoch (no cached activations: the trainable part grows)."""
 
     name = "progressive"
+
+    def prepare(self, bb: Any, groups: list[torch.nn.Module], cfg: FitConfig
+                ) -> tuple[int, list[torch.nn.Module]]:
+        """Make the trainable part trainable: (number of trainable top groups, frozen groups)."""
+        n_train = len(groups) if cfg.unfreeze < 0 else min(cfg.unfreeze, len(groups))
+        bb.freeze(trainable_top=-1 if n_train == len(groups) else n_train)
+        return n_train, groups[: len(groups) - n_train]
 
     def callbacks(self, bb: Any, n_train: int, cfg: FitConfig) -> list[pl.Callback]:
         groups = bb.layer_groups()
