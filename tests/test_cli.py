@@ -155,3 +155,11 @@ def test_strategies_command_lists_the_variants():
     assert r.exit_code == 0
     names = {e["name"] for e in json.loads(r.stdout)}
     assert {"probe", "finetune", "l2sp", "progressive"} <= names
+
+
+def test_fit_ensemble_from_the_cli_and_predict(image_folder, tmp_path):
+    r = _invoke("fit", image_folder, "--out", tmp_path / "m", "--ensemble-backbones", "tiny-cnn,tiny-cnn-cached")
+    assert r.exit_code == 0, r.output
+    r = _invoke("predict", tmp_path / "m", image_folder / "red", "-o", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    assert (pd.read_csv(tmp_path / "p.csv")["pred"] == "red").mean() >= 0.8

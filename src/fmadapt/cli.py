@@ -158,6 +158,10 @@ def fit(
     grad_clip: Annotated[float | None, typer.Option("--grad-clip", help="Clip the gradient norm.")] = None,
     class_weight: Annotated[str, typer.Option(
         "--class-weight", help="auto (weight the loss when classes are imbalanced) | balanced | none")] = "auto",
+    ensemble: Annotated[int, typer.Option(
+        "--ensemble", help="Train K models (seeds) per backbone and average their probabilities.")] = 1,
+    ensemble_backbones: Annotated[str | None, typer.Option(
+        "--ensemble-backbones", help="Comma list of backbones to ensemble (x --ensemble seeds).")] = None,
     extend_vocab: Annotated[bool, typer.Option(
         "--extend-vocab", help="Texts: add the tokens the tokenizer does not know (e.g. Chinese characters for "
         "MiniLM) and learn them; needs --strategy finetune.")] = False,
@@ -181,6 +185,8 @@ def fit(
                                     grad_clip=grad_clip, class_weight=class_weight)
         if extend_vocab:
             opts["extend_vocab"] = True
+        if ensemble > 1 or ensemble_backbones:
+            opts.update(ensemble=ensemble, ensemble_backbones=ensemble_backbones)
         opts.update(_parse_set(set_ or []))
         if kind == "text":
             opts.update(text_col=text, label_col=label, encoding=encoding, header=not no_header)

@@ -58,6 +58,8 @@ class FitConfig:
     probe_c: float | None = None  #: probe inverse regularisation; None = chosen on validation
     val_fraction: float = 0.2  #: share of training data held out when no validation set is given
     seed: int = 0
+    ensemble: int = 1  #: models per backbone, seeds seed..seed+K-1; probabilities are averaged
+    ensemble_backbones: str | None = None  #: comma list: an ensemble over backbones (x `ensemble` seeds)
     image_size: int | None = None  #: image backbones: input size (default: the backbone's)
     num_workers: int | None = None  #: DataLoader workers (default: 2 for images, 0 for text)
     #: frozen-feature inference: "auto" (ONNX Runtime when it passes parity), "torch", or "int8" (opt-in;
@@ -80,6 +82,7 @@ class FitConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
+            (self.ensemble >= 1, "ensemble must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (0.0 < self.val_fraction < 0.9, "val_fraction must be in (0, 0.9)"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),

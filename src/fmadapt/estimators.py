@@ -17,7 +17,7 @@ import torch
 from . import adapt
 from .adapt.features import extract_features
 from .artifact import load_model as _load_artifact
-from .artifact import model_card, save_model, write_json, write_text_atomic
+from .artifact import model_card, read_json, save_model, write_json, write_text_atomic
 from .backbones import create_backbone
 from .config import FitConfig
 from .data.cache import FeatureCache
@@ -25,7 +25,8 @@ from .data.examples import Examples, Skipped
 from .data.images import drop_unreadable, scan_image_folder, unlabeled_images
 from .data.split import check_trainable, stratified_split
 from .data.tables import examples_from_table, infer_columns, read_table
-from .errors import ConfigError, DataError, NotFittedError
+from ._version import __version__
+from .errors import ArtifactError, ConfigError, DataError, NotFittedError
 from .evaluate.metrics import classification_metrics
 from .model import Classifier
 
@@ -96,8 +97,27 @@ class _Classifier(ABC):
         for name in ("val", "test"):
             if name in splits:
                 _check_known(splits[name], classes, name)
-        torch.manual_seed(cfg.seed)
-        backbone = create_backbone(cfg.backbone or self.default_backbone)
+        ctx = adapt.FitContext(classes, self._feature_cache(), self._show_progress())
+        specs = _member_specs(cfg, self.default_backbone)
+        members = [self._fit_member(b, seed, cfg, train, splits["val"], ctx) for b, seed in specs]
+        self.members_ = members if len(members) > 1 else []
+        self.model_, self.config_, self.history_, self.trains_backbone_, vocabulary = members[0]
+        self.classes_ = classes
+        if self.members_:
+            self.history_ = {"ensemble": [{"backbone": m[1].backbone, "seed": m[1].seed, **m[2]} for m in members]}
+        self.splits_ = splits
+        self.metrics_ = {name: self._metrics_for(ex) for name, ex in splits.items() if name != "train"}
+        self.data_summary_ = _data_summary(splits, split_made)
+        if vocabulary is not None:
+            self.data_summary_["vocabulary"] = vocabulary
+        return self
+
+    def _fit_member(self, backbone_name: str, seed: int, cfg: FitConfig, train: Examples, val: Examples,
+                    ctx: adapt.FitContext) -> tuple[Classifier, FitConfig, dict[str, Any], bool, Any]:
+        """One trained model: (model, its resolved config, history, trains_backbone, vocabulary report)."""
+        cfg = dataclasses.replace(cfg, backbone=backbone_name, seed=seed, ensemble=1, ensemble_backbones=None)
+        torch.manual_seed(seed)
+        backbone = create_backbone(backbone_name)
         if backbone.cfg.modality == "image":
             # Small images are upscaled to the backbone's size by default: on 28 px Fashion-MNIST no smaller
             # input was as accurate (probe: 64 px 79.6 %, 128 px 81.0 %, 224 px 83.7 %; benchmarks/
@@ -110,19 +130,10 @@ class _Classifier(ABC):
                             f"{type(self).__name__} needs a {self.modality} one")
         strategy = adapt.get_strategy(cfg.strategy)
         vocabulary = self._vocabulary(backbone, train, cfg, strategy) if backbone.cfg.modality == "text" else None
-        model = Classifier(backbone, len(classes), cfg.dropout)
-        ctx = adapt.FitContext(classes, self._feature_cache(), self._show_progress())
-        history = strategy.fit(model, train, splits["val"], cfg, ctx)
+        model = Classifier(backbone, len(ctx.classes), cfg.dropout)
+        history = strategy.fit(model, train, val, cfg, ctx)
         model.eval()
-        self.model_, self.classes_, self.config_ = model, classes, cfg
-        self.trains_backbone_ = strategy.trains_backbone
-        self.history_ = history
-        self.splits_ = splits
-        self.metrics_ = {name: self._metrics_for(ex) for name, ex in splits.items() if name != "train"}
-        self.data_summary_ = _data_summary(splits, split_made)
-        if vocabulary is not None:
-            self.data_summary_["vocabulary"] = vocabulary
-        return self
+        return model, cfg, history, strategy.trains_backbone, vocabulary
 
     @staticmethod
     def _vocabulary(backbone: Any, train: Examples, cfg: FitConfig, strategy: Any) -> dict[str, Any]:
@@ -159,15 +170,20 @@ class _Classifier(ABC):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit() or from_pretrained()")
 
     def _proba(self, ex: Examples) -> np.ndarray:
-        """(N, C) probabilities. A frozen backbone goes through the feature cache."""
+        """(N, C) probabilities; an ensemble averages its members'. A frozen backbone goes through the
+        feature cache."""
         self._require_fitted()
         if len(ex) == 0:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
-        cache = self._feature_cache() if not self.trains_backbone_ else None
-        feats = extract_features(self.model_.backbone, ex, batch_size=64, cache=cache,
-                                 progress=self._show_progress(), desc="predicting", runtime=self.config_.runtime)
+        members = getattr(self, "members_", None) or [(self.model_, self.config_, {}, self.trains_backbone_, None)]
+        return np.mean([self._member_proba(m[0], m[1], m[3], ex) for m in members], axis=0)
+
+    def _member_proba(self, model: Classifier, cfg: FitConfig, trains_backbone: bool, ex: Examples) -> np.ndarray:
+        cache = self._feature_cache() if not trains_backbone else None
+        feats = extract_features(model.backbone, ex, batch_size=64, cache=cache,
+                                 progress=self._show_progress(), desc="predicting", runtime=cfg.runtime)
         with torch.inference_mode():
-            logits = self.model_.forward_features(torch.from_numpy(feats).to(self.model_.head.weight.device))
+            logits = model.forward_features(torch.from_numpy(feats).to(model.head.weight.device))
             return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def predict_proba(self, data: DataLike) -> pd.DataFrame:
@@ -223,11 +239,22 @@ class _Classifier(ABC):
     def save_pretrained(self, path: str | os.PathLike[str], command: str | None = None) -> Path:
         self._require_fitted()
         out = Path(path)
-        bcfg = self.model_.backbone.cfg
-        include = self.trains_backbone_ or not (bcfg.pretrained and bcfg.sha256)
-        config = {"task": self.task, "backbone": bcfg.name, "strategy": self.config_.strategy,
-                  "fit": self.config_.to_dict(), "history": getattr(self, "history_", {})}
-        save_model(out, self.model_, self.classes_, config, include_backbone=include)
+        members = getattr(self, "members_", None)
+        if members:
+            # every member is a complete model directory; the top level lists them (and holds the metrics)
+            listing = []
+            for i, (model, cfg, history, trains, _) in enumerate(members):
+                self._save_member(out / "members" / str(i), model, cfg, history, trains)
+                listing.append({"dir": f"members/{i}", "backbone": cfg.backbone, "seed": cfg.seed})
+            config = {"task": self.task, "backbone": "+".join(sorted({m["backbone"] for m in listing})),
+                      "strategy": self.config_.strategy, "fit": self.config_.to_dict(), "ensemble": listing,
+                      "fmadapt_version": __version__, "num_classes": len(self.classes_)}
+            write_json(out / "labels.json", self.classes_)
+            write_json(out / "config.json", config)
+            (out / "model.safetensors").unlink(missing_ok=True)
+        else:
+            config = self._save_member(out, self.model_, self.config_, getattr(self, "history_", {}),
+                                       self.trains_backbone_)
         metrics = getattr(self, "metrics_", {})
         data = getattr(self, "data_summary_", {})
         write_json(out / "metrics.json", {**metrics, "data": data})
@@ -237,17 +264,37 @@ class _Classifier(ABC):
             pd.DataFrame({"id": ex.ids, "label": ex.labels}).to_csv(out / "manifests" / f"{name}.csv", index=False)
         return out
 
+    def _save_member(self, out: Path, model: Classifier, cfg: FitConfig, history: dict[str, Any],
+                     trains_backbone: bool) -> dict[str, Any]:
+        bcfg = model.backbone.cfg
+        include = trains_backbone or not (bcfg.pretrained and bcfg.sha256)
+        config = {"task": self.task, "backbone": bcfg.name, "strategy": cfg.strategy,
+                  "fit": cfg.to_dict(), "history": history}
+        save_model(out, model, self.classes_, config, include_backbone=include)
+        return config
+
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], **kw: Any) -> _Classifier:
-        model, classes, config = _load_artifact(path)
+        root = Path(path)
+        listing = read_json(root / "config.json").get("ensemble") if (root / "config.json").is_file() else None
+        loaded = [_load_artifact(root / m["dir"]) for m in _checked_listing(root, listing)] if listing else \
+            [_load_artifact(root)]
+        model, classes, config = loaded[0]
+        if any(c != classes for _, c, _ in loaded):
+            raise ArtifactError(f"{root}: the ensemble members disagree on the class names")
         want = {"image": ImageClassifier, "text": TextClassifier}[model.backbone.cfg.modality]
         if cls is not _Classifier and cls is not want:
             raise DataError(f"{path} holds a {config.get('task')} model; load it with {want.__name__}")
         fit = FitConfig.from_dict(config.get("fit", {}))
         obj = want(backbone=fit.backbone, strategy=fit.strategy, **kw,
                    **{k: v for k, v in fit.to_dict().items() if k not in ("backbone", "strategy")})
+        members = []
+        for m, _, c in loaded:
+            f = FitConfig.from_dict(c.get("fit", {}))
+            members.append((m, f, c.get("history", {}), adapt.get_strategy(f.strategy).trains_backbone, None))
         obj.model_, obj.classes_, obj.config_ = model, classes, fit
-        obj.trains_backbone_ = adapt.get_strategy(fit.strategy).trains_backbone
+        obj.trains_backbone_ = members[0][3]
+        obj.members_ = members if listing else []
         return obj
 
 
@@ -325,6 +372,27 @@ def _check_known(ex: Examples, classes: list[str], what: str) -> None:
     if unseen:
         raise DataError(f"{ex.source}: {what} has label(s) never seen in training: "
                         f"{', '.join(repr(u) for u in unseen[:20])}. Known classes: {', '.join(classes[:50])}")
+
+
+def _member_specs(cfg: FitConfig, default_backbone: str) -> list[tuple[str, int]]:
+    """(backbone, seed) of every model to train: one, or each ensemble backbone x `ensemble` seeds."""
+    names = ([b.strip() for b in cfg.ensemble_backbones.split(",") if b.strip()] if cfg.ensemble_backbones
+             else [cfg.backbone or default_backbone])
+    if cfg.ensemble > 1 and cfg.strategy == "probe" and len(names) == 1:
+        raise ConfigError("a probe is deterministic: an ensemble over seeds would repeat one model; ensemble "
+                          "over backbones (ensemble_backbones) or use a fine-tuning strategy")
+    return [(b, cfg.seed + i) for b in names for i in range(cfg.ensemble)]
+
+
+def _checked_listing(root: Path, listing: Any) -> list[dict[str, Any]]:
+    if not isinstance(listing, list) or not listing or not all(
+            isinstance(m, dict) and isinstance(m.get("dir"), str) for m in listing):
+        raise ArtifactError(f"{root / 'config.json'}: 'ensemble' must list member directories")
+    for m in listing:
+        p = (root / m["dir"]).resolve()
+        if root.resolve() not in p.parents:
+            raise ArtifactError(f"{root / 'config.json'}: member directory {m['dir']!r} lies outside the model")
+    return listing
 
 
 def _data_summary(splits: dict[str, Examples], split_made: bool) -> dict[str, Any]:
