@@ -215,3 +215,43 @@ def test_text_noise_disables_cached_activations_and_on_is_refused():
     with pytest.raises(ConfigError, match="fresh inputs"):
         TextClassifier(backbone="tiny-bert", strategy="finetune", unfreeze=1, epochs=1, batch_size=8,
                        text_noise=0.2, cache_activations="on").fit(df)
+
+
+def test_auto_compares_candidates_within_the_budget_and_refits_the_winner(image_folder, tmp_path):
+    import time
+
+    t = time.perf_counter()
+    clf = ImageClassifier(backbone="tiny-cnn", strategy="auto", time_budget="60s", batch_size=8).fit(image_folder)
+    assert time.perf_counter() - t < 60 * 1.3
+    auto = clf.history_["auto"]
+    ran = [r for r in auto["candidates"] if r["status"] == "ran"]
+    assert ran[0]["candidate"] == "probe" and len(ran) >= 2
+    assert auto["winner"] in {r["candidate"] for r in ran}
+    best = max(r["val_acc"] for r in ran)
+    assert [r for r in ran if r["candidate"] == auto["winner"]][0]["val_acc"] == best
+    assert "training + validation" in auto["final"] or "kept the selected model" in auto["final"]
+    assert clf.metrics_["val"]["accuracy"] == pytest.approx(best, abs=1e-4)  # the winner's, before refit
+    out = clf.save_pretrained(tmp_path / "m")
+    from fmadapt import load_model
+
+    again = load_model(out)
+    np.testing.assert_allclose(again.predict_proba(image_folder).to_numpy(),
+                               clf.predict_proba(image_folder).to_numpy(), atol=1e-5)
+
+
+def test_auto_with_a_tiny_budget_runs_the_probe_and_skips_the_rest(image_folder):
+    clf = ImageClassifier(backbone="tiny-cnn", strategy="auto", time_budget="3s").fit(image_folder)
+    rows = clf.history_["auto"]["candidates"]
+    assert rows[0]["status"] == "ran"
+    assert any(r["status"] == "skipped: time budget" for r in rows[1:])
+
+
+def test_auto_refuses_ensembles_and_bad_budgets():
+    with pytest.raises(ConfigError):
+        FitConfig(time_budget="soon")
+    with pytest.raises(ConfigError, match="ensemble"):
+        from conftest import text_frame
+
+        from fmadapt import TextClassifier
+
+        TextClassifier(backbone="tiny-bert", strategy="auto", ensemble=2).fit(text_frame(8))

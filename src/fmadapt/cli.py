@@ -46,10 +46,25 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
 
     ds = clf.data_summary_
     sizes = ", ".join(f"{k} {v}" for k, v in ds["sizes"].items())
-    _out(f"backbone {clf.model_.backbone.cfg.name} | strategy {clf.config_.strategy} | {sizes} "
+    strategy = clf.config_.strategy
+    if (clf.history_ or {}).get("auto"):
+        strategy = f"auto -> {strategy}"
+    _out(f"backbone {clf.model_.backbone.cfg.name} | strategy {strategy} | {sizes} "
          f"| {len(clf.classes_)} classes | {seconds:.1f}s")
     for w in ds["warnings"]:
         _out(f"warning: {w}")
+    auto = (clf.history_ or {}).get("auto")
+    if auto:
+        _out(f"strategy auto ({auto['seconds']:.0f} s of a {auto['budget_seconds']:.0f} s budget):")
+        _out(f"  {'candidate':<24} {'val acc':>8} {'spread':>7} {'seeds':>5} {'seconds':>8}  status")
+        for r in auto["candidates"]:
+            if r.get("status") == "ran":
+                _out(f"  {r['candidate']:<24} {r['val_acc']:>8.4f} {r['val_acc_spread']:>7.4f} "
+                     f"{len(r['seeds']):>5} {sum(r['seconds']):>8.1f}  ran")
+            else:
+                _out(f"  {r['candidate']:<24} {'':>8} {'':>7} {'':>5} {'':>8}  {r['status']}")
+        _out(f"  winner: {auto['winner']} ({auto['why']})")
+        _out(f"  final: {auto['final']}")
     imb = (clf.history_ or {}).get("imbalance")
     if imb and imb["weighted"]:
         _out(f"class imbalance: largest/smallest class = {imb['ratio']:g}; the loss is weighted by inverse class "
@@ -128,7 +143,10 @@ def fit(
     val: Annotated[str | None, typer.Option("--val", help="Separate validation data.")] = None,
     backbone: Annotated[str | None, typer.Option("--backbone", help="See `fmadapt backbones`.")] = None,
     strategy: Annotated[str, typer.Option(
-        "--strategy", help="probe | finetune | progressive | l2sp (see `fmadapt strategies`)")] = "probe",
+        "--strategy", help="probe | finetune | progressive | l2sp | lora | auto (measured choice within "
+        "--time-budget; see `fmadapt strategies`)")] = "probe",
+    time_budget: Annotated[str, typer.Option(
+        "--time-budget", help="--strategy auto: wall-clock budget, e.g. 10m, 90s, 1h.")] = "10m",
     epochs: Annotated[int, typer.Option("--epochs")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     lr: Annotated[float | None, typer.Option("--lr", help="Backbone learning rate (finetune).")] = None,
@@ -182,7 +200,7 @@ def fit(
                                     dist_strategy=dist_strategy, augment=not no_augment,
                                     cache_activations=cache_activations, optimizer=optimizer,
                                     schedule=schedule, layer_decay=layer_decay, label_smoothing=label_smoothing,
-                                    grad_clip=grad_clip, class_weight=class_weight)
+                                    grad_clip=grad_clip, class_weight=class_weight, time_budget=time_budget)
         if extend_vocab:
             opts["extend_vocab"] = True
         if ensemble > 1 or ensemble_backbones:

@@ -10,6 +10,17 @@ from typing import Any
 from .errors import ConfigError
 
 
+def parse_duration(text: str | float | int) -> float | None:
+    """Seconds from "90s", "10m", "1.5h" or a plain number of seconds; None when unreadable or <= 0."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    t = str(text).strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
 @dataclass
 class FitConfig:
     """Options for `fit`. `None` means "choose from the backbone and data" (resolved values are saved)."""
@@ -41,6 +52,11 @@ class FitConfig:
     class_weight: str = "auto"
     imbalance_ratio: float = 3.0
     patience: int = 3  #: epochs without validation-loss improvement before stopping
+    #: fine-tuning: keep the best validation epoch (and stop early); False runs all epochs, keeps the last
+    restore_best: bool = True
+    max_time: float | None = None  #: fine-tuning: stop training after this many seconds (Lightning max_time)
+    #: strategy "auto": wall-clock budget for choosing and training ("10m", "90s", "1h" or seconds)
+    time_budget: str = "10m"
     unfreeze: int = -1  #: fine-tuning: train only the top N layer groups (-1 = all)
     dropout: float = 0.0  #: dropout before the head
     head_init: str = "probe"  #: fine-tuning starts from the probe's head ("probe", LP-FT) or a random one
@@ -83,6 +99,8 @@ class FitConfig:
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.ensemble >= 1, "ensemble must be >= 1"),
+            (self.max_time is None or self.max_time > 0, "max_time must be positive"),
+            (parse_duration(self.time_budget) is not None, "time_budget must look like 10m, 90s, 1h or 600"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (0.0 < self.val_fraction < 0.9, "val_fraction must be in (0, 0.9)"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),

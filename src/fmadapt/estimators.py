@@ -51,7 +51,8 @@ class _Classifier(ABC):
 
     # -- configuration -------------------------------------------------------------------------
     def _check_config(self) -> FitConfig:
-        adapt.get_strategy(self.strategy)  # unknown names fail at construction, listing the known ones
+        if self.strategy != "auto":
+            adapt.get_strategy(self.strategy)  # unknown names fail at construction, listing the known ones
         # columns inferred from the data of the current fit fill in options the user left unset
         inferred = {k: v for k, v in getattr(self, "_inferred", {}).items() if self.options.get(k) is None}
         return FitConfig(backbone=self.backbone or self.default_backbone, strategy=self.strategy,
@@ -98,15 +99,32 @@ class _Classifier(ABC):
             if name in splits:
                 _check_known(splits[name], classes, name)
         ctx = adapt.FitContext(classes, self._feature_cache(), self._show_progress())
-        specs = _member_specs(cfg, self.default_backbone)
-        members = [self._fit_member(b, seed, cfg, train, splits["val"], ctx) for b, seed in specs]
+        self.classes_ = classes
+        selection_metrics = None
+        if cfg.strategy == "auto":
+            from .auto import AutoSearch
+
+            _member_specs(cfg, self.default_backbone)  # refuses auto + ensemble
+            search = AutoSearch(
+                cfg, self.modality,
+                lambda c, tr, va: self._fit_member(c.backbone or self.default_backbone, c.seed, c, tr, va, ctx),
+                lambda model, c, trains: self._metrics_with(model, c, trains, splits["val"]))
+            final, selection_metrics, history = search.run(train, splits["val"])
+            members = [(final[0], final[1], history, final[3], final[4])]
+        else:
+            specs = _member_specs(cfg, self.default_backbone)
+            members = [self._fit_member(b, seed, cfg, train, splits["val"], ctx) for b, seed in specs]
         self.members_ = members if len(members) > 1 else []
         self.model_, self.config_, self.history_, self.trains_backbone_, vocabulary = members[0]
-        self.classes_ = classes
         if self.members_:
             self.history_ = {"ensemble": [{"backbone": m[1].backbone, "seed": m[1].seed, **m[2]} for m in members]}
         self.splits_ = splits
         self.metrics_ = {name: self._metrics_for(ex) for name, ex in splits.items() if name != "train"}
+        if selection_metrics is not None:
+            # the final model also trained on the validation split: its honest validation figures are the
+            # winner's before that final fit (they were used to choose it, so slightly optimistic)
+            selection_metrics["skipped"] = self.metrics_["val"]["skipped"]
+            self.metrics_["val"] = selection_metrics
         self.data_summary_ = _data_summary(splits, split_made)
         if vocabulary is not None:
             self.data_summary_["vocabulary"] = vocabulary
@@ -221,9 +239,19 @@ class _Classifier(ABC):
         return ex
 
     def _metrics_for(self, ex: Examples) -> dict[str, Any]:
+        return self._metrics_from(self._proba(ex), ex)
+
+    def _metrics_with(self, model: Classifier, cfg: FitConfig, trains_backbone: bool, ex: Examples
+                      ) -> dict[str, Any]:
+        """Metrics of one model that is not (yet) this estimator's (auto-search candidates)."""
+        if len(ex) == 0:
+            return self._metrics_from(np.zeros((0, len(self.classes_)), dtype=np.float32), ex)
+        return self._metrics_from(self._member_proba(model, cfg, trains_backbone, ex), ex)
+
+    def _metrics_from(self, proba: np.ndarray, ex: Examples) -> dict[str, Any]:
         index = {c: i for i, c in enumerate(self.classes_)}
         y = np.asarray([index[lab] for lab in ex.labels or []])
-        m = classification_metrics(y, self._proba(ex), self.classes_)
+        m = classification_metrics(y, proba, self.classes_)
         m["skipped"] = [s.to_dict() for s in ex.skipped]
         return m
 
@@ -378,6 +406,8 @@ def _member_specs(cfg: FitConfig, default_backbone: str) -> list[tuple[str, int]
     """(backbone, seed) of every model to train: one, or each ensemble backbone x `ensemble` seeds."""
     names = ([b.strip() for b in cfg.ensemble_backbones.split(",") if b.strip()] if cfg.ensemble_backbones
              else [cfg.backbone or default_backbone])
+    if cfg.strategy == "auto" and (cfg.ensemble > 1 or len(names) > 1):
+        raise ConfigError("strategy 'auto' chooses one model: it does not combine with ensembles")
     if cfg.ensemble > 1 and cfg.strategy == "probe" and len(names) == 1:
         raise ConfigError("a probe is deterministic: an ensemble over seeds would repeat one model; ensemble "
                           "over backbones (ensemble_backbones) or use a fine-tuning strategy")

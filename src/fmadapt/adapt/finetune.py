@@ -6,6 +6,7 @@ import os
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from typing import Any
 
 import lightning.pytorch as pl
@@ -51,6 +52,7 @@ def build_trainer(cfg: FitConfig, callbacks: list[pl.Callback], progress: bool) 
         callbacks=callbacks,
         deterministic=False,
         gradient_clip_val=cfg.grad_clip,
+        max_time=None if cfg.max_time is None else timedelta(seconds=cfg.max_time),
     )
 
 
@@ -135,7 +137,7 @@ class FineTune(Strategy):
         param_groups = [{"name": g["name"], "lr": g["lr"], "params": sum(p.numel() for p in g["params"])}
                         for g in module.param_groups()]
         # the starting point (the probe's head) competes with every epoch: fine-tuning never makes it worse
-        initial_loss = evaluation_loss(trained, va) if probe else None
+        initial_loss = evaluation_loss(trained, va) if probe and cfg.restore_best else None
         with tempfile.TemporaryDirectory(prefix="fmadapt-") as tmp:
             history = History(os.path.join(tmp, "history.json"))
             stop = EarlyStopping("val_loss", patience=cfg.patience, mode="min")
@@ -143,7 +145,9 @@ class FineTune(Strategy):
             best = RestoreBest("val_loss", "min")
             if initial_loss is not None:
                 best.seed(initial_loss, module)
-            callbacks = [history, best, stop, timer, *callbacks_extra]
+            # fixed-length runs (the final fit of `--strategy auto`, on data that includes its validation
+            # split) keep their last weights: a contaminated validation loss must not pick the epoch
+            callbacks = [history, *([best, stop] if cfg.restore_best else []), timer, *callbacks_extra]
             trainer = build_trainer(cfg, callbacks, progress=ctx.progress and sys.stderr.isatty())
             trained.train()  # backbones are created in eval mode; the frozen groups go back to eval each epoch
             trainer.fit(module, tr, va)
@@ -178,6 +182,7 @@ class FineTune(Strategy):
             "layer_decay": cfg.layer_decay,
             "param_groups": param_groups,
             "probe_val_acc": max(r["val_acc"] for r in probe["candidates"]) if probe else None,
+            "probe_C": probe["C"] if probe else None,
         }
 
     @staticmethod
