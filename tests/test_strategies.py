@@ -255,3 +255,52 @@ def test_auto_refuses_ensembles_and_bad_budgets():
         from fmadapt import TextClassifier
 
         TextClassifier(backbone="tiny-bert", strategy="auto", ensemble=2).fit(text_frame(8))
+
+
+def test_fgsm_and_pgd_stay_in_the_eps_ball_and_raise_the_loss():
+    from fmadapt.train.adversarial import image_adversary
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 3, (16,))
+    loss = torch.nn.CrossEntropyLoss()
+    eps = torch.tensor([0.1, 0.2, 0.3])
+    for kind in ("fgsm", "pgd"):
+        xa = image_adversary(model, x, y, loss, eps, kind, steps=5)
+        d = (xa - x).abs().amax(dim=(0, 2, 3))
+        assert torch.all(d <= eps + 1e-6) and torch.all(d > 0)
+        assert float(loss(model(xa), y)) > float(loss(model(x), y))
+
+
+def test_embedding_fgm_moves_each_token_by_eps():
+    from fmadapt.train.adversarial import embedding_adversarial_loss
+
+    bb = create_backbone("tiny-bert")
+    model = Classifier(bb, 2)
+    batch = bb.collator()(["a good film", "a rather bad and boring film"])
+    y = torch.tensor([1, 0])
+    emb = bb.model.get_input_embeddings()
+    seen = []  # what the layer after the word embeddings receives: the perturbation shows there
+    h = bb.model.embeddings.LayerNorm.register_forward_pre_hook(lambda m, i: seen.append(i[0].detach().clone()))
+    clean, adv = embedding_adversarial_loss(model, emb, batch, y, torch.nn.CrossEntropyLoss(), eps=0.5)
+    h.remove()
+    assert float(adv) > float(clean)
+    step = (seen[1] - seen[0]).norm(dim=-1)
+    real = batch["attention_mask"].bool()
+    assert torch.allclose(step[real], torch.full_like(step[real], 0.5), atol=1e-4)
+    assert torch.all(step[~real] == 0)  # padding has no gradient, so it does not move
+
+
+def test_adversarial_training_runs_uncached_and_checks_the_modality(image_folder):
+    from conftest import text_frame
+
+    from fmadapt import TextClassifier
+
+    clf = ImageClassifier(backbone="tiny-cnn", strategy="finetune", unfreeze=2, epochs=1, batch_size=8,
+                          augment=False, adversarial="pgd", adv_steps=2).fit(image_folder)
+    assert clf.history_["adversarial"] == "pgd" and not clf.history_["cached_activations"]
+    t = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=1, batch_size=8,
+                       adversarial="embedding").fit(text_frame(8))
+    assert t.history_["adversarial"] == "embedding"
+    with pytest.raises(ConfigError, match="does not apply"):
+        ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=1, adversarial="embedding").fit(image_folder)

@@ -65,6 +65,10 @@ class FitConfig:
     augment_policy: str = "basic"  #: images: "basic", "trivial" (TrivialAugmentWide) or "randaugment"
     mixup: float = 0.0  #: images, fine-tuning: mixup alpha (timm Mixup; 0 = off)
     cutmix: float = 0.0  #: images, fine-tuning: cutmix alpha (0 = off)
+    #: fine-tuning: adversarial training, "none", "fgsm" / "pgd" (images) or "embedding" (texts: FGM)
+    adversarial: str = "none"
+    adv_eps: float | None = None  #: perturbation size: images in [0, 1] pixels (default 2/255), texts 1.0
+    adv_steps: int = 3  #: PGD steps
     #: texts, fine-tuning: per-word probability of noise (dropped word, swapped words or a typo; 0 = off)
     text_noise: float = 0.0
     #: partial fine-tuning: run the frozen prefix once and train the top groups on cached activations.
@@ -135,6 +139,10 @@ class FitConfig:
              "augment_policy must be 'basic', 'trivial' or 'randaugment'"),
             (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
             (0.0 <= self.text_noise < 1.0, "text_noise must be in [0, 1)"),
+            (self.adversarial in ("none", "fgsm", "pgd", "embedding"),
+             "adversarial must be 'none', 'fgsm', 'pgd' (images) or 'embedding' (texts)"),
+            (self.adv_eps is None or self.adv_eps > 0, "adv_eps must be positive"),
+            (self.adv_steps >= 1, "adv_steps must be >= 1"),
         ]
         for ok, msg in checks:
             if not ok:

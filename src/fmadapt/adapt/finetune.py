@@ -132,7 +132,8 @@ class FineTune(Strategy):
             class_weights=(torch.tensor(balance["weights"], dtype=torch.float32) if balance["weighted"]
                            else None),
             mixup=(mixup_fn(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(ctx.classes))
-                   if split is None and bb.cfg.modality == "image" else None))
+                   if split is None and bb.cfg.modality == "image" else None),
+            **_adversarial(cfg, bb))
         callbacks_extra = self.callbacks(bb, n_train, cfg)
         param_groups = [{"name": g["name"], "lr": g["lr"], "params": sum(p.numel() for p in g["params"])}
                         for g in module.param_groups()]
@@ -175,6 +176,7 @@ class FineTune(Strategy):
             "activation_seconds": round(t_cache, 2),
             "epoch_seconds": timer.seconds,
             "augmentation": _augmentation(cfg, bb.cfg.modality, cached=split is not None),
+            "adversarial": cfg.adversarial,
             "head_init": cfg.head_init,
             "imbalance": balance,
             "optimizer": cfg.optimizer,
@@ -192,9 +194,12 @@ class FineTune(Strategy):
         if cfg.cache_activations == "off" or n_train >= n_groups:
             return None
         per_epoch_inputs = _augmentation(cfg, bb.cfg.modality, cached=False) != "none"
-        if cfg.cache_activations == "on" and per_epoch_inputs and (cfg.text_noise or cfg.mixup or cfg.cutmix):
-            raise ConfigError("cache_activations 'on' trains on fixed activations: text_noise, mixup and cutmix "
-                              "need fresh inputs every epoch; use cache_activations 'auto' or 'off'")
+        fresh = cfg.text_noise or cfg.mixup or cfg.cutmix or cfg.adversarial != "none"
+        if cfg.cache_activations == "on" and fresh:
+            raise ConfigError("cache_activations 'on' trains on fixed activations: text_noise, mixup, cutmix "
+                              "and adversarial training need the inputs every epoch; use cache_activations "
+                              "'auto' or 'off'")
+        per_epoch_inputs = per_epoch_inputs or bool(fresh)
         single = cfg.num_nodes == 1 and str(cfg.devices) in ("auto", "1")
         if cfg.cache_activations == "auto" and (not single or per_epoch_inputs):
             return None
@@ -273,3 +278,22 @@ def _augmentation(cfg: FitConfig, modality: str, cached: bool) -> str:
     if modality == "text" and cfg.text_noise:
         parts.append(f"text noise {cfg.text_noise:g}")
     return ", ".join(parts) or "none"
+
+
+def _adversarial(cfg: FitConfig, bb: Any) -> dict[str, Any]:
+    """ClassifierModule arguments for adversarial training (checked against the modality)."""
+    kind = cfg.adversarial
+    if kind == "none":
+        return {}
+    modality = bb.cfg.modality
+    if (kind == "embedding") != (modality == "text"):
+        raise ConfigError(f"adversarial '{kind}' does not apply to {modality} backbones: use "
+                          + ("'fgsm' or 'pgd'" if modality == "image" else "'embedding'"))
+    if cfg.mixup or cfg.cutmix:
+        raise ConfigError("adversarial training and mixup/cutmix do not combine; choose one")
+    if modality == "image":
+        eps = cfg.adv_eps if cfg.adv_eps is not None else 2 / 255
+        target = torch.tensor([eps / s for s in bb.cfg.std], dtype=torch.float32)  # pixel eps, normalised
+        return {"adversarial": kind, "adv_eps": eps, "adv_steps": cfg.adv_steps, "adv_target": target}
+    emb = bb.model.get_input_embeddings()
+    return {"adversarial": kind, "adv_eps": cfg.adv_eps if cfg.adv_eps is not None else 1.0, "adv_target": emb}

@@ -28,7 +28,9 @@ class ClassifierModule(pl.LightningModule):
                  freeze_bn: bool = True, optimizer: str = "adamw", momentum: float = 0.9,
                  schedule: str = "cosine", decay_beta: float | None = None, label_smoothing: float = 0.0,
                  lr_scale: dict[int, float] | None = None, l2sp: float = 0.0,
-                 class_weights: torch.Tensor | None = None, mixup: Any = None) -> None:
+                 class_weights: torch.Tensor | None = None, mixup: Any = None,
+                 adversarial: str = "none", adv_eps: float = 0.0, adv_steps: int = 3,
+                 adv_target: Any = None) -> None:
         super().__init__()
         self.model = model
         self.lr, self.head_lr, self.weight_decay = lr, head_lr, weight_decay
@@ -46,6 +48,10 @@ class ClassifierModule(pl.LightningModule):
         #: timm Mixup (mixup/cutmix with soft targets; it applies the label smoothing itself)
         self.mixup = mixup
         self.class_weights = class_weights
+        #: "none", "fgsm"/"pgd" (images: adv_target = per-channel eps in normalised units) or "embedding"
+        #: (texts: adv_target = the input-embedding module)
+        self.adversarial, self.adv_eps, self.adv_steps = adversarial, adv_eps, adv_steps
+        self._adv_target = [adv_target]  # in a list: a module here must not become a registered submodule
 
     def _body_params(self) -> list[nn.Parameter]:
         head_ids = {id(p) for p in self.model.head.parameters()}
@@ -78,6 +84,18 @@ class ClassifierModule(pl.LightningModule):
         if self.mixup is not None and len(y) % 2 == 0:  # timm's Mixup pairs samples: even batches only
             x, soft = self.mixup(x, y)
             loss = soft_cross_entropy(self.model(x), soft, self.class_weights)
+        elif self.adversarial in ("fgsm", "pgd"):
+            from .adversarial import image_adversary
+
+            x_adv = image_adversary(self.model, x, y, self.loss_fn, self._adv_target[0], self.adversarial,
+                                    self.adv_steps)
+            loss = 0.5 * (self.loss_fn(self.model(x), y) + self.loss_fn(self.model(x_adv), y))
+        elif self.adversarial == "embedding":
+            from .adversarial import embedding_adversarial_loss
+
+            clean, adv = embedding_adversarial_loss(self.model, self._adv_target[0], x, y, self.loss_fn,
+                                                    self.adv_eps)
+            loss = 0.5 * (clean + adv)
         else:
             loss = self.loss_fn(self.model(x), y)
         if self._anchors:

@@ -1,0 +1,61 @@
+"""Adversarial training: the loss is the mean of the clean loss and the loss on perturbed inputs.
+
+Images: FGSM (one signed-gradient step of size eps) or PGD (`steps` steps of eps/4 projected onto the
+eps-ball, random start), with eps in pixel units of [0, 1] (divided by the normalisation std, so the
+perturbation is what it says on the raw image). Texts: FGM in embedding space (Miyato et al., 2017): each
+token's input embedding moves by eps along its own L2-normalised loss gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def image_adversary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, eps: torch.Tensor,
+                    kind: str = "fgsm", steps: int = 3) -> torch.Tensor:
+    """Perturbed copy of the (normalised) batch `x`, |x_adv - x| <= eps per channel. `eps`: (C,) or scalar."""
+    eps = eps.to(x.device, x.dtype).view(1, -1, 1, 1) if eps.dim() else eps.to(x.device, x.dtype)
+    x = x.detach()
+    if kind == "fgsm":
+        steps, step = 1, eps
+        start = x
+    else:
+        step = eps / 4
+        start = x + (torch.rand_like(x) * 2 - 1) * eps
+    x_adv = start.clone()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = loss_fn(model(x_adv), y)
+        (g,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach() + step * g.sign()
+        x_adv = x + torch.maximum(torch.minimum(x_adv - x, eps), -eps)
+    return x_adv.detach()
+
+
+def embedding_adversarial_loss(model: nn.Module, embeddings: nn.Module, batch: Any, y: torch.Tensor,
+                               loss_fn: LossFn, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean loss, loss with every token's input embedding moved by eps along its normalised gradient)."""
+    store: dict[str, torch.Tensor] = {}
+
+    def capture(_m: nn.Module, _i: Any, out: torch.Tensor) -> torch.Tensor:
+        store["e"] = out
+        return out
+
+    h = embeddings.register_forward_hook(capture)
+    try:
+        clean = loss_fn(model(batch), y)
+    finally:
+        h.remove()
+    (g,) = torch.autograd.grad(clean, store["e"], retain_graph=True)
+    delta = (eps * g / (g.norm(dim=-1, keepdim=True) + 1e-12)).detach()
+    h = embeddings.register_forward_hook(lambda _m, _i, out: out + delta)
+    try:
+        adv = loss_fn(model(batch), y)
+    finally:
+        h.remove()
+    return clean, adv
