@@ -304,3 +304,21 @@ def test_adversarial_training_runs_uncached_and_checks_the_modality(image_folder
     assert t.history_["adversarial"] == "embedding"
     with pytest.raises(ConfigError, match="does not apply"):
         ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=1, adversarial="embedding").fit(image_folder)
+
+
+def test_logme_prefers_informative_features():
+    from fmadapt.evaluate.transferability import logme
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    informative = np.hstack([np.eye(3)[y] * 2 + rng.normal(0, 1, (300, 3)), rng.normal(0, 1, (300, 29))])
+    noise = rng.normal(0, 1, (300, 32))
+    assert logme(informative, y) > logme(noise, y) + 0.1
+
+
+def test_auto_ranks_candidate_backbones_by_logme(image_folder):
+    clf = ImageClassifier(strategy="auto", time_budget="20s", candidate_backbones="tiny-cnn,tiny-cnn-cached",
+                          backbone="tiny-cnn").fit(image_folder)
+    ranking = clf.history_["auto"]["backbone_ranking"]
+    assert [r["backbone"] for r in ranking] and ranking[0]["logme"] >= ranking[-1]["logme"]
+    assert clf.model_.backbone.cfg.name == ranking[0]["backbone"]

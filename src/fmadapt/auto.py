@@ -27,11 +27,14 @@ def candidates(modality: str, cfg: FitConfig) -> list[tuple[str, dict[str, Any]]
     top = {"strategy": "finetune", "unfreeze": 2, "epochs": epochs}
     if modality == "image":
         top["augment"] = False  # so that the frozen prefix is cached: several times faster per epoch
+    # an extended vocabulary must be learnt, which only fine-tuning all layers does; the others run without
+    plain = {"extend_vocab": False} if cfg.extend_vocab else {}
     return [
-        ("probe", {"strategy": "probe"}),
-        ("finetune top 2 groups", top),
-        ("lora", {"strategy": "lora", "epochs": epochs}),
-        ("finetune all layers", {"strategy": "finetune", "unfreeze": -1, "epochs": epochs}),
+        ("probe", {"strategy": "probe", **plain}),
+        ("finetune top 2 groups", {**top, **plain}),
+        ("lora", {"strategy": "lora", "epochs": epochs, **plain}),
+        ("finetune all layers" + (" + new tokens" if cfg.extend_vocab else ""),
+         {"strategy": "finetune", "unfreeze": -1, "epochs": epochs}),
     ]
 
 
@@ -139,7 +142,7 @@ class AutoSearch:
         left = self.budget - self.elapsed()
         if winner["strategy"] == "probe" or (winner.get("best_epoch") == -1):
             c = winner.get("C") or _probe_c(best)
-            cfg = dataclasses.replace(self.cfg, seed=best["seed"], strategy="probe", probe_c=c)
+            cfg = dataclasses.replace(self.cfg, seed=best["seed"], strategy="probe", probe_c=c, extend_vocab=False)
             note = f"probe refit on training + validation data ({len(both)} examples) with C={c}"
             if winner["strategy"] != "probe":
                 note += " (the fine-tuning candidate kept its probe starting point)"

@@ -63,6 +63,8 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
                      f"{len(r['seeds']):>5} {sum(r['seconds']):>8.1f}  ran")
             else:
                 _out(f"  {r['candidate']:<24} {'':>8} {'':>7} {'':>5} {'':>8}  {r['status']}")
+        for r in auto.get("backbone_ranking") or []:
+            _out(f"  backbone {r['backbone']:<24} LogME {r['logme']:>8.4f} ({r['seconds']:.1f} s)")
         _out(f"  winner: {auto['winner']} ({auto['why']})")
         _out(f"  final: {auto['final']}")
     imb = (clf.history_ or {}).get("imbalance")

@@ -57,6 +57,8 @@ class FitConfig:
     max_time: float | None = None  #: fine-tuning: stop training after this many seconds (Lightning max_time)
     #: strategy "auto": wall-clock budget for choosing and training ("10m", "90s", "1h" or seconds)
     time_budget: str = "10m"
+    #: strategy "auto": comma list of backbones ranked first by LogME on their frozen features; the best is used
+    candidate_backbones: str | None = None
     unfreeze: int = -1  #: fine-tuning: train only the top N layer groups (-1 = all)
     dropout: float = 0.0  #: dropout before the head
     head_init: str = "probe"  #: fine-tuning starts from the probe's head ("probe", LP-FT) or a random one

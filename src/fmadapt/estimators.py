@@ -105,11 +105,16 @@ class _Classifier(ABC):
             from .auto import AutoSearch
 
             _member_specs(cfg, self.default_backbone)  # refuses auto + ensemble
+            ranking = self._rank_backbones(cfg, train, ctx) if cfg.candidate_backbones else None
+            if ranking:
+                cfg = dataclasses.replace(cfg, backbone=ranking[0]["backbone"])
             search = AutoSearch(
                 cfg, self.modality,
                 lambda c, tr, va: self._fit_member(c.backbone or self.default_backbone, c.seed, c, tr, va, ctx),
                 lambda model, c, trains: self._metrics_with(model, c, trains, splits["val"]))
             final, selection_metrics, history = search.run(train, splits["val"])
+            if ranking:
+                history["auto"]["backbone_ranking"] = ranking
             members = [(final[0], final[1], history, final[3], final[4])]
         else:
             specs = _member_specs(cfg, self.default_backbone)
@@ -152,6 +157,29 @@ class _Classifier(ABC):
         history = strategy.fit(model, train, val, cfg, ctx)
         model.eval()
         return model, cfg, history, strategy.trains_backbone, vocabulary
+
+    def _rank_backbones(self, cfg: FitConfig, train: Examples, ctx: adapt.FitContext) -> list[dict[str, Any]]:
+        """LogME of each candidate backbone's frozen features on the training split, best first (the features
+        land in the cache, so the probe candidate of the chosen backbone reuses them)."""
+        import time
+
+        from .evaluate.transferability import logme
+
+        y = np.asarray(ctx.targets(train))
+        rows = []
+        for name in [b.strip() for b in (cfg.candidate_backbones or "").split(",") if b.strip()]:
+            t = time.perf_counter()
+            bb = create_backbone(name)
+            if bb.cfg.modality != self.modality:
+                raise ConfigError(f"candidate backbone {name!r} is a {bb.cfg.modality} backbone; "
+                                  f"{type(self).__name__} needs a {self.modality} one")
+            if bb.cfg.modality == "image":
+                bb.set_image_size(cfg.image_size or bb.cfg.input_size)
+            feats = extract_features(bb, train, cache=ctx.cache, runtime=cfg.runtime, progress=ctx.progress,
+                                     desc=f"{name} features")
+            rows.append({"backbone": name, "logme": round(logme(feats, y), 4),
+                         "seconds": round(time.perf_counter() - t, 1)})
+        return sorted(rows, key=lambda r: -r["logme"])
 
     @staticmethod
     def _vocabulary(backbone: Any, train: Examples, cfg: FitConfig, strategy: Any) -> dict[str, Any]:

@@ -14,15 +14,15 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from ..config import FitConfig
+from ..data.augment import TextNoise, mixup_fn
 from ..data.examples import Examples
 from ..data.loader import make_loader
+from ..errors import ConfigError
 from ..model import Classifier
 from ..train.module import ClassifierModule, EpochTimer, History, RestoreBest, evaluation_loss
 from .base import FitContext, Strategy, register_strategy
-from ..data.augment import TextNoise, mixup_fn
-from ..errors import ConfigError
-from .imbalance import imbalance
 from .cached import SuffixClassifier, cached_loaders, split_is_exact
+from .imbalance import imbalance
 from .probe import Probe
 
 DEFAULT_LR = {"image": 2e-4, "text": 3e-5}
@@ -242,13 +242,6 @@ class Progressive(FineTune):
     top `unfreeze` ones). Runs the whole model each epoch (no cached activations: the trainable part grows)."""
 
     name = "progressive"
-
-    def prepare(self, bb: Any, groups: list[torch.nn.Module], cfg: FitConfig
-                ) -> tuple[int, list[torch.nn.Module]]:
-        """Make the trainable part trainable: (number of trainable top groups, frozen groups)."""
-        n_train = len(groups) if cfg.unfreeze < 0 else min(cfg.unfreeze, len(groups))
-        bb.freeze(trainable_top=-1 if n_train == len(groups) else n_train)
-        return n_train, groups[: len(groups) - n_train]
 
     def callbacks(self, bb: Any, n_train: int, cfg: FitConfig) -> list[pl.Callback]:
         groups = bb.layer_groups()
