@@ -46,3 +46,9 @@ def test_lora_on_an_identifiable_backbone_saves_only_head_and_adapters(image_fol
 def test_unknown_lora_targets_are_refused():
     with pytest.raises(ConfigError, match="lora_targets"):
         TextClassifier(backbone="tiny-bert", strategy="lora", lora_targets="nosuchlayer", epochs=1).fit(text_frame(8))
+
+
+def test_lora_defaults_to_a_higher_learning_rate_than_finetuning():
+    clf = TextClassifier(backbone="tiny-bert", strategy="lora", epochs=1, batch_size=8).fit(text_frame(8))
+    body = [g for g in clf.history_["param_groups"] if g["name"] != "head"]
+    assert [g["lr"] for g in body] == [5e-4]

@@ -212,7 +212,7 @@ def test_text_noise_disables_cached_activations_and_on_is_refused():
     clf = TextClassifier(backbone="tiny-bert", strategy="finetune", unfreeze=1, epochs=1, batch_size=8,
                          text_noise=0.2).fit(df)
     assert not clf.history_["cached_activations"] and clf.history_["augmentation"] == "text noise 0.2"
-    with pytest.raises(ConfigError, match="fresh inputs"):
+    with pytest.raises(ConfigError, match="inputs every epoch"):
         TextClassifier(backbone="tiny-bert", strategy="finetune", unfreeze=1, epochs=1, batch_size=8,
                        text_noise=0.2, cache_activations="on").fit(df)
 

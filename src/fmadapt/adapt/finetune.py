@@ -73,6 +73,8 @@ class FineTune(Strategy):
     trains_backbone = True
     #: pull the trained body toward the pretrained weights (strategy "l2sp")
     l2sp = False
+    #: body learning rate when `lr` is not given
+    default_lr = DEFAULT_LR
 
     def prepare(self, bb: Any, groups: list[torch.nn.Module], cfg: FitConfig
                 ) -> tuple[int, list[torch.nn.Module]]:
@@ -124,7 +126,7 @@ class FineTune(Strategy):
         steps = cfg.epochs * max(1, len(tr))
         balance = imbalance(ctx.targets(train), len(ctx.classes), cfg)
         module = ClassifierModule(
-            trained, lr=cfg.lr or DEFAULT_LR[bb.cfg.modality], head_lr=cfg.head_lr,
+            trained, lr=cfg.lr or self.default_lr[bb.cfg.modality], head_lr=cfg.head_lr,
             weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac, total_steps=steps,
             frozen_groups=frozen, freeze_bn=cfg.bn == "frozen", optimizer=cfg.optimizer, momentum=cfg.momentum,
             schedule=cfg.schedule, decay_beta=cfg.decay_beta, label_smoothing=cfg.label_smoothing,
