@@ -322,3 +322,21 @@ def test_auto_ranks_candidate_backbones_by_logme(image_folder):
     ranking = clf.history_["auto"]["backbone_ranking"]
     assert [r["backbone"] for r in ranking] and ranking[0]["logme"] >= ranking[-1]["logme"]
     assert clf.model_.backbone.cfg.name == ranking[0]["backbone"]
+
+
+def test_fgsm_loss_reuses_the_clean_pass_and_matches_the_explicit_adversary():
+    from fmadapt.train.adversarial import image_adversarial_loss, image_adversary
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
+    loss = torch.nn.CrossEntropyLoss()
+    eps = torch.tensor([0.1, 0.2, 0.3])
+    calls = []
+    h = model.register_forward_hook(lambda m, i, o: calls.append(1))
+    clean, adv = image_adversarial_loss(model, x, y, loss, eps, "fgsm")
+    h.remove()
+    assert len(calls) == 2  # clean (also giving the gradient) + adversarial
+    assert float(clean) == pytest.approx(float(loss(model(x), y)))
+    assert float(adv) == pytest.approx(float(loss(model(image_adversary(model, x, y, loss, eps, "fgsm")), y)))
+    clean.backward()  # the clean graph survives the gradient step: the training loss backpropagates

@@ -7,7 +7,6 @@ import random
 import string
 from typing import Any
 
-IMAGE_POLICIES = ("basic", "trivial", "randaugment")
 _CJK = ("\u4e00", "\u9fff")
 
 

@@ -19,7 +19,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def image_adversary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, eps: torch.Tensor,
                     kind: str = "fgsm", steps: int = 3) -> torch.Tensor:
     """Perturbed copy of the (normalised) batch `x`, |x_adv - x| <= eps per channel. `eps`: (C,) or scalar."""
-    eps = eps.to(x.device, x.dtype).view(1, -1, 1, 1) if eps.dim() else eps.to(x.device, x.dtype)
+    eps = _eps_like(eps, x)
     x = x.detach()
     if kind == "fgsm":
         steps, step = 1, eps
@@ -35,6 +35,25 @@ def image_adversary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
         x_adv = x_adv.detach() + step * g.sign()
         x_adv = x + torch.maximum(torch.minimum(x_adv - x, eps), -eps)
     return x_adv.detach()
+
+
+def _eps_like(eps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return eps.to(x.device, x.dtype).view(1, -1, 1, 1) if eps.dim() else eps.to(x.device, x.dtype)
+
+
+def image_adversarial_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
+                           eps: torch.Tensor, kind: str = "fgsm", steps: int = 3
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean loss, loss on the perturbed batch). FGSM takes its gradient from the clean forward pass itself
+    (one forward saved per step); PGD starts from a random point, so its steps run separately."""
+    if kind != "fgsm":
+        x_adv = image_adversary(model, x, y, loss_fn, eps, kind, steps)
+        return loss_fn(model(x), y), loss_fn(model(x_adv), y)
+    x = x.detach().requires_grad_(True)
+    clean = loss_fn(model(x), y)
+    (g,) = torch.autograd.grad(clean, x, retain_graph=True)
+    x_adv = (x + _eps_like(eps, x) * g.sign()).detach()
+    return clean, loss_fn(model(x_adv), y)
 
 
 def embedding_adversarial_loss(model: nn.Module, embeddings: nn.Module, batch: Any, y: torch.Tensor,

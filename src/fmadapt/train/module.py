@@ -85,11 +85,11 @@ class ClassifierModule(pl.LightningModule):
             x, soft = self.mixup(x, y)
             loss = soft_cross_entropy(self.model(x), soft, self.class_weights)
         elif self.adversarial in ("fgsm", "pgd"):
-            from .adversarial import image_adversary
+            from .adversarial import image_adversarial_loss
 
-            x_adv = image_adversary(self.model, x, y, self.loss_fn, self._adv_target[0], self.adversarial,
-                                    self.adv_steps)
-            loss = 0.5 * (self.loss_fn(self.model(x), y) + self.loss_fn(self.model(x_adv), y))
+            clean, adv = image_adversarial_loss(self.model, x, y, self.loss_fn, self._adv_target[0],
+                                                self.adversarial, self.adv_steps)
+            loss = 0.5 * (clean + adv)
         elif self.adversarial == "embedding":
             from .adversarial import embedding_adversarial_loss
 
