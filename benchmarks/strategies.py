@@ -11,7 +11,8 @@ Full-run plan (each block aims at <= 15 min on 2 CPU cores; THUCNews fine-tuning
   sst2         5,000 training sentences (stratified subset of the deduplicated train.tsv, seed 0), test = the
                labeled test.tsv (1,821, as benchmarks/core.py): probe; finetune unfreeze=-1 epochs=2 lr=5e-5;
                lora epochs=2; auto time_budget="10m"
-  agnews       train.csv 5,000 / test.csv 1,000: probe; finetune unfreeze=2 epochs=2; lora epochs=2
+  agnews       train.csv 5,000 / test.csv 1,000: probe; finetune unfreeze=2 epochs=2; finetune unfreeze=-1
+               epochs=2 lr=5e-5; lora epochs=2
   hymenoptera  train 245 / val 153 (val is the test set; fmadapt holds its own validation out of train), 224 px:
                probe; finetune unfreeze=2 epochs=5; progressive epochs=5; l2sp epochs=5 (all with augment=True)
   fmnist       10,000 training / 1,000 test images (stratified, seed 0) written as 28x28 PNGs, image_size=64:
@@ -20,7 +21,8 @@ Full-run plan (each block aims at <= 15 min on 2 CPU cores; THUCNews fine-tuning
                (baseline), probe, finetune unfreeze=-1 extend_vocab epochs=3 lr=1e-4
   fewshot      SST-2 and AG News with 8, 16, 64 labels per class sampled (seed 0) from the training pool, tested
                on 1,000 test examples (stratified, seed 0): fmadapt probe, fmadapt finetune (unfreeze=-1,
-               epochs=10, batch_size=8), and SetFit 1.x with the packaged MiniLM-L6 at 8 and 64 labels per class
+               epochs=10, batch_size=8), fmadapt contrastive (SetFit's recipe: batch_size=16, 20 pair
+               rounds), and SetFit 1.x with the packaged MiniLM-L6 at 8 and 64 labels per class
                (batch_size=16, num_epochs=1, num_iterations=20, seed 0; its default LogisticRegression head)
 --strategies filters the fmadapt rows only; the baselines (TF-IDF, SetFit) always run in their blocks.
 
@@ -54,7 +56,7 @@ sys.path.insert(0, str(HERE))
 import throughput as tp  # noqa: E402  (data writers, machine info, md_table, log)
 
 BLOCKS = ("sst2", "agnews", "hymenoptera", "fmnist", "thucnews", "fewshot")
-STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora", "auto")
+STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora", "auto", "contrastive")
 SEED = 0
 THREADS = 2
 FMNIST_SIZE = 64
@@ -70,6 +72,7 @@ RUNS: dict[str, list[tuple[str, dict[str, Any]]]] = {
              ("auto", {"time_budget": "10m"})],
     "agnews": [("probe", {}),
                ("finetune", {"unfreeze": 2, "epochs": 2}),
+               ("finetune", {"unfreeze": -1, "epochs": 2, "lr": 5e-5}),
                ("lora", {"epochs": 2})],
     "hymenoptera": [("probe", {}),
                     ("finetune", {"unfreeze": 2, "augment": True, "epochs": 5}),
@@ -83,6 +86,8 @@ RUNS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 FEWSHOT_RUNS: list[tuple[str, dict[str, Any]]] = [
     ("probe", {}),
     ("finetune", {"unfreeze": -1, "epochs": 10, "batch_size": 8}),
+    # SetFit's recipe inside fmadapt: pairs with a cosine loss (20 rounds, batch 16, lr 2e-5), then the probe
+    ("contrastive", {"batch_size": 16}),
 ]
 SETFIT_ARGS = {"batch_size": 16, "num_epochs": 1, "num_iterations": 20}
 
@@ -183,8 +188,12 @@ def fmadapt_notes(clf: Any, strategy: str) -> str:
         parts.append(f"winner: {a.get('winner')} (val acc: {', '.join(ran)}"
                      + (f"; skipped: {', '.join(skipped)}" if skipped else "") + ")")
     if "C" in h:
-        parts.append(f"C={h['C']} (chosen on val)")
-    if "epochs_run" in h:
+        how = "by CV" if str(h.get("selection", "")).startswith(tuple("0123456789")) else "on val"
+        head = "refit on train+val" if "validation" in str(h.get("trained_on", "")) else "fit on train"
+        parts.append(f"C={h['C']} (chosen {how}; head {head})")
+    if "pairs" in h:
+        parts.append(f"{h['pairs']} pairs, cosine loss {h.get('pair_loss_first')} -> {h.get('pair_loss_last')}")
+    if "epochs_run" in h and strategy != "contrastive":
         parts.append(f"{h['epochs_run']} epoch(s) run, best {h.get('best_epoch')} (0-based; -1 = start kept)")
         if "trainable_groups" in h and strategy != "lora":
             parts.append(f"{h['trainable_groups']}/{h.get('total_groups')} layer groups trained")

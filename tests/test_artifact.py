@@ -60,7 +60,7 @@ def test_no_pickle_in_the_artifact(fitted_image, tmp_path):
     out = fitted_image.save_pretrained(tmp_path / "m")
     for p in out.rglob("*"):
         if p.is_file():
-            assert p.suffix in (".json", ".safetensors", ".md", ".csv"), p
+            assert p.suffix in (".json", ".safetensors", ".md", ".csv", ".html"), p
             assert not p.read_bytes().startswith(b"\x80"), p  # pickle protocol 2+ magic
 
 

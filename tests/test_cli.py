@@ -41,7 +41,7 @@ def test_fit_text_table_with_columns(tmp_path):
     df["noise"] = "x"
     df.to_csv(tmp_path / "r.csv", index=False)
     r = _invoke("fit", tmp_path / "r.csv", "--text", "review", "--label", "stars", "--backbone", "tiny-bert",
-                "--out", tmp_path / "m")
+                "--out", tmp_path / "m", "--report", "basic")
     assert r.exit_code == 0, r.output
     assert "accuracy=" in r.stdout and "model saved" in r.stdout
     r = _invoke("predict", tmp_path / "m", tmp_path / "r.csv", "-o", tmp_path / "p.csv")
@@ -59,7 +59,8 @@ def test_missing_column_exits_1_with_columns(tmp_path):
 
 def test_unseen_label_at_evaluate_exits_1(tmp_path):
     text_frame(8).to_csv(tmp_path / "r.csv", index=False)
-    assert _invoke("fit", tmp_path / "r.csv", "--out", tmp_path / "m", "--backbone", "tiny-bert").exit_code == 0
+    assert _invoke("fit", tmp_path / "r.csv", "--out", tmp_path / "m", "--backbone", "tiny-bert",
+                   "--report", "off").exit_code == 0
     bad = text_frame(2)
     bad.loc[0, "label"] = "meh"
     bad.to_csv(tmp_path / "bad.csv", index=False)
@@ -94,6 +95,9 @@ def test_demo_end_to_end(tmp_path):
 
     clf = load_model(tmp_path / "d" / "model")
     assert (clf.predict(tmp_path / "d" / "data" / "7") == "7").mean() >= 0.9
+    html = (tmp_path / "d" / "model" / "report.html").read_text(encoding="utf-8")
+    assert "Not run" not in html.split('id="robustness"', 1)[1].split("<section", 1)[0]
+    assert s["report"].endswith("report.html") and s["evaluation_seconds"]["robustness"] > 0
 
 
 def test_embed_images_keeps_one_row_per_input(image_folder, tmp_path):
@@ -133,7 +137,8 @@ def test_fit_optimization_options_and_set(image_folder, tmp_path):
     r = _invoke("fit", image_folder, "--out", tmp_path / "m", "--backbone", "tiny-cnn", "--strategy", "l2sp",
                 "--epochs", "1", "--batch-size", "8", "--optimizer", "sgd", "--schedule", "inverse_time",
                 "--layer-decay", "0.7", "--label-smoothing", "0.1", "--grad-clip", "1.0",
-                "--set", "dropout=0.2", "--set", "decay_beta=0.01", "--set", "augment=false", "--json")
+                "--set", "dropout=0.2", "--set", "decay_beta=0.01", "--set", "augment=false", "--json",
+                "--report", "basic")
     assert r.exit_code == 0, r.output
     fit = json.loads((tmp_path / "m" / "config.json").read_text())["fit"]
     assert (fit["strategy"], fit["optimizer"], fit["schedule"], fit["layer_decay"]) == ("l2sp", "sgd",
@@ -158,7 +163,8 @@ def test_strategies_command_lists_the_variants():
 
 
 def test_fit_ensemble_from_the_cli_and_predict(image_folder, tmp_path):
-    r = _invoke("fit", image_folder, "--out", tmp_path / "m", "--ensemble-backbones", "tiny-cnn,tiny-cnn-cached")
+    r = _invoke("fit", image_folder, "--out", tmp_path / "m", "--ensemble-backbones", "tiny-cnn,tiny-cnn-cached",
+                "--report", "basic")
     assert r.exit_code == 0, r.output
     r = _invoke("predict", tmp_path / "m", image_folder / "red", "-o", tmp_path / "p.csv")
     assert r.exit_code == 0, r.output

@@ -16,19 +16,52 @@ def test_probe_learns_colors(image_folder):
     assert clf.history_["C"] in (0.01, 0.1, 1.0, 10.0) and len(clf.history_["candidates"]) == 4
 
 
-def test_probe_head_equals_logistic_regression_on_standardised_features(image_folder):
-    """The folded linear head reproduces the sklearn model it was fitted from."""
+def _reference_lr(clf, tr_inputs, tr_labels, x_eval):
     from sklearn.linear_model import LogisticRegression
+
+    x = extract_features(clf.model_.backbone, tr_inputs)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    y = [clf.classes_.index(lab) for lab in tr_labels]
+    return LogisticRegression(C=1.0, max_iter=2000).fit((x - mu) / sd, y).predict_proba((x_eval - mu) / sd)
+
+
+def test_probe_head_equals_logistic_regression_on_standardised_features(image_folder):
+    """The folded linear head reproduces the sklearn model it was fitted from: once C is chosen, that model
+    is refit on training + validation data; the reported validation metrics are the train-only head's."""
+    from fmadapt.adapt.probe import _choose_on_val  # noqa: F401  (the selection path taken with one C)
+    from fmadapt.data.examples import Examples
 
     clf = ImageClassifier(backbone="tiny-cnn", strategy="probe", probe_c=1.0).fit(image_folder)
     tr, va = clf.splits_["train"], clf.splits_["val"]
-    x_tr = extract_features(clf.model_.backbone, tr)
+    both = Examples(tr.inputs + va.inputs, tr.labels + va.labels, tr.ids + va.ids)
     x_va = extract_features(clf.model_.backbone, va)
-    mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
-    y = [clf.classes_.index(lab) for lab in tr.labels]
-    ref = LogisticRegression(C=1.0, max_iter=2000).fit((x_tr - mu) / sd, y).predict_proba((x_va - mu) / sd)
     ours = clf.predict_proba(va.inputs).to_numpy()
-    assert np.allclose(ours, ref, atol=1e-4)
+    assert np.allclose(ours, _reference_lr(clf, both, both.labels, x_va), atol=1e-4)
+    assert clf.history_["trained_on"].startswith("training + validation data (36")
+    # honest validation figures: from the head that never saw the validation split
+    honest = _reference_lr(clf, tr, tr.labels, x_va).argmax(1)
+    y_va = np.array([clf.classes_.index(lab) for lab in va.labels])
+    assert clf.metrics_["val"]["accuracy"] == pytest.approx(float((honest == y_va).mean()))
+
+
+def test_probe_without_refit_keeps_the_training_split_fit(image_folder):
+    clf = ImageClassifier(backbone="tiny-cnn", strategy="probe", probe_c=1.0, refit=False).fit(image_folder)
+    tr, va = clf.splits_["train"], clf.splits_["val"]
+    x_va = extract_features(clf.model_.backbone, va)
+    assert np.allclose(clf.predict_proba(va.inputs).to_numpy(), _reference_lr(clf, tr, tr.labels, x_va), atol=1e-4)
+    assert clf.history_["trained_on"].startswith("training split")
+
+
+def test_probe_chooses_c_by_cross_validation_on_small_data(image_folder, tmp_path):
+    clf = ImageClassifier(backbone="tiny-cnn", strategy="probe").fit(image_folder)
+    assert clf.history_["selection"].startswith("5-fold cross-validation")
+    assert all(r["folds"] == 5 for r in clf.history_["candidates"])
+    assert clf.metrics_["val"]["n"] == len(clf.splits_["val"])
+    # a validation set given by the user stays held out: chosen on it, never trained on
+    val = write_image_folder(tmp_path / "v", per_class=4, seed=7)
+    given = ImageClassifier(backbone="tiny-cnn", strategy="probe").fit(image_folder, val=val)
+    assert given.history_["selection"].startswith("validation split (12")
+    assert given.history_["trained_on"].startswith("training split (36")
 
 
 def test_binary_probe(tmp_path):
@@ -182,7 +215,8 @@ def test_finetuned_packaged_backbone_is_never_served_by_the_pretrained_export_or
 
 def test_finetuning_that_only_hurts_keeps_the_probe_start(tmp_path):
     folder = write_image_folder(tmp_path / "h", per_class=8)
-    probe = ImageClassifier(backbone="tiny-cnn").fit(folder)
+    # the fine-tuning start is the probe fitted on the training split (validation data stays held out)
+    probe = ImageClassifier(backbone="tiny-cnn", refit=False).fit(folder)
     # weight decay of ~100 % per step wipes the weights out every step: no epoch can beat the probe start
     wrecked = ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=2, batch_size=8, lr=0.9,
                               head_lr=0.9, weight_decay=1.1, augment=False).fit(folder)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_image
 
+from conftest import make_image
 from fmadapt import ConfigError, ImageClassifier
 from fmadapt.adapt.finetune import build_trainer, layer_lr_scale
 from fmadapt.adapt.imbalance import imbalance
@@ -205,7 +205,6 @@ def test_finetune_with_mixup_cutmix_and_trivial_augment(image_folder):
 
 def test_text_noise_disables_cached_activations_and_on_is_refused():
     from conftest import text_frame
-
     from fmadapt import TextClassifier
 
     df = text_frame(12)
@@ -251,7 +250,6 @@ def test_auto_refuses_ensembles_and_bad_budgets():
         FitConfig(time_budget="soon")
     with pytest.raises(ConfigError, match="ensemble"):
         from conftest import text_frame
-
         from fmadapt import TextClassifier
 
         TextClassifier(backbone="tiny-bert", strategy="auto", ensemble=2).fit(text_frame(8))
@@ -293,7 +291,6 @@ def test_embedding_fgm_moves_each_token_by_eps():
 
 def test_adversarial_training_runs_uncached_and_checks_the_modality(image_folder):
     from conftest import text_frame
-
     from fmadapt import TextClassifier
 
     clf = ImageClassifier(backbone="tiny-cnn", strategy="finetune", unfreeze=2, epochs=1, batch_size=8,

@@ -79,7 +79,40 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
             _out(f"  ... and {len(ds['skipped']) - 20} more (metrics.json lists all)")
     for split, m in clf.metrics_.items():
         _out(format_metrics(m, title=f"\n[{split}]"))
+    cal = getattr(clf, "calibration_", {}) or {}
+    if cal.get("fitted"):
+        _out(f"\ncalibration: temperature {cal['temperature']:.3f} fitted on the validation predictions; "
+             f"ECE {cal['before']['ece']:.4f} -> {cal['after']['ece']:.4f} (on those same predictions)")
     _out(f"\nmodel saved to {out}")
+
+
+def _print_evaluations(evals: dict[str, Any]) -> None:
+    if evals.get("robustness"):
+        from .evaluate.robustness import robustness_summary_lines
+
+        _out("\n" + "\n".join(robustness_summary_lines(evals["robustness"])))
+    if evals.get("fairness"):
+        from .evaluate.fairness import fairness_summary_lines
+
+        _out("\n" + "\n".join(fairness_summary_lines(evals["fairness"])))
+    if evals.get("explanations") is not None:
+        items = evals["explanations"]
+        _out(f"\nexplanations: {len(items)} examples ({sum(1 for i in items if i.get('correct') is False)} wrong)")
+    if evals.get("seconds"):
+        _out("evaluation seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in evals["seconds"].items()))
+
+
+def _groups(clf: Any, data: str, ex: Any, group_col: str | None, metadata: str | None) -> list[str]:
+    """One group per example of `ex`: from the table's column (texts) or the metadata file (images)."""
+    from .evaluate.fairness import group_labels_from_metadata, group_labels_from_table
+
+    if ex.modality == "image" or metadata:
+        if not metadata:
+            raise ConfigError("fairness on images needs --group-metadata FILE (a CSV/JSONL mapping image paths "
+                              "to groups) and optionally --group-col to pick its column")
+        return group_labels_from_metadata(metadata, ex, group_col)
+    assert group_col
+    return group_labels_from_table(data, group_col, ex, encoding=clf.config_.encoding, header=clf.config_.header)
 
 
 def _is_global_zero() -> bool:
@@ -167,7 +200,8 @@ def fit(
     no_header: Annotated[bool, typer.Option("--no-header", help="The table has no header row.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     runtime: Annotated[str, typer.Option(
-        "--runtime", help="Frozen features: auto (ONNX Runtime) | torch | int8 (opt-in, ~2x; images calibrated on your data)")] = "auto",
+        "--runtime", help="Frozen features: auto (ONNX Runtime) | torch | int8 (opt-in, ~2x; images calibrated "
+        "on your data)")] = "auto",
     optimizer: Annotated[str, typer.Option("--optimizer", help="Finetune: adamw | sgd (momentum 0.9, Nesterov)")
                          ] = "adamw",
     schedule: Annotated[str, typer.Option(
@@ -188,9 +222,22 @@ def fit(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Any other fit option as KEY=VALUE (e.g. --set dropout=0.1 --set decay_beta=0.001); "
         "repeatable.")] = None,
+    report: Annotated[str, typer.Option(
+        "--report", help="report.html in the model directory: full (adds robustness and explanations on the "
+        "validation split, and fairness with --group-col) | basic (metrics, calibration, mistakes) | off")
+    ] = "full",
+    group_col: Annotated[str | None, typer.Option(
+        "--group-col", help="Fairness by group: a column of the table (texts), or of --group-metadata (images).")
+    ] = None,
+    group_metadata: Annotated[str | None, typer.Option(
+        "--group-metadata", help="Images: a CSV/JSONL mapping image paths (column path/file/filename/image) to "
+        "groups.")] = None,
+    log_to: Annotated[str | None, typer.Option(
+        "--log-to", help="Track the run with a Lightning logger: tensorboard | mlflow | csv (in <out>/logs).")
+    ] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
-    """Train a classifier on DATA and write a model directory with metrics and a model card."""
+    """Train a classifier on DATA and write a model directory with metrics, a model card and report.html."""
 
     def go() -> None:
         from .estimators import ImageClassifier, TextClassifier
@@ -207,6 +254,12 @@ def fit(
             opts["extend_vocab"] = True
         if ensemble > 1 or ensemble_backbones:
             opts.update(ensemble=ensemble, ensemble_backbones=ensemble_backbones)
+        if report not in ("full", "basic", "off"):
+            raise ConfigError(f"--report must be full, basic or off, got {report!r}")
+        if group_metadata and not group_col and kind == "text":
+            raise ConfigError("--group-metadata is for image folders; for tables give --group-col COL")
+        if log_to:
+            opts.update(log_to=log_to, log_dir=str(out / "logs"))
         opts.update(_parse_set(set_ or []))
         if kind == "text":
             opts.update(text_col=text, label_col=label, encoding=encoding, header=not no_header)
@@ -218,11 +271,24 @@ def fit(
         seconds = time.perf_counter() - t0
         if not _is_global_zero():
             return  # under multi-process DDP only global rank 0 writes the model and prints
-        clf.save_pretrained(out, command="fmadapt " + shlex.join(sys.argv[1:]))
+        clf.save_pretrained(out, command="fmadapt " + shlex.join(sys.argv[1:]), report=report != "off")
+        evals: dict[str, Any] = {}
+        if report == "full" or (report == "basic" and group_col):
+            groups = _groups(clf, data, clf.splits_["val"], group_col, group_metadata) if group_col or \
+                group_metadata else None
+            evals = clf.evaluate_validation(out, robustness=report == "full", explain=report == "full",
+                                            groups=groups, group_col=group_col,
+                                            progress=sys.stderr.isatty())
+        summary = _summary(clf, out, seconds)
+        summary["report"] = str((out / "report.html").resolve()) if report != "off" else None
+        summary["evaluation_seconds"] = evals.get("seconds", {})
         if as_json:
-            _out(json.dumps(_summary(clf, out, seconds), ensure_ascii=False))
+            _out(json.dumps(summary, ensure_ascii=False))
         else:
             _print_fit(clf, out, seconds)
+            _print_evaluations(evals)
+            if report != "off":
+                _out(f"report: {out / 'report.html'}")
 
     _run(go)
 
@@ -233,23 +299,140 @@ def evaluate(
     data: Annotated[str, typer.Argument(help="Labeled data in the same form as for fit.")],
     text: Annotated[str | None, typer.Option("--text")] = None,
     label: Annotated[str | None, typer.Option("--label")] = None,
+    robustness: Annotated[bool, typer.Option(
+        "--robustness", help="Accuracy under corruptions (images: noise, blur, JPEG, brightness, contrast x 5 "
+        "severities; FGSM/PGD over an eps grid) or text perturbations (typos, casing, punctuation, word drop).")
+    ] = False,
+    no_adversarial: Annotated[bool, typer.Option("--no-adversarial", help="Robustness without FGSM/PGD.")] = False,
+    max_examples: Annotated[int, typer.Option("--max-examples", help="Robustness: examples used (stratified).")
+                            ] = 500,
+    max_adversarial: Annotated[int, typer.Option("--max-adversarial", help="Images attacked (eager PyTorch).")
+                               ] = 200,
+    group_col: Annotated[str | None, typer.Option(
+        "--group-col", help="Fairness by group: a column of DATA (texts) or of --group-metadata (images).")] = None,
+    group_metadata: Annotated[str | None, typer.Option(
+        "--group-metadata", help="Images: CSV/JSONL mapping image paths to groups.")] = None,
+    min_group_size: Annotated[int, typer.Option(
+        "--min-group-size", help="Fairness: smaller groups are flagged and left out of worst-group.")] = 30,
+    explain: Annotated[bool, typer.Option("--explain", help="Attributions for 4 right and 4 wrong examples.")
+                       ] = False,
+    report_dir: Annotated[Path | None, typer.Option(
+        "--report-dir", help="Where evaluation/ and report.html go (default: the model directory).")] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
-    """Accuracy, macro-F1, per-class metrics, confusion matrix and calibration error on DATA."""
+    """Metrics on DATA (accuracy, macro-F1, per class, confusion, calibration error); optionally robustness,
+    fairness by group and explanations. All of it lands in report.html."""
 
     def go() -> None:
         from .estimators import load_model
         from .evaluate.metrics import format_metrics
+        from .report.run import REPORT, run_evaluations, save_evaluations, write_run_report
 
         clf = load_model(model_dir)
         _override_columns(clf, text, label)
-        m = clf.evaluate(data)
+        ex = clf._labeled_for_eval(data)
+        groups = _groups(clf, data, ex, group_col, group_metadata) if group_col or group_metadata else None
+        evals = run_evaluations(clf, ex, robustness=robustness, explain=explain, groups=groups,
+                                group_col=group_col, min_group_size=min_group_size,
+                                robustness_budget={"max_examples": max_examples, "max_adversarial": max_adversarial,
+                                                   "adversarial": not no_adversarial},
+                                progress=sys.stderr.isatty())
+        dest = report_dir or model_dir
+        if report_dir:
+            _copy_run(model_dir, report_dir)
+        save_evaluations(dest, Path(data).name or "data", evals, data=str(data))
+        path = write_run_report(dest, Path(dest) / REPORT)
+        m = evals["metrics"]
         if as_json:
-            _out(json.dumps(m, ensure_ascii=False))
+            _out(json.dumps({**m, **{k: evals[k] for k in ("robustness", "fairness") if k in evals},
+                             "seconds": evals["seconds"], "report": str(path.resolve())}, ensure_ascii=False))
         else:
             _out(format_metrics(m, title=f"[{data}]"))
+            if m.get("calibration"):
+                c = m["calibration"]
+                _out(f"calibration (temperature {c['temperature']:.3f}): ECE {c['before']['ece']:.4f} -> "
+                     f"{c['after']['ece']:.4f}, Brier {c['before']['brier']:.4f} -> {c['after']['brier']:.4f}")
             if m["skipped"]:
                 _out(f"skipped {len(m['skipped'])} input(s); --json lists them")
+            for w in ex.warnings:
+                _out(f"warning: {w}")
+            _print_evaluations(evals)
+            _out(f"report: {path}")
+
+    _run(go)
+
+
+def _copy_run(model_dir: Path, dest: Path) -> None:
+    """The JSON a report is made of (not the weights), so a report can live outside a read-only model dir."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "metrics.json", "labels.json", "run.json"):
+        if (model_dir / name).is_file():
+            shutil.copyfile(model_dir / name, dest / name)
+
+
+@app.command()
+def explain(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by `fmadapt fit`.")],
+    inputs: Annotated[str, typer.Argument(help="Images (folder or file) or a table of texts.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the overlays and explanations.json "
+                                             "(default: <model dir>/explanations).")] = None,
+    method: Annotated[str, typer.Option("--method", help="Images: ig (Integrated Gradients) | saliency (fast). "
+                                        "Texts: always layer IG on the token embeddings.")] = "ig",
+    limit: Annotated[int, typer.Option("--limit", help="Explain at most this many inputs.")] = 20,
+    steps: Annotated[int, typer.Option("--steps", help="Integrated Gradients steps.")] = 32,
+    text: Annotated[str | None, typer.Option("--text")] = None,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Attributions (Captum) for INPUTS: heatmap overlays for images, per-word scores for texts."""
+
+    def go() -> None:
+        from .estimators import load_model
+        from .evaluate.explain import METHODS, explain_inputs, save_explanations
+
+        if method not in METHODS:
+            raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        if limit < 1 or steps < 1:
+            raise ConfigError("--limit and --steps must be >= 1")
+        clf = load_model(model_dir)
+        _override_columns(clf, text, None)
+        ex = clf._load_unlabeled(inputs)
+        items = explain_inputs(clf, ex, method=method, limit=limit, n_steps=steps)
+        dest = out or model_dir / "explanations"
+        files = save_explanations(items, dest)
+        if as_json:
+            _out(json.dumps({"out": str(dest.resolve()), "files": [str(f) for f in files],
+                             "items": [{k: v for k, v in i.items() if not k.endswith("_png") and k != "heatmap"}
+                                       for i in items]}, ensure_ascii=False))
+            return
+        for i in items:
+            line = f"{i['id']}: {i['pred']} ({i['confidence']:.2f})"
+            if i.get("tokens"):
+                top = sorted(i["tokens"], key=lambda t: -abs(t[1]))[:5]
+                line += "  " + ", ".join(f"{w} {s:+.2f}" for w, s in top)
+            if i.get("error"):
+                line += f"  error: {i['error']}"
+            _out(line)
+        if ex.skipped:
+            _out(f"skipped {len(ex.skipped)} unreadable input(s)")
+        _out(f"wrote {len(files)} file(s) to {dest}")
+
+    _run(go)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A model directory written by `fmadapt fit`.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file (default RUN_DIR/report.html)")
+                      ] = None,
+) -> None:
+    """(Re)write the self-contained report.html from what RUN_DIR holds (no data or model run needed)."""
+
+    def go() -> None:
+        from .report.run import write_run_report
+
+        _out(f"report: {write_run_report(run_dir, output)}")
 
     _run(go)
 
@@ -372,10 +555,14 @@ def demo(
         seconds = time.perf_counter() - t0
         model_dir = out / "model"
         clf.save_pretrained(model_dir, command="fmadapt demo")
+        evals = clf.evaluate_validation(model_dir, progress=sys.stderr.isatty() and not as_json)
         if as_json:
-            _out(json.dumps(_summary(clf, model_dir, seconds)))
+            _out(json.dumps({**_summary(clf, model_dir, seconds), "report": str(model_dir / "report.html"),
+                             "evaluation_seconds": evals["seconds"]}))
         else:
             _print_fit(clf, model_dir, seconds)
+            _print_evaluations(evals)
+            _out(f"report: {model_dir / 'report.html'}")
             _out(f"try: fmadapt predict {model_dir} {data}/3 -o preds.csv")
 
     _run(go)

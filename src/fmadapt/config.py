@@ -46,6 +46,9 @@ class FitConfig:
     lora_alpha: float = 16.0  #: LoRA scaling numerator (updates are scaled by alpha / r)
     lora_dropout: float = 0.05
     lora_targets: str | None = None  #: comma list of layer names to adapt (None: attention q/v or 1x1 convs)
+    #: strategy "contrastive": rounds of pairs; each gives every training example one same-class and one
+    #: other-class partner (SetFit's num_iterations)
+    pair_iterations: int = 20
     l2sp: float = 0.01  #: strategy "l2sp": strength α of the pull (α/2)·||w - w_pretrained||² on the backbone
     #: class imbalance: "auto" weights the loss by inverse class frequency when the largest/smallest class
     #: ratio exceeds `imbalance_ratio`; "balanced" always; "none" never
@@ -78,6 +81,14 @@ class FitConfig:
     #: image augmentation off; "off": never.
     cache_activations: str = "auto"
     probe_c: float | None = None  #: probe inverse regularisation; None = chosen on validation
+    #: probe: once C is chosen, refit the head on training + validation data (when the validation split was
+    #: carved from the training data); on small data (<= 1,000 examples) C is chosen by 5-fold cross-validation
+    refit: bool = True
+    #: fit a temperature on the validation predictions (Guo et al., 2017); predictions use it. Accuracy is
+    #: unchanged, only the confidence of the probabilities
+    calibrate: bool = True
+    log_to: str | None = None  #: experiment tracking: "csv", "tensorboard" or "mlflow" (Lightning loggers)
+    log_dir: str | None = None  #: where the logs go (the CLI uses <model dir>/logs)
     val_fraction: float = 0.2  #: share of training data held out when no validation set is given
     seed: int = 0
     ensemble: int = 1  #: models per backbone, seeds seed..seed+K-1; probabilities are averaged
@@ -131,6 +142,8 @@ class FitConfig:
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive"),
             (0.0 < self.layer_decay <= 1.0, "layer_decay must be in (0, 1] (1 = off)"),
             (self.l2sp >= 0, "l2sp must be >= 0"),
+            (self.pair_iterations >= 1, "pair_iterations must be >= 1"),
+            (self.log_to in (None, "csv", "tensorboard", "mlflow"), "log_to must be csv, tensorboard or mlflow"),
             (self.lora_r >= 1 and self.lora_alpha > 0 and 0 <= self.lora_dropout < 1,
              "lora_r must be >= 1, lora_alpha > 0, lora_dropout in [0, 1)"),
             (self.class_weight in ("auto", "balanced", "none"), "class_weight must be 'auto', 'balanced' or 'none'"),

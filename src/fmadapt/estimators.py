@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -15,6 +16,7 @@ import pandas as pd
 import torch
 
 from . import adapt
+from ._version import __version__
 from .adapt.features import extract_features
 from .artifact import load_model as _load_artifact
 from .artifact import model_card, read_json, save_model, write_json, write_text_atomic
@@ -25,7 +27,6 @@ from .data.examples import Examples, Skipped
 from .data.images import drop_unreadable, scan_image_folder, unlabeled_images
 from .data.split import check_trainable, stratified_split
 from .data.tables import examples_from_table, infer_columns, read_table
-from ._version import __version__
 from .errors import ArtifactError, ConfigError, DataError, NotFittedError
 from .evaluate.metrics import classification_metrics
 from .model import Classifier
@@ -76,8 +77,11 @@ class _Classifier(ABC):
     # -- training ------------------------------------------------------------------------------
     def fit(self, data: DataLike, val: DataLike | None = None) -> _Classifier:
         self._fitting = True
+        t0 = time.perf_counter()
         try:
-            return self._fit(data, val)
+            self._fit(data, val)
+            self.fit_seconds_ = round(time.perf_counter() - t0, 1)
+            return self
         finally:
             self._fitting = False
 
@@ -118,19 +122,46 @@ class _Classifier(ABC):
             members = [(final[0], final[1], history, final[3], final[4])]
         else:
             specs = _member_specs(cfg, self.default_backbone)
+            ctx.refit_on_val = split_made
             members = [self._fit_member(b, seed, cfg, train, splits["val"], ctx) for b, seed in specs]
+            if any(getattr(m[0], "_val_proba", None) is not None for m in members):
+                # a probe head refit on train + val: its honest validation figures come from before that
+                # refit (or out of fold); an ensemble averages them with its other members' as at prediction
+                honest = np.mean([m[0]._val_proba if getattr(m[0], "_val_proba", None) is not None
+                                  else self._member_proba(m[0], m[1], m[3], splits["val"]) for m in members], axis=0)
+                selection_metrics = {**self._metrics_from(honest, splits["val"]), "_proba": honest}
         self.members_ = members if len(members) > 1 else []
         self.model_, self.config_, self.history_, self.trains_backbone_, vocabulary = members[0]
         if self.members_:
             self.history_ = {"ensemble": [{"backbone": m[1].backbone, "seed": m[1].seed, **m[2]} for m in members]}
         self.splits_ = splits
-        self.metrics_ = {name: self._metrics_for(ex) for name, ex in splits.items() if name != "train"}
-        if selection_metrics is not None:
-            # the final model also trained on the validation split: its honest validation figures are the
-            # winner's before that final fit (they were used to choose it, so slightly optimistic)
-            selection_metrics["skipped"] = self.metrics_["val"]["skipped"]
-            self.metrics_["val"] = selection_metrics
+        self.temperature_ = 1.0
+        val_proba = selection_metrics.pop("_proba", None) if selection_metrics is not None else None
+        self.refit_on_val_ = val_proba is not None
+        if val_proba is None:
+            val_proba = self._proba(splits["val"])
+        self._val_proba_raw = val_proba
+        # calibration: fitted on the validation predictions of models that never trained on them
+        self.calibration_ = self._calibrate(cfg, val_proba, splits["val"],
+                                            "validation split" if selection_metrics is None else
+                                            "validation split, predicted before the final refit on it")
+        self.temperature_ = self.calibration_.get("temperature", 1.0)
+        self.metrics_ = {}
+        for name, ex in splits.items():
+            if name == "val":
+                # (uncalibrated probabilities: the temperature was fitted on these very predictions; the
+                # calibration section compares before and after)
+                self.metrics_["val"] = selection_metrics or self._metrics_from(val_proba, ex)
+                self.metrics_["val"]["skipped"] = [s.to_dict() for s in ex.skipped]
+            elif name != "train":
+                self.metrics_[name] = self._metrics_for(ex)
         self.data_summary_ = _data_summary(splits, split_made)
+        if cfg.log_to:
+            from .train.loggers import log_summary, make_logger
+
+            log_summary(make_logger(cfg.log_to, cfg.log_dir, name="fmadapt-summary"), cfg.to_dict(),
+                        {f"{split}_{k}": float(m[k]) for split, m in self.metrics_.items()
+                         for k in ("accuracy", "macro_f1", "ece")} | {"temperature": float(self.temperature_)})
         if vocabulary is not None:
             self.data_summary_["vocabulary"] = vocabulary
         return self
@@ -161,7 +192,6 @@ class _Classifier(ABC):
     def _rank_backbones(self, cfg: FitConfig, train: Examples, ctx: adapt.FitContext) -> list[dict[str, Any]]:
         """LogME of each candidate backbone's frozen features on the training split, best first (the features
         land in the cache, so the probe candidate of the chosen backbone reuses them)."""
-        import time
 
         from .evaluate.transferability import logme
 
@@ -210,19 +240,34 @@ class _Classifier(ABC):
             warnings.warn(msg, stacklevel=3)
         return info
 
+    def _calibrate(self, cfg: FitConfig, proba: np.ndarray, val: Examples, source: str) -> dict[str, Any]:
+        if not cfg.calibrate or len(val) == 0:
+            return {"temperature": 1.0, "fitted": False,
+                    "note": "off (calibrate=False)" if not cfg.calibrate else "no validation data"}
+        from .evaluate.calibration import calibrate
+
+        index = {c: i for i, c in enumerate(self.classes_)}
+        return calibrate(proba, np.asarray([index[lab] for lab in val.labels or []]), source)
+
     # -- inference -----------------------------------------------------------------------------
     def _require_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit() or from_pretrained()")
 
-    def _proba(self, ex: Examples) -> np.ndarray:
+    def _proba(self, ex: Examples, calibrated: bool = True) -> np.ndarray:
         """(N, C) probabilities; an ensemble averages its members'. A frozen backbone goes through the
         feature cache."""
         self._require_fitted()
         if len(ex) == 0:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
         members = getattr(self, "members_", None) or [(self.model_, self.config_, {}, self.trains_backbone_, None)]
-        return np.mean([self._member_proba(m[0], m[1], m[3], ex) for m in members], axis=0)
+        proba = np.mean([self._member_proba(m[0], m[1], m[3], ex) for m in members], axis=0)
+        t = getattr(self, "temperature_", 1.0)
+        if t != 1.0 and calibrated:
+            from .evaluate.calibration import apply_temperature
+
+            proba = apply_temperature(proba, t)
+        return proba
 
     def _member_proba(self, model: Classifier, cfg: FitConfig, trains_backbone: bool, ex: Examples) -> np.ndarray:
         cache = self._feature_cache() if not trains_backbone else None
@@ -274,7 +319,9 @@ class _Classifier(ABC):
         """Metrics of one model that is not (yet) this estimator's (auto-search candidates)."""
         if len(ex) == 0:
             return self._metrics_from(np.zeros((0, len(self.classes_)), dtype=np.float32), ex)
-        return self._metrics_from(self._member_proba(model, cfg, trains_backbone, ex), ex)
+        proba = self._member_proba(model, cfg, trains_backbone, ex)
+        # "_proba": kept by the caller for calibration (popped before anything is saved)
+        return {**self._metrics_from(proba, ex), "_proba": proba}
 
     def _metrics_from(self, proba: np.ndarray, ex: Examples) -> dict[str, Any]:
         index = {c: i for i, c in enumerate(self.classes_)}
@@ -286,13 +333,33 @@ class _Classifier(ABC):
     def evaluate(self, data: DataLike) -> dict[str, Any]:
         """Metrics on labeled data (for an image folder with a test/ split, on that split)."""
         self._require_fitted()
-        return self._metrics_for(self._labeled_for_eval(data))
+        return self.evaluate_examples(self._labeled_for_eval(data))[0]
+
+    def evaluate_examples(self, ex: Examples) -> tuple[dict[str, Any], np.ndarray]:
+        """`evaluate` on loaded examples: (metrics, the calibrated probabilities they came from)."""
+        t = getattr(self, "temperature_", 1.0)
+        if not len(ex) or t == 1.0:
+            proba = self._proba(ex)
+            return self._metrics_from(proba, ex), proba
+        # held-out data: the honest before/after of the temperature fitted at training time
+        from .evaluate.calibration import apply_temperature, calibration_measures
+
+        raw = self._proba(ex, calibrated=False)
+        proba = apply_temperature(raw, t)
+        m = self._metrics_from(proba, ex)
+        y = np.asarray([self.classes_.index(lab) for lab in ex.labels or []])
+        m["calibration"] = {"temperature": t, "before": calibration_measures(raw, y),
+                            "after": calibration_measures(proba, y)}
+        return m, proba
 
     def score(self, data: DataLike) -> float:
         return float(self.evaluate(data)["accuracy"])
 
     # -- persistence ---------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike[str], command: str | None = None) -> Path:
+    def save_pretrained(self, path: str | os.PathLike[str], command: str | None = None, report: bool = True
+                        ) -> Path:
+        """The model directory: weights (safetensors), JSON configuration and metrics, a model card and, with
+        `report`, report.html (see `evaluate_validation` for its robustness, fairness and explanations)."""
         self._require_fitted()
         out = Path(path)
         members = getattr(self, "members_", None)
@@ -304,28 +371,99 @@ class _Classifier(ABC):
                 listing.append({"dir": f"members/{i}", "backbone": cfg.backbone, "seed": cfg.seed})
             config = {"task": self.task, "backbone": "+".join(sorted({m["backbone"] for m in listing})),
                       "strategy": self.config_.strategy, "fit": self.config_.to_dict(), "ensemble": listing,
-                      "fmadapt_version": __version__, "num_classes": len(self.classes_)}
+                      "fmadapt_version": __version__, "num_classes": len(self.classes_),
+                      **self._calibration_entry()}
             write_json(out / "labels.json", self.classes_)
             write_json(out / "config.json", config)
             (out / "model.safetensors").unlink(missing_ok=True)
         else:
             config = self._save_member(out, self.model_, self.config_, getattr(self, "history_", {}),
-                                       self.trains_backbone_)
-        metrics = getattr(self, "metrics_", {})
+                                       self.trains_backbone_, self._calibration_entry())
+        metrics = {**getattr(self, "metrics_", {}),
+                   **({"calibration": self.calibration_} if getattr(self, "calibration_", None) else {})}
         data = getattr(self, "data_summary_", {})
         write_json(out / "metrics.json", {**metrics, "data": data})
         write_text_atomic(out / "README.md", model_card(config, self.classes_, metrics, data, command))
         for name, ex in getattr(self, "splits_", {}).items():
             (out / "manifests").mkdir(exist_ok=True)
             pd.DataFrame({"id": ex.ids, "label": ex.labels}).to_csv(out / "manifests" / f"{name}.csv", index=False)
+        if report:
+            self._write_fit_report(out, command)
         return out
 
+    def _write_fit_report(self, out: Path, command: str | None) -> None:
+        """run.json, the validation split's cheap evaluation (metrics, most confident mistakes) and report.html.
+        `evaluate_validation` adds robustness, fairness and explanations (what `fmadapt fit` does by default)."""
+        from .report.run import misclassified, save_evaluations, save_run_info, write_run_report
+
+        hashes = {f"backbone {m[0].backbone.cfg.name}": m[0].backbone.cfg.sha256
+                  or m[0].backbone.cfg.extra.get("initial_sha256", "") for m in self._members()}
+        hashes = {k: v for k, v in hashes.items() if v}
+        save_run_info(out, command, self.config_.seed, getattr(self, "fit_seconds_", None), hashes)
+        val = getattr(self, "splits_", {}).get("val")
+        proba = self.val_proba()
+        if val is not None and proba is not None:
+            save_evaluations(out, "validation", {"metrics": self.metrics_["val"],
+                                                 "misclassified": misclassified(self, val, proba)},
+                             data=self._val_note())
+        write_run_report(out)
+
+    def _members(self) -> list[Any]:
+        return getattr(self, "members_", None) or [(self.model_, self.config_, {}, self.trains_backbone_, None)]
+
+    def _val_note(self) -> str:
+        return ("validation split; the final model was refit on it after choosing, so its accuracy here is "
+                "optimistic (fairness and mistakes use the predictions from before the refit). For held-out "
+                "figures run `fmadapt evaluate MODEL TEST_DATA --robustness`"
+                if getattr(self, "refit_on_val_", False) else "validation split")
+
+    def val_proba(self) -> np.ndarray | None:
+        """Calibrated validation probabilities from models that did not train on the validation split (before a
+        refit on it), or None when not fitted in this session."""
+        raw = getattr(self, "_val_proba_raw", None)
+        if raw is None:
+            return None
+        from .evaluate.calibration import apply_temperature
+
+        return apply_temperature(raw, getattr(self, "temperature_", 1.0))
+
+    def evaluate_validation(self, out: str | os.PathLike[str], *, robustness: bool = True, explain: bool = True,
+                            groups: list[str] | None = None, group_col: str | None = None,
+                            progress: bool = False) -> dict[str, Any]:
+        """Robustness, fairness (with `groups`, one per validation example) and explanations on the validation
+        split, stored in `out` (a directory written by save_pretrained) and rendered into its report.html."""
+        from .report.run import FIT_ROBUSTNESS, run_evaluations, save_evaluations, write_run_report
+
+        test = self.splits_.get("test")
+        if test is not None and len(test) and groups is None:
+            # a test split (image folders with test/) is held out from everything: evaluate there
+            evals = run_evaluations(self, test, robustness=robustness, explain=explain,
+                                    robustness_budget=FIT_ROBUSTNESS, progress=progress)
+            evals["metrics"] = self.metrics_["test"]
+            save_evaluations(out, "test", evals, data="test split")
+        else:
+            val = self.splits_["val"]
+            evals = run_evaluations(self, val, robustness=robustness, explain=explain, groups=groups,
+                                    group_col=group_col, robustness_budget=FIT_ROBUSTNESS,
+                                    proba=self.val_proba(), progress=progress)
+            evals["metrics"] = self.metrics_["val"]
+            save_evaluations(out, "validation", evals, data=self._val_note())
+        write_run_report(out)
+        return evals
+
+    def _calibration_entry(self) -> dict[str, Any]:
+        """What config.json keeps of the calibration: the temperature that prediction applies."""
+        t = getattr(self, "temperature_", 1.0)
+        cal = getattr(self, "calibration_", None) or {}
+        return {"calibration": {"method": "temperature", "temperature": t,
+                                "note": cal.get("note", "")}} if t != 1.0 or cal else {}
+
     def _save_member(self, out: Path, model: Classifier, cfg: FitConfig, history: dict[str, Any],
-                     trains_backbone: bool) -> dict[str, Any]:
+                     trains_backbone: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         bcfg = model.backbone.cfg
         include = trains_backbone or not (bcfg.pretrained and bcfg.sha256)
         config = {"task": self.task, "backbone": bcfg.name, "strategy": cfg.strategy,
-                  "fit": cfg.to_dict(), "history": history}
+                  "fit": cfg.to_dict(), "history": history, **(extra or {})}
         save_model(out, model, self.classes_, config, include_backbone=include)
         return config
 
@@ -349,6 +487,7 @@ class _Classifier(ABC):
             f = FitConfig.from_dict(c.get("fit", {}))
             members.append((m, f, c.get("history", {}), adapt.get_strategy(f.strategy).trains_backbone, None))
         obj.model_, obj.classes_, obj.config_ = model, classes, fit
+        obj.temperature_ = _stored_temperature(root / "config.json")
         obj.trains_backbone_ = members[0][3]
         obj.members_ = members if listing else []
         return obj
@@ -474,3 +613,11 @@ def _data_summary(splits: dict[str, Examples], split_made: bool) -> dict[str, An
 def load_model(path: str | os.PathLike[str], **kw: Any) -> _Classifier:
     """Reload any fmadapt model directory as the right estimator."""
     return _Classifier.from_pretrained(path, **kw)
+
+
+def _stored_temperature(path: Path) -> float:
+    t = (read_json(path).get("calibration") or {}).get("temperature", 1.0)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not (np.isfinite(t) and t > 0):
+        raise ArtifactError(f"{path}: calibration temperature must be a positive number, got {t!r}; "
+                            "set it to 1.0 to use the uncalibrated probabilities")
+    return float(t)

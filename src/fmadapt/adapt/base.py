@@ -20,6 +20,10 @@ class FitContext:
     classes: list[str]
     cache: FeatureCache | None
     progress: bool
+    #: the validation split was carved from the user's training data, so a strategy may train its final
+    #: model on both once it has made its choices (the probe does; it then leaves its honest validation
+    #: probabilities on the model as `_val_proba`)
+    refit_on_val: bool = False
 
     def targets(self, ex: Examples) -> list[int]:
         index = {c: i for i, c in enumerate(self.classes)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from ..data.examples import Examples
 from ..data.loader import make_loader
 from ..errors import ConfigError
 from ..model import Classifier
+from ..train.loggers import make_logger
 from ..train.module import ClassifierModule, EpochTimer, History, RestoreBest, evaluation_loss
 from .base import FitContext, Strategy, register_strategy
 from .cached import SuffixClassifier, cached_loaders, split_is_exact
@@ -44,7 +46,7 @@ def build_trainer(cfg: FitConfig, callbacks: list[pl.Callback], progress: bool) 
         devices=devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.dist_strategy,
-        logger=False,
+        logger=make_logger(cfg.log_to, cfg.log_dir),
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
@@ -94,7 +96,9 @@ class FineTune(Strategy):
         # LP-FT (Kumar et al., 2022): start from the probe's head, not a random one. A random head's
         # gradients first distort the pretrained features; and on L2-normalised embeddings (MiniLM) a fresh
         # head barely moves at usual learning rates. The probe's features come from the cache/fast path.
-        probe = Probe().fit(model, train, val, cfg, ctx) if cfg.head_init == "probe" else None
+        # (never refit on validation data here: fine-tuning still needs it to stop early and choose epochs)
+        probe = (Probe().fit(model, train, val, cfg, dataclasses.replace(ctx, refit_on_val=False))
+                 if cfg.head_init == "probe" else None)
         bb = model.backbone
         groups = bb.layer_groups()
         n_train, frozen = self.prepare(bb, groups, cfg)

@@ -10,8 +10,8 @@ from torch import nn
 
 from ..config import FitConfig
 from ..errors import ConfigError
-from .finetune import FineTune
 from .base import register_strategy
+from .finetune import FineTune
 
 #: module-name suffixes tried in order; the first set present in the backbone is adapted
 AUTO_TARGETS = (

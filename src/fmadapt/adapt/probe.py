@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, log_loss
+from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from ..config import FitConfig
@@ -19,12 +20,14 @@ from .features import extract_features
 from .imbalance import imbalance
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
+#: up to this many labeled examples (training + validation), C is chosen by cross-validation
+CV_MAX = 1000
 
 
 @register_strategy
 class Probe(Strategy):
     """Linear probe: frozen backbone features (cached) and a logistic-regression head whose C is chosen on
-    validation. Fastest; the default."""
+    validation (by cross-validation on small data), then refit on all labeled data. Fastest; the default."""
 
     name = "probe"
     trains_backbone = False
@@ -38,35 +41,92 @@ class Probe(Strategy):
         x_va = extract_features(model.backbone, val, desc="val features", **kw)
         t_feat = time.perf_counter() - t0
         y_tr, y_va = np.asarray(ctx.targets(train)), np.asarray(ctx.targets(val))
-        mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
-        z_tr, z_va = (x_tr - mu) / sd, (x_va - mu) / sd
+        n_cls = len(ctx.classes)
         grid = [cfg.probe_c] if cfg.probe_c else list(C_GRID)
-        balance = imbalance(y_tr, len(ctx.classes), cfg)
-        rows, best = [], None
+        refit = bool(cfg.refit and ctx.refit_on_val and len(y_va))
+        x_all, y_all = (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])) if refit else (x_tr, y_tr)
+        balance = imbalance(y_all, n_cls, cfg)
+        weighted = bool(balance["weighted"])
         t1 = time.perf_counter()
-        for c in grid:
-            # one BLAS thread: lbfgs on (N, D<=1280) is overhead-bound, and multi-threaded OpenBLAS made these
-            # fits 10-40x slower on the 2-core machine (benchmarks/throughput.md)
-            with threadpool_limits(1):
-                lr = LogisticRegression(C=c, max_iter=2000, random_state=cfg.seed,
-                                        class_weight="balanced" if balance["weighted"] else None).fit(z_tr, y_tr)
-            p = lr.predict_proba(z_va)
-            full = np.zeros((len(y_va), len(ctx.classes)))
-            full[:, lr.classes_] = p
-            acc = float((full.argmax(1) == y_va).mean())
-            # imbalanced data: choose C by balanced accuracy (mean per-class recall), else plain accuracy
-            score = float(balanced_accuracy_score(y_va, full.argmax(1))) if balance["weighted"] else acc
-            clipped = np.clip(full, 1e-12, 1)
-            nll = float(log_loss(y_va, clipped / clipped.sum(1, keepdims=True), labels=range(len(ctx.classes))))
-            rows.append({"C": c, "val_acc": round(acc, 4), "val_loss": round(nll, 4)}
-                        | ({"val_balanced_acc": round(score, 4)} if balance["weighted"] else {}))
-            if best is None or (score, -nll) > (best[0], -best[1]):
-                best = (score, nll, c, lr)
-        assert best is not None
-        _set_head(model, best[3], mu, sd, len(ctx.classes))
+        present = np.bincount(y_all, minlength=n_cls)
+        folds = min(5, int(present[present > 0].min()))
+        if refit and len(y_all) <= CV_MAX and folds >= 2 and len(grid) > 1:
+            # Few examples: a 20 % hold-out of a few dozen is too noisy to choose C on (few-shot SST-2 picked
+            # C=0.01 from 4 validation sentences). Cross-validation over all of them uses every label.
+            selection = f"{folds}-fold cross-validation on training + validation data ({len(y_all)} examples)"
+            rows, c, oof = _choose_by_cv(x_all, y_all, grid, folds, n_cls, weighted, cfg.seed)
+            honest = oof[len(y_tr):]  # out-of-fold: each validation row predicted by a head that never saw it
+        else:
+            selection = f"validation split ({len(y_va)} examples)"
+            rows, c, honest = _choose_on_val(x_tr, y_tr, x_va, y_va, grid, n_cls, weighted, cfg.seed)
+        mu, sd = x_all.mean(0), x_all.std(0) + 1e-6
+        _set_head(model, _fit_lr((x_all - mu) / sd, y_all, c, cfg.seed, weighted), mu, sd, n_cls)
+        if refit:
+            model._val_proba = honest  # type: ignore[assignment]
         return {"feature_seconds": round(t_feat, 2), "head_seconds": round(time.perf_counter() - t1, 2),
-                "fit_seconds": round(time.perf_counter() - t0, 2),
-                "C": best[2], "candidates": rows, "imbalance": balance}
+                "fit_seconds": round(time.perf_counter() - t0, 2), "C": c, "selection": selection,
+                "trained_on": (f"training + validation data ({len(y_all)} examples)" if refit
+                               else f"training split ({len(y_tr)} examples)"),
+                "candidates": rows, "imbalance": balance}
+
+
+def _fit_lr(z: np.ndarray, y: np.ndarray, c: float, seed: int, weighted: bool) -> LogisticRegression:
+    # one BLAS thread: lbfgs on (N, D<=1280) is overhead-bound, and multi-threaded OpenBLAS made these
+    # fits 10-40x slower on the 2-core machine (benchmarks/throughput.md)
+    with threadpool_limits(1):
+        return LogisticRegression(C=c, max_iter=2000, random_state=seed,
+                                  class_weight="balanced" if weighted else None).fit(z, y)
+
+
+def _proba(lr: LogisticRegression, z: np.ndarray, n_cls: int) -> np.ndarray:
+    """(N, n_cls) probabilities; a class absent from the head's training data gets 0."""
+    full = np.zeros((len(z), n_cls))
+    full[:, lr.classes_] = lr.predict_proba(z)
+    return full
+
+
+def _row(c: float, y: np.ndarray, p: np.ndarray, n_cls: int, weighted: bool) -> tuple[dict[str, Any], tuple]:
+    """A candidates-table row and its ranking key: accuracy (balanced accuracy on imbalanced data: mean
+    per-class recall), ties broken by the lower log-loss."""
+    acc = float((p.argmax(1) == y).mean())
+    score = float(balanced_accuracy_score(y, p.argmax(1))) if weighted else acc
+    clipped = np.clip(p, 1e-12, 1)
+    nll = float(log_loss(y, clipped / clipped.sum(1, keepdims=True), labels=range(n_cls)))
+    row = {"C": c, "val_acc": round(acc, 4), "val_loss": round(nll, 4)}
+    return row | ({"val_balanced_acc": round(score, 4)} if weighted else {}), (score, -nll)
+
+
+def _choose_on_val(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray, grid: list[float],
+                   n_cls: int, weighted: bool, seed: int) -> tuple[list[dict[str, Any]], float, np.ndarray]:
+    """(rows, best C, the best head's validation probabilities)."""
+    mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
+    rows, best = [], None
+    for c in grid:
+        p = _proba(_fit_lr((x_tr - mu) / sd, y_tr, c, seed, weighted), (x_va - mu) / sd, n_cls)
+        row, key = _row(c, y_va, p, n_cls, weighted)
+        rows.append(row)
+        if best is None or key > best[0]:
+            best = (key, c, p)
+    assert best is not None
+    return rows, best[1], best[2]
+
+
+def _choose_by_cv(x: np.ndarray, y: np.ndarray, grid: list[float], folds: int, n_cls: int, weighted: bool,
+                  seed: int) -> tuple[list[dict[str, Any]], float, np.ndarray]:
+    """(rows, best C, its out-of-fold probabilities for every row of x), stratified k-fold."""
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
+    rows, best = [], None
+    for c in grid:
+        oof = np.zeros((len(y), n_cls))
+        for tr, te in splits:
+            mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-6  # standardised on the fold's own training part
+            oof[te] = _proba(_fit_lr((x[tr] - mu) / sd, y[tr], c, seed, weighted), (x[te] - mu) / sd, n_cls)
+        row, key = _row(c, y, oof, n_cls, weighted)
+        rows.append(row | {"folds": folds})
+        if best is None or key > best[0]:
+            best = (key, c, oof)
+    assert best is not None
+    return rows, best[1], best[2]
 
 
 def _set_head(model: Classifier, lr: LogisticRegression, mu: np.ndarray, sd: np.ndarray, n: int) -> None:

@@ -50,6 +50,11 @@ class Collate:
         return self.collator(list(xs)), torch.tensor(ys, dtype=torch.long)
 
 
+#: up to this many inputs, loaders decode in the calling process (robustness and explanations predict many
+#: small batches; each worker start costs ~0.5 s)
+SMALL = 32
+
+
 def default_workers(modality: str) -> int:
     """Image decoding is worth worker processes; tokenizing is fast enough in the main process."""
     if modality != "image":
@@ -68,6 +73,8 @@ def make_loader(backbone: Any, inputs: list[str], modality: str, *, train: bool,
     draft = int(cfg.input_size / cfg.crop_pct) if modality == "image" else None
     ds = InputDataset(inputs, modality, preprocess or backbone.preprocessor(train), targets, draft, max_pixels)
     workers = default_workers(modality) if num_workers is None else num_workers
+    if num_workers is None and len(inputs) <= SMALL:
+        workers = 0  # starting worker processes costs more than decoding a few images in this one
     gen = torch.Generator()
     gen.manual_seed(seed)
     return DataLoader(

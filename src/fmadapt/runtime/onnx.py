@@ -10,8 +10,8 @@ import json
 import os
 import warnings
 import weakref
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -333,8 +333,13 @@ def _int8_image(backbone: Backbone, cache_root: str | os.PathLike[str] | None,
                           "(fit, embed or predict with runtime 'int8')")
     tmp_dir = base.with_name(f".q{os.getpid()}-{base.stem}")
     try:
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                              QuantType, quantize_static)
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         tmp_dir.mkdir(parents=True, exist_ok=True)
