@@ -27,8 +27,10 @@ def test_contrastive_text_trains_the_body_on_pairs_then_a_probe_head(tmp_path):
     clf = TextClassifier(backbone="tiny-bert", text_col="text", label_col="label", strategy="contrastive",
                          pair_iterations=4, lr=1e-3, batch_size=16).fit(df)
     h = clf.history_
-    n_train = len(clf.splits_["train"])
-    assert h["pairs"] == 4 * 2 * n_train and h["steps"] == -(-h["pairs"] // 16)
+    n_all = len(clf.splits_["train"]) + len(clf.splits_["val"])
+    # the final body learnt from every labeled example (after a first run on the training split alone)
+    assert h["pairs"] == 4 * 2 * n_all and h["steps"] == -(-h["pairs"] // 16)
+    assert h["body_trained_on"].startswith("training + validation data")
     assert h["pair_loss_last"] < h["pair_loss_first"]  # the cosine loss is learnt
     assert h["C"] in (0.01, 0.1, 1.0, 10.0)
     from fmadapt.backbones import create_backbone
@@ -43,9 +45,10 @@ def test_contrastive_text_trains_the_body_on_pairs_then_a_probe_head(tmp_path):
     assert np.allclose(again.predict_proba(texts).to_numpy(), clf.predict_proba(texts).to_numpy(), atol=1e-5)
 
 
-def test_contrastive_images(tmp_path):
+def test_contrastive_images_without_refit_trains_on_the_training_split(tmp_path):
     folder = write_image_folder(tmp_path / "im", per_class=6)
     clf = ImageClassifier(backbone="tiny-cnn", strategy="contrastive", pair_iterations=2, batch_size=8,
-                          augment=False).fit(folder)
+                          augment=False, refit=False).fit(folder)
     assert clf.history_["pairs"] == 2 * 2 * len(clf.splits_["train"])
+    assert clf.history_["body_trained_on"].startswith("training split")
     assert clf.trains_backbone_

@@ -114,12 +114,51 @@ class Contrastive(Strategy):
             ) -> dict[str, Any]:
         t0 = time.perf_counter()
         bb = model.backbone
-        y = np.asarray(ctx.targets(train))
-        pairs = make_pairs(y, cfg.pair_iterations, cfg.seed)
         bb.freeze(trainable_top=-1 if cfg.unfreeze < 0 else cfg.unfreeze)
+        if bb.cfg.sha256:
+            # no longer the checksummed pretrained weights: nothing may cache or look them up by that checksum
+            bb.cfg.extra["initial_sha256"] = bb.cfg.sha256
+            bb.cfg.sha256 = ""
+        both = ctx.refit_on_val and cfg.refit and len(val) > 0
+        honest = None
+        if both:
+            # With few labels every one counts (SetFit trains on all of them). Stage 1 trains the body on the
+            # training split only, for honest validation predictions (head chosen by cross-validation, out of
+            # fold); stage 2 starts again from the pretrained weights and learns from all labeled pairs.
+            start = {k: v.detach().clone() for k, v in bb.state_dict().items()}
+            self._train_body(bb, train.inputs, np.asarray(ctx.targets(train)), cfg, ctx)
+            Probe().fit(model, train, val, dataclasses.replace(cfg, runtime="torch"),
+                        dataclasses.replace(ctx, cache=None))
+            honest = model._val_proba  # type: ignore[attr-defined]
+            bb.load_state_dict(start)
+            bb.freeze(trainable_top=-1 if cfg.unfreeze < 0 else cfg.unfreeze)
+            inputs, y = train.inputs + val.inputs, np.asarray(ctx.targets(train) + ctx.targets(val))
+        else:
+            inputs, y = train.inputs, np.asarray(ctx.targets(train))
+        t1 = time.perf_counter()
+        losses, steps, n_pairs = self._train_body(bb, inputs, y, cfg, ctx)
+        t_body = time.perf_counter() - t1
+        # the head: a probe on the adapted features (not cached: these weights exist only in this run)
+        head = Probe().fit(model, train, val, cfg, dataclasses.replace(ctx, cache=None))
+        if honest is not None:
+            model._val_proba = honest  # type: ignore[assignment]
+        return {"fit_seconds": round(time.perf_counter() - t0, 2), "body_seconds": round(t_body, 2),
+                "pairs": n_pairs, "pair_iterations": cfg.pair_iterations, "steps": steps,
+                "epochs_run": 1, "pair_loss_first": _mean(losses[:10]), "pair_loss_last": _mean(losses[-10:]),
+                "C": head["C"], "selection": head["selection"], "trained_on": head["trained_on"],
+                "candidates": head["candidates"], "imbalance": head["imbalance"],
+                "body_trained_on": (f"training + validation data ({len(y)} examples), after a first run on the "
+                                    "training split alone gave the validation predictions" if both
+                                    else f"training split ({len(y)} examples)")}
+
+    @staticmethod
+    def _train_body(bb: Any, inputs: list[str], y: np.ndarray, cfg: FitConfig, ctx: FitContext
+                    ) -> tuple[list[float], int, int]:
+        """One pass over the pairs of (inputs, y): (per-step losses, steps, pairs)."""
+        pairs = make_pairs(y, cfg.pair_iterations, cfg.seed)
         workers = default_workers(bb.cfg.modality) if cfg.num_workers is None else cfg.num_workers
         # images: the training transform (crop/flip) gives every pair fresh views, as augmentation
-        loader = DataLoader(PairDataset(train.inputs, pairs, bb.cfg.modality,
+        loader = DataLoader(PairDataset(inputs, pairs, bb.cfg.modality,
                                         bb.preprocessor(train=cfg.augment and bb.cfg.modality == "image")),
                             batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
                             collate_fn=PairCollate(bb.collator()), persistent_workers=False)
@@ -127,27 +166,14 @@ class Contrastive(Strategy):
         module = PairModule(bb, lr=cfg.lr or DEFAULT_LR, weight_decay=cfg.weight_decay,
                             warmup_frac=cfg.warmup_frac, total_steps=steps, schedule=cfg.schedule,
                             decay_beta=cfg.decay_beta)
-        trainer = build_trainer(dataclasses.replace(cfg, epochs=1), [],
-                                progress=ctx.progress and sys.stderr.isatty())
+        trainer = build_trainer(dataclasses.replace(cfg, epochs=1), [], progress=ctx.progress and sys.stderr.isatty())
         bb.train()
+        torch.manual_seed(cfg.seed)
         trainer.fit(module, loader)
         bb.eval()
         for p in bb.parameters():
             p.requires_grad_(False)
-        if bb.cfg.sha256:
-            # no longer the checksummed pretrained weights: nothing may cache or look them up by that checksum
-            bb.cfg.extra["initial_sha256"] = bb.cfg.sha256
-            bb.cfg.sha256 = ""
-        t_body = time.perf_counter() - t0
-        # the head: a probe on the adapted features (not cached: these weights exist only in this run)
-        head = Probe().fit(model, train, val, cfg, dataclasses.replace(ctx, cache=None))
-        return {"fit_seconds": round(time.perf_counter() - t0, 2), "body_seconds": round(t_body, 2),
-                "pairs": len(pairs), "pair_iterations": cfg.pair_iterations, "steps": steps,
-                "epochs_run": 1, "pair_loss_first": _mean(module.losses[:10]),
-                "pair_loss_last": _mean(module.losses[-10:]),
-                "C": head["C"], "selection": head["selection"], "trained_on": head["trained_on"],
-                "candidates": head["candidates"], "imbalance": head["imbalance"],
-                "body_trained_on": f"training split ({len(y)} examples)"}
+        return module.losses, steps, len(pairs)
 
 
 def _mean(xs: list[float]) -> float | None:

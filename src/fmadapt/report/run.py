@@ -28,7 +28,7 @@ EVAL_DIR = "evaluation"
 REPORT = "report.html"
 #: evaluation budgets when `fit` writes its report (CPU time is scarce; `fmadapt evaluate --robustness` is
 #: the full-size run)
-FIT_ROBUSTNESS = {"max_examples": 100, "max_adversarial": 16}
+FIT_ROBUSTNESS = {"max_examples": 64, "max_adversarial": 16}
 EVAL_ROBUSTNESS = {"max_examples": 500, "max_adversarial": 200}
 MISCLASSIFIED = 24
 THUMB = 96
