@@ -47,6 +47,7 @@ def build_trainer(cfg: FitConfig, callbacks: list[pl.Callback], progress: bool) 
         num_nodes=cfg.num_nodes,
         strategy=cfg.dist_strategy,
         logger=make_logger(cfg.log_to, cfg.log_dir),
+        log_every_n_steps=10,  # small user datasets have few steps per epoch; Lightning's 50 logged none
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
