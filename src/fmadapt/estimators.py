@@ -260,8 +260,7 @@ class _Classifier(ABC):
         self._require_fitted()
         if len(ex) == 0:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
-        members = getattr(self, "members_", None) or [(self.model_, self.config_, {}, self.trains_backbone_, None)]
-        proba = np.mean([self._member_proba(m[0], m[1], m[3], ex) for m in members], axis=0)
+        proba = np.mean([self._member_proba(m[0], m[1], m[3], ex) for m in self._members()], axis=0)
         t = getattr(self, "temperature_", 1.0)
         if t != 1.0 and calibrated:
             from .evaluate.calibration import apply_temperature
@@ -392,21 +391,9 @@ class _Classifier(ABC):
         return out
 
     def _write_fit_report(self, out: Path, command: str | None) -> None:
-        """run.json, the validation split's cheap evaluation (metrics, most confident mistakes) and report.html.
-        `evaluate_validation` adds robustness, fairness and explanations (what `fmadapt fit` does by default)."""
-        from .report.run import misclassified, save_evaluations, save_run_info, write_run_report
+        from .report.run import write_fit_report
 
-        hashes = {f"backbone {m[0].backbone.cfg.name}": m[0].backbone.cfg.sha256
-                  or m[0].backbone.cfg.extra.get("initial_sha256", "") for m in self._members()}
-        hashes = {k: v for k, v in hashes.items() if v}
-        save_run_info(out, command, self.config_.seed, getattr(self, "fit_seconds_", None), hashes)
-        val = getattr(self, "splits_", {}).get("val")
-        proba = self.val_proba()
-        if val is not None and proba is not None:
-            save_evaluations(out, "validation", {"metrics": self.metrics_["val"],
-                                                 "misclassified": misclassified(self, val, proba)},
-                             data=self._val_note())
-        write_run_report(out)
+        write_fit_report(self, out, command)
 
     def _members(self) -> list[Any]:
         return getattr(self, "members_", None) or [(self.model_, self.config_, {}, self.trains_backbone_, None)]
@@ -431,25 +418,12 @@ class _Classifier(ABC):
                             groups: list[str] | None = None, group_col: str | None = None,
                             progress: bool = False) -> dict[str, Any]:
         """Robustness, fairness (with `groups`, one per validation example) and explanations on the validation
-        split, stored in `out` (a directory written by save_pretrained) and rendered into its report.html."""
-        from .report.run import FIT_ROBUSTNESS, run_evaluations, save_evaluations, write_run_report
+        split (or the test split of a train/val/test folder), stored in `out` (a directory written by
+        save_pretrained) and rendered into its report.html."""
+        from .report.run import evaluate_held_out
 
-        test = self.splits_.get("test")
-        if test is not None and len(test) and groups is None:
-            # a test split (image folders with test/) is held out from everything: evaluate there
-            evals = run_evaluations(self, test, robustness=robustness, explain=explain,
-                                    robustness_budget=FIT_ROBUSTNESS, progress=progress)
-            evals["metrics"] = self.metrics_["test"]
-            save_evaluations(out, "test", evals, data="test split")
-        else:
-            val = self.splits_["val"]
-            evals = run_evaluations(self, val, robustness=robustness, explain=explain, groups=groups,
-                                    group_col=group_col, robustness_budget=FIT_ROBUSTNESS,
-                                    proba=self.val_proba(), progress=progress)
-            evals["metrics"] = self.metrics_["val"]
-            save_evaluations(out, "validation", evals, data=self._val_note())
-        write_run_report(out)
-        return evals
+        return evaluate_held_out(self, out, robustness=robustness, explain=explain, groups=groups,
+                                 group_col=group_col, progress=progress)
 
     def _calibration_entry(self) -> dict[str, Any]:
         """What config.json keeps of the calibration: the temperature that prediction applies."""

@@ -116,6 +116,43 @@ def save_run_info(model_dir: str | os.PathLike[str], command: str | None, seed: 
         "environment": environment_info(seed=seed, weight_hashes=weight_hashes, command=command)})
 
 
+def write_fit_report(clf: Any, out: Path, command: str | None) -> None:
+    """run.json, the validation split's cheap evaluation (metrics, most confident mistakes) and report.html;
+    `evaluate_held_out` adds robustness, fairness and explanations (what `fmadapt fit` does by default)."""
+    hashes = {f"backbone {m[0].backbone.cfg.name}": m[0].backbone.cfg.sha256
+              or m[0].backbone.cfg.extra.get("initial_sha256", "") for m in clf._members()}
+    save_run_info(out, command, clf.config_.seed, getattr(clf, "fit_seconds_", None),
+                  {k: v for k, v in hashes.items() if v})
+    val = getattr(clf, "splits_", {}).get("val")
+    proba = clf.val_proba()
+    if val is not None and proba is not None:
+        save_evaluations(out, "validation", {"metrics": clf.metrics_["val"],
+                                             "misclassified": misclassified(clf, val, proba)},
+                         data=clf._val_note())
+    write_run_report(out)
+
+
+def evaluate_held_out(clf: Any, out: str | os.PathLike[str], *, robustness: bool, explain: bool,
+                      groups: list[str] | None, group_col: str | None, progress: bool) -> dict[str, Any]:
+    """The fit-time evaluation (FIT_ROBUSTNESS budget) on the test split when the data had one (held out from
+    everything), else on the validation split with its honest predictions; stored and rendered."""
+    test = clf.splits_.get("test")
+    if test is not None and len(test) and groups is None:
+        evals = run_evaluations(clf, test, robustness=robustness, explain=explain,
+                                robustness_budget=FIT_ROBUSTNESS, progress=progress)
+        evals["metrics"] = clf.metrics_["test"]
+        save_evaluations(out, "test", evals, data="test split")
+    else:
+        val = clf.splits_["val"]
+        evals = run_evaluations(clf, val, robustness=robustness, explain=explain, groups=groups,
+                                group_col=group_col, robustness_budget=FIT_ROBUSTNESS, proba=clf.val_proba(),
+                                progress=progress)
+        evals["metrics"] = clf.metrics_["val"]
+        save_evaluations(out, "validation", evals, data=clf._val_note())
+    write_run_report(out)
+    return evals
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
