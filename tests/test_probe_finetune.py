@@ -209,8 +209,9 @@ def test_finetuned_packaged_backbone_is_never_served_by_the_pretrained_export_or
     auto = ft.predict_proba(image_folder).to_numpy()
     ft.config_.runtime = "torch"
     torch_p = ft.predict_proba(image_folder).to_numpy()
-    assert np.allclose(auto, torch_p, atol=1e-4)
-    assert not np.allclose(auto, probe.predict_proba(image_folder).to_numpy(), atol=1e-3)
+    # (ONNX Runtime and eager PyTorch differ by ~1e-4 in fp32 on a probability near 0.86)
+    assert np.allclose(auto, torch_p, atol=5e-4)
+    assert not np.allclose(auto, probe.predict_proba(image_folder).to_numpy(), atol=1e-2)
 
 
 def test_finetuning_that_only_hurts_keeps_the_probe_start(tmp_path):

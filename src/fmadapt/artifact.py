@@ -1,4 +1,5 @@
-"""The model directory: safetensors + JSON only (nothing is ever unpickled), written atomically per file."""
+"""The model directory: safetensors + JSON only (nothing is ever unpickled). The files that make up the
+model are committed together (`atomic.commit`): a crash leaves the old model or the new one."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from ._version import __version__
+from .atomic import commit, recover, write_file
 from .backbones import BackboneCfg, create_backbone
 from .errors import ArtifactError
 from .model import Classifier
@@ -21,29 +25,66 @@ WEIGHTS = "model.safetensors"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_file(path, text)
+
+
+def json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    write_file(path, json_text(obj))
+
+
+def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse to store NaN/Inf weights: a diverged model must never overwrite a good one."""
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ArtifactError(f"{where}: refusing to save non-finite (NaN/Inf) weights in {len(bad)} tensor(s), "
+                            f"e.g. {bad[:3]}; training diverged: lower the learning rate")
 
 
 def read_json(path: Path) -> Any:
+    """A JSON file of a model directory; ArtifactError (naming the file) for anything but the JSON fmadapt
+    writes there: missing, unreadable, oversized, not UTF-8, malformed, or of the wrong top-level shape."""
     if not path.is_file():
         raise ArtifactError(f"{path}: missing. Is {path.parent} a model directory written by fmadapt?")
+    fix = "restore the file fmadapt wrote, or save the model again"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: malformed JSON ({e})") from e
+        if path.stat().st_size > 256 << 20:
+            raise ArtifactError(f"{path}: {path.stat().st_size >> 20} MiB is far larger than any JSON fmadapt "
+                                f"writes; {fix}")
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, over-long integers, nesting
+        raise ArtifactError(f"{path}: malformed JSON ({' '.join(str(e).split())[:200]}); {fix}") from None
+    except OSError as e:
+        raise ArtifactError(f"{path}: unreadable ({e.strerror or e}); {fix}") from None
+    # the top-level shape of the files fmadapt writes (model directory, run.json, evaluation/<source>/*.json)
+    shapes = {"config.json": dict, "backbone.json": dict, "metrics.json": dict, "run.json": dict,
+              "source.json": dict, "int8_calibration.json": dict, "robustness.json": dict, "fairness.json": dict,
+              "labels.json": list, "explanations.json": list, "misclassified.json": list}
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    want = shapes.get(path.name)
+    if want is not None and not isinstance(obj, want):
+        raise ArtifactError(f"{path}: expected a JSON {names[want].split()[1]}, got "
+                            f"{names.get(type(obj), 'something else')}; {fix}")
+    if path.name == "config.json":  # read before anything validates it (ensemble listing, temperature)
+        for key, kind in (("fit", dict), ("history", dict), ("calibration", dict), ("ensemble", list)):
+            if obj.get(key) is not None and not isinstance(obj[key], kind):
+                raise ArtifactError(f"{path}: {key!r} must be {names[kind]}, got "
+                                    f"{names.get(type(obj[key]), 'something else')}; {fix}")
+        if not all(isinstance(m, dict) and isinstance(m.get("dir"), str) and "\x00" not in m["dir"]
+                   for m in obj.get("ensemble") or []):
+            raise ArtifactError(f"{path}: 'ensemble' must list member directories ({{\"dir\": ...}}); {fix}")
+    return obj
 
 
 def save_model(out: Path, model: Classifier, classes: list[str], config: dict[str, Any],
-               include_backbone: bool) -> None:
-    """config.json, labels.json, backbone.json and model.safetensors. When the backbone was frozen and its
-    weights are identifiable (checksum), only the head is stored and the backbone is referenced."""
-    out.mkdir(parents=True, exist_ok=True)
+               include_backbone: bool, extra_files: dict[str, str] | None = None) -> None:
+    """config.json, labels.json, backbone.json and model.safetensors (+ `extra_files`, e.g. metrics.json),
+    committed together. When the backbone was frozen and its weights are identifiable (checksum), only the
+    head is stored and the backbone is referenced."""
     state = model.state_dict()
     adapter = getattr(model.backbone, "adapter", None)
     mode = "included" if include_backbone else "reference"
@@ -52,17 +93,18 @@ def save_model(out: Path, model: Classifier, classes: list[str], config: dict[st
     if mode != "included":
         state = {k: v for k, v in state.items() if k.startswith("head.") or (mode != "reference" and "lora_" in k)}
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    tmp = out / f".{WEIGHTS}.tmp{os.getpid()}"
-    save_file(tensors, str(tmp), metadata={"format": "pt", "fmadapt": __version__})
-    os.replace(tmp, out / WEIGHTS)
-    write_json(out / "labels.json", classes)
-    write_json(out / "backbone.json", model.backbone.cfg.to_dict())
+    check_finite(tensors, str(out / WEIGHTS))
+    files: dict[str, Any] = {
+        # one metadata key: safetensors writes its metadata map in a random order per process, so with two
+        # keys the same weights gave two different files (and file hashes)
+        WEIGHTS: safetensors_bytes(tensors, metadata={"format": "pt"}),
+        "labels.json": json_text(classes),
+        "backbone.json": json_text(model.backbone.cfg.to_dict()),
+    }
     calibration = getattr(model.backbone, "int8_calibration", None)
     if calibration:  # int8 image runtime: activation ranges, so prediction rebuilds the same int8 graph
-        write_json(out / CALIBRATION, calibration)
-    else:
-        (out / CALIBRATION).unlink(missing_ok=True)
-    write_json(out / "config.json", {
+        files[CALIBRATION] = json_text(calibration)
+    files["config.json"] = json_text({
         "fmadapt_version": __version__,
         "format_version": FORMAT_VERSION,
         "backbone_weights": mode,
@@ -70,6 +112,7 @@ def save_model(out: Path, model: Classifier, classes: list[str], config: dict[st
         **({"adapter": adapter} if adapter else {}),
         **config,
     })
+    commit(out, {**files, **(extra_files or {})}, remove=[] if calibration else [CALIBRATION])
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dict[str, Any]]:
@@ -77,25 +120,70 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
     root = Path(path)
     if not root.is_dir():
         raise ArtifactError(f"{root}: no such model directory")
-    config = read_json(root / "config.json")
-    classes = read_json(root / "labels.json")
-    bcfg = BackboneCfg.from_dict(read_json(root / "backbone.json"))
-    if not isinstance(classes, list) or len(classes) != config.get("num_classes"):
-        raise ArtifactError(f"{root / 'labels.json'}: expected a list of {config.get('num_classes')} class names")
+    try:
+        recover(root)  # a save killed after its commit point is finished; stale temporary files go
+    except (OSError, ValueError, RecursionError) as e:  # a journal fmadapt did not write (nested, naming a folder)
+        from .atomic import JOURNAL
+
+        raise ArtifactError(f"{root / JOURNAL}: cannot finish the interrupted save it records "
+                            f"({' '.join(str(e).split())[:200]}); delete it and check the model") from None
+    # every file is checked for the shape fmadapt writes before anything is built from it: a damaged or
+    # hostile file gives an ArtifactError naming it, never a traceback, and nothing is ever unpickled
+    import torch
+
+    from .adapt import get_strategy
+    from .config import FitConfig
+    from .errors import FmadaptError
+
+    def _short(e: BaseException) -> str:
+        return " ".join(str(e).split())[:300]
+
+    fix = "restore the file fmadapt wrote, or save the model again"
+    cfg_file, labels_file, bb_file = root / "config.json", root / "labels.json", root / "backbone.json"
+    config = read_json(cfg_file)
+    classes = read_json(labels_file)
+    try:
+        bcfg = BackboneCfg.from_dict(read_json(bb_file))
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"{bb_file}: {_short(e)}; {fix}") from None
+    n = config.get("num_classes")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ArtifactError(f"{cfg_file}: num_classes must be a positive integer, got {repr(n)[:40]}; {fix}")
+    if len(classes) != n or not all(isinstance(c, str) for c in classes) or len(set(classes)) != n:
+        raise ArtifactError(f"{labels_file}: expected a list of {n} distinct class names (strings), as config.json's "
+                            f"num_classes says; {fix}")
+    version = config.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise ArtifactError(f"{cfg_file}: format_version {str(version)[:40]} is not one fmadapt {__version__} "
+                            f"reads (1 to {FORMAT_VERSION}); a newer fmadapt wrote it? Upgrade fmadapt")
+    mode = config.get("backbone_weights")
+    if mode not in ("included", "reference", "reference+adapter"):
+        raise ArtifactError(f"{cfg_file}: backbone_weights must be 'included', 'reference' or "
+                            f"'reference+adapter', got {str(mode)[:40]!r}; {fix}")
+    try:  # the options the estimator is rebuilt from
+        get_strategy(FitConfig.from_dict(config.get("fit", {})).strategy)
+    except FmadaptError as e:
+        raise ArtifactError(f"{cfg_file}: invalid 'fit' options ({_short(e)}); {fix}") from None
     weights = root / WEIGHTS
     if not weights.is_file():
         raise ArtifactError(f"{weights}: missing")
     try:
         state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ArtifactError(f"{weights}: not a valid safetensors file ({e})") from e
-    mode = config.get("backbone_weights")
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:  # header JSON + raw bytes only
+        raise ArtifactError(f"{weights}: not a valid safetensors file ({_short(e)}); {fix}") from e
     included = mode == "included"
-    backbone = create_backbone(bcfg.name, pretrained=not included)
+    try:
+        backbone = create_backbone(bcfg.name, pretrained=not included)
+    except Exception as e:  # unknown name, missing package, a backbone directory that is gone or refused
+        raise ArtifactError(f"{bb_file}: the backbone {bcfg.name!r} it names cannot be loaded ({_short(e)})") from None
+    if (backbone.cfg.modality, backbone.cfg.embed_dim) != (bcfg.modality, bcfg.embed_dim):
+        raise ArtifactError(f"{bb_file}: says {bcfg.name!r} is a {bcfg.modality} backbone with {bcfg.embed_dim}-d "
+                            f"features; the installed one is a {backbone.cfg.modality} backbone with "
+                            f"{backbone.cfg.embed_dim}-d features; {fix}")
     expected = bcfg.extra.get("initial_sha256", "") if mode == "reference+adapter" else bcfg.sha256
     if not included and expected and backbone.cfg.sha256 != expected:
         raise ArtifactError(f"{root}: the installed {bcfg.name} weights (sha256 {backbone.cfg.sha256[:12]}…) "
-                            f"differ from those the model was trained on ({expected[:12]}…)")
+                            f"differ from those the model was trained on ({str(expected)[:12]}…)")
     if bcfg.modality == "image":
         backbone.set_image_size(bcfg.input_size)
     added = bcfg.extra.get("added_tokens")
@@ -104,16 +192,39 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
 
         if not isinstance(added, list) or not all(isinstance(t, str) for t in added):
             raise ArtifactError(f"{root / 'backbone.json'}: extra.added_tokens must be a list of strings")
-        extend_vocabulary(backbone, added)
+        try:
+            extend_vocabulary(backbone, added)
+        except FmadaptError as e:
+            raise ArtifactError(f"{bb_file}: extra.added_tokens cannot be added ({_short(e)}); {fix}") from None
     adapter = config.get("adapter")
     if adapter:
         from .adapt.lora import add_lora
 
-        if not (isinstance(adapter, dict) and adapter.get("type") == "lora"
-                and {"r", "alpha", "dropout", "targets"} <= set(adapter)):
-            raise ArtifactError(f"{root / 'config.json'}: unknown adapter description {adapter!r}")
-        add_lora(backbone, {k: adapter[k] for k in ("r", "alpha", "dropout", "targets")})
+        r, alpha, drop, targets = (adapter.get(k) for k in ("r", "alpha", "dropout", "targets")) \
+            if isinstance(adapter, dict) else (None, None, None, None)
+        if not (isinstance(adapter, dict) and adapter.get("type") == "lora" and type(r) is int and 1 <= r <= 4096
+                and type(alpha) in (int, float) and 0 < alpha < float("inf")
+                and type(drop) in (int, float) and 0 <= drop < 1
+                and isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)):
+            raise ArtifactError(f"{root / 'config.json'}: unknown adapter description {str(adapter)[:200]}; {fix}")
+        try:
+            add_lora(backbone, {k: adapter[k] for k in ("r", "alpha", "dropout", "targets")})
+        except Exception as e:  # e.g. target layers this backbone does not have
+            raise ArtifactError(f"{cfg_file}: the adapter does not fit {bcfg.name!r} ({_short(e)}); {fix}") from None
+    head = state.get("head.weight")
+    if head is None or tuple(head.shape) != (n, bcfg.embed_dim):  # checked before the head is allocated
+        raise ArtifactError(f"{weights}: head.weight must be {n} x {bcfg.embed_dim} (classes x features), got "
+                            f"{None if head is None else tuple(head.shape)}; {fix}")
     model = Classifier(backbone, len(classes))
+    own = model.state_dict()
+    wrong = [k for k, t in state.items() if k in own and (t.dtype != own[k].dtype or t.shape != own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise ArtifactError(f"{weights}: tensor {k} is {str(state[k].dtype)[6:]} {tuple(state[k].shape)}, the model "
+                            f"needs {str(own[k].dtype)[6:]} {tuple(own[k].shape)} ({len(wrong)} such); {fix}")
+    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ArtifactError(f"{weights}: non-finite (NaN/Inf) values in {len(bad)} tensor(s), e.g. {bad[:3]}; {fix}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     # a referenced backbone comes from its package; the head, adapters (and an included backbone) must be complete
     bad_missing = [k for k in missing if included or k.startswith("head.") or "lora_" in k]
@@ -129,7 +240,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
             raise ArtifactError(f"{root / CALIBRATION}: not an fmadapt int8 calibration (delete it to calibrate "
                                 "again on the data you predict)")
         backbone.int8_calibration = calibration
-    return model.eval(), [str(c) for c in classes], config
+    return model.eval(), list(classes), config
 
 
 def model_card(config: dict[str, Any], classes: list[str], metrics: dict[str, Any],

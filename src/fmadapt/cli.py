@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
+import os
 import shlex
 import sys
 import time
@@ -38,6 +41,7 @@ def _summary(clf: Any, out: Path, seconds: float) -> dict[str, Any]:
         "data": {k: v for k, v in clf.data_summary_.items() if k != "class_counts"},
         "history": clf.history_,
         "seconds": round(seconds, 1),
+        "resumed": getattr(clf, "resumed_", []),
     }
 
 
@@ -130,7 +134,7 @@ def _run(fn: Any) -> None:
         raise typer.Exit(2) from None
     except FmadaptError as e:
         _out(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(getattr(e, "exit_code", 1)) from None
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -169,10 +173,61 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
+COMMAND_FILE = "command.json"
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in params.items()}
+
+
+def _resume_params(run: Path, given: dict[str, Any]) -> dict[str, Any]:
+    """The options `fit --resume RUN` continues with: those RUN was started with. Returns `given` itself
+    when the user repeated them all (DATA given) and they agree."""
+    from .artifact import read_json
+
+    path = run / "checkpoints" / COMMAND_FILE
+    if not path.is_file():
+        raise typer.BadParameter(f"{run} holds no unfinished fit to resume ({path} is missing: the fit finished, "
+                                 "or never started training). Start it again without --resume.")
+    record = read_json(path)
+    saved = record.get("params") if isinstance(record, dict) else None
+    if not isinstance(saved, dict) or not set(saved) <= _FIT_PARAMS:
+        raise typer.BadParameter(f"{path}: not a command record written by fmadapt fit")
+    saved = {k: v for k, v in saved.items() if k in _FIT_PARAMS and k not in ("resume", "as_json")}
+    if saved.get("out") is not None:
+        saved["out"] = Path(saved["out"])
+    cwd = record.get("cwd")
+    if given.get("data") is None:
+        if isinstance(cwd, str) and os.path.isdir(cwd):
+            os.chdir(cwd)  # relative paths in the saved command are relative to where it was run
+        return saved
+    mine = {k: v for k, v in _jsonable(given).items() if k in saved}
+    diff = sorted(k for k in saved if mine.get(k) != _jsonable(saved).get(k))
+    if diff:
+        raise typer.BadParameter(f"--resume {run}: the run was started with other {', '.join(diff)} "
+                                 f"({', '.join(f'{k}={_jsonable(saved)[k]!r}' for k in diff)}). Resume with "
+                                 f"`fmadapt fit --resume {run}` alone to reuse them.")
+    return given
+
+
+def _drop_checkpoints(ckdir: Path) -> None:
+    from .train.checkpoint import RunCheckpoints
+
+    RunCheckpoints(ckdir, resume=True).remove()
+    (ckdir / COMMAND_FILE).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        ckdir.rmdir()
+
+
 @app.command()
 def fit(
-    data: Annotated[str, typer.Argument(help="Image folder, or a CSV/TSV/JSONL/Parquet table of texts.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
+    data: Annotated[str | None, typer.Argument(
+        help="Image folder, or a CSV/TSV/JSONL/Parquet table of texts (with --resume: optional).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Model directory to write.")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue the interrupted fit whose --out was RUN_DIR, from its last checkpoint "
+        "(end of an epoch, or where SIGTERM stopped it), with the data and options it was started with.")
+    ] = None,
     text: Annotated[str | None, typer.Option("--text", help="Text column (tables).")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Label column (tables).")] = None,
     val: Annotated[str | None, typer.Option("--val", help="Separate validation data.")] = None,
@@ -196,7 +251,9 @@ def fit(
     num_nodes: Annotated[int, typer.Option("--num-nodes", help="Lightning multi-node training.")] = 1,
     dist_strategy: Annotated[str, typer.Option("--dist-strategy", help="Lightning strategy: auto, ddp, fsdp, ...")
                              ] = "auto",
-    encoding: Annotated[str, typer.Option("--encoding", help="Text file encoding.")] = "utf-8",
+    encoding: Annotated[str, typer.Option(
+        "--encoding", help="Text file encoding: auto (UTF-8, else detected, with a warning) or a codec name, "
+        "e.g. latin-1, gb18030.")] = "auto",
     no_header: Annotated[bool, typer.Option("--no-header", help="The table has no header row.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     runtime: Annotated[str, typer.Option(
@@ -237,9 +294,20 @@ def fit(
     ] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
-    """Train a classifier on DATA and write a model directory with metrics, a model card and report.html."""
+    """Train a classifier on DATA and write a model directory with metrics, a model card and report.html.
+    Fine-tuning saves a checkpoint in OUT/checkpoints at the end of every epoch and on SIGTERM (exit code 143);
+    `fmadapt fit --resume OUT` continues an interrupted run."""
+    params = {k: v for k, v in locals().items() if k in _FIT_PARAMS}
+    if resume is not None:
+        saved = _resume_params(resume, params)
+        if saved is not params:
+            return fit(**{**saved, "resume": resume, "as_json": as_json})
+    if data is None or out is None:
+        raise typer.BadParameter("DATA and --out are required (or --resume RUN_DIR alone)")
+    ckdir = out / "checkpoints"
 
     def go() -> None:
+        from .atomic import write_file
         from .estimators import ImageClassifier, TextClassifier
 
         kind = _modality(data)
@@ -267,11 +335,20 @@ def fit(
         else:
             cls = ImageClassifier
         t0 = time.perf_counter()
-        clf = cls(backbone=backbone, strategy=strategy, cache=not no_cache, **opts).fit(data, val=val)
+        clf = cls(backbone=backbone, strategy=strategy, cache=not no_cache, **opts)
+        from .train.checkpoint import RunCheckpoints
+
+        RunCheckpoints(ckdir, resume=resume is not None)  # refuses to overwrite an unfinished run's checkpoints
+        if resume is None and _is_global_zero():
+            ckdir.mkdir(parents=True, exist_ok=True)  # what --resume needs to start the same fit again
+            record = {k: v for k, v in _jsonable(params).items() if k not in ("resume", "as_json")}
+            write_file(ckdir / COMMAND_FILE, json.dumps({"params": record, "cwd": os.getcwd()}))
+        clf.fit(data, val=val, checkpoint_dir=ckdir, resume=resume is not None, keep_checkpoints=True)
         seconds = time.perf_counter() - t0
         if not _is_global_zero():
             return  # under multi-process DDP only global rank 0 writes the model and prints
         clf.save_pretrained(out, command="fmadapt " + shlex.join(sys.argv[1:]), report=report != "off")
+        _drop_checkpoints(ckdir)  # the model directory is written: the checkpoints are no longer needed
         evals: dict[str, Any] = {}
         if report == "full" or (report == "basic" and group_col):
             groups = _groups(clf, data, clf.splits_["val"], group_col, group_metadata) if group_col or \
@@ -291,6 +368,9 @@ def fit(
                 _out(f"report: {out / 'report.html'}")
 
     _run(go)
+
+
+_FIT_PARAMS = frozenset(inspect.signature(fit).parameters)
 
 
 @app.command()

@@ -21,3 +21,13 @@ class NotFittedError(FmadaptError):
 
 class ArtifactError(FmadaptError):
     """A saved model directory is missing files or holds malformed ones."""
+
+
+class TrainingDiverged(FmadaptError):
+    """The loss or the gradients became NaN/Inf: the run stopped before any non-finite weight was saved."""
+
+
+class TrainingInterrupted(FmadaptError):
+    """SIGTERM: the run saved its state and stopped; `fmadapt fit --resume RUN_DIR` continues it."""
+
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a process ended by it

@@ -18,8 +18,9 @@ import torch
 from . import adapt
 from ._version import __version__
 from .adapt.features import extract_features
+from .artifact import json_text, model_card, read_json, save_model
 from .artifact import load_model as _load_artifact
-from .artifact import model_card, read_json, save_model, write_json, write_text_atomic
+from .atomic import commit
 from .backbones import create_backbone
 from .config import FitConfig
 from .data.cache import FeatureCache
@@ -75,17 +76,35 @@ class _Classifier(ABC):
         """Inputs to predict on (labels ignored)."""
 
     # -- training ------------------------------------------------------------------------------
-    def fit(self, data: DataLike, val: DataLike | None = None) -> _Classifier:
+    def fit(self, data: DataLike, val: DataLike | None = None, *,
+            checkpoint_dir: str | os.PathLike[str] | None = None, resume: bool = False,
+            keep_checkpoints: bool = False) -> _Classifier:
+        """Train on `data` (validation: `val`, or a stratified split of `data`).
+
+        checkpoint_dir: fine-tuning saves its state there at the end of every epoch and on SIGTERM (which then
+        stops the run with TrainingInterrupted). resume: continue from those checkpoints (same data and
+        options; the result equals an uninterrupted run's). The checkpoints are deleted when fit succeeds,
+        unless keep_checkpoints (the CLI deletes them once the model directory is written)."""
         self._fitting = True
         t0 = time.perf_counter()
+        if resume and checkpoint_dir is None:
+            raise ConfigError("resume=True needs the checkpoint_dir of the interrupted run")
+        checkpoints = None
+        if checkpoint_dir is not None:
+            from .train.checkpoint import RunCheckpoints
+
+            checkpoints = RunCheckpoints(checkpoint_dir, resume=resume)
         try:
-            self._fit(data, val)
+            self._fit(data, val, checkpoints)
             self.fit_seconds_ = round(time.perf_counter() - t0, 1)
+            self.resumed_ = list(checkpoints.resumed) if checkpoints else []
+            if checkpoints and not keep_checkpoints:
+                checkpoints.remove()
             return self
         finally:
             self._fitting = False
 
-    def _fit(self, data: DataLike, val: DataLike | None) -> _Classifier:
+    def _fit(self, data: DataLike, val: DataLike | None, checkpoints: Any = None) -> _Classifier:
         self._inferred: dict[str, Any] = {}
         cfg = self._check_config()
         splits = self._load_labeled(data, cfg)
@@ -102,7 +121,7 @@ class _Classifier(ABC):
         for name in ("val", "test"):
             if name in splits:
                 _check_known(splits[name], classes, name)
-        ctx = adapt.FitContext(classes, self._feature_cache(), self._show_progress())
+        ctx = adapt.FitContext(classes, self._feature_cache(), self._show_progress(), checkpoints=checkpoints)
         self.classes_ = classes
         selection_metrics = None
         if cfg.strategy == "auto":
@@ -362,6 +381,15 @@ class _Classifier(ABC):
         self._require_fitted()
         out = Path(path)
         members = getattr(self, "members_", None)
+        metrics = {**getattr(self, "metrics_", {}),
+                   **({"calibration": self.calibration_} if getattr(self, "calibration_", None) else {})}
+        data = getattr(self, "data_summary_", {})
+
+        def described(config: dict[str, Any]) -> dict[str, str]:
+            # metrics and the model card go into the same commit as the weights they describe
+            return {"metrics.json": json_text({**metrics, "data": data}),
+                    "README.md": model_card(config, self.classes_, metrics, data, command)}
+
         if members:
             # every member is a complete model directory; the top level lists them (and holds the metrics)
             listing = []
@@ -372,17 +400,11 @@ class _Classifier(ABC):
                       "strategy": self.config_.strategy, "fit": self.config_.to_dict(), "ensemble": listing,
                       "fmadapt_version": __version__, "num_classes": len(self.classes_),
                       **self._calibration_entry()}
-            write_json(out / "labels.json", self.classes_)
-            write_json(out / "config.json", config)
-            (out / "model.safetensors").unlink(missing_ok=True)
+            commit(out, {"labels.json": json_text(self.classes_), "config.json": json_text(config),
+                         **described(config)}, remove=["model.safetensors"])
         else:
-            config = self._save_member(out, self.model_, self.config_, getattr(self, "history_", {}),
-                                       self.trains_backbone_, self._calibration_entry())
-        metrics = {**getattr(self, "metrics_", {}),
-                   **({"calibration": self.calibration_} if getattr(self, "calibration_", None) else {})}
-        data = getattr(self, "data_summary_", {})
-        write_json(out / "metrics.json", {**metrics, "data": data})
-        write_text_atomic(out / "README.md", model_card(config, self.classes_, metrics, data, command))
+            self._save_member(out, self.model_, self.config_, getattr(self, "history_", {}),
+                              self.trains_backbone_, self._calibration_entry(), described)
         for name, ex in getattr(self, "splits_", {}).items():
             (out / "manifests").mkdir(exist_ok=True)
             pd.DataFrame({"id": ex.ids, "label": ex.labels}).to_csv(out / "manifests" / f"{name}.csv", index=False)
@@ -432,13 +454,19 @@ class _Classifier(ABC):
         return {"calibration": {"method": "temperature", "temperature": t,
                                 "note": cal.get("note", "")}} if t != 1.0 or cal else {}
 
+    def _config_entry(self, model: Classifier, cfg: FitConfig, history: dict[str, Any],
+                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"task": self.task, "backbone": model.backbone.cfg.name, "strategy": cfg.strategy,
+                "fit": cfg.to_dict(), "history": history, **(extra or {})}
+
     def _save_member(self, out: Path, model: Classifier, cfg: FitConfig, history: dict[str, Any],
-                     trains_backbone: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                     trains_backbone: bool, extra: dict[str, Any] | None = None,
+                     described: Any = None) -> dict[str, Any]:
         bcfg = model.backbone.cfg
         include = trains_backbone or not (bcfg.pretrained and bcfg.sha256)
-        config = {"task": self.task, "backbone": bcfg.name, "strategy": cfg.strategy,
-                  "fit": cfg.to_dict(), "history": history, **(extra or {})}
-        save_model(out, model, self.classes_, config, include_backbone=include)
+        config = self._config_entry(model, cfg, history, extra)
+        save_model(out, model, self.classes_, config, include_backbone=include,
+                   extra_files=described(config) if described else None)
         return config
 
     @classmethod

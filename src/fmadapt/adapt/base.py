@@ -24,6 +24,9 @@ class FitContext:
     #: model on both once it has made its choices (the probe does; it then leaves its honest validation
     #: probabilities on the model as `_val_proba`)
     refit_on_val: bool = False
+    #: checkpoints of this fit (RunCheckpoints): each fine-tuning run saves its state there and, when the fit
+    #: resumes, continues from it
+    checkpoints: Any = None
 
     def targets(self, ex: Examples) -> list[int]:
         index = {c: i for i, c in enumerate(self.classes)}

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..data.examples import Examples
-from ..data.loader import make_loader
+from ..data.loader import ResumableLoader, make_loader
 
 SPLIT_MIN_COSINE = 0.9999
 
@@ -70,7 +70,7 @@ def _activations(backbone: Any, prefix: nn.Module, ex: Examples, targets: list[i
 
 
 def cached_loaders(backbone: Any, prefix: nn.Module, train: Examples, val: Examples, y_tr: list[int],
-                   y_va: list[int], batch_size: int, seed: int, num_workers: int | None
+                   y_va: list[int], batch_size: int, seed: int, num_workers: int | None, resumable: bool = False
                    ) -> tuple[DataLoader, DataLoader]:
     """Training/validation loaders over prefix activations. Images: one tensor (N, C, h, w) reshuffled per
     epoch with the same seeded sampler as the uncached path. Texts: length-bucketed batches, shuffled."""
@@ -86,8 +86,13 @@ def cached_loaders(backbone: Any, prefix: nn.Module, train: Examples, val: Examp
             inv[idx] = torch.arange(len(idx))
             return TensorDataset(x[inv], y[inv])  # back to input order, as the uncached loader sees it
 
-        return (DataLoader(stack(tr), batch_size=batch_size, shuffle=True, generator=gen,
-                           drop_last=len(train) > batch_size),
-                DataLoader(stack(va), batch_size=batch_size * 2))
-    return (DataLoader(_Batches([(a, b) for a, b, _ in tr]), batch_size=None, shuffle=True, generator=gen),
-            DataLoader(_Batches([(a, b) for a, b, _ in va]), batch_size=None))
+        ds: Dataset = stack(tr)
+        train_loader = (ResumableLoader(ds, batch_size=batch_size, shuffle=True, seed=seed,
+                                        drop_last=len(train) > batch_size) if resumable else
+                        DataLoader(ds, batch_size=batch_size, shuffle=True, generator=gen,
+                                   drop_last=len(train) > batch_size))
+        return train_loader, DataLoader(stack(va), batch_size=batch_size * 2)
+    ds = _Batches([(a, b) for a, b, _ in tr])
+    train_loader = (ResumableLoader(ds, batch_size=None, shuffle=True, seed=seed) if resumable else
+                    DataLoader(ds, batch_size=None, shuffle=True, generator=gen))
+    return train_loader, DataLoader(_Batches([(a, b) for a, b, _ in va]), batch_size=None)

@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 
 from ..config import FitConfig
 from ..data.augment import TextNoise, mixup_fn
@@ -20,6 +20,7 @@ from ..data.examples import Examples
 from ..data.loader import make_loader
 from ..errors import ConfigError
 from ..model import Classifier
+from ..train.checkpoint import SafeCheckpointIO, data_hash
 from ..train.loggers import make_logger
 from ..train.module import ClassifierModule, EpochTimer, History, RestoreBest, evaluation_loss
 from .base import FitContext, Strategy, register_strategy
@@ -31,7 +32,8 @@ DEFAULT_LR = {"image": 2e-4, "text": 3e-5}
 
 
 def build_trainer(cfg: FitConfig, callbacks: list[pl.Callback], progress: bool) -> pl.Trainer:
-    """One place that turns our options into a Lightning Trainer (accelerator/devices pass through)."""
+    """One place that turns our options into a Lightning Trainer (accelerator/devices pass through).
+    Checkpoints, when a `Checkpoint` callback asks for them, go through SafeCheckpointIO: never pickle."""
     devices: Any = cfg.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
@@ -48,7 +50,8 @@ def build_trainer(cfg: FitConfig, callbacks: list[pl.Callback], progress: bool) 
         strategy=cfg.dist_strategy,
         logger=make_logger(cfg.log_to, cfg.log_dir),
         log_every_n_steps=10,  # small user datasets have few steps per epoch; Lightning's 50 logged none
-        enable_checkpointing=False,
+        enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
+        plugins=[SafeCheckpointIO()],
         enable_model_summary=False,
         enable_progress_bar=progress,
         num_sanity_val_steps=0,
@@ -94,6 +97,13 @@ class FineTune(Strategy):
             ) -> dict[str, Any]:
         t0 = time.perf_counter()
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        single = cfg.num_nodes == 1 and str(cfg.devices) in ("auto", "1")
+        # checkpoints and exact resume: one process (under DDP Lightning re-creates the loaders)
+        slot = ctx.checkpoints.slot(_fingerprint(cfg, train, val, ctx)) if ctx.checkpoints and single else None
+        finished = slot.finished() if slot else None
+        if finished is not None:  # this run had finished before the interruption: its weights, not again
+            model.load_state_dict(finished["state"])
+            return self._done(model, dict(finished["history"]))
         # LP-FT (Kumar et al., 2022): start from the probe's head, not a random one. A random head's
         # gradients first distort the pretrained features; and on L2-normalised embeddings (MiniLM) a fresh
         # head barely moves at usual learning rates. The probe's features come from the cache/fast path.
@@ -109,7 +119,7 @@ class FineTune(Strategy):
             t1 = time.perf_counter()
             prefix, suffix = split
             tr, va = cached_loaders(bb, prefix, train, val, ctx.targets(train), ctx.targets(val), cfg.batch_size,
-                                    cfg.seed, cfg.num_workers)
+                                    cfg.seed, cfg.num_workers, resumable=single)
             t_cache = time.perf_counter() - t1
             trained: torch.nn.Module = SuffixClassifier(suffix, model.dropout, model.head)
             frozen = []
@@ -124,7 +134,7 @@ class FineTune(Strategy):
                 pre = TextNoise(cfg.text_noise)
             tr = make_loader(bb, train.inputs, train.modality, train=augment, shuffle=True,
                              batch_size=cfg.batch_size, targets=ctx.targets(train), num_workers=cfg.num_workers,
-                             seed=cfg.seed, preprocess=pre)
+                             seed=cfg.seed, preprocess=pre, resumable=single)
             va = make_loader(bb, val.inputs, val.modality, train=False, batch_size=cfg.batch_size * 2,
                              targets=ctx.targets(val), num_workers=cfg.num_workers)
             trained = model
@@ -155,22 +165,16 @@ class FineTune(Strategy):
                 best.seed(initial_loss, module)
             # fixed-length runs (the final fit of `--strategy auto`, on data that includes its validation
             # split) keep their last weights: a contaminated validation loss must not pick the epoch
-            callbacks = [history, *([best, stop] if cfg.restore_best else []), timer, *callbacks_extra]
+            callbacks = [history, *([best, stop] if cfg.restore_best else []), timer, *callbacks_extra,
+                         *([slot.callback(cfg.seed)] if slot else [])]
             trainer = build_trainer(cfg, callbacks, progress=ctx.progress and sys.stderr.isatty())
             trained.train()  # backbones are created in eval mode; the frozen groups go back to eval each epoch
-            trainer.fit(module, tr, va)
+            trainer.fit(module, tr, va, ckpt_path=slot.resume_path() if slot else None)
             epochs = history.recovered()
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        if bb.cfg.sha256:
-            # the weights are no longer the checksummed pretrained file: nothing may cache or look them up by it
-            bb.cfg.extra["initial_sha256"] = bb.cfg.sha256
-            bb.cfg.sha256 = ""
         losses = [e.get("val_loss", float("inf")) for e in epochs]
         start = initial_loss if initial_loss is not None else float("inf")
         best_epoch = int(losses.index(min(losses))) if losses and min(losses) < start else -1
-        return {
+        result = {
             "fit_seconds": round(time.perf_counter() - t0, 2),
             "trainable_groups": n_train,
             "total_groups": len(groups),
@@ -192,7 +196,27 @@ class FineTune(Strategy):
             "param_groups": param_groups,
             "probe_val_acc": max(r["val_acc"] for r in probe["candidates"]) if probe else None,
             "probe_C": probe["C"] if probe else None,
+            **self._extra_history(),
         }
+        if slot:
+            slot.finish(model.state_dict(), result)
+        return self._done(model, result)
+
+    def _extra_history(self) -> dict[str, Any]:
+        """What a variant adds to the run summary."""
+        return {}
+
+    @staticmethod
+    def _done(model: Classifier, history: dict[str, Any]) -> dict[str, Any]:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        bb = model.backbone
+        if bb.cfg.sha256:
+            # the weights are no longer the checksummed pretrained file: nothing may cache or look them up by it
+            bb.cfg.extra["initial_sha256"] = bb.cfg.sha256
+            bb.cfg.sha256 = ""
+        return history
 
     @staticmethod
     def _cached_split(bb: Any, n_train: int, n_groups: int, train: Examples, cfg: FitConfig) -> Any:
@@ -234,13 +258,25 @@ class ProgressiveUnfreeze(pl.Callback):
         self.groups = groups_top_first
         self.schedule: list[int] = []  # trainable groups per epoch, for the run summary
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        k = min(len(self.groups), trainer.current_epoch + 1)
+    def _apply(self, epoch: int) -> int:
+        k = min(len(self.groups), epoch + 1)
         for i, g in enumerate(self.groups):
             g.train(i < k)
             for p in g.parameters():
                 p.requires_grad_(i < k)
-        self.schedule.append(k)
+        return k
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(trainer.current_epoch)  # a run resumed mid-epoch gets no epoch start
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.schedule.append(self._apply(trainer.current_epoch))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"schedule": self.schedule}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.schedule = list(state["schedule"])
 
 
 @register_strategy
@@ -259,11 +295,8 @@ class Progressive(FineTune):
     def _cached_split(bb: Any, n_train: int, n_groups: int, train: Examples, cfg: FitConfig) -> Any:
         return None
 
-    def fit(self, model: Classifier, train: Examples, val: Examples, cfg: FitConfig, ctx: FitContext
-            ) -> dict[str, Any]:
-        history = super().fit(model, train, val, cfg, ctx)
-        history["unfrozen_groups_per_epoch"] = self._cb.schedule
-        return history
+    def _extra_history(self) -> dict[str, Any]:
+        return {"unfrozen_groups_per_epoch": self._cb.schedule}
 
 
 def _augmentation(cfg: FitConfig, modality: str, cached: bool) -> str:
@@ -297,3 +330,10 @@ def _adversarial(cfg: FitConfig, bb: Any) -> dict[str, Any]:
         return {"adversarial": kind, "adv_eps": eps, "adv_steps": cfg.adv_steps, "adv_target": target}
     emb = bb.model.get_input_embeddings()
     return {"adversarial": kind, "adv_eps": cfg.adv_eps if cfg.adv_eps is not None else 1.0, "adv_target": emb}
+
+
+def _fingerprint(cfg: FitConfig, train: Examples, val: Examples, ctx: FitContext) -> dict[str, Any]:
+    """What a checkpoint must have been written for, to be continued: the options and the data."""
+    options = {k: v for k, v in cfg.to_dict().items() if k not in ("log_to", "log_dir", "max_time", "num_workers")}
+    return {"config": options, "classes": ctx.classes, "train": data_hash(train.ids, train.labels),
+            "val": data_hash(val.ids, val.labels)}

@@ -1,13 +1,18 @@
-"""Datasets and DataLoaders: decoding and preprocessing run in worker processes."""
+"""Datasets and DataLoaders: decoding and preprocessing run in worker processes. Training loaders are
+resumable: epoch e visits the same examples in the same order with the same random augmentation whether the
+run was interrupted or not, with any number of workers."""
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .images import MAX_PIXELS, load_image
 
@@ -17,18 +22,24 @@ class InputDataset(Dataset):
 
     def __init__(self, inputs: list[str], modality: str, preprocess: Callable[[Any], Any],
                  targets: list[int] | None = None, draft_size: int | None = None,
-                 max_pixels: int = MAX_PIXELS) -> None:
+                 max_pixels: int = MAX_PIXELS, seed: int | None = None) -> None:
         self.inputs = inputs
         self.modality = modality
         self.preprocess = preprocess
         self.targets = targets
         self.draft_size = draft_size
         self.max_pixels = max_pixels
+        #: with a seed, the random augmentation of example i in epoch `epoch` depends on (seed, epoch, i)
+        #: alone: not on which worker process drew it, nor on whether the run was resumed
+        self.seed = seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.inputs)
 
     def __getitem__(self, i: int) -> Any:
+        if self.seed is not None:
+            seed_all(mix_seed(self.seed, self.epoch, i))
         raw: Any = self.inputs[i]
         if self.modality == "image":
             raw = load_image(raw, self.max_pixels, self.draft_size)
@@ -55,6 +66,88 @@ class Collate:
 SMALL = 32
 
 
+def mix_seed(*parts: int) -> int:
+    """A well-spread 63-bit seed from integers (seed, epoch, index...)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def seed_all(seed: int) -> None:
+    """Seed every generator that augmentation and dropout draw from (torch, numpy, random)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (1 << 32))
+    random.seed(seed)
+
+
+class EpochSampler(Sampler[int]):
+    """The order of epoch `epoch` is a function of (seed, epoch) alone, not of a generator's running state,
+    so a resumed run draws the same order. Lightning sets the epoch (`set_epoch`) before each epoch; `skip`
+    drops the first indices (resuming mid-epoch), while the length stays the full one, as Lightning counts
+    the batches of an epoch across a restart."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(mix_seed(self.seed, self.epoch))
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        return iter(order[self.skip:])
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class ResumableLoader(DataLoader):
+    """A training DataLoader whose position (epoch, batches handed out) goes into Lightning checkpoints
+    (Lightning calls `state_dict`/`load_state_dict` on loaders that have them) and comes back exactly: after
+    a restart it yields the rest of the interrupted epoch, then the next epochs as an uninterrupted run.
+
+    Iteration starts lazily, at the first batch: Lightning creates the epoch's iterator before it tells
+    the sampler the epoch (and, resuming at an epoch boundary, does not create it again)."""
+
+    def __init__(self, dataset: Dataset, *, batch_size: int | None, shuffle: bool, seed: int,
+                 drop_last: bool = False, **kw: Any) -> None:
+        self._order = EpochSampler(len(dataset), seed, shuffle)  # type: ignore[arg-type]
+        super().__init__(dataset, batch_size=batch_size, sampler=self._order, drop_last=drop_last,
+                         generator=torch.Generator(), **kw)
+        self._seed = seed
+        self._batches = 0  # handed out in the current epoch
+        self._resume: dict[str, int] | None = None
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return self._epoch_batches()
+
+    def _epoch_batches(self) -> Iterator[Any]:
+        epoch = self._order.epoch
+        skip = 0
+        if self._resume is not None and self._resume["epoch"] == epoch:
+            skip = self._resume["batches"]
+        self._resume = None
+        self._order.skip, self._batches = skip * (self.batch_size or 1), skip
+        if isinstance(self.dataset, InputDataset):
+            self.dataset.epoch = epoch  # (worker processes get a copy made at iter(): this value)
+        assert self.generator is not None
+        self.generator.manual_seed(mix_seed(self._seed, epoch, 1))  # worker base seeds, per epoch
+        for batch in DataLoader.__iter__(self):
+            self._batches += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._order.epoch, "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
+
+
 def default_workers(modality: str) -> int:
     """Image decoding is worth worker processes; tokenizing is fast enough in the main process."""
     if modality != "image":
@@ -65,26 +158,33 @@ def default_workers(modality: str) -> int:
 def make_loader(backbone: Any, inputs: list[str], modality: str, *, train: bool, batch_size: int,
                 targets: list[int] | None = None, num_workers: int | None = None, seed: int = 0,
                 max_pixels: int = MAX_PIXELS, shuffle: bool | None = None,
-                preprocess: Callable[[Any], Any] | None = None) -> DataLoader:
+                preprocess: Callable[[Any], Any] | None = None, resumable: bool = False) -> DataLoader:
     """train: training-time preprocessing (augmentation); shuffle defaults to `train`. `preprocess`
-    replaces the backbone's own preprocessing (augmentation policies, text noise)."""
+    replaces the backbone's own preprocessing (augmentation policies, text noise). `resumable`: a
+    ResumableLoader (single-process training; Lightning re-creates plain loaders for DDP samplers)."""
     shuffle = train if shuffle is None else shuffle
     cfg = backbone.cfg
     draft = int(cfg.input_size / cfg.crop_pct) if modality == "image" else None
-    ds = InputDataset(inputs, modality, preprocess or backbone.preprocessor(train), targets, draft, max_pixels)
+    ds = InputDataset(inputs, modality, preprocess or backbone.preprocessor(train), targets, draft, max_pixels,
+                      seed=seed if resumable else None)
     workers = default_workers(modality) if num_workers is None else num_workers
     if num_workers is None and len(inputs) <= SMALL:
         workers = 0  # starting worker processes costs more than decoding a few images in this one
+    # a last training batch of one breaks BatchNorm; dropping a partial batch costs < 1 batch per epoch
+    drop_last = shuffle and len(inputs) > batch_size
+    collate = Collate(backbone.collator(), targets is not None)
+    if resumable:
+        return ResumableLoader(ds, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                               num_workers=workers, persistent_workers=False, collate_fn=collate)
     gen = torch.Generator()
     gen.manual_seed(seed)
     return DataLoader(
         ds,
         batch_size=batch_size,
         shuffle=shuffle,
-        # a last training batch of one breaks BatchNorm; dropping a partial batch costs < 1 batch per epoch
-        drop_last=shuffle and len(inputs) > batch_size,
+        drop_last=drop_last,
         num_workers=workers,
         persistent_workers=False,
-        collate_fn=Collate(backbone.collator(), targets is not None),
+        collate_fn=collate,
         generator=gen,
     )

@@ -85,8 +85,8 @@ def static_size(backbone: Backbone) -> int | None:
     TensorFlow-style 'SAME' convolutions (timm's Conv2dSame, in every tf_* model and in the packaged
     EfficientNet-Lite0) compute their padding from the input size. Exported with dynamic height/width,
     that is a Shape/Ceil/Pad subgraph per strided conv which also blocks ORT's Pad+Conv fusion: 1.57x
-    slower at 224 px here (120 vs 189 img/s, raw ORT; benchmarks/images_fast.md). Such backbones are exported per image size with
-    the pads as constants (identical outputs); all others keep dynamic height and width."""
+    slower at 224 px here (120 vs 189 img/s, raw ORT; benchmarks/images_fast.md). Such backbones are exported
+    per image size with the pads as constants (identical outputs); all others keep dynamic height and width."""
     if backbone.cfg.modality != "image":
         return None
     from timm.layers import Conv2dSame

@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from ..errors import TrainingDiverged
 from .schedules import make_schedule
 
 
@@ -67,6 +68,9 @@ class ClassifierModule(pl.LightningModule):
     def forward(self, batch: Any) -> torch.Tensor:
         return self.model(batch)
 
+    def on_train_start(self) -> None:
+        self.on_train_epoch_start()  # a run resumed mid-epoch gets no epoch start
+
     def on_train_epoch_start(self) -> None:
         # Frozen layers keep their BatchNorm statistics and skip dropout.
         for g in self.frozen_groups:
@@ -103,10 +107,21 @@ class ClassifierModule(pl.LightningModule):
             self.log("train_l2sp", penalty, batch_size=len(y), sync_dist=False)
             loss = loss + penalty
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
-                                     "lower the learning rate or check the inputs")
+            raise TrainingDiverged(f"the training loss became {loss.item()} at epoch {self.current_epoch + 1}, "
+                                   f"step {self.global_step + 1}: training stopped and nothing was saved from "
+                                   "it. Lower the learning rate (--lr), clip gradients (--grad-clip 1.0) or "
+                                   "check the inputs")
         self.log("train_loss", loss, prog_bar=True, batch_size=len(y), sync_dist=False)
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # a finite loss can still have Inf/NaN gradients; one step with them makes every weight NaN
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))):
+            raise TrainingDiverged(f"the gradients became non-finite (NaN/Inf) at epoch {self.current_epoch + 1}, "
+                                   f"step {self.global_step + 1}, before the weights were updated: training "
+                                   "stopped and nothing was saved from it. Lower the learning rate (--lr) or "
+                                   "clip gradients (--grad-clip 1.0)")
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
@@ -183,6 +198,13 @@ class RestoreBest(pl.Callback):
         if self._state is not None:
             pl_module.load_state_dict(copy.copy(self._state))
 
+    # saved in checkpoints (Lightning stores callback states), so a resumed run keeps its best epoch
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "state": self._state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self._state = state["best"], state["best_epoch"], state["state"]
+
 
 class History(pl.Callback):
     """Per-epoch metrics for the run summary and the model card. With `path`, rank 0 also writes them to a
@@ -205,6 +227,12 @@ class History(pl.Callback):
             with open(self.path, "w", encoding="utf-8") as f:
                 json.dump(self.epochs, f)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epochs = list(state["epochs"])
+
     def recovered(self) -> list[dict[str, float]]:
         """The epochs seen here, or those a child process wrote."""
         if not self.epochs and self.path and os.path.isfile(self.path):
@@ -220,11 +248,20 @@ class EpochTimer(pl.Callback):
         self.seconds: list[float] = []
         self._t0 = 0.0
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = time.perf_counter()  # (a run resumed mid-epoch starts here, without an epoch start)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.seconds.append(round(time.perf_counter() - self._t0, 3))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seconds = list(state["seconds"])
 
 
 @torch.no_grad()
