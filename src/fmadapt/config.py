@@ -108,7 +108,8 @@ class FitConfig:
     extend_vocab_min_count: int = 2
     text_col: str | None = None
     label_col: str | None = None
-    encoding: str = "utf-8"
+    #: text tables: "auto" reads UTF-8 and detects another encoding (with a warning), or a codec name
+    encoding: str = "auto"
     header: bool = True  #: tables: the first row holds column names
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -168,10 +169,40 @@ class FitConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitConfig:
+        """Options as saved in a model directory's config.json ("fit"): every value must have its field's type
+        (ConfigError otherwise, never a TypeError from a comparison in the checks)."""
+        import types
+        import typing
+
+        if not isinstance(d, dict):
+            raise ConfigError(f"options must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+        unknown = {str(k) for k in d} - known
         if unknown:
-            raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
+            raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))[:200]}")
+        hints = typing.get_type_hints(cls)
+        lenient = {"devices": (int, list), "time_budget": (int, float)}  # what the API and Lightning also take
+        for key, value in d.items():
+            hint = hints[key]
+            if type(value) in lenient.get(key, ()):
+                continue
+            kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+            ok = False
+            for kind in kinds:
+                kind = typing.get_origin(kind) or kind
+                if kind is type(None):
+                    ok = value is None
+                elif kind is float:
+                    ok = type(value) in (int, float)
+                elif kind is int:
+                    ok = type(value) is int
+                else:
+                    ok = isinstance(value, kind)
+                if ok:
+                    break
+            if not ok:
+                raise ConfigError(f"option {key}: {str(value)[:60]!r} is not of type "
+                                  f"{getattr(hint, '__name__', hint)}")
         return cls(**d)
 
     def to_json(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,8 +53,43 @@ class BackboneCfg:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BackboneCfg:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """The inverse of `to_dict`, checked field by field (it reads backbone.json of model directories, which
+        may be damaged or hostile): ValueError naming the first bad field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a backbone config must be a JSON object, got {type(d).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(str(k) for k in d if k not in fields)
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)[:200]} (written by a newer fmadapt? upgrade it)")
+        missing = [n for n, f in fields.items() if n not in d
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"missing field(s) {', '.join(missing)}")
+
+        def number(v: Any) -> bool:
+            return type(v) in (int, float) and math.isfinite(v)
+
+        checks = {
+            "name": lambda v: isinstance(v, str) and 0 < len(v) <= 4096,
+            "modality": lambda v: v in ("image", "text"),
+            "embed_dim": lambda v: type(v) is int and 1 <= v <= 1 << 20,
+            "source": lambda v: isinstance(v, str), "license": lambda v: isinstance(v, str),
+            "sha256": lambda v: isinstance(v, str) and len(v) <= 128,
+            "pretrained": lambda v: isinstance(v, bool),
+            "input_size": lambda v: type(v) is int and 1 <= v <= 4096,
+            "mean": lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(number(x) for x in v),
+            "std": lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(number(x) and x > 0 for x in v),
+            "interpolation": lambda v: isinstance(v, str) and len(v) <= 32,
+            "crop_pct": lambda v: number(v) and 0.05 <= v <= 2.0,
+            "max_tokens": lambda v: type(v) is int and 1 <= v <= 1 << 20,
+            "pooling": lambda v: v in ("mean", "cls"),
+            "normalize": lambda v: isinstance(v, bool),
+            "extra": lambda v: isinstance(v, dict),
+        }
+        for k, v in d.items():
+            if not checks.get(k, lambda _: True)(v):
+                raise ValueError(f"field {k!r} has an invalid value {str(v)[:80]!r}")
+        return cls(**d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, FmadaptError
 from .base import Backbone
 
 
@@ -48,14 +50,20 @@ def _create(name: str, pretrained: bool) -> Backbone:
     if name.startswith("timm:"):
         from .vision import timm_backbone
 
-        return timm_backbone(name[5:], pretrained=pretrained)
+        with _refusing_pickle(name):
+            return timm_backbone(name[5:], pretrained=pretrained)
     if name.startswith("hf:"):
         from .text import hf_text_backbone
 
-        return hf_text_backbone(name[3:], pretrained=pretrained)
+        with _refusing_pickle(name):
+            return hf_text_backbone(name[3:], pretrained=pretrained)
     path = Path(name).expanduser()
     if path.is_dir():
-        return _from_directory(path, pretrained)
+        with _refusing_pickle(str(path)):
+            return _from_directory(path, pretrained)
+    if path.is_file():
+        raise ConfigError(f"{path}: a backbone is a directory (config.json + model.safetensors), not a single file; "
+                          "fmadapt never loads pickle-based .pt/.pth/.bin/.ckpt files. See `fmadapt backbones`.")
     known = ", ".join(sorted(_REGISTRY))
     raise ConfigError(
         f"unknown backbone {name!r}. Built-ins: {known}; or use timm:<architecture>, hf:<hub id>, "
@@ -63,22 +71,95 @@ def _create(name: str, pretrained: bool) -> Backbone:
     )
 
 
+#: file names of pickle-based weights (torch.save, joblib, pickle): never loaded from a backbone directory
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib")
+_CONVERT = ("fmadapt reads safetensors only: convert the weights once, in a Python session you trust them in "
+            "(transformers: AutoModel.from_pretrained(DIR).save_pretrained(DIR); timm: safetensors.torch.save_file("
+            "torch.load(FILE, weights_only=True), DIR + '/model.safetensors'))")
+
+
+@contextlib.contextmanager
+def _refusing_pickle(what: str) -> Iterator[None]:
+    """While a backbone is built from a directory or the hub: torch.load (which transformers and timm fall back
+    to for pytorch_model.bin and the like, if with weights_only=True) refuses outright, so no user-supplied
+    file is ever unpickled; and any failure of the libraries becomes a ConfigError naming the backbone."""
+    import torch
+
+    real = torch.load
+
+    def refuse(f: Any, *args: Any, **kwargs: Any) -> Any:
+        raise ConfigError(f"{what}: refusing to unpickle {f} (pickle-based weights). {_CONVERT}")
+
+    torch.load = refuse  # type: ignore[assignment]
+    try:
+        yield
+    except FmadaptError:
+        raise
+    except Exception as e:  # transformers/timm: OSError, ValueError, RuntimeError, KeyError, ...
+        msg = " ".join(str(e).split())[:400]
+        if "refusing to unpickle" in msg:  # our refusal, re-wrapped by the library
+            raise ConfigError(f"{what}: holds pickle-based weights only. {_CONVERT}") from None
+        raise ConfigError(f"{what}: cannot load this backbone ({type(e).__name__}: {msg})") from None
+    finally:
+        torch.load = real  # type: ignore[assignment]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        if path.stat().st_size > 64 << 20:
+            raise ConfigError(f"{path}: too large for a configuration file")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as e:  # malformed JSON, not UTF-8, over-long integers, deep nesting
+        raise ConfigError(f"{path}: malformed JSON ({' '.join(str(e).split())[:200]})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: unreadable ({e.strerror or e})") from None
+
+
+def _check_weight_files(path: Path, cfg: dict[str, Any]) -> None:
+    """Refuse a directory whose weights would be read from anything but safetensors: pickle-only folders, a
+    config.json pointing transformers at another file, a sharded index listing non-safetensors shards."""
+    explicit = cfg.get("transformers_weights")
+    if explicit is not None and not (isinstance(explicit, str) and explicit.endswith(
+            (".safetensors", ".safetensors.index.json"))):
+        raise ConfigError(f"{path / 'config.json'}: transformers_weights {str(explicit)[:80]!r} is not a safetensors "
+                          f"file. {_CONVERT}")
+    for index in sorted(path.glob("*.safetensors.index.json")):
+        shards = _read_json(index)
+        weight_map = shards.get("weight_map") if isinstance(shards, dict) else None
+        if not isinstance(weight_map, dict) or not all(
+                isinstance(f, str) and f.endswith(".safetensors") and "/" not in f and "\\" not in f
+                for f in weight_map.values()):
+            raise ConfigError(f"{index}: its weight_map must name .safetensors shards of this directory")
+    if not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES and p.is_file())
+        if pickled:
+            raise ConfigError(f"{path}: holds pickle-based weights only ({', '.join(pickled[:3])}). {_CONVERT}")
+
+
 def _from_directory(path: Path, pretrained: bool) -> Backbone:
     """A timm hub-style folder (config.json with "architecture") or a transformers/sentence-transformers
-    folder (config.json with "model_type")."""
+    folder (config.json with "model_type"). Weights are read from safetensors only."""
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise ConfigError(f"{path}: not a model directory (no config.json)")
-    try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{cfg_file}: malformed JSON ({e})") from e
+    cfg = _read_json(cfg_file)
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{cfg_file}: expected a JSON object, got {type(cfg).__name__}")
+    if pretrained:
+        _check_weight_files(path, cfg)
     if "architecture" in cfg:
+        import timm
+
         from .vision import timm_backbone
 
-        weights = next((p for p in (path / "model.safetensors", path / "pytorch_model.bin") if p.is_file()), None)
+        arch = cfg["architecture"]
+        if not isinstance(arch, str) or not timm.is_model(arch):
+            raise ConfigError(f"{cfg_file}: architecture {str(arch)[:80]!r} is not a timm model name "
+                              "(`timm.list_models()` lists them)")
+        weights = path / "model.safetensors"
+        weights = weights if weights.is_file() else None
         kw = {"pretrained_cfg_overlay": {"file": str(weights)}} if weights and pretrained else {}
-        bb = timm_backbone(cfg["architecture"], pretrained=bool(weights) and pretrained, name=str(path), **kw)
+        bb = timm_backbone(arch, pretrained=bool(weights) and pretrained, name=str(path), **kw)
         bb.cfg.source = f"dir:{path}"
         return bb
     if "model_type" in cfg:

@@ -143,11 +143,18 @@ def hf_text_backbone(name_or_path: str, name: str | None = None, pretrained: boo
     normalisation and maximum length are read from its config files so embeddings match `encode`."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    # no code from the model's folder or repository runs (trust_remote_code=False), and weights come from
+    # safetensors only: use_safetensors=True never falls back to torch.load on pytorch_model.bin (the registry
+    # also refuses any torch.load while building a backbone from a directory or the hub)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+    explicit = getattr(config, "transformers_weights", None)  # a config may name its weights file
+    if pretrained and explicit is not None and not str(explicit).endswith((".safetensors", ".safetensors.index.json")):
+        raise ValueError(f"{name_or_path}: config.json names non-safetensors weights {str(explicit)[:80]!r}")
     if pretrained:
-        model = AutoModel.from_pretrained(name_or_path)
+        model = AutoModel.from_pretrained(name_or_path, config=config, use_safetensors=True, trust_remote_code=False)
     else:
-        model = AutoModel.from_config(AutoConfig.from_pretrained(name_or_path))
+        model = AutoModel.from_config(config, trust_remote_code=False)
     pooling, normalize, max_tokens = _sentence_transformers_settings(name_or_path)
     model_max = getattr(model.config, "max_position_embeddings", 512)
     max_tokens = min(max_tokens or model_max, model_max)
@@ -167,22 +174,40 @@ def hf_text_backbone(name_or_path: str, name: str | None = None, pretrained: boo
 
 
 def _sentence_transformers_settings(name_or_path: str) -> tuple[str, bool, int | None]:
-    """(pooling, normalize, max_seq_length) from a sentence-transformers folder; defaults otherwise."""
+    """(pooling, normalize, max_seq_length) from a sentence-transformers folder; defaults otherwise. The
+    files are the user's: a malformed one is a ValueError naming it (the registry reports it cleanly)."""
     root = Path(name_or_path)
     if not root.is_dir():
         return "mean", False, None
+
+    def read(path: Path) -> Any:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError, OSError) as e:
+            raise ValueError(f"{path}: unreadable or malformed JSON ({' '.join(str(e).split())[:200]})") from None
+
     pooling, normalize, max_len = "mean", False, None
     modules = root / "modules.json"
     if modules.is_file():
-        for mod in json.loads(modules.read_text()):
-            kind = mod.get("type", "")
+        listing = read(modules)
+        if not isinstance(listing, list) or not all(isinstance(m, dict) for m in listing):
+            raise ValueError(f"{modules}: expected a JSON array of module objects")
+        for mod in listing:
+            kind = str(mod.get("type", ""))
             if kind.endswith("Normalize"):
                 normalize = True
             if kind.endswith("Pooling"):
-                pcfg = root / mod.get("path", "") / "config.json"
-                if pcfg.is_file() and json.loads(pcfg.read_text()).get("pooling_mode_cls_token"):
-                    pooling = "cls"
+                pcfg = (root / str(mod.get("path", "")) / "config.json").resolve()
+                if root.resolve() not in pcfg.parents:
+                    raise ValueError(f"{modules}: module path {mod.get('path')!r} lies outside {root}")
+                if pcfg.is_file():
+                    pc = read(pcfg)
+                    if isinstance(pc, dict) and pc.get("pooling_mode_cls_token") is True:
+                        pooling = "cls"
     st_cfg = root / "sentence_bert_config.json"
     if st_cfg.is_file():
-        max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
+        st = read(st_cfg)
+        max_len = st.get("max_seq_length") if isinstance(st, dict) else None
+        if max_len is not None and (type(max_len) is not int or max_len < 1):
+            raise ValueError(f"{st_cfg}: max_seq_length must be a positive integer, got {str(max_len)[:40]}")
     return pooling, normalize, max_len

@@ -68,11 +68,20 @@ class FeatureCache:
         p = self._path(key)
         if not p.is_file():
             return None
+        # Anything but the float32 (n, D) array `put` writes is a damaged (or planted) entry: recomputed and
+        # overwritten. Never unpickled (allow_pickle=False refuses object arrays and pickle files), and a zip
+        # (.npz, or a torch.save file under this name) is not opened as an archive.
         try:
+            with open(p, "rb") as f:
+                if f.read(6) != b"\x93NUMPY":
+                    return None
             arr = np.load(p, allow_pickle=False)
-        except (ValueError, OSError):
-            return None  # damaged entry: recompute and overwrite
-        return arr if arr.ndim == 2 and arr.shape[0] == n else None
+        except (ValueError, OSError, EOFError):
+            return None
+        if not (isinstance(arr, np.ndarray) and arr.dtype == np.float32 and arr.ndim == 2 and arr.shape[0] == n
+                and bool(np.isfinite(arr).all())):
+            return None
+        return arr
 
     def put(self, key: str | None, feats: np.ndarray) -> None:
         if key is None:

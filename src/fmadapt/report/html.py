@@ -318,7 +318,7 @@ def _view(data: Mapping[str, Any], figures: dict[str, str]) -> dict[str, Any]:
             "worst_group", "worst_group_accuracy", "accuracy_gap") if k in fair}), "groups": groups,
             # fairness.py counts the examples without a group (an int)
             "missing": _missing_groups(fair.get("missing_groups")),
-            "notes": [str(n) for n in (fair.get("notes") or [])]},
+            "notes": [str(n) for n in _as_list(fair.get("notes"))]},
         "explanations": _explanations(data.get("explanations")),
         "n_explanations": len(data.get("explanations") or []),
         "misclassified": _misclassified(data.get("misclassified")),
@@ -368,9 +368,16 @@ def write_report(data: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _as_list(v: Any) -> list[Any]:
+    """A JSON array as a list; a lone value as a one-item list; nothing as []."""
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    return [] if v is None or v == "" else [v]
+
+
 def _missing_groups(v: Any) -> list[str]:
     if isinstance(v, bool) or v is None:
         return []
     if isinstance(v, (int, float)):
-        return [f"{int(v)} example(s) have no group"] if v else []
+        return [f"{int(v)} example(s) have no group"] if v and math.isfinite(v) else []
     return [str(g) for g in v] if isinstance(v, (list, tuple)) else [str(v)]

@@ -171,6 +171,8 @@ def _thumb(path: str) -> str | None:
     from ..data.images import load_image
 
     try:
+        if not os.path.isfile(path):  # a path from misclassified.json: never a FIFO or device (could block)
+            return None
         im = load_image(path)
         im.thumbnail((THUMB, THUMB))
         buf = io.BytesIO()
@@ -183,7 +185,8 @@ def _thumb(path: str) -> str | None:
 def _history(history: dict[str, Any]) -> dict[str, Any]:
     """The report's training-history form: epochs (fine-tuning) or the probe's C candidates."""
     if history.get("ensemble"):
-        history = history["ensemble"][0]
+        history = history["ensemble"][0] if isinstance(history["ensemble"], list) else {}
+        history = history if isinstance(history, dict) else {}
     out = {k: history[k] for k in ("epochs", "candidates") if history.get(k)}
     for k in ("C", "selection", "trained_on", "best_epoch", "epochs_run", "fit_seconds", "auto"):
         if k in history:
@@ -227,15 +230,24 @@ def report_data(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
                 out.setdefault("evaluated_on", {})[key] = info.get("data") or d.name
         mis = _read(d / "misclassified.json")
         if mis is not None:
-            out["misclassified"] = [{**r, "thumb_png": _thumb(r["path"]) if r.get("path") else None}
-                                    for r in mis]
+            out["misclassified"] = [{**r, "thumb_png": _thumb(r["path"]) if isinstance(r.get("path"), str) else None}
+                                    for r in mis if isinstance(r, dict)]
     return out
 
 
 def write_run_report(model_dir: str | os.PathLike[str], path: str | os.PathLike[str] | None = None) -> Path:
     from .html import write_report
 
-    return write_report(report_data(model_dir), path or Path(model_dir) / REPORT)
+    data = report_data(model_dir)
+    try:
+        return write_report(data, path or Path(model_dir) / REPORT)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+        # the renderer copes with odd values; a JSON file edited into a shape fmadapt never writes may still
+        # defeat it: a clean error, not a traceback
+        raise ArtifactError(f"{model_dir}: report.html cannot be made from its JSON files ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:200]}); one of config.json, metrics.json, run.json or "
+                            f"{EVAL_DIR}/*/*.json holds content fmadapt did not write: restore it, or delete "
+                            f"{EVAL_DIR}/ and rerun `fmadapt evaluate`") from None
 
 
 def dumps(obj: Any) -> str:
