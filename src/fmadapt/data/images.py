@@ -56,20 +56,30 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, draft
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """8-bit RGB from any PIL mode; transparency is composited on white, 16-bit is rescaled."""
+    """8-bit RGB from any PIL mode; transparency is composited on white, 16-bit is rescaled.
+
+    Memory stays near the decoded image plus the RGB result (a 16-bit or RGBA image just under MAX_PIXELS
+    must not need gigabytes): 16-bit rows are rescaled in blocks, alpha is pasted as a mask."""
     if im.mode == "RGB":
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-        a = np.clip(a / hi * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(a, mode="L").convert("RGB")
+        hi = 65535.0 if im.mode.startswith("I;16") or im.getextrema()[1] > 255 else 255.0
+        w, h = im.size
+        out = np.empty((h, w), dtype=np.uint8)
+        step = max(1, (1 << 22) // max(w, 1))  # ~4 M pixels of float32 at a time
+        for y in range(0, h, step):
+            a = np.asarray(im.crop((0, y, w, min(h, y + step))), dtype=np.float32)
+            np.multiply(a, 255.0 / hi, out=a)
+            out[y:y + step] = np.clip(np.rint(a, out=a), 0, 255, out=a)
+        return Image.fromarray(out, mode="L").convert("RGB")
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, im).convert("RGB")
+        if im.mode != "RGBA":
+            im = im.convert("RGBA")
+        out = Image.new("RGB", im.size, (255, 255, 255))
+        out.paste(im, mask=im.getchannel("A"))
+        return out
     return im.convert("RGB")
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -17,39 +20,157 @@ _LABEL_NAMES = ("label", "labels", "target", "class", "category", "y", "sentimen
 
 def read_table(data: str | os.PathLike[str] | pd.DataFrame, encoding: str = "utf-8",
                header: bool = True) -> tuple[pd.DataFrame, str]:
-    """(DataFrame, source name). Format by extension: .csv .tsv .txt .jsonl .json .parquet."""
+    """(DataFrame, source name). Format by extension: .csv .tsv .txt .jsonl .json .parquet.
+
+    `encoding` "auto" reads UTF-8 (with or without a byte-order mark) and, when the file is not valid UTF-8,
+    detects its encoding (charset_normalizer) and says so in a warning; any other encoding is used as given.
+    CSV/TSV lines with too many fields are skipped and reported; blank lines are kept as empty rows (so that
+    they are counted and reported too). What reading found travels in ``df.attrs["fmadapt"]`` for
+    `examples_from_table`."""
     if isinstance(data, pd.DataFrame):
         return data.reset_index(drop=True), "<DataFrame>"
     path = Path(data)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     ext = path.suffix.lower()
+    auto = encoding.strip().lower() == "auto"
     # utf-8-sig reads plain UTF-8 too and drops a byte-order mark that would corrupt the first column name
-    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    enc = "utf-8-sig" if auto or encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    notes: list[str] = []
     try:
-        if ext in (".parquet", ".pq"):
-            try:
-                df = pd.read_parquet(path)
-            except ImportError as e:
-                raise DataError(f"{path}: reading Parquet needs pyarrow: pip install 'fmadapt[parquet]'") from e
-        elif ext in (".jsonl", ".ndjson") or (ext == ".json" and _looks_jsonl(path)):
-            df = pd.read_json(path, lines=True, encoding=enc, dtype=False)
-        elif ext == ".json":
-            df = pd.read_json(path, encoding=enc, dtype=False)
-        else:
-            sep = "\t" if ext in (".tsv", ".tab") else ","
-            df = pd.read_csv(path, sep=sep, encoding=enc, header=0 if header else None, dtype=str,
-                             keep_default_na=True, quoting=3 if sep == "\t" else 0)
-            if not header:
-                df.columns = [str(c) for c in df.columns]
+        try:
+            df, bad_lines = _read_file(path, ext, enc, header)
+        except UnicodeDecodeError as e:
+            if not auto:
+                raise
+            df, bad_lines, used = _read_detected(path, ext, header, e)
+            how = (f"read it as {used}, the encoding detected" if used != "utf-8-sig" else
+                   "it is mostly UTF-8: read it as UTF-8 with the invalid bytes replaced by \ufffd")
+            notes.append(f"{path}: not valid UTF-8 text (byte {e.start}: {e.reason}); {how}. If the texts look "
+                         "wrong, pass the file's encoding with --encoding (Python: encoding=...), e.g. "
+                         "--encoding gb18030 or --encoding latin-1.")
+            warnings.warn(notes[-1], stacklevel=2)
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid {encoding} text (byte {e.start}: {e.reason}). Pass the file's "
+        what = "UTF-8 text, and no other encoding fits it" if auto else f"{encoding} text"
+        raise DataError(f"{path}: not valid {what} (byte {e.start}: {e.reason}). Pass the file's "
                         "encoding with --encoding, e.g. --encoding latin-1 or --encoding gb18030.") from e
+    except LookupError as e:
+        raise DataError(f"{path}: unknown encoding {encoding!r} ({e}). Use a Python codec name such as utf-8, "
+                        "latin-1, cp1252 or gb18030, or auto.") from e
     except (ValueError, pd.errors.ParserError) as e:
         raise DataError(f"{path}: cannot parse as {ext or 'CSV'} ({e})") from e
     if df.empty:
         raise DataError(f"{path}: the table has no rows")
+    if bad_lines is not None:
+        # CSV/TSV: numbers of the rows as in the file (header = row 1; a quoted multi-line field is one row)
+        df.attrs["fmadapt"] = {"first_row": 2 if header else 1, "bad_lines": bad_lines, "warnings": notes}
+    elif notes:
+        df.attrs["fmadapt"] = {"warnings": notes}
     return df, str(path)
+
+
+def _read_file(path: Path, ext: str, enc: str, header: bool, errors: str = "strict"
+               ) -> tuple[pd.DataFrame, list[tuple[int, str]] | None]:
+    """(DataFrame, [(row, reason)] of the CSV/TSV lines skipped as malformed; None for other formats)."""
+    if ext in (".parquet", ".pq"):
+        try:
+            return pd.read_parquet(path), None
+        except ImportError as e:
+            raise DataError(f"{path}: reading Parquet needs pyarrow: pip install 'fmadapt[parquet]'") from e
+    if ext in (".jsonl", ".ndjson") or (ext == ".json" and _looks_jsonl(path)):
+        return pd.read_json(path, lines=True, encoding=enc, encoding_errors=errors, dtype=False), None
+    if ext == ".json":
+        return pd.read_json(path, encoding=enc, encoding_errors=errors, dtype=False), None
+    sep = "\t" if ext in (".tsv", ".tab") else ","
+    # The C parser skips lines with too many fields and reports each as a ParserWarning "Skipping line N: ..."
+    # (N counts rows as in the file, header = 1). The python engine's on_bad_lines callable gets no row
+    # number, and it silently drops fields longer than csv.field_size_limit (131,072 characters).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        df = pd.read_csv(path, sep=sep, encoding=enc, encoding_errors=errors, header=0 if header else None, dtype=str,
+                         keep_default_na=True, quoting=3 if sep == "\t" else 0, on_bad_lines="warn",
+                         skip_blank_lines=False)
+    bad: list[tuple[int, str]] = []
+    for w in caught:
+        msg = str(w.message)
+        found = _BAD_LINE.findall(msg) if issubclass(w.category, pd.errors.ParserWarning) else []
+        bad.extend((int(n), reason.strip()) for n, reason in found)
+        if not found:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not header:
+        df.columns = [str(c) for c in df.columns]
+    return df, sorted(bad)
+
+
+_BAD_LINE = re.compile(r"Skipping line (\d+): ([^\n]*)")
+
+#: Tie-break among encodings that fit a sample equally well: the likeliest for our users first (Windows-1252
+#: is Latin-1 plus printable characters in 0x80-0x9F; GB18030 is a superset of GBK and GB2312).
+_PREFERRED_ENCODINGS = ("cp1252", "gb18030", "big5", "cp932", "shift_jis", "euc_jp", "cp949", "euc_kr", "cp1251",
+                        "cp1250", "latin_1", "iso8859_15")
+
+
+def detect_encoding(raw: bytes) -> list[str]:
+    """Candidate encodings of text that is not UTF-8, likeliest first (empty when nothing fits)."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return ["utf_16"]
+    from charset_normalizer import from_bytes
+
+    sample = _non_ascii_lines(raw)
+    found: dict[str, float] = {}
+    for r in from_bytes(sample):
+        name = "gb18030" if r.encoding in ("gb2312", "gbk", "hz") else r.encoding
+        found.setdefault(name, r.chaos)
+    if not found:
+        # mixed scripts (emoji, Arabic) in GB18030's four-byte sequences defeat the detector; a strict decode of
+        # the whole sample is still good evidence for a multi-byte encoding
+        return [e for e in ("gb18030", "big5", "cp932", "cp949") if _decodes(sample, e)]
+    best = min(found.values())
+    rank = {e: i for i, e in enumerate(_PREFERRED_ENCODINGS)}
+    close = sorted((e for e, c in found.items() if c <= best + 0.05), key=lambda e: rank.get(e, len(rank)))
+    return close + [e for e in found if e not in close]
+
+
+def _non_ascii_lines(raw: bytes) -> bytes:
+    """The lines with non-ASCII bytes (up to 256 KB): they carry all the evidence. NUL bytes inside texts,
+    which confuse the detector, are left out."""
+    sample = b"\n".join(line for line in raw.splitlines() if max(line, default=0) >= 0x80)[:1 << 18]
+    return sample.replace(b"\x00", b"")
+
+
+def _mostly_utf8(raw: bytes) -> bool:
+    """UTF-8 with a few stray bytes (a file pasted together from two sources): at least 95 % of the non-ASCII
+    characters decode as UTF-8. Other encodings' non-ASCII bytes rarely form valid UTF-8 sequences."""
+    text = _non_ascii_lines(raw).decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    good = sum(1 for ch in text if ord(ch) > 127) - bad
+    return good >= 19 * bad
+
+
+def _decodes(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _read_detected(path: Path, ext: str, header: bool, err: UnicodeDecodeError
+                   ) -> tuple[pd.DataFrame, list[tuple[int, str]] | None, str]:
+    """Read a file that is not UTF-8 in the first detected encoding that decodes all of it ("utf-8-sig" when it is
+    UTF-8 with a few invalid bytes: they are replaced)."""
+    with open(path, "rb") as f:
+        raw = f.read(64 << 20)
+    if _mostly_utf8(raw):
+        df, bad = _read_file(path, ext, "utf-8-sig", header, errors="replace")
+        return df, bad, "utf-8-sig"
+    for enc in detect_encoding(raw):
+        try:
+            df, bad = _read_file(path, ext, enc, header)
+            return df, bad, enc
+        except UnicodeDecodeError:
+            continue
+    raise err
 
 
 def _looks_jsonl(path: Path) -> bool:
@@ -95,33 +216,58 @@ def infer_columns(df: pd.DataFrame, text: str | None, label: str | None, source:
 
 def examples_from_table(df: pd.DataFrame, source: str, text: str, label: str | None,
                         id_col: str | None = None) -> Examples:
-    """Clean rows: empty/NaN texts and NaN labels dropped and counted; case/whitespace label variants flagged."""
-    skipped: list[Skipped] = []
+    """Clean rows: empty/NaN texts and NaN labels dropped and counted; case/whitespace label variants flagged.
+    Lines `read_table` skipped as malformed are reported here too, with their row numbers."""
+    read: dict = df.attrs.get("fmadapt") or {}
+    skipped: list[tuple[int, Skipped]] = [
+        (n, Skipped(f"{source}:row {n}", f"malformed line, skipped ({reason})"))
+        for n, reason in read.get("bad_lines", [])]
     texts = df[text]
     labels = _label_strings(df[label]) if label else None
     keep: list[int] = []
-    for i in range(len(df)):
+    cleaned: list[str] = []
+    for i, n in zip(range(len(df)), _row_numbers(df, source), strict=False):
         t = texts.iloc[i]
-        row = f"{source}:row {i + 2 if source.endswith(('.csv', '.tsv')) else i}"
-        if t is None or (isinstance(t, float) and pd.isna(t)) or not str(t).strip():
-            skipped.append(Skipped(row, f"empty text in column {text!r}"))
+        row = f"{source}:row {n}"
+        clean = "" if t is None or (isinstance(t, float) and pd.isna(t)) else str(t).replace("\x00", "")
+        if not clean.strip():
+            skipped.append((n, Skipped(row, f"empty text in column {text!r}")))
             continue
         if labels is not None and labels[i] is None:
-            skipped.append(Skipped(row, f"missing label in column {label!r}"))
+            skipped.append((n, Skipped(row, f"missing label in column {label!r}")))
             continue
         keep.append(i)
+        cleaned.append(clean)
     ids = [str(df[id_col].iloc[i]) for i in keep] if id_col else [str(i) for i in keep]
     ex = Examples(
-        inputs=[str(texts.iloc[i]).replace("\x00", "") for i in keep],
+        inputs=cleaned,
         labels=None if labels is None else [labels[i] for i in keep],  # type: ignore[misc]
         ids=ids,
         source=source,
         modality="text",
-        skipped=skipped,
+        skipped=[s for _, s in sorted(skipped, key=lambda x: x[0])],
+        warnings=list(read.get("warnings", [])),
     )
     if ex.labels is not None:
         ex.warnings.extend(label_variant_warnings(ex.labels, source))
     return ex
+
+
+def _row_numbers(df: pd.DataFrame, source: str) -> Iterator[int]:
+    """The number of each DataFrame row in its file: CSV/TSV rows as the parser counts them (header = 1),
+    passing over the malformed lines it skipped; other formats from 0."""
+    read = df.attrs.get("fmadapt") or {}
+    if "first_row" not in read:
+        first = 2 if source.endswith((".csv", ".tsv")) else 0
+        yield from range(first, first + len(df))
+        return
+    bad = {n for n, _ in read.get("bad_lines", [])}
+    n = read["first_row"]
+    for _ in range(len(df)):
+        while n in bad:
+            n += 1
+        yield n
+        n += 1
 
 
 def _label_strings(col: pd.Series) -> list[str | None]:
