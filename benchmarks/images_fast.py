@@ -17,7 +17,6 @@ Timings: median of 3 interleaved repeats after an untimed warm-up; torch and ORT
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -44,7 +43,6 @@ def main() -> int:
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="fmadapt-imgfast-"))
     os.environ["FMADAPT_CACHE"] = str(tmp / "cache")
-    import numpy as np
     import torch
 
     torch.set_num_threads(2)
@@ -104,7 +102,7 @@ def main() -> int:
     tp.log("2. end to end")
     fm_paths = tp.write_fmnist_flat(DATA, tmp / "fm_e2e", N_END2END)
     rows = []
-    for label, paths in ((f"Fashion-MNIST 28x28 PNG -> 224 px", fm_paths),
+    for label, paths in (("Fashion-MNIST 28x28 PNG -> 224 px", fm_paths),
                          ("hymenoptera JPEG photos (train) -> 224 px", hym_paths)):
         ex = Examples(inputs=paths, labels=None, ids=paths, modality="image")
         run = {"baseline: eager timm + torchvision DataLoader": lambda p=paths: tp.timm_embed(base_model, p, 224),

@@ -23,8 +23,9 @@ Full-run plan (each block aims at <= 15 min on 2 CPU cores; THUCNews fine-tuning
                on 1,000 test examples (stratified, seed 0): fmadapt probe, fmadapt finetune (unfreeze=-1,
                epochs=10, batch_size=8), fmadapt contrastive (SetFit's recipe: batch_size=16, 20 pair
                rounds; the final body learns from all k labels per class, after a first run on the 80 %
-               training split gave the validation figures), and SetFit 1.x with the packaged MiniLM-L6 at 8 and 64 labels per class
-               (batch_size=16, num_epochs=1, num_iterations=20, seed 0; its default LogisticRegression head)
+               training split gave the validation figures), and SetFit 1.x with the packaged MiniLM-L6 at 8
+               and 64 labels per class (batch_size=16, num_epochs=1, num_iterations=20, seed 0; its default
+               LogisticRegression head)
 --strategies filters the fmadapt rows only; the baselines (TF-IDF, SetFit) always run in their blocks.
 
 Timing: "fit s" is the wall time of `fit()` (backbone load, data checks, the 20 % validation split carved from

@@ -147,7 +147,9 @@ def test_same_seed_same_weights_with_and_without_workers(tmp_path):
 def test_resume_refuses_other_options_and_keeps_checkpoints_when_asked(tmp_path):
     data = write_image_folder(tmp_path / "img", per_class=8)
     ck = tmp_path / "ck"
+    handler = signal.getsignal(signal.SIGTERM)
     _fit(data).fit(data, checkpoint_dir=ck, keep_checkpoints=True)
+    assert signal.getsignal(signal.SIGTERM) is handler  # SIGTERM works as before once training is over
     done = ck / "run-0.done.ckpt"
     assert done.is_file() and not (ck / "run-0.ckpt").exists()
     assert all(torch.isfinite(t).all() for t in load_checkpoint(done)["state_dict"].values()

@@ -180,11 +180,15 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in params.items()}
 
 
-def _resume_params(run: Path, given: dict[str, Any]) -> dict[str, Any]:
-    """The options `fit --resume RUN` continues with: those RUN was started with. Returns `given` itself
-    when the user repeated them all (DATA given) and they agree."""
+_PATH_PARAMS = ("data", "val", "group_metadata", "backbone")
+
+
+def _resume_params(run: Path, given: dict[str, Any]) -> dict[str, Any] | None:
+    """The options `fit --resume RUN` continues with: those RUN was started with (and its directory as --out,
+    wherever it is now). None when the user repeated them all (DATA given) and they agree."""
     from .artifact import read_json
 
+    run = run.resolve()
     path = run / "checkpoints" / COMMAND_FILE
     if not path.is_file():
         raise typer.BadParameter(f"{run} holds no unfinished fit to resume ({path} is missing: the fit finished, "
@@ -193,21 +197,23 @@ def _resume_params(run: Path, given: dict[str, Any]) -> dict[str, Any]:
     saved = record.get("params") if isinstance(record, dict) else None
     if not isinstance(saved, dict) or not set(saved) <= _FIT_PARAMS:
         raise typer.BadParameter(f"{path}: not a command record written by fmadapt fit")
-    saved = {k: v for k, v in saved.items() if k in _FIT_PARAMS and k not in ("resume", "as_json")}
-    if saved.get("out") is not None:
-        saved["out"] = Path(saved["out"])
-    cwd = record.get("cwd")
+    saved = {k: v for k, v in saved.items() if k not in ("resume", "as_json", "out")}
     if given.get("data") is None:
+        cwd = record.get("cwd")
         if isinstance(cwd, str) and os.path.isdir(cwd):
             os.chdir(cwd)  # relative paths in the saved command are relative to where it was run
-        return saved
-    mine = {k: v for k, v in _jsonable(given).items() if k in saved}
-    diff = sorted(k for k in saved if mine.get(k) != _jsonable(saved).get(k))
+        return {**saved, "out": run, "resume": run}
+
+    def norm(k: str, v: Any) -> Any:
+        v = str(v) if isinstance(v, Path) else v
+        return os.path.abspath(v) if k in _PATH_PARAMS and isinstance(v, str) and os.path.exists(v) else v
+
+    diff = sorted(k for k in saved if norm(k, given.get(k)) != norm(k, saved[k]))
     if diff:
         raise typer.BadParameter(f"--resume {run}: the run was started with other {', '.join(diff)} "
-                                 f"({', '.join(f'{k}={_jsonable(saved)[k]!r}' for k in diff)}). Resume with "
+                                 f"({', '.join(f'{k}={saved[k]!r}' for k in diff)}). Resume with "
                                  f"`fmadapt fit --resume {run}` alone to reuse them.")
-    return given
+    return None
 
 
 def _drop_checkpoints(ckdir: Path) -> None:
@@ -300,8 +306,8 @@ def fit(
     params = {k: v for k, v in locals().items() if k in _FIT_PARAMS}
     if resume is not None:
         saved = _resume_params(resume, params)
-        if saved is not params:
-            return fit(**{**saved, "resume": resume, "as_json": as_json})
+        if saved is not None:
+            return fit(**saved, as_json=as_json)
     if data is None or out is None:
         raise typer.BadParameter("DATA and --out are required (or --resume RUN_DIR alone)")
     ckdir = out / "checkpoints"

@@ -285,8 +285,8 @@ class Checkpointing(Checkpoint):
             self._stop(trainer, batch_idx + 1)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save(trainer, "sigterm" if self.stop_requested else "epoch-end", int(trainer.num_training_batches))
-        if self.stop_requested and trainer.current_epoch + 1 < (trainer.max_epochs or 0) and not trainer.should_stop:
+        self._save(trainer, "epoch-end", int(trainer.num_training_batches))
+        if self.stop_requested:  # (also after the last epoch: whatever follows may outlast the grace period)
             self._stop(trainer, int(trainer.num_training_batches))
 
     def _save(self, trainer: pl.Trainer, kind: str, batch: int) -> None:
@@ -305,8 +305,10 @@ class Checkpointing(Checkpoint):
             f"stopped by SIGTERM in epoch {trainer.current_epoch + 1} after batch {batch}; the state is saved in "
             f"{self.slot.last}. Continue with: fmadapt fit --resume RUN_DIR (or fit(..., resume=True)).")
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    # put Lightning's handler back before Lightning restores the one it found (its teardown comes before the
+    # callbacks' `teardown` hook, which would reinstall Lightning's handler for good: SIGTERM then ignored)
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_handler()
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore_handler()
