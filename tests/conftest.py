@@ -47,6 +47,22 @@ def tiny_bert(pretrained: bool = True):
     return HFTextBackbone(model.eval(), tok, cfg)
 
 
+def timm_dir(path: Path) -> Path:
+    """A timm hub-style backbone directory (config.json + model.safetensors) of test_efficientnet, random init:
+    what `--backbone DIR` loads in subprocesses, where the registered tiny backbones do not exist."""
+    import json
+
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    m = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
+    path.mkdir()
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps({"architecture": "test_efficientnet", "num_classes": 0}))
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FMADAPT_CACHE", str(tmp_path_factory.mktemp("cache")))

@@ -9,25 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_image_folder
-
-
-def _timm_dir(path):
-    import timm
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    m = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
-    path.mkdir()
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path / "model.safetensors"))
-    (path / "config.json").write_text(json.dumps({"architecture": "test_efficientnet", "num_classes": 0}))
-    return path
+from conftest import timm_dir, write_image_folder
 
 
 @pytest.mark.parametrize("dist", ["ddp", "ddp_fork"])
 def test_finetune_on_two_cpu_processes_writes_the_normal_artifact(tmp_path, dist):
     data = write_image_folder(tmp_path / "img", per_class=10)
-    backbone = _timm_dir(tmp_path / "net")
+    backbone = timm_dir(tmp_path / "net")
     out = tmp_path / "m"
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + (os.getpid() % 1000)),
            "PL_DISABLE_FORK": "0"}

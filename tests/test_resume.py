@@ -16,7 +16,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import write_image_folder
+from conftest import timm_dir, write_image_folder
 from fmadapt import ImageClassifier
 from fmadapt.cli import app
 from fmadapt.errors import ConfigError
@@ -25,24 +25,12 @@ from fmadapt.train.checkpoint import checkpoint_info, load_checkpoint
 EPOCHS = 4
 
 
-def _timm_dir(path: Path) -> Path:
-    import timm
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    m = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
-    path.mkdir()
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path / "model.safetensors"))
-    (path / "config.json").write_text(json.dumps({"architecture": "test_efficientnet", "num_classes": 0}))
-    return path
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     # 360 images, batch 4: ~70 steps an epoch, long enough to land a signal inside the second one
     data = write_image_folder(root / "img", per_class=120)
-    return root, data, _timm_dir(root / "net")
+    return root, data, timm_dir(root / "net")
 
 
 def _cmd(data: Path, net: Path, out: Path) -> list[str]:
