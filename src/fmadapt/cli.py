@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import os
@@ -14,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .cli_resume import COMMAND_FILE, drop_checkpoints, jsonable, resume_params
 from .errors import ConfigError, FmadaptError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -173,56 +173,11 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-COMMAND_FILE = "command.json"
-
-
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in params.items()}
-
-
-_PATH_PARAMS = ("data", "val", "group_metadata", "backbone")
-
-
-def _resume_params(run: Path, given: dict[str, Any]) -> dict[str, Any] | None:
-    """The options `fit --resume RUN` continues with: those RUN was started with (and its directory as --out,
-    wherever it is now). None when the user repeated them all (DATA given) and they agree."""
-    from .artifact import read_json
-
-    run = run.resolve()
-    path = run / "checkpoints" / COMMAND_FILE
-    if not path.is_file():
-        raise typer.BadParameter(f"{run} holds no unfinished fit to resume ({path} is missing: the fit finished, "
-                                 "or never started training). Start it again without --resume.")
-    record = read_json(path)
-    saved = record.get("params") if isinstance(record, dict) else None
-    if not isinstance(saved, dict) or not set(saved) <= _FIT_PARAMS:
-        raise typer.BadParameter(f"{path}: not a command record written by fmadapt fit")
-    saved = {k: v for k, v in saved.items() if k not in ("resume", "as_json", "out")}
-    if given.get("data") is None:
-        cwd = record.get("cwd")
-        if isinstance(cwd, str) and os.path.isdir(cwd):
-            os.chdir(cwd)  # relative paths in the saved command are relative to where it was run
-        return {**saved, "out": run, "resume": run}
-
-    def norm(k: str, v: Any) -> Any:
-        v = str(v) if isinstance(v, Path) else v
-        return os.path.abspath(v) if k in _PATH_PARAMS and isinstance(v, str) and os.path.exists(v) else v
-
-    diff = sorted(k for k in saved if norm(k, given.get(k)) != norm(k, saved[k]))
-    if diff:
-        raise typer.BadParameter(f"--resume {run}: the run was started with other {', '.join(diff)} "
-                                 f"({', '.join(f'{k}={saved[k]!r}' for k in diff)}). Resume with "
-                                 f"`fmadapt fit --resume {run}` alone to reuse them.")
-    return None
-
-
-def _drop_checkpoints(ckdir: Path) -> None:
-    from .train.checkpoint import RunCheckpoints
-
-    RunCheckpoints(ckdir, resume=True).remove()
-    (ckdir / COMMAND_FILE).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        ckdir.rmdir()
+def _override_columns(clf: Any, text: str | None, label: str | None) -> None:
+    if text:
+        clf.config_.text_col = text
+    if label:
+        clf.config_.label_col = label
 
 
 @app.command()
@@ -305,7 +260,7 @@ def fit(
     `fmadapt fit --resume OUT` continues an interrupted run."""
     params = {k: v for k, v in locals().items() if k in _FIT_PARAMS}
     if resume is not None:
-        saved = _resume_params(resume, params)
+        saved = resume_params(resume, params, _FIT_PARAMS)
         if saved is not None:
             return fit(**saved, as_json=as_json)
     if data is None or out is None:
@@ -347,14 +302,14 @@ def fit(
         RunCheckpoints(ckdir, resume=resume is not None)  # refuses to overwrite an unfinished run's checkpoints
         if resume is None and _is_global_zero():
             ckdir.mkdir(parents=True, exist_ok=True)  # what --resume needs to start the same fit again
-            record = {k: v for k, v in _jsonable(params).items() if k not in ("resume", "as_json")}
+            record = {k: v for k, v in jsonable(params).items() if k not in ("resume", "as_json")}
             write_file(ckdir / COMMAND_FILE, json.dumps({"params": record, "cwd": os.getcwd()}))
         clf.fit(data, val=val, checkpoint_dir=ckdir, resume=resume is not None, keep_checkpoints=True)
         seconds = time.perf_counter() - t0
         if not _is_global_zero():
             return  # under multi-process DDP only global rank 0 writes the model and prints
         clf.save_pretrained(out, command="fmadapt " + shlex.join(sys.argv[1:]), report=report != "off")
-        _drop_checkpoints(ckdir)  # the model directory is written: the checkpoints are no longer needed
+        drop_checkpoints(ckdir)  # the model directory is written: the checkpoints are no longer needed
         evals: dict[str, Any] = {}
         if report == "full" or (report == "basic" and group_col):
             groups = _groups(clf, data, clf.splits_["val"], group_col, group_metadata) if group_col or \
@@ -379,148 +334,7 @@ def fit(
 _FIT_PARAMS = frozenset(inspect.signature(fit).parameters)
 
 
-@app.command()
-def evaluate(
-    model_dir: Annotated[Path, typer.Argument(help="A model directory written by `fmadapt fit`.")],
-    data: Annotated[str, typer.Argument(help="Labeled data in the same form as for fit.")],
-    text: Annotated[str | None, typer.Option("--text")] = None,
-    label: Annotated[str | None, typer.Option("--label")] = None,
-    robustness: Annotated[bool, typer.Option(
-        "--robustness", help="Accuracy under corruptions (images: noise, blur, JPEG, brightness, contrast x 5 "
-        "severities; FGSM/PGD over an eps grid) or text perturbations (typos, casing, punctuation, word drop).")
-    ] = False,
-    no_adversarial: Annotated[bool, typer.Option("--no-adversarial", help="Robustness without FGSM/PGD.")] = False,
-    max_examples: Annotated[int, typer.Option("--max-examples", help="Robustness: examples used (stratified).")
-                            ] = 500,
-    max_adversarial: Annotated[int, typer.Option("--max-adversarial", help="Images attacked (eager PyTorch).")
-                               ] = 200,
-    group_col: Annotated[str | None, typer.Option(
-        "--group-col", help="Fairness by group: a column of DATA (texts) or of --group-metadata (images).")] = None,
-    group_metadata: Annotated[str | None, typer.Option(
-        "--group-metadata", help="Images: CSV/JSONL mapping image paths to groups.")] = None,
-    min_group_size: Annotated[int, typer.Option(
-        "--min-group-size", help="Fairness: smaller groups are flagged and left out of worst-group.")] = 30,
-    explain: Annotated[bool, typer.Option("--explain", help="Attributions for 4 right and 4 wrong examples.")
-                       ] = False,
-    report_dir: Annotated[Path | None, typer.Option(
-        "--report-dir", help="Where evaluation/ and report.html go (default: the model directory).")] = None,
-    as_json: Annotated[bool, _JSON] = False,
-) -> None:
-    """Metrics on DATA (accuracy, macro-F1, per class, confusion, calibration error); optionally robustness,
-    fairness by group and explanations. All of it lands in report.html."""
-
-    def go() -> None:
-        from .estimators import load_model
-        from .evaluate.metrics import format_metrics
-        from .report.run import REPORT, run_evaluations, save_evaluations, write_run_report
-
-        clf = load_model(model_dir)
-        _override_columns(clf, text, label)
-        ex = clf._labeled_for_eval(data)
-        groups = _groups(clf, data, ex, group_col, group_metadata) if group_col or group_metadata else None
-        evals = run_evaluations(clf, ex, robustness=robustness, explain=explain, groups=groups,
-                                group_col=group_col, min_group_size=min_group_size,
-                                robustness_budget={"max_examples": max_examples, "max_adversarial": max_adversarial,
-                                                   "adversarial": not no_adversarial},
-                                progress=sys.stderr.isatty())
-        dest = report_dir or model_dir
-        if report_dir:
-            _copy_run(model_dir, report_dir)
-        save_evaluations(dest, Path(data).name or "data", evals, data=str(data))
-        path = write_run_report(dest, Path(dest) / REPORT)
-        m = evals["metrics"]
-        if as_json:
-            _out(json.dumps({**m, **{k: evals[k] for k in ("robustness", "fairness") if k in evals},
-                             "seconds": evals["seconds"], "report": str(path.resolve())}, ensure_ascii=False))
-        else:
-            _out(format_metrics(m, title=f"[{data}]"))
-            if m.get("calibration"):
-                c = m["calibration"]
-                _out(f"calibration (temperature {c['temperature']:.3f}): ECE {c['before']['ece']:.4f} -> "
-                     f"{c['after']['ece']:.4f}, Brier {c['before']['brier']:.4f} -> {c['after']['brier']:.4f}")
-            if m["skipped"]:
-                _out(f"skipped {len(m['skipped'])} input(s); --json lists them")
-            for w in ex.warnings:
-                _out(f"warning: {w}")
-            _print_evaluations(evals)
-            _out(f"report: {path}")
-
-    _run(go)
-
-
-def _copy_run(model_dir: Path, dest: Path) -> None:
-    """The JSON a report is made of (not the weights), so a report can live outside a read-only model dir."""
-    import shutil
-
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "metrics.json", "labels.json", "run.json"):
-        if (model_dir / name).is_file():
-            shutil.copyfile(model_dir / name, dest / name)
-
-
-@app.command()
-def explain(
-    model_dir: Annotated[Path, typer.Argument(help="A model directory written by `fmadapt fit`.")],
-    inputs: Annotated[str, typer.Argument(help="Images (folder or file) or a table of texts.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the overlays and explanations.json "
-                                             "(default: <model dir>/explanations).")] = None,
-    method: Annotated[str, typer.Option("--method", help="Images: ig (Integrated Gradients) | saliency (fast). "
-                                        "Texts: always layer IG on the token embeddings.")] = "ig",
-    limit: Annotated[int, typer.Option("--limit", help="Explain at most this many inputs.")] = 20,
-    steps: Annotated[int, typer.Option("--steps", help="Integrated Gradients steps.")] = 32,
-    text: Annotated[str | None, typer.Option("--text")] = None,
-    as_json: Annotated[bool, _JSON] = False,
-) -> None:
-    """Attributions (Captum) for INPUTS: heatmap overlays for images, per-word scores for texts."""
-
-    def go() -> None:
-        from .estimators import load_model
-        from .evaluate.explain import METHODS, explain_inputs, save_explanations
-
-        if method not in METHODS:
-            raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-        if limit < 1 or steps < 1:
-            raise ConfigError("--limit and --steps must be >= 1")
-        clf = load_model(model_dir)
-        _override_columns(clf, text, None)
-        ex = clf._load_unlabeled(inputs)
-        items = explain_inputs(clf, ex, method=method, limit=limit, n_steps=steps)
-        dest = out or model_dir / "explanations"
-        files = save_explanations(items, dest)
-        if as_json:
-            _out(json.dumps({"out": str(dest.resolve()), "files": [str(f) for f in files],
-                             "items": [{k: v for k, v in i.items() if not k.endswith("_png") and k != "heatmap"}
-                                       for i in items]}, ensure_ascii=False))
-            return
-        for i in items:
-            line = f"{i['id']}: {i['pred']} ({i['confidence']:.2f})"
-            if i.get("tokens"):
-                top = sorted(i["tokens"], key=lambda t: -abs(t[1]))[:5]
-                line += "  " + ", ".join(f"{w} {s:+.2f}" for w, s in top)
-            if i.get("error"):
-                line += f"  error: {i['error']}"
-            _out(line)
-        if ex.skipped:
-            _out(f"skipped {len(ex.skipped)} unreadable input(s)")
-        _out(f"wrote {len(files)} file(s) to {dest}")
-
-    _run(go)
-
-
-@app.command()
-def report(
-    run_dir: Annotated[Path, typer.Argument(help="A model directory written by `fmadapt fit`.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file (default RUN_DIR/report.html)")
-                      ] = None,
-) -> None:
-    """(Re)write the self-contained report.html from what RUN_DIR holds (no data or model run needed)."""
-
-    def go() -> None:
-        from .report.run import write_run_report
-
-        _out(f"report: {write_run_report(run_dir, output)}")
-
-    _run(go)
+from . import cli_eval  # noqa: E402,F401  (registers evaluate, explain, report here, after fit)
 
 
 @app.command()
@@ -549,13 +363,6 @@ def predict(
                                                                   if n_err else ""))
 
     _run(go)
-
-
-def _override_columns(clf: Any, text: str | None, label: str | None) -> None:
-    if text:
-        clf.config_.text_col = text
-    if label:
-        clf.config_.label_col = label
 
 
 @app.command()
