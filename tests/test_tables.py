@@ -65,11 +65,14 @@ def test_integral_float_labels_print_as_integers():
     assert ex.labels == ["1", "2"]
 
 
-def test_non_utf8_file_names_the_encoding_option(tmp_path):
+def test_non_utf8_file_is_detected_by_default_and_strict_utf8_names_the_encoding_option(tmp_path):
     p = tmp_path / "latin.csv"
     p.write_bytes("text,label\ncafé crème,a\nnaïve,b\n".encode("latin-1"))
+    with pytest.warns(UserWarning, match="--encoding"):
+        df, _ = read_table(p)  # default "auto": detected, and the warning says how to override
+    assert df["text"].tolist() == ["café crème", "naïve"]
     with pytest.raises(DataError, match="--encoding"):
-        read_table(p)
+        read_table(p, encoding="utf-8")
     df, _ = read_table(p, encoding="latin-1")
     assert df["text"].tolist() == ["café crème", "naïve"]
 

@@ -372,7 +372,9 @@ def embed(
     backbone: Annotated[str | None, typer.Option("--backbone")] = None,
     text: Annotated[str | None, typer.Option("--text", help="Text column (tables).")] = None,
     image_size: Annotated[int | None, typer.Option("--image-size")] = None,
-    encoding: Annotated[str, typer.Option("--encoding")] = "utf-8",
+    encoding: Annotated[str, typer.Option(
+        "--encoding", help="Text file encoding: auto (UTF-8, else detected, with a warning) or a codec name.")
+    ] = "auto",
     no_header: Annotated[bool, typer.Option("--no-header")] = False,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:

@@ -17,7 +17,7 @@ from .data.tables import infer_columns, read_table
 
 
 def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = None, *, text_col: str | None = None,
-          encoding: str = "utf-8", header: bool = True, image_size: int | None = None, batch_size: int = 64,
+          encoding: str = "auto", header: bool = True, image_size: int | None = None, batch_size: int = 64,
           cache: bool = True, runtime: str = "auto", progress: bool | None = None
           ) -> tuple[np.ndarray, pd.DataFrame]:
     """(features (N, D), table of N ids with an `error` column). A folder/image file is image data, anything

@@ -18,7 +18,7 @@ _TEXT_NAMES = ("text", "sentence", "review", "content", "title", "document", "bo
 _LABEL_NAMES = ("label", "labels", "target", "class", "category", "y", "sentiment", "topic")
 
 
-def read_table(data: str | os.PathLike[str] | pd.DataFrame, encoding: str = "utf-8",
+def read_table(data: str | os.PathLike[str] | pd.DataFrame, encoding: str = "auto",
                header: bool = True) -> tuple[pd.DataFrame, str]:
     """(DataFrame, source name). Format by extension: .csv .tsv .txt .jsonl .json .parquet.
 

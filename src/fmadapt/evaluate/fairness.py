@@ -74,7 +74,7 @@ def _no_column(source: str, col: str, df: pd.DataFrame, opt: str = "--group-col"
 
 
 def group_labels_from_table(path_or_df: str | os.PathLike[str] | pd.DataFrame, group_col: str, ex: Examples,
-                            *, id_col: str | None = None, encoding: str = "utf-8", header: bool = True
+                            *, id_col: str | None = None, encoding: str = "auto", header: bool = True
                             ) -> list[str]:
     """The group of every example in `ex`, read from `group_col` of the table `ex` was built from.
 
