@@ -3,6 +3,7 @@ import pytest
 
 from conftest import text_frame
 from fmadapt import DataError, TextClassifier
+from fmadapt.data.examples import Examples
 from fmadapt.data.tables import examples_from_table, infer_columns, read_table
 
 
@@ -117,3 +118,12 @@ def test_trained_model_accepts_renamed_columns_with_a_warning():
     ambiguous = text_frame(4).rename(columns={"text": "body_a"}).assign(body_b="another string column, same length")
     with pytest.raises(DataError, match="column 'text' \\(--text\\) not found"):
         clf.evaluate(ambiguous)
+
+
+def test_a_lone_label_variant_is_named_with_the_class_it_resembles():
+    from fmadapt.data.split import check_trainable
+
+    ex = Examples(inputs=list("abcde"), labels=["pos", "pos", "neg", "neg", " Pos"], ids=list("abcde"),
+                  source="t.csv", modality="text")
+    with pytest.raises(DataError, match="' Pos' looks like 'pos'"):
+        check_trainable(ex)

@@ -22,8 +22,13 @@ def check_trainable(ex: Examples, what: str = "training data") -> None:
     few = {c: n for c, n in counts.items() if n < 2}
     if few:
         listed = ", ".join(f"{c!r} ({n})" for c, n in sorted(few.items()))
-        raise DataError(f"{ex.source}: class(es) with fewer than 2 examples in {what}: {listed}. Add examples "
-                        "or remove these classes.")
+        # a stray variant (" pos", "Pos") of a real class is the usual cause: say which class it resembles
+        canon = {" ".join(c.split()).casefold(): c for c in sorted(counts, key=lambda c: counts[c])}  # commonest wins
+        alike = [f"{c!r} looks like {canon[' '.join(c.split()).casefold()]!r}" for c in sorted(few)
+                 if canon[" ".join(c.split()).casefold()] != c]
+        raise DataError(f"{ex.source}: class(es) with fewer than 2 examples in {what}: {listed}. "
+                        + (f"{'; '.join(alike)} (they differ only by case or spaces): fix the label column. "
+                           if alike else "") + "Add examples or remove these classes.")
 
 
 def stratified_split(ex: Examples, val_fraction: float = 0.2, seed: int = 0) -> tuple[Examples, Examples]:
