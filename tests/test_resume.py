@@ -163,3 +163,45 @@ def test_resume_with_other_arguments_is_refused(tmp_path):
     r = CliRunner().invoke(app, ["fit", str(tmp_path / "a"), "--out", str(out), "--epochs", "5",
                                  "--resume", str(out)])
     assert r.exit_code == 2 and "epochs" in r.output and os.getcwd() != str(tmp_path)
+
+
+@pytest.mark.parametrize("kind, options", [
+    ("image", {"strategy": "finetune", "unfreeze": 1, "augment": False}),  # cached activations (tensor batches)
+    ("image", {"strategy": "progressive"}),
+    ("text", {"strategy": "finetune", "unfreeze": 1}),  # cached activations (pre-bucketed text batches)
+    ("text", {"strategy": "lora"}),
+], ids=["image-cached", "image-progressive", "text-cached", "text-lora"])
+def test_sigterm_mid_epoch_then_resume_equals_uninterrupted_for_each_training_path(tmp_path, monkeypatch, kind,
+                                                                                     options):
+    from conftest import text_frame
+    from fmadapt import TextClassifier
+    from fmadapt.errors import TrainingInterrupted
+    from fmadapt.train import module as train_module
+
+    if kind == "image":
+        data = write_image_folder(tmp_path / "img", per_class=10)
+        make = lambda: ImageClassifier(backbone="tiny-cnn", epochs=3, batch_size=4, image_size=32,  # noqa: E731
+                                       head_init="random", patience=10, cache=False, progress=False, **options)
+    else:
+        data = tmp_path / "t.csv"
+        text_frame(n_per_class=12).to_csv(data, index=False)
+        make = lambda: TextClassifier(backbone="tiny-bert", epochs=3, batch_size=4, head_init="random",  # noqa: E731
+                                      patience=10, cache=False, progress=False, **options)
+    whole = make().fit(data)
+    real = train_module.ClassifierModule.training_step
+
+    def signalled(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # our handler only records it: the step finishes
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(train_module.ClassifierModule, "training_step", signalled)
+    with pytest.raises(TrainingInterrupted):
+        make().fit(data, checkpoint_dir=tmp_path / "ck")
+    monkeypatch.undo()
+    info = checkpoint_info(tmp_path / "ck" / "run-0.ckpt")
+    assert (info["kind"], info["epoch"], info["batch"]) == ("sigterm", 1, 2)
+    resumed = make().fit(data, checkpoint_dir=tmp_path / "ck", resume=True)
+    assert resumed.resumed_ == ["run 0: from epoch 1, batch 2"]
+    assert _state_hash(resumed) == _state_hash(whole)
+    assert resumed.history_["epochs_run"] == whole.history_["epochs_run"] == 3

@@ -20,7 +20,7 @@ from ..data.examples import Examples
 from ..data.loader import make_loader
 from ..errors import ConfigError
 from ..model import Classifier
-from ..train.checkpoint import SafeCheckpointIO, data_hash
+from ..train.checkpoint import BatchSeeds, SafeCheckpointIO, data_hash
 from ..train.loggers import make_logger
 from ..train.module import ClassifierModule, EpochTimer, History, RestoreBest, evaluation_loss
 from .base import FitContext, Strategy, register_strategy
@@ -166,7 +166,7 @@ class FineTune(Strategy):
             # fixed-length runs (the final fit of `--strategy auto`, on data that includes its validation
             # split) keep their last weights: a contaminated validation loss must not pick the epoch
             callbacks = [history, *([best, stop] if cfg.restore_best else []), timer, *callbacks_extra,
-                         *([slot.callback(cfg.seed)] if slot else [])]
+                         BatchSeeds(cfg.seed), *([slot.callback()] if slot else [])]
             trainer = build_trainer(cfg, callbacks, progress=ctx.progress and sys.stderr.isatty())
             trained.train()  # backbones are created in eval mode; the frozen groups go back to eval each epoch
             trainer.fit(module, tr, va, ckpt_path=slot.resume_path() if slot else None)

@@ -9,7 +9,7 @@ replaced atomically (old or new, never half-written).
 several models) keeps `run-<k>.ckpt` (state at the end of its last finished epoch, or where SIGTERM stopped
 it) and, once finished, `run-<k>.done.ckpt` (its final weights and history). Resuming repeats what is
 deterministic and cheap (reading data, the probe that initialises the head) and continues each run from its
-checkpoint; `Checkpointing` makes the continuation exact (see ResumableLoader and the per-batch seeds)."""
+checkpoint; the continuation is exact (ResumableLoader; BatchSeeds for dropout and mixup)."""
 
 from __future__ import annotations
 
@@ -232,18 +232,30 @@ class RunSlot:
                          "fmadapt": {"fingerprint": self.fingerprint, "kind": "finished"}}, self.done)
         self.last.unlink(missing_ok=True)
 
-    def callback(self, seed: int) -> Checkpointing:
-        return Checkpointing(self, seed)
+    def callback(self) -> Checkpointing:
+        return Checkpointing(self)
+
+
+class BatchSeeds(pl.Callback):
+    """Reseeds the random generators before every training batch from (seed, epoch, batch, rank): dropout masks
+    and mixup pairs then do not depend on what ran before, so a resumed run draws the same ones as an
+    uninterrupted run (and a run with checkpoints the same as one without)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        seed_all(mix_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank, 2))
 
 
 class Checkpointing(Checkpoint):
-    """Saves the run at the end of every epoch and, on SIGTERM, at the next batch boundary (then stops);
-    reseeds the random generators before every batch from (seed, epoch, batch) so that a resumed run draws
-    the same dropout masks and mixup pairs as an uninterrupted one. (A `Checkpoint` subclass: Lightning runs
-    it after the other callbacks, so their epoch-end states are in the file.)"""
+    """Saves the run at the end of every epoch and, on SIGTERM, at the next batch boundary (then stops).
+    (A `Checkpoint` subclass: Lightning runs it after the other callbacks, so their epoch-end states are in
+    the file.)"""
 
-    def __init__(self, slot: RunSlot, seed: int) -> None:
-        self.slot, self.seed = slot, seed
+    def __init__(self, slot: RunSlot) -> None:
+        self.slot = slot
         self.stop_requested = False
         self._previous: Any = None
         self._trainer: pl.Trainer | None = None
@@ -273,10 +285,6 @@ class Checkpointing(Checkpoint):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
-        seed_all(mix_seed(self.seed, trainer.current_epoch, batch_idx, 2))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
