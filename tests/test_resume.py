@@ -165,14 +165,14 @@ def test_resume_with_other_arguments_is_refused(tmp_path):
     assert r.exit_code == 2 and "epochs" in r.output and os.getcwd() != str(tmp_path)
 
 
-@pytest.mark.parametrize("kind, options", [
-    ("image", {"strategy": "finetune", "unfreeze": 1, "augment": False}),  # cached activations (tensor batches)
-    ("image", {"strategy": "progressive"}),
-    ("text", {"strategy": "finetune", "unfreeze": 1}),  # cached activations (pre-bucketed text batches)
-    ("text", {"strategy": "lora"}),
-], ids=["image-cached", "image-progressive", "text-cached", "text-lora"])
-def test_sigterm_mid_epoch_then_resume_equals_uninterrupted_for_each_training_path(tmp_path, monkeypatch, kind,
-                                                                                     options):
+@pytest.mark.parametrize("kind, options, sig", [
+    ("image", {"strategy": "finetune", "unfreeze": 1, "augment": False}, signal.SIGTERM),  # cached activations
+    ("image", {"strategy": "progressive"}, signal.SIGINT),  # Ctrl-C: the same, exit code 130
+    ("text", {"strategy": "finetune", "unfreeze": 1}, signal.SIGTERM),  # cached, pre-bucketed text batches
+    ("text", {"strategy": "lora"}, signal.SIGTERM),
+], ids=["image-cached", "image-progressive-ctrl-c", "text-cached", "text-lora"])
+def test_signal_mid_epoch_then_resume_equals_uninterrupted_for_each_training_path(tmp_path, monkeypatch, kind,
+                                                                                    options, sig):
     from conftest import text_frame
     from fmadapt import TextClassifier
     from fmadapt.errors import TrainingInterrupted
@@ -192,16 +192,42 @@ def test_sigterm_mid_epoch_then_resume_equals_uninterrupted_for_each_training_pa
 
     def signalled(self, batch, batch_idx):
         if self.current_epoch == 1 and batch_idx == 1:
-            os.kill(os.getpid(), signal.SIGTERM)  # our handler only records it: the step finishes
+            os.kill(os.getpid(), sig)  # our handler only records it: the step finishes
         return real(self, batch, batch_idx)
 
     monkeypatch.setattr(train_module.ClassifierModule, "training_step", signalled)
-    with pytest.raises(TrainingInterrupted):
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted) as err:
         make().fit(data, checkpoint_dir=tmp_path / "ck")
+    assert err.value.exit_code == {signal.SIGTERM: 143, signal.SIGINT: 130}[sig]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
     monkeypatch.undo()
     info = checkpoint_info(tmp_path / "ck" / "run-0.ckpt")
-    assert (info["kind"], info["epoch"], info["batch"]) == ("sigterm", 1, 2)
+    assert (info["kind"], info["epoch"], info["batch"]) == (sig.name.lower(), 1, 2)
     resumed = make().fit(data, checkpoint_dir=tmp_path / "ck", resume=True)
     assert resumed.resumed_ == ["run 0: from epoch 1, batch 2"]
     assert _state_hash(resumed) == _state_hash(whole)
     assert resumed.history_["epochs_run"] == whole.history_["epochs_run"] == 3
+
+
+def test_a_second_ctrl_c_stops_at_once_from_the_last_checkpoint(tmp_path, monkeypatch):
+    from fmadapt.train import module as train_module
+
+    data = write_image_folder(tmp_path / "img", per_class=10)
+    real = train_module.ClassifierModule.training_step
+
+    def twice(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # impatient: the second one must not wait for the batch end
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(train_module.ClassifierModule, "training_step", twice)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises((KeyboardInterrupt, SystemExit)):  # Lightning turns KeyboardInterrupt into exit(1)
+            _fit(data, epochs=3).fit(data, checkpoint_dir=tmp_path / "ck")
+    finally:
+        signal.signal(signal.SIGINT, before)  # Lightning ignores further Ctrl-C while it shuts down
+    info = checkpoint_info(tmp_path / "ck" / "run-0.ckpt")
+    assert (info["kind"], info["epoch"]) == ("epoch-end", 0)  # nothing half-saved: the epoch-1 checkpoint

@@ -28,6 +28,6 @@ class TrainingDiverged(FmadaptError):
 
 
 class TrainingInterrupted(FmadaptError):
-    """SIGTERM: the run saved its state and stopped; `fmadapt fit --resume RUN_DIR` continues it."""
+    """SIGTERM or Ctrl-C: the run saved its state and stopped; `fmadapt fit --resume RUN_DIR` continues it."""
 
-    exit_code = 143  # 128 + SIGTERM, what a shell reports for a process ended by it
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a process ended by it (Ctrl-C: 130)

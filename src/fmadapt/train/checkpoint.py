@@ -19,6 +19,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -249,15 +250,19 @@ class BatchSeeds(pl.Callback):
         seed_all(mix_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank, 2))
 
 
+#: signals that save the run and stop it at the next batch boundary: (checkpoint kind, what to call it, exit code)
+STOP_SIGNALS = {signal.SIGTERM: ("sigterm", "SIGTERM", 143), signal.SIGINT: ("sigint", "Ctrl-C", 130)}
+
+
 class Checkpointing(Checkpoint):
-    """Saves the run at the end of every epoch and, on SIGTERM, at the next batch boundary (then stops).
-    (A `Checkpoint` subclass: Lightning runs it after the other callbacks, so their epoch-end states are in
-    the file.)"""
+    """Saves the run at the end of every epoch and, on SIGTERM or a first Ctrl-C, at the next batch boundary
+    (then stops; a second Ctrl-C aborts at once). (A `Checkpoint` subclass: Lightning runs it after the other
+    callbacks, so their epoch-end states are in the file.)"""
 
     def __init__(self, slot: RunSlot) -> None:
         self.slot = slot
-        self.stop_requested = False
-        self._previous: Any = None
+        self.stop_requested: int | None = None  # the signal that asked
+        self._previous: dict[int, Any] = {}
         self._trainer: pl.Trainer | None = None
         self._kind = "epoch-end"
 
@@ -276,20 +281,25 @@ class Checkpointing(Checkpoint):
         # Lightning's own SIGTERM handler stops at the next batch, also inside validation, where no exact
         # restart point exists; this one only records the request, acted on at a batch or epoch boundary
         if trainer.world_size == 1 and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
 
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.stop_requested = True
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.stop_requested == signal.SIGINT and signum == signal.SIGINT:
+            self._restore_handler()
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, from the last checkpoint written
+        self.stop_requested = signum
+        if signum == signal.SIGINT:
+            sys.stderr.write("\nCtrl-C: saving the run at the end of this batch (Ctrl-C again: stop at once)\n")
 
     def _restore_handler(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if self.stop_requested and batch_idx + 1 < trainer.num_training_batches:
-            self._save(trainer, "sigterm", batch_idx + 1)
+            self._save(trainer, STOP_SIGNALS[signal.Signals(self.stop_requested)][0], batch_idx + 1)
             self._stop(trainer, batch_idx + 1)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -309,9 +319,12 @@ class Checkpointing(Checkpoint):
 
     def _stop(self, trainer: pl.Trainer, batch: int) -> None:
         self._restore_handler()
-        raise TrainingInterrupted(
-            f"stopped by SIGTERM in epoch {trainer.current_epoch + 1} after batch {batch}; the state is saved in "
+        _, name, code = STOP_SIGNALS[signal.Signals(self.stop_requested or signal.SIGTERM)]
+        err = TrainingInterrupted(
+            f"stopped by {name} in epoch {trainer.current_epoch + 1} after batch {batch}; the state is saved in "
             f"{self.slot.last}. Continue with: fmadapt fit --resume RUN_DIR (or fit(..., resume=True)).")
+        err.exit_code = code
+        raise err
 
     # put Lightning's handler back before Lightning restores the one it found (its teardown comes before the
     # callbacks' `teardown` hook, which would reinstall Lightning's handler for good: SIGTERM then ignored)
