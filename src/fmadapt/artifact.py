@@ -4,6 +4,7 @@ model are committed together (`atomic.commit`): a crash leaves the old model or 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,15 @@ def write_json(path: Path, obj: Any) -> None:
     write_file(path, json_text(obj))
 
 
+def nonfinite(tensors: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or Inf."""
+    return [k for k, t in tensors.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
+            and not bool(torch.isfinite(t).all())]
+
+
 def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
     """Refuse to store NaN/Inf weights: a diverged model must never overwrite a good one."""
-    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    bad = nonfinite(tensors)
     if bad:
         raise ArtifactError(f"{where}: refusing to save non-finite (NaN/Inf) weights in {len(bad)} tensor(s), "
                             f"e.g. {bad[:3]}; training diverged: lower the learning rate")
@@ -129,7 +136,6 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
                             f"({' '.join(str(e).split())[:200]}); delete it and check the model") from None
     # every file is checked for the shape fmadapt writes before anything is built from it: a damaged or
     # hostile file gives an ArtifactError naming it, never a traceback, and nothing is ever unpickled
-    import torch
 
     from .adapt import get_strategy
     from .config import FitConfig
@@ -222,7 +228,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         k = wrong[0]
         raise ArtifactError(f"{weights}: tensor {k} is {str(state[k].dtype)[6:]} {tuple(state[k].shape)}, the model "
                             f"needs {str(own[k].dtype)[6:]} {tuple(own[k].shape)} ({len(wrong)} such); {fix}")
-    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    bad = nonfinite(state)
     if bad:
         raise ArtifactError(f"{weights}: non-finite (NaN/Inf) values in {len(bad)} tensor(s), e.g. {bad[:3]}; {fix}")
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -264,3 +270,24 @@ def model_card(config: dict[str, Any], classes: list[str], metrics: dict[str, An
               "", "Files: `model.safetensors` (weights), `config.json`, `labels.json`, `backbone.json`, "
               "`metrics.json`. No pickle."]
     return "\n".join(lines) + "\n"
+
+
+def checked_listing(root: Path, listing: Any) -> list[dict[str, Any]]:
+    """The member directories an ensemble's config.json lists (each inside the model directory)."""
+    if not isinstance(listing, list) or not listing or not all(
+            isinstance(m, dict) and isinstance(m.get("dir"), str) for m in listing):
+        raise ArtifactError(f"{root / 'config.json'}: 'ensemble' must list member directories")
+    for m in listing:
+        p = (root / m["dir"]).resolve()
+        if root.resolve() not in p.parents:
+            raise ArtifactError(f"{root / 'config.json'}: member directory {m['dir']!r} lies outside the model")
+    return listing
+
+
+def stored_temperature(path: Path) -> float:
+    """The calibration temperature config.json stores (1.0 when none), checked."""
+    t = (read_json(path).get("calibration") or {}).get("temperature", 1.0)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t > 0):
+        raise ArtifactError(f"{path}: calibration temperature must be a positive number, got {t!r}; "
+                            "set it to 1.0 to use the uncalibrated probabilities")
+    return float(t)

@@ -18,15 +18,15 @@ import torch
 from . import adapt
 from ._version import __version__
 from .adapt.features import extract_features
-from .artifact import json_text, model_card, read_json, save_model
+from .artifact import checked_listing, json_text, model_card, read_json, save_model, stored_temperature
 from .artifact import load_model as _load_artifact
 from .atomic import commit
 from .backbones import create_backbone
 from .config import FitConfig
 from .data.cache import FeatureCache
-from .data.examples import Examples, Skipped
+from .data.examples import Examples
 from .data.images import drop_unreadable, scan_image_folder, unlabeled_images
-from .data.split import check_trainable, stratified_split
+from .data.split import check_known, check_trainable, data_summary, stratified_split
 from .data.tables import examples_from_table, infer_columns, read_table
 from .errors import ArtifactError, ConfigError, DataError, NotFittedError
 from .evaluate.metrics import classification_metrics
@@ -120,7 +120,7 @@ class _Classifier(ABC):
         classes = sorted(set(train.labels or []))
         for name in ("val", "test"):
             if name in splits:
-                _check_known(splits[name], classes, name)
+                check_known(splits[name], classes, name)
         ctx = adapt.FitContext(classes, self._feature_cache(), self._show_progress(), checkpoints=checkpoints)
         self.classes_ = classes
         selection_metrics = None
@@ -174,7 +174,7 @@ class _Classifier(ABC):
                 self.metrics_["val"]["skipped"] = [s.to_dict() for s in ex.skipped]
             elif name != "train":
                 self.metrics_[name] = self._metrics_for(ex)
-        self.data_summary_ = _data_summary(splits, split_made)
+        self.data_summary_ = data_summary(splits, split_made)
         if cfg.log_to:
             from .train.loggers import log_summary, make_logger
 
@@ -326,7 +326,7 @@ class _Classifier(ABC):
         splits = self._load_labeled(data, self.config_)
         name = next(n for n in ("test", "val", "train") if n in splits)
         ex = splits[name]
-        _check_known(ex, self.classes_, "evaluation data")
+        check_known(ex, self.classes_, "evaluation data")
         return ex
 
     def _metrics_for(self, ex: Examples) -> dict[str, Any]:
@@ -473,7 +473,7 @@ class _Classifier(ABC):
     def from_pretrained(cls, path: str | os.PathLike[str], **kw: Any) -> _Classifier:
         root = Path(path)
         listing = read_json(root / "config.json").get("ensemble") if (root / "config.json").is_file() else None
-        loaded = [_load_artifact(root / m["dir"]) for m in _checked_listing(root, listing)] if listing else \
+        loaded = [_load_artifact(root / m["dir"]) for m in checked_listing(root, listing)] if listing else \
             [_load_artifact(root)]
         model, classes, config = loaded[0]
         if any(c != classes for _, c, _ in loaded):
@@ -489,7 +489,7 @@ class _Classifier(ABC):
             f = FitConfig.from_dict(c.get("fit", {}))
             members.append((m, f, c.get("history", {}), adapt.get_strategy(f.strategy).trains_backbone, None))
         obj.model_, obj.classes_, obj.config_ = model, classes, fit
-        obj.temperature_ = _stored_temperature(root / "config.json")
+        obj.temperature_ = stored_temperature(root / "config.json")
         obj.trains_backbone_ = members[0][3]
         obj.members_ = members if listing else []
         return obj
@@ -564,13 +564,6 @@ class TextClassifier(_Classifier):
         return self._table(data, need_label=False, cfg=self.config_)
 
 
-def _check_known(ex: Examples, classes: list[str], what: str) -> None:
-    unseen = sorted(set(ex.labels or []) - set(classes))
-    if unseen:
-        raise DataError(f"{ex.source}: {what} has label(s) never seen in training: "
-                        f"{', '.join(repr(u) for u in unseen[:20])}. Known classes: {', '.join(classes[:50])}")
-
-
 def _member_specs(cfg: FitConfig, default_backbone: str) -> list[tuple[str, int]]:
     """(backbone, seed) of every model to train: one, or each ensemble backbone x `ensemble` seeds."""
     names = ([b.strip() for b in cfg.ensemble_backbones.split(",") if b.strip()] if cfg.ensemble_backbones
@@ -583,43 +576,6 @@ def _member_specs(cfg: FitConfig, default_backbone: str) -> list[tuple[str, int]
     return [(b, cfg.seed + i) for b in names for i in range(cfg.ensemble)]
 
 
-def _checked_listing(root: Path, listing: Any) -> list[dict[str, Any]]:
-    if not isinstance(listing, list) or not listing or not all(
-            isinstance(m, dict) and isinstance(m.get("dir"), str) for m in listing):
-        raise ArtifactError(f"{root / 'config.json'}: 'ensemble' must list member directories")
-    for m in listing:
-        p = (root / m["dir"]).resolve()
-        if root.resolve() not in p.parents:
-            raise ArtifactError(f"{root / 'config.json'}: member directory {m['dir']!r} lies outside the model")
-    return listing
-
-
-def _data_summary(splits: dict[str, Examples], split_made: bool) -> dict[str, Any]:
-    skipped: list[Skipped] = []
-    seen = set()
-    for ex in splits.values():
-        for s in ex.skipped:
-            if (s.where, s.reason) not in seen:
-                seen.add((s.where, s.reason))
-                skipped.append(s)
-    warnings = sorted({w for ex in splits.values() for w in ex.warnings})
-    return {
-        "sizes": {k: len(v) for k, v in splits.items()},
-        "class_counts": {k: v.class_counts() for k, v in splits.items()},
-        "validation": "stratified split of the training data" if split_made else "given",
-        "skipped": [s.to_dict() for s in skipped],
-        "warnings": warnings,
-    }
-
-
 def load_model(path: str | os.PathLike[str], **kw: Any) -> _Classifier:
     """Reload any fmadapt model directory as the right estimator."""
     return _Classifier.from_pretrained(path, **kw)
-
-
-def _stored_temperature(path: Path) -> float:
-    t = (read_json(path).get("calibration") or {}).get("temperature", 1.0)
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not (np.isfinite(t) and t > 0):
-        raise ArtifactError(f"{path}: calibration temperature must be a positive number, got {t!r}; "
-                            "set it to 1.0 to use the uncalibrated probabilities")
-    return float(t)

@@ -1,13 +1,14 @@
-"""Checks before training, and the seeded stratified train/validation split."""
+"""Checks before training, the seeded stratified train/validation split, and the data summary."""
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import numpy as np
 
 from ..errors import DataError
-from .examples import Examples
+from .examples import Examples, Skipped
 
 
 def check_trainable(ex: Examples, what: str = "training data") -> None:
@@ -46,3 +47,30 @@ def stratified_split(ex: Examples, val_fraction: float = 0.2, seed: int = 0) -> 
         val.extend(rng.permutation(idx)[:n_val].tolist())
     chosen = set(val)
     return ex.subset([i for i in range(len(ex)) if i not in chosen]), ex.subset(sorted(chosen))
+
+
+def check_known(ex: Examples, classes: list[str], what: str) -> None:
+    """Labels of validation/test/evaluation data must be classes the model was trained on."""
+    unseen = sorted(set(ex.labels or []) - set(classes))
+    if unseen:
+        raise DataError(f"{ex.source}: {what} has label(s) never seen in training: "
+                        f"{', '.join(repr(u) for u in unseen[:20])}. Known classes: {', '.join(classes[:50])}")
+
+
+def data_summary(splits: dict[str, Examples], split_made: bool) -> dict[str, Any]:
+    """What the run summary and metrics.json say about the data: sizes, class counts, skips, warnings."""
+    skipped: list[Skipped] = []
+    seen = set()
+    for ex in splits.values():
+        for s in ex.skipped:
+            if (s.where, s.reason) not in seen:
+                seen.add((s.where, s.reason))
+                skipped.append(s)
+    warnings = sorted({w for ex in splits.values() for w in ex.warnings})
+    return {
+        "sizes": {k: len(v) for k, v in splits.items()},
+        "class_counts": {k: v.class_counts() for k, v in splits.items()},
+        "validation": "stratified split of the training data" if split_made else "given",
+        "skipped": [s.to_dict() for s in skipped],
+        "warnings": warnings,
+    }

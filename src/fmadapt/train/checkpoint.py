@@ -34,6 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from .._version import __version__
+from ..artifact import nonfinite
 from ..atomic import recover, write_file
 from ..data.loader import mix_seed, seed_all
 from ..errors import ArtifactError, ConfigError, TrainingInterrupted
@@ -96,9 +97,7 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) ->
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     structure = _encode(checkpoint, tensors, "checkpoint")
-    weights = checkpoint.get("state_dict") or {}
-    bad = [k for k, t in weights.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
-           and not bool(torch.isfinite(t).all())]
+    bad = nonfinite(checkpoint.get("state_dict") or {})
     if bad:
         raise ArtifactError(f"{path}: refusing to save a checkpoint with non-finite (NaN/Inf) weights "
                             f"({bad[:3]}); the previous checkpoint is kept")
