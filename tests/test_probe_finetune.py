@@ -127,20 +127,35 @@ def test_finetune_top_groups_only_changes_top(tmp_path):
     assert clf.history_["epochs_run"] >= 1 and clf.history_["epochs"]
 
 
-def test_finetune_text_restores_best_epoch(tmp_path):
+@pytest.mark.parametrize("select_by", ["accuracy", "loss"])
+def test_finetune_text_restores_best_epoch(select_by):
     df = text_frame(16)
     clf = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=3, batch_size=8, lr=1e-3,
-                         head_lr=1e-2).fit(df)
+                         head_lr=1e-2, select_by=select_by).fit(df)
     h = clf.history_
-    losses = [e["val_loss"] for e in h["epochs"]]
-    best = min(min(losses), h["initial_val_loss"])
-    assert h["best_epoch"] == (int(np.argmin(losses)) if min(losses) < h["initial_val_loss"] else -1)
-    # the restored weights are the best point's (an epoch, or the probe start): re-evaluating gives its loss
+    points = [{"val_loss": h["initial_val_loss"], "val_acc": h["initial_val_acc"]}] + h["epochs"]
+    keys = [(p["val_acc"], -p["val_loss"]) if select_by == "accuracy" else (-p["val_loss"],) for p in points]
+    kept = keys.index(max(keys))  # the first best point
+    assert h["best_epoch"] == kept - 1 and h["select_by"] == select_by
+    # the restored weights are the best point's (an epoch, or the probe start): re-evaluating gives its figures
     va = clf.splits_["val"]
     p = clf.predict_proba(va.inputs).to_numpy()
     y = np.array([clf.classes_.index(lab) for lab in va.labels])
     nll = -np.log(p[np.arange(len(y)), y] + 1e-12).mean()
-    assert nll == pytest.approx(best, abs=1e-3)
+    assert nll == pytest.approx(points[kept]["val_loss"], abs=1e-3)
+    assert (p.argmax(1) == y).mean() == pytest.approx(points[kept]["val_acc"], abs=1e-6)
+
+
+def test_epoch_selection_prefers_accuracy_over_a_lower_loss():
+    from fmadapt.adapt.finetune import _best_epoch
+
+    # THUCNews 3,000 with new tokens: the probe start has the lowest loss, fine-tuning the best accuracy
+    start = {"val_loss": 1.33, "val_acc": 0.58}
+    epochs = [{"val_loss": 2.17, "val_acc": 0.615}, {"val_loss": 1.44, "val_acc": 0.75},
+              {"val_loss": 1.50, "val_acc": 0.75}, {"val_loss": 1.58, "val_acc": 0.732}]
+    assert _best_epoch(epochs, start, "accuracy") == 1  # ties on accuracy: the lower loss
+    assert _best_epoch(epochs, start, "loss") == -1
+    assert _best_epoch(epochs, None, "loss") == 1
 
 
 def test_bad_options_fail_before_data_loading():
@@ -235,3 +250,43 @@ def test_batchnorm_statistics_frozen_by_default(tmp_path, bn):
     stats = [k for k in after if k.endswith("running_mean")]
     unchanged = all(torch.equal(before[k], after[k]) for k in stats)
     assert unchanged == (bn == "frozen")
+
+
+def test_bf16_mixed_precision_fine_tunes_and_keeps_fp32_weights():
+    df = text_frame(16)
+    clf = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=2, batch_size=8, lr=1e-3,
+                         head_lr=1e-2, precision="bf16-mixed", restore_best=False).fit(df)
+    weights = list(clf.model_.state_dict().values())
+    assert all(t.dtype == torch.float32 for t in weights if t.is_floating_point())
+    ref = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=2, batch_size=8, lr=1e-3,
+                         head_lr=1e-2, restore_best=False).fit(df)
+    # autocast really ran in bf16: the same seeded run in fp32 ends at other weights
+    assert any(not torch.equal(a, b) for a, b in zip(weights, ref.model_.state_dict().values(), strict=True))
+    with pytest.raises(ConfigError, match="precision"):
+        TextClassifier(backbone="tiny-bert", strategy="finetune", precision="8-bit").fit(df)
+
+
+def test_image_fine_tuning_runs_channels_last_and_saves_contiguous(tmp_path):
+    from fmadapt.train import module as module_mod
+
+    root = write_image_folder(tmp_path / "imgs", per_class=6)
+    seen = []
+    step = module_mod.ClassifierModule.training_step
+
+    def spy(self, batch, i):
+        seen.append((batch[0].is_contiguous(memory_format=torch.channels_last),
+                     next(m for m in self.model.modules() if isinstance(m, torch.nn.Conv2d))
+                     .weight.is_contiguous(memory_format=torch.channels_last)))
+        return step(self, batch, i)
+
+    module_mod.ClassifierModule.training_step = spy
+    try:
+        clf = ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=1, batch_size=4, augment=False,
+                              cache_activations="off").fit(str(root))
+    finally:
+        module_mod.ClassifierModule.training_step = step
+    assert seen and all(a and b for a, b in seen)  # NHWC batches and weights while training
+    convs = [m.weight for m in clf.model_.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous() for w in convs)  # back to the default layout after training
+    out = clf.save_pretrained(tmp_path / "m")
+    assert (out / "model.safetensors").exists()

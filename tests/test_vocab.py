@@ -85,3 +85,47 @@ def test_extended_model_learns_saves_and_reloads_identically(tmp_path):
     assert tok_a("篮球股市")["input_ids"] == tok_b("篮球股市")["input_ids"]
     texts = ["篮球比赛", "股市大涨", "足球冠军"]
     np.testing.assert_allclose(again.predict_proba(texts).to_numpy(), clf.predict_proba(texts).to_numpy(), atol=1e-5)
+
+
+def test_row_update_scaling_equals_a_per_row_learning_rate():
+    import torch
+
+    from fmadapt.train.module import _scale_row_updates
+
+    def one_step(scale: float, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        w = torch.nn.Parameter(torch.arange(12.0).reshape(6, 2) / 10)
+        opt = torch.optim.AdamW([w], lr=lr, weight_decay=0.0)
+        if scale != 1.0:
+            _scale_row_updates(opt, w, 4, scale)
+        start = w.detach().clone()
+        for k in range(3):
+            opt.zero_grad()
+            (w.pow(2).sum() * (k + 1)).backward()
+            opt.step()
+        return start, w.detach()
+
+    start, plain = one_step(1.0, 1e-2)
+    _, scaled = one_step(5.0, 1e-2)
+    _, big_lr = one_step(1.0, 5e-2)
+    assert torch.equal(scaled[:4], plain[:4])  # the old rows: untouched by the scaling
+    torch.testing.assert_close(scaled[4:], big_lr[4:])  # the new rows: as if their learning rate were 5x
+    assert not torch.allclose(scaled[4:], plain[4:])
+
+
+def test_new_token_embeddings_learn_at_their_own_rate():
+    df = chinese_frame()
+
+    def drift(**kw):
+        clf = TextClassifier(backbone="tiny-bert", strategy="finetune", extend_vocab=True, epochs=1, batch_size=8,
+                             lr=1e-4, head_lr=1e-4, seed=0, calibrate=False, **kw).fit(df)
+        n = len(clf.model_.backbone.cfg.extra["added_tokens"])
+        w = clf.model_.backbone.model.get_input_embeddings().weight.detach()
+        return float((w[-n:] - w[-n:].mean(0)).norm())  # they all started at the same mean row
+
+    slow = drift(new_token_lr=1e-4)
+    assert drift() > 5 * slow  # default: 20 x lr
+
+
+def test_new_token_lr_must_be_positive():
+    with pytest.raises(ConfigError, match="new_token_lr"):
+        TextClassifier(backbone="tiny-bert", strategy="finetune", new_token_lr=0.0).fit(chinese_frame())

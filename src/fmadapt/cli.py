@@ -236,7 +236,8 @@ def fit(
         "--ensemble-backbones", help="Comma list of backbones to ensemble (x --ensemble seeds).")] = None,
     extend_vocab: Annotated[bool, typer.Option(
         "--extend-vocab", help="Texts: add the tokens the tokenizer does not know (e.g. Chinese characters for "
-        "MiniLM) and learn them; needs --strategy finetune.")] = False,
+        "MiniLM) and learn them (their embeddings at --set new_token_lr=..., default 20 x --lr); needs --strategy "
+        "finetune.")] = False,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Any other fit option as KEY=VALUE (e.g. --set dropout=0.1 --set decay_beta=0.001); "
         "repeatable.")] = None,

@@ -22,13 +22,16 @@ from ..errors import ConfigError
 from ..model import Classifier
 from ..train.checkpoint import BatchSeeds, SafeCheckpointIO, data_hash
 from ..train.loggers import make_logger
-from ..train.module import ClassifierModule, EpochTimer, History, RestoreBest, evaluation_loss
+from ..train.module import ClassifierModule, EpochTimer, History, RestoreBest, evaluation_metrics, selection_key
 from .base import FitContext, Strategy, register_strategy
 from .cached import SuffixClassifier, cached_loaders, split_is_exact
 from .imbalance import imbalance
 from .probe import Probe
 
 DEFAULT_LR = {"image": 2e-4, "text": 3e-5}
+#: new_token_lr default, as a multiple of the body's learning rate: embeddings added by extend_vocab start at
+#: the mean and must travel much further than pretrained weights in the same few epochs
+NEW_TOKEN_LR_SCALE = 20.0
 
 
 def build_trainer(cfg: FitConfig, callbacks: list[pl.Callback], progress: bool) -> pl.Trainer:
@@ -45,6 +48,7 @@ def build_trainer(cfg: FitConfig, callbacks: list[pl.Callback], progress: bool) 
     return pl.Trainer(
         max_epochs=cfg.epochs,
         accelerator=cfg.accelerator,
+        precision=cfg.precision,
         devices=devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.dist_strategy,
@@ -140,6 +144,7 @@ class FineTune(Strategy):
             trained = model
         steps = cfg.epochs * max(1, len(tr))
         balance = imbalance(ctx.targets(train), len(ctx.classes), cfg)
+        row_lr = _new_token_rows(cfg, bb, cfg.lr or self.default_lr[bb.cfg.modality]) if split is None else None
         module = ClassifierModule(
             trained, lr=cfg.lr or self.default_lr[bb.cfg.modality], head_lr=cfg.head_lr,
             weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac, total_steps=steps,
@@ -150,37 +155,44 @@ class FineTune(Strategy):
                            else None),
             mixup=(mixup_fn(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(ctx.classes))
                    if split is None and bb.cfg.modality == "image" else None),
+            row_lr=row_lr, channels_last=bb.cfg.modality == "image",
             **_adversarial(cfg, bb))
         callbacks_extra = self.callbacks(bb, n_train, cfg)
         param_groups = [{"name": g["name"], "lr": g["lr"], "params": sum(p.numel() for p in g["params"])}
                         for g in module.param_groups()]
         # the starting point (the probe's head) competes with every epoch: fine-tuning never makes it worse
-        initial_loss = evaluation_loss(trained, va) if probe and cfg.restore_best else None
+        # (by validation accuracy, ties broken by the loss: a fine-tuned model may be far more accurate and
+        # still have a higher loss than the probe, being overconfident, which calibration corrects afterwards)
+        initial = evaluation_metrics(trained, va, module.loss_fn) if probe and cfg.restore_best else None
         with tempfile.TemporaryDirectory(prefix="fmadapt-") as tmp:
             history = History(os.path.join(tmp, "history.json"))
-            stop = EarlyStopping("val_loss", patience=cfg.patience, mode="min")
+            stop = (EarlyStopping("val_acc", patience=cfg.patience, mode="max") if cfg.select_by == "accuracy"
+                    else EarlyStopping("val_loss", patience=cfg.patience, mode="min"))
             timer = EpochTimer()
-            best = RestoreBest("val_loss", "min")
-            if initial_loss is not None:
-                best.seed(initial_loss, module)
+            best = RestoreBest(cfg.select_by)
+            if initial is not None:
+                best.seed(initial, module)
             # fixed-length runs (the final fit of `--strategy auto`, on data that includes its validation
             # split) keep their last weights: a contaminated validation loss must not pick the epoch
             callbacks = [history, *([best, stop] if cfg.restore_best else []), timer, *callbacks_extra,
                          BatchSeeds(cfg.seed), *([slot.callback()] if slot else [])]
             trainer = build_trainer(cfg, callbacks, progress=ctx.progress and sys.stderr.isatty())
             trained.train()  # backbones are created in eval mode; the frozen groups go back to eval each epoch
-            trainer.fit(module, tr, va, ckpt_path=slot.resume_path() if slot else None)
+            try:
+                trainer.fit(module, tr, va, ckpt_path=slot.resume_path() if slot else None)
+            finally:
+                trained.to(memory_format=torch.contiguous_format)
             epochs = history.recovered()
-        losses = [e.get("val_loss", float("inf")) for e in epochs]
-        start = initial_loss if initial_loss is not None else float("inf")
-        best_epoch = int(losses.index(min(losses))) if losses and min(losses) < start else -1
+        best_epoch = _best_epoch(epochs, initial, cfg.select_by)
         result = {
             "fit_seconds": round(time.perf_counter() - t0, 2),
             "trainable_groups": n_train,
             "total_groups": len(groups),
             "epochs_run": len(epochs),
             "best_epoch": best_epoch,  # -1: no epoch beat the starting point, which was kept
-            "initial_val_loss": None if initial_loss is None else round(initial_loss, 6),
+            "initial_val_loss": None if initial is None else round(initial["val_loss"], 6),
+            "initial_val_acc": None if initial is None else round(initial["val_acc"], 6),
+            "select_by": cfg.select_by,
             "epochs": epochs,
             "world_size": trainer.world_size,
             "cached_activations": split is not None,
@@ -194,6 +206,7 @@ class FineTune(Strategy):
             "schedule": cfg.schedule,
             "layer_decay": cfg.layer_decay,
             "param_groups": param_groups,
+            "new_token_lr": row_lr[2] * module.lr if row_lr else None,
             "probe_val_acc": max(r["val_acc"] for r in probe["candidates"]) if probe else None,
             "probe_C": probe["C"] if probe else None,
             **self._extra_history(),
@@ -330,6 +343,29 @@ def _adversarial(cfg: FitConfig, bb: Any) -> dict[str, Any]:
         return {"adversarial": kind, "adv_eps": eps, "adv_steps": cfg.adv_steps, "adv_target": target}
     emb = bb.model.get_input_embeddings()
     return {"adversarial": kind, "adv_eps": cfg.adv_eps if cfg.adv_eps is not None else 1.0, "adv_target": emb}
+
+
+def _best_epoch(epochs: list[dict[str, float]], initial: dict[str, float] | None, select_by: str) -> int:
+    """The epoch RestoreBest kept: the first with the best selection key; -1 when none beat the start."""
+    best, best_epoch = (selection_key(initial, select_by) if initial else None), -1
+    for k, e in enumerate(epochs):
+        key = selection_key(e, select_by)
+        if key is not None and (best is None or key > best):
+            best, best_epoch = key, k
+    return best_epoch
+
+
+def _new_token_rows(cfg: FitConfig, bb: Any, lr: float) -> tuple[torch.nn.Parameter, int, float] | None:
+    """(embedding weight, first added row, new_token_lr / lr) for the tokens extend_vocab added, else None."""
+    added = len(bb.cfg.extra.get("added_tokens", []))
+    model = getattr(bb, "model", None)
+    if not added or model is None or not hasattr(model, "get_input_embeddings"):
+        return None
+    weight = model.get_input_embeddings().weight
+    if not weight.requires_grad:
+        return None
+    new_lr = cfg.new_token_lr if cfg.new_token_lr is not None else NEW_TOKEN_LR_SCALE * lr
+    return weight, weight.shape[0] - added, new_lr / lr
 
 
 def _fingerprint(cfg: FitConfig, train: Examples, val: Examples, ctx: FitContext) -> dict[str, Any]:

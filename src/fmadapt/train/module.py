@@ -22,7 +22,10 @@ class ClassifierModule(pl.LightningModule):
     lr_scale: per-parameter multipliers of `lr` (layer-wise decay), keyed by id(param); missing = 1.
     l2sp: α of the L2-SP penalty (α/2)·Σ||w - w0||² over the trainable body parameters, w0 = their values
     when the module is built (the pretrained weights); the body then gets no weight decay (L2-SP replaces
-    it), the head keeps it. class_weights: per-class loss weights (imbalance)."""
+    it), the head keeps it. class_weights: per-class loss weights (imbalance). row_lr: (param, first_row,
+    scale): the rows of `param` from `first_row` on (embeddings of tokens added by extend_vocab) take steps
+    `scale` times larger than the rest of it; their update is rescaled after each optimizer step, which equals a
+    per-row learning rate for any optimizer (AdamW's update is proportional to its learning rate)."""
 
     def __init__(self, model: nn.Module, *, lr: float, head_lr: float, weight_decay: float,
                  warmup_frac: float, total_steps: int, frozen_groups: list[nn.Module] | None = None,
@@ -31,7 +34,8 @@ class ClassifierModule(pl.LightningModule):
                  lr_scale: dict[int, float] | None = None, l2sp: float = 0.0,
                  class_weights: torch.Tensor | None = None, mixup: Any = None,
                  adversarial: str = "none", adv_eps: float = 0.0, adv_steps: int = 3,
-                 adv_target: Any = None) -> None:
+                 adv_target: Any = None, row_lr: tuple[nn.Parameter, int, float] | None = None,
+                 channels_last: bool = False) -> None:
         super().__init__()
         self.model = model
         self.lr, self.head_lr, self.weight_decay = lr, head_lr, weight_decay
@@ -53,6 +57,12 @@ class ClassifierModule(pl.LightningModule):
         #: (texts: adv_target = the input-embedding module)
         self.adversarial, self.adv_eps, self.adv_steps = adversarial, adv_eps, adv_steps
         self._adv_target = [adv_target]  # in a list: a module here must not become a registered submodule
+        self._row_lr = [row_lr] if row_lr is not None and row_lr[2] != 1.0 else []  # a list, like _adv_target
+        #: images: NHWC weights and batches, which oneDNN's CPU convolutions run about 1.5x faster (the caller
+        #: turns the weights back to the default layout after training: saved tensors must be contiguous)
+        self.channels_last = channels_last
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
 
     def _body_params(self) -> list[nn.Parameter]:
         head_ids = {id(p) for p in self.model.head.parameters()}
@@ -67,6 +77,12 @@ class ClassifierModule(pl.LightningModule):
 
     def forward(self, batch: Any) -> torch.Tensor:
         return self.model(batch)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x, y = batch
+        if self.channels_last and isinstance(x, torch.Tensor) and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
 
     def on_train_start(self) -> None:
         self.on_train_epoch_start()  # a run resumed mid-epoch gets no epoch start
@@ -153,7 +169,26 @@ class ClassifierModule(pl.LightningModule):
         f = make_schedule(self.schedule, self.total_steps, int(self.warmup_frac * self.total_steps),
                           self.decay_beta)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, f)
+        for param, first, scale in self._row_lr:
+            _scale_row_updates(opt, param, first, scale)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _scale_row_updates(opt: torch.optim.Optimizer, param: nn.Parameter, first: int, scale: float) -> None:
+    """Multiply the update the optimizer makes to param[first:] by `scale` at every step."""
+    before: list[torch.Tensor] = []
+
+    def pre(*_: Any) -> None:
+        before[:] = [param.detach()[first:].clone()]
+
+    def post(*_: Any) -> None:
+        if before:
+            with torch.no_grad():
+                old = before.pop()
+                param[first:] = old + scale * (param[first:] - old)
+
+    opt.register_step_pre_hook(pre)
+    opt.register_step_post_hook(post)
 
 
 def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, class_weights: torch.Tensor | None = None
@@ -167,31 +202,39 @@ def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, class_weights: 
     return (per * w).sum() / w.sum().clamp(min=1e-12)
 
 
+def selection_key(metrics: dict[str, Any], select_by: str) -> tuple[float, ...] | None:
+    """What "better" means for a validation epoch (larger is better): accuracy, ties broken by the lower loss;
+    or the loss alone. None when the metrics are missing."""
+    loss, acc = metrics.get("val_loss"), metrics.get("val_acc")
+    if loss is None or (select_by == "accuracy" and acc is None):
+        return None
+    return (round(float(acc), 6), -float(loss)) if select_by == "accuracy" else (-float(loss),)
+
+
 class RestoreBest(pl.Callback):
     """Keeps the weights of the best validation epoch in memory and puts them back when training ends
-    (no checkpoint files: nothing pickled on disk)."""
+    (no checkpoint files: nothing pickled on disk). Best: see `selection_key`."""
 
-    def __init__(self, monitor: str = "val_loss", mode: str = "min") -> None:
-        self.monitor, self.mode = monitor, mode
-        self.best: float | None = None
+    def __init__(self, select_by: str = "accuracy") -> None:
+        self.select_by = select_by
+        self.best: list[float] | None = None
         self.best_epoch: int = -1
         self._state: dict[str, torch.Tensor] | None = None
 
-    def seed(self, value: float, module: nn.Module) -> None:
+    def seed(self, metrics: dict[str, float], module: nn.Module) -> None:
         """Start from a known point (the probe-initialised model): epochs must beat it to be kept."""
-        self.best, self.best_epoch = value, -1
+        key = selection_key(metrics, self.select_by)
+        self.best, self.best_epoch = (list(key) if key else None), -1
         self._state = {k: t.detach().to("cpu", copy=True) for k, t in module.state_dict().items()}
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        v = trainer.callback_metrics.get(self.monitor)
-        if v is None:
+        key = selection_key({k: float(v) for k, v in trainer.callback_metrics.items()}, self.select_by)
+        if key is None:
             return
-        v = float(v)
-        better = self.best is None or (v < self.best if self.mode == "min" else v > self.best)
-        if better:
-            self.best, self.best_epoch = v, trainer.current_epoch
+        if self.best is None or key > tuple(self.best):
+            self.best, self.best_epoch = list(key), trainer.current_epoch
             self._state = {k: t.detach().to("cpu", copy=True) for k, t in pl_module.state_dict().items()}
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -265,13 +308,17 @@ class EpochTimer(pl.Callback):
 
 
 @torch.no_grad()
-def evaluation_loss(model: nn.Module, loader: Any) -> float:
-    """Mean cross-entropy of `model` (eval mode) over a (x, y) loader."""
+def evaluation_metrics(model: nn.Module, loader: Any, loss_fn: nn.Module) -> dict[str, float]:
+    """{"val_loss", "val_acc"} of `model` (eval mode) over a (x, y) loader, the loss as `loss_fn` computes it
+    (the same as the training module's validation loss: label smoothing and class weights included), batches
+    weighted by their size like Lightning's epoch means."""
     was = model.training
     model.eval()
-    total, n = 0.0, 0
+    loss, correct, n = 0.0, 0, 0
     for x, y in loader:
-        total += float(nn.functional.cross_entropy(model(x), y, reduction="sum"))
+        logits = model(x)
+        loss += float(loss_fn(logits, y)) * len(y)
+        correct += int((logits.argmax(1) == y).sum())
         n += len(y)
     model.train(was)
-    return total / max(1, n)
+    return {"val_loss": loss / max(1, n), "val_acc": correct / max(1, n)}
