@@ -565,11 +565,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="markdown output (default: benchmarks/strategies.md for a full run of everything; a "
                          "quick or partial run only prints unless --out is given)")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw results as JSON here")
+    ap.add_argument("--runs", action="append", default=[], metavar="BLOCK=JSON",
+                    help='replace the fmadapt runs of a block, e.g. thucnews=\'[["finetune", {"epochs": 8}]]\' '
+                         "(repeatable; the command line in the report keeps it)")
     ap.add_argument("--threads", type=int, default=THREADS,
                     help=f"torch.set_num_threads (default {THREADS}, as the committed table)")
     args = ap.parse_args(argv)
     blocks = parse_list(args.only, BLOCKS, "block", ap)
     strategies = parse_list(args.strategies, STRATEGIES, "strategy", ap)
+    for spec in args.runs:
+        block, _, text = spec.partition("=")
+        try:
+            runs = [(str(s), dict(o)) for s, o in json.loads(text)]
+        except (ValueError, TypeError) as e:
+            ap.error(f"--runs {spec!r}: expected BLOCK='[[\"strategy\", {{options}}], ...]' ({e})")
+        if block not in RUNS or any(s not in STRATEGIES for s, _ in runs):
+            ap.error(f"--runs {spec!r}: block must be one of {', '.join(RUNS)}, strategies of {', '.join(STRATEGIES)}")
+        RUNS[block] = runs
     if not args.data.is_dir():
         print(f"benchmark data not found at {args.data} (expected ../shared/data next to the repo); skipping.")
         return 0
@@ -577,7 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     if out_path is None and not args.quick and blocks == list(BLOCKS) and strategies == list(STRATEGIES):
         out_path = HERE / "strategies.md"
 
-    cmd = "python benchmarks/strategies.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    import shlex
+
+    cmd = "python benchmarks/strategies.py" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
     started = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     loads0 = tp.load_avg()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
