@@ -5,6 +5,8 @@ local CPU: test accuracy, macro-F1 and the wall seconds of every fit, with the b
     python benchmarks/strategies.py                      # full run, writes benchmarks/strategies.md
     python benchmarks/strategies.py --quick              # tiny N, 1 epoch: a smoke test (prints only)
     python benchmarks/strategies.py --only sst2,fewshot --strategies probe,lora --json raw.json
+    python benchmarks/strategies.py --only thucnews --runs 'thucnews=[["finetune", {"epochs": 8}]]'
+    python benchmarks/strategies.py --only fewshot --shots 8 --runs 'fewshot=[["contrastive", {"ensemble": 3}]]'
 
 Blocks (--only): sst2, agnews, hymenoptera, fmnist, thucnews, fewshot (= few-shot SST-2 and few-shot AG News).
 Full-run plan (each block aims at <= 15 min on 2 CPU cores; THUCNews fine-tuning takes ~8 min):
@@ -188,6 +190,11 @@ def fmadapt_notes(clf: Any, strategy: str) -> str:
     """What the fit did, from its history and data summary."""
     h: dict[str, Any] = dict(clf.history_ or {})
     parts: list[str] = []
+    if "ensemble" in h:  # members: summarise the first, list every member's kept epoch
+        members = h["ensemble"]
+        parts.append(f"ensemble of {len(members)} (seeds {', '.join(str(m.get('seed')) for m in members)}; best "
+                     f"epochs {', '.join(str(m.get('best_epoch')) for m in members)})")
+        h = dict(members[0])
     if strategy == "auto" and "auto" in h:
         a = h["auto"]
         ran = [f"{c['candidate']} {c['val_acc']:.3f}" for c in a.get("candidates", []) if c.get("status") == "ran"]
@@ -202,6 +209,9 @@ def fmadapt_notes(clf: Any, strategy: str) -> str:
         parts.append(f"{h['pairs']} pairs, cosine loss {h.get('pair_loss_first')} -> {h.get('pair_loss_last')}")
     if "epochs_run" in h and strategy != "contrastive":
         parts.append(f"{h['epochs_run']} epoch(s) run, best {h.get('best_epoch')} (0-based; -1 = start kept)")
+        accs = [e.get("val_acc") for e in h.get("epochs", []) if e.get("val_acc") is not None]
+        if accs:
+            parts.append("val acc by epoch " + "/".join(f"{a:.3f}" for a in accs))
         if "trainable_groups" in h and strategy != "lora":
             parts.append(f"{h['trainable_groups']}/{h.get('total_groups')} layer groups trained")
         if h.get("cached_activations"):
@@ -565,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="markdown output (default: benchmarks/strategies.md for a full run of everything; a "
                          "quick or partial run only prints unless --out is given)")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw results as JSON here")
+    ap.add_argument("--shots", default=None, help="few-shot labels per class, comma list (default: 8,16,64)")
     ap.add_argument("--runs", action="append", default=[], metavar="BLOCK=JSON",
                     help='replace the fmadapt runs of a block, e.g. thucnews=\'[["finetune", {"epochs": 8}]]\' '
                          "(repeatable; the command line in the report keeps it)")
@@ -579,9 +590,13 @@ def main(argv: list[str] | None = None) -> int:
             runs = [(str(s), dict(o)) for s, o in json.loads(text)]
         except (ValueError, TypeError) as e:
             ap.error(f"--runs {spec!r}: expected BLOCK='[[\"strategy\", {{options}}], ...]' ({e})")
-        if block not in RUNS or any(s not in STRATEGIES for s, _ in runs):
-            ap.error(f"--runs {spec!r}: block must be one of {', '.join(RUNS)}, strategies of {', '.join(STRATEGIES)}")
-        RUNS[block] = runs
+        if (block not in RUNS and block != "fewshot") or any(s not in STRATEGIES for s, _ in runs):
+            ap.error(f"--runs {spec!r}: block must be one of {', '.join(RUNS)}, fewshot; strategies of "
+                     f"{', '.join(STRATEGIES)}")
+        if block == "fewshot":
+            FEWSHOT_RUNS[:] = runs
+        else:
+            RUNS[block] = runs
     if not args.data.is_dir():
         print(f"benchmark data not found at {args.data} (expected ../shared/data next to the repo); skipping.")
         return 0
@@ -603,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
     import fmadapt  # noqa: F401  (also quiets Lightning / transformers chatter)
 
     plan = Plan(args.quick)
+    if args.shots:
+        plan.shots = tuple(int(k) for k in args.shots.split(","))
     data: Path = args.data
     needs = {"sst2": ["sst2"], "agnews": ["ag_news"], "hymenoptera": ["hymenoptera"], "fmnist": ["fashion_mnist"],
              "thucnews": ["thucnews_titles"], "fewshot": ["sst2", "ag_news"]}

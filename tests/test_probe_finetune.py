@@ -290,3 +290,19 @@ def test_image_fine_tuning_runs_channels_last_and_saves_contiguous(tmp_path):
     assert convs and all(w.is_contiguous() for w in convs)  # back to the default layout after training
     out = clf.save_pretrained(tmp_path / "m")
     assert (out / "model.safetensors").exists()
+
+
+def test_refit_full_retrains_on_all_labels_for_the_chosen_epochs():
+    df = text_frame(16)
+    opts = dict(backbone="tiny-bert", strategy="finetune", epochs=3, batch_size=8, lr=1e-3, head_lr=1e-2,
+                head_init="random", seed=0)
+    first = TextClassifier(**opts).fit(df)
+    full = TextClassifier(**opts, refit_full=True).fit(df)
+    r = full.history_["refit_full"]
+    assert r["selection_best_epoch"] == first.history_["best_epoch"] >= 0
+    assert full.history_["epochs_run"] == r["selection_best_epoch"] + 1  # retrained for the chosen epochs
+    assert full.data_summary_["sizes"]["train"] == first.data_summary_["sizes"]["train"]  # the split is reported
+    # validation figures are the first run's (it never saw the validation split), not the refit model's
+    assert full.metrics_["val"]["accuracy"] == pytest.approx(first.metrics_["val"]["accuracy"])
+    assert full.refit_on_val_
+    assert not torch.equal(first.model_.head.weight, full.model_.head.weight)

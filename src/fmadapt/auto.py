@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from .config import FitConfig, parse_duration
-from .data.examples import Examples
+from .data.examples import Examples, concat
 
 SELECTION_SHARE = 0.6  #: of the budget, for comparing candidates; the rest trains the winner on all data
 CANDIDATE_EPOCHS = 3
@@ -36,11 +36,6 @@ def candidates(modality: str, cfg: FitConfig) -> list[tuple[str, dict[str, Any]]
         ("finetune all layers" + (" + new tokens" if cfg.extend_vocab else ""),
          {"strategy": "finetune", "unfreeze": -1, "epochs": epochs}),
     ]
-
-
-def concat(a: Examples, b: Examples) -> Examples:
-    return Examples(inputs=a.inputs + b.inputs, labels=(a.labels or []) + (b.labels or []), ids=a.ids + b.ids,
-                    source=a.source, modality=a.modality, skipped=list(a.skipped), warnings=list(a.warnings))
 
 
 class AutoSearch:

@@ -87,6 +87,10 @@ class FitConfig:
     #: probe: once C is chosen, refit the head on training + validation data (when the validation split was
     #: carved from the training data); on small data (<= 1,000 examples) C is chosen by 5-fold cross-validation
     refit: bool = True
+    #: fine-tuning: once the validation split (carved from the training data) has chosen the number of epochs,
+    #: train again from the pretrained weights on training + validation data for that many epochs and keep that
+    #: model (about twice the time; validation figures and calibration come from the first run)
+    refit_full: bool = False
     #: fit a temperature on the validation predictions (Guo et al., 2017); predictions use it. Accuracy is
     #: unchanged, only the confidence of the probabilities
     calibrate: bool = True

@@ -24,7 +24,7 @@ from .atomic import commit
 from .backbones import create_backbone
 from .config import FitConfig
 from .data.cache import FeatureCache
-from .data.examples import Examples
+from .data.examples import Examples, concat
 from .data.images import drop_unreadable, scan_image_folder, unlabeled_images
 from .data.split import check_known, check_trainable, data_summary, stratified_split
 from .data.tables import examples_from_table, infer_columns, read_table
@@ -206,7 +206,34 @@ class _Classifier(ABC):
         model = Classifier(backbone, len(ctx.classes), cfg.dropout)
         history = strategy.fit(model, train, val, cfg, ctx)
         model.eval()
+        if cfg.refit_full and ctx.refit_on_val and "best_epoch" in history and cfg.strategy != "contrastive":
+            return self._refit_full(backbone_name, seed, cfg, train, val, ctx,
+                                    (model, cfg, history, strategy.trains_backbone, vocabulary))
         return model, cfg, history, strategy.trains_backbone, vocabulary
+
+    def _refit_full(self, backbone_name: str, seed: int, cfg: FitConfig, train: Examples, val: Examples,
+                    ctx: adapt.FitContext, first: tuple[Classifier, FitConfig, dict[str, Any], bool, Any]
+                    ) -> tuple[Classifier, FitConfig, dict[str, Any], bool, Any]:
+        """`refit_full`: the validation split has chosen the number of epochs; train again from the pretrained
+        weights on training + validation data for that many epochs and keep the last weights. The validation
+        figures and the calibration come from the first model, which never saw the validation split."""
+        model, _, history, trains, _ = first
+        best = int(history["best_epoch"])
+        summary = {"selection_epochs": history.get("epochs"), "selection_best_epoch": best,
+                   "selection_fit_seconds": history.get("fit_seconds")}
+        if best < 0:  # no epoch beat the probe start, which a longer run would not change: keep the model
+            history["refit_full"] = {**summary, "note": "not retrained: no epoch beat the starting point"}
+            return first
+        honest = self._member_proba(model, cfg, trains, val)
+        del model, first
+        full_cfg = dataclasses.replace(cfg, epochs=best + 1, restore_best=False, refit_full=False)
+        model, _, history, trains, vocabulary = self._fit_member(backbone_name, seed, full_cfg,
+                                                                 concat(train, val), val, ctx)
+        model._val_proba = honest  # type: ignore[attr-defined]
+        history["refit_full"] = {**summary, "note": f"retrained on training + validation data "
+                                 f"({len(train) + len(val)} examples) for {best + 1} epoch(s), the number that gave "
+                                 f"the best validation {cfg.select_by}; last weights kept"}
+        return model, cfg, history, trains, vocabulary
 
     def _rank_backbones(self, cfg: FitConfig, train: Examples, ctx: adapt.FitContext) -> list[dict[str, Any]]:
         """LogME of each candidate backbone's frozen features on the training split, best first (the features

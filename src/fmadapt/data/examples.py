@@ -45,3 +45,9 @@ class Examples:
 
     def class_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(self.labels or []).items()))
+
+
+def concat(a: Examples, b: Examples) -> Examples:
+    """a's examples then b's (b's skipped inputs and warnings were reported with b)."""
+    return Examples(inputs=a.inputs + b.inputs, labels=(a.labels or []) + (b.labels or []), ids=a.ids + b.ids,
+                    source=a.source, modality=a.modality, skipped=list(a.skipped), warnings=list(a.warnings))
