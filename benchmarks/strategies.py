@@ -209,9 +209,13 @@ def fmadapt_notes(clf: Any, strategy: str) -> str:
         parts.append(f"{h['pairs']} pairs, cosine loss {h.get('pair_loss_first')} -> {h.get('pair_loss_last')}")
     if "epochs_run" in h and strategy != "contrastive":
         parts.append(f"{h['epochs_run']} epoch(s) run, best {h.get('best_epoch')} (0-based; -1 = start kept)")
-        accs = [e.get("val_acc") for e in h.get("epochs", []) if e.get("val_acc") is not None]
+        refit = h.get("refit_full") or {}
+        sel = refit.get("selection_epochs") if refit else h.get("epochs", [])
+        accs = [e.get("val_acc") for e in sel or [] if e.get("val_acc") is not None]
         if accs:
             parts.append("val acc by epoch " + "/".join(f"{a:.3f}" for a in accs))
+        if refit:
+            parts.append(f"refit_full: {refit.get('note')}")
         if "trainable_groups" in h and strategy != "lora":
             parts.append(f"{h['trainable_groups']}/{h.get('total_groups')} layer groups trained")
         if h.get("cached_activations"):
@@ -555,6 +559,13 @@ def render(bench: Bench, plan: Plan, cmd: str, started: str, total_s: float, mac
 # ----------------------------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------------------------
+def versions(threads: int) -> dict[str, str]:
+    import setfit
+    import sklearn
+
+    return {"setfit": setfit.__version__, "sklearn": sklearn.__version__, "threads": str(threads)}
+
+
 def parse_list(text: str, allowed: tuple[str, ...], what: str, ap: argparse.ArgumentParser) -> list[str]:
     chosen = [p.strip() for p in text.split(",") if p.strip()]
     unknown = [p for p in chosen if p not in allowed]
@@ -650,12 +661,13 @@ def main(argv: list[str] | None = None) -> int:
                 bench.failures.append(f"{name}: {type(e).__name__}: {e}")
             bench.block_s[name] = time.perf_counter() - t0
             tp.log(f"==== {name} done in {bench.block_s[name]:.0f} s")
+            if out_path is not None and name != jobs[-1][0]:  # a run stopped later still leaves its report
+                done = render(bench, plan, cmd, started, time.perf_counter() - t_start, tp.machine(),
+                              (loads0, tp.load_avg()), versions(args.threads))
+                out_path.write_text(done + f"\n**Partial:** written after block {name}; the run went on.\n",
+                                    encoding="utf-8")
         total = time.perf_counter() - t_start
-        import setfit
-        import sklearn
-
-        md = render(bench, plan, cmd, started, total, tp.machine(), (loads0, tp.load_avg()),
-                    {"setfit": setfit.__version__, "sklearn": sklearn.__version__, "threads": str(args.threads)})
+        md = render(bench, plan, cmd, started, total, tp.machine(), (loads0, tp.load_avg()), versions(args.threads))
     print()
     print(md)
     print(f"total runtime {total:.0f} s")

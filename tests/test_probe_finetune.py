@@ -266,7 +266,7 @@ def test_bf16_mixed_precision_fine_tunes_and_keeps_fp32_weights():
         TextClassifier(backbone="tiny-bert", strategy="finetune", precision="8-bit").fit(df)
 
 
-def test_image_fine_tuning_runs_channels_last_and_saves_contiguous(tmp_path):
+def test_image_fine_tuning_runs_channels_last_and_saves_contiguous(tmp_path, monkeypatch):
     from fmadapt.train import module as module_mod
 
     root = write_image_folder(tmp_path / "imgs", per_class=6)
@@ -279,12 +279,9 @@ def test_image_fine_tuning_runs_channels_last_and_saves_contiguous(tmp_path):
                      .weight.is_contiguous(memory_format=torch.channels_last)))
         return step(self, batch, i)
 
-    module_mod.ClassifierModule.training_step = spy
-    try:
-        clf = ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=1, batch_size=4, augment=False,
-                              cache_activations="off").fit(str(root))
-    finally:
-        module_mod.ClassifierModule.training_step = step
+    monkeypatch.setattr(module_mod.ClassifierModule, "training_step", spy)
+    clf = ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=1, batch_size=4, augment=False,
+                          cache_activations="off").fit(str(root))
     assert seen and all(a and b for a, b in seen)  # NHWC batches and weights while training
     convs = [m.weight for m in clf.model_.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(w.is_contiguous() for w in convs)  # back to the default layout after training
@@ -306,3 +303,23 @@ def test_refit_full_retrains_on_all_labels_for_the_chosen_epochs():
     assert full.metrics_["val"]["accuracy"] == pytest.approx(first.metrics_["val"]["accuracy"])
     assert full.refit_on_val_
     assert not torch.equal(first.model_.head.weight, full.model_.head.weight)
+
+
+def test_refit_full_keeps_the_probe_c_chosen_on_the_clean_split(monkeypatch):
+    from fmadapt.adapt import probe as probe_mod
+
+    seen = []
+    fit = probe_mod.Probe.fit
+
+    def spy(self, model, train, val, cfg, ctx):
+        out = fit(self, model, train, val, cfg, ctx)
+        seen.append((cfg.probe_c, out["C"]))
+        return out
+
+    monkeypatch.setattr(probe_mod.Probe, "fit", spy)
+    clf = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=2, batch_size=8, lr=1e-3, head_lr=1e-2,
+                         seed=0, refit_full=True, restore_best=True).fit(text_frame(16))
+    if clf.history_["refit_full"]["selection_best_epoch"] < 0:
+        pytest.skip("no epoch beat the probe start with this seed: nothing was retrained")
+    (first_pin, first_c), (refit_pin, refit_c) = seen
+    assert first_pin is None and refit_pin == first_c == refit_c

@@ -147,8 +147,10 @@ class AutoSearch:
             return best["member"], (f"kept the selected model (trained on the training split only): "
                                     f"{left:.0f} s left of the budget, too little to retrain on all data")
         epochs = max(1, (winner.get("best_epoch") or 0) + 1)
+        # (the LP-FT probe keeps the C chosen on the clean split: chosen again on a validation split the model
+        # now trains on, it would pick the least regularised head)
         cfg = dataclasses.replace(self.cfg, seed=best["seed"], restore_best=False, max_time=max(5.0, left),
-                                  **{**over, "epochs": epochs})
+                                  **{"probe_c": _probe_c(best) or self.cfg.probe_c, **over, "epochs": epochs})
         note = (f"{winner['candidate']} retrained on training + validation data ({len(both)} examples) for "
                 f"{epochs} epoch(s), the number that gave its best validation {self.cfg.select_by}, keeping the "
                 "last weights")

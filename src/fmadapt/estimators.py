@@ -131,6 +131,7 @@ class _Classifier(ABC):
             ranking = self._rank_backbones(cfg, train, ctx) if cfg.candidate_backbones else None
             if ranking:
                 cfg = dataclasses.replace(cfg, backbone=ranking[0]["backbone"])
+            cfg = dataclasses.replace(cfg, refit_full=False)  # auto retrains its winner on all data itself
             search = AutoSearch(
                 cfg, self.modality,
                 lambda c, tr, va: self._fit_member(c.backbone or self.default_backbone, c.seed, c, tr, va, ctx),
@@ -226,7 +227,10 @@ class _Classifier(ABC):
             return first
         honest = self._member_proba(model, cfg, trains, val)
         del model, first
-        full_cfg = dataclasses.replace(cfg, epochs=best + 1, restore_best=False, refit_full=False)
+        # the probe that starts fine-tuning (LP-FT) keeps the C chosen on the clean split: chosen again on a
+        # validation split the model trains on, it would pick the least regularised head
+        full_cfg = dataclasses.replace(cfg, epochs=best + 1, restore_best=False, refit_full=False,
+                                       probe_c=history.get("probe_C") or cfg.probe_c)
         model, _, history, trains, vocabulary = self._fit_member(backbone_name, seed, full_cfg,
                                                                  concat(train, val), val, ctx)
         model._val_proba = honest  # type: ignore[attr-defined]
