@@ -22,6 +22,7 @@ from .artifact import checked_listing, json_text, model_card, read_json, save_mo
 from .artifact import load_model as _load_artifact
 from .atomic import commit
 from .backbones import create_backbone
+from .backbones.vocab import vocabulary_report
 from .config import FitConfig
 from .data.cache import FeatureCache
 from .data.examples import Examples, concat
@@ -203,7 +204,8 @@ class _Classifier(ABC):
             raise DataError(f"backbone {backbone.cfg.name!r} is a {backbone.cfg.modality} backbone; "
                             f"{type(self).__name__} needs a {self.modality} one")
         strategy = adapt.get_strategy(cfg.strategy)
-        vocabulary = self._vocabulary(backbone, train, cfg, strategy) if backbone.cfg.modality == "text" else None
+        vocabulary = (vocabulary_report(backbone, train, cfg, strategy.trains_backbone)
+                      if backbone.cfg.modality == "text" else None)
         model = Classifier(backbone, len(ctx.classes), cfg.dropout)
         history = strategy.fit(model, train, val, cfg, ctx)
         model.eval()
@@ -260,35 +262,6 @@ class _Classifier(ABC):
             rows.append({"backbone": name, "logme": round(logme(feats, y), 4),
                          "seconds": round(time.perf_counter() - t, 1)})
         return sorted(rows, key=lambda r: -r["logme"])
-
-    @staticmethod
-    def _vocabulary(backbone: Any, train: Examples, cfg: FitConfig, strategy: Any) -> dict[str, Any]:
-        """Unknown-token rate of the tokenizer on the training texts; with `extend_vocab`, the missing
-        pieces become new tokens (before training, so that fine-tuning learns them)."""
-        from .backbones.vocab import UNK_WARN_RATE, extend_vocabulary, tokens_to_add, vocabulary_coverage
-
-        tok = getattr(backbone, "tokenizer", None)
-        if tok is None:
-            return {}
-        cov = vocabulary_coverage(tok, train.inputs, seed=cfg.seed)
-        info: dict[str, Any] = {"unk_rate": round(cov["unk_rate"], 4), "texts_with_unk": cov["texts_with_unk"],
-                                "sampled_texts": cov["sampled"], "top_missing": [p for p, _ in cov["missing"]]}
-        if cfg.extend_vocab:
-            if not strategy.trains_backbone or cfg.unfreeze != -1:
-                raise ConfigError("extend_vocab adds token embeddings that must be learnt: use a fine-tuning "
-                                  "strategy (finetune, progressive, l2sp) with all layers trainable (unfreeze -1)")
-            new = tokens_to_add(tok, train.inputs, cfg.extend_vocab_min_count)
-            info["added_tokens"] = extend_vocabulary(backbone, new)
-            info["unk_rate_after"] = round(vocabulary_coverage(tok, train.inputs, seed=cfg.seed)["unk_rate"], 4)
-        elif cov["unk_rate"] > UNK_WARN_RATE:
-            shown = "".join(info["top_missing"][:12]) if all(len(p) == 1 for p in info["top_missing"][:12]) \
-                else ", ".join(info["top_missing"][:8])
-            msg = (f"{cov['unk_rate']:.0%} of the training tokens are unknown to the {backbone.cfg.name} tokenizer "
-                   f"(e.g. {shown}): the model cannot tell them apart. Use --extend-vocab with --strategy "
-                   "finetune to add them as new tokens, or a backbone whose vocabulary covers this language")
-            train.warnings.append(msg)
-            warnings.warn(msg, stacklevel=3)
-        return info
 
     def _calibrate(self, cfg: FitConfig, proba: np.ndarray, val: Examples, source: str) -> dict[str, Any]:
         if not cfg.calibrate or len(val) == 0:

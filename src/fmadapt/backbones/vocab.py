@@ -9,6 +9,7 @@ same order (so with the same ids), when it is loaded: they are part of `backbone
 from __future__ import annotations
 
 import random
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -84,3 +85,31 @@ def extend_vocabulary(backbone: Any, new_tokens: list[str], init: str = "mean") 
     # part of the backbone's identity (feature cache keys, ONNX fingerprints) and saved in backbone.json
     backbone.cfg.extra["added_tokens"] = list(backbone.cfg.extra.get("added_tokens", [])) + new_tokens
     return added
+
+
+def vocabulary_report(backbone: Any, train: Any, cfg: Any, trains_backbone: bool) -> dict[str, Any]:
+    """Unknown-token rate of the tokenizer on the training texts (`train`: Examples); with `cfg.extend_vocab`,
+    the missing pieces become new tokens (before training, so that fine-tuning learns them); above
+    UNK_WARN_RATE without it, a warning (also added to the training data's warnings)."""
+    tok = getattr(backbone, "tokenizer", None)
+    if tok is None:
+        return {}
+    cov = vocabulary_coverage(tok, train.inputs, seed=cfg.seed)
+    info: dict[str, Any] = {"unk_rate": round(cov["unk_rate"], 4), "texts_with_unk": cov["texts_with_unk"],
+                            "sampled_texts": cov["sampled"], "top_missing": [p for p, _ in cov["missing"]]}
+    if cfg.extend_vocab:
+        if not trains_backbone or cfg.unfreeze != -1:
+            raise ConfigError("extend_vocab adds token embeddings that must be learnt: use a fine-tuning "
+                              "strategy (finetune, progressive, l2sp) with all layers trainable (unfreeze -1)")
+        new = tokens_to_add(tok, train.inputs, cfg.extend_vocab_min_count)
+        info["added_tokens"] = extend_vocabulary(backbone, new)
+        info["unk_rate_after"] = round(vocabulary_coverage(tok, train.inputs, seed=cfg.seed)["unk_rate"], 4)
+    elif cov["unk_rate"] > UNK_WARN_RATE:
+        shown = "".join(info["top_missing"][:12]) if all(len(p) == 1 for p in info["top_missing"][:12]) \
+            else ", ".join(info["top_missing"][:8])
+        msg = (f"{cov['unk_rate']:.0%} of the training tokens are unknown to the {backbone.cfg.name} tokenizer "
+               f"(e.g. {shown}): the model cannot tell them apart. Use --extend-vocab with --strategy "
+               "finetune to add them as new tokens, or a backbone whose vocabulary covers this language")
+        train.warnings.append(msg)
+        warnings.warn(msg, stacklevel=4)
+    return info
