@@ -144,9 +144,10 @@ class FineTune(Strategy):
             trained = model
         steps = cfg.epochs * max(1, len(tr))
         balance = imbalance(ctx.targets(train), len(ctx.classes), cfg)
-        row_lr = _new_token_rows(cfg, bb, cfg.lr or self.default_lr[bb.cfg.modality]) if split is None else None
+        lr = cfg.lr or self.default_lr[bb.cfg.modality]
+        row_lr = _new_token_rows(cfg, bb, lr) if split is None else None
         module = ClassifierModule(
-            trained, lr=cfg.lr or self.default_lr[bb.cfg.modality], head_lr=cfg.head_lr,
+            trained, lr=lr, head_lr=cfg.head_lr,
             weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac, total_steps=steps,
             frozen_groups=frozen, freeze_bn=cfg.bn == "frozen", optimizer=cfg.optimizer, momentum=cfg.momentum,
             schedule=cfg.schedule, decay_beta=cfg.decay_beta, label_smoothing=cfg.label_smoothing,
@@ -206,7 +207,7 @@ class FineTune(Strategy):
             "schedule": cfg.schedule,
             "layer_decay": cfg.layer_decay,
             "param_groups": param_groups,
-            "new_token_lr": row_lr[2] * module.lr if row_lr else None,
+            "new_token_lr": row_lr[2] * lr if row_lr else None,
             "probe_val_acc": max(r["val_acc"] for r in probe["candidates"]) if probe else None,
             "probe_C": probe["C"] if probe else None,
             **self._extra_history(),
