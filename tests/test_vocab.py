@@ -8,7 +8,7 @@ import pytest
 
 from fmadapt import ConfigError, TextClassifier, load_model
 from fmadapt.backbones import create_backbone
-from fmadapt.backbones.vocab import extend_vocabulary, tokens_to_add, vocabulary_coverage
+from fmadapt.backbones.vocab import extend_vocabulary, frequent_words, tokens_to_add, vocabulary_coverage
 from fmadapt.data.cache import backbone_key
 
 SPORT = ["篮球比赛今晚开始", "足球队赢得冠军", "球员转会新球队", "篮球明星得分新高", "足球联赛积分榜"]
@@ -37,6 +37,31 @@ def test_tokens_to_add_respects_min_count_and_is_deterministic():
     assert a == tokens_to_add(tok, SPORT + MONEY, min_count=2)
     counts = vocabulary_coverage(tok, SPORT + MONEY)["missing_counts"]
     assert set(a) == {p for p, c in counts.items() if c >= 2}
+
+
+def test_frequent_words_count_cjk_runs_only():
+    texts = ["篮球比赛 NBA篮球", "篮球明星", "中国篮球队", "ab篮c球"]
+    # 篮球 x4 (the split 篮c球 is no run); 球比/比赛/球明/明星/中国/国篮/球队 once; nothing Latin
+    assert frequent_words(texts, longest=2, min_count=2) == ["篮球"]
+    three = frequent_words(texts, longest=3, min_count=1)
+    assert "中国篮" in three and "国篮球" in three and not any(len(w) > 3 for w in three)
+    assert three[0] == "篮球" and all(all("\u4e00" <= c <= "\u9fff" for c in w) for w in three)
+    assert frequent_words(texts, longest=3, min_count=1) == three  # deterministic
+    assert frequent_words(["篮球"] * 4, longest=2, min_count=5) == []
+
+
+def test_words_are_added_after_the_characters_and_tokenize_as_one():
+    bb = create_backbone("tiny-bert")
+    texts = SPORT + MONEY + ["篮球新闻", "银行新闻"]
+    chars = tokens_to_add(bb.tokenizer, texts, min_count=1)
+    both = tokens_to_add(bb.tokenizer, texts, min_count=1, ngram=2, word_min_count=2)
+    words = both[len(chars):]
+    assert both[:len(chars)] == chars and {"篮球", "银行", "新闻"} <= set(words)
+    assert all(len(w) == 2 for w in words) and "股市" not in words  # seen once
+    extend_vocabulary(bb, both)
+    ids = bb.tokenizer("篮球股市新闻", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 4  # 篮球 + 股 + 市 + 新闻: words matched first, the rest as characters
+    assert bb.tokenizer.convert_tokens_to_ids("篮球") in ids
 
 
 def test_extension_changes_tokenization_embeddings_and_cache_identity():
@@ -69,12 +94,14 @@ def test_extend_vocab_needs_a_strategy_that_trains_the_embeddings():
         TextClassifier(backbone="tiny-bert", strategy="finetune", unfreeze=1, extend_vocab=True).fit(chinese_frame())
 
 
-def test_extended_model_learns_saves_and_reloads_identically(tmp_path):
+@pytest.mark.parametrize("ngram", [1, 2])
+def test_extended_model_learns_saves_and_reloads_identically(tmp_path, ngram):
     df = chinese_frame()
     clf = TextClassifier(backbone="tiny-bert", strategy="finetune", extend_vocab=True, epochs=2, batch_size=8,
-                         lr=1e-3, seed=0).fit(df)
+                         lr=1e-3, seed=0, extend_vocab_ngram=ngram, extend_vocab_word_min_count=2).fit(df)
     voc = clf.data_summary_["vocabulary"]
     assert voc["added_tokens"] > 10 and voc["unk_rate_after"] < voc["unk_rate"]
+    assert (voc.get("added_words", 0) > 5) == (ngram == 2)
     added = clf.model_.backbone.cfg.extra["added_tokens"]
     new_rows = clf.model_.backbone.model.get_input_embeddings().weight[-len(added):].detach()
     assert float(new_rows.std(0).max()) > 0  # no longer all equal to the mean they started at: learnt
@@ -83,6 +110,7 @@ def test_extended_model_learns_saves_and_reloads_identically(tmp_path):
     again = load_model(out)
     tok_a, tok_b = clf.model_.backbone.tokenizer, again.model_.backbone.tokenizer
     assert tok_a("篮球股市")["input_ids"] == tok_b("篮球股市")["input_ids"]
+    assert len(tok_b("篮球股市", add_special_tokens=False)["input_ids"]) == (2 if ngram == 2 else 4)
     texts = ["篮球比赛", "股市大涨", "足球冠军"]
     np.testing.assert_allclose(again.predict_proba(texts).to_numpy(), clf.predict_proba(texts).to_numpy(), atol=1e-5)
 

@@ -237,7 +237,7 @@ def fit(
     extend_vocab: Annotated[bool, typer.Option(
         "--extend-vocab", help="Texts: add the tokens the tokenizer does not know (e.g. Chinese characters for "
         "MiniLM) and learn them (their embeddings at --set new_token_lr=..., default 20 x --lr); needs --strategy "
-        "finetune.")] = False,
+        "finetune. --set extend_vocab_ngram=2 also adds frequent 2-character CJK words.")] = False,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Any other fit option as KEY=VALUE (e.g. --set dropout=0.1 --set decay_beta=0.001); "
         "repeatable.")] = None,

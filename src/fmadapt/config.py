@@ -116,6 +116,10 @@ class FitConfig:
     #: as new tokens, embeddings initialised to the mean, learnt by fine-tuning all layers
     extend_vocab: bool = False
     extend_vocab_min_count: int = 2
+    #: extend_vocab: also add CJK words, runs of 2..extend_vocab_ngram characters seen >=
+    #: extend_vocab_word_min_count times in training (1: characters only)
+    extend_vocab_ngram: int = 1
+    extend_vocab_word_min_count: int = 5
     #: extend_vocab: learning rate of the added tokens' embeddings, which start untrained (None: 20 x lr)
     new_token_lr: float | None = None
     text_col: str | None = None
@@ -163,6 +167,8 @@ class FitConfig:
             (self.imbalance_ratio >= 1, "imbalance_ratio must be >= 1"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.extend_vocab_min_count >= 1, "extend_vocab_min_count must be >= 1"),
+            (1 <= self.extend_vocab_ngram <= 8, "extend_vocab_ngram must be 1 (characters only) to 8"),
+            (self.extend_vocab_word_min_count >= 1, "extend_vocab_word_min_count must be >= 1"),
             (self.precision in ("32-true", "bf16-mixed", "16-mixed"),
              "precision must be '32-true', 'bf16-mixed' or '16-mixed'"),
             (self.select_by in ("accuracy", "loss"), "select_by must be 'accuracy' or 'loss'"),

@@ -3,8 +3,12 @@
 The packaged MiniLM knows 244 CJK characters: on Chinese news titles most characters become [UNK] and the
 model cannot tell the texts apart. We measure the unknown-token rate on every text fit, warn above 5 %,
 and `extend_vocab` adds the missing characters/words as tokens with initialised embeddings, to be learnt
-by fine-tuning. The added tokens are saved with the model and re-added, in the
-same order (so with the same ids), when it is loaded: they are part of `backbone.json`."""
+by fine-tuning. With `extend_vocab_ngram` >= 2, frequent runs of 2..n CJK characters (words: Chinese and
+Japanese do not separate them with spaces) are added too, so that a word can be one token with its own
+embedding rather than a sequence of characters learnt from scratch. The added tokens are saved with the model
+and re-added, in the same order (so with the same ids), when it is loaded: they are part of `backbone.json`.
+The tokenizer matches added tokens leftmost-longest, before its own splitting: a text is cut into the longest
+added words from left to right, the rest into characters."""
 
 from __future__ import annotations
 
@@ -51,12 +55,39 @@ def vocabulary_coverage(tokenizer: Any, texts: list[str], sample: int = COVERAGE
             "sampled": len(picked), "missing": missing.most_common(top), "missing_counts": dict(missing)}
 
 
-def tokens_to_add(tokenizer: Any, texts: list[str], min_count: int = 2, max_new: int = 20000) -> list[str]:
+def tokens_to_add(tokenizer: Any, texts: list[str], min_count: int = 2, max_new: int = 20000, ngram: int = 1,
+                  word_min_count: int = 5) -> list[str]:
     """The unknown pieces seen at least `min_count` times in `texts` (all of them, not a sample), most frequent
-    first (ties in first-seen order, so the result is deterministic), at most `max_new`."""
+    first (ties in first-seen order, so the result is deterministic); with `ngram` >= 2, then the CJK words of
+    `frequent_words` the tokenizer does not already have. At most `max_new` in all, pieces first."""
     counts = vocabulary_coverage(tokenizer, texts, sample=len(texts) or 1)["missing_counts"]
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])  # stable: keeps first-seen order among ties
-    return [piece for piece, c in ranked if c >= min_count][:max_new]
+    pieces = [piece for piece, c in ranked if c >= min_count]
+    if ngram >= 2:
+        known = tokenizer.get_vocab()
+        pieces += [w for w in frequent_words(texts, ngram, word_min_count) if w not in known]
+    return pieces[:max_new]
+
+
+def _is_cjk(ch: str) -> bool:
+    o = ord(ch)  # CJK unified ideographs (+ extension A), hiragana, katakana
+    return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0x3040 <= o <= 0x30FF
+
+
+def frequent_words(texts: list[str], longest: int = 2, min_count: int = 5) -> list[str]:
+    """Runs of 2..`longest` consecutive CJK characters seen at least `min_count` times in `texts`, most frequent
+    first (ties in first-seen order). Every run counts, overlapping ones too: "中国人" counts 中国, 国人 and
+    (longest >= 3) 中国人; the tokenizer's leftmost-longest matching picks among them at tokenization."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        text = str(text)
+        run = 0  # length of the CJK run ending at i
+        for i, ch in enumerate(text):
+            run = run + 1 if _is_cjk(ch) else 0
+            for n in range(2, min(run, longest) + 1):
+                counts[text[i + 1 - n:i + 1]] += 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])  # stable
+    return [w for w, c in ranked if c >= min_count]
 
 
 def extend_vocabulary(backbone: Any, new_tokens: list[str], init: str = "mean") -> int:
@@ -101,8 +132,11 @@ def vocabulary_report(backbone: Any, train: Any, cfg: Any, trains_backbone: bool
         if not trains_backbone or cfg.unfreeze != -1:
             raise ConfigError("extend_vocab adds token embeddings that must be learnt: use a fine-tuning "
                               "strategy (finetune, progressive, l2sp) with all layers trainable (unfreeze -1)")
-        new = tokens_to_add(tok, train.inputs, cfg.extend_vocab_min_count)
+        new = tokens_to_add(tok, train.inputs, cfg.extend_vocab_min_count, ngram=cfg.extend_vocab_ngram,
+                            word_min_count=cfg.extend_vocab_word_min_count)
         info["added_tokens"] = extend_vocabulary(backbone, new)
+        if cfg.extend_vocab_ngram >= 2:
+            info["added_words"] = sum(len(t) > 1 for t in new)
         info["unk_rate_after"] = round(vocabulary_coverage(tok, train.inputs, seed=cfg.seed)["unk_rate"], 4)
     elif cov["unk_rate"] > UNK_WARN_RATE:
         shown = "".join(info["top_missing"][:12]) if all(len(p) == 1 for p in info["top_missing"][:12]) \
