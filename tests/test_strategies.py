@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import make_image
 from fmadapt import ConfigError, ImageClassifier
@@ -186,6 +187,19 @@ def test_image_policies_and_soft_cross_entropy():
         assert build_image_transform(cfg, True, policy)(img).shape == (3, 32, 32)
     with pytest.raises(ValueError):
         build_image_transform(cfg, True, "autoaugment-v9")
+    # "flip": the evaluation geometry, mirrored or not; no crop
+    lopsided = np.zeros((48, 48, 3), np.uint8)
+    lopsided[:, :10] = 255
+    lopsided = Image.fromarray(lopsided)
+    ev, flip = build_image_transform(cfg, False)(lopsided), build_image_transform(cfg, True, "flip")
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(12):
+        out = flip(lopsided)
+        same, mirrored = torch.equal(out, ev), torch.equal(out, ev.flip(-1))
+        assert same or mirrored
+        seen.add(same)
+    assert seen == {True, False}
     logits, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
     onehot = torch.nn.functional.one_hot(y, 3).float()
     assert soft_cross_entropy(logits, onehot) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)))

@@ -70,7 +70,9 @@ class FitConfig:
     head_init: str = "probe"  #: fine-tuning starts from the probe's head ("probe", LP-FT) or a random one
     bn: str = "frozen"  #: fine-tuning: BatchNorm statistics "frozen" (inference mode) or "train"
     augment: bool = True  #: images, fine-tuning: random resized crop + flip (+ `augment_policy`)
-    augment_policy: str = "basic"  #: images: "basic", "trivial" (TrivialAugmentWide) or "randaugment"
+    #: images: "basic", "trivial" (+ TrivialAugmentWide), "randaugment" (+ RandAugment), or "flip" (no crop:
+    #: horizontal flip only, for centred, tightly framed images)
+    augment_policy: str = "basic"
     mixup: float = 0.0  #: images, fine-tuning: mixup alpha (timm Mixup; 0 = off)
     cutmix: float = 0.0  #: images, fine-tuning: cutmix alpha (0 = off)
     #: fine-tuning: adversarial training, "none", "fgsm" / "pgd" (images) or "embedding" (texts: FGM)
@@ -173,8 +175,8 @@ class FitConfig:
              "precision must be '32-true', 'bf16-mixed' or '16-mixed'"),
             (self.select_by in ("accuracy", "loss"), "select_by must be 'accuracy' or 'loss'"),
             (self.new_token_lr is None or self.new_token_lr > 0, "new_token_lr must be > 0"),
-            (self.augment_policy in ("basic", "trivial", "randaugment"),
-             "augment_policy must be 'basic', 'trivial' or 'randaugment'"),
+            (self.augment_policy in ("basic", "trivial", "randaugment", "flip"),
+             "augment_policy must be 'basic', 'trivial', 'randaugment' or 'flip'"),
             (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
             (0.0 <= self.text_noise < 1.0, "text_noise must be in [0, 1)"),
             (self.adversarial in ("none", "fgsm", "pgd", "embedding"),

@@ -319,7 +319,8 @@ def _augmentation(cfg: FitConfig, modality: str, cached: bool) -> str:
         return "none"
     parts = []
     if modality == "image" and cfg.augment:
-        parts.append("crop+flip" + ("" if cfg.augment_policy == "basic" else f"+{cfg.augment_policy}"))
+        parts.append("flip" if cfg.augment_policy == "flip"
+                     else "crop+flip" + ("" if cfg.augment_policy == "basic" else f"+{cfg.augment_policy}"))
     if modality == "image" and (cfg.mixup or cfg.cutmix):
         parts.append(f"mixup {cfg.mixup:g}/cutmix {cfg.cutmix:g}")
     if modality == "text" and cfg.text_noise:
