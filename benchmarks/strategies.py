@@ -17,7 +17,8 @@ Full-run plan (each block aims at <= 15 min on 2 CPU cores; THUCNews fine-tuning
                epochs=3 lr=5e-5; lora epochs=2
   hymenoptera  train 245 / val 153 (val is the test set; fmadapt holds its own validation out of train), 224 px:
                probe; finetune unfreeze=2 epochs=5; progressive epochs=5; l2sp epochs=5 (all with augment=True)
-  fmnist       10,000 training / 1,000 test images (stratified, seed 0) written as 28x28 PNGs, image_size=64:
+  fmnist       10,000 training images (stratified, seed 0) / the 10,000 official test images, written as 28x28
+               PNGs, image_size=64:
                probe; finetune unfreeze=2 epochs=3
   thucnews     dev.txt (10,000 headlines) -> test.txt (10,000): char 1-2-gram TF-IDF + LogisticRegression
                (baseline), probe, finetune unfreeze=-1 extend_vocab epochs=4 lr=1e-4 (new tokens at 2e-3), the
@@ -109,11 +110,13 @@ class Plan:
         self.sst2_train, self.sst2_test = (80, 40) if quick else (5000, None)  # None: all
         self.agnews_train, self.agnews_test = (80, 40) if quick else (None, None)
         self.hym_per_class: tuple[int, int] | None = (8, 5) if quick else None
-        self.fmnist_train, self.fmnist_test = (100, 50) if quick else (10000, 1000)
+        # test: the whole official test set (10,000; tables before 2026-11-27 14:00 UTC used a 1,000 subset)
+        self.fmnist_train, self.fmnist_test = (100, 50) if quick else (10000, None)
         self.thuc_train, self.thuc_test = (100, 50) if quick else (None, None)
         self.shots = (8,) if quick else (8, 16, 64)
         self.setfit_shots = (8,) if quick else (8, 64)
         self.fewshot_test = 40 if quick else 1000
+        self.draws = 1  # few-shot label draws per k (--draws)
         self.setfit_args = dict(SETFIT_ARGS, num_iterations=2) if quick else dict(SETFIT_ARGS)
 
     def options(self, opts: dict[str, Any]) -> dict[str, Any]:
@@ -144,6 +147,7 @@ class Row:
     notes: str = ""
     kind: str = "fmadapt"  # "fmadapt" | "baseline"
     shots: int | None = None
+    draw: int = 0  # few-shot: which label draw (per_class seed SEED + draw)
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -253,12 +257,12 @@ def run_fmadapt(row: Row, cls: Any, strategy: str, opts: dict[str, Any], train: 
 
 def fmadapt_rows(bench: Bench, plan: Plan, strategies: list[str], block: str, dataset: str, regime: str,
                  runs: list[tuple[str, dict[str, Any]]], cls: Any, train: Any, test: Any,
-                 common: dict[str, Any], shots: int | None = None) -> None:
+                 common: dict[str, Any], shots: int | None = None, draw: int = 0) -> None:
     for strategy, opts in runs:
         if strategy not in strategies:
             continue
         o = plan.options(opts)
-        row = Row(block, dataset, regime, f"fmadapt {strategy}", settings_text(o), shots=shots)
+        row = Row(block, dataset, regime, f"fmadapt {strategy}", settings_text(o), shots=shots, draw=draw)
         bench.attempt(row, lambda r, s=strategy, o=o: run_fmadapt(r, cls, s, o, train, test, common))
 
 
@@ -282,9 +286,9 @@ def stratified(df: Any, n: int | None) -> Any:
     return sub.reset_index(drop=True)
 
 
-def per_class(df: Any, k: int) -> Any:
-    """k examples of every class, sampled with seed 0."""
-    return df.groupby("label", group_keys=False).sample(n=k, random_state=SEED).reset_index(drop=True)
+def per_class(df: Any, k: int, draw: int = 0) -> Any:
+    """k examples of every class, sampled with seed SEED + draw (draw 0: the committed tables' sets)."""
+    return df.groupby("label", group_keys=False).sample(n=k, random_state=SEED + draw).reset_index(drop=True)
 
 
 def read_sst2(data: Path) -> tuple[Any, Any]:
@@ -407,7 +411,8 @@ def block_fmnist(bench: Bench, plan: Plan, strategies: list[str], data: Path) ->
     root = bench.tmp / "fmnist"
     n_tr = tp.write_fmnist_split(data, root, "train", plan.fmnist_train)
     n_te = tp.write_fmnist_split(data, root, "test", plan.fmnist_test)
-    regime = f"train {n_tr:,} / test {n_te:,} (stratified, seed 0), 28 px PNGs at image_size {FMNIST_SIZE}"
+    sub = "the official test set" if plan.fmnist_test is None else "stratified, seed 0"
+    regime = f"train {n_tr:,} / test {n_te:,} ({sub}), 28 px PNGs at image_size {FMNIST_SIZE}"
     fmadapt_rows(bench, plan, strategies, "fmnist", "Fashion-MNIST", regime, RUNS["fmnist"], ImageClassifier,
                  str(root / "train"), str(root / "test"), {})
 
@@ -432,15 +437,18 @@ def block_fewshot(bench: Bench, plan: Plan, strategies: list[str], data: Path, n
     test = stratified(test, plan.fewshot_test)
     block = "fewshot-" + ("sst2" if name == "SST-2" else "agnews")
     for k in plan.shots:
-        train = per_class(pool, k)
-        regime = f"{k}/class ({len(train)} train) / test {len(test):,}"
-        fmadapt_rows(bench, plan, strategies, block, name, regime, FEWSHOT_RUNS, TextClassifier, train, test,
-                     TEXT_COMMON, shots=k)
-        if k in plan.setfit_shots:
-            row = Row(block, name, regime, "baseline: SetFit (MiniLM-L6)", settings_text(plan.setfit_args),
-                      kind="baseline", shots=k)
-            out_dir = bench.tmp / "setfit" / f"{block}-{k}"
-            bench.attempt(row, lambda r, t=train, o=out_dir: run_setfit(r, t, test, plan.setfit_args, o))
+        for draw in range(plan.draws):
+            train = per_class(pool, k, draw)
+            regime = f"{k}/class ({len(train)} train) / test {len(test):,}"
+            if plan.draws > 1:
+                regime += f", label draw {draw}"
+            fmadapt_rows(bench, plan, strategies, block, name, regime, FEWSHOT_RUNS, TextClassifier, train, test,
+                         TEXT_COMMON, shots=k, draw=draw)
+            if k in plan.setfit_shots:
+                row = Row(block, name, regime, "baseline: SetFit (MiniLM-L6)", settings_text(plan.setfit_args),
+                          kind="baseline", shots=k, draw=draw)
+                out_dir = bench.tmp / "setfit" / f"{block}-{k}-{draw}"
+                bench.attempt(row, lambda r, t=train, o=out_dir: run_setfit(r, t, test, plan.setfit_args, o))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -500,18 +508,75 @@ def targets(rows: list[Row]) -> list[str]:
     else:
         verdict = "met" if b.acc > base.acc else "not met"
         lines.append(f"- {label}: **{verdict}**: best fmadapt {desc(b)} vs TF-IDF {base.acc:.2%}")
-    setfit = [r for r in rows if r.kind == "baseline" and r.shots is not None and r.error is None]
-    if not setfit:
+    groups = fewshot_groups(rows)
+    if not any(g["setfit"] for g in groups.values()):
         lines.append("- fmadapt above SetFit at equal labels per class: not measured in this run")
-    for s in setfit:
-        b = best(rows, block=s.block, shots=s.shots, kind="fmadapt")
-        label = f"{s.dataset}, {s.shots} labels/class: fmadapt above SetFit"
-        if b is None:
-            lines.append(f"- {label}: not measured (no fmadapt row at {s.shots}/class)")
-        else:
-            verdict = "met" if b.acc > s.acc else "not met"
-            lines.append(f"- {label}: **{verdict}**: best fmadapt {desc(b)} vs SetFit {s.acc:.2%}")
+    for (dataset, shots), g in groups.items():
+        if not g["setfit"]:
+            continue
+        label = f"{dataset}, {shots} labels/class: fmadapt above SetFit"
+        n_s = len(g["setfit"]["accs"])
+        mean_s = sum(g["setfit"]["accs"].values()) / n_s
+        if not g["methods"]:
+            lines.append(f"- {label}: not measured (no fmadapt row at {shots}/class)")
+            continue
+        (method, settings), m = max(g["methods"].items(), key=lambda kv: kv[1]["mean"])
+        over = f" over {n_s} label draws (mean)" if n_s > 1 else ""
+        wins = f"; wins {m['wins']} of {m['paired']} draws" if n_s > 1 else ""
+        verdict = "met" if m["mean"] > mean_s else "not met"
+        lines.append(f"- {label}{over}: **{verdict}**: best fmadapt {m['mean']:.2%} ({method}, `{settings}`) vs "
+                     f"SetFit {mean_s:.2%}{wins}")
     return lines
+
+
+def fewshot_groups(rows: list[Row]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Few-shot rows by (dataset, labels per class): SetFit's accuracy per label draw, and per fmadapt
+    (method, settings) the accuracy per draw, mean, sd and paired wins / mean difference against SetFit."""
+    import statistics
+
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        if r.shots is None or r.error is not None or r.acc is None:
+            continue
+        g = out.setdefault((r.dataset, r.shots), {"setfit": {}, "methods": {}})
+        if r.kind == "baseline":
+            g["setfit"].setdefault("accs", {})[r.draw] = r.acc
+        else:
+            g["methods"].setdefault((r.method, r.settings), {"accs": {}})["accs"][r.draw] = r.acc
+    for g in out.values():
+        base = g["setfit"].get("accs", {})
+        for m in g["methods"].values():
+            accs = list(m["accs"].values())
+            m["mean"] = sum(accs) / len(accs)
+            m["sd"] = statistics.stdev(accs) if len(accs) > 1 else None
+            paired = [(a, base[d]) for d, a in m["accs"].items() if d in base]
+            m["paired"], m["wins"] = len(paired), sum(a > b for a, b in paired)
+            m["diff"] = sum(a - b for a, b in paired) / len(paired) if paired else None
+    return out
+
+
+def fewshot_summary(rows: list[Row]) -> str:
+    """The mean over label draws of every few-shot method, SetFit included, with the paired difference."""
+    import statistics
+
+    out = []
+    for (dataset, shots), g in fewshot_groups(rows).items():
+        base = g["setfit"].get("accs", {})
+        if base:
+            accs = list(base.values())
+            sd = statistics.stdev(accs) if len(accs) > 1 else None
+            out.append([dataset, str(shots), "baseline: SetFit (MiniLM-L6)", str(len(accs)),
+                        f"{sum(accs) / len(accs):.4f}", fmt(sd, ".4f"), f"{min(accs):.4f}–{max(accs):.4f}", "—",
+                        "—"])
+        for (method, settings), m in g["methods"].items():
+            accs = list(m["accs"].values())
+            out.append([dataset, str(shots), f"{method} `{settings}`", str(len(accs)), f"{m['mean']:.4f}",
+                        fmt(m["sd"], ".4f"), f"{min(accs):.4f}–{max(accs):.4f}",
+                        "—" if m["diff"] is None else f"{m['diff']:+.4f}",
+                        f"{m['wins']} of {m['paired']}" if m["paired"] else "—"])
+    header = ["dataset", "labels/class", "method", "draws", "mean test acc", "sd", "min–max",
+              "mean − SetFit (paired)", "draws above SetFit"]
+    return tp.md_table(header, out, "---|---:|---|---:|---:|---:|---|---:|---:")
 
 
 def render(bench: Bench, plan: Plan, cmd: str, started: str, total_s: float, mach: dict[str, str],
@@ -540,10 +605,12 @@ def render(bench: Bench, plan: Plan, cmd: str, started: str, total_s: float, mac
         "EfficientNet-Lite0; `batch_size=32`, cosine schedule, early stopping with patience 3, LP-FT head init).",
         "",
         "Data (../shared/data): SST-2 training pool = train.tsv deduplicated, test = the labeled test.tsv; AG News "
-        "train.csv / test.csv; hymenoptera train/ and val/ (val is the test set); Fashion-MNIST stratified subsets "
-        "of the official IDX files written as 28x28 grayscale PNGs; THUCNews dev.txt (training) -> test.txt. "
-        "Few-shot training sets: k examples per class sampled with seed 0 from the training pool; test = a "
-        "stratified 1,000-example subset (seed 0) of the test split. SetFit: `SetFitModel.from_pretrained(<packaged "
+        "train.csv / test.csv; hymenoptera train/ and val/ (val is the test set); Fashion-MNIST: a stratified "
+        "subset of the official training IDX file, and the official test file (or a stratified subset), written "
+        "as 28x28 grayscale PNGs; THUCNews dev.txt (training) -> test.txt. "
+        "Few-shot training sets: k examples per class sampled with seed 0 (or 0..N-1 with --draws N) from the "
+        "training pool; test = a stratified 1,000-example subset (seed 0) of the test split. SetFit: "
+        "`SetFitModel.from_pretrained(<packaged "
         f"MiniLM-L6 path>)`, `TrainingArguments({settings_text(plan.setfit_args)}, seed=0)`, default "
         "LogisticRegression head, trained on all k examples per class.",
         "",
@@ -552,6 +619,11 @@ def render(bench: Bench, plan: Plan, cmd: str, started: str, total_s: float, mac
         out += ["## Failures", ""] + [f"- {f}" for f in bench.failures] + [""]
     for block in [b for b in BLOCK_TITLES if any(r.block == b for r in bench.rows)]:
         out += [f"## {BLOCK_TITLES[block]}", "", block_table([r for r in bench.rows if r.block == block]), ""]
+    if plan.draws > 1:
+        out += [f"## Few-shot over {plan.draws} label draws", "",
+                f"Training sets of k labels per class sampled with seeds 0..{plan.draws - 1} (the same sets for "
+                "every method); the test set is the same 1,000 examples. Paired: per draw, the method's accuracy "
+                "minus SetFit's on the same labels.", "", fewshot_summary(bench.rows), ""]
     out += ["## Targets", "", *targets(bench.rows), ""]
     return "\n".join(out).rstrip() + "\n"
 
@@ -587,6 +659,12 @@ def main(argv: list[str] | None = None) -> int:
                          "quick or partial run only prints unless --out is given)")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw results as JSON here")
     ap.add_argument("--shots", default=None, help="few-shot labels per class, comma list (default: 8,16,64)")
+    ap.add_argument("--draws", type=int, default=1,
+                    help="few-shot: label draws per k (training sets sampled with seeds 0..N-1; default 1); with "
+                         "more than one, a summary table gives each method's mean, spread and paired wins over "
+                         "SetFit")
+    ap.add_argument("--fewshot-data", default="sst2,agnews",
+                    help="few-shot block: which datasets, comma list of sst2, agnews (default: both)")
     ap.add_argument("--runs", action="append", default=[], metavar="BLOCK=JSON",
                     help='replace the fmadapt runs of a block, e.g. thucnews=\'[["finetune", {"epochs": 8}]]\' '
                          "(repeatable; the command line in the report keeps it)")
@@ -594,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"torch.set_num_threads (default {THREADS}, as the committed table)")
     args = ap.parse_args(argv)
     blocks = parse_list(args.only, BLOCKS, "block", ap)
+    fewshot_data = parse_list(args.fewshot_data, ("sst2", "agnews"), "few-shot dataset", ap)
     strategies = parse_list(args.strategies, STRATEGIES, "strategy", ap)
     for spec in args.runs:
         block, _, text = spec.partition("=")
@@ -631,6 +710,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(args.quick)
     if args.shots:
         plan.shots = tuple(int(k) for k in args.shots.split(","))
+    if args.draws < 1:
+        ap.error("--draws must be >= 1")
+    plan.draws = args.draws
     data: Path = args.data
     needs = {"sst2": ["sst2"], "agnews": ["ag_news"], "hymenoptera": ["hymenoptera"], "fmnist": ["fashion_mnist"],
              "thucnews": ["thucnews_titles"], "fewshot": ["sst2", "ag_news"]}
@@ -645,8 +727,10 @@ def main(argv: list[str] | None = None) -> int:
                 tp.log(f"{b}: {', '.join(str(data / d) for d in missing)} not found; skipping")
                 continue
             if b == "fewshot":
-                jobs += [("fewshot-sst2", lambda: block_fewshot(bench, plan, strategies, data, "SST-2")),
-                         ("fewshot-agnews", lambda: block_fewshot(bench, plan, strategies, data, "AG News"))]
+                for key, name in (("sst2", "SST-2"), ("agnews", "AG News")):
+                    if key in fewshot_data:
+                        jobs.append((f"fewshot-{key}",
+                                     lambda n=name: block_fewshot(bench, plan, strategies, data, n)))
             else:
                 fn = globals()[f"block_{b}"]
                 jobs.append((b, lambda fn=fn: fn(bench, plan, strategies, data)))

@@ -208,12 +208,16 @@ def write_fmnist_flat(data: Path, out: Path, n: int) -> list[str]:
     return paths
 
 
-def write_fmnist_split(data: Path, root: Path, split: str, n: int, out_split: str | None = None) -> int:
-    """Stratified subset (seed 0) of one official split as root/<out_split>/<class>/<i>.png."""
+def write_fmnist_split(data: Path, root: Path, split: str, n: int | None, out_split: str | None = None) -> int:
+    """Stratified subset (seed 0) of one official split as root/<out_split>/<class>/<i>.png (all of it when n
+    is None or at least its size)."""
     from sklearn.model_selection import train_test_split
 
     x, y = fmnist_arrays(data, split)
-    idx, _ = train_test_split(range(len(y)), train_size=n, stratify=y, random_state=0)
+    if n is None or n >= len(y):
+        idx = list(range(len(y)))
+    else:
+        idx, _ = train_test_split(range(len(y)), train_size=n, stratify=y, random_state=0)
     for i in sorted(idx):
         write_png(x[i], root / (out_split or split) / FMNIST_CLASSES[int(y[i])] / f"{i}.png")
     return len(idx)
