@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import sys
 import tempfile
@@ -524,6 +525,9 @@ def targets(rows: list[Row]) -> list[str]:
         over = f" over {n_s} label draws (mean)" if n_s > 1 else ""
         wins = f"; wins {m['wins']} of {m['paired']} draws" if n_s > 1 else ""
         verdict = "met" if m["mean"] > mean_s else "not met"
+        if m["t"] is not None and abs(m["t"]) < 2:
+            # a paired difference within two standard errors of zero: neither is ahead
+            verdict = f"tie ({m['diff'] * 100:+.2f} points paired, t = {m['t']:.1f} over {m['paired']} draws)"
         lines.append(f"- {label}{over}: **{verdict}**: best fmadapt {m['mean']:.2%} ({method}, `{settings}`) vs "
                      f"SetFit {mean_s:.2%}{wins}")
     return lines
@@ -552,6 +556,12 @@ def fewshot_groups(rows: list[Row]) -> dict[tuple[str, int], dict[str, Any]]:
             paired = [(a, base[d]) for d, a in m["accs"].items() if d in base]
             m["paired"], m["wins"] = len(paired), sum(a > b for a, b in paired)
             m["diff"] = sum(a - b for a, b in paired) / len(paired) if paired else None
+            # paired t statistic of the per-draw differences (None with fewer than 3 draws)
+            diffs = [a - b for a, b in paired]
+            m["t"] = None
+            if len(diffs) >= 3:
+                sd = statistics.stdev(diffs)
+                m["t"] = m["diff"] / (sd / len(diffs) ** 0.5) if sd > 0 else math.copysign(math.inf, m["diff"])
     return out
 
 
@@ -567,16 +577,17 @@ def fewshot_summary(rows: list[Row]) -> str:
             sd = statistics.stdev(accs) if len(accs) > 1 else None
             out.append([dataset, str(shots), "baseline: SetFit (MiniLM-L6)", str(len(accs)),
                         f"{sum(accs) / len(accs):.4f}", fmt(sd, ".4f"), f"{min(accs):.4f}–{max(accs):.4f}", "—",
-                        "—"])
+                        "—", "—"])
         for (method, settings), m in g["methods"].items():
             accs = list(m["accs"].values())
             out.append([dataset, str(shots), f"{method} `{settings}`", str(len(accs)), f"{m['mean']:.4f}",
                         fmt(m["sd"], ".4f"), f"{min(accs):.4f}–{max(accs):.4f}",
                         "—" if m["diff"] is None else f"{m['diff']:+.4f}",
+                        "—" if m["t"] is None else f"{m['t']:+.1f}",
                         f"{m['wins']} of {m['paired']}" if m["paired"] else "—"])
     header = ["dataset", "labels/class", "method", "draws", "mean test acc", "sd", "min–max",
-              "mean − SetFit (paired)", "draws above SetFit"]
-    return tp.md_table(header, out, "---|---:|---|---:|---:|---:|---|---:|---:")
+              "mean − SetFit (paired)", "paired t", "draws above SetFit"]
+    return tp.md_table(header, out, "---|---:|---|---:|---:|---:|---|---:|---:|---:")
 
 
 def render(bench: Bench, plan: Plan, cmd: str, started: str, total_s: float, mach: dict[str, str],
@@ -623,7 +634,8 @@ def render(bench: Bench, plan: Plan, cmd: str, started: str, total_s: float, mac
         out += [f"## Few-shot over {plan.draws} label draws", "",
                 f"Training sets of k labels per class sampled with seeds 0..{plan.draws - 1} (the same sets for "
                 "every method); the test set is the same 1,000 examples. Paired: per draw, the method's accuracy "
-                "minus SetFit's on the same labels.", "", fewshot_summary(bench.rows), ""]
+                "minus SetFit's on the same labels; paired t = mean difference / its standard error "
+                "(|t| < 2: a tie).", "", fewshot_summary(bench.rows), ""]
     out += ["## Targets", "", *targets(bench.rows), ""]
     return "\n".join(out).rstrip() + "\n"
 
