@@ -439,6 +439,8 @@ def block_fewshot(bench: Bench, plan: Plan, strategies: list[str], data: Path, n
     block = "fewshot-" + ("sst2" if name == "SST-2" else "agnews")
     for k in plan.shots:
         for draw in range(plan.draws):
+            if draw or k != plan.shots[0]:
+                bench.fresh_cache(f"{block}-{k}-{draw}")  # no probe row finds the test features of an earlier one
             train = per_class(pool, k, draw)
             regime = f"{k}/class ({len(train)} train) / test {len(test):,}"
             if plan.draws > 1:
