@@ -157,3 +157,10 @@ def test_new_token_embeddings_learn_at_their_own_rate():
 def test_new_token_lr_must_be_positive():
     with pytest.raises(ConfigError, match="new_token_lr"):
         TextClassifier(backbone="tiny-bert", strategy="finetune", new_token_lr=0.0).fit(chinese_frame())
+
+
+@pytest.mark.parametrize("bad", [{"extend_vocab_ngram": 0}, {"extend_vocab_ngram": 9},
+                                 {"extend_vocab_word_min_count": 0}])
+def test_word_options_are_validated(bad):
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        TextClassifier(backbone="tiny-bert", strategy="finetune", extend_vocab=True, **bad).fit(chinese_frame())
