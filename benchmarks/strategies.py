@@ -7,6 +7,7 @@ local CPU: test accuracy, macro-F1 and the wall seconds of every fit, with the b
     python benchmarks/strategies.py --only sst2,fewshot --strategies probe,lora --json raw.json
     python benchmarks/strategies.py --only thucnews --runs 'thucnews=[["finetune", {"epochs": 8}]]'
     python benchmarks/strategies.py --only fewshot --shots 8 --runs 'fewshot=[["contrastive", {"ensemble": 3}]]'
+    python benchmarks/strategies.py --only fewshot --fewshot-data sst2 --shots 8 --draws 5   # 5 label draws, paired
 
 Blocks (--only): sst2, agnews, hymenoptera, fmnist, thucnews, fewshot (= few-shot SST-2 and few-shot AG News).
 Full-run plan (each block aims at <= 15 min on 2 CPU cores; THUCNews fine-tuning takes ~8 min):
@@ -635,8 +636,8 @@ def render(bench: Bench, plan: Plan, cmd: str, started: str, total_s: float, mac
     if plan.draws > 1:
         out += [f"## Few-shot over {plan.draws} label draws", "",
                 f"Training sets of k labels per class sampled with seeds 0..{plan.draws - 1} (the same sets for "
-                "every method); the test set is the same 1,000 examples. Paired: per draw, the method's accuracy "
-                "minus SetFit's on the same labels; paired t = mean difference / its standard error "
+                f"every method); the test set is the same {plan.fewshot_test:,} examples. Paired: per draw, the "
+                "method's accuracy minus SetFit's on the same labels; paired t = mean difference / its standard error "
                 "(|t| < 2: a tie).", "", fewshot_summary(bench.rows), ""]
     out += ["## Targets", "", *targets(bench.rows), ""]
     return "\n".join(out).rstrip() + "\n"
