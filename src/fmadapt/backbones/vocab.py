@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..data.augment import is_unsegmented
 from ..errors import ConfigError
 
 UNK_WARN_RATE = 0.05
@@ -69,11 +70,6 @@ def tokens_to_add(tokenizer: Any, texts: list[str], min_count: int = 2, max_new:
     return pieces[:max_new]
 
 
-def _is_cjk(ch: str) -> bool:
-    o = ord(ch)  # CJK unified ideographs (+ extension A), hiragana, katakana
-    return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0x3040 <= o <= 0x30FF
-
-
 def frequent_words(texts: list[str], longest: int = 2, min_count: int = 5) -> list[str]:
     """Runs of 2..`longest` consecutive CJK characters seen at least `min_count` times in `texts`, most frequent
     first (ties in first-seen order). Every run counts, overlapping ones too: "中国人" counts 中国, 国人 and
@@ -83,7 +79,7 @@ def frequent_words(texts: list[str], longest: int = 2, min_count: int = 5) -> li
         text = str(text)
         run = 0  # length of the CJK run ending at i
         for i, ch in enumerate(text):
-            run = run + 1 if _is_cjk(ch) else 0
+            run = run + 1 if is_unsegmented(ch) else 0
             for n in range(2, min(run, longest) + 1):
                 counts[text[i + 1 - n:i + 1]] += 1
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])  # stable

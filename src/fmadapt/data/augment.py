@@ -7,11 +7,14 @@ import random
 import string
 from typing import Any
 
-_CJK = ("\u4e00", "\u9fff")
+#: scripts written without spaces between words, as a regex character class: kana, CJK extension A, CJK
+#: unified ideographs (text noise, robustness perturbations and vocabulary words treat them per character)
+UNSEGMENTED = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
 
 
-def _is_cjk(ch: str) -> bool:
-    return _CJK[0] <= ch <= _CJK[1]
+def is_unsegmented(ch: str) -> bool:
+    """Whether the character `ch` belongs to a script of UNSEGMENTED."""
+    return "\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u4dbf" or "\u4e00" <= ch <= "\u9fff"
 
 
 class TextNoise:
@@ -31,7 +34,7 @@ class TextNoise:
             return text
         words = text.split()
         joiner = " "
-        if len(words) <= 1 and sum(_is_cjk(c) for c in text) > len(text) / 2:
+        if len(words) <= 1 and sum(is_unsegmented(c) for c in text) > len(text) / 2:
             words, joiner = list(text), ""  # unsegmented CJK: characters are the units
         out: list[str] = []
         i = 0

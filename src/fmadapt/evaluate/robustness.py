@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..data.augment import UNSEGMENTED as _UNSEGMENTED
 from ..data.examples import Examples
 from ..data.images import ImageLoadError, load_image
 from ..errors import DataError
@@ -312,7 +313,6 @@ def _batched_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, d
 
 
 # -- text perturbations ------------------------------------------------------------------------------------
-_UNSEGMENTED = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"  # kana, CJK ext. A, CJK unified: no spaces
 _PUNCT = set(string.punctuation) | set("，。！？、；：“”‘’（）《》")
 
 
