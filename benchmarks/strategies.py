@@ -8,6 +8,7 @@ local CPU: test accuracy, macro-F1 and the wall seconds of every fit, with the b
     python benchmarks/strategies.py --only thucnews --runs 'thucnews=[["finetune", {"epochs": 8}]]'
     python benchmarks/strategies.py --only fewshot --shots 8 --runs 'fewshot=[["contrastive", {"ensemble": 3}]]'
     python benchmarks/strategies.py --only fewshot --fewshot-data sst2 --shots 8 --draws 5   # 5 label draws, paired
+    python benchmarks/strategies.py --only sst2 --sst2-train all   # the whole training pool (not the target's regime)
 
 Blocks (--only): sst2, agnews, hymenoptera, fmnist, thucnews, fewshot (= few-shot SST-2 and few-shot AG News).
 Full-run plan (each block aims at <= 15 min on 2 CPU cores; THUCNews fine-tuning takes ~8 min):
@@ -68,6 +69,7 @@ STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora", "auto", "contr
 SEED = 0
 THREADS = 2
 FMNIST_SIZE = 64
+SST2_TARGET_TRAIN = 5000  # the SST-2 target's regime: a 5,000-example training subset
 TARGETS = {"sst2": 0.88, "agnews": 0.90, "hymenoptera": 0.93, "fmnist": 0.92}
 TARGET_NAMES = {"sst2": "SST-2", "agnews": "AG News", "hymenoptera": "hymenoptera",
                 "fmnist": "Fashion-MNIST (<= 10,000 train)"}
@@ -109,7 +111,8 @@ class Plan:
 
     def __init__(self, quick: bool) -> None:
         self.quick = quick
-        self.sst2_train, self.sst2_test = (80, 40) if quick else (5000, None)  # None: all
+        self.sst2_train: int | None = 80 if quick else SST2_TARGET_TRAIN  # None: the whole pool (--sst2-train)
+        self.sst2_test = 40 if quick else None  # None: all
         self.agnews_train, self.agnews_test = (80, 40) if quick else (None, None)
         self.hym_per_class: tuple[int, int] | None = (8, 5) if quick else None
         # test: the whole official test set (10,000; tables before 2026-11-27 14:00 UTC used a 1,000 subset)
@@ -383,7 +386,11 @@ def block_sst2(bench: Bench, plan: Plan, strategies: list[str], data: Path) -> N
     pool, test = read_sst2(data)
     train, test = stratified(pool, plan.sst2_train), stratified(test, plan.sst2_test)
     regime = f"train {len(train):,} (stratified, seed 0) / test {len(test):,}"
-    fmadapt_rows(bench, plan, strategies, "sst2", "SST-2", regime, RUNS["sst2"], TextClassifier, train, test,
+    # another training size (--sst2-train) is not the target's regime: its rows go to a block of their own
+    block = "sst2" if plan.quick or plan.sst2_train == SST2_TARGET_TRAIN else "sst2-size"
+    if plan.sst2_train is None or plan.sst2_train >= len(pool):
+        regime = f"train {len(train):,} (the whole deduplicated pool) / test {len(test):,}"
+    fmadapt_rows(bench, plan, strategies, block, "SST-2", regime, RUNS["sst2"], TextClassifier, train, test,
                  TEXT_COMMON)
 
 
@@ -458,7 +465,8 @@ def block_fewshot(bench: Bench, plan: Plan, strategies: list[str], data: Path, n
 # ----------------------------------------------------------------------------------------------
 # report
 # ----------------------------------------------------------------------------------------------
-BLOCK_TITLES = {"sst2": "SST-2", "agnews": "AG News", "hymenoptera": "Hymenoptera (ants vs bees)",
+BLOCK_TITLES = {"sst2": "SST-2",
+                "sst2-size": "SST-2 at another training size (--sst2-train; not the target's regime)", "agnews": "AG News", "hymenoptera": "Hymenoptera (ants vs bees)",
                 "fmnist": f"Fashion-MNIST (at image_size {FMNIST_SIZE} to keep it affordable)",
                 "thucnews": "THUCNews titles (Chinese headlines, 10 classes)",
                 "fewshot-sst2": "Few-shot SST-2", "fewshot-agnews": "Few-shot AG News"}
@@ -683,6 +691,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", action="append", default=[], metavar="BLOCK=JSON",
                     help='replace the fmadapt runs of a block, e.g. thucnews=\'[["finetune", {"epochs": 8}]]\' '
                          "(repeatable; the command line in the report keeps it)")
+    ap.add_argument("--sst2-train", default=str(SST2_TARGET_TRAIN), metavar="N|all",
+                    help=f"sst2 block: training examples, a stratified subset of the pool, or all of it (default "
+                         f"{SST2_TARGET_TRAIN:,}, the target's regime; other sizes are reported apart from the "
+                         "target)")
     ap.add_argument("--threads", type=int, default=THREADS,
                     help=f"torch.set_num_threads (default {THREADS}, as the committed table)")
     args = ap.parse_args(argv)
@@ -728,6 +740,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.draws < 1:
         ap.error("--draws must be >= 1")
     plan.draws = args.draws
+    if not args.quick:
+        try:
+            plan.sst2_train = None if args.sst2_train == "all" else int(args.sst2_train)
+        except ValueError:
+            ap.error(f"--sst2-train {args.sst2_train!r}: a number of examples or 'all'")
+        if plan.sst2_train is not None and plan.sst2_train < 2:
+            ap.error("--sst2-train must be at least 2 (or 'all')")
     data: Path = args.data
     needs = {"sst2": ["sst2"], "agnews": ["ag_news"], "hymenoptera": ["hymenoptera"], "fmnist": ["fashion_mnist"],
              "thucnews": ["thucnews_titles"], "fewshot": ["sst2", "ag_news"]}
