@@ -54,6 +54,21 @@ def test_empty_and_nan_texts_dropped_and_counted(tmp_path):
     assert "row 3" in ex.skipped[0].where  # file line numbers (header is line 1)
 
 
+def test_na_like_words_are_texts_and_labels_not_missing_values(tmp_path):
+    # pandas reads "NA", "null", "None", "N/A", "nan" as missing by default: rows would be dropped
+    for sep, ext in ((",", "csv"), ("\t", "tsv")):
+        p = tmp_path / f"d.{ext}"
+        p.write_text(sep.join(["text", "label"]) + "\n" + "\n".join(
+            sep.join(r) for r in [("NA", "None"), ("null", "N/A"), ("None", "None"), ("nan", "pos"),
+                                  ("", "pos"), ("fine", "")]) + "\n", encoding="utf-8")
+        df, src = read_table(p)
+        ex = examples_from_table(df, src, "text", "label")
+        assert ex.inputs == ["NA", "null", "None", "nan"], ext
+        assert ex.labels == ["None", "N/A", "None", "pos"], ext
+        assert sorted(s.reason for s in ex.skipped) == ["empty text in column 'text'",
+                                                        "missing label in column 'label'"], ext
+
+
 def test_label_variants_flagged():
     df = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["Pos", "pos ", "neg", "neg"]})
     ex = examples_from_table(df, "f.csv", "text", "label")

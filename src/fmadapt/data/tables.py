@@ -82,13 +82,16 @@ def _read_file(path: Path, ext: str, enc: str, header: bool, errors: str = "stri
     if ext == ".json":
         return pd.read_json(path, encoding=enc, encoding_errors=errors, dtype=False), None
     sep = "\t" if ext in (".tsv", ".tab") else ","
+    # keep_default_na=False: only an empty field is missing. pandas' default also reads "NA", "N/A", "null",
+    # "None", "nan", ... as missing, which would drop a text that says "None", a class named "None" and a group
+    # "NA" (North America, Namibia).
     # The C parser skips lines with too many fields and reports each as a ParserWarning "Skipping line N: ..."
     # (N counts rows as in the file, header = 1). The python engine's on_bad_lines callable gets no row
     # number, and it silently drops fields longer than csv.field_size_limit (131,072 characters).
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         df = pd.read_csv(path, sep=sep, encoding=enc, encoding_errors=errors, header=0 if header else None, dtype=str,
-                         keep_default_na=True, quoting=3 if sep == "\t" else 0, on_bad_lines="warn",
+                         keep_default_na=False, quoting=3 if sep == "\t" else 0, on_bad_lines="warn",
                          skip_blank_lines=False)
     bad: list[tuple[int, str]] = []
     for w in caught:
