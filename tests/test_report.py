@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import matplotlib
@@ -19,6 +20,7 @@ from fmadapt.report import HOW_TO_ENABLE, SECTIONS, build_figures, environment_i
 from fmadapt.report import html as report_html
 
 XSS = "<script>alert(1)</script>"
+SVG = "{http://www.w3.org/2000/svg}"
 SECTION_IDS = [s for s, _ in SECTIONS]
 
 
@@ -136,7 +138,10 @@ def test_full_report_has_every_section_and_image():
         assert img["alt"], img
         assert img["src"].startswith("data:image/"), img["src"][:40]
         raw = base64.b64decode(img["src"].split(",", 1)[1])
-        Image.open(io.BytesIO(raw)).verify()  # every embedded image is a real image
+        if img["src"].startswith("data:image/svg+xml;"):  # a figure with text no installed font can draw
+            assert ET.fromstring(raw).tag == SVG + "svg"
+        else:
+            Image.open(io.BytesIO(raw)).verify()  # every embedded image is a real image
     assert p.body["data-images-total"] == str(len(p.imgs))
     # headline accuracy in the header comes from the test split
     assert "accuracy (test, n=" in html
@@ -210,6 +215,26 @@ def test_many_and_two_classes():
     assert Image.open(io.BytesIO(base64.b64decode(figs["confusion_test"]))).size[0] <= 1100  # capped, not 100x100
     two = render_report({"model": {"classes": ["yes", "no"]}, "metrics": {"test": metrics_for(["yes", "no"])}})
     assert len(parse(two).imgs) == 1
+
+
+def test_text_no_installed_font_can_draw_stays_text_in_an_svg(monkeypatch):
+    from fmadapt.report import figures
+
+    # a machine with no CJK font: Chinese class names would be drawn as boxes in a PNG
+    monkeypatch.setattr(figures, "_available_fonts", lambda: ["DejaVu Sans"])
+    zh = ["体育", "财经", XSS]
+    b64 = build_figures({"metrics": {"test": metrics_for(zh)}})["confusion_test"]
+    assert figures.figure_mime(b64) == "image/svg+xml"
+    raw = base64.b64decode(b64)
+    root = ET.fromstring(raw)  # well-formed: the class names are escaped
+    texts = [t.text or "" for t in root.iter(SVG + "text")]
+    assert {"体育", "财经", figures._short(XSS)} <= set(texts)  # as text, for the browser to draw
+    assert b"<script" not in raw
+    en = build_figures({"metrics": {"test": metrics_for(["sports", "business"])}})["confusion_test"]
+    assert figures.figure_mime(en) == "image/png" and base64.b64decode(en)[:8] == b"\x89PNG\r\n\x1a\n"
+    html = render_report({"model": {"classes": zh}, "metrics": {"test": metrics_for(zh)}})
+    assert [i["src"][:26] for i in parse(html).imgs] == ["data:image/svg+xml;base64,"]
+    assert figures.undrawable(figures._new_figure(1, 1)) == ""
 
 
 def test_probe_history_shows_candidates():

@@ -69,7 +69,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 <body data-images-total="0" data-images-ok="pending">
 {% macro note(id) %}<p class="note">Not run — {{ v.notes[id]|codeify }}</p>{% endmacro %}
 {% macro figure(key, alt) %}
-{% if v.fig[key] %}<figure><img src="data:image/png;base64,{{ v.fig[key] }}" alt="{{ alt }}"></figure>
+{% if v.fig[key] %}<figure><img src="data:{{ v.fig_mime[key] }};base64,{{ v.fig[key] }}" alt="{{ alt }}"></figure>
 {% elif v.fig_errors[key] %}<p class="warn">Figure could not be drawn: {{ v.fig_errors[key] }}</p>
 {% endif %}
 {% endmacro %}

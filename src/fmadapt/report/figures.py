@@ -1,4 +1,5 @@
-"""Report figures drawn with matplotlib's object API and returned as base64 PNG strings.
+"""Report figures drawn with matplotlib's object API and returned as base64 PNG strings (SVG where a label has
+characters no installed font can draw).
 
 We build ``matplotlib.figure.Figure`` objects and render them through ``FigureCanvasAgg`` directly instead
 of using pyplot: pyplot keeps global figure state and would need ``matplotlib.use("Agg")``, which would
@@ -8,6 +9,7 @@ change the backend of a user who calls ``fit`` from a notebook or a GUI session.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import logging
 import math
@@ -19,6 +21,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
 log = logging.getLogger(__name__)
@@ -28,8 +31,9 @@ MAX_MATRIX_CLASSES = 30  # beyond this a full confusion matrix is unreadable; we
 MAX_BARS = 40  # fairness groups drawn at most (the worst ones)
 
 # CJK-capable fonts are tried after DejaVu Sans, so Chinese/Japanese class names render where such a font is
-# installed (matplotlib >= 3.6 falls back glyph by glyph). Where none is installed the HTML tables still
-# carry the exact names; the figure merely shows placeholder boxes.
+# installed (matplotlib >= 3.6 falls back glyph by glyph). Where a figure's text has characters none of them
+# can draw (Chinese class names on a server with no CJK font), the figure is written as SVG with its text left
+# as text, and the reader's browser draws those characters with its own fonts instead of placeholder boxes.
 _FONTS = ["DejaVu Sans", "Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Zen Hei", "Source Han Sans SC",
           "Microsoft YaHei", "SimHei", "PingFang SC", "Arial Unicode MS"]
 
@@ -54,13 +58,49 @@ def _new_figure(w: float, h: float) -> Figure:
     return fig
 
 
-def _png_b64(fig: Figure) -> str:
+@functools.lru_cache(maxsize=8)
+def _drawable(fonts: tuple[str, ...]) -> frozenset[int]:
+    """Code points that at least one of these installed fonts has a glyph for."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    by_name = {f.name: f.fname for f in font_manager.fontManager.ttflist}
+    chars: set[int] = set()
+    for name in fonts:
+        try:
+            chars.update(FT2Font(by_name[name]).get_charmap())
+        except (KeyError, OSError, RuntimeError):  # a font listed but unreadable: it draws nothing
+            continue
+    return frozenset(chars)
+
+
+def undrawable(fig: Figure) -> str:
+    """The characters of the figure's text (titles, tick labels, legends, annotations) that no available font
+    can draw, in order of appearance; "" when every one can."""
+    ok = _drawable(tuple(_available_fonts()))
+    seen: dict[str, None] = {}
+    for t in fig.findobj(Text):
+        for ch in t.get_text():
+            if not ch.isspace() and ord(ch) not in ok:
+                seen[ch] = None
+    return "".join(seen)
+
+
+def _image_b64(fig: Figure) -> str:
+    """The figure as base64 PNG; as base64 SVG with its text kept as text when some of that text has characters
+    no installed font can draw (the browser draws them; a PNG would show boxes)."""
     buf = io.BytesIO()
     with warnings.catch_warnings():
-        # "Glyph ... missing from font" is expected for CJK names without a CJK font; the HTML shows them.
+        # "Glyph ... missing from font": the layout measures such characters with a placeholder; said above
         warnings.filterwarnings("ignore", message=r".*[Gg]lyph.*missing.*")
-        # metadata Software=None: PNG bytes then depend only on the pixels, not the matplotlib version string.
-        fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+        if undrawable(fig):
+            # svg.fonttype "none": <text> elements in the font families asked for, and the browser falls back
+            # glyph by glyph; hashsalt and Date=None make the bytes depend only on the figure
+            with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "fmadapt"}):
+                fig.savefig(buf, format="svg", dpi=DPI, metadata={"Date": None, "Creator": None})
+        else:
+            # metadata Software=None: PNG bytes then depend only on the pixels, not the matplotlib version string
+            fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -105,7 +145,7 @@ def training_curves(history: Mapping[str, Any]) -> str | None:
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend()
-        return _png_b64(fig)
+        return _image_b64(fig)
     cands = history.get("candidates") or []
     if cands:
         # A linear probe has no epochs: show validation accuracy across the regularisation grid instead.
@@ -119,7 +159,7 @@ def training_curves(history: Mapping[str, Any]) -> str | None:
             ax.set_xscale("log")
         ax.set(xlabel="C (inverse regularisation)", ylabel="val accuracy", title="Probe: accuracy vs C")
         ax.grid(alpha=0.3)
-        return _png_b64(fig)
+        return _image_b64(fig)
     return None
 
 
@@ -159,7 +199,7 @@ def confusion_matrix(cm_list: list[list[Any]], classes: list[str], title: str = 
             for j in range(k):
                 ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black")
-    return _png_b64(fig)
+    return _image_b64(fig)
 
 
 # ------------------------------------------------------------------------------------------- calibration
@@ -186,7 +226,7 @@ def reliability_diagram(reliability: Mapping[str, Any]) -> str | None:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
     axc.set(xlabel="confidence", ylabel="count")
-    return _png_b64(fig)
+    return _image_b64(fig)
 
 
 # -------------------------------------------------------------------------------------------- robustness
@@ -213,13 +253,13 @@ def robustness_curves(rob: Mapping[str, Any]) -> dict[str, str]:
         ax = fig.subplots()
         _curve_panel(ax, rob["corruptions"], clean, 0.0)
         ax.set(xlabel="severity", ylabel="accuracy", title="Accuracy under corruptions")
-        out["robustness_corruptions"] = _png_b64(fig)
+        out["robustness_corruptions"] = _image_b64(fig)
     if isinstance(rob.get("text"), Mapping) and rob["text"]:
         fig = _new_figure(6.5, 3.8)
         ax = fig.subplots()
         _curve_panel(ax, rob["text"], clean, 0.0)
         ax.set(xlabel="perturbation rate", ylabel="accuracy", title="Accuracy under text perturbations")
-        out["robustness_text"] = _png_b64(fig)
+        out["robustness_text"] = _image_b64(fig)
     adv = rob.get("adversarial")
     if isinstance(adv, Mapping):
         curves = {k: adv[k] for k in ("fgsm", "pgd") if isinstance(adv.get(k), Mapping) and adv[k]}
@@ -229,7 +269,7 @@ def robustness_curves(rob: Mapping[str, Any]) -> dict[str, str]:
             _curve_panel(ax, {k.upper(): v for k, v in curves.items()}, clean, 0.0)
             unit = str(adv.get("eps_unit") or "")
             ax.set(xlabel=f"ε ({unit})" if unit else "ε", ylabel="accuracy", title="Adversarial accuracy")
-            out["robustness_adversarial"] = _png_b64(fig)
+            out["robustness_adversarial"] = _image_b64(fig)
     return out
 
 
@@ -255,7 +295,7 @@ def fairness_bars(fair: Mapping[str, Any]) -> str | None:
     ax.set(xlim=(0, 1.0), xlabel="accuracy",
            title=f"Accuracy by {_short(fair.get('group_col') or 'group', 30)} (grey: small group)")
     ax.grid(axis="x", alpha=0.3)
-    return _png_b64(fig)
+    return _image_b64(fig)
 
 
 # --------------------------------------------------------------------------------------------- assembly
@@ -273,8 +313,16 @@ def _safe(name: str, fn: Callable[[], str | dict[str, str] | None], out: dict[st
         out[name] = res
 
 
+def figure_mime(b64: str) -> str:
+    """The MIME type of a figure from `build_figures`: "image/svg+xml" for one `_image_b64` wrote as SVG, else
+    "image/png"."""
+    head = base64.b64decode(b64[:24] + "=" * (-len(b64[:24]) % 4), validate=False)
+    return "image/svg+xml" if head.lstrip().startswith((b"<?xml", b"<svg")) else "image/png"
+
+
 def build_figures(data: Mapping[str, Any]) -> dict[str, str]:
-    """All report figures as ``{key: base64 PNG}``.
+    """All report figures as ``{key: base64 PNG}`` (base64 SVG for a figure whose text no installed font can
+    draw: see `_image_b64`; `figure_mime` tells them apart).
 
     Keys: ``training``, ``confusion_<split>`` per metrics split, ``reliability``, ``robustness_corruptions``,
     ``robustness_text``, ``robustness_adversarial``, ``fairness``. A figure that failed to draw appears as

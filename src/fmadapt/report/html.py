@@ -23,7 +23,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from ._template import CSS, TEMPLATE
-from .figures import build_figures
+from .figures import build_figures, figure_mime
 
 # Section ids are part of the report's contract (links, tests, tools that scrape the report): keep them stable.
 SECTIONS: list[tuple[str, str]] = [
@@ -291,6 +291,7 @@ def _view(data: Mapping[str, Any], figures: dict[str, str]) -> dict[str, Any]:
                      "macro_f1": fmt(head.get("macro_f1")), "n": fmt(head.get("n"))},
         "sections": [{"id": i, "title": t, "present": present[i]} for i, t in SECTIONS],
         "present": present, "notes": HOW_TO_ENABLE, "fig": figures,
+        "fig_mime": {k: figure_mime(v) for k, v in figures.items() if not k.startswith("_error_")},
         "evaluated_on": {k: str(v) for k, v in _mapping(data.get("evaluated_on")).items()},
         "fig_errors": {k[len("_error_"):]: v for k, v in figures.items() if k.startswith("_error_")},
         "data": {"sizes": _kv(dsum.get("sizes")), "counts": _class_counts(dsum),
