@@ -466,7 +466,8 @@ def block_fewshot(bench: Bench, plan: Plan, strategies: list[str], data: Path, n
 # report
 # ----------------------------------------------------------------------------------------------
 BLOCK_TITLES = {"sst2": "SST-2",
-                "sst2-size": "SST-2 at another training size (--sst2-train; not the target's regime)", "agnews": "AG News", "hymenoptera": "Hymenoptera (ants vs bees)",
+                "sst2-size": "SST-2 at another training size (--sst2-train; not the target's regime)",
+                "agnews": "AG News", "hymenoptera": "Hymenoptera (ants vs bees)",
                 "fmnist": f"Fashion-MNIST (at image_size {FMNIST_SIZE} to keep it affordable)",
                 "thucnews": "THUCNews titles (Chinese headlines, 10 classes)",
                 "fewshot-sst2": "Few-shot SST-2", "fewshot-agnews": "Few-shot AG News"}
