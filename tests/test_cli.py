@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -169,3 +171,25 @@ def test_fit_ensemble_from_the_cli_and_predict(image_folder, tmp_path):
     r = _invoke("predict", tmp_path / "m", image_folder / "red", "-o", tmp_path / "p.csv")
     assert r.exit_code == 0, r.output
     assert (pd.read_csv(tmp_path / "p.csv")["pred"] == "red").mean() >= 0.8
+
+
+def _fresh_python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          timeout=120).stdout.strip()
+
+
+def test_the_command_line_starts_without_torch_and_the_package_imports_it_on_first_use():
+    heavy = "('torch', 'lightning', 'timm', 'sklearn', 'fmadapt.estimators')"
+    # `fmadapt --help`, a mistyped option: answered without loading torch, Lightning, timm, scikit-learn
+    assert _fresh_python(f"import sys, fmadapt.cli; print([m for m in {heavy} if m in sys.modules])") == "[]"
+    out = _fresh_python(
+        "import logging, sys, fmadapt\n"
+        f"before = [m for m in {heavy} if m in sys.modules]\n"
+        "from fmadapt import TextClassifier, create_backbone, load_model\n"
+        "print(before, 'TextClassifier' in dir(fmadapt), TextClassifier.__module__, callable(create_backbone),\n"
+        "      [logging.getLogger(n).level for n in ('lightning.pytorch', 'lightning.fabric')])\n"
+        "try:\n    fmadapt.no_such_name\nexcept AttributeError as e:\n    print(e)")
+    lines = out.splitlines()
+    # Lightning resets its loggers to INFO when imported: they are quiet (ERROR = 40) once the estimators load
+    assert lines[0] == "[] True fmadapt.estimators True [40, 40]"
+    assert lines[1] == "module 'fmadapt' has no attribute 'no_such_name'"

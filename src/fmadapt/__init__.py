@@ -1,11 +1,44 @@
 """fmadapt: adapt a pretrained foundation model to your own classification task."""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._quiet import quiet_libraries as _quiet_libraries
 from ._version import __version__
-from .backbones import BackboneCfg, create_backbone, list_backbones, register_backbone
 from .config import FitConfig
 from .errors import ArtifactError, ConfigError, DataError, FmadaptError, NotFittedError
-from .estimators import ImageClassifier, TextClassifier, load_model
+
+if TYPE_CHECKING:
+    from .backbones import BackboneCfg, create_backbone, list_backbones, register_backbone
+    from .estimators import ImageClassifier, TextClassifier, load_model
+
+# Names whose modules import torch, Lightning and transformers (seconds): imported on first use (PEP 562), so
+# that `fmadapt --help` and a mistyped option answer at once.
+_LAZY = {
+    "BackboneCfg": "backbones",
+    "create_backbone": "backbones",
+    "list_backbones": "backbones",
+    "register_backbone": "backbones",
+    "ImageClassifier": "estimators",
+    "TextClassifier": "estimators",
+    "load_model": "estimators",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fmadapt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 _quiet_libraries()
 

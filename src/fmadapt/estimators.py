@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from . import adapt
+from ._quiet import quiet_libraries
 from ._version import __version__
 from .adapt.features import extract_features
 from .artifact import checked_listing, json_text, model_card, read_json, save_model, stored_temperature
@@ -32,6 +33,10 @@ from .data.tables import examples_from_table, infer_columns, read_table
 from .errors import ArtifactError, ConfigError, DataError, NotFittedError
 from .evaluate.metrics import classification_metrics
 from .model import Classifier
+
+# Lightning sets its loggers to INFO when it is first imported (just above, through .adapt), which undoes what
+# `import fmadapt` set: quiet them again so its banners stay out of the user's terminal.
+quiet_libraries()
 
 DataLike = str | os.PathLike[str] | pd.DataFrame | list[str]
 
