@@ -300,6 +300,8 @@ def reset_peak():  # Linux >= 4.0: VmHWM starts again from the current RSS
 src, isolated, folder, big = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4]
 if isolated:  # the image reader alone: skip fmadapt/__init__ (torch, transformers, lightning, ...)
     pkg = types.ModuleType("fmadapt"); pkg.__path__ = [src + "/fmadapt"]; sys.modules["fmadapt"] = pkg
+else:  # as in a training process: the estimators loaded (`import fmadapt` alone no longer loads torch)
+    import fmadapt.estimators
 from fmadapt.data.images import ImageLoadError, drop_unreadable, load_image, unlabeled_images
 out = {"torch_imported": "torch" in sys.modules, "import_peak_mb": status_mb("VmHWM")}
 out["peak_reset"] = reset_peak()

@@ -143,14 +143,6 @@ def test_group_labels_from_table_aligns_with_skipped_rows(tmp_path: Path) -> Non
     assert any("1 of 4" in w for w in ex.warnings)
 
 
-def test_group_named_na_is_a_group_not_missing(tmp_path: Path) -> None:
-    path = tmp_path / "d.csv"
-    path.write_text("text,label,region\ngood,p,NA\nbad,n,EU\nfine,p,\n", encoding="utf-8")
-    df, source = read_table(path)
-    ex = examples_from_table(df, source, "text", "label")
-    assert group_labels_from_table(path, "region", ex) == ["NA", "EU", MISSING]
-
-
 def test_missing_group_column_lists_columns(tmp_path: Path) -> None:
     df = pd.DataFrame({"text": ["x", "y"], "label": ["a", "b"], "region": ["n", "s"]})
     ex = Examples(["x", "y"], ["a", "b"], ["0", "1"], "<DataFrame>", "text")

@@ -54,19 +54,23 @@ def test_empty_and_nan_texts_dropped_and_counted(tmp_path):
     assert "row 3" in ex.skipped[0].where  # file line numbers (header is line 1)
 
 
-def test_na_like_words_are_texts_and_labels_not_missing_values(tmp_path):
-    # pandas reads "NA", "null", "None", "N/A", "nan" as missing by default: rows would be dropped
+def test_missing_value_markers_are_missing_and_the_skip_names_the_word(tmp_path):
+    # as pandas (and R's NA): "NA", "null", "None", "N/A", "nan" are missing values; the report says which word
     for sep, ext in ((",", "csv"), ("\t", "tsv")):
         p = tmp_path / f"d.{ext}"
         p.write_text(sep.join(["text", "label"]) + "\n" + "\n".join(
-            sep.join(r) for r in [("NA", "None"), ("null", "N/A"), ("None", "None"), ("nan", "pos"),
-                                  ("", "pos"), ("fine", "")]) + "\n", encoding="utf-8")
+            sep.join(r) for r in [("NA", "pos"), ("fine", "None"), ("good", "none"), ("ok", "na"), ("null", "N/A"),
+                                  ("", "pos"), ("well", "")]) + "\n", encoding="utf-8")
         df, src = read_table(p)
         ex = examples_from_table(df, src, "text", "label")
-        assert ex.inputs == ["NA", "null", "None", "nan"], ext
-        assert ex.labels == ["None", "N/A", "None", "pos"], ext
-        assert sorted(s.reason for s in ex.skipped) == ["empty text in column 'text'",
-                                                        "missing label in column 'label'"], ext
+        assert ex.inputs == ["good", "ok"] and ex.labels == ["none", "na"], ext  # lower case: kept as classes
+        why = {int(s.where.rsplit("row ", 1)[1]): s.reason for s in ex.skipped}
+        assert sorted(why) == [2, 3, 6, 7, 8], ext
+        assert why[2].startswith("missing text in column 'text': 'NA' is read as a missing value"), why[2]
+        assert why[3].startswith("missing label in column 'label': 'None' is read as a missing value"), why[3]
+        assert "if it is the class, write it otherwise" in why[3]
+        assert why[6].startswith("missing text in column 'text': 'null'")  # the text decides first
+        assert why[7] == "empty text in column 'text'" and why[8] == "missing label in column 'label'"
 
 
 def test_label_variants_flagged():

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+from pandas._libs.parsers import STR_NA_VALUES
 
 from ..errors import DataError
 from .examples import Examples, Skipped
@@ -61,11 +62,14 @@ def read_table(data: str | os.PathLike[str] | pd.DataFrame, encoding: str = "aut
         raise DataError(f"{path}: cannot parse as {ext or 'CSV'} ({e})") from e
     if df.empty:
         raise DataError(f"{path}: the table has no rows")
+    read = df.attrs.setdefault("fmadapt", {})
     if bad_lines is not None:
         # CSV/TSV: numbers of the rows as in the file (header = row 1; a quoted multi-line field is one row)
-        df.attrs["fmadapt"] = {"first_row": 2 if header else 1, "bad_lines": bad_lines, "warnings": notes}
+        read.update({"first_row": 2 if header else 1, "bad_lines": bad_lines, "warnings": notes})
     elif notes:
-        df.attrs["fmadapt"] = {"warnings": notes}
+        read["warnings"] = notes
+    if not read:
+        del df.attrs["fmadapt"]
     return df, str(path)
 
 
@@ -82,9 +86,8 @@ def _read_file(path: Path, ext: str, enc: str, header: bool, errors: str = "stri
     if ext == ".json":
         return pd.read_json(path, encoding=enc, encoding_errors=errors, dtype=False), None
     sep = "\t" if ext in (".tsv", ".tab") else ","
-    # keep_default_na=False: only an empty field is missing. pandas' default also reads "NA", "N/A", "null",
-    # "None", "nan", ... as missing, which would drop a text that says "None", a class named "None" and a group
-    # "NA" (North America, Namibia).
+    # keep_default_na=False, then _mark_missing: the same missing values as pandas' default, but remembering
+    # which marker each was, so that a skipped row can say that its label was the word "None", not empty.
     # The C parser skips lines with too many fields and reports each as a ParserWarning "Skipping line N: ..."
     # (N counts rows as in the file, header = 1). The python engine's on_bad_lines callable gets no row
     # number, and it silently drops fields longer than csv.field_size_limit (131,072 characters).
@@ -102,7 +105,30 @@ def _read_file(path: Path, ext: str, enc: str, header: bool, errors: str = "stri
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not header:
         df.columns = [str(c) for c in df.columns]
+    df.attrs["fmadapt"] = {"na_markers": _mark_missing(df)}
     return df, sorted(bad)
+
+
+#: what pandas reads as a missing value by default ("NA", "N/A", "NaN", "null", "None", "#N/A", ...; case-sensitive)
+NA_MARKERS = frozenset(STR_NA_VALUES) - {""}
+
+
+def _mark_missing(df: pd.DataFrame) -> dict[str, dict[int, str]]:
+    """Empty fields and pandas' missing-value markers become missing values, as pandas' default reading does (R
+    writes a missing value as NA; other tools as NaN, null or None). Returns {column: {row position: marker}}
+    for the markers, so that a report can say which word was taken as missing."""
+    found: dict[str, dict[int, str]] = {}
+    for pos, col in enumerate(df.columns):
+        values = df.iloc[:, pos]
+        missing = values.isin(NA_MARKERS | {""})
+        if not missing.any():
+            continue
+        rows = missing.to_numpy().nonzero()[0]
+        markers = {int(i): str(values.iat[i]) for i in rows if values.iat[i] != ""}
+        if markers:
+            found[str(col)] = markers
+        df.iloc[rows, pos] = None
+    return found
 
 
 _BAD_LINE = re.compile(r"Skipping line (\d+): ([^\n]*)")
@@ -227,17 +253,23 @@ def examples_from_table(df: pd.DataFrame, source: str, text: str, label: str | N
         for n, reason in read.get("bad_lines", [])]
     texts = df[text]
     labels = _label_strings(df[label]) if label else None
+    markers = read.get("na_markers") or {}
+    text_na, label_na = markers.get(text, {}), markers.get(label, {}) if label else {}
     keep: list[int] = []
     cleaned: list[str] = []
     for i, n in zip(range(len(df)), _row_numbers(df, source), strict=False):
         t = texts.iloc[i]
         row = f"{source}:row {n}"
         clean = "" if t is None or (isinstance(t, float) and pd.isna(t)) else str(t).replace("\x00", "")
+        if i in text_na:
+            skipped.append((n, Skipped(row, f"missing text in column {text!r}: {_marker_note(text_na[i])}")))
+            continue
         if not clean.strip():
             skipped.append((n, Skipped(row, f"empty text in column {text!r}")))
             continue
         if labels is not None and labels[i] is None:
-            skipped.append((n, Skipped(row, f"missing label in column {label!r}")))
+            note = f": {_marker_note(label_na[i], 'class')}" if i in label_na else ""
+            skipped.append((n, Skipped(row, f"missing label in column {label!r}{note}")))
             continue
         keep.append(i)
         cleaned.append(clean)
@@ -254,6 +286,11 @@ def examples_from_table(df: pd.DataFrame, source: str, text: str, label: str | N
     if ex.labels is not None:
         ex.warnings.extend(label_variant_warnings(ex.labels, source))
     return ex
+
+
+def _marker_note(value: str, what: str = "text") -> str:
+    return (f"{value!r} is read as a missing value, as pandas reads it (NA, N/A, NaN, null, None, ...); if it is "
+            f"the {what}, write it otherwise (e.g. in lower case for NA or None)")
 
 
 def _row_numbers(df: pd.DataFrame, source: str) -> Iterator[int]:
