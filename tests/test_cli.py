@@ -121,12 +121,15 @@ def test_embed_texts_in_input_order(tmp_path):
 
     from fmadapt.backbones import create_backbone
 
-    df = pd.DataFrame({"sentence": ["first text", "", "the third and longest text of all"]})
+    df = pd.DataFrame({"sentence": ["first text", "", "the third and longest text of all", "NA"]})
     df.to_csv(tmp_path / "t.csv", index=False)
     r = _invoke("embed", tmp_path / "t.csv", "-o", tmp_path / "t.npy", "--backbone", "tiny-bert")
     assert r.exit_code == 0, r.output
     f = np.load(tmp_path / "t.npy")
-    assert np.isnan(f[1]).all()
+    assert f.shape[0] == 4 and np.isnan(f[1]).all() and np.isnan(f[3]).all()
+    errors = pd.read_csv(tmp_path / "t.ids.csv", keep_default_na=False)["error"].tolist()
+    assert errors[:3] == ["", "empty text", ""]
+    assert errors[3].startswith("missing text: 'NA' is read as a missing value"), errors[3]
     bb = create_backbone("tiny-bert")
     import torch
 

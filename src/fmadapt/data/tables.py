@@ -261,14 +261,14 @@ def examples_from_table(df: pd.DataFrame, source: str, text: str, label: str | N
         t = texts.iloc[i]
         row = f"{source}:row {n}"
         clean = "" if t is None or (isinstance(t, float) and pd.isna(t)) else str(t).replace("\x00", "")
-        if i in text_na:
-            skipped.append((n, Skipped(row, f"missing text in column {text!r}: {_marker_note(text_na[i])}")))
+        if i in text_na and not clean.strip():
+            skipped.append((n, Skipped(row, f"missing text in column {text!r}: {marker_note(text_na[i])}")))
             continue
         if not clean.strip():
             skipped.append((n, Skipped(row, f"empty text in column {text!r}")))
             continue
         if labels is not None and labels[i] is None:
-            note = f": {_marker_note(label_na[i], 'class')}" if i in label_na else ""
+            note = f": {marker_note(label_na[i], 'class')}" if i in label_na else ""
             skipped.append((n, Skipped(row, f"missing label in column {label!r}{note}")))
             continue
         keep.append(i)
@@ -288,7 +288,8 @@ def examples_from_table(df: pd.DataFrame, source: str, text: str, label: str | N
     return ex
 
 
-def _marker_note(value: str, what: str = "text") -> str:
+def marker_note(value: str, what: str = "text") -> str:
+    """Why a cell holding one of NA_MARKERS counts as missing, and how to keep the word."""
     return (f"{value!r} is read as a missing value, as pandas reads it (NA, N/A, NaN, null, None, ...); if it is "
             f"the {what}, write it otherwise (e.g. in lower case for NA or None)")
 
