@@ -13,7 +13,7 @@ from .backbones import create_backbone
 from .data.cache import FeatureCache
 from .data.examples import Examples
 from .data.images import check_images, unlabeled_images
-from .data.tables import infer_columns, marker_note, read_table
+from .data.tables import infer_columns, marker_note, na_markers, read_table
 
 
 def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = None, *, text_col: str | None = None,
@@ -33,7 +33,7 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
         # keep empty rows (NaN features) rather than dropping them: one output row per input row
         ex = Examples(inputs=["" if pd.isna(t) else str(t) for t in df[text]], labels=None,
                       ids=[str(i) for i in range(len(df))], source=source, modality="text")
-        na = ((df.attrs.get("fmadapt") or {}).get("na_markers") or {}).get(text, {})
+        na = na_markers(df, text)
         bad = {str(i): f"missing text: {marker_note(na[i])}" if i in na else "empty text"
                for i, t in enumerate(ex.inputs) if not t.strip()}
     bb = create_backbone(backbone or ("efficientnet_lite0" if is_image else "minilm-l6"))

@@ -253,8 +253,7 @@ def examples_from_table(df: pd.DataFrame, source: str, text: str, label: str | N
         for n, reason in read.get("bad_lines", [])]
     texts = df[text]
     labels = _label_strings(df[label]) if label else None
-    markers = read.get("na_markers") or {}
-    text_na, label_na = markers.get(text, {}), markers.get(label, {}) if label else {}
+    text_na, label_na = na_markers(df, text), na_markers(df, label) if label else {}
     keep: list[int] = []
     cleaned: list[str] = []
     for i, n in zip(range(len(df)), _row_numbers(df, source), strict=False):
@@ -286,6 +285,12 @@ def examples_from_table(df: pd.DataFrame, source: str, text: str, label: str | N
     if ex.labels is not None:
         ex.warnings.extend(label_variant_warnings(ex.labels, source))
     return ex
+
+
+def na_markers(df: pd.DataFrame, column: str) -> dict[int, str]:
+    """{row position: marker} of the cells of `column` that `read_table` read as missing because they held one of
+    NA_MARKERS (empty for a DataFrame given directly)."""
+    return ((df.attrs.get("fmadapt") or {}).get("na_markers") or {}).get(column, {})
 
 
 def marker_note(value: str, what: str = "text") -> str:
