@@ -71,6 +71,10 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
             _out(f"  backbone {r['backbone']:<24} LogME {r['logme']:>8.4f} ({r['seconds']:.1f} s)")
         _out(f"  winner: {auto['winner']} ({auto['why']})")
         _out(f"  final: {auto['final']}")
+    tta = (clf.history_ or {}).get("tta")
+    if tta:
+        _out(f"test-time augmentation ({tta['views']}): validation accuracy {tta['val_accuracy']:.4f}, "
+             f"{tta['val_accuracy_without']:.4f} without")
     imb = (clf.history_ or {}).get("imbalance")
     if imb and imb["weighted"]:
         _out(f"class imbalance: largest/smallest class = {imb['ratio']:g}; the loss is weighted by inverse class "

@@ -73,6 +73,9 @@ class FitConfig:
     #: images: "basic", "trivial" (+ TrivialAugmentWide), "randaugment" (+ RandAugment), or "flip" (no crop:
     #: horizontal flip only, for centred, tightly framed images)
     augment_policy: str = "basic"
+    #: images: test-time augmentation, predictions average the image's and its mirror image's probabilities
+    #: (twice the prediction time; for subjects that may face either way, not for text, digits or left-facing shoes)
+    tta: bool = False
     mixup: float = 0.0  #: images, fine-tuning: mixup alpha (timm Mixup; 0 = off)
     cutmix: float = 0.0  #: images, fine-tuning: cutmix alpha (0 = off)
     #: fine-tuning: adversarial training, "none", "fgsm" / "pgd" (images) or "embedding" (texts: FGM)

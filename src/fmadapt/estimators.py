@@ -59,6 +59,8 @@ class _Classifier(ABC):
 
     # -- configuration -------------------------------------------------------------------------
     def _check_config(self) -> FitConfig:
+        if self.options.get("tta") and self.modality != "image":
+            raise ConfigError("tta (averaging over mirror images) is for images; texts have no mirror image")
         if self.strategy != "auto":
             adapt.get_strategy(self.strategy)  # unknown names fail at construction, listing the known ones
         # columns inferred from the data of the current fit fill in options the user left unset
@@ -181,6 +183,13 @@ class _Classifier(ABC):
                 self.metrics_["val"]["skipped"] = [s.to_dict() for s in ex.skipped]
             elif name != "train":
                 self.metrics_[name] = self._metrics_for(ex)
+        if cfg.tta and not self.refit_on_val_ and len(splits["val"]):
+            # what the mirror images added, on the validation split (the refit models of refit_full trained on it)
+            plain = np.mean([self._member_proba(m[0], dataclasses.replace(m[1], tta=False), m[3], splits["val"])
+                             for m in members], axis=0)
+            self.history_["tta"] = {"views": "image + horizontal mirror image, probabilities averaged",
+                                    "val_accuracy": self.metrics_["val"]["accuracy"],
+                                    "val_accuracy_without": self._metrics_from(plain, splits["val"])["accuracy"]}
         self.data_summary_ = data_summary(splits, split_made)
         if cfg.log_to:
             from .train.loggers import log_summary, make_logger
@@ -297,12 +306,16 @@ class _Classifier(ABC):
         return proba
 
     def _member_proba(self, model: Classifier, cfg: FitConfig, trains_backbone: bool, ex: Examples) -> np.ndarray:
+        """(N, C) probabilities of one model; with `tta` the mean over the images and their mirror images."""
         cache = self._feature_cache() if not trains_backbone else None
-        feats = extract_features(model.backbone, ex, batch_size=64, cache=cache,
-                                 progress=self._show_progress(), desc="predicting", runtime=cfg.runtime)
-        with torch.inference_mode():
-            logits = model.forward_features(torch.from_numpy(feats).to(model.head.weight.device))
-            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        views = []
+        for flip in (False, True) if cfg.tta and ex.modality == "image" else (False,):
+            feats = extract_features(model.backbone, ex, batch_size=64, cache=cache, flip=flip,
+                                     progress=self._show_progress(), desc="predicting", runtime=cfg.runtime)
+            with torch.inference_mode():
+                logits = model.forward_features(torch.from_numpy(feats).to(model.head.weight.device))
+                views.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        return views[0] if len(views) == 1 else np.mean(views, axis=0)
 
     def predict_proba(self, data: DataLike) -> pd.DataFrame:
         """One row per readable input (index = path or row id), columns `prob_<class>`."""

@@ -18,8 +18,10 @@ RUNTIMES = ("auto", "onnx", "int8", "torch")
 
 def extract_features(backbone: Backbone, ex: Examples, *, batch_size: int = 64,
                      cache: FeatureCache | None = None, num_workers: int | None = None,
-                     progress: bool | None = None, desc: str = "features", runtime: str = "auto") -> np.ndarray:
-    """(N, D) float32 features in the order of `ex.inputs`.
+                     progress: bool | None = None, desc: str = "features", runtime: str = "auto",
+                     flip: bool = False) -> np.ndarray:
+    """(N, D) float32 features in the order of `ex.inputs`; `flip`: of the images' horizontal mirror images
+    (test-time augmentation).
 
     runtime: "auto" runs the backbone in ONNX Runtime on CPU when its export passes the parity check
     (several times faster than eager PyTorch), else PyTorch; "torch" forces PyTorch; "int8" (opt-in)
@@ -30,7 +32,10 @@ def extract_features(backbone: Backbone, ex: Examples, *, batch_size: int = 64,
         # calibration (first use) decides which int8 graph runs, hence the cache key: resolve it first
         encode = _encoder(backbone, runtime, lambda: _calibration_pixels(backbone, ex))
     # int8 features differ from fp32 ones (and image ones between calibrations): never served for each other
-    key = cache.key(backbone.cfg, ex.inputs, ex.modality, _variant(backbone, runtime, ex.modality)) if cache else None
+    if flip and ex.modality != "image":
+        raise ConfigError("flip (test-time augmentation) applies to images only")
+    variant = _variant(backbone, runtime, ex.modality) + (":flip" if flip else "")
+    key = cache.key(backbone.cfg, ex.inputs, ex.modality, variant) if cache else None
     hit = cache.get(key, len(ex)) if cache else None
     if hit is not None:
         return hit
@@ -50,7 +55,7 @@ def extract_features(backbone: Backbone, ex: Examples, *, batch_size: int = 64,
     it = _progress(loader, desc) if show else loader
     with torch.inference_mode():
         for batch in it:
-            f = encode(batch)
+            f = encode(torch.flip(batch, dims=[-1]) if flip else batch)
             out[pos:pos + len(f)] = f
             pos += len(f)
     backbone.train(was_training)
