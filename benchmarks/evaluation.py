@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import sys
 import tempfile
@@ -623,18 +622,10 @@ def main(argv: list[str] | None = None) -> int:
             tp.log(f"==== {ds} done in {bench.dataset_s[ds]:.0f} s")
         total = time.perf_counter() - t_start
         md = render(bench, plan, cmd, started, total, mach, (loads0, tp.load_avg()), args.threads)
-    print()
-    print(md)
-    print(f"total runtime {total:.0f} s")
-    if out_path is not None:
-        out_path.write_text(md, encoding="utf-8")
-        print(f"wrote {out_path}")
-    if args.json is not None:
-        raw = {"command": cmd, "started": started, "total_s": total, "dataset_s": bench.dataset_s,
-               "failures": bench.failures, "parts": [asdict(p) for p in bench.parts],
-               "results": {k: asdict(v) for k, v in bench.results.items()}}
-        args.json.write_text(json.dumps(raw, indent=2, default=str), encoding="utf-8")
-        print(f"wrote {args.json}")
+    tp.write_outputs(md, total, out_path, args.json,
+                     {"command": cmd, "started": started, "total_s": total, "dataset_s": bench.dataset_s,
+                      "failures": bench.failures, "parts": [asdict(p) for p in bench.parts],
+                      "results": {k: asdict(v) for k, v in bench.results.items()}})
     return 1 if bench.failures else 0
 
 

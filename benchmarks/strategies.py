@@ -735,6 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     import fmadapt  # noqa: F401  (also quiets Lightning / transformers chatter)
 
+    mach = tp.machine()  # at the start: the commit of the code this run loads
     plan = Plan(args.quick)
     if args.shots:
         plan.shots = tuple(int(k) for k in args.shots.split(","))
@@ -781,23 +782,15 @@ def main(argv: list[str] | None = None) -> int:
             bench.block_s[name] = time.perf_counter() - t0
             tp.log(f"==== {name} done in {bench.block_s[name]:.0f} s")
             if out_path is not None and name != jobs[-1][0]:  # a run stopped later still leaves its report
-                done = render(bench, plan, cmd, started, time.perf_counter() - t_start, tp.machine(),
+                done = render(bench, plan, cmd, started, time.perf_counter() - t_start, mach,
                               (loads0, tp.load_avg()), versions(args.threads))
                 out_path.write_text(done + f"\n**Partial:** written after block {name}; the run went on.\n",
                                     encoding="utf-8")
         total = time.perf_counter() - t_start
-        md = render(bench, plan, cmd, started, total, tp.machine(), (loads0, tp.load_avg()), versions(args.threads))
-    print()
-    print(md)
-    print(f"total runtime {total:.0f} s")
-    if out_path is not None:
-        out_path.write_text(md, encoding="utf-8")
-        print(f"wrote {out_path}")
-    if args.json is not None:
-        raw = {"command": cmd, "started": started, "total_s": total, "block_s": bench.block_s,
-               "failures": bench.failures, "rows": [asdict(r) for r in bench.rows]}
-        args.json.write_text(json.dumps(raw, indent=2, default=str), encoding="utf-8")
-        print(f"wrote {args.json}")
+        md = render(bench, plan, cmd, started, total, mach, (loads0, tp.load_avg()), versions(args.threads))
+    tp.write_outputs(md, total, out_path, args.json,
+                     {"command": cmd, "started": started, "total_s": total, "block_s": bench.block_s,
+                      "failures": bench.failures, "rows": [asdict(r) for r in bench.rows]})
     return 1 if bench.failures else 0
 
 

@@ -889,6 +889,19 @@ def machine() -> dict[str, str]:
             "commit": commit}
 
 
+def write_outputs(md: str, total_s: float, out_path: Path | None, json_path: Path | None, raw: dict) -> None:
+    """Print the report, then write it to `out_path` and the raw figures to `json_path` (each when given)."""
+    print()
+    print(md)
+    print(f"total runtime {total_s:.0f} s")
+    if out_path is not None:
+        out_path.write_text(md, encoding="utf-8")
+        print(f"wrote {out_path}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(raw, indent=2, default=str), encoding="utf-8")
+        print(f"wrote {json_path}")
+
+
 def render(rep: Report, quick: bool, cmd: str, started: str, total_s: float, mach: dict[str, str],
            loads: tuple[str, str]) -> str:
     out = ["# Throughput benchmark (CPU): fmadapt vs plain-library baselines", ""]
@@ -962,6 +975,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     import fmadapt  # noqa: F401  (also quiets Lightning / transformers chatter)
 
+    mach = machine()  # at the start: the commit of the code this run loads
     plan = Plan(args.quick)
     rep = Report()
     fns = {"text": section_text, "images": section_images, "imgsize": section_imgsize, "probe": section_probe,
@@ -979,16 +993,9 @@ def main(argv: list[str] | None = None) -> int:
             rep.section_s[name] = time.perf_counter() - t0
             log(f"==== {name} done in {rep.section_s[name]:.0f} s")
     total = time.perf_counter() - t_start
-    md = render(rep, args.quick, cmd, started, total, machine(), (loads0, load_avg()))
-    print()
-    print(md)
-    print(f"total runtime {total:.0f} s")
-    if out_path is not None:
-        out_path.write_text(md, encoding="utf-8")
-        print(f"wrote {out_path}")
-    if args.json is not None:
-        args.json.write_text(json.dumps({"section_s": rep.section_s, "failures": rep.failures, **rep.raw},
-                                        indent=2, default=str), encoding="utf-8")
+    md = render(rep, args.quick, cmd, started, total, mach, (loads0, load_avg()))
+    write_outputs(md, total, out_path, args.json,
+                  {"section_s": rep.section_s, "failures": rep.failures, **rep.raw})
     return 1 if rep.failures else 0
 
 
