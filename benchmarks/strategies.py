@@ -248,7 +248,7 @@ def fmadapt_notes(clf: Any, strategy: str) -> str:
 
 def run_fmadapt(row: Row, cls: Any, strategy: str, opts: dict[str, Any], train: Any, test: Any,
                 common: dict[str, Any]) -> None:
-    clf = cls(strategy=strategy, seed=SEED, progress=False, **common, **opts)
+    clf = cls(strategy=strategy, progress=False, **common, **{"seed": SEED, **opts})  # a row may set its seed
     t0 = time.perf_counter()
     clf.fit(train)
     row.fit_s = time.perf_counter() - t0
@@ -618,8 +618,10 @@ def render(bench: Bench, plan: Plan, cmd: str, started: str, total_s: float, mac
         f"fmadapt {mach['fmadapt']} @ {mach['commit']}",
         f"- Load average (1/5/15 min) at start {loads[0]}, at end {loads[1]} (shared machine: timings are noisy)",
         "",
-        "Every row is one `fit` (seed 0) on the training data and one `evaluate` on the labeled test split. "
-        "fmadapt holds 20 % of the training data out (stratified, seed 0) to choose C or stop early, so it trains "
+        "Every row is one `fit` (seed 0 unless its settings say otherwise) on the training data and one `evaluate` "
+        "on the labeled test split. "
+        "fmadapt holds 20 % of the training data out (stratified, with the fit's seed) to choose C or stop early, "
+        "so it trains "
         "on 80 %; the baselines train on all of it. *fit s* = wall seconds of `fit()` (backbone load, data checks, "
         "features or training); *eval s* = predicting the test set; *wall × probe* = (fit + eval) / that of the "
         "fmadapt probe row with the same data. `$FMADAPT_CACHE` is a fresh temp dir per block, so the first "
