@@ -421,7 +421,7 @@ def block_fmnist(bench: Bench, plan: Plan, strategies: list[str], data: Path) ->
     n_tr = tp.write_fmnist_split(data, root, "train", plan.fmnist_train)
     n_te = tp.write_fmnist_split(data, root, "test", plan.fmnist_test)
     sub = "the official test set" if plan.fmnist_test is None else "stratified, seed 0"
-    regime = f"train {n_tr:,} / test {n_te:,} ({sub}), 28 px PNGs at image_size {FMNIST_SIZE}"
+    regime = f"train {n_tr:,} / test {n_te:,} ({sub}), 28 px PNGs upscaled to the row's image_size"
     fmadapt_rows(bench, plan, strategies, "fmnist", "Fashion-MNIST", regime, RUNS["fmnist"], ImageClassifier,
                  str(root / "train"), str(root / "test"), {})
 
@@ -468,7 +468,8 @@ def block_fewshot(bench: Bench, plan: Plan, strategies: list[str], data: Path, n
 BLOCK_TITLES = {"sst2": "SST-2",
                 "sst2-size": "SST-2 at another training size (--sst2-train; not the target's regime)",
                 "agnews": "AG News", "hymenoptera": "Hymenoptera (ants vs bees)",
-                "fmnist": f"Fashion-MNIST (at image_size {FMNIST_SIZE} to keep it affordable)",
+                "fmnist": f"Fashion-MNIST (28 px images upscaled to each row's image_size; the plan's rows use "
+                          f"{FMNIST_SIZE} to keep it affordable)",
                 "thucnews": "THUCNews titles (Chinese headlines, 10 classes)",
                 "fewshot-sst2": "Few-shot SST-2", "fewshot-agnews": "Few-shot AG News"}
 
