@@ -351,3 +351,42 @@ def test_fgsm_loss_reuses_the_clean_pass_and_matches_the_explicit_adversary():
     assert float(clean) == pytest.approx(float(loss(model(x), y)))
     assert float(adv) == pytest.approx(float(loss(model(image_adversary(model, x, y, loss, eps, "fgsm")), y)))
     clean.backward()  # the clean graph survives the gradient step: the training loss backpropagates
+
+
+@pytest.fixture
+def tiny_cnn_with_lr():
+    """tiny-cnn carrying a measured fine-tuning rate of its own, as the packaged MiniLM-L6 does."""
+    from fmadapt.backbones import register_backbone
+    from fmadapt.backbones.registry import _REGISTRY
+
+    @register_backbone("tiny-cnn-lr", "image", "test only: tiny-cnn with finetune_lr 7e-4")
+    def _make(pretrained: bool = True):
+        from conftest import tiny_cnn
+
+        bb = tiny_cnn()
+        bb.cfg.name, bb.cfg.finetune_lr = "tiny-cnn-lr", 7e-4
+        return bb
+
+    yield "tiny-cnn-lr"
+    _REGISTRY.pop("tiny-cnn-lr", None)
+
+
+@pytest.mark.parametrize("strategy,options,expected", [
+    ("finetune", {}, 7e-4),  # the backbone's own rate
+    ("finetune", {"lr": 3e-4}, 3e-4),  # an explicit lr wins
+    ("progressive", {}, 7e-4),
+    ("lora", {}, 1e-3),  # adapters keep LoRA's own default: the backbone's rate is for its weights
+])
+def test_backbone_finetune_lr_is_the_default_body_rate(image_folder, tiny_cnn_with_lr, strategy, options, expected):
+    clf = ImageClassifier(backbone=tiny_cnn_with_lr, strategy=strategy, epochs=1, batch_size=8, augment=False,
+                          **options).fit(image_folder)
+    assert clf.history_["lr"] == pytest.approx(expected)
+
+
+def test_packaged_minilm_has_its_measured_finetune_lr_and_others_none():
+    from fmadapt.backbones.base import BackboneCfg
+
+    assert create_backbone("minilm-l6").cfg.finetune_lr == 2e-4
+    assert create_backbone("tiny-cnn").cfg.finetune_lr is None
+    with pytest.raises(ValueError, match="finetune_lr"):
+        BackboneCfg.from_dict({"name": "x", "modality": "text", "embed_dim": 4, "finetune_lr": -1.0})

@@ -29,7 +29,9 @@ class FitConfig:
     strategy: str = "probe"  #: "probe" (frozen features + logistic regression) or "finetune"
     epochs: int = 10  #: fine-tuning epochs (early stopping may end sooner)
     batch_size: int = 32
-    lr: float | None = None  #: backbone learning rate (fine-tuning); default 2e-4 image, 3e-5 text
+    #: backbone learning rate (fine-tuning); default: the backbone's measured `finetune_lr` (MiniLM-L6 2e-4),
+    #: else 2e-4 image, 3e-5 text
+    lr: float | None = None
     head_lr: float = 1e-3  #: head learning rate (fine-tuning)
     weight_decay: float = 0.01
     optimizer: str = "adamw"  #: fine-tuning optimizer: "adamw" or "sgd" (with `momentum`, Nesterov)

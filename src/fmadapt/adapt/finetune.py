@@ -83,8 +83,10 @@ class FineTune(Strategy):
     trains_backbone = True
     #: pull the trained body toward the pretrained weights (strategy "l2sp")
     l2sp = False
-    #: body learning rate when `lr` is not given
+    #: body learning rate when `lr` is not given and the backbone has no `finetune_lr` of its own
     default_lr = DEFAULT_LR
+    #: whether a backbone's own `finetune_lr` applies (it was measured for fine-tuning its weights)
+    uses_backbone_lr = True
 
     def prepare(self, bb: Any, groups: list[torch.nn.Module], cfg: FitConfig
                 ) -> tuple[int, list[torch.nn.Module]]:
@@ -144,7 +146,7 @@ class FineTune(Strategy):
             trained = model
         steps = cfg.epochs * max(1, len(tr))
         balance = imbalance(ctx.targets(train), len(ctx.classes), cfg)
-        lr = cfg.lr or self.default_lr[bb.cfg.modality]
+        lr = cfg.lr or (self.uses_backbone_lr and bb.cfg.finetune_lr) or self.default_lr[bb.cfg.modality]
         row_lr = _new_token_rows(cfg, bb, lr) if split is None else None
         module = ClassifierModule(
             trained, lr=lr, head_lr=cfg.head_lr,
@@ -203,6 +205,7 @@ class FineTune(Strategy):
             "adversarial": cfg.adversarial,
             "head_init": cfg.head_init,
             "imbalance": balance,
+            "lr": lr,
             "optimizer": cfg.optimizer,
             "schedule": cfg.schedule,
             "layer_decay": cfg.layer_decay,

@@ -36,6 +36,9 @@ class BackboneCfg:
     max_tokens: int = 256
     pooling: str = "mean"  #: "mean" or "cls"
     normalize: bool = False  #: L2-normalise the pooled embedding (sentence-transformers' Normalize)
+    #: fine-tuning: the body learning rate when `lr` is not given, measured for this backbone (None: the
+    #: modality's default)
+    finetune_lr: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +87,7 @@ class BackboneCfg:
             "max_tokens": lambda v: type(v) is int and 1 <= v <= 1 << 20,
             "pooling": lambda v: v in ("mean", "cls"),
             "normalize": lambda v: isinstance(v, bool),
+            "finetune_lr": lambda v: v is None or (number(v) and 0 < v <= 1),
             "extra": lambda v: isinstance(v, dict),
         }
         for k, v in d.items():
