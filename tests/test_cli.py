@@ -196,3 +196,17 @@ def test_the_command_line_starts_without_torch_and_the_package_imports_it_on_fir
     # Lightning resets its loggers to INFO when imported: they are quiet (ERROR = 40) once the estimators load
     assert lines[0] == "[] True fmadapt.estimators True [40, 40]"
     assert lines[1] == "module 'fmadapt' has no attribute 'no_such_name'"
+
+
+@pytest.mark.parametrize("strategy,said", [
+    ("finetune", "without"),  # validation accuracy with and without the mirror images
+    ("probe", "not compared"),  # the probe's head was refit on the validation split: no held-out comparison
+])
+def test_fit_summary_reports_tta(image_folder, tmp_path, strategy, said):
+    r = _invoke("fit", image_folder, "--out", tmp_path / "m", "--backbone", "tiny-cnn", "--strategy", strategy,
+                "--epochs", "1", "--batch-size", "8", "--set", "augment=false", "--set", "tta=true",
+                "--report", "basic")
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if x.startswith("test-time augmentation"))
+    assert said in line
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["fit"]["tta"] is True

@@ -75,6 +75,9 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
     if tta:
         _out(f"test-time augmentation ({tta['views']}): validation accuracy {tta['val_accuracy']:.4f}, "
              f"{tta['val_accuracy_without']:.4f} without")
+    elif getattr(clf.config_, "tta", False):
+        _out("test-time augmentation (image + horizontal mirror image): on; not compared with it off, since the "
+             "final model trained on the validation split (probe refit or refit_full)")
     imb = (clf.history_ or {}).get("imbalance")
     if imb and imb["weighted"]:
         _out(f"class imbalance: largest/smallest class = {imb['ratio']:g}; the loss is weighted by inverse class "
