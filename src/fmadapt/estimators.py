@@ -8,7 +8,6 @@ import sys
 import time
 import warnings
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,11 +16,7 @@ import torch
 
 from . import adapt
 from ._quiet import quiet_libraries
-from ._version import __version__
 from .adapt.features import extract_features
-from .artifact import checked_listing, json_text, model_card, read_json, save_model, stored_temperature
-from .artifact import load_model as _load_artifact
-from .atomic import commit
 from .backbones import create_backbone
 from .backbones.vocab import vocabulary_report
 from .config import FitConfig
@@ -30,9 +25,10 @@ from .data.examples import Examples, concat
 from .data.images import drop_unreadable, scan_image_folder, unlabeled_images
 from .data.split import check_known, check_trainable, data_summary, stratified_split
 from .data.tables import examples_from_table, infer_columns, read_table
-from .errors import ArtifactError, ConfigError, DataError, NotFittedError
+from .errors import ConfigError, DataError, NotFittedError
 from .evaluate.metrics import classification_metrics
 from .model import Classifier
+from .persistence import Persisted
 
 # Lightning sets its loggers to INFO when it is first imported (just above, through .adapt), which undoes what
 # `import fmadapt` set: quiet them again so its banners stay out of the user's terminal.
@@ -41,7 +37,7 @@ quiet_libraries()
 DataLike = str | os.PathLike[str] | pd.DataFrame | list[str]
 
 
-class _Classifier(ABC):
+class _Classifier(Persisted, ABC):
     """Shared estimator logic; subclasses say how to read their modality."""
 
     modality: ClassVar[str] = ""
@@ -395,50 +391,6 @@ class _Classifier(ABC):
     def score(self, data: DataLike) -> float:
         return float(self.evaluate(data)["accuracy"])
 
-    # -- persistence ---------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike[str], command: str | None = None, report: bool = True
-                        ) -> Path:
-        """The model directory: weights (safetensors), JSON configuration and metrics, a model card and, with
-        `report`, report.html (see `evaluate_validation` for its robustness, fairness and explanations)."""
-        self._require_fitted()
-        out = Path(path)
-        members = getattr(self, "members_", None)
-        metrics = {**getattr(self, "metrics_", {}),
-                   **({"calibration": self.calibration_} if getattr(self, "calibration_", None) else {})}
-        data = getattr(self, "data_summary_", {})
-
-        def described(config: dict[str, Any]) -> dict[str, str]:
-            # metrics and the model card go into the same commit as the weights they describe
-            return {"metrics.json": json_text({**metrics, "data": data}),
-                    "README.md": model_card(config, self.classes_, metrics, data, command)}
-
-        if members:
-            # every member is a complete model directory; the top level lists them (and holds the metrics)
-            listing = []
-            for i, (model, cfg, history, trains, _) in enumerate(members):
-                self._save_member(out / "members" / str(i), model, cfg, history, trains)
-                listing.append({"dir": f"members/{i}", "backbone": cfg.backbone, "seed": cfg.seed})
-            config = {"task": self.task, "backbone": "+".join(sorted({m["backbone"] for m in listing})),
-                      "strategy": self.config_.strategy, "fit": self.config_.to_dict(), "ensemble": listing,
-                      "fmadapt_version": __version__, "num_classes": len(self.classes_),
-                      **self._calibration_entry()}
-            commit(out, {"labels.json": json_text(self.classes_), "config.json": json_text(config),
-                         **described(config)}, remove=["model.safetensors"])
-        else:
-            self._save_member(out, self.model_, self.config_, getattr(self, "history_", {}),
-                              self.trains_backbone_, self._calibration_entry(), described)
-        for name, ex in getattr(self, "splits_", {}).items():
-            (out / "manifests").mkdir(exist_ok=True)
-            pd.DataFrame({"id": ex.ids, "label": ex.labels}).to_csv(out / "manifests" / f"{name}.csv", index=False)
-        if report:
-            self._write_fit_report(out, command)
-        return out
-
-    def _write_fit_report(self, out: Path, command: str | None) -> None:
-        from .report.run import write_fit_report
-
-        write_fit_report(self, out, command)
-
     def _members(self) -> list[Any]:
         return getattr(self, "members_", None) or [(self.model_, self.config_, {}, self.trains_backbone_, None)]
 
@@ -447,74 +399,6 @@ class _Classifier(ABC):
                 "optimistic (fairness and mistakes use the predictions from before the refit). For held-out "
                 "figures run `fmadapt evaluate MODEL TEST_DATA --robustness`"
                 if getattr(self, "refit_on_val_", False) else "validation split")
-
-    def val_proba(self) -> np.ndarray | None:
-        """Calibrated validation probabilities from models that did not train on the validation split (before a
-        refit on it), or None when not fitted in this session."""
-        raw = getattr(self, "_val_proba_raw", None)
-        if raw is None:
-            return None
-        from .evaluate.calibration import apply_temperature
-
-        return apply_temperature(raw, getattr(self, "temperature_", 1.0))
-
-    def evaluate_validation(self, out: str | os.PathLike[str], *, robustness: bool = True, explain: bool = True,
-                            groups: list[str] | None = None, group_col: str | None = None,
-                            progress: bool = False) -> dict[str, Any]:
-        """Robustness, fairness (with `groups`, one per validation example) and explanations on the validation
-        split (or the test split of a train/val/test folder), stored in `out` (a directory written by
-        save_pretrained) and rendered into its report.html."""
-        from .report.run import evaluate_held_out
-
-        return evaluate_held_out(self, out, robustness=robustness, explain=explain, groups=groups,
-                                 group_col=group_col, progress=progress)
-
-    def _calibration_entry(self) -> dict[str, Any]:
-        """What config.json keeps of the calibration: the temperature that prediction applies."""
-        t = getattr(self, "temperature_", 1.0)
-        cal = getattr(self, "calibration_", None) or {}
-        return {"calibration": {"method": "temperature", "temperature": t,
-                                "note": cal.get("note", "")}} if t != 1.0 or cal else {}
-
-    def _config_entry(self, model: Classifier, cfg: FitConfig, history: dict[str, Any],
-                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"task": self.task, "backbone": model.backbone.cfg.name, "strategy": cfg.strategy,
-                "fit": cfg.to_dict(), "history": history, **(extra or {})}
-
-    def _save_member(self, out: Path, model: Classifier, cfg: FitConfig, history: dict[str, Any],
-                     trains_backbone: bool, extra: dict[str, Any] | None = None,
-                     described: Any = None) -> dict[str, Any]:
-        bcfg = model.backbone.cfg
-        include = trains_backbone or not (bcfg.pretrained and bcfg.sha256)
-        config = self._config_entry(model, cfg, history, extra)
-        save_model(out, model, self.classes_, config, include_backbone=include,
-                   extra_files=described(config) if described else None)
-        return config
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], **kw: Any) -> _Classifier:
-        root = Path(path)
-        listing = read_json(root / "config.json").get("ensemble") if (root / "config.json").is_file() else None
-        loaded = [_load_artifact(root / m["dir"]) for m in checked_listing(root, listing)] if listing else \
-            [_load_artifact(root)]
-        model, classes, config = loaded[0]
-        if any(c != classes for _, c, _ in loaded):
-            raise ArtifactError(f"{root}: the ensemble members disagree on the class names")
-        want = {"image": ImageClassifier, "text": TextClassifier}[model.backbone.cfg.modality]
-        if cls is not _Classifier and cls is not want:
-            raise DataError(f"{path} holds a {config.get('task')} model; load it with {want.__name__}")
-        fit = FitConfig.from_dict(config.get("fit", {}))
-        obj = want(backbone=fit.backbone, strategy=fit.strategy, **kw,
-                   **{k: v for k, v in fit.to_dict().items() if k not in ("backbone", "strategy")})
-        members = []
-        for m, _, c in loaded:
-            f = FitConfig.from_dict(c.get("fit", {}))
-            members.append((m, f, c.get("history", {}), adapt.get_strategy(f.strategy).trains_backbone, None))
-        obj.model_, obj.classes_, obj.config_ = model, classes, fit
-        obj.temperature_ = stored_temperature(root / "config.json")
-        obj.trains_backbone_ = members[0][3]
-        obj.members_ = members if listing else []
-        return obj
 
 
 class ImageClassifier(_Classifier):
