@@ -158,3 +158,75 @@ def test_minilm_matches_sentence_transformers_encode():
     cos = torch.nn.functional.cosine_similarity(ours, st.cpu(), dim=1)
     assert cos.min() >= 0.9999, cos
     assert bb.cfg.max_tokens == 256
+
+
+HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _serve_hub_ids(tmp_path, monkeypatch, snapshot):
+    """Hub ids answered from a local folder, as the Hugging Face cache would be: transformers' loaders and
+    `snapshot_download` read `tmp_path/<id>`; nothing is downloaded. Returns the snapshot_download calls."""
+    import huggingface_hub
+    import transformers
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from fmadapt.backbones.packaged import minilm_l6_path
+
+    for hub_id in (HUB_ID, "someone/plain-bert"):
+        folder = tmp_path / hub_id
+        torch.manual_seed(0)
+        tok = AutoTokenizer.from_pretrained(str(minilm_l6_path()))
+        BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
+        tok.save_pretrained(folder)
+    st = tmp_path / HUB_ID  # the sentence-transformers files, as the real repository has them
+    (st / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (st / "1_Pooling").mkdir()
+    (st / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    (st / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 48}))
+
+    def local(name):
+        return str(tmp_path / name) if name in (HUB_ID, "someone/plain-bert") else name
+
+    for cls in (transformers.AutoTokenizer, transformers.AutoConfig, transformers.AutoModel):
+        original = cls.from_pretrained
+        monkeypatch.setattr(cls, "from_pretrained",
+                            lambda name, *a, _original=original, **k: _original(local(name), *a, **k))
+    calls = []
+
+    def fake_snapshot(repo_id, allow_patterns=None, **kwargs):
+        calls.append((repo_id, allow_patterns))
+        return snapshot(tmp_path / repo_id)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    return calls
+
+
+def test_hub_sentence_encoder_gets_its_pooling_settings_and_measured_lr(tmp_path, monkeypatch):
+    calls = _serve_hub_ids(tmp_path, monkeypatch, snapshot=str)
+    bb = create_backbone(f"hf:{HUB_ID}")
+    # without modules.json from the hub, `hf:` all-MiniLM-L6-v2 pooled without its normalisation
+    assert (bb.cfg.normalize, bb.cfg.pooling, bb.cfg.max_tokens) == (True, "mean", 48)
+    assert calls and calls[0][0] == HUB_ID and "modules.json" in calls[0][1]
+    with torch.no_grad():
+        norms = bb(bb.collator()(["a short one", "another sentence"])).norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones(2))
+    assert bb.cfg.finetune_lr == 2e-4 == create_backbone("minilm-l6", pretrained=False).cfg.finetune_lr
+    # another hub model keeps the defaults: no settings files, no measured rate
+    plain = create_backbone("hf:someone/plain-bert")
+    assert (plain.cfg.normalize, plain.cfg.max_tokens, plain.cfg.finetune_lr) == (False, 64, None)
+    # the same folder given as a directory is not identified as the hub model
+    assert create_backbone(str(tmp_path / HUB_ID)).cfg.finetune_lr is None
+
+
+def test_hub_settings_unreachable_warn_and_fall_back(tmp_path, monkeypatch):
+    def offline(folder):
+        raise OSError("offline and not in the cache")
+
+    _serve_hub_ids(tmp_path, monkeypatch, snapshot=offline)
+    with pytest.warns(UserWarning, match="sentence-transformers settings.*offline and not in the cache"):
+        bb = create_backbone(f"hf:{HUB_ID}")
+    assert (bb.cfg.normalize, bb.cfg.max_tokens) == (False, 64)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .base import BackboneCfg
-from .text import HFTextBackbone, hf_text_backbone
+from .text import MEASURED_FINETUNE_LR, HFTextBackbone, hf_text_backbone
 from .vision import TimmBackbone
 
 _SHA_CACHE: dict[tuple[str, int, float], str] = {}
@@ -102,8 +102,5 @@ def minilm_l6(pretrained: bool = True) -> HFTextBackbone:
         license="apache-2.0",
         sha256=file_sha256(path / "model.safetensors") if pretrained else "",
     )
-    # A sentence-similarity encoder turned into a classifier needs to move further than BERT's usual 2e-5..5e-5
-    # allow: full fine-tuning on SST-2 5,000 scored 85.2 % at 5e-5, 87.0 % at 2e-4, 87.2 % at 3e-4 (seed 0); AG
-    # News 90.7 % at 5e-5 and 90.8 % at 2e-4 (benchmarks/strategies.md, strategies_sst2_lr.md, _agnews_lr.md)
-    bb.cfg.finetune_lr = 2e-4
+    bb.cfg.finetune_lr = MEASURED_FINETUNE_LR["sentence-transformers/all-MiniLM-L6-v2"]
     return bb
