@@ -208,6 +208,35 @@ def test_int8_image_model_reloads_the_same_int8_graph_without_recalibrating(imag
     np.testing.assert_allclose(again.predict_proba(image_folder).to_numpy(), before.to_numpy(), atol=1e-6)
 
 
+def test_damaged_cached_int8_image_graph_is_quantized_again(image_folder, tmp_path):
+    from fmadapt import ImageClassifier
+
+    clf = ImageClassifier(backbone="tiny-cnn", runtime="int8", seed=0).fit(image_folder)
+    before = clf.predict_proba(image_folder)
+    out = clf.save_pretrained(tmp_path / "m")
+    (graph,) = Path(os.environ["FMADAPT_CACHE"]).rglob("*-int8-*.onnx")
+    graph.write_bytes(graph.read_bytes()[:1000])  # truncated, e.g. by a full disk or a partial copy
+    ort_mod._SESSIONS.clear()
+    with pytest.warns(UserWarning, match="cached int8 graph unreadable"):
+        again = ImageClassifier.from_pretrained(out).predict_proba(image_folder)
+    np.testing.assert_allclose(again.to_numpy(), before.to_numpy(), atol=1e-6)  # int8 again, not fp32
+    ort_mod.OnnxEncoder(graph, "image")  # rebuilt in place: loads
+
+
+def test_damaged_cached_int8_text_graph_is_quantized_again():
+    from fmadapt.runtime import int8_encoder
+
+    bb = create_backbone("tiny-bert")
+    path = Path(int8_encoder(bb).path)
+    path.write_bytes(b"not an onnx graph")
+    ort_mod._SESSIONS.clear()
+    with pytest.warns(UserWarning, match="cached int8 graph unreadable"):
+        enc = int8_encoder(bb)
+    assert enc is not None and enc.path == str(path)  # quantized again, not fp32 for good
+    ort_mod._SESSIONS.clear()
+    assert int8_encoder(bb).path == str(path)
+
+
 def test_stale_int8_calibration_is_redone_with_a_warning(image_folder):
     from fmadapt.adapt.features import extract_features
     from fmadapt.data.images import scan_image_folder

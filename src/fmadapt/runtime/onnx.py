@@ -281,13 +281,14 @@ def _int8_text(backbone: Backbone, cache_root: str | os.PathLike[str] | None) ->
     qpath = Path(fp32.path).with_name(Path(fp32.path).stem + "-int8.onnx")
     enc: OnnxEncoder | None = None
     try:
-        if not qpath.is_file():
+        enc = _load_cached(qpath, "text")
+        if enc is None:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             tmp = qpath.with_name(f".{qpath.name}.tmp{os.getpid()}.onnx")
             quantize_dynamic(fp32.path, str(tmp), weight_type=QuantType.QInt8, per_channel=True)
             os.replace(tmp, qpath)
-        enc = OnnxEncoder(qpath, "text")
+            enc = OnnxEncoder(qpath, "text")
         cos = _parity(backbone, enc)
         if cos < INT8_MIN_COSINE:
             warnings.warn(f"int8 {backbone.cfg.name} is too far from fp32 (cosine {cos:.4f}); using fp32",
@@ -300,6 +301,21 @@ def _int8_text(backbone: Backbone, cache_root: str | os.PathLike[str] | None) ->
         enc = None
     _SESSIONS[key] = enc
     return enc
+
+
+def _load_cached(path: Path, modality: str, image_size: int | None = None) -> OnnxEncoder | None:
+    """A cached int8 graph, or None when there is none or it cannot be loaded (a damaged or truncated file, from a
+    full disk or a copied cache): that one is deleted with a warning, so that it is quantized again instead of
+    failing, or falling back to fp32, on every run."""
+    if not path.is_file():
+        return None
+    try:
+        return OnnxEncoder(path, modality, image_size=image_size)
+    except Exception as e:
+        warnings.warn(f"{path}: cached int8 graph unreadable ({type(e).__name__}: {' '.join(str(e).split())[:160]}); "
+                      "quantizing again", stacklevel=4)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def calibration_id(calibration: dict) -> str:
@@ -323,15 +339,17 @@ def _int8_image(backbone: Backbone, cache_root: str | os.PathLike[str] | None,
         if key in _SESSIONS:
             return _SESSIONS[key]
         qpath = base.with_name(f"{base.stem}-int8-{calibration_id(ranges)}.onnx")
-        if qpath.is_file():  # quantized from these very ranges before, and checked then
-            _SESSIONS[key] = OnnxEncoder(qpath, "image", image_size=fp32.image_size)
-            return _SESSIONS[key]
+        cached = _load_cached(qpath, "image", fp32.image_size)  # quantized from these very ranges, checked then
+        if cached is not None:
+            _SESSIONS[key] = cached
+            return cached
     elif f"int8:{base.stem}:failed" in _SESSIONS:  # calibrated and checked once already: fp32 it is
         return None
     elif calibration_pixels is None:
         raise ConfigError("int8 for images needs calibration images: run it on your data first "
                           "(fit, embed or predict with runtime 'int8')")
     tmp_dir = base.with_name(f".q{os.getpid()}-{base.stem}")
+    pre = base.with_name(base.stem + "-qpre.onnx")  # shape-inferred and optimised: the quantizer's input
     try:
         from onnxruntime.quantization import (
             CalibrationDataReader,
@@ -343,7 +361,6 @@ def _int8_image(backbone: Backbone, cache_root: str | os.PathLike[str] | None,
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         tmp_dir.mkdir(parents=True, exist_ok=True)
-        pre = base.with_name(base.stem + "-qpre.onnx")  # shape-inferred and optimised: the quantizer's input
         if not pre.is_file():
             quant_pre_process(str(base), str(tmp_dir / "pre.onnx"))
             os.replace(tmp_dir / "pre.onnx", pre)
@@ -389,6 +406,7 @@ def _int8_image(backbone: Backbone, cache_root: str | os.PathLike[str] | None,
     except Exception as e:  # quantizer/runtime failure: fall back to fp32, never fail the run
         warnings.warn(f"int8 quantization of {backbone.cfg.name} failed ({type(e).__name__}: {e}); using fp32",
                       stacklevel=3)
+        pre.unlink(missing_ok=True)  # derived from the fp32 graph: made again next time, in case it was damaged
         return None
     finally:
         import shutil
