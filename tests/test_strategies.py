@@ -259,6 +259,17 @@ def test_auto_with_a_tiny_budget_runs_the_probe_and_skips_the_rest(image_folder)
     assert any(r["status"] == "skipped: time budget" for r in rows[1:])
 
 
+@pytest.mark.parametrize("modality", ["image", "text"])
+def test_auto_tries_all_layers_before_lora(modality):
+    from fmadapt.auto import candidates
+    from fmadapt.config import FitConfig
+
+    labels = [label for label, _ in candidates(modality, FitConfig())]
+    assert labels[:2] == ["probe", "finetune top 2 groups"]
+    # LoRA saves little time on a CPU and scored lower: it must not take the budget full fine-tuning needs
+    assert labels.index("finetune all layers") < labels.index("lora")
+
+
 def test_auto_refuses_ensembles_and_bad_budgets():
     with pytest.raises(ConfigError):
         FitConfig(time_budget="soon")
