@@ -2,8 +2,8 @@
 
 Candidates run on the training split (the cheap ones first, see `candidates`) and are compared on the
 validation split; every fine-tuning candidate runs under Lightning's `max_time`, so the comparison never
-overruns its share of the budget (60 %). Spare time reruns the leading fine-tuning candidates with other seeds (the probe is
-deterministic), and the spread is reported. The winner is then trained once more, on training +
+overruns its share of the budget (60 %). Spare time reruns the leading fine-tuning candidates with other
+seeds (the probe is deterministic), and the spread is reported. The winner is then trained once more, on training +
 validation data, with the settings it won with (the probe's C; the fine-tuning epochs it needed), within
 what is left of the budget. The run summary holds the candidates table and why the winner won."""
 
