@@ -217,10 +217,21 @@ def test_damaged_cached_int8_image_graph_is_quantized_again(image_folder, tmp_pa
     (graph,) = Path(os.environ["FMADAPT_CACHE"]).rglob("*-int8-*.onnx")
     graph.write_bytes(graph.read_bytes()[:1000])  # truncated, e.g. by a full disk or a partial copy
     ort_mod._SESSIONS.clear()
-    with pytest.warns(UserWarning, match="cached int8 graph unreadable"):
+    with pytest.warns(UserWarning, match="cached ONNX graph unreadable.*quantizing again"):
         again = ImageClassifier.from_pretrained(out).predict_proba(image_folder)
     np.testing.assert_allclose(again.to_numpy(), before.to_numpy(), atol=1e-6)  # int8 again, not fp32
     ort_mod.OnnxEncoder(graph, "image")  # rebuilt in place: loads
+
+
+@pytest.mark.parametrize("name", ["tiny-cnn", "tiny-bert"])
+def test_damaged_cached_fp32_graph_is_exported_again(name, tmp_path):
+    bb = create_backbone(name)
+    path = Path(onnx_encoder(bb, cache_root=tmp_path).path)
+    path.write_bytes(path.read_bytes()[:500])
+    ort_mod._SESSIONS.clear()
+    with pytest.warns(UserWarning, match="cached ONNX graph unreadable.*exporting again"):
+        enc = onnx_encoder(bb, cache_root=tmp_path)
+    assert enc is not None and enc.path == str(path)  # ONNX Runtime again now, not PyTorch for this run
 
 
 def test_damaged_cached_int8_text_graph_is_quantized_again():
@@ -230,7 +241,7 @@ def test_damaged_cached_int8_text_graph_is_quantized_again():
     path = Path(int8_encoder(bb).path)
     path.write_bytes(b"not an onnx graph")
     ort_mod._SESSIONS.clear()
-    with pytest.warns(UserWarning, match="cached int8 graph unreadable"):
+    with pytest.warns(UserWarning, match="cached ONNX graph unreadable.*quantizing again"):
         enc = int8_encoder(bb)
     assert enc is not None and enc.path == str(path)  # quantized again, not fp32 for good
     ort_mod._SESSIONS.clear()

@@ -224,9 +224,10 @@ def onnx_encoder(backbone: Backbone, cache_root: str | os.PathLike[str] | None =
     enc: OnnxEncoder | None = None
     try:
         root.mkdir(parents=True, exist_ok=True)
-        if not path.is_file():
+        enc = _load_cached(path, backbone.cfg.modality, size, again="exporting again")
+        if enc is None:
             export_onnx(backbone, path)
-        enc = OnnxEncoder(path, backbone.cfg.modality, image_size=size)
+            enc = OnnxEncoder(path, backbone.cfg.modality, image_size=size)
         cos = _parity(backbone, enc)
         if cos < PARITY_MIN_COSINE:
             warnings.warn(f"ONNX export of {backbone.cfg.name} disagrees with PyTorch (cosine {cos:.6f}); "
@@ -303,17 +304,18 @@ def _int8_text(backbone: Backbone, cache_root: str | os.PathLike[str] | None) ->
     return enc
 
 
-def _load_cached(path: Path, modality: str, image_size: int | None = None) -> OnnxEncoder | None:
-    """A cached int8 graph, or None when there is none or it cannot be loaded (a damaged or truncated file, from a
-    full disk or a copied cache): that one is deleted with a warning, so that it is quantized again instead of
-    failing, or falling back to fp32, on every run."""
+def _load_cached(path: Path, modality: str, image_size: int | None = None, again: str = "quantizing again"
+                 ) -> OnnxEncoder | None:
+    """A cached graph, or None when there is none or it cannot be loaded (a damaged or truncated file, from a
+    full disk or a copied cache): that one is deleted with a warning, so that it is made again now instead of
+    failing, or falling back to a slower path, on every run."""
     if not path.is_file():
         return None
     try:
         return OnnxEncoder(path, modality, image_size=image_size)
     except Exception as e:
-        warnings.warn(f"{path}: cached int8 graph unreadable ({type(e).__name__}: {' '.join(str(e).split())[:160]}); "
-                      "quantizing again", stacklevel=4)
+        warnings.warn(f"{path}: cached ONNX graph unreadable ({type(e).__name__}: {' '.join(str(e).split())[:160]}); "
+                      f"{again}", stacklevel=4)
         path.unlink(missing_ok=True)
         return None
 
