@@ -285,7 +285,7 @@ def test_planted_feature_cache_entry_is_recomputed(image_folder, tmp_path, monke
     assert not hostile.sentinel.exists()
 
 
-def test_planted_onnx_cache_file_falls_back_to_pytorch(image_folder, tmp_path, monkeypatch, hostile):
+def test_planted_onnx_cache_file_is_never_run_and_is_exported_again(image_folder, tmp_path, monkeypatch, hostile):
     from fmadapt.runtime import onnx as onnx_runtime
 
     monkeypatch.setenv("FMADAPT_CACHE", str(tmp_path / "cache"))
@@ -297,10 +297,12 @@ def test_planted_onnx_cache_file_falls_back_to_pytorch(image_folder, tmp_path, m
     for p in exported:
         p.write_bytes(hostile.pickle)
     onnx_runtime._SESSIONS.clear()
-    with pytest.warns(UserWarning, match="using PyTorch"):
+    with pytest.warns(UserWarning, match="cached ONNX graph unreadable.*exporting again"):
         got = clf.predict_proba(image_folder).to_numpy()
     assert np.allclose(got, expected, atol=1e-4)
     assert not hostile.sentinel.exists()
+    replaced = sorted((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert replaced and all(p.read_bytes() != hostile.pickle for p in replaced)  # the planted bytes are gone
 
 
 # ------------------------------------------------------------------------------------------------ --backbone DIR
