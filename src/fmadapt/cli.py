@@ -78,16 +78,27 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
     elif getattr(clf.config_, "tta", False):
         _out("test-time augmentation (image + horizontal mirror image): on; not compared with it off, since the "
              "final model trained on the validation split (probe refit or refit_full)")
+    hist = clf.history_ or {}
+    for h in hist.get("ensemble") or [hist]:
+        st = h.get("self_training")
+        if st:
+            who = f" (member seed {h['seed']}, {h['backbone']})" if "ensemble" in hist else ""
+            _out(f"self-training{who}: {st['unlabeled']} unlabeled input(s), {st['confident']} with probability "
+                 f">= {st['threshold']:g}, {st['pseudo_labeled']} pseudo-labeled {st['per_class']}; {st['note']}")
+    unl = clf.data_summary_.get("unlabeled")
+    if unl and unl.get("labeled_overlap_dropped"):
+        _out(f"unlabeled data: {unl['labeled_overlap_dropped']} input(s) left out, they are labeled ones too")
     imb = (clf.history_ or {}).get("imbalance")
     if imb and imb["weighted"]:
         _out(f"class imbalance: largest/smallest class = {imb['ratio']:g}; the loss is weighted by inverse class "
              "frequency (--class-weight none to turn off)")
-    if ds["skipped"]:
-        _out(f"skipped {len(ds['skipped'])} input(s):")
-        for s in ds["skipped"][:20]:
+    skipped = ds["skipped"] + ((ds.get("unlabeled") or {}).get("skipped") or [])
+    if skipped:
+        _out(f"skipped {len(skipped)} input(s):")
+        for s in skipped[:20]:
             _out(f"  {s['where']}: {s['reason']}")
-        if len(ds["skipped"]) > 20:
-            _out(f"  ... and {len(ds['skipped']) - 20} more (metrics.json lists all)")
+        if len(skipped) > 20:
+            _out(f"  ... and {len(skipped) - 20} more (metrics.json lists all)")
     for split, m in clf.metrics_.items():
         _out(format_metrics(m, title=f"\n[{split}]"))
     cal = getattr(clf, "calibration_", {}) or {}
@@ -199,6 +210,10 @@ def fit(
     text: Annotated[str | None, typer.Option("--text", help="Text column (tables).")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Label column (tables).")] = None,
     val: Annotated[str | None, typer.Option("--val", help="Separate validation data.")] = None,
+    unlabeled: Annotated[str | None, typer.Option(
+        "--unlabeled", help="Unlabeled inputs (image folder, or a table of texts) for self-training: the model "
+        "labels them, and a second model trains on the confident ones too (--set pseudo_threshold=0.9, "
+        "pseudo_max=N); kept if better on validation.")] = None,
     backbone: Annotated[str | None, typer.Option("--backbone", help="See `fmadapt backbones`.")] = None,
     strategy: Annotated[str, typer.Option(
         "--strategy", help="probe | finetune | progressive | l2sp | lora | auto (measured choice within "
@@ -312,7 +327,8 @@ def fit(
             ckdir.mkdir(parents=True, exist_ok=True)  # what --resume needs to start the same fit again
             record = {k: v for k, v in jsonable(params).items() if k not in ("resume", "as_json")}
             write_file(ckdir / COMMAND_FILE, json.dumps({"params": record, "cwd": os.getcwd()}))
-        clf.fit(data, val=val, checkpoint_dir=ckdir, resume=resume is not None, keep_checkpoints=True)
+        clf.fit(data, val=val, unlabeled=unlabeled, checkpoint_dir=ckdir, resume=resume is not None,
+                keep_checkpoints=True)
         seconds = time.perf_counter() - t0
         if not _is_global_zero():
             return  # under multi-process DDP only global rank 0 writes the model and prints

@@ -98,6 +98,12 @@ class FitConfig:
     #: train again from the pretrained weights on training + validation data for that many epochs and keep that
     #: model (about twice the time; validation figures and calibration come from the first run)
     refit_full: bool = False
+    #: self-training (`fit(..., unlabeled=...)`, `--unlabeled`): the probability the first model must give an
+    #: unlabeled input for the second model to train on it with that label
+    pseudo_threshold: float = 0.9
+    pseudo_max: int | None = None  #: self-training: label at most this many unlabeled inputs (a seeded sample)
+    #: self-training: keep the pseudo-labels in the labeled training data's class proportions
+    pseudo_balance: bool = True
     #: fit a temperature on the validation predictions (Guo et al., 2017); predictions use it. Accuracy is
     #: unchanged, only the confidence of the probabilities
     calibrate: bool = True
@@ -188,6 +194,8 @@ class FitConfig:
              "adversarial must be 'none', 'fgsm', 'pgd' (images) or 'embedding' (texts)"),
             (self.adv_eps is None or self.adv_eps > 0, "adv_eps must be positive"),
             (self.adv_steps >= 1, "adv_steps must be >= 1"),
+            (0.0 < self.pseudo_threshold <= 1.0, "pseudo_threshold must be in (0, 1]"),
+            (self.pseudo_max is None or self.pseudo_max >= 1, "pseudo_max must be >= 1 (or unset: all)"),
         ]
         for ok, msg in checks:
             if not ok:

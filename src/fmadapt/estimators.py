@@ -79,11 +79,20 @@ class _Classifier(Persisted, ABC):
     def _load_unlabeled(self, data: DataLike) -> Examples:
         """Inputs to predict on (labels ignored)."""
 
+    def _load_pool(self, data: DataLike, cfg: FitConfig) -> Examples:
+        """Unlabeled inputs for self-training, read while fitting (labels ignored)."""
+        return self._load_unlabeled(data)
+
     # -- training ------------------------------------------------------------------------------
-    def fit(self, data: DataLike, val: DataLike | None = None, *,
+    def fit(self, data: DataLike, val: DataLike | None = None, *, unlabeled: DataLike | None = None,
             checkpoint_dir: str | os.PathLike[str] | None = None, resume: bool = False,
             keep_checkpoints: bool = False) -> _Classifier:
         """Train on `data` (validation: `val`, or a stratified split of `data`).
+
+        unlabeled: inputs without labels (an image folder or list of paths; a table or list of texts) for
+        self-training: the model trained on `data` labels them, the confident ones (`pseudo_threshold`) join the
+        training data of a second model, kept if it is better on the validation split. About twice
+        the training time, plus predicting the unlabeled inputs (`pseudo_max` caps how many).
 
         checkpoint_dir: fine-tuning saves its state there at the end of every epoch and on SIGTERM (which then
         stops the run with TrainingInterrupted). resume: continue from those checkpoints (same data and
@@ -99,7 +108,7 @@ class _Classifier(Persisted, ABC):
 
             checkpoints = RunCheckpoints(checkpoint_dir, resume=resume)
         try:
-            self._fit(data, val, checkpoints)
+            self._fit(data, val, checkpoints, unlabeled)
             self.fit_seconds_ = round(time.perf_counter() - t0, 1)
             self.resumed_ = list(checkpoints.resumed) if checkpoints else []
             if checkpoints and not keep_checkpoints:
@@ -108,7 +117,8 @@ class _Classifier(Persisted, ABC):
         finally:
             self._fitting = False
 
-    def _fit(self, data: DataLike, val: DataLike | None, checkpoints: Any = None) -> _Classifier:
+    def _fit(self, data: DataLike, val: DataLike | None, checkpoints: Any = None,
+             unlabeled: DataLike | None = None) -> _Classifier:
         self._inferred: dict[str, Any] = {}
         cfg = self._check_config()
         splits = self._load_labeled(data, cfg)
@@ -127,6 +137,7 @@ class _Classifier(Persisted, ABC):
                 check_known(splits[name], classes, name)
         ctx = adapt.FitContext(classes, self._feature_cache(), self._show_progress(), checkpoints=checkpoints)
         self.classes_ = classes
+        pool = self._unlabeled_pool(unlabeled, cfg, splits) if unlabeled is not None else None
         selection_metrics = None
         if cfg.strategy == "auto":
             from .auto import AutoSearch
@@ -147,7 +158,7 @@ class _Classifier(Persisted, ABC):
         else:
             specs = _member_specs(cfg, self.default_backbone)
             ctx.refit_on_val = split_made
-            members = [self._fit_member(b, seed, cfg, train, splits["val"], ctx) for b, seed in specs]
+            members = [self._fit_member(b, seed, cfg, train, splits["val"], ctx, pool) for b, seed in specs]
             if any(getattr(m[0], "_val_proba", None) is not None for m in members):
                 # a probe head refit on train + val: its honest validation figures come from before that
                 # refit (or out of fold); an ensemble averages them with its other members' as at prediction
@@ -187,6 +198,10 @@ class _Classifier(Persisted, ABC):
                                     "val_accuracy": self.metrics_["val"]["accuracy"],
                                     "val_accuracy_without": self._metrics_from(plain, splits["val"])["accuracy"]}
         self.data_summary_ = data_summary(splits, split_made)
+        if pool is not None:
+            self.data_summary_["unlabeled"] = {**self._pool_summary,
+                                               "skipped": [s.to_dict() for s in pool.skipped]}
+            self.data_summary_["warnings"] = sorted({*self.data_summary_["warnings"], *pool.warnings})
         if cfg.log_to:
             from .train.loggers import log_summary, make_logger
 
@@ -198,8 +213,10 @@ class _Classifier(Persisted, ABC):
         return self
 
     def _fit_member(self, backbone_name: str, seed: int, cfg: FitConfig, train: Examples, val: Examples,
-                    ctx: adapt.FitContext) -> tuple[Classifier, FitConfig, dict[str, Any], bool, Any]:
-        """One trained model: (model, its resolved config, history, trains_backbone, vocabulary report)."""
+                    ctx: adapt.FitContext, pool: Examples | None = None
+                    ) -> tuple[Classifier, FitConfig, dict[str, Any], bool, Any]:
+        """One trained model: (model, its resolved config, history, trains_backbone, vocabulary report);
+        with an unlabeled `pool`, the better on `val` of that model and its self-trained student."""
         cfg = dataclasses.replace(cfg, backbone=backbone_name, seed=seed, ensemble=1, ensemble_backbones=None)
         torch.manual_seed(seed)
         backbone = create_backbone(backbone_name)
@@ -219,6 +236,9 @@ class _Classifier(Persisted, ABC):
         model = Classifier(backbone, len(ctx.classes), cfg.dropout)
         history = strategy.fit(model, train, val, cfg, ctx)
         model.eval()
+        if pool is not None:
+            return self._self_train(backbone_name, seed, cfg, train, val, pool, ctx,
+                                    (model, cfg, history, strategy.trains_backbone, vocabulary))
         if cfg.refit_full and ctx.refit_on_val and "best_epoch" in history and cfg.strategy != "contrastive":
             return self._refit_full(backbone_name, seed, cfg, train, val, ctx,
                                     (model, cfg, history, strategy.trains_backbone, vocabulary))
@@ -250,6 +270,82 @@ class _Classifier(Persisted, ABC):
                                  f"({len(train) + len(val)} examples) for {best + 1} epoch(s), the number that gave "
                                  f"the best validation {cfg.select_by}; last weights kept"}
         return model, cfg, history, trains, vocabulary
+
+    def _unlabeled_pool(self, data: DataLike, cfg: FitConfig, splits: dict[str, Examples]) -> Examples:
+        """The unlabeled inputs for self-training, without unreadable ones (reported) and without the labeled
+        inputs among them (the same text or image file: a validation example would otherwise be trained on)."""
+        from .adapt.selftrain import drop_overlap, sample_pool
+
+        if cfg.strategy == "auto":
+            raise ConfigError("unlabeled data (self-training) needs a chosen strategy, not 'auto': run auto "
+                              "first, then fit its winner with the unlabeled data")
+        if cfg.refit_full:
+            raise ConfigError("unlabeled data (self-training) does not combine with refit_full: the student "
+                              "is chosen on the validation split, which refit_full would train on")
+        pool = self._load_pool(data, cfg)
+        found = len(pool)
+        pool, overlap = drop_overlap(pool, *splits.values())
+        used = sample_pool(pool, cfg.pseudo_max, cfg.seed)
+        self._pool_summary = {"source": pool.source, "found": found, "labeled_overlap_dropped": overlap,
+                              "used": len(used), "pseudo_max": cfg.pseudo_max}
+        if not len(used):
+            raise DataError(f"{pool.source or 'unlabeled data'}: no unlabeled input left to self-train on "
+                            f"({found} readable, {overlap} of them also labeled ones); pass other inputs or "
+                            "drop --unlabeled")
+        return used
+
+    def _self_train(self, backbone_name: str, seed: int, cfg: FitConfig, train: Examples, val: Examples,
+                    pool: Examples, ctx: adapt.FitContext,
+                    first: tuple[Classifier, FitConfig, dict[str, Any], bool, Any]
+                    ) -> tuple[Classifier, FitConfig, dict[str, Any], bool, Any]:
+        """The teacher (`first`) labels the pool; a student trains from the pretrained weights on the training
+        data plus the confident pseudo-labels; the better of the two on `val` is kept (the teacher on a tie)."""
+        from .adapt.selftrain import pseudo_examples, select_pseudo_labels
+
+        teacher, _, history, trains, _ = first
+        t = time.perf_counter()
+        proba = self._member_proba(teacher, cfg, trains, pool)
+        rows, labels, info = select_pseudo_labels(proba, ctx.classes, train.labels or [], cfg.pseudo_threshold,
+                                                  cfg.pseudo_balance)
+        summary: dict[str, Any] = {"unlabeled": len(pool), **info,
+                                   "teacher_val": self._selection_score(teacher, cfg, trains, val),
+                                   "label_seconds": round(time.perf_counter() - t, 1)}
+        if not rows:
+            why = (f"class {info['limited_by']!r} had no prediction that confident" if info["limited_by"]
+                   else "no prediction that confident")
+            history["self_training"] = {**summary, "kept": "teacher",
+                                        "note": f"no student trained: {why} (pseudo_threshold "
+                                                f"{cfg.pseudo_threshold:g})"}
+            return first
+        pseudo = pseudo_examples(pool, rows, labels)
+        student = self._fit_member(backbone_name, seed, cfg, concat(train, pseudo), val, ctx)
+        summary["student_val"] = self._selection_score(student[0], cfg, student[3], val)
+        summary["teacher_history"] = {k: v for k, v in history.items() if k != "self_training"}
+        better = summary["student_val"] > summary["teacher_val"]
+        what = f"validation {cfg.select_by}" + (" (negated)" if cfg.select_by == "loss" else "")
+        note = (f"student trained on {len(train)} labeled + {len(rows)} pseudo-labeled examples; {what} "
+                f"{summary['student_val']:.4f} vs teacher {summary['teacher_val']:.4f}: "
+                + ("the student is kept" if better else "the teacher is kept"))
+        if not better:
+            history["self_training"] = {**summary, "kept": "teacher", "note": note}
+            return first
+        student[2]["self_training"] = {**summary, "kept": "student", "note": note}
+        student[0]._pseudo = pseudo  # type: ignore[attr-defined]  # listed in the model directory's manifests
+        return student
+
+    def _selection_score(self, model: Classifier, cfg: FitConfig, trains: bool, val: Examples) -> float:
+        """Higher is better: validation accuracy, or minus the validation log-loss (`select_by`)."""
+        if not len(val):
+            return float("nan")
+        # a probe refit on training + validation data keeps its predictions from before that refit
+        proba = getattr(model, "_val_proba", None)
+        if proba is None:
+            proba = self._member_proba(model, cfg, trains, val)
+        index = {c: i for i, c in enumerate(self.classes_)}
+        y = np.asarray([index[lab] for lab in val.labels or []])
+        if cfg.select_by == "loss":
+            return round(-float(np.mean(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)))), 6)
+        return round(float(np.mean(proba.argmax(1) == y)), 6)
 
     def _rank_backbones(self, cfg: FitConfig, train: Examples, ctx: adapt.FitContext) -> list[dict[str, Any]]:
         """LogME of each candidate backbone's frozen features on the training split, best first (the features
@@ -439,7 +535,8 @@ class TextClassifier(_Classifier):
         try:
             text, label = infer_columns(df, cfg.text_col, want_label, source, need_label=need_label)
         except DataError as first:
-            if getattr(self, "_fitting", False) or not hasattr(self, "model_"):
+            if (need_label and getattr(self, "_fitting", False)) or not (hasattr(self, "model_") or
+                                                                          getattr(self, "_fitting", False)):
                 raise
             # new data for a trained model may name its columns differently (SST-2's test file says
             # "content" where training said "sentence"): accept an unambiguous match, say so
@@ -468,6 +565,11 @@ class TextClassifier(_Classifier):
                             source="<list>", modality="text")
         self._require_fitted()
         return self._table(data, need_label=False, cfg=self.config_)
+
+    def _load_pool(self, data: DataLike, cfg: FitConfig) -> Examples:
+        if isinstance(data, list):
+            return self._load_unlabeled(data)
+        return self._table(data, need_label=False, cfg=cfg)
 
 
 def _member_specs(cfg: FitConfig, default_backbone: str) -> list[tuple[str, int]]:

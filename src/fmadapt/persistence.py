@@ -57,6 +57,14 @@ class Persisted:
         for name, ex in getattr(self, "splits_", {}).items():
             (out / "manifests").mkdir(exist_ok=True)
             pd.DataFrame({"id": ex.ids, "label": ex.labels}).to_csv(out / "manifests" / f"{name}.csv", index=False)
+        # self-training: the unlabeled inputs the kept student trained on, with the labels it was given
+        for i, m in enumerate(members or [(self.model_,)]):
+            pseudo = getattr(m[0], "_pseudo", None)
+            if pseudo is not None:
+                (out / "manifests").mkdir(exist_ok=True)
+                name = "pseudo_labels.csv" if not members else f"pseudo_labels_member{i}.csv"
+                pd.DataFrame({"id": [x.split(":", 1)[1] for x in pseudo.ids], "label": pseudo.labels}).to_csv(
+                    out / "manifests" / name, index=False)
         if report:
             self._write_fit_report(out, command)
         return out
