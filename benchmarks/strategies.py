@@ -229,6 +229,16 @@ def fmadapt_notes(clf: Any, strategy: str) -> str:
             parts.append(f"{h['trainable_groups']}/{h.get('total_groups')} layer groups trained")
         if h.get("cached_activations"):
             parts.append("cached activations")
+    st = h.get("self_training")
+    if st:
+        parts.append(f"self-training: {st['unlabeled']} unlabeled, {st['confident']} with p >= "
+                     f"{st['threshold']:g}, {st['pseudo_labeled']} pseudo-labeled; val teacher "
+                     f"{st['teacher_val']:.4f}" + (f", student {st['student_val']:.4f}" if "student_val" in st else "")
+                     + f"; {st['kept']} kept; labelling {st['label_seconds']} s")
+        teacher = st.get("teacher_history") or {}
+        if teacher.get("epochs"):
+            parts.append("teacher val acc by epoch " + "/".join(f"{e['val_acc']:.3f}" for e in teacher["epochs"]
+                                                               if e.get("val_acc") is not None))
     if "adapter_params" in h:
         parts.append(f"{h['adapter_params']:,} adapter params")
     vocab = (clf.data_summary_ or {}).get("vocabulary") or {}
@@ -247,10 +257,10 @@ def fmadapt_notes(clf: Any, strategy: str) -> str:
 
 
 def run_fmadapt(row: Row, cls: Any, strategy: str, opts: dict[str, Any], train: Any, test: Any,
-                common: dict[str, Any]) -> None:
+                common: dict[str, Any], unlabeled: list[str] | None = None) -> None:
     clf = cls(strategy=strategy, progress=False, **common, **{"seed": SEED, **opts})  # a row may set its seed
     t0 = time.perf_counter()
-    clf.fit(train)
+    clf.fit(train, unlabeled=unlabeled)
     row.fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     m = clf.evaluate(test)
@@ -262,13 +272,25 @@ def run_fmadapt(row: Row, cls: Any, strategy: str, opts: dict[str, Any], train: 
 
 def fmadapt_rows(bench: Bench, plan: Plan, strategies: list[str], block: str, dataset: str, regime: str,
                  runs: list[tuple[str, dict[str, Any]]], cls: Any, train: Any, test: Any,
-                 common: dict[str, Any], shots: int | None = None, draw: int = 0) -> None:
+                 common: dict[str, Any], shots: int | None = None, draw: int = 0,
+                 unlabeled_pool: Any = None) -> None:
+    """One row per run. A run's "unlabeled": N (texts only) passes N texts of `unlabeled_pool` (a seeded sample,
+    labels dropped) to fit for self-training; such rows go to the block "<block>-unlabeled", another regime."""
     for strategy, opts in runs:
         if strategy not in strategies:
             continue
         o = plan.options(opts)
-        row = Row(block, dataset, regime, f"fmadapt {strategy}", settings_text(o), shots=shots, draw=draw)
-        bench.attempt(row, lambda r, s=strategy, o=o: run_fmadapt(r, cls, s, o, train, test, common))
+        n_unl = o.pop("unlabeled", None)
+        unl, b, reg = None, block, regime
+        if n_unl is not None:
+            if unlabeled_pool is None:
+                raise SystemExit(f"{block}: this block has no unlabeled pool for the option 'unlabeled'")
+            n_unl = min(int(n_unl), 200 if plan.quick else len(unlabeled_pool))
+            unl = list(unlabeled_pool["text"].sample(n=n_unl, random_state=SEED))
+            head, sep, tail = regime.partition(" / test")
+            b, reg = f"{block}-unlabeled", f"{head} + {n_unl:,} unlabeled (rest of the pool, labels dropped){sep}{tail}"
+        row = Row(b, dataset, reg, f"fmadapt {strategy}", settings_text(o), shots=shots, draw=draw)
+        bench.attempt(row, lambda r, s=strategy, o=o, u=unl: run_fmadapt(r, cls, s, o, train, test, common, u))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -390,8 +412,9 @@ def block_sst2(bench: Bench, plan: Plan, strategies: list[str], data: Path) -> N
     block = "sst2" if plan.quick or plan.sst2_train == SST2_TARGET_TRAIN else "sst2-size"
     if plan.sst2_train is None or plan.sst2_train >= len(pool):
         regime = f"train {len(train):,} (the whole deduplicated pool) / test {len(test):,}"
+    rest = pool[~pool["text"].isin(set(train["text"]))].reset_index(drop=True)
     fmadapt_rows(bench, plan, strategies, block, "SST-2", regime, RUNS["sst2"], TextClassifier, train, test,
-                 TEXT_COMMON)
+                 TEXT_COMMON, unlabeled_pool=rest)
 
 
 def block_agnews(bench: Bench, plan: Plan, strategies: list[str], data: Path) -> None:
@@ -467,6 +490,9 @@ def block_fewshot(bench: Bench, plan: Plan, strategies: list[str], data: Path, n
 # ----------------------------------------------------------------------------------------------
 BLOCK_TITLES = {"sst2": "SST-2",
                 "sst2-size": "SST-2 at another training size (--sst2-train; not the target's regime)",
+                "sst2-unlabeled": "SST-2 with unlabeled sentences for self-training (the same labeled training "
+                                  "set plus sentences of the rest of the pool, labels dropped; another regime than "
+                                  "the target's)",
                 "agnews": "AG News", "hymenoptera": "Hymenoptera (ants vs bees)",
                 "fmnist": f"Fashion-MNIST (28 px images upscaled to each row's image_size; the plan's rows use "
                           f"{FMNIST_SIZE} to keep it affordable)",
