@@ -122,12 +122,14 @@ def test_the_better_model_on_validation_is_kept(monkeypatch, tmp_path):
         st = clf.history_["self_training"]
         assert st["kept"] == ("student" if student_wins else "teacher")
         assert (clf.model_ is calls[1]) == student_wins and (clf.model_ is calls[0]) != student_wins
-        out = clf.save_pretrained(tmp_path / f"m{student_wins}", report=False)
+        out = clf.save_pretrained(tmp_path / f"m{student_wins}", report=student_wins)
         manifest = out / "manifests" / "pseudo_labels.csv"
         assert manifest.exists() == student_wins
         if student_wins:
             listed = pd.read_csv(manifest)
             assert len(listed) == st["pseudo_labeled"] and set(listed["label"]) <= {"pos", "neg"}
+            html = (out / "report.html").read_text()
+            assert "Self-training on unlabeled data" in html and "the student is kept" in html
         again = TextClassifier.from_pretrained(out)
         assert again.predict(["the film was great"]).shape == (1,)
 

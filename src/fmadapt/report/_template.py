@@ -126,6 +126,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 {% for c in v.history.candidates %}<tr><td class="n">{{ c.C }}</td><td class="n">{{ c.val_acc }}</td><td class="n">{{ c.val_loss }}</td></tr>
 {% endfor %}</table>{% endif %}
 {% if v.history.other %}{{ kv(v.history.other) }}{% endif %}
+{% if v.history.self_training %}<h3>Self-training on unlabeled data</h3>{{ kv(v.history.self_training) }}{% endif %}
 {% else %}{{ note('training') }}{% endif %}
 {% if v.config %}<details><summary>Fit configuration</summary>{{ kv(v.config) }}</details>{% endif %}
 </section>

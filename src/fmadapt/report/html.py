@@ -306,7 +306,10 @@ def _view(data: Mapping[str, Any], figures: dict[str, str]) -> dict[str, Any]:
                     "candidates": [{k: fmt(c.get(k)) for k in ("C", "val_acc", "val_loss")}
                                    for c in (hist.get("candidates") or []) if isinstance(c, Mapping)],
                     "other": [] if epochs or hist.get("candidates") else
-                    [(k, v) for k, v in _kv(hist) if not k.startswith("_")][:50]},
+                    [(k, v) for k, v in _kv(hist) if not k.startswith("_") and k != "self_training"][:50],
+                    "self_training": _kv({**_mapping(hist.get("self_training")),
+                                          **({"unlabeled data": dsum["unlabeled"]} if dsum.get("unlabeled") else {})
+                                          }) if hist.get("self_training") else []},
         "splits": splits, "primary": None if primary is None else str(primary),
         "calibration": {"temperature": fmt(cal.get("temperature")), "rows": cal_rows,
                         "note": str(cal.get("note") or "")},

@@ -191,6 +191,8 @@ def _history(history: dict[str, Any]) -> dict[str, Any]:
     for k in ("C", "selection", "trained_on", "best_epoch", "epochs_run", "fit_seconds", "auto"):
         if k in history:
             out[k] = history[k]
+    if isinstance(history.get("self_training"), dict):  # (the teacher's own history stays in config.json)
+        out["self_training"] = {k: v for k, v in history["self_training"].items() if k != "teacher_history"}
     return out
 
 
