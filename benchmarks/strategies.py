@@ -490,6 +490,8 @@ def block_fewshot(bench: Bench, plan: Plan, strategies: list[str], data: Path, n
 # ----------------------------------------------------------------------------------------------
 BLOCK_TITLES = {"sst2": "SST-2",
                 "sst2-size": "SST-2 at another training size (--sst2-train; not the target's regime)",
+                "sst2-size-unlabeled": "SST-2 at another training size (--sst2-train), with unlabeled sentences for "
+                                       "self-training (the rest of the pool, labels dropped)",
                 "sst2-unlabeled": "SST-2 with unlabeled sentences for self-training (the same labeled training "
                                   "set plus sentences of the rest of the pool, labels dropped; another regime than "
                                   "the target's)",
