@@ -57,7 +57,10 @@ class Persisted:
         for name, ex in getattr(self, "splits_", {}).items():
             (out / "manifests").mkdir(exist_ok=True)
             pd.DataFrame({"id": ex.ids, "label": ex.labels}).to_csv(out / "manifests" / f"{name}.csv", index=False)
-        # self-training: the unlabeled inputs the kept student trained on, with the labels it was given
+        # self-training: the unlabeled inputs the kept student trained on, with the labels it was given (a list
+        # from an earlier model saved to this directory must not stay behind)
+        for old in (out / "manifests").glob("pseudo_labels*.csv"):
+            old.unlink()
         for i, m in enumerate(members or [(self.model_,)]):
             pseudo = getattr(m[0], "_pseudo", None)
             if pseudo is not None:
