@@ -17,6 +17,7 @@ import torch
 from . import adapt
 from ._quiet import quiet_libraries
 from .adapt.features import extract_features
+from .adapt.selftrain import SelfTraining
 from .backbones import create_backbone
 from .backbones.vocab import vocabulary_report
 from .config import FitConfig
@@ -37,7 +38,7 @@ quiet_libraries()
 DataLike = str | os.PathLike[str] | pd.DataFrame | list[str]
 
 
-class _Classifier(Persisted, ABC):
+class _Classifier(SelfTraining, Persisted, ABC):
     """Shared estimator logic; subclasses say how to read their modality."""
 
     modality: ClassVar[str] = ""
@@ -270,82 +271,6 @@ class _Classifier(Persisted, ABC):
                                  f"({len(train) + len(val)} examples) for {best + 1} epoch(s), the number that gave "
                                  f"the best validation {cfg.select_by}; last weights kept"}
         return model, cfg, history, trains, vocabulary
-
-    def _unlabeled_pool(self, data: DataLike, cfg: FitConfig, splits: dict[str, Examples]) -> Examples:
-        """The unlabeled inputs for self-training, without unreadable ones (reported) and without the labeled
-        inputs among them (the same text or image file: a validation example would otherwise be trained on)."""
-        from .adapt.selftrain import drop_overlap, sample_pool
-
-        if cfg.strategy == "auto":
-            raise ConfigError("unlabeled data (self-training) needs a chosen strategy, not 'auto': run auto "
-                              "first, then fit its winner with the unlabeled data")
-        if cfg.refit_full:
-            raise ConfigError("unlabeled data (self-training) does not combine with refit_full: the student "
-                              "is chosen on the validation split, which refit_full would train on")
-        pool = self._load_pool(data, cfg)
-        found = len(pool)
-        pool, overlap = drop_overlap(pool, *splits.values())
-        used = sample_pool(pool, cfg.pseudo_max, cfg.seed)
-        self._pool_summary = {"source": pool.source, "found": found, "labeled_overlap_dropped": overlap,
-                              "used": len(used), "pseudo_max": cfg.pseudo_max}
-        if not len(used):
-            raise DataError(f"{pool.source or 'unlabeled data'}: no unlabeled input left to self-train on "
-                            f"({found} readable, {overlap} of them also labeled ones); pass other inputs or "
-                            "drop --unlabeled")
-        return used
-
-    def _self_train(self, backbone_name: str, seed: int, cfg: FitConfig, train: Examples, val: Examples,
-                    pool: Examples, ctx: adapt.FitContext,
-                    first: tuple[Classifier, FitConfig, dict[str, Any], bool, Any]
-                    ) -> tuple[Classifier, FitConfig, dict[str, Any], bool, Any]:
-        """The teacher (`first`) labels the pool; a student trains from the pretrained weights on the training
-        data plus the confident pseudo-labels; the better of the two on `val` is kept (the teacher on a tie)."""
-        from .adapt.selftrain import pseudo_examples, select_pseudo_labels
-
-        teacher, _, history, trains, _ = first
-        t = time.perf_counter()
-        proba = self._member_proba(teacher, cfg, trains, pool)
-        rows, labels, info = select_pseudo_labels(proba, ctx.classes, train.labels or [], cfg.pseudo_threshold,
-                                                  cfg.pseudo_balance)
-        summary: dict[str, Any] = {"unlabeled": len(pool), **info,
-                                   "teacher_val": self._selection_score(teacher, cfg, trains, val),
-                                   "label_seconds": round(time.perf_counter() - t, 1)}
-        if not rows:
-            why = (f"class {info['limited_by']!r} had no prediction that confident" if info["limited_by"]
-                   else "no prediction that confident")
-            history["self_training"] = {**summary, "kept": "teacher",
-                                        "note": f"no student trained: {why} (pseudo_threshold "
-                                                f"{cfg.pseudo_threshold:g})"}
-            return first
-        pseudo = pseudo_examples(pool, rows, labels)
-        student = self._fit_member(backbone_name, seed, cfg, concat(train, pseudo), val, ctx)
-        summary["student_val"] = self._selection_score(student[0], cfg, student[3], val)
-        summary["teacher_history"] = {k: v for k, v in history.items() if k != "self_training"}
-        better = summary["student_val"] > summary["teacher_val"]
-        what = f"validation {cfg.select_by}" + (" (negated)" if cfg.select_by == "loss" else "")
-        note = (f"student trained on {len(train)} labeled + {len(rows)} pseudo-labeled examples; {what} "
-                f"{summary['student_val']:.4f} vs teacher {summary['teacher_val']:.4f}: "
-                + ("the student is kept" if better else "the teacher is kept"))
-        if not better:
-            history["self_training"] = {**summary, "kept": "teacher", "note": note}
-            return first
-        student[2]["self_training"] = {**summary, "kept": "student", "note": note}
-        student[0]._pseudo = pseudo  # type: ignore[attr-defined]  # listed in the model directory's manifests
-        return student
-
-    def _selection_score(self, model: Classifier, cfg: FitConfig, trains: bool, val: Examples) -> float:
-        """Higher is better: validation accuracy, or minus the validation log-loss (`select_by`)."""
-        if not len(val):
-            return float("nan")
-        # a probe refit on training + validation data keeps its predictions from before that refit
-        proba = getattr(model, "_val_proba", None)
-        if proba is None:
-            proba = self._member_proba(model, cfg, trains, val)
-        index = {c: i for i, c in enumerate(self.classes_)}
-        y = np.asarray([index[lab] for lab in val.labels or []])
-        if cfg.select_by == "loss":
-            return round(-float(np.mean(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)))), 6)
-        return round(float(np.mean(proba.argmax(1) == y)), 6)
 
     def _rank_backbones(self, cfg: FitConfig, train: Examples, ctx: adapt.FitContext) -> list[dict[str, Any]]:
         """LogME of each candidate backbone's frozen features on the training split, best first (the features

@@ -5,7 +5,8 @@ the training data of a second model (the student), trained from the pretrained w
 kept only if it does better than the teacher on the labeled validation split, which neither trained on
 (on a tie, the teacher).
 
-Only the choice of pseudo-labels lives here (pure functions, no models); the estimator runs the two fits."""
+The choice of pseudo-labels is made by pure functions; `SelfTraining`, a base of the estimators, runs the two
+fits with the estimator's own `_fit_member` and `_member_proba`."""
 
 from __future__ import annotations
 
@@ -13,12 +14,19 @@ import contextlib
 import hashlib
 import math
 import os
+import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..data.examples import Examples
+from ..config import FitConfig
+from ..data.examples import Examples, concat
+from ..errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from ..model import Classifier
+    from .base import FitContext
 
 
 def _digest(path: str) -> str | None:
@@ -111,3 +119,83 @@ def pseudo_examples(pool: Examples, rows: list[int], labels: list[str]) -> Examp
     sub = pool.subset(rows)
     return Examples(inputs=sub.inputs, labels=list(labels), ids=[f"unlabeled:{i}" for i in sub.ids],
                     source=pool.source, modality=pool.modality)
+
+
+class SelfTraining:
+    """Self-training steps of an estimator (`fit(..., unlabeled=...)`); the estimator provides `classes_`,
+    `_load_pool`, `_fit_member` and `_member_proba`."""
+
+    classes_: list[str]
+    _pool_summary: dict[str, Any]
+
+    def _unlabeled_pool(self, data: Any, cfg: FitConfig, splits: dict[str, Examples]) -> Examples:
+        """The unlabeled inputs for self-training, without unreadable ones (reported) and without the labeled
+        inputs among them (the same text or image file: a validation example would otherwise be trained on)."""
+        if cfg.strategy == "auto":
+            raise ConfigError("unlabeled data (self-training) needs a chosen strategy, not 'auto': run auto "
+                              "first, then fit its winner with the unlabeled data")
+        if cfg.refit_full:
+            raise ConfigError("unlabeled data (self-training) does not combine with refit_full: the student "
+                              "is chosen on the validation split, which refit_full would train on")
+        pool = self._load_pool(data, cfg)
+        found = len(pool)
+        pool, overlap = drop_overlap(pool, *splits.values())
+        used = sample_pool(pool, cfg.pseudo_max, cfg.seed)
+        self._pool_summary = {"source": pool.source, "found": found, "labeled_overlap_dropped": overlap,
+                              "used": len(used), "pseudo_max": cfg.pseudo_max}
+        if not len(used):
+            raise DataError(f"{pool.source or 'unlabeled data'}: no unlabeled input left to self-train on "
+                            f"({found} readable, {overlap} of them also labeled ones); pass other inputs or "
+                            "drop --unlabeled")
+        return used
+
+    def _self_train(self, backbone_name: str, seed: int, cfg: FitConfig, train: Examples, val: Examples,
+                    pool: Examples, ctx: FitContext,
+                    first: tuple[Classifier, FitConfig, dict[str, Any], bool, Any]
+                    ) -> tuple[Classifier, FitConfig, dict[str, Any], bool, Any]:
+        """The teacher (`first`) labels the pool; a student trains from the pretrained weights on the training
+        data plus the confident pseudo-labels; the better of the two on `val` is kept (the teacher on a tie)."""
+        teacher, _, history, trains, _ = first
+        t = time.perf_counter()
+        proba = self._member_proba(teacher, cfg, trains, pool)
+        rows, labels, info = select_pseudo_labels(proba, ctx.classes, train.labels or [], cfg.pseudo_threshold,
+                                                  cfg.pseudo_balance)
+        summary: dict[str, Any] = {"unlabeled": len(pool), **info,
+                                   "teacher_val": self._selection_score(teacher, cfg, trains, val),
+                                   "label_seconds": round(time.perf_counter() - t, 1)}
+        if not rows:
+            why = (f"class {info['limited_by']!r} had no prediction that confident" if info["limited_by"]
+                   else "no prediction that confident")
+            history["self_training"] = {**summary, "kept": "teacher",
+                                        "note": f"no student trained: {why} (pseudo_threshold "
+                                                f"{cfg.pseudo_threshold:g})"}
+            return first
+        pseudo = pseudo_examples(pool, rows, labels)
+        student = self._fit_member(backbone_name, seed, cfg, concat(train, pseudo), val, ctx)
+        summary["student_val"] = self._selection_score(student[0], cfg, student[3], val)
+        summary["teacher_history"] = {k: v for k, v in history.items() if k != "self_training"}
+        better = summary["student_val"] > summary["teacher_val"]
+        what = f"validation {cfg.select_by}" + (" (negated)" if cfg.select_by == "loss" else "")
+        note = (f"student trained on {len(train)} labeled + {len(rows)} pseudo-labeled examples; {what} "
+                f"{summary['student_val']:.4f} vs teacher {summary['teacher_val']:.4f}: "
+                + ("the student is kept" if better else "the teacher is kept"))
+        if not better:
+            history["self_training"] = {**summary, "kept": "teacher", "note": note}
+            return first
+        student[2]["self_training"] = {**summary, "kept": "student", "note": note}
+        student[0]._pseudo = pseudo  # type: ignore[attr-defined]  # listed in the model directory's manifests
+        return student
+
+    def _selection_score(self, model: Classifier, cfg: FitConfig, trains: bool, val: Examples) -> float:
+        """Higher is better: validation accuracy, or minus the validation log-loss (`select_by`)."""
+        if not len(val):
+            return float("nan")
+        # a probe refit on training + validation data keeps its predictions from before that refit
+        proba = getattr(model, "_val_proba", None)
+        if proba is None:
+            proba = self._member_proba(model, cfg, trains, val)
+        index = {c: i for i, c in enumerate(self.classes_)}
+        y = np.asarray([index[lab] for lab in val.labels or []])
+        if cfg.select_by == "loss":
+            return round(-float(np.mean(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)))), 6)
+        return round(float(np.mean(proba.argmax(1) == y)), 6)
