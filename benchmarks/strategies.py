@@ -687,10 +687,17 @@ def render(bench: Bench, plan: Plan, cmd: str, started: str, total_s: float, mac
 # main
 # ----------------------------------------------------------------------------------------------
 def versions(threads: int) -> dict[str, str]:
-    import setfit
+    """Versions for the report header. SetFit is needed only by the few-shot block's SetFit rows: without it the
+    other blocks still run and the header says so."""
+    import importlib.metadata
+
     import sklearn
 
-    return {"setfit": setfit.__version__, "sklearn": sklearn.__version__, "threads": str(threads)}
+    try:
+        setfit = importlib.metadata.version("setfit")
+    except importlib.metadata.PackageNotFoundError:
+        setfit = "not installed"
+    return {"setfit": setfit, "sklearn": sklearn.__version__, "threads": str(threads)}
 
 
 def parse_list(text: str, allowed: tuple[str, ...], what: str, ap: argparse.ArgumentParser) -> list[str]:
