@@ -11,7 +11,6 @@ fits with the estimator's own `_fit_member` and `_member_proba`."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import time
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import FitConfig
+from ..data.cache import content_hash
 from ..data.examples import Examples, concat
 from ..errors import ConfigError, DataError
 
@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 
 
 def _digest(path: str) -> str | None:
+    """The image's content hash, as the feature cache keys it (None when it cannot be read)."""
     try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+        return content_hash(path, "image")
     except OSError:
         return None
 
