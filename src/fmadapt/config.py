@@ -42,6 +42,10 @@ class FitConfig:
     warmup_frac: float = 0.1  #: share of steps spent warming up the learning rate
     label_smoothing: float = 0.0  #: fine-tuning cross-entropy label smoothing
     grad_clip: float | None = None  #: clip the gradient norm to this value (None: no clipping)
+    #: fine-tuning: keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off),
+    #: warmed up as in timm (update n uses min(ema, (1+n)/(10+n))); validation, the kept epoch and the saved
+    #: model use the average
+    ema: float = 0.0
     #: layer-wise learning-rate decay: layer group k from the top trains at lr * layer_decay**k (1 = off)
     layer_decay: float = 1.0
     lora_r: int = 8  #: strategy "lora": adapter rank
@@ -170,6 +174,7 @@ class FitConfig:
             (self.decay_beta is None or self.decay_beta >= 0, "decay_beta must be >= 0"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive"),
+            (0.0 <= self.ema < 1.0, "ema must be in [0, 1) (a decay such as 0.999; 0 = off)"),
             (0.0 < self.layer_decay <= 1.0, "layer_decay must be in (0, 1] (1 = off)"),
             (self.l2sp >= 0, "l2sp must be >= 0"),
             (self.pair_iterations >= 1, "pair_iterations must be >= 1"),

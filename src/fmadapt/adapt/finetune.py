@@ -21,6 +21,7 @@ from ..data.loader import make_loader
 from ..errors import ConfigError
 from ..model import Classifier
 from ..train.checkpoint import BatchSeeds, SafeCheckpointIO, data_hash
+from ..train.ema import EMA
 from ..train.loggers import make_logger
 from ..train.module import ClassifierModule, EpochTimer, History, RestoreBest, evaluation_metrics, selection_key
 from .base import FitContext, Strategy, register_strategy
@@ -172,13 +173,14 @@ class FineTune(Strategy):
             stop = (EarlyStopping("val_acc", patience=cfg.patience, mode="max") if cfg.select_by == "accuracy"
                     else EarlyStopping("val_loss", patience=cfg.patience, mode="min"))
             timer = EpochTimer()
-            best = RestoreBest(cfg.select_by)
+            ema = EMA(cfg.ema) if cfg.ema > 0 else None
+            best = RestoreBest(cfg.select_by, ema=ema)
             if initial is not None:
                 best.seed(initial, module)
             # fixed-length runs (the final fit of `--strategy auto`, on data that includes its validation
             # split) keep their last weights: a contaminated validation loss must not pick the epoch
             callbacks = [history, *([best, stop] if cfg.restore_best else []), timer, *callbacks_extra,
-                         BatchSeeds(cfg.seed), *([slot.callback()] if slot else [])]
+                         BatchSeeds(cfg.seed), *([ema] if ema else []), *([slot.callback()] if slot else [])]
             trainer = build_trainer(cfg, callbacks, progress=ctx.progress and sys.stderr.isatty())
             trained.train()  # backbones are created in eval mode; the frozen groups go back to eval each epoch
             try:
@@ -209,6 +211,7 @@ class FineTune(Strategy):
             "optimizer": cfg.optimizer,
             "schedule": cfg.schedule,
             "layer_decay": cfg.layer_decay,
+            "ema": cfg.ema or None,  # the decay of the weight average validated and kept (None: no average)
             "param_groups": param_groups,
             "new_token_lr": row_lr[2] * lr if row_lr else None,
             "probe_val_acc": max(r["val_acc"] for r in probe["candidates"]) if probe else None,

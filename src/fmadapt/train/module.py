@@ -213,10 +213,13 @@ def selection_key(metrics: dict[str, Any], select_by: str) -> tuple[float, ...] 
 
 class RestoreBest(pl.Callback):
     """Keeps the weights of the best validation epoch in memory and puts them back when training ends
-    (no checkpoint files: nothing pickled on disk). Best: see `selection_key`."""
+    (no checkpoint files: nothing pickled on disk). Best: see `selection_key`. With `ema`, the weights kept are
+    the average's (they are what validation scored)."""
 
-    def __init__(self, select_by: str = "accuracy") -> None:
+    def __init__(self, select_by: str = "accuracy", ema: Any = None) -> None:
         self.select_by = select_by
+        #: with a weight average (`train.ema.EMA`) validation scores the average, so the average is kept
+        self.ema = ema
         self.best: list[float] | None = None
         self.best_epoch: int = -1
         self._state: dict[str, torch.Tensor] | None = None
@@ -235,7 +238,8 @@ class RestoreBest(pl.Callback):
             return
         if self.best is None or key > tuple(self.best):
             self.best, self.best_epoch = list(key), trainer.current_epoch
-            self._state = {k: t.detach().to("cpu", copy=True) for k, t in pl_module.state_dict().items()}
+            state = self.ema.averaged_state(pl_module) if self.ema is not None else pl_module.state_dict()
+            self._state = {k: t.detach().to("cpu", copy=True) for k, t in state.items()}
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._state is not None:
