@@ -37,7 +37,6 @@ class EMA(WeightAveraging):
 
     def __init__(self, decay: float) -> None:
         super().__init__(use_buffers=True, multi_avg_fn=warmup_ema(decay))
-        self.decay = decay
 
     def averaged_state(self, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
         """The averaged weights, under `pl_module`'s state-dict keys (what `RestoreBest` keeps). Outside
