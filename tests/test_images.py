@@ -145,3 +145,42 @@ def test_resolved_image_size_is_saved(image_folder, tmp_path):
     out = clf.save_pretrained(tmp_path / "m")
     assert json.loads((out / "config.json").read_text())["fit"]["image_size"] == 32
     assert json.loads((out / "backbone.json").read_text())["input_size"] == 32
+
+
+def _framed_folder(root, per_class: int, seed: int):
+    """Two classes that differ only in a 2-px frame (red or blue) around the same kind of grey noise."""
+    rng = np.random.default_rng(seed)
+    for name, color in (("red_frame", (220, 30, 30)), ("blue_frame", (30, 40, 220))):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            a = rng.integers(60, 190, (32, 32, 1)).repeat(3, axis=2).astype(np.uint8)
+            a[:2], a[-2:], a[:, :2], a[:, -2:] = color, color, color, color
+            Image.fromarray(a, mode="RGB").save(root / name / f"{i}.png")
+    return root
+
+
+def test_crop_pct_decides_whether_the_edges_are_seen_and_is_saved(tmp_path):
+    import json
+
+    train = _framed_folder(tmp_path / "train", 16, seed=0)
+    test = _framed_folder(tmp_path / "test", 16, seed=1)
+    whole = ImageClassifier(backbone="tiny-cnn").fit(train)  # tiny-cnn's own crop_pct is 1.0: the frame is kept
+    cropped = ImageClassifier(backbone="tiny-cnn", crop_pct=0.8).fit(train)  # resize to 40 px, keep the middle 32
+    assert whole.config_.crop_pct == 1.0 and cropped.config_.crop_pct == 0.8
+    assert whole.evaluate(test)["accuracy"] >= 0.9
+    assert cropped.evaluate(test)["accuracy"] <= 0.75  # the frame is cut away: grey noise alone
+    out = cropped.save_pretrained(tmp_path / "m")
+    assert json.loads((out / "config.json").read_text())["fit"]["crop_pct"] == 0.8
+    assert json.loads((out / "backbone.json").read_text())["crop_pct"] == 0.8
+    back = ImageClassifier.from_pretrained(out)
+    # reloaded with the saved crop (not tiny-cnn's own 1.0): the same probabilities
+    np.testing.assert_allclose(back.predict_proba(test), cropped.predict_proba(test), atol=1e-5)
+
+
+def test_crop_pct_is_checked():
+    from fmadapt import ConfigError, TextClassifier
+
+    with pytest.raises(ConfigError, match="crop_pct must be in"):
+        ImageClassifier(backbone="tiny-cnn", crop_pct=1.5)
+    with pytest.raises(ConfigError, match="crop_pct .* is for images"):
+        TextClassifier(backbone="tiny-bert", crop_pct=1.0)

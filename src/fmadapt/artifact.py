@@ -191,7 +191,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         raise ArtifactError(f"{root}: the installed {bcfg.name} weights (sha256 {backbone.cfg.sha256[:12]}…) "
                             f"differ from those the model was trained on ({str(expected)[:12]}…)")
     if bcfg.modality == "image":
-        backbone.set_image_size(bcfg.input_size)
+        backbone.set_image_size(bcfg.input_size, bcfg.crop_pct)
     added = bcfg.extra.get("added_tokens")
     if added:  # extended vocabulary: the same tokens in the same order get the same ids as in training
         from .backbones.vocab import extend_vocabulary

@@ -58,6 +58,8 @@ class _Classifier(SelfTraining, Persisted, ABC):
     def _check_config(self) -> FitConfig:
         if self.options.get("tta") and self.modality != "image":
             raise ConfigError("tta (averaging over mirror images) is for images; texts have no mirror image")
+        if self.options.get("crop_pct") is not None and self.modality != "image":
+            raise ConfigError("crop_pct (the share of a resized image the centre crop keeps) is for images")
         if self.strategy != "auto":
             adapt.get_strategy(self.strategy)  # unknown names fail at construction, listing the known ones
         # columns inferred from the data of the current fit fill in options the user left unset
@@ -225,9 +227,8 @@ class _Classifier(SelfTraining, Persisted, ABC):
             # Small images are upscaled to the backbone's size by default: on 28 px Fashion-MNIST no smaller
             # input was as accurate (probe: 64 px 79.6 %, 128 px 81.0 %, 224 px 83.7 %; benchmarks/
             # throughput.md); `image_size` trades that for speed. The resolved value is what gets saved.
-            if cfg.image_size is None:
-                cfg = dataclasses.replace(cfg, image_size=backbone.cfg.input_size)
-            backbone.set_image_size(cfg.image_size)
+            backbone.set_image_size(cfg.image_size or backbone.cfg.input_size, cfg.crop_pct)
+            cfg = dataclasses.replace(cfg, image_size=backbone.cfg.input_size, crop_pct=backbone.cfg.crop_pct)
         if backbone.cfg.modality != self.modality:
             raise DataError(f"backbone {backbone.cfg.name!r} is a {backbone.cfg.modality} backbone; "
                             f"{type(self).__name__} needs a {self.modality} one")
@@ -287,7 +288,7 @@ class _Classifier(SelfTraining, Persisted, ABC):
                 raise ConfigError(f"candidate backbone {name!r} is a {bb.cfg.modality} backbone; "
                                   f"{type(self).__name__} needs a {self.modality} one")
             if bb.cfg.modality == "image":
-                bb.set_image_size(cfg.image_size or bb.cfg.input_size)
+                bb.set_image_size(cfg.image_size or bb.cfg.input_size, cfg.crop_pct)
             feats = extract_features(bb, train, cache=ctx.cache, runtime=cfg.runtime, progress=ctx.progress,
                                      desc=f"{name} features")
             rows.append({"backbone": name, "logme": round(logme(feats, y), 4),

@@ -131,11 +131,14 @@ class Backbone(nn.Module, ABC):
         then runs the frozen prefix once per example and trains only the suffix on cached activations."""
         return None
 
-    def set_image_size(self, size: int) -> None:
-        """Image backbones accept another input size (convolutional nets are size-agnostic)."""
+    def set_image_size(self, size: int, crop_pct: float | None = None) -> None:
+        """Image backbones accept another input size (convolutional nets are size-agnostic) and another
+        centre-crop share `crop_pct` (None: unchanged)."""
         if self.cfg.modality != "image":
             raise ValueError("image size only applies to image backbones")
         self.cfg.input_size = int(size)
+        if crop_pct is not None:
+            self.cfg.crop_pct = float(crop_pct)
 
     def freeze(self, trainable_top: int = 0) -> None:
         """Freeze everything, then unfreeze the top `trainable_top` layer groups (-1: all)."""
