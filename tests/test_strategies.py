@@ -295,7 +295,7 @@ def test_fgsm_and_pgd_stay_in_the_eps_ball_and_raise_the_loss():
         assert float(loss(model(xa), y)) > float(loss(model(x), y))
 
 
-def test_embedding_fgm_moves_each_token_by_eps():
+def test_embedding_fgm_moves_each_text_by_eps_times_its_norm():
     from fmadapt.train.adversarial import embedding_adversarial_loss
 
     bb = create_backbone("tiny-bert")
@@ -305,13 +305,17 @@ def test_embedding_fgm_moves_each_token_by_eps():
     emb = bb.model.get_input_embeddings()
     seen = []  # what the layer after the word embeddings receives: the perturbation shows there
     h = bb.model.embeddings.LayerNorm.register_forward_pre_hook(lambda m, i: seen.append(i[0].detach().clone()))
-    clean, adv = embedding_adversarial_loss(model, emb, batch, y, torch.nn.CrossEntropyLoss(), eps=0.5)
+    clean, adv = embedding_adversarial_loss(model, emb, batch, y, torch.nn.CrossEntropyLoss(), eps=0.05)
     h.remove()
     assert float(adv) > float(clean)
-    step = (seen[1] - seen[0]).norm(dim=-1)
     real = batch["attention_mask"].bool()
-    assert torch.allclose(step[real], torch.full_like(step[real], 0.5), atol=1e-4)
-    assert torch.all(step[~real] == 0)  # padding has no gradient, so it does not move
+    step = seen[1] - seen[0]
+    words = emb(batch["input_ids"]) * real.unsqueeze(-1)
+    # one step per text, normalised over the whole text (not per token), of 5 % of the text's embedding norm
+    assert torch.allclose(step.flatten(1).norm(dim=1), 0.05 * words.flatten(1).norm(dim=1), rtol=1e-4)
+    per_token = step.norm(dim=-1)[real]
+    assert per_token.max() > 1.2 * per_token.min()  # tokens move by their gradient's share, not all alike
+    assert torch.all(step.norm(dim=-1)[~real] == 0)  # padding has no gradient, so it does not move
 
 
 def test_adversarial_training_runs_uncached_and_checks_the_modality(image_folder):

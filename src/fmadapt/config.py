@@ -86,7 +86,9 @@ class FitConfig:
     cutmix: float = 0.0  #: images, fine-tuning: cutmix alpha (0 = off)
     #: fine-tuning: adversarial training, "none", "fgsm" / "pgd" (images) or "embedding" (texts: FGM)
     adversarial: str = "none"
-    adv_eps: float | None = None  #: perturbation size: images in [0, 1] pixels (default 2/255), texts 1.0
+    #: perturbation size: images in [0, 1] pixels (default 2/255); texts, relative to the L2 norm of the text's
+    #: input embeddings (default 0.05)
+    adv_eps: float | None = None
     adv_steps: int = 3  #: PGD steps
     #: texts, fine-tuning: per-word probability of noise (dropped word, swapped words or a typo; 0 = off)
     text_noise: float = 0.0

@@ -350,7 +350,7 @@ def _adversarial(cfg: FitConfig, bb: Any) -> dict[str, Any]:
         target = torch.tensor([eps / s for s in bb.cfg.std], dtype=torch.float32)  # pixel eps, normalised
         return {"adversarial": kind, "adv_eps": eps, "adv_steps": cfg.adv_steps, "adv_target": target}
     emb = bb.model.get_input_embeddings()
-    return {"adversarial": kind, "adv_eps": cfg.adv_eps if cfg.adv_eps is not None else 1.0, "adv_target": emb}
+    return {"adversarial": kind, "adv_eps": cfg.adv_eps if cfg.adv_eps is not None else 0.05, "adv_target": emb}
 
 
 def _best_epoch(epochs: list[dict[str, float]], initial: dict[str, float] | None, select_by: str) -> int:

@@ -3,11 +3,14 @@
 Images: FGSM (one signed-gradient step of size eps) or PGD (`steps` steps of eps/4 projected onto the
 eps-ball, random start), with eps in pixel units of [0, 1] (divided by the normalisation std, so the
 perturbation is what it says on the raw image). Texts: FGM in embedding space (Miyato et al., 2017): each
-token's input embedding moves by eps along its own L2-normalised loss gradient."""
+text's input embeddings move along the loss gradient, normalised over the whole text as in the paper, by eps
+times the L2 norm of the text's own embeddings (so eps is scale-free: 0.05 moves a text 5 % of its norm).
+Moving every token by a fixed norm instead is no small step: the packaged MiniLM's token embeddings have
+norm ~1.07, and a step of 1.0 per token left SST-2 fine-tuning at the majority class (val acc 0.557)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -58,7 +61,8 @@ def image_adversarial_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, l
 
 def embedding_adversarial_loss(model: nn.Module, embeddings: nn.Module, batch: Any, y: torch.Tensor,
                                loss_fn: LossFn, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(clean loss, loss with every token's input embedding moved by eps along its normalised gradient)."""
+    """(clean loss, loss with each text's input embeddings moved along their loss gradient by eps times their
+    norm; the norms count real tokens only, and padding, which has no gradient, does not move)."""
     store: dict[str, torch.Tensor] = {}
 
     def capture(_m: nn.Module, _i: Any, out: torch.Tensor) -> torch.Tensor:
@@ -71,7 +75,12 @@ def embedding_adversarial_loss(model: nn.Module, embeddings: nn.Module, batch: A
     finally:
         h.remove()
     (g,) = torch.autograd.grad(clean, store["e"], retain_graph=True)
-    delta = (eps * g / (g.norm(dim=-1, keepdim=True) + 1e-12)).detach()
+    e = store["e"].detach()
+    mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+    if mask is not None and tuple(mask.shape) == tuple(e.shape[:2]):
+        e = e * mask.unsqueeze(-1).to(e.dtype)
+    scale = eps * e.flatten(1).norm(dim=1) / (g.flatten(1).norm(dim=1) + 1e-12)
+    delta = (scale.view(-1, *([1] * (g.dim() - 1))) * g).detach()
     h = embeddings.register_forward_hook(lambda _m, _i, out: out + delta)
     try:
         adv = loss_fn(model(batch), y)
