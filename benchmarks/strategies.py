@@ -214,6 +214,9 @@ def fmadapt_notes(clf: Any, strategy: str) -> str:
         how = "by CV" if str(h.get("selection", "")).startswith(tuple("0123456789")) else "on val"
         head = "refit on train+val" if "validation" in str(h.get("trained_on", "")) else "fit on train"
         parts.append(f"C={h['C']} (chosen {how}; head {head})")
+    lp = h.get("label_prior")
+    if lp:
+        parts.append(f"label prior: zero-shot {lp['zero_shot_acc']:.3f} on the {lp['on']}, strength {lp['strength']:g}")
     if "pairs" in h:
         parts.append(f"{h['pairs']} pairs, cosine loss {h.get('pair_loss_first')} -> {h.get('pair_loss_last')}")
     if "epochs_run" in h and strategy != "contrastive":

@@ -80,9 +80,12 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
              "final model trained on the validation split (probe refit or refit_full)")
     hist = clf.history_ or {}
     for h in hist.get("ensemble") or [hist]:
-        st = h.get("self_training")
+        st, lp = h.get("self_training"), h.get("label_prior")
+        who = f" (member seed {h['seed']}, {h['backbone']})" if "ensemble" in hist else ""
+        if lp:
+            _out(f"label prior{who}: {lp['template']!r} with each class name; zero-shot accuracy {lp['zero_shot_acc']:.1%} "
+                 f"on the {lp['on']}, strength {lp['strength']:g} (0: the names were no help and are ignored)")
         if st:
-            who = f" (member seed {h['seed']}, {h['backbone']})" if "ensemble" in hist else ""
             _out(f"self-training{who}: {st['unlabeled']} unlabeled input(s), {st['confident']} with probability "
                  f">= {st['threshold']:g}, {st['pseudo_labeled']} pseudo-labeled {st['per_class']}; {st['note']}")
     unl = clf.data_summary_.get("unlabeled")

@@ -55,6 +55,10 @@ class FitConfig:
     #: strategy "contrastive": rounds of pairs; each gives every training example one same-class and one
     #: other-class partner (SetFit's num_iterations)
     pair_iterations: int = 20
+    #: texts: use the class names as prior knowledge: each is put into this template (e.g. "This sentence is
+    #: {}.") and embedded; the head learns on top of that zero-shot classifier (its strength fitted on the
+    #: labels), and `contrastive` adds the class sentences to its pairs. For few labels; None: off
+    label_template: str | None = None
     l2sp: float = 0.01  #: strategy "l2sp": strength α of the pull (α/2)·||w - w_pretrained||² on the backbone
     #: class imbalance: "auto" weights the loss by inverse class frequency when the largest/smallest class
     #: ratio exceeds `imbalance_ratio`; "balanced" always; "none" never
@@ -185,6 +189,8 @@ class FitConfig:
             (0.0 < self.layer_decay <= 1.0, "layer_decay must be in (0, 1] (1 = off)"),
             (self.l2sp >= 0, "l2sp must be >= 0"),
             (self.pair_iterations >= 1, "pair_iterations must be >= 1"),
+            (self.label_template is None or self.label_template.count("{}") == 1,
+             "label_template must hold '{}' exactly once, where the class name goes (e.g. 'This sentence is {}.')"),
             (self.log_to in (None, "csv", "tensorboard", "mlflow"), "log_to must be csv, tensorboard or mlflow"),
             (self.lora_r >= 1 and self.lora_alpha > 0 and 0 <= self.lora_dropout < 1,
              "lora_r must be >= 1, lora_alpha > 0, lora_dropout in [0, 1)"),

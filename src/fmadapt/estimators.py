@@ -60,6 +60,9 @@ class _Classifier(SelfTraining, Persisted, ABC):
             raise ConfigError("tta (averaging over mirror images) is for images; texts have no mirror image")
         if self.options.get("crop_pct") is not None and self.modality != "image":
             raise ConfigError("crop_pct (the share of a resized image the centre crop keeps) is for images")
+        if self.options.get("label_template") is not None and self.modality != "text":
+            raise ConfigError("label_template (class names as prior knowledge) is for texts: the image backbones "
+                              "have no text encoder to embed the names with")
         if self.strategy != "auto":
             adapt.get_strategy(self.strategy)  # unknown names fail at construction, listing the known ones
         # columns inferred from the data of the current fit fill in options the user left unset

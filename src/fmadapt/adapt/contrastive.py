@@ -24,6 +24,7 @@ from ..model import Classifier
 from ..train.schedules import make_schedule
 from .base import FitContext, Strategy, register_strategy
 from .finetune import build_trainer
+from .labelprior import SENTENCE_COPIES, class_sentences
 from .probe import Probe
 
 #: SetFit's body learning rate (2e-5) and pair budget (20 iterations: a positive and a negative pair for every
@@ -145,6 +146,7 @@ class Contrastive(Strategy):
         return {"fit_seconds": round(time.perf_counter() - t0, 2), "body_seconds": round(t_body, 2),
                 "pairs": n_pairs, "pair_iterations": cfg.pair_iterations, "steps": steps,
                 "epochs_run": 1, "pair_loss_first": _mean(losses[:10]), "pair_loss_last": _mean(losses[-10:]),
+                **({"label_prior": head["label_prior"]} if "label_prior" in head else {}),
                 "C": head["C"], "selection": head["selection"], "trained_on": head["trained_on"],
                 "candidates": head["candidates"], "imbalance": head["imbalance"],
                 "body_trained_on": (f"training + validation data ({len(y)} examples), after a first run on the "
@@ -154,7 +156,12 @@ class Contrastive(Strategy):
     @staticmethod
     def _train_body(bb: Any, inputs: list[str], y: np.ndarray, cfg: FitConfig, ctx: FitContext
                     ) -> tuple[list[float], int, int]:
-        """One pass over the pairs of (inputs, y): (per-step losses, steps, pairs)."""
+        """One pass over the pairs of (inputs, y): (per-step losses, steps, pairs). With a label template the
+        class sentences join the examples (SetFit's templated examples): each class is pulled to its name."""
+        if cfg.label_template:
+            sentences = class_sentences(ctx.classes, cfg.label_template)
+            inputs = list(inputs) + [s for s in sentences for _ in range(SENTENCE_COPIES)]
+            y = np.concatenate([y, np.repeat(np.arange(len(sentences)), SENTENCE_COPIES)])
         pairs = make_pairs(y, cfg.pair_iterations, cfg.seed)
         workers = default_workers(bb.cfg.modality) if cfg.num_workers is None else cfg.num_workers
         # images: the training transform (crop/flip) gives every pair fresh views, as augmentation

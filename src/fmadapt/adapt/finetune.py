@@ -216,6 +216,7 @@ class FineTune(Strategy):
             "new_token_lr": row_lr[2] * lr if row_lr else None,
             "probe_val_acc": max(r["val_acc"] for r in probe["candidates"]) if probe else None,
             "probe_C": probe["C"] if probe else None,
+            **({"label_prior": probe["label_prior"]} if probe and "label_prior" in probe else {}),
             **self._extra_history(),
         }
         if slot:

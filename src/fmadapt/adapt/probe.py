@@ -18,6 +18,7 @@ from ..model import Classifier
 from .base import FitContext, Strategy, register_strategy
 from .features import extract_features
 from .imbalance import imbalance
+from .labelprior import LabelPrior, OffsetLogReg, class_embeddings, class_sentences, fit_strength
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 #: up to this many labeled examples (training + validation), C is chosen by cross-validation
@@ -48,41 +49,75 @@ class Probe(Strategy):
         balance = imbalance(y_all, n_cls, cfg)
         weighted = bool(balance["weighted"])
         t1 = time.perf_counter()
+        prior = None
+        if cfg.label_template:
+            prior = LabelPrior(class_embeddings(model.backbone, class_sentences(ctx.classes, cfg.label_template)),
+                               x_all, cfg.label_template)
+        o_tr, o_va = (prior.logits(x_tr), prior.logits(x_va)) if prior else (None, None)
+        o_all = prior.logits(x_all) if prior else None
         present = np.bincount(y_all, minlength=n_cls)
         folds = min(5, int(present[present > 0].min()))
         if refit and len(y_all) <= CV_MAX and folds >= 2 and len(grid) > 1:
             # Few examples: a 20 % hold-out of a few dozen is too noisy to choose C on (few-shot SST-2 picked
             # C=0.01 from 4 validation sentences). Cross-validation over all of them uses every label.
             selection = f"{folds}-fold cross-validation on training + validation data ({len(y_all)} examples)"
-            rows, c, oof = _choose_by_cv(x_all, y_all, grid, folds, n_cls, weighted, cfg.seed)
+            rows, c, oof = _choose_by_cv(x_all, y_all, grid, folds, n_cls, weighted, cfg.seed, o_all)
             honest = oof[len(y_tr):]  # out-of-fold: each validation row predicted by a head that never saw it
         else:
             selection = f"validation split ({len(y_va)} examples)"
-            rows, c, honest = _choose_on_val(x_tr, y_tr, x_va, y_va, grid, n_cls, weighted, cfg.seed)
+            rows, c, honest = _choose_on_val(x_tr, y_tr, x_va, y_va, grid, n_cls, weighted, cfg.seed, o_tr, o_va)
         mu, sd = x_all.mean(0), x_all.std(0) + 1e-6
-        _set_head(model, _fit_lr((x_all - mu) / sd, y_all, c, cfg.seed, weighted), mu, sd, n_cls)
+        head = _fit_lr((x_all - mu) / sd, y_all, c, cfg.seed, weighted, o_all)
+        _set_head(model, head, mu, sd, n_cls, prior)
         if refit:
             model._val_proba = honest  # type: ignore[assignment]
-        return {"feature_seconds": round(t_feat, 2), "head_seconds": round(time.perf_counter() - t1, 2),
+        extra = {}
+        if prior is not None:
+            assert o_all is not None
+            extra = {"label_prior": {
+                "template": prior.template, "strength": round(head.strength, 3),
+                "zero_shot_acc": round(float((o_all.argmax(1) == y_all).mean()), 4),
+                "on": f"{len(y_all)} labeled examples"}}
+        return extra | {"feature_seconds": round(t_feat, 2), "head_seconds": round(time.perf_counter() - t1, 2),
                 "fit_seconds": round(time.perf_counter() - t0, 2), "C": c, "selection": selection,
                 "trained_on": (f"training + validation data ({len(y_all)} examples)" if refit
                                else f"training split ({len(y_tr)} examples)"),
                 "candidates": rows, "imbalance": balance}
 
 
-def _fit_lr(z: np.ndarray, y: np.ndarray, c: float, seed: int, weighted: bool) -> LogisticRegression:
+class _Head:
+    """A head fitted on standardised features: sklearn's logistic regression, or, with a label prior, the
+    prior's fitted strength s and a regression on top of s·prior (labelprior.py)."""
+
+    def __init__(self, lr: LogisticRegression | OffsetLogReg, strength: float = 0.0) -> None:
+        self.lr, self.strength = lr, strength
+        self.coef_, self.intercept_, self.classes_ = lr.coef_, lr.intercept_, lr.classes_
+
+    def proba(self, z: np.ndarray, prior: np.ndarray | None, n_cls: int) -> np.ndarray:
+        """(N, n_cls) probabilities; a class absent from the head's training data gets 0 (without a prior)."""
+        if isinstance(self.lr, OffsetLogReg):
+            assert prior is not None
+            return self.lr.proba(z, self.strength * prior)
+        full = np.zeros((len(z), n_cls))
+        full[:, self.lr.classes_] = self.lr.predict_proba(z)
+        return full
+
+
+def _fit_lr(z: np.ndarray, y: np.ndarray, c: float, seed: int, weighted: bool, prior: np.ndarray | None = None
+            ) -> _Head:
+    """The head for standardised features z; `prior`: the label prior's logits of the same rows (or None)."""
     # one BLAS thread: lbfgs on (N, D<=1280) is overhead-bound, and multi-threaded OpenBLAS made these
     # fits 10-40x slower on the 2-core machine (benchmarks/throughput.md)
     with threadpool_limits(1):
-        return LogisticRegression(C=c, max_iter=2000, random_state=seed,
-                                  class_weight="balanced" if weighted else None).fit(z, y)
-
-
-def _proba(lr: LogisticRegression, z: np.ndarray, n_cls: int) -> np.ndarray:
-    """(N, n_cls) probabilities; a class absent from the head's training data gets 0."""
-    full = np.zeros((len(z), n_cls))
-    full[:, lr.classes_] = lr.predict_proba(z)
-    return full
+        if prior is None:
+            return _Head(LogisticRegression(C=c, max_iter=2000, random_state=seed,
+                                            class_weight="balanced" if weighted else None).fit(z, y))
+        w = None
+        if weighted:  # sklearn's "balanced": n / (k · n_c)
+            counts = np.bincount(y, minlength=prior.shape[1]).astype(float)
+            w = len(y) / (np.count_nonzero(counts) * counts[y])
+        s = fit_strength(prior, y, w)
+        return _Head(OffsetLogReg(c, prior.shape[1]).fit(z, y, s * prior, w), s)
 
 
 def _row(c: float, y: np.ndarray, p: np.ndarray, n_cls: int, weighted: bool) -> tuple[dict[str, Any], tuple]:
@@ -97,12 +132,13 @@ def _row(c: float, y: np.ndarray, p: np.ndarray, n_cls: int, weighted: bool) -> 
 
 
 def _choose_on_val(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray, grid: list[float],
-                   n_cls: int, weighted: bool, seed: int) -> tuple[list[dict[str, Any]], float, np.ndarray]:
-    """(rows, best C, the best head's validation probabilities)."""
+                   n_cls: int, weighted: bool, seed: int, o_tr: np.ndarray | None = None,
+                   o_va: np.ndarray | None = None) -> tuple[list[dict[str, Any]], float, np.ndarray]:
+    """(rows, best C, the best head's validation probabilities). o_tr, o_va: label-prior logits, or None."""
     mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
     rows, best = [], None
     for c in grid:
-        p = _proba(_fit_lr((x_tr - mu) / sd, y_tr, c, seed, weighted), (x_va - mu) / sd, n_cls)
+        p = _fit_lr((x_tr - mu) / sd, y_tr, c, seed, weighted, o_tr).proba((x_va - mu) / sd, o_va, n_cls)
         row, key = _row(c, y_va, p, n_cls, weighted)
         rows.append(row)
         if best is None or key > best[0]:
@@ -112,15 +148,17 @@ def _choose_on_val(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: n
 
 
 def _choose_by_cv(x: np.ndarray, y: np.ndarray, grid: list[float], folds: int, n_cls: int, weighted: bool,
-                  seed: int) -> tuple[list[dict[str, Any]], float, np.ndarray]:
-    """(rows, best C, its out-of-fold probabilities for every row of x), stratified k-fold."""
+                  seed: int, o: np.ndarray | None = None) -> tuple[list[dict[str, Any]], float, np.ndarray]:
+    """(rows, best C, its out-of-fold probabilities for every row of x), stratified k-fold. o: label-prior
+    logits of x's rows (the prior's strength is fitted within each fold), or None."""
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
     rows, best = [], None
     for c in grid:
         oof = np.zeros((len(y), n_cls))
         for tr, te in splits:
             mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-6  # standardised on the fold's own training part
-            oof[te] = _proba(_fit_lr((x[tr] - mu) / sd, y[tr], c, seed, weighted), (x[te] - mu) / sd, n_cls)
+            head = _fit_lr((x[tr] - mu) / sd, y[tr], c, seed, weighted, None if o is None else o[tr])
+            oof[te] = head.proba((x[te] - mu) / sd, None if o is None else o[te], n_cls)
         row, key = _row(c, y, oof, n_cls, weighted)
         rows.append(row | {"folds": folds})
         if best is None or key > best[0]:
@@ -129,8 +167,10 @@ def _choose_by_cv(x: np.ndarray, y: np.ndarray, grid: list[float], folds: int, n
     return rows, best[1], best[2]
 
 
-def _set_head(model: Classifier, lr: LogisticRegression, mu: np.ndarray, sd: np.ndarray, n: int) -> None:
-    """Fold the standardisation into the linear head: w·(x-mu)/sd + b = (w/sd)·x + (b - (w/sd)·mu)."""
+def _set_head(model: Classifier, lr: _Head, mu: np.ndarray, sd: np.ndarray, n: int,
+              prior: LabelPrior | None = None) -> None:
+    """Fold the standardisation into the linear head: w·(x-mu)/sd + b = (w/sd)·x + (b - (w/sd)·mu); and a
+    label prior's s·(x·M) into the same weights."""
     coef, icpt = lr.coef_, lr.intercept_
     if coef.shape[0] == 1:  # binary: sklearn keeps one logit; softmax([-z/2, z/2]) == sigmoid(z)
         coef, icpt = np.vstack([-coef / 2, coef / 2]), np.array([-icpt[0] / 2, icpt[0] / 2])
@@ -138,6 +178,8 @@ def _set_head(model: Classifier, lr: LogisticRegression, mu: np.ndarray, sd: np.
     b = np.full(n, -1e4)  # a class absent from training can never be predicted
     w[lr.classes_] = coef / sd
     b[lr.classes_] = icpt - (coef / sd) @ mu
+    if prior is not None:
+        w = w + lr.strength * prior.weight()
     with torch.no_grad():
         model.head.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
         model.head.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
