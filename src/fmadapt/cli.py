@@ -83,8 +83,9 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
         st, lp = h.get("self_training"), h.get("label_prior")
         who = f" (member seed {h['seed']}, {h['backbone']})" if "ensemble" in hist else ""
         if lp:
-            _out(f"label prior{who}: {lp['template']!r} with each class name; zero-shot accuracy {lp['zero_shot_acc']:.1%} "
-                 f"on the {lp['on']}, strength {lp['strength']:g} (0: the names were no help and are ignored)")
+            _out(f"label prior{who}: {lp['template']!r} with each class name; zero-shot accuracy "
+                 f"{lp['zero_shot_acc']:.1%} on the {lp['on']}, strength {lp['strength']:g} (0: the names were no "
+                 "help and are ignored)")
         if st:
             _out(f"self-training{who}: {st['unlabeled']} unlabeled input(s), {st['confident']} with probability "
                  f">= {st['threshold']:g}, {st['pseudo_labeled']} pseudo-labeled {st['per_class']}; {st['note']}")
