@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
 from pathlib import Path
@@ -92,8 +93,11 @@ class HFTextBackbone(Backbone):
 def _extended_mask(model: nn.Module, hidden: torch.Tensor, mask: torch.Tensor) -> Any:
     """The attention mask in the form the model's layers take (its own helper; API differs by version)."""
     if hasattr(model, "_create_attention_masks"):  # transformers >= 5
-        return model._create_attention_masks(attention_mask=mask, encoder_attention_mask=None,
-                                             embedding_output=hidden, encoder_hidden_states=None, cache=None)[0]
+        kw = {"attention_mask": mask, "encoder_attention_mask": None, "embedding_output": hidden,
+              "encoder_hidden_states": None, "cache": None}
+        if "position_ids" in inspect.signature(model._create_attention_masks).parameters:  # >= 5.25
+            kw["position_ids"] = None
+        return model._create_attention_masks(**kw)[0]
     return model.get_extended_attention_mask(mask, mask.shape)
 
 
