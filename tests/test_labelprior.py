@@ -72,12 +72,18 @@ def test_class_sentences_fill_the_template_and_refuse_numeric_classes():
         class_sentences(["0", "1"], "This sentence is {}.")
 
 
-def test_label_template_checks_fail_before_any_data_is_read(tmp_path):
+def test_label_template_checks_fail_before_any_feature_is_computed(monkeypatch):
     with pytest.raises(ConfigError, match="exactly once"):
         TextClassifier(backbone="tiny-bert", label_template="no placeholder")
     with pytest.raises(ConfigError, match="for texts"):
         ImageClassifier(backbone="tiny-cnn", label_template="a photo of {}")
     df = text_frame(6).assign(label=lambda d: (d["label"] == "pos").astype(int))
+    import fmadapt.adapt.probe as probe_module
+
+    def no_features(*a, **k):
+        raise AssertionError("features were computed before the class names were checked")
+
+    monkeypatch.setattr(probe_module, "extract_features", no_features)
     with pytest.raises(ConfigError, match="numbers"):
         TextClassifier(backbone="tiny-bert", text_col="text", label_col="label",
                        label_template="It was {}.").fit(df)

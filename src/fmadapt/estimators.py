@@ -17,6 +17,7 @@ import torch
 from . import adapt
 from ._quiet import quiet_libraries
 from .adapt.features import extract_features
+from .adapt.labelprior import class_sentences
 from .adapt.selftrain import SelfTraining
 from .backbones import create_backbone
 from .backbones.vocab import vocabulary_report
@@ -141,6 +142,8 @@ class _Classifier(SelfTraining, Persisted, ABC):
         for name in ("val", "test"):
             if name in splits:
                 check_known(splits[name], classes, name)
+        if cfg.label_template:  # numeric class names are refused before any feature is computed
+            class_sentences(classes, cfg.label_template)
         ctx = adapt.FitContext(classes, self._feature_cache(), self._show_progress(), checkpoints=checkpoints)
         self.classes_ = classes
         pool = self._unlabeled_pool(unlabeled, cfg, splits) if unlabeled is not None else None
