@@ -100,6 +100,10 @@ def test_probe_with_a_label_template_reports_the_prior_and_reloads_identically(t
     assert again.config_.label_template == "The film was {}."
     texts = df["text"].tolist()[:8]
     assert np.allclose(again.predict_proba(texts).to_numpy(), clf.predict_proba(texts).to_numpy(), atol=1e-5)
+    # without the refit, C is chosen on the validation split: the prior goes that way too
+    held = TextClassifier(backbone="tiny-bert", text_col="text", label_col="label", refit=False,
+                          label_template="The film was {}.").fit(df)
+    assert held.history_["selection"].startswith("validation split") and "label_prior" in held.history_
 
 
 def test_contrastive_adds_the_class_sentences_to_its_pairs():

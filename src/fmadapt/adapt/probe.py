@@ -53,7 +53,6 @@ class Probe(Strategy):
         if cfg.label_template:
             prior = LabelPrior(class_embeddings(model.backbone, class_sentences(ctx.classes, cfg.label_template)),
                                x_all, cfg.label_template)
-        o_tr, o_va = (prior.logits(x_tr), prior.logits(x_va)) if prior else (None, None)
         o_all = prior.logits(x_all) if prior else None
         present = np.bincount(y_all, minlength=n_cls)
         folds = min(5, int(present[present > 0].min()))
@@ -65,6 +64,7 @@ class Probe(Strategy):
             honest = oof[len(y_tr):]  # out-of-fold: each validation row predicted by a head that never saw it
         else:
             selection = f"validation split ({len(y_va)} examples)"
+            o_tr, o_va = (prior.logits(x_tr), prior.logits(x_va)) if prior else (None, None)
             rows, c, honest = _choose_on_val(x_tr, y_tr, x_va, y_va, grid, n_cls, weighted, cfg.seed, o_tr, o_va)
         mu, sd = x_all.mean(0), x_all.std(0) + 1e-6
         head = _fit_lr((x_all - mu) / sd, y_all, c, cfg.seed, weighted, o_all)
