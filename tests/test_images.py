@@ -184,3 +184,28 @@ def test_crop_pct_is_checked():
         ImageClassifier(backbone="tiny-cnn", crop_pct=1.5)
     with pytest.raises(ConfigError, match="crop_pct .* is for images"):
         TextClassifier(backbone="tiny-bert", crop_pct=1.0)
+
+
+def _tiny_cnn_cropping(pretrained: bool = True):
+    from conftest import tiny_cnn
+
+    bb = tiny_cnn(pretrained)
+    bb.cfg.crop_pct = 0.8  # a backbone whose own convention crops (as EfficientNet's 0.875)
+    return bb
+
+
+def test_small_images_are_upscaled_whole_by_default_large_ones_cropped(tmp_path):
+    """With crop_pct unset, images no larger than the input size keep their edges (crop 1.0); larger ones are
+    resized and centre-cropped with the backbone's own crop_pct. How it was chosen is in the history."""
+    from fmadapt.backbones import register_backbone
+
+    register_backbone("tiny-cnn-crop08", "image", "test only: tiny-cnn with crop_pct 0.8")(_tiny_cnn_cropping)
+    train = _framed_folder(tmp_path / "train", 16, seed=0)  # 32 px images, the input is 32 px
+    test = _framed_folder(tmp_path / "test", 16, seed=1)
+    small = ImageClassifier(backbone="tiny-cnn-crop08").fit(train)
+    assert small.config_.crop_pct == 1.0 and small.history_["image_crop"]["median_short_side"] == 32
+    assert small.evaluate(test)["accuracy"] >= 0.9  # the frame is seen
+    forced = ImageClassifier(backbone="tiny-cnn-crop08", crop_pct=0.8).fit(train)  # the user's value wins
+    assert forced.config_.crop_pct == 0.8 and "image_crop" not in forced.history_
+    big = ImageClassifier(backbone="tiny-cnn-crop08", image_size=16).fit(train)  # 32 px images, 16 px input
+    assert big.config_.crop_pct == 0.8 and big.history_["image_crop"]["crop_pct"] == 0.8

@@ -13,7 +13,8 @@ from fmadapt.data.images import scan_image_folder
 def test_probe_learns_colors(image_folder):
     clf = ImageClassifier(backbone="tiny-cnn", strategy="probe").fit(image_folder)
     assert clf.metrics_["val"]["accuracy"] >= 0.85
-    assert clf.history_["C"] in (0.01, 0.1, 1.0, 10.0) and len(clf.history_["candidates"]) == 4
+    rows = clf.history_["candidates"]
+    assert clf.history_["C"] in [r["C"] for r in rows] and len(rows) >= 6  # 4 decades + 2 half decades at least
 
 
 def _reference_lr(clf, tr_inputs, tr_labels, x_eval):
@@ -28,7 +29,7 @@ def _reference_lr(clf, tr_inputs, tr_labels, x_eval):
 def test_probe_head_equals_logistic_regression_on_standardised_features(image_folder):
     """The folded linear head reproduces the sklearn model it was fitted from: once C is chosen, that model
     is refit on training + validation data; the reported validation metrics are the train-only head's."""
-    from fmadapt.adapt.probe import _choose_on_val  # noqa: F401  (the selection path taken with one C)
+    from fmadapt.adapt.probe import _val_evaluator  # noqa: F401  (the selection path taken with one C)
     from fmadapt.data.examples import Examples
 
     clf = ImageClassifier(backbone="tiny-cnn", strategy="probe", probe_c=1.0).fit(image_folder)

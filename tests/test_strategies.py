@@ -144,11 +144,18 @@ def test_imbalanced_folder_is_weighted_and_reported(tmp_path):
         d.mkdir(parents=True)
         for i in range(n):
             make_image(COLORS[c], ci * 100 + i).save(d / f"{i}.png")
-    probe = ImageClassifier(backbone="tiny-cnn").fit(tmp_path / "imb")
-    assert probe.history_["imbalance"]["weighted"] and probe.history_["imbalance"]["ratio"] == 6.0
-    assert all("val_balanced_acc" in r for r in probe.history_["candidates"])
-    ft = ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=1, batch_size=8).fit(tmp_path / "imb")
-    assert ft.history_["imbalance"]["weighted"]
+    probe = ImageClassifier(backbone="tiny-cnn", metric="balanced_accuracy").fit(tmp_path / "imb")
+    imb = probe.history_["imbalance"]
+    assert imb["ratio"] == 6.0 and "competed" in imb["chosen_by"] and probe.history_["metric"] == "balanced_accuracy"
+    rows = probe.history_["candidates"]
+    assert {r["class_weight"] for r in rows} == {"none", "balanced"}
+    assert all("val_balanced_accuracy" in r for r in rows)
+    assert probe.metrics_["val"]["balanced_accuracy"] >= 0.0
+    # fine-tuning's loss keeps the weighting its starting probe chose (forced here both ways)
+    for cw, weighted in (("balanced", True), ("none", False)):
+        ft = ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=1, batch_size=8,
+                             class_weight=cw).fit(tmp_path / "imb")
+        assert ft.history_["imbalance"]["weighted"] is weighted
 
 
 @pytest.mark.parametrize("bad", [dict(optimizer="adam"), dict(schedule="step"), dict(layer_decay=0.0),

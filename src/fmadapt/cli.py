@@ -93,9 +93,10 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
     if unl and unl.get("labeled_overlap_dropped"):
         _out(f"unlabeled data: {unl['labeled_overlap_dropped']} input(s) left out, they are labeled ones too")
     imb = (clf.history_ or {}).get("imbalance")
-    if imb and imb["weighted"]:
-        _out(f"class imbalance: largest/smallest class = {imb['ratio']:g}; the loss is weighted by inverse class "
-             "frequency (--class-weight none to turn off)")
+    if imb and (imb["weighted"] or imb.get("chosen_by")):
+        how = ("weighted by inverse class frequency" if imb["weighted"] else "not weighted")
+        why = (f"chosen by {imb['chosen_by']}" if imb.get("chosen_by") else "--class-weight none to turn off")
+        _out(f"class imbalance: largest/smallest class = {imb['ratio']:g}; the loss is {how} ({why})")
     skipped = ds["skipped"] + ((ds.get("unlabeled") or {}).get("skipped") or [])
     if skipped:
         _out(f"skipped {len(skipped)} input(s):")
@@ -255,7 +256,11 @@ def fit(
     label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = 0.0,
     grad_clip: Annotated[float | None, typer.Option("--grad-clip", help="Clip the gradient norm.")] = None,
     class_weight: Annotated[str, typer.Option(
-        "--class-weight", help="auto (weight the loss when classes are imbalanced) | balanced | none")] = "auto",
+        "--class-weight", help="auto (on imbalanced classes, weighted and unweighted heads compete on validation) "
+        "| balanced | none")] = "auto",
+    metric: Annotated[str, typer.Option(
+        "--metric", help="What chooses between candidates on validation (C, class weighting): accuracy | "
+        "balanced_accuracy | macro_f1; saved with the model.")] = "accuracy",
     ensemble: Annotated[int, typer.Option(
         "--ensemble", help="Train K models (seeds) per backbone and average their probabilities.")] = 1,
     ensemble_backbones: Annotated[str | None, typer.Option(
@@ -305,7 +310,8 @@ def fit(
                                     dist_strategy=dist_strategy, augment=not no_augment,
                                     cache_activations=cache_activations, optimizer=optimizer,
                                     schedule=schedule, layer_decay=layer_decay, label_smoothing=label_smoothing,
-                                    grad_clip=grad_clip, class_weight=class_weight, time_budget=time_budget)
+                                    grad_clip=grad_clip, class_weight=class_weight, time_budget=time_budget,
+                                    metric=metric)
         if extend_vocab:
             opts["extend_vocab"] = True
         if ensemble > 1 or ensemble_backbones:

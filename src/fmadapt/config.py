@@ -60,10 +60,15 @@ class FitConfig:
     #: labels), and `contrastive` adds the class sentences to its pairs. For few labels; None: off
     label_template: str | None = None
     l2sp: float = 0.01  #: strategy "l2sp": strength α of the pull (α/2)·||w - w_pretrained||² on the backbone
-    #: class imbalance: "auto" weights the loss by inverse class frequency when the largest/smallest class
-    #: ratio exceeds `imbalance_ratio`; "balanced" always; "none" never
+    #: class imbalance: "auto" lets a head with the loss weighted by inverse class frequency compete with an
+    #: unweighted one on validation (by `metric`) when the classes are imbalanced, and fine-tuning keeps the
+    #: probe's choice; "balanced" always weights; "none" never
     class_weight: str = "auto"
+    #: "auto" without a probe to decide (fine-tuning from a random head): weight past this class-count ratio
     imbalance_ratio: float = 3.0
+    #: the metric that chooses between candidates on validation (the probe's C and class weighting; saved with
+    #: the model and reported): "accuracy", "balanced_accuracy" (mean per-class recall) or "macro_f1"
+    metric: str = "accuracy"
     patience: int = 3  #: epochs without improvement (see select_by) before stopping
     #: fine-tuning: keep the best validation epoch (and stop early); False runs all epochs, keeps the last
     restore_best: bool = True
@@ -196,6 +201,8 @@ class FitConfig:
              "lora_r must be >= 1, lora_alpha > 0, lora_dropout in [0, 1)"),
             (self.class_weight in ("auto", "balanced", "none"), "class_weight must be 'auto', 'balanced' or 'none'"),
             (self.imbalance_ratio >= 1, "imbalance_ratio must be >= 1"),
+            (self.metric in ("accuracy", "balanced_accuracy", "macro_f1"),
+             "metric must be 'accuracy', 'balanced_accuracy' or 'macro_f1'"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.extend_vocab_min_count >= 1, "extend_vocab_min_count must be >= 1"),
             (1 <= self.extend_vocab_ngram <= 8, "extend_vocab_ngram must be 1 (characters only) to 8"),

@@ -146,7 +146,9 @@ class FineTune(Strategy):
                              targets=ctx.targets(val), num_workers=cfg.num_workers)
             trained = model
         steps = cfg.epochs * max(1, len(tr))
-        balance = imbalance(ctx.targets(train), len(ctx.classes), cfg)
+        # the probe's weighted and unweighted heads competed on validation: the loss keeps the winner's weighting
+        chosen = probe["imbalance"]["weighted"] if probe and cfg.class_weight == "auto" else None
+        balance = imbalance(ctx.targets(train), len(ctx.classes), cfg, weighted=chosen)
         lr = cfg.lr or (self.uses_backbone_lr and bb.cfg.finetune_lr) or self.default_lr[bb.cfg.modality]
         row_lr = _new_token_rows(cfg, bb, lr) if split is None else None
         module = ClassifierModule(
@@ -216,6 +218,7 @@ class FineTune(Strategy):
             "new_token_lr": row_lr[2] * lr if row_lr else None,
             "probe_val_acc": max(r["val_acc"] for r in probe["candidates"]) if probe else None,
             "probe_C": probe["C"] if probe else None,
+            "metric": cfg.metric,
             **({"label_prior": probe["label_prior"]} if probe and "label_prior" in probe else {}),
             **self._extra_history(),
         }

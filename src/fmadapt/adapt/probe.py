@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score, log_loss
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
@@ -17,18 +16,19 @@ from ..data.examples import Examples
 from ..model import Classifier
 from .base import FitContext, Strategy, register_strategy
 from .features import extract_features
+from .headsearch import Evaluate, search, weightings
 from .imbalance import imbalance
 from .labelprior import LabelPrior, OffsetLogReg, class_embeddings, class_sentences, fit_strength
 
-C_GRID = (0.01, 0.1, 1.0, 10.0)
 #: up to this many labeled examples (training + validation), C is chosen by cross-validation
 CV_MAX = 1000
 
 
 @register_strategy
 class Probe(Strategy):
-    """Linear probe: frozen backbone features (cached) and a logistic-regression head whose C is chosen on
-    validation (by cross-validation on small data), then refit on all labeled data. Fastest; the default."""
+    """Linear probe: frozen backbone features (cached) and a logistic-regression head whose C (and class
+    weighting, on imbalanced data) is chosen on validation by the run's metric (by cross-validation on small
+    data; headsearch.py), then refit on all labeled data. Fastest; the default."""
 
     name = "probe"
     trains_backbone = False
@@ -43,11 +43,10 @@ class Probe(Strategy):
         t_feat = time.perf_counter() - t0
         y_tr, y_va = np.asarray(ctx.targets(train)), np.asarray(ctx.targets(val))
         n_cls = len(ctx.classes)
-        grid = [cfg.probe_c] if cfg.probe_c else list(C_GRID)
         refit = bool(cfg.refit and ctx.refit_on_val and len(y_va))
         x_all, y_all = (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])) if refit else (x_tr, y_tr)
         balance = imbalance(y_all, n_cls, cfg)
-        weighted = bool(balance["weighted"])
+        compete = weightings(cfg.class_weight, balance["ratio"])
         t1 = time.perf_counter()
         prior = None
         if cfg.label_template:
@@ -56,16 +55,22 @@ class Probe(Strategy):
         o_all = prior.logits(x_all) if prior else None
         present = np.bincount(y_all, minlength=n_cls)
         folds = min(5, int(present[present > 0].min()))
-        if refit and len(y_all) <= CV_MAX and folds >= 2 and len(grid) > 1:
+        if refit and len(y_all) <= CV_MAX and folds >= 2 and (cfg.probe_c is None or len(compete) > 1):
             # Few examples: a 20 % hold-out of a few dozen is too noisy to choose C on (few-shot SST-2 picked
             # C=0.01 from 4 validation sentences). Cross-validation over all of them uses every label.
             selection = f"{folds}-fold cross-validation on training + validation data ({len(y_all)} examples)"
-            rows, c, oof = _choose_by_cv(x_all, y_all, grid, folds, n_cls, weighted, cfg.seed, o_all)
-            honest = oof[len(y_tr):]  # out-of-fold: each validation row predicted by a head that never saw it
+            evaluate, y_held = _cv_evaluator(x_all, y_all, folds, n_cls, cfg.seed, o_all), y_all
+            extra: dict[str, Any] = {"folds": folds}
         else:
             selection = f"validation split ({len(y_va)} examples)"
             o_tr, o_va = (prior.logits(x_tr), prior.logits(x_va)) if prior else (None, None)
-            rows, c, honest = _choose_on_val(x_tr, y_tr, x_va, y_va, grid, n_cls, weighted, cfg.seed, o_tr, o_va)
+            evaluate, y_held = _val_evaluator(x_tr, y_tr, x_va, n_cls, cfg.seed, o_tr, o_va), y_va
+            extra = {}
+        rows, (c, weighted), held = search(evaluate, y_held, n_cls, cfg.metric, compete, cfg.probe_c, extra)
+        honest = held[len(y_tr):] if y_held is y_all else held  # out of fold: never seen by its head
+        balance = imbalance(y_all, n_cls, cfg, weighted=weighted)
+        if len(compete) > 1:
+            balance["chosen_by"] = f"validation {cfg.metric} ({selection}): weighted and unweighted heads competed"
         mu, sd = x_all.mean(0), x_all.std(0) + 1e-6
         head = _fit_lr((x_all - mu) / sd, y_all, c, cfg.seed, weighted, o_all)
         _set_head(model, head, mu, sd, n_cls, prior)
@@ -79,7 +84,8 @@ class Probe(Strategy):
                 "zero_shot_acc": round(float((o_all.argmax(1) == y_all).mean()), 4),
                 "on": f"{len(y_all)} labeled examples"}}
         return extra | {"feature_seconds": round(t_feat, 2), "head_seconds": round(time.perf_counter() - t1, 2),
-                "fit_seconds": round(time.perf_counter() - t0, 2), "C": c, "selection": selection,
+                "fit_seconds": round(time.perf_counter() - t0, 2), "C": c, "metric": cfg.metric,
+                "selection": selection,
                 "trained_on": (f"training + validation data ({len(y_all)} examples)" if refit
                                else f"training split ({len(y_tr)} examples)"),
                 "candidates": rows, "imbalance": balance}
@@ -120,51 +126,37 @@ def _fit_lr(z: np.ndarray, y: np.ndarray, c: float, seed: int, weighted: bool, p
         return _Head(OffsetLogReg(c, prior.shape[1]).fit(z, y, s * prior, w), s)
 
 
-def _row(c: float, y: np.ndarray, p: np.ndarray, n_cls: int, weighted: bool) -> tuple[dict[str, Any], tuple]:
-    """A candidates-table row and its ranking key: accuracy (balanced accuracy on imbalanced data: mean
-    per-class recall), ties broken by the lower log-loss."""
-    acc = float((p.argmax(1) == y).mean())
-    score = float(balanced_accuracy_score(y, p.argmax(1))) if weighted else acc
-    clipped = np.clip(p, 1e-12, 1)
-    nll = float(log_loss(y, clipped / clipped.sum(1, keepdims=True), labels=range(n_cls)))
-    row = {"C": c, "val_acc": round(acc, 4), "val_loss": round(nll, 4)}
-    return row | ({"val_balanced_acc": round(score, 4)} if weighted else {}), (score, -nll)
-
-
-def _choose_on_val(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray, grid: list[float],
-                   n_cls: int, weighted: bool, seed: int, o_tr: np.ndarray | None = None,
-                   o_va: np.ndarray | None = None) -> tuple[list[dict[str, Any]], float, np.ndarray]:
-    """(rows, best C, the best head's validation probabilities). o_tr, o_va: label-prior logits, or None."""
+def _val_evaluator(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, n_cls: int, seed: int,
+                   o_tr: np.ndarray | None = None, o_va: np.ndarray | None = None) -> Evaluate:
+    """Candidates judged on the validation split: a head fitted on the training split predicts it. o_tr,
+    o_va: label-prior logits, or None."""
     mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
-    rows, best = [], None
-    for c in grid:
-        p = _fit_lr((x_tr - mu) / sd, y_tr, c, seed, weighted, o_tr).proba((x_va - mu) / sd, o_va, n_cls)
-        row, key = _row(c, y_va, p, n_cls, weighted)
-        rows.append(row)
-        if best is None or key > best[0]:
-            best = (key, c, p)
-    assert best is not None
-    return rows, best[1], best[2]
+    z_tr, z_va = (x_tr - mu) / sd, (x_va - mu) / sd
+
+    def evaluate(c: float, weighted: bool) -> np.ndarray:
+        return _fit_lr(z_tr, y_tr, c, seed, weighted, o_tr).proba(z_va, o_va, n_cls)
+
+    return evaluate
 
 
-def _choose_by_cv(x: np.ndarray, y: np.ndarray, grid: list[float], folds: int, n_cls: int, weighted: bool,
-                  seed: int, o: np.ndarray | None = None) -> tuple[list[dict[str, Any]], float, np.ndarray]:
-    """(rows, best C, its out-of-fold probabilities for every row of x), stratified k-fold. o: label-prior
-    logits of x's rows (the prior's strength is fitted within each fold), or None."""
+def _cv_evaluator(x: np.ndarray, y: np.ndarray, folds: int, n_cls: int, seed: int, o: np.ndarray | None = None
+                  ) -> Evaluate:
+    """Candidates judged out of fold (stratified k-fold): every row of x predicted by a head that never saw
+    it. o: label-prior logits of x's rows (the prior's strength is fitted within each fold), or None."""
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
-    rows, best = [], None
-    for c in grid:
+    parts = []
+    for tr, te in splits:
+        mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-6  # standardised on the fold's own training part
+        parts.append((tr, te, (x[tr] - mu) / sd, (x[te] - mu) / sd))
+
+    def evaluate(c: float, weighted: bool) -> np.ndarray:
         oof = np.zeros((len(y), n_cls))
-        for tr, te in splits:
-            mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-6  # standardised on the fold's own training part
-            head = _fit_lr((x[tr] - mu) / sd, y[tr], c, seed, weighted, None if o is None else o[tr])
-            oof[te] = head.proba((x[te] - mu) / sd, None if o is None else o[te], n_cls)
-        row, key = _row(c, y, oof, n_cls, weighted)
-        rows.append(row | {"folds": folds})
-        if best is None or key > best[0]:
-            best = (key, c, oof)
-    assert best is not None
-    return rows, best[1], best[2]
+        for tr, te, z_tr, z_te in parts:
+            head = _fit_lr(z_tr, y[tr], c, seed, weighted, None if o is None else o[tr])
+            oof[te] = head.proba(z_te, None if o is None else o[te], n_cls)
+        return oof
+
+    return evaluate
 
 
 def _set_head(model: Classifier, lr: _Head, mu: np.ndarray, sd: np.ndarray, n: int,

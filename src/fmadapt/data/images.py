@@ -98,6 +98,21 @@ def check_images(paths: list[str], max_pixels: int = MAX_PIXELS, workers: int = 
         return {p: r for p, r in ex.map(one, paths) if r is not None}
 
 
+def median_short_side(paths: list[str], sample: int = 256, seed: int = 0) -> int | None:
+    """The median short side, in pixels, of (a seeded sample of up to `sample` of) the images, read from the
+    file headers without decoding; None when none can be read."""
+    rng = np.random.default_rng(seed)
+    pick = paths if len(paths) <= sample else [paths[i] for i in rng.choice(len(paths), sample, replace=False)]
+    sides = []
+    for p in pick:
+        try:
+            with Image.open(p) as im:
+                sides.append(min(im.size))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue
+    return int(np.median(sides)) if sides else None
+
+
 @dataclass
 class ImageFolder:
     """A scanned folder: one Examples per split found on disk ('train' only for root/<class>/ layout)."""

@@ -30,6 +30,8 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str])
         "n": int(len(y)),
         "accuracy": float(accuracy_score(y, pred)),
         "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        # mean recall of the classes present in y (what `--metric balanced_accuracy` chooses by)
+        "balanced_accuracy": float(r[s > 0].mean()) if (s > 0).any() else 0.0,
         "ece": expected_calibration_error(proba, y),
         "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
                           "support": int(s[i])} for i, c in enumerate(classes)},
@@ -41,7 +43,9 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str])
 def format_metrics(m: dict[str, Any], title: str = "") -> str:
     """A plain-text table of the headline and per-class metrics (for terminals and logs)."""
     lines = [title] if title else []
-    lines.append(f"n={m['n']}  accuracy={m['accuracy']:.4f}  macro_f1={m['macro_f1']:.4f}  ece={m['ece']:.4f}")
+    balanced = f"  balanced_acc={m['balanced_accuracy']:.4f}" if "balanced_accuracy" in m else ""
+    lines.append(f"n={m['n']}  accuracy={m['accuracy']:.4f}  macro_f1={m['macro_f1']:.4f}{balanced}  "
+                 f"ece={m['ece']:.4f}")
     width = max([5, *(len(c) for c in m["per_class"])])
     lines.append(f"{'class':<{width}}  precision  recall     f1  support")
     for c, v in m["per_class"].items():
