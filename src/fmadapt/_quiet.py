@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 
@@ -14,6 +15,12 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # Importing transformers costs ~0.5 s, more than the whole torch-free inference path (`fmadapt embed` /
+    # `predict` from a cached ONNX graph): when it is not loaded yet, its own environment switch makes it quiet
+    # whenever something imports it later (it reads TRANSFORMERS_VERBOSITY when it first logs).
+    if "transformers" not in sys.modules:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        return
     try:
         from transformers.utils import logging as hf_logging
 

@@ -1,4 +1,8 @@
-"""`fmadapt embed`: features from a pretrained backbone for the user's own downstream use (fast path)."""
+"""`fmadapt embed`: features from a pretrained backbone for the user's own downstream use (fast path).
+
+Texts whose backbone already ran in ONNX Runtime once (its graph exported, checked and remembered, see
+runtime/light.py) are embedded without importing torch, transformers or Lightning; everything else (images, the
+first run of a backbone, `runtime="torch"`) takes the PyTorch-side path, which then remembers the graph."""
 
 from __future__ import annotations
 
@@ -8,12 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .adapt.features import extract_features
-from .backbones import create_backbone
-from .data.cache import FeatureCache
 from .data.examples import Examples
-from .data.images import check_images, unlabeled_images
 from .data.tables import infer_columns, marker_note, na_markers, read_table
+
+DEFAULT_TEXT_BACKBONE = "minilm-l6"
 
 
 def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = None, *, text_col: str | None = None,
@@ -23,8 +25,12 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
     """(features (N, D), table of N ids with an `error` column). A folder/image file is image data, anything
     else a table of texts. One row per input, in input order; inputs that cannot be read get a NaN row and
     their reason in `error`, so rows stay aligned with the input."""
+    from .data.cache import FeatureCache
+
     is_image = not isinstance(data, pd.DataFrame) and (Path(data).is_dir() or _is_image_file(Path(data)))
     if is_image:
+        from .data.images import check_images, unlabeled_images
+
         ex = unlabeled_images(data)
         bad = check_images(ex.inputs)
     else:
@@ -36,16 +42,34 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
         na = na_markers(df, text)
         bad = {str(i): f"missing text: {marker_note(na[i])}" if i in na else "empty text"
                for i, t in enumerate(ex.inputs) if not t.strip()}
-    bb = create_backbone(backbone or ("efficientnet_lite0" if is_image else "minilm-l6"))
-    if image_size and is_image:
-        bb.set_image_size(image_size)
     key = ex.inputs if is_image else ex.ids  # what `bad` is keyed by
     ok = [i for i, k in enumerate(key) if k not in bad]
+    ids = pd.DataFrame({"id": ex.ids, "error": [bad.get(k) for k in key]})
+    name = backbone or ("efficientnet_lite0" if is_image else DEFAULT_TEXT_BACKBONE)
+    fc = FeatureCache() if cache else None
+    if not is_image:
+        from .runtime.light import light_encoder
+
+        light = light_encoder(name, runtime)
+        if light is not None:  # no torch: the remembered graph, the same batches and the same feature cache
+            feats = np.full((len(ex), light.embed_dim), np.nan, dtype=np.float32)
+            if ok:
+                feats[ok] = light.features([ex.inputs[i] for i in ok], fc, batch_size=batch_size)
+            return feats, ids
+    from .adapt.features import extract_features
+    from .backbones import create_backbone
+
+    bb = create_backbone(name)
+    if image_size and is_image:
+        bb.set_image_size(image_size)
     feats = np.full((len(ex), bb.cfg.embed_dim), np.nan, dtype=np.float32)
     if ok:
-        feats[ok] = extract_features(bb, ex.subset(ok), batch_size=batch_size, cache=FeatureCache() if cache else None,
-                                     runtime=runtime, progress=progress, desc="embedding")
-    ids = pd.DataFrame({"id": ex.ids, "error": [bad.get(k) for k in key]})
+        feats[ok] = extract_features(bb, ex.subset(ok), batch_size=batch_size, cache=fc, runtime=runtime,
+                                     progress=progress, desc="embedding")
+        if not is_image:
+            from .runtime.light import remember
+
+            remember(bb)  # created by name just above and only run since: its graph can serve later runs
     return feats, ids
 
 

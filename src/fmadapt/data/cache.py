@@ -8,10 +8,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..backbones.base import BackboneCfg
+if TYPE_CHECKING:  # backbones.base imports torch; the torch-free inference path (runtime/light.py) uses this module
+    from ..backbones.base import BackboneCfg
 
 CACHE_VERSION = 1
 
@@ -35,14 +37,17 @@ def content_hash(item: str, modality: str) -> str:
     return h.hexdigest()
 
 
-def backbone_key(cfg: BackboneCfg) -> str | None:
-    """None when the weights are not identifiable (random init, unknown checksum): never cache those."""
-    if not cfg.pretrained or not cfg.sha256:
+def backbone_key(cfg: BackboneCfg | dict[str, Any]) -> str | None:
+    """None when the weights are not identifiable (random init, unknown checksum): never cache those. `cfg`: a
+    BackboneCfg or its `to_dict()` (what the torch-free inference path has)."""
+    d = cfg if isinstance(cfg, dict) else cfg.to_dict()
+    if not d.get("pretrained") or not d.get("sha256"):
         return None
-    ident = {k: v for k, v in cfg.to_dict().items() if k not in ("license", "source", "extra")}
+    ident = {k: v for k, v in d.items() if k not in ("license", "source", "extra")}
     ident["cache_version"] = CACHE_VERSION
-    if cfg.extra.get("added_tokens"):  # an extended vocabulary tokenizes (and embeds) differently
-        ident["added_tokens"] = hashlib.sha256("\n".join(cfg.extra["added_tokens"]).encode()).hexdigest()
+    added = (d.get("extra") or {}).get("added_tokens")
+    if added:  # an extended vocabulary tokenizes (and embeds) differently
+        ident["added_tokens"] = hashlib.sha256("\n".join(added).encode()).hexdigest()
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -50,7 +55,7 @@ class FeatureCache:
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root else default_cache_dir() / "features"
 
-    def key(self, cfg: BackboneCfg, inputs: list[str], modality: str, variant: str = "") -> str | None:
+    def key(self, cfg: BackboneCfg | dict[str, Any], inputs: list[str], modality: str, variant: str = "") -> str | None:
         bkey = backbone_key(cfg)
         if bkey is None:
             return None

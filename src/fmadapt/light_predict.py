@@ -1,0 +1,169 @@
+"""`fmadapt predict` without torch: a text model whose backbone is frozen and referenced (only its linear head
+is stored, e.g. `probe`), run from the backbone's remembered ONNX graph (runtime/light.py) with the head and the
+calibration temperature applied in numpy. It writes what `predict_table` writes; anything it does not handle
+exactly (ensembles, adapters, included or fine-tuned backbones, images, an interrupted save, anything that looks
+wrong) returns None and the full path runs, with its own checks and messages."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: the strategies that keep the backbone frozen (adapt/: trains_backbone False) and save a linear head only
+FROZEN_STRATEGIES = ("probe",)
+#: the model directory versions this reader knows (artifact.FORMAT_VERSION)
+FORMAT_VERSIONS = (1,)
+_JOURNAL = ".fmadapt-commit.json"  # atomic.JOURNAL: an interrupted save the full path must finish first
+
+
+def _read(path: Path, kind: type) -> Any:
+    obj = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(obj, kind):
+        raise ValueError(path)
+    return obj
+
+
+def _load_head(root: Path, n: int, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+    from safetensors.numpy import load_file
+
+    state = load_file(str(root / "model.safetensors"))
+    w, b = state.get("head.weight"), state.get("head.bias")
+    if set(state) != {"head.weight", "head.bias"} or w is None or b is None or w.dtype != np.float32 \
+            or b.dtype != np.float32 or w.shape != (n, dim) or b.shape != (n,) \
+            or not (np.isfinite(w).all() and np.isfinite(b).all()):
+        return None
+    return w, b
+
+
+def _model(root: Path) -> dict[str, Any] | None:
+    """What prediction needs from a model directory the light path can run, or None."""
+    from .config import FitConfig
+
+    if not root.is_dir() or (root / _JOURNAL).exists():
+        return None
+    config = _read(root / "config.json", dict)
+    classes = _read(root / "labels.json", list)
+    bcfg = _read(root / "backbone.json", dict)
+    n = config.get("num_classes")
+    if (config.get("backbone_weights") != "reference" or config.get("adapter") or config.get("ensemble")
+            or config.get("format_version", 1) not in FORMAT_VERSIONS or config.get("strategy") not in FROZEN_STRATEGIES
+            or type(n) is not int or len(classes) != n or len(set(classes)) != n
+            or not all(isinstance(c, str) for c in classes) or bcfg.get("modality") != "text"
+            or (bcfg.get("extra") or {}).get("added_tokens")):
+        return None
+    fit = FitConfig.from_dict(config.get("fit", {}))
+    if fit.strategy not in FROZEN_STRATEGIES:
+        return None
+    t = (config.get("calibration") or {}).get("temperature", 1.0)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t > 0):
+        return None
+    return {"classes": classes, "bcfg": bcfg, "fit": fit, "temperature": float(t)}
+
+
+def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str], text_col: str | None = None
+                  ) -> pd.DataFrame | None:
+    """`load_model(model_dir).predict_table(data)` (with `text_col` overriding the training column, as
+    `fmadapt predict --text`) without torch, or None when the full path must run."""
+    from .data.cache import FeatureCache
+    from .runtime.light import enabled, light_encoder
+
+    if not enabled() or Path(data).is_dir():
+        return None
+    try:
+        m = _model(Path(model_dir))
+    except Exception:  # unreadable, malformed or hostile files: the full path reports what is wrong, naming the file
+        return None
+    if m is None:
+        return None
+    fit, bcfg = m["fit"], m["bcfg"]
+    enc = light_encoder(str(bcfg.get("name")), fit.runtime)
+    # the installed backbone must be the one the model was trained on (load_model refuses it otherwise)
+    if enc is None or enc.cfg.get("sha256") != bcfg.get("sha256") or enc.embed_dim != bcfg.get("embed_dim"):
+        return None
+    try:
+        head = _load_head(Path(model_dir), len(m["classes"]), enc.embed_dim)
+    except Exception:
+        return None
+    if head is None:
+        return None
+    ex = _examples(data, text_col or fit.text_col, fit)
+    proba = _proba(enc.features(ex.inputs, FeatureCache()) if len(ex) else None, head, m["temperature"],
+                   len(m["classes"]))
+    return _table(ex, proba, m["classes"])
+
+
+def _examples(data: Any, text_col: str | None, fit: Any) -> Any:
+    """TextClassifier._table(data, need_label=False) of a loaded model."""
+    from .data.tables import examples_from_table, infer_columns, read_table
+    from .errors import DataError
+
+    df, source = read_table(data, encoding=fit.encoding, header=fit.header)
+    note = None
+    try:
+        text, _ = infer_columns(df, text_col, None, source, need_label=False)
+    except DataError as first:
+        try:  # new data may name its column differently: an unambiguous match is used, with a warning
+            text, _ = infer_columns(df, None, None, source, need_label=False)
+        except DataError:
+            raise first from None
+        note = f"{source}: columns {text_col!r}/{fit.label_col!r} of training not found; using {text!r}"
+        warnings.warn(note, stacklevel=3)
+    ex = examples_from_table(df, source, text, None)
+    if note:
+        ex.warnings.append(note)
+    return ex
+
+
+def _proba(feats: np.ndarray | None, head: tuple[np.ndarray, np.ndarray], temperature: float, n: int) -> np.ndarray:
+    """Classifier.forward_features + softmax (float32), then the calibration temperature, as `_proba`."""
+    if feats is None:
+        return np.zeros((0, n), dtype=np.float32)
+    w, b = head
+    logits = feats @ w.T + b  # (N, C) float32
+    z = logits - logits.max(1, keepdims=True)
+    e = np.exp(z)
+    proba = (e / e.sum(1, keepdims=True)).astype(np.float32)
+    return apply_temperature(proba, temperature)
+
+
+def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """evaluate.calibration.apply_temperature, which imports torch (a test keeps the two equal)."""
+    if temperature == 1.0 or len(proba) == 0:
+        return proba
+    z = np.log(np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1.0)) / temperature
+    z -= z.max(1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(1, keepdims=True)).astype(np.asarray(proba).dtype)
+
+
+def _table(ex: Any, p: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """The columns of estimators._Classifier.predict_table for texts."""
+    out = pd.DataFrame({"id": ex.ids})
+    out["text"] = ex.inputs
+    out["pred"] = [classes[i] for i in p.argmax(1)] if len(p) else []
+    for j, c in enumerate(classes):
+        out[f"prob_{c}"] = p[:, j] if len(p) else []
+    if ex.skipped:
+        bad = pd.DataFrame({"id": [s.where for s in ex.skipped], "error": [s.reason for s in ex.skipped]})
+        out = pd.concat([out, bad], ignore_index=True)
+    return out
+
+
+def remember_model(clf: Any, model_dir: str | os.PathLike[str]) -> None:
+    """After the full path predicted with a loaded model: remember its backbone's graph when the light path could
+    serve this model next time (its backbone was created by name at load and only run since)."""
+    try:
+        if getattr(clf, "members_", None) or _model(Path(model_dir)) is None:
+            return
+    except Exception:
+        return
+    from .runtime.light import remember
+
+    remember(clf.model_.backbone)
