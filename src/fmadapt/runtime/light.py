@@ -73,6 +73,19 @@ def _file_stamps(backbone: Any) -> list[dict[str, Any]] | None:
     return [{"path": str(p), "size": (st := p.stat()).st_size, "mtime_ns": st.st_mtime_ns} for p in files]
 
 
+#: the modules whose code decides the graph, the backbone's config and the token ids an entry stands for: an entry
+#: is used only while none of them changed (an upgrade of transformers, torch or tokenizers, or of fmadapt in place)
+_CODE = ("transformers", "torch", "tokenizers", "fmadapt.backbones.base", "fmadapt.backbones.text",
+         "fmadapt.backbones.packaged", "fmadapt.backbones.registry", "fmadapt.runtime.onnx", "fmadapt.runtime.light")
+
+
+def _code_stamps() -> list[dict[str, Any]]:
+    import sys
+
+    paths = [getattr(sys.modules.get(m), "__file__", None) for m in _CODE]
+    return [{"path": p, "size": (st := os.stat(p)).st_size, "mtime_ns": st.st_mtime_ns} for p in paths if p]
+
+
 def remember(backbone: Any) -> bool:
     """Record the ONNX graphs ONNX Runtime ran for `backbone` in this process, for torch-free reuse. Callers pass
     only a backbone as created by its name (`create_backbone`), never one whose weights changed since. Never
@@ -100,6 +113,7 @@ def _remember(backbone: Any) -> bool:
     stamps = _file_stamps(backbone)
     if not graphs or stamps is None:
         return False
+    stamps += _code_stamps()
     light_dir().mkdir(parents=True, exist_ok=True)
     tok_file = light_dir() / f"{fp}-tokenizer.json"
     if not tok_file.is_file():
