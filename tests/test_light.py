@@ -56,7 +56,7 @@ def test_light_tokenizer_gives_the_transformers_ids_and_masks():
     from fmadapt.embed import embed  # noqa: F401
 
     bb = create_backbone("tiny-bert-cached")
-    from fmadapt.adapt.features import extract_features
+    from fmadapt.adapt.features import extract_features, token_counts
     from fmadapt.data.examples import Examples
 
     texts = [t for t in TEXTS if t.strip() and t != "NA"]
@@ -65,10 +65,13 @@ def test_light_tokenizer_gives_the_transformers_ids_and_masks():
     assert light.remember(bb)
     enc = light.light_encoder("tiny-bert-cached", "auto")
     ref = bb.collator()(texts)
-    got = enc.tokenizer.encode_batch(texts)
-    assert np.array_equal(np.asarray([e.ids for e in got]), ref["input_ids"].numpy())
-    assert np.array_equal(np.asarray([e.attention_mask for e in got]), ref["attention_mask"].numpy())
+    got = enc.batch(enc.tokenizer.encode_batch(texts))
+    assert np.array_equal(got["input_ids"], ref["input_ids"].numpy())
+    assert np.array_equal(got["attention_mask"], ref["attention_mask"].numpy())
     assert ref["input_ids"].shape[1] == bb.cfg.max_tokens  # the long texts were truncated alike
+    short = enc.batch(enc.tokenizer.encode_batch(texts[:2]))  # padded to the batch's longest, as the collator
+    assert np.array_equal(short["input_ids"], bb.collator()(texts[:2])["input_ids"].numpy())
+    assert token_counts(bb, texts) == [len(e.ids) for e in enc.tokenizer.encode_batch(texts)]
 
 
 def test_nothing_is_remembered_when_onnx_runtime_did_not_run(tmp_path):

@@ -174,9 +174,9 @@ class LightTextEncoder:
         # what transformers' fast tokenizer sets for padding=True, truncation=True, max_length=max_tokens
         tok.enable_truncation(max_length=entry["max_tokens"], stride=0, strategy="longest_first",
                               direction=entry["truncation_side"])
-        tok.enable_padding(direction=entry["padding_side"], pad_id=entry["pad_id"], pad_type_id=entry["pad_type_id"],
-                           pad_token=entry["pad_token"])
+        tok.no_padding()  # each batch is padded below, to its longest text, as transformers pads it
         self.tokenizer = tok
+        self.pad_left = entry["padding_side"] == "left"
         so = ort.SessionOptions()  # as runtime/onnx.py's OnnxEncoder: same graph, same kernels, same numbers
         so.intra_op_num_threads = default_threads()
         so.inter_op_num_threads = 1
@@ -187,16 +187,24 @@ class LightTextEncoder:
     def embed_dim(self) -> int:
         return int(self.cfg["embed_dim"])
 
+    def batch(self, encodings: list[Any]) -> dict[str, np.ndarray]:
+        """Unpadded encodings -> the padded (B, T) int64 inputs the graph takes."""
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.entry["pad_id"], dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for r, e in enumerate(encodings):
+            cols = slice(width - len(e.ids), width) if self.pad_left else slice(0, len(e.ids))
+            ids[r, cols], mask[r, cols] = e.ids, e.attention_mask
+        return {"input_ids": ids, "attention_mask": mask}
+
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Length-sorted batches (as extract_features: far less padding), results in input order."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        """Batches sorted by token count, as extract_features (far less padding); results in input order."""
+        enc = self.tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(enc[i].ids))
         out = np.empty((len(texts), self.embed_dim), dtype=np.float32)
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            enc = self.tokenizer.encode_batch([texts[i] for i in idx])
-            feeds = {"input_ids": np.asarray([e.ids for e in enc], dtype=np.int64),
-                     "attention_mask": np.asarray([e.attention_mask for e in enc], dtype=np.int64)}
-            out[idx] = self.session.run(["features"], feeds)[0]
+            out[idx] = self.session.run(["features"], self.batch([enc[i] for i in idx]))[0]
         return out
 
     def features(self, texts: list[str], cache: FeatureCache | None, batch_size: int = 64) -> np.ndarray:
