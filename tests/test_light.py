@@ -238,3 +238,33 @@ def test_cli_embed_and_predict_from_a_remembered_graph_import_no_torch(tmp_path)
     assert np.load(tmp_path / "f.npy").shape == (len(TEXTS), 32)
     table = pd.read_csv(tmp_path / "p.csv")
     assert len(table) == len(TEXTS) and table["error"].notna().sum() == 3
+
+
+def test_a_failure_while_running_the_light_path_falls_back_to_the_full_path(tmp_path, monkeypatch):
+    from fmadapt.embed import embed
+    from fmadapt.light_predict import predict_table, remember_model
+
+    data = _csv(tmp_path)
+    full, _ = embed(data, "tiny-bert-cached", cache=False)
+    model = _probe_model(tmp_path)
+    from fmadapt import load_model
+
+    clf = load_model(model)
+    clf.predict_table(data)
+    remember_model(clf, model)
+
+    def broken(self, texts, batch_size=64):
+        raise RuntimeError("graph damaged since it loaded")
+
+    monkeypatch.setattr(light.LightTextEncoder, "encode", broken)
+    again, _ = embed(data, "tiny-bert-cached", cache=False)  # the full path, same features
+    assert np.array_equal(np.isnan(again), np.isnan(full)) and np.allclose(again[~np.isnan(full[:, 0])],
+                                                                           full[~np.isnan(full[:, 0])], atol=1e-6)
+    assert predict_table(model, _csv(tmp_path, ["texts never embedded"], name="n.csv")) is None  # not cached
+
+
+def test_threads_follow_omp_num_threads_as_torch_does(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert light.default_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert light.default_threads() >= 1

@@ -53,9 +53,12 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
         light = light_encoder(name, runtime)
         if light is not None:  # no torch: the remembered graph, the same batches and the same feature cache
             feats = np.full((len(ex), light.embed_dim), np.nan, dtype=np.float32)
-            if ok:
-                feats[ok] = light.features([ex.inputs[i] for i in ok], fc, batch_size=batch_size)
-            return feats, ids
+            try:
+                if ok:
+                    feats[ok] = light.features([ex.inputs[i] for i in ok], fc, batch_size=batch_size)
+                return feats, ids
+            except Exception:  # noqa: S110 - e.g. a graph damaged since it loaded: the full path rebuilds it
+                pass
     from .adapt.features import extract_features
     from .backbones import create_backbone
 

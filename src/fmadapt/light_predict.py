@@ -93,10 +93,12 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
         return None
     if head is None:
         return None
-    ex = _examples(data, text_col or fit.text_col, fit)
-    proba = _proba(enc.features(ex.inputs, FeatureCache()) if len(ex) else None, head, m["temperature"],
-                   len(m["classes"]))
-    return _table(ex, proba, m["classes"])
+    ex = _examples(data, text_col or fit.text_col, fit)  # DataError: the full path's message, raised alike
+    try:
+        feats = enc.features(ex.inputs, FeatureCache()) if len(ex) else None
+    except Exception:  # e.g. a graph damaged since it loaded: the full path rebuilds it
+        return None
+    return _table(ex, _proba(feats, head, m["temperature"], len(m["classes"])), m["classes"])
 
 
 def _examples(data: Any, text_col: str | None, fit: Any) -> Any:

@@ -49,8 +49,11 @@ def _entry_path(name: str) -> Path:
 
 
 def default_threads() -> int:
-    """Physical cores available to this process (what torch.get_num_threads() gives the PyTorch-side sessions;
-    hyper-threads slow ONNX Runtime's matrix products down rather than up)."""
+    """What torch.get_num_threads() gives the PyTorch-side sessions: $OMP_NUM_THREADS, else the physical cores
+    available to this process (hyper-threads slow ONNX Runtime's matrix products down rather than up)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
         import psutil
@@ -115,9 +118,10 @@ def _remember(backbone: Any) -> bool:
         return False
     stamps += _code_stamps()
     light_dir().mkdir(parents=True, exist_ok=True)
-    tok_file = light_dir() / f"{fp}-tokenizer.json"
+    tok_json = backend.to_str()  # named by its content: a tokenizer built differently is another file
+    tok_file = light_dir() / f"{hashlib.sha256(tok_json.encode()).hexdigest()[:24]}-tokenizer.json"
     if not tok_file.is_file():
-        _write_atomic(tok_file, backend.to_str())
+        _write_atomic(tok_file, tok_json)
     entry = {
         "index_version": INDEX_VERSION, "fmadapt": __version__, "name": cfg.name, "cfg": cfg.to_dict(),
         "fingerprint": fp, "files": stamps, "graphs": graphs, "tokenizer": str(tok_file),
