@@ -14,7 +14,7 @@ def _peaked(best_c: float, n_cls: int = 2):
     y = np.array([0, 1] * 50)
     seen = []
 
-    def evaluate(c, weighted):
+    def evaluate(c, weighted, scaling):
         seen.append((c, weighted))
         wrong = min(len(y), int(round(10 * abs(np.log10(c) - np.log10(best_c)))))
         pred = y.copy()
@@ -27,7 +27,7 @@ def _peaked(best_c: float, n_cls: int = 2):
 @pytest.mark.parametrize("best_c, found", [(1e-3, 1e-3), (0.3, 0.316), (300.0, 316.0), (1e-7, C_MIN)])
 def test_search_leaves_the_starting_grid_when_its_edge_wins(best_c, found):
     evaluate, y, seen = _peaked(best_c)
-    rows, (c, weighted), _ = search(evaluate, y, 2, "accuracy", [False])
+    rows, (c, weighted, _), _ = search(evaluate, y, 2, "accuracy", [False], scalings=("standard",))
     assert c == pytest.approx(found, rel=0.01) and weighted is False
     assert all(C_MIN <= s[0] <= C_MAX for s in seen)
     assert len(seen) == len(set(seen)) == len(rows)  # every candidate once, each in the table
@@ -35,7 +35,7 @@ def test_search_leaves_the_starting_grid_when_its_edge_wins(best_c, found):
 
 def test_fixed_c_runs_only_the_weightings():
     evaluate, y, seen = _peaked(1.0)
-    rows, (c, _), _ = search(evaluate, y, 2, "accuracy", [False, True], fixed_c=0.5)
+    rows, (c, _, _), _ = search(evaluate, y, 2, "accuracy", [False, True], fixed_c=0.5, scalings=("standard",))
     assert c == 0.5 and seen == [(0.5, False), (0.5, True)]
 
 
@@ -68,7 +68,24 @@ def test_the_metric_decides_the_class_weighting():
     evaluate = _val_evaluator(x_tr, y_tr, x_va, 2, 0)
     chosen = {}
     for metric in ("accuracy", "balanced_accuracy"):
-        rows, (_, weighted), _ = search(evaluate, y_va, 2, metric, [False, True])
+        rows, (_, weighted, _), _ = search(evaluate, y_va, 2, metric, [False, True], scalings=("standard",))
         chosen[metric] = weighted
         assert {r["class_weight"] for r in rows} == {"none", "balanced"}
     assert chosen == {"accuracy": False, "balanced_accuracy": True}
+
+
+def test_global_scaling_wins_where_per_feature_scaling_inflates_noise():
+    """5 informative features and 300 that barely vary: scaled one by one, the noise gets as loud as the
+    signal and 60 examples overfit it; scaled all alike it stays quiet. Both scalings run; the better wins."""
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        y = np.arange(n) % 2
+        x = np.hstack([rng.normal(0, 1, (n, 5)) + 0.8 * y[:, None], rng.normal(0, 0.01, (n, 300))])
+        return x, y
+
+    (x_tr, y_tr), (x_va, y_va) = draw(60), draw(400)
+    rows, (_, _, scaling), _ = search(_val_evaluator(x_tr, y_tr, x_va, 2, 0), y_va, 2, "accuracy", [False])
+    assert {r["scaling"] for r in rows} == {"standard", "global"}
+    best = {sc: max(r["val_acc"] for r in rows if r["scaling"] == sc) for sc in ("standard", "global")}
+    assert scaling == "global" and best["global"] > best["standard"] + 0.03

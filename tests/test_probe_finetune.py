@@ -20,8 +20,10 @@ def test_probe_learns_colors(image_folder):
 def _reference_lr(clf, tr_inputs, tr_labels, x_eval):
     from sklearn.linear_model import LogisticRegression
 
+    from fmadapt.adapt.headsearch import scale
+
     x = extract_features(clf.model_.backbone, tr_inputs)
-    mu, sd = x.mean(0), x.std(0) + 1e-6
+    mu, sd = scale(x, clf.history_["scaling"])  # the scaling that won: per feature, or one for all
     y = [clf.classes_.index(lab) for lab in tr_labels]
     return LogisticRegression(C=1.0, max_iter=2000).fit((x - mu) / sd, y).predict_proba((x_eval - mu) / sd)
 

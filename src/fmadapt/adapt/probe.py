@@ -16,7 +16,7 @@ from ..data.examples import Examples
 from ..model import Classifier
 from .base import FitContext, Strategy, register_strategy
 from .features import extract_features
-from .headsearch import Evaluate, search, weightings
+from .headsearch import SCALINGS, Evaluate, scale, search, weightings
 from .imbalance import imbalance
 from .labelprior import LabelPrior, OffsetLogReg, class_embeddings, class_sentences, fit_strength
 
@@ -66,12 +66,13 @@ class Probe(Strategy):
             o_tr, o_va = (prior.logits(x_tr), prior.logits(x_va)) if prior else (None, None)
             evaluate, y_held = _val_evaluator(x_tr, y_tr, x_va, n_cls, cfg.seed, o_tr, o_va), y_va
             extra = {}
-        rows, (c, weighted), held = search(evaluate, y_held, n_cls, cfg.metric, compete, cfg.probe_c, extra)
+        rows, (c, weighted, scaling), held = search(evaluate, y_held, n_cls, cfg.metric, compete, cfg.probe_c,
+                                                    extra)
         honest = held[len(y_tr):] if y_held is y_all else held  # out of fold: never seen by its head
         balance = imbalance(y_all, n_cls, cfg, weighted=weighted)
         if len(compete) > 1:
             balance["chosen_by"] = f"validation {cfg.metric} ({selection}): weighted and unweighted heads competed"
-        mu, sd = x_all.mean(0), x_all.std(0) + 1e-6
+        mu, sd = scale(x_all, scaling)
         head = _fit_lr((x_all - mu) / sd, y_all, c, cfg.seed, weighted, o_all)
         _set_head(model, head, mu, sd, n_cls, prior)
         if refit:
@@ -84,7 +85,7 @@ class Probe(Strategy):
                 "zero_shot_acc": round(float((o_all.argmax(1) == y_all).mean()), 4),
                 "on": f"{len(y_all)} labeled examples"}}
         return extra | {"feature_seconds": round(t_feat, 2), "head_seconds": round(time.perf_counter() - t1, 2),
-                "fit_seconds": round(time.perf_counter() - t0, 2), "C": c, "metric": cfg.metric,
+                "fit_seconds": round(time.perf_counter() - t0, 2), "C": c, "scaling": scaling, "metric": cfg.metric,
                 "selection": selection,
                 "trained_on": (f"training + validation data ({len(y_all)} examples)" if refit
                                else f"training split ({len(y_tr)} examples)"),
@@ -130,10 +131,13 @@ def _val_evaluator(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, n_cls: 
                    o_tr: np.ndarray | None = None, o_va: np.ndarray | None = None) -> Evaluate:
     """Candidates judged on the validation split: a head fitted on the training split predicts it. o_tr,
     o_va: label-prior logits, or None."""
-    mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
-    z_tr, z_va = (x_tr - mu) / sd, (x_va - mu) / sd
+    z = {}
+    for sc in SCALINGS:
+        mu, sd = scale(x_tr, sc)
+        z[sc] = (x_tr - mu) / sd, (x_va - mu) / sd
 
-    def evaluate(c: float, weighted: bool) -> np.ndarray:
+    def evaluate(c: float, weighted: bool, scaling: str) -> np.ndarray:
+        z_tr, z_va = z[scaling]
         return _fit_lr(z_tr, y_tr, c, seed, weighted, o_tr).proba(z_va, o_va, n_cls)
 
     return evaluate
@@ -144,14 +148,15 @@ def _cv_evaluator(x: np.ndarray, y: np.ndarray, folds: int, n_cls: int, seed: in
     """Candidates judged out of fold (stratified k-fold): every row of x predicted by a head that never saw
     it. o: label-prior logits of x's rows (the prior's strength is fitted within each fold), or None."""
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
-    parts = []
+    parts: dict[str, list] = {sc: [] for sc in SCALINGS}
     for tr, te in splits:
-        mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-6  # standardised on the fold's own training part
-        parts.append((tr, te, (x[tr] - mu) / sd, (x[te] - mu) / sd))
+        for sc in SCALINGS:
+            mu, sd = scale(x[tr], sc)  # scaled on the fold's own training part
+            parts[sc].append((tr, te, (x[tr] - mu) / sd, (x[te] - mu) / sd))
 
-    def evaluate(c: float, weighted: bool) -> np.ndarray:
+    def evaluate(c: float, weighted: bool, scaling: str) -> np.ndarray:
         oof = np.zeros((len(y), n_cls))
-        for tr, te, z_tr, z_te in parts:
+        for tr, te, z_tr, z_te in parts[scaling]:
             head = _fit_lr(z_tr, y[tr], c, seed, weighted, None if o is None else o[tr])
             oof[te] = head.proba(z_te, None if o is None else o[te], n_cls)
         return oof
