@@ -11,7 +11,8 @@ Methods (each runs as its own process, on the same prepared files; fit seconds a
   probe       fmadapt, every option left at its default: `TextClassifier().fit(train.csv)` /
               `ImageClassifier().fit(train_folder)`, then `.predict(test)`.
   before      the same code at the commit given by --before (a git worktree on PYTHONPATH): what the
-              current defaults changed. It shares the feature cache, so its seconds are not comparable.
+              current defaults changed. It runs after `probe` and finds its features in the run's cache
+              (same backbone, same inputs), so its seconds are not comparable; the probe's are cold.
   hand_probe  the obvious frozen-feature script, written out below (no fmadapt import): texts,
               sentence-transformers `encode` of the packaged MiniLM + LogisticRegression(C=1); images, timm
               tf_efficientnet_lite0 with the packaged weights, the whole image resized to 224 px, and
@@ -35,6 +36,7 @@ import datetime as dt
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -271,7 +273,10 @@ def main() -> None:
     methods = args.methods.split(",") + (["before"] if args.before else [])
     tmp = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="fmadapt-defaults-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "FMADAPT_CACHE": str(tmp / "cache"), "TOKENIZERS_PARALLELISM": "false"}
+    # a feature cache of this run's own: fmadapt's probe computes its features (cold, as a user's first run);
+    # `before`, which runs after it, finds them there
+    cache = Path(tempfile.mkdtemp(prefix="cache-", dir=tmp))
+    env = {**os.environ, "FMADAPT_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "false"}
     before_src = None
     if args.before:
         git("worktree", "remove", "--force", str(tmp / "before")) if (tmp / "before").exists() else None
@@ -308,6 +313,7 @@ def main() -> None:
     total = time.perf_counter() - t_run
     if before_src:
         git("worktree", "remove", "--force", str(tmp / "before"))
+    shutil.rmtree(cache, ignore_errors=True)
     write_csv(Path(args.csv), rows, commit + dirty, started, machine)
     Path(args.out).write_text(render(rows, methods, " ".join(sys.argv), commit + dirty, started, machine, total,
                                      args.before))
