@@ -122,8 +122,8 @@ TEMPLATE = r"""<!DOCTYPE html>
 <tr><th>epoch</th><th>train loss</th><th>val loss</th><th>val acc</th><th>lr</th></tr>
 {% for e in v.history.epochs %}<tr><td class="n">{{ e.epoch }}</td><td class="n">{{ e.train_loss }}</td><td class="n">{{ e.val_loss }}</td><td class="n">{{ e.val_acc }}</td><td class="n">{{ e.lr }}</td></tr>
 {% endfor %}</table></div></details>{% endif %}
-{% if v.history.candidates %}<h3>Probe: regularisation search</h3><table><tr><th>C</th><th>val accuracy</th><th>val loss</th></tr>
-{% for c in v.history.candidates %}<tr><td class="n">{{ c.C }}</td><td class="n">{{ c.val_acc }}</td><td class="n">{{ c.val_loss }}</td></tr>
+{% if v.history.candidates %}<h3>Probe: regularisation search</h3><table><tr><th>C</th><th>feature scaling</th><th>class weights</th><th>val accuracy</th><th>val loss</th></tr>
+{% for c in v.history.candidates %}<tr><td class="n">{{ c.C }}</td><td>{{ c.scaling }}</td><td>{{ c.class_weight }}</td><td class="n">{{ c.val_acc }}</td><td class="n">{{ c.val_loss }}</td></tr>
 {% endfor %}</table>{% endif %}
 {% if v.history.other %}{{ kv(v.history.other) }}{% endif %}
 {% if v.history.self_training %}<h3>Self-training on unlabeled data</h3>{{ kv(v.history.self_training) }}{% endif %}

@@ -149,13 +149,24 @@ def training_curves(history: Mapping[str, Any]) -> str | None:
     cands = history.get("candidates") or []
     if cands:
         # A linear probe has no epochs: show validation accuracy across the regularisation grid instead.
-        pts = sorted((_num(c.get("C")), _num(c.get("val_acc"))) for c in cands if c.get("C") is not None)
-        if not pts:
+        # one line per searched series (feature scaling x class weighting), each over its own values of C
+        series: dict[str, list[tuple[float, float]]] = {}
+        for c in cands:
+            if c.get("C") is not None:
+                name = ", ".join(x for x in (
+                    f"{c['scaling']} scaling" if c.get("scaling") else "",
+                    {"none": "unweighted", "balanced": "class-weighted"}.get(c.get("class_weight") or "", "")) if x)
+                series.setdefault(name, []).append((_num(c.get("C")), _num(c.get("val_acc"))))
+        if not series:
             return None
         fig = _new_figure(5, 3)
         ax = fig.subplots()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=4)
-        if all(p[0] > 0 for p in pts):
+        for name, pts in series.items():
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=4, label=name or None)
+        if len(series) > 1:
+            ax.legend(fontsize=7)
+        if all(p[0] > 0 for pts in series.values() for p in pts):
             ax.set_xscale("log")
         ax.set(xlabel="C (inverse regularisation)", ylabel="val accuracy", title="Probe: accuracy vs C")
         ax.grid(alpha=0.3)

@@ -303,7 +303,8 @@ def _view(data: Mapping[str, Any], figures: dict[str, str]) -> dict[str, Any]:
         "history": {"epochs": [{k: fmt(e.get(k), 6 if k == "lr" else 4)
                                 for k in ("epoch", "train_loss", "val_loss", "val_acc", "lr")}
                                for e in epochs[:MAX_ROWS]],
-                    "candidates": [{k: fmt(c.get(k)) for k in ("C", "val_acc", "val_loss")}
+                    "candidates": [{k: f"{c[k]:g}" if k == "C" and isinstance(c.get(k), int | float) else fmt(c.get(k))
+                                    for k in ("C", "scaling", "class_weight", "val_acc", "val_loss")}
                                    for c in (hist.get("candidates") or []) if isinstance(c, Mapping)],
                     "other": [] if epochs or hist.get("candidates") else
                     [(k, v) for k, v in _kv(hist) if not k.startswith("_") and k != "self_training"][:50],
