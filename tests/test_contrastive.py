@@ -32,7 +32,7 @@ def test_contrastive_text_trains_the_body_on_pairs_then_a_probe_head(tmp_path):
     assert h["pairs"] == 4 * 2 * n_all and h["steps"] == -(-h["pairs"] // 16)
     assert h["body_trained_on"].startswith("training + validation data")
     assert h["pair_loss_last"] < h["pair_loss_first"]  # the cosine loss is learnt
-    assert h["C"] in (0.01, 0.1, 1.0, 10.0)
+    assert h["C"] in {r["C"] for r in h["candidates"]}  # the head is the best of its search
     from fmadapt.backbones import create_backbone
 
     before = create_backbone("tiny-bert").model.encoder.layer[0].attention.self.query.weight
