@@ -262,7 +262,7 @@ def main() -> None:
     ap.add_argument("--datasets", default=",".join(TEXT_SETS + IMAGE_SETS))
     ap.add_argument("--methods", default="probe,hand_probe,tfidf")
     ap.add_argument("--before", help="also run fmadapt's probe at this commit (method 'before')")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "defaults.md"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "notes" / "defaults.md"))
     ap.add_argument("--csv", default=str(ROOT / "benchmarks" / "results" / "defaults.csv"))
     ap.add_argument("--work", help="folder for the prepared data and the feature cache (default: a new temp dir); "
                     "reusing one skips what is already there")

@@ -2,7 +2,7 @@
 """`fmadapt embed` and `fmadapt predict` as a user times them: whole processes (interpreter start, imports, table
 reading, ONNX Runtime session, inference, writing the outputs), all in ONE run, 3 repeats interleaved, median.
 
-    python benchmarks/fastpath.py                 # writes benchmarks/fastpath.md and benchmarks/results/fastpath.csv
+    python benchmarks/fastpath.py                 # writes benchmarks/notes/fastpath.md and benchmarks/results/fastpath.csv
     python benchmarks/fastpath.py --repeats 1 --n 400 --out /tmp/x.md   # a quick look
 
   (a) a sentence-transformers script (below, ~15 lines) embedding N SST-2 sentences: the baseline
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n", type=int, default=4000, help="SST-2 train sentences to embed (default 4000)")
-    ap.add_argument("--out", type=Path, default=HERE / "fastpath.md")
+    ap.add_argument("--out", type=Path, default=HERE / "notes" / "fastpath.md")
     ap.add_argument("--csv", type=Path, default=HERE / "results" / "fastpath.csv")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="fmadapt-fastpath-"))

@@ -2,7 +2,7 @@
 
 `fmadapt embed` and `fmadapt predict` of a frozen-backbone model spent most of their time importing torch,
 transformers and Lightning and building the backbone in PyTorch, only to run its cached ONNX graph
-(benchmarks/fastpath.md). The first run of a backbone still takes that path: it exports the graph, checks it
+(benchmarks/notes/fastpath.md). The first run of a backbone still takes that path: it exports the graph, checks it
 against PyTorch (runtime/onnx.py) and then `remember`s it here, in an index entry beside the graphs:
 
     <cache>/onnx/light/<name>-<hash>.json    the backbone's config (BackboneCfg.to_dict()), the graphs that passed
