@@ -2,7 +2,7 @@
 """`fmadapt embed` and `fmadapt predict` as a user times them: whole processes (interpreter start, imports, table
 reading, ONNX Runtime session, inference, writing the outputs), all in ONE run, 3 repeats interleaved, median.
 
-    python benchmarks/fastpath.py                 # writes benchmarks/notes/fastpath.md and benchmarks/results/fastpath.csv
+    python benchmarks/fastpath.py    # writes benchmarks/notes/fastpath.md and benchmarks/results/fastpath.csv
     python benchmarks/fastpath.py --repeats 1 --n 400 --out /tmp/x.md   # a quick look
 
   (a) a sentence-transformers script (below, ~15 lines) embedding N SST-2 sentences: the baseline
