@@ -24,7 +24,7 @@ from .backbones.vocab import vocabulary_report
 from .config import FitConfig
 from .data.cache import FeatureCache
 from .data.examples import Examples, concat
-from .data.images import drop_unreadable, median_short_side, scan_image_folder, unlabeled_images
+from .data.images import default_crop, drop_unreadable, median_short_side, scan_image_folder, unlabeled_images
 from .data.split import check_known, check_trainable, data_summary, stratified_split
 from .data.tables import examples_from_table, infer_columns, read_table
 from .errors import ConfigError, DataError, NotFittedError
@@ -127,11 +127,12 @@ class _Classifier(SelfTraining, Persisted, ABC):
     def _fit(self, data: DataLike, val: DataLike | None, checkpoints: Any = None,
              unlabeled: DataLike | None = None) -> _Classifier:
         self._inferred: dict[str, Any] = {}
-        self.__dict__.pop("_short_side", None)  # measured again on this fit's images
         cfg = self._check_config()
         splits = self._load_labeled(data, cfg)
         train = splits["train"]
         check_trainable(train)
+        # what the default crop is chosen by (every member and refit of this fit uses the same)
+        self._short_side = median_short_side(train.inputs) if self.modality == "image" else None
         cfg = self._check_config()  # now with the columns inferred from the data
         if val is not None:
             splits["val"] = self._load_labeled(val, cfg)["train"]
@@ -230,14 +231,14 @@ class _Classifier(SelfTraining, Persisted, ABC):
         cfg = dataclasses.replace(cfg, backbone=backbone_name, seed=seed, ensemble=1, ensemble_backbones=None)
         torch.manual_seed(seed)
         backbone = create_backbone(backbone_name)
+        crop: dict[str, Any] | None = None  # how a default crop_pct was chosen (images, crop_pct unset)
         if backbone.cfg.modality == "image":
             # Small images are upscaled to the backbone's size by default: on 28 px Fashion-MNIST no smaller
             # input was as accurate (probe: 64 px 79.6 %, 128 px 81.0 %, 224 px 83.7 %; benchmarks/
             # throughput.md); `image_size` trades that for speed. The resolved value is what gets saved.
             size = cfg.image_size or backbone.cfg.input_size
-            self._crop_choice = None
-            backbone.set_image_size(size, cfg.crop_pct if cfg.crop_pct is not None else
-                                    self._default_crop(train, size, backbone.cfg.crop_pct))
+            crop = None if cfg.crop_pct is not None else default_crop(self._short_side, size, backbone.cfg.crop_pct)
+            backbone.set_image_size(size, cfg.crop_pct if crop is None else float(crop["crop_pct"]))
             cfg = dataclasses.replace(cfg, image_size=backbone.cfg.input_size, crop_pct=backbone.cfg.crop_pct)
         if backbone.cfg.modality != self.modality:
             raise DataError(f"backbone {backbone.cfg.name!r} is a {backbone.cfg.modality} backbone; "
@@ -247,8 +248,8 @@ class _Classifier(SelfTraining, Persisted, ABC):
                       if backbone.cfg.modality == "text" else None)
         model = Classifier(backbone, len(ctx.classes), cfg.dropout)
         history = strategy.fit(model, train, val, cfg, ctx)
-        if backbone.cfg.modality == "image" and getattr(self, "_crop_choice", None):
-            history["image_crop"] = dict(self._crop_choice)  # how the default crop_pct was chosen
+        if crop is not None:
+            history["image_crop"] = crop
         model.eval()
         if pool is not None:
             return self._self_train(backbone_name, seed, cfg, train, val, pool, ctx,
@@ -257,21 +258,6 @@ class _Classifier(SelfTraining, Persisted, ABC):
             return self._refit_full(backbone_name, seed, cfg, train, val, ctx,
                                     (model, cfg, history, strategy.trains_backbone, vocabulary))
         return model, cfg, history, strategy.trains_backbone, vocabulary
-
-    def _default_crop(self, train: Examples, size: int, backbone_crop: float) -> float:
-        """crop_pct when the user left it unset: the centre crop is for photos shrunk to the input size
-        (timm's convention, the backbone's value); images no larger than the input are upscaled whole (1.0),
-        since cropping them cuts off edges that hold the object (Fashion-MNIST sleeves, 32 px photos)."""
-        if not hasattr(self, "_short_side"):
-            self._short_side = median_short_side(train.inputs)
-        self._crop_choice = {"median_short_side": self._short_side, "input_size": size}
-        if self._short_side is not None and self._short_side <= size:
-            self._crop_choice["crop_pct"] = 1.0
-            self._crop_choice["why"] = "images no larger than the input size are upscaled whole, not cropped"
-            return 1.0
-        self._crop_choice["crop_pct"] = backbone_crop
-        self._crop_choice["why"] = "images larger than the input size: resized and centre-cropped (the backbone's)"
-        return backbone_crop
 
     def _refit_full(self, backbone_name: str, seed: int, cfg: FitConfig, train: Examples, val: Examples,
                     ctx: adapt.FitContext, first: tuple[Classifier, FitConfig, dict[str, Any], bool, Any]

@@ -7,6 +7,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -111,6 +112,16 @@ def median_short_side(paths: list[str], sample: int = 256, seed: int = 0) -> int
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             continue
     return int(np.median(sides)) if sides else None
+
+
+def default_crop(short_side: int | None, size: int, backbone_crop: float) -> dict[str, Any]:
+    """crop_pct when the user left it unset, and why: the centre crop is for photos shrunk to the input size
+    (timm's convention, the backbone's value); images no larger than the input are upscaled whole (1.0), since
+    cropping them cuts off edges that hold the object (Fashion-MNIST sleeves, 32 px photos)."""
+    small = short_side is not None and short_side <= size
+    return {"median_short_side": short_side, "input_size": size, "crop_pct": 1.0 if small else backbone_crop,
+            "why": "images no larger than the input size are upscaled whole, not cropped" if small else
+            "images larger than the input size: resized and centre-cropped (the backbone's)"}
 
 
 @dataclass
