@@ -272,7 +272,10 @@ def test_auto_tries_all_layers_before_lora(modality):
     from fmadapt.config import FitConfig
 
     labels = [label for label, _ in candidates(modality, FitConfig())]
-    assert labels[:2] == ["probe", "finetune top 2 groups"]
+    classical = ["n-gram tf-idf", "stack: probe + n-gram"] if modality == "text" else []
+    assert labels[:3 + len(classical)] == ["probe", *classical, "finetune top 2 groups", "finetune all layers"]
+    assert [label for label, _ in candidates(modality, FitConfig(auto_ngram=False))][:2] == \
+        ["probe", "finetune top 2 groups"]
     # LoRA saves little time on a CPU and scored lower: it must not take the budget full fine-tuning needs
     assert labels.index("finetune all layers") < labels.index("lora")
 

@@ -88,7 +88,8 @@ def read_json(path: Path) -> Any:
 
 
 def save_model(out: Path, model: Classifier, classes: list[str], config: dict[str, Any],
-               include_backbone: bool, extra_files: dict[str, str] | None = None) -> None:
+               include_backbone: bool, extra_files: dict[str, Any] | None = None,
+               remove: list[str] | None = None) -> None:
     """config.json, labels.json, backbone.json and model.safetensors (+ `extra_files`, e.g. metrics.json),
     committed together. When the backbone was frozen and its weights are identifiable (checksum), only the
     head is stored and the backbone is referenced."""
@@ -119,7 +120,7 @@ def save_model(out: Path, model: Classifier, classes: list[str], config: dict[st
         **({"adapter": adapter} if adapter else {}),
         **config,
     })
-    commit(out, {**files, **(extra_files or {})}, remove=[] if calibration else [CALIBRATION])
+    commit(out, {**files, **(extra_files or {})}, remove=[*(remove or []), *([] if calibration else [CALIBRATION])])
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dict[str, Any]]:

@@ -5,7 +5,12 @@ validation split; every fine-tuning candidate runs under Lightning's `max_time`,
 overruns its share of the budget (60 %). Spare time reruns the leading fine-tuning candidates with other
 seeds (the probe is deterministic), and the spread is reported. The winner is then trained once more, on training +
 validation data, with the settings it won with (the probe's C; the fine-tuning epochs it needed), within
-what is left of the budget. The run summary holds the candidates table and why the winner won."""
+what is left of the budget. The run summary holds the candidates table and why the winner won.
+
+For texts two classical candidates follow the probe (`auto_ngram`, adapt/ngram.py): character and word n-gram
+TF-IDF + logistic regression, and its stack with the probe (the two models' probabilities averaged with a
+weight chosen out of fold on the training split). Both cost seconds; a frozen encoder that does not know the
+script (Chinese on MiniLM) or the domain's words loses to them. Candidates are ranked by the run's `metric`."""
 
 from __future__ import annotations
 
@@ -14,9 +19,13 @@ import statistics
 import time
 from typing import Any
 
+import numpy as np
+
 from .config import FitConfig, parse_duration
 from .data.examples import Examples, concat
 
+#: candidates that give the same model for every seed (no reruns with other seeds)
+DETERMINISTIC = ("probe", "ngram", "stack")
 SELECTION_SHARE = 0.6  #: of the budget, for comparing candidates; the rest trains the winner on all data
 CANDIDATE_EPOCHS = 3
 
@@ -34,8 +43,11 @@ def candidates(modality: str, cfg: FitConfig) -> list[tuple[str, dict[str, Any]]
         top["augment"] = False  # so that the frozen prefix is cached: several times faster per epoch
     # an extended vocabulary must be learnt, which only fine-tuning all layers does; the others run without
     plain = {"extend_vocab": False} if cfg.extend_vocab else {}
+    classical = [("n-gram tf-idf", {"strategy": "ngram"}), ("stack: probe + n-gram", {"strategy": "stack"})] \
+        if modality == "text" and cfg.auto_ngram else []
     return [
         ("probe", {"strategy": "probe", **plain}),
+        *classical,
         ("finetune top 2 groups", {**top, **plain}),
         ("finetune all layers" + (" + new tokens" if cfg.extend_vocab else ""),
          {"strategy": "finetune", "unfreeze": -1, "epochs": epochs}),
@@ -45,13 +57,20 @@ def candidates(modality: str, cfg: FitConfig) -> list[tuple[str, dict[str, Any]]
 
 class AutoSearch:
     """Runs the comparison through `fit_one(cfg, train, val) -> (model, cfg, history, trains_backbone, vocab)`
-    and `val_metrics(model, cfg, trains_backbone) -> metrics`, both supplied by the estimator."""
+    and `val_metrics(model, cfg, trains_backbone) -> metrics`, both supplied by the estimator; for the
+    classical text candidates, `classical` supplies `targets(ex)`, `metrics(val_proba)` and
+    `probe_out_of_fold(member, train, folds)`. After `run`, `ngram` is the n-gram model and its weight in the
+    final prediction (None when neither classical candidate won)."""
 
-    def __init__(self, cfg: FitConfig, modality: str, fit_one: Any, val_metrics: Any) -> None:
+    def __init__(self, cfg: FitConfig, modality: str, fit_one: Any, val_metrics: Any, classical: Any = None
+                 ) -> None:
         self.cfg, self.modality = cfg, modality
-        self.fit_one, self.val_metrics = fit_one, val_metrics
+        self.fit_one, self.val_metrics, self.classical = fit_one, val_metrics, classical
         self.budget = parse_duration(cfg.time_budget) or 600.0
         self.t0 = time.perf_counter()
+        self.ngram: tuple[Any, float] | None = None
+        self._probe: tuple[Any, dict[str, Any]] | None = None  # (member, row) of the probe candidate
+        self._ngram_trial: tuple[Any, dict[str, Any], Any] | None = None  # (model, history, val proba)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -63,15 +82,22 @@ class AutoSearch:
         best: dict[str, Any] | None = None
         for label, over in candidates(self.modality, self.cfg):
             left = selection - self.elapsed()
-            if rows and left < max(10.0, 0.05 * self.budget):
+            # (the classical candidates cost seconds, like the probe: they run while any selection time is left)
+            need = 0.0 if over["strategy"] in ("ngram", "stack") else max(10.0, 0.05 * self.budget)
+            if rows and left < need:
                 rows.append({"candidate": label, "strategy": over["strategy"], "status": "skipped: time budget"})
                 continue
-            row, member = self._trial(label, over, self.cfg.seed, train, val, left)
+            if over["strategy"] in ("ngram", "stack"):
+                row, member = self._classical_trial(label, over, train, val)
+            else:
+                row, member = self._trial(label, over, self.cfg.seed, train, val, left)
+            if over["strategy"] == "probe" and row.get("status") == "ran":
+                self._probe = (member, row)
             rows.append(row)
             best = self._better(best, row, member)
         # spare selection time: other seeds for the leading fine-tuning candidates
-        for row in sorted((r for r in rows if r.get("status") == "ran" and r["strategy"] != "probe"),
-                          key=lambda r: -r["val_acc"]):
+        for row in sorted((r for r in rows if r.get("status") == "ran" and r["strategy"] not in DETERMINISTIC),
+                          key=lambda r: -r["val_score"]):
             left = selection - self.elapsed()
             if left < 1.2 * row["seconds"][0]:
                 continue
@@ -80,34 +106,41 @@ class AutoSearch:
             extra, member = self._trial(row["candidate"], over, seed, train, val, left)
             row["seeds"].append(seed)
             row["val_accs"].append(extra["val_acc"])
+            row["val_scores"].append(extra["val_score"])
             row["seconds"].append(extra["seconds"][0])
             row["val_acc"] = statistics.mean(row["val_accs"])
-            if extra["val_acc"] > best["row_acc"] and best["row"] is row:  # keep the better seed's model
-                best.update(member=member, metrics=extra["metrics"], row_acc=extra["val_acc"], seed=seed)
+            row["val_score"] = statistics.mean(row["val_scores"])
+            if extra["val_score"] > best["row_score"] and best["row"] is row:  # keep the better seed's model
+                best.update(member=member, metrics=extra["metrics"], row_score=extra["val_score"], seed=seed)
+        kept = {id(r): r.get("metrics") for r in rows}  # (a classical winner's validation metrics, below)
         for r in rows:
             if r.get("status") == "ran":
                 r["val_acc_spread"] = round(max(r["val_accs"]) - min(r["val_accs"]), 4)
-                r["val_acc"] = round(r["val_acc"], 4)
+                r["val_acc"], r["val_score"] = round(r["val_acc"], 4), round(r["val_score"], 4)
                 r.pop("metrics", None)
         ran = [r for r in rows if r.get("status") == "ran"]
-        winner = max(ran, key=lambda r: (r["val_acc"], -statistics.mean(r["seconds"])))
+        winner = max(ran, key=lambda r: (r["val_score"], -statistics.mean(r["seconds"])))
         if best is None or best["row"] is not winner:  # a rerun changed the ranking: refit is below anyway
-            best = {"row": winner, "member": None, "metrics": None, "seed": winner["seeds"][0]}
+            best = {"row": winner, "member": None, "seed": winner["seeds"][0],
+                    "metrics": kept[id(winner)] if winner["strategy"] in ("ngram", "stack") else None}
         final, final_note = self._final(winner, best, train, val)
         val_metrics = best["metrics"] if best["metrics"] is not None else self.val_metrics(*_m(final))
-        why = (f"highest validation accuracy, {winner['val_acc']:.4f}"
+        metric = self.cfg.metric.replace("_", " ")
+        why = (f"highest validation {metric}, {winner['val_score']:.4f}"
                + (f" (mean of {len(winner['seeds'])} seeds, spread {winner['val_acc_spread']:.4f})"
                   if len(winner["seeds"]) > 1 else "")
                + "; ties go to the faster candidate")
-        runner_up = sorted((r for r in ran if r is not winner), key=lambda r: -r["val_acc"])
+        runner_up = sorted((r for r in ran if r is not winner), key=lambda r: -r["val_score"])
         if runner_up:
-            why += f"; next: {runner_up[0]['candidate']} at {runner_up[0]['val_acc']:.4f}"
+            why += f"; next: {runner_up[0]['candidate']} at {runner_up[0]['val_score']:.4f}"
         for r in rows:
-            r.pop("overrides", None)
-            r.pop("val_accs", None)
-        history = {"auto": {"budget_seconds": self.budget, "candidates": rows, "winner": winner["candidate"],
-                            "why": why, "final": final_note, "seconds": round(self.elapsed(), 1)},
-                   **final[2]}
+            for k in ("overrides", "val_accs", "val_scores"):
+                r.pop(k, None)
+        history = {"auto": {"budget_seconds": self.budget, "metric": self.cfg.metric, "candidates": rows,
+                            "winner": winner["candidate"], "why": why, "final": final_note,
+                            "seconds": round(self.elapsed(), 1)}, **final[2]}
+        if self._ngram_trial is not None:
+            history["auto"]["ngram"] = self._ngram_trial[1]
         return final, val_metrics, history
 
     def _trial(self, label: str, over: dict[str, Any], seed: int, train: Examples, val: Examples, left: float
@@ -120,17 +153,68 @@ class AutoSearch:
         seconds = round(time.perf_counter() - t, 1)
         metrics = self.val_metrics(*_m(member))
         h = member[2]
-        row = {"candidate": label, "strategy": over["strategy"], "status": "ran", "overrides": over,
-               "seeds": [seed], "val_accs": [metrics["accuracy"]], "val_acc": metrics["accuracy"],
-               "val_macro_f1": round(metrics["macro_f1"], 4), "seconds": [seconds], "metrics": metrics,
-               "epochs_run": h.get("epochs_run"), "best_epoch": h.get("best_epoch"), "C": h.get("C")}
+        row = self._row(label, over, seed, seconds, metrics, epochs_run=h.get("epochs_run"),
+                        best_epoch=h.get("best_epoch"), C=h.get("C"))
         return row, member
+
+    def _row(self, label: str, over: dict[str, Any], seed: int, seconds: float, metrics: dict[str, Any],
+             **more: Any) -> dict[str, Any]:
+        score = metrics[self.cfg.metric]
+        return {"candidate": label, "strategy": over["strategy"], "status": "ran", "overrides": over,
+                "seeds": [seed], "val_accs": [metrics["accuracy"]], "val_acc": metrics["accuracy"],
+                "val_scores": [score], "val_score": score, "val_macro_f1": round(metrics["macro_f1"], 4),
+                "seconds": [seconds], "metrics": metrics, **more}
+
+    def _classical_trial(self, label: str, over: dict[str, Any], train: Examples, val: Examples
+                         ) -> tuple[dict[str, Any], Any]:
+        """The n-gram model (C chosen on validation) or its stack with the probe (weight chosen out of fold)."""
+        from .adapt import ngram
+        from .adapt.headsearch import weightings
+        from .adapt.imbalance import imbalance
+
+        skip = {"candidate": label, "strategy": over["strategy"]}
+        if self.classical is None or not len(val):
+            return {**skip, "status": "skipped: no validation split"}, None
+        t = time.perf_counter()
+        y_tr, y_va = self.classical.targets(train), self.classical.targets(val)
+        n = self.classical.n_classes
+        if over["strategy"] == "ngram":
+            ratio = imbalance(y_tr, n, self.cfg)["ratio"]
+            model, hist, p_va = ngram.select(list(train.inputs), y_tr, list(val.inputs), y_va, n, self.cfg.metric,
+                                             weightings(self.cfg.class_weight, ratio), self.cfg.seed)
+            self._ngram_trial = (model, hist, p_va)
+            weight, more = 1.0, {"C": hist["C"]}
+        else:
+            if self._probe is None or self._ngram_trial is None:
+                return {**skip, "status": "skipped: needs the probe and the n-gram candidates"}, None
+            if self.cfg.label_template:
+                return {**skip, "status": "skipped: a probe with a label prior is not stacked"}, None
+            counts = np.bincount(y_tr, minlength=n)
+            folds = min(5, int(counts[counts > 0].min()))
+            if folds < 2:
+                return {**skip, "status": "skipped: a class has one training example (no out-of-fold)"}, None
+            member, probe_row = self._probe
+            model, hist, p_ng_va = self._ngram_trial
+            p_probe = self.classical.probe_out_of_fold(member, train, folds)
+            p_ng = ngram.out_of_fold(list(train.inputs), y_tr, n, hist["C"], hist["class_weighted"],
+                                     self.cfg.seed, folds)
+            weight, table = ngram.stack_weight(p_probe, p_ng, y_tr, self.cfg.metric, n)
+            p_va = ngram.blend(probe_row["metrics"]["_proba"], p_ng_va, weight)
+            hist["stack"] = {"weight": weight, "folds": folds, "chosen_by": f"out-of-fold {self.cfg.metric} on "
+                             f"the training split ({len(y_tr)} examples)", "weights": table}
+            more = {"C": probe_row.get("C"), "ngram_weight": weight}
+        row = self._row(label, over, self.cfg.seed, round(time.perf_counter() - t, 1), self.classical.metrics(p_va),
+                        **more)
+        row["ngram_weight"] = weight
+        return row, {"ngram_weight": weight}
 
     @staticmethod
     def _better(best: dict[str, Any] | None, row: dict[str, Any], member: Any) -> dict[str, Any]:
-        key = (row["val_acc"], -row["seconds"][0])
-        if best is None or key > (best["row_acc"], -best["row"]["seconds"][0]):
-            return {"row": row, "member": member, "metrics": row["metrics"], "row_acc": row["val_acc"],
+        if row.get("status") != "ran":
+            return best  # type: ignore[return-value]
+        key = (row["val_score"], -row["seconds"][0])
+        if best is None or key > (best["row_score"], -best["row"]["seconds"][0]):
+            return {"row": row, "member": member, "metrics": row["metrics"], "row_score": row["val_score"],
                     "seed": row["seeds"][0]}
         return best
 
@@ -140,6 +224,8 @@ class AutoSearch:
         both = concat(train, val)
         over = dict(winner["overrides"])
         left = self.budget - self.elapsed()
+        if winner["strategy"] in ("ngram", "stack"):
+            return self._final_classical(winner, both, val)
         if winner["strategy"] == "probe" or (winner.get("best_epoch") == -1):
             c = winner.get("C") or _probe_c(best)
             cfg = dataclasses.replace(self.cfg, seed=best["seed"], strategy="probe", probe_c=c, extend_vocab=False)
@@ -160,6 +246,30 @@ class AutoSearch:
                 f"{epochs} epoch(s), the number that gave its best validation {self.cfg.select_by}, keeping the "
                 "last weights")
         return self.fit_one(cfg, both, val), note
+
+
+    def _final_classical(self, winner: dict[str, Any], both: Examples, val: Examples) -> tuple[Any, str]:
+        """The probe and the n-gram model, each refit on training + validation data with its chosen C (and
+        class weighting); the stack's weight as chosen (1.0: the n-gram model alone, the probe kept unused)."""
+        from .adapt import ngram
+
+        assert self._probe is not None and self._ngram_trial is not None
+        member, probe_row = self._probe
+        weighted = (member[2].get("imbalance") or {}).get("weighted")
+        cfg = dataclasses.replace(self.cfg, strategy="probe", probe_c=probe_row.get("C"), extend_vocab=False,
+                                  class_weight=self.cfg.class_weight if weighted is None else
+                                  ("balanced" if weighted else "none"))
+        probe = self.fit_one(cfg, both, val)
+        hist = self._ngram_trial[1]
+        y = self.classical.targets(both)
+        model = ngram.fit(list(both.inputs), y, self.classical.n_classes, hist["C"], hist["class_weighted"],
+                          self.cfg.seed, {"features": "character 1-3-grams and word 1-2-grams, TF-IDF"})
+        weight = float(winner["ngram_weight"])
+        self.ngram = (model, weight)
+        what = "the n-gram model alone (the probe is kept, unused)" if weight >= 1.0 else \
+            f"the stack: {1 - weight:.1f} x probe + {weight:.1f} x n-gram model"
+        return probe, (f"{what}; both refit on training + validation data ({len(both)} examples) with the C "
+                       f"chosen on validation (probe C={probe_row.get('C')}, n-gram C={hist['C']})")
 
 
 def _m(member: Any) -> tuple[Any, Any, bool]:

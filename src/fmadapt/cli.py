@@ -52,7 +52,7 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
     sizes = ", ".join(f"{k} {v}" for k, v in ds["sizes"].items())
     strategy = clf.config_.strategy
     if (clf.history_ or {}).get("auto"):
-        strategy = f"auto -> {strategy}"
+        strategy = f"auto -> {clf.history_['auto']['winner']}"
     _out(f"backbone {clf.model_.backbone.cfg.name} | strategy {strategy} | {sizes} "
          f"| {len(clf.classes_)} classes | {seconds:.1f}s")
     for w in ds["warnings"]:
@@ -60,10 +60,12 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
     auto = (clf.history_ or {}).get("auto")
     if auto:
         _out(f"strategy auto ({auto['seconds']:.0f} s of a {auto['budget_seconds']:.0f} s budget):")
-        _out(f"  {'candidate':<24} {'val acc':>8} {'spread':>7} {'seeds':>5} {'seconds':>8}  status")
+        metric = {"accuracy": "val acc", "balanced_accuracy": "val bal", "macro_f1": "val f1"}[
+            auto.get("metric", "accuracy")]
+        _out(f"  {'candidate':<24} {metric:>8} {'spread':>7} {'seeds':>5} {'seconds':>8}  status")
         for r in auto["candidates"]:
             if r.get("status") == "ran":
-                _out(f"  {r['candidate']:<24} {r['val_acc']:>8.4f} {r['val_acc_spread']:>7.4f} "
+                _out(f"  {r['candidate']:<24} {r.get('val_score', r['val_acc']):>8.4f} {r['val_acc_spread']:>7.4f} "
                      f"{len(r['seeds']):>5} {sum(r['seconds']):>8.1f}  ran")
             else:
                 _out(f"  {r['candidate']:<24} {'':>8} {'':>7} {'':>5} {'':>8}  {r['status']}")

@@ -78,6 +78,9 @@ class FitConfig:
     max_time: float | None = None  #: fine-tuning: stop training after this many seconds (Lightning max_time)
     #: strategy "auto": wall-clock budget for choosing and training ("10m", "90s", "1h" or seconds)
     time_budget: str = "10m"
+    #: `auto` on texts: also run the classical candidates, character and word n-gram TF-IDF + logistic
+    #: regression and its stack with the probe (seconds each; adapt/ngram.py)
+    auto_ngram: bool = True
     #: strategy "auto": comma list of backbones ranked first by LogME on their frozen features; the best is used
     candidate_backbones: str | None = None
     unfreeze: int = -1  #: fine-tuning: train only the top N layer groups (-1 = all)

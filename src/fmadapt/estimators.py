@@ -148,6 +148,7 @@ class _Classifier(SelfTraining, Persisted, ABC):
             class_sentences(classes, cfg.label_template)
         ctx = adapt.FitContext(classes, self._feature_cache(), self._show_progress(), checkpoints=checkpoints)
         self.classes_ = classes
+        self.ngram_, self.ngram_weight_ = None, 0.0  # (auto on texts: the n-gram model and its stack weight)
         pool = self._unlabeled_pool(unlabeled, cfg, splits) if unlabeled is not None else None
         selection_metrics = None
         if cfg.strategy == "auto":
@@ -161,8 +162,10 @@ class _Classifier(SelfTraining, Persisted, ABC):
             search = AutoSearch(
                 cfg, self.modality,
                 lambda c, tr, va: self._fit_member(c.backbone or self.default_backbone, c.seed, c, tr, va, ctx),
-                lambda model, c, trains: self._metrics_with(model, c, trains, splits["val"]))
+                lambda model, c, trains: self._metrics_with(model, c, trains, splits["val"]),
+                _classical_hooks(self, ctx, splits["val"]) if self.modality == "text" else None)
             final, selection_metrics, history = search.run(train, splits["val"])
+            self.ngram_, self.ngram_weight_ = search.ngram or (None, 0.0)
             if ranking:
                 history["auto"]["backbone_ranking"] = ranking
             members = [(final[0], final[1], history, final[3], final[4])]
@@ -331,7 +334,13 @@ class _Classifier(SelfTraining, Persisted, ABC):
         self._require_fitted()
         if len(ex) == 0:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
-        proba = np.mean([self._member_proba(m[0], m[1], m[3], ex) for m in self._members()], axis=0)
+        ngram, weight = getattr(self, "ngram_", None), getattr(self, "ngram_weight_", 0.0)
+        proba = (ngram.proba(list(ex.inputs)) if ngram is not None and weight >= 1.0 else
+                 np.mean([self._member_proba(m[0], m[1], m[3], ex) for m in self._members()], axis=0))
+        if ngram is not None and 0.0 < weight < 1.0:
+            from .adapt.ngram import blend
+
+            proba = blend(proba, ngram.proba(list(ex.inputs)), weight)
         t = getattr(self, "temperature_", 1.0)
         if t != 1.0 and calibrated:
             from .evaluate.calibration import apply_temperature
@@ -524,6 +533,21 @@ def _member_specs(cfg: FitConfig, default_backbone: str) -> list[tuple[str, int]
         raise ConfigError("a probe is deterministic: an ensemble over seeds would repeat one model; ensemble "
                           "over backbones (ensemble_backbones) or use a fine-tuning strategy")
     return [(b, cfg.seed + i) for b in names for i in range(cfg.ensemble)]
+
+
+def _classical_hooks(clf: _Classifier, ctx: adapt.FitContext, val: Examples) -> Any:
+    """What `auto`'s classical text candidates need from the estimator (auto.AutoSearch)."""
+    from types import SimpleNamespace
+
+    from .adapt.probe import out_of_fold
+
+    def targets(ex: Examples) -> np.ndarray:
+        return np.asarray(ctx.targets(ex), dtype=int)
+
+    return SimpleNamespace(
+        n_classes=len(ctx.classes), targets=targets,
+        metrics=lambda p: {**clf._metrics_from(p, val), "_proba": p},
+        probe_out_of_fold=lambda m, ex, folds: out_of_fold(m[0], ex, targets(ex), m[1], ctx, m[2], folds))
 
 
 def load_model(path: str | os.PathLike[str], **kw: Any) -> _Classifier:

@@ -56,7 +56,7 @@ def _model(root: Path) -> dict[str, Any] | None:
             or config.get("format_version", 1) not in FORMAT_VERSIONS or config.get("strategy") not in FROZEN_STRATEGIES
             or type(n) is not int or len(classes) != n or len(set(classes)) != n
             or not all(isinstance(c, str) for c in classes) or bcfg.get("modality") != "text"
-            or (bcfg.get("extra") or {}).get("added_tokens")):
+            or (bcfg.get("extra") or {}).get("added_tokens") or config.get("ngram")):
         return None
     fit = FitConfig.from_dict(config.get("fit", {}))
     if fit.strategy not in FROZEN_STRATEGIES:

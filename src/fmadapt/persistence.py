@@ -12,6 +12,8 @@ import pandas as pd
 
 from . import adapt
 from ._version import __version__
+from .adapt.ngram import FILES as NGRAM_FILES
+from .adapt.ngram import NgramModel
 from .artifact import checked_listing, json_text, model_card, read_json, save_model, stored_temperature
 from .artifact import load_model as _load_artifact
 from .atomic import commit
@@ -34,10 +36,15 @@ class Persisted:
                    **({"calibration": self.calibration_} if getattr(self, "calibration_", None) else {})}
         data = getattr(self, "data_summary_", {})
 
-        def described(config: dict[str, Any]) -> dict[str, str]:
-            # metrics and the model card go into the same commit as the weights they describe
+        ngram = getattr(self, "ngram_", None)
+
+        def described(config: dict[str, Any]) -> dict[str, Any]:
+            # metrics, the model card and the n-gram model go into the same commit as the weights they describe
             return {"metrics.json": json_text({**metrics, "data": data}),
-                    "README.md": model_card(config, self.classes_, metrics, data, command)}
+                    "README.md": model_card(config, self.classes_, metrics, data, command),
+                    **(ngram.files() if ngram is not None else {})}
+
+        stale = [] if ngram is not None else list(NGRAM_FILES)  # an earlier model's n-gram model must go
 
         if members:
             # every member is a complete model directory; the top level lists them (and holds the metrics)
@@ -48,12 +55,13 @@ class Persisted:
             config = {"task": self.task, "backbone": "+".join(sorted({m["backbone"] for m in listing})),
                       "strategy": self.config_.strategy, "fit": self.config_.to_dict(), "ensemble": listing,
                       "fmadapt_version": __version__, "num_classes": len(self.classes_),
-                      **self._calibration_entry()}
+                      **self._calibration_entry(), **self._ngram_entry()}
             commit(out, {"labels.json": json_text(self.classes_), "config.json": json_text(config),
-                         **described(config)}, remove=["model.safetensors"])
+                         **described(config)}, remove=["model.safetensors", *stale])
         else:
             self._save_member(out, self.model_, self.config_, getattr(self, "history_", {}),
-                              self.trains_backbone_, self._calibration_entry(), described)
+                              self.trains_backbone_, {**self._calibration_entry(), **self._ngram_entry()},
+                              described, remove=stale)
         for name, ex in getattr(self, "splits_", {}).items():
             (out / "manifests").mkdir(exist_ok=True)
             pd.DataFrame({"id": ex.ids, "label": ex.labels}).to_csv(out / "manifests" / f"{name}.csv", index=False)
@@ -105,6 +113,15 @@ class Persisted:
         return {"calibration": {"method": "temperature", "temperature": t,
                                 "note": cal.get("note", "")}} if t != 1.0 or cal else {}
 
+    def _ngram_entry(self) -> dict[str, Any]:
+        """What config.json says of an n-gram model (auto on texts): its weight in the prediction and files."""
+        ngram = getattr(self, "ngram_", None)
+        if ngram is None:
+            return {}
+        return {"ngram": {"weight": float(self.ngram_weight_), "files": list(NGRAM_FILES),
+                          "features": ngram.n_features, "C": ngram.info.get("C"),
+                          "note": "prediction = (1 - weight) x the model above + weight x the n-gram TF-IDF model"}}
+
     def _config_entry(self, model: Classifier, cfg: FitConfig, history: dict[str, Any],
                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"task": self.task, "backbone": model.backbone.cfg.name, "strategy": cfg.strategy,
@@ -112,12 +129,12 @@ class Persisted:
 
     def _save_member(self, out: Path, model: Classifier, cfg: FitConfig, history: dict[str, Any],
                      trains_backbone: bool, extra: dict[str, Any] | None = None,
-                     described: Any = None) -> dict[str, Any]:
+                     described: Any = None, remove: list[str] | None = None) -> dict[str, Any]:
         bcfg = model.backbone.cfg
         include = trains_backbone or not (bcfg.pretrained and bcfg.sha256)
         config = self._config_entry(model, cfg, history, extra)
         save_model(out, model, self.classes_, config, include_backbone=include,
-                   extra_files=described(config) if described else None)
+                   extra_files=described(config) if described else None, remove=remove)
         return config
 
     @classmethod
@@ -145,4 +162,11 @@ class Persisted:
         obj.temperature_ = stored_temperature(root / "config.json")
         obj.trains_backbone_ = members[0][3]
         obj.members_ = members if listing else []
+        entry = read_json(root / "config.json").get("ngram") if (root / "config.json").is_file() else None
+        obj.ngram_, obj.ngram_weight_ = None, 0.0
+        if entry is not None:
+            weight = entry.get("weight") if isinstance(entry, dict) else None
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+                raise ArtifactError(f"{root / 'config.json'}: 'ngram' must give a weight between 0 and 1")
+            obj.ngram_, obj.ngram_weight_ = NgramModel.load(root, len(classes)), float(weight)
         return obj

@@ -92,6 +92,18 @@ class Probe(Strategy):
                 "candidates": rows, "imbalance": balance}
 
 
+def out_of_fold(model: Classifier, ex: Examples, y: np.ndarray, cfg: FitConfig, ctx: FitContext,
+                history: dict[str, Any], folds: int) -> np.ndarray:
+    """Probabilities of every example of `ex` from a probe head (with the C, class weighting and scaling in
+    `history`, a fitted probe's) that did not train on it: what `auto` stacks the n-gram model with."""
+    x = extract_features(model.backbone, ex, batch_size=max(cfg.batch_size, 64), cache=ctx.cache,
+                         num_workers=cfg.num_workers, progress=ctx.progress, runtime=cfg.runtime,
+                         desc="train features")
+    weighted = bool((history.get("imbalance") or {}).get("weighted"))
+    evaluate = _cv_evaluator(x, np.asarray(y), folds, len(ctx.classes), cfg.seed)
+    return evaluate(float(history["C"]), weighted, str(history.get("scaling", "standard")))
+
+
 class _Head:
     """A head fitted on standardised features: sklearn's logistic regression, or, with a label prior, the
     prior's fitted strength s and a regression on top of s·prior (labelprior.py)."""
