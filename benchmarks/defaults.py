@@ -18,7 +18,10 @@ Methods (each runs as its own process, on the same prepared files; fit seconds a
               tf_efficientnet_lite0 with the packaged weights, the whole image resized to 224 px, and
               LogisticRegression(C=0.5).
   tfidf       texts: character 1-3-gram TF-IDF + LogisticRegression(C=10), the classical script.
-Not yet in this suite (issue 21 items 3-4): fmadapt finetune against a hand-written AdamW loop, and `auto`.
+  auto        fmadapt `strategy="auto"` with its default budget (`--auto-budget`, 10m): the probe, on texts the
+              n-gram TF-IDF candidate and its stack with the probe, then fine-tuning candidates; the options
+              column gives the winner, the n-gram weight and every candidate's validation score.
+Not yet in this suite (issue 21 item 3): fmadapt finetune against a hand-written AdamW loop.
 
 Datasets (../shared/data; sizes keep one run near 30 min on 2 cores): sst2 (4,000 seeded train / 1,821
 test), ag_news (4,000 / 1,000), thucnews (4,000 of dev / 2,000 of test), reuters (single-label documents,
@@ -122,6 +125,23 @@ def fmadapt_probe(kind: str, train: str, test: str) -> tuple[list[str], dict]:
         info["crop_pct"] = hist["image_crop"]["crop_pct"]
     elif kind == "image":
         info["crop_pct"] = clf.config_.crop_pct
+    return [str(p) for p in pred], info
+
+
+def fmadapt_auto(kind: str, train: str, test: str, budget: str) -> tuple[list[str], dict]:
+    import pandas as pd
+
+    from fmadapt import ImageClassifier, TextClassifier
+
+    if kind == "text":
+        clf = TextClassifier(strategy="auto", time_budget=budget, progress=False).fit(train)
+        pred = clf.predict(pd.read_csv(test, dtype=str)["text"].tolist())
+    else:
+        clf = ImageClassifier(strategy="auto", time_budget=budget, progress=False).fit(train)
+        pred = clf.predict([str(p) for p in _image_files(test)])
+    auto = clf.history_["auto"]
+    info = {"winner": auto["winner"], "ngram_weight": getattr(clf, "ngram_weight_", 0.0),
+            "val": {r["candidate"]: r.get("val_score", r.get("status")) for r in auto["candidates"]}}
     return [str(p) for p in pred], info
 
 
@@ -236,6 +256,8 @@ def worker(method: str, kind: str, train: str, test: str, out: str) -> None:
     info: dict = {}
     if method in ("probe", "before"):
         pred, info = fmadapt_probe(kind, train, test)
+    elif method == "auto":
+        pred, info = fmadapt_auto(kind, train, test, os.environ.get("DEFAULTS_AUTO_BUDGET", "10m"))
     elif method == "hand_probe":
         pred = (hand_probe_text if kind == "text" else hand_probe_image)(train, test)
     elif method == "tfidf":
@@ -266,6 +288,7 @@ def main() -> None:
     ap.add_argument("--csv", default=str(ROOT / "benchmarks" / "results" / "defaults.csv"))
     ap.add_argument("--work", help="folder for the prepared data and the feature cache (default: a new temp dir); "
                     "reusing one skips what is already there")
+    ap.add_argument("--auto-budget", default="10m", help="time_budget of the `auto` method")
     ap.add_argument("--worker", nargs=5, metavar=("METHOD", "KIND", "TRAIN", "TEST", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -276,7 +299,8 @@ def main() -> None:
     # a feature cache of this run's own: fmadapt's probe computes its features (cold, as a user's first run);
     # `before`, which runs after it, finds them there
     cache = Path(tempfile.mkdtemp(prefix="cache-", dir=tmp))
-    env = {**os.environ, "FMADAPT_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "FMADAPT_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "false",
+           "DEFAULTS_AUTO_BUDGET": args.auto_budget}
     before_src = None
     if args.before:
         git("worktree", "remove", "--force", str(tmp / "before")) if (tmp / "before").exists() else None
@@ -296,6 +320,8 @@ def main() -> None:
                 continue
             out = tmp / f"{name}.{method}.json"
             e = dict(env, PYTHONPATH=before_src) if method == "before" else env
+            if method == "auto":  # cold, like a user's first run: its own feature cache
+                e = dict(env, FMADAPT_CACHE=str(cache) + f"-auto-{name}")
             t0 = time.perf_counter()
             r = subprocess.run([sys.executable, __file__, "--worker", method, kind, train, test, str(out)], env=e,
                                capture_output=True, text=True)
@@ -313,7 +339,8 @@ def main() -> None:
     total = time.perf_counter() - t_run
     if before_src:
         git("worktree", "remove", "--force", str(tmp / "before"))
-    shutil.rmtree(cache, ignore_errors=True)
+    for c in [cache, *cache.parent.glob(cache.name + "-auto-*")]:
+        shutil.rmtree(c, ignore_errors=True)
     write_csv(Path(args.csv), rows, commit + dirty, started, machine)
     Path(args.out).write_text(render(rows, methods, " ".join(sys.argv), commit + dirty, started, machine, total,
                                      args.before))
@@ -357,6 +384,10 @@ def render(rows: list[dict], methods: list[str], cmd: str, commit: str, started:
         secs = [f"{by[(ds, m)]['seconds']:.0f}" if (ds, m) in by else "—" for m in ["hand_probe", *others]]
         choice = by[(ds, "probe")]["options"] if (ds, "probe") in by else ""
         lines.append(f"| {ds} | " + " | ".join(cells + secs) + f" | `{choice}` |")
+    lines.append("")
+    for ds in datasets:
+        if (ds, "auto") in by:
+            lines.append(f"- auto on {ds}: `{by[(ds, 'auto')]['options']}`")
     lines.append("")
     for m in others:
         d = deltas[m]
