@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from conftest import text_frame, write_image_folder
+from conftest import text_frame
 from fmadapt import ImageClassifier, TextClassifier, load_model
 from fmadapt.adapt.labelprior import LabelPrior, OffsetLogReg, class_sentences, fit_strength
 from fmadapt.adapt.probe import _fit_lr, _set_head

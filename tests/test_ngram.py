@@ -65,8 +65,26 @@ def test_stack_weight_follows_the_informative_model():
     assert isinstance(w, float)  # saved in config.json
 
 
+#: words whose characters MiniLM's tokenizer (which tiny-bert uses) maps to [UNK]: what an encoder that does not
+#: know a script sees, the case the n-gram candidate is for (Chinese on MiniLM)
+UNKNOWN = {"animal": ["鲸鳄", "貂獾", "鹦鹉", "骆驼"], "tool": ["锤钳", "凿锹", "螺栓", "钻头"]}
+
+
+def unknown_script_frame(n_per_class: int = 40, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [{"text": " ".join([*rng.choice(words, size=2), "the", "thing", "with", "a", "name"]), "label": label}
+            for label, words in UNKNOWN.items() for _ in range(n_per_class)]
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
 def test_auto_on_texts_runs_the_classical_candidates_and_the_winner_saves_and_predicts(tmp_path):
-    df = word_frame(40)
+    from transformers import AutoTokenizer
+
+    from fmadapt.backbones.packaged import minilm_l6_path
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_l6_path()))
+    assert {t for words in UNKNOWN.values() for w in words for t in tok.tokenize(w)} == {tok.unk_token}
+    df = unknown_script_frame()
     clf = TextClassifier(backbone="tiny-bert", strategy="auto", time_budget="20s", progress=False).fit(df)
     auto = clf.history_["auto"]
     rows = {r["candidate"]: r for r in auto["candidates"]}
@@ -74,21 +92,25 @@ def test_auto_on_texts_runs_the_classical_candidates_and_the_winner_saves_and_pr
     ran = [r for r in auto["candidates"] if r["status"] == "ran"]
     best = max(r["val_score"] for r in ran)
     assert rows[auto["winner"]]["val_score"] == best
-    assert best >= rows["probe"]["val_score"]  # never below the probe on validation
-    assert 0.0 <= auto["ngram"]["stack"]["weight"] <= 1.0 and auto["ngram"]["C"] > 0
-    if auto["winner"] in ("n-gram tf-idf", "stack: probe + n-gram"):
-        assert clf.ngram_ is not None and clf.ngram_weight_ == rows[auto["winner"]]["ngram_weight"]
-    out = clf.save_pretrained(tmp_path / "m", report=False)
+    assert rows["probe"]["val_score"] < 0.8 < best  # the probe sees [UNK]s; the n-grams see the words
+    assert auto["winner"] in ("n-gram tf-idf", "stack: probe + n-gram")
+    assert auto["ngram"]["stack"]["weight"] > 0.5 and auto["ngram"]["C"] > 0
+    assert clf.ngram_ is not None and clf.ngram_weight_ == rows[auto["winner"]]["ngram_weight"]
+    assert clf.metrics_["val"]["accuracy"] == rows[auto["winner"]]["val_acc"]  # the selection's, before refit
+    out = clf.save_pretrained(tmp_path / "m")
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "Strategy auto" in html and "stack: probe + n-gram" in html and auto["winner"] in html
     again = load_model(out)
-    texts = ["a goose and the drill", "with the cow", "pliers"]
+    texts = ["鲸鳄 the thing", "螺栓 钻头", "貂獾"]
     np.testing.assert_allclose(again.predict_proba(texts).to_numpy(), clf.predict_proba(texts).to_numpy(),
                                atol=1e-5)
-    if clf.ngram_ is not None:
-        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
-        assert config["ngram"]["weight"] == clf.ngram_weight_
-        # a model saved over it without an n-gram part leaves no n-gram files behind
-        TextClassifier(backbone="tiny-bert", progress=False).fit(df).save_pretrained(out, report=False)
-        assert not (out / "ngram.json").exists() and load_model(out).ngram_ is None
+    assert list(again.predict(texts)) == ["animal", "tool", "animal"]
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["ngram"]["weight"] == clf.ngram_weight_
+    assert "ngram.safetensors" in (out / "README.md").read_text(encoding="utf-8")
+    # a model saved over it without an n-gram part leaves no n-gram files behind
+    TextClassifier(backbone="tiny-bert", progress=False).fit(df).save_pretrained(out, report=False)
+    assert not (out / "ngram.json").exists() and load_model(out).ngram_ is None
 
 
 def test_the_stacked_model_blends_the_two_predictions(tmp_path):

@@ -256,6 +256,10 @@ def model_card(config: dict[str, Any], classes: list[str], metrics: dict[str, An
     lines = [f"# fmadapt model: {config.get('task', 'classification')}", "",
              f"- backbone: `{config.get('backbone')}`", f"- strategy: `{config.get('strategy')}`",
              f"- classes ({len(classes)}): {', '.join(f'`{c}`' for c in classes[:50])}"]
+    ngram = config.get("ngram")
+    if isinstance(ngram, dict):
+        lines.append(f"- n-gram TF-IDF model (`ngram.json`, `ngram.safetensors`): weight {ngram.get('weight')} "
+                     "in the prediction, the model above the rest")
     for split, n in data.get("sizes", {}).items():
         lines.append(f"- {split}: {n} examples")
     if data.get("skipped"):

@@ -125,6 +125,9 @@ TEMPLATE = r"""<!DOCTYPE html>
 {% if v.history.candidates %}<h3>Probe: regularisation search</h3><table><tr><th>C</th><th>feature scaling</th><th>class weights</th><th>val accuracy</th><th>val loss</th></tr>
 {% for c in v.history.candidates %}<tr><td class="n">{{ c.C }}</td><td>{{ c.scaling }}</td><td>{{ c.class_weight }}</td><td class="n">{{ c.val_acc }}</td><td class="n">{{ c.val_loss }}</td></tr>
 {% endfor %}</table>{% endif %}
+{% if v.history.auto %}<h3>Strategy auto: the candidates, judged on the validation split</h3><table><tr><th>candidate</th><th>val {{ v.history.auto.metric }}</th><th>val accuracy</th><th>seeds</th><th>seconds</th><th>n-gram weight</th><th>status</th></tr>
+{% for r in v.history.auto.rows %}<tr><td>{{ r.candidate }}</td><td class="n">{{ r.score }}</td><td class="n">{{ r.acc }}</td><td class="n">{{ r.seeds }}</td><td class="n">{{ r.seconds }}</td><td class="n">{{ r.weight }}</td><td>{{ r.status }}</td></tr>
+{% endfor %}</table><p>Winner: <b>{{ v.history.auto.winner }}</b> ({{ v.history.auto.why }}). Final model: {{ v.history.auto.final }}.</p>{% endif %}
 {% if v.history.other %}{{ kv(v.history.other) }}{% endif %}
 {% if v.history.self_training %}<h3>Self-training on unlabeled data</h3>{{ kv(v.history.self_training) }}{% endif %}
 {% else %}{{ note('training') }}{% endif %}

@@ -306,6 +306,7 @@ def _view(data: Mapping[str, Any], figures: dict[str, str]) -> dict[str, Any]:
                     "candidates": [{k: f"{c[k]:g}" if k == "C" and isinstance(c.get(k), int | float) else fmt(c.get(k))
                                     for k in ("C", "scaling", "class_weight", "val_acc", "val_loss")}
                                    for c in (hist.get("candidates") or []) if isinstance(c, Mapping)],
+                    "auto": _auto(hist.get("auto")),
                     "other": [] if epochs or hist.get("candidates") else
                     [(k, v) for k, v in _kv(hist) if not k.startswith("_") and k != "self_training"][:50],
                     "self_training": _kv({**_mapping(hist.get("self_training")),
@@ -335,6 +336,24 @@ def _view(data: Mapping[str, Any], figures: dict[str, str]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- public
+def _auto(auto: Any) -> dict[str, Any] | None:
+    """The candidates table of strategy auto (history["auto"]), formatted."""
+    if not isinstance(auto, Mapping) or not isinstance(auto.get("candidates"), list):
+        return None
+    rows = []
+    for r in auto["candidates"][:MAX_ROWS]:
+        if not isinstance(r, Mapping):
+            continue
+        secs = r.get("seconds")
+        rows.append({"candidate": str(r.get("candidate", "")), "status": str(r.get("status", "")),
+                     "score": fmt(r.get("val_score", r.get("val_acc"))), "acc": fmt(r.get("val_acc")),
+                     "seeds": fmt(len(r["seeds"]) if isinstance(r.get("seeds"), list) else None),
+                     "seconds": fmt(sum(secs) if isinstance(secs, list) else secs, 1),
+                     "weight": fmt(r.get("ngram_weight"), 1)})
+    return {"rows": rows, "metric": str(auto.get("metric") or "accuracy"), "winner": str(auto.get("winner", "")),
+            "why": str(auto.get("why", "")), "final": str(auto.get("final", ""))}
+
+
 _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined, trim_blocks=True,
                           lstrip_blocks=True)
 _ENV.filters.update(fmt=fmt, pct=pct, codeify=codeify)
