@@ -192,7 +192,8 @@ def test_predict_light_path_is_refused_for_what_it_does_not_handle(tmp_path):
     cfg_file = model / "config.json"
     good = cfg_file.read_text()
     for change in ({"backbone_weights": "included"}, {"strategy": "finetune"}, {"ensemble": [{"dir": "x"}]},
-                   {"format_version": 99}, {"calibration": {"temperature": -1}}):
+                   {"format_version": 99}, {"calibration": {"temperature": -1}}, {"ngram": {"weight": 2}},
+                   {"ngram": {"weight": 0.5}}):  # (the last: an n-gram model named whose files are missing)
         cfg_file.write_text(json.dumps({**json.loads(good), **change}))
         assert predict_table(model, data) is None, change
     cfg_file.write_text(good)
@@ -268,3 +269,40 @@ def test_threads_follow_omp_num_threads_as_torch_does(monkeypatch):
     assert light.default_threads() == 1
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert light.default_threads() >= 1
+
+
+@pytest.mark.parametrize("weight", [0.4, 1.0])
+def test_predict_light_path_serves_autos_ngram_model(tmp_path, weight):
+    """A model with auto's n-gram TF-IDF model (stacked, or alone) predicts the full path's table without torch;
+    alone, it needs no graph at all (a fresh process, where the test backbone does not even exist)."""
+    from fmadapt import load_model
+    from fmadapt.adapt import ngram
+    from fmadapt.light_predict import predict_table, remember_model
+
+    model = _probe_model(tmp_path, temperature=1.7)
+    df = text_frame(12)
+    clf = load_model(model)
+    y = np.asarray([clf.classes_.index(v) for v in df["label"]])
+    clf.ngram_, clf.ngram_weight_ = ngram.fit(df["text"].tolist(), y, 2, 1.0, False, 0), weight
+    clf.save_pretrained(model, report=False)
+    data = _csv(tmp_path, [*TEXTS, "the film was awful and dull"])
+    loaded = load_model(model)
+    if weight < 1.0:
+        assert predict_table(model, data) is None  # its graph is not remembered yet
+    full = loaded.predict_table(data)
+    remember_model(loaded, model)
+    fast = predict_table(model, data)
+    assert fast is not None
+    probs = [c for c in full.columns if c.startswith("prob_")]
+    pd.testing.assert_frame_equal(fast.drop(columns=probs), full.drop(columns=probs))
+    assert np.allclose(fast[probs].to_numpy(float), full[probs].to_numpy(float), atol=1e-6, equal_nan=True)
+    if weight == 1.0:
+        code = ("import sys\nfrom fmadapt.cli import main\nsys.argv = ['fmadapt', *sys.argv[1:]]\n"
+                "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+                "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightning', 'transformers'}))")
+        r = subprocess.run([sys.executable, "-c", code, "predict", str(model), str(data), "-o",
+                            str(tmp_path / "p.csv")], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
+        table = pd.read_csv(tmp_path / "p.csv")
+        assert list(table["pred"].dropna()) == list(full["pred"].dropna())

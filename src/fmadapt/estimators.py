@@ -335,12 +335,12 @@ class _Classifier(SelfTraining, Persisted, ABC):
         if len(ex) == 0:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
         ngram, weight = getattr(self, "ngram_", None), getattr(self, "ngram_weight_", 0.0)
-        proba = (ngram.proba(list(ex.inputs)) if ngram is not None and weight >= 1.0 else
+        proba = (ngram.proba(list(ex.inputs)).astype(np.float32) if ngram is not None and weight >= 1.0 else
                  np.mean([self._member_proba(m[0], m[1], m[3], ex) for m in self._members()], axis=0))
-        if ngram is not None and 0.0 < weight < 1.0:
-            from .adapt.ngram import blend
+        if ngram is not None and 0.0 < weight < 1.0:  # auto's stack (runtime/ngram.py)
+            from .runtime.ngram import blend
 
-            proba = blend(proba, ngram.proba(list(ex.inputs)), weight)
+            proba = blend(proba.astype(np.float64), ngram.proba(list(ex.inputs)), weight).astype(np.float32)
         t = getattr(self, "temperature_", 1.0)
         if t != 1.0 and calibrated:
             from .evaluate.calibration import apply_temperature

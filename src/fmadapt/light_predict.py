@@ -1,6 +1,7 @@
 """`fmadapt predict` without torch: a text model whose backbone is frozen and referenced (only its linear head
 is stored, e.g. `probe`), run from the backbone's remembered ONNX graph (runtime/light.py) with the head and the
-calibration temperature applied in numpy. It writes what `predict_table` writes; anything it does not handle
+calibration temperature applied in numpy; with `auto`'s n-gram TF-IDF model (runtime/ngram.py, scikit-learn)
+blended in, or alone (then no graph is needed). It writes what `predict_table` writes; anything it does not handle
 exactly (ensembles, adapters, included or fine-tuned backbones, images, an interrupted save, anything that looks
 wrong) returns None and the full path runs, with its own checks and messages."""
 
@@ -56,7 +57,12 @@ def _model(root: Path) -> dict[str, Any] | None:
             or config.get("format_version", 1) not in FORMAT_VERSIONS or config.get("strategy") not in FROZEN_STRATEGIES
             or type(n) is not int or len(classes) != n or len(set(classes)) != n
             or not all(isinstance(c, str) for c in classes) or bcfg.get("modality") != "text"
-            or (bcfg.get("extra") or {}).get("added_tokens") or config.get("ngram")):
+            or (bcfg.get("extra") or {}).get("added_tokens")):
+        return None
+    ngram = config.get("ngram")  # auto's n-gram TF-IDF model and its weight in the prediction, if any
+    weight = ngram.get("weight") if isinstance(ngram, dict) else (None if ngram is None else -1)
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float))
+                               or not 0.0 <= weight <= 1.0):
         return None
     fit = FitConfig.from_dict(config.get("fit", {}))
     if fit.strategy not in FROZEN_STRATEGIES:
@@ -64,7 +70,8 @@ def _model(root: Path) -> dict[str, Any] | None:
     t = (config.get("calibration") or {}).get("temperature", 1.0)
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t > 0):
         return None
-    return {"classes": classes, "bcfg": bcfg, "fit": fit, "temperature": float(t)}
+    return {"classes": classes, "bcfg": bcfg, "fit": fit, "temperature": float(t),
+            "ngram_weight": None if weight is None else float(weight)}
 
 
 def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str], text_col: str | None = None
@@ -82,23 +89,40 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
         return None
     if m is None:
         return None
-    fit, bcfg = m["fit"], m["bcfg"]
-    enc = light_encoder(str(bcfg.get("name")), fit.runtime)
-    # the installed backbone must be the one the model was trained on (load_model refuses it otherwise)
-    if enc is None or enc.cfg.get("sha256") != bcfg.get("sha256") or enc.embed_dim != bcfg.get("embed_dim"):
-        return None
-    try:
-        head = _load_head(Path(model_dir), len(m["classes"]), enc.embed_dim)
-    except Exception:
-        return None
-    if head is None:
-        return None
+    fit, bcfg, n, weight = m["fit"], m["bcfg"], len(m["classes"]), m["ngram_weight"]
+    ngram = None
+    if weight is not None:
+        from .runtime.ngram import NgramModel
+
+        try:
+            ngram = NgramModel.load(model_dir, n)
+        except Exception:
+            return None
+    enc = head = None
+    if weight is None or weight < 1.0:  # (the n-gram model alone needs no encoder)
+        enc = light_encoder(str(bcfg.get("name")), fit.runtime)
+        # the installed backbone must be the one the model was trained on (load_model refuses it otherwise)
+        if enc is None or enc.cfg.get("sha256") != bcfg.get("sha256") or enc.embed_dim != bcfg.get("embed_dim"):
+            return None
+        try:
+            head = _load_head(Path(model_dir), n, enc.embed_dim)
+        except Exception:
+            return None
+        if head is None:
+            return None
     ex = _examples(data, text_col or fit.text_col, fit)  # DataError: the full path's message, raised alike
     try:
-        feats = enc.features(ex.inputs, FeatureCache()) if len(ex) else None
+        feats = enc.features(ex.inputs, FeatureCache()) if enc is not None and len(ex) else None
     except Exception:  # e.g. a graph damaged since it loaded: the full path rebuilds it
         return None
-    return _table(ex, _proba(feats, head, m["temperature"], len(m["classes"])), m["classes"])
+    if ngram is None or not len(ex):
+        return _table(ex, _proba(feats, head, m["temperature"], n), m["classes"])
+    from .runtime.ngram import blend
+
+    p = ngram.proba(list(ex.inputs))  # as estimators._Classifier._proba: blend, then the temperature
+    if head is not None and weight is not None and weight < 1.0:
+        p = blend(_proba(feats, head, 1.0, n).astype(np.float64), p, weight)
+    return _table(ex, apply_temperature(p.astype(np.float32), m["temperature"]), m["classes"])
 
 
 def _examples(data: Any, text_col: str | None, fit: Any) -> Any:

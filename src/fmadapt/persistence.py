@@ -12,14 +12,14 @@ import pandas as pd
 
 from . import adapt
 from ._version import __version__
-from .adapt.ngram import FILES as NGRAM_FILES
-from .adapt.ngram import NgramModel
 from .artifact import checked_listing, json_text, model_card, read_json, save_model, stored_temperature
 from .artifact import load_model as _load_artifact
 from .atomic import commit
 from .config import FitConfig
 from .errors import ArtifactError, DataError
 from .model import Classifier
+from .runtime.ngram import FILES as NGRAM_FILES
+from .runtime.ngram import NgramModel
 
 
 class Persisted:
