@@ -130,16 +130,20 @@ def test_finetune_top_groups_only_changes_top(tmp_path):
     assert clf.history_["epochs_run"] >= 1 and clf.history_["epochs"]
 
 
-@pytest.mark.parametrize("select_by", ["accuracy", "loss"])
+@pytest.mark.parametrize("select_by", ["accuracy", "loss", "macro_f1"])
 def test_finetune_text_restores_best_epoch(select_by):
     df = text_frame(16)
+    metric = {"metric": "macro_f1", "select_by": "metric"} if select_by == "macro_f1" else {"select_by": select_by}
     clf = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=3, batch_size=8, lr=1e-3,
-                         head_lr=1e-2, select_by=select_by).fit(df)
+                         head_lr=1e-2, **metric).fit(df)
     h = clf.history_
-    points = [{"val_loss": h["initial_val_loss"], "val_acc": h["initial_val_acc"]}] + h["epochs"]
-    keys = [(p["val_acc"], -p["val_loss"]) if select_by == "accuracy" else (-p["val_loss"],) for p in points]
+    points = [{"val_loss": h["initial_val_loss"], "val_acc": h["initial_val_acc"],
+               **({"val_score": h["initial_val_score"]} if "initial_val_score" in h else {})}] + h["epochs"]
+    score = "val_score" if select_by == "macro_f1" else "val_acc"
+    keys = [(p[score], -p["val_loss"]) if select_by != "loss" else (-p["val_loss"],) for p in points]
     kept = keys.index(max(keys))  # the first best point
-    assert h["best_epoch"] == kept - 1 and h["select_by"] == select_by
+    assert h["best_epoch"] == kept - 1
+    assert h["select_by"] == (select_by if select_by != "macro_f1" else "metric (macro_f1)")
     # the restored weights are the best point's (an epoch, or the probe start): re-evaluating gives its figures
     va = clf.splits_["val"]
     p = clf.predict_proba(va.inputs).to_numpy()
@@ -147,6 +151,11 @@ def test_finetune_text_restores_best_epoch(select_by):
     nll = -np.log(p[np.arange(len(y)), y] + 1e-12).mean()
     assert nll == pytest.approx(points[kept]["val_loss"], abs=1e-3)
     assert (p.argmax(1) == y).mean() == pytest.approx(points[kept]["val_acc"], abs=1e-6)
+    if select_by == "macro_f1":  # every epoch's macro-F1 was logged, over the whole validation split
+        from sklearn.metrics import f1_score
+
+        assert all("val_score" in e for e in h["epochs"])
+        assert f1_score(y, p.argmax(1), average="macro") == pytest.approx(points[kept]["val_score"], abs=1e-6)
 
 
 def test_epoch_selection_prefers_accuracy_over_a_lower_loss():

@@ -243,7 +243,8 @@ class AutoSearch:
         cfg = dataclasses.replace(self.cfg, seed=best["seed"], restore_best=False, max_time=max(5.0, left),
                                   **{"probe_c": _probe_c(best) or self.cfg.probe_c, **over, "epochs": epochs})
         note = (f"{winner['candidate']} retrained on training + validation data ({len(both)} examples) for "
-                f"{epochs} epoch(s), the number that gave its best validation {self.cfg.select_by}, keeping the "
+                f"{epochs} epoch(s), the number that gave its best validation "
+                f"{self.cfg.metric if self.cfg.select_by == 'metric' else self.cfg.select_by}, keeping the "
                 "last weights")
         return self.fit_one(cfg, both, val), note
 

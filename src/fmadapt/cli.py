@@ -261,7 +261,8 @@ def fit(
         "--class-weight", help="auto (on imbalanced classes, weighted and unweighted heads compete on validation) "
         "| balanced | none")] = "auto",
     metric: Annotated[str, typer.Option(
-        "--metric", help="What chooses between candidates on validation (C, class weighting): accuracy | "
+        "--metric", help="What chooses on validation (the probe's C and class weighting, the fine-tuning "
+        "epoch, auto's candidates): accuracy | "
         "balanced_accuracy | macro_f1; saved with the model.")] = "accuracy",
     ensemble: Annotated[int, typer.Option(
         "--ensemble", help="Train K models (seeds) per backbone and average their probabilities.")] = 1,

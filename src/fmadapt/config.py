@@ -66,15 +66,16 @@ class FitConfig:
     class_weight: str = "auto"
     #: "auto" without a probe to decide (fine-tuning from a random head): weight past this class-count ratio
     imbalance_ratio: float = 3.0
-    #: the metric that chooses between candidates on validation (the probe's C and class weighting; saved with
-    #: the model and reported): "accuracy", "balanced_accuracy" (mean per-class recall) or "macro_f1"
+    #: the metric that chooses between candidates on validation (the probe's C and class weighting, the
+    #: fine-tuning epoch kept, auto's candidates; saved with the model and reported): "accuracy",
+    #: "balanced_accuracy" (mean per-class recall) or "macro_f1"
     metric: str = "accuracy"
     patience: int = 3  #: epochs without improvement (see select_by) before stopping
     #: fine-tuning: keep the best validation epoch (and stop early); False runs all epochs, keeps the last
     restore_best: bool = True
-    #: fine-tuning: which epoch is kept (and when to stop early): "accuracy" (validation accuracy, ties broken by
-    #: the lower loss) or "loss" (validation loss)
-    select_by: str = "accuracy"
+    #: fine-tuning: which epoch is kept (and when to stop early): "metric" (the run's `metric` on validation,
+    #: ties broken by the lower loss), "accuracy" (validation accuracy, whatever `metric` is) or "loss"
+    select_by: str = "metric"
     max_time: float | None = None  #: fine-tuning: stop training after this many seconds (Lightning max_time)
     #: strategy "auto": wall-clock budget for choosing and training ("10m", "90s", "1h" or seconds)
     time_budget: str = "10m"
@@ -212,7 +213,7 @@ class FitConfig:
             (self.extend_vocab_word_min_count >= 1, "extend_vocab_word_min_count must be >= 1"),
             (self.precision in ("32-true", "bf16-mixed", "16-mixed"),
              "precision must be '32-true', 'bf16-mixed' or '16-mixed'"),
-            (self.select_by in ("accuracy", "loss"), "select_by must be 'accuracy' or 'loss'"),
+            (self.select_by in ("metric", "accuracy", "loss"), "select_by must be 'metric', 'accuracy' or 'loss'"),
             (self.new_token_lr is None or self.new_token_lr > 0, "new_token_lr must be > 0"),
             (self.augment_policy in ("basic", "trivial", "randaugment", "flip"),
              "augment_policy must be 'basic', 'trivial', 'randaugment' or 'flip'"),

@@ -287,9 +287,10 @@ class _Classifier(SelfTraining, Persisted, ABC):
         model, _, history, trains, vocabulary = self._fit_member(backbone_name, seed, full_cfg,
                                                                  concat(train, val), val, ctx)
         model._val_proba = honest  # type: ignore[attr-defined]
+        by = cfg.metric if cfg.select_by == "metric" else cfg.select_by
         history["refit_full"] = {**summary, "note": f"retrained on training + validation data "
                                  f"({len(train) + len(val)} examples) for {best + 1} epoch(s), the number that gave "
-                                 f"the best validation {cfg.select_by}; last weights kept"}
+                                 f"the best validation {by}; last weights kept"}
         return model, cfg, history, trains, vocabulary
 
     def _rank_backbones(self, cfg: FitConfig, train: Examples, ctx: adapt.FitContext) -> list[dict[str, Any]]:

@@ -161,7 +161,7 @@ class FineTune(Strategy):
                            else None),
             mixup=(mixup_fn(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(ctx.classes))
                    if split is None and bb.cfg.modality == "image" else None),
-            row_lr=row_lr, channels_last=bb.cfg.modality == "image",
+            row_lr=row_lr, channels_last=bb.cfg.modality == "image", metric=cfg.metric,
             **_adversarial(cfg, bb))
         callbacks_extra = self.callbacks(bb, n_train, cfg)
         param_groups = [{"name": g["name"], "lr": g["lr"], "params": sum(p.numel() for p in g["params"])}
@@ -169,10 +169,11 @@ class FineTune(Strategy):
         # the starting point (the probe's head) competes with every epoch: fine-tuning never makes it worse
         # (by validation accuracy, ties broken by the loss: a fine-tuned model may be far more accurate and
         # still have a higher loss than the probe, being overconfident, which calibration corrects afterwards)
-        initial = evaluation_metrics(trained, va, module.loss_fn) if probe and cfg.restore_best else None
+        initial = evaluation_metrics(trained, va, module.loss_fn, cfg.metric) if probe and cfg.restore_best else None
         with tempfile.TemporaryDirectory(prefix="fmadapt-") as tmp:
             history = History(os.path.join(tmp, "history.json"))
-            stop = (EarlyStopping("val_acc", patience=cfg.patience, mode="max") if cfg.select_by == "accuracy"
+            score = "val_score" if cfg.select_by == "metric" and cfg.metric != "accuracy" else "val_acc"
+            stop = (EarlyStopping(score, patience=cfg.patience, mode="max") if cfg.select_by != "loss"
                     else EarlyStopping("val_loss", patience=cfg.patience, mode="min"))
             timer = EpochTimer()
             ema = EMA(cfg.ema) if cfg.ema > 0 else None
@@ -199,7 +200,8 @@ class FineTune(Strategy):
             "best_epoch": best_epoch,  # -1: no epoch beat the starting point, which was kept
             "initial_val_loss": None if initial is None else round(initial["val_loss"], 6),
             "initial_val_acc": None if initial is None else round(initial["val_acc"], 6),
-            "select_by": cfg.select_by,
+            **({"initial_val_score": round(initial["val_score"], 6)} if initial and "val_score" in initial else {}),
+            "select_by": cfg.select_by if cfg.select_by != "metric" else f"metric ({cfg.metric})",
             "epochs": epochs,
             "world_size": trainer.world_size,
             "cached_activations": split is not None,

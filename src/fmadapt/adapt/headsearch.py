@@ -16,7 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import f1_score, log_loss
+from sklearn.metrics import log_loss
+
+from ..evaluate.metrics import metric_score
 
 #: the decades every search starts from
 C_START = (0.01, 0.1, 1.0, 10.0)
@@ -28,8 +30,6 @@ MAX_EXTEND = 3
 #: (below it, weighting changes the fit too little to be worth a second search)
 COMPETE_RATIO = 1.5
 
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
-
 #: how features are scaled before the regression: "standard" (each feature to unit variance) or "global"
 #: (centred, one scale for all: the features' own geometry). Both compete: per-feature scaling won on texts and
 #: Fashion-MNIST, and lost 1.5 points on the 8x8 digits, where it inflates features that barely vary
@@ -37,18 +37,6 @@ SCALINGS = ("standard", "global")
 
 #: (C, class-weighted, scaling) -> probabilities (N, n_cls) of the held-out rows
 Evaluate = Callable[[float, bool, str], np.ndarray]
-
-
-def metric_score(metric: str, y: np.ndarray, pred: np.ndarray, n_cls: int) -> float:
-    """The run's metric of predicted class indices `pred` against `y`."""
-    if metric == "accuracy":
-        return float((pred == y).mean())
-    if metric == "balanced_accuracy":
-        present = np.unique(y)  # mean recall of the classes present (sklearn's, without its warnings)
-        return float(np.mean([(pred[y == k] == k).mean() for k in present]))
-    if metric == "macro_f1":
-        return float(f1_score(y, pred, labels=sorted(set(y.tolist())), average="macro", zero_division=0))
-    raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
 
 
 def weightings(class_weight: str, ratio: float) -> list[bool]:

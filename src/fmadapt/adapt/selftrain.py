@@ -23,6 +23,7 @@ from ..config import FitConfig
 from ..data.cache import content_hash
 from ..data.examples import Examples, concat
 from ..errors import ConfigError, DataError
+from ..evaluate.metrics import metric_score
 
 if TYPE_CHECKING:
     from ..model import Classifier
@@ -175,7 +176,8 @@ class SelfTraining:
         summary["student_val"] = self._selection_score(student[0], cfg, student[3], val)
         summary["teacher_history"] = {k: v for k, v in history.items() if k != "self_training"}
         better = summary["student_val"] > summary["teacher_val"]
-        what = f"validation {cfg.select_by}" + (" (negated)" if cfg.select_by == "loss" else "")
+        what = ("validation " + (cfg.metric.replace("_", " ") if cfg.select_by == "metric" else cfg.select_by)
+                + (" (negated)" if cfg.select_by == "loss" else ""))
         note = (f"student trained on {len(train)} labeled + {len(rows)} pseudo-labeled examples; {what} "
                 f"{summary['student_val']:.4f} vs teacher {summary['teacher_val']:.4f}: "
                 + ("the student is kept" if better else "the teacher is kept"))
@@ -187,7 +189,7 @@ class SelfTraining:
         return student
 
     def _selection_score(self, model: Classifier, cfg: FitConfig, trains: bool, val: Examples) -> float:
-        """Higher is better: validation accuracy, or minus the validation log-loss (`select_by`)."""
+        """Higher is better: the run's metric (or accuracy), or minus the validation log-loss (`select_by`)."""
         if not len(val):
             return float("nan")
         # a probe refit on training + validation data keeps its predictions from before that refit
@@ -198,4 +200,5 @@ class SelfTraining:
         y = np.asarray([index[lab] for lab in val.labels or []])
         if cfg.select_by == "loss":
             return round(-float(np.mean(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)))), 6)
-        return round(float(np.mean(proba.argmax(1) == y)), 6)
+        metric = cfg.metric if cfg.select_by == "metric" else "accuracy"
+        return round(metric_score(metric, y, proba.argmax(1), len(self.classes_)), 6)

@@ -7,6 +7,21 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+#: what chooses between candidates and epochs on validation (`--metric`)
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+def metric_score(metric: str, y: np.ndarray, pred: np.ndarray, n_cls: int) -> float:
+    """The run's metric of predicted class indices `pred` against `y`."""
+    if metric == "accuracy":
+        return float((pred == y).mean())
+    if metric == "balanced_accuracy":
+        present = np.unique(y)  # mean recall of the classes present (sklearn's, without its warnings)
+        return float(np.mean([(pred[y == k] == k).mean() for k in present]))
+    if metric == "macro_f1":
+        return float(f1_score(y, pred, labels=sorted(set(y.tolist())), average="macro", zero_division=0))
+    raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
+
 
 def expected_calibration_error(proba: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
     """Top-label ECE with equal-width confidence bins: sum_b |B|/N * |acc(B) - conf(B)|."""

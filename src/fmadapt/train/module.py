@@ -35,7 +35,7 @@ class ClassifierModule(pl.LightningModule):
                  class_weights: torch.Tensor | None = None, mixup: Any = None,
                  adversarial: str = "none", adv_eps: float = 0.0, adv_steps: int = 3,
                  adv_target: Any = None, row_lr: tuple[nn.Parameter, int, float] | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, metric: str = "accuracy") -> None:
         super().__init__()
         self.model = model
         self.lr, self.head_lr, self.weight_decay = lr, head_lr, weight_decay
@@ -61,6 +61,9 @@ class ClassifierModule(pl.LightningModule):
         #: images: NHWC weights and batches, which oneDNN's CPU convolutions run about 1.5x faster (the caller
         #: turns the weights back to the default layout after training: saved tensors must be contiguous)
         self.channels_last = channels_last
+        #: the run's metric (`metric`): other than accuracy, validation also logs it as `val_score`
+        self.metric = metric
+        self._val_pairs: list[torch.Tensor] = []
         if channels_last:
             model.to(memory_format=torch.channels_last)
 
@@ -145,6 +148,26 @@ class ClassifierModule(pl.LightningModule):
         self.log("val_loss", self.loss_fn(logits, y), batch_size=len(y), sync_dist=True, prog_bar=True)
         self.log("val_acc", (logits.argmax(1) == y).float().mean(), batch_size=len(y), sync_dist=True,
                  prog_bar=True)
+        if self.metric != "accuracy":  # a metric over the whole split: kept per batch, computed at the end
+            self._val_pairs.append(torch.stack([logits.argmax(1), y]).cpu())
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_pairs = []
+
+    def on_validation_epoch_end(self) -> None:
+        """`val_score`: the run's metric (balanced accuracy, macro-F1) over the validation split, gathered from
+        every process, for choosing the epoch (selection_key)."""
+        if self.metric == "accuracy" or not self._val_pairs:
+            return
+        pairs = torch.cat(self._val_pairs, dim=1)
+        self._val_pairs = []
+        if self.trainer.world_size > 1:
+            pairs = self.all_gather(pairs.to(self.device)).cpu().permute(1, 0, 2).reshape(2, -1)
+        from ..evaluate.metrics import metric_score
+
+        pred, y = pairs[0].numpy(), pairs[1].numpy()
+        self.log("val_score", metric_score(self.metric, y, pred, int(max(pred.max(), y.max())) + 1),
+                 sync_dist=False, prog_bar=True)
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The head at `head_lr`; the body at `lr` times its layer-decay multiplier, one group per value."""
@@ -203,12 +226,14 @@ def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, class_weights: 
 
 
 def selection_key(metrics: dict[str, Any], select_by: str) -> tuple[float, ...] | None:
-    """What "better" means for a validation epoch (larger is better): accuracy, ties broken by the lower loss;
-    or the loss alone. None when the metrics are missing."""
-    loss, acc = metrics.get("val_loss"), metrics.get("val_acc")
-    if loss is None or (select_by == "accuracy" and acc is None):
+    """What "better" means for a validation epoch (larger is better): "metric", the run's metric (`val_score`
+    when the module logged one, else accuracy), or "accuracy", ties broken by the lower loss; or "loss" alone.
+    None when the metrics are missing."""
+    loss = metrics.get("val_loss")
+    acc = metrics.get("val_score", metrics.get("val_acc")) if select_by == "metric" else metrics.get("val_acc")
+    if loss is None or (select_by != "loss" and acc is None):
         return None
-    return (round(float(acc), 6), -float(loss)) if select_by == "accuracy" else (-float(loss),)
+    return (round(float(acc), 6), -float(loss)) if select_by != "loss" else (-float(loss),)
 
 
 class RestoreBest(pl.Callback):
@@ -312,17 +337,28 @@ class EpochTimer(pl.Callback):
 
 
 @torch.no_grad()
-def evaluation_metrics(model: nn.Module, loader: Any, loss_fn: nn.Module) -> dict[str, float]:
+def evaluation_metrics(model: nn.Module, loader: Any, loss_fn: nn.Module, metric: str = "accuracy"
+                       ) -> dict[str, float]:
     """{"val_loss", "val_acc"} of `model` (eval mode) over a (x, y) loader, the loss as `loss_fn` computes it
     (the same as the training module's validation loss: label smoothing and class weights included), batches
-    weighted by their size like Lightning's epoch means."""
+    weighted by their size like Lightning's epoch means; with another `metric`, also "val_score" as the
+    training module logs it."""
     was = model.training
     model.eval()
     loss, correct, n = 0.0, 0, 0
+    preds, ys = [], []
     for x, y in loader:
         logits = model(x)
         loss += float(loss_fn(logits, y)) * len(y)
         correct += int((logits.argmax(1) == y).sum())
         n += len(y)
+        preds.append(logits.argmax(1).cpu())
+        ys.append(y.cpu())
     model.train(was)
-    return {"val_loss": loss / max(1, n), "val_acc": correct / max(1, n)}
+    out = {"val_loss": loss / max(1, n), "val_acc": correct / max(1, n)}
+    if metric != "accuracy" and n:
+        from ..evaluate.metrics import metric_score
+
+        pred, y_all = torch.cat(preds).numpy(), torch.cat(ys).numpy()
+        out["val_score"] = metric_score(metric, y_all, pred, int(max(pred.max(), y_all.max())) + 1)
+    return out
