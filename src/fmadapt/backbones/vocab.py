@@ -139,7 +139,8 @@ def vocabulary_report(backbone: Any, train: Any, cfg: Any, trains_backbone: bool
             else ", ".join(info["top_missing"][:8])
         msg = (f"{cov['unk_rate']:.0%} of the training tokens are unknown to the {backbone.cfg.name} tokenizer "
                f"(e.g. {shown}): the model cannot tell them apart. Use --extend-vocab with --strategy "
-               "finetune to add them as new tokens, or a backbone whose vocabulary covers this language")
+               "finetune to add them as new tokens, --strategy auto (its n-gram TF-IDF candidate reads any "
+               "script), or a backbone whose vocabulary covers this language")
         train.warnings.append(msg)
         warnings.warn(msg, stacklevel=4)
     return info
