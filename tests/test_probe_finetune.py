@@ -144,6 +144,7 @@ def test_finetune_text_restores_best_epoch(select_by):
     kept = keys.index(max(keys))  # the first best point
     assert h["best_epoch"] == kept - 1
     assert h["select_by"] == (select_by if select_by != "macro_f1" else "metric (macro_f1)")
+    assert h["lr_chosen_by"] == "given (lr)" and "patience" in h["epochs_chosen_by"]
     # the restored weights are the best point's (an epoch, or the probe start): re-evaluating gives its figures
     va = clf.splits_["val"]
     p = clf.predict_proba(va.inputs).to_numpy()

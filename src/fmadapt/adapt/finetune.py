@@ -150,6 +150,9 @@ class FineTune(Strategy):
         chosen = probe["imbalance"]["weighted"] if probe and cfg.class_weight == "auto" else None
         balance = imbalance(ctx.targets(train), len(ctx.classes), cfg, weighted=chosen)
         lr = cfg.lr or (self.uses_backbone_lr and bb.cfg.finetune_lr) or self.default_lr[bb.cfg.modality]
+        lr_source = ("given (lr)" if cfg.lr else
+                     f"measured for {bb.cfg.name} (its finetune_lr)" if self.uses_backbone_lr and bb.cfg.finetune_lr
+                     else f"the {self.name} default for {bb.cfg.modality} backbones")
         row_lr = _new_token_rows(cfg, bb, lr) if split is None else None
         module = ClassifierModule(
             trained, lr=lr, head_lr=cfg.head_lr,
@@ -212,6 +215,10 @@ class FineTune(Strategy):
             "head_init": cfg.head_init,
             "imbalance": balance,
             "lr": lr,
+            "lr_chosen_by": lr_source,
+            "epochs_chosen_by": (f"at most {cfg.epochs} (epochs), stopped after {cfg.patience} without a better "
+                                 f"validation {cfg.metric if cfg.select_by == 'metric' else cfg.select_by} "
+                                 "(patience)" if cfg.restore_best else f"{cfg.epochs} (epochs), the last kept"),
             "optimizer": cfg.optimizer,
             "schedule": cfg.schedule,
             "layer_decay": cfg.layer_decay,
