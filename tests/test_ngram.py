@@ -93,6 +93,9 @@ def test_auto_on_texts_runs_the_classical_candidates_and_the_winner_saves_and_pr
     best = max(r["val_score"] for r in ran)
     assert rows[auto["winner"]]["val_score"] == best
     assert rows["probe"]["val_score"] < 0.8 < best  # the probe sees [UNK]s; the n-grams see the words
+    # the stack needs both models: on a tie with either, the one that is faster alone wins
+    stack = rows["stack: probe + n-gram"]["seconds"][0]
+    assert stack >= rows["probe"]["seconds"][0] + rows["n-gram tf-idf"]["seconds"][0] - 0.1
     assert auto["winner"] in ("n-gram tf-idf", "stack: probe + n-gram")
     assert auto["ngram"]["stack"]["weight"] > 0.5 and auto["ngram"]["C"] > 0
     assert clf.ngram_ is not None and clf.ngram_weight_ == rows[auto["winner"]]["ngram_weight"]

@@ -69,6 +69,7 @@ class AutoSearch:
         self.budget = parse_duration(cfg.time_budget) or 600.0
         self.t0 = time.perf_counter()
         self.ngram: tuple[Any, float] | None = None
+        self._rows: list[dict[str, Any]] = []  # the candidates table of `run`
         self._probe: tuple[Any, dict[str, Any]] | None = None  # (member, row) of the probe candidate
         self._ngram_trial: tuple[Any, dict[str, Any], Any] | None = None  # (model, history, val proba)
 
@@ -79,6 +80,7 @@ class AutoSearch:
         """(final member tuple, selection-phase validation metrics of the winner, history)."""
         selection = SELECTION_SHARE * self.budget
         rows: list[dict[str, Any]] = []
+        self._rows = rows
         best: dict[str, Any] | None = None
         for label, over in candidates(self.modality, self.cfg):
             left = selection - self.elapsed()
@@ -203,8 +205,10 @@ class AutoSearch:
             hist["stack"] = {"weight": weight, "folds": folds, "chosen_by": f"out-of-fold {self.cfg.metric} on "
                              f"the training split ({len(y_tr)} examples)", "weights": table}
             more = {"C": probe_row.get("C"), "ngram_weight": weight}
-        row = self._row(label, over, self.cfg.seed, round(time.perf_counter() - t, 1), self.classical.metrics(p_va),
-                        **more)
+        seconds = time.perf_counter() - t
+        if over["strategy"] == "stack":  # it needs both models: their time counts too (ties go to the faster)
+            seconds += probe_row["seconds"][0] + next(r["seconds"][0] for r in self._rows if r["strategy"] == "ngram")
+        row = self._row(label, over, self.cfg.seed, round(seconds, 1), self.classical.metrics(p_va), **more)
         row["ngram_weight"] = weight
         return row, {"ngram_weight": weight}
 
@@ -248,7 +252,6 @@ class AutoSearch:
                 "last weights")
         return self.fit_one(cfg, both, val), note
 
-
     def _final_classical(self, winner: dict[str, Any], both: Examples, val: Examples) -> tuple[Any, str]:
         """The probe and the n-gram model, each refit on training + validation data with its chosen C (and
         class weighting); the stack's weight as chosen (1.0: the n-gram model alone, the probe kept unused)."""
@@ -266,7 +269,7 @@ class AutoSearch:
         model = ngram.fit(list(both.inputs), y, self.classical.n_classes, hist["C"], hist["class_weighted"],
                           self.cfg.seed, {"features": "character 1-3-grams and word 1-2-grams, TF-IDF"})
         weight = float(winner["ngram_weight"])
-        self.ngram = (model, weight)
+        self.ngram = (model, weight) if weight > 0.0 else None  # (weight 0: the probe alone)
         what = "the n-gram model alone (the probe is kept, unused)" if weight >= 1.0 else \
             f"the stack: {1 - weight:.1f} x probe + {weight:.1f} x n-gram model"
         return probe, (f"{what}; both refit on training + validation data ({len(both)} examples) with the C "
