@@ -22,6 +22,7 @@ Methods (each runs as its own process, on the same prepared files; fit seconds a
               n-gram TF-IDF candidate and its stack with the probe, then fine-tuning candidates; the options
               column gives the winner, the n-gram weight and every candidate's validation score.
   finetune    fmadapt `strategy="finetune"`, every other option at its default.
+  finetune_as_hand  a diagnostic: fmadapt fine-tuning given the hand-written loop's settings (AS_HAND).
   hand_finetune  texts: the plain PyTorch loop written out below (MiniLM + mean pooling + a linear head, AdamW
               lr 5e-5, batch 32, one-cycle, 4 epochs, no class weights): what fine-tuning must match (issue 21
               item 3: at no more than 1.2x its wall time). Images: not written yet.
@@ -163,16 +164,21 @@ def fmadapt_probe(kind: str, train: str, test: str) -> tuple[list[str], dict]:
     return [str(p) for p in pred], info
 
 
-def fmadapt_finetune(kind: str, train: str, test: str) -> tuple[list[str], dict]:
+#: `finetune_as_hand`: the hand-written loop's settings given to fmadapt (a diagnostic: what of the gap to the loop
+#: the defaults explain)
+AS_HAND = {"lr": 5e-5, "epochs": 4, "schedule": "onecycle", "class_weight": "none", "restore_best": False}
+
+
+def fmadapt_finetune(kind: str, train: str, test: str, options: dict | None = None) -> tuple[list[str], dict]:
     import pandas as pd
 
     from fmadapt import ImageClassifier, TextClassifier
 
     if kind == "text":
-        clf = TextClassifier(strategy="finetune", progress=False).fit(train)
+        clf = TextClassifier(strategy="finetune", progress=False, **(options or {})).fit(train)
         pred = clf.predict(pd.read_csv(test, dtype=str)["text"].tolist())
     else:
-        clf = ImageClassifier(strategy="finetune", progress=False).fit(train)
+        clf = ImageClassifier(strategy="finetune", progress=False, **(options or {})).fit(train)
         pred = clf.predict([str(p) for p in _image_files(test)])
     h = clf.history_
     info = {k: h.get(k) for k in ("epochs_run", "best_epoch", "fit_seconds", "lr", "schedule") if k in h}
@@ -311,6 +317,8 @@ def worker(method: str, kind: str, train: str, test: str, out: str) -> None:
         pred, info = fmadapt_probe(kind, train, test)
     elif method == "finetune":
         pred, info = fmadapt_finetune(kind, train, test)
+    elif method == "finetune_as_hand":
+        pred, info = fmadapt_finetune(kind, train, test, AS_HAND)
     elif method == "hand_finetune":
         if kind != "text":
             raise SystemExit("hand_finetune is written for texts (MiniLM); images are not in it yet")
