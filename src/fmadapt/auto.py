@@ -112,7 +112,7 @@ class AutoSearch:
             row["seconds"].append(extra["seconds"][0])
             row["val_acc"] = statistics.mean(row["val_accs"])
             row["val_score"] = statistics.mean(row["val_scores"])
-            if extra["val_score"] > best["row_score"] and best["row"] is row:  # keep the better seed's model
+            if best is not None and extra["val_score"] > best["row_score"] and best["row"] is row:  # better seed
                 best.update(member=member, metrics=extra["metrics"], row_score=extra["val_score"], seed=seed)
         kept = {id(r): r.get("metrics") for r in rows}  # (a classical winner's validation metrics, below)
         for r in rows:

@@ -95,7 +95,7 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
         from .runtime.ngram import NgramModel
 
         try:
-            ngram = NgramModel.load(model_dir, n)
+            ngram = NgramModel.load(Path(model_dir), n)
         except Exception:
             return None
     enc = head = None
@@ -147,9 +147,10 @@ def _examples(data: Any, text_col: str | None, fit: Any) -> Any:
     return ex
 
 
-def _proba(feats: np.ndarray | None, head: tuple[np.ndarray, np.ndarray], temperature: float, n: int) -> np.ndarray:
+def _proba(feats: np.ndarray | None, head: tuple[np.ndarray, np.ndarray] | None, temperature: float, n: int
+           ) -> np.ndarray:
     """Classifier.forward_features + softmax (float32), then the calibration temperature, as `_proba`."""
-    if feats is None:
+    if feats is None or head is None:
         return np.zeros((0, n), dtype=np.float32)
     w, b = head
     logits = feats @ w.T + b  # (N, C) float32

@@ -118,7 +118,7 @@ class Persisted:
         ngram = getattr(self, "ngram_", None)
         if ngram is None:
             return {}
-        return {"ngram": {"weight": float(self.ngram_weight_), "files": list(NGRAM_FILES),
+        return {"ngram": {"weight": float(getattr(self, "ngram_weight_", 1.0)), "files": list(NGRAM_FILES),
                           "features": ngram.n_features, "C": ngram.info.get("C"),
                           "note": "prediction = (1 - weight) x the model above + weight x the n-gram TF-IDF model"}}
 

@@ -162,7 +162,9 @@ class ClassifierModule(pl.LightningModule):
         pairs = torch.cat(self._val_pairs, dim=1)
         self._val_pairs = []
         if self.trainer.world_size > 1:
-            pairs = self.all_gather(pairs.to(self.device)).cpu().permute(1, 0, 2).reshape(2, -1)
+            gathered = self.all_gather(pairs.to(self.device))  # (world, 2, n): the sampler pads ranks alike
+            assert isinstance(gathered, torch.Tensor)
+            pairs = gathered.cpu().permute(1, 0, 2).reshape(2, -1)
         from ..evaluate.metrics import metric_score
 
         pred, y = pairs[0].numpy(), pairs[1].numpy()
