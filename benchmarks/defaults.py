@@ -456,6 +456,15 @@ def render(rows: list[dict], methods: list[str], cmd: str, commit: str, started:
         if (ds, "auto") in by:
             lines.append(f"- auto on {ds}: `{by[(ds, 'auto')]['options']}`")
     lines.append("")
+    for ds in datasets:  # fine-tuning against the hand-written loop: accuracy points and the wall-time ratio
+        hand = by.get((ds, "hand_finetune"))
+        for m in ("finetune", "finetune_as_hand", "auto"):
+            r = by.get((ds, m))
+            if hand and r:
+                lines.append(f"- {ds}: {m} vs hand_finetune {100 * (r['accuracy'] - hand['accuracy']):+.2f} points "
+                             f"at {r['seconds'] / hand['seconds']:.2f}x its seconds "
+                             f"({r['seconds']:.0f} s vs {hand['seconds']:.0f} s)")
+    lines.append("")
     for m in others:
         d = deltas[m]
         if not d:
