@@ -46,6 +46,12 @@ def test_ngram_model_saves_as_json_and_safetensors_and_reloads_exactly(tmp_path)
     np.testing.assert_allclose(again.proba(texts), model.proba(texts), atol=1e-6)
     with pytest.raises(ArtifactError, match="classes"):
         ngram.NgramModel.load(tmp_path, 3)  # weights that do not fit the model's classes
+    good = json.dumps(meta)
+    for bad in ({"norm": "evil"}, {"lowercase": "yes"}):  # options a hostile file could slip in
+        (tmp_path / "ngram.json").write_text(json.dumps({**meta, "common": {**meta["common"], **bad}}))
+        with pytest.raises(ArtifactError, match="ngram.json"):
+            ngram.NgramModel.load(tmp_path, 2)
+    meta = json.loads(good)
     meta["vectorizers"][0]["vocabulary"] = meta["vectorizers"][0]["vocabulary"][:-1]
     (tmp_path / "ngram.json").write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(ArtifactError, match="ngram.json"):

@@ -161,10 +161,14 @@ def _empty(spec: dict[str, Any]) -> TfidfVectorizer:
 
 
 def _rebuilt(spec: dict[str, Any], common: dict[str, Any], terms: list[str], idf: np.ndarray) -> TfidfVectorizer:
-    keys = ("sublinear_tf", "lowercase", "norm", "use_idf", "smooth_idf")
-    v = TfidfVectorizer(analyzer=spec["analyzer"], ngram_range=tuple(int(n) for n in spec["ngram_range"]),
-                        min_df=spec.get("min_df", 1), max_features=spec.get("max_features"), dtype=np.float32,
-                        **{k: common[k] for k in keys if k in common})
+    flags = {k: common[k] for k in ("sublinear_tf", "lowercase", "use_idf", "smooth_idf") if k in common}
+    low, high = (int(n) for n in spec["ngram_range"])
+    if not all(isinstance(f, bool) for f in flags.values()) or common.get("norm", "l2") not in ("l1", "l2", None) \
+            or not 1 <= low <= high <= 10:
+        raise ValueError("vectorizer options out of range")
+    # (min_df and max_features only matter when fitting; prediction uses the stored vocabulary)
+    v = TfidfVectorizer(analyzer=spec["analyzer"], ngram_range=(low, high), dtype=np.float32,
+                        norm=common.get("norm", "l2"), **flags)
     v.vocabulary_ = {t: i for i, t in enumerate(terms)}
     if terms:
         v.idf_ = idf.astype(np.float64)
