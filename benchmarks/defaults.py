@@ -182,8 +182,8 @@ def fmadapt_finetune(kind: str, train: str, test: str, options: dict | None = No
         pred = clf.predict([str(p) for p in _image_files(test)])
     h = clf.history_
     info = {k: h.get(k) for k in ("epochs_run", "best_epoch", "fit_seconds", "lr", "schedule") if k in h}
-    info.update({"lr": clf.config_.lr, "epochs": clf.config_.epochs, "schedule": clf.config_.schedule,
-                 "class_weighted": (h.get("imbalance") or {}).get("weighted")})
+    info.update({"lr": h.get("lr") or clf.config_.lr, "epochs": clf.config_.epochs,
+                 "schedule": clf.config_.schedule, "class_weighted": (h.get("imbalance") or {}).get("weighted")})
     return [str(p) for p in pred], info
 
 
