@@ -23,6 +23,8 @@ Methods (each runs as its own process, on the same prepared files; fit seconds a
               column gives the winner, the n-gram weight and every candidate's validation score.
   finetune    fmadapt `strategy="finetune"`, every other option at its default.
   finetune_as_hand  a diagnostic: fmadapt fine-tuning given the hand-written loop's settings (AS_HAND).
+  finetune_set:K=V;...  fmadapt fine-tuning with these options (a candidate default), e.g.
+              `finetune_set:lr=1e-4;epochs=4` (the row's method names them).
   hand_finetune  texts: the plain PyTorch loop written out below (MiniLM + mean pooling + a linear head, AdamW
               lr 5e-5, batch 32, one-cycle, 4 epochs, no class weights): what fine-tuning must match (issue 21
               item 3: at no more than 1.2x its wall time). Images: not written yet.
@@ -319,6 +321,10 @@ def worker(method: str, kind: str, train: str, test: str, out: str) -> None:
         pred, info = fmadapt_finetune(kind, train, test)
     elif method == "finetune_as_hand":
         pred, info = fmadapt_finetune(kind, train, test, AS_HAND)
+    elif method.startswith("finetune_set"):  # finetune_set:lr=1e-4;epochs=4 (a candidate default)
+        options = {k: json.loads(v) if v[:1].isdigit() or v in ("true", "false") else v
+                   for k, v in (kv.split("=", 1) for kv in method.split(":", 1)[1].split(";"))}
+        pred, info = fmadapt_finetune(kind, train, test, options)
     elif method == "hand_finetune":
         if kind != "text":
             raise SystemExit("hand_finetune is written for texts (MiniLM); images are not in it yet")
@@ -385,7 +391,7 @@ def main() -> None:
         for method in methods:
             if method in ("tfidf", "hand_finetune") and kind != "text":
                 continue
-            out = tmp / f"{name}.{method}.json"
+            out = tmp / f"{name}.{method.replace(':', '_').replace(';', '_').replace('=', '')}.json"
             e = dict(env, PYTHONPATH=before_src) if method == "before" else env
             if method == "auto":  # cold, like a user's first run: its own feature cache
                 e = dict(env, FMADAPT_CACHE=str(cache) + f"-auto-{name}")
