@@ -124,7 +124,6 @@ def blend(p_probe: np.ndarray, p_ngram: np.ndarray, weight: float) -> np.ndarray
     return (1.0 - weight) * p_probe + weight * p_ngram
 
 
-
 # -- helpers --------------------------------------------------------------------------------------
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
