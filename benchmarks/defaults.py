@@ -464,7 +464,7 @@ def render(rows: list[dict], methods: list[str], cmd: str, commit: str, started:
     lines.append("")
     for ds in datasets:  # fine-tuning against the hand-written loop: accuracy points and the wall-time ratio
         hand = by.get((ds, "hand_finetune"))
-        for m in ("finetune", "finetune_as_hand", "auto"):
+        for m in [m for m in methods if m.startswith("finetune") or m == "auto"]:
             r = by.get((ds, m))
             if hand and r:
                 lines.append(f"- {ds}: {m} vs hand_finetune {100 * (r['accuracy'] - hand['accuracy']):+.2f} points "
