@@ -24,8 +24,10 @@ import numpy as np
 from .config import FitConfig, parse_duration
 from .data.examples import Examples, concat
 
-#: candidates that give the same model for every seed (no reruns with other seeds)
-DETERMINISTIC = ("probe", "ngram", "stack")
+#: auto's classical text candidates (adapt/ngram.py); with the probe, the ones that give the same model for every
+#: seed (no reruns with other seeds)
+CLASSICAL = ("ngram", "stack")
+DETERMINISTIC = ("probe", *CLASSICAL)
 SELECTION_SHARE = 0.6  #: of the budget, for comparing candidates; the rest trains the winner on all data
 CANDIDATE_EPOCHS = 3
 
@@ -85,11 +87,11 @@ class AutoSearch:
         for label, over in candidates(self.modality, self.cfg):
             left = selection - self.elapsed()
             # (the classical candidates cost seconds, like the probe: they run while any selection time is left)
-            need = 0.0 if over["strategy"] in ("ngram", "stack") else max(10.0, 0.05 * self.budget)
+            need = 0.0 if over["strategy"] in CLASSICAL else max(10.0, 0.05 * self.budget)
             if rows and left < need:
                 rows.append({"candidate": label, "strategy": over["strategy"], "status": "skipped: time budget"})
                 continue
-            if over["strategy"] in ("ngram", "stack"):
+            if over["strategy"] in CLASSICAL:
                 row, member = self._classical_trial(label, over, train, val)
             else:
                 row, member = self._trial(label, over, self.cfg.seed, train, val, left)
@@ -124,7 +126,7 @@ class AutoSearch:
         winner = max(ran, key=lambda r: (r["val_score"], -statistics.mean(r["seconds"])))
         if best is None or best["row"] is not winner:  # a rerun changed the ranking: refit is below anyway
             best = {"row": winner, "member": None, "seed": winner["seeds"][0],
-                    "metrics": kept[id(winner)] if winner["strategy"] in ("ngram", "stack") else None}
+                    "metrics": kept[id(winner)] if winner["strategy"] in CLASSICAL else None}
         final, final_note = self._final(winner, best, train, val)
         val_metrics = best["metrics"] if best["metrics"] is not None else self.val_metrics(*_m(final))
         metric = self.cfg.metric.replace("_", " ")
@@ -228,7 +230,7 @@ class AutoSearch:
         both = concat(train, val)
         over = dict(winner["overrides"])
         left = self.budget - self.elapsed()
-        if winner["strategy"] in ("ngram", "stack"):
+        if winner["strategy"] in CLASSICAL:
             return self._final_classical(winner, both, val)
         if winner["strategy"] == "probe" or (winner.get("best_epoch") == -1):
             c = winner.get("C") or _probe_c(best)

@@ -31,6 +31,7 @@ from .errors import ConfigError, DataError, NotFittedError
 from .evaluate.metrics import classification_metrics
 from .model import Classifier
 from .persistence import Persisted
+from .runtime.ngram import combined
 
 # Lightning sets its loggers to INFO when it is first imported (just above, through .adapt), which undoes what
 # `import fmadapt` set: quiet them again so its banners stay out of the user's terminal.
@@ -335,13 +336,8 @@ class _Classifier(SelfTraining, Persisted, ABC):
         self._require_fitted()
         if len(ex) == 0:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
-        ngram, weight = getattr(self, "ngram_", None), getattr(self, "ngram_weight_", 0.0)
-        proba = (ngram.proba(list(ex.inputs)).astype(np.float32) if ngram is not None and weight >= 1.0 else
-                 np.mean([self._member_proba(m[0], m[1], m[3], ex) for m in self._members()], axis=0))
-        if ngram is not None and 0.0 < weight < 1.0:  # auto's stack (runtime/ngram.py)
-            from .runtime.ngram import blend
-
-            proba = blend(proba.astype(np.float64), ngram.proba(list(ex.inputs)), weight).astype(np.float32)
+        proba = combined(lambda: np.mean([self._member_proba(m[0], m[1], m[3], ex) for m in self._members()], axis=0),
+                         getattr(self, "ngram_", None), getattr(self, "ngram_weight_", 0.0), list(ex.inputs))
         t = getattr(self, "temperature_", 1.0)
         if t != 1.0 and calibrated:
             from .evaluate.calibration import apply_temperature

@@ -117,12 +117,10 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
         return None
     if ngram is None or not len(ex):
         return _table(ex, _proba(feats, head, m["temperature"], n), m["classes"])
-    from .runtime.ngram import blend
+    from .runtime.ngram import combined
 
-    p = ngram.proba(list(ex.inputs))  # as estimators._Classifier._proba: blend, then the temperature
-    if head is not None and weight is not None and weight < 1.0:
-        p = blend(_proba(feats, head, 1.0, n).astype(np.float64), p, weight)
-    return _table(ex, apply_temperature(p.astype(np.float32), m["temperature"]), m["classes"])
+    p = combined(lambda: _proba(feats, head, 1.0, n), ngram, weight or 0.0, list(ex.inputs))  # as the full path
+    return _table(ex, apply_temperature(p, m["temperature"]), m["classes"])
 
 
 def _examples(data: Any, text_col: str | None, fit: Any) -> Any:

@@ -8,6 +8,7 @@ Saved without pickle: `ngram.json` (options and vocabularies, terms in column or
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,18 @@ class NgramModel:
 def blend(p_probe: np.ndarray, p_ngram: np.ndarray, weight: float) -> np.ndarray:
     """The stack's probabilities: (1 - weight) · probe + weight · n-gram model."""
     return (1.0 - weight) * p_probe + weight * p_ngram
+
+
+def combined(neural: Callable[[], np.ndarray], ngram: NgramModel | None, weight: float, texts: list[str]
+             ) -> np.ndarray:
+    """A model's probabilities (float32, before its temperature): `neural()` alone, the n-gram model alone
+    (weight 1: `neural` is never called) or their blend. The one rule of the full and the torch-free path."""
+    if ngram is None or weight <= 0.0:
+        return neural()
+    p = ngram.proba(texts)
+    if weight < 1.0:
+        p = blend(np.asarray(neural(), dtype=np.float64), p, weight)
+    return p.astype(np.float32)
 
 
 # -- helpers --------------------------------------------------------------------------------------
