@@ -142,7 +142,8 @@ class Persisted:
         from .estimators import ImageClassifier, TextClassifier, _Classifier
 
         root = Path(path)
-        listing = read_json(root / "config.json").get("ensemble") if (root / "config.json").is_file() else None
+        top = read_json(root / "config.json") if (root / "config.json").is_file() else {}
+        listing = top.get("ensemble")
         loaded = [_load_artifact(root / m["dir"]) for m in checked_listing(root, listing)] if listing else \
             [_load_artifact(root)]
         model, classes, config = loaded[0]
@@ -162,7 +163,7 @@ class Persisted:
         obj.temperature_ = stored_temperature(root / "config.json")
         obj.trains_backbone_ = members[0][3]
         obj.members_ = members if listing else []
-        entry = read_json(root / "config.json").get("ngram") if (root / "config.json").is_file() else None
+        entry = top.get("ngram")
         obj.ngram_, obj.ngram_weight_ = None, 0.0
         if entry is not None:
             weight = entry.get("weight") if isinstance(entry, dict) else None
