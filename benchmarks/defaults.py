@@ -500,6 +500,16 @@ def render(rows: list[dict], methods: list[str], cmd: str, commit: str, started:
                              f"at {r['seconds'] / hand['seconds']:.2f}x its seconds "
                              f"({r['seconds']:.0f} s vs {hand['seconds']:.0f} s)")
     lines.append("")
+    for m in [m for m in methods if m.startswith("finetune") or m == "auto"]:  # the targets, over the datasets
+        pairs = [(by[(ds, m)], by[(ds, "hand_finetune")]) for ds in datasets
+                 if (ds, m) in by and (ds, "hand_finetune") in by]
+        if pairs:
+            d = [100 * (r["accuracy"] - h["accuracy"]) for r, h in pairs]
+            ratio = [r["seconds"] / h["seconds"] for r, h in pairs]
+            lines.append(f"- **{m}** vs hand_finetune over {len(pairs)} datasets: mean {sum(d) / len(d):+.2f} points, "
+                         f"worst {min(d):+.2f}; seconds at most {max(ratio):.2f}x the loop's (target: >= +0.00 "
+                         "at <= 1.20x on every dataset)")
+    lines.append("")
     for m in others:
         d = deltas[m]
         if not d:

@@ -214,7 +214,10 @@ def test_hub_sentence_encoder_gets_its_pooling_settings_and_measured_lr(tmp_path
     with torch.no_grad():
         norms = bb(bb.collator()(["a short one", "another sentence"])).norm(dim=1)
     torch.testing.assert_close(norms, torch.ones(2))
-    assert bb.cfg.finetune_lr == 2e-4 == create_backbone("minilm-l6", pretrained=False).cfg.finetune_lr
+    from fmadapt.backbones.text import MEASURED_FINETUNE_LR
+
+    measured = MEASURED_FINETUNE_LR[HUB_ID]
+    assert bb.cfg.finetune_lr == measured == create_backbone("minilm-l6", pretrained=False).cfg.finetune_lr
     # another hub model keeps the defaults: no settings files, no measured rate
     plain = create_backbone("hf:someone/plain-bert")
     assert (plain.cfg.normalize, plain.cfg.max_tokens, plain.cfg.finetune_lr) == (False, 64, None)

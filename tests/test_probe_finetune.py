@@ -144,7 +144,9 @@ def test_finetune_text_restores_best_epoch(select_by):
     kept = keys.index(max(keys))  # the first best point
     assert h["best_epoch"] == kept - 1
     assert h["select_by"] == (select_by if select_by != "macro_f1" else "metric (macro_f1)")
-    assert h["lr_chosen_by"] == "given (lr)" and "patience" in h["epochs_chosen_by"]
+    assert h["lr_chosen_by"] == "given (lr)"
+    assert h["epochs_chosen_by"].startswith("at most 3 (epochs, given)") and "(patience, the default)" in \
+        h["epochs_chosen_by"]
     # the restored weights are the best point's (an epoch, or the probe start): re-evaluating gives its figures
     va = clf.splits_["val"]
     p = clf.predict_proba(va.inputs).to_numpy()
@@ -205,8 +207,16 @@ def test_cached_activations_train_the_same_model_as_the_uncached_path(tmp_path):
 
 def test_cached_activations_auto_keeps_image_augmentation(tmp_path):
     folder = write_image_folder(tmp_path / "a", per_class=6)
-    clf = ImageClassifier(backbone="tiny-cnn", strategy="finetune", unfreeze=1, epochs=1, batch_size=4).fit(folder)
-    assert not clf.history_["cached_activations"] and clf.history_["augmentation"]
+    options = {"backbone": "tiny-cnn", "strategy": "finetune", "unfreeze": 1, "epochs": 1, "batch_size": 4}
+    clf = ImageClassifier(augment=True, **options).fit(folder)
+    assert not clf.history_["cached_activations"] and clf.history_["augmentation"] == "crop+flip"
+    # the default (no augmentation, issue 21) lets a partial fine-tune train on cached activations
+    clf = ImageClassifier(**options).fit(folder)
+    assert clf.config_.augment is None
+    assert clf.history_["cached_activations"] and clf.history_["augmentation"] == "none"
+    # a policy beyond the basic one asks for augmentation
+    clf = ImageClassifier(augment_policy="flip", **options).fit(folder)
+    assert not clf.history_["cached_activations"] and clf.history_["augmentation"] == "flip"
 
 
 def test_text_partial_finetune_uses_cached_activations(tmp_path):

@@ -410,8 +410,10 @@ def test_backbone_finetune_lr_is_the_default_body_rate(image_folder, tiny_cnn_wi
 
 def test_packaged_minilm_has_its_measured_finetune_lr_and_others_none():
     from fmadapt.backbones.base import BackboneCfg
+    from fmadapt.backbones.text import MEASURED_FINETUNE_LR
 
-    assert create_backbone("minilm-l6").cfg.finetune_lr == 2e-4
+    measured = MEASURED_FINETUNE_LR["sentence-transformers/all-MiniLM-L6-v2"]
+    assert create_backbone("minilm-l6").cfg.finetune_lr == measured
     assert create_backbone("tiny-cnn").cfg.finetune_lr is None
     with pytest.raises(ValueError, match="finetune_lr"):
         BackboneCfg.from_dict({"name": "x", "modality": "text", "embed_dim": 4, "finetune_lr": -1.0})

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from .cli_resume import COMMAND_FILE, drop_checkpoints, jsonable, resume_params
+from .config import FitConfig
 from .errors import ConfigError, FmadaptError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -183,7 +184,7 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
         try:
             if raw.lower() in ("none", "null") and default is None:
                 value = None
-            elif kind is bool:
+            elif kind is bool or (kind is None and fields[key].type == "bool | None"):
                 if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError(raw)
                 value = raw.lower() in ("true", "1", "yes")
@@ -227,12 +228,13 @@ def fit(
         "--time-budget; see `fmadapt strategies`)")] = "probe",
     time_budget: Annotated[str, typer.Option(
         "--time-budget", help="--strategy auto: wall-clock budget, e.g. 10m, 90s, 1h.")] = "10m",
-    epochs: Annotated[int, typer.Option("--epochs")] = 10,
+    epochs: Annotated[int, typer.Option("--epochs")] = FitConfig.epochs,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     lr: Annotated[float | None, typer.Option("--lr", help="Backbone learning rate (finetune).")] = None,
     unfreeze: Annotated[int, typer.Option("--unfreeze", help="Finetune only the top N layer groups.")] = -1,
     image_size: Annotated[int | None, typer.Option("--image-size")] = None,
-    no_augment: Annotated[bool, typer.Option("--no-augment", help="Images: no random crop/flip.")] = False,
+    augment: Annotated[bool | None, typer.Option(
+        "--augment/--no-augment", help="Images, finetune: random crop/flip (default off).")] = FitConfig.augment,
     cache_activations: Annotated[str, typer.Option(
         "--cache-activations", help="Partial finetune: auto | on | off (frozen prefix computed once).")] = "auto",
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -310,7 +312,7 @@ def fit(
         opts: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr, unfreeze=unfreeze,
                                     image_size=image_size, seed=seed, accelerator=accelerator,
                                     devices=devices, runtime=runtime, num_nodes=num_nodes,
-                                    dist_strategy=dist_strategy, augment=not no_augment,
+                                    dist_strategy=dist_strategy, augment=augment,
                                     cache_activations=cache_activations, optimizer=optimizer,
                                     schedule=schedule, layer_decay=layer_decay, label_smoothing=label_smoothing,
                                     grad_clip=grad_clip, class_weight=class_weight, time_budget=time_budget,

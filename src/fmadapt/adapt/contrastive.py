@@ -166,7 +166,7 @@ class Contrastive(Strategy):
         workers = default_workers(bb.cfg.modality) if cfg.num_workers is None else cfg.num_workers
         # images: the training transform (crop/flip) gives every pair fresh views, as augmentation
         loader = DataLoader(PairDataset(inputs, pairs, bb.cfg.modality,
-                                        bb.preprocessor(train=cfg.augment and bb.cfg.modality == "image")),
+                                        bb.preprocessor(train=cfg.augment is not False and bb.cfg.modality == "image")),
                             batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
                             collate_fn=PairCollate(bb.collator()), persistent_workers=False)
         steps = max(1, len(loader))

@@ -10,6 +10,7 @@ import torch
 
 from .base import BackboneCfg
 from .text import MEASURED_FINETUNE_LR, HFTextBackbone, hf_text_backbone
+from .vision import MEASURED_FINETUNE_LR as IMAGE_FINETUNE_LR
 from .vision import TimmBackbone
 
 _SHA_CACHE: dict[tuple[str, int, float], str] = {}
@@ -65,6 +66,7 @@ def efficientnet_lite0(pretrained: bool = True) -> TimmBackbone:
         std=(0.5, 0.5, 0.5),
         interpolation="bicubic",
         crop_pct=0.875,
+        finetune_lr=IMAGE_FINETUNE_LR["tf_efficientnet_lite0"],
         extra={"arch": "tf_efficientnet_lite0"},
     )
     return TimmBackbone(model, cfg)
