@@ -91,10 +91,10 @@ class FitConfig:
     head_init: str = "probe"  #: fine-tuning starts from the probe's head ("probe", LP-FT) or a random one
     bn: str = "frozen"  #: fine-tuning: BatchNorm statistics "frozen" (inference mode) or "train"
     #: images, fine-tuning: random resized crop + flip (+ `augment_policy`). Off by default: in the defaults suite's
-    #: 4 epochs it cost accuracy on every image set where fine-tuning beat the probe (digits -1.34 points,
-    #: Fashion-MNIST -1.00 at lr 1e-3; benchmarks/notes/defaults_finetune_*.md), and without it a partial
-    #: fine-tune trains on cached activations. None: off for fine-tuning unless an `augment_policy` other than
-    #: "basic" is asked for; on for the contrastive strategy's image pairs (its views)
+    #: 4 epochs it cost accuracy on both image sets where an epoch beat the probe's start (digits -3.50 points at
+    #: lr 2e-4 and -3.01 at 1e-3, Fashion-MNIST -1.00 at 2e-4; benchmarks/notes/defaults_finetune_*.md), and
+    #: without it a partial fine-tune trains on cached activations. None: off for fine-tuning unless an
+    #: `augment_policy` other than "basic" is asked for; on for the contrastive strategy's image pairs (its views)
     augment: bool | None = None
     #: images: "basic", "trivial" (+ TrivialAugmentWide), "randaugment" (+ RandAugment), or "flip" (no crop:
     #: horizontal flip only, for centred, tightly framed images)
