@@ -417,3 +417,16 @@ def test_packaged_minilm_has_its_measured_finetune_lr_and_others_none():
     assert create_backbone("tiny-cnn").cfg.finetune_lr is None
     with pytest.raises(ValueError, match="finetune_lr"):
         BackboneCfg.from_dict({"name": "x", "modality": "text", "embed_dim": 4, "finetune_lr": -1.0})
+
+
+def test_image_augmentation_resolves_per_strategy_and_history_says_how_epochs_were_set():
+    from fmadapt.config import FitConfig
+
+    # unset: off for fine-tuning (the measured default), on for contrastive pairs; a non-basic policy asks for it
+    assert (FitConfig().augments_images(False), FitConfig().augments_images(True)) == (False, True)
+    assert FitConfig(augment_policy="trivial").augments_images(False)
+    # given: what the user said, whatever the strategy's default
+    assert not FitConfig(augment=False).augments_images(True)
+    assert FitConfig(augment=True).augments_images(False)
+    assert FitConfig().how_set("epochs") == f"{FitConfig.epochs} (epochs, the default)"
+    assert FitConfig(epochs=7).how_set("epochs") == "7 (epochs, given)"

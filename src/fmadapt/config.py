@@ -237,6 +237,20 @@ class FitConfig:
             if not ok:
                 raise ConfigError(msg)
 
+    def augments_images(self, strategy_default: bool) -> bool:
+        """Whether training varies image inputs by random crops/flips: `augment` when given; left unset (None),
+        the strategy's default (off for fine-tuning, on for contrastive pairs), or on when an `augment_policy`
+        beyond the basic one was asked for."""
+        if self.augment is not None:
+            return self.augment
+        return strategy_default or self.augment_policy != "basic"
+
+    def how_set(self, name: str) -> str:
+        """`value (name, the default|given)`, for histories that say how a setting was chosen."""
+        value = getattr(self, name)
+        default = next(f.default for f in dataclasses.fields(self) if f.name == name)
+        return f"{value} ({name}, {'the default' if value == default else 'given'})"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

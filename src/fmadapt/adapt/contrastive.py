@@ -165,8 +165,8 @@ class Contrastive(Strategy):
         pairs = make_pairs(y, cfg.pair_iterations, cfg.seed)
         workers = default_workers(bb.cfg.modality) if cfg.num_workers is None else cfg.num_workers
         # images: the training transform (crop/flip) gives every pair fresh views, as augmentation
-        loader = DataLoader(PairDataset(inputs, pairs, bb.cfg.modality,
-                                        bb.preprocessor(train=cfg.augment is not False and bb.cfg.modality == "image")),
+        views = bb.preprocessor(train=cfg.augments_images(True) and bb.cfg.modality == "image")
+        loader = DataLoader(PairDataset(inputs, pairs, bb.cfg.modality, views),
                             batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
                             collate_fn=PairCollate(bb.collator()), persistent_workers=False)
         steps = max(1, len(loader))

@@ -67,21 +67,6 @@ def build_trainer(cfg: FitConfig, callbacks: list[pl.Callback], progress: bool) 
     )
 
 
-def _epochs_chosen_by(cfg: FitConfig) -> str:
-    """How the number of epochs was set, for the history: the options' values and whether they are defaults
-    (chosen across the defaults suite, benchmarks/defaults.py)."""
-    default = {f.name: f.default for f in dataclasses.fields(FitConfig)}
-
-    def how(name: str) -> str:
-        value = getattr(cfg, name)
-        return f"{value} ({name}, {'the default' if value == default[name] else 'given'})"
-
-    if not cfg.restore_best:
-        return f"{how('epochs')}, the last kept"
-    by = cfg.metric if cfg.select_by == "metric" else cfg.select_by
-    return f"at most {how('epochs')}, stopped after {how('patience')} without a better validation {by}"
-
-
 def layer_lr_scale(bb: Any, decay: float) -> dict[int, float]:
     """id(param) -> decay**k for the k-th layer group from the top (k = 0 for the top group)."""
     if decay >= 1.0:
@@ -146,7 +131,7 @@ class FineTune(Strategy):
             trained: torch.nn.Module = SuffixClassifier(suffix, model.dropout, model.head)
             frozen = []
         else:
-            augment = augments_images(cfg) and bb.cfg.modality == "image"
+            augment = cfg.augments_images(False) and bb.cfg.modality == "image"
             pre: Any = None
             if augment and cfg.augment_policy != "basic":
                 from ..backbones.vision import build_image_transform
@@ -231,7 +216,9 @@ class FineTune(Strategy):
             "imbalance": balance,
             "lr": lr,
             "lr_chosen_by": lr_source,
-            "epochs_chosen_by": _epochs_chosen_by(cfg),
+            "epochs_chosen_by": (f"at most {cfg.how_set('epochs')}, stopped after {cfg.how_set('patience')} without "
+                                 f"a better validation {cfg.metric if cfg.select_by == 'metric' else cfg.select_by}"
+                                 if cfg.restore_best else f"{cfg.how_set('epochs')}, the last kept"),
             "optimizer": cfg.optimizer,
             "schedule": cfg.schedule,
             "layer_decay": cfg.layer_decay,
@@ -345,18 +332,12 @@ class Progressive(FineTune):
         return {"unfrozen_groups_per_epoch": self._cb.schedule}
 
 
-def augments_images(cfg: FitConfig) -> bool:
-    """Whether fine-tuning varies image inputs by random crops/flips: `augment`, or when it is left unset (None),
-    only if an augmentation policy beyond the basic one was asked for."""
-    return cfg.augment if cfg.augment is not None else cfg.augment_policy != "basic"
-
-
 def _augmentation(cfg: FitConfig, modality: str, cached: bool) -> str:
     """What varies the training inputs per epoch, for the run summary ("none" when nothing does)."""
     if cached:
         return "none"
     parts = []
-    if modality == "image" and augments_images(cfg):
+    if modality == "image" and cfg.augments_images(False):
         parts.append("flip" if cfg.augment_policy == "flip"
                      else "crop+flip" + ("" if cfg.augment_policy == "basic" else f"+{cfg.augment_policy}"))
     if modality == "image" and (cfg.mixup or cfg.cutmix):
