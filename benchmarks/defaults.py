@@ -233,7 +233,9 @@ def fmadapt_auto(kind: str, train: str, test: str, budget: str) -> tuple[list[st
         pred = clf.predict([str(p) for p in _image_files(test)])
     auto = clf.history_["auto"]
     info = {"winner": auto["winner"], "ngram_weight": getattr(clf, "ngram_weight_", 0.0),
-            "val": {r["candidate"]: r.get("val_score", r.get("status")) for r in auto["candidates"]}}
+            "val": {r["candidate"]: r.get("val_score", r.get("status")) for r in auto["candidates"]},
+            "seconds": {r["candidate"]: r["seconds"] for r in auto["candidates"] if "seconds" in r},
+            "final": auto["final"], "auto_seconds": auto["seconds"]}
     return [str(p) for p in pred], info
 
 

@@ -430,3 +430,42 @@ def test_image_augmentation_resolves_per_strategy_and_history_says_how_epochs_we
     assert FitConfig(augment=True).augments_images(False)
     assert FitConfig().how_set("epochs") == f"{FitConfig.epochs} (epochs, the default)"
     assert FitConfig(epochs=7).how_set("epochs") == "7 (epochs, given)"
+
+
+def test_auto_lets_a_long_candidate_run_into_the_retraining_share(monkeypatch):
+    """A fine-tuning candidate that needs longer than the comparison's 60 % runs on to the end of the budget
+    (it could not be retrained in the rest anyway) and is then kept as trained; later candidates, which would
+    start after the 60 % mark, are skipped. Simulated clock: each fit advances it by its own cost."""
+    from fmadapt import auto
+    from fmadapt.data.examples import Examples
+
+    clock = [0.0]
+    monkeypatch.setattr(auto.time, "perf_counter", lambda: clock[0])
+    cost = {"probe": 5.0, 2: 20.0, -1: 400.0}  # seconds each candidate needs to finish
+    seen = []
+
+    def fit_one(cfg, tr, va):
+        key = "probe" if cfg.strategy == "probe" else cfg.unfreeze if cfg.strategy == "finetune" else cfg.strategy
+        need = cost.get(key, 50.0)
+        ran = need if cfg.strategy == "probe" else min(need, cfg.max_time)
+        seen.append((key, cfg.epochs, cfg.max_time, ran))
+        clock[0] += ran
+        score = {"probe": 0.80, 2: 0.82, -1: 0.90}.get(key, 0.5) * (ran / need)
+        return (score, cfg, {"epochs_run": 4, "best_epoch": 3}, key != "probe", None)
+
+    def val_metrics(model, cfg, trains):
+        return {"accuracy": model, "macro_f1": model, "balanced_accuracy": model}
+
+    ex = Examples(inputs=["a"] * 4, labels=["x", "y"] * 2, ids=[str(i) for i in range(4)])
+    search = auto.AutoSearch(FitConfig(strategy="auto", time_budget="600s", auto_ngram=False), "text", fit_one,
+                             val_metrics)
+    final, metrics, history = search.run(ex, ex)
+    rows = {r["candidate"]: r for r in history["auto"]["candidates"]}
+    all_layers = [s for s in seen if s[0] == -1][0]
+    # it started at 25 s: max_time is 0.95 * 600 - 25 = 545 s, not the 360 - 25 s left of the 60 % share
+    assert all_layers[2] == pytest.approx(auto.RUN_SHARE * 600 - 25) and all_layers[3] == 400.0
+    assert all_layers[1] == min(FitConfig().epochs, auto.CANDIDATE_EPOCHS)
+    assert history["auto"]["winner"] == "finetune all layers" and final[0] == pytest.approx(0.90)
+    assert "kept the selected model" in history["auto"]["final"]
+    assert rows["lora"]["status"] == "skipped: time budget"
+    assert len(rows["finetune all layers"]["seeds"]) == 1  # no time for another seed
