@@ -163,8 +163,14 @@ def test_bad_set_items_are_option_errors(image_folder, tmp_path, item):
 def test_strategies_command_lists_the_variants():
     r = _invoke("strategies", "--json")
     assert r.exit_code == 0
-    names = {e["name"] for e in json.loads(r.stdout)}
-    assert {"probe", "finetune", "l2sp", "progressive"} <= names
+    names = [e["name"] for e in json.loads(r.stdout)]
+    assert {"probe", "finetune", "l2sp", "progressive", "auto"} <= set(names)
+    # `fit --strategy`'s help names exactly the registered strategies and auto
+    from fmadapt.adapt import list_strategies
+    from fmadapt.cli.fit import STRATEGY_NAMES
+
+    assert sorted(STRATEGY_NAMES) == sorted([*list_strategies(), "auto"]) == sorted(names)
+    assert " | ".join(STRATEGY_NAMES) in " ".join(_invoke("fit", "--help").output.replace("│", " ").split())
 
 
 def test_fit_ensemble_from_the_cli_and_predict(image_folder, tmp_path):

@@ -23,7 +23,7 @@ _PATH_PARAMS = ("data", "val", "group_metadata", "backbone")
 def resume_params(run: Path, given: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
     """The options `fit --resume RUN` continues with: those RUN was started with (and its directory as --out,
     wherever it is now). None when the user repeated them all (DATA given) and they agree."""
-    from .artifact import read_json
+    from ..artifact import read_json
 
     run = run.resolve()
     path = run / "checkpoints" / COMMAND_FILE
@@ -54,7 +54,7 @@ def resume_params(run: Path, given: dict[str, Any], known: frozenset[str]) -> di
 
 
 def drop_checkpoints(ckdir: Path) -> None:
-    from .train.checkpoint import RunCheckpoints
+    from ..train.checkpoint import RunCheckpoints
 
     RunCheckpoints(ckdir, resume=True).remove()
     (ckdir / COMMAND_FILE).unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""The evaluation commands: `evaluate`, `explain` and `report` (registered on the app of fmadapt.cli)."""
+"""The evaluation commands: `evaluate`, `explain` and `report` (registered on the app of cli/app.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
-from .cli import _JSON, _groups, _out, _override_columns, _print_evaluations, _run, app
-from .errors import ConfigError
+from ..errors import ConfigError
+from .app import _JSON, _groups, _out, _override_columns, _run, app
+from .output import _print_evaluations
 
 
 @app.command()
@@ -44,9 +45,9 @@ def evaluate(
     fairness by group and explanations. All of it lands in report.html."""
 
     def go() -> None:
-        from .estimators import load_model
-        from .evaluate.metrics import format_metrics
-        from .report.run import REPORT, run_evaluations, save_evaluations, write_run_report
+        from ..estimators import load_model
+        from ..evaluate.metrics import format_metrics
+        from ..report.run import REPORT, run_evaluations, save_evaluations, write_run_report
 
         clf = load_model(model_dir)
         _override_columns(clf, text, label)
@@ -108,8 +109,8 @@ def explain(
     """Attributions (Captum) for INPUTS: heatmap overlays for images, per-word scores for texts."""
 
     def go() -> None:
-        from .estimators import load_model
-        from .evaluate.explain import METHODS, explain_inputs, save_explanations
+        from ..estimators import load_model
+        from ..evaluate.explain import METHODS, explain_inputs, save_explanations
 
         if method not in METHODS:
             raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -150,7 +151,7 @@ def report(
     """(Re)write the self-contained report.html from what RUN_DIR holds (no data or model run needed)."""
 
     def go() -> None:
-        from .report.run import write_run_report
+        from ..report.run import write_run_report
 
         _out(f"report: {write_run_report(run_dir, output)}")
 

@@ -1,0 +1,100 @@
+"""The Typer app of the `fmadapt` command and what every command uses: output, exit codes, `--set` parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import ConfigError, FmadaptError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Adapt a pretrained foundation model to your image or text classification task.")
+
+_JSON = typer.Option("--json", help="Print one JSON summary object on stdout.")
+
+
+def _out(msg: str = "", err: bool = False) -> None:
+    typer.echo(msg, err=err)
+
+
+def _modality(data: str) -> str:
+    """Folders are image data; files are tables of texts."""
+    return "image" if Path(data).is_dir() else "text"
+
+
+
+def _groups(clf: Any, data: str, ex: Any, group_col: str | None, metadata: str | None) -> list[str]:
+    """One group per example of `ex`: from the table's column (texts) or the metadata file (images)."""
+    from ..evaluate.fairness import group_labels_from_metadata, group_labels_from_table
+
+    if ex.modality == "image" or metadata:
+        if not metadata:
+            raise ConfigError("fairness on images needs --group-metadata FILE (a CSV/JSONL mapping image paths "
+                              "to groups) and optionally --group-col to pick its column")
+        return group_labels_from_metadata(metadata, ex, group_col)
+    assert group_col
+    return group_labels_from_table(data, group_col, ex, encoding=clf.config_.encoding, header=clf.config_.header)
+
+
+def _is_global_zero() -> bool:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def _run(fn: Any) -> None:
+    """Map our errors to exit codes: data/runtime problems -> 1, option problems -> 2."""
+    try:
+        fn()
+    except ConfigError as e:
+        _out(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    except FmadaptError as e:
+        _out(f"error: {e}", err=True)
+        raise typer.Exit(getattr(e, "exit_code", 1)) from None
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE -> FitConfig fields, values coerced to the field's type."""
+    import dataclasses
+
+    from ..config import FitConfig
+    from ..errors import ConfigError
+
+    fields = {f.name: f for f in dataclasses.fields(FitConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields or key == "extra":
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY one of "
+                              f"{', '.join(sorted(k for k in fields if k != 'extra'))}")
+        default = fields[key].default
+        kind = type(default) if default is not None and default is not dataclasses.MISSING else None
+        value: Any = raw
+        try:
+            if raw.lower() in ("none", "null") and default is None:
+                value = None
+            elif kind is bool or (kind is None and fields[key].type == "bool | None"):
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(raw)
+                value = raw.lower() in ("true", "1", "yes")
+            elif kind in (int, float):
+                value = kind(raw)
+            elif kind is None and fields[key].type in ("float | None", "int | None"):
+                value = float(raw) if "float" in str(fields[key].type) else int(raw)
+        except ValueError:
+            raise ConfigError(f"--set {item!r}: {raw!r} is not a valid {kind.__name__ if kind else 'value'} "
+                              f"for {key}") from None
+        out[key] = value
+    return out
+
+
+def _override_columns(clf: Any, text: str | None, label: str | None) -> None:
+    if text:
+        clf.config_.text_col = text
+    if label:
+        clf.config_.label_col = label
+

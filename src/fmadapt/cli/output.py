@@ -1,0 +1,109 @@
+"""What `fit` and `demo` print: the run summary (text or JSON) and the evaluations' summary lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .app import _out
+
+
+def _summary(clf: Any, out: Path, seconds: float) -> dict[str, Any]:
+    return {
+        "model_dir": str(out.resolve()),
+        "backbone": clf.model_.backbone.cfg.name,
+        "strategy": clf.config_.strategy,
+        "classes": clf.classes_,
+        "metrics": {k: {m: v[m] for m in ("n", "accuracy", "macro_f1", "ece")} for k, v in clf.metrics_.items()},
+        "data": {k: v for k, v in clf.data_summary_.items() if k != "class_counts"},
+        "history": clf.history_,
+        "seconds": round(seconds, 1),
+        "resumed": getattr(clf, "resumed_", []),
+    }
+
+
+def _print_fit(clf: Any, out: Path, seconds: float) -> None:
+    from ..evaluate.metrics import format_metrics
+
+    ds = clf.data_summary_
+    sizes = ", ".join(f"{k} {v}" for k, v in ds["sizes"].items())
+    strategy = clf.config_.strategy
+    if (clf.history_ or {}).get("auto"):
+        strategy = f"auto -> {clf.history_['auto']['winner']}"
+    _out(f"backbone {clf.model_.backbone.cfg.name} | strategy {strategy} | {sizes} "
+         f"| {len(clf.classes_)} classes | {seconds:.1f}s")
+    for w in ds["warnings"]:
+        _out(f"warning: {w}")
+    auto = (clf.history_ or {}).get("auto")
+    if auto:
+        _out(f"strategy auto ({auto['seconds']:.0f} s of a {auto['budget_seconds']:.0f} s budget):")
+        metric = {"accuracy": "val acc", "balanced_accuracy": "val bal", "macro_f1": "val f1"}[
+            auto.get("metric", "accuracy")]
+        _out(f"  {'candidate':<24} {metric:>8} {'spread':>7} {'seeds':>5} {'seconds':>8}  status")
+        for r in auto["candidates"]:
+            if r.get("status") == "ran":
+                _out(f"  {r['candidate']:<24} {r.get('val_score', r['val_acc']):>8.4f} {r['val_acc_spread']:>7.4f} "
+                     f"{len(r['seeds']):>5} {sum(r['seconds']):>8.1f}  ran")
+            else:
+                _out(f"  {r['candidate']:<24} {'':>8} {'':>7} {'':>5} {'':>8}  {r['status']}")
+        for r in auto.get("backbone_ranking") or []:
+            _out(f"  backbone {r['backbone']:<24} LogME {r['logme']:>8.4f} ({r['seconds']:.1f} s)")
+        _out(f"  winner: {auto['winner']} ({auto['why']})")
+        _out(f"  final: {auto['final']}")
+    tta = (clf.history_ or {}).get("tta")
+    if tta:
+        _out(f"test-time augmentation ({tta['views']}): validation accuracy {tta['val_accuracy']:.4f}, "
+             f"{tta['val_accuracy_without']:.4f} without")
+    elif getattr(clf.config_, "tta", False):
+        _out("test-time augmentation (image + horizontal mirror image): on; not compared with it off, since the "
+             "final model trained on the validation split (probe refit or refit_full)")
+    hist = clf.history_ or {}
+    for h in hist.get("ensemble") or [hist]:
+        st, lp = h.get("self_training"), h.get("label_prior")
+        who = f" (member seed {h['seed']}, {h['backbone']})" if "ensemble" in hist else ""
+        if lp:
+            _out(f"label prior{who}: {lp['template']!r} with each class name; zero-shot accuracy "
+                 f"{lp['zero_shot_acc']:.1%} on the {lp['on']}, strength {lp['strength']:g} (0: the names were no "
+                 "help and are ignored)")
+        if st:
+            _out(f"self-training{who}: {st['unlabeled']} unlabeled input(s), {st['confident']} with probability "
+                 f">= {st['threshold']:g}, {st['pseudo_labeled']} pseudo-labeled {st['per_class']}; {st['note']}")
+    unl = clf.data_summary_.get("unlabeled")
+    if unl and unl.get("labeled_overlap_dropped"):
+        _out(f"unlabeled data: {unl['labeled_overlap_dropped']} input(s) left out, they are labeled ones too")
+    imb = (clf.history_ or {}).get("imbalance")
+    if imb and (imb["weighted"] or imb.get("chosen_by")):
+        how = ("weighted by inverse class frequency" if imb["weighted"] else "not weighted")
+        why = (f"chosen by {imb['chosen_by']}" if imb.get("chosen_by") else "--class-weight none to turn off")
+        _out(f"class imbalance: largest/smallest class = {imb['ratio']:g}; the loss is {how} ({why})")
+    skipped = ds["skipped"] + ((ds.get("unlabeled") or {}).get("skipped") or [])
+    if skipped:
+        _out(f"skipped {len(skipped)} input(s):")
+        for s in skipped[:20]:
+            _out(f"  {s['where']}: {s['reason']}")
+        if len(skipped) > 20:
+            _out(f"  ... and {len(skipped) - 20} more (metrics.json lists all)")
+    for split, m in clf.metrics_.items():
+        _out(format_metrics(m, title=f"\n[{split}]"))
+    cal = getattr(clf, "calibration_", {}) or {}
+    if cal.get("fitted"):
+        _out(f"\ncalibration: temperature {cal['temperature']:.3f} fitted on the validation predictions; "
+             f"ECE {cal['before']['ece']:.4f} -> {cal['after']['ece']:.4f} (on those same predictions)")
+    _out(f"\nmodel saved to {out}")
+
+
+def _print_evaluations(evals: dict[str, Any]) -> None:
+    if evals.get("robustness"):
+        from ..evaluate.robustness import robustness_summary_lines
+
+        _out("\n" + "\n".join(robustness_summary_lines(evals["robustness"])))
+    if evals.get("fairness"):
+        from ..evaluate.fairness import fairness_summary_lines
+
+        _out("\n" + "\n".join(fairness_summary_lines(evals["fairness"])))
+    if evals.get("explanations") is not None:
+        items = evals["explanations"]
+        _out(f"\nexplanations: {len(items)} examples ({sum(1 for i in items if i.get('correct') is False)} wrong)")
+    if evals.get("seconds"):
+        _out("evaluation seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in evals["seconds"].items()))
+
