@@ -45,3 +45,21 @@ def test_split_is_seeded_and_stratified():
 def test_split_keeps_every_class_on_both_sides():
     tr, va = stratified_split(_ex(["a"] * 20 + ["b", "b"] + ["c", "c"]), 0.1, seed=0)
     assert set(tr.labels) == set(va.labels) == {"a", "b", "c"}
+
+
+def test_label_indices_is_the_one_label_map():
+    from fmadapt import ImageClassifier, NotFittedError
+    from fmadapt.data.examples import label_indices
+
+    classes = ["ant", "bee", "wasp"]
+    y = label_indices(classes, ["wasp", "ant", "bee", "ant"])
+    assert y.dtype == np.int64 and y.tolist() == [2, 0, 1, 0]
+    assert label_indices(classes, None).shape == (0,)
+    with pytest.raises(KeyError):
+        label_indices(classes, ["ant", "moth"])
+    assert label_indices(classes, ["moth", "bee"], unknown=-1).tolist() == [-1, 1]
+    clf = ImageClassifier()
+    with pytest.raises(NotFittedError):
+        clf.encode_labels(["ant"])
+    clf.classes_ = classes  # (set as fit starts)
+    assert clf.encode_labels(["bee", "moth"], unknown=-1).tolist() == [1, -1]

@@ -23,7 +23,7 @@ from .backbones import create_backbone
 from .backbones.vocab import vocabulary_report
 from .config import FitConfig
 from .data.cache import FeatureCache
-from .data.examples import Examples, concat
+from .data.examples import Examples, concat, label_indices
 from .data.images import default_crop, drop_unreadable, median_short_side, scan_image_folder, unlabeled_images
 from .data.split import check_known, check_trainable, data_summary, stratified_split
 from .data.tables import examples_from_table, infer_columns, read_table
@@ -322,8 +322,7 @@ class _Classifier(SelfTraining, Persisted, ABC):
                     "note": "off (calibrate=False)" if not cfg.calibrate else "no validation data"}
         from .evaluate.calibration import calibrate
 
-        index = {c: i for i, c in enumerate(self.classes_)}
-        return calibrate(proba, np.asarray([index[lab] for lab in val.labels or []]), source)
+        return calibrate(proba, self.encode_labels(val.labels), source)
 
     # -- inference -----------------------------------------------------------------------------
     def _require_fitted(self) -> None:
@@ -356,6 +355,13 @@ class _Classifier(SelfTraining, Persisted, ABC):
                 logits = model.forward_features(torch.from_numpy(feats).to(model.head.weight.device))
                 views.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
         return views[0] if len(views) == 1 else np.mean(views, axis=0)
+
+    def encode_labels(self, labels: Any, unknown: int | None = None) -> np.ndarray:
+        """Class indices (int64) of `labels`, in the order of `classes_` (the columns of `predict_proba`); a
+        label the model does not know raises KeyError, or maps to `unknown` when given."""
+        if not hasattr(self, "classes_"):
+            self._require_fitted()  # (classes_ is set as fit starts: auto's candidates are scored with it)
+        return label_indices(self.classes_, labels, unknown)
 
     def predict_proba(self, data: DataLike) -> pd.DataFrame:
         """One row per readable input (index = path or row id), columns `prob_<class>`."""
@@ -404,8 +410,7 @@ class _Classifier(SelfTraining, Persisted, ABC):
         return {**self._metrics_from(proba, ex), "_proba": proba}
 
     def _metrics_from(self, proba: np.ndarray, ex: Examples) -> dict[str, Any]:
-        index = {c: i for i, c in enumerate(self.classes_)}
-        y = np.asarray([index[lab] for lab in ex.labels or []])
+        y = self.encode_labels(ex.labels)
         m = classification_metrics(y, proba, self.classes_)
         m["skipped"] = [s.to_dict() for s in ex.skipped]
         return m
@@ -427,7 +432,7 @@ class _Classifier(SelfTraining, Persisted, ABC):
         raw = self._proba(ex, calibrated=False)
         proba = apply_temperature(raw, t)
         m = self._metrics_from(proba, ex)
-        y = np.asarray([self.classes_.index(lab) for lab in ex.labels or []])
+        y = self.encode_labels(ex.labels)
         m["calibration"] = {"temperature": t, "before": calibration_measures(raw, y),
                             "after": calibration_measures(proba, y)}
         return m, proba

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config import FitConfig
 from ..data.cache import FeatureCache
-from ..data.examples import Examples
+from ..data.examples import Examples, label_indices
 from ..errors import ConfigError
 from ..model import Classifier
 
@@ -29,8 +29,7 @@ class FitContext:
     checkpoints: Any = None
 
     def targets(self, ex: Examples) -> list[int]:
-        index = {c: i for i, c in enumerate(self.classes)}
-        return [index[lab] for lab in ex.labels or []]
+        return label_indices(self.classes, ex.labels).tolist()
 
 
 class Strategy(ABC):
@@ -54,7 +53,8 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
 
 def get_strategy(name: str) -> Strategy:
     if name not in _STRATEGIES:
-        raise ConfigError(f"unknown strategy {name!r}; available: {', '.join(sorted(_STRATEGIES))}")
+        raise ConfigError(f"unknown strategy {name!r}; available: {', '.join(sorted(_STRATEGIES))}, and auto "
+                          "(the measured choice among them within a time budget)")
     return _STRATEGIES[name]()
 
 

@@ -196,8 +196,7 @@ class SelfTraining:
         proba = getattr(model, "_val_proba", None)
         if proba is None:
             proba = self._member_proba(model, cfg, trains, val)
-        index = {c: i for i, c in enumerate(self.classes_)}
-        y = np.asarray([index[lab] for lab in val.labels or []])
+        y = self.encode_labels(val.labels)
         if cfg.select_by == "loss":
             return round(-float(np.mean(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)))), 6)
         metric = cfg.metric if cfg.select_by == "metric" else "accuracy"

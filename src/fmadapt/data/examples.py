@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 
 @dataclass
@@ -51,3 +54,12 @@ def concat(a: Examples, b: Examples) -> Examples:
     """a's examples then b's (b's skipped inputs and warnings were reported with b)."""
     return Examples(inputs=a.inputs + b.inputs, labels=(a.labels or []) + (b.labels or []), ids=a.ids + b.ids,
                     source=a.source, modality=a.modality, skipped=list(a.skipped), warnings=list(a.warnings))
+
+
+def label_indices(classes: Sequence[str], labels: Iterable[str] | None, unknown: int | None = None) -> np.ndarray:
+    """The one label -> class index mapping (int64): each label's position in `classes`, the model's class
+    names in their fixed order. A label not among them raises KeyError, or maps to `unknown` when given."""
+    index = {c: i for i, c in enumerate(classes)}
+    if unknown is None:
+        return np.asarray([index[lab] for lab in labels or []], dtype=np.int64)
+    return np.asarray([index.get(lab, unknown) for lab in labels or []], dtype=np.int64)

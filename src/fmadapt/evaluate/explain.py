@@ -283,7 +283,6 @@ def _explain_rows(clf: Any, ex: Examples, rows: list[int], proba: np.ndarray, me
             if members else None)
     if ex.modality == "text" and method == "saliency":
         method = "ig"  # token ids are discrete: gradient saliency on them is undefined; use Layer IG
-    index = {c: i for i, c in enumerate(clf.classes_)}
     out: list[dict[str, Any]] = []
     for i in rows:
         t0, target = time.perf_counter(), int(proba[i].argmax())
@@ -291,7 +290,7 @@ def _explain_rows(clf: Any, ex: Examples, rows: list[int], proba: np.ndarray, me
         item: dict[str, Any] = {
             "id": str(ex.ids[i]), "kind": ex.modality, "label": label, "pred": str(clf.classes_[target]),
             "confidence": round(float(proba[i, target]), 4),
-            "correct": None if label is None else bool(index.get(label) == target),
+            "correct": None if label is None else bool(label == clf.classes_[target]),
             "method": method, "image_png": None, "original_png": None, "heatmap": None, "tokens": None,
             "delta": None, "note": note}
         try:
@@ -315,8 +314,7 @@ def explain_sample(clf: Any, ex: Examples, *, n_right: int = 4, n_wrong: int = 4
     if ex.labels is None:
         raise ValueError("explain_sample needs labeled examples; use explain_inputs for unlabeled ones")
     proba = clf._proba(ex)
-    index = {c: i for i, c in enumerate(clf.classes_)}
-    y = np.array([index.get(lab, -1) for lab in ex.labels])
+    y = clf.encode_labels(ex.labels, unknown=-1)
     rows = pick_right_wrong(proba, y, n_right, n_wrong, seed)
     return _explain_rows(clf, ex, rows, proba, method, baseline, n_steps)
 

@@ -84,7 +84,7 @@ def misclassified(clf: Any, ex: Examples, proba: np.ndarray, limit: int = MISCLA
     if not len(ex) or not ex.labels:
         return []
     pred = proba.argmax(1)
-    y = np.asarray([clf.classes_.index(lab) for lab in ex.labels])
+    y = clf.encode_labels(ex.labels)
     wrong = np.flatnonzero(pred != y)
     wrong = wrong[np.argsort(-proba[wrong, pred[wrong]], kind="stable")][:limit]
     return [{"id": ex.ids[i], "label": ex.labels[i], "pred": clf.classes_[pred[i]],
