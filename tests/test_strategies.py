@@ -169,7 +169,7 @@ def test_bad_optimization_options_are_refused(bad):
 def test_text_noise_is_seeded_light_and_never_empties_a_text():
     import random
 
-    from fmadapt.data.augment import TextNoise
+    from fmadapt.data.textnoise import TextNoise
 
     text = "the quick brown fox jumps over the lazy dog near the river bank"
     assert TextNoise(0.0)(text) == text

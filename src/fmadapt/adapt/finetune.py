@@ -15,9 +15,10 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 
 from ..config import FitConfig
-from ..data.augment import TextNoise, mixup_fn
+from ..data.augment import mixup_fn
 from ..data.examples import Examples
 from ..data.loader import make_loader
+from ..data.textnoise import TextNoise
 from ..errors import ConfigError
 from ..model import Classifier
 from ..train.checkpoint import BatchSeeds, SafeCheckpointIO, data_hash

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..data.augment import is_unsegmented
+from ..data.textnoise import is_unsegmented
 from ..errors import ConfigError
 
 UNK_WARN_RATE = 0.05

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import io
-import re
-import string
 import sys
 import tempfile
 import time
@@ -23,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..data.augment import UNSEGMENTED as _UNSEGMENTED
 from ..data.examples import Examples
 from ..data.images import ImageLoadError, load_image
+from ..data.textnoise import TEXT_PERTURBATIONS, perturb_text
 from ..errors import DataError
 
 #: ImageNet-C parameters (Hendrycks & Dietterich, 2019), severities 1..5. Corruptions apply to the image
@@ -40,7 +38,6 @@ CORRUPTIONS: dict[str, dict[str, Any]] = {
     "brightness": {"param": "added to HSV value (0-1 scale)", "values": [0.1, 0.2, 0.3, 0.4, 0.5]},
     "contrast": {"param": "contrast factor", "values": [0.4, 0.3, 0.2, 0.1, 0.05]},
 }
-TEXT_PERTURBATIONS = ("typo", "casing", "punctuation", "word_drop")
 DEFAULT_EPS = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
 DEFAULT_RATES = (0.05, 0.1, 0.2, 0.3)
 PGD_STEPS = 5
@@ -240,23 +237,14 @@ def _corruption_accuracy(clf: Any, ex: Examples, images: list[Image.Image], y: n
 def attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, lo: torch.Tensor,
            hi: torch.Tensor, kind: str = "fgsm", steps: int = PGD_STEPS,
            generator: torch.Generator | None = None) -> torch.Tensor:
-    """Untargeted L-inf attack on a normalised batch x (B,3,H,W); eps, lo, hi: (1,3,1,1) normalised units.
-    Unlike `train.adversarial.image_adversary` (training), every step is projected onto the valid pixel
-    range as well as the eps-ball, and PGD's random start is seeded: an evaluation must only count images
-    that could exist, reproducibly. PGD: step 2.5 eps / steps (Madry et al., 2018)."""
-    if kind == "fgsm":
-        steps, step, x_adv = 1, eps, x.clone()
-    elif kind == "pgd":
-        noise = torch.rand(x.shape, generator=generator, dtype=torch.float32).to(x)
-        step, x_adv = 2.5 * eps / steps, torch.clamp(x + (noise * 2 - 1) * eps, lo, hi)
-    else:
-        raise ValueError(f"attack must be 'fgsm' or 'pgd', got {kind!r}")
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        (g,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
-        x_adv = x_adv.detach() + step * g.sign()
-        x_adv = torch.clamp(torch.clamp(x_adv, x - eps, x + eps), lo, hi)
-    return x_adv.detach()
+    """Untargeted L-inf attack on a normalised batch x (B,3,H,W); eps, lo, hi: (1,3,1,1) normalised units:
+    `train.adversarial.image_adversary` with every step projected onto the valid pixel range as well as the
+    eps-ball, and PGD's random start seeded (an evaluation must only count images that could exist,
+    reproducibly). PGD: step 2.5 eps / steps (Madry et al., 2018)."""
+    from ..train.adversarial import image_adversary
+
+    return image_adversary(model, x, y, F.cross_entropy, eps, kind, steps if kind == "pgd" else 1,
+                           step=2.5 * eps / steps, bounds=(lo, hi), generator=generator)
 
 
 def _adversarial_accuracy(clf: Any, images: list[Image.Image], y: np.ndarray, eps_grid: Sequence[float],
@@ -312,85 +300,6 @@ def _batched_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, d
     return correct / max(1, len(x))
 
 
-# -- text perturbations ------------------------------------------------------------------------------------
-_PUNCT = set(string.punctuation) | set("，。！？、；：“”‘’（）《》")
-
-
-def _units(text: str) -> list[list[str]]:
-    """[[leading whitespace, unit], ...]: whitespace words, except that runs of CJK/kana characters are
-    split into single characters (they are not separated by spaces). Unlike `data.augment.TextNoise`,
-    which does this only for a text that is one token, mixed texts ("iPhone 很好用") are handled too."""
-    units: list[list[str]] = []
-    for m in re.finditer(r"(\s*)(\S+)", text):
-        parts = re.findall(rf"[{_UNSEGMENTED}]|[^{_UNSEGMENTED}]+", m.group(2))
-        units += [[m.group(1) if j == 0 else "", p] for j, p in enumerate(parts)]
-    return units
-
-
-def _is_cjk(s: str) -> bool:
-    return bool(re.search(rf"[{_UNSEGMENTED}]", s))
-
-
-def _typo(w: str, rng: np.random.Generator) -> str:
-    """One character swapped, deleted, inserted or replaced; always differs from `w`."""
-    def letter() -> str:
-        return chr(int(rng.integers(0x4E00, 0x9FA6))) if _is_cjk(w) else string.ascii_lowercase[rng.integers(26)]
-    k = int(rng.integers(len(w)))
-    op = int(rng.integers(4 if len(w) > 1 else 2)) + (0 if len(w) > 1 else 2)  # one char: insert/replace
-    if op == 0 and k < len(w) - 1 and w[k] != w[k + 1]:
-        return w[:k] + w[k + 1] + w[k] + w[k + 2:]
-    if op <= 1:
-        return w[:k] + w[k + 1:]
-    if op == 2:
-        return w[:k] + letter() + w[k:]
-    new = letter()
-    if new == w[k]:
-        new = "b" if new == "a" else "a"
-    return w[:k] + new + w[k + 1:]
-
-
-def _casing(w: str, rng: np.random.Generator) -> str:
-    if rng.random() < 0.5 and w.upper() != w:
-        return w.upper()
-    cased = [i for i, ch in enumerate(w) if ch.swapcase() != ch]
-    flip = {i for i in cased if rng.random() < 0.5} or {cased[int(rng.integers(len(cased)))]}
-    return "".join(ch.swapcase() if i in flip else ch for i, ch in enumerate(w))
-
-
-def _punctuation(w: str, rng: np.random.Generator) -> str:
-    marks = [i for i, ch in enumerate(w) if ch in _PUNCT]
-    if marks and rng.random() < 0.5:
-        k = marks[int(rng.integers(len(marks)))]
-        return w[:k] + w[k + 1:]
-    pool = "，。！？、" if _is_cjk(w) else ",.!?;:-'\""
-    return w + pool[int(rng.integers(len(pool)))]
-
-
-def perturb_text(text: str, kind: str, rate: float, seed: int = 0, index: int = 0) -> str:
-    """`text` with about `rate` of its units (words; CJK characters) perturbed by `kind`. The units are a
-    prefix of one seeded permutation, so a higher rate perturbs a superset with the same edits. Never
-    returns an empty text; casing leaves units without cased letters (CJK, digits) alone. A CJK typo is a
-    random CJK character (a stand-in for the homophone errors of real input methods)."""
-    if kind not in TEXT_PERTURBATIONS:
-        raise ValueError(f"unknown text perturbation {kind!r}; known: {', '.join(TEXT_PERTURBATIONS)}")
-    units = _units(text)
-    if not units or rate <= 0:
-        return text
-    rng = np.random.default_rng([seed, TEXT_PERTURBATIONS.index(kind), index])
-    # casing needs cased letters; typos hit words, not stand-alone punctuation ("，" in Chinese)
-    able = {"casing": lambda w: w.swapcase() != w, "typo": lambda w: any(ch.isalnum() for ch in w)}
-    eligible = [i for i, (_, w) in enumerate(units) if able.get(kind, bool)(w)]
-    x = rate * len(units)
-    k = int(x) + (rng.random() < x - int(x))  # probabilistic rounding: the expected fraction is exact
-    k = min(k, len(eligible) - (1 if kind == "word_drop" else 0))
-    for i in rng.permutation(np.asarray(eligible, dtype=int))[:max(k, 0)]:
-        sp, w = units[i]
-        units[i][1] = "" if kind == "word_drop" else {"typo": _typo, "casing": _casing,
-                                                       "punctuation": _punctuation}[kind](w, rng)
-    out = "".join(sp + w for sp, w in units if w).strip()
-    return out or text
-
-
 # -- helpers -----------------------------------------------------------------------------------------------
 class _quiet:
     """No progress bars per batch and no feature cache while perturbed copies are predicted: they would fill
@@ -412,8 +321,7 @@ def _with_inputs(ex: Examples, inputs: list[str]) -> Examples:
 
 
 def _targets(clf: Any, ex: Examples) -> np.ndarray:
-    index = {c: i for i, c in enumerate(clf.classes_)}
-    return np.asarray([index[lab] for lab in ex.labels or []], dtype=np.int64)
+    return clf.encode_labels(ex.labels)
 
 
 def _accuracy(proba: np.ndarray, y: np.ndarray) -> float:

@@ -20,23 +20,35 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def image_adversary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, eps: torch.Tensor,
-                    kind: str = "fgsm", steps: int = 3) -> torch.Tensor:
-    """Perturbed copy of the (normalised) batch `x`, |x_adv - x| <= eps per channel. `eps`: (C,) or scalar."""
+                    kind: str = "fgsm", steps: int = 3, *, step: torch.Tensor | None = None,
+                    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Perturbed copy of the (normalised) batch `x`, |x_adv - x| <= eps per channel (`eps`: (C,), (1,C,1,1)
+    or scalar): FGSM, one signed-gradient step of eps; PGD, `steps` steps of `step` (eps/4 unless given) from
+    a random start in the eps-ball, each projected back onto it. The one FGSM/PGD of fmadapt: adversarial
+    training calls it as it is; the robustness evaluation (`evaluate.robustness.attack`) also gives `bounds`
+    (lo, hi: every step and the start are projected onto the valid pixel range too, so that only images that
+    could exist are counted) and a `generator` that seeds PGD's start."""
+    if kind not in ("fgsm", "pgd"):
+        raise ValueError(f"attack must be 'fgsm' or 'pgd', got {kind!r}")
     eps = _eps_like(eps, x)
     x = x.detach()
+
+    def project(t: torch.Tensor) -> torch.Tensor:
+        t = x + torch.maximum(torch.minimum(t - x, eps), -eps)
+        return t if bounds is None else torch.maximum(torch.minimum(t, bounds[1]), bounds[0])
+
     if kind == "fgsm":
-        steps, step = 1, eps
-        start = x
+        steps, step, x_adv = 1, eps, x.clone()
     else:
-        step = eps / 4
-        start = x + (torch.rand_like(x) * 2 - 1) * eps
-    x_adv = start.clone()
+        step = eps / 4 if step is None else step
+        noise = torch.rand_like(x) if generator is None else \
+            torch.rand(x.shape, generator=generator, dtype=torch.float32).to(x)
+        x_adv = project(x + (noise * 2 - 1) * eps)
     for _ in range(steps):
         x_adv.requires_grad_(True)
-        loss = loss_fn(model(x_adv), y)
-        (g,) = torch.autograd.grad(loss, x_adv)
-        x_adv = x_adv.detach() + step * g.sign()
-        x_adv = x + torch.maximum(torch.minimum(x_adv - x, eps), -eps)
+        (g,) = torch.autograd.grad(loss_fn(model(x_adv), y), x_adv)
+        x_adv = project(x_adv.detach() + step * g.sign())
     return x_adv.detach()
 
 
