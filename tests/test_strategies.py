@@ -469,3 +469,25 @@ def test_auto_lets_a_long_candidate_run_into_the_retraining_share(monkeypatch):
     assert "kept the selected model" in history["auto"]["final"]
     assert rows["lora"]["status"] == "skipped: time budget"
     assert len(rows["finetune all layers"]["seeds"]) == 1  # no time for another seed
+
+
+def test_max_time_counts_the_fit_setup_too(image_folder, monkeypatch):
+    """`max_time` (auto's budget per candidate) runs from the start of the fine-tuning fit: the probe head and
+    the starting point's validation pass before Lightning starts are taken off what the Trainer gets."""
+    import time
+
+    from fmadapt.adapt import finetune
+
+    given = []
+    real = finetune.build_trainer
+    monkeypatch.setattr(finetune, "build_trainer",
+                        lambda cfg, *a, **k: given.append(cfg.max_time) or real(cfg, *a, **k))
+    slow = finetune.evaluation_metrics  # the starting point's validation pass, made 2 s slower
+
+    def slower(*a, **k):
+        time.sleep(2.0)
+        return slow(*a, **k)
+
+    monkeypatch.setattr(finetune, "evaluation_metrics", slower)
+    ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=1, batch_size=8, max_time=60.0).fit(image_folder)
+    assert len(given) == 1 and 1.0 <= given[0] <= 58.0

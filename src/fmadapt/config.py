@@ -78,7 +78,8 @@ class FitConfig:
     #: fine-tuning: which epoch is kept (and when to stop early): "metric" (the run's `metric` on validation,
     #: ties broken by the lower loss), "accuracy" (validation accuracy, whatever `metric` is) or "loss"
     select_by: str = "metric"
-    max_time: float | None = None  #: fine-tuning: stop training after this many seconds (Lightning max_time)
+    #: fine-tuning: stop training this many seconds after the fit started (its setup included; Lightning max_time)
+    max_time: float | None = None
     #: strategy "auto": wall-clock budget for choosing and training ("10m", "90s", "1h" or seconds)
     time_budget: str = "10m"
     #: `auto` on texts: also run the classical candidates, character and word n-gram TF-IDF + logistic

@@ -188,7 +188,10 @@ class FineTune(Strategy):
             # split) keep their last weights: a contaminated validation loss must not pick the epoch
             callbacks = [history, *([best, stop] if cfg.restore_best else []), timer, *callbacks_extra,
                          BatchSeeds(cfg.seed), *([ema] if ema else []), *([slot.callback()] if slot else [])]
-            trainer = build_trainer(cfg, callbacks, progress=ctx.progress and sys.stderr.isatty())
+            # max_time counts from this fit's start (probe head, cached activations, first validation pass)
+            left = None if cfg.max_time is None else max(1.0, cfg.max_time - (time.perf_counter() - t0))
+            trainer = build_trainer(dataclasses.replace(cfg, max_time=left), callbacks,
+                                    progress=ctx.progress and sys.stderr.isatty())
             trained.train()  # backbones are created in eval mode; the frozen groups go back to eval each epoch
             try:
                 trainer.fit(module, tr, va, ckpt_path=slot.resume_path() if slot else None)
