@@ -79,7 +79,8 @@ def _file_stamps(backbone: Any) -> list[dict[str, Any]] | None:
 #: the modules whose code decides the graph, the backbone's config and the token ids an entry stands for: an entry
 #: is used only while none of them changed (an upgrade of transformers, torch or tokenizers, or of fmadapt in place)
 _CODE = ("transformers", "torch", "tokenizers", "fmadapt.backbones.base", "fmadapt.backbones.text",
-         "fmadapt.backbones.packaged", "fmadapt.backbones.registry", "fmadapt.runtime.onnx", "fmadapt.runtime.light")
+         "fmadapt.backbones.packaged", "fmadapt.backbones.registry", "fmadapt.runtime.onnx", "fmadapt.runtime.int8",
+         "fmadapt.runtime.light")
 
 
 def _code_stamps() -> list[dict[str, Any]]:
