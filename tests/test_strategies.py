@@ -462,7 +462,7 @@ def test_auto_lets_a_long_candidate_run_into_the_retraining_share(monkeypatch):
     final, metrics, history = search.run(ex, ex)
     rows = {r["candidate"]: r for r in history["auto"]["candidates"]}
     all_layers = [s for s in seen if s[0] == -1][0]
-    # it started at 25 s: max_time is 0.95 * 600 - 25 = 545 s, not the 360 - 25 s left of the 60 % share
+    # it started at 25 s: max_time is RUN_SHARE * 600 - 25 = 485 s, not the 360 - 25 s left of the 60 % share
     assert all_layers[2] == pytest.approx(auto.RUN_SHARE * 600 - 25) and all_layers[3] == 400.0
     assert all_layers[1] == min(FitConfig().epochs, auto.CANDIDATE_EPOCHS)
     assert history["auto"]["winner"] == "finetune all layers" and final[0] == pytest.approx(0.90)
