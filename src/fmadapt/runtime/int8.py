@@ -16,7 +16,8 @@ import numpy as np
 
 from ..backbones.base import Backbone
 from ..errors import ConfigError
-from .onnx import _SESSIONS, OnnxEncoder, _load_cached, _np, _parity, onnx_encoder, weights_fingerprint
+from . import onnx as _onnx  # (its _SESSIONS looked up at call time: tests swap the dict per test)
+from .onnx import OnnxEncoder, _load_cached, _np, _parity, onnx_encoder, weights_fingerprint
 
 INT8_MIN_COSINE = 0.97
 #: static int8 image encoders are checked on the calibration images themselves. Photos reach a mean cosine
@@ -52,8 +53,8 @@ def _int8_text(backbone: Backbone, cache_root: str | os.PathLike[str] | None) ->
     if fp32 is None:
         return None
     key = "int8:" + weights_fingerprint(backbone)
-    if key in _SESSIONS:
-        return _SESSIONS[key]
+    if key in _onnx._SESSIONS:
+        return _onnx._SESSIONS[key]
     qpath = Path(fp32.path).with_name(Path(fp32.path).stem + "-int8.onnx")
     enc: OnnxEncoder | None = None
     try:
@@ -75,7 +76,7 @@ def _int8_text(backbone: Backbone, cache_root: str | os.PathLike[str] | None) ->
         warnings.warn(f"int8 quantization of {backbone.cfg.name} failed ({type(e).__name__}: {e}); using fp32",
                       stacklevel=3)
         enc = None
-    _SESSIONS[key] = enc
+    _onnx._SESSIONS[key] = enc
     return enc
 
 
@@ -97,14 +98,14 @@ def _int8_image(backbone: Backbone, cache_root: str | os.PathLike[str] | None,
     if saved is not None:
         ranges = saved["ranges"]
         key = f"int8:{base.stem}:{calibration_id(ranges)}"
-        if key in _SESSIONS:
-            return _SESSIONS[key]
+        if key in _onnx._SESSIONS:
+            return _onnx._SESSIONS[key]
         qpath = base.with_name(f"{base.stem}-int8-{calibration_id(ranges)}.onnx")
         cached = _load_cached(qpath, "image", fp32.image_size)  # quantized from these very ranges, checked then
         if cached is not None:
-            _SESSIONS[key] = cached
+            _onnx._SESSIONS[key] = cached
             return cached
-    elif f"int8:{base.stem}:failed" in _SESSIONS:  # calibrated and checked once already: fp32 it is
+    elif f"int8:{base.stem}:failed" in _onnx._SESSIONS:  # calibrated and checked once already: fp32 it is
         return None
     elif calibration_pixels is None:
         raise ConfigError("int8 for images needs calibration images: run it on your data first "
@@ -157,7 +158,7 @@ def _int8_image(backbone: Backbone, cache_root: str | os.PathLike[str] | None,
             if cos.mean() < INT8_IMAGE_MIN_MEAN_COSINE or cos.min() < INT8_IMAGE_MIN_COSINE:
                 warnings.warn(f"int8 {backbone.cfg.name} is too far from fp32 on your images (cosine mean "
                               f"{cos.mean():.4f}, min {cos.min():.4f}); using fp32", stacklevel=3)
-                _SESSIONS[f"int8:{base.stem}:failed"] = None
+                _onnx._SESSIONS[f"int8:{base.stem}:failed"] = None
                 enc = None
         if enc is not None:
             qpath = base.with_name(f"{base.stem}-int8-{calibration_id(ranges)}.onnx")
@@ -173,5 +174,5 @@ def _int8_image(backbone: Backbone, cache_root: str | os.PathLike[str] | None,
         import shutil
 
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    _SESSIONS[key] = enc
+    _onnx._SESSIONS[key] = enc
     return enc
