@@ -6,11 +6,11 @@ candidate runs under Lightning's `max_time` set to what is left of the whole bud
 for predicting the validation split and refitting a cheap winner), so one that needs longer runs on into
 the retraining share instead of being cut off: it could not have been retrained in that share anyway
 (SST-2, 4,000 texts, 10 min: all layers stopped at the 60 % mark and its model was kept, 228 s of the budget
-unused). Spare time reruns the leading
-fine-tuning candidates with other seeds (the probe is deterministic), and the spread is reported. The winner
-is then trained once more, on training + validation data, with the settings it won with (the probe's C; the
-fine-tuning epochs it needed), within what is left of the budget; when too little is left, the selected model
-is kept as trained. The run summary holds the candidates table and why the winner won.
+unused). Spare time reruns the leading fine-tuning candidates with other seeds (the probe is deterministic),
+and the spread is reported. The winner is then trained once more, on training + validation data, with the
+settings it won with (the probe's C; the fine-tuning epochs it needed), within what is left of the budget;
+when too little is left, the selected model is kept as trained. The run summary holds the candidates table
+and why the winner won.
 
 For texts two classical candidates follow the probe (`auto_ngram`, adapt/ngram.py): character and word n-gram
 TF-IDF + logistic regression, and its stack with the probe (the two models' probabilities averaged with a

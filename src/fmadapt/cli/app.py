@@ -97,4 +97,3 @@ def _override_columns(clf: Any, text: str | None, label: str | None) -> None:
         clf.config_.text_col = text
     if label:
         clf.config_.label_col = label
-

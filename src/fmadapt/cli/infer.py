@@ -84,4 +84,3 @@ def embed(
                  + (f"; {n_err} unreadable input(s) have NaN rows, see `error`" if n_err else ""))
 
     _run(go)
-

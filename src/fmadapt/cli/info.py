@@ -75,4 +75,3 @@ def demo(
             _out(f"try: fmadapt predict {model_dir} {data}/3 -o preds.csv")
 
     _run(go)
-

@@ -106,4 +106,3 @@ def _print_evaluations(evals: dict[str, Any]) -> None:
         _out(f"\nexplanations: {len(items)} examples ({sum(1 for i in items if i.get('correct') is False)} wrong)")
     if evals.get("seconds"):
         _out("evaluation seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in evals["seconds"].items()))
-
