@@ -24,7 +24,6 @@ def _modality(data: str) -> str:
     return "image" if Path(data).is_dir() else "text"
 
 
-
 def _groups(clf: Any, data: str, ex: Any, group_col: str | None, metadata: str | None) -> list[str]:
     """One group per example of `ex`: from the table's column (texts) or the metadata file (images)."""
     from ..evaluate.fairness import group_labels_from_metadata, group_labels_from_table
