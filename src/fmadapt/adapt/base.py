@@ -63,9 +63,10 @@ def list_strategies() -> list[str]:
 
 
 def describe_strategies() -> list[dict[str, str]]:
-    """Name and the first sentence of each registered strategy's docstring."""
-    out = []
-    for name in sorted(_STRATEGIES):
-        doc = " ".join((_STRATEGIES[name].__doc__ or "").split())
-        out.append({"name": name, "description": doc.split(". ")[0].rstrip(".")})
-    return out
+    """Name and the first sentence of each registered strategy's docstring, then `auto` (the measured choice
+    among them, fmadapt/auto.py) with the first sentence of its module's."""
+    from .. import auto
+
+    docs = [(name, _STRATEGIES[name].__doc__) for name in sorted(_STRATEGIES)] + [("auto", auto.__doc__)]
+    return [{"name": name, "description": " ".join((doc or "").split()).split(". ")[0].rstrip(".")}
+            for name, doc in docs]

@@ -1,24 +1,17 @@
 """The `fmadapt` command: a thin layer over the Python API. Exit codes: 0 ok, 1 failure, 2 usage error.
 
-One module per group of commands, each registering on the app of `app.py`; `fmadapt --help` lists them in
-the order of ORDER."""
+One module per group of commands, each registering on the app of `app.py`: the order of the imports below
+is the order of `fmadapt --help`."""
 
 from __future__ import annotations
 
 import sys
 
-from . import evaluate, fit, infer, info  # noqa: F401  (they register the commands)
+# isort: off
+from . import fit  # noqa: F401  (fit first, then the evaluation, inference and information commands)
+from . import evaluate, infer, info  # noqa: F401
+# isort: on
 from .app import _out, app
-
-ORDER = ("fit", "evaluate", "explain", "report", "predict", "embed", "backbones", "strategies", "demo")
-
-
-def _rank(command: object) -> int:
-    name = getattr(getattr(command, "callback", None), "__name__", "")
-    return ORDER.index(name) if name in ORDER else len(ORDER)
-
-
-app.registered_commands.sort(key=_rank)
 
 __all__ = ["app", "main"]
 

@@ -31,11 +31,9 @@ def backbones(as_json: Annotated[bool, _JSON] = False) -> None:
 @app.command()
 def strategies(as_json: Annotated[bool, _JSON] = False) -> None:
     """List the adaptation strategies (`fit --strategy NAME`)."""
-    from .. import auto
     from ..adapt import describe_strategies
 
-    first = " ".join((auto.__doc__ or "").split("\n\n")[0].split()).split(": ", 1)[-1].rstrip(".")
-    entries = [*describe_strategies(), {"name": "auto", "description": first[:1].upper() + first[1:]}]
+    entries = describe_strategies()
     if as_json:
         _out(json.dumps(entries))
         return
