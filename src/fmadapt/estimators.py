@@ -544,7 +544,7 @@ def _classical_hooks(clf: _Classifier, ctx: adapt.FitContext, val: Examples) -> 
     from .adapt.probe import out_of_fold
 
     def targets(ex: Examples) -> np.ndarray:
-        return np.asarray(ctx.targets(ex), dtype=int)
+        return label_indices(ctx.classes, ex.labels)
 
     return SimpleNamespace(
         n_classes=len(ctx.classes), targets=targets,
