@@ -471,6 +471,53 @@ def test_auto_lets_a_long_candidate_run_into_the_retraining_share(monkeypatch):
     assert len(rows["finetune all layers"]["seeds"]) == 1  # no time for another seed
 
 
+@pytest.mark.parametrize("slow_refit", [False, True])
+def test_auto_refits_a_fine_tuning_winner_when_its_epochs_fit_the_budget(monkeypatch, slow_refit):
+    """The refit's time is estimated from the winner's own timings (setup + the epochs it needed, scaled by the
+    data), not from its whole run: all layers ran 4 epochs of 60 s (260 s) but its best was the 2nd, so a refit
+    needs ~156 s and runs in the 265 s left (the old rule, 1.25 x 260 / 0.9 = 361 s, kept the selected model).
+    A refit that the budget stops before its epochs are done is dropped for the selected model."""
+    from fmadapt import auto
+    from fmadapt.data.examples import Examples
+
+    clock = [0.0]
+    monkeypatch.setattr(auto.time, "perf_counter", lambda: clock[0])
+    refits = []
+
+    def fit_one(cfg, tr, va):
+        key = "probe" if cfg.strategy == "probe" else cfg.unfreeze if cfg.strategy == "finetune" else cfg.strategy
+        if key != -1:
+            clock[0] += {"probe": 5.0, 2: 20.0}.get(key, 50.0)
+            return ({"probe": 0.80, 2: 0.82}.get(key, 0.5), cfg, {"epochs_run": 4, "best_epoch": 3}, key != "probe",
+                    None)
+        setup, per = 20.0, 60.0 * (3 if slow_refit and not cfg.restore_best else 1)
+        done = min(cfg.epochs, int(max(0.0, cfg.max_time - setup) // per))
+        clock[0] += min(cfg.max_time, setup + cfg.epochs * per)
+        if not cfg.restore_best:
+            refits.append((cfg.epochs, len(tr)))
+        return (0.91 if not cfg.restore_best else 0.90, cfg,
+                {"epochs_run": done, "best_epoch": 1, "fit_seconds": setup + done * per, "epoch_seconds": [per] * done},
+                True, None)
+
+    def val_metrics(model, cfg, trains):
+        return {"accuracy": model, "macro_f1": model, "balanced_accuracy": model}
+
+    tr = Examples(inputs=["a"] * 9, labels=["x", "y", "x"] * 3, ids=[str(i) for i in range(9)])
+    va = Examples(inputs=["b"], labels=["x"], ids=["9"])
+    search = auto.AutoSearch(FitConfig(strategy="auto", time_budget="600s", auto_ngram=False), "text", fit_one,
+                             val_metrics)
+    final, metrics, history = search.run(tr, va)
+    assert history["auto"]["winner"] == "finetune all layers"
+    assert refits == [(2, 10)]  # the 2 epochs it needed, on training + validation data
+    if slow_refit:
+        assert final[0] == 0.90 and "stopped by the budget after 1 of them" in history["auto"]["final"]
+    else:
+        assert final[0] == 0.91 and "retrained on training + validation data" in history["auto"]["final"]
+    assert auto.refit_seconds({"fit_seconds": 260.0, "epoch_seconds": [60.0] * 4}, 2, 2.0) == pytest.approx(280.0)
+    assert auto.refit_seconds({"fit_seconds": 100.0, "epoch_seconds": [40.0]}, 3, 1.0) == pytest.approx(180.0)
+    assert auto.refit_seconds({"epochs_run": 4}, 2, 1.0) is None
+
+
 def test_max_time_counts_the_fit_setup_too(image_folder, monkeypatch):
     """`max_time` (auto's budget per candidate) runs from the start of the fine-tuning fit: the probe head and
     the starting point's validation pass before Lightning starts are taken off what the Trainer gets."""

@@ -9,8 +9,9 @@ the retraining share instead of being cut off: it could not have been retrained 
 unused). Spare time reruns the leading fine-tuning candidates with other seeds (the probe is deterministic),
 and the spread is reported. The winner is then trained once more, on training + validation data, with the
 settings it won with (the probe's C; the fine-tuning epochs it needed), within what is left of the budget;
-when too little is left, the selected model is kept as trained. The run summary holds the candidates table
-and why the winner won.
+when too little is left (estimated from the winner's own setup and epoch seconds, `refit_seconds`), or the
+budget stops the refit before its epochs are done, the selected model is kept as trained. The run summary
+holds the candidates table and why the winner won.
 
 For texts two classical candidates follow the probe (`auto_ngram`, adapt/ngram.py): character and word n-gram
 TF-IDF + logistic regression, and its stack with the probe (the two models' probabilities averaged with a
@@ -41,6 +42,9 @@ RUN_SHARE = 0.85
 #: a candidate's most epochs (the fine-tuning default, 4, when it was chosen: a candidate that cannot be
 #: retrained in time is kept as it is, and then it is the default fine-tune on the training split)
 CANDIDATE_EPOCHS = 4
+#: a fine-tuning winner is refit on all data only when the budget left is this many times the refit's estimate
+#: (`refit_seconds`); a refit the budget stops anyway is dropped for the selected model
+REFIT_MARGIN = 1.1
 
 
 def candidates(modality: str, cfg: FitConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -251,11 +255,15 @@ class AutoSearch:
             if winner["strategy"] != "probe":
                 note += " (the fine-tuning candidate kept its probe starting point)"
             return self.fit_one(cfg, both, val), note
-        per_run = max(winner["seconds"])
-        if best["member"] is not None and left < 1.25 * per_run / (1 - self.cfg.val_fraction):
-            return best["member"], (f"kept the selected model (trained on the training split only): "
-                                    f"{left:.0f} s left of the budget, too little to retrain on all data")
         epochs = max(1, (winner.get("best_epoch") or 0) + 1)
+        scale = len(both) / max(1, len(train))
+        need = refit_seconds(best["member"][2], epochs, scale) if best["member"] is not None else None
+        if need is None:  # (no timings: the whole run, on the larger data)
+            need = max(winner["seconds"]) * scale
+        kept = (f"kept the selected model (trained on the training split only): {left:.0f} s left of the budget, "
+                f"a refit on all data for {epochs} epoch(s) needs about {need:.0f} s")
+        if best["member"] is not None and left < REFIT_MARGIN * need:
+            return best["member"], kept
         # (the LP-FT probe keeps the C chosen on the clean split: chosen again on a validation split the model
         # now trains on, it would pick the least regularised head)
         cfg = dataclasses.replace(self.cfg, seed=best["seed"], restore_best=False, max_time=max(5.0, left),
@@ -264,7 +272,12 @@ class AutoSearch:
                 f"{epochs} epoch(s), the number that gave its best validation "
                 f"{self.cfg.metric if self.cfg.select_by == 'metric' else self.cfg.select_by}, keeping the "
                 "last weights")
-        return self.fit_one(cfg, both, val), note
+        refit = self.fit_one(cfg, both, val)
+        done = refit[2].get("epochs_run", epochs)
+        if done < epochs and best["member"] is not None:  # stopped by the budget mid-schedule: not the winner's run
+            return best["member"], kept.replace("needs about", "was estimated at") + (
+                f", but the refit was stopped by the budget after {done} of them")
+        return refit, note
 
     def _final_classical(self, winner: dict[str, Any], both: Examples, val: Examples) -> tuple[Any, str]:
         """The probe and the n-gram model, each refit on training + validation data with its chosen C (and
@@ -288,6 +301,19 @@ class AutoSearch:
             f"the stack: {1 - weight:.1f} x probe + {weight:.1f} x n-gram model"
         return probe, (f"{what}; both refit on training + validation data ({len(both)} examples) with the C "
                        f"chosen on validation (probe C={probe_row.get('C')}, n-gram C={hist['C']})")
+
+
+def refit_seconds(history: dict[str, Any], epochs: int, scale: float) -> float | None:
+    """Seconds a refit for `epochs` epochs on `scale` times the candidate's data should take, from the
+    candidate's own timings: its setup (the fit's seconds less its epochs': probe head, cached activations) and
+    its first `epochs` epochs, both growing with the data. None without the timings."""
+    per_epoch = list(history.get("epoch_seconds") or [])
+    fit = history.get("fit_seconds")
+    if not per_epoch or fit is None:
+        return None
+    setup = max(0.0, float(fit) - sum(per_epoch))
+    train = sum(per_epoch[:epochs]) + max(0, epochs - len(per_epoch)) * statistics.mean(per_epoch)
+    return (setup + train) * scale
 
 
 def _m(member: Any) -> tuple[Any, Any, bool]:
