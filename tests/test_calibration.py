@@ -73,7 +73,7 @@ def test_fit_calibrates_saves_and_predict_applies_the_temperature(tmp_path):
     clf = TextClassifier(backbone="tiny-bert", text_col="text", label_col="label", strategy="probe").fit(df)
     t = clf.temperature_
     assert clf.calibration_["fitted"] and t == clf.calibration_["temperature"] and t != 1.0
-    raw = clf._member_proba(clf.model_, clf.config_, False, clf.splits_["val"])
+    raw = clf.proba(clf.splits_["val"], calibrated=False)
     got = clf.predict_proba(clf.splits_["val"].inputs).to_numpy()
     assert np.allclose(got, apply_temperature(raw, t), atol=1e-5)
     out = clf.save_pretrained(tmp_path / "m")
@@ -84,7 +84,7 @@ def test_fit_calibrates_saves_and_predict_applies_the_temperature(tmp_path):
     assert again.temperature_ == t
     # evaluate on held-out data reports the temperature's effect there: "before" undoes it exactly
     ev = again.evaluate(df)
-    raw_all = again._member_proba(again.model_, again.config_, False, again._labeled_for_eval(df))
+    raw_all = again.proba(again.read_labeled(df), calibrated=False)
     y = np.array([again.classes_.index(lab) for lab in df["label"]])
     from fmadapt.evaluate.calibration import calibration_measures
 

@@ -13,10 +13,10 @@ def test_seed_ensemble_averages_member_probabilities_and_reloads_as_one(tmp_path
     df = text_frame(12)
     clf = TextClassifier(backbone="tiny-bert", strategy="finetune", ensemble=2, epochs=1, batch_size=8,
                          lr=1e-3, head_init="random").fit(df)
-    assert len(clf.members_) == 2 and [m[1].seed for m in clf.members_] == [0, 1]
+    assert len(clf.members_) == 2 and [m.config.seed for m in clf.members_] == [0, 1]
     texts = ["truly wonderful", "dull and boring", "ok"]
-    ex = clf._load_unlabeled(texts)
-    each = [clf._member_proba(m[0], m[1], m[3], ex) for m in clf.members_]
+    ex = clf.read_inputs(texts)
+    each = [clf._member_proba(m, ex) for m in clf.members_]
     assert not np.allclose(each[0], each[1])  # different seeds, different models
     np.testing.assert_allclose(clf.predict_proba(texts).to_numpy(), (each[0] + each[1]) / 2, atol=1e-6)
     out = clf.save_pretrained(tmp_path / "ens")
@@ -30,7 +30,7 @@ def test_seed_ensemble_averages_member_probabilities_and_reloads_as_one(tmp_path
 
 def test_backbone_ensemble_of_probes(image_folder):
     clf = ImageClassifier(ensemble_backbones="tiny-cnn,tiny-cnn-cached").fit(image_folder)
-    assert [m[1].backbone for m in clf.members_] == ["tiny-cnn", "tiny-cnn-cached"]
+    assert [m.config.backbone for m in clf.members_] == ["tiny-cnn", "tiny-cnn-cached"]
     assert clf.metrics_["val"]["accuracy"] >= 0.8
     assert [e["backbone"] for e in clf.history_["ensemble"]] == ["tiny-cnn", "tiny-cnn-cached"]
 

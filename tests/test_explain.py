@@ -82,7 +82,7 @@ def test_ig_completeness_and_state_restored(image_clf):
 def test_saliency_nonzero_and_overlay_png(image_clf):
     clf, root = image_clf
     paths = sorted(str(p) for p in root.rglob("*.png"))[:2]
-    ex = clf._load_unlabeled(paths)
+    ex = clf.read_inputs(paths)
     for method, limit in (("saliency", 5), ("ig", 1)):
         items = explain_inputs(clf, ex, method=method, limit=limit, n_steps=8)
         assert len(items) == min(limit, 2) and json.dumps(items)
@@ -175,12 +175,12 @@ def test_text_tokens_from_fitted_and_lora_models(text_clf):
 
     clf, _ = text_clf
     texts = ["the film was wonderful and lovely, truly superb", "Dreadful pacing; horribly dull."]
-    ex = clf._load_unlabeled(texts)
+    ex = clf.read_inputs(texts)
     bb = create_backbone("tiny-bert")
     add_lora(bb, {"r": 2, "alpha": 4, "dropout": 0.0, "targets": ["query", "value"]})
     lora = Classifier(bb, 2)
-    stub = SimpleNamespace(model_=lora, classes_=["neg", "pos"], members_=[],
-                           _proba=lambda e: np.tile([[0.3, 0.7]], (len(e), 1)))
+    stub = SimpleNamespace(model_=lora, classes_=["neg", "pos"], members_=[SimpleNamespace(model=lora)],
+                           proba=lambda e: np.tile([[0.3, 0.7]], (len(e), 1)))
     for c in (clf, stub):
         items = explain_inputs(c, ex, method="saliency", n_steps=8)  # texts always use Layer IG
         assert json.dumps(items) and [it["method"] for it in items] == ["ig", "ig"]
@@ -204,8 +204,8 @@ def test_pick_right_wrong_order_and_counts():
 
 def test_explain_sample_wrong_first(image_clf):
     clf, root = image_clf
-    ex = clf._labeled_for_eval(root)
-    pred = clf._proba(ex).argmax(1)
+    ex = clf.read_labeled(root)
+    pred = clf.proba(ex).argmax(1)
     labels = [clf.classes_[p] for p in pred]
     for i in range(3):  # make exactly three predictions wrong, whatever the tiny model learned
         labels[i] = clf.classes_[(pred[i] + 1) % len(clf.classes_)]
@@ -221,7 +221,7 @@ def test_explain_sample_wrong_first(image_clf):
 def test_save_explanations_safe_names(tmp_path, image_clf):
     clf, root = image_clf
     path = str(sorted(root.rglob("*.png"))[0])
-    items = explain_inputs(clf, clf._load_unlabeled([path]), method="saliency")
+    items = explain_inputs(clf, clf.read_inputs([path]), method="saliency")
     items[0]["id"] = "../../etc/passwd"
     items.append({**items[0], "id": ".hidden/..", "image_png": None})
     out = tmp_path / "out"

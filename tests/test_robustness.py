@@ -114,7 +114,7 @@ def test_stratified_sample_keeps_class_proportions():
 def image_clf(tmp_path_factory):
     folder = write_image_folder(tmp_path_factory.mktemp("robust") / "images")
     clf = ImageClassifier(backbone="tiny-cnn", strategy="probe", progress=False).fit(folder)
-    return clf, clf._labeled_for_eval(folder)
+    return clf, clf.read_labeled(folder)
 
 
 def test_attack_stays_in_the_eps_ball_and_the_valid_range(image_clf):
@@ -166,7 +166,7 @@ def test_text_report(tmp_path):
     path = tmp_path / "reviews.csv"
     text_frame(n_per_class=12).to_csv(path, index=False)
     clf = TextClassifier(backbone="tiny-bert", strategy="probe", progress=False).fit(path)
-    ex = clf._labeled_for_eval(path)
+    ex = clf.read_labeled(path)
     rep = robustness_report(clf, ex, max_examples=10, text_rates=(0.1, 0.3))
     json.dumps(rep)
     assert rep["modality"] == "text" and rep["n"] == 10

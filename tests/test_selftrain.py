@@ -112,8 +112,8 @@ def test_the_better_model_on_validation_is_kept(monkeypatch, tmp_path):
     for student_wins in (True, False):
         calls = []
 
-        def score(self, model, cfg, trains, val, wins=student_wins, calls=calls):
-            calls.append(model)
+        def score(self, member, val, wins=student_wins, calls=calls):
+            calls.append(member.model)
             return 0.5 if len(calls) == 1 else (0.9 if wins else 0.5)  # teacher first, then the student
 
         monkeypatch.setattr(estimators._Classifier, "_selection_score", score)

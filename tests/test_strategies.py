@@ -11,6 +11,7 @@ from fmadapt.adapt.finetune import build_trainer, layer_lr_scale
 from fmadapt.adapt.imbalance import imbalance
 from fmadapt.backbones import create_backbone
 from fmadapt.config import FitConfig
+from fmadapt.member import Member
 from fmadapt.model import Classifier
 from fmadapt.train.module import ClassifierModule
 from fmadapt.train.schedules import constant, inverse_time, make_schedule, one_cycle, warmup_cosine
@@ -451,10 +452,10 @@ def test_auto_lets_a_long_candidate_run_into_the_retraining_share(monkeypatch):
         seen.append((key, cfg.epochs, cfg.max_time, ran))
         clock[0] += ran
         score = {"probe": 0.80, 2: 0.82, -1: 0.90}.get(key, 0.5) * (ran / need)
-        return (score, cfg, {"epochs_run": 4, "best_epoch": 3}, key != "probe", None)
+        return Member(score, cfg, {"epochs_run": 4, "best_epoch": 3}, key != "probe")
 
-    def val_metrics(model, cfg, trains):
-        return {"accuracy": model, "macro_f1": model, "balanced_accuracy": model}
+    def val_metrics(member):
+        return {"accuracy": member.model, "macro_f1": member.model, "balanced_accuracy": member.model}
 
     ex = Examples(inputs=["a"] * 4, labels=["x", "y"] * 2, ids=[str(i) for i in range(4)])
     search = auto.AutoSearch(FitConfig(strategy="auto", time_budget="600s", auto_ngram=False), "text", fit_one,
@@ -465,7 +466,7 @@ def test_auto_lets_a_long_candidate_run_into_the_retraining_share(monkeypatch):
     # it started at 25 s: max_time is RUN_SHARE * 600 - 25 = 485 s, not the 360 - 25 s left of the 60 % share
     assert all_layers[2] == pytest.approx(auto.RUN_SHARE * 600 - 25) and all_layers[3] == 400.0
     assert all_layers[1] == min(FitConfig().epochs, auto.CANDIDATE_EPOCHS)
-    assert history["auto"]["winner"] == "finetune all layers" and final[0] == pytest.approx(0.90)
+    assert history["auto"]["winner"] == "finetune all layers" and final.model == pytest.approx(0.90)
     assert "kept the selected model" in history["auto"]["final"]
     assert rows["lora"]["status"] == "skipped: time budget"
     assert len(rows["finetune all layers"]["seeds"]) == 1  # no time for another seed
@@ -488,19 +489,19 @@ def test_auto_refits_a_fine_tuning_winner_when_its_epochs_fit_the_budget(monkeyp
         key = "probe" if cfg.strategy == "probe" else cfg.unfreeze if cfg.strategy == "finetune" else cfg.strategy
         if key != -1:
             clock[0] += {"probe": 5.0, 2: 20.0}.get(key, 50.0)
-            return ({"probe": 0.80, 2: 0.82}.get(key, 0.5), cfg, {"epochs_run": 4, "best_epoch": 3}, key != "probe",
-                    None)
+            return Member({"probe": 0.80, 2: 0.82}.get(key, 0.5), cfg, {"epochs_run": 4, "best_epoch": 3},
+                          key != "probe")
         setup, per = 20.0, 60.0 * (3 if slow_refit and not cfg.restore_best else 1)
         done = min(cfg.epochs, int(max(0.0, cfg.max_time - setup) // per))
         clock[0] += min(cfg.max_time, setup + cfg.epochs * per)
         if not cfg.restore_best:
             refits.append((cfg.epochs, len(tr)))
-        return (0.91 if not cfg.restore_best else 0.90, cfg,
-                {"epochs_run": done, "best_epoch": 1, "fit_seconds": setup + done * per, "epoch_seconds": [per] * done},
-                True, None)
+        return Member(0.91 if not cfg.restore_best else 0.90, cfg,
+                      {"epochs_run": done, "best_epoch": 1, "fit_seconds": setup + done * per,
+                       "epoch_seconds": [per] * done}, True)
 
-    def val_metrics(model, cfg, trains):
-        return {"accuracy": model, "macro_f1": model, "balanced_accuracy": model}
+    def val_metrics(member):
+        return {"accuracy": member.model, "macro_f1": member.model, "balanced_accuracy": member.model}
 
     tr = Examples(inputs=["a"] * 9, labels=["x", "y", "x"] * 3, ids=[str(i) for i in range(9)])
     va = Examples(inputs=["b"], labels=["x"], ids=["9"])
@@ -510,9 +511,9 @@ def test_auto_refits_a_fine_tuning_winner_when_its_epochs_fit_the_budget(monkeyp
     assert history["auto"]["winner"] == "finetune all layers"
     assert refits == [(2, 10)]  # the 2 epochs it needed, on training + validation data
     if slow_refit:
-        assert final[0] == 0.90 and "stopped by the budget after 1 of them" in history["auto"]["final"]
+        assert final.model == 0.90 and "stopped by the budget after 1 of them" in history["auto"]["final"]
     else:
-        assert final[0] == 0.91 and "retrained on training + validation data" in history["auto"]["final"]
+        assert final.model == 0.91 and "retrained on training + validation data" in history["auto"]["final"]
     assert auto.refit_seconds({"fit_seconds": 260.0, "epoch_seconds": [60.0] * 4}, 2, 2.0) == pytest.approx(280.0)
     assert auto.refit_seconds({"fit_seconds": 100.0, "epoch_seconds": [40.0]}, 3, 1.0) == pytest.approx(180.0)
     assert auto.refit_seconds({"epochs_run": 4}, 2, 1.0) is None

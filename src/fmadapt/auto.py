@@ -73,11 +73,10 @@ def candidates(modality: str, cfg: FitConfig) -> list[tuple[str, dict[str, Any]]
 
 
 class AutoSearch:
-    """Runs the comparison through `fit_one(cfg, train, val) -> (model, cfg, history, trains_backbone, vocab)`
-    and `val_metrics(model, cfg, trains_backbone) -> metrics`, both supplied by the estimator; for the
-    classical text candidates, `classical` supplies `targets(ex)`, `metrics(val_proba)` and
-    `probe_out_of_fold(member, train, folds)`. After `run`, `ngram` is the n-gram model and its weight in the
-    final prediction (None when neither classical candidate won)."""
+    """Runs the comparison through `fit_one(cfg, train, val) -> Member` and `val_metrics(member) -> metrics`,
+    both supplied by the estimator; for the classical text candidates, `classical` supplies `targets(ex)`,
+    `metrics(val_proba)` and `probe_out_of_fold(member, train, folds)`. After `run`, `ngram` is the n-gram
+    model and its weight in the final prediction (None when neither classical candidate won)."""
 
     def __init__(self, cfg: FitConfig, modality: str, fit_one: Any, val_metrics: Any, classical: Any = None
                  ) -> None:
@@ -94,7 +93,7 @@ class AutoSearch:
         return time.perf_counter() - self.t0
 
     def run(self, train: Examples, val: Examples) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-        """(final member tuple, selection-phase validation metrics of the winner, history)."""
+        """(final Member, selection-phase validation metrics of the winner, history)."""
         selection = SELECTION_SHARE * self.budget
         rows: list[dict[str, Any]] = []
         self._rows = rows
@@ -144,7 +143,7 @@ class AutoSearch:
             best = {"row": winner, "member": None, "seed": winner["seeds"][0],
                     "metrics": kept[id(winner)] if winner["strategy"] in CLASSICAL else None}
         final, final_note = self._final(winner, best, train, val)
-        val_metrics = best["metrics"] if best["metrics"] is not None else self.val_metrics(*_m(final))
+        val_metrics = best["metrics"] if best["metrics"] is not None else self.val_metrics(final)
         metric = self.cfg.metric.replace("_", " ")
         why = (f"highest validation {metric}, {winner['val_score']:.4f}"
                + (f" (mean of {len(winner['seeds'])} seeds, spread {winner['val_acc_spread']:.4f})"
@@ -158,7 +157,7 @@ class AutoSearch:
                 r.pop(k, None)
         history = {"auto": {"budget_seconds": self.budget, "metric": self.cfg.metric, "candidates": rows,
                             "winner": winner["candidate"], "why": why, "final": final_note,
-                            "seconds": round(self.elapsed(), 1)}, **final[2]}
+                            "seconds": round(self.elapsed(), 1)}, **final.history}
         if self._ngram_trial is not None:
             history["auto"]["ngram"] = self._ngram_trial[1]
         return final, val_metrics, history
@@ -171,8 +170,8 @@ class AutoSearch:
         t = time.perf_counter()
         member = self.fit_one(cfg, train, val)
         seconds = round(time.perf_counter() - t, 1)
-        metrics = self.val_metrics(*_m(member))
-        h = member[2]
+        metrics = self.val_metrics(member)
+        h = member.history
         row = self._row(label, over, seed, seconds, metrics, epochs_run=h.get("epochs_run"),
                         best_epoch=h.get("best_epoch"), C=h.get("C"))
         return row, member
@@ -257,7 +256,7 @@ class AutoSearch:
             return self.fit_one(cfg, both, val), note
         epochs = max(1, (winner.get("best_epoch") or 0) + 1)
         scale = len(both) / max(1, len(train))
-        need = refit_seconds(best["member"][2], epochs, scale) if best["member"] is not None else None
+        need = refit_seconds(best["member"].history, epochs, scale) if best["member"] is not None else None
         if need is None:  # (no timings: the whole run, on the larger data)
             need = max(winner["seconds"]) * scale
         kept = (f"kept the selected model (trained on the training split only): {left:.0f} s left of the budget, "
@@ -273,7 +272,7 @@ class AutoSearch:
                 f"{self.cfg.metric if self.cfg.select_by == 'metric' else self.cfg.select_by}, keeping the "
                 "last weights")
         refit = self.fit_one(cfg, both, val)
-        done = refit[2].get("epochs_run", epochs)
+        done = refit.history.get("epochs_run", epochs)
         if done < epochs and best["member"] is not None:  # stopped by the budget mid-schedule: not the winner's run
             return best["member"], kept.replace("needs about", "was estimated at") + (
                 f", but the refit was stopped by the budget after {done} of them")
@@ -286,7 +285,7 @@ class AutoSearch:
 
         assert self._probe is not None and self._ngram_trial is not None
         member, probe_row = self._probe
-        weighted = (member[2].get("imbalance") or {}).get("weighted")
+        weighted = (member.history.get("imbalance") or {}).get("weighted")
         cfg = dataclasses.replace(self.cfg, strategy="probe", probe_c=probe_row.get("C"), extend_vocab=False,
                                   class_weight=self.cfg.class_weight if weighted is None else
                                   ("balanced" if weighted else "none"))
@@ -316,11 +315,6 @@ def refit_seconds(history: dict[str, Any], epochs: int, scale: float) -> float |
     return (setup + train) * scale
 
 
-def _m(member: Any) -> tuple[Any, Any, bool]:
-    model, cfg, _, trains, _ = member
-    return model, cfg, trains
-
-
 def _probe_c(best: dict[str, Any]) -> float | None:
-    h = best["member"][2] if best.get("member") else {}
+    h = best["member"].history if best.get("member") else {}
     return h.get("C") or h.get("probe_C")

@@ -29,6 +29,7 @@ from .data.split import check_known, check_trainable, data_summary, stratified_s
 from .data.tables import examples_from_table, infer_columns, read_table
 from .errors import ConfigError, DataError, NotFittedError
 from .evaluate.metrics import classification_metrics
+from .member import Member
 from .model import Classifier
 from .persistence import Persisted
 from .runtime.ngram import combined
@@ -163,33 +164,36 @@ class _Classifier(SelfTraining, Persisted, ABC):
             search = AutoSearch(
                 cfg, self.modality,
                 lambda c, tr, va: self._fit_member(c.backbone or self.default_backbone, c.seed, c, tr, va, ctx),
-                lambda model, c, trains: self._metrics_with(model, c, trains, splits["val"]),
+                lambda member: self._metrics_with(member, splits["val"]),
                 _classical_hooks(self, ctx, splits["val"]) if self.modality == "text" else None)
             final, selection_metrics, history = search.run(train, splits["val"])
             self.ngram_, self.ngram_weight_ = search.ngram or (None, 0.0)
             if ranking:
                 history["auto"]["backbone_ranking"] = ranking
-            members = [(final[0], final[1], history, final[3], final[4])]
+            members = [dataclasses.replace(final, history=history)]
         else:
             specs = _member_specs(cfg, self.default_backbone)
             ctx.refit_on_val = split_made
             members = [self._fit_member(b, seed, cfg, train, splits["val"], ctx, pool) for b, seed in specs]
-            if any(getattr(m[0], "_val_proba", None) is not None for m in members):
+            if any(m.val_proba is not None for m in members):
                 # a probe head refit on train + val: its honest validation figures come from before that
                 # refit (or out of fold); an ensemble averages them with its other members' as at prediction
-                honest = np.mean([m[0]._val_proba if getattr(m[0], "_val_proba", None) is not None
-                                  else self._member_proba(m[0], m[1], m[3], splits["val"]) for m in members], axis=0)
-                selection_metrics = {**self._metrics_from(honest, splits["val"]), "_proba": honest}
-        self.members_ = members if len(members) > 1 else []
-        self.model_, self.config_, self.history_, self.trains_backbone_, vocabulary = members[0]
-        if self.members_:
-            self.history_ = {"ensemble": [{"backbone": m[1].backbone, "seed": m[1].seed, **m[2]} for m in members]}
+                honest = np.mean([m.val_proba if m.val_proba is not None else self._member_proba(m, splits["val"])
+                                  for m in members], axis=0)
+                selection_metrics = {**self.metrics_from(honest, splits["val"]), "_proba": honest}
+        self.members_: list[Member] = members
+        first = members[0]
+        self.model_, self.config_, self.history_ = first.model, first.config, first.history
+        self.trains_backbone_, vocabulary = first.trains_backbone, first.vocabulary
+        if len(members) > 1:
+            self.history_ = {"ensemble": [{"backbone": m.config.backbone, "seed": m.config.seed, **m.history}
+                                          for m in members]}
         self.splits_ = splits
         self.temperature_ = 1.0
         val_proba = selection_metrics.pop("_proba", None) if selection_metrics is not None else None
         self.refit_on_val_ = val_proba is not None
         if val_proba is None:
-            val_proba = self._proba(splits["val"])
+            val_proba = self.proba(splits["val"])
         self._val_proba_raw = val_proba
         # calibration: fitted on the validation predictions of models that never trained on them
         self.calibration_ = self._calibrate(cfg, val_proba, splits["val"],
@@ -201,17 +205,17 @@ class _Classifier(SelfTraining, Persisted, ABC):
             if name == "val":
                 # (uncalibrated probabilities: the temperature was fitted on these very predictions; the
                 # calibration section compares before and after)
-                self.metrics_["val"] = selection_metrics or self._metrics_from(val_proba, ex)
+                self.metrics_["val"] = selection_metrics or self.metrics_from(val_proba, ex)
                 self.metrics_["val"]["skipped"] = [s.to_dict() for s in ex.skipped]
             elif name != "train":
                 self.metrics_[name] = self._metrics_for(ex)
         if cfg.tta and not self.refit_on_val_ and len(splits["val"]):
             # what the mirror images added, on the validation split (the refit models of refit_full trained on it)
-            plain = np.mean([self._member_proba(m[0], dataclasses.replace(m[1], tta=False), m[3], splits["val"])
-                             for m in members], axis=0)
+            plain = np.mean([self._member_proba(m.with_config(tta=False), splits["val"]) for m in members],
+                            axis=0)
             self.history_["tta"] = {"views": "image + horizontal mirror image, probabilities averaged",
                                     "val_accuracy": self.metrics_["val"]["accuracy"],
-                                    "val_accuracy_without": self._metrics_from(plain, splits["val"])["accuracy"]}
+                                    "val_accuracy_without": self.metrics_from(plain, splits["val"])["accuracy"]}
         self.data_summary_ = data_summary(splits, split_made)
         if pool is not None:
             self.data_summary_["unlabeled"] = {**self._pool_summary,
@@ -228,10 +232,9 @@ class _Classifier(SelfTraining, Persisted, ABC):
         return self
 
     def _fit_member(self, backbone_name: str, seed: int, cfg: FitConfig, train: Examples, val: Examples,
-                    ctx: adapt.FitContext, pool: Examples | None = None
-                    ) -> tuple[Classifier, FitConfig, dict[str, Any], bool, Any]:
-        """One trained model: (model, its resolved config, history, trains_backbone, vocabulary report);
-        with an unlabeled `pool`, the better on `val` of that model and its self-trained student."""
+                    ctx: adapt.FitContext, pool: Examples | None = None) -> Member:
+        """One trained model; with an unlabeled `pool`, the better on `val` of that model and its self-trained
+        student."""
         cfg = dataclasses.replace(cfg, backbone=backbone_name, seed=seed, ensemble=1, ensemble_backbones=None)
         torch.manual_seed(seed)
         backbone = create_backbone(backbone_name)
@@ -255,29 +258,28 @@ class _Classifier(SelfTraining, Persisted, ABC):
         if crop is not None:
             history["image_crop"] = crop
         model.eval()
+        member = Member(model, cfg, history, strategy.trains_backbone, vocabulary,
+                        val_proba=history.pop("_val_proba", None))
         if pool is not None:
-            return self._self_train(backbone_name, seed, cfg, train, val, pool, ctx,
-                                    (model, cfg, history, strategy.trains_backbone, vocabulary))
+            return self._self_train(backbone_name, seed, cfg, train, val, pool, ctx, member)
         if cfg.refit_full and ctx.refit_on_val and "best_epoch" in history and cfg.strategy != "contrastive":
-            return self._refit_full(backbone_name, seed, cfg, train, val, ctx,
-                                    (model, cfg, history, strategy.trains_backbone, vocabulary))
-        return model, cfg, history, strategy.trains_backbone, vocabulary
+            return self._refit_full(backbone_name, seed, cfg, train, val, ctx, member)
+        return member
 
     def _refit_full(self, backbone_name: str, seed: int, cfg: FitConfig, train: Examples, val: Examples,
-                    ctx: adapt.FitContext, first: tuple[Classifier, FitConfig, dict[str, Any], bool, Any]
-                    ) -> tuple[Classifier, FitConfig, dict[str, Any], bool, Any]:
+                    ctx: adapt.FitContext, first: Member) -> Member:
         """`refit_full`: the validation split has chosen the number of epochs; train again from the pretrained
         weights on training + validation data for that many epochs and keep the last weights. The validation
         figures and the calibration come from the first model, which never saw the validation split."""
-        model, _, history, trains, _ = first
+        history = first.history
         best = int(history["best_epoch"])
         summary = {"selection_epochs": history.get("epochs"), "selection_best_epoch": best,
                    "selection_fit_seconds": history.get("fit_seconds")}
         if best < 0:  # no epoch beat the probe start, which a longer run would not change: keep the model
             history["refit_full"] = {**summary, "note": "not retrained: no epoch beat the starting point"}
             return first
-        honest = self._member_proba(model, cfg, trains, val)
-        del model, first
+        honest = self._member_proba(first, val)
+        del first
         # the probe that starts fine-tuning (LP-FT) keeps the C and class weighting chosen on the clean split:
         # chosen again on a validation split the model trains on, it would pick the least regularised head
         weighted = (history.get("imbalance") or {}).get("weighted")
@@ -285,14 +287,13 @@ class _Classifier(SelfTraining, Persisted, ABC):
                                        probe_c=history.get("probe_C") or cfg.probe_c,
                                        class_weight=cfg.class_weight if weighted is None else
                                        ("balanced" if weighted else "none"))
-        model, _, history, trains, vocabulary = self._fit_member(backbone_name, seed, full_cfg,
-                                                                 concat(train, val), val, ctx)
-        model._val_proba = honest  # type: ignore[attr-defined]
+        refit = self._fit_member(backbone_name, seed, full_cfg, concat(train, val), val, ctx)
+        history = refit.history
         by = cfg.metric if cfg.select_by == "metric" else cfg.select_by
         history["refit_full"] = {**summary, "note": f"retrained on training + validation data "
                                  f"({len(train) + len(val)} examples) for {best + 1} epoch(s), the number that gave "
                                  f"the best validation {by}; last weights kept"}
-        return model, cfg, history, trains, vocabulary
+        return dataclasses.replace(refit, config=cfg, val_proba=honest)
 
     def _rank_backbones(self, cfg: FitConfig, train: Examples, ctx: adapt.FitContext) -> list[dict[str, Any]]:
         """LogME of each candidate backbone's frozen features on the training split, best first (the features
@@ -325,17 +326,19 @@ class _Classifier(SelfTraining, Persisted, ABC):
         return calibrate(proba, self.encode_labels(val.labels), source)
 
     # -- inference -----------------------------------------------------------------------------
-    def _require_fitted(self) -> None:
+    def check_fitted(self) -> None:
+        """Raises NotFittedError unless fitted (or loaded)."""
         if not hasattr(self, "model_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit() or from_pretrained()")
 
-    def _proba(self, ex: Examples, calibrated: bool = True) -> np.ndarray:
-        """(N, C) probabilities; an ensemble averages its members'. A frozen backbone goes through the
-        feature cache."""
-        self._require_fitted()
+    def proba(self, ex: Examples, calibrated: bool = True) -> np.ndarray:
+        """(N, C) probabilities of loaded examples (`read_inputs`, `read_labeled`), columns in the order of
+        `classes_`: an ensemble averages its members', an n-gram model is blended in, the calibration
+        temperature applied unless `calibrated=False`. A frozen backbone goes through the feature cache."""
+        self.check_fitted()
         if len(ex) == 0:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
-        proba = combined(lambda: np.mean([self._member_proba(m[0], m[1], m[3], ex) for m in self._members()], axis=0),
+        proba = combined(lambda: np.mean([self._member_proba(m, ex) for m in self.members_], axis=0),
                          getattr(self, "ngram_", None), getattr(self, "ngram_weight_", 0.0), list(ex.inputs))
         t = getattr(self, "temperature_", 1.0)
         if t != 1.0 and calibrated:
@@ -344,9 +347,10 @@ class _Classifier(SelfTraining, Persisted, ABC):
             proba = apply_temperature(proba, t)
         return proba
 
-    def _member_proba(self, model: Classifier, cfg: FitConfig, trains_backbone: bool, ex: Examples) -> np.ndarray:
+    def _member_proba(self, member: Member, ex: Examples) -> np.ndarray:
         """(N, C) probabilities of one model; with `tta` the mean over the images and their mirror images."""
-        cache = self._feature_cache() if not trains_backbone else None
+        model, cfg = member.model, member.config
+        cache = self._feature_cache() if not member.trains_backbone else None
         views = []
         for flip in (False, True) if cfg.tta and ex.modality == "image" else (False,):
             feats = extract_features(model.backbone, ex, batch_size=64, cache=cache, flip=flip,
@@ -360,25 +364,25 @@ class _Classifier(SelfTraining, Persisted, ABC):
         """Class indices (int64) of `labels`, in the order of `classes_` (the columns of `predict_proba`); a
         label the model does not know raises KeyError, or maps to `unknown` when given."""
         if not hasattr(self, "classes_"):
-            self._require_fitted()  # (classes_ is set as fit starts: auto's candidates are scored with it)
+            self.check_fitted()  # (classes_ is set as fit starts: auto's candidates are scored with it)
         return label_indices(self.classes_, labels, unknown)
 
     def predict_proba(self, data: DataLike) -> pd.DataFrame:
         """One row per readable input (index = path or row id), columns `prob_<class>`."""
         ex = self._load_unlabeled(data)
-        p = self._proba(ex)
+        p = self.proba(ex)
         return pd.DataFrame(p, index=pd.Index(ex.ids, name="id"), columns=[f"prob_{c}" for c in self.classes_])
 
     def predict(self, data: DataLike) -> np.ndarray:
         ex = self._load_unlabeled(data)
-        p = self._proba(ex)
+        p = self.proba(ex)
         return np.asarray(self.classes_, dtype=object)[p.argmax(1)] if len(p) else np.array([], dtype=object)
 
     def predict_table(self, data: DataLike) -> pd.DataFrame:
         """What `fmadapt predict` writes: ids (+ text), `pred`, `prob_<class>`, and a row with an `error`
         for every input that could not be read, so nothing silently disappears."""
         ex = self._load_unlabeled(data)
-        p = self._proba(ex)
+        p = self.proba(ex)
         out = pd.DataFrame({"id": ex.ids})
         if ex.modality == "text":
             out["text"] = ex.inputs
@@ -390,7 +394,16 @@ class _Classifier(SelfTraining, Persisted, ABC):
             out = pd.concat([out, bad], ignore_index=True)
         return out
 
-    def _labeled_for_eval(self, data: DataLike) -> Examples:
+    def read_inputs(self, data: DataLike) -> Examples:
+        """The inputs of `data` (as `predict` takes it) loaded for `proba`; unreadable ones are listed in
+        `skipped`, labels ignored."""
+        self.check_fitted()
+        return self._load_unlabeled(data)
+
+    def read_labeled(self, data: DataLike) -> Examples:
+        """Labeled data (as `evaluate` takes it: for a folder with a test/ split, that split) loaded for
+        `proba` and `metrics_from`; a label the model does not know is refused."""
+        self.check_fitted()
         splits = self._load_labeled(data, self.config_)
         name = next(n for n in ("test", "val", "train") if n in splits)
         ex = splits[name]
@@ -398,18 +411,19 @@ class _Classifier(SelfTraining, Persisted, ABC):
         return ex
 
     def _metrics_for(self, ex: Examples) -> dict[str, Any]:
-        return self._metrics_from(self._proba(ex), ex)
+        return self.metrics_from(self.proba(ex), ex)
 
-    def _metrics_with(self, model: Classifier, cfg: FitConfig, trains_backbone: bool, ex: Examples
-                      ) -> dict[str, Any]:
+    def _metrics_with(self, member: Member, ex: Examples) -> dict[str, Any]:
         """Metrics of one model that is not (yet) this estimator's (auto-search candidates)."""
         if len(ex) == 0:
-            return self._metrics_from(np.zeros((0, len(self.classes_)), dtype=np.float32), ex)
-        proba = self._member_proba(model, cfg, trains_backbone, ex)
+            return self.metrics_from(np.zeros((0, len(self.classes_)), dtype=np.float32), ex)
+        proba = self._member_proba(member, ex)
         # "_proba": kept by the caller for calibration (popped before anything is saved)
-        return {**self._metrics_from(proba, ex), "_proba": proba}
+        return {**self.metrics_from(proba, ex), "_proba": proba}
 
-    def _metrics_from(self, proba: np.ndarray, ex: Examples) -> dict[str, Any]:
+    def metrics_from(self, proba: np.ndarray, ex: Examples) -> dict[str, Any]:
+        """The metrics of `evaluate` (accuracy, macro-F1, per class, calibration error...) for probabilities
+        of the labeled examples `ex` (from `proba`), with the inputs `ex` skipped."""
         y = self.encode_labels(ex.labels)
         m = classification_metrics(y, proba, self.classes_)
         m["skipped"] = [s.to_dict() for s in ex.skipped]
@@ -417,21 +431,20 @@ class _Classifier(SelfTraining, Persisted, ABC):
 
     def evaluate(self, data: DataLike) -> dict[str, Any]:
         """Metrics on labeled data (for an image folder with a test/ split, on that split)."""
-        self._require_fitted()
-        return self.evaluate_examples(self._labeled_for_eval(data))[0]
+        return self.evaluate_examples(self.read_labeled(data))[0]
 
     def evaluate_examples(self, ex: Examples) -> tuple[dict[str, Any], np.ndarray]:
         """`evaluate` on loaded examples: (metrics, the calibrated probabilities they came from)."""
         t = getattr(self, "temperature_", 1.0)
         if not len(ex) or t == 1.0:
-            proba = self._proba(ex)
-            return self._metrics_from(proba, ex), proba
+            proba = self.proba(ex)
+            return self.metrics_from(proba, ex), proba
         # held-out data: the honest before/after of the temperature fitted at training time
         from .evaluate.calibration import apply_temperature, calibration_measures
 
-        raw = self._proba(ex, calibrated=False)
+        raw = self.proba(ex, calibrated=False)
         proba = apply_temperature(raw, t)
-        m = self._metrics_from(proba, ex)
+        m = self.metrics_from(proba, ex)
         y = self.encode_labels(ex.labels)
         m["calibration"] = {"temperature": t, "before": calibration_measures(raw, y),
                             "after": calibration_measures(proba, y)}
@@ -440,10 +453,8 @@ class _Classifier(SelfTraining, Persisted, ABC):
     def score(self, data: DataLike) -> float:
         return float(self.evaluate(data)["accuracy"])
 
-    def _members(self) -> list[Any]:
-        return getattr(self, "members_", None) or [(self.model_, self.config_, {}, self.trains_backbone_, None)]
-
-    def _val_note(self) -> str:
+    def validation_note(self) -> str:
+        """What the validation figures are (the report's words): honest, or optimistic after a refit on them."""
         return ("validation split; the final model was refit on it after choosing, so its accuracy here is "
                 "optimistic (fairness and mistakes use the predictions from before the refit). For held-out "
                 "figures run `fmadapt evaluate MODEL TEST_DATA --robustness`"
@@ -516,7 +527,7 @@ class TextClassifier(_Classifier):
         if isinstance(data, list):
             return Examples(inputs=[str(t) for t in data], labels=None, ids=[str(i) for i in range(len(data))],
                             source="<list>", modality="text")
-        self._require_fitted()
+        self.check_fitted()
         return self._table(data, need_label=False, cfg=self.config_)
 
     def _load_pool(self, data: DataLike, cfg: FitConfig) -> Examples:
@@ -548,8 +559,9 @@ def _classical_hooks(clf: _Classifier, ctx: adapt.FitContext, val: Examples) -> 
 
     return SimpleNamespace(
         n_classes=len(ctx.classes), targets=targets,
-        metrics=lambda p: {**clf._metrics_from(p, val), "_proba": p},
-        probe_out_of_fold=lambda m, ex, folds: out_of_fold(m[0], ex, targets(ex), m[1], ctx, m[2], folds))
+        metrics=lambda p: {**clf.metrics_from(p, val), "_proba": p},
+        probe_out_of_fold=lambda m, ex, folds: out_of_fold(m.model, ex, targets(ex), m.config, ctx, m.history,
+                                                           folds))
 
 
 def load_model(path: str | os.PathLike[str], **kw: Any) -> _Classifier:

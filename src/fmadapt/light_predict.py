@@ -185,7 +185,7 @@ def remember_model(clf: Any, model_dir: str | os.PathLike[str]) -> None:
     """After the full path predicted with a loaded model: remember its backbone's graph when the light path could
     serve this model next time (its backbone was created by name at load and only run since)."""
     try:
-        if getattr(clf, "members_", None) or _model(Path(model_dir)) is None:
+        if len(clf.members_) > 1 or _model(Path(model_dir)) is None:
             return
     except Exception:
         return

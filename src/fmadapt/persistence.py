@@ -17,6 +17,7 @@ from .artifact import load_model as _load_artifact
 from .atomic import commit
 from .config import FitConfig
 from .errors import ArtifactError, DataError
+from .member import Member
 from .model import Classifier
 from .runtime.ngram import FILES as NGRAM_FILES
 from .runtime.ngram import NgramModel
@@ -29,9 +30,9 @@ class Persisted:
                         ) -> Path:
         """The model directory: weights (safetensors), JSON configuration and metrics, a model card and, with
         `report`, report.html (see `evaluate_validation` for its robustness, fairness and explanations)."""
-        self._require_fitted()
+        self.check_fitted()
         out = Path(path)
-        members = getattr(self, "members_", None)
+        members = self.members_
         metrics = {**getattr(self, "metrics_", {}),
                    **({"calibration": self.calibration_} if getattr(self, "calibration_", None) else {})}
         data = getattr(self, "data_summary_", {})
@@ -46,12 +47,12 @@ class Persisted:
 
         stale = [] if ngram is not None else list(NGRAM_FILES)  # an earlier model's n-gram model must go
 
-        if members:
+        if len(members) > 1:
             # every member is a complete model directory; the top level lists them (and holds the metrics)
             listing = []
-            for i, (model, cfg, history, trains, _) in enumerate(members):
-                self._save_member(out / "members" / str(i), model, cfg, history, trains)
-                listing.append({"dir": f"members/{i}", "backbone": cfg.backbone, "seed": cfg.seed})
+            for i, m in enumerate(members):
+                self._save_member(out / "members" / str(i), m.model, m.config, m.history, m.trains_backbone)
+                listing.append({"dir": f"members/{i}", "backbone": m.config.backbone, "seed": m.config.seed})
             config = {"task": self.task, "backbone": "+".join(sorted({m["backbone"] for m in listing})),
                       "strategy": self.config_.strategy, "fit": self.config_.to_dict(), "ensemble": listing,
                       "fmadapt_version": __version__, "num_classes": len(self.classes_),
@@ -69,11 +70,11 @@ class Persisted:
         # from an earlier model saved to this directory must not stay behind)
         for old in (out / "manifests").glob("pseudo_labels*.csv"):
             old.unlink()
-        for i, m in enumerate(members or [(self.model_,)]):
-            pseudo = getattr(m[0], "_pseudo", None)
+        for i, m in enumerate(members):
+            pseudo = m.pseudo
             if pseudo is not None:
                 (out / "manifests").mkdir(exist_ok=True)
-                name = "pseudo_labels.csv" if not members else f"pseudo_labels_member{i}.csv"
+                name = "pseudo_labels.csv" if len(members) == 1 else f"pseudo_labels_member{i}.csv"
                 pd.DataFrame({"id": [x.split(":", 1)[1] for x in pseudo.ids], "label": pseudo.labels}).to_csv(
                     out / "manifests" / name, index=False)
         if report:
@@ -158,11 +159,11 @@ class Persisted:
         members = []
         for m, _, c in loaded:
             f = FitConfig.from_dict(c.get("fit", {}))
-            members.append((m, f, c.get("history", {}), adapt.get_strategy(f.strategy).trains_backbone, None))
+            members.append(Member(m, f, c.get("history", {}), adapt.get_strategy(f.strategy).trains_backbone))
         obj.model_, obj.classes_, obj.config_ = model, classes, fit
         obj.temperature_ = stored_temperature(root / "config.json")
-        obj.trains_backbone_ = members[0][3]
-        obj.members_ = members if listing else []
+        obj.trains_backbone_ = members[0].trains_backbone
+        obj.members_ = members
         entry = top.get("ngram")
         obj.ngram_, obj.ngram_weight_ = None, 0.0
         if entry is not None:

@@ -21,8 +21,8 @@ class FitContext:
     cache: FeatureCache | None
     progress: bool
     #: the validation split was carved from the user's training data, so a strategy may train its final
-    #: model on both once it has made its choices (the probe does; it then leaves its honest validation
-    #: probabilities on the model as `_val_proba`)
+    #: model on both once it has made its choices (the probe does; it then returns its honest validation
+    #: probabilities in its history as `_val_proba`, which the estimator moves to `Member.val_proba`)
     refit_on_val: bool = False
     #: checkpoints of this fit (RunCheckpoints): each fine-tuning run saves its state there and, when the fit
     #: resumes, continues from it

@@ -128,9 +128,8 @@ class Contrastive(Strategy):
             # fold); stage 2 starts again from the pretrained weights and learns from all labeled pairs.
             start = {k: v.detach().clone() for k, v in bb.state_dict().items()}
             self._train_body(bb, train.inputs, np.asarray(ctx.targets(train)), cfg, ctx)
-            Probe().fit(model, train, val, dataclasses.replace(cfg, runtime="torch"),
-                        dataclasses.replace(ctx, cache=None))
-            honest = model._val_proba  # type: ignore[attr-defined]
+            honest = Probe().fit(model, train, val, dataclasses.replace(cfg, runtime="torch"),
+                                 dataclasses.replace(ctx, cache=None))["_val_proba"]
             bb.load_state_dict(start)
             bb.freeze(trainable_top=-1 if cfg.unfreeze < 0 else cfg.unfreeze)
             inputs, y = train.inputs + val.inputs, np.asarray(ctx.targets(train) + ctx.targets(val))
@@ -141,9 +140,10 @@ class Contrastive(Strategy):
         t_body = time.perf_counter() - t1
         # the head: a probe on the adapted features (not cached: these weights exist only in this run)
         head = Probe().fit(model, train, val, cfg, dataclasses.replace(ctx, cache=None))
-        if honest is not None:
-            model._val_proba = honest  # type: ignore[assignment]
-        return {"fit_seconds": round(time.perf_counter() - t0, 2), "body_seconds": round(t_body, 2),
+        if honest is None:
+            honest = head.get("_val_proba")
+        return {**({"_val_proba": honest} if honest is not None else {}),
+                "fit_seconds": round(time.perf_counter() - t0, 2), "body_seconds": round(t_body, 2),
                 "pairs": n_pairs, "pair_iterations": cfg.pair_iterations, "steps": steps,
                 "epochs_run": 1, "pair_loss_first": _mean(losses[:10]), "pair_loss_last": _mean(losses[-10:]),
                 **({"label_prior": head["label_prior"]} if "label_prior" in head else {}),

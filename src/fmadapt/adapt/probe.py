@@ -75,15 +75,15 @@ class Probe(Strategy):
         mu, sd = scale(x_all, scaling)
         head = _fit_lr((x_all - mu) / sd, y_all, c, cfg.seed, weighted, o_all)
         _set_head(model, head, mu, sd, n_cls, prior)
-        if refit:
-            model._val_proba = honest  # type: ignore[assignment]
-        extra = {}
+        # (refit: the honest validation probabilities, out of fold or from before the refit; the estimator takes
+        # them out of the history into the member, `Member.val_proba`)
+        extra: dict[str, Any] = {"_val_proba": honest} if refit else {}
         if prior is not None:
             assert o_all is not None
-            extra = {"label_prior": {
+            extra["label_prior"] = {
                 "template": prior.template, "strength": round(head.strength, 3),
                 "zero_shot_acc": round(float((o_all.argmax(1) == y_all).mean()), 4),
-                "on": f"{len(y_all)} labeled examples"}}
+                "on": f"{len(y_all)} labeled examples"}
         return extra | {"feature_seconds": round(t_feat, 2), "head_seconds": round(time.perf_counter() - t1, 2),
                 "fit_seconds": round(time.perf_counter() - t0, 2), "C": c, "scaling": scaling, "metric": cfg.metric,
                 "selection": selection,

@@ -26,7 +26,7 @@ from ..errors import ConfigError, DataError
 from ..evaluate.metrics import metric_score
 
 if TYPE_CHECKING:
-    from ..model import Classifier
+    from ..member import Member
     from .base import FitContext
 
 
@@ -152,17 +152,16 @@ class SelfTraining:
 
     def _self_train(self, backbone_name: str, seed: int, cfg: FitConfig, train: Examples, val: Examples,
                     pool: Examples, ctx: FitContext,
-                    first: tuple[Classifier, FitConfig, dict[str, Any], bool, Any]
-                    ) -> tuple[Classifier, FitConfig, dict[str, Any], bool, Any]:
+                    first: Member) -> Member:
         """The teacher (`first`) labels the pool; a student trains from the pretrained weights on the training
         data plus the confident pseudo-labels; the better of the two on `val` is kept (the teacher on a tie)."""
-        teacher, _, history, trains, _ = first
+        history = first.history
         t = time.perf_counter()
-        proba = self._member_proba(teacher, cfg, trains, pool)
+        proba = self._member_proba(first, pool)
         rows, labels, info = select_pseudo_labels(proba, ctx.classes, train.labels or [], cfg.pseudo_threshold,
                                                   cfg.pseudo_balance)
         summary: dict[str, Any] = {"unlabeled": len(pool), **info,
-                                   "teacher_val": self._selection_score(teacher, cfg, trains, val),
+                                   "teacher_val": self._selection_score(first, val),
                                    "label_seconds": round(time.perf_counter() - t, 1)}
         if not rows:
             why = (f"class {info['limited_by']!r} had no prediction that confident" if info["limited_by"]
@@ -173,7 +172,7 @@ class SelfTraining:
             return first
         pseudo = pseudo_examples(pool, rows, labels)
         student = self._fit_member(backbone_name, seed, cfg, concat(train, pseudo), val, ctx)
-        summary["student_val"] = self._selection_score(student[0], cfg, student[3], val)
+        summary["student_val"] = self._selection_score(student, val)
         summary["teacher_history"] = {k: v for k, v in history.items() if k != "self_training"}
         better = summary["student_val"] > summary["teacher_val"]
         what = ("validation " + (cfg.metric.replace("_", " ") if cfg.select_by == "metric" else cfg.select_by)
@@ -184,18 +183,19 @@ class SelfTraining:
         if not better:
             history["self_training"] = {**summary, "kept": "teacher", "note": note}
             return first
-        student[2]["self_training"] = {**summary, "kept": "student", "note": note}
-        student[0]._pseudo = pseudo  # type: ignore[attr-defined]  # listed in the model directory's manifests
+        student.history["self_training"] = {**summary, "kept": "student", "note": note}
+        student.pseudo = pseudo  # listed in the model directory's manifests
         return student
 
-    def _selection_score(self, model: Classifier, cfg: FitConfig, trains: bool, val: Examples) -> float:
+    def _selection_score(self, member: Member, val: Examples) -> float:
         """Higher is better: the run's metric (or accuracy), or minus the validation log-loss (`select_by`)."""
         if not len(val):
             return float("nan")
         # a probe refit on training + validation data keeps its predictions from before that refit
-        proba = getattr(model, "_val_proba", None)
+        cfg = member.config
+        proba = member.val_proba
         if proba is None:
-            proba = self._member_proba(model, cfg, trains, val)
+            proba = self._member_proba(member, val)
         y = self.encode_labels(val.labels)
         if cfg.select_by == "loss":
             return round(-float(np.mean(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)))), 6)

@@ -51,7 +51,7 @@ def evaluate(
 
         clf = load_model(model_dir)
         _override_columns(clf, text, label)
-        ex = clf._labeled_for_eval(data)
+        ex = clf.read_labeled(data)
         groups = _groups(clf, data, ex, group_col, group_metadata) if group_col or group_metadata else None
         evals = run_evaluations(clf, ex, robustness=robustness, explain=explain, groups=groups,
                                 group_col=group_col, min_group_size=min_group_size,
@@ -118,7 +118,7 @@ def explain(
             raise ConfigError("--limit and --steps must be >= 1")
         clf = load_model(model_dir)
         _override_columns(clf, text, None)
-        ex = clf._load_unlabeled(inputs)
+        ex = clf.read_inputs(inputs)
         items = explain_inputs(clf, ex, method=method, limit=limit, n_steps=steps)
         dest = out or model_dir / "explanations"
         files = save_explanations(items, dest)

@@ -278,9 +278,9 @@ def _explain_rows(clf: Any, ex: Examples, rows: list[int], proba: np.ndarray, me
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     model: nn.Module = clf.model_
-    members = getattr(clf, "members_", None) or []
+    members = clf.members_
     note = (f"ensemble of {len(members)}: predictions are the ensemble's, attributions are member 0's"
-            if members else None)
+            if len(members) > 1 else None)
     if ex.modality == "text" and method == "saliency":
         method = "ig"  # token ids are discrete: gradient saliency on them is undefined; use Layer IG
     out: list[dict[str, Any]] = []
@@ -313,7 +313,7 @@ def explain_sample(clf: Any, ex: Examples, *, n_right: int = 4, n_wrong: int = 4
     `ex`. Each item is a JSON-ready dict (see module docs / `explain_inputs`)."""
     if ex.labels is None:
         raise ValueError("explain_sample needs labeled examples; use explain_inputs for unlabeled ones")
-    proba = clf._proba(ex)
+    proba = clf.proba(ex)
     y = clf.encode_labels(ex.labels, unknown=-1)
     rows = pick_right_wrong(proba, y, n_right, n_wrong, seed)
     return _explain_rows(clf, ex, rows, proba, method, baseline, n_steps)
@@ -327,7 +327,7 @@ def explain_inputs(clf: Any, ex: Examples, *, method: str = "ig", limit: int = 2
     text (texts only), error (only when it failed)."""
     rows = list(range(min(len(ex), max(limit, 0))))
     sub = ex.subset(rows)
-    return _explain_rows(clf, sub, rows, clf._proba(sub), method, baseline, n_steps)
+    return _explain_rows(clf, sub, rows, clf.proba(sub), method, baseline, n_steps)
 
 
 def _safe_name(s: str, max_len: int = 60) -> str:

@@ -1,7 +1,7 @@
 """Robustness of a fitted classifier on the user's own labeled data: accuracy under image corruptions
 (5 severities each), under FGSM/PGD attacks over an epsilon grid, and under text perturbations per rate.
 
-Corrupted images go through the estimator's own inference path (`clf._proba`: ensemble averaging, ONNX
+Corrupted images go through the estimator's own inference path (`clf.proba`: ensemble averaging, ONNX
 Runtime) by writing them to a temporary folder, so what is measured is the model the user ships. Everything
 is deterministic given `seed`: random draws come from generators keyed by (seed, example, perturbation)."""
 
@@ -49,7 +49,7 @@ def robustness_report(clf: Any, ex: Examples, *, severities: Sequence[int] = (1,
                       max_examples: int = 500, max_adversarial: int = 200, seed: int = 0,
                       adversarial: bool = True, progress: bool = False) -> dict[str, Any]:
     """Accuracy of the fitted `clf` on `ex` (labeled), clean and perturbed. JSON-serialisable dict."""
-    clf._require_fitted()
+    clf.check_fitted()
     if not ex.labels or len(ex) == 0:
         raise DataError(f"{ex.source or 'evaluation data'}: robustness needs labeled examples")
     unknown = sorted(set(ex.labels) - set(clf.classes_))
@@ -66,11 +66,10 @@ def robustness_report(clf: Any, ex: Examples, *, severities: Sequence[int] = (1,
     with _quiet(clf):
         if ex.modality == "image":
             # an ensemble may mix input sizes: corrupt at the largest, so that no member sees an upscaled copy
-            cfg = max((m[0].backbone.cfg for m in getattr(clf, "members_", None) or [(clf.model_,)]),
-                      key=lambda c: c.input_size / c.crop_pct)
+            cfg = max((m.model.backbone.cfg for m in clf.members_), key=lambda c: c.input_size / c.crop_pct)
             images, ex, out["skipped"] = _decode(ex, cfg)
             y = _targets(clf, ex)
-            out["clean_accuracy"] = _accuracy(clf._proba(ex), y)
+            out["clean_accuracy"] = _accuracy(clf.proba(ex), y)
             t = time.perf_counter()
             out["corruptions"] = _corruption_accuracy(clf, ex, images, y, severities, seed, cfg.input_size, say)
             seconds["corruptions"] = time.perf_counter() - t
@@ -80,12 +79,12 @@ def robustness_report(clf: Any, ex: Examples, *, severities: Sequence[int] = (1,
                 seconds["adversarial"] = time.perf_counter() - t
         else:
             y = _targets(clf, ex)
-            out["clean_accuracy"] = _accuracy(clf._proba(ex), y)
+            out["clean_accuracy"] = _accuracy(clf.proba(ex), y)
             t = time.perf_counter()
             for kind in TEXT_PERTURBATIONS:
                 say(f"text {kind}")
                 out["text"][kind] = {
-                    _key(r): _accuracy(clf._proba(_with_inputs(ex, [perturb_text(s, kind, r, seed, i)
+                    _key(r): _accuracy(clf.proba(_with_inputs(ex, [perturb_text(s, kind, r, seed, i)
                                                                   for i, s in enumerate(ex.inputs)])), y)
                     for r in text_rates}
             seconds["text"] = time.perf_counter() - t
@@ -227,7 +226,7 @@ def _corruption_accuracy(clf: Any, ex: Examples, images: list[Image.Image], y: n
                     else:
                         res.save(path, compress_level=1)  # written once, read once: speed over size
                     paths.append(str(path))
-                out[name][str(sev)] = _accuracy(clf._proba(_with_inputs(ex, paths)), y)
+                out[name][str(sev)] = _accuracy(clf.proba(_with_inputs(ex, paths)), y)
                 for p in paths:
                     Path(p).unlink()
     return out
@@ -249,8 +248,7 @@ def attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.
 
 def _adversarial_accuracy(clf: Any, images: list[Image.Image], y: np.ndarray, eps_grid: Sequence[float],
                           max_n: int, seed: int, say: Callable[[str], None]) -> dict[str, Any]:
-    members = getattr(clf, "members_", None) or []
-    model = members[0][0] if members else clf.model_
+    model = clf.members_[0].model
     bb = model.backbone
     idx = stratified_sample([str(v) for v in y], max_n, seed)
     pre = bb.preprocessor(train=False)
@@ -282,8 +280,8 @@ def _adversarial_accuracy(clf: Any, images: list[Image.Image], y: np.ndarray, ep
         for p, g in zip(model.parameters(), grads, strict=True):
             p.requires_grad_(g)
     note = "eager PyTorch, inputs clipped to the valid pixel range"
-    if members:
-        note += f"; ensemble: member 0 of {len(members)} only"
+    if len(clf.members_) > 1:
+        note += f"; ensemble: member 0 of {len(clf.members_)} only"
     return {**result, "clean_accuracy": clean, "eps_unit": "pixel (0-1 scale)",
             "eps_255": [round(float(e) * 255, 4) for e in eps_grid], "n": len(idx), "steps": PGD_STEPS,
             "note": note}

@@ -50,7 +50,7 @@ def run_evaluations(clf: Any, ex: Examples, *, robustness: bool, explain: bool, 
     if proba is None:
         out["metrics"], proba = clf.evaluate_examples(ex)
     else:
-        out["metrics"] = clf._metrics_from(proba, ex)
+        out["metrics"] = clf.metrics_from(proba, ex)
     out["misclassified"] = misclassified(clf, ex, proba)
     out["seconds"]["metrics"] = round(time.perf_counter() - t, 2)
     if robustness and len(ex):
@@ -119,8 +119,8 @@ def save_run_info(model_dir: str | os.PathLike[str], command: str | None, seed: 
 def write_fit_report(clf: Any, out: Path, command: str | None) -> None:
     """run.json, the validation split's cheap evaluation (metrics, most confident mistakes) and report.html;
     `evaluate_held_out` adds robustness, fairness and explanations (what `fmadapt fit` does by default)."""
-    hashes = {f"backbone {m[0].backbone.cfg.name}": m[0].backbone.cfg.sha256
-              or m[0].backbone.cfg.extra.get("initial_sha256", "") for m in clf._members()}
+    hashes = {f"backbone {m.model.backbone.cfg.name}": m.model.backbone.cfg.sha256
+              or m.model.backbone.cfg.extra.get("initial_sha256", "") for m in clf.members_}
     save_run_info(out, command, clf.config_.seed, getattr(clf, "fit_seconds_", None),
                   {k: v for k, v in hashes.items() if v})
     val = getattr(clf, "splits_", {}).get("val")
@@ -128,7 +128,7 @@ def write_fit_report(clf: Any, out: Path, command: str | None) -> None:
     if val is not None and proba is not None:
         save_evaluations(out, "validation", {"metrics": clf.metrics_["val"],
                                              "misclassified": misclassified(clf, val, proba)},
-                         data=clf._val_note())
+                         data=clf.validation_note())
     write_run_report(out)
 
 
@@ -148,7 +148,7 @@ def evaluate_held_out(clf: Any, out: str | os.PathLike[str], *, robustness: bool
                                 group_col=group_col, robustness_budget=FIT_ROBUSTNESS, proba=clf.val_proba(),
                                 progress=progress)
         evals["metrics"] = clf.metrics_["val"]
-        save_evaluations(out, "validation", evals, data=clf._val_note())
+        save_evaluations(out, "validation", evals, data=clf.validation_note())
     write_run_report(out)
     return evals
 
