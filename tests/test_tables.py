@@ -146,3 +146,25 @@ def test_a_lone_label_variant_is_named_with_the_class_it_resembles():
                   source="t.csv", modality="text")
     with pytest.raises(DataError, match="' Pos' looks like 'pos'"):
         check_trainable(ex)
+
+
+def test_max_tokens_cuts_long_texts_in_training_and_after_loading(tmp_path):
+    """`max_tokens`: the backbone reads at most that many tokens (what makes fine-tuning long documents cheaper);
+    it is saved with the model and applied again when it is loaded; never above the backbone's own limit."""
+    from fmadapt import ConfigError, ImageClassifier, load_model
+
+    df = text_frame(8)
+    long = [" ".join(["word"] * 200) + " tail " + t for t in df["text"]]  # the label words after 200 tokens
+    clf = TextClassifier(backbone="tiny-bert", max_tokens=16, seed=0).fit(df.assign(text=long))
+    assert clf.model_.backbone.cfg.max_tokens == 16 and clf.config_.max_tokens == 16
+    batch = clf.model_.backbone.collator()(long[:3])
+    assert batch["input_ids"].shape[1] == 16  # cut: without the option, 64 (tiny-bert's limit)
+    again = load_model(clf.save_pretrained(tmp_path / "m", report=False))
+    assert again.model_.backbone.cfg.max_tokens == 16
+    assert (again.predict_proba(long[:6]).to_numpy() == clf.predict_proba(long[:6]).to_numpy()).all()
+    capped = TextClassifier(backbone="tiny-bert", max_tokens=1000, seed=0).fit(df)
+    assert capped.config_.max_tokens == 64  # tiny-bert reads 64 at most
+    with pytest.raises(ConfigError, match="max_tokens"):
+        ImageClassifier(backbone="tiny-cnn", max_tokens=64)
+    with pytest.raises(ConfigError, match="max_tokens must be in"):
+        TextClassifier(backbone="tiny-bert", max_tokens=2)

@@ -138,7 +138,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
     # every file is checked for the shape fmadapt writes before anything is built from it: a damaged or
     # hostile file gives an ArtifactError naming it, never a traceback, and nothing is ever unpickled
 
-    from .adapt import get_strategy
+    from .adapt import check_strategy
     from .config import FitConfig
     from .errors import FmadaptError
 
@@ -168,7 +168,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         raise ArtifactError(f"{cfg_file}: backbone_weights must be 'included', 'reference' or "
                             f"'reference+adapter', got {str(mode)[:40]!r}; {fix}")
     try:  # the options the estimator is rebuilt from
-        get_strategy(FitConfig.from_dict(config.get("fit", {})).strategy)
+        check_strategy(FitConfig.from_dict(config.get("fit", {})).strategy)
     except FmadaptError as e:
         raise ArtifactError(f"{cfg_file}: invalid 'fit' options ({_short(e)}); {fix}") from None
     weights = root / WEIGHTS
@@ -193,6 +193,8 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
                             f"differ from those the model was trained on ({str(expected)[:12]}…)")
     if bcfg.modality == "image":
         backbone.set_image_size(bcfg.input_size, bcfg.crop_pct)
+    elif bcfg.modality == "text" and isinstance(bcfg.max_tokens, int) and bcfg.max_tokens < backbone.cfg.max_tokens:
+        backbone.cfg.max_tokens = bcfg.max_tokens  # (fit's max_tokens: the model read no more in training)
     added = bcfg.extra.get("added_tokens")
     if added:  # extended vocabulary: the same tokens in the same order get the same ids as in training
         from .backbones.vocab import extend_vocabulary
@@ -205,7 +207,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
             raise ArtifactError(f"{bb_file}: extra.added_tokens cannot be added ({_short(e)}); {fix}") from None
     adapter = config.get("adapter")
     if adapter:
-        from .adapt.lora import add_lora
+        from .backbones.adapters import add_lora
 
         r, alpha, drop, targets = (adapter.get(k) for k in ("r", "alpha", "dropout", "targets")) \
             if isinstance(adapter, dict) else (None, None, None, None)

@@ -145,6 +145,9 @@ class FitConfig:
     #: crop_pct, then cropped to image_size); None: the backbone's (0.875 for the packaged EfficientNet).
     #: 1.0 keeps the whole image: for small, tightly framed images whose edges matter (Fashion-MNIST sleeves)
     crop_pct: float | None = None
+    #: texts: the most tokens of a text the backbone reads, longer ones are cut (None: the backbone's own limit,
+    #: 256 for MiniLM; never above it). Fine-tuning's time grows with it: long documents cost less at 128
+    max_tokens: int | None = None
     num_workers: int | None = None  #: DataLoader workers (default: 2 for images, 0 for text)
     #: frozen-feature inference: "auto" (ONNX Runtime when it passes parity), "torch", or "int8" (opt-in;
     #: images are calibrated on up to 64 of the training images, the ranges saved with the model)
@@ -191,6 +194,7 @@ class FitConfig:
             (self.cache_activations in ("auto", "on", "off"), "cache_activations must be 'auto', 'on' or 'off'"),
             (self.image_size is None or 16 <= self.image_size <= 1024, "image_size must be in [16, 1024]"),
             (self.crop_pct is None or 0.05 <= self.crop_pct <= 1.0, "crop_pct must be in [0.05, 1]"),
+            (self.max_tokens is None or 8 <= self.max_tokens <= 8192, "max_tokens must be in [8, 8192]"),
             (self.lr is None or self.lr > 0, "lr must be positive"),
             (self.head_lr > 0, "head_lr must be positive"),
             (self.probe_c is None or self.probe_c > 0, "probe_c must be positive"),

@@ -15,7 +15,6 @@ import pandas as pd
 import torch
 
 from . import adapt
-from ._quiet import quiet_libraries
 from .adapt.features import extract_features
 from .adapt.labelprior import class_sentences
 from .adapt.selftrain import SelfTraining
@@ -33,10 +32,6 @@ from .member import Member
 from .model import Classifier
 from .persistence import Persisted
 from .runtime.ngram import combined
-
-# Lightning sets its loggers to INFO when it is first imported (just above, through .adapt), which undoes what
-# `import fmadapt` set: quiet them again so its banners stay out of the user's terminal.
-quiet_libraries()
 
 DataLike = str | os.PathLike[str] | pd.DataFrame | list[str]
 
@@ -63,11 +58,13 @@ class _Classifier(SelfTraining, Persisted, ABC):
             raise ConfigError("tta (averaging over mirror images) is for images; texts have no mirror image")
         if self.options.get("crop_pct") is not None and self.modality != "image":
             raise ConfigError("crop_pct (the share of a resized image the centre crop keeps) is for images")
+        if self.options.get("max_tokens") is not None and self.modality != "text":
+            raise ConfigError("max_tokens (the most tokens of a text the backbone reads) is for texts")
         if self.options.get("label_template") is not None and self.modality != "text":
             raise ConfigError("label_template (class names as prior knowledge) is for texts: the image backbones "
                               "have no text encoder to embed the names with")
         if self.strategy != "auto":
-            adapt.get_strategy(self.strategy)  # unknown names fail at construction, listing the known ones
+            adapt.check_strategy(self.strategy)  # unknown names fail at construction, listing the known ones
         # columns inferred from the data of the current fit fill in options the user left unset
         inferred = {k: v for k, v in getattr(self, "_inferred", {}).items() if self.options.get(k) is None}
         return FitConfig(backbone=self.backbone or self.default_backbone, strategy=self.strategy,
@@ -113,8 +110,10 @@ class _Classifier(SelfTraining, Persisted, ABC):
             raise ConfigError("resume=True needs the checkpoint_dir of the interrupted run")
         checkpoints = None
         if checkpoint_dir is not None:
+            from ._quiet import quiet_libraries
             from .train.checkpoint import RunCheckpoints
 
+            quiet_libraries()  # (Lightning, imported just now, set its loggers to INFO: its banners stay out)
             checkpoints = RunCheckpoints(checkpoint_dir, resume=resume)
         try:
             self._fit(data, val, checkpoints, unlabeled)
@@ -247,6 +246,10 @@ class _Classifier(SelfTraining, Persisted, ABC):
             crop = None if cfg.crop_pct is not None else default_crop(self._short_side, size, backbone.cfg.crop_pct)
             backbone.set_image_size(size, cfg.crop_pct if crop is None else float(crop["crop_pct"]))
             cfg = dataclasses.replace(cfg, image_size=backbone.cfg.input_size, crop_pct=backbone.cfg.crop_pct)
+        elif backbone.cfg.modality == "text" and cfg.max_tokens is not None:
+            # (saved in backbone.json, which loading applies; never above what the backbone can read)
+            backbone.cfg.max_tokens = min(cfg.max_tokens, backbone.cfg.max_tokens)
+            cfg = dataclasses.replace(cfg, max_tokens=backbone.cfg.max_tokens)
         if backbone.cfg.modality != self.modality:
             raise DataError(f"backbone {backbone.cfg.name!r} is a {backbone.cfg.modality} backbone; "
                             f"{type(self).__name__} needs a {self.modality} one")

@@ -159,7 +159,7 @@ class Persisted:
         members = []
         for m, _, c in loaded:
             f = FitConfig.from_dict(c.get("fit", {}))
-            members.append(Member(m, f, c.get("history", {}), adapt.get_strategy(f.strategy).trains_backbone))
+            members.append(Member(m, f, c.get("history", {}), adapt.trains_backbone(f.strategy)))
         obj.model_, obj.classes_, obj.config_ = model, classes, fit
         obj.temperature_ = stored_temperature(root / "config.json")
         obj.trains_backbone_ = members[0].trains_backbone

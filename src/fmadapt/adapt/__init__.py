@@ -1,7 +1,16 @@
-"""Adaptation strategies by name. Importing this package registers the built-ins."""
+"""Adaptation strategies by name. A built-in strategy's module is imported when the strategy is first asked
+for (`get_strategy`): loading a model and predicting import no training code."""
 
-from . import contrastive, finetune, lora, probe  # noqa: F401  (registration side effect)
-from .base import FitContext, Strategy, describe_strategies, get_strategy, list_strategies, register_strategy
+from .base import (
+    FitContext,
+    Strategy,
+    check_strategy,
+    describe_strategies,
+    get_strategy,
+    list_strategies,
+    register_strategy,
+    trains_backbone,
+)
 
-__all__ = ["FitContext", "Strategy", "describe_strategies", "get_strategy", "list_strategies",
-           "register_strategy"]
+__all__ = ["FitContext", "Strategy", "check_strategy", "describe_strategies", "get_strategy", "list_strategies",
+           "register_strategy", "trains_backbone"]
