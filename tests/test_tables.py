@@ -168,3 +168,21 @@ def test_max_tokens_cuts_long_texts_in_training_and_after_loading(tmp_path):
         ImageClassifier(backbone="tiny-cnn", max_tokens=64)
     with pytest.raises(ConfigError, match="max_tokens must be in"):
         TextClassifier(backbone="tiny-bert", max_tokens=2)
+
+
+def test_fine_tuning_reads_fewer_tokens_by_default_and_the_probe_all(monkeypatch):
+    """Unset, max_tokens is the strategy's default: the fine-tuning family's (128 for MiniLM, where the loop
+    reads 128; here lowered to 16 so that tiny-bert's 64 does not hide it); the probe reads the backbone's own."""
+    from fmadapt.adapt.finetune import FineTune
+
+    monkeypatch.setattr(FineTune, "max_tokens", 16)
+    df = text_frame(8)
+    ft = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=1, batch_size=8, seed=0).fit(df)
+    assert ft.model_.backbone.cfg.max_tokens == 16 and ft.config_.max_tokens == 16
+    assert ft.history_["text_tokens"] == {"max_tokens": 16, "chosen_by": "the finetune default (16; the "
+                                          "backbone's limit when lower)"}
+    given = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=1, batch_size=8, max_tokens=32).fit(df)
+    assert given.model_.backbone.cfg.max_tokens == 32 and given.history_["text_tokens"]["chosen_by"] == \
+        "given (max_tokens)"
+    probe = TextClassifier(backbone="tiny-bert", seed=0).fit(df)
+    assert probe.model_.backbone.cfg.max_tokens == 64 and probe.config_.max_tokens is None

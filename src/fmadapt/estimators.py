@@ -238,6 +238,8 @@ class _Classifier(SelfTraining, Persisted, ABC):
         torch.manual_seed(seed)
         backbone = create_backbone(backbone_name)
         crop: dict[str, Any] | None = None  # how a default crop_pct was chosen (images, crop_pct unset)
+        strategy = adapt.get_strategy(cfg.strategy)
+        tokens = None  # how max_tokens was chosen (texts)
         if backbone.cfg.modality == "image":
             # Small images are upscaled to the backbone's size by default: on 28 px Fashion-MNIST no smaller
             # input was as accurate (probe: 64 px 79.6 %, 128 px 81.0 %, 224 px 83.7 %; benchmarks/
@@ -246,20 +248,24 @@ class _Classifier(SelfTraining, Persisted, ABC):
             crop = None if cfg.crop_pct is not None else default_crop(self._short_side, size, backbone.cfg.crop_pct)
             backbone.set_image_size(size, cfg.crop_pct if crop is None else float(crop["crop_pct"]))
             cfg = dataclasses.replace(cfg, image_size=backbone.cfg.input_size, crop_pct=backbone.cfg.crop_pct)
-        elif backbone.cfg.modality == "text" and cfg.max_tokens is not None:
+        elif backbone.cfg.modality == "text" and (cfg.max_tokens or strategy.max_tokens):
             # (saved in backbone.json, which loading applies; never above what the backbone can read)
-            backbone.cfg.max_tokens = min(cfg.max_tokens, backbone.cfg.max_tokens)
+            limit = cfg.max_tokens or strategy.max_tokens
+            backbone.cfg.max_tokens = min(int(limit), backbone.cfg.max_tokens)  # type: ignore[arg-type]
+            tokens = {"max_tokens": backbone.cfg.max_tokens, "chosen_by": "given (max_tokens)" if cfg.max_tokens else
+                      f"the {cfg.strategy} default ({strategy.max_tokens}; the backbone's limit when lower)"}
             cfg = dataclasses.replace(cfg, max_tokens=backbone.cfg.max_tokens)
         if backbone.cfg.modality != self.modality:
             raise DataError(f"backbone {backbone.cfg.name!r} is a {backbone.cfg.modality} backbone; "
                             f"{type(self).__name__} needs a {self.modality} one")
-        strategy = adapt.get_strategy(cfg.strategy)
         vocabulary = (vocabulary_report(backbone, train, cfg, strategy.trains_backbone)
                       if backbone.cfg.modality == "text" else None)
         model = Classifier(backbone, len(ctx.classes), cfg.dropout)
         history = strategy.fit(model, train, val, cfg, ctx)
         if crop is not None:
             history["image_crop"] = crop
+        if tokens is not None:
+            history["text_tokens"] = tokens
         model.eval()
         member = Member(model, cfg, history, strategy.trains_backbone, vocabulary,
                         val_proba=history.pop("_val_proba", None))

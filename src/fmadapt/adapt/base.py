@@ -37,6 +37,8 @@ class Strategy(ABC):
     name: str = ""
     #: whether the backbone's weights change (then they are saved with the model)
     trains_backbone: bool = False
+    #: texts: the most tokens a text backbone reads when the user sets no `max_tokens` (None: the backbone's own)
+    max_tokens: int | None = None
 
     @abstractmethod
     def fit(self, model: Classifier, train: Examples, val: Examples, cfg: FitConfig, ctx: FitContext
