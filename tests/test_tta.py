@@ -1,7 +1,5 @@
 """tta: image predictions average the image's and its mirror image's probabilities; saved with the model."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
@@ -28,13 +26,13 @@ def test_tta_averages_image_and_mirror_image(image_folder, tmp_path, strategy, e
     clf = ImageClassifier(strategy=strategy, tta=True, calibrate=False, **extra).fit(image_folder)
     both = clf.predict_proba(str(image_folder)).to_numpy()
     mirrored = _mirror(image_folder, tmp_path / "mirrored")
-    plain_cfg = dataclasses.replace(clf.config_, tta=False)
-    tta_cfg, clf.config_ = clf.config_, plain_cfg
+    members = clf.members_  # (each member predicts with its own options: the same model without tta)
+    clf.members_ = [m.with_config(tta=False) for m in members]
     try:
         plain = clf.predict_proba(str(image_folder)).to_numpy()
         mirror = clf.predict_proba(str(mirrored)).to_numpy()
     finally:
-        clf.config_ = tta_cfg
+        clf.members_ = members
     assert not np.allclose(plain, mirror, atol=1e-4)  # the noisy images are not symmetric
     np.testing.assert_allclose(both, (plain + mirror) / 2, atol=2e-4)
     h = clf.history_["tta"]
