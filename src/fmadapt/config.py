@@ -145,8 +145,9 @@ class FitConfig:
     #: crop_pct, then cropped to image_size); None: the backbone's (0.875 for the packaged EfficientNet).
     #: 1.0 keeps the whole image: for small, tightly framed images whose edges matter (Fashion-MNIST sleeves)
     crop_pct: float | None = None
-    #: texts: the most tokens of a text the backbone reads, longer ones are cut (None: the backbone's own limit,
-    #: 256 for MiniLM; never above it). Fine-tuning's time grows with it: long documents cost less at 128
+    #: texts: the most tokens of a text the backbone reads, longer ones are cut (None: the strategy's default,
+    #: 128 for fine-tuning and LoRA, and for the probe the backbone's own limit, 256 for MiniLM; never above the
+    #: backbone's limit). Fine-tuning's time grows with it: long documents cost about 2x at 256
     max_tokens: int | None = None
     num_workers: int | None = None  #: DataLoader workers (default: 2 for images, 0 for text)
     #: frozen-feature inference: "auto" (ONNX Runtime when it passes parity), "torch", or "int8" (opt-in;
