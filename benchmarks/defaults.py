@@ -379,6 +379,12 @@ def scores(y: list[str], pred: list[str]) -> dict[str, float]:
             "balanced_accuracy": balanced_accuracy_score(y, pred)}
 
 
+def describe_machine() -> str:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), "?")
+    return f"{os.cpu_count()} cores, {cpu}"
+
+
 def git(*args: str, cwd: Path = ROOT) -> str:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
@@ -412,9 +418,7 @@ def main() -> None:
         before_src = str(tmp / "before" / "src")
     commit, started = git("rev-parse", "--short", "HEAD"), dt.datetime.now().isoformat(timespec="seconds")
     dirty = " (uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), "?")
-    machine = f"{os.cpu_count()} cores, {cpu}"
+    machine = describe_machine()
     rows: list[dict] = []
     t_run = time.perf_counter()
     for name in args.datasets.split(","):

@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from defaults import ROOT, describe_machine, git  # (benchmarks/ is on sys.path when this runs as a script)
+
 SST2 = ROOT.parent / "shared" / "data" / "sst2" / "train.tsv"
 FIT = """
 import pandas as pd, sys
@@ -38,10 +39,6 @@ print(json.dumps({"inside": time.perf_counter() - t, "lightning": "lightning" in
 """
 
 
-def git(*args: str, cwd: Path = ROOT) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", required=True, help="the commit to compare with")
@@ -51,9 +48,7 @@ def main() -> None:
     commit = git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--", "src") else "")
     before = git("rev-parse", "--short", args.before)
     started = dt.datetime.now().isoformat(timespec="seconds")
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), "?")
-    machine = f"{os.cpu_count()} cores, {cpu}"
+    machine = describe_machine()
     with tempfile.TemporaryDirectory(prefix="fmadapt-load-") as tmp:
         wt = Path(tmp) / "before"
         git("worktree", "add", "--detach", str(wt), before)

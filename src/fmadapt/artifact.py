@@ -193,7 +193,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
                             f"differ from those the model was trained on ({str(expected)[:12]}…)")
     if bcfg.modality == "image":
         backbone.set_image_size(bcfg.input_size, bcfg.crop_pct)
-    elif bcfg.modality == "text" and isinstance(bcfg.max_tokens, int) and bcfg.max_tokens < backbone.cfg.max_tokens:
+    elif bcfg.modality == "text" and bcfg.max_tokens < backbone.cfg.max_tokens:
         backbone.cfg.max_tokens = bcfg.max_tokens  # (fit's max_tokens: the model read no more in training)
     added = bcfg.extra.get("added_tokens")
     if added:  # extended vocabulary: the same tokens in the same order get the same ids as in training

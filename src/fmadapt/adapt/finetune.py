@@ -89,10 +89,7 @@ class FineTune(Strategy):
     default_lr = DEFAULT_LR
     #: whether a backbone's own `finetune_lr` applies (it was measured for fine-tuning its weights)
     uses_backbone_lr = True
-    #: texts: the hand-written loop reads 128 tokens; at MiniLM's own 256, Reuters (44 % of its documents are
-    #: longer than 128) took 2.26x the loop's time (96.98 % vs 93.96 %), at 128 0.96x (95.98 %); the other text
-    #: sets of the suite have <= 5 % of texts above 128 (benchmarks/notes/defaults_max_tokens.md)
-    max_tokens = 128
+    max_tokens = 128  #: texts: the loop's; Reuters 0.96x its time, 2.26x at 256 (notes/defaults_max_tokens.md)
 
     def prepare(self, bb: Any, groups: list[torch.nn.Module], cfg: FitConfig
                 ) -> tuple[int, list[torch.nn.Module]]:
