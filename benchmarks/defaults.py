@@ -216,7 +216,10 @@ def fmadapt_finetune(kind: str, train: str, test: str, options: dict | None = No
     h = clf.history_
     info = {k: h.get(k) for k in ("epochs_run", "best_epoch", "fit_seconds", "lr", "schedule") if k in h}
     info.update({"lr": h.get("lr") or clf.config_.lr, "epochs": clf.config_.epochs,
-                 "schedule": clf.config_.schedule, "class_weighted": (h.get("imbalance") or {}).get("weighted")})
+                 "schedule": clf.config_.schedule, "class_weighted": (h.get("imbalance") or {}).get("weighted"),
+                 # the validation curve the epoch was chosen on (the probe start first)
+                 "val_acc": [h.get("initial_val_acc")] + [round(e["val_acc"], 4) for e in h.get("epochs") or []
+                                                           if "val_acc" in e]})
     return [str(p) for p in pred], info
 
 
