@@ -47,10 +47,10 @@ def main() -> int:
 
     torch.set_num_threads(2)
     from fmadapt import ImageClassifier
-    from fmadapt.adapt.features import _calibration_pixels, extract_features
     from fmadapt.backbones import create_backbone
     from fmadapt.data.examples import Examples
     from fmadapt.runtime import onnx as ort_mod
+    from fmadapt.runtime.features import _calibration_pixels, extract_features
 
     t_start = time.perf_counter()
     cmd = "python benchmarks/images_fast.py"

@@ -25,9 +25,9 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from fmadapt import TextClassifier, __version__
-    from fmadapt.adapt.features import extract_features
     from fmadapt.backbones import create_backbone
     from fmadapt.data.examples import Examples
+    from fmadapt.runtime.features import extract_features
 
     torch.set_num_threads(2)
     sst = pd.read_csv(DATA / "sst2" / "train.tsv", sep="\t", quoting=3).sample(frac=1.0, random_state=0)

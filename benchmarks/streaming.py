@@ -47,9 +47,9 @@ def main() -> None:
         return
     import torch
 
-    from fmadapt.adapt.features import extract_features
     from fmadapt.backbones import create_backbone
     from fmadapt.data.examples import Examples
+    from fmadapt.runtime.features import extract_features
 
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp(prefix="fmadapt-stream-"))

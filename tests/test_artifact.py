@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import text_frame
-from fmadapt import ArtifactError, ImageClassifier, TextClassifier, load_model
+from fmadapt import ArtifactError, ImageClassifier, Predictor, TextClassifier, load_model
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_finetuned_text_reload_identical(tmp_path):
     clf = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=1, batch_size=8).fit(df)
     out = clf.save_pretrained(tmp_path / "t")
     back = load_model(out)
-    assert isinstance(back, TextClassifier)
+    assert isinstance(back, Predictor) and back.task == "text-classification"
     texts = df["text"].tolist()
     assert np.array_equal(clf.predict_proba(texts).to_numpy(), back.predict_proba(texts).to_numpy())
     assert json.loads((out / "config.json").read_text())["backbone_weights"] == "included"

@@ -16,7 +16,7 @@ def test_seed_ensemble_averages_member_probabilities_and_reloads_as_one(tmp_path
     assert len(clf.members_) == 2 and [m.config.seed for m in clf.members_] == [0, 1]
     texts = ["truly wonderful", "dull and boring", "ok"]
     ex = clf.read_inputs(texts)
-    each = [clf._member_proba(m, ex) for m in clf.members_]
+    each = [clf.member_proba(m, ex) for m in clf.members_]
     assert not np.allclose(each[0], each[1])  # different seeds, different models
     np.testing.assert_allclose(clf.predict_proba(texts).to_numpy(), (each[0] + each[1]) / 2, atol=1e-6)
     out = clf.save_pretrained(tmp_path / "ens")

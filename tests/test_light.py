@@ -56,8 +56,8 @@ def test_light_tokenizer_gives_the_transformers_ids_and_masks():
     from fmadapt.embed import embed  # noqa: F401
 
     bb = create_backbone("tiny-bert-cached")
-    from fmadapt.adapt.features import extract_features, token_counts
     from fmadapt.data.examples import Examples
+    from fmadapt.runtime.features import extract_features, token_counts
 
     texts = [t for t in TEXTS if t.strip() and t != "NA"]
     extract_features(bb, Examples(inputs=texts, labels=None, ids=[str(i) for i in range(len(texts))],

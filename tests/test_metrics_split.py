@@ -61,5 +61,10 @@ def test_label_indices_is_the_one_label_map():
     clf = ImageClassifier()
     with pytest.raises(NotFittedError):
         clf.encode_labels(["ant"])
-    clf.classes_ = classes  # (set as fit starts)
-    assert clf.encode_labels(["bee", "moth"], unknown=-1).tolist() == [1, -1]
+    from fmadapt import FitConfig
+    from fmadapt.predictor import Predictor
+
+    fitted = Predictor("image", classes, FitConfig())  # (as the fit pipeline makes it, before any training)
+    assert fitted.encode_labels(["bee", "moth"], unknown=-1).tolist() == [1, -1]
+    with pytest.raises(NotFittedError):
+        fitted.predict(["a.png"])

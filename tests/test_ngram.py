@@ -129,7 +129,8 @@ def test_the_stacked_model_blends_the_two_predictions(tmp_path):
     clf = TextClassifier(backbone="tiny-bert", progress=False).fit(df)
     y = (df["label"] == "tool").to_numpy().astype(int)  # classes_ are sorted: animal, tool
     probe = clf.predict_proba(df).to_numpy()
-    clf.ngram_, clf.ngram_weight_ = ngram.fit(df["text"].tolist(), y, 2, 1.0, False, 0), 0.3
+    fitted = clf.predictor_  # (the fitted model, whose attributes the estimator forwards)
+    fitted.ngram_, fitted.ngram_weight_ = ngram.fit(df["text"].tolist(), y, 2, 1.0, False, 0), 0.3
     expected = 0.7 * probe + 0.3 * clf.ngram_.proba(df["text"].tolist())
     np.testing.assert_allclose(clf.predict_proba(df).to_numpy(), expected, atol=1e-6)
     out = clf.save_pretrained(tmp_path / "m", report=False)

@@ -4,10 +4,10 @@ import torch
 
 from conftest import text_frame, write_image_folder
 from fmadapt import ConfigError, ImageClassifier, NotFittedError, TextClassifier
-from fmadapt.adapt.features import extract_features
 from fmadapt.backbones import create_backbone
 from fmadapt.data.cache import FeatureCache
 from fmadapt.data.images import scan_image_folder
+from fmadapt.runtime.features import extract_features
 
 
 def test_probe_learns_colors(image_folder):

@@ -63,8 +63,8 @@ def test_changed_weights_get_a_new_fingerprint():
 
 
 def test_export_failure_falls_back_to_pytorch_with_a_warning(monkeypatch, image_folder):
-    from fmadapt.adapt.features import extract_features
     from fmadapt.data.images import scan_image_folder
+    from fmadapt.runtime.features import extract_features
 
     def boom(*a):
         raise RuntimeError("exporter broke")
@@ -146,10 +146,10 @@ def test_tf_same_padding_is_exported_per_image_size_with_identical_outputs(tmp_p
 
 
 def test_int8_text_runtime_is_close_to_fp32_and_cached_separately(monkeypatch):
-    from fmadapt.adapt.features import extract_features
     from fmadapt.data.cache import FeatureCache
     from fmadapt.data.examples import Examples
     from fmadapt.runtime import int8_encoder
+    from fmadapt.runtime.features import extract_features
 
     bb = create_backbone("tiny-bert")
     bb.cfg.sha256, bb.cfg.pretrained = "1" * 64, True  # identifiable, so features are cached
@@ -166,9 +166,9 @@ def test_int8_text_runtime_is_close_to_fp32_and_cached_separately(monkeypatch):
 
 
 def test_int8_images_are_calibrated_on_the_data_and_cached_separately(image_folder):
-    from fmadapt.adapt.features import extract_features
     from fmadapt.data.cache import FeatureCache
     from fmadapt.data.images import scan_image_folder
+    from fmadapt.runtime.features import extract_features
 
     bb = _tf_same_cnn()
     bb.cfg.sha256, bb.cfg.pretrained = "2" * 64, True  # identifiable, so features are cached
@@ -192,7 +192,7 @@ def test_int8_images_need_calibration_images():
 
 
 def test_int8_image_model_reloads_the_same_int8_graph_without_recalibrating(image_folder, tmp_path, monkeypatch):
-    import fmadapt.adapt.features as feats
+    import fmadapt.runtime.features as feats
     from fmadapt import ImageClassifier
 
     clf = ImageClassifier(backbone="tiny-cnn", runtime="int8", seed=0).fit(image_folder)
@@ -249,8 +249,8 @@ def test_damaged_cached_int8_text_graph_is_quantized_again():
 
 
 def test_stale_int8_calibration_is_redone_with_a_warning(image_folder):
-    from fmadapt.adapt.features import extract_features
     from fmadapt.data.images import scan_image_folder
+    from fmadapt.runtime.features import extract_features
 
     bb = create_backbone("tiny-cnn")
     ex = scan_image_folder(image_folder).splits["train"]

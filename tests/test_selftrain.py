@@ -106,7 +106,7 @@ def test_student_trains_on_pseudo_labels_and_wins_only_on_validation(strategy, m
 def test_the_better_model_on_validation_is_kept(monkeypatch, tmp_path):
     """Whatever the scores, the kept model is the one that scored higher (the teacher on a tie), and the
     model directory lists the pseudo-labels only when the student is kept."""
-    from fmadapt import estimators
+    from fmadapt import fitting
 
     df = text_frame(16)
     for student_wins in (True, False):
@@ -116,7 +116,7 @@ def test_the_better_model_on_validation_is_kept(monkeypatch, tmp_path):
             calls.append(member.model)
             return 0.5 if len(calls) == 1 else (0.9 if wins else 0.5)  # teacher first, then the student
 
-        monkeypatch.setattr(estimators._Classifier, "_selection_score", score)
+        monkeypatch.setattr(fitting.FitRun, "_selection_score", score)
         clf = TextClassifier(backbone="tiny-bert", strategy="probe", seed=0, pseudo_threshold=0.5).fit(
             df, unlabeled=_unlabeled_texts())
         st = clf.history_["self_training"]
@@ -143,9 +143,9 @@ def test_nothing_confident_keeps_the_teacher():
 
 
 def test_refused_combinations_stop_before_training(monkeypatch):
-    from fmadapt import estimators
+    from fmadapt import fitting
 
-    monkeypatch.setattr(estimators._Classifier, "_fit_member", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(fitting.FitRun, "_fit_member", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ConfigError, match="auto"):
         TextClassifier(backbone="tiny-bert", strategy="auto").fit(text_frame(8), unlabeled=["a b c"])
     with pytest.raises(ConfigError, match="refit_full"):

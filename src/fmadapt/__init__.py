@@ -12,7 +12,8 @@ from .errors import ArtifactError, ConfigError, DataError, FmadaptError, NotFitt
 
 if TYPE_CHECKING:
     from .backbones import BackboneCfg, create_backbone, list_backbones, register_backbone
-    from .estimators import ImageClassifier, TextClassifier, load_model
+    from .estimators import ImageClassifier, TextClassifier
+    from .predictor import Predictor, load_model
 
 # Names whose modules import torch, Lightning and transformers (seconds): imported on first use (PEP 562), so
 # that `fmadapt --help` and a mistyped option answer at once.
@@ -23,7 +24,8 @@ _LAZY = {
     "register_backbone": "backbones",
     "ImageClassifier": "estimators",
     "TextClassifier": "estimators",
-    "load_model": "estimators",
+    "load_model": "predictor",
+    "Predictor": "predictor",
 }
 
 
@@ -51,6 +53,7 @@ __all__ = [
     "FmadaptError",
     "ImageClassifier",
     "NotFittedError",
+    "Predictor",
     "TextClassifier",
     "__version__",
     "create_backbone",

@@ -138,9 +138,9 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
     # every file is checked for the shape fmadapt writes before anything is built from it: a damaged or
     # hostile file gives an ArtifactError naming it, never a traceback, and nothing is ever unpickled
 
-    from .adapt import check_strategy
     from .config import FitConfig
     from .errors import FmadaptError
+    from .strategies import check_strategy
 
     def _short(e: BaseException) -> str:
         return " ".join(str(e).split())[:300]

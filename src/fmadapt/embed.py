@@ -59,8 +59,8 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
                 return feats, ids
             except Exception:  # noqa: S110 - e.g. a graph damaged since it loaded: the full path rebuilds it
                 pass
-    from .adapt.features import extract_features
     from .backbones import create_backbone
+    from .runtime.features import extract_features
 
     bb = create_backbone(name)
     if image_size and is_image:

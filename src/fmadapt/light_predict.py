@@ -124,7 +124,7 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
 
 
 def _examples(data: Any, text_col: str | None, fit: Any) -> Any:
-    """TextClassifier._table(data, need_label=False) of a loaded model."""
+    """data.readers.read_unlabeled of a loaded text model."""
     from .data.tables import examples_from_table, infer_columns, read_table
     from .errors import DataError
 
@@ -169,7 +169,7 @@ def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def _table(ex: Any, p: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    """The columns of estimators._Classifier.predict_table for texts."""
+    """The columns of Predictor.predict_table for texts."""
     out = pd.DataFrame({"id": ex.ids})
     out["text"] = ex.inputs
     out["pred"] = [classes[i] for i in p.argmax(1)] if len(p) else []

@@ -1,5 +1,5 @@
-"""Persistence and report hooks of the estimators: save_pretrained (weights as safetensors, JSON configuration,
-metrics, model card, report.html) and from_pretrained, as a mixin of `estimators._Classifier`."""
+"""Persistence and report hooks of the fitted model: save_pretrained (weights as safetensors, JSON configuration,
+metrics, model card, report.html) and from_pretrained, as a mixin of `predictor.Predictor`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import adapt
 from ._version import __version__
 from .artifact import checked_listing, json_text, model_card, read_json, save_model, stored_temperature
 from .artifact import load_model as _load_artifact
@@ -21,10 +20,11 @@ from .member import Member
 from .model import Classifier
 from .runtime.ngram import FILES as NGRAM_FILES
 from .runtime.ngram import NgramModel
+from .strategies import trains_backbone
 
 
 class Persisted:
-    """What a fitted estimator saves and reloads (see `estimators._Classifier` for the attributes it uses)."""
+    """What a fitted model saves and reloads (see `predictor.Predictor` for the attributes it uses)."""
 
     def save_pretrained(self, path: str | os.PathLike[str], command: str | None = None, report: bool = True
                         ) -> Path:
@@ -138,37 +138,34 @@ class Persisted:
                    extra_files=described(config) if described else None, remove=remove)
         return config
 
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], **kw: Any) -> Any:
-        from .estimators import ImageClassifier, TextClassifier, _Classifier
 
-        root = Path(path)
-        top = read_json(root / "config.json") if (root / "config.json").is_file() else {}
-        listing = top.get("ensemble")
-        loaded = [_load_artifact(root / m["dir"]) for m in checked_listing(root, listing)] if listing else \
-            [_load_artifact(root)]
-        model, classes, config = loaded[0]
-        if any(c != classes for _, c, _ in loaded):
-            raise ArtifactError(f"{root}: the ensemble members disagree on the class names")
-        want = {"image": ImageClassifier, "text": TextClassifier}[model.backbone.cfg.modality]
-        if cls is not _Classifier and cls is not want:
-            raise DataError(f"{path} holds a {config.get('task')} model; load it with {want.__name__}")
-        fit = FitConfig.from_dict(config.get("fit", {}))
-        obj = want(backbone=fit.backbone, strategy=fit.strategy, **kw,
-                   **{k: v for k, v in fit.to_dict().items() if k not in ("backbone", "strategy")})
-        members = []
-        for m, _, c in loaded:
-            f = FitConfig.from_dict(c.get("fit", {}))
-            members.append(Member(m, f, c.get("history", {}), adapt.trains_backbone(f.strategy)))
-        obj.model_, obj.classes_, obj.config_ = model, classes, fit
-        obj.temperature_ = stored_temperature(root / "config.json")
-        obj.trains_backbone_ = members[0].trains_backbone
-        obj.members_ = members
-        entry = top.get("ngram")
-        obj.ngram_, obj.ngram_weight_ = None, 0.0
-        if entry is not None:
-            weight = entry.get("weight") if isinstance(entry, dict) else None
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
-                raise ArtifactError(f"{root / 'config.json'}: 'ngram' must give a weight between 0 and 1")
-            obj.ngram_, obj.ngram_weight_ = NgramModel.load(root, len(classes)), float(weight)
-        return obj
+def read_model_dir(path: str | os.PathLike[str], modality: str | None = None) -> dict[str, Any]:
+    """What a model directory holds, checked: modality, classes, config (the fit options), members, temperature,
+    ngram (the n-gram model and its weight, or None). With `modality`, refused unless it is that modality's."""
+    from .data.readers import ESTIMATORS
+
+    root = Path(path)
+    top = read_json(root / "config.json") if (root / "config.json").is_file() else {}
+    listing = top.get("ensemble")
+    loaded = [_load_artifact(root / m["dir"]) for m in checked_listing(root, listing)] if listing else \
+        [_load_artifact(root)]
+    model, classes, config = loaded[0]
+    if any(c != classes for _, c, _ in loaded):
+        raise ArtifactError(f"{root}: the ensemble members disagree on the class names")
+    found = model.backbone.cfg.modality
+    if modality is not None and modality != found:
+        raise DataError(f"{path} holds a {config.get('task')} model; load it with {ESTIMATORS[found]} "
+                        "or fmadapt.load_model")
+    members = []
+    for m, _, c in loaded:
+        f = FitConfig.from_dict(c.get("fit", {}))
+        members.append(Member(m, f, c.get("history", {}), trains_backbone(f.strategy)))
+    ngram = None
+    entry = top.get("ngram")
+    if entry is not None:
+        weight = entry.get("weight") if isinstance(entry, dict) else None
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+            raise ArtifactError(f"{root / 'config.json'}: 'ngram' must give a weight between 0 and 1")
+        ngram = (NgramModel.load(root, len(classes)), float(weight))
+    return {"modality": found, "classes": classes, "config": FitConfig.from_dict(config.get("fit", {})),
+            "members": members, "temperature": stored_temperature(root / "config.json"), "ngram": ngram}

@@ -14,8 +14,8 @@ from threadpoolctl import threadpool_limits
 from ..config import FitConfig
 from ..data.examples import Examples
 from ..model import Classifier
+from ..runtime.features import extract_features
 from .base import FitContext, Strategy, register_strategy
-from .features import extract_features
 from .headsearch import SCALINGS, Evaluate, scale, search, weightings
 from .imbalance import imbalance
 from .labelprior import LabelPrior, OffsetLogReg, class_embeddings, class_sentences, fit_strength

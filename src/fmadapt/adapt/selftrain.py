@@ -5,8 +5,8 @@ the training data of a second model (the student), trained from the pretrained w
 kept only if it does better than the teacher on the labeled validation split, which neither trained on
 (on a tie, the teacher).
 
-The choice of pseudo-labels is made by pure functions; `SelfTraining`, a base of the estimators, runs the two
-fits with the estimator's own `_fit_member` and `_member_proba`."""
+The choice of pseudo-labels is made by pure functions; `SelfTraining`, a base of the fit pipeline
+(fitting.FitRun), runs the two fits with the pipeline's own `_fit_member` and `_member_proba`."""
 
 from __future__ import annotations
 
@@ -123,8 +123,8 @@ def pseudo_examples(pool: Examples, rows: list[int], labels: list[str]) -> Examp
 
 
 class SelfTraining:
-    """Self-training steps of an estimator (`fit(..., unlabeled=...)`); the estimator provides `classes_`,
-    `_load_pool`, `_fit_member` and `_member_proba`."""
+    """Self-training steps of a fit (`fit(..., unlabeled=...)`); the fit pipeline provides `classes_`,
+    `encode_labels`, `_load_pool`, `_fit_member` and `_member_proba`."""
 
     classes_: list[str]
     _pool_summary: dict[str, Any]

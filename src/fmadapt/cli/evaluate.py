@@ -45,8 +45,8 @@ def evaluate(
     fairness by group and explanations. All of it lands in report.html."""
 
     def go() -> None:
-        from ..estimators import load_model
         from ..evaluate.metrics import format_metrics
+        from ..predictor import load_model
         from ..report.run import REPORT, run_evaluations, save_evaluations, write_run_report
 
         clf = load_model(model_dir)
@@ -109,8 +109,8 @@ def explain(
     """Attributions (Captum) for INPUTS: heatmap overlays for images, per-word scores for texts."""
 
     def go() -> None:
-        from ..estimators import load_model
         from ..evaluate.explain import METHODS, explain_inputs, save_explanations
+        from ..predictor import load_model
 
         if method not in METHODS:
             raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")

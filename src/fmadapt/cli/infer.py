@@ -27,8 +27,8 @@ def predict(
         # a frozen-backbone text model whose graph ran once already: tokenizers + onnxruntime + numpy, no torch
         table = light_predict_table(model_dir, data, text)
         if table is None:
-            from ..estimators import load_model
             from ..light_predict import remember_model
+            from ..predictor import load_model
 
             clf = load_model(model_dir)
             _override_columns(clf, text, None)

@@ -301,10 +301,10 @@ def _batched_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, d
 # -- helpers -----------------------------------------------------------------------------------------------
 class _quiet:
     """No progress bars per batch and no feature cache while perturbed copies are predicted: they would fill
-    the user's cache with features nobody asks for again. Restores the estimator's settings afterwards."""
+    the user's cache with features nobody asks for again. Restores the fitted model's settings afterwards."""
 
     def __init__(self, clf: Any) -> None:
-        self.clf = clf
+        self.clf = clf.check_fitted()  # (the fitted model, also when given its estimator)
 
     def __enter__(self) -> None:
         self.saved = (self.clf.cache, self.clf.progress)

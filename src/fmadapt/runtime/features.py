@@ -83,7 +83,7 @@ def _variant(backbone: Backbone, runtime: str, modality: str) -> str:
         return ""
     if modality == "text":
         return "int8"
-    from ..runtime.int8 import calibration_id
+    from .int8 import calibration_id
 
     calibration = getattr(backbone, "int8_calibration", None)
     return f"int8:{calibration_id(calibration)}" if calibration else ""  # "": int8 unavailable, fp32 ran
@@ -91,7 +91,7 @@ def _variant(backbone: Backbone, runtime: str, modality: str) -> str:
 
 def _calibration_pixels(backbone: Backbone, ex: Examples) -> np.ndarray:
     """Up to CALIBRATION_IMAGES of `ex`'s images, evenly spaced (deterministic), preprocessed for inference."""
-    from ..runtime.int8 import CALIBRATION_IMAGES
+    from .int8 import CALIBRATION_IMAGES
 
     n = len(ex)
     picks = sorted({int(i) for i in np.linspace(0, n - 1, min(n, CALIBRATION_IMAGES))})

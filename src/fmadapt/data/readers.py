@@ -1,0 +1,88 @@
+"""Reading a user's data for a modality: labeled data for fitting and evaluation, inputs for prediction.
+Shared by the fit pipeline (fitting.py) and the fitted model (predictor.py); no training code."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from ..errors import DataError
+from .examples import Examples
+
+if TYPE_CHECKING:
+    from ..config import FitConfig
+
+DataLike = str | os.PathLike[str] | pd.DataFrame | list[str]
+
+#: what each modality's estimator is called in messages, and its task name in config.json
+ESTIMATORS = {"image": "ImageClassifier", "text": "TextClassifier"}
+TASKS = {"image": "image-classification", "text": "text-classification"}
+
+
+def read_labeled(modality: str, data: DataLike, cfg: FitConfig, *, fitting: bool
+                 ) -> tuple[dict[str, Examples], dict[str, str]]:
+    """({"train": ..., optionally "val"/"test": ...}, the columns inferred from a table) with unreadable inputs
+    already skipped. While `fitting`, a table must have the configured (or an inferable) text and label
+    columns; afterwards (evaluation) columns named otherwise are matched when unambiguous, with a warning."""
+    if modality == "image":
+        from .images import drop_unreadable, scan_image_folder
+
+        if isinstance(data, (pd.DataFrame, list)):
+            raise DataError("ImageClassifier reads a folder: root/<class>/<images> or root/{train,val,test}/<class>/")
+        folder = scan_image_folder(data)
+        return {name: drop_unreadable(ex) for name, ex in folder.splits.items()}, {}
+    if isinstance(data, list):
+        raise DataError("TextClassifier.fit needs labels: pass a table (path or DataFrame)")
+    ex, text, label = read_text_table(data, cfg, need_label=True, strict=fitting)
+    return {"train": ex}, {"text_col": text, "label_col": str(label)}
+
+
+def read_unlabeled(modality: str, data: DataLike, cfg: FitConfig) -> Examples:
+    """Inputs to predict on (labels ignored), unreadable ones listed in `skipped`; a table's text column
+    named otherwise than in `cfg` is matched when unambiguous, with a warning."""
+    if modality == "image":
+        from .images import drop_unreadable, unlabeled_images
+
+        if isinstance(data, list):
+            ex = Examples(inputs=[str(p) for p in data], labels=None, ids=[str(p) for p in data],
+                          source="<list>", modality="image")
+        elif isinstance(data, pd.DataFrame):
+            raise DataError("ImageClassifier.predict takes a folder, a file or a list of image paths")
+        else:
+            ex = unlabeled_images(data)
+        return drop_unreadable(ex)
+    if isinstance(data, list):
+        return Examples(inputs=[str(t) for t in data], labels=None, ids=[str(i) for i in range(len(data))],
+                        source="<list>", modality="text")
+    return read_text_table(data, cfg, need_label=False, strict=False)[0]
+
+
+def read_text_table(data: str | os.PathLike[str] | pd.DataFrame, cfg: FitConfig, need_label: bool, strict: bool
+                    ) -> tuple[Examples, str, str | None]:
+    """(examples, text column, label column) of a table. Unless `strict`, new data for a trained model may name
+    its columns differently (SST-2's test file says "content" where training said "sentence"): an unambiguous
+    match is accepted and said (a warning, and in the examples' warnings)."""
+    from .tables import examples_from_table, infer_columns, read_table
+
+    df, source = read_table(data, encoding=cfg.encoding, header=cfg.header)
+    note = None
+    try:
+        text, label = infer_columns(df, cfg.text_col, cfg.label_col if need_label else None, source,
+                                    need_label=need_label)
+    except DataError as first:
+        if strict:
+            raise
+        try:
+            text, label = infer_columns(df, None, None, source, need_label=need_label)
+        except DataError:
+            raise first from None
+        note = (f"{source}: columns {cfg.text_col!r}/{cfg.label_col!r} of training not found; "
+                f"using {text!r}" + (f"/{label!r}" if need_label else ""))
+        warnings.warn(note, stacklevel=4)
+    ex = examples_from_table(df, source, text, label)
+    if note:
+        ex.warnings.append(note)
+    return ex, text, label

@@ -1,0 +1,224 @@
+"""The fitted model, apart from its fitting: its members (trained networks), classes, calibration and n-gram
+blend, what fitting measured (metrics, history, data summary), and everything that predicts, evaluates and
+saves. The fit pipeline (fitting.py) returns one; `load_model` reads one from a model directory. Evaluation,
+the report, explanations and robustness use only its public methods."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import FitConfig
+from .data.cache import FeatureCache
+from .data.examples import Examples, label_indices
+from .data.readers import TASKS, DataLike, read_labeled, read_unlabeled
+from .data.split import check_known
+from .errors import NotFittedError
+from .evaluate.metrics import classification_metrics
+from .member import Member
+from .persistence import Persisted, read_model_dir
+from .runtime.ngram import combined
+
+
+class Predictor(Persisted):
+    """A fitted classifier: `predict`, `predict_proba`, `predict_table`, `evaluate`, `save_pretrained`, and
+    `proba` / `metrics_from` on loaded examples (`read_inputs`, `read_labeled`) for evaluation code.
+
+    Attributes: `classes_`; `members_` (every trained model: more than one is an ensemble, whose probabilities
+    are averaged); `config_` (the options it was fitted with); `temperature_` and `calibration_`; `ngram_` and
+    `ngram_weight_` (auto on texts: an n-gram TF-IDF model blended in); after a fit in this session also
+    `history_`, `metrics_`, `splits_`, `data_summary_`."""
+
+    def __init__(self, modality: str, classes: list[str], config: FitConfig, *, cache: bool = True,
+                 progress: bool | None = None) -> None:
+        self.modality = modality
+        self.task = TASKS[modality]
+        self.classes_ = list(classes)
+        self.config_ = config
+        self.cache = cache
+        self.progress = progress
+        self.members_: list[Member] = []
+        self.history_: dict[str, Any] = {}
+        self.temperature_ = 1.0
+        self.calibration_: dict[str, Any] | None = None
+        self.ngram_: Any = None
+        self.ngram_weight_ = 0.0
+        self.metrics_: dict[str, Any] = {}
+        self.splits_: dict[str, Examples] = {}
+        self.data_summary_: dict[str, Any] = {}
+        self.refit_on_val_ = False
+        self.fit_seconds_: float | None = None
+        self.resumed_: list[str] = []  # fine-tuning runs continued from checkpoints
+        self._val_proba_raw: np.ndarray | None = None
+
+    def set_members(self, members: list[Member]) -> None:
+        """The trained models (one, or an ensemble's), the first giving `model_` and `trains_backbone_`."""
+        self.members_ = list(members)
+        first = members[0]
+        self.model_, self.trains_backbone_ = first.model, first.trains_backbone
+
+    # -- prediction ----------------------------------------------------------------------------
+    def check_fitted(self) -> Predictor:
+        """Itself (an estimator's `check_fitted` returns its fitted model: evaluation code takes either);
+        NotFittedError while it has no trained network yet (during a fit)."""
+        if not self.members_:
+            raise NotFittedError("this model has no trained network yet: fit it or load a model directory")
+        return self
+
+    def feature_cache(self) -> FeatureCache | None:
+        return FeatureCache() if self.cache else None
+
+    def show_progress(self) -> bool:
+        import sys
+
+        return sys.stderr.isatty() if self.progress is None else self.progress
+
+    def proba(self, ex: Examples, calibrated: bool = True) -> np.ndarray:
+        """(N, C) probabilities of loaded examples (`read_inputs`, `read_labeled`), columns in the order of
+        `classes_`: an ensemble averages its members', an n-gram model is blended in, the calibration
+        temperature applied unless `calibrated=False`. A frozen backbone goes through the feature cache."""
+        self.check_fitted()
+        if len(ex) == 0:
+            return np.zeros((0, len(self.classes_)), dtype=np.float32)
+        proba = combined(lambda: np.mean([self.member_proba(m, ex) for m in self.members_], axis=0),
+                         self.ngram_, self.ngram_weight_, list(ex.inputs))
+        if self.temperature_ != 1.0 and calibrated:
+            from .evaluate.calibration import apply_temperature
+
+            proba = apply_temperature(proba, self.temperature_)
+        return proba
+
+    def member_proba(self, member: Member, ex: Examples) -> np.ndarray:
+        """(N, C) probabilities of one model (a member, or a candidate while fitting); with `tta` the mean
+        over the images and their mirror images."""
+        import torch
+
+        from .runtime.features import extract_features
+
+        model, cfg = member.model, member.config
+        cache = self.feature_cache() if not member.trains_backbone else None
+        views = []
+        for flip in (False, True) if cfg.tta and ex.modality == "image" else (False,):
+            feats = extract_features(model.backbone, ex, batch_size=64, cache=cache, flip=flip,
+                                     progress=self.show_progress(), desc="predicting", runtime=cfg.runtime)
+            with torch.inference_mode():
+                logits = model.forward_features(torch.from_numpy(feats).to(model.head.weight.device))
+                views.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        return views[0] if len(views) == 1 else np.mean(views, axis=0)
+
+    def encode_labels(self, labels: Any, unknown: int | None = None) -> np.ndarray:
+        """Class indices (int64) of `labels`, in the order of `classes_` (the columns of `predict_proba`); a
+        label the model does not know raises KeyError, or maps to `unknown` when given."""
+        return label_indices(self.classes_, labels, unknown)
+
+    def predict_proba(self, data: DataLike) -> pd.DataFrame:
+        """One row per readable input (index = path or row id), columns `prob_<class>`."""
+        ex = self.read_inputs(data)
+        p = self.proba(ex)
+        return pd.DataFrame(p, index=pd.Index(ex.ids, name="id"), columns=[f"prob_{c}" for c in self.classes_])
+
+    def predict(self, data: DataLike) -> np.ndarray:
+        """The predicted class of every readable input."""
+        p = self.proba(self.read_inputs(data))
+        return np.asarray(self.classes_, dtype=object)[p.argmax(1)] if len(p) else np.array([], dtype=object)
+
+    def predict_table(self, data: DataLike) -> pd.DataFrame:
+        """What `fmadapt predict` writes: ids (+ text), `pred`, `prob_<class>`, and a row with an `error`
+        for every input that could not be read, so nothing silently disappears."""
+        ex = self.read_inputs(data)
+        p = self.proba(ex)
+        out = pd.DataFrame({"id": ex.ids})
+        if ex.modality == "text":
+            out["text"] = ex.inputs
+        out["pred"] = [self.classes_[i] for i in p.argmax(1)] if len(p) else []
+        for j, c in enumerate(self.classes_):
+            out[f"prob_{c}"] = p[:, j] if len(p) else []
+        if ex.skipped:
+            bad = pd.DataFrame({"id": [s.where for s in ex.skipped], "error": [s.reason for s in ex.skipped]})
+            out = pd.concat([out, bad], ignore_index=True)
+        return out
+
+    def read_inputs(self, data: DataLike) -> Examples:
+        """The inputs of `data` (as `predict` takes it) loaded for `proba`; unreadable ones are listed in
+        `skipped`, labels ignored."""
+        self.check_fitted()
+        return read_unlabeled(self.modality, data, self.config_)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str], *, cache: bool = True, progress: bool | None = None,
+                        modality: str | None = None) -> Predictor:
+        """The fitted model saved in `path`; with `modality`, refused unless it is that modality's (the
+        estimators' from_pretrained)."""
+        saved = read_model_dir(path, modality)
+        obj = cls(saved["modality"], saved["classes"], saved["config"], cache=cache, progress=progress)
+        obj.set_members(saved["members"])
+        obj.temperature_ = saved["temperature"]
+        if saved["ngram"] is not None:
+            obj.ngram_, obj.ngram_weight_ = saved["ngram"]
+        return obj
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def read_labeled(self, data: DataLike) -> Examples:
+        """Labeled data (as `evaluate` takes it: for a folder with a test/ split, that split) loaded for
+        `proba` and `metrics_from`; a label the model does not know is refused."""
+        self.check_fitted()
+        splits, _ = read_labeled(self.modality, data, self.config_, fitting=False)
+        ex = splits[next(n for n in ("test", "val", "train") if n in splits)]
+        check_known(ex, self.classes_, "evaluation data")
+        return ex
+
+    def metrics_from(self, proba: np.ndarray, ex: Examples) -> dict[str, Any]:
+        """The metrics of `evaluate` (accuracy, macro-F1, per class, calibration error...) for probabilities
+        of the labeled examples `ex` (from `proba`), with the inputs `ex` skipped."""
+        y = self.encode_labels(ex.labels)
+        m = classification_metrics(y, proba, self.classes_)
+        m["skipped"] = [s.to_dict() for s in ex.skipped]
+        return m
+
+    def metrics_with(self, member: Member, ex: Examples) -> dict[str, Any]:
+        """Metrics of one model that is not (yet) one of the members (auto's candidates), with its
+        probabilities under "_proba" (kept by the caller for calibration, popped before anything is saved)."""
+        if len(ex) == 0:
+            return self.metrics_from(np.zeros((0, len(self.classes_)), dtype=np.float32), ex)
+        proba = self.member_proba(member, ex)
+        return {**self.metrics_from(proba, ex), "_proba": proba}
+
+    def evaluate(self, data: DataLike) -> dict[str, Any]:
+        """Metrics on labeled data (for an image folder with a test/ split, on that split)."""
+        return self.evaluate_examples(self.read_labeled(data))[0]
+
+    def evaluate_examples(self, ex: Examples) -> tuple[dict[str, Any], np.ndarray]:
+        """`evaluate` on loaded examples: (metrics, the calibrated probabilities they came from)."""
+        t = self.temperature_
+        if not len(ex) or t == 1.0:
+            proba = self.proba(ex)
+            return self.metrics_from(proba, ex), proba
+        # held-out data: the honest before/after of the temperature fitted at training time
+        from .evaluate.calibration import apply_temperature, calibration_measures
+
+        raw = self.proba(ex, calibrated=False)
+        proba = apply_temperature(raw, t)
+        m = self.metrics_from(proba, ex)
+        y = self.encode_labels(ex.labels)
+        m["calibration"] = {"temperature": t, "before": calibration_measures(raw, y),
+                            "after": calibration_measures(proba, y)}
+        return m, proba
+
+    def score(self, data: DataLike) -> float:
+        """Accuracy on labeled data."""
+        return float(self.evaluate(data)["accuracy"])
+
+    def validation_note(self) -> str:
+        """What the validation figures are (the report's words): honest, or optimistic after a refit on them."""
+        return ("validation split; the final model was refit on it after choosing, so its accuracy here is "
+                "optimistic (fairness and mistakes use the predictions from before the refit). For held-out "
+                "figures run `fmadapt evaluate MODEL TEST_DATA --robustness`"
+                if self.refit_on_val_ else "validation split")
+
+
+def load_model(path: str | os.PathLike[str], **kw: Any) -> Predictor:
+    """Reload any fmadapt model directory (`cache`, `progress` as for the estimators)."""
+    return Predictor.from_pretrained(path, **kw)
