@@ -141,6 +141,19 @@ class Predictor(Persisted):
             out = pd.concat([out, bad], ignore_index=True)
         return out
 
+    def embed(self, data: DataLike, member: int = 0) -> np.ndarray:
+        """(N, D) float32: the features the model's head reads, one row per readable input in the order of
+        `predict` — the adapted backbone's embeddings after fine-tuning, the pretrained ones after a probe.
+        An ensemble's members may have different backbones: `member` picks one."""
+        from .runtime.features import extract_features
+
+        self.check_fitted()
+        m = self.members_[member]
+        ex = self.read_inputs(data)
+        return extract_features(m.model.backbone, ex, batch_size=64,
+                                cache=self.feature_cache() if not m.trains_backbone else None,
+                                progress=self.show_progress(), desc="embedding", runtime=m.config.runtime)
+
     def read_inputs(self, data: DataLike) -> Examples:
         """The inputs of `data` (as `predict` takes it) loaded for `proba`; unreadable ones are listed in
         `skipped`, labels ignored."""

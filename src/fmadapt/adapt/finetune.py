@@ -240,8 +240,7 @@ class FineTune(Strategy):
             slot.finish(model.state_dict(), result)
         return self._done(model, result)
 
-    def _extra_history(self) -> dict[str, Any]:
-        """What a variant adds to the run summary."""
+    def _extra_history(self) -> dict[str, Any]:  # what a variant adds to the run summary
         return {}
 
     @staticmethod
