@@ -1,5 +1,6 @@
 """Persistence and report hooks of the fitted model: save_pretrained (weights as safetensors, JSON configuration,
-metrics, model card, report.html) and from_pretrained, as a mixin of `predictor.Predictor`."""
+metrics, model card, report.html), as a mixin of `predictor.Predictor`, and read_model_dir, what
+`Predictor.from_pretrained` builds from."""
 
 from __future__ import annotations
 
