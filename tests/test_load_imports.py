@@ -12,7 +12,7 @@ import pytest
 
 from conftest import text_frame
 from fmadapt import TextClassifier
-from fmadapt.adapt import base
+from fmadapt import strategies as base  # (the registry: names, modules, trains_backbone)
 
 TESTS = Path(__file__).resolve().parent
 

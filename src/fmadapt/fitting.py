@@ -19,7 +19,7 @@ from .backbones.vocab import vocabulary_report
 from .config import FitConfig
 from .data.examples import Examples, concat, label_indices
 from .data.images import default_crop, median_short_side
-from .data.readers import ESTIMATORS, DataLike, read_labeled, read_text_table, read_unlabeled
+from .data.readers import ESTIMATORS, DataLike, read_labeled, read_unlabeled
 from .data.split import check_known, check_trainable, data_summary, stratified_split
 from .errors import ConfigError, DataError
 from .member import Member
@@ -70,8 +70,6 @@ class FitRun(SelfTraining):
 
     def _load_pool(self, data: DataLike, cfg: FitConfig) -> Examples:
         """Unlabeled inputs for self-training (labels ignored; a table's columns as in the labeled data)."""
-        if self.modality == "text" and not isinstance(data, list):
-            return read_text_table(data, cfg, need_label=False, strict=False)[0]
         return read_unlabeled(self.modality, data, cfg)
 
     def _labeled(self, data: DataLike, cfg: FitConfig) -> dict[str, Examples]:

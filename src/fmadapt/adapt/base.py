@@ -1,5 +1,6 @@
 """What an adaptation strategy is: a Strategy trains a Classifier in place, given a FitContext. The registry of
-strategies by name is fmadapt.strategies (re-exported here), which loading a model reads without importing this."""
+strategies by name is fmadapt.strategies (re-exported by fmadapt.adapt), which loading a model reads without
+importing this."""
 
 from __future__ import annotations
 
@@ -11,15 +12,7 @@ from ..config import FitConfig
 from ..data.cache import FeatureCache
 from ..data.examples import Examples, label_indices
 from ..model import Classifier
-from ..strategies import (  # noqa: F401  (re-exported: the strategies' modules register through here)
-    BUILTIN,
-    check_strategy,
-    describe_strategies,
-    get_strategy,
-    list_strategies,
-    register_strategy,
-    trains_backbone,
-)
+from ..strategies import register_strategy  # noqa: F401  (the strategies' modules register through here)
 
 
 @dataclass
