@@ -27,6 +27,25 @@ from .strategies import trains_backbone
 class Persisted:
     """What a fitted model saves and reloads (see `predictor.Predictor` for the attributes it uses)."""
 
+    # (set by predictor.Predictor)
+    task: str
+    classes_: list[str]
+    members_: list[Member]
+    model_: Classifier
+    config_: FitConfig
+    trains_backbone_: bool
+    history_: dict[str, Any]
+    metrics_: dict[str, Any]
+    calibration_: dict[str, Any] | None
+    data_summary_: dict[str, Any]
+    splits_: dict[str, Any]
+    temperature_: float
+    ngram_: Any
+    ngram_weight_: float
+    _val_proba_raw: np.ndarray | None
+
+    def check_fitted(self) -> Any: ...  # (predictor.Predictor)
+
     def save_pretrained(self, path: str | os.PathLike[str], command: str | None = None, report: bool = True
                         ) -> Path:
         """The model directory: weights (safetensors), JSON configuration and metrics, a model card and, with
@@ -34,11 +53,11 @@ class Persisted:
         self.check_fitted()
         out = Path(path)
         members = self.members_
-        metrics = {**getattr(self, "metrics_", {}),
-                   **({"calibration": self.calibration_} if getattr(self, "calibration_", None) else {})}
-        data = getattr(self, "data_summary_", {})
+        metrics = {**self.metrics_,
+                   **({"calibration": self.calibration_} if self.calibration_ else {})}
+        data = self.data_summary_
 
-        ngram = getattr(self, "ngram_", None)
+        ngram = self.ngram_
 
         def described(config: dict[str, Any]) -> dict[str, Any]:
             # metrics, the model card and the n-gram model go into the same commit as the weights they describe
@@ -61,10 +80,10 @@ class Persisted:
             commit(out, {"labels.json": json_text(self.classes_), "config.json": json_text(config),
                          **described(config)}, remove=["model.safetensors", *stale])
         else:
-            self._save_member(out, self.model_, self.config_, getattr(self, "history_", {}),
+            self._save_member(out, self.model_, self.config_, self.history_,
                               self.trains_backbone_, {**self._calibration_entry(), **self._ngram_entry()},
                               described, remove=stale)
-        for name, ex in getattr(self, "splits_", {}).items():
+        for name, ex in self.splits_.items():
             (out / "manifests").mkdir(exist_ok=True)
             pd.DataFrame({"id": ex.ids, "label": ex.labels}).to_csv(out / "manifests" / f"{name}.csv", index=False)
         # self-training: the unlabeled inputs the kept student trained on, with the labels it was given (a list
@@ -90,12 +109,12 @@ class Persisted:
     def val_proba(self) -> np.ndarray | None:
         """Calibrated validation probabilities from models that did not train on the validation split (before a
         refit on it), or None when not fitted in this session."""
-        raw = getattr(self, "_val_proba_raw", None)
+        raw = self._val_proba_raw
         if raw is None:
             return None
         from .evaluate.calibration import apply_temperature
 
-        return apply_temperature(raw, getattr(self, "temperature_", 1.0))
+        return apply_temperature(raw, self.temperature_)
 
     def evaluate_validation(self, out: str | os.PathLike[str], *, robustness: bool = True, explain: bool = True,
                             groups: list[str] | None = None, group_col: str | None = None,
@@ -110,17 +129,17 @@ class Persisted:
 
     def _calibration_entry(self) -> dict[str, Any]:
         """What config.json keeps of the calibration: the temperature that prediction applies."""
-        t = getattr(self, "temperature_", 1.0)
-        cal = getattr(self, "calibration_", None) or {}
+        t = self.temperature_
+        cal = self.calibration_ or {}
         return {"calibration": {"method": "temperature", "temperature": t,
                                 "note": cal.get("note", "")}} if t != 1.0 or cal else {}
 
     def _ngram_entry(self) -> dict[str, Any]:
         """What config.json says of an n-gram model (auto on texts): its weight in the prediction and files."""
-        ngram = getattr(self, "ngram_", None)
+        ngram = self.ngram_
         if ngram is None:
             return {}
-        return {"ngram": {"weight": float(getattr(self, "ngram_weight_", 1.0)), "files": list(NGRAM_FILES),
+        return {"ngram": {"weight": float(self.ngram_weight_), "files": list(NGRAM_FILES),
                           "features": ngram.n_features, "C": ngram.info.get("C"),
                           "note": "prediction = (1 - weight) x the model above + weight x the n-gram TF-IDF model"}}
 
