@@ -130,23 +130,29 @@ def test_finetune_top_groups_only_changes_top(tmp_path):
     assert clf.history_["epochs_run"] >= 1 and clf.history_["epochs"]
 
 
-@pytest.mark.parametrize("select_by", ["accuracy", "loss", "macro_f1"])
-def test_finetune_text_restores_best_epoch(select_by):
+@pytest.mark.parametrize("select_by,keep", [("accuracy", "best"), ("loss", "best"), ("macro_f1", "best"),
+                                             ("loss", "start_or_last"), ("macro_f1", "start_or_last")])
+def test_finetune_text_restores_best_epoch(select_by, keep):
     df = text_frame(16)
     metric = {"metric": "macro_f1", "select_by": "metric"} if select_by == "macro_f1" else {"select_by": select_by}
     clf = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=3, batch_size=8, lr=1e-3,
-                         head_lr=1e-2, **metric).fit(df)
+                         head_lr=1e-2, keep=keep, **metric).fit(df)
     h = clf.history_
     points = [{"val_loss": h["initial_val_loss"], "val_acc": h["initial_val_acc"],
                **({"val_score": h["initial_val_score"]} if "initial_val_score" in h else {})}] + h["epochs"]
     score = "val_score" if select_by == "macro_f1" else "val_acc"
     keys = [(p[score], -p["val_loss"]) if select_by != "loss" else (-p["val_loss"],) for p in points]
-    kept = keys.index(max(keys))  # the first best point
+    if keep == "best":
+        kept = keys.index(max(keys))  # the first best point
+    else:  # the whole schedule ran; the last epoch unless the start is strictly better
+        assert h["epochs_run"] == 3
+        kept = 0 if keys[0] > keys[-1] else len(keys) - 1
     assert h["best_epoch"] == kept - 1
     assert h["select_by"] == (select_by if select_by != "macro_f1" else "metric (macro_f1)")
     assert h["lr_chosen_by"] == "given (lr)"
-    assert h["epochs_chosen_by"].startswith("at most 3 (epochs, given)") and "(patience, the default)" in \
-        h["epochs_chosen_by"]
+    assert h["epochs_chosen_by"].startswith("at most 3 (epochs, given)" if keep == "best" else "3 (epochs, given)")
+    assert ("(patience, the default)" in h["epochs_chosen_by"]) == (keep == "best")
+    assert f"keep, {'the default' if keep == 'best' else 'given'}" in h["epochs_chosen_by"]
     # the restored weights are the best point's (an epoch, or the probe start): re-evaluating gives its figures
     va = clf.splits_["val"]
     p = clf.predict_proba(va.inputs).to_numpy()
@@ -171,6 +177,39 @@ def test_epoch_selection_prefers_accuracy_over_a_lower_loss():
     assert _best_epoch(epochs, start, "accuracy") == 1  # ties on accuracy: the lower loss
     assert _best_epoch(epochs, start, "loss") == -1
     assert _best_epoch(epochs, None, "loss") == 1
+    # start_or_last: the last epoch unless the start is strictly better; a tie goes to the last
+    assert _best_epoch(epochs, start, "accuracy", "start_or_last") == 3
+    assert _best_epoch(epochs, start, "loss", "start_or_last") == -1
+    assert _best_epoch(epochs, {"val_loss": 1.58, "val_acc": 0.732}, "accuracy", "start_or_last") == 3
+    assert _best_epoch(epochs, None, "loss", "start_or_last") == 3
+
+
+def test_restore_best_start_or_last_restores_the_start_or_the_last_weights():
+    """The callback itself: the last validated epoch's weights unless the start is strictly better."""
+    from types import SimpleNamespace
+
+    from fmadapt.train.module import RestoreBest
+
+    def trainer(epoch, acc, loss=1.0):
+        return SimpleNamespace(sanity_checking=False, current_epoch=epoch,
+                               callback_metrics={"val_acc": torch.tensor(acc), "val_loss": torch.tensor(loss)})
+
+    for start_acc, expect in [(0.9, 0.0), (0.7, 3.0), (0.6, 3.0)]:  # epoch k sets the weight to k + 1
+        net = torch.nn.Linear(1, 1, bias=False)
+        torch.nn.init.constant_(net.weight, 0.0)
+        cb = RestoreBest("accuracy", keep="start_or_last")
+        cb.seed({"val_acc": start_acc, "val_loss": 1.0}, net)
+        for epoch, acc in enumerate([0.8, 0.75, 0.7]):  # the last epoch is not the best one
+            torch.nn.init.constant_(net.weight, float(epoch + 1))
+            cb.on_validation_end(trainer(epoch, acc), net)
+            assert cb.best_epoch == -1  # nothing chosen before training ends
+        torch.nn.init.constant_(net.weight, 99.0)  # (trained past the last validation: not kept)
+        cb.on_fit_end(trainer(2, 0.0), net)
+        assert net.weight.item() == expect and cb.best_epoch == (-1 if expect == 0.0 else 2)
+    with pytest.raises(ValueError, match="keep"):
+        RestoreBest(keep="first")
+    with pytest.raises(ConfigError, match="keep"):
+        TextClassifier(keep="first")
 
 
 def test_bad_options_fail_before_data_loading():

@@ -268,9 +268,9 @@ class AutoSearch:
         cfg = dataclasses.replace(self.cfg, seed=best["seed"], restore_best=False, max_time=max(5.0, left),
                                   **{"probe_c": _probe_c(best) or self.cfg.probe_c, **over, "epochs": epochs})
         note = (f"{winner['candidate']} retrained on training + validation data ({len(both)} examples) for "
-                f"{epochs} epoch(s), the number that gave its best validation "
-                f"{self.cfg.metric if self.cfg.select_by == 'metric' else self.cfg.select_by}, keeping the "
-                "last weights")
+                f"{epochs} epoch(s), those of the weights it kept on validation "
+                f"{self.cfg.metric if self.cfg.select_by == 'metric' else self.cfg.select_by} "
+                f"(keep={self.cfg.keep}), keeping the last weights")
         refit = self.fit_one(cfg, both, val)
         done = refit.history.get("epochs_run", epochs)
         if done < epochs and best["member"] is not None:  # stopped by the budget mid-schedule: not the winner's run

@@ -73,8 +73,13 @@ class FitConfig:
     #: "balanced_accuracy" (mean per-class recall) or "macro_f1"
     metric: str = "accuracy"
     patience: int = 2  #: epochs without improvement (see select_by) before stopping (2 of the default 4)
-    #: fine-tuning: keep the best validation epoch (and stop early); False runs all epochs, keeps the last
+    #: fine-tuning: choose the weights kept on validation (see `keep`); False runs all epochs and keeps the last
     restore_best: bool = True
+    #: fine-tuning, with restore_best: "best" keeps the best validation epoch (or the probe start when no epoch
+    #: beats it) and stops after `patience` epochs without improvement; "start_or_last" runs every epoch and keeps
+    #: the last (annealed) weights unless the probe start validates strictly better (benchmarks/notes/
+    #: defaults_epoch_choice.md)
+    keep: str = "best"
     #: fine-tuning: which epoch is kept (and when to stop early): "metric" (the run's `metric` on validation,
     #: ties broken by the lower loss), "accuracy" (validation accuracy, whatever `metric` is) or "loss"
     select_by: str = "metric"
@@ -227,6 +232,7 @@ class FitConfig:
             (self.precision in ("32-true", "bf16-mixed", "16-mixed"),
              "precision must be '32-true', 'bf16-mixed' or '16-mixed'"),
             (self.select_by in ("metric", "accuracy", "loss"), "select_by must be 'metric', 'accuracy' or 'loss'"),
+            (self.keep in ("best", "start_or_last"), "keep must be 'best' or 'start_or_last'"),
             (self.new_token_lr is None or self.new_token_lr > 0, "new_token_lr must be > 0"),
             (self.augment_policy in ("basic", "trivial", "randaugment", "flip"),
              "augment_policy must be 'basic', 'trivial', 'randaugment' or 'flip'"),

@@ -251,8 +251,8 @@ class FitRun(SelfTraining):
         history = refit.history
         by = cfg.metric if cfg.select_by == "metric" else cfg.select_by
         history["refit_full"] = {**summary, "note": f"retrained on training + validation data "
-                                 f"({len(train) + len(val)} examples) for {best + 1} epoch(s), the number that gave "
-                                 f"the best validation {by}; last weights kept"}
+                                 f"({len(train) + len(val)} examples) for {best + 1} epoch(s), those of the weights "
+                                 f"kept on validation {by} (keep={cfg.keep}); last weights kept"}
         return dataclasses.replace(refit, config=cfg, val_proba=honest)
 
     def _rank_backbones(self, cfg: FitConfig, train: Examples, ctx: adapt.FitContext) -> list[dict[str, Any]]:

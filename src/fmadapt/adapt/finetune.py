@@ -182,12 +182,14 @@ class FineTune(Strategy):
                     else EarlyStopping("val_loss", patience=cfg.patience, mode="min"))
             timer = EpochTimer()
             ema = EMA(cfg.ema) if cfg.ema > 0 else None
-            best = RestoreBest(cfg.select_by, ema=ema)
+            best = RestoreBest(cfg.select_by, ema=ema, keep=cfg.keep)
             if initial is not None:
                 best.seed(initial, module)
             # fixed-length runs (the final fit of `--strategy auto`, on data that includes its validation
             # split) keep their last weights: a contaminated validation loss must not pick the epoch
-            callbacks = [history, *([best, stop] if cfg.restore_best else []), timer, *callbacks_extra,
+            # keep="start_or_last" runs the whole schedule: its last weights are the annealed ones
+            callbacks = [history, *([best] if cfg.restore_best else []),
+                         *([stop] if cfg.restore_best and cfg.keep == "best" else []), timer, *callbacks_extra,
                          BatchSeeds(cfg.seed), *([ema] if ema else []), *([slot.callback()] if slot else [])]
             # max_time counts from this fit's start (probe head, cached activations, first validation pass)
             left = None if cfg.max_time is None else max(1.0, cfg.max_time - (time.perf_counter() - t0))
@@ -199,7 +201,7 @@ class FineTune(Strategy):
             finally:
                 trained.to(memory_format=torch.contiguous_format)
             epochs = history.recovered()
-        best_epoch = _best_epoch(epochs, initial, cfg.select_by)
+        best_epoch = _best_epoch(epochs, initial, cfg.select_by, cfg.keep)
         result = {
             "fit_seconds": round(time.perf_counter() - t0, 2),
             "trainable_groups": n_train,
@@ -221,9 +223,7 @@ class FineTune(Strategy):
             "imbalance": balance,
             "lr": lr,
             "lr_chosen_by": lr_source,
-            "epochs_chosen_by": (f"at most {cfg.how_set('epochs')}, stopped after {cfg.how_set('patience')} without "
-                                 f"a better validation {cfg.metric if cfg.select_by == 'metric' else cfg.select_by}"
-                                 if cfg.restore_best else f"{cfg.how_set('epochs')}, the last kept"),
+            "epochs_chosen_by": _epochs_chosen_by(cfg),
             "optimizer": cfg.optimizer,
             "schedule": cfg.schedule,
             "layer_decay": cfg.layer_decay,
@@ -370,9 +370,30 @@ def _adversarial(cfg: FitConfig, bb: Any) -> dict[str, Any]:
     return {"adversarial": kind, "adv_eps": cfg.adv_eps if cfg.adv_eps is not None else 0.05, "adv_target": emb}
 
 
-def _best_epoch(epochs: list[dict[str, float]], initial: dict[str, float] | None, select_by: str) -> int:
-    """The epoch RestoreBest kept: the first with the best selection key; -1 when none beat the start."""
+def _epochs_chosen_by(cfg: FitConfig) -> str:
+    """How the history says the number of epochs and the weights kept were chosen."""
+    if not cfg.restore_best:
+        return f"{cfg.how_set('epochs')}, the last kept"
+    judged = f"validation {cfg.metric if cfg.select_by == 'metric' else cfg.select_by}"
+    if cfg.keep == "start_or_last":
+        return (f"{cfg.how_set('epochs')}, the last kept unless the probe start has a better {judged} "
+                f"({cfg.how_set('keep')})")
+    return (f"at most {cfg.how_set('epochs')}, stopped after {cfg.how_set('patience')} without a better {judged}; "
+            f"the best epoch kept ({cfg.how_set('keep')})")
+
+
+def _best_epoch(epochs: list[dict[str, float]], initial: dict[str, float] | None, select_by: str,
+                keep: str = "best") -> int:
+    """The epoch RestoreBest kept: the first with the best selection key ("best"), or the last one unless
+    the start is strictly better ("start_or_last"); -1 when the start was kept."""
     best, best_epoch = (selection_key(initial, select_by) if initial else None), -1
+    if keep == "start_or_last":
+        keyed = [(k, selection_key(e, select_by)) for k, e in enumerate(epochs)]
+        keyed = [(k, key) for k, key in keyed if key is not None]
+        if not keyed:
+            return -1
+        k, key = keyed[-1]
+        return k if best is None or key >= best else -1
     for k, e in enumerate(epochs):
         key = selection_key(e, select_by)
         if key is not None and (best is None or key > best):
