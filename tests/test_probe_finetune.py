@@ -168,7 +168,7 @@ def test_finetune_text_restores_best_epoch(select_by, keep):
 
 
 def test_epoch_selection_prefers_accuracy_over_a_lower_loss():
-    from fmadapt.adapt.finetune import _best_epoch
+    from fmadapt.train.selection import best_epoch_kept as _best_epoch
 
     # THUCNews 3,000 with new tokens: the probe start has the lowest loss, fine-tuning the best accuracy
     start = {"val_loss": 1.33, "val_acc": 0.58}
@@ -188,7 +188,7 @@ def test_restore_best_start_or_last_restores_the_start_or_the_last_weights():
     """The callback itself: the last validated epoch's weights unless the start is strictly better."""
     from types import SimpleNamespace
 
-    from fmadapt.train.module import RestoreBest
+    from fmadapt.train.selection import RestoreBest
 
     def trainer(epoch, acc, loss=1.0):
         return SimpleNamespace(sanity_checking=False, current_epoch=epoch,

@@ -24,7 +24,8 @@ from ..model import Classifier
 from ..train.checkpoint import BatchSeeds, SafeCheckpointIO, data_hash
 from ..train.ema import EMA
 from ..train.loggers import make_logger
-from ..train.module import ClassifierModule, EpochTimer, History, RestoreBest, evaluation_metrics, selection_key
+from ..train.module import ClassifierModule, EpochTimer, History, evaluation_metrics
+from ..train.selection import RestoreBest, best_epoch_kept, epochs_chosen_by
 from .base import FitContext, Strategy, register_strategy
 from .cached import SuffixClassifier, cached_loaders, split_is_exact
 from .imbalance import imbalance
@@ -201,7 +202,7 @@ class FineTune(Strategy):
             finally:
                 trained.to(memory_format=torch.contiguous_format)
             epochs = history.recovered()
-        best_epoch = _best_epoch(epochs, initial, cfg.select_by, cfg.keep)
+        best_epoch = best_epoch_kept(epochs, initial, cfg.select_by, cfg.keep)
         result = {
             "fit_seconds": round(time.perf_counter() - t0, 2),
             "trainable_groups": n_train,
@@ -223,7 +224,7 @@ class FineTune(Strategy):
             "imbalance": balance,
             "lr": lr,
             "lr_chosen_by": lr_source,
-            "epochs_chosen_by": _epochs_chosen_by(cfg),
+            "epochs_chosen_by": epochs_chosen_by(cfg),
             "optimizer": cfg.optimizer,
             "schedule": cfg.schedule,
             "layer_decay": cfg.layer_decay,
@@ -368,37 +369,6 @@ def _adversarial(cfg: FitConfig, bb: Any) -> dict[str, Any]:
         return {"adversarial": kind, "adv_eps": eps, "adv_steps": cfg.adv_steps, "adv_target": target}
     emb = bb.model.get_input_embeddings()
     return {"adversarial": kind, "adv_eps": cfg.adv_eps if cfg.adv_eps is not None else 0.05, "adv_target": emb}
-
-
-def _epochs_chosen_by(cfg: FitConfig) -> str:
-    """How the history says the number of epochs and the weights kept were chosen."""
-    if not cfg.restore_best:
-        return f"{cfg.how_set('epochs')}, the last kept"
-    judged = f"validation {cfg.metric if cfg.select_by == 'metric' else cfg.select_by}"
-    if cfg.keep == "start_or_last":
-        return (f"{cfg.how_set('epochs')}, the last kept unless the probe start has a better {judged} "
-                f"({cfg.how_set('keep')})")
-    return (f"at most {cfg.how_set('epochs')}, stopped after {cfg.how_set('patience')} without a better {judged}; "
-            f"the best epoch kept ({cfg.how_set('keep')})")
-
-
-def _best_epoch(epochs: list[dict[str, float]], initial: dict[str, float] | None, select_by: str,
-                keep: str = "best") -> int:
-    """The epoch RestoreBest kept: the first with the best selection key ("best"), or the last one unless
-    the start is strictly better ("start_or_last"); -1 when the start was kept."""
-    best, best_epoch = (selection_key(initial, select_by) if initial else None), -1
-    if keep == "start_or_last":
-        keyed = [(k, selection_key(e, select_by)) for k, e in enumerate(epochs)]
-        keyed = [(k, key) for k, key in keyed if key is not None]
-        if not keyed:
-            return -1
-        k, key = keyed[-1]
-        return k if best is None or key >= best else -1
-    for k, e in enumerate(epochs):
-        key = selection_key(e, select_by)
-        if key is not None and (best is None or key > best):
-            best, best_epoch = key, k
-    return best_epoch
 
 
 def _new_token_rows(cfg: FitConfig, bb: Any, lr: float) -> tuple[torch.nn.Parameter, int, float] | None:

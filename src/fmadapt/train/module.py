@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
@@ -156,7 +155,7 @@ class ClassifierModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """`val_score`: the run's metric (balanced accuracy, macro-F1) over the validation split, gathered from
-        every process, for choosing the epoch (selection_key)."""
+        every process, for choosing the epoch (train.selection.selection_key)."""
         if self.metric == "accuracy" or not self._val_pairs:
             return
         pairs = torch.cat(self._val_pairs, dim=1)
@@ -225,77 +224,6 @@ def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, class_weights: 
         return per.mean()
     w = soft @ class_weights.to(soft.device, soft.dtype)
     return (per * w).sum() / w.sum().clamp(min=1e-12)
-
-
-def selection_key(metrics: dict[str, Any], select_by: str) -> tuple[float, ...] | None:
-    """What "better" means for a validation epoch (larger is better): "metric", the run's metric (`val_score`
-    when the module logged one, else accuracy), or "accuracy", ties broken by the lower loss; or "loss" alone.
-    None when the metrics are missing."""
-    loss = metrics.get("val_loss")
-    acc = metrics.get("val_score", metrics.get("val_acc")) if select_by == "metric" else metrics.get("val_acc")
-    if loss is None or (select_by != "loss" and acc is None):
-        return None
-    return (round(float(acc), 6), -float(loss)) if select_by != "loss" else (-float(loss),)
-
-
-class RestoreBest(pl.Callback):
-    """Keeps the weights to restore in memory and puts them back when training ends (no checkpoint files:
-    nothing pickled on disk). `keep="best"`: the best validation epoch (see `selection_key`; the first of
-    ties), or the start (`seed`) when no epoch beats it. `keep="start_or_last"`: the last validated epoch,
-    unless the start validates strictly better (ties go to the later, annealed weights). With `ema`, the
-    weights kept are the average's (they are what validation scored)."""
-
-    def __init__(self, select_by: str = "accuracy", ema: Any = None, keep: str = "best") -> None:
-        if keep not in ("best", "start_or_last"):
-            raise ValueError(f"keep must be 'best' or 'start_or_last', not {keep!r}")
-        self.select_by = select_by
-        self.keep = keep
-        #: with a weight average (`train.ema.EMA`) validation scores the average, so the average is kept
-        self.ema = ema
-        self.best: list[float] | None = None
-        self.best_epoch: int = -1
-        self._state: dict[str, torch.Tensor] | None = None
-        #: keep="start_or_last": the last validated epoch's key, epoch and weights
-        self._last: tuple[list[float], int, dict[str, torch.Tensor]] | None = None
-
-    def seed(self, metrics: dict[str, float], module: nn.Module) -> None:
-        """Start from a known point (the probe-initialised model): epochs must beat it to be kept."""
-        key = selection_key(metrics, self.select_by)
-        self.best, self.best_epoch = (list(key) if key else None), -1
-        self._state = {k: t.detach().to("cpu", copy=True) for k, t in module.state_dict().items()}
-
-    def _weights(self, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
-        state = self.ema.averaged_state(pl_module) if self.ema is not None else pl_module.state_dict()
-        return {k: t.detach().to("cpu", copy=True) for k, t in state.items()}
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        key = selection_key({k: float(v) for k, v in trainer.callback_metrics.items()}, self.select_by)
-        if key is None:
-            return
-        if self.keep == "start_or_last":
-            self._last = (list(key), trainer.current_epoch, self._weights(pl_module))
-        elif self.best is None or key > tuple(self.best):
-            self.best, self.best_epoch = list(key), trainer.current_epoch
-            self._state = self._weights(pl_module)
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.keep == "start_or_last" and self._last is not None:
-            key, epoch, state = self._last
-            if self.best is None or tuple(key) >= tuple(self.best):
-                self.best, self.best_epoch, self._state = key, epoch, state
-            self._last = None
-        if self._state is not None:
-            pl_module.load_state_dict(copy.copy(self._state))
-
-    # saved in checkpoints (Lightning stores callback states), so a resumed run keeps its best epoch
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "state": self._state, "last": self._last}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.best_epoch, self._state = state["best"], state["best_epoch"], state["state"]
-        self._last = state.get("last")
 
 
 class History(pl.Callback):
