@@ -167,7 +167,7 @@ def test_strategies_command_lists_the_variants():
     assert {"probe", "finetune", "l2sp", "progressive", "auto"} <= set(names)
     # `fit --strategy`'s help names exactly the registered strategies and auto
     from fmadapt.adapt import list_strategies
-    from fmadapt.cli.fit import STRATEGY_NAMES
+    from fmadapt.config import STRATEGY_NAMES
 
     assert sorted(STRATEGY_NAMES) == sorted([*list_strategies(), "auto"]) == sorted(names)
     assert " | ".join(STRATEGY_NAMES) in " ".join(_invoke("fit", "--help").output.replace("│", " ").split())

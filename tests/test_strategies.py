@@ -339,8 +339,8 @@ def test_adversarial_training_runs_uncached_and_checks_the_modality(image_folder
     t = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=1, batch_size=8,
                        adversarial="embedding").fit(text_frame(8))
     assert t.history_["adversarial"] == "embedding"
-    with pytest.raises(ConfigError, match="does not apply"):
-        ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=1, adversarial="embedding").fit(image_folder)
+    with pytest.raises(ConfigError, match="adversarial 'embedding' is for texts"):  # refused when configured
+        ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=1, adversarial="embedding")
 
 
 def test_logme_prefers_informative_features():

@@ -1,4 +1,6 @@
-"""Every option of a training run, in one dataclass saved (resolved) in every run directory."""
+"""Every option of a training run, in one dataclass saved (resolved) in every run directory. Each field's group,
+help and choices are its metadata (`opt`): `fmadapt fit`'s flags, `--config` files, dotted `--set group.key=value`
+(options.py) and the choice checks come from them. Code reads options flat (`cfg.lr`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+
+#: the option groups, in the order of `fmadapt fit --help`: name -> title
+GROUPS: dict[str, str] = {
+    "model": "Model", "optim": "Optimisation", "selection": "Validation and selection", "lora": "LoRA",
+    "contrastive": "Contrastive pairs and class names", "augment": "Augmentation",
+    "adversarial": "Adversarial training", "selftrain": "Self-training", "vocab": "Vocabulary",
+    "ensemble": "Ensembles", "auto": "Strategy auto", "distributed": "Hardware and distributed training",
+    "input": "Input", "runtime": "Runtime", "logging": "Experiment tracking",
+}
+
+#: the names `strategy` takes out of the box (written out: the registry imports torch, which `fmadapt --help`
+#: must not; tests/test_cli.py checks them against it). Registered strategies add to them.
+STRATEGY_NAMES = ("probe", "finetune", "progressive", "l2sp", "lora", "contrastive", "auto")
 
 
 def parse_duration(text: str | float | int) -> float | None:
@@ -21,168 +36,241 @@ def parse_duration(text: str | float | int) -> float | None:
     return value if value > 0 else None
 
 
+def opt(default: Any, group: str, *, help: str, choices: tuple[str, ...] | None = None) -> Any:  # noqa: A002
+    """A FitConfig field: its default, group (a key of GROUPS), help and, for a closed set of values, its choices."""
+    assert group in GROUPS, group
+    return field(default=default, metadata={"group": group, "help": help, "choices": choices})
+
+
 @dataclass
 class FitConfig:
-    """Options for `fit`. `None` means "choose from the backbone and data" (resolved values are saved)."""
+    """Options for `fit`, in groups (`GROUPS`). `None` means "choose from the backbone and data" (resolved values are
+    saved). Each field's group, help and choices are its metadata: the CLI's flags, `--config` files and `--set`
+    come from them."""
 
-    backbone: str | None = None  #: registry name, timm:<arch>, hf:<id> or a directory
-    strategy: str = "probe"  #: "probe" (frozen features + logistic regression) or "finetune"
-    #: fine-tuning epochs (early stopping may end sooner); 4, as the plain PyTorch loop a user writes: chosen across
-    #: the defaults suite (benchmarks/notes/defaults_finetune_*.md), where 10 was slower and no more accurate
-    epochs: int = 4
-    batch_size: int = 32
-    #: backbone learning rate (fine-tuning); default: the backbone's measured `finetune_lr` (MiniLM-L6 1e-4),
-    #: else 2e-4 image, 3e-5 text
-    lr: float | None = None
-    head_lr: float = 1e-3  #: head learning rate (fine-tuning)
-    weight_decay: float = 0.01
-    optimizer: str = "adamw"  #: fine-tuning optimizer: "adamw" or "sgd" (with `momentum`, Nesterov)
-    momentum: float = 0.9  #: SGD momentum
-    #: learning-rate schedule: "cosine" (warmup + cosine), "inverse_time" (α0/(1+βt)), "onecycle", "constant"
-    schedule: str = "cosine"
-    decay_beta: float | None = None  #: inverse_time β per step; None = 9/steps (ends at α0/10)
-    warmup_frac: float = 0.1  #: share of steps spent warming up the learning rate
-    label_smoothing: float = 0.0  #: fine-tuning cross-entropy label smoothing
-    grad_clip: float | None = None  #: clip the gradient norm to this value (None: no clipping)
-    #: fine-tuning: keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off),
-    #: warmed up as in timm (update n uses min(ema, (1+n)/(10+n))); validation, the kept epoch and the saved
-    #: model use the average
-    ema: float = 0.0
-    #: layer-wise learning-rate decay: layer group k from the top trains at lr * layer_decay**k (1 = off)
-    layer_decay: float = 1.0
-    lora_r: int = 8  #: strategy "lora": adapter rank
-    lora_alpha: float = 16.0  #: LoRA scaling numerator (updates are scaled by alpha / r)
-    lora_dropout: float = 0.05
-    lora_targets: str | None = None  #: comma list of layer names to adapt (None: attention q/v or 1x1 convs)
-    #: strategy "contrastive": rounds of pairs; each gives every training example one same-class and one
-    #: other-class partner (SetFit's num_iterations)
-    pair_iterations: int = 20
-    #: texts: use the class names as prior knowledge: each is put into this template (e.g. "This sentence is
-    #: {}.") and embedded; the head learns on top of that zero-shot classifier (its strength fitted on the
-    #: labels), and `contrastive` adds the class sentences to its pairs. For few labels; None: off
-    label_template: str | None = None
-    l2sp: float = 0.01  #: strategy "l2sp": strength α of the pull (α/2)·||w - w_pretrained||² on the backbone
-    #: class imbalance: "auto" lets a head with the loss weighted by inverse class frequency compete with an
-    #: unweighted one on validation (by `metric`) when the classes are imbalanced, and fine-tuning keeps the
-    #: probe's choice; "balanced" always weights; "none" never
-    class_weight: str = "auto"
-    #: "auto" without a probe to decide (fine-tuning from a random head): weight past this class-count ratio
-    imbalance_ratio: float = 3.0
-    #: the metric that chooses between candidates on validation (the probe's C and class weighting, the
-    #: fine-tuning epoch kept, auto's candidates; saved with the model and reported): "accuracy",
-    #: "balanced_accuracy" (mean per-class recall) or "macro_f1"
-    metric: str = "accuracy"
-    patience: int = 2  #: epochs without improvement (see select_by) before stopping (2 of the default 4)
-    #: fine-tuning: choose the weights kept on validation (see `keep`); False runs all epochs and keeps the last
-    restore_best: bool = True
-    #: fine-tuning, with restore_best: "best" keeps the best validation epoch (or the probe start when no epoch
-    #: beats it) and stops after `patience` epochs without improvement; "start_or_last" runs every epoch and keeps
-    #: the last (annealed) weights unless the probe start validates strictly better (benchmarks/notes/
-    #: defaults_epoch_choice.md)
-    keep: str = "best"
-    #: fine-tuning: which epoch is kept (and when to stop early): "metric" (the run's `metric` on validation,
-    #: ties broken by the lower loss), "accuracy" (validation accuracy, whatever `metric` is) or "loss"
-    select_by: str = "metric"
-    #: fine-tuning: stop training this many seconds after the fit started (its setup included; Lightning max_time)
-    max_time: float | None = None
-    #: strategy "auto": wall-clock budget for choosing and training ("10m", "90s", "1h" or seconds)
-    time_budget: str = "10m"
-    #: `auto` on texts: also run the classical candidates, character and word n-gram TF-IDF + logistic
-    #: regression and its stack with the probe (seconds each; adapt/ngram.py)
-    auto_ngram: bool = True
-    #: strategy "auto": comma list of backbones ranked first by LogME on their frozen features; the best is used
-    candidate_backbones: str | None = None
-    unfreeze: int = -1  #: fine-tuning: train only the top N layer groups (-1 = all)
-    dropout: float = 0.0  #: dropout before the head
-    head_init: str = "probe"  #: fine-tuning starts from the probe's head ("probe", LP-FT) or a random one
-    bn: str = "frozen"  #: fine-tuning: BatchNorm statistics "frozen" (inference mode) or "train"
-    #: images, fine-tuning: random resized crop + flip (+ `augment_policy`). Off by default: in the defaults suite's
-    #: 4 epochs it cost accuracy on both image sets where an epoch beat the probe's start (digits -3.50 points at
-    #: lr 2e-4 and -3.01 at 1e-3, Fashion-MNIST -1.00 at 2e-4; benchmarks/notes/defaults_finetune_*.md), and
-    #: without it a partial fine-tune trains on cached activations. None: off for fine-tuning unless an
-    #: `augment_policy` other than "basic" is asked for; on for the contrastive strategy's image pairs (its views)
-    augment: bool | None = None
-    #: images: "basic", "trivial" (+ TrivialAugmentWide), "randaugment" (+ RandAugment), or "flip" (no crop:
-    #: horizontal flip only, for centred, tightly framed images)
-    augment_policy: str = "basic"
-    #: images: test-time augmentation, predictions average the image's and its mirror image's probabilities
-    #: (twice the prediction time; for subjects that may face either way, not for text, digits or left-facing shoes)
-    tta: bool = False
-    mixup: float = 0.0  #: images, fine-tuning: mixup alpha (timm Mixup; 0 = off)
-    cutmix: float = 0.0  #: images, fine-tuning: cutmix alpha (0 = off)
-    #: fine-tuning: adversarial training, "none", "fgsm" / "pgd" (images) or "embedding" (texts: FGM)
-    adversarial: str = "none"
-    #: perturbation size: images in [0, 1] pixels (default 2/255); texts, relative to the L2 norm of the text's
-    #: input embeddings (default 0.05)
-    adv_eps: float | None = None
-    adv_steps: int = 3  #: PGD steps
-    #: texts, fine-tuning: per-word probability of noise (dropped word, swapped words or a typo; 0 = off)
-    text_noise: float = 0.0
-    #: partial fine-tuning: run the frozen prefix once and train the top groups on cached activations.
-    #: "auto": when nothing needs per-epoch inputs (text, or images with augment=False); "on": also turns
-    #: image augmentation off; "off": never.
-    cache_activations: str = "auto"
-    probe_c: float | None = None  #: probe inverse regularisation; None = chosen on validation
-    #: probe: once C is chosen, refit the head on training + validation data (when the validation split was
-    #: carved from the training data); on small data (<= 1,000 examples) C is chosen by 5-fold cross-validation
-    refit: bool = True
-    #: fine-tuning: once the validation split (carved from the training data) has chosen the number of epochs,
-    #: train again from the pretrained weights on training + validation data for that many epochs and keep that
-    #: model (about twice the time; validation figures and calibration come from the first run)
-    refit_full: bool = False
-    #: self-training (`fit(..., unlabeled=...)`, `--unlabeled`): the probability the first model must give an
-    #: unlabeled input for the second model to train on it with that label
-    pseudo_threshold: float = 0.9
-    pseudo_max: int | None = None  #: self-training: label at most this many unlabeled inputs (a seeded sample)
-    #: self-training: keep the pseudo-labels in the labeled training data's class proportions
-    pseudo_balance: bool = True
-    #: fit a temperature on the validation predictions (Guo et al., 2017); predictions use it. Accuracy is
-    #: unchanged, only the confidence of the probabilities
-    calibrate: bool = True
-    log_to: str | None = None  #: experiment tracking: "csv", "tensorboard" or "mlflow" (Lightning loggers)
-    log_dir: str | None = None  #: where the logs go (the CLI uses <model dir>/logs)
-    val_fraction: float = 0.2  #: share of training data held out when no validation set is given
-    seed: int = 0
-    ensemble: int = 1  #: models per backbone, seeds seed..seed+K-1; probabilities are averaged
-    ensemble_backbones: str | None = None  #: comma list: an ensemble over backbones (x `ensemble` seeds)
-    image_size: int | None = None  #: image backbones: input size (default: the backbone's)
-    #: images: the share of the resized image the centre crop keeps (the image is resized to image_size /
-    #: crop_pct, then cropped to image_size); None: the backbone's (0.875 for the packaged EfficientNet).
-    #: 1.0 keeps the whole image: for small, tightly framed images whose edges matter (Fashion-MNIST sleeves)
-    crop_pct: float | None = None
-    #: texts: the most tokens of a text the backbone reads, longer ones are cut (None: the strategy's default,
-    #: 128 for fine-tuning and LoRA, and for the probe the backbone's own limit, 256 for MiniLM; never above the
-    #: backbone's limit). Fine-tuning's time grows with it: long documents cost about 2x at 256
-    max_tokens: int | None = None
-    num_workers: int | None = None  #: DataLoader workers (default: 2 for images, 0 for text)
-    #: frozen-feature inference: "auto" (ONNX Runtime when it passes parity), "torch", or "int8" (opt-in;
-    #: images are calibrated on up to 64 of the training images, the ranges saved with the model)
-    runtime: str = "auto"
-    accelerator: str = "auto"  #: passed to the Lightning Trainer ("cpu", "gpu", "auto", ...)
-    #: fine-tuning arithmetic, passed to the Lightning Trainer: "32-true", or "bf16-mixed" (autocast; about
-    #: 1.6x faster text fine-tuning on CPUs with AMX/AVX512-BF16, e.g. Xeon Sapphire Rapids) or "16-mixed" (GPU)
-    precision: str = "32-true"
-    devices: str = "auto"  #: passed to the Lightning Trainer ("auto", "1", "2", ...)
-    num_nodes: int = 1  #: Lightning multi-node training (each node runs the same command)
-    dist_strategy: str = "auto"  #: Lightning strategy: "auto", "ddp", "ddp_spawn", "ddp_fork", "fsdp", ...
-    #: texts: add the pieces the tokenizer maps to [UNK] (seen >= extend_vocab_min_count times in training)
-    #: as new tokens, embeddings initialised to the mean, learnt by fine-tuning all layers
-    extend_vocab: bool = False
-    extend_vocab_min_count: int = 2
-    #: extend_vocab: also add CJK words, runs of 2..extend_vocab_ngram characters seen >=
-    #: extend_vocab_word_min_count times in training (1: characters only)
-    extend_vocab_ngram: int = 1
-    extend_vocab_word_min_count: int = 5
-    #: extend_vocab: learning rate of the added tokens' embeddings, which start untrained (None: 20 x lr)
-    new_token_lr: float | None = None
-    text_col: str | None = None
-    label_col: str | None = None
-    #: text tables: "auto" reads UTF-8 and detects another encoding (with a warning), or a codec name
-    encoding: str = "auto"
-    header: bool = True  #: tables: the first row holds column names
+    # -- model
+    backbone: str | None = opt(None, "model",
+        help="registry name (`fmadapt backbones` lists them), timm:<arch>, hf:<id> or a directory")
+    strategy: str = opt("probe", "model",
+        help=f"how the backbone is adapted: {' | '.join(STRATEGY_NAMES)} (`fmadapt strategies` describes each; "
+             "auto: the measured choice within time_budget)")
+    seed: int = opt(0, "model", help="random seed: the validation split, heads, training order")
+
+    # -- optim
+    epochs: int = opt(4, "optim",
+        help="fine-tuning epochs; 4, as the plain PyTorch loop a user writes, chosen across the defaults suite "
+             "(benchmarks/notes/defaults_finetune_*.md): 10 was slower and no more accurate")
+    batch_size: int = opt(32, "optim", help="examples per batch (training and feature extraction)")
+    lr: float | None = opt(None, "optim",
+        help="backbone learning rate (fine-tuning); default: the backbone's measured `finetune_lr` (MiniLM-L6 "
+             "1e-4), else 2e-4 image, 3e-5 text")
+    head_lr: float = opt(1e-3, "optim", help="head learning rate (fine-tuning)")
+    weight_decay: float = opt(0.01, "optim", help="fine-tuning weight decay (AdamW: decoupled)")
+    optimizer: str = opt("adamw", "optim", choices=("adamw", "sgd"),
+        help='fine-tuning optimizer: "adamw" or "sgd" (with `momentum`, Nesterov)')
+    momentum: float = opt(0.9, "optim", help="SGD momentum")
+    schedule: str = opt("cosine", "optim", choices=("cosine", "inverse_time", "onecycle", "constant"),
+        help='learning-rate schedule: "cosine" (warmup + cosine), "inverse_time" (α0/(1+βt)), "onecycle", '
+             '"constant"')
+    decay_beta: float | None = opt(None, "optim", help="inverse_time β per step; None = 9/steps (ends at α0/10)")
+    warmup_frac: float = opt(0.1, "optim", help="share of steps spent warming up the learning rate")
+    label_smoothing: float = opt(0.0, "optim", help="fine-tuning cross-entropy label smoothing")
+    grad_clip: float | None = opt(None, "optim", help="clip the gradient norm to this value (None: no clipping)")
+    ema: float = opt(0.0, "optim",
+        help="fine-tuning: keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = "
+             "off), warmed up as in timm (update n uses min(ema, (1+n)/(10+n))); validation, the kept epoch and "
+             "the saved model use the average")
+    layer_decay: float = opt(1.0, "optim",
+        help="layer-wise learning-rate decay: layer group k from the top trains at lr * layer_decay**k (1 = off)")
+    unfreeze: int = opt(-1, "optim", help="fine-tuning: train only the top N layer groups (-1 = all)")
+    dropout: float = opt(0.0, "optim", help="dropout before the head")
+    head_init: str = opt("probe", "optim", choices=("probe", "random"),
+        help="fine-tuning starts from the probe's head (\"probe\", LP-FT) or a random one")
+    bn: str = opt("frozen", "optim", choices=("frozen", "train"),
+        help='fine-tuning: BatchNorm statistics "frozen" (inference mode) or "train"')
+    l2sp: float = opt(0.01, "optim",
+        help='strategy "l2sp": strength α of the pull (α/2)·||w - w_pretrained||² on the backbone')
+    max_time: float | None = opt(None, "optim",
+        help="fine-tuning: stop training this many seconds after the fit started (its setup included; Lightning "
+             "max_time)")
+    precision: str = opt("32-true", "optim", choices=("32-true", "bf16-mixed", "16-mixed"),
+        help='fine-tuning arithmetic, passed to the Lightning Trainer: "32-true", or "bf16-mixed" (autocast; about '
+             '1.6x faster text fine-tuning on CPUs with AMX/AVX512-BF16, e.g. Xeon Sapphire Rapids) or "16-mixed" '
+             "(GPU)")
+
+    # -- selection
+    metric: str = opt("accuracy", "selection", choices=("accuracy", "balanced_accuracy", "macro_f1"),
+        help="the metric that chooses between candidates on validation (the probe's C and class weighting, the "
+             "fine-tuning epoch kept, auto's candidates; saved with the model and reported): \"accuracy\", "
+             '"balanced_accuracy" (mean per-class recall) or "macro_f1"')
+    patience: int = opt(2, "selection",
+        help="epochs without improvement (see select_by) before stopping (2 of the default 4)")
+    restore_best: bool = opt(True, "selection",
+        help="fine-tuning: choose the weights kept on validation (see `keep`); False runs all epochs and keeps the "
+             "last")
+    keep: str = opt("best", "selection", choices=("best", "start_or_last"),
+        help='fine-tuning, with restore_best: "best" keeps the best validation epoch (or the probe start when no '
+             'epoch beats it) and stops after `patience` epochs without improvement; "start_or_last" runs every '
+             "epoch and keeps the last (annealed) weights unless the probe start validates strictly better "
+             "(benchmarks/notes/ defaults_epoch_choice.md)")
+    select_by: str = opt("metric", "selection", choices=("metric", "accuracy", "loss"),
+        help="fine-tuning: which epoch is kept (and when to stop early): \"metric\" (the run's `metric` on "
+             'validation, ties broken by the lower loss), "accuracy" (validation accuracy, whatever `metric` is) '
+             'or "loss"')
+    val_fraction: float = opt(0.2, "selection", help="share of training data held out when no validation set is given")
+    class_weight: str = opt("auto", "selection", choices=("auto", "balanced", "none"),
+        help='class imbalance: "auto" lets a head with the loss weighted by inverse class frequency compete with '
+             "an unweighted one on validation (by `metric`) when the classes are imbalanced, and fine-tuning keeps "
+             "the probe's choice; \"balanced\" always weights; \"none\" never")
+    imbalance_ratio: float = opt(3.0, "selection",
+        help='"auto" without a probe to decide (fine-tuning from a random head): weight past this class-count '
+             "ratio")
+    probe_c: float | None = opt(None, "selection", help="probe inverse regularisation; None = chosen on validation")
+    refit: bool = opt(True, "selection",
+        help="probe: once C is chosen, refit the head on training + validation data (when the validation split was "
+             "carved from the training data); on small data (<= 1,000 examples) C is chosen by 5-fold "
+             "cross-validation")
+    refit_full: bool = opt(False, "selection",
+        help="fine-tuning: once the validation split (carved from the training data) has chosen the number of "
+             "epochs, train again from the pretrained weights on training + validation data for that many epochs "
+             "and keep that model (about twice the time; validation figures and calibration come from the first "
+             "run)")
+    calibrate: bool = opt(True, "selection",
+        help="fit a temperature on the validation predictions (Guo et al., 2017); predictions use it. Accuracy is "
+             "unchanged, only the confidence of the probabilities")
+
+    # -- lora
+    lora_r: int = opt(8, "lora", help='strategy "lora": adapter rank')
+    lora_alpha: float = opt(16.0, "lora", help="LoRA scaling numerator (updates are scaled by alpha / r)")
+    lora_dropout: float = opt(0.05, "lora", help="dropout on the LoRA adapters' input")
+    lora_targets: str | None = opt(None, "lora",
+        help="comma list of layer names to adapt (None: attention q/v or 1x1 convs)")
+
+    # -- contrastive
+    pair_iterations: int = opt(20, "contrastive",
+        help='strategy "contrastive": rounds of pairs; each gives every training example one same-class and one '
+             "other-class partner (SetFit's num_iterations)")
+    label_template: str | None = opt(None, "contrastive",
+        help='texts: use the class names as prior knowledge: each is put into this template (e.g. "This sentence '
+             'is {}.") and embedded; the head learns on top of that zero-shot classifier (its strength fitted on '
+             "the labels), and `contrastive` adds the class sentences to its pairs. For few labels; None: off")
+
+    # -- augment
+    augment: bool | None = opt(None, "augment",
+        help="images, fine-tuning: random resized crop + flip (+ `augment_policy`). Off by default: in the "
+             "defaults suite's 4 epochs it cost accuracy on both image sets where an epoch beat the probe's start "
+             "(digits -3.50 points at lr 2e-4 and -3.01 at 1e-3, Fashion-MNIST -1.00 at 2e-4; "
+             "benchmarks/notes/defaults_finetune_*.md), and without it a partial fine-tune trains on cached "
+             'activations. None: off for fine-tuning unless an `augment_policy` other than "basic" is asked for; '
+             "on for the contrastive strategy's image pairs (its views)")
+    augment_policy: str = opt("basic", "augment", choices=("basic", "trivial", "randaugment", "flip"),
+        help='images: "basic", "trivial" (+ TrivialAugmentWide), "randaugment" (+ RandAugment), or "flip" (no '
+             "crop: horizontal flip only, for centred, tightly framed images)")
+    tta: bool = opt(False, "augment",
+        help="images: test-time augmentation, predictions average the image's and its mirror image's probabilities "
+             "(twice the prediction time; for subjects that may face either way, not for text, digits or "
+             "left-facing shoes)")
+    mixup: float = opt(0.0, "augment", help="images, fine-tuning: mixup alpha (timm Mixup; 0 = off)")
+    cutmix: float = opt(0.0, "augment", help="images, fine-tuning: cutmix alpha (0 = off)")
+    text_noise: float = opt(0.0, "augment",
+        help="texts, fine-tuning: per-word probability of noise (dropped word, swapped words or a typo; 0 = off)")
+
+    # -- adversarial
+    adversarial: str = opt("none", "adversarial", choices=("none", "fgsm", "pgd", "embedding"),
+        help='fine-tuning: adversarial training, "none", "fgsm" / "pgd" (images) or "embedding" (texts: FGM)')
+    adv_eps: float | None = opt(None, "adversarial",
+        help="perturbation size: images in [0, 1] pixels (default 2/255); texts, relative to the L2 norm of the "
+             "text's input embeddings (default 0.05)")
+    adv_steps: int = opt(3, "adversarial", help="adversarial pgd: the number of attack steps")
+
+    # -- selftrain
+    pseudo_threshold: float = opt(0.9, "selftrain",
+        help="self-training (`fit(..., unlabeled=...)`, `--unlabeled`): the probability the first model must give "
+             "an unlabeled input for the second model to train on it with that label")
+    pseudo_max: int | None = opt(None, "selftrain",
+        help="self-training: label at most this many unlabeled inputs (a seeded sample)")
+    pseudo_balance: bool = opt(True, "selftrain",
+        help="self-training: keep the pseudo-labels in the labeled training data's class proportions")
+
+    # -- vocab
+    extend_vocab: bool = opt(False, "vocab",
+        help="texts: add the pieces the tokenizer maps to [UNK] (seen >= extend_vocab_min_count times in training) "
+             "as new tokens, embeddings initialised to the mean, learnt by fine-tuning all layers")
+    extend_vocab_min_count: int = opt(2, "vocab",
+        help="extend_vocab: add a piece seen at least this many times in training")
+    extend_vocab_ngram: int = opt(1, "vocab",
+        help="extend_vocab: also add CJK words, runs of 2..extend_vocab_ngram characters seen >= "
+             "extend_vocab_word_min_count times in training (1: characters only)")
+    extend_vocab_word_min_count: int = opt(5, "vocab",
+        help="extend_vocab_ngram: add a CJK word seen at least this many times in training")
+    new_token_lr: float | None = opt(None, "vocab",
+        help="extend_vocab: learning rate of the added tokens' embeddings, which start untrained (None: 20 x lr)")
+
+    # -- ensemble
+    ensemble: int = opt(1, "ensemble", help="models per backbone, seeds seed..seed+K-1; probabilities are averaged")
+    ensemble_backbones: str | None = opt(None, "ensemble",
+        help="comma list: an ensemble over backbones (x `ensemble` seeds)")
+
+    # -- auto
+    time_budget: str = opt("10m", "auto",
+        help='strategy "auto": wall-clock budget for choosing and training ("10m", "90s", "1h" or seconds)')
+    auto_ngram: bool = opt(True, "auto",
+        help="`auto` on texts: also run the classical candidates, character and word n-gram TF-IDF + logistic "
+             "regression and its stack with the probe (seconds each; adapt/ngram.py)")
+    candidate_backbones: str | None = opt(None, "auto",
+        help='strategy "auto": comma list of backbones ranked first by LogME on their frozen features; the best is '
+             "used")
+
+    # -- distributed
+    accelerator: str = opt("auto", "distributed", help='passed to the Lightning Trainer ("cpu", "gpu", "auto", ...)')
+    devices: str = opt("auto", "distributed", help='passed to the Lightning Trainer ("auto", "1", "2", ...)')
+    num_nodes: int = opt(1, "distributed", help="Lightning multi-node training (each node runs the same command)")
+    dist_strategy: str = opt("auto", "distributed",
+        help='Lightning strategy: "auto", "ddp", "ddp_spawn", "ddp_fork", "fsdp", ...')
+    num_workers: int | None = opt(None, "distributed", help="DataLoader workers (default: 2 for images, 0 for text)")
+
+    # -- input
+    text_col: str | None = opt(None, "input", help="tables: the text column (None: detected, see the README)")
+    label_col: str | None = opt(None, "input", help="tables: the label column (None: detected)")
+    encoding: str = opt("auto", "input",
+        help='text tables: "auto" reads UTF-8 and detects another encoding (with a warning), or a codec name')
+    header: bool = opt(True, "input", help="tables: the first row holds column names")
+    image_size: int | None = opt(None, "input", help="image backbones: input size (default: the backbone's)")
+    crop_pct: float | None = opt(None, "input",
+        help="images: the share of the resized image the centre crop keeps (the image is resized to image_size / "
+             "crop_pct, then cropped to image_size); None: the backbone's (0.875 for the packaged EfficientNet). "
+             "1.0 keeps the whole image: for small, tightly framed images whose edges matter (Fashion-MNIST "
+             "sleeves)")
+    max_tokens: int | None = opt(None, "input",
+        help="texts: the most tokens of a text the backbone reads, longer ones are cut (None: the strategy's "
+             "default, 128 for fine-tuning and LoRA, and for the probe the backbone's own limit, 256 for MiniLM; "
+             "never above the backbone's limit). Fine-tuning's time grows with it: long documents cost about 2x at "
+             "256")
+
+    # -- runtime
+    runtime: str = opt("auto", "runtime", choices=("auto", "onnx", "int8", "torch"),
+        help='frozen-feature inference: "auto" (ONNX Runtime when it passes parity), "torch", or "int8" (opt-in; '
+             "images are calibrated on up to 64 of the training images, the ranges saved with the model)")
+    cache_activations: str = opt("auto", "runtime", choices=("auto", "on", "off"),
+        help="partial fine-tuning: run the frozen prefix once and train the top groups on cached activations. "
+             '"auto": when nothing needs per-epoch inputs (text, or images with augment=False); "on": also turns '
+             'image augmentation off; "off": never.')
+
+    # -- logging
+    log_to: str | None = opt(None, "logging", choices=("csv", "tensorboard", "mlflow"),
+        help='experiment tracking: "csv", "tensorboard" or "mlflow" (Lightning loggers)')
+    log_dir: str | None = opt(None, "logging", help="where the logs go (the CLI uses <model dir>/logs)")
+
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from .options import check_types
+
+        check_types(self)  # a ConfigError naming the option, never a TypeError from a comparison below
+        for f in dataclasses.fields(self):
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if choices and value not in choices and not (value is None and f.default is None):
+                raise ConfigError(f"{f.name} must be one of {' | '.join(choices)}, got {str(value)[:60]!r}")
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.ensemble >= 1, "ensemble must be >= 1"),
@@ -195,20 +283,13 @@ class FitConfig:
             (self.unfreeze >= -1, "unfreeze must be -1 (all) or a number of top layer groups"),
             (self.patience >= 1, "patience must be >= 1"),
             (self.num_nodes >= 1, "num_nodes must be >= 1"),
-            (self.head_init in ("probe", "random"), "head_init must be 'probe' or 'random'"),
-            (self.bn in ("frozen", "train"), "bn must be 'frozen' or 'train'"),
-            (self.cache_activations in ("auto", "on", "off"), "cache_activations must be 'auto', 'on' or 'off'"),
             (self.image_size is None or 16 <= self.image_size <= 1024, "image_size must be in [16, 1024]"),
             (self.crop_pct is None or 0.05 <= self.crop_pct <= 1.0, "crop_pct must be in [0.05, 1]"),
             (self.max_tokens is None or 8 <= self.max_tokens <= 8192, "max_tokens must be in [8, 8192]"),
             (self.lr is None or self.lr > 0, "lr must be positive"),
             (self.head_lr > 0, "head_lr must be positive"),
             (self.probe_c is None or self.probe_c > 0, "probe_c must be positive"),
-            (self.runtime in ("auto", "onnx", "int8", "torch"), "runtime must be 'auto', 'onnx', 'int8' or 'torch'"),
-            (self.optimizer in ("adamw", "sgd"), "optimizer must be 'adamw' or 'sgd'"),
             (0.0 <= self.momentum < 1.0, "momentum must be in [0, 1)"),
-            (self.schedule in ("cosine", "inverse_time", "onecycle", "constant"),
-             "schedule must be 'cosine', 'inverse_time', 'onecycle' or 'constant'"),
             (self.decay_beta is None or self.decay_beta >= 0, "decay_beta must be >= 0"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive"),
@@ -218,28 +299,16 @@ class FitConfig:
             (self.pair_iterations >= 1, "pair_iterations must be >= 1"),
             (self.label_template is None or self.label_template.count("{}") == 1,
              "label_template must hold '{}' exactly once, where the class name goes (e.g. 'This sentence is {}.')"),
-            (self.log_to in (None, "csv", "tensorboard", "mlflow"), "log_to must be csv, tensorboard or mlflow"),
             (self.lora_r >= 1 and self.lora_alpha > 0 and 0 <= self.lora_dropout < 1,
              "lora_r must be >= 1, lora_alpha > 0, lora_dropout in [0, 1)"),
-            (self.class_weight in ("auto", "balanced", "none"), "class_weight must be 'auto', 'balanced' or 'none'"),
             (self.imbalance_ratio >= 1, "imbalance_ratio must be >= 1"),
-            (self.metric in ("accuracy", "balanced_accuracy", "macro_f1"),
-             "metric must be 'accuracy', 'balanced_accuracy' or 'macro_f1'"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.extend_vocab_min_count >= 1, "extend_vocab_min_count must be >= 1"),
             (1 <= self.extend_vocab_ngram <= 8, "extend_vocab_ngram must be 1 (characters only) to 8"),
             (self.extend_vocab_word_min_count >= 1, "extend_vocab_word_min_count must be >= 1"),
-            (self.precision in ("32-true", "bf16-mixed", "16-mixed"),
-             "precision must be '32-true', 'bf16-mixed' or '16-mixed'"),
-            (self.select_by in ("metric", "accuracy", "loss"), "select_by must be 'metric', 'accuracy' or 'loss'"),
-            (self.keep in ("best", "start_or_last"), "keep must be 'best' or 'start_or_last'"),
             (self.new_token_lr is None or self.new_token_lr > 0, "new_token_lr must be > 0"),
-            (self.augment_policy in ("basic", "trivial", "randaugment", "flip"),
-             "augment_policy must be 'basic', 'trivial', 'randaugment' or 'flip'"),
             (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
             (0.0 <= self.text_noise < 1.0, "text_noise must be in [0, 1)"),
-            (self.adversarial in ("none", "fgsm", "pgd", "embedding"),
-             "adversarial must be 'none', 'fgsm', 'pgd' (images) or 'embedding' (texts)"),
             (self.adv_eps is None or self.adv_eps > 0, "adv_eps must be positive"),
             (self.adv_steps >= 1, "adv_steps must be >= 1"),
             (0.0 < self.pseudo_threshold <= 1.0, "pseudo_threshold must be in (0, 1]"),
@@ -249,10 +318,53 @@ class FitConfig:
             if not ok:
                 raise ConfigError(msg)
 
+    def check(self, modality: str | None = None, *, unlabeled: bool = False) -> None:
+        """Every rule between options, and between options and the data (its modality, unlabeled data given):
+        run before any data is read. The single-option rules ran when the FitConfig was made."""
+        rules: list[tuple[bool, str]] = []
+        if modality is not None:
+            other = "texts" if modality == "image" else "images"
+            rules += [
+                (self.tta and modality != "image",
+                 "tta (averaging over mirror images) is for images; texts have no mirror image"),
+                (self.crop_pct is not None and modality != "image",
+                 "crop_pct (the share of a resized image the centre crop keeps) is for images"),
+                (self.max_tokens is not None and modality != "text",
+                 "max_tokens (the most tokens of a text the backbone reads) is for texts"),
+                (self.label_template is not None and modality != "text",
+                 "label_template (class names as prior knowledge) is for texts: the image backbones have no text "
+                 "encoder to embed the names with"),
+                (self.adversarial != "none" and (self.adversarial == "embedding") != (modality == "text"),
+                 f"adversarial '{self.adversarial}' is for {other}: use "
+                 + ("'fgsm' or 'pgd'" if modality == "image" else "'embedding'") + f" on {modality}s"),
+            ]
+        names = [b for b in (self.ensemble_backbones or "").split(",") if b.strip()] or [str(self.backbone)]
+        fresh = self.text_noise or self.mixup or self.cutmix or self.adversarial != "none"
+        rules += [
+            (self.strategy == "auto" and (self.ensemble > 1 or len(names) > 1),
+             "strategy 'auto' chooses one model: it does not combine with ensembles"),
+            (self.ensemble > 1 and self.strategy == "probe" and len(names) == 1,
+             "a probe is deterministic: an ensemble over seeds would repeat one model; ensemble over backbones "
+             "(ensemble_backbones) or use a fine-tuning strategy"),
+            (self.adversarial != "none" and bool(self.mixup or self.cutmix),
+             "adversarial training and mixup/cutmix do not combine; choose one"),
+            (self.cache_activations == "on" and bool(fresh),
+             "cache_activations 'on' trains on fixed activations: text_noise, mixup, cutmix and adversarial "
+             "training need the inputs every epoch; use cache_activations 'auto' or 'off'"),
+            (unlabeled and self.strategy == "auto",
+             "unlabeled data (self-training) needs a chosen strategy, not 'auto': run auto first, then fit its "
+             "winner with the unlabeled data"),
+            (unlabeled and self.refit_full,
+             "unlabeled data (self-training) does not combine with refit_full: the student is chosen on the "
+             "validation split, which refit_full would train on"),
+        ]
+        for broken, msg in rules:
+            if broken:
+                raise ConfigError(msg)
+
     def augments_images(self, strategy_default: bool) -> bool:
-        """Whether training varies image inputs by random crops/flips: `augment` when given; left unset (None),
-        the strategy's default (off for fine-tuning, on for contrastive pairs), or on when an `augment_policy`
-        beyond the basic one was asked for."""
+        """Whether training varies image inputs by random crops/flips: `augment` when given, else the strategy's
+        default (off for fine-tuning, on for contrastive pairs), or on for an `augment_policy` beyond "basic"."""
         if self.augment is not None:
             return self.augment
         return strategy_default or self.augment_policy != "basic"
@@ -266,42 +378,22 @@ class FitConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_nested(self) -> dict[str, Any]:
+        """The options by group ({"optim": {"lr": ...}, ...}): what `--config` files may hold."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name != "extra":
+                out.setdefault(f.metadata["group"], {})[f.name] = getattr(self, f.name)
+        return out
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitConfig:
-        """Options as saved in a model directory's config.json ("fit"): every value must have its field's type
-        (ConfigError otherwise, never a TypeError from a comparison in the checks)."""
-        import types
-        import typing
+        """Options as saved in a model directory's config.json ("fit"), each of its field's type (else ConfigError)."""
+        from .options import check_known
 
         if not isinstance(d, dict):
             raise ConfigError(f"options must be a JSON object, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = {str(k) for k in d} - known
-        if unknown:
-            raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))[:200]}")
-        hints = typing.get_type_hints(cls)
-        lenient = {"devices": (int, list), "time_budget": (int, float)}  # what the API and Lightning also take
-        for key, value in d.items():
-            hint = hints[key]
-            if type(value) in lenient.get(key, ()):
-                continue
-            kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-            ok = False
-            for kind in kinds:
-                kind = typing.get_origin(kind) or kind
-                if kind is type(None):
-                    ok = value is None
-                elif kind is float:
-                    ok = type(value) in (int, float)
-                elif kind is int:
-                    ok = type(value) is int
-                else:
-                    ok = isinstance(value, kind)
-                if ok:
-                    break
-            if not ok:
-                raise ConfigError(f"option {key}: {str(value)[:60]!r} is not of type "
-                                  f"{getattr(hint, '__name__', hint)}")
+        check_known(d)
         return cls(**d)
 
     def to_json(self) -> str:

@@ -32,19 +32,12 @@ def build_config(modality: str, backbone: str | None, strategy: str, options: di
                  default_backbone: str, inferred: dict[str, Any] | None = None) -> FitConfig:
     """The FitConfig of an estimator's arguments, refusing options of another modality and unknown strategies;
     `inferred` (columns found in the data of the current fit) fills in options the user left unset."""
-    if options.get("tta") and modality != "image":
-        raise ConfigError("tta (averaging over mirror images) is for images; texts have no mirror image")
-    if options.get("crop_pct") is not None and modality != "image":
-        raise ConfigError("crop_pct (the share of a resized image the centre crop keeps) is for images")
-    if options.get("max_tokens") is not None and modality != "text":
-        raise ConfigError("max_tokens (the most tokens of a text the backbone reads) is for texts")
-    if options.get("label_template") is not None and modality != "text":
-        raise ConfigError("label_template (class names as prior knowledge) is for texts: the image backbones "
-                          "have no text encoder to embed the names with")
     if strategy != "auto":
         adapt.check_strategy(strategy)  # unknown names fail at construction, listing the known ones
     inferred = {k: v for k, v in (inferred or {}).items() if options.get(k) is None}
-    return FitConfig(backbone=backbone or default_backbone, strategy=strategy, **{**options, **inferred})
+    cfg = FitConfig(backbone=backbone or default_backbone, strategy=strategy, **{**options, **inferred})
+    cfg.check(modality)  # the rules between options, and between options and the modality
+    return cfg
 
 
 class FitRun(SelfTraining):
@@ -80,6 +73,7 @@ class FitRun(SelfTraining):
     # -- the pipeline --------------------------------------------------------------------------
     def run(self, data: DataLike, val: DataLike | None, unlabeled: DataLike | None = None) -> Predictor:
         cfg = self.config(None)
+        cfg.check(self.modality, unlabeled=unlabeled is not None)  # before any data is read
         splits = self._labeled(data, cfg)
         train = splits["train"]
         check_trainable(train)
@@ -105,7 +99,6 @@ class FitRun(SelfTraining):
         if cfg.strategy == "auto":
             from .auto import AutoSearch
 
-            member_specs(cfg, self.default_backbone)  # refuses auto + ensemble
             ranking = self._rank_backbones(cfg, train, ctx) if cfg.candidate_backbones else None
             if ranking:
                 cfg = dataclasses.replace(cfg, backbone=ranking[0]["backbone"])
@@ -304,9 +297,4 @@ def member_specs(cfg: FitConfig, default_backbone: str) -> list[tuple[str, int]]
     """(backbone, seed) of every model to train: one, or each ensemble backbone x `ensemble` seeds."""
     names = ([b.strip() for b in cfg.ensemble_backbones.split(",") if b.strip()] if cfg.ensemble_backbones
              else [cfg.backbone or default_backbone])
-    if cfg.strategy == "auto" and (cfg.ensemble > 1 or len(names) > 1):
-        raise ConfigError("strategy 'auto' chooses one model: it does not combine with ensembles")
-    if cfg.ensemble > 1 and cfg.strategy == "probe" and len(names) == 1:
-        raise ConfigError("a probe is deterministic: an ensemble over seeds would repeat one model; ensemble "
-                          "over backbones (ensemble_backbones) or use a fine-tuning strategy")
     return [(b, cfg.seed + i) for b in names for i in range(cfg.ensemble)]

@@ -19,7 +19,6 @@ from ..data.augment import mixup_fn
 from ..data.examples import Examples
 from ..data.loader import make_loader
 from ..data.textnoise import TextNoise
-from ..errors import ConfigError
 from ..model import Classifier
 from ..train.checkpoint import BatchSeeds, SafeCheckpointIO, data_hash
 from ..train.ema import EMA
@@ -263,11 +262,7 @@ class FineTune(Strategy):
         if cfg.cache_activations == "off" or n_train >= n_groups:
             return None
         per_epoch_inputs = _augmentation(cfg, bb.cfg.modality, cached=False) != "none"
-        fresh = cfg.text_noise or cfg.mixup or cfg.cutmix or cfg.adversarial != "none"
-        if cfg.cache_activations == "on" and fresh:
-            raise ConfigError("cache_activations 'on' trains on fixed activations: text_noise, mixup, cutmix "
-                              "and adversarial training need the inputs every epoch; use cache_activations "
-                              "'auto' or 'off'")
+        fresh = cfg.text_noise or cfg.mixup or cfg.cutmix or cfg.adversarial != "none"  # (cfg.check: not with "on")
         per_epoch_inputs = per_epoch_inputs or bool(fresh)
         single = cfg.num_nodes == 1 and str(cfg.devices) in ("auto", "1")
         if cfg.cache_activations == "auto" and (not single or per_epoch_inputs):
@@ -353,16 +348,12 @@ def _augmentation(cfg: FitConfig, modality: str, cached: bool) -> str:
 
 
 def _adversarial(cfg: FitConfig, bb: Any) -> dict[str, Any]:
-    """ClassifierModule arguments for adversarial training (checked against the modality)."""
+    """ClassifierModule arguments for adversarial training (FitConfig.check matched it to the modality)."""
     kind = cfg.adversarial
     if kind == "none":
         return {}
+    cfg.check(bb.cfg.modality)
     modality = bb.cfg.modality
-    if (kind == "embedding") != (modality == "text"):
-        raise ConfigError(f"adversarial '{kind}' does not apply to {modality} backbones: use "
-                          + ("'fgsm' or 'pgd'" if modality == "image" else "'embedding'"))
-    if cfg.mixup or cfg.cutmix:
-        raise ConfigError("adversarial training and mixup/cutmix do not combine; choose one")
     if modality == "image":
         eps = cfg.adv_eps if cfg.adv_eps is not None else 2 / 255
         target = torch.tensor([eps / s for s in bb.cfg.std], dtype=torch.float32)  # pixel eps, normalised

@@ -22,7 +22,7 @@ import numpy as np
 from ..config import FitConfig
 from ..data.cache import content_hash
 from ..data.examples import Examples, concat
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..evaluate.metrics import metric_score
 
 if TYPE_CHECKING:
@@ -132,12 +132,7 @@ class SelfTraining:
     def _unlabeled_pool(self, data: Any, cfg: FitConfig, splits: dict[str, Examples]) -> Examples:
         """The unlabeled inputs for self-training, without unreadable ones (reported) and without the labeled
         inputs among them (the same text or image file: a validation example would otherwise be trained on)."""
-        if cfg.strategy == "auto":
-            raise ConfigError("unlabeled data (self-training) needs a chosen strategy, not 'auto': run auto "
-                              "first, then fit its winner with the unlabeled data")
-        if cfg.refit_full:
-            raise ConfigError("unlabeled data (self-training) does not combine with refit_full: the student "
-                              "is chosen on the validation split, which refit_full would train on")
+        cfg.check(unlabeled=True)  # (FitRun.run checked it before reading any data)
         pool = self._load_pool(data, cfg)
         found = len(pool)
         pool, overlap = drop_overlap(pool, *splits.values())

@@ -1,4 +1,4 @@
-"""The Typer app of the `fmadapt` command and what every command uses: output, exit codes, `--set` parsing."""
+"""The Typer app of the `fmadapt` command and what every command uses: output, exit codes."""
 
 from __future__ import annotations
 
@@ -53,42 +53,6 @@ def _run(fn: Any) -> None:
     except FmadaptError as e:
         _out(f"error: {e}", err=True)
         raise typer.Exit(getattr(e, "exit_code", 1)) from None
-
-
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    """--set KEY=VALUE -> FitConfig fields, values coerced to the field's type."""
-    import dataclasses
-
-    from ..config import FitConfig
-    from ..errors import ConfigError
-
-    fields = {f.name: f for f in dataclasses.fields(FitConfig)}
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields or key == "extra":
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY one of "
-                              f"{', '.join(sorted(k for k in fields if k != 'extra'))}")
-        default = fields[key].default
-        kind = type(default) if default is not None and default is not dataclasses.MISSING else None
-        value: Any = raw
-        try:
-            if raw.lower() in ("none", "null") and default is None:
-                value = None
-            elif kind is bool or (kind is None and fields[key].type == "bool | None"):
-                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(raw)
-                value = raw.lower() in ("true", "1", "yes")
-            elif kind in (int, float):
-                value = kind(raw)
-            elif kind is None and fields[key].type in ("float | None", "int | None"):
-                value = float(raw) if "float" in str(fields[key].type) else int(raw)
-        except ValueError:
-            raise ConfigError(f"--set {item!r}: {raw!r} is not a valid {kind.__name__ if kind else 'value'} "
-                              f"for {key}") from None
-        out[key] = value
-    return out
 
 
 def _override_columns(clf: Any, text: str | None, label: str | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -13,15 +14,15 @@ from typing import Annotated, Any
 
 import typer
 
-from ..config import FitConfig
+from ..config import GROUPS, FitConfig
 from ..errors import ConfigError
-from .app import _JSON, _groups, _is_global_zero, _modality, _out, _parse_set, _run, app
+from ..options import option_type, parse_assignments, read_config_file
+from .app import _JSON, _groups, _is_global_zero, _modality, _out, _run, app
 from .output import _print_evaluations, _print_fit, _summary
 from .resume import COMMAND_FILE, drop_checkpoints, jsonable, resume_params
 
-#: the names `--strategy` takes (written out: the registry imports torch, which `fmadapt --help` must not;
-#: tests/test_cli.py checks them against it)
-STRATEGY_NAMES = ("probe", "finetune", "progressive", "l2sp", "lora", "contrastive", "auto")
+#: FitConfig options with a flag of their own here (--text, --label, --no-header) or set by the command (log_dir)
+_OWN_FLAGS = frozenset({"text_col", "label_col", "header", "log_dir"})
 
 
 @app.command()
@@ -33,68 +34,21 @@ def fit(
         "--resume", help="Continue the interrupted fit whose --out was RUN_DIR, from its last checkpoint "
         "(end of an epoch, or where SIGTERM stopped it), with the data and options it was started with.")
     ] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="Options from a YAML or JSON file: flat (lr: 1.0e-4), by group (optim: {lr: 1.0e-4}) or "
+        "dotted (optim.lr: 1.0e-4). Flags override it, --set overrides both.")] = None,
     text: Annotated[str | None, typer.Option("--text", help="Text column (tables).")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Label column (tables).")] = None,
     val: Annotated[str | None, typer.Option("--val", help="Separate validation data.")] = None,
     unlabeled: Annotated[str | None, typer.Option(
         "--unlabeled", help="Unlabeled inputs (image folder, or a table of texts) for self-training: the model "
-        "labels them, and a second model trains on the confident ones too (--set pseudo_threshold=0.9, "
-        "pseudo_max=N); kept if better on validation.")] = None,
-    backbone: Annotated[str | None, typer.Option("--backbone", help="See `fmadapt backbones`.")] = None,
-    strategy: Annotated[str, typer.Option(
-        "--strategy", help=" | ".join(STRATEGY_NAMES) + " (auto: the measured choice within --time-budget; "
-        "see `fmadapt strategies`)")] = "probe",
-    time_budget: Annotated[str, typer.Option(
-        "--time-budget", help="--strategy auto: wall-clock budget, e.g. 10m, 90s, 1h.")] = "10m",
-    epochs: Annotated[int, typer.Option("--epochs")] = FitConfig.epochs,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
-    lr: Annotated[float | None, typer.Option("--lr", help="Backbone learning rate (finetune).")] = None,
-    unfreeze: Annotated[int, typer.Option("--unfreeze", help="Finetune only the top N layer groups.")] = -1,
-    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
-    augment: Annotated[bool | None, typer.Option(
-        "--augment/--no-augment", help="Images, finetune: random crop/flip (default off).")] = FitConfig.augment,
-    cache_activations: Annotated[str, typer.Option(
-        "--cache-activations", help="Partial finetune: auto | on | off (frozen prefix computed once).")] = "auto",
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    accelerator: Annotated[str, typer.Option("--accelerator")] = "auto",
-    devices: Annotated[str, typer.Option("--devices", help="Lightning devices: auto, 1, 2, ...")] = "auto",
-    num_nodes: Annotated[int, typer.Option("--num-nodes", help="Lightning multi-node training.")] = 1,
-    dist_strategy: Annotated[str, typer.Option("--dist-strategy", help="Lightning strategy: auto, ddp, fsdp, ...")
-                             ] = "auto",
-    encoding: Annotated[str, typer.Option(
-        "--encoding", help="Text file encoding: auto (UTF-8, else detected, with a warning) or a codec name, "
-        "e.g. latin-1, gb18030.")] = "auto",
+        "labels them, and a second model trains on the confident ones too (--pseudo-threshold, --pseudo-max); "
+        "kept if better on validation.")] = None,
     no_header: Annotated[bool, typer.Option("--no-header", help="The table has no header row.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
-    runtime: Annotated[str, typer.Option(
-        "--runtime", help="Frozen features: auto (ONNX Runtime) | torch | int8 (opt-in, ~2x; images calibrated "
-        "on your data)")] = "auto",
-    optimizer: Annotated[str, typer.Option("--optimizer", help="Finetune: adamw | sgd (momentum 0.9, Nesterov)")
-                         ] = "adamw",
-    schedule: Annotated[str, typer.Option(
-        "--schedule", help="cosine (warmup + cosine) | inverse_time (a0/(1+bt)) | onecycle | constant")] = "cosine",
-    layer_decay: Annotated[float, typer.Option(
-        "--layer-decay", help="Layer-wise LR decay: group k from the top trains at lr*d**k (1 = off).")] = 1.0,
-    label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = 0.0,
-    grad_clip: Annotated[float | None, typer.Option("--grad-clip", help="Clip the gradient norm.")] = None,
-    class_weight: Annotated[str, typer.Option(
-        "--class-weight", help="auto (on imbalanced classes, weighted and unweighted heads compete on validation) "
-        "| balanced | none")] = "auto",
-    metric: Annotated[str, typer.Option(
-        "--metric", help="What chooses on validation (the probe's C and class weighting, the fine-tuning "
-        "epoch, auto's candidates): accuracy | "
-        "balanced_accuracy | macro_f1; saved with the model.")] = "accuracy",
-    ensemble: Annotated[int, typer.Option(
-        "--ensemble", help="Train K models (seeds) per backbone and average their probabilities.")] = 1,
-    ensemble_backbones: Annotated[str | None, typer.Option(
-        "--ensemble-backbones", help="Comma list of backbones to ensemble (x --ensemble seeds).")] = None,
-    extend_vocab: Annotated[bool, typer.Option(
-        "--extend-vocab", help="Texts: add the tokens the tokenizer does not know (e.g. Chinese characters for "
-        "MiniLM) and learn them (their embeddings at --set new_token_lr=..., default 20 x --lr); needs --strategy "
-        "finetune. --set extend_vocab_ngram=2 also adds frequent 2-character CJK words.")] = False,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Any other fit option as KEY=VALUE (e.g. --set dropout=0.1 --set decay_beta=0.001); "
-        "repeatable.")] = None,
+        "--set", help="Any option as KEY=VALUE or GROUP.KEY=VALUE (e.g. --set optim.lr=1e-4 --set dropout=0.1; "
+        "none/null unsets); repeatable.")] = None,
     report: Annotated[str, typer.Option(
         "--report", help="report.html in the model directory: full (adds robustness and explanations on the "
         "validation split, and fairness with --group-col) | basic (metrics, calibration, mistakes) | off")
@@ -105,15 +59,13 @@ def fit(
     group_metadata: Annotated[str | None, typer.Option(
         "--group-metadata", help="Images: a CSV/JSONL mapping image paths (column path/file/filename/image) to "
         "groups.")] = None,
-    log_to: Annotated[str | None, typer.Option(
-        "--log-to", help="Track the run with a Lightning logger: tensorboard | mlflow | csv (in <out>/logs).")
-    ] = None,
     as_json: Annotated[bool, _JSON] = False,
+    **options: Any,
 ) -> None:
     """Train a classifier on DATA and write a model directory with metrics, a model card and report.html.
     Fine-tuning saves a checkpoint in OUT/checkpoints at the end of every epoch and on SIGTERM (exit code 143);
     `fmadapt fit --resume OUT` continues an interrupted run."""
-    params = {k: v for k, v in locals().items() if k in _FIT_PARAMS}
+    params = {**{k: v for k, v in locals().items() if k in _FIT_PARAMS}, **options}
     if resume is not None:
         saved = resume_params(resume, params, _FIT_PARAMS)
         if saved is not None:
@@ -127,32 +79,25 @@ def fit(
         from ..estimators import ImageClassifier, TextClassifier
 
         kind = _modality(data)
-        opts: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr, unfreeze=unfreeze,
-                                    image_size=image_size, seed=seed, accelerator=accelerator,
-                                    devices=devices, runtime=runtime, num_nodes=num_nodes,
-                                    dist_strategy=dist_strategy, augment=augment,
-                                    cache_activations=cache_activations, optimizer=optimizer,
-                                    schedule=schedule, layer_decay=layer_decay, label_smoothing=label_smoothing,
-                                    grad_clip=grad_clip, class_weight=class_weight, time_budget=time_budget,
-                                    metric=metric)
-        if extend_vocab:
-            opts["extend_vocab"] = True
-        if ensemble > 1 or ensemble_backbones:
-            opts.update(ensemble=ensemble, ensemble_backbones=ensemble_backbones)
         if report not in ("full", "basic", "off"):
             raise ConfigError(f"--report must be full, basic or off, got {report!r}")
         if group_metadata and not group_col and kind == "text":
             raise ConfigError("--group-metadata is for image folders; for tables give --group-col COL")
-        if log_to:
-            opts.update(log_to=log_to, log_dir=str(out / "logs"))
-        opts.update(_parse_set(set_ or []))
+        opts = read_config_file(config) if config is not None else {}
+        opts.update({k: v for k, v in options.items() if v is not None})  # the flags given
+        opts.update(parse_assignments(set_ or []))
+        if opts.get("log_to") and not opts.get("log_dir"):
+            opts["log_dir"] = str(out / "logs")
         if kind == "text":
-            opts.update(text_col=text, label_col=label, encoding=encoding, header=not no_header)
+            opts.update({k: v for k, v in (("text_col", text), ("label_col", label)) if v is not None})
+            if no_header:
+                opts["header"] = False
             cls: Any = TextClassifier
         else:
             cls = ImageClassifier
         t0 = time.perf_counter()
-        clf = cls(backbone=backbone, strategy=strategy, cache=not no_cache, **opts)
+        clf = cls(backbone=opts.pop("backbone", None), strategy=opts.pop("strategy", FitConfig.strategy),
+                  cache=not no_cache, **opts)
         from ..train.checkpoint import RunCheckpoints
 
         RunCheckpoints(ckdir, resume=resume is not None)  # refuses to overwrite an unfinished run's checkpoints
@@ -188,4 +133,32 @@ def fit(
     _run(go)
 
 
-_FIT_PARAMS = frozenset(inspect.signature(fit).parameters)
+def _option_parameter(f: dataclasses.Field) -> inspect.Parameter:
+    """The `fit` flag of FitConfig field `f`: its help, choices and default from the field's metadata, in the
+    --help panel of its group; None (not given) unless given, so --config and the defaults stay in force."""
+    kind = option_type(f.name)
+    flag = "--" + f.name.replace("_", "-")
+    choices = f.metadata.get("choices")
+    default = "auto" if f.default is None else str(f.default).lower() if kind is bool else f.default
+    text = f.metadata["help"]
+    among = f"one of {' | '.join(choices)}; " if choices else ""
+    doc = f"{text[:1].upper()}{text[1:]} ({among}default: {default})"
+    info = typer.Option(f"{flag}/--no-{flag[2:]}" if kind is bool else flag, help=doc, show_default=False,
+                        rich_help_panel=GROUPS[f.metadata["group"]])
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[kind | None, info])
+
+
+def _generated_signature() -> inspect.Signature:
+    """`fit`'s own parameters, then one flag per FitConfig option (before --json)."""
+    own = [p for p in inspect.signature(fit, eval_str=True).parameters.values()
+           if p.kind != inspect.Parameter.VAR_KEYWORD]
+    generated = [_option_parameter(f) for f in dataclasses.fields(FitConfig)
+                 if f.name != "extra" and f.name not in _OWN_FLAGS]
+    return inspect.Signature([*own, *generated])
+
+
+fit.__signature__ = _generated_signature()  # type: ignore[attr-defined]
+fit.__annotations__.update({p.name: p.annotation for p in fit.__signature__.parameters.values()  # type: ignore
+                            if p.kind == inspect.Parameter.KEYWORD_ONLY})
+_FIT_PARAMS = frozenset(fit.__signature__.parameters)  # type: ignore[attr-defined]

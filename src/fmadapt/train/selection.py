@@ -103,12 +103,11 @@ def best_epoch_kept(epochs: list[dict[str, float]], initial: dict[str, float] | 
     the start is strictly better ("start_or_last"); -1 when the start was kept."""
     best, best_epoch = (selection_key(initial, select_by) if initial else None), -1
     if keep == "start_or_last":
-        keyed = [(k, selection_key(e, select_by)) for k, e in enumerate(epochs)]
-        keyed = [(k, key) for k, key in keyed if key is not None]
+        keyed = [(k, key) for k, e in enumerate(epochs) if (key := selection_key(e, select_by)) is not None]
         if not keyed:
             return -1
-        k, key = keyed[-1]
-        return k if best is None or key >= best else -1
+        last, last_key = keyed[-1]
+        return last if best is None or last_key >= best else -1
     for k, e in enumerate(epochs):
         key = selection_key(e, select_by)
         if key is not None and (best is None or key > best):
