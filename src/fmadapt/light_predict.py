@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -124,25 +123,12 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
 
 
 def _examples(data: Any, text_col: str | None, fit: Any) -> Any:
-    """data.readers.read_unlabeled of a loaded text model."""
-    from .data.tables import examples_from_table, infer_columns, read_table
-    from .errors import DataError
+    """data.readers.read_unlabeled of a loaded text model: the same reader, torch-free."""
+    import dataclasses
 
-    df, source = read_table(data, encoding=fit.encoding, header=fit.header)
-    note = None
-    try:
-        text, _ = infer_columns(df, text_col, None, source, need_label=False)
-    except DataError as first:
-        try:  # new data may name its column differently: an unambiguous match is used, with a warning
-            text, _ = infer_columns(df, None, None, source, need_label=False)
-        except DataError:
-            raise first from None
-        note = f"{source}: columns {text_col!r}/{fit.label_col!r} of training not found; using {text!r}"
-        warnings.warn(note, stacklevel=3)
-    ex = examples_from_table(df, source, text, None)
-    if note:
-        ex.warnings.append(note)
-    return ex
+    from .data.readers import read_text_table
+
+    return read_text_table(data, dataclasses.replace(fit, text_col=text_col), need_label=False, strict=False)[0]
 
 
 def _proba(feats: np.ndarray | None, head: tuple[np.ndarray, np.ndarray] | None, temperature: float, n: int
