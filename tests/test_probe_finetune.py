@@ -5,6 +5,7 @@ import torch
 from conftest import text_frame, write_image_folder
 from fmadapt import ConfigError, ImageClassifier, NotFittedError, TextClassifier
 from fmadapt.backbones import create_backbone
+from fmadapt.config import FitConfig
 from fmadapt.data.cache import FeatureCache
 from fmadapt.data.images import scan_image_folder
 from fmadapt.runtime.features import extract_features
@@ -152,7 +153,7 @@ def test_finetune_text_restores_best_epoch(select_by, keep):
     assert h["lr_chosen_by"] == "given (lr)"
     assert h["epochs_chosen_by"].startswith("at most 3 (epochs, given)" if keep == "best" else "3 (epochs, given)")
     assert ("(patience, the default)" in h["epochs_chosen_by"]) == (keep == "best")
-    assert f"keep, {'the default' if keep == 'best' else 'given'}" in h["epochs_chosen_by"]
+    assert f"keep, {'the default' if keep == FitConfig.keep else 'given'}" in h["epochs_chosen_by"]
     # the restored weights are the best point's (an epoch, or the probe start): re-evaluating gives its figures
     va = clf.splits_["val"]
     p = clf.predict_proba(va.inputs).to_numpy()
@@ -380,7 +381,7 @@ def test_refit_full_keeps_the_probe_c_chosen_on_the_clean_split(monkeypatch):
 
     monkeypatch.setattr(probe_mod.Probe, "fit", spy)
     clf = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=2, batch_size=8, lr=1e-3, head_lr=1e-2,
-                         seed=0, refit_full=True, restore_best=True).fit(text_frame(16))
+                         seed=0, refit_full=True, keep="best").fit(text_frame(16))  # (an epoch beats the start)
     if clf.history_["refit_full"]["selection_best_epoch"] < 0:
         pytest.skip("no epoch beat the probe start with this seed: nothing was retrained")
     (first_pin, first_c), (refit_pin, refit_c) = seen
