@@ -89,6 +89,10 @@ def test_rules_between_options_are_checked_before_any_data_is_read(tmp_path):
     # API values of the wrong type are option errors too, not a TypeError from a comparison
     with pytest.raises(ConfigError, match="option epochs: '4' is not of type int"):
         FitConfig(epochs="4")
+    import numpy as np
+
+    cfg = FitConfig(epochs=np.int64(3), lr=np.float32(0.5))  # numpy scalars become Python numbers (saved as JSON)
+    assert type(cfg.epochs) is int and type(cfg.lr) is float and json.loads(cfg.to_json())["epochs"] == 3
 
 
 def test_cli_flags_are_generated_from_the_options_and_config_files_apply(tmp_path):

@@ -70,8 +70,12 @@ def check_types(cfg: FitConfig) -> None:
     if not isinstance(cfg.extra, dict):
         raise ConfigError(f"option extra: expected a mapping, got {type(cfg.extra).__name__}")
     for name in _fields():
-        value = getattr(cfg, name)
-        if type(value) in _LENIENT.get(name, ()) or any(_is(value, k) for k in _kinds(name)):
+        value, kinds = getattr(cfg, name), _kinds(name)
+        if type(value) in _LENIENT.get(name, ()):
+            continue
+        if any(_is(value, k) for k in kinds):
+            if type(value) not in (int, float, bool, str, type(None)):  # numpy scalars: saved as JSON later
+                setattr(cfg, name, float(value) if float in kinds else int(value))
             continue
         raise ConfigError(f"option {name}: {str(value)[:60]!r} is not of type "
                           f"{' or '.join('None' if k is type(None) else k.__name__ for k in _kinds(name))}")

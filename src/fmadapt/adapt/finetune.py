@@ -171,9 +171,10 @@ class FineTune(Strategy):
         callbacks_extra = self.callbacks(bb, n_train, cfg)
         param_groups = [{"name": g["name"], "lr": g["lr"], "params": sum(p.numel() for p in g["params"])}
                         for g in module.param_groups()]
-        # the starting point (the probe's head) competes with every epoch: fine-tuning never makes it worse
-        # (by validation accuracy, ties broken by the loss: a fine-tuned model may be far more accurate and
-        # still have a higher loss than the probe, being overconfident, which calibration corrects afterwards)
+        # the starting point (the probe's head) competes with the epochs (keep="best": each; "start_or_last": the
+        # last): fine-tuning never makes it worse on validation (by the metric, ties broken by the loss: a
+        # fine-tuned model may be far more accurate and still have a higher loss than the probe, being
+        # overconfident, which calibration corrects afterwards)
         initial = evaluation_metrics(trained, va, module.loss_fn, cfg.metric) if probe and cfg.restore_best else None
         with tempfile.TemporaryDirectory(prefix="fmadapt-") as tmp:
             history = History(os.path.join(tmp, "history.json"))
