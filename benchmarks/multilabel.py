@@ -89,8 +89,8 @@ def main() -> None:
     fit_idx, val_idx = order[:cut], order[cut:]
     keep = y_tr[fit_idx].sum(0) > 0  # a label absent from the 80 % cannot be learnt by one-vs-rest
     t = time.perf_counter()
-    _, proba_te = hand_probe(x_tr[fit_idx], y_tr[fit_idx][:, keep], x_te)
-    _, proba_val = hand_probe(x_tr[fit_idx], y_tr[fit_idx][:, keep], x_tr[val_idx])
+    _, proba = hand_probe(x_tr[fit_idx], y_tr[fit_idx][:, keep], np.concatenate([x_tr[val_idx], x_te]))
+    proba_val, proba_te = proba[: len(val_idx)], proba[len(val_idx):]
     full = np.zeros((len(test), len(labels)))
     full[:, keep] = proba_te
     rows.append(("hand_probe_80", {"labels_learnt": int(keep.sum())}, scores(y_te, (full >= 0.5).astype(int)),

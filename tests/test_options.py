@@ -54,9 +54,12 @@ def test_config_files_flat_grouped_or_dotted(tmp_path):
     j = tmp_path / "run.json"
     j.write_text(json.dumps({"optim": {"lr": 0.001}, "seed": 3}))
     assert read_config_file(j) == {"lr": 0.001, "seed": 3}
-    # the nested form a config writes reads back to the same config
-    cfg = FitConfig(lr=3e-4, keep="start_or_last", log_to="csv")
-    assert FitConfig(**flatten(cfg.to_nested(), "x")) == cfg
+    # every option by its group reads back to the same config
+    cfg = FitConfig(lr=3e-4, keep="best", log_to="csv")
+    nested: dict = {}
+    for f in FIELDS:
+        nested.setdefault(f.metadata["group"], {})[f.name] = getattr(cfg, f.name)
+    assert FitConfig(**flatten(nested, "x")) == cfg
 
     for text, message in [("optim: [1, 2]", "optim is a group of options"),
                           ("lr: 1\noptim:\n  lr: 2", "lr is given twice"),

@@ -338,7 +338,7 @@ class FitConfig:
                  f"adversarial '{self.adversarial}' is for {other}: use "
                  + ("'fgsm' or 'pgd'" if modality == "image" else "'embedding'") + f" on {modality}s"),
             ]
-        names = [b for b in (self.ensemble_backbones or "").split(",") if b.strip()] or [str(self.backbone)]
+        names = self.backbone_names()
         fresh = self.text_noise or self.mixup or self.cutmix or self.adversarial != "none"
         rules += [
             (self.strategy == "auto" and (self.ensemble > 1 or len(names) > 1),
@@ -362,6 +362,11 @@ class FitConfig:
             if broken:
                 raise ConfigError(msg)
 
+    def backbone_names(self, default: str | None = None) -> list[str]:
+        """The backbones to train: each of `ensemble_backbones`, else `backbone` (or `default`)."""
+        names = [b.strip() for b in (self.ensemble_backbones or "").split(",") if b.strip()]
+        return names or [str(self.backbone or default)]
+
     def augments_images(self, strategy_default: bool) -> bool:
         """Whether training varies image inputs by random crops/flips: `augment` when given, else the strategy's
         default (off for fine-tuning, on for contrastive pairs), or on for an `augment_policy` beyond "basic"."""
@@ -377,14 +382,6 @@ class FitConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def to_nested(self) -> dict[str, Any]:
-        """The options by group ({"optim": {"lr": ...}, ...}): what `--config` files may hold."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            if f.name != "extra":
-                out.setdefault(f.metadata["group"], {})[f.name] = getattr(self, f.name)
-        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitConfig:

@@ -72,8 +72,9 @@ class FitRun(SelfTraining):
 
     # -- the pipeline --------------------------------------------------------------------------
     def run(self, data: DataLike, val: DataLike | None, unlabeled: DataLike | None = None) -> Predictor:
-        cfg = self.config(None)
-        cfg.check(self.modality, unlabeled=unlabeled is not None)  # before any data is read
+        cfg = self.config(None)  # (build_config checked the rules between options and with the modality)
+        if unlabeled is not None:
+            cfg.check(unlabeled=True)  # the rules with unlabeled data, before any data is read
         splits = self._labeled(data, cfg)
         train = splits["train"]
         check_trainable(train)
@@ -295,6 +296,5 @@ class FitRun(SelfTraining):
 
 def member_specs(cfg: FitConfig, default_backbone: str) -> list[tuple[str, int]]:
     """(backbone, seed) of every model to train: one, or each ensemble backbone x `ensemble` seeds."""
-    names = ([b.strip() for b in cfg.ensemble_backbones.split(",") if b.strip()] if cfg.ensemble_backbones
-             else [cfg.backbone or default_backbone])
+    names = cfg.backbone_names(default_backbone)
     return [(b, cfg.seed + i) for b in names for i in range(cfg.ensemble)]

@@ -123,12 +123,12 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
 
 
 def _examples(data: Any, text_col: str | None, fit: Any) -> Any:
-    """data.readers.read_unlabeled of a loaded text model: the same reader, torch-free."""
+    """data.readers.read_unlabeled of a loaded text model (torch-free), `text_col` overriding the training's."""
     import dataclasses
 
-    from .data.readers import read_text_table
+    from .data.readers import read_unlabeled
 
-    return read_text_table(data, dataclasses.replace(fit, text_col=text_col), need_label=False, strict=False)[0]
+    return read_unlabeled("text", data, dataclasses.replace(fit, text_col=text_col))
 
 
 def _proba(feats: np.ndarray | None, head: tuple[np.ndarray, np.ndarray] | None, temperature: float, n: int

@@ -35,10 +35,6 @@ def _kinds(name: str) -> tuple[type, ...]:
     return tuple(typing.get_origin(a) or a for a in args)
 
 
-def option_names() -> list[str]:
-    return list(_fields())
-
-
 def option_type(name: str) -> type:
     """The type of option `name`'s values other than None (bool, int, float or str)."""
     return next(k for k in _kinds(name) if k is not type(None))

@@ -353,7 +353,6 @@ def _adversarial(cfg: FitConfig, bb: Any) -> dict[str, Any]:
     kind = cfg.adversarial
     if kind == "none":
         return {}
-    cfg.check(bb.cfg.modality)
     modality = bb.cfg.modality
     if modality == "image":
         eps = cfg.adv_eps if cfg.adv_eps is not None else 2 / 255

@@ -132,7 +132,6 @@ class SelfTraining:
     def _unlabeled_pool(self, data: Any, cfg: FitConfig, splits: dict[str, Examples]) -> Examples:
         """The unlabeled inputs for self-training, without unreadable ones (reported) and without the labeled
         inputs among them (the same text or image file: a validation example would otherwise be trained on)."""
-        cfg.check(unlabeled=True)  # (FitRun.run checked it before reading any data)
         pool = self._load_pool(data, cfg)
         found = len(pool)
         pool, overlap = drop_overlap(pool, *splits.values())

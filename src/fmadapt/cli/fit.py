@@ -139,7 +139,7 @@ def _option_parameter(f: dataclasses.Field) -> inspect.Parameter:
     kind = option_type(f.name)
     flag = "--" + f.name.replace("_", "-")
     choices = f.metadata.get("choices")
-    default = "auto" if f.default is None else str(f.default).lower() if kind is bool else f.default
+    default = "unset" if f.default is None else str(f.default).lower() if kind is bool else f.default
     text = f.metadata["help"]
     among = f"one of {' | '.join(choices)}; " if choices else ""
     doc = f"{text[:1].upper()}{text[1:]} ({among}default: {default})"

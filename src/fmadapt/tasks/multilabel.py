@@ -107,26 +107,25 @@ def tune_thresholds(proba: np.ndarray, y: np.ndarray, grid: np.ndarray | None = 
     grid = np.round(np.arange(0.05, 0.951, 0.025), 4) if grid is None else np.asarray(grid, dtype=float)
     proba, y = np.asarray(proba, dtype=float), np.asarray(y) > 0.5
     thresholds = np.full(proba.shape[1], default, dtype=float)
-    kept = []
+    kept = 0
     for j in range(proba.shape[1]):
         pos = y[:, j]
         if not pos.any():
-            kept.append(str(j))
+            kept += 1
             continue
         pred = proba[:, j][:, None] >= grid[None, :]  # (n, grid)
         tp = (pred & pos[:, None]).sum(0)
         f1 = 2 * tp / np.maximum(pred.sum(0) + pos.sum(), 1)
         best = np.flatnonzero(np.isclose(f1, f1.max()))
         thresholds[j] = grid[best[np.argmin(np.abs(grid[best] - default))]]
-    notes = [f"{len(kept)} label(s) without a positive validation example keep the threshold {default}"] \
+    notes = [f"{kept} label(s) without a positive validation example keep the threshold {default}"] \
         if kept else []
     return thresholds, notes
 
 
 def decide(proba: np.ndarray, thresholds: np.ndarray | float) -> np.ndarray:
     """The predicted 0/1 matrix: each label's probability against its threshold."""
-    return (np.asarray(proba) >= np.asarray(thresholds)[None, ...] if np.ndim(thresholds)
-            else np.asarray(proba) >= thresholds).astype(np.int8)
+    return (np.asarray(proba) >= np.asarray(thresholds)).astype(np.int8)  # (a scalar or one per column)
 
 
 def multilabel_metrics(y: np.ndarray, proba: np.ndarray, thresholds: np.ndarray | float,
