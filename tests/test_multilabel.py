@@ -65,11 +65,11 @@ def test_thresholds_are_tuned_per_label_on_validation():
     assert 0.29 < t[0] <= 0.31 + 1e-9 and 0.69 < t[1] <= 0.71 + 1e-9 and t[2] == 0.5
     assert notes == ["1 label(s) without a positive validation example keep the threshold 0.5"]
     m = multilabel_metrics(y, proba, t, ["a", "b", "c"])
-    assert m["per_label"]["a"]["f1"] == 1.0 and m["per_label"]["b"]["f1"] == 1.0
+    assert m["per_class"]["a"]["f1"] == 1.0 and m["per_class"]["b"]["f1"] == 1.0
     assert m["micro_f1"] < 1.0  # label c's false positives at 0.5
-    assert m["labels_without_positives"] == 1 and m["per_label"]["c"]["average_precision"] is None
+    assert m["labels_without_positives"] == 1 and m["per_class"]["c"]["average_precision"] is None
     at_half = multilabel_metrics(y, proba, 0.5, ["a", "b", "c"])
-    assert at_half["per_label"]["a"]["f1"] < 1.0  # the tuned threshold is what made label a exact
+    assert at_half["per_class"]["a"]["f1"] < 1.0  # the tuned threshold is what made label a exact
 
 
 def test_metrics_agree_with_scikit_learn():
@@ -87,7 +87,7 @@ def test_metrics_agree_with_scikit_learn():
     assert m["hamming_loss"] == pytest.approx(hamming_loss(y, pred))
     assert m["macro_average_precision"] == pytest.approx(
         np.mean([average_precision_score(y[:, j], proba[:, j]) for j in range(4)]))
-    assert [m["per_label"][c]["support"] for c in "abcd"] == y.sum(0).tolist()
+    assert [m["per_class"][c]["support"] for c in "abcd"] == y.sum(0).tolist()
 
 
 def test_prediction_columns():

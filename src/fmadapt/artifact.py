@@ -266,10 +266,16 @@ def model_card(config: dict[str, Any], classes: list[str], metrics: dict[str, An
         lines.append(f"- {split}: {n} examples")
     if data.get("skipped"):
         lines.append(f"- skipped inputs: {len(data['skipped'])} (see metrics.json)")
-    lines += ["", "## Metrics", "", "| split | n | accuracy | macro-F1 | ECE |", "|---|---|---|---|---|"]
-    for split, m in metrics.items():
-        if isinstance(m, dict) and "accuracy" in m:
-            lines.append(f"| {split} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['ece']:.4f} |")
+    if any(isinstance(m, dict) and m.get("task") == "multilabel" for m in metrics.values()):
+        lines += ["", "## Metrics", "", "Multi-label: each label's decision threshold is in `config.json` "
+                  "(\"thresholds\").", "", "| split | n | micro-F1 | macro-F1 | subset accuracy |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {split} | {m['n']} | {m['micro_f1']:.4f} | {m['macro_f1']:.4f} | {m['subset_accuracy']:.4f} |"
+                  for split, m in metrics.items() if isinstance(m, dict) and "micro_f1" in m]
+    else:
+        lines += ["", "## Metrics", "", "| split | n | accuracy | macro-F1 | ECE |", "|---|---|---|---|---|"]
+        lines += [f"| {split} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['ece']:.4f} |"
+                  for split, m in metrics.items() if isinstance(m, dict) and "accuracy" in m]
     if command:
         lines += ["", "## Command", "", f"```\n{command}\n```"]
     lines += ["", "## Use", "", "```python", "from fmadapt import load_model",

@@ -23,6 +23,8 @@ GROUPS: dict[str, str] = {
 #: the names `strategy` takes out of the box (written out: the registry imports torch, which `fmadapt --help`
 #: must not; tests/test_cli.py checks them against it). Registered strategies add to them.
 STRATEGY_NAMES = ("probe", "finetune", "progressive", "l2sp", "lora", "contrastive", "auto")
+#: the strategies that train multi-label models (task multilabel) so far
+MULTILABEL_STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora")
 
 
 def parse_duration(text: str | float | int) -> float | None:
@@ -231,7 +233,15 @@ class FitConfig:
 
     # -- input
     text_col: str | None = opt(None, "input", help="tables: the text column (None: detected, see the README)")
-    label_col: str | None = opt(None, "input", help="tables: the label column (None: detected)")
+    label_col: str | None = opt(None, "input",
+        help="tables: the label column (None: detected); task multilabel: one column of labels joined by "
+             "`label_sep`, or several 0/1 columns, one per label, named with commas (`earn,acq,grain`)")
+    task: str = opt("classification", "input", choices=("classification", "multilabel"),
+        help='"classification": one class per input; "multilabel": any number of labels per input (a sigmoid per '
+             "label, binary cross-entropy, per-label decision thresholds tuned on validation, micro/macro-F1); "
+             "multilabel is for text tables, with probe, finetune, progressive, l2sp or lora, for now")
+    label_sep: str = opt(";", "input",
+        help='task multilabel: what separates the labels in the label column ("earn;acq")')
     encoding: str = opt("auto", "input",
         help='text tables: "auto" reads UTF-8 and detects another encoding (with a warning), or a codec name')
     header: bool = opt(True, "input", help="tables: the first row holds column names")
@@ -313,6 +323,7 @@ class FitConfig:
             (self.adv_steps >= 1, "adv_steps must be >= 1"),
             (0.0 < self.pseudo_threshold <= 1.0, "pseudo_threshold must be in (0, 1]"),
             (self.pseudo_max is None or self.pseudo_max >= 1, "pseudo_max must be >= 1 (or unset: all)"),
+            (bool(self.label_sep), "label_sep must be a non-empty separator such as ';' or '|'"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -337,6 +348,19 @@ class FitConfig:
                 (self.adversarial != "none" and (self.adversarial == "embedding") != (modality == "text"),
                  f"adversarial '{self.adversarial}' is for {other}: use "
                  + ("'fgsm' or 'pgd'" if modality == "image" else "'embedding'") + f" on {modality}s"),
+            ]
+        if self.task == "multilabel":
+            rules += [
+                (modality == "image", "task multilabel reads text tables for now; images are single-label"),
+                (self.strategy not in MULTILABEL_STRATEGIES,
+                 f"task multilabel trains with strategy {' | '.join(MULTILABEL_STRATEGIES)} for now, not "
+                 f"{self.strategy!r}"),
+                (self.label_smoothing > 0, "label_smoothing is for single-label classification (cross-entropy)"),
+                (self.adversarial != "none", "adversarial training is for single-label classification for now"),
+                (self.ensemble > 1 or len(self.backbone_names()) > 1,
+                 "task multilabel does not combine with ensembles yet"),
+                (self.label_template is not None, "label_template is for single-label classification"),
+                (unlabeled, "task multilabel does not take unlabeled data (self-training) yet"),
             ]
         names = self.backbone_names()
         fresh = self.text_noise or self.mixup or self.cutmix or self.adversarial != "none"

@@ -20,12 +20,21 @@ from .config import FitConfig
 from .data.examples import Examples, concat, label_indices
 from .data.images import default_crop, median_short_side
 from .data.readers import ESTIMATORS, DataLike, read_labeled, read_unlabeled
-from .data.split import check_known, check_trainable, data_summary, stratified_split
+from .data.split import (
+    check_known,
+    check_trainable,
+    check_trainable_multilabel,
+    data_summary,
+    random_split,
+    stratified_split,
+)
 from .errors import ConfigError, DataError
 from .member import Member
 from .model import Classifier
+from .options import resolve_name
 from .predictor import Predictor
 from .runtime.features import extract_features
+from .tasks.multilabel import label_counts, label_names, sets_of
 
 
 def build_config(modality: str, backbone: str | None, strategy: str, options: dict[str, Any],
@@ -35,6 +44,8 @@ def build_config(modality: str, backbone: str | None, strategy: str, options: di
     if strategy != "auto":
         adapt.check_strategy(strategy)  # unknown names fail at construction, listing the known ones
     inferred = {k: v for k, v in (inferred or {}).items() if options.get(k) is None}
+    for key in options:  # an unknown keyword is a ConfigError naming it (and what it may have meant)
+        resolve_name(key, f"{ESTIMATORS[modality]}(...)")
     cfg = FitConfig(backbone=backbone or default_backbone, strategy=strategy, **{**options, **inferred})
     cfg.check(modality)  # the rules between options, and between options and the modality
     return cfg
@@ -77,7 +88,8 @@ class FitRun(SelfTraining):
             cfg.check(unlabeled=True)  # the rules with unlabeled data, before any data is read
         splits = self._labeled(data, cfg)
         train = splits["train"]
-        check_trainable(train)
+        sep = cfg.label_sep if cfg.task == "multilabel" else None  # multi-label: the labels' separator
+        check_trainable(train) if sep is None else check_trainable_multilabel(train, sep)
         # what the default crop is chosen by (every member and refit of this fit uses the same)
         self._short_side = median_short_side(train.inputs) if self.modality == "image" else None
         cfg = self.config(self.inferred)  # now with the columns inferred from the data
@@ -85,16 +97,22 @@ class FitRun(SelfTraining):
             splits["val"] = self._labeled(val, cfg)["train"]
         split_made = "val" not in splits
         if split_made:
-            train, splits["val"] = stratified_split(train, cfg.val_fraction, cfg.seed)
+            train, splits["val"] = (stratified_split if sep is None else random_split)(train, cfg.val_fraction,
+                                                                                       cfg.seed)
             splits["train"] = train
-        classes = sorted(set(train.labels or []))
-        for name in ("val", "test"):
-            if name in splits:
-                check_known(splits[name], classes, name)
+        if sep is None:
+            classes = sorted(set(train.labels or []))
+            for name in ("val", "test"):
+                if name in splits:
+                    check_known(splits[name], classes, name)
+        else:
+            classes = label_names(sets_of(train.labels or [], sep))
+            self._label_warnings(splits, classes, sep)
         if cfg.label_template:  # numeric class names are refused before any feature is computed
             class_sentences(classes, cfg.label_template)
         self.predictor = out = Predictor(self.modality, classes, cfg, cache=self.cache, progress=self.progress)
-        ctx = adapt.FitContext(classes, out.feature_cache(), out.show_progress(), checkpoints=self.checkpoints)
+        ctx = adapt.FitContext(classes, out.feature_cache(), out.show_progress(), checkpoints=self.checkpoints,
+                               label_sep=sep)
         pool = self._unlabeled_pool(unlabeled, cfg, splits) if unlabeled is not None else None
         selection_metrics = None
         if cfg.strategy == "auto":
@@ -137,12 +155,19 @@ class FitRun(SelfTraining):
             val_proba = out.proba(splits["val"])
         out._val_proba_raw = val_proba
         # calibration: fitted on the validation predictions of models that never trained on them
-        out.calibration_ = self._calibrate(cfg, val_proba, splits["val"],
-                                           "validation split" if selection_metrics is None else
-                                           "validation split, predicted before the final refit on it")
+        source = ("validation split" if selection_metrics is None else
+                  "validation split, predicted before the final refit on it")
+        if sep is None:
+            out.calibration_ = self._calibrate(cfg, val_proba, splits["val"], source)
+        else:  # one threshold per label, tuned on the same honest predictions a temperature would be fitted on
+            out.calibration_ = {"temperature": 1.0, "fitted": False,
+                                "note": "multi-label: no temperature; each label's decision threshold is tuned on "
+                                        "the validation predictions instead"}
+            self._tune_thresholds(out, val_proba, ctx.indicator(splits["val"]), source)
+            selection_metrics = None  # (the metrics at the tuned thresholds, below)
         out.temperature_ = out.calibration_.get("temperature", 1.0)
         self._measure(out, cfg, splits, selection_metrics, val_proba)
-        out.data_summary_ = data_summary(splits, split_made)
+        out.data_summary_ = data_summary(splits, split_made, sep)
         if pool is not None:
             out.data_summary_["unlabeled"] = {**self._pool_summary, "skipped": [s.to_dict() for s in pool.skipped]}
             out.data_summary_["warnings"] = sorted({*out.data_summary_["warnings"], *pool.warnings})
@@ -151,10 +176,39 @@ class FitRun(SelfTraining):
 
             log_summary(make_logger(cfg.log_to, cfg.log_dir, name="fmadapt-summary"), cfg.to_dict(),
                         {f"{split}_{k}": float(m[k]) for split, m in out.metrics_.items()
-                         for k in ("accuracy", "macro_f1", "ece")} | {"temperature": float(out.temperature_)})
+                         for k in ("accuracy", "macro_f1", "ece", "micro_f1") if m.get(k) is not None}
+                        | {"temperature": float(out.temperature_)})
         if first.vocabulary is not None:
             out.data_summary_["vocabulary"] = first.vocabulary
         return out
+
+    @staticmethod
+    def _label_warnings(splits: dict[str, Examples], labels: list[str], sep: str) -> None:
+        """Multi-label: labels the model can hardly learn (one training example) or never saw (in validation or
+        test data: left out of the targets), said in the data summary's warnings."""
+        train = splits["train"]
+        rare = [lab for lab, n in label_counts(train.labels or [], sep).items() if n == 1 and lab in labels]
+        if rare:
+            train.warnings.append(f"{len(rare)} label(s) with a single training example, hardly learnable: "
+                                  f"{', '.join(map(repr, rare[:10]))}{' ...' if len(rare) > 10 else ''}")
+        known = set(labels)
+        for name in ("val", "test"):
+            if name in splits:
+                unseen = sorted({lab for s in sets_of(splits[name].labels or [], sep) for lab in s} - known)
+                if unseen:
+                    splits[name].warnings.append(
+                        f"{name} data has {len(unseen)} label(s) never seen in training, left out of its targets: "
+                        f"{', '.join(map(repr, unseen[:10]))}{' ...' if len(unseen) > 10 else ''}")
+
+    @staticmethod
+    def _tune_thresholds(out: Predictor, proba: np.ndarray, y: np.ndarray, source: str) -> None:
+        """Multi-label: each label's decision threshold, chosen by its F1 on honest validation predictions."""
+        from .tasks.multilabel import tune_thresholds
+
+        thresholds, notes = tune_thresholds(proba, y)
+        out.thresholds_ = thresholds
+        out.history_["thresholds"] = {"chosen_by": f"each label's F1 on the {source} ({len(y)} examples)",
+                                      "median": round(float(np.median(thresholds)), 4), "notes": notes}
 
     def _measure(self, out: Predictor, cfg: FitConfig, splits: dict[str, Examples],
                  selection_metrics: dict[str, Any] | None, val_proba: np.ndarray) -> None:

@@ -43,6 +43,7 @@ class Persisted:
     ngram_: Any
     ngram_weight_: float
     _val_proba_raw: np.ndarray | None
+    thresholds_: np.ndarray | None
 
     def check_fitted(self) -> Any: ...  # (predictor.Predictor)
 
@@ -76,12 +77,13 @@ class Persisted:
             config = {"task": self.task, "backbone": "+".join(sorted({m["backbone"] for m in listing})),
                       "strategy": self.config_.strategy, "fit": self.config_.to_dict(), "ensemble": listing,
                       "fmadapt_version": __version__, "num_classes": len(self.classes_),
-                      **self._calibration_entry(), **self._ngram_entry()}
+                      **self._calibration_entry(), **self._ngram_entry(), **self._thresholds_entry()}
             commit(out, {"labels.json": json_text(self.classes_), "config.json": json_text(config),
                          **described(config)}, remove=["model.safetensors", *stale])
         else:
             self._save_member(out, self.model_, self.config_, self.history_,
-                              self.trains_backbone_, {**self._calibration_entry(), **self._ngram_entry()},
+                              self.trains_backbone_,
+                              {**self._calibration_entry(), **self._ngram_entry(), **self._thresholds_entry()},
                               described, remove=stale)
         for name, ex in self.splits_.items():
             (out / "manifests").mkdir(exist_ok=True)
@@ -133,6 +135,13 @@ class Persisted:
         cal = self.calibration_ or {}
         return {"calibration": {"method": "temperature", "temperature": t,
                                 "note": cal.get("note", "")}} if t != 1.0 or cal else {}
+
+    def _thresholds_entry(self) -> dict[str, Any]:
+        """Multi-label: each label's decision threshold, which prediction applies (config.json "thresholds")."""
+        t = self.thresholds_
+        if t is None:
+            return {}
+        return {"thresholds": {c: round(float(v), 6) for c, v in zip(self.classes_, t, strict=True)}}
 
     def _ngram_entry(self) -> dict[str, Any]:
         """What config.json says of an n-gram model (auto on texts): its weight in the prediction and files."""
@@ -188,4 +197,15 @@ def read_model_dir(path: str | os.PathLike[str], modality: str | None = None) ->
             raise ArtifactError(f"{root / 'config.json'}: 'ngram' must give a weight between 0 and 1")
         ngram = (NgramModel.load(root, len(classes)), float(weight))
     return {"modality": found, "classes": classes, "config": FitConfig.from_dict(config.get("fit", {})),
-            "members": members, "temperature": stored_temperature(root / "config.json"), "ngram": ngram}
+            "members": members, "temperature": stored_temperature(root / "config.json"), "ngram": ngram,
+            "thresholds": _thresholds(top.get("thresholds"), classes, root / "config.json")}
+
+
+def _thresholds(entry: Any, classes: list[str], where: Path) -> np.ndarray | None:
+    """config.json's "thresholds" (multi-label), checked: one number in [0, 1] per label."""
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or set(entry) != set(classes) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in entry.values()):
+        raise ArtifactError(f"{where}: 'thresholds' must give every label of labels.json a number between 0 and 1")
+    return np.asarray([float(entry[c]) for c in classes])

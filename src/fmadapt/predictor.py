@@ -35,7 +35,7 @@ class Predictor(Persisted):
     def __init__(self, modality: str, classes: list[str], config: FitConfig, *, cache: bool = True,
                  progress: bool | None = None) -> None:
         self.modality = modality
-        self.task = TASKS[modality]
+        self.task = TASKS[modality] if config.task == "classification" else f"{modality}-multilabel-classification"
         self.classes_ = list(classes)
         self.config_ = config
         self.cache = cache
@@ -53,6 +53,27 @@ class Predictor(Persisted):
         self.fit_seconds_: float | None = None
         self.resumed_: list[str] = []  # fine-tuning runs continued from checkpoints
         self._val_proba_raw: np.ndarray | None = None
+        #: task multilabel: each label's decision threshold (tuned on validation; 0.5 until then)
+        self.thresholds_: np.ndarray | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether each input may carry any number of the labels `classes_` (task multilabel): probabilities are
+        then per label (sigmoid, not summing to 1) and predictions are label sets joined by `label_sep`."""
+        return self.config_.task == "multilabel"
+
+    def require_single_label(self, what: str) -> None:
+        """ConfigError when this is a multi-label model and `what` compares one predicted class per input."""
+        if self.multilabel:
+            from .errors import ConfigError
+
+            raise ConfigError(f"{what} is for single-label models for now; this model is multi-label (task "
+                              "multilabel): `fmadapt evaluate` gives its metrics per label")
+
+    def decision_thresholds(self) -> np.ndarray:
+        """Multi-label: each label's threshold (0.5 where none was tuned)."""
+        t = self.thresholds_
+        return np.full(len(self.classes_), 0.5) if t is None else np.asarray(t, dtype=float)
 
     def set_members(self, members: list[Member]) -> None:
         """The trained models (one, or an ensemble's), the first giving `model_` and `trains_backbone_`."""
@@ -106,12 +127,18 @@ class Predictor(Persisted):
                                      progress=self.show_progress(), desc="predicting", runtime=cfg.runtime)
             with torch.inference_mode():
                 logits = model.forward_features(torch.from_numpy(feats).to(model.head.weight.device))
-                views.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+                views.append((torch.sigmoid(logits.float()) if cfg.task == "multilabel" else
+                              torch.softmax(logits.float(), dim=1)).cpu().numpy())
         return views[0] if len(views) == 1 else np.mean(views, axis=0)
 
     def encode_labels(self, labels: Any, unknown: int | None = None) -> np.ndarray:
         """Class indices (int64) of `labels`, in the order of `classes_` (the columns of `predict_proba`); a
-        label the model does not know raises KeyError, or maps to `unknown` when given."""
+        label the model does not know raises KeyError, or maps to `unknown` when given. Multi-label: the (n,
+        labels) 0/1 matrix of the label strings (a label the model does not know is left out)."""
+        if self.multilabel:
+            from .tasks.multilabel import indicator, sets_of
+
+            return indicator(sets_of(list(labels or []), self.config_.label_sep), self.classes_, unknown="ignore")
         return label_indices(self.classes_, labels, unknown)
 
     def predict_proba(self, data: DataLike) -> pd.DataFrame:
@@ -121,9 +148,22 @@ class Predictor(Persisted):
         return pd.DataFrame(p, index=pd.Index(ex.ids, name="id"), columns=[f"prob_{c}" for c in self.classes_])
 
     def predict(self, data: DataLike) -> np.ndarray:
-        """The predicted class of every readable input."""
+        """The predicted class of every readable input (multi-label: its labels joined by `label_sep`, "" for
+        none; `predict_proba` has each label's probability)."""
         p = self.proba(self.read_inputs(data))
-        return np.asarray(self.classes_, dtype=object)[p.argmax(1)] if len(p) else np.array([], dtype=object)
+        return self.labels_of(p)
+
+    def labels_of(self, proba: np.ndarray) -> np.ndarray:
+        """The predictions (as `predict` gives them) of probabilities from `proba`."""
+        if not len(proba):
+            return np.array([], dtype=object)
+        if self.multilabel:
+            from .tasks.multilabel import decide
+
+            sep = self.config_.label_sep
+            return np.asarray([sep.join(self.classes_[int(j)] for j in np.flatnonzero(row))
+                               for row in decide(proba, self.decision_thresholds())], dtype=object)
+        return np.asarray(self.classes_, dtype=object)[proba.argmax(1)]
 
     def predict_table(self, data: DataLike) -> pd.DataFrame:
         """What `fmadapt predict` writes: ids (+ text), `pred`, `prob_<class>`, and a row with an `error`
@@ -133,7 +173,7 @@ class Predictor(Persisted):
         out = pd.DataFrame({"id": ex.ids})
         if ex.modality == "text":
             out["text"] = ex.inputs
-        out["pred"] = [self.classes_[i] for i in p.argmax(1)] if len(p) else []
+        out["pred"] = self.labels_of(p).tolist()
         for j, c in enumerate(self.classes_):
             out[f"prob_{c}"] = p[:, j] if len(p) else []
         if ex.skipped:
@@ -169,6 +209,7 @@ class Predictor(Persisted):
         obj = cls(saved["modality"], saved["classes"], saved["config"], cache=cache, progress=progress)
         obj.set_members(saved["members"])
         obj.temperature_ = saved["temperature"]
+        obj.thresholds_ = saved["thresholds"]
         if saved["ngram"] is not None:
             obj.ngram_, obj.ngram_weight_ = saved["ngram"]
         return obj
@@ -180,14 +221,20 @@ class Predictor(Persisted):
         self.check_fitted()
         splits, _ = read_labeled(self.modality, data, self.config_, fitting=False)
         ex = splits[next(n for n in ("test", "val", "train") if n in splits)]
-        check_known(ex, self.classes_, "evaluation data")
+        if not self.multilabel:  # (multi-label: a label the model does not know is left out of the targets)
+            check_known(ex, self.classes_, "evaluation data")
         return ex
 
     def metrics_from(self, proba: np.ndarray, ex: Examples) -> dict[str, Any]:
         """The metrics of `evaluate` (accuracy, macro-F1, per class, calibration error...) for probabilities
         of the labeled examples `ex` (from `proba`), with the inputs `ex` skipped."""
         y = self.encode_labels(ex.labels)
-        m = classification_metrics(y, proba, self.classes_)
+        if self.multilabel:
+            from .tasks.multilabel import multilabel_metrics
+
+            m = multilabel_metrics(y, proba, self.decision_thresholds(), self.classes_)
+        else:
+            m = classification_metrics(y, proba, self.classes_)
         m["skipped"] = [s.to_dict() for s in ex.skipped]
         return m
 
@@ -221,7 +268,8 @@ class Predictor(Persisted):
         return m, proba
 
     def score(self, data: DataLike) -> float:
-        """Accuracy on labeled data."""
+        """Accuracy on labeled data (multi-label: subset accuracy, every label of an input right, as
+        scikit-learn's `score` of a multi-label classifier)."""
         return float(self.evaluate(data)["accuracy"])
 
     def validation_note(self) -> str:

@@ -8,6 +8,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..config import FitConfig
 from ..data.cache import FeatureCache
 from ..data.examples import Examples, label_indices
@@ -29,9 +31,28 @@ class FitContext:
     #: checkpoints of this fit (RunCheckpoints): each fine-tuning run saves its state there and, when the fit
     #: resumes, continues from it
     checkpoints: Any = None
+    #: multi-label (task multilabel): the separator of the examples' canonical label strings; `classes` are then
+    #: the labels, and `indicator` gives the targets
+    label_sep: str | None = None
 
-    def targets(self, ex: Examples) -> list[int]:
+    @property
+    def multilabel(self) -> bool:
+        return self.label_sep is not None
+
+    def targets(self, ex: Examples) -> list[Any]:
+        """What the training loaders carry per example: the class index, or (multi-label) the float32 row of
+        the 0/1 target matrix."""
+        if self.multilabel:
+            return list(self.indicator(ex))
         return label_indices(self.classes, ex.labels).tolist()
+
+    def indicator(self, ex: Examples) -> np.ndarray:
+        """Multi-label: the (n, labels) 0/1 target matrix; a label outside `classes` (validation data may
+        carry one training never saw) is left out."""
+        from ..tasks.multilabel import indicator, sets_of
+
+        assert self.label_sep is not None
+        return indicator(sets_of(ex.labels or [], self.label_sep), self.classes, unknown="ignore")
 
 
 class Strategy(ABC):

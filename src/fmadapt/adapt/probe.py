@@ -35,6 +35,10 @@ class Probe(Strategy):
 
     def fit(self, model: Classifier, train: Examples, val: Examples, cfg: FitConfig, ctx: FitContext
             ) -> dict[str, Any]:
+        if ctx.multilabel:  # one logistic regression per label (adapt/multilabel.py)
+            from .multilabel import fit_multilabel_probe
+
+            return fit_multilabel_probe(model, train, val, cfg, ctx)
         t0 = time.perf_counter()
         kw = {"batch_size": max(cfg.batch_size, 64), "cache": ctx.cache, "num_workers": cfg.num_workers,
               "progress": ctx.progress, "runtime": cfg.runtime}

@@ -14,7 +14,8 @@ def _summary(clf: Any, out: Path, seconds: float) -> dict[str, Any]:
         "backbone": clf.model_.backbone.cfg.name,
         "strategy": clf.config_.strategy,
         "classes": clf.classes_,
-        "metrics": {k: {m: v[m] for m in ("n", "accuracy", "macro_f1", "ece")} for k, v in clf.metrics_.items()},
+        "metrics": {k: {m: v[m] for m in ("n", "accuracy", "macro_f1", "ece", "micro_f1", "subset_accuracy")
+                        if m in v} for k, v in clf.metrics_.items()},
         "data": {k: v for k, v in clf.data_summary_.items() if k != "class_counts"},
         "history": clf.history_,
         "seconds": round(seconds, 1),
@@ -31,7 +32,7 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
     if (clf.history_ or {}).get("auto"):
         strategy = f"auto -> {clf.history_['auto']['winner']}"
     _out(f"backbone {clf.model_.backbone.cfg.name} | strategy {strategy} | {sizes} "
-         f"| {len(clf.classes_)} classes | {seconds:.1f}s")
+         f"| {len(clf.classes_)} {'labels (multi-label)' if clf.multilabel else 'classes'} | {seconds:.1f}s")
     for w in ds["warnings"]:
         _out(f"warning: {w}")
     auto = (clf.history_ or {}).get("auto")
@@ -93,6 +94,8 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
 
 
 def _print_evaluations(evals: dict[str, Any]) -> None:
+    if evals.get("not_run"):
+        _out(f"\n{evals['not_run']}")
     if evals.get("robustness"):
         from ..evaluate.robustness import robustness_summary_lines
 

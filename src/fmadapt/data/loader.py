@@ -48,7 +48,8 @@ class InputDataset(Dataset):
 
 
 class Collate:
-    """Batches samples with the backbone's collator; targets become a LongTensor."""
+    """Batches samples with the backbone's collator; targets become a LongTensor (class indices) or, for
+    multi-label rows, a float tensor (batch, labels)."""
 
     def __init__(self, collator: Callable[[list[Any]], Any], with_targets: bool) -> None:
         self.collator = collator
@@ -58,6 +59,8 @@ class Collate:
         if not self.with_targets:
             return self.collator(samples)
         xs, ys = zip(*samples, strict=True)
+        if isinstance(ys[0], np.ndarray):  # multi-label: rows of the 0/1 target matrix
+            return self.collator(list(xs)), torch.from_numpy(np.stack(ys)).float()
         return self.collator(list(xs)), torch.tensor(ys, dtype=torch.long)
 
 

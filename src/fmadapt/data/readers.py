@@ -65,15 +65,18 @@ def read_text_table(data: str | os.PathLike[str] | pd.DataFrame, cfg: FitConfig,
     """(examples, text column, label column) of a table. Unless `strict`, new data for a trained model may name
     its columns differently (SST-2's test file says "content" where training said "sentence"): an unambiguous
     match is accepted and said (a warning, and in the examples' warnings)."""
+    from ..tasks.multilabel import canonical, joined_column, label_columns
     from .tables import examples_from_table, infer_columns, read_table
 
     df, source = read_table(data, encoding=cfg.encoding, header=cfg.header)
+    multilabel = cfg.task == "multilabel" and need_label
+    columns = label_columns(cfg.label_col) if multilabel else None  # several 0/1 columns, one per label
     note = None
     try:
-        text, label = infer_columns(df, cfg.text_col, cfg.label_col if need_label else None, source,
-                                    need_label=need_label)
+        text, label = infer_columns(df, cfg.text_col, None if columns or not need_label else cfg.label_col, source,
+                                    need_label=need_label and not columns)
     except DataError as first:
-        if strict:
+        if strict or columns:
             raise
         try:
             text, label = infer_columns(df, None, None, source, need_label=need_label)
@@ -82,7 +85,14 @@ def read_text_table(data: str | os.PathLike[str] | pd.DataFrame, cfg: FitConfig,
         note = (f"{source}: columns {cfg.text_col!r}/{cfg.label_col!r} of training not found; "
                 f"using {text!r}" + (f"/{label!r}" if need_label else ""))
         warnings.warn(note, stacklevel=4)
+    if columns:
+        label = ",".join(columns)
+        df = df.assign(**{label: joined_column(df, columns, cfg.label_sep, source)})
     ex = examples_from_table(df, source, text, label)
+    if multilabel:
+        assert ex.labels is not None
+        ex.labels, read = canonical(ex.labels, cfg.label_sep, source)
+        ex.warnings.extend(read)
     if note:
         ex.warnings.append(note)
     return ex, text, label

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..tasks.multilabel import label_counts
 from .examples import Examples, Skipped
 
 
@@ -49,6 +50,26 @@ def stratified_split(ex: Examples, val_fraction: float = 0.2, seed: int = 0) -> 
     return ex.subset([i for i in range(len(ex)) if i not in chosen]), ex.subset(sorted(chosen))
 
 
+def check_trainable_multilabel(ex: Examples, sep: str, what: str = "training data") -> None:
+    """Stop before any training when multi-label data cannot train (no labels, too few examples); a label with a
+    single example can hardly be learnt, which the caller's warnings say."""
+    if ex.labels is None:
+        raise DataError(f"{ex.source}: {what} has no labels")
+    if not any(ex.labels):
+        raise DataError(f"{ex.source}: no input of the {what} carries a label (separator {sep!r}): check the label "
+                        "column(s) and --label-sep")
+    if len(ex) < 4:
+        raise DataError(f"{ex.source}: {what} has {len(ex)} labeled input(s); multi-label training needs at least 4")
+
+
+def random_split(ex: Examples, val_fraction: float = 0.2, seed: int = 0) -> tuple[Examples, Examples]:
+    """Seeded random split (multi-label data: its label combinations are too many to stratify by)."""
+    order = np.random.default_rng(seed).permutation(len(ex))
+    n_val = min(len(ex) - 1, max(1, int(round(len(ex) * val_fraction))))
+    chosen = set(order[:n_val].tolist())
+    return ex.subset([i for i in range(len(ex)) if i not in chosen]), ex.subset(sorted(chosen))
+
+
 def check_known(ex: Examples, classes: list[str], what: str) -> None:
     """Labels of validation/test/evaluation data must be classes the model was trained on."""
     unseen = sorted(set(ex.labels or []) - set(classes))
@@ -57,8 +78,9 @@ def check_known(ex: Examples, classes: list[str], what: str) -> None:
                         f"{', '.join(repr(u) for u in unseen[:20])}. Known classes: {', '.join(classes[:50])}")
 
 
-def data_summary(splits: dict[str, Examples], split_made: bool) -> dict[str, Any]:
-    """What the run summary and metrics.json say about the data: sizes, class counts, skips, warnings."""
+def data_summary(splits: dict[str, Examples], split_made: bool, label_sep: str | None = None) -> dict[str, Any]:
+    """What the run summary and metrics.json say about the data: sizes, class counts (multi-label, with
+    `label_sep`: inputs per label), skips, warnings."""
     skipped: list[Skipped] = []
     seen = set()
     for ex in splits.values():
@@ -69,8 +91,10 @@ def data_summary(splits: dict[str, Examples], split_made: bool) -> dict[str, Any
     warnings = sorted({w for ex in splits.values() for w in ex.warnings})
     return {
         "sizes": {k: len(v) for k, v in splits.items()},
-        "class_counts": {k: v.class_counts() for k, v in splits.items()},
-        "validation": "stratified split of the training data" if split_made else "given",
+        "class_counts": {k: v.class_counts() if label_sep is None else label_counts(v.labels or [], label_sep)
+                         for k, v in splits.items()},
+        "validation": ("given" if not split_made else "stratified split of the training data" if label_sep is None
+                       else "random split of the training data"),
         "skipped": [s.to_dict() for s in skipped],
         "warnings": warnings,
     }

@@ -313,6 +313,7 @@ def explain_sample(clf: Any, ex: Examples, *, n_right: int = 4, n_wrong: int = 4
     `ex`. Each item is a JSON-ready dict (see module docs / `explain_inputs`)."""
     if ex.labels is None:
         raise ValueError("explain_sample needs labeled examples; use explain_inputs for unlabeled ones")
+    clf.check_fitted().require_single_label("explanations")
     proba = clf.proba(ex)
     y = clf.encode_labels(ex.labels, unknown=-1)
     rows = pick_right_wrong(proba, y, n_right, n_wrong, seed)
@@ -325,6 +326,7 @@ def explain_inputs(clf: Any, ex: Examples, *, method: str = "ig", limit: int = 2
     kind, label, pred, confidence, correct, method, image_png (base64 overlay), original_png (base64
     thumbnail), heatmap (≤16x16 list), tokens ([[word, score in -1..1], ...]), delta, note, seconds,
     text (texts only), error (only when it failed)."""
+    clf.check_fitted().require_single_label("explanations")
     rows = list(range(min(len(ex), max(limit, 0))))
     sub = ex.subset(rows)
     return _explain_rows(clf, sub, rows, clf.proba(sub), method, baseline, n_steps)

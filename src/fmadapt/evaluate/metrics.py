@@ -58,6 +58,15 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str])
 def format_metrics(m: dict[str, Any], title: str = "") -> str:
     """A plain-text table of the headline and per-class metrics (for terminals and logs)."""
     lines = [title] if title else []
+    if m.get("task") == "multilabel":
+        lines.append(f"n={m['n']}  micro_f1={m['micro_f1']:.4f}  macro_f1={m['macro_f1']:.4f}  "
+                     f"subset_accuracy={m['subset_accuracy']:.4f}  hamming_loss={m['hamming_loss']:.4f}")
+        width = max([5, *(len(c) for c in m["per_class"])])
+        lines.append(f"{'label':<{width}}  precision  recall     f1  support")
+        for c, v in sorted(m["per_class"].items(), key=lambda kv: -kv[1]["support"]):
+            lines.append(f"{c:<{width}}  {v['precision']:9.4f}  {v['recall']:6.4f}  {v['f1']:.4f}  "
+                         f"{v['support']:7d}")
+        return "\n".join(lines)
     balanced = f"  balanced_acc={m['balanced_accuracy']:.4f}" if "balanced_accuracy" in m else ""
     lines.append(f"n={m['n']}  accuracy={m['accuracy']:.4f}  macro_f1={m['macro_f1']:.4f}{balanced}  "
                  f"ece={m['ece']:.4f}")

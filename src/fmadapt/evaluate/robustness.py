@@ -49,7 +49,7 @@ def robustness_report(clf: Any, ex: Examples, *, severities: Sequence[int] = (1,
                       max_examples: int = 500, max_adversarial: int = 200, seed: int = 0,
                       adversarial: bool = True, progress: bool = False) -> dict[str, Any]:
     """Accuracy of the fitted `clf` on `ex` (labeled), clean and perturbed. JSON-serialisable dict."""
-    clf.check_fitted()
+    clf.check_fitted().require_single_label("robustness")
     if not ex.labels or len(ex) == 0:
         raise DataError(f"{ex.source or 'evaluation data'}: robustness needs labeled examples")
     unknown = sorted(set(ex.labels) - set(clf.classes_))

@@ -53,6 +53,11 @@ def run_evaluations(clf: Any, ex: Examples, *, robustness: bool, explain: bool, 
         out["metrics"] = clf.metrics_from(proba, ex)
     out["misclassified"] = misclassified(clf, ex, proba)
     out["seconds"]["metrics"] = round(time.perf_counter() - t, 2)
+    if clf.check_fitted().multilabel:
+        # (the perturbation, fairness and attribution code compares one predicted class per input)
+        out["not_run"] = ("robustness, fairness and explanations are for single-label models for now; a multi-label "
+                          "model's report has its metrics per label and its most confident mistakes")
+        return out
     if robustness and len(ex):
         from ..evaluate.robustness import robustness_report
 
@@ -83,6 +88,8 @@ def misclassified(clf: Any, ex: Examples, proba: np.ndarray, limit: int = MISCLA
     """The most confidently wrong predictions first."""
     if not len(ex) or not ex.labels:
         return []
+    if clf.check_fitted().multilabel:
+        return _wrong_label_sets(clf, ex, proba, limit)
     pred = proba.argmax(1)
     y = clf.encode_labels(ex.labels)
     wrong = np.flatnonzero(pred != y)
@@ -90,6 +97,23 @@ def misclassified(clf: Any, ex: Examples, proba: np.ndarray, limit: int = MISCLA
     return [{"id": ex.ids[i], "label": ex.labels[i], "pred": clf.classes_[pred[i]],
              "confidence": round(float(proba[i, pred[i]]), 4),
              **({"text": ex.inputs[i]} if ex.modality == "text" else {"path": ex.inputs[i]})} for i in wrong]
+
+
+def _wrong_label_sets(clf: Any, ex: Examples, proba: np.ndarray, limit: int) -> list[dict[str, Any]]:
+    """Multi-label: the inputs whose predicted label set is wrong, the most confident mistake first (the
+    largest distance of a wrong label's probability from its threshold)."""
+    assert ex.labels is not None
+    y = clf.encode_labels(ex.labels)
+    t = clf.decision_thresholds()
+    pred = proba >= t
+    wrong_cells = pred != (y > 0.5)
+    margin = np.where(wrong_cells, np.abs(proba - t), 0.0).max(1) if len(t) else np.zeros(len(ex))
+    wrong = np.flatnonzero(wrong_cells.any(1))
+    wrong = wrong[np.argsort(-margin[wrong], kind="stable")][:limit]
+    predicted = clf.labels_of(proba[wrong])
+    return [{"id": ex.ids[i], "label": ex.labels[i], "pred": str(p), "confidence": round(float(margin[i]), 4),
+             **({"text": ex.inputs[i]} if ex.modality == "text" else {"path": ex.inputs[i]})}
+            for i, p in zip(wrong, predicted, strict=True)]
 
 
 def save_evaluations(model_dir: str | os.PathLike[str], source: str, evals: dict[str, Any],

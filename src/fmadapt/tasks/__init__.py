@@ -1,2 +1,2 @@
 """Per task: targets, metrics and prediction columns (single-label classification lives in the fitted model and
-evaluate/metrics.py; multi-label in tasks/multilabel.py, its fit path in progress)."""
+evaluate/metrics.py; multi-label in tasks/multilabel.py)."""

@@ -2,8 +2,8 @@
 target matrix, per-label decision thresholds tuned on validation, metrics and prediction columns.
 
 Pure numpy / pandas / scikit-learn, no torch: the fitted model and the evaluation code use the same functions.
-The fit pipeline's heads and losses for this task (sigmoid, one-vs-rest probe, binary cross-entropy) build on
-them (issue 22, in progress)."""
+The fit pipeline (config `task="multilabel"`) builds on them: the one-vs-rest probe (adapt/multilabel.py), binary
+cross-entropy fine-tuning (train/module.py), the thresholds tuned in fitting.py and kept by the Predictor."""
 
 from __future__ import annotations
 
@@ -123,6 +123,15 @@ def tune_thresholds(proba: np.ndarray, y: np.ndarray, grid: np.ndarray | None = 
     return thresholds, notes
 
 
+def tuned_micro_f1(proba: np.ndarray, y: np.ndarray) -> float:
+    """Micro-F1 of held-out predictions at thresholds tuned per label on them: how multi-label candidates (the
+    probe's C, the fine-tuning epochs) are ranked, since the model keeps thresholds tuned that way."""
+    from sklearn.metrics import f1_score
+
+    thresholds, _ = tune_thresholds(proba, y)
+    return float(f1_score(np.asarray(y) > 0.5, decide(proba, thresholds), average="micro", zero_division=0))
+
+
 def decide(proba: np.ndarray, thresholds: np.ndarray | float) -> np.ndarray:
     """The predicted 0/1 matrix: each label's probability against its threshold."""
     return (np.asarray(proba) >= np.asarray(thresholds)).astype(np.int8)  # (a scalar or one per column)
@@ -130,8 +139,9 @@ def decide(proba: np.ndarray, thresholds: np.ndarray | float) -> np.ndarray:
 
 def multilabel_metrics(y: np.ndarray, proba: np.ndarray, thresholds: np.ndarray | float,
                        labels: Sequence[str]) -> dict[str, Any]:
-    """Micro- and macro-F1, subset accuracy (every label of an input right), Hamming loss, macro average
-    precision (threshold-free) and per-label F1 / AP / support."""
+    """Micro- and macro-F1, subset accuracy (every label of an input right; also under "accuracy", as
+    scikit-learn's accuracy_score counts it), Hamming loss, macro average precision (threshold-free) and per label
+    ("per_class", the key single-label metrics use) F1 / precision / recall / AP / support."""
     from sklearn.metrics import average_precision_score, f1_score, hamming_loss, precision_recall_fscore_support
 
     y = (np.asarray(y) > 0.5).astype(np.int8)
@@ -141,16 +151,20 @@ def multilabel_metrics(y: np.ndarray, proba: np.ndarray, thresholds: np.ndarray 
     ap = np.full(len(labels), np.nan)
     for j in np.flatnonzero(present):
         ap[j] = average_precision_score(y[:, j], proba[:, j])
+    subset = float((pred == y).all(1).mean()) if len(y) else float("nan")
     return {
+        "task": "multilabel",
+        # (scikit-learn's accuracy_score on multi-label data is the subset accuracy: the report's headline)
+        "accuracy": subset,
         "micro_f1": float(f1_score(y, pred, average="micro", zero_division=0)),
         "macro_f1": float(f1_score(y[:, present], pred[:, present], average="macro", zero_division=0))
         if present.any() else float("nan"),
-        "subset_accuracy": float((pred == y).all(1).mean()) if len(y) else float("nan"),
+        "subset_accuracy": subset,
         "hamming_loss": float(hamming_loss(y, pred)) if len(y) else float("nan"),
         "macro_average_precision": float(np.nanmean(ap)) if present.any() else float("nan"),
         "labels_without_positives": int((~present).sum()),
         "n": int(len(y)),
-        "per_label": {lab: {"f1": float(f[j]), "precision": float(p[j]), "recall": float(r[j]),
+        "per_class": {lab: {"f1": float(f[j]), "precision": float(p[j]), "recall": float(r[j]),
                             "average_precision": None if np.isnan(ap[j]) else float(ap[j]),
                             "support": int(support[j])} for j, lab in enumerate(labels)},
     }
@@ -165,3 +179,49 @@ def prediction_columns(proba: np.ndarray, labels: Sequence[str], thresholds: np.
     cols: dict[str, Any] = {"pred": joined}
     cols.update({f"prob_{lab}": np.asarray(proba)[:, j] for j, lab in enumerate(labels)})
     return pd.DataFrame(cols)
+
+
+#: what a row of the 0/1-columns form without any label is while the table's rows are cleaned (a label cell must
+#: not be empty there, where an empty cell means a missing label)
+_NO_LABEL = "\x00no label"
+
+
+def label_columns(label_col: str | None) -> list[str] | None:
+    """The 0/1 label columns named by `label_col` ("earn,acq,grain"), or None when it names one column."""
+    if not label_col or "," not in label_col:
+        return None
+    return [c.strip() for c in label_col.split(",") if c.strip()]
+
+
+def joined_column(df: pd.DataFrame, columns: Sequence[str], sep: str, source: str) -> list[Any]:
+    """The 0/1 columns as one label column of `sep`-joined labels (None where a cell is missing), for the table
+    reader; `canonical` turns it into the examples' labels."""
+    bad = [c for c in columns if sep in c]
+    if bad:
+        raise DataError(f"{source}: label column name(s) {', '.join(map(repr, bad))} contain the label separator "
+                        f"{sep!r}: rename them or choose another --label-sep")
+    return [None if s is None else (sep.join(s) if s else _NO_LABEL)
+            for s in label_sets_from_columns(df, columns, source)]
+
+
+def canonical(labels: Sequence[str], sep: str, source: str) -> tuple[list[str], list[str]]:
+    """A table's label strings as the examples' canonical form — each input's labels sorted, distinct, joined by
+    `sep`; "" for an input with none — and the reading's warnings. (The canonical string is what splits, ids and
+    manifests carry; `sets_of` reads it back.)"""
+    sets, warnings = parse_label_sets(["" if v == _NO_LABEL else v for v in labels], sep, source)
+    return [sep.join(s or ()) for s in sets], warnings
+
+
+def sets_of(labels: Sequence[str], sep: str) -> list[tuple[str, ...]]:
+    """The label sets of canonical label strings ("" is the empty set)."""
+    return [tuple(v.split(sep)) if v else () for v in labels]
+
+
+def label_counts(labels: Sequence[str], sep: str) -> dict[str, int]:
+    """How many inputs carry each label (and "(none)": inputs without any)."""
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    for s in sets_of(labels, sep):
+        counts.update(s or ("(none)",))
+    return dict(sorted(counts.items()))

@@ -34,7 +34,7 @@ class ClassifierModule(pl.LightningModule):
                  class_weights: torch.Tensor | None = None, mixup: Any = None,
                  adversarial: str = "none", adv_eps: float = 0.0, adv_steps: int = 3,
                  adv_target: Any = None, row_lr: tuple[nn.Parameter, int, float] | None = None,
-                 channels_last: bool = False, metric: str = "accuracy") -> None:
+                 channels_last: bool = False, metric: str = "accuracy", multilabel: bool = False) -> None:
         super().__init__()
         self.model = model
         self.lr, self.head_lr, self.weight_decay = lr, head_lr, weight_decay
@@ -48,7 +48,11 @@ class ClassifierModule(pl.LightningModule):
         self._anchors: list[tuple[nn.Parameter, torch.Tensor]] = []
         if l2sp > 0:
             self._anchors = [(p, p.detach().clone()) for p in self._body_params()]
-        self.loss_fn = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
+        #: multi-label: a sigmoid per label (binary cross-entropy on the 0/1 target rows); validation's
+        #: `val_acc` is the subset accuracy at 0.5 and `val_score` the micro-F1 at tuned thresholds
+        self.multilabel = multilabel
+        self.loss_fn: nn.Module = (nn.BCEWithLogitsLoss() if multilabel else
+                                   nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing))
         #: timm Mixup (mixup/cutmix with soft targets; it applies the label smoothing itself)
         self.mixup = mixup
         self.class_weights = class_weights
@@ -145,6 +149,11 @@ class ClassifierModule(pl.LightningModule):
         x, y = batch
         logits = self.model(x)
         self.log("val_loss", self.loss_fn(logits, y), batch_size=len(y), sync_dist=True, prog_bar=True)
+        if self.multilabel:
+            self.log("val_acc", ((logits > 0) == (y > 0.5)).all(1).float().mean(), batch_size=len(y),
+                     sync_dist=True, prog_bar=True)
+            self._val_pairs.append(torch.cat([torch.sigmoid(logits.float()), y.float()], dim=1).cpu())
+            return
         self.log("val_acc", (logits.argmax(1) == y).float().mean(), batch_size=len(y), sync_dist=True,
                  prog_bar=True)
         if self.metric != "accuracy":  # a metric over the whole split: kept per batch, computed at the end
@@ -156,6 +165,19 @@ class ClassifierModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         """`val_score`: the run's metric (balanced accuracy, macro-F1) over the validation split, gathered from
         every process, for choosing the epoch (train.selection.selection_key)."""
+        if self.multilabel and self._val_pairs:
+            rows = torch.cat(self._val_pairs)
+            self._val_pairs = []
+            if self.trainer.world_size > 1:
+                gathered = self.all_gather(rows.to(self.device))  # (world, n, 2 x labels)
+                assert isinstance(gathered, torch.Tensor)
+                rows = gathered.cpu().reshape(-1, rows.shape[1])
+            from ..tasks.multilabel import tuned_micro_f1
+
+            half = rows.shape[1] // 2
+            self.log("val_score", tuned_micro_f1(rows[:, :half].numpy(), rows[:, half:].numpy()), sync_dist=False,
+                     prog_bar=True)
+            return
         if self.metric == "accuracy" or not self._val_pairs:
             return
         pairs = torch.cat(self._val_pairs, dim=1)
@@ -285,14 +307,29 @@ class EpochTimer(pl.Callback):
 
 
 @torch.no_grad()
-def evaluation_metrics(model: nn.Module, loader: Any, loss_fn: nn.Module, metric: str = "accuracy"
-                       ) -> dict[str, float]:
+def evaluation_metrics(model: nn.Module, loader: Any, loss_fn: nn.Module, metric: str = "accuracy",
+                       multilabel: bool = False) -> dict[str, float]:
     """{"val_loss", "val_acc"} of `model` (eval mode) over a (x, y) loader, the loss as `loss_fn` computes it
     (the same as the training module's validation loss: label smoothing and class weights included), batches
     weighted by their size like Lightning's epoch means; with another `metric`, also "val_score" as the
-    training module logs it."""
+    training module logs it (multi-label: "val_acc" the subset accuracy at 0.5, "val_score" the micro-F1 at
+    tuned thresholds)."""
     was = model.training
     model.eval()
+    if multilabel:
+        from ..tasks.multilabel import tuned_micro_f1
+
+        loss, n, probs, targets = 0.0, 0, [], []
+        for x, y in loader:
+            logits = model(x)
+            loss += float(loss_fn(logits, y)) * len(y)
+            n += len(y)
+            probs.append(torch.sigmoid(logits.float()).cpu())
+            targets.append(y.float().cpu())
+        model.train(was)
+        p, t = torch.cat(probs).numpy(), torch.cat(targets).numpy()
+        return {"val_loss": loss / max(1, n), "val_acc": float(((p >= 0.5) == (t > 0.5)).all(1).mean()),
+                "val_score": tuned_micro_f1(p, t)}
     loss, correct, n = 0.0, 0, 0
     preds, ys = [], []
     for x, y in loader:
