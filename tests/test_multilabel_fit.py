@@ -107,11 +107,11 @@ def test_zero_one_columns_train_the_same_model_as_a_separator_column():
 
 
 def test_bad_multilabel_input_and_options_are_refused(tmp_path):
-    with pytest.raises(ConfigError, match="probe | finetune"):
+    with pytest.raises(ConfigError, match=r"probe \| finetune \| progressive \| l2sp \| lora for now, not 'contr"):
         TextClassifier(backbone="tiny-bert", task="multilabel", strategy="contrastive")
     with pytest.raises(ConfigError, match="label_smoothing"):
         TextClassifier(backbone="tiny-bert", task="multilabel", strategy="finetune", label_smoothing=0.1)
-    with pytest.raises(ConfigError, match="images are single-label"):
+    with pytest.raises(ConfigError, match="image folders are single-label"):
         ImageClassifier(backbone="tiny-cnn", task="multilabel")
     with pytest.raises(ConfigError, match="ensembles"):
         TextClassifier(backbone="tiny-bert", task="multilabel", ensemble_backbones="tiny-bert,tiny-bert")

@@ -266,7 +266,14 @@ def model_card(config: dict[str, Any], classes: list[str], metrics: dict[str, An
         lines.append(f"- {split}: {n} examples")
     if data.get("skipped"):
         lines.append(f"- skipped inputs: {len(data['skipped'])} (see metrics.json)")
-    if any(isinstance(m, dict) and m.get("task") == "multilabel" for m in metrics.values()):
+    if any(isinstance(m, dict) and m.get("task") == "regression" for m in metrics.values()):
+        lines += ["", "## Metrics", "", "Regression: the target's scale and the prediction intervals are in "
+                  "`config.json` (\"target\", \"interval\").", "",
+                  "| split | n | RMSE | MAE | R² | interval coverage |", "|---|---|---|---|---|---|"]
+        lines += [f"| {split} | {m['n']} | {m['rmse']:.4f} | {m['mae']:.4f} | {m['r2']:.4f} | "
+                  f"{m.get('interval_coverage', float('nan')):.4f} |"
+                  for split, m in metrics.items() if isinstance(m, dict) and "rmse" in m]
+    elif any(isinstance(m, dict) and m.get("task") == "multilabel" for m in metrics.values()):
         lines += ["", "## Metrics", "", "Multi-label: each label's decision threshold is in `config.json` "
                   "(\"thresholds\").", "", "| split | n | micro-F1 | macro-F1 | subset accuracy |",
                   "|---|---|---|---|---|"]

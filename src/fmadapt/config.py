@@ -23,7 +23,7 @@ GROUPS: dict[str, str] = {
 #: the names `strategy` takes out of the box (written out: the registry imports torch, which `fmadapt --help`
 #: must not; tests/test_cli.py checks them against it). Registered strategies add to them.
 STRATEGY_NAMES = ("probe", "finetune", "progressive", "l2sp", "lora", "contrastive", "auto")
-#: the strategies that train multi-label models (task multilabel) so far
+#: the strategies that train multi-label and regression models (task multilabel, regression) so far
 MULTILABEL_STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora")
 
 
@@ -236,10 +236,15 @@ class FitConfig:
     label_col: str | None = opt(None, "input",
         help="tables: the label column (None: detected); task multilabel: one column of labels joined by "
              "`label_sep`, or several 0/1 columns, one per label, named with commas (`earn,acq,grain`)")
-    task: str = opt("classification", "input", choices=("classification", "multilabel"),
+    task: str = opt("classification", "input", choices=("classification", "multilabel", "regression"),
         help='"classification": one class per input; "multilabel": any number of labels per input (a sigmoid per '
              "label, binary cross-entropy, per-label decision thresholds tuned on validation, micro/macro-F1); "
-             "multilabel is for text tables, with probe, finetune, progressive, l2sp or lora, for now")
+             '"regression": a numeric target (ridge probe or mean-squared-error fine-tuning on the standardised '
+             "target, RMSE / MAE / R² / Spearman, split-conformal prediction intervals). multilabel and regression "
+             "are for text tables, with probe, finetune, progressive, l2sp or lora, for now")
+    coverage: float = opt(0.9, "input",
+        help="task regression: the share of new targets the prediction intervals are to hold (split conformal "
+             "prediction on the validation predictions)")
     label_sep: str = opt(";", "input",
         help='task multilabel: what separates the labels in the label column ("earn;acq")')
     encoding: str = opt("auto", "input",
@@ -324,6 +329,7 @@ class FitConfig:
             (0.0 < self.pseudo_threshold <= 1.0, "pseudo_threshold must be in (0, 1]"),
             (self.pseudo_max is None or self.pseudo_max >= 1, "pseudo_max must be >= 1 (or unset: all)"),
             (bool(self.label_sep), "label_sep must be a non-empty separator such as ';' or '|'"),
+            (0.0 < self.coverage < 1.0, "coverage must be in (0, 1), e.g. 0.9 for 90 % prediction intervals"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -349,18 +355,20 @@ class FitConfig:
                  f"adversarial '{self.adversarial}' is for {other}: use "
                  + ("'fgsm' or 'pgd'" if modality == "image" else "'embedding'") + f" on {modality}s"),
             ]
-        if self.task == "multilabel":
+        if self.task != "classification":
+            t = self.task
             rules += [
-                (modality == "image", "task multilabel reads text tables for now; images are single-label"),
+                (modality == "image", f"task {t} reads text tables for now; image folders are single-label classes"),
                 (self.strategy not in MULTILABEL_STRATEGIES,
-                 f"task multilabel trains with strategy {' | '.join(MULTILABEL_STRATEGIES)} for now, not "
-                 f"{self.strategy!r}"),
+                 f"task {t} trains with strategy {' | '.join(MULTILABEL_STRATEGIES)} for now, not {self.strategy!r}"),
                 (self.label_smoothing > 0, "label_smoothing is for single-label classification (cross-entropy)"),
                 (self.adversarial != "none", "adversarial training is for single-label classification for now"),
-                (self.ensemble > 1 or len(self.backbone_names()) > 1,
-                 "task multilabel does not combine with ensembles yet"),
+                (self.ensemble > 1 or len(self.backbone_names()) > 1, f"task {t} does not combine with ensembles yet"),
                 (self.label_template is not None, "label_template is for single-label classification"),
-                (unlabeled, "task multilabel does not take unlabeled data (self-training) yet"),
+                (unlabeled, f"task {t} does not take unlabeled data (self-training) yet"),
+                (t == "regression" and self.select_by == "accuracy",
+                 "select_by 'accuracy' is for classification; task regression chooses epochs by RMSE ('metric') "
+                 "or 'loss'"),
             ]
         names = self.backbone_names()
         fresh = self.text_noise or self.mixup or self.cutmix or self.adversarial != "none"

@@ -24,6 +24,7 @@ from .data.split import (
     check_known,
     check_trainable,
     check_trainable_multilabel,
+    check_trainable_regression,
     data_summary,
     random_split,
     stratified_split,
@@ -89,7 +90,13 @@ class FitRun(SelfTraining):
         splits = self._labeled(data, cfg)
         train = splits["train"]
         sep = cfg.label_sep if cfg.task == "multilabel" else None  # multi-label: the labels' separator
-        check_trainable(train) if sep is None else check_trainable_multilabel(train, sep)
+        regression = cfg.task == "regression"
+        if regression:
+            check_trainable_regression(train)
+        elif sep is None:
+            _check_classes(train)
+        else:
+            check_trainable_multilabel(train, sep)
         # what the default crop is chosen by (every member and refit of this fit uses the same)
         self._short_side = median_short_side(train.inputs) if self.modality == "image" else None
         cfg = self.config(self.inferred)  # now with the columns inferred from the data
@@ -97,10 +104,15 @@ class FitRun(SelfTraining):
             splits["val"] = self._labeled(val, cfg)["train"]
         split_made = "val" not in splits
         if split_made:
-            train, splits["val"] = (stratified_split if sep is None else random_split)(train, cfg.val_fraction,
-                                                                                       cfg.seed)
+            train, splits["val"] = (stratified_split if sep is None and not regression else random_split)(
+                train, cfg.val_fraction, cfg.seed)
             splits["train"] = train
-        if sep is None:
+        scale = None
+        if regression:  # one output: the standardised target
+            classes = [str(cfg.label_col or "target")]
+            y = np.asarray([float(v) for v in train.labels or []])
+            scale = (float(y.mean()), float(y.std()) or 1.0)
+        elif sep is None:
             classes = sorted(set(train.labels or []))
             for name in ("val", "test"):
                 if name in splits:
@@ -111,8 +123,9 @@ class FitRun(SelfTraining):
         if cfg.label_template:  # numeric class names are refused before any feature is computed
             class_sentences(classes, cfg.label_template)
         self.predictor = out = Predictor(self.modality, classes, cfg, cache=self.cache, progress=self.progress)
+        out.target_scale_ = scale
         ctx = adapt.FitContext(classes, out.feature_cache(), out.show_progress(), checkpoints=self.checkpoints,
-                               label_sep=sep)
+                               label_sep=sep, target_scale=scale)
         pool = self._unlabeled_pool(unlabeled, cfg, splits) if unlabeled is not None else None
         selection_metrics = None
         if cfg.strategy == "auto":
@@ -157,7 +170,14 @@ class FitRun(SelfTraining):
         # calibration: fitted on the validation predictions of models that never trained on them
         source = ("validation split" if selection_metrics is None else
                   "validation split, predicted before the final refit on it")
-        if sep is None:
+        if regression:  # prediction intervals from the same honest predictions
+            out.calibration_ = {"temperature": 1.0, "fitted": False,
+                                "note": "regression: no temperature; prediction intervals by split conformal "
+                                        "prediction on the validation predictions instead"}
+            self._intervals(out, val_proba, ctx.unstandardise(ctx.standardised(splits["val"])), cfg.coverage,
+                            source)
+            selection_metrics = None
+        elif sep is None:
             out.calibration_ = self._calibrate(cfg, val_proba, splits["val"], source)
         else:  # one threshold per label, tuned on the same honest predictions a temperature would be fitted on
             out.calibration_ = {"temperature": 1.0, "fitted": False,
@@ -167,7 +187,7 @@ class FitRun(SelfTraining):
             selection_metrics = None  # (the metrics at the tuned thresholds, below)
         out.temperature_ = out.calibration_.get("temperature", 1.0)
         self._measure(out, cfg, splits, selection_metrics, val_proba)
-        out.data_summary_ = data_summary(splits, split_made, sep)
+        out.data_summary_ = data_summary(splits, split_made, sep, regression)
         if pool is not None:
             out.data_summary_["unlabeled"] = {**self._pool_summary, "skipped": [s.to_dict() for s in pool.skipped]}
             out.data_summary_["warnings"] = sorted({*out.data_summary_["warnings"], *pool.warnings})
@@ -209,6 +229,24 @@ class FitRun(SelfTraining):
         out.thresholds_ = thresholds
         out.history_["thresholds"] = {"chosen_by": f"each label's F1 on the {source} ({len(y)} examples)",
                                       "median": round(float(np.median(thresholds)), 4), "notes": notes}
+
+    @staticmethod
+    def _intervals(out: Predictor, pred: np.ndarray, y: np.ndarray, coverage: float, source: str) -> None:
+        """Regression: the split-conformal half-width of the prediction intervals, from the absolute residuals of
+        honest validation predictions (none when there are too few of them for the coverage asked)."""
+        from .tasks.regression import conformal_halfwidth
+
+        q = conformal_halfwidth(np.abs(y - pred[:, 0]), coverage)
+        if not np.isfinite(q):
+            need = int(np.ceil(coverage / (1 - coverage)))
+            out.interval_ = None
+            out.history_["interval"] = {"note": f"no prediction intervals: {len(y)} validation example(s), "
+                                                f"{coverage:g} coverage needs at least {need}"}
+            return
+        out.interval_ = {"coverage": coverage, "halfwidth": q, "n": int(len(y)),
+                         "method": f"split conformal prediction on the {source}: pred ± the "
+                                   f"⌈(n+1)·{coverage:g}⌉-th smallest absolute residual"}
+        out.history_["interval"] = dict(out.interval_)
 
     def _measure(self, out: Predictor, cfg: FitConfig, splits: dict[str, Examples],
                  selection_metrics: dict[str, Any] | None, val_proba: np.ndarray) -> None:
@@ -346,6 +384,24 @@ class FitRun(SelfTraining):
             metrics=lambda p: {**self.predictor.metrics_from(p, val), "_proba": p},
             probe_out_of_fold=lambda m, ex, folds: out_of_fold(m.model, ex, targets(ex), m.config, ctx, m.history,
                                                                folds))
+
+
+def _check_classes(train: Examples) -> None:
+    """check_trainable, and when the class labels look like a numeric quantity, the suggestion of a regression
+    (in the error when the classes cannot train, as a warning otherwise)."""
+    from .tasks.regression import looks_continuous
+
+    continuous = looks_continuous(train.labels or [])
+    hint = (f"the labels look like a numeric quantity ({len(set(train.labels or []))} distinct numbers): to predict "
+            "it as a number, use --task regression")
+    try:
+        check_trainable(train)
+    except DataError as e:
+        if continuous:
+            raise DataError(f"{e} ({hint})") from None
+        raise
+    if continuous:
+        train.warnings.append(hint)
 
 
 def member_specs(cfg: FitConfig, default_backbone: str) -> list[tuple[str, int]]:

@@ -44,6 +44,8 @@ class Persisted:
     ngram_weight_: float
     _val_proba_raw: np.ndarray | None
     thresholds_: np.ndarray | None
+    target_scale_: tuple[float, float] | None
+    interval_: dict[str, Any] | None
 
     def check_fitted(self) -> Any: ...  # (predictor.Predictor)
 
@@ -137,11 +139,17 @@ class Persisted:
                                 "note": cal.get("note", "")}} if t != 1.0 or cal else {}
 
     def _thresholds_entry(self) -> dict[str, Any]:
-        """Multi-label: each label's decision threshold, which prediction applies (config.json "thresholds")."""
+        """What prediction applies besides the weights, by task (config.json): multi-label, each label's decision
+        threshold ("thresholds"); regression, the target's scale ("target") and the intervals ("interval")."""
+        out: dict[str, Any] = {}
         t = self.thresholds_
-        if t is None:
-            return {}
-        return {"thresholds": {c: round(float(v), 6) for c, v in zip(self.classes_, t, strict=True)}}
+        if t is not None:
+            out["thresholds"] = {c: round(float(v), 6) for c, v in zip(self.classes_, t, strict=True)}
+        if self.target_scale_ is not None:
+            out["target"] = {"name": self.classes_[0], "mean": self.target_scale_[0], "std": self.target_scale_[1]}
+        if self.interval_ is not None:
+            out["interval"] = dict(self.interval_)
+        return out
 
     def _ngram_entry(self) -> dict[str, Any]:
         """What config.json says of an n-gram model (auto on texts): its weight in the prediction and files."""
@@ -198,7 +206,28 @@ def read_model_dir(path: str | os.PathLike[str], modality: str | None = None) ->
         ngram = (NgramModel.load(root, len(classes)), float(weight))
     return {"modality": found, "classes": classes, "config": FitConfig.from_dict(config.get("fit", {})),
             "members": members, "temperature": stored_temperature(root / "config.json"), "ngram": ngram,
-            "thresholds": _thresholds(top.get("thresholds"), classes, root / "config.json")}
+            "thresholds": _thresholds(top.get("thresholds"), classes, root / "config.json"),
+            **_regression_entries(top, root / "config.json")}
+
+
+def _regression_entries(top: dict[str, Any], where: Path) -> dict[str, Any]:
+    """config.json's "target" (mean, std) and "interval" (coverage, halfwidth) of a regression model, checked."""
+    import math
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    target, interval = top.get("target"), top.get("interval")
+    scale = None
+    if target is not None:
+        if not (isinstance(target, dict) and number(target.get("mean")) and number(target.get("std"))
+                and target["std"] > 0):
+            raise ArtifactError(f"{where}: 'target' must give the target's mean and a positive std")
+        scale = (float(target["mean"]), float(target["std"]))
+    if interval is not None and not (isinstance(interval, dict) and number(interval.get("halfwidth"))
+                                     and interval["halfwidth"] >= 0 and number(interval.get("coverage"))):
+        raise ArtifactError(f"{where}: 'interval' must give a coverage and a half-width >= 0")
+    return {"target_scale": scale, "interval": interval}
 
 
 def _thresholds(entry: Any, classes: list[str], where: Path) -> np.ndarray | None:

@@ -35,7 +35,8 @@ class Predictor(Persisted):
     def __init__(self, modality: str, classes: list[str], config: FitConfig, *, cache: bool = True,
                  progress: bool | None = None) -> None:
         self.modality = modality
-        self.task = TASKS[modality] if config.task == "classification" else f"{modality}-multilabel-classification"
+        self.task = (TASKS[modality] if config.task == "classification" else f"{modality}-regression"
+                     if config.task == "regression" else f"{modality}-multilabel-classification")
         self.classes_ = list(classes)
         self.config_ = config
         self.cache = cache
@@ -55,6 +56,16 @@ class Predictor(Persisted):
         self._val_proba_raw: np.ndarray | None = None
         #: task multilabel: each label's decision threshold (tuned on validation; 0.5 until then)
         self.thresholds_: np.ndarray | None = None
+        #: task regression: (mean, std) of the training targets (the head predicts the standardised target),
+        #: and the prediction intervals (split conformal: {"coverage", "halfwidth", ...}; None: none)
+        self.target_scale_: tuple[float, float] | None = None
+        self.interval_: dict[str, Any] | None = None
+
+    @property
+    def regression(self) -> bool:
+        """Whether this model predicts a number (task regression): `predict` gives it, `predict_table` adds the
+        prediction interval (`lower`, `upper`); `classes_` holds the target's name."""
+        return self.config_.task == "regression"
 
     @property
     def multilabel(self) -> bool:
@@ -63,12 +74,16 @@ class Predictor(Persisted):
         return self.config_.task == "multilabel"
 
     def require_single_label(self, what: str) -> None:
-        """ConfigError when this is a multi-label model and `what` compares one predicted class per input."""
-        if self.multilabel:
+        """ConfigError unless this is a single-label classifier (`what` compares one predicted class per input)."""
+        if self.config_.task != "classification":
             from .errors import ConfigError
 
-            raise ConfigError(f"{what} is for single-label models for now; this model is multi-label (task "
-                              "multilabel): `fmadapt evaluate` gives its metrics per label")
+            raise ConfigError(f"{what} is for single-label models for now; this model is a {self.task} model "
+                              f"(task {self.config_.task}): `fmadapt evaluate` gives its metrics")
+
+    def interval_halfwidth(self) -> float | None:
+        """Regression: half the width of the prediction intervals (pred ± it), or None without intervals."""
+        return None if self.interval_ is None else float(self.interval_["halfwidth"])
 
     def decision_thresholds(self) -> np.ndarray:
         """Multi-label: each label's threshold (0.5 where none was tuned)."""
@@ -127,6 +142,10 @@ class Predictor(Persisted):
                                      progress=self.show_progress(), desc="predicting", runtime=cfg.runtime)
             with torch.inference_mode():
                 logits = model.forward_features(torch.from_numpy(feats).to(model.head.weight.device))
+                if cfg.task == "regression":
+                    mean, std = self.target_scale_ or (0.0, 1.0)
+                    views.append((logits.double() * std + mean).cpu().numpy())
+                    continue
                 views.append((torch.sigmoid(logits.float()) if cfg.task == "multilabel" else
                               torch.softmax(logits.float(), dim=1)).cpu().numpy())
         return views[0] if len(views) == 1 else np.mean(views, axis=0)
@@ -139,10 +158,17 @@ class Predictor(Persisted):
             from .tasks.multilabel import indicator, sets_of
 
             return indicator(sets_of(list(labels or []), self.config_.label_sep), self.classes_, unknown="ignore")
+        if self.regression:  # (the targets themselves)
+            return np.asarray([float(v) for v in labels or []], dtype=np.float64)
         return label_indices(self.classes_, labels, unknown)
 
     def predict_proba(self, data: DataLike) -> pd.DataFrame:
         """One row per readable input (index = path or row id), columns `prob_<class>`."""
+        if self.regression:
+            from .errors import ConfigError
+
+            raise ConfigError("a regression model has no class probabilities: `predict` gives the number, "
+                              "`predict_table` adds the prediction interval (lower, upper)")
         ex = self.read_inputs(data)
         p = self.proba(ex)
         return pd.DataFrame(p, index=pd.Index(ex.ids, name="id"), columns=[f"prob_{c}" for c in self.classes_])
@@ -155,6 +181,8 @@ class Predictor(Persisted):
 
     def labels_of(self, proba: np.ndarray) -> np.ndarray:
         """The predictions (as `predict` gives them) of probabilities from `proba`."""
+        if self.regression:
+            return np.asarray(proba, dtype=np.float64).reshape(len(proba), -1)[:, 0]
         if not len(proba):
             return np.array([], dtype=object)
         if self.multilabel:
@@ -174,8 +202,13 @@ class Predictor(Persisted):
         if ex.modality == "text":
             out["text"] = ex.inputs
         out["pred"] = self.labels_of(p).tolist()
-        for j, c in enumerate(self.classes_):
-            out[f"prob_{c}"] = p[:, j] if len(p) else []
+        if self.regression:
+            q = self.interval_halfwidth()
+            if q is not None:
+                out["lower"], out["upper"] = out["pred"] - q, out["pred"] + q
+        else:
+            for j, c in enumerate(self.classes_):
+                out[f"prob_{c}"] = p[:, j] if len(p) else []
         if ex.skipped:
             bad = pd.DataFrame({"id": [s.where for s in ex.skipped], "error": [s.reason for s in ex.skipped]})
             out = pd.concat([out, bad], ignore_index=True)
@@ -210,6 +243,7 @@ class Predictor(Persisted):
         obj.set_members(saved["members"])
         obj.temperature_ = saved["temperature"]
         obj.thresholds_ = saved["thresholds"]
+        obj.target_scale_, obj.interval_ = saved["target_scale"], saved["interval"]
         if saved["ngram"] is not None:
             obj.ngram_, obj.ngram_weight_ = saved["ngram"]
         return obj
@@ -221,7 +255,7 @@ class Predictor(Persisted):
         self.check_fitted()
         splits, _ = read_labeled(self.modality, data, self.config_, fitting=False)
         ex = splits[next(n for n in ("test", "val", "train") if n in splits)]
-        if not self.multilabel:  # (multi-label: a label the model does not know is left out of the targets)
+        if self.config_.task == "classification":  # (multi-label: an unknown label is left out of the targets)
             check_known(ex, self.classes_, "evaluation data")
         return ex
 
@@ -233,6 +267,10 @@ class Predictor(Persisted):
             from .tasks.multilabel import multilabel_metrics
 
             m = multilabel_metrics(y, proba, self.decision_thresholds(), self.classes_)
+        elif self.regression:
+            from .tasks.regression import regression_metrics
+
+            m = regression_metrics(y, self.labels_of(proba), self.interval_halfwidth())
         else:
             m = classification_metrics(y, proba, self.classes_)
         m["skipped"] = [s.to_dict() for s in ex.skipped]
@@ -269,7 +307,9 @@ class Predictor(Persisted):
 
     def score(self, data: DataLike) -> float:
         """Accuracy on labeled data (multi-label: subset accuracy, every label of an input right, as
-        scikit-learn's `score` of a multi-label classifier)."""
+        scikit-learn's `score` of a multi-label classifier; regression: R², as a scikit-learn regressor's)."""
+        if self.regression:
+            return float(self.evaluate(data)["r2"])
         return float(self.evaluate(data)["accuracy"])
 
     def validation_note(self) -> str:

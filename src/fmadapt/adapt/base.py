@@ -34,17 +34,36 @@ class FitContext:
     #: multi-label (task multilabel): the separator of the examples' canonical label strings; `classes` are then
     #: the labels, and `indicator` gives the targets
     label_sep: str | None = None
+    #: regression: (mean, standard deviation) of the training targets; heads learn the standardised target
+    target_scale: tuple[float, float] | None = None
 
     @property
     def multilabel(self) -> bool:
         return self.label_sep is not None
 
+    @property
+    def regression(self) -> bool:
+        return self.target_scale is not None
+
     def targets(self, ex: Examples) -> list[Any]:
-        """What the training loaders carry per example: the class index, or (multi-label) the float32 row of
-        the 0/1 target matrix."""
+        """What the training loaders carry per example: the class index, or the float32 row of the 0/1 target
+        matrix (multi-label), or the standardised target as a float32 row of one (regression)."""
         if self.multilabel:
             return list(self.indicator(ex))
+        if self.regression:
+            return list(self.standardised(ex).astype(np.float32)[:, None])
         return label_indices(self.classes, ex.labels).tolist()
+
+    def standardised(self, ex: Examples) -> np.ndarray:
+        """Regression: (target - mean) / std of the examples' targets."""
+        assert self.target_scale is not None
+        mean, std = self.target_scale
+        return (np.asarray([float(v) for v in ex.labels or []], dtype=np.float64) - mean) / std
+
+    def unstandardise(self, z: np.ndarray) -> np.ndarray:
+        assert self.target_scale is not None
+        mean, std = self.target_scale
+        return np.asarray(z, dtype=np.float64) * std + mean
 
     def indicator(self, ex: Examples) -> np.ndarray:
         """Multi-label: the (n, labels) 0/1 target matrix; a label outside `classes` (validation data may

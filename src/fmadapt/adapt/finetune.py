@@ -149,13 +149,14 @@ class FineTune(Strategy):
             trained = model
         steps = cfg.epochs * max(1, len(tr))
         # the probe's weighted and unweighted heads competed on validation: the loss keeps the winner's weighting
-        if ctx.multilabel:  # (per-label thresholds, tuned on validation afterwards, meet the labels' imbalance)
+        if ctx.multilabel or ctx.regression:  # (multi-label: the per-label thresholds meet the labels' imbalance)
             balance = {"weighted": False, "ratio": None, "weights": None,
-                       "note": "multi-label: binary cross-entropy per label, not weighted"}
+                       "note": "regression: mean squared error on the standardised target" if ctx.regression else
+                       "multi-label: binary cross-entropy per label, not weighted"}
         else:
             chosen = probe["imbalance"]["weighted"] if probe and cfg.class_weight == "auto" else None
             balance = imbalance(ctx.targets(train), len(ctx.classes), cfg, weighted=chosen)
-        metric = "micro_f1" if ctx.multilabel else cfg.metric
+        metric = "micro_f1" if ctx.multilabel else "rmse" if ctx.regression else cfg.metric
         lr = cfg.lr or (self.uses_backbone_lr and bb.cfg.finetune_lr) or self.default_lr[bb.cfg.modality]
         lr_source = ("given (lr)" if cfg.lr else
                      f"measured for {bb.cfg.name} (its finetune_lr)" if self.uses_backbone_lr and bb.cfg.finetune_lr
@@ -172,6 +173,7 @@ class FineTune(Strategy):
             mixup=(mixup_fn(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(ctx.classes))
                    if split is None and bb.cfg.modality == "image" else None),
             row_lr=row_lr, channels_last=bb.cfg.modality == "image", metric=metric, multilabel=ctx.multilabel,
+            regression=ctx.regression,
             **_adversarial(cfg, bb))
         callbacks_extra = self.callbacks(bb, n_train, cfg)
         param_groups = [{"name": g["name"], "lr": g["lr"], "params": sum(p.numel() for p in g["params"])}
@@ -180,7 +182,7 @@ class FineTune(Strategy):
         # last): fine-tuning never makes it worse on validation (by the metric, ties broken by the loss: a
         # fine-tuned model may be far more accurate and still have a higher loss than the probe, being
         # overconfident, which calibration corrects afterwards)
-        initial = (evaluation_metrics(trained, va, module.loss_fn, metric, ctx.multilabel)
+        initial = (evaluation_metrics(trained, va, module.loss_fn, metric, ctx.multilabel, ctx.regression)
                    if probe and cfg.restore_best else None)
         with tempfile.TemporaryDirectory(prefix="fmadapt-") as tmp:
             history = History(os.path.join(tmp, "history.json"))
@@ -216,7 +218,7 @@ class FineTune(Strategy):
             "epochs_run": len(epochs),
             "best_epoch": best_epoch,  # -1: no epoch beat the starting point, which was kept
             "initial_val_loss": None if initial is None else round(initial["val_loss"], 6),
-            "initial_val_acc": None if initial is None else round(initial["val_acc"], 6),
+            "initial_val_acc": None if initial is None or "val_acc" not in initial else round(initial["val_acc"], 6),
             **({"initial_val_score": round(initial["val_score"], 6)} if initial and "val_score" in initial else {}),
             "select_by": cfg.select_by if cfg.select_by != "metric" else f"metric ({metric})",
             "epochs": epochs,
@@ -237,9 +239,9 @@ class FineTune(Strategy):
             "ema": cfg.ema or None,  # the decay of the weight average validated and kept (None: no average)
             "param_groups": param_groups,
             "new_token_lr": row_lr[2] * lr if row_lr else None,
-            "probe_val_acc": max(r.get("val_acc", r.get("val_micro_f1", 0.0)) for r in probe["candidates"])
-            if probe else None,
-            "probe_C": probe["C"] if probe else None,
+            "probe_val_acc": max(r["val_acc"] for r in probe["candidates"])
+            if probe and all("val_acc" in r for r in probe["candidates"]) else None,
+            "probe_C": probe.get("C") if probe else None,
             "metric": metric,
             **({"label_prior": probe["label_prior"]} if probe and "label_prior" in probe else {}),
             **self._extra_history(),

@@ -39,6 +39,10 @@ class Probe(Strategy):
             from .multilabel import fit_multilabel_probe
 
             return fit_multilabel_probe(model, train, val, cfg, ctx)
+        if ctx.regression:  # ridge regression on the standardised target (adapt/regression.py)
+            from .regression import fit_ridge_probe
+
+            return fit_ridge_probe(model, train, val, cfg, ctx)
         t0 = time.perf_counter()
         kw = {"batch_size": max(cfg.batch_size, 64), "cache": ctx.cache, "num_workers": cfg.num_workers,
               "progress": ctx.progress, "runtime": cfg.runtime}

@@ -14,13 +14,22 @@ def _summary(clf: Any, out: Path, seconds: float) -> dict[str, Any]:
         "backbone": clf.model_.backbone.cfg.name,
         "strategy": clf.config_.strategy,
         "classes": clf.classes_,
-        "metrics": {k: {m: v[m] for m in ("n", "accuracy", "macro_f1", "ece", "micro_f1", "subset_accuracy")
+        "metrics": {k: {m: v[m] for m in ("n", "accuracy", "macro_f1", "ece", "micro_f1", "subset_accuracy", "rmse",
+                                          "mae", "r2", "spearman", "interval_coverage", "interval_width")
                         if m in v} for k, v in clf.metrics_.items()},
         "data": {k: v for k, v in clf.data_summary_.items() if k != "class_counts"},
         "history": clf.history_,
         "seconds": round(seconds, 1),
         "resumed": getattr(clf, "resumed_", []),
     }
+
+
+def _outputs(clf: Any) -> str:
+    if clf.regression:
+        interval = clf.interval_
+        return (f"regression of {clf.classes_[0]!r}" + (f", {interval['coverage']:.0%} intervals ± "
+                                                        f"{interval['halfwidth']:.4g}" if interval else ""))
+    return f"{len(clf.classes_)} {'labels (multi-label)' if clf.multilabel else 'classes'}"
 
 
 def _print_fit(clf: Any, out: Path, seconds: float) -> None:
@@ -32,7 +41,7 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
     if (clf.history_ or {}).get("auto"):
         strategy = f"auto -> {clf.history_['auto']['winner']}"
     _out(f"backbone {clf.model_.backbone.cfg.name} | strategy {strategy} | {sizes} "
-         f"| {len(clf.classes_)} {'labels (multi-label)' if clf.multilabel else 'classes'} | {seconds:.1f}s")
+         f"| {_outputs(clf)} | {seconds:.1f}s")
     for w in ds["warnings"]:
         _out(f"warning: {w}")
     auto = (clf.history_ or {}).get("auto")

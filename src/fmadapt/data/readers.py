@@ -93,6 +93,11 @@ def read_text_table(data: str | os.PathLike[str] | pd.DataFrame, cfg: FitConfig,
         assert ex.labels is not None
         ex.labels, read = canonical(ex.labels, cfg.label_sep, source)
         ex.warnings.extend(read)
+    elif cfg.task == "regression" and need_label:
+        from ..tasks.regression import canonical as numeric
+
+        assert ex.labels is not None
+        ex.labels = numeric(ex.labels, ex.ids, source)
     if note:
         ex.warnings.append(note)
     return ex, text, label

@@ -62,6 +62,16 @@ def check_trainable_multilabel(ex: Examples, sep: str, what: str = "training dat
         raise DataError(f"{ex.source}: {what} has {len(ex)} labeled input(s); multi-label training needs at least 4")
 
 
+def check_trainable_regression(ex: Examples, what: str = "training data") -> None:
+    """Stop before any training when a numeric target cannot train a regression (too few, or all alike)."""
+    if ex.labels is None:
+        raise DataError(f"{ex.source}: {what} has no targets")
+    if len(ex) < 4:
+        raise DataError(f"{ex.source}: {what} has {len(ex)} example(s); regression needs at least 4")
+    if len(set(ex.labels)) < 2:
+        raise DataError(f"{ex.source}: every target of the {what} is {ex.labels[0]!r}: nothing to learn")
+
+
 def random_split(ex: Examples, val_fraction: float = 0.2, seed: int = 0) -> tuple[Examples, Examples]:
     """Seeded random split (multi-label data: its label combinations are too many to stratify by)."""
     order = np.random.default_rng(seed).permutation(len(ex))
@@ -78,9 +88,10 @@ def check_known(ex: Examples, classes: list[str], what: str) -> None:
                         f"{', '.join(repr(u) for u in unseen[:20])}. Known classes: {', '.join(classes[:50])}")
 
 
-def data_summary(splits: dict[str, Examples], split_made: bool, label_sep: str | None = None) -> dict[str, Any]:
+def data_summary(splits: dict[str, Examples], split_made: bool, label_sep: str | None = None,
+                 regression: bool = False) -> dict[str, Any]:
     """What the run summary and metrics.json say about the data: sizes, class counts (multi-label, with
-    `label_sep`: inputs per label), skips, warnings."""
+    `label_sep`: inputs per label; regression: the target's mean, spread and range), skips, warnings."""
     skipped: list[Skipped] = []
     seen = set()
     for ex in splits.values():
@@ -91,10 +102,20 @@ def data_summary(splits: dict[str, Examples], split_made: bool, label_sep: str |
     warnings = sorted({w for ex in splits.values() for w in ex.warnings})
     return {
         "sizes": {k: len(v) for k, v in splits.items()},
-        "class_counts": {k: v.class_counts() if label_sep is None else label_counts(v.labels or [], label_sep)
-                         for k, v in splits.items()},
-        "validation": ("given" if not split_made else "stratified split of the training data" if label_sep is None
+        **({"targets": {k: _target_summary(v.labels or []) for k, v in splits.items()}} if regression else
+           {"class_counts": {k: v.class_counts() if label_sep is None else label_counts(v.labels or [], label_sep)
+                             for k, v in splits.items()}}),
+        "validation": ("given" if not split_made else
+                       "stratified split of the training data" if label_sep is None and not regression
                        else "random split of the training data"),
         "skipped": [s.to_dict() for s in skipped],
         "warnings": warnings,
     }
+
+
+def _target_summary(labels: list[str]) -> dict[str, float]:
+    y = np.asarray([float(v) for v in labels], dtype=float)
+    if not len(y):
+        return {"n": 0}
+    return {"n": int(len(y)), "mean": round(float(y.mean()), 6), "std": round(float(y.std()), 6),
+            "min": float(y.min()), "max": float(y.max())}

@@ -58,6 +58,12 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str])
 def format_metrics(m: dict[str, Any], title: str = "") -> str:
     """A plain-text table of the headline and per-class metrics (for terminals and logs)."""
     lines = [title] if title else []
+    if m.get("task") == "regression":
+        line = (f"n={m['n']}  rmse={m['rmse']:.4f}  mae={m['mae']:.4f}  r2={m['r2']:.4f}  "
+                f"spearman={m['spearman']:.4f}")
+        if "interval_coverage" in m:
+            line += f"  interval: coverage={m['interval_coverage']:.4f} width={m['interval_width']:.4g}"
+        return "\n".join([*lines, line])
     if m.get("task") == "multilabel":
         lines.append(f"n={m['n']}  micro_f1={m['micro_f1']:.4f}  macro_f1={m['macro_f1']:.4f}  "
                      f"subset_accuracy={m['subset_accuracy']:.4f}  hamming_loss={m['hamming_loss']:.4f}")

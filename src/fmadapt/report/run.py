@@ -53,10 +53,10 @@ def run_evaluations(clf: Any, ex: Examples, *, robustness: bool, explain: bool, 
         out["metrics"] = clf.metrics_from(proba, ex)
     out["misclassified"] = misclassified(clf, ex, proba)
     out["seconds"]["metrics"] = round(time.perf_counter() - t, 2)
-    if clf.check_fitted().multilabel:
+    if clf.check_fitted().config_.task != "classification":
         # (the perturbation, fairness and attribution code compares one predicted class per input)
-        out["not_run"] = ("robustness, fairness and explanations are for single-label models for now; a multi-label "
-                          "model's report has its metrics per label and its most confident mistakes")
+        out["not_run"] = ("robustness, fairness and explanations are for single-label models for now; this "
+                          "model's report has its metrics and its largest mistakes")
         return out
     if robustness and len(ex):
         from ..evaluate.robustness import robustness_report
@@ -90,6 +90,13 @@ def misclassified(clf: Any, ex: Examples, proba: np.ndarray, limit: int = MISCLA
         return []
     if clf.check_fitted().multilabel:
         return _wrong_label_sets(clf, ex, proba, limit)
+    if clf.check_fitted().regression:  # the largest errors first ("confidence": the absolute error)
+        pred = clf.labels_of(proba)
+        err = np.abs(pred - clf.encode_labels(ex.labels))
+        return [{"id": ex.ids[i], "label": ex.labels[i], "pred": round(float(pred[i]), 6),
+                 "confidence": round(float(err[i]), 6),
+                 **({"text": ex.inputs[i]} if ex.modality == "text" else {"path": ex.inputs[i]})}
+                for i in np.argsort(-err, kind="stable")[:limit]]
     pred = proba.argmax(1)
     y = clf.encode_labels(ex.labels)
     wrong = np.flatnonzero(pred != y)
@@ -231,7 +238,7 @@ def report_data(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     run = _read(root / "run.json") or {}
     data = metrics.pop("data", {})
     calibration = metrics.pop("calibration", None)
-    splits = {k: v for k, v in metrics.items() if isinstance(v, dict) and "accuracy" in v}
+    splits = {k: v for k, v in metrics.items() if isinstance(v, dict) and ("accuracy" in v or "rmse" in v)}
     out: dict[str, Any] = {
         "title": f"fmadapt report: {root.resolve().name}", "created": _now(),
         "model": {"dir": str(root.resolve()), "task": config.get("task"), "backbone": config.get("backbone"),

@@ -34,7 +34,8 @@ class ClassifierModule(pl.LightningModule):
                  class_weights: torch.Tensor | None = None, mixup: Any = None,
                  adversarial: str = "none", adv_eps: float = 0.0, adv_steps: int = 3,
                  adv_target: Any = None, row_lr: tuple[nn.Parameter, int, float] | None = None,
-                 channels_last: bool = False, metric: str = "accuracy", multilabel: bool = False) -> None:
+                 channels_last: bool = False, metric: str = "accuracy", multilabel: bool = False,
+                 regression: bool = False) -> None:
         super().__init__()
         self.model = model
         self.lr, self.head_lr, self.weight_decay = lr, head_lr, weight_decay
@@ -51,7 +52,10 @@ class ClassifierModule(pl.LightningModule):
         #: multi-label: a sigmoid per label (binary cross-entropy on the 0/1 target rows); validation's
         #: `val_acc` is the subset accuracy at 0.5 and `val_score` the micro-F1 at tuned thresholds
         self.multilabel = multilabel
-        self.loss_fn: nn.Module = (nn.BCEWithLogitsLoss() if multilabel else
+        #: regression: mean squared error on the standardised target; validation's `val_score` is minus that
+        #: error (the epoch's mean over the split: larger is better, as RMSE ranks), and there is no `val_acc`
+        self.regression = regression
+        self.loss_fn: nn.Module = (nn.BCEWithLogitsLoss() if multilabel else nn.MSELoss() if regression else
                                    nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing))
         #: timm Mixup (mixup/cutmix with soft targets; it applies the label smoothing itself)
         self.mixup = mixup
@@ -149,6 +153,9 @@ class ClassifierModule(pl.LightningModule):
         x, y = batch
         logits = self.model(x)
         self.log("val_loss", self.loss_fn(logits, y), batch_size=len(y), sync_dist=True, prog_bar=True)
+        if self.regression:
+            self.log("val_score", -self.loss_fn(logits, y), batch_size=len(y), sync_dist=True)
+            return
         if self.multilabel:
             self.log("val_acc", ((logits > 0) == (y > 0.5)).all(1).float().mean(), batch_size=len(y),
                      sync_dist=True, prog_bar=True)
@@ -308,7 +315,7 @@ class EpochTimer(pl.Callback):
 
 @torch.no_grad()
 def evaluation_metrics(model: nn.Module, loader: Any, loss_fn: nn.Module, metric: str = "accuracy",
-                       multilabel: bool = False) -> dict[str, float]:
+                       multilabel: bool = False, regression: bool = False) -> dict[str, float]:
     """{"val_loss", "val_acc"} of `model` (eval mode) over a (x, y) loader, the loss as `loss_fn` computes it
     (the same as the training module's validation loss: label smoothing and class weights included), batches
     weighted by their size like Lightning's epoch means; with another `metric`, also "val_score" as the
@@ -316,6 +323,13 @@ def evaluation_metrics(model: nn.Module, loader: Any, loss_fn: nn.Module, metric
     tuned thresholds)."""
     was = model.training
     model.eval()
+    if regression:  # (mean squared error of the standardised target; val_score = minus it, as logged in training)
+        loss, n = 0.0, 0
+        for x, y in loader:
+            loss += float(loss_fn(model(x), y)) * len(y)
+            n += len(y)
+        model.train(was)
+        return {"val_loss": loss / max(1, n), "val_score": -loss / max(1, n)}
     if multilabel:
         from ..tasks.multilabel import tuned_micro_f1
 

@@ -1,0 +1,127 @@
+"""Regression through fit (task regression): a numeric target, the ridge probe and MSE fine-tuning on the
+standardised target, RMSE / MAE / R² / Spearman, split-conformal prediction intervals saved with the model, the
+CLI, and what is refused or suggested."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fmadapt import TextClassifier, load_model
+from fmadapt.cli import app
+from fmadapt.errors import ArtifactError, ConfigError, DataError
+from fmadapt.tasks.regression import conformal_halfwidth, looks_continuous, regression_metrics
+
+GOOD, BAD = ["great", "superb", "lovely", "perfect"], ["awful", "broken", "poor", "dreadful"]
+
+
+def reviews(n: int, seed: int) -> pd.DataFrame:
+    """A score in [1, 5] that grows with the number of good words (and some noise)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        good = int(rng.integers(0, 5))
+        words = list(rng.choice(GOOD, size=good)) + list(rng.choice(BAD, size=4 - good))
+        rng.shuffle(words)
+        rows.append({"text": "the product was " + " ".join(words), "score": round(1 + good + rng.normal(0, 0.2), 2)})
+    return pd.DataFrame(rows)
+
+
+def fit(df, **kw):
+    return TextClassifier(backbone="tiny-bert", task="regression", progress=False, **kw).fit(df)
+
+
+def test_conformal_halfwidth_and_metrics_against_definitions():
+    r = np.arange(1, 20, dtype=float)  # 19 residuals: 90 % -> the ceil(20 * 0.9) = 18th smallest
+    assert conformal_halfwidth(r, 0.9) == 18.0
+    assert math.isinf(conformal_halfwidth(r[:5], 0.9))  # too few for 90 %
+    y, p = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.5, 2.0, 2.5, 4.0])
+    m = regression_metrics(y, p, halfwidth=0.4)
+    assert m["rmse"] == pytest.approx(np.sqrt(0.125)) and m["mae"] == pytest.approx(0.25)
+    assert m["r2"] == pytest.approx(1 - 0.5 / 5.0) and m["spearman"] == pytest.approx(1.0)
+    assert m["interval_coverage"] == 0.5 and m["interval_width"] == pytest.approx(0.8)
+    assert looks_continuous([str(x / 7) for x in range(30)]) and not looks_continuous(["1", "2", "3", "2"])
+    assert not looks_continuous(["pos", "neg"] * 20)
+
+
+def test_fit_predicts_numbers_with_conformal_intervals_and_saves_them(tmp_path):
+    train, test = reviews(160, 0), reviews(60, 1)
+    clf = fit(train)
+    assert clf.regression and clf.classes_ == ["score"] and clf.history_["metric"] == "rmse"
+    assert clf.data_summary_["targets"]["train"]["n"] == len(clf.splits_["train"])
+    interval = clf.interval_
+    assert interval["coverage"] == 0.9 and interval["halfwidth"] > 0 and interval["n"] == len(clf.splits_["val"])
+    pred = clf.predict(test)
+    assert pred.dtype == np.float64 and len(pred) == len(test)
+    m = clf.evaluate(test)
+    # the number of good words decides the score: a linear head on the features must beat predicting the mean
+    assert m["r2"] > 0.5 and m["spearman"] > 0.7 and m["rmse"] < test["score"].std()
+    assert 0.0 <= m["interval_coverage"] <= 1.0 and m["interval_width"] == pytest.approx(2 * interval["halfwidth"])
+    assert clf.score(test) == pytest.approx(m["r2"])
+    table = clf.predict_table(test)
+    np.testing.assert_allclose(table["upper"] - table["lower"], 2 * interval["halfwidth"])
+    np.testing.assert_allclose(table["pred"], pred)
+    with pytest.raises(ConfigError, match="no class probabilities"):
+        clf.predict_proba(test)
+    clf.save_pretrained(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["task"] == "text-regression" and saved["target"]["name"] == "score"
+    assert saved["interval"]["halfwidth"] == pytest.approx(interval["halfwidth"])
+    assert "RMSE" in (tmp_path / "m" / "README.md").read_text()
+    back = load_model(tmp_path / "m")
+    np.testing.assert_allclose(back.predict(test), pred, rtol=1e-6)
+    assert back.interval_["halfwidth"] == pytest.approx(interval["halfwidth"])
+    saved["target"]["std"] = 0
+    (tmp_path / "m" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ArtifactError, match="'target'"):
+        load_model(tmp_path / "m")
+
+
+def test_fine_tuning_minimises_squared_error_on_the_standardised_target(tmp_path):
+    train, test = reviews(80, 2), reviews(30, 3)
+    clf = fit(train, strategy="finetune", epochs=2, head_init="random")
+    h = clf.history_
+    assert h["metric"] == "rmse" and h["select_by"] == "metric (rmse)" and len(h["epochs"]) == 2
+    assert all(e["val_score"] == pytest.approx(-e["val_loss"], rel=1e-4) for e in h["epochs"])
+    pred = clf.predict(test)
+    assert np.isfinite(pred).all() and clf.interval_ is not None
+    clf.save_pretrained(tmp_path / "m")
+    np.testing.assert_allclose(load_model(tmp_path / "m").predict(test), pred, rtol=1e-5)
+
+
+def test_bad_targets_and_options_are_refused_and_numeric_classes_suggest_regression():
+    df = reviews(30, 4).astype({"score": object})
+    df.loc[7, "score"] = "five"
+    with pytest.raises(DataError, match=r"row 9: target 'five' is not a number"):
+        fit(df)
+    with pytest.raises(DataError, match="nothing to learn"):
+        fit(reviews(30, 4).assign(score=3.0))
+    with pytest.raises(ConfigError, match="select_by 'accuracy'"):
+        TextClassifier(backbone="tiny-bert", task="regression", strategy="finetune", select_by="accuracy")
+    with pytest.raises(ConfigError, match="coverage"):
+        TextClassifier(backbone="tiny-bert", task="regression", coverage=1.5)
+    # classification of a continuous number: the error says to use a regression
+    with pytest.raises(DataError, match="--task regression"):
+        TextClassifier(backbone="tiny-bert", progress=False).fit(reviews(40, 5))
+
+
+def test_cli_fit_predict_evaluate_regression(tmp_path):
+    runner = CliRunner()
+    reviews(120, 0).to_csv(tmp_path / "train.csv", index=False)
+    reviews(40, 1).to_csv(tmp_path / "test.csv", index=False)
+    r = runner.invoke(app, ["fit", str(tmp_path / "train.csv"), "--backbone", "tiny-bert", "--task", "regression",
+                            "--label", "score", "--coverage", "0.8", "--out", str(tmp_path / "m"), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output[r.output.index("{"):])
+    assert {"rmse", "r2", "interval_coverage"} <= set(summary["metrics"]["val"])
+    r = runner.invoke(app, ["predict", str(tmp_path / "m"), str(tmp_path / "test.csv"), "--output",
+                            str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert {"pred", "lower", "upper"} <= set(pred.columns) and (pred["lower"] < pred["upper"]).all()
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "m"), str(tmp_path / "test.csv")])
+    assert r.exit_code == 0 and "rmse=" in r.output and "interval: coverage=" in r.output, r.output
+    assert (tmp_path / "m" / "report.html").is_file()
