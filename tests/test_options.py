@@ -132,3 +132,11 @@ def test_cli_flags_are_generated_from_the_options_and_config_files_apply(tmp_pat
     assert r.exit_code == 2 and "no such configuration file" in r.output
     r = runner.invoke(app, ["fit", str(data), "--out", str(tmp_path / "m2"), "--metric", "f1"])
     assert r.exit_code == 2 and "metric must be one of accuracy | balanced_accuracy | macro_f1" in r.output
+
+
+def test_an_unknown_estimator_keyword_is_an_option_error_naming_it():
+    with pytest.raises(ConfigError, match=r"TextClassifier\(\.\.\.\): unknown option 'val' \(did you mean val_fraction"):
+        TextClassifier(val="val.csv")
+    with pytest.raises(ConfigError, match="unknown option 'learning_rate'"):
+        ImageClassifier(learning_rate=1e-3)
+    assert ImageClassifier(extra={"note": "kept"}).options["extra"] == {"note": "kept"}

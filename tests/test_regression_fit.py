@@ -124,4 +124,5 @@ def test_cli_fit_predict_evaluate_regression(tmp_path):
     assert {"pred", "lower", "upper"} <= set(pred.columns) and (pred["lower"] < pred["upper"]).all()
     r = runner.invoke(app, ["evaluate", str(tmp_path / "m"), str(tmp_path / "test.csv")])
     assert r.exit_code == 0 and "rmse=" in r.output and "interval: coverage=" in r.output, r.output
-    assert (tmp_path / "m" / "report.html").is_file()
+    report = (tmp_path / "m" / "report.html").read_text()
+    assert "interval coverage" in report and 'alt="Predicted against true target' in report  # the residual plot

@@ -46,7 +46,8 @@ def build_config(modality: str, backbone: str | None, strategy: str, options: di
         adapt.check_strategy(strategy)  # unknown names fail at construction, listing the known ones
     inferred = {k: v for k, v in (inferred or {}).items() if options.get(k) is None}
     for key in options:  # an unknown keyword is a ConfigError naming it (and what it may have meant)
-        resolve_name(key, f"{ESTIMATORS[modality]}(...)")
+        if key != "extra":  # (FitConfig's free-form dict, not an option)
+            resolve_name(key, f"{ESTIMATORS[modality]}(...)")
     cfg = FitConfig(backbone=backbone or default_backbone, strategy=strategy, **{**options, **inferred})
     cfg.check(modality)  # the rules between options, and between options and the modality
     return cfg

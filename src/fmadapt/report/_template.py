@@ -140,6 +140,11 @@ TEMPLATE = r"""<!DOCTYPE html>
 {% for s in v.splits %}<tr><td>{{ s.name }}</td><td class="n">{{ s.n }}</td><td class="n">{{ s.accuracy }}</td><td class="n">{{ s.macro_f1 }}</td><td class="n">{{ s.ece }}</td><td class="n">{{ s.skipped }}</td></tr>
 {% endfor %}</table>
 <p class="muted">ECE: expected calibration error (0 = confidences match accuracy).</p>
+{% for s in v.splits if s.task_rows %}
+<h3>{{ s.name }} ({{ s.task }})</h3>
+<table>{% for k, val in s.task_rows %}<tr><th>{{ k }}</th><td class="n">{{ val }}</td></tr>{% endfor %}</table>
+{{ figure('residuals_' ~ s.key, 'Predicted against true target for split ' ~ s.name ~ ', and the residuals') }}
+{% endfor %}
 {% else %}{{ note('metrics') }}{% endif %}
 </section>
 

@@ -214,6 +214,28 @@ def confusion_matrix(cm_list: list[list[Any]], classes: list[str], title: str = 
 
 
 # ------------------------------------------------------------------------------------------- calibration
+def residual_plot(sample: Mapping[str, Any], title: str = "") -> str | None:
+    """Regression: predicted against true target (the diagonal is perfect), and residual against prediction."""
+    y = np.array([_num(v) for v in sample.get("target") or []])
+    p = np.array([_num(v) for v in sample.get("pred") or []])
+    n = min(len(y), len(p))
+    if n == 0:
+        return None
+    y, p = y[:n], p[:n]
+    fig = _new_figure(9, 4)
+    ax, axr = fig.subplots(1, 2)
+    lo, hi = float(np.nanmin([y.min(), p.min()])), float(np.nanmax([y.max(), p.max()]))
+    ax.plot([lo, hi], [lo, hi], "--", color="gray", lw=1)
+    ax.scatter(y, p, s=8, alpha=0.5)
+    ax.set(xlabel="true target", ylabel="prediction", title=f"{title}: prediction against target")
+    axr.axhline(0, color="gray", lw=1, ls="--")
+    axr.scatter(p, p - y, s=8, alpha=0.5, color="tab:orange")
+    axr.set(xlabel="prediction", ylabel="residual (prediction - target)", title="residuals")
+    for a in (ax, axr):
+        a.grid(alpha=0.3)
+    return _image_b64(fig)
+
+
 def reliability_diagram(reliability: Mapping[str, Any]) -> str | None:
     curves = {k: v for k, v in reliability.items() if isinstance(v, Mapping) and v.get("confidence")}
     if not curves:
@@ -347,6 +369,8 @@ def build_figures(data: Mapping[str, Any]) -> dict[str, str]:
         metrics = data.get("metrics")
         if isinstance(metrics, Mapping):
             for split, m in metrics.items():
+                if isinstance(m, Mapping) and isinstance(m.get("residual_sample"), Mapping):
+                    _safe(f"residuals_{split}", lambda m=m, s=split: residual_plot(m["residual_sample"], f"{s}"), out)
                 if isinstance(m, Mapping) and m.get("confusion_matrix"):
                     classes = list(m.get("classes") or (data.get("model") or {}).get("classes") or [])
                     _safe(f"confusion_{split}",

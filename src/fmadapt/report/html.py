@@ -99,6 +99,11 @@ def confused_pairs(cm: Any, classes: list[str], k: int = MAX_PAIRS) -> list[dict
     return sorted(pairs, key=lambda p: -p["count"])[:k]
 
 
+#: the headline metrics of the other tasks, shown per split below the metrics table
+_TASK_METRICS = {"regression": ("rmse", "mae", "r2", "spearman", "interval_coverage", "interval_width"),
+                 "multilabel": ("micro_f1", "macro_f1", "subset_accuracy", "hamming_loss", "macro_average_precision")}
+
+
 def _metric_splits(metrics: Mapping[str, Any], model_classes: list[str]) -> list[dict[str, Any]]:
     out = []
     for split, m in metrics.items():
@@ -109,7 +114,10 @@ def _metric_splits(metrics: Mapping[str, Any], model_classes: list[str]) -> list
                       "low": (_num(v.get("f1")) or 0.0) < 0.5}
                      for c, v in _mapping(m.get("per_class")).items() if isinstance(v, Mapping)]
         skipped = m.get("skipped") or []
+        task_rows = [(k.replace("_", " "), fmt(m.get(k))) for k in _TASK_METRICS.get(str(m.get("task")), ())
+                     if k in m]
         out.append({"name": str(split), "key": split, "n": fmt(m.get("n")), "accuracy": fmt(m.get("accuracy")),
+                    "task": str(m.get("task") or "classification"), "task_rows": task_rows,
                     "macro_f1": fmt(m.get("macro_f1")), "ece": fmt(m.get("ece")),
                     "skipped": len(skipped) if isinstance(skipped, list) else fmt(skipped),
                     "per_class": per_class, "n_classes": len(classes),

@@ -18,6 +18,10 @@ import pandas as pd
 from ..errors import DataError
 
 
+#: how many (target, prediction) pairs the metrics keep for the report's residual plot
+RESIDUAL_SAMPLE = 500
+
+
 def parse_targets(labels: Sequence[str], ids: Sequence[str], source: str) -> np.ndarray:
     """The targets of label strings as float64; a value that is not a finite number is a DataError naming the
     row and the value."""
@@ -89,6 +93,10 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray, halfwidth: float | None 
     if halfwidth is not None and math.isfinite(halfwidth):
         out["interval_coverage"] = float((np.abs(err) <= halfwidth).mean())
         out["interval_width"] = float(2 * halfwidth)
+    # (the report's residual plot: up to RESIDUAL_SAMPLE pairs, evenly spaced over the examples)
+    pick = np.linspace(0, n - 1, min(n, RESIDUAL_SAMPLE)).astype(int)
+    out["residual_sample"] = {"target": [round(float(v), 4) for v in y[pick]],
+                              "pred": [round(float(v), 4) for v in pred[pick]]}
     return out
 
 
