@@ -369,8 +369,9 @@ def build_figures(data: Mapping[str, Any]) -> dict[str, str]:
         metrics = data.get("metrics")
         if isinstance(metrics, Mapping):
             for split, m in metrics.items():
-                if isinstance(m, Mapping) and isinstance(m.get("residual_sample"), Mapping):
-                    _safe(f"residuals_{split}", lambda m=m, s=split: residual_plot(m["residual_sample"], f"{s}"), out)
+                sample = m.get("residual_sample") if isinstance(m, Mapping) else None
+                if isinstance(sample, Mapping):
+                    _safe(f"residuals_{split}", functools.partial(residual_plot, sample, str(split)), out)
                 if isinstance(m, Mapping) and m.get("confusion_matrix"):
                     classes = list(m.get("classes") or (data.get("model") or {}).get("classes") or [])
                     _safe(f"confusion_{split}",

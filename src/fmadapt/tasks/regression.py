@@ -17,7 +17,6 @@ import pandas as pd
 
 from ..errors import DataError
 
-
 #: how many (target, prediction) pairs the metrics keep for the report's residual plot
 RESIDUAL_SAMPLE = 500
 
