@@ -113,8 +113,6 @@ def test_bad_multilabel_input_and_options_are_refused(tmp_path):
         TextClassifier(backbone="tiny-bert", task="multilabel", strategy="finetune", label_smoothing=0.1)
     with pytest.raises(ConfigError, match="image folders are single-label"):
         ImageClassifier(backbone="tiny-cnn", task="multilabel")
-    with pytest.raises(ConfigError, match="ensembles"):
-        TextClassifier(backbone="tiny-bert", task="multilabel", ensemble_backbones="tiny-bert,tiny-bert")
     with pytest.raises(ConfigError, match="label_sep"):
         TextClassifier(backbone="tiny-bert", task="multilabel", label_sep="")
     flags = news(20, 0)[["text"]].assign(a=[0, 1] * 10, b=["1", "yes"] * 9 + ["maybe", "0"])

@@ -126,3 +126,24 @@ def test_cli_fit_predict_evaluate_regression(tmp_path):
     assert r.exit_code == 0 and "rmse=" in r.output and "interval: coverage=" in r.output, r.output
     report = (tmp_path / "m" / "report.html").read_text()
     assert "interval coverage" in report and 'alt="Predicted against true target' in report  # the residual plot
+
+
+@pytest.mark.parametrize("task", ["multilabel", "regression"])
+def test_ensembles_average_their_members_and_keep_thresholds_or_intervals(task, tmp_path):
+    from test_multilabel_fit import news
+
+    data, test = (news(60, 0), news(20, 1)) if task == "multilabel" else (reviews(60, 0), reviews(20, 1))
+    clf = TextClassifier(backbone="tiny-bert", task=task, strategy="finetune", ensemble=2, epochs=1,
+                         progress=False).fit(data)
+    assert len(clf.members_) == 2
+    ex = clf.read_inputs(test)
+    np.testing.assert_allclose(clf.proba(ex), np.mean([clf.member_proba(m, ex) for m in clf.members_], axis=0))
+    assert (clf.thresholds_ is not None) == (task == "multilabel") and (clf.interval_ is not None) == (
+        task == "regression")
+    clf.save_pretrained(tmp_path / "m")
+    back = load_model(tmp_path / "m")
+    assert len(back.members_) == 2 and back.predict(test).tolist() == clf.predict(test).tolist()
+    if task == "multilabel":
+        np.testing.assert_allclose(back.thresholds_, clf.thresholds_)
+    else:
+        assert back.interval_["halfwidth"] == pytest.approx(clf.interval_["halfwidth"])

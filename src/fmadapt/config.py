@@ -363,7 +363,6 @@ class FitConfig:
                  f"task {t} trains with strategy {' | '.join(MULTILABEL_STRATEGIES)} for now, not {self.strategy!r}"),
                 (self.label_smoothing > 0, "label_smoothing is for single-label classification (cross-entropy)"),
                 (self.adversarial != "none", "adversarial training is for single-label classification for now"),
-                (self.ensemble > 1 or len(self.backbone_names()) > 1, f"task {t} does not combine with ensembles yet"),
                 (self.label_template is not None, "label_template is for single-label classification"),
                 (unlabeled, f"task {t} does not take unlabeled data (self-training) yet"),
                 (t == "regression" and self.select_by == "accuracy",
