@@ -175,8 +175,7 @@ class FitRun(SelfTraining):
             out.calibration_ = {"temperature": 1.0, "fitted": False,
                                 "note": "regression: no temperature; prediction intervals by split conformal "
                                         "prediction on the validation predictions instead"}
-            self._intervals(out, val_proba, ctx.unstandardise(ctx.standardised(splits["val"])), cfg.coverage,
-                            source)
+            self._intervals(out, val_proba, out.encode_labels(splits["val"].labels), cfg.coverage, source)
             selection_metrics = None
         elif sep is None:
             out.calibration_ = self._calibrate(cfg, val_proba, splits["val"], source)
@@ -197,7 +196,7 @@ class FitRun(SelfTraining):
 
             log_summary(make_logger(cfg.log_to, cfg.log_dir, name="fmadapt-summary"), cfg.to_dict(),
                         {f"{split}_{k}": float(m[k]) for split, m in out.metrics_.items()
-                         for k in ("accuracy", "macro_f1", "ece", "micro_f1") if m.get(k) is not None}
+                         for k in ("accuracy", "macro_f1", "ece", "micro_f1", "rmse", "r2") if m.get(k) is not None}
                         | {"temperature": float(out.temperature_)})
         if first.vocabulary is not None:
             out.data_summary_["vocabulary"] = first.vocabulary

@@ -114,8 +114,9 @@ class Predictor(Persisted):
 
     def proba(self, ex: Examples, calibrated: bool = True) -> np.ndarray:
         """(N, C) probabilities of loaded examples (`read_inputs`, `read_labeled`), columns in the order of
-        `classes_`: an ensemble averages its members', an n-gram model is blended in, the calibration
-        temperature applied unless `calibrated=False`. A frozen backbone goes through the feature cache."""
+        `classes_` (multi-label: one sigmoid per label; regression: (N, 1), the predicted numbers): an ensemble
+        averages its members', an n-gram model is blended in, the calibration temperature applied unless
+        `calibrated=False`. A frozen backbone goes through the feature cache."""
         self.check_fitted()
         if len(ex) == 0:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
