@@ -147,3 +147,23 @@ def test_ensembles_average_their_members_and_keep_thresholds_or_intervals(task, 
         np.testing.assert_allclose(back.thresholds_, clf.thresholds_)
     else:
         assert back.interval_["halfwidth"] == pytest.approx(clf.interval_["halfwidth"])
+
+
+@pytest.mark.parametrize("task", ["multilabel", "regression"])
+def test_auto_ranks_candidates_by_the_task_metric_and_keeps_thresholds_or_intervals(task):
+    from test_multilabel_fit import news
+
+    data = news(60, 0) if task == "multilabel" else reviews(60, 0)
+    clf = TextClassifier(backbone="tiny-bert", task=task, strategy="auto", time_budget="30s", progress=False,
+                         epochs=1).fit(data)
+    auto = clf.history_["auto"]
+    assert auto["metric"] == ("micro_f1" if task == "multilabel" else "rmse")
+    ran = [r for r in auto["candidates"] if r.get("status") == "ran"]
+    assert ran and not any(r["strategy"] in ("ngram", "stack") for r in auto["candidates"])  # classification only
+    if task == "regression":  # (larger is better: minus the RMSE)
+        assert all(r["val_score"] < 0 for r in ran) and "lowest validation rmse" in auto["why"]
+        assert clf.interval_ is not None
+    else:
+        assert all(0 <= r["val_score"] <= 1 for r in ran) and clf.thresholds_ is not None
+    chosen = next(r for r in ran if r["candidate"] == auto["winner"])
+    assert chosen["val_score"] == max(r["val_score"] for r in ran)  # the best by the task's metric

@@ -61,7 +61,7 @@ def candidates(modality: str, cfg: FitConfig) -> list[tuple[str, dict[str, Any]]
     # an extended vocabulary must be learnt, which only fine-tuning all layers does; the others run without
     plain = {"extend_vocab": False} if cfg.extend_vocab else {}
     classical = [("n-gram tf-idf", {"strategy": "ngram"}), ("stack: probe + n-gram", {"strategy": "stack"})] \
-        if modality == "text" and cfg.auto_ngram else []
+        if modality == "text" and cfg.auto_ngram and cfg.task == "classification" else []
     return [
         ("probe", {"strategy": "probe", **plain}),
         *classical,
@@ -83,6 +83,10 @@ class AutoSearch:
         self.cfg, self.modality = cfg, modality
         self.fit_one, self.val_metrics, self.classical = fit_one, val_metrics, classical
         self.budget = parse_duration(cfg.time_budget) or 600.0
+        #: what ranks the candidates: the run's metric; multi-label, the micro-F1; regression, the RMSE (the
+        #: candidates' `val_score` is then minus the RMSE, so that larger is better throughout)
+        self.metric = {"multilabel": "micro_f1", "regression": "rmse"}.get(cfg.task, cfg.metric)
+        self.sign = -1.0 if cfg.task == "regression" else 1.0
         self.t0 = time.perf_counter()
         self.ngram: tuple[Any, float] | None = None
         self._rows: list[dict[str, Any]] = []  # the candidates table of `run`
@@ -144,18 +148,18 @@ class AutoSearch:
                     "metrics": kept[id(winner)] if winner["strategy"] in CLASSICAL else None}
         final, final_note = self._final(winner, best, train, val)
         val_metrics = best["metrics"] if best["metrics"] is not None else self.val_metrics(final)
-        metric = self.cfg.metric.replace("_", " ")
-        why = (f"highest validation {metric}, {winner['val_score']:.4f}"
+        metric = self.metric.replace("_", " ")
+        why = (f"{'lowest' if self.sign < 0 else 'highest'} validation {metric}, {self.sign * winner['val_score']:.4f}"
                + (f" (mean of {len(winner['seeds'])} seeds, spread {winner['val_acc_spread']:.4f})"
                   if len(winner["seeds"]) > 1 else "")
                + "; ties go to the faster candidate")
         runner_up = sorted((r for r in ran if r is not winner), key=lambda r: -r["val_score"])
         if runner_up:
-            why += f"; next: {runner_up[0]['candidate']} at {runner_up[0]['val_score']:.4f}"
+            why += f"; next: {runner_up[0]['candidate']} at {self.sign * runner_up[0]['val_score']:.4f}"
         for r in rows:
             for k in ("overrides", "val_accs", "val_scores"):
                 r.pop(k, None)
-        history = {"auto": {"budget_seconds": self.budget, "metric": self.cfg.metric, "candidates": rows,
+        history = {"auto": {"budget_seconds": self.budget, "metric": self.metric, "candidates": rows,
                             "winner": winner["candidate"], "why": why, "final": final_note,
                             "seconds": round(self.elapsed(), 1)}, **final.history}
         if self._ngram_trial is not None:
@@ -173,15 +177,17 @@ class AutoSearch:
         metrics = self.val_metrics(member)
         h = member.history
         row = self._row(label, over, seed, seconds, metrics, epochs_run=h.get("epochs_run"),
-                        best_epoch=h.get("best_epoch"), C=h.get("C"))
+                        # (a fine-tuning candidate's C: its probe start's, which a refit as a probe keeps)
+                        best_epoch=h.get("best_epoch"), C=h.get("C") or h.get("probe_C"))
         return row, member
 
     def _row(self, label: str, over: dict[str, Any], seed: int, seconds: float, metrics: dict[str, Any],
              **more: Any) -> dict[str, Any]:
-        score = metrics[self.cfg.metric]
+        score = self.sign * metrics[self.metric]
+        acc = metrics.get("accuracy", score)  # (regression has no accuracy: its score stands in)
         return {"candidate": label, "strategy": over["strategy"], "status": "ran", "overrides": over,
-                "seeds": [seed], "val_accs": [metrics["accuracy"]], "val_acc": metrics["accuracy"],
-                "val_scores": [score], "val_score": score, "val_macro_f1": round(metrics["macro_f1"], 4),
+                "seeds": [seed], "val_accs": [acc], "val_acc": acc, "val_scores": [score], "val_score": score,
+                "val_macro_f1": round(metrics["macro_f1"], 4) if "macro_f1" in metrics else None,
                 "seconds": [seconds], "metrics": metrics, **more}
 
     def _classical_trial(self, label: str, over: dict[str, Any], train: Examples, val: Examples
@@ -269,7 +275,7 @@ class AutoSearch:
                                   **{"probe_c": _probe_c(best) or self.cfg.probe_c, **over, "epochs": epochs})
         note = (f"{winner['candidate']} retrained on training + validation data ({len(both)} examples) for "
                 f"{epochs} epoch(s), those of the weights it kept on validation "
-                f"{self.cfg.metric if self.cfg.select_by == 'metric' else self.cfg.select_by} "
+                f"{self.metric if self.cfg.select_by == 'metric' else self.cfg.select_by} "
                 f"(keep={self.cfg.keep}), keeping the last weights")
         refit = self.fit_one(cfg, both, val)
         done = refit.history.get("epochs_run", epochs)

@@ -24,7 +24,7 @@ GROUPS: dict[str, str] = {
 #: must not; tests/test_cli.py checks them against it). Registered strategies add to them.
 STRATEGY_NAMES = ("probe", "finetune", "progressive", "l2sp", "lora", "contrastive", "auto")
 #: the strategies that train multi-label and regression models (task multilabel, regression) so far
-MULTILABEL_STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora")
+MULTILABEL_STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora", "auto")
 
 
 def parse_duration(text: str | float | int) -> float | None:
@@ -127,7 +127,8 @@ class FitConfig:
     imbalance_ratio: float = opt(3.0, "selection",
         help='"auto" without a probe to decide (fine-tuning from a random head): weight past this class-count '
              "ratio")
-    probe_c: float | None = opt(None, "selection", help="probe inverse regularisation; None = chosen on validation")
+    probe_c: float | None = opt(None, "selection",
+        help="probe inverse regularisation C (regression: the ridge's α = 1 / C); None = chosen on validation")
     refit: bool = opt(True, "selection",
         help="probe: once C is chosen, refit the head on training + validation data (when the validation split was "
              "carved from the training data); on small data (<= 1,000 examples) C is chosen by 5-fold "

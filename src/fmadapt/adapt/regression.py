@@ -1,8 +1,9 @@
 """The probe for a numeric target (task regression): frozen features (cached) and a ridge regression on the
-standardised target. The ridge strength α and the feature scaling are chosen on held-out predictions (the
-validation split, or out of fold on small data) by RMSE; α's search starts from decades and extends past an edge
-while the edge wins, as the classification probe's C; the head is then refit on all labeled data. The head
-predicts the standardised target; the fitted model turns it back (`Predictor.target_scale_`)."""
+standardised target. The ridge strength α (1 / `probe_c` when that is set) and the feature scaling are chosen on
+held-out predictions (the validation split, or out of fold on small data) by RMSE; α's search starts from decades
+and extends past an edge while the edge wins, as the classification probe's C; the head is then refit on all
+labeled data. The head predicts the standardised target; the fitted model turns it back
+(`Predictor.target_scale_`)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,9 @@ def fit_ridge_probe(model: Classifier, train: Examples, val: Examples, cfg: FitC
         return min((k for k in results if k[1] == scaling), key=lambda k: results[k][0])[0]
 
     for scaling in SCALINGS:
+        if cfg.probe_c is not None:  # given (or chosen before a refit): α = 1 / C, only the scaling competes
+            run(1.0 / cfg.probe_c, scaling)
+            continue
         for a in ALPHA_START:
             run(a, scaling)
         for _ in range(MAX_EXTEND):  # past an edge while the edge wins
@@ -109,6 +113,8 @@ def fit_ridge_probe(model: Classifier, train: Examples, val: Examples, cfg: FitC
     return ({"_val_proba": ctx.unstandardise(honest)[:, None]} if refit else {}) | {
         "feature_seconds": round(t_feat, 2), "head_seconds": round(time.perf_counter() - t1, 2),
         "fit_seconds": round(time.perf_counter() - t0, 2), "alpha": alpha, "scaling": scaling, "metric": "rmse",
+        # (the equivalent C = 1/α: what a refit on more data passes back as probe_c, keeping the chosen strength)
+        "C": float(f"{1.0 / alpha:.6g}"),
         "head": "ridge regression on the standardised target",
         "selection": f"{selection}, by RMSE",
         "trained_on": (f"training + validation data ({len(y_all)} examples)" if refit

@@ -47,8 +47,8 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
     auto = (clf.history_ or {}).get("auto")
     if auto:
         _out(f"strategy auto ({auto['seconds']:.0f} s of a {auto['budget_seconds']:.0f} s budget):")
-        metric = {"accuracy": "val acc", "balanced_accuracy": "val bal", "macro_f1": "val f1"}[
-            auto.get("metric", "accuracy")]
+        metric = {"accuracy": "val acc", "balanced_accuracy": "val bal", "macro_f1": "val f1", "micro_f1": "val f1µ",
+                  "rmse": "-val rmse"}.get(auto.get("metric", "accuracy"), "val score")
         _out(f"  {'candidate':<24} {metric:>8} {'spread':>7} {'seeds':>5} {'seconds':>8}  status")
         for r in auto["candidates"]:
             if r.get("status") == "ran":
