@@ -242,7 +242,7 @@ class FitConfig:
              "label, binary cross-entropy, per-label decision thresholds tuned on validation, micro/macro-F1); "
              '"regression": a numeric target (ridge probe or mean-squared-error fine-tuning on the standardised '
              "target, RMSE / MAE / R² / Spearman, split-conformal prediction intervals). multilabel and regression "
-             "are for text tables, with probe, finetune, progressive, l2sp or lora, for now")
+             "are for text tables, with probe, finetune, progressive, l2sp, lora or auto, for now")
     coverage: float = opt(0.9, "input",
         help="task regression: the share of new targets the prediction intervals are to hold (split conformal "
              "prediction on the validation predictions)")

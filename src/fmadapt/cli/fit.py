@@ -38,7 +38,8 @@ def fit(
         "--config", help="Options from a YAML or JSON file: flat (lr: 1.0e-4), by group (optim: {lr: 1.0e-4}) or "
         "dotted (optim.lr: 1.0e-4). Flags override it, --set overrides both.")] = None,
     text: Annotated[str | None, typer.Option("--text", help="Text column (tables).")] = None,
-    label: Annotated[str | None, typer.Option("--label", help="Label column (tables).")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="Label column (tables); with --task multilabel, "
+                                              "several 0/1 columns named with commas (sports,politics,tech).")] = None,
     val: Annotated[str | None, typer.Option("--val", help="Separate validation data.")] = None,
     unlabeled: Annotated[str | None, typer.Option(
         "--unlabeled", help="Unlabeled inputs (image folder, or a table of texts) for self-training: the model "
