@@ -224,7 +224,11 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
     if head is None or tuple(head.shape) != (n, bcfg.embed_dim):  # checked before the head is allocated
         raise ArtifactError(f"{weights}: head.weight must be {n} x {bcfg.embed_dim} (classes x features), got "
                             f"{None if head is None else tuple(head.shape)}; {fix}")
-    model = Classifier(backbone, len(classes))
+    table = state.get("table_head.weight")  # (a model reading table columns beside the text: `features`)
+    if table is not None and (table.ndim != 2 or table.shape[0] != n or not 1 <= table.shape[1] <= 100_000):
+        raise ArtifactError(f"{weights}: table_head.weight must be {n} x the encoded table width, got "
+                            f"{tuple(table.shape)}; {fix}")
+    model = Classifier(backbone, len(classes), table_dim=0 if table is None else int(table.shape[1]))
     own = model.state_dict()
     wrong = [k for k, t in state.items() if k in own and (t.dtype != own[k].dtype or t.shape != own[k].shape)]
     if wrong:

@@ -243,6 +243,10 @@ class FitConfig:
              '"regression": a numeric target (ridge probe or mean-squared-error fine-tuning on the standardised '
              "target, RMSE / MAE / R² / Spearman, split-conformal prediction intervals). multilabel and regression "
              "are for text tables, with probe, finetune, progressive, l2sp, lora or auto, for now")
+    features: str | None = opt(None, "input",
+        help='tables: other columns read beside the text, "age,department" or "auto" (every column but the text, '
+             "the label(s) and identifiers): numbers standardised (missing ones imputed and flagged), categories "
+             "one-hot (unseen ones ignored), joined to the text embedding in the head; with strategy probe, for now")
     coverage: float = opt(0.9, "input",
         help="task regression: the share of new targets the prediction intervals are to hold (split conformal "
              "prediction on the validation predictions)")
@@ -369,6 +373,14 @@ class FitConfig:
                 (t == "regression" and self.select_by == "accuracy",
                  "select_by 'accuracy' is for classification; task regression chooses epochs by RMSE ('metric') "
                  "or 'loss'"),
+            ]
+        if self.features:
+            rules += [
+                (modality == "image", "features (table columns beside the text) is for text tables"),
+                (self.strategy != "probe", f"features trains with strategy 'probe' for now, not {self.strategy!r}"),
+                (self.ensemble > 1 or len(self.backbone_names()) > 1, "features does not combine with ensembles yet"),
+                (self.label_template is not None, "features does not combine with label_template"),
+                (unlabeled, "features does not take unlabeled data (self-training) yet"),
             ]
         names = self.backbone_names()
         fresh = self.text_noise or self.mixup or self.cutmix or self.adversarial != "none"

@@ -125,8 +125,9 @@ class FitRun(SelfTraining):
             class_sentences(classes, cfg.label_template)
         self.predictor = out = Predictor(self.modality, classes, cfg, cache=self.cache, progress=self.progress)
         out.target_scale_ = scale
+        out.table_encoder_ = self._table_encoder(cfg, train) if cfg.features else None
         ctx = adapt.FitContext(classes, out.feature_cache(), out.show_progress(), checkpoints=self.checkpoints,
-                               label_sep=sep, target_scale=scale)
+                               label_sep=sep, target_scale=scale, table=out.table_encoder_)
         pool = self._unlabeled_pool(unlabeled, cfg, splits) if unlabeled is not None else None
         selection_metrics = None
         if cfg.strategy == "auto":
@@ -189,6 +190,9 @@ class FitRun(SelfTraining):
         out.temperature_ = out.calibration_.get("temperature", 1.0)
         self._measure(out, cfg, splits, selection_metrics, val_proba)
         out.data_summary_ = data_summary(splits, split_made, sep, regression)
+        if out.table_encoder_ is not None:
+            out.data_summary_["table_features"] = {
+                "columns": [c["name"] for c in out.table_encoder_.columns], "encoded": out.table_encoder_.names()}
         if pool is not None:
             out.data_summary_["unlabeled"] = {**self._pool_summary, "skipped": [s.to_dict() for s in pool.skipped]}
             out.data_summary_["warnings"] = sorted({*out.data_summary_["warnings"], *pool.warnings})
@@ -202,6 +206,17 @@ class FitRun(SelfTraining):
         if first.vocabulary is not None:
             out.data_summary_["vocabulary"] = first.vocabulary
         return out
+
+    @staticmethod
+    def _table_encoder(cfg: FitConfig, train: Examples) -> Any:
+        """`features`: the table columns read beside the text, and their encoding fitted on the training rows."""
+        from .data.tabular import TableEncoder, feature_columns
+        from .tasks.multilabel import label_columns
+
+        labels = label_columns(cfg.label_col) or ([cfg.label_col] if cfg.label_col else [])
+        exclude = [c for c in (cfg.text_col, *labels) if c]
+        assert train.table is not None
+        return TableEncoder.fit(train.table[feature_columns(train.table, str(cfg.features), exclude, train.source)])
 
     @staticmethod
     def _label_warnings(splits: dict[str, Examples], labels: list[str], sep: str) -> None:
@@ -298,7 +313,7 @@ class FitRun(SelfTraining):
                             f"{ESTIMATORS[self.modality]} needs a {self.modality} one")
         vocabulary = (vocabulary_report(backbone, train, cfg, strategy.trains_backbone)
                       if backbone.cfg.modality == "text" else None)
-        model = Classifier(backbone, len(ctx.classes), cfg.dropout)
+        model = Classifier(backbone, len(ctx.classes), cfg.dropout, table_dim=ctx.table.width if ctx.table else 0)
         history = strategy.fit(model, train, val, cfg, ctx)
         if crop is not None:
             history["image_crop"] = crop

@@ -64,7 +64,8 @@ def _model(root: Path) -> dict[str, Any] | None:
                                or not 0.0 <= weight <= 1.0):
         return None
     fit = FitConfig.from_dict(config.get("fit", {}))
-    if fit.strategy not in FROZEN_STRATEGIES or fit.task != "classification" or "thresholds" in config:
+    if (fit.strategy not in FROZEN_STRATEGIES or fit.task != "classification" or "thresholds" in config
+            or fit.features or "table_features" in config):
         return None  # (multi-label models predict through the full path, which applies their thresholds)
     t = (config.get("calibration") or {}).get("temperature", 1.0)
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t > 0):

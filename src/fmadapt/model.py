@@ -11,17 +11,36 @@ from .backbones.base import Backbone
 
 
 class Classifier(nn.Module):
-    """backbone features (B, D) -> dropout -> linear head -> logits (B, C)."""
+    """backbone features (B, D) -> dropout -> linear head -> logits (B, C); with `table_dim`, encoded table
+    columns (B, table_dim) add their own linear term (`table_head`, no bias) to the logits."""
 
-    def __init__(self, backbone: Backbone, num_classes: int, dropout: float = 0.0) -> None:
+    def __init__(self, backbone: Backbone, num_classes: int, dropout: float = 0.0, table_dim: int = 0) -> None:
         super().__init__()
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.cfg.embed_dim, num_classes)
+        self.table_head = nn.Linear(table_dim, num_classes, bias=False) if table_dim else None
 
     def forward(self, batch: Any) -> torch.Tensor:
         return self.head(self.dropout(self.backbone(batch)))
 
-    def forward_features(self, feats: torch.Tensor) -> torch.Tensor:
-        """Logits from precomputed backbone features (probe training, cached prediction)."""
-        return self.head(feats)
+    def forward_features(self, feats: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits from precomputed backbone features (probe training, cached prediction) and, for a model with
+        table inputs, the encoded table columns of the same rows."""
+        logits = self.head(feats)
+        if self.table_head is not None:
+            if table is None:
+                raise ValueError("this model reads table columns beside the text: pass them (encoded)")
+            logits = logits + self.table_head(table.to(logits.dtype))
+        return logits
+
+    def set_linear(self, weight: Any, bias: Any) -> None:
+        """Set the head from one linear map over [backbone features, table columns] (a probe's fit): the first
+        embed_dim columns of `weight` go to `head`, the rest to `table_head`."""
+        w = torch.as_tensor(weight, dtype=torch.float32)
+        d = self.head.in_features
+        with torch.no_grad():
+            self.head.weight.copy_(w[:, :d])
+            self.head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+            if self.table_head is not None:
+                self.table_head.weight.copy_(w[:, d:])

@@ -46,6 +46,7 @@ class Persisted:
     thresholds_: np.ndarray | None
     target_scale_: tuple[float, float] | None
     interval_: dict[str, Any] | None
+    table_encoder_: Any
 
     def check_fitted(self) -> Any: ...  # (predictor.Predictor)
 
@@ -149,6 +150,8 @@ class Persisted:
             out["target"] = {"name": self.classes_[0], "mean": self.target_scale_[0], "std": self.target_scale_[1]}
         if self.interval_ is not None:
             out["interval"] = dict(self.interval_)
+        if self.table_encoder_ is not None:
+            out["table_features"] = self.table_encoder_.to_dict()
         return out
 
     def _ngram_entry(self) -> dict[str, Any]:
@@ -207,7 +210,25 @@ def read_model_dir(path: str | os.PathLike[str], modality: str | None = None) ->
     return {"modality": found, "classes": classes, "config": FitConfig.from_dict(config.get("fit", {})),
             "members": members, "temperature": stored_temperature(root / "config.json"), "ngram": ngram,
             "thresholds": _thresholds(top.get("thresholds"), classes, root / "config.json"),
-            **_regression_entries(top, root / "config.json")}
+            **_regression_entries(top, root / "config.json"),
+            "table_encoder": _table_encoder(top.get("table_features"), members, root / "config.json")}
+
+
+def _table_encoder(entry: Any, members: list[Member], where: Path) -> Any:
+    """config.json's "table_features" (the encoder of the table columns read beside the text), checked against
+    the weights: a model with a table head needs it, of the head's width."""
+    from .data.tabular import TableEncoder
+
+    head = members[0].model.table_head
+    if entry is None:
+        if head is not None:
+            raise ArtifactError(f"{where}: the weights read table columns but 'table_features' is missing")
+        return None
+    encoder = TableEncoder.from_dict(entry, str(where))
+    if head is None or encoder.width != head.in_features:
+        raise ArtifactError(f"{where}: 'table_features' encodes {encoder.width} column(s), the weights read "
+                            f"{0 if head is None else head.in_features}")
+    return encoder
 
 
 def _regression_entries(top: dict[str, Any], where: Path) -> dict[str, Any]:

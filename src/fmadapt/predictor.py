@@ -60,6 +60,8 @@ class Predictor(Persisted):
         #: and the prediction intervals (split conformal: {"coverage", "halfwidth", ...}; None: none)
         self.target_scale_: tuple[float, float] | None = None
         self.interval_: dict[str, Any] | None = None
+        #: `features`: the table columns read beside the text and their encoding (data.tabular.TableEncoder)
+        self.table_encoder_: Any = None
 
     @property
     def regression(self) -> bool:
@@ -137,12 +139,21 @@ class Predictor(Persisted):
 
         model, cfg = member.model, member.config
         cache = self.feature_cache() if not member.trains_backbone else None
+        table = None
+        if model.table_head is not None:
+            if ex.table is None or self.table_encoder_ is None:
+                from .errors import DataError
+
+                names = [c["name"] for c in (self.table_encoder_.columns if self.table_encoder_ else [])]
+                raise DataError(f"{ex.source or 'input'}: this model reads table columns beside the text "
+                                f"({', '.join(names)}): give a table that has them")
+            table = torch.from_numpy(self.table_encoder_.transform(ex.table, ex.source))
         views = []
         for flip in (False, True) if cfg.tta and ex.modality == "image" else (False,):
             feats = extract_features(model.backbone, ex, batch_size=64, cache=cache, flip=flip,
                                      progress=self.show_progress(), desc="predicting", runtime=cfg.runtime)
             with torch.inference_mode():
-                logits = model.forward_features(torch.from_numpy(feats).to(model.head.weight.device))
+                logits = model.forward_features(torch.from_numpy(feats).to(model.head.weight.device), table)
                 if cfg.task == "regression":
                     mean, std = self.target_scale_ or (0.0, 1.0)
                     views.append((logits.double() * std + mean).cpu().numpy())
@@ -245,6 +256,7 @@ class Predictor(Persisted):
         obj.temperature_ = saved["temperature"]
         obj.thresholds_ = saved["thresholds"]
         obj.target_scale_, obj.interval_ = saved["target_scale"], saved["interval"]
+        obj.table_encoder_ = saved["table_encoder"]
         if saved["ngram"] is not None:
             obj.ngram_, obj.ngram_weight_ = saved["ngram"]
         return obj

@@ -36,6 +36,15 @@ class FitContext:
     label_sep: str | None = None
     #: regression: (mean, standard deviation) of the training targets; heads learn the standardised target
     target_scale: tuple[float, float] | None = None
+    #: `features`: the fitted data.tabular.TableEncoder of the table columns read beside the text
+    table: Any = None
+
+    def with_table(self, x: np.ndarray, ex: Examples) -> np.ndarray:
+        """The probe's inputs: backbone features, and the encoded table columns of the same rows when the model
+        reads them (Classifier.set_linear splits a head fitted on both)."""
+        if self.table is None:
+            return x
+        return np.concatenate([x, self.table.transform(ex.table, ex.source)], axis=1)
 
     @property
     def multilabel(self) -> bool:

@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
@@ -66,8 +65,8 @@ def fit_multilabel_probe(model: Classifier, train: Examples, val: Examples, cfg:
     t0 = time.perf_counter()
     kw: dict[str, Any] = {"batch_size": max(cfg.batch_size, 64), "cache": ctx.cache, "num_workers": cfg.num_workers,
           "progress": ctx.progress, "runtime": cfg.runtime}
-    x_tr = extract_features(model.backbone, train, desc="train features", **kw)
-    x_va = extract_features(model.backbone, val, desc="val features", **kw)
+    x_tr = ctx.with_table(extract_features(model.backbone, train, desc="train features", **kw), train)
+    x_va = ctx.with_table(extract_features(model.backbone, val, desc="val features", **kw), val)
     t_feat = time.perf_counter() - t0
     y_tr, y_va = ctx.indicator(train), ctx.indicator(val)
     refit = bool(cfg.refit and ctx.refit_on_val and len(y_va))
@@ -146,7 +145,4 @@ def fit_multilabel_probe(model: Classifier, train: Examples, val: Examples, cfg:
 def _set_head(model: Classifier, head: OvrHead, mu: np.ndarray, sd: np.ndarray) -> None:
     """Fold the standardisation into the linear head (as probe._set_head): w·(x-mu)/sd + b."""
     w = head.coef_ / sd
-    b = head.intercept_ - w @ mu
-    with torch.no_grad():
-        model.head.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
-        model.head.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
+    model.set_linear(w, head.intercept_ - w @ mu)

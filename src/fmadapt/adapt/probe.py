@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
@@ -46,8 +45,8 @@ class Probe(Strategy):
         t0 = time.perf_counter()
         kw = {"batch_size": max(cfg.batch_size, 64), "cache": ctx.cache, "num_workers": cfg.num_workers,
               "progress": ctx.progress, "runtime": cfg.runtime}
-        x_tr = extract_features(model.backbone, train, desc="train features", **kw)
-        x_va = extract_features(model.backbone, val, desc="val features", **kw)
+        x_tr = ctx.with_table(extract_features(model.backbone, train, desc="train features", **kw), train)
+        x_va = ctx.with_table(extract_features(model.backbone, val, desc="val features", **kw), val)
         t_feat = time.perf_counter() - t0
         y_tr, y_va = np.asarray(ctx.targets(train)), np.asarray(ctx.targets(val))
         n_cls = len(ctx.classes)
@@ -197,6 +196,4 @@ def _set_head(model: Classifier, lr: _Head, mu: np.ndarray, sd: np.ndarray, n: i
     b[lr.classes_] = icpt - (coef / sd) @ mu
     if prior is not None:
         w = w + lr.strength * prior.weight()
-    with torch.no_grad():
-        model.head.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
-        model.head.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
+    model.set_linear(w, b)  # (the columns past the backbone's features are the table's, with `features`)

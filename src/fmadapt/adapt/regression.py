@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
@@ -41,8 +40,8 @@ def fit_ridge_probe(model: Classifier, train: Examples, val: Examples, cfg: FitC
     t0 = time.perf_counter()
     kw: dict[str, Any] = {"batch_size": max(cfg.batch_size, 64), "cache": ctx.cache, "num_workers": cfg.num_workers,
                           "progress": ctx.progress, "runtime": cfg.runtime}
-    x_tr = extract_features(model.backbone, train, desc="train features", **kw)
-    x_va = extract_features(model.backbone, val, desc="val features", **kw)
+    x_tr = ctx.with_table(extract_features(model.backbone, train, desc="train features", **kw), train)
+    x_va = ctx.with_table(extract_features(model.backbone, val, desc="val features", **kw), val)
     t_feat = time.perf_counter() - t0
     y_tr, y_va = ctx.standardised(train), ctx.standardised(val)
     refit = bool(cfg.refit and ctx.refit_on_val and len(y_va))
@@ -106,9 +105,7 @@ def fit_ridge_probe(model: Classifier, train: Examples, val: Examples, cfg: FitC
     mu, sd = scale(x_all, scaling)
     head = _ridge((x_all - mu) / sd, y_all, alpha)
     w = head.coef_ / sd
-    with torch.no_grad():
-        model.head.weight.copy_(torch.as_tensor(w[None, :], dtype=torch.float32))
-        model.head.bias.copy_(torch.as_tensor([head.intercept_ - w @ mu], dtype=torch.float32))
+    model.set_linear(w[None, :], [head.intercept_ - w @ mu])
     honest = held[len(y_tr):] if y_held is y_all else held  # out of fold: never seen by its head
     return ({"_val_proba": ctx.unstandardise(honest)[:, None]} if refit else {}) | {
         "feature_seconds": round(t_feat, 2), "head_seconds": round(time.perf_counter() - t1, 2),

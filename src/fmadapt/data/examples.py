@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,9 @@ class Examples:
     modality: str = "image"
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: tables read with `features`: the table's rows of these examples (a pandas DataFrame, same order), whose
+    #: feature columns the model reads beside the text; None otherwise
+    table: Any = None
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -44,6 +48,7 @@ class Examples:
             modality=self.modality,
             skipped=list(self.skipped),
             warnings=list(self.warnings),
+            table=None if self.table is None else self.table.iloc[idx].reset_index(drop=True),
         )
 
     def class_counts(self) -> dict[str, int]:
@@ -52,8 +57,14 @@ class Examples:
 
 def concat(a: Examples, b: Examples) -> Examples:
     """a's examples then b's (b's skipped inputs and warnings were reported with b)."""
+    table = None
+    if a.table is not None and b.table is not None:
+        import pandas as pd
+
+        table = pd.concat([a.table, b.table], ignore_index=True)
     return Examples(inputs=a.inputs + b.inputs, labels=(a.labels or []) + (b.labels or []), ids=a.ids + b.ids,
-                    source=a.source, modality=a.modality, skipped=list(a.skipped), warnings=list(a.warnings))
+                    source=a.source, modality=a.modality, skipped=list(a.skipped), warnings=list(a.warnings),
+                    table=table)
 
 
 def label_indices(classes: Sequence[str], labels: Iterable[str] | None, unknown: int | None = None) -> np.ndarray:

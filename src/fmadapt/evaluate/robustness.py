@@ -315,7 +315,9 @@ class _quiet:
 
 
 def _with_inputs(ex: Examples, inputs: list[str]) -> Examples:
-    return Examples(inputs=inputs, labels=ex.labels, ids=ex.ids, source=ex.source, modality=ex.modality)
+    # (a model reading table columns beside the text sees the same columns with the perturbed texts)
+    return Examples(inputs=inputs, labels=ex.labels, ids=ex.ids, source=ex.source, modality=ex.modality,
+                    table=ex.table)
 
 
 def _targets(clf: Any, ex: Examples) -> np.ndarray:

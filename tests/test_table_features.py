@@ -1,0 +1,98 @@
+"""Table columns beside the text (`features`): which columns, their encoding (numbers standardised with missing
+values imputed and flagged, categories one-hot with unseen ones ignored), a probe head that reads both, saving and
+loading, and the errors when a table lacks them."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fmadapt import TextClassifier, load_model
+from fmadapt.cli import app
+from fmadapt.data.tabular import TableEncoder, feature_columns
+from fmadapt.errors import ArtifactError, ConfigError, DataError
+
+
+def shop(n: int, seed: int) -> pd.DataFrame:
+    """Reviews whose text says nothing; the label follows the department, the score the age."""
+    rng = np.random.default_rng(seed)
+    dept = rng.choice(["dresses", "tops", "jackets"], n)
+    age = rng.integers(18, 70, n).astype(float)
+    df = pd.DataFrame({"id": range(n), "text": [f"review {i} of the item" for i in rng.integers(0, 10**6, n)],
+                       "age": age, "dept": dept, "label": np.where(dept == "tops", "yes", "no"),
+                       "score": 1 + 4 * (age - 18) / 52 + rng.normal(0, 0.1, n)})
+    df.loc[::13, "age"] = np.nan
+    return df
+
+
+def test_encoder_imputes_flags_scales_and_ignores_unseen_categories():
+    df = pd.DataFrame({"age": [20.0, None, 40.0, 60.0], "dept": ["a", "a", "b", "b"], "once": ["x", "y", "z", "w"]})
+    enc = TableEncoder.fit(df)
+    assert enc.names() == ["age", "age missing", "dept=a", "dept=b"]  # "once": no category seen twice
+    x = enc.transform(pd.DataFrame({"age": [40.0, None], "dept": ["b", "new"], "once": ["x", "x"]}))
+    filled = np.array([20.0, 40.0, 40.0, 60.0])  # (the median imputed)
+    assert x[0, 0] == pytest.approx((40 - filled.mean()) / filled.std()) and x[1, 1] == 1.0 and x[0, 1] == 0.0
+    assert x[0, 2:].tolist() == [0.0, 1.0] and x[1, 2:].tolist() == [0.0, 0.0]  # unseen category: none set
+    again = TableEncoder.from_dict(json.loads(json.dumps(enc.to_dict())), "config.json")
+    np.testing.assert_array_equal(again.transform(df), enc.transform(df))
+    with pytest.raises(DataError, match="'dept'"):
+        enc.transform(df.drop(columns=["dept"]), "new.csv")
+    with pytest.raises(ArtifactError, match="table_features"):
+        TableEncoder.from_dict({"columns": [{"name": "age", "kind": "numeric"}]}, "config.json")
+
+
+def test_feature_columns_auto_leaves_out_text_labels_and_identifiers():
+    df = shop(30, 0).assign(order=[f"o{i}" for i in range(30)])
+    assert feature_columns(df, "auto", ["text", "label", "score"], "t.csv") == ["age", "dept"]
+    assert feature_columns(df, "dept, age", ["text", "label"], "t.csv") == ["dept", "age"]
+    with pytest.raises(DataError, match="'nope' not found"):
+        feature_columns(df, "age,nope", ["text", "label"], "t.csv")
+    with pytest.raises(DataError, match="'label' is the text or label column"):
+        feature_columns(df, "label", ["text", "label"], "t.csv")
+
+
+def test_the_probe_reads_the_table_beside_the_text_and_saves_its_encoding(tmp_path):
+    train, test = shop(160, 0), shop(60, 1)
+    text_only = TextClassifier(backbone="tiny-bert", progress=False).fit(train.drop(columns=["score"]))
+    both = TextClassifier(backbone="tiny-bert", features="auto", progress=False).fit(train.drop(columns=["score"]))
+    assert both.data_summary_["table_features"]["columns"] == ["age", "dept"]
+    # the department decides the label: only the model that reads it gets it right
+    assert both.evaluate(test)["accuracy"] > 0.95 > text_only.evaluate(test)["accuracy"] + 0.1
+    both.save_pretrained(tmp_path / "m")
+    assert "table_features" in json.loads((tmp_path / "m" / "config.json").read_text())
+    back = load_model(tmp_path / "m")
+    np.testing.assert_allclose(back.predict_proba(test).to_numpy(), both.predict_proba(test).to_numpy(), atol=1e-6)
+    with pytest.raises(DataError, match=r"reads table columns beside the text \(age, dept\)"):
+        back.predict(["only a text"])
+    with pytest.raises(DataError, match="'dept'"):
+        back.predict(test.drop(columns=["dept"]))
+
+
+def test_regression_reads_numbers_from_the_table():
+    train, test = shop(160, 2), shop(60, 3)
+    clf = TextClassifier(backbone="tiny-bert", task="regression", label_col="score", features="age",
+                         progress=False).fit(train.drop(columns=["label"]))
+    assert clf.evaluate(test)["r2"] > 0.8  # the score follows the age
+
+
+def test_features_options_are_refused_where_they_do_not_apply():
+    with pytest.raises(ConfigError, match="strategy 'probe'"):
+        TextClassifier(backbone="tiny-bert", features="auto", strategy="finetune")
+    with pytest.raises(ConfigError, match="ensembles"):
+        TextClassifier(backbone="tiny-bert", features="auto", ensemble_backbones="tiny-bert,tiny-bert")
+
+
+def test_cli_fit_and_predict_with_features(tmp_path):
+    runner = CliRunner()
+    shop(100, 0).drop(columns=["score"]).to_csv(tmp_path / "train.csv", index=False)
+    shop(30, 1).drop(columns=["score", "label"]).to_csv(tmp_path / "new.csv", index=False)
+    r = runner.invoke(app, ["fit", str(tmp_path / "train.csv"), "--backbone", "tiny-bert", "--text", "text",
+                            "--label", "label", "--features", "age,dept", "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["predict", str(tmp_path / "m"), str(tmp_path / "new.csv"), "--output",
+                            str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert pred["pred"].tolist() == load_model(tmp_path / "m").predict(tmp_path / "new.csv").tolist()
