@@ -107,7 +107,7 @@ def test_zero_one_columns_train_the_same_model_as_a_separator_column():
 
 
 def test_bad_multilabel_input_and_options_are_refused(tmp_path):
-    with pytest.raises(ConfigError, match=r"probe \| finetune \| progressive \| l2sp \| lora for now, not 'contr"):
+    with pytest.raises(ConfigError, match=r"l2sp \| lora \| auto for now, not 'contrastive'"):
         TextClassifier(backbone="tiny-bert", task="multilabel", strategy="contrastive")
     with pytest.raises(ConfigError, match="label_smoothing"):
         TextClassifier(backbone="tiny-bert", task="multilabel", strategy="finetune", label_smoothing=0.1)
