@@ -27,6 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ("hand_probe", "probe", "tfidf", "hand_finetune", "finetune", "auto")
 
 
+
+def _tag(i: int) -> str:
+    """a, b, ..., z, aa, ab, ...: a run's superscript."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return letters[i] if i < 26 else _tag(i // 26 - 1) + letters[i % 26]
+
 def pick(rows: list[dict], since: dict[str, str], alias: dict[tuple[str, str], str]) -> dict:
     """{(dataset, column): the latest matching row}."""
     out: dict[tuple[str, str], dict] = {}
@@ -43,7 +49,7 @@ def pick(rows: list[dict], since: dict[str, str], alias: dict[tuple[str, str], s
 
 def render(got: dict, datasets: list[str]) -> str:
     runs = sorted({(r["date"], r["commit"]) for r in got.values()})
-    tag = {run: chr(ord("a") + i) for i, run in enumerate(runs)}
+    tag = {run: _tag(i) for i, run in enumerate(runs)}
 
     def cell(ds: str, col: str) -> str:
         r = got.get((ds, col))
