@@ -57,8 +57,13 @@ def test_probe_head_with_a_prior_folds_into_one_linear_layer():
     mu, sd = x.mean(0), x.std(0) + 1e-6
     head = _fit_lr((x - mu) / sd, y, 0.1, 0, False, prior.logits(x))
     assert head.strength > 0
-    model = torch.nn.Module()
-    model.head = torch.nn.Linear(6, 3)
+    from types import SimpleNamespace
+
+    from fmadapt.model import Classifier
+
+    body = torch.nn.Module()
+    body.cfg = SimpleNamespace(embed_dim=6)  # (only the head is used: features are given)
+    model = Classifier(body, 3)
     _set_head(model, head, mu, sd, 3, prior)
     with torch.no_grad():
         folded = torch.softmax(model.head(torch.as_tensor(x, dtype=torch.float32)), 1).numpy()
