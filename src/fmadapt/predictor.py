@@ -140,7 +140,7 @@ class Predictor(Persisted):
         model, cfg = member.model, member.config
         cache = self.feature_cache() if not member.trains_backbone else None
         table = None
-        if model.table_head is not None:
+        if getattr(model, "table_head", None) is not None:
             if ex.table is None or self.table_encoder_ is None:
                 from .errors import DataError
 
