@@ -96,3 +96,14 @@ def test_cli_fit_and_predict_with_features(tmp_path):
     assert r.exit_code == 0, r.output
     pred = pd.read_csv(tmp_path / "p.csv")
     assert pred["pred"].tolist() == load_model(tmp_path / "m").predict(tmp_path / "new.csv").tolist()
+
+
+def test_auto_features_leave_out_multilabel_zero_one_columns():
+    def tagged(n: int, seed: int) -> pd.DataFrame:
+        df = shop(n, seed).drop(columns=["label", "score"])
+        return df.assign(is_top=(df["dept"] == "tops").astype(int), is_old=(df["age"].fillna(40) > 40).astype(int))
+
+    clf = TextClassifier(backbone="tiny-bert", task="multilabel", label_col="is_top,is_old", features="auto",
+                         progress=False).fit(tagged(120, 4))
+    assert clf.data_summary_["table_features"]["columns"] == ["age", "dept"]  # not the label columns
+    assert clf.evaluate(tagged(40, 5))["micro_f1"] > 0.9  # both labels follow the table

@@ -85,12 +85,13 @@ def read_text_table(data: str | os.PathLike[str] | pd.DataFrame, cfg: FitConfig,
         note = (f"{source}: columns {cfg.text_col!r}/{cfg.label_col!r} of training not found; "
                 f"using {text!r}" + (f"/{label!r}" if need_label else ""))
         warnings.warn(note, stacklevel=4)
+    table = df  # (the user's columns, without the joined label column below)
     if columns:
         label = ",".join(columns)
         df = df.assign(**{label: joined_column(df, columns, cfg.label_sep, source)})
     ex = examples_from_table(df, source, text, label)
     if cfg.features:  # (the fit chooses the feature columns; prediction reads those the model knows)
-        ex.table = df.iloc[[int(i) for i in ex.ids]].reset_index(drop=True)
+        ex.table = table.iloc[[int(i) for i in ex.ids]].reset_index(drop=True)
     if multilabel:
         assert ex.labels is not None
         ex.labels, read = canonical(ex.labels, cfg.label_sep, source)
