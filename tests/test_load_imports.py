@@ -38,13 +38,15 @@ def test_load_and_predict_import_neither_lightning_nor_a_strategy(tmp_path, stra
         "from fmadapt import load_model\n"
         f"pred = [str(p) for p in load_model({str(out)!r}).predict({texts!r})]\n"
         "print(json.dumps({'pred': pred, 'loaded': sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('lightning', 'pytorch_lightning') or m.startswith(('fmadapt.adapt', 'fmadapt.train', 'fmadapt.fitting', "
-        "'fmadapt.auto')))}))")
+        "('lightning', 'pytorch_lightning', 'sklearn') or m.startswith(('fmadapt.adapt', 'fmadapt.train', "
+        "'fmadapt.fitting', 'fmadapt.auto')))}))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["pred"] == want
-    # (issue 22's check: no Lightning, no fmadapt.adapt module, no training module, no fit pipeline)
+    # (issue 22's check: no Lightning, no fmadapt.adapt module, no training module, no fit pipeline; issue 21's
+    # start-up: no scikit-learn, which only metrics and n-gram models need. conftest's tiny backbones import timm
+    # here; with the packaged MiniLM a text model imports no timm either: `python -X importtime`)
     assert got["loaded"] == [], got["loaded"]
 
 

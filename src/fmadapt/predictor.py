@@ -17,7 +17,6 @@ from .data.examples import Examples, label_indices
 from .data.readers import TASKS, DataLike, read_labeled, read_unlabeled
 from .data.split import check_known
 from .errors import NotFittedError
-from .evaluate.metrics import classification_metrics
 from .member import Member
 from .persistence import Persisted, read_model_dir
 from .runtime.ngram import combined
@@ -285,6 +284,8 @@ class Predictor(Persisted):
 
             m = regression_metrics(y, self.labels_of(proba), self.interval_halfwidth())
         else:
+            from .evaluate.metrics import classification_metrics  # (scikit-learn: not needed to predict)
+
             m = classification_metrics(y, proba, self.classes_)
         m["skipped"] = [s.to_dict() for s in ex.skipped]
         return m

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .base import BackboneCfg
 from .text import MEASURED_FINETUNE_LR, HFTextBackbone, hf_text_backbone
-from .vision import MEASURED_FINETUNE_LR as IMAGE_FINETUNE_LR
-from .vision import TimmBackbone
+
+if TYPE_CHECKING:
+    from .vision import TimmBackbone
 
 _SHA_CACHE: dict[tuple[str, int, float], str] = {}
 
@@ -44,7 +46,11 @@ def efficientnet_lite0(pretrained: bool = True) -> TimmBackbone:
     padding, so it would silently give other features. Preprocessing mean = std = 0.5 is what the TF
     weights were trained with (and scored 77.7 % vs 74.3 % with ImageNet statistics on a frozen probe).
     """
+    # (torchvision and timm only for image backbones: loading a text model does not import them)
     import timm
+
+    from .vision import MEASURED_FINETUNE_LR as IMAGE_FINETUNE_LR
+    from .vision import TimmBackbone
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
     path = efficientnet_lite0_weights_path()

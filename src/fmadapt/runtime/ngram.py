@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
+
+if TYPE_CHECKING:  # (scikit-learn is imported where a vectorizer is made: loading a model without one skips it)
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
 from ..errors import ArtifactError
 
@@ -43,6 +45,8 @@ class NgramModel:
     # -- features ------------------------------------------------------------------------------
     @staticmethod
     def fit_vectorizers(texts: list[str]) -> tuple[list[TfidfVectorizer], sparse.csr_matrix]:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         vecs, parts = [], []
         for spec in ANALYZERS:
             v = TfidfVectorizer(**spec, **COMMON, min_df=min(MIN_DF, max(1, len(texts) // 2)),
@@ -167,6 +171,8 @@ def _idf(v: TfidfVectorizer) -> np.ndarray:
 
 
 def _empty(spec: dict[str, Any]) -> TfidfVectorizer:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     v = TfidfVectorizer(**spec, **COMMON, dtype=np.float32)
     v.vocabulary_ = {}
     return v
@@ -178,6 +184,8 @@ def _rebuilt(spec: dict[str, Any], common: dict[str, Any], terms: list[str], idf
     if not all(isinstance(f, bool) for f in flags.values()) or common.get("norm", "l2") not in ("l1", "l2", None) \
             or not 1 <= low <= high <= 10:
         raise ValueError("vectorizer options out of range")
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     # (min_df and max_features only matter when fitting; prediction uses the stored vocabulary)
     v = TfidfVectorizer(analyzer=spec["analyzer"], ngram_range=(low, high), dtype=np.float32,
                         norm=common.get("norm", "l2"), **flags)
