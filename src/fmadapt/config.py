@@ -24,7 +24,7 @@ GROUPS: dict[str, str] = {
 #: must not; tests/test_cli.py checks them against it). Registered strategies add to them.
 STRATEGY_NAMES = ("probe", "finetune", "progressive", "l2sp", "lora", "contrastive", "auto")
 #: the strategies that train multi-label and regression models (task multilabel, regression) so far
-MULTILABEL_STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora", "auto")
+TASK_STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora", "auto")
 
 
 def parse_duration(text: str | float | int) -> float | None:
@@ -364,8 +364,8 @@ class FitConfig:
             t = self.task
             rules += [
                 (modality == "image", f"task {t} reads text tables for now; image folders are single-label classes"),
-                (self.strategy not in MULTILABEL_STRATEGIES,
-                 f"task {t} trains with strategy {' | '.join(MULTILABEL_STRATEGIES)} for now, not {self.strategy!r}"),
+                (self.strategy not in TASK_STRATEGIES,
+                 f"task {t} trains with strategy {' | '.join(TASK_STRATEGIES)} for now, not {self.strategy!r}"),
                 (self.label_smoothing > 0, "label_smoothing is for single-label classification (cross-entropy)"),
                 (self.adversarial != "none", "adversarial training is for single-label classification for now"),
                 (self.label_template is not None, "label_template is for single-label classification"),

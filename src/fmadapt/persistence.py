@@ -80,13 +80,13 @@ class Persisted:
             config = {"task": self.task, "backbone": "+".join(sorted({m["backbone"] for m in listing})),
                       "strategy": self.config_.strategy, "fit": self.config_.to_dict(), "ensemble": listing,
                       "fmadapt_version": __version__, "num_classes": len(self.classes_),
-                      **self._calibration_entry(), **self._ngram_entry(), **self._thresholds_entry()}
+                      **self._calibration_entry(), **self._ngram_entry(), **self._task_entries()}
             commit(out, {"labels.json": json_text(self.classes_), "config.json": json_text(config),
                          **described(config)}, remove=["model.safetensors", *stale])
         else:
             self._save_member(out, self.model_, self.config_, self.history_,
                               self.trains_backbone_,
-                              {**self._calibration_entry(), **self._ngram_entry(), **self._thresholds_entry()},
+                              {**self._calibration_entry(), **self._ngram_entry(), **self._task_entries()},
                               described, remove=stale)
         for name, ex in self.splits_.items():
             (out / "manifests").mkdir(exist_ok=True)
@@ -139,9 +139,10 @@ class Persisted:
         return {"calibration": {"method": "temperature", "temperature": t,
                                 "note": cal.get("note", "")}} if t != 1.0 or cal else {}
 
-    def _thresholds_entry(self) -> dict[str, Any]:
+    def _task_entries(self) -> dict[str, Any]:
         """What prediction applies besides the weights, by task (config.json): multi-label, each label's decision
-        threshold ("thresholds"); regression, the target's scale ("target") and the intervals ("interval")."""
+        threshold ("thresholds"); regression, the target's scale ("target") and the intervals ("interval"); with
+        table columns, their encoding ("table_features")."""
         out: dict[str, Any] = {}
         t = self.thresholds_
         if t is not None:
