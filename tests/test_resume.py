@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -232,3 +233,37 @@ def test_a_second_ctrl_c_stops_at_once_from_the_last_checkpoint(tmp_path, monkey
         signal.signal(signal.SIGINT, before)  # Lightning ignores further Ctrl-C while it shuts down
     info = checkpoint_info(tmp_path / "ck" / "run-0.ckpt")
     assert (info["kind"], info["epoch"]) == ("epoch-end", 0)  # nothing half-saved: the epoch-1 checkpoint
+
+
+@pytest.mark.parametrize("task", ["multilabel", "regression"])
+def test_a_multilabel_or_regression_fine_tune_resumes_to_the_same_weights(tmp_path, monkeypatch, task):
+    from fmadapt import TextClassifier
+    from fmadapt.errors import TrainingInterrupted
+    from fmadapt.train import module as train_module
+    from test_multilabel_fit import news
+    from test_regression_fit import reviews
+
+    data = tmp_path / "t.csv"
+    (news(24, 0) if task == "multilabel" else reviews(24, 0)).to_csv(data, index=False)
+    make = lambda: TextClassifier(backbone="tiny-bert", task=task, strategy="finetune", epochs=3,  # noqa: E731
+                                  batch_size=4, head_init="random", cache=False, progress=False)
+    whole = make().fit(data)
+    real = train_module.ClassifierModule.training_step
+
+    def signalled(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(train_module.ClassifierModule, "training_step", signalled)
+    with pytest.raises(TrainingInterrupted):
+        make().fit(data, checkpoint_dir=tmp_path / "ck")
+    monkeypatch.undo()
+    resumed = make().fit(data, checkpoint_dir=tmp_path / "ck", resume=True)
+    assert resumed.resumed_ == ["run 0: from epoch 1, batch 2"]
+    assert _state_hash(resumed) == _state_hash(whole)
+    # (and what the task keeps besides the weights, tuned on the same validation predictions)
+    if task == "multilabel":
+        np.testing.assert_array_equal(resumed.thresholds_, whole.thresholds_)
+    else:
+        assert resumed.interval_ == whole.interval_
