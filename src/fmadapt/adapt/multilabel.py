@@ -11,19 +11,16 @@ from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
 from ..config import FitConfig
 from ..data.examples import Examples
 from ..model import Classifier
-from ..runtime.features import extract_features
 from ..tasks.multilabel import tuned_micro_f1
 from .base import FitContext
-from .headsearch import C_MAX, C_MIN, C_START, MAX_EXTEND, SCALINGS, scale
+from .headsearch import C_MAX, C_MIN, C_START, scale
+from .heldout import HeldOut, probe_data, search_strength
 
-#: up to this many labeled examples (training + validation), C is chosen out of fold (as the probe does)
-CV_MAX = 1000
 #: the logit of a label that is constant in the training data (never / always present): sigmoid 0 or 1
 CONSTANT_LOGIT = 1e4
 
@@ -63,83 +60,31 @@ def fit_multilabel_probe(model: Classifier, train: Examples, val: Examples, cfg:
                          ) -> dict[str, Any]:
     """Train `model`'s head in place (see the module's doc); the history as the probe's."""
     t0 = time.perf_counter()
-    kw: dict[str, Any] = {"batch_size": max(cfg.batch_size, 64), "cache": ctx.cache, "num_workers": cfg.num_workers,
-          "progress": ctx.progress, "runtime": cfg.runtime}
-    x_tr = ctx.with_table(extract_features(model.backbone, train, desc="train features", **kw), train)
-    x_va = ctx.with_table(extract_features(model.backbone, val, desc="val features", **kw), val)
-    t_feat = time.perf_counter() - t0
-    y_tr, y_va = ctx.indicator(train), ctx.indicator(val)
-    refit = bool(cfg.refit and ctx.refit_on_val and len(y_va))
-    x_all, y_all = (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])) if refit else (x_tr, y_tr)
+    data = probe_data(model, train, val, cfg, ctx, ctx.indicator)
+    held = HeldOut(data, lambda z_tr, y_tr, z_te, c: OvrHead(z_tr, y_tr, c, cfg.seed).proba(z_te), cfg.seed)
     t1 = time.perf_counter()
-    if refit and len(y_all) <= CV_MAX:
-        folds = min(5, len(y_all))
-        selection = f"{folds}-fold cross-validation on training + validation data ({len(y_all)} examples)"
-        parts = list(KFold(folds, shuffle=True, random_state=cfg.seed).split(x_all))
-        y_held = y_all
-
-        def evaluate(c: float, scaling: str) -> np.ndarray:
-            oof = np.zeros(y_all.shape)
-            for tr, te in parts:
-                mu, sd = scale(x_all[tr], scaling)
-                oof[te] = OvrHead((x_all[tr] - mu) / sd, y_all[tr], c, cfg.seed).proba((x_all[te] - mu) / sd)
-            return oof
-    else:
-        selection = f"validation split ({len(y_va)} examples)"
-        y_held = y_va
-
-        def evaluate(c: float, scaling: str) -> np.ndarray:
-            mu, sd = scale(x_tr, scaling)
-            return OvrHead((x_tr - mu) / sd, y_tr, c, cfg.seed).proba((x_va - mu) / sd)
-
     rows: list[dict[str, Any]] = []
-    results: dict[tuple[float, str], tuple[tuple[float, float], np.ndarray]] = {}
+    preds: dict[tuple[float, str], np.ndarray] = {}
 
-    def run(c: float, scaling: str) -> None:
-        c = float(f"{c:.3g}")
-        if (c, scaling) in results or not C_MIN <= c <= C_MAX:
-            return
-        p = evaluate(c, scaling)
-        f1, bce = _score(p, y_held)
-        results[(c, scaling)] = ((f1, -bce), p)
+    def score(c: float, scaling: str) -> tuple[float, float]:
+        p = preds[(c, scaling)] = held.predict(c, scaling)
+        f1, bce = _score(p, held.y)
         rows.append({"C": c, "scaling": scaling, "val_micro_f1": round(f1, 4), "val_bce": round(bce, 4)})
+        return f1, -bce
 
-    def best(scaling: str) -> float:
-        return max((k for k in results if k[1] == scaling), key=lambda k: results[k][0])[0]
-
-    for scaling in SCALINGS:
-        if cfg.probe_c is not None:
-            run(cfg.probe_c, scaling)
-            continue
-        for c in C_START:
-            run(c, scaling)
-        for _ in range(MAX_EXTEND):  # past an edge while the edge wins: the grid does not bound the search
-            c = best(scaling)
-            if c == min(k[0] for k in results if k[1] == scaling):
-                run(c / 10, scaling)
-            elif c == max(k[0] for k in results if k[1] == scaling):
-                run(c * 10, scaling)
-            else:
-                break
-        c = best(scaling)
-        run(c / 10 ** 0.5, scaling)
-        run(c * 10 ** 0.5, scaling)
-    c, scaling = max(results, key=lambda k: results[k][0])
-    held = results[(c, scaling)][1]
+    c, scaling = search_strength(score, C_START, C_MIN, C_MAX, cfg.probe_c)
+    x_all, y_all = data.x_all, data.y_all
     mu, sd = scale(x_all, scaling)
-    head = OvrHead((x_all - mu) / sd, y_all, c, cfg.seed)
-    _set_head(model, head, mu, sd)
-    honest = held[len(y_tr):] if y_held is y_all else held  # out of fold: never seen by its head
+    _set_head(model, OvrHead((x_all - mu) / sd, y_all, c, cfg.seed), mu, sd)
     constant = int(((y_all.sum(0) == 0) | (y_all.sum(0) == len(y_all))).sum())
-    return ({"_val_proba": honest} if refit else {}) | {
-        "feature_seconds": round(t_feat, 2), "head_seconds": round(time.perf_counter() - t1, 2),
+    return ({"_val_proba": held.honest(preds[(c, scaling)])} if data.refit else {}) | {
+        "feature_seconds": round(data.feature_seconds, 2), "head_seconds": round(time.perf_counter() - t1, 2),
         "fit_seconds": round(time.perf_counter() - t0, 2), "C": c, "scaling": scaling, "metric": "micro_f1",
         "head": "one logistic regression per label (one-vs-rest), sigmoid outputs",
-        "selection": f"{selection}, by micro-F1 at thresholds tuned per label, ties broken by the lower binary "
+        "selection": f"{held.selection}, by micro-F1 at thresholds tuned per label, ties broken by the lower binary "
                      "cross-entropy",
-        "trained_on": (f"training + validation data ({len(y_all)} examples)" if refit
-                       else f"training split ({len(y_tr)} examples)"),
-        "constant_labels": constant, "candidates": sorted(rows, key=lambda r: (r["scaling"], r["C"]))}
+        "trained_on": data.trained_on(), "constant_labels": constant,
+        "candidates": sorted(rows, key=lambda r: (r["scaling"], r["C"]))}
 
 
 def _set_head(model: Classifier, head: OvrHead, mu: np.ndarray, sd: np.ndarray) -> None:
