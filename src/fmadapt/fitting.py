@@ -22,7 +22,6 @@ from .data.images import default_crop, median_short_side
 from .data.readers import ESTIMATORS, DataLike, read_labeled, read_unlabeled
 from .data.split import (
     check_known,
-    check_trainable,
     check_trainable_multilabel,
     check_trainable_regression,
     data_summary,
@@ -35,7 +34,8 @@ from .model import Classifier
 from .options import resolve_name
 from .predictor import Predictor
 from .runtime.features import extract_features
-from .tasks.multilabel import label_counts, label_names, sets_of
+from .tasks.fitsteps import check_classes, label_warnings, set_intervals, set_thresholds, table_encoder
+from .tasks.multilabel import label_names, sets_of
 
 
 def build_config(modality: str, backbone: str | None, strategy: str, options: dict[str, Any],
@@ -95,7 +95,7 @@ class FitRun(SelfTraining):
         if regression:
             check_trainable_regression(train)
         elif sep is None:
-            _check_classes(train)
+            check_classes(train)
         else:
             check_trainable_multilabel(train, sep)
         # what the default crop is chosen by (every member and refit of this fit uses the same)
@@ -120,12 +120,12 @@ class FitRun(SelfTraining):
                     check_known(splits[name], classes, name)
         else:
             classes = label_names(sets_of(train.labels or [], sep))
-            self._label_warnings(splits, classes, sep)
+            label_warnings(splits, classes, sep)
         if cfg.label_template:  # numeric class names are refused before any feature is computed
             class_sentences(classes, cfg.label_template)
         self.predictor = out = Predictor(self.modality, classes, cfg, cache=self.cache, progress=self.progress)
         out.target_scale_ = scale
-        out.table_encoder_ = self._table_encoder(cfg, train) if cfg.features else None
+        out.table_encoder_ = table_encoder(cfg, train) if cfg.features else None
         ctx = adapt.FitContext(classes, out.feature_cache(), out.show_progress(), checkpoints=self.checkpoints,
                                label_sep=sep, target_scale=scale, table=out.table_encoder_)
         pool = self._unlabeled_pool(unlabeled, cfg, splits) if unlabeled is not None else None
@@ -177,7 +177,7 @@ class FitRun(SelfTraining):
             out.calibration_ = {"temperature": 1.0, "fitted": False,
                                 "note": "regression: no temperature; prediction intervals by split conformal "
                                         "prediction on the validation predictions instead"}
-            self._intervals(out, val_proba, out.encode_labels(splits["val"].labels), cfg.coverage, source)
+            set_intervals(out, val_proba, out.encode_labels(splits["val"].labels), cfg.coverage, source)
             selection_metrics = None
         elif sep is None:
             out.calibration_ = self._calibrate(cfg, val_proba, splits["val"], source)
@@ -185,7 +185,7 @@ class FitRun(SelfTraining):
             out.calibration_ = {"temperature": 1.0, "fitted": False,
                                 "note": "multi-label: no temperature; each label's decision threshold is tuned on "
                                         "the validation predictions instead"}
-            self._tune_thresholds(out, val_proba, ctx.indicator(splits["val"]), source)
+            set_thresholds(out, val_proba, ctx.indicator(splits["val"]), source)
             selection_metrics = None  # (the metrics at the tuned thresholds, below)
         out.temperature_ = out.calibration_.get("temperature", 1.0)
         self._measure(out, cfg, splits, selection_metrics, val_proba)
@@ -206,63 +206,6 @@ class FitRun(SelfTraining):
         if first.vocabulary is not None:
             out.data_summary_["vocabulary"] = first.vocabulary
         return out
-
-    @staticmethod
-    def _table_encoder(cfg: FitConfig, train: Examples) -> Any:
-        """`features`: the table columns read beside the text, and their encoding fitted on the training rows."""
-        from .data.tabular import TableEncoder, feature_columns
-        from .tasks.multilabel import label_columns
-
-        labels = label_columns(cfg.label_col) or ([cfg.label_col] if cfg.label_col else [])
-        exclude = [c for c in (cfg.text_col, *labels) if c]
-        assert train.table is not None
-        return TableEncoder.fit(train.table[feature_columns(train.table, str(cfg.features), exclude, train.source)])
-
-    @staticmethod
-    def _label_warnings(splits: dict[str, Examples], labels: list[str], sep: str) -> None:
-        """Multi-label: labels the model can hardly learn (one training example) or never saw (in validation or
-        test data: left out of the targets), said in the data summary's warnings."""
-        train = splits["train"]
-        rare = [lab for lab, n in label_counts(train.labels or [], sep).items() if n == 1 and lab in labels]
-        if rare:
-            train.warnings.append(f"{len(rare)} label(s) with a single training example, hardly learnable: "
-                                  f"{', '.join(map(repr, rare[:10]))}{' ...' if len(rare) > 10 else ''}")
-        known = set(labels)
-        for name in ("val", "test"):
-            if name in splits:
-                unseen = sorted({lab for s in sets_of(splits[name].labels or [], sep) for lab in s} - known)
-                if unseen:
-                    splits[name].warnings.append(
-                        f"{name} data has {len(unseen)} label(s) never seen in training, left out of its targets: "
-                        f"{', '.join(map(repr, unseen[:10]))}{' ...' if len(unseen) > 10 else ''}")
-
-    @staticmethod
-    def _tune_thresholds(out: Predictor, proba: np.ndarray, y: np.ndarray, source: str) -> None:
-        """Multi-label: each label's decision threshold, chosen by its F1 on honest validation predictions."""
-        from .tasks.multilabel import tune_thresholds
-
-        thresholds, notes = tune_thresholds(proba, y)
-        out.thresholds_ = thresholds
-        out.history_["thresholds"] = {"chosen_by": f"each label's F1 on the {source} ({len(y)} examples)",
-                                      "median": round(float(np.median(thresholds)), 4), "notes": notes}
-
-    @staticmethod
-    def _intervals(out: Predictor, pred: np.ndarray, y: np.ndarray, coverage: float, source: str) -> None:
-        """Regression: the split-conformal half-width of the prediction intervals, from the absolute residuals of
-        honest validation predictions (none when there are too few of them for the coverage asked)."""
-        from .tasks.regression import conformal_halfwidth
-
-        q = conformal_halfwidth(np.abs(y - pred[:, 0]), coverage)
-        if not np.isfinite(q):
-            need = int(np.ceil(coverage / (1 - coverage)))
-            out.interval_ = None
-            out.history_["interval"] = {"note": f"no prediction intervals: {len(y)} validation example(s), "
-                                                f"{coverage:g} coverage needs at least {need}"}
-            return
-        out.interval_ = {"coverage": coverage, "halfwidth": q, "n": int(len(y)),
-                         "method": f"split conformal prediction on the {source}: pred ± the "
-                                   f"⌈(n+1)·{coverage:g}⌉-th smallest absolute residual"}
-        out.history_["interval"] = dict(out.interval_)
 
     def _measure(self, out: Predictor, cfg: FitConfig, splits: dict[str, Examples],
                  selection_metrics: dict[str, Any] | None, val_proba: np.ndarray) -> None:
@@ -400,24 +343,6 @@ class FitRun(SelfTraining):
             metrics=lambda p: {**self.predictor.metrics_from(p, val), "_proba": p},
             probe_out_of_fold=lambda m, ex, folds: out_of_fold(m.model, ex, targets(ex), m.config, ctx, m.history,
                                                                folds))
-
-
-def _check_classes(train: Examples) -> None:
-    """check_trainable, and when the class labels look like a numeric quantity, the suggestion of a regression
-    (in the error when the classes cannot train, as a warning otherwise)."""
-    from .tasks.regression import looks_continuous
-
-    continuous = looks_continuous(train.labels or [])
-    hint = (f"the labels look like a numeric quantity ({len(set(train.labels or []))} distinct numbers): to predict "
-            "it as a number, use --task regression")
-    try:
-        check_trainable(train)
-    except DataError as e:
-        if continuous:
-            raise DataError(f"{e} ({hint})") from None
-        raise
-    if continuous:
-        train.warnings.append(hint)
 
 
 def member_specs(cfg: FitConfig, default_backbone: str) -> list[tuple[str, int]]:
