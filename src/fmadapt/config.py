@@ -23,8 +23,6 @@ GROUPS: dict[str, str] = {
 #: the names `strategy` takes out of the box (written out: the registry imports torch, which `fmadapt --help`
 #: must not; tests/test_cli.py checks them against it). Registered strategies add to them.
 STRATEGY_NAMES = ("probe", "finetune", "progressive", "l2sp", "lora", "contrastive", "auto")
-#: the strategies that train multi-label and regression models (task multilabel, regression) so far
-TASK_STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora", "auto")
 
 
 def parse_duration(text: str | float | int) -> float | None:
@@ -342,67 +340,11 @@ class FitConfig:
 
     def check(self, modality: str | None = None, *, unlabeled: bool = False) -> None:
         """Every rule between options, and between options and the data (its modality, unlabeled data given):
-        run before any data is read. The single-option rules ran when the FitConfig was made."""
-        rules: list[tuple[bool, str]] = []
-        if modality is not None:
-            other = "texts" if modality == "image" else "images"
-            rules += [
-                (self.tta and modality != "image",
-                 "tta (averaging over mirror images) is for images; texts have no mirror image"),
-                (self.crop_pct is not None and modality != "image",
-                 "crop_pct (the share of a resized image the centre crop keeps) is for images"),
-                (self.max_tokens is not None and modality != "text",
-                 "max_tokens (the most tokens of a text the backbone reads) is for texts"),
-                (self.label_template is not None and modality != "text",
-                 "label_template (class names as prior knowledge) is for texts: the image backbones have no text "
-                 "encoder to embed the names with"),
-                (self.adversarial != "none" and (self.adversarial == "embedding") != (modality == "text"),
-                 f"adversarial '{self.adversarial}' is for {other}: use "
-                 + ("'fgsm' or 'pgd'" if modality == "image" else "'embedding'") + f" on {modality}s"),
-            ]
-        if self.task != "classification":
-            t = self.task
-            rules += [
-                (modality == "image", f"task {t} reads text tables for now; image folders are single-label classes"),
-                (self.strategy not in TASK_STRATEGIES,
-                 f"task {t} trains with strategy {' | '.join(TASK_STRATEGIES)} for now, not {self.strategy!r}"),
-                (self.label_smoothing > 0, "label_smoothing is for single-label classification (cross-entropy)"),
-                (self.adversarial != "none", "adversarial training is for single-label classification for now"),
-                (self.label_template is not None, "label_template is for single-label classification"),
-                (unlabeled, f"task {t} does not take unlabeled data (self-training) yet"),
-                (t == "regression" and self.select_by == "accuracy",
-                 "select_by 'accuracy' is for classification; task regression chooses epochs by RMSE ('metric') "
-                 "or 'loss'"),
-            ]
-        if self.features:
-            rules += [
-                (modality == "image", "features (table columns beside the text) is for text tables"),
-                (self.strategy != "probe", f"features trains with strategy 'probe' for now, not {self.strategy!r}"),
-                (self.ensemble > 1 or len(self.backbone_names()) > 1, "features does not combine with ensembles yet"),
-                (self.label_template is not None, "features does not combine with label_template"),
-                (unlabeled, "features does not take unlabeled data (self-training) yet"),
-            ]
-        names = self.backbone_names()
-        fresh = self.text_noise or self.mixup or self.cutmix or self.adversarial != "none"
-        rules += [
-            (self.strategy == "auto" and (self.ensemble > 1 or len(names) > 1),
-             "strategy 'auto' chooses one model: it does not combine with ensembles"),
-            (self.ensemble > 1 and self.strategy == "probe" and len(names) == 1,
-             "a probe is deterministic: an ensemble over seeds would repeat one model; ensemble over backbones "
-             "(ensemble_backbones) or use a fine-tuning strategy"),
-            (self.adversarial != "none" and bool(self.mixup or self.cutmix),
-             "adversarial training and mixup/cutmix do not combine; choose one"),
-            (self.cache_activations == "on" and bool(fresh),
-             "cache_activations 'on' trains on fixed activations: text_noise, mixup, cutmix and adversarial "
-             "training need the inputs every epoch; use cache_activations 'auto' or 'off'"),
-            (unlabeled and self.strategy == "auto",
-             "unlabeled data (self-training) needs a chosen strategy, not 'auto': run auto first, then fit its "
-             "winner with the unlabeled data"),
-            (unlabeled and self.refit_full,
-             "unlabeled data (self-training) does not combine with refit_full: the student is chosen on the "
-             "validation split, which refit_full would train on"),
-        ]
-        for broken, msg in rules:
+        run before any data is read (the rules: config_rules.py). The single-option rules ran when the FitConfig
+        was made."""
+        from .config_rules import broken_rules
+
+        for broken, msg in broken_rules(self, modality, unlabeled):
             if broken:
                 raise ConfigError(msg)
 

@@ -1,0 +1,77 @@
+"""The rules between FitConfig's options, and between its options and the data (the modality, unlabeled data
+given): FitConfig.check raises the first one broken, before any data is read. The rules of one option alone
+(ranges, choices) are in FitConfig.__post_init__."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import FitConfig
+
+#: the strategies that train multi-label and regression models (task multilabel, regression) so far
+TASK_STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora", "auto")
+
+
+def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[tuple[bool, str]]:
+    """(broken?, message) of every rule, in the order they are checked."""
+    rules: list[tuple[bool, str]] = []
+    if modality is not None:
+        other = "texts" if modality == "image" else "images"
+        rules += [
+            (cfg.tta and modality != "image",
+             "tta (averaging over mirror images) is for images; texts have no mirror image"),
+            (cfg.crop_pct is not None and modality != "image",
+             "crop_pct (the share of a resized image the centre crop keeps) is for images"),
+            (cfg.max_tokens is not None and modality != "text",
+             "max_tokens (the most tokens of a text the backbone reads) is for texts"),
+            (cfg.label_template is not None and modality != "text",
+             "label_template (class names as prior knowledge) is for texts: the image backbones have no text "
+             "encoder to embed the names with"),
+            (cfg.adversarial != "none" and (cfg.adversarial == "embedding") != (modality == "text"),
+             f"adversarial '{cfg.adversarial}' is for {other}: use "
+             + ("'fgsm' or 'pgd'" if modality == "image" else "'embedding'") + f" on {modality}s"),
+        ]
+    if cfg.task != "classification":
+        t = cfg.task
+        rules += [
+            (modality == "image", f"task {t} reads text tables for now; image folders are single-label classes"),
+            (cfg.strategy not in TASK_STRATEGIES,
+             f"task {t} trains with strategy {' | '.join(TASK_STRATEGIES)} for now, not {cfg.strategy!r}"),
+            (cfg.label_smoothing > 0, "label_smoothing is for single-label classification (cross-entropy)"),
+            (cfg.adversarial != "none", "adversarial training is for single-label classification for now"),
+            (cfg.label_template is not None, "label_template is for single-label classification"),
+            (unlabeled, f"task {t} does not take unlabeled data (self-training) yet"),
+            (t == "regression" and cfg.select_by == "accuracy",
+             "select_by 'accuracy' is for classification; task regression chooses epochs by RMSE ('metric') "
+             "or 'loss'"),
+        ]
+    if cfg.features:
+        rules += [
+            (modality == "image", "features (table columns beside the text) is for text tables"),
+            (cfg.strategy != "probe", f"features trains with strategy 'probe' for now, not {cfg.strategy!r}"),
+            (cfg.ensemble > 1 or len(cfg.backbone_names()) > 1, "features does not combine with ensembles yet"),
+            (cfg.label_template is not None, "features does not combine with label_template"),
+            (unlabeled, "features does not take unlabeled data (self-training) yet"),
+        ]
+    names = cfg.backbone_names()
+    fresh = cfg.text_noise or cfg.mixup or cfg.cutmix or cfg.adversarial != "none"
+    rules += [
+        (cfg.strategy == "auto" and (cfg.ensemble > 1 or len(names) > 1),
+         "strategy 'auto' chooses one model: it does not combine with ensembles"),
+        (cfg.ensemble > 1 and cfg.strategy == "probe" and len(names) == 1,
+         "a probe is deterministic: an ensemble over seeds would repeat one model; ensemble over backbones "
+         "(ensemble_backbones) or use a fine-tuning strategy"),
+        (cfg.adversarial != "none" and bool(cfg.mixup or cfg.cutmix),
+         "adversarial training and mixup/cutmix do not combine; choose one"),
+        (cfg.cache_activations == "on" and bool(fresh),
+         "cache_activations 'on' trains on fixed activations: text_noise, mixup, cutmix and adversarial "
+         "training need the inputs every epoch; use cache_activations 'auto' or 'off'"),
+        (unlabeled and cfg.strategy == "auto",
+         "unlabeled data (self-training) needs a chosen strategy, not 'auto': run auto first, then fit its "
+         "winner with the unlabeled data"),
+        (unlabeled and cfg.refit_full,
+         "unlabeled data (self-training) does not combine with refit_full: the student is chosen on the "
+         "validation split, which refit_full would train on"),
+    ]
+    return rules
