@@ -459,16 +459,24 @@ def main() -> None:
 
 
 def write_csv(path: Path, rows: list[dict], commit: str, date: str, machine: str) -> None:
+    append_rows(path, ["dataset", "method", "options", "accuracy", "macro_f1", "balanced_accuracy", "n_test",
+                       "seconds", "process_seconds"], rows, {"commit": commit, "date": date, "machine": machine})
+
+
+def append_rows(path: Path, fields: list[str], rows: list[dict], stamp: dict[str, str] | None = None) -> None:
+    """Append `rows` to a results CSV (its header written when the file is new): the run's commit, date and
+    machine (`stamp`, else this checkout's, now, this machine) first, then `fields`; a field a row lacks is
+    left empty. Every benchmark script writes its rows through here."""
+    stamp = stamp or {"commit": git("rev-parse", "--short", "HEAD"),
+                      "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": describe_machine()}
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists()
-    fields = ["commit", "date", "machine", "dataset", "method", "options", "accuracy", "macro_f1",
-              "balanced_accuracy", "n_test", "seconds", "process_seconds"]
     with path.open("a", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
+        w = csv.DictWriter(f, fieldnames=["commit", "date", "machine", *fields], restval="")
         if new:
             w.writeheader()
         for r in rows:
-            w.writerow({"commit": commit, "date": date, "machine": machine, **r})
+            w.writerow({**stamp, **r})
 
 
 def render(rows: list[dict], methods: list[str], cmd: str, commit: str, started: str, machine: str,

@@ -21,13 +21,11 @@ Rows (one per method, same run; the hand-written rows share one feature extracti
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import subprocess
 import sys
 import time
-from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -135,26 +133,17 @@ def main() -> None:
         pred_sets, info = fmadapt_fit(os.path.join(args.data, "train.csv"), test, strategy)
         rows.append((f"fmadapt_{strategy}", info, scores(y_te, binarize(pred_sets, labels)), time.perf_counter() - t))
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=os.path.dirname(__file__)).stdout.strip()
-    sys.path.insert(0, os.path.dirname(__file__))
-    from defaults import describe_machine  # the machine as the defaults suite's rows name it
-
-    machine = describe_machine()
-    when = datetime.now().isoformat(timespec="seconds")
     for method, options, s, seconds in rows:
         print(f"{method:15s} micro-F1 {s['micro_f1']:.4f}  macro-F1 {s['macro_f1']:.4f}  "
               f"subset acc {s['subset_accuracy']:.4f}  {seconds:.1f} s  {options}")
     if args.csv:
-        new = not os.path.exists(args.csv)
-        with open(args.csv, "a", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["commit", "date", "machine", "dataset", "method", "options", "micro_f1", "macro_f1",
-                            "subset_accuracy", "n_test", "seconds"])
-            for method, options, s, seconds in rows:
-                w.writerow([commit, when, machine, "reuters_multilabel", method, json.dumps(options), s["micro_f1"],
-                            s["macro_f1"], s["subset_accuracy"], len(test), round(seconds, 1)])
+        sys.path.insert(0, os.path.dirname(__file__))
+        from defaults import append_rows
+
+        append_rows(Path(args.csv), ["dataset", "method", "options", "micro_f1", "macro_f1", "subset_accuracy",
+                                     "n_test", "seconds"],
+                    [{"dataset": "reuters_multilabel", "method": method, "options": json.dumps(options), **s,
+                      "n_test": len(test), "seconds": round(seconds, 1)} for method, options, s, seconds in rows])
     sys.exit(0)
 
 

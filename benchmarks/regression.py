@@ -16,14 +16,12 @@ Rows (one per method, same run):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -84,25 +82,17 @@ def main() -> None:
         q = info.pop("_halfwidth")
         rows.append((f"fmadapt_{strategy}", info, regression_metrics(y_te, pred, q), time.perf_counter() - t))
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=os.path.dirname(__file__)).stdout.strip()
-    sys.path.insert(0, os.path.dirname(__file__))
-    from defaults import describe_machine
-
-    machine, when = describe_machine(), datetime.now().isoformat(timespec="seconds")
     keys = ("rmse", "mae", "r2", "spearman", "interval_coverage", "interval_width")
     for method, options, m, seconds in rows:
         print(f"{method:18s} " + "  ".join(f"{k} {m[k]:.4f}" for k in keys if k in m) + f"  {seconds:.1f} s  {options}")
     if args.csv:
-        new = not os.path.exists(args.csv)
-        with open(args.csv, "a", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["commit", "date", "machine", "dataset", "method", "options", *keys, "n_test", "seconds"])
-            for method, options, m, seconds in rows:
-                w.writerow([commit, when, machine, "clothing_rating", method, json.dumps(options),
-                            *[round(m[k], 4) if k in m else "" for k in keys], len(y_te), round(seconds, 1)])
+        sys.path.insert(0, os.path.dirname(__file__))
+        from defaults import append_rows
 
+        append_rows(Path(args.csv), ["dataset", "method", "options", *keys, "n_test", "seconds"],
+                    [{"dataset": "clothing_rating", "method": method, "options": json.dumps(options),
+                      **{k: round(m[k], 4) for k in keys if k in m}, "n_test": len(y_te), "seconds": round(seconds, 1)}
+                     for method, options, m, seconds in rows])
 
 if __name__ == "__main__":
     main()

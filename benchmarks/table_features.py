@@ -16,14 +16,12 @@ probability of 1, higher is better).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -95,27 +93,17 @@ def main() -> None:
             rows.append((target, name, info, score(p), time.perf_counter() - t))
             print(rows[-1], flush=True)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=os.path.dirname(__file__)).stdout.strip()
-    sys.path.insert(0, os.path.dirname(__file__))
-    from defaults import describe_machine
-
-    machine, when = describe_machine(), datetime.now().isoformat(timespec="seconds")
     for target, method, info, s, seconds in rows:
         print(f"{target:12s} {method:14s} " + "  ".join(f"{k} {v:.4f}" for k, v in s.items()) +
               f"  {seconds:.1f} s  {info}")
     if args.csv:
-        new = not os.path.exists(args.csv)
-        with open(args.csv, "a", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["commit", "date", "machine", "dataset", "method", "options", "rmse", "auc", "n_test",
-                            "seconds"])
-            for target, method, info, s, seconds in rows:
-                w.writerow([commit, when, machine, f"clothing_{target}", method, json.dumps(info),
-                            round(s["rmse"], 4) if "rmse" in s else "", round(s["auc"], 4) if "auc" in s else "",
-                            len(test), round(seconds, 1)])
+        sys.path.insert(0, os.path.dirname(__file__))
+        from defaults import append_rows
 
+        append_rows(Path(args.csv), ["dataset", "method", "options", "rmse", "auc", "n_test", "seconds"],
+                    [{"dataset": f"clothing_{target}", "method": method, "options": json.dumps(info),
+                      **{k: round(v, 4) for k, v in s.items()}, "n_test": len(test), "seconds": round(seconds, 1)}
+                     for target, method, info, s, seconds in rows])
 
 if __name__ == "__main__":
     main()
