@@ -47,6 +47,13 @@ def tiny_bert(pretrained: bool = True):
     return HFTextBackbone(model.eval(), tok, cfg)
 
 
+@register_backbone("tiny-bert-cached", "text", "test only: like tiny-bert but identifiable, so features cache")
+def tiny_bert_cached(pretrained: bool = True):
+    bb = tiny_bert()
+    bb.cfg.name, bb.cfg.sha256, bb.cfg.pretrained = "tiny-bert-cached", "1" * 64, True
+    return bb
+
+
 def timm_dir(path: Path) -> Path:
     """A timm hub-style backbone directory (config.json + model.safetensors) of test_efficientnet, random init:
     what `--backbone DIR` loads in subprocesses, where the registered tiny backbones do not exist."""

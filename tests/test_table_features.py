@@ -49,7 +49,7 @@ def test_feature_columns_auto_leaves_out_text_labels_and_identifiers():
     assert feature_columns(df, "dept, age", ["text", "label"], "t.csv") == ["dept", "age"]
     with pytest.raises(DataError, match="'nope' not found"):
         feature_columns(df, "age,nope", ["text", "label"], "t.csv")
-    with pytest.raises(DataError, match="'label' is the text or label column"):
+    with pytest.raises(DataError, match="'label' is the text or a label"):
         feature_columns(df, "label", ["text", "label"], "t.csv")
 
 
@@ -107,3 +107,16 @@ def test_auto_features_leave_out_multilabel_zero_one_columns():
                          progress=False).fit(tagged(120, 4))
     assert clf.data_summary_["table_features"]["columns"] == ["age", "dept"]  # not the label columns
     assert clf.evaluate(tagged(40, 5))["micro_f1"] > 0.9  # both labels follow the table
+
+
+def test_a_referenced_backbone_keeps_the_table_head(tmp_path):
+    # a frozen, identifiable backbone (the packaged MiniLM) is saved by reference: only the heads are stored, and
+    # the table columns' head is one of them (it was dropped, and the model refused to load)
+    train, test = shop(120, 0), shop(30, 1)
+    clf = TextClassifier(backbone="tiny-bert-cached", features="auto", progress=False).fit(
+        train.drop(columns=["score"]))
+    out = clf.save_pretrained(tmp_path / "m", report=False)
+    assert json.loads((out / "config.json").read_text())["backbone_weights"] == "reference"
+    back = load_model(out)
+    assert back.members_[0].model.table_head is not None
+    pd.testing.assert_frame_equal(back.predict_proba(test), clf.predict_proba(test))

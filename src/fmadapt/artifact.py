@@ -99,7 +99,8 @@ def save_model(out: Path, model: Classifier, classes: list[str], config: dict[st
     if adapter and model.backbone.cfg.pretrained and model.backbone.cfg.extra.get("initial_sha256"):
         mode = "reference+adapter"  # pretrained weights untouched: store the head and the adapters only
     if mode != "included":
-        state = {k: v for k, v in state.items() if k.startswith("head.") or (mode != "reference" and "lora_" in k)}
+        state = {k: v for k, v in state.items()
+                 if k.startswith(("head.", "table_head.")) or (mode != "reference" and "lora_" in k)}
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     check_finite(tensors, str(out / WEIGHTS))
     files: dict[str, Any] = {
@@ -240,7 +241,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         raise ArtifactError(f"{weights}: non-finite (NaN/Inf) values in {len(bad)} tensor(s), e.g. {bad[:3]}; {fix}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     # a referenced backbone comes from its package; the head, adapters (and an included backbone) must be complete
-    bad_missing = [k for k in missing if included or k.startswith("head.") or "lora_" in k]
+    bad_missing = [k for k in missing if included or k.startswith(("head.", "table_head.")) or "lora_" in k]
     if unexpected or bad_missing:
         raise ArtifactError(f"{weights}: tensors do not match the model "
                             f"(missing {bad_missing[:3]}, unexpected {list(unexpected)[:3]})")
