@@ -235,6 +235,12 @@ class FitConfig:
     label_col: str | None = opt(None, "input",
         help="tables: the label column (None: detected); task multilabel: one column of labels joined by "
              "`label_sep`, or several 0/1 columns, one per label, named with commas (`earn,acq,grain`)")
+    targets: str | None = opt(None, "input",
+        help='tables: several targets from one table, label columns joined by commas, each `column` or '
+             '`column:task` (task classification | multilabel | regression; default: `task`), e.g. '
+             '"rating:regression,recommended" (the CLI: --label rating:regression --label recommended). One frozen '
+             "backbone computes each input's features once, each target gets its own head, metrics and "
+             "calibration, all in one model directory; with strategy probe, for now")
     task: str = opt("classification", "input", choices=("classification", "multilabel", "regression"),
         help='"classification": one class per input; "multilabel": any number of labels per input (a sigmoid per '
              "label, binary cross-entropy, per-label decision thresholds tuned on validation, micro/macro-F1); "

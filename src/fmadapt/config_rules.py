@@ -54,6 +54,26 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
             (cfg.label_template is not None, "features does not combine with label_template"),
             (unlabeled, "features does not take unlabeled data (self-training) yet"),
         ]
+    if cfg.targets:
+        from .tasks.targets import target_specs
+
+        try:
+            target_specs(cfg.targets, cfg.task)
+            spec_error = ""
+        except ValueError as e:
+            spec_error = str(e)
+        rules += [
+            (bool(spec_error), f"targets: {spec_error}"),
+            (modality == "image", "targets (several label columns) is for text tables"),
+            (cfg.label_col is not None, "give the label columns as targets or as label_col, not both"),
+            (cfg.strategy != "probe",
+             f"several targets share one frozen backbone, with a head each: strategy 'probe' for now, not "
+             f"{cfg.strategy!r} (fine-tuning one backbone for several targets, with a weighted joint loss, is not "
+             "built yet: fit one model per target with a single label column)"),
+            (cfg.ensemble > 1 or len(cfg.backbone_names()) > 1, "several targets do not combine with ensembles yet"),
+            (cfg.label_template is not None, "several targets do not combine with label_template"),
+            (unlabeled, "several targets do not take unlabeled data (self-training) yet"),
+        ]
     names = cfg.backbone_names()
     fresh = cfg.text_noise or cfg.mixup or cfg.cutmix or cfg.adversarial != "none"
     rules += [

@@ -70,13 +70,24 @@ class _Classifier:
 
             quiet_libraries()  # (Lightning, imported just now, set its loggers to INFO: its banners stay out)
             checkpoints = RunCheckpoints(checkpoint_dir, resume=resume)
-        run = FitRun(self.modality, self.default_backbone,
-                     lambda inferred: build_config(self.modality, self.backbone, self.strategy, self.options,
-                                                   self.default_backbone, inferred),
-                     cache=self.cache, progress=self.progress, checkpoints=checkpoints)
+        def config(inferred: dict[str, Any] | None) -> FitConfig:
+            return build_config(self.modality, self.backbone, self.strategy, self.options, self.default_backbone,
+                                inferred)
+
         self._inferred = {}
-        fitted = run.run(data, val, unlabeled)
-        self._inferred = run.inferred
+        fitted: Any
+        if self.options.get("targets"):  # several targets: one frozen backbone, a head each
+            from .multitarget import fit_targets
+
+            if unlabeled is not None:
+                config(None).check(unlabeled=True)  # (refused, with the rule's message)
+            fitted = fit_targets(self.modality, self.default_backbone, config, data, val, cache=self.cache,
+                                 progress=self.progress)
+        else:
+            run = FitRun(self.modality, self.default_backbone, config, cache=self.cache, progress=self.progress,
+                         checkpoints=checkpoints)
+            fitted = run.run(data, val, unlabeled)
+            self._inferred = run.inferred
         fitted.fit_seconds_ = round(time.perf_counter() - t0, 1)
         fitted.resumed_ = list(checkpoints.resumed) if checkpoints else []
         self.predictor_ = fitted
@@ -145,8 +156,11 @@ class _Classifier:
     def from_pretrained(cls, path: str | os.PathLike[str], **kw: Any) -> Any:
         """An estimator holding the model saved in `path` (refused when it is another modality's), with the
         options it was fitted with; `cache` and `progress` as for the constructor."""
+        from .multitarget import MultiTarget, holds_targets
+
         cache, progress = kw.pop("cache", True), kw.pop("progress", None)
-        fitted = Predictor.from_pretrained(path, cache=cache, progress=progress, modality=cls.modality)
+        fitted: Any = (MultiTarget if holds_targets(path) else Predictor).from_pretrained(
+            path, cache=cache, progress=progress, modality=cls.modality)
         fit = fitted.config_
         obj = cls(backbone=fit.backbone, strategy=fit.strategy, cache=cache, progress=progress, **kw,
                   **{k: v for k, v in fit.to_dict().items() if k not in ("backbone", "strategy")})
@@ -170,7 +184,9 @@ class TextClassifier(_Classifier):
     default_backbone = "minilm-l6"
 
 
-def load_model(path: str | os.PathLike[str], **kw: Any) -> Predictor:
-    """Reload any fmadapt model directory as its fitted model (predict, evaluate, save_pretrained...);
-    `cache` and `progress` as for the estimators."""
-    return Predictor.from_pretrained(path, **kw)
+def load_model(path: str | os.PathLike[str], **kw: Any) -> Any:
+    """Reload any fmadapt model directory as its fitted model (predict, evaluate, save_pretrained...): a
+    Predictor, or a multitarget.MultiTarget for several targets; `cache` and `progress` as for the estimators."""
+    from .predictor import load_model as load
+
+    return load(path, **kw)

@@ -26,6 +26,7 @@ from .data.split import (
     check_trainable_regression,
     data_summary,
     random_split,
+    split_by_ids,
     stratified_split,
 )
 from .errors import ConfigError, DataError
@@ -56,12 +57,17 @@ def build_config(modality: str, backbone: str | None, strategy: str, options: di
 class FitRun(SelfTraining):
     """One fit of an estimator's options on the user's data (`run` returns the fitted model)."""
 
-    def __init__(self, modality: str, default_backbone: str, config: Any, *, cache: bool = True,
+    def __init__(self, modality: str, default_backbone: str, config: Any, *, cache: Any = True,
                  progress: bool | None = None, checkpoints: Any = None) -> None:
         #: config(inferred columns) -> FitConfig (the estimator's options, checked)
         self.modality, self.default_backbone, self.config = modality, default_backbone, config
         self.cache, self.progress, self.checkpoints = cache, progress, checkpoints
         self.inferred: dict[str, Any] = {}
+        #: several targets (multitarget.py): the ids (table rows) of the validation split all targets share, and
+        #: the backbones already built (by name), which a frozen-backbone fit reuses
+        self.val_ids: frozenset[str] | None = None
+        self.backbones: dict[str, Any] | None = None
+        self.target_columns: list[str] | None = None  # (all of them: none is a table feature of another)
 
     # -- what self-training and auto use of the model being fitted ----------------------------------
     @property
@@ -104,7 +110,10 @@ class FitRun(SelfTraining):
         if val is not None:
             splits["val"] = self._labeled(val, cfg)["train"]
         split_made = "val" not in splits
-        if split_made:
+        if split_made and self.val_ids is not None:  # the split the other targets of this table use
+            train, splits["val"] = split_by_ids(train, self.val_ids, str(cfg.label_col))
+            splits["train"] = train
+        elif split_made:
             train, splits["val"] = (stratified_split if sep is None and not regression else random_split)(
                 train, cfg.val_fraction, cfg.seed)
             splits["train"] = train
@@ -125,7 +134,7 @@ class FitRun(SelfTraining):
             class_sentences(classes, cfg.label_template)
         self.predictor = out = Predictor(self.modality, classes, cfg, cache=self.cache, progress=self.progress)
         out.target_scale_ = scale
-        out.table_encoder_ = table_encoder(cfg, train) if cfg.features else None
+        out.table_encoder_ = table_encoder(cfg, train, self.target_columns) if cfg.features else None
         ctx = adapt.FitContext(classes, out.feature_cache(), out.show_progress(), checkpoints=self.checkpoints,
                                label_sep=sep, target_scale=scale, table=out.table_encoder_)
         pool = self._unlabeled_pool(unlabeled, cfg, splits) if unlabeled is not None else None
@@ -232,7 +241,11 @@ class FitRun(SelfTraining):
         student."""
         cfg = dataclasses.replace(cfg, backbone=backbone_name, seed=seed, ensemble=1, ensemble_backbones=None)
         torch.manual_seed(seed)
-        backbone = create_backbone(backbone_name)
+        frozen = not adapt.get_strategy(cfg.strategy).trains_backbone and self.modality == "text"
+        shared = self.backbones if frozen and self.backbones is not None else None
+        backbone = shared[backbone_name] if shared and backbone_name in shared else create_backbone(backbone_name)
+        if shared is not None:
+            shared[backbone_name] = backbone
         crop: dict[str, Any] | None = None  # how a default crop_pct was chosen (images, crop_pct unset)
         strategy = adapt.get_strategy(cfg.strategy)
         tokens = None  # how max_tokens was chosen (texts)

@@ -187,6 +187,10 @@ def read_model_dir(path: str | os.PathLike[str], modality: str | None = None) ->
 
     root = Path(path)
     top = read_json(root / "config.json") if (root / "config.json").is_file() else {}
+    if "targets" in top:
+        names = ", ".join(str(t.get("name")) for t in top["targets"] if isinstance(t, dict))
+        raise ArtifactError(f"{root} holds a model of several targets ({names}): load it with fmadapt.load_model, "
+                            "or one target's directory (targets/<name>) alone")
     listing = top.get("ensemble")
     loaded = [_load_artifact(root / m["dir"]) for m in checked_listing(root, listing)] if listing else \
         [_load_artifact(root)]

@@ -31,7 +31,7 @@ class Predictor(Persisted):
     `ngram_weight_` (auto on texts: an n-gram TF-IDF model blended in); after a fit in this session also
     `history_`, `metrics_`, `splits_`, `data_summary_`."""
 
-    def __init__(self, modality: str, classes: list[str], config: FitConfig, *, cache: bool = True,
+    def __init__(self, modality: str, classes: list[str], config: FitConfig, *, cache: bool | FeatureCache = True,
                  progress: bool | None = None) -> None:
         self.modality = modality
         self.task = (TASKS[modality] if config.task == "classification" else f"{modality}-regression"
@@ -106,6 +106,10 @@ class Predictor(Persisted):
         return self
 
     def feature_cache(self) -> FeatureCache | None:
+        """Where frozen features are cached: the disk cache (`cache=True`), none (False), or the cache given
+        (several targets share one, so each input's features are computed once)."""
+        if isinstance(self.cache, FeatureCache):
+            return self.cache
         return FeatureCache() if self.cache else None
 
     def show_progress(self) -> bool:
@@ -212,17 +216,25 @@ class Predictor(Persisted):
         out = pd.DataFrame({"id": ex.ids})
         if ex.modality == "text":
             out["text"] = ex.inputs
-        out["pred"] = self.labels_of(p).tolist()
-        if self.regression:
-            q = self.interval_halfwidth()
-            if q is not None:
-                out["lower"], out["upper"] = out["pred"] - q, out["pred"] + q
-        else:
-            for j, c in enumerate(self.classes_):
-                out[f"prob_{c}"] = p[:, j] if len(p) else []
+        for name, values in self.prediction_columns(p).items():
+            out[name] = values
         if ex.skipped:
             bad = pd.DataFrame({"id": [s.where for s in ex.skipped], "error": [s.reason for s in ex.skipped]})
             out = pd.concat([out, bad], ignore_index=True)
+        return out
+
+    def prediction_columns(self, proba: np.ndarray) -> dict[str, Any]:
+        """The columns `predict_table` writes for probabilities from `proba`: `pred`, then `prob_<class>` per
+        class (multi-label: per label), or regression's `lower` and `upper` (when there are intervals)."""
+        pred = self.labels_of(proba)
+        out: dict[str, Any] = {"pred": pred.tolist()}
+        if self.regression:
+            q = self.interval_halfwidth()
+            if q is not None:
+                out["lower"], out["upper"] = (pred - q).tolist(), (pred + q).tolist()
+        else:
+            for j, c in enumerate(self.classes_):
+                out[f"prob_{c}"] = proba[:, j] if len(proba) else []
         return out
 
     def embed(self, data: DataLike, member: int = 0) -> np.ndarray:
@@ -334,6 +346,11 @@ class Predictor(Persisted):
                 if self.refit_on_val_ else "validation split")
 
 
-def load_model(path: str | os.PathLike[str], **kw: Any) -> Predictor:
-    """Reload any fmadapt model directory (`cache`, `progress` as for the estimators)."""
+def load_model(path: str | os.PathLike[str], **kw: Any) -> Any:
+    """Reload any fmadapt model directory (`cache`, `progress` as for the estimators): a Predictor, or for a
+    model of several targets a multitarget.MultiTarget."""
+    from .multitarget import MultiTarget, holds_targets
+
+    if holds_targets(path):
+        return MultiTarget.from_pretrained(path, **kw)
     return Predictor.from_pretrained(path, **kw)

@@ -56,6 +56,8 @@ def _run(fn: Any) -> None:
 
 
 def _override_columns(clf: Any, text: str | None, label: str | None) -> None:
+    for target in getattr(clf, "targets_", {}).values():  # several targets: each reads the text column
+        _override_columns(target, text, label)
     if text:
         clf.config_.text_col = text
     if label:

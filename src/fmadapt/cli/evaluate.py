@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ..errors import ConfigError
 from .app import _JSON, _groups, _out, _override_columns, _run, app
-from .output import _print_evaluations
+from .output import _evaluation_lines
 
 
 @app.command()
@@ -45,12 +46,47 @@ def evaluate(
     fairness by group and explanations. All of it lands in report.html."""
 
     def go() -> None:
-        from ..evaluate.metrics import format_metrics
         from ..predictor import load_model
+
+        loaded = load_model(model_dir)
+        if hasattr(loaded, "targets_"):  # several targets: each evaluated as a model of its own
+            from ..tasks.targets import target_dirs
+
+            if label:
+                raise ConfigError("--label names one label column; this model's targets read their own columns "
+                                  f"({', '.join(loaded.target_names)}): evaluate one target's directory "
+                                  f"({model_dir}/targets/<name>) to read another column")
+            parts = list(zip(loaded.target_names, target_dirs(loaded.target_names), strict=True))
+            todo = [(name, loaded.target(name), Path("targets") / d) for name, d in parts]
+        else:
+            todo = [(None, loaded, Path("."))]
+        results = {}
+        with loaded.shared_features() if hasattr(loaded, "targets_") else nullcontext():
+            for name, clf, sub in todo:
+                _override_columns(clf, text, label)
+                results[name] = evaluate_one(clf, model_dir / sub, (report_dir / sub) if report_dir else None, sub)
+        if hasattr(loaded, "targets_"):
+            if as_json:
+                _out(json.dumps({"targets": {n: r[0] for n, r in results.items()}}, ensure_ascii=False))
+                return
+            for n, (_, lines) in results.items():
+                _out(f"== target {n!r} ==")
+                for line in lines:
+                    _out(line)
+            return
+        summary, lines = results[None]
+        if as_json:
+            _out(json.dumps(summary, ensure_ascii=False))
+            return
+        for line in lines:
+            _out(line)
+
+    def evaluate_one(clf: Any, model_dir: Path, report_dir: Path | None, sub: Path
+                     ) -> tuple[dict[str, Any], list[str]]:
+        """(the --json summary, the text lines) of one model's evaluation, saved with its report."""
+        from ..evaluate.metrics import format_metrics
         from ..report.run import REPORT, run_evaluations, save_evaluations, write_run_report
 
-        clf = load_model(model_dir)
-        _override_columns(clf, text, label)
         ex = clf.read_labeled(data)
         groups = _groups(clf, data, ex, group_col, group_metadata) if group_col or group_metadata else None
         evals = run_evaluations(clf, ex, robustness=robustness, explain=explain, groups=groups,
@@ -64,21 +100,19 @@ def evaluate(
         save_evaluations(dest, Path(data).name or "data", evals, data=str(data))
         path = write_run_report(dest, Path(dest) / REPORT)
         m = evals["metrics"]
-        if as_json:
-            _out(json.dumps({**m, **{k: evals[k] for k in ("robustness", "fairness") if k in evals},
-                             "seconds": evals["seconds"], "report": str(path.resolve())}, ensure_ascii=False))
-        else:
-            _out(format_metrics(m, title=f"[{data}]"))
-            if m.get("calibration"):
-                c = m["calibration"]
-                _out(f"calibration (temperature {c['temperature']:.3f}): ECE {c['before']['ece']:.4f} -> "
-                     f"{c['after']['ece']:.4f}, Brier {c['before']['brier']:.4f} -> {c['after']['brier']:.4f}")
-            if m["skipped"]:
-                _out(f"skipped {len(m['skipped'])} input(s); --json lists them")
-            for w in ex.warnings:
-                _out(f"warning: {w}")
-            _print_evaluations(evals)
-            _out(f"report: {path}")
+        summary = {**m, **{k: evals[k] for k in ("robustness", "fairness") if k in evals},
+                   "seconds": evals["seconds"], "report": str(path.resolve())}
+        lines = [format_metrics(m, title=f"[{data}]")]
+        if m.get("calibration"):
+            c = m["calibration"]
+            lines.append(f"calibration (temperature {c['temperature']:.3f}): ECE {c['before']['ece']:.4f} -> "
+                         f"{c['after']['ece']:.4f}, Brier {c['before']['brier']:.4f} -> {c['after']['brier']:.4f}")
+        if m["skipped"]:
+            lines.append(f"skipped {len(m['skipped'])} input(s); --json lists them")
+        lines += [f"warning: {w}" for w in ex.warnings]
+        lines += _evaluation_lines(evals)
+        lines.append(f"report: {path}")
+        return summary, lines
 
     _run(go)
 

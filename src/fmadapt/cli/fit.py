@@ -38,8 +38,11 @@ def fit(
         "--config", help="Options from a YAML or JSON file: flat (lr: 1.0e-4), by group (optim: {lr: 1.0e-4}) or "
         "dotted (optim.lr: 1.0e-4). Flags override it, --set overrides both.")] = None,
     text: Annotated[str | None, typer.Option("--text", help="Text column (tables).")] = None,
-    label: Annotated[str | None, typer.Option("--label", help="Label column (tables); with --task multilabel, "
-                                              "several 0/1 columns named with commas (sports,politics,tech).")] = None,
+    label: Annotated[list[str] | None, typer.Option(
+        "--label", help="Label column (tables); with --task multilabel, several 0/1 columns named with commas "
+        "(sports,politics,tech). Repeat it for several targets, each COLUMN or COLUMN:TASK (--label "
+        "rating:regression --label recommended): one frozen backbone, a head per target, one model directory.")
+    ] = None,
     val: Annotated[str | None, typer.Option("--val", help="Separate validation data.")] = None,
     unlabeled: Annotated[str | None, typer.Option(
         "--unlabeled", help="Unlabeled inputs (image folder, or a table of texts) for self-training: the model "
@@ -90,7 +93,11 @@ def fit(
         if opts.get("log_to") and not opts.get("log_dir"):
             opts["log_dir"] = str(out / "logs")
         if kind == "text":
-            opts.update({k: v for k, v in (("text_col", text), ("label_col", label)) if v is not None})
+            labels = list(label or [])
+            if len(labels) > 1:
+                opts["targets"] = ",".join(labels)
+            opts.update({k: v for k, v in (("text_col", text), ("label_col", labels[0] if len(labels) == 1 else None))
+                         if v is not None})
             if no_header:
                 opts["header"] = False
             cls: Any = TextClassifier
@@ -113,6 +120,9 @@ def fit(
             return  # under multi-process DDP only global rank 0 writes the model and prints
         clf.save_pretrained(out, command="fmadapt " + shlex.join(sys.argv[1:]), report=report != "off")
         drop_checkpoints(ckdir)  # the model directory is written: the checkpoints are no longer needed
+        fitted = clf.check_fitted()
+        if hasattr(fitted, "targets_"):  # several targets
+            return _finish_targets(fitted, out, data, seconds, report, group_col, group_metadata, as_json)
         evals: dict[str, Any] = {}
         if report == "full" or (report == "basic" and group_col):
             groups = _groups(clf, data, clf.splits_["val"], group_col, group_metadata) if group_col or \
@@ -132,6 +142,40 @@ def fit(
                 _out(f"report: {out / 'report.html'}")
 
     _run(go)
+
+
+def _finish_targets(fitted: Any, out: Path, data: str, seconds: float, report: str, group_col: str | None,
+                    group_metadata: str | None, as_json: bool) -> None:
+    """What `fit` evaluates and prints for a model of several targets: each target as a model of its own (its
+    directory under OUT/targets/), then the model directory."""
+    from ..tasks.targets import target_dirs
+
+    evals: dict[str, Any] = {}
+    if report == "full" or (report == "basic" and group_col):
+        evals = fitted.evaluate_validation(
+            out, robustness=report == "full", explain=report == "full", group_col=group_col,
+            groups_of=(lambda p: _groups(p, data, p.splits_["val"], group_col, group_metadata))
+            if group_col or group_metadata else None, progress=sys.stderr.isatty())
+    dirs = dict(zip(fitted.target_names, target_dirs(fitted.target_names), strict=True))
+    if as_json:
+        summary = {"model_dir": str(out.resolve()), "task": fitted.task, "backbone": fitted.backbone_name,
+                   "strategy": fitted.config_.strategy, "seconds": round(seconds, 1),
+                   "report": str((out / "report.html").resolve()) if report != "off" else None,
+                   "targets": {name: {**_summary(p, out / "targets" / dirs[name], seconds),
+                                      "task": p.config_.task,
+                                      "evaluation_seconds": (evals.get(name) or {}).get("seconds", {})}
+                               for name, p in fitted.targets_.items()}}
+        _out(json.dumps(summary, ensure_ascii=False))
+        return
+    _out(f"{len(fitted.targets_)} targets on one frozen backbone ({fitted.backbone_name}), "
+         f"{seconds:.1f}s in all")
+    for name, p in fitted.targets_.items():
+        _out(f"\n== target {name!r} ({p.config_.task}) ==")
+        _print_fit(p, out / "targets" / dirs[name], seconds)
+        _print_evaluations(evals.get(name) or {})
+    _out(f"\nmodel directory (all targets): {out}")
+    if report != "off":
+        _out(f"report: {out / 'report.html'}")
 
 
 def _option_parameter(f: dataclasses.Field) -> inspect.Parameter:

@@ -103,18 +103,27 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
 
 
 def _print_evaluations(evals: dict[str, Any]) -> None:
+    for line in _evaluation_lines(evals):
+        _out(line)
+
+
+def _evaluation_lines(evals: dict[str, Any]) -> list[str]:
+    """What the evaluations found, as the lines `fit` and `evaluate` print."""
+    lines = []
     if evals.get("not_run"):
-        _out(f"\n{evals['not_run']}")
+        lines.append(f"\n{evals['not_run']}")
     if evals.get("robustness"):
         from ..evaluate.robustness import robustness_summary_lines
 
-        _out("\n" + "\n".join(robustness_summary_lines(evals["robustness"])))
+        lines.append("\n" + "\n".join(robustness_summary_lines(evals["robustness"])))
     if evals.get("fairness"):
         from ..evaluate.fairness import fairness_summary_lines
 
-        _out("\n" + "\n".join(fairness_summary_lines(evals["fairness"])))
+        lines.append("\n" + "\n".join(fairness_summary_lines(evals["fairness"])))
     if evals.get("explanations") is not None:
         items = evals["explanations"]
-        _out(f"\nexplanations: {len(items)} examples ({sum(1 for i in items if i.get('correct') is False)} wrong)")
+        lines.append(f"\nexplanations: {len(items)} examples ({sum(1 for i in items if i.get('correct') is False)} "
+                     "wrong)")
     if evals.get("seconds"):
-        _out("evaluation seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in evals["seconds"].items()))
+        lines.append("evaluation seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in evals["seconds"].items()))
+    return lines

@@ -96,3 +96,32 @@ class FeatureCache:
         tmp = p.with_suffix(f".tmp{os.getpid()}.npy")
         np.save(tmp, feats.astype(np.float32), allow_pickle=False)
         os.replace(tmp, p)  # atomic: a killed run never leaves a half-written entry under the real name
+
+
+class MemoryFeatureCache(FeatureCache):
+    """Features kept in memory for one job in which several heads read the same inputs' features (several
+    targets of one table), in front of the disk cache when there is one. Keys as FeatureCache's: features of a
+    backbone that is not identifiable are never kept."""
+
+    def __init__(self, disk: FeatureCache | None = None) -> None:
+        super().__init__(disk.root if disk is not None else None)
+        self.disk = disk
+        self._kept: dict[str, np.ndarray] = {}
+
+    def get(self, key: str | None, n: int) -> np.ndarray | None:
+        if key is None:
+            return None
+        hit = self._kept.get(key)
+        if hit is None and self.disk is not None:
+            hit = self.disk.get(key, n)
+        if hit is None or hit.shape[0] != n:
+            return None
+        self._kept[key] = hit
+        return hit
+
+    def put(self, key: str | None, feats: np.ndarray) -> None:
+        if key is None:
+            return
+        self._kept[key] = feats.astype(np.float32)
+        if self.disk is not None:
+            self.disk.put(key, feats)

@@ -80,6 +80,19 @@ def random_split(ex: Examples, val_fraction: float = 0.2, seed: int = 0) -> tupl
     return ex.subset([i for i in range(len(ex)) if i not in chosen]), ex.subset(sorted(chosen))
 
 
+def split_by_ids(ex: Examples, val_ids: frozenset[str], what: str) -> tuple[Examples, Examples]:
+    """(the examples whose id is not in `val_ids`, those that are): the split several targets of one table share
+    (a row without this target's label is in neither); DataError when either side is empty."""
+    val = [i for i, x in enumerate(ex.ids) if x in val_ids]
+    chosen = set(val)
+    train = [i for i in range(len(ex)) if i not in chosen]
+    if not val or not train:
+        side = "validation" if not val else "training"
+        raise DataError(f"{ex.source}: target {what!r} has no labeled row in the {side} split the targets share "
+                        f"({len(ex)} labeled row(s)); give more labeled rows or a validation table (--val)")
+    return ex.subset(train), ex.subset(val)
+
+
 def check_known(ex: Examples, classes: list[str], what: str) -> None:
     """Labels of validation/test/evaluation data must be classes the model was trained on."""
     unseen = sorted(set(ex.labels or []) - set(classes))

@@ -36,7 +36,8 @@ def feature_columns(df: pd.DataFrame, features: str, exclude: Sequence[str], sou
                             f"columns are {', '.join(map(repr, cols))[:300]}")
         clash = [c for c in named if c in exclude]
         if clash:
-            raise DataError(f"{source}: {', '.join(map(repr, clash))} is the text or label column, not a feature")
+            raise DataError(f"{source}: {', '.join(map(repr, clash))} is the text or a label (target) column, "
+                            "not a feature")
         return named
     out = []
     for c in cols:

@@ -35,13 +35,14 @@ def check_classes(train: Examples) -> None:
         train.warnings.append(hint)
 
 
-def table_encoder(cfg: FitConfig, train: Examples) -> Any:
-    """`features`: the table columns read beside the text, and their encoding fitted on the training rows."""
+def table_encoder(cfg: FitConfig, train: Examples, targets: list[str] | None = None) -> Any:
+    """`features`: the table columns read beside the text, and their encoding fitted on the training rows;
+    `targets`: every target column of a fit of several targets (never an input of another target's head)."""
     from ..data.tabular import TableEncoder, feature_columns
     from .multilabel import label_columns
 
     labels = label_columns(cfg.label_col) or ([cfg.label_col] if cfg.label_col else [])
-    exclude = [c for c in (cfg.text_col, *labels) if c]
+    exclude = [c for c in (cfg.text_col, *labels, *(targets or [])) if c]
     assert train.table is not None
     return TableEncoder.fit(train.table[feature_columns(train.table, str(cfg.features), exclude, train.source)])
 

@@ -1,0 +1,102 @@
+"""Several targets from one table against one model per target, as a user runs them (whole `fmadapt` processes).
+
+    python benchmarks/multitarget.py --csv benchmarks/results/multitarget.csv
+
+Clothing reviews, `rating` as a number and `recommended` 0/1, the table's other columns beside the text
+(`--features auto`), the packaged MiniLM probe (defaults):
+  separate   `fmadapt fit train.csv --label rating --task regression ...` then `... --label recommended ...`, and
+             one `fmadapt predict` per model
+  targets    `fmadapt fit train.csv --label rating:regression --label recommended ...` (one backbone pass per
+             input for both heads), one `fmadapt predict`
+Each method starts from an empty feature cache (its own FMADAPT_CACHE), so both pay the feature extraction they
+need. Scores on the test set: rating RMSE (lower is better), recommended ROC AUC of the probability of 1.
+Seconds: the fit processes' and the predict processes' wall time (imports included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "clothing_reviews")
+FIT = ["--text", "review_text", "--features", "auto", "--report", "off"]
+
+
+def run(args: list[str], cache: str) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "fmadapt", *args], check=True, env={**os.environ, "FMADAPT_CACHE": cache},
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def scores(test: pd.DataFrame, rating: pd.Series, prob: pd.Series) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+
+    ok = rating.notna() & prob.notna()
+    y_r, y_b = test["rating"].astype(float)[ok], test["recommended"].astype(float)[ok]
+    return {"rmse": float(np.sqrt(((rating[ok].astype(float) - y_r) ** 2).mean())),
+            "auc": float(roc_auc_score(y_b, prob[ok].astype(float))), "n_test": int(ok.sum())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=DATA)
+    ap.add_argument("--csv", default=None, help="append rows to this CSV")
+    args = ap.parse_args()
+    train, test = os.path.join(args.data, "train.csv"), os.path.join(args.data, "test.csv")
+    frame = pd.read_csv(test, keep_default_na=False, na_values=[""])
+    work = Path(tempfile.mkdtemp(prefix="fmadapt-multitarget-"))
+    rows = []
+
+    def predictions(model: Path, name: str, cache: str) -> tuple[pd.DataFrame, float]:
+        out = work / f"{name}.csv"
+        seconds = run(["predict", str(model), test, "--text", "review_text", "--output", str(out)], cache)
+        p = pd.read_csv(out)
+        p = p[p["id"].astype(str).str.isdigit()].assign(id=lambda d: d["id"].astype(int)).set_index("id")
+        return p.reindex(range(len(frame))), seconds
+
+    cache = str(work / "cache-separate")
+    fit_s = run(["fit", train, "--label", "rating", "--task", "regression", "--out", str(work / "rating"), *FIT], cache)
+    fit_s += run(["fit", train, "--label", "recommended", "--out", str(work / "recommended"), *FIT], cache)
+    pr, s1 = predictions(work / "rating", "rating", cache)
+    pb, s2 = predictions(work / "recommended", "recommended", cache)
+    rows.append({"method": "separate", **scores(frame, pr["pred"], pb["prob_1"]), "fit_seconds": fit_s,
+                 "predict_seconds": s1 + s2})
+    print(rows[-1], flush=True)
+
+    cache = str(work / "cache-targets")
+    fit_s = run(["fit", train, "--label", "rating:regression", "--label", "recommended", "--out",
+                 str(work / "both"), *FIT], cache)
+    p, s = predictions(work / "both", "both", cache)
+    rows.append({"method": "targets", **scores(frame, p["rating_pred"], p["recommended_prob_1"]),
+                 "fit_seconds": fit_s, "predict_seconds": s})
+    print(rows[-1], flush=True)
+    base = rows[0]
+    for r in rows:
+        print(f"{r['method']:9s} RMSE {r['rmse']:.4f}  AUC {r['auc']:.4f}  fit {r['fit_seconds']:.1f} s "
+              f"({r['fit_seconds'] / base['fit_seconds']:.2f}x)  predict {r['predict_seconds']:.1f} s "
+              f"({r['predict_seconds'] / base['predict_seconds']:.2f}x)")
+    if args.csv:
+        sys.path.insert(0, os.path.dirname(__file__))
+        from defaults import append_rows
+
+        append_rows(Path(args.csv), ["dataset", "method", "options", "rmse", "auc", "n_test", "fit_seconds",
+                                     "predict_seconds", "fit_ratio", "predict_ratio"],
+                    [{"dataset": "clothing_reviews", "method": r["method"], "options": json.dumps(FIT),
+                      "rmse": round(r["rmse"], 4), "auc": round(r["auc"], 4), "n_test": r["n_test"],
+                      "fit_seconds": round(r["fit_seconds"], 1), "predict_seconds": round(r["predict_seconds"], 1),
+                      "fit_ratio": round(r["fit_seconds"] / base["fit_seconds"], 3),
+                      "predict_ratio": round(r["predict_seconds"] / base["predict_seconds"], 3)} for r in rows])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Several targets from one table (`targets=`, the CLI's repeated --label): one frozen backbone whose features are
+computed once per input, a head per target of any task, one split, one model directory whose targets also load
+alone, prefixed prediction columns, and the errors."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fmadapt import TextClassifier, load_model
+from fmadapt.cli import app
+from fmadapt.errors import ArtifactError, ConfigError, DataError
+from fmadapt.predictor import Predictor
+from fmadapt.tasks.targets import target_dirs, target_specs
+
+
+def reviews(n: int, seed: int) -> pd.DataFrame:
+    """A verdict from the words, a score from the words and the age, tags from the topic words."""
+    rng = np.random.default_rng(seed)
+    good = rng.random(n) < 0.5
+    topic = rng.choice(["fit", "colour", "fabric"], n)
+    age = rng.integers(18, 70, n).astype(float)
+    words = np.where(good, "lovely great", "awful poor")
+    return pd.DataFrame({
+        "text": [f"{w} {t} item {i}" for w, t, i in zip(words, topic, rng.integers(0, 10**6, n), strict=True)],
+        "verdict": np.where(good, "yes", "no"),
+        "score": np.where(good, 4.0, 2.0) + (age - 44) / 52 + rng.normal(0, 0.1, n),
+        "tags": topic, "age": age})
+
+
+def test_target_specs_and_directories():
+    assert target_specs("rating:regression, recommended") == [("rating", "regression"),
+                                                              ("recommended", "classification")]
+    assert target_specs("a,b", "regression") == [("a", "regression"), ("b", "regression")]
+    assert target_specs("x:y:multilabel,b") == [("x:y", "multilabel"), ("b", "classification")]
+    for bad, why in (("a", "names one target"), ("a,a", "named twice"), ("a:nope,b", "unknown task"),
+                     ("a,,b", "empty label column")):
+        with pytest.raises(ValueError, match=why):
+            target_specs(bad)
+    assert target_dirs(["rating", "my rating", "my/rating", "é"]) == ["rating", "my_rating", "my_rating_2", "target3"]
+
+
+def test_one_backbone_one_split_a_head_per_target(monkeypatch):
+    import fmadapt.fitting as fitting
+    import fmadapt.runtime.features as features
+
+    built, extracted = [], []
+    create, loader = fitting.create_backbone, features.make_loader
+    monkeypatch.setattr(fitting, "create_backbone", lambda name: built.append(name) or create(name))
+    monkeypatch.setattr(features, "make_loader", lambda *a, **k: extracted.append(len(a[1])) or loader(*a, **k))
+    train = reviews(160, 0)
+
+    def fit(targets: str) -> TextClassifier:
+        built.clear(), extracted.clear()
+        return TextClassifier(backbone="tiny-bert-cached", targets=targets, cache=False, progress=False).fit(
+            train.drop(columns=["age"]))
+
+    two = fit("verdict,score:regression")
+    two_extracted = list(extracted)
+    three = fit("verdict,score:regression,tags:multilabel")
+    assert built == ["tiny-bert-cached"]  # the backbone built once for the three targets
+    assert extracted == two_extracted  # a third head computes no feature of its own
+    assert [p.config_.task for p in three.targets_.values()] == ["classification", "regression", "multilabel"]
+    val_ids = {name: p.splits_["val"].ids for name, p in three.targets_.items()}
+    assert val_ids["verdict"] == val_ids["score"] == val_ids["tags"]  # one split (random, seeded)
+    assert val_ids["verdict"] == two.targets_["verdict"].splits_["val"].ids
+    a, b, c = (p.members_[0].model.backbone for p in three.targets_.values())
+    assert a is b is c
+    test = reviews(40, 1)
+    extracted.clear()
+    table = three.predict_table(test)
+    assert extracted == [len(test)]  # prediction: one pass through the backbone for every head
+    assert list(table.columns[:4]) == ["id", "text", "verdict_pred", "verdict_prob_no"]
+    assert {"score_pred", "score_lower", "score_upper", "tags_pred", "tags_prob_fit"} <= set(table.columns)
+    assert (table["score_lower"] < table["score_pred"]).all()
+    verdict = three.target("verdict")
+    np.testing.assert_array_equal(table["verdict_pred"], verdict.predict(test))  # each head as alone
+    pred = three.predict(test)
+    assert list(pred.columns) == ["verdict", "score", "tags"] and len(pred) == len(test)
+    assert set(three.predict_proba(test)) == {"verdict", "tags"}  # regression has no probabilities
+    metrics = three.evaluate(test)["targets"]
+    assert metrics["verdict"]["accuracy"] > 0.5 and "rmse" in metrics["score"] and "micro_f1" in metrics["tags"]
+    assert three.score(test) == pytest.approx(np.mean([verdict.score(test), three.target("score").score(test),
+                                                        three.target("tags").score(test)]))
+    with pytest.raises(ConfigError, match="no target 'nope'"):
+        three.target("nope")
+
+
+def test_save_load_and_each_target_alone(tmp_path):
+    train, test = reviews(120, 0), reviews(30, 1)
+    clf = TextClassifier(backbone="tiny-bert-cached", targets="verdict,score:regression", features="auto",
+                         progress=False).fit(train)
+    for p in clf.targets_.values():  # another target is never an input of a head
+        assert p.data_summary_["table_features"]["columns"] == ["tags", "age"]
+    out = clf.save_pretrained(tmp_path / "m")
+    config = json.loads((out / "config.json").read_text())
+    assert config["task"] == "text-multi-target"
+    assert [(t["name"], t["task"], t["dir"]) for t in config["targets"]] == [
+        ("verdict", "classification", "targets/verdict"), ("score", "regression", "targets/score")]
+    assert set(json.loads((out / "metrics.json").read_text())["targets"]) == {"verdict", "score"}
+    assert 'href="targets/score/report.html"' in (out / "report.html").read_text()
+    assert (out / "targets" / "score" / "report.html").is_file()
+    back = load_model(out)
+    pd.testing.assert_frame_equal(back.predict_table(test), clf.predict_table(test))
+    backbones = [p.members_[0].model.backbone for p in back.targets_.values()]
+    assert backbones[0] is backbones[1]  # one frozen backbone in memory
+    alone = load_model(out / "targets" / "score")  # a complete model directory of one target
+    assert isinstance(alone, Predictor) and alone.regression
+    np.testing.assert_allclose(alone.predict(test), clf.predict(test)["score"].to_numpy())
+    again = TextClassifier.from_pretrained(out)
+    assert again.target_names == ["verdict", "score"]
+    with pytest.raises(ArtifactError, match="several targets"):
+        Predictor.from_pretrained(out)
+
+
+def test_rows_without_one_targets_label_still_train_the_others():
+    train = reviews(120, 0)
+    train.loc[::4, "score"] = np.nan
+    clf = TextClassifier(backbone="tiny-bert", targets="verdict,score:regression", progress=False).fit(train)
+    verdict, score = clf.target("verdict"), clf.target("score")
+    assert sum(verdict.data_summary_["sizes"].values()) == 120
+    assert sum(score.data_summary_["sizes"].values()) == 90
+    assert any("missing label in column 'score'" in s["reason"] for s in score.data_summary_["skipped"])
+    assert set(score.splits_["val"].ids) <= set(verdict.splits_["val"].ids)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"strategy": "finetune"}, "strategy 'probe' for now"),
+    ({"label_col": "verdict"}, "not both"),
+    ({"ensemble_backbones": "tiny-bert,tiny-bert-cached"}, "ensembles"),
+])
+def test_what_several_targets_refuse(options, message):
+    with pytest.raises(ConfigError, match=message):
+        TextClassifier(backbone="tiny-bert", targets="verdict,score:regression", **options)
+
+
+def test_bad_target_specs_and_columns():
+    with pytest.raises(ConfigError, match="unknown task 'numeric'"):
+        TextClassifier(backbone="tiny-bert", targets="verdict,score:numeric")
+    with pytest.raises(DataError, match="'nope'"):
+        TextClassifier(backbone="tiny-bert", targets="verdict,nope", progress=False).fit(reviews(60, 0))
+    with pytest.raises(DataError, match="row"):  # a regression target that is not a number names its row
+        TextClassifier(backbone="tiny-bert", targets="verdict:regression,score:regression",
+                       progress=False).fit(reviews(60, 0))
+
+
+def test_cli_fit_predict_evaluate_with_several_labels(tmp_path):
+    data, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    reviews(120, 0).to_csv(data, index=False)
+    reviews(30, 1).to_csv(test, index=False)
+    out = tmp_path / "model"
+    run = CliRunner().invoke(app, ["fit", str(data), "--backbone", "tiny-bert", "--text", "text",
+                                   "--label", "verdict", "--label", "score:regression", "--out", str(out),
+                                   "--report", "basic", "--json"])
+    assert run.exit_code == 0, run.output
+    summary = json.loads(run.output.strip().splitlines()[-1])
+    assert summary["task"] == "text-multi-target" and set(summary["targets"]) == {"verdict", "score"}
+    assert summary["targets"]["score"]["metrics"]["val"]["rmse"] > 0
+    assert (out / "targets" / "verdict" / "model.safetensors").is_file()
+    pred = tmp_path / "pred.csv"
+    run = CliRunner().invoke(app, ["predict", str(out), str(test), "--output", str(pred)])
+    assert run.exit_code == 0, run.output
+    table = pd.read_csv(pred)
+    assert {"verdict_pred", "score_pred", "score_lower", "score_upper"} <= set(table.columns)
+    run = CliRunner().invoke(app, ["evaluate", str(out), str(test), "--json"])
+    assert run.exit_code == 0, run.output
+    metrics = json.loads(run.output.strip().splitlines()[-1])["targets"]
+    assert metrics["verdict"]["n"] == 30 and "r2" in metrics["score"]
+    assert (out / "targets" / "score" / "report.html").is_file()
+    run = CliRunner().invoke(app, ["evaluate", str(out), str(test), "--label", "verdict"])
+    assert run.exit_code == 2 and "their own columns" in run.output
