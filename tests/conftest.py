@@ -50,7 +50,7 @@ def tiny_bert(pretrained: bool = True):
 @register_backbone("tiny-bert-cached", "text", "test only: like tiny-bert but identifiable, so features cache")
 def tiny_bert_cached(pretrained: bool = True):
     bb = tiny_bert()
-    bb.cfg.name, bb.cfg.sha256, bb.cfg.pretrained = "tiny-bert-cached", "1" * 64, True
+    bb.cfg.name, bb.cfg.sha256, bb.cfg.pretrained = "tiny-bert-cached", "1" * 64 if pretrained else "", pretrained
     return bb
 
 

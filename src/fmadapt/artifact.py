@@ -188,6 +188,8 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         raise ArtifactError(f"{bb_file}: says {bcfg.name!r} is a {bcfg.modality} backbone with {bcfg.embed_dim}-d "
                             f"features; the installed one is a {backbone.cfg.modality} backbone with "
                             f"{backbone.cfg.embed_dim}-d features; {fix}")
+    if included:  # weights of their own (trained): never identified, or cached, as the pretrained ones
+        backbone.cfg.sha256 = ""
     expected = bcfg.extra.get("initial_sha256", "") if mode == "reference+adapter" else bcfg.sha256
     if not included and expected and backbone.cfg.sha256 != expected:
         raise ArtifactError(f"{root}: the installed {bcfg.name} weights (sha256 {backbone.cfg.sha256[:12]}…) "
