@@ -1,9 +1,11 @@
 """Several targets from one table against one model per target, as a user runs them (whole `fmadapt` processes).
 
     python benchmarks/multitarget.py --csv benchmarks/results/multitarget.csv
+    python benchmarks/multitarget.py --strategy finetune --train-rows 3000 --csv benchmarks/results/multitarget.csv
 
 Clothing reviews, `rating` as a number and `recommended` 0/1, the table's other columns beside the text
-(`--features auto`), the packaged MiniLM probe (defaults):
+(`--features`, the six columns of benchmarks/table_features.py; with a fine-tuning `--strategy`, none: table
+columns are for the probe), the packaged MiniLM with the strategy's defaults:
   separate   `fmadapt fit train.csv --label rating --task regression ...` then `... --label recommended ...`, and
              one `fmadapt predict` per model
   targets    `fmadapt fit train.csv --label rating:regression --label recommended ...` (one backbone pass per
@@ -28,7 +30,10 @@ import numpy as np
 import pandas as pd
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "clothing_reviews")
-FIT = ["--text", "review_text", "--features", "auto", "--report", "off"]
+#: the table's columns beside the text, as benchmarks/table_features.py reads them (with `auto`, a target's
+#: single-target model would read the other target as a feature: not the same task)
+TABLE = "age,positive_feedback_count,clothing_id,division_name,department_name,class_name"
+FIT = ["--text", "review_text", "--features", TABLE, "--report", "off"]
 
 
 def run(args: list[str], cache: str) -> float:
@@ -51,10 +56,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=DATA)
     ap.add_argument("--csv", default=None, help="append rows to this CSV")
+    ap.add_argument("--strategy", default="probe")
+    ap.add_argument("--train-rows", type=int, default=None, help="the first N training rows only")
     args = ap.parse_args()
     train, test = os.path.join(args.data, "train.csv"), os.path.join(args.data, "test.csv")
     frame = pd.read_csv(test, keep_default_na=False, na_values=[""])
     work = Path(tempfile.mkdtemp(prefix="fmadapt-multitarget-"))
+    if args.train_rows:
+        train = str(work / "train.csv")
+        pd.read_csv(os.path.join(args.data, "train.csv")).head(args.train_rows).to_csv(train, index=False)
+    fit_args = (FIT if args.strategy == "probe" else ["--text", "review_text", "--report", "off"]) + \
+        ["--strategy", args.strategy]
     rows = []
 
     def predictions(model: Path, name: str, cache: str) -> tuple[pd.DataFrame, float]:
@@ -65,8 +77,9 @@ def main() -> None:
         return p.reindex(range(len(frame))), seconds
 
     cache = str(work / "cache-separate")
-    fit_s = run(["fit", train, "--label", "rating", "--task", "regression", "--out", str(work / "rating"), *FIT], cache)
-    fit_s += run(["fit", train, "--label", "recommended", "--out", str(work / "recommended"), *FIT], cache)
+    fit_s = run(["fit", train, "--label", "rating", "--task", "regression", "--out", str(work / "rating"),
+                 *fit_args], cache)
+    fit_s += run(["fit", train, "--label", "recommended", "--out", str(work / "recommended"), *fit_args], cache)
     pr, s1 = predictions(work / "rating", "rating", cache)
     pb, s2 = predictions(work / "recommended", "recommended", cache)
     rows.append({"method": "separate", **scores(frame, pr["pred"], pb["prob_1"]), "fit_seconds": fit_s,
@@ -75,7 +88,7 @@ def main() -> None:
 
     cache = str(work / "cache-targets")
     fit_s = run(["fit", train, "--label", "rating:regression", "--label", "recommended", "--out",
-                 str(work / "both"), *FIT], cache)
+                 str(work / "both"), *fit_args], cache)
     p, s = predictions(work / "both", "both", cache)
     rows.append({"method": "targets", **scores(frame, p["rating_pred"], p["recommended_prob_1"]),
                  "fit_seconds": fit_s, "predict_seconds": s})
@@ -91,7 +104,8 @@ def main() -> None:
 
         append_rows(Path(args.csv), ["dataset", "method", "options", "rmse", "auc", "n_test", "fit_seconds",
                                      "predict_seconds", "fit_ratio", "predict_ratio"],
-                    [{"dataset": "clothing_reviews", "method": r["method"], "options": json.dumps(FIT),
+                    [{"dataset": "clothing_reviews" + (f"[:{args.train_rows}]" if args.train_rows else ""),
+                      "method": r["method"], "options": json.dumps(fit_args),
                       "rmse": round(r["rmse"], 4), "auc": round(r["auc"], 4), "n_test": r["n_test"],
                       "fit_seconds": round(r["fit_seconds"], 1), "predict_seconds": round(r["predict_seconds"], 1),
                       "fit_ratio": round(r["fit_seconds"] / base["fit_seconds"], 3),

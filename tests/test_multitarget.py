@@ -127,13 +127,67 @@ def test_rows_without_one_targets_label_still_train_the_others():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"strategy": "finetune"}, "strategy 'probe' for now"),
+    ({"strategy": "auto"}, "not 'auto'"),
+    ({"strategy": "contrastive"}, "not 'contrastive'"),
     ({"label_col": "verdict"}, "not both"),
     ({"ensemble_backbones": "tiny-bert,tiny-bert-cached"}, "ensembles"),
+    ({"target_weights": "score=2"}, "the probe fits each target's head on its own"),
+    ({"strategy": "finetune", "target_weights": "rating=2"}, "'rating', not a target"),
+    ({"strategy": "finetune", "target_weights": "score=-1"}, "NAME=POSITIVE_NUMBER"),
+    ({"strategy": "finetune", "refit_full": True}, "refit_full"),
 ])
 def test_what_several_targets_refuse(options, message):
     with pytest.raises(ConfigError, match=message):
         TextClassifier(backbone="tiny-bert", targets="verdict,score:regression", **options)
+    with pytest.raises(ConfigError, match="name the targets"):
+        TextClassifier(backbone="tiny-bert", target_weights="score=2")
+
+
+def test_one_backbone_fine_tuned_for_every_target(tmp_path, monkeypatch):
+    import fmadapt.runtime.features as features
+
+    train, test = reviews(160, 0), reviews(40, 1)
+    clf = TextClassifier(backbone="tiny-bert-cached", strategy="finetune", epochs=1, restore_best=False,
+                         targets="verdict,score:regression,tags:multilabel", target_weights="score=2",
+                         progress=False).fit(train.drop(columns=["age"]))
+    members = [p.members_[0] for p in clf.targets_.values()]
+    assert all(m.trains_backbone and m.config.strategy == "finetune" for m in members)
+    assert members[0].model.backbone is members[1].model.backbone is members[2].model.backbone
+    joint = clf.target("score").history_
+    assert [(t["name"], t["outputs"], t["loss_weight"]) for t in joint["joint_targets"]] == [
+        ("verdict", 2, 1.0), ("score", 1, 2.0), ("tags", 3, 1.0)]
+    assert joint["metric"] == "joint" and len(joint["epochs"]) == 1
+    assert clf.target("score").interval_ is not None and clf.target("tags").thresholds_ is not None
+    loaders = []
+    loader = features.make_loader
+    monkeypatch.setattr(features, "make_loader", lambda *a, **k: loaders.append(len(a[1])) or loader(*a, **k))
+    table = clf.predict_table(test)
+    assert loaders == [len(test)]  # the fine-tuned backbone runs once for the three heads
+    out = clf.save_pretrained(tmp_path / "m", report=False)
+    assert json.loads((out / "targets" / "tags" / "config.json").read_text())["backbone_weights"] == "included"
+    back = load_model(out)
+    shared = [p.members_[0].model.backbone for p in back.targets_.values()]
+    assert shared[0] is shared[1] is shared[2]  # equal weights: one module in memory again
+    pd.testing.assert_frame_equal(back.predict_table(test), table, atol=1e-5)
+    alone = load_model(out / "targets" / "score")
+    np.testing.assert_allclose(alone.predict(test), table["score_pred"], atol=1e-5)
+
+
+def test_the_probes_stay_when_fine_tuning_does_not_beat_them(monkeypatch):
+    import fmadapt.multitarget as multitarget
+
+    seen = {}
+
+    def no_better(probes, specs, cfg, progress):
+        seen["start"] = {n: (p.config_.strategy, p.config_.refit) for n, p in probes.items()}
+        return None, None, {"best_epoch": -1, "epochs": []}
+
+    monkeypatch.setattr(multitarget, "fit_joint", no_better)
+    clf = TextClassifier(backbone="tiny-bert", strategy="finetune", targets="verdict,score:regression",
+                         progress=False).fit(reviews(80, 0))
+    assert seen["start"] == {"verdict": ("probe", False), "score": ("probe", False)}  # the start: honest probes
+    for p in clf.targets_.values():
+        assert not p.members_[0].trains_backbone and "the probes are kept" in p.history_["joint"]["note"]
 
 
 def test_bad_target_specs_and_columns():

@@ -240,7 +240,12 @@ class FitConfig:
              '`column:task` (task classification | multilabel | regression; default: `task`), e.g. '
              '"rating:regression,recommended" (the CLI: --label rating:regression --label recommended). One frozen '
              "backbone computes each input's features once, each target gets its own head, metrics and "
-             "calibration, all in one model directory; with strategy probe, for now")
+             "calibration, all in one model directory. With a fine-tuning strategy (finetune, progressive, l2sp, "
+             "lora) the backbone is trained for all targets at once: the sum of each target's loss, weighted by "
+             "`target_weights`, from the targets' probe heads")
+    target_weights: str | None = opt(None, "input",
+        help='several targets fine-tuned together: each target\'s loss weight, "rating=2,recommended=1" (a target '
+             "not named: 1)")
     task: str = opt("classification", "input", choices=("classification", "multilabel", "regression"),
         help='"classification": one class per input; "multilabel": any number of labels per input (a sigmoid per '
              "label, binary cross-entropy, per-label decision thresholds tuned on validation, micro/macro-F1); "

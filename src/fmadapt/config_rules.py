@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 #: the strategies that train multi-label and regression models (task multilabel, regression) so far
 TASK_STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora", "auto")
+#: several targets: a head each on a frozen backbone, or one backbone fine-tuned for all of them
+JOINT_STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora")
 
 
 def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[tuple[bool, str]]:
@@ -55,10 +57,11 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
             (unlabeled, "features does not take unlabeled data (self-training) yet"),
         ]
     if cfg.targets:
-        from .tasks.targets import target_specs
+        from .tasks.targets import parse_weights, target_specs
 
         try:
-            target_specs(cfg.targets, cfg.task)
+            specs = target_specs(cfg.targets, cfg.task)
+            parse_weights(cfg.target_weights, [c for c, _ in specs])
             spec_error = ""
         except ValueError as e:
             spec_error = str(e)
@@ -66,14 +69,20 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
             (bool(spec_error), f"targets: {spec_error}"),
             (modality == "image", "targets (several label columns) is for text tables"),
             (cfg.label_col is not None, "give the label columns as targets or as label_col, not both"),
-            (cfg.strategy != "probe",
-             f"several targets share one frozen backbone, with a head each: strategy 'probe' for now, not "
-             f"{cfg.strategy!r} (fine-tuning one backbone for several targets, with a weighted joint loss, is not "
-             "built yet: fit one model per target with a single label column)"),
+            (cfg.strategy not in JOINT_STRATEGIES,
+             f"several targets train with strategy {' | '.join(JOINT_STRATEGIES)} for now, not {cfg.strategy!r} "
+             "(or fit one model per target with a single label column)"),
+            (cfg.refit_full, "several targets do not combine with refit_full yet"),
             (cfg.ensemble > 1 or len(cfg.backbone_names()) > 1, "several targets do not combine with ensembles yet"),
+            (cfg.target_weights is not None and cfg.strategy == "probe",
+             "target_weights weigh the targets' losses when one backbone is fine-tuned for all of them: the probe "
+             "fits each target's head on its own"),
             (cfg.label_template is not None, "several targets do not combine with label_template"),
             (unlabeled, "several targets do not take unlabeled data (self-training) yet"),
         ]
+    if cfg.target_weights is not None and not cfg.targets:
+        rules.append((True, "target_weights weigh several targets' losses: name the targets (targets, or --label "
+                            "repeated)"))
     names = cfg.backbone_names()
     fresh = cfg.text_noise or cfg.mixup or cfg.cutmix or cfg.adversarial != "none"
     rules += [

@@ -68,6 +68,9 @@ class FitRun(SelfTraining):
         self.val_ids: frozenset[str] | None = None
         self.backbones: dict[str, Any] | None = None
         self.target_columns: list[str] | None = None  # (all of them: none is a table feature of another)
+        #: several targets fine-tuned together: (the trained Classifier, this target's head (weight, bias), the
+        #: joint run's history); the member is that network with this target's head, trained no further
+        self.tuned: tuple[Any, tuple[Any, Any], dict[str, Any]] | None = None
 
     # -- what self-training and auto use of the model being fitted ----------------------------------
     @property
@@ -241,6 +244,19 @@ class FitRun(SelfTraining):
         student."""
         cfg = dataclasses.replace(cfg, backbone=backbone_name, seed=seed, ensemble=1, ensemble_backbones=None)
         torch.manual_seed(seed)
+        if self.tuned is not None:  # several targets fine-tuned together: this target's head on their backbone
+            trained, (weight, bias), joint_history = self.tuned
+            model = Classifier(trained.backbone, len(ctx.classes), cfg.dropout)
+            if tuple(weight.shape) != tuple(model.head.weight.shape):
+                raise RuntimeError(f"the joint head's rows for this target are {tuple(weight.shape)}, its head "
+                                   f"{tuple(model.head.weight.shape)}")
+            with torch.no_grad():
+                model.head.weight.copy_(weight)
+                model.head.bias.copy_(bias)
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            return Member(model, cfg, dict(joint_history), True)
         frozen = not adapt.get_strategy(cfg.strategy).trains_backbone and self.modality == "text"
         shared = self.backbones if frozen and self.backbones is not None else None
         backbone = shared[backbone_name] if shared and backbone_name in shared else create_backbone(backbone_name)

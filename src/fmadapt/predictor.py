@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .config import FitConfig
-from .data.cache import FeatureCache
+from .data.cache import FeatureCache, MemoryFeatureCache
 from .data.examples import Examples, label_indices
 from .data.readers import TASKS, DataLike, read_labeled, read_unlabeled
 from .data.split import check_known
@@ -112,6 +112,14 @@ class Predictor(Persisted):
             return self.cache
         return FeatureCache() if self.cache else None
 
+    def member_cache(self, member: Member) -> FeatureCache | None:
+        """The feature cache a member's backbone goes through: a trained backbone only through an in-memory
+        cache shared by several targets (their one fine-tuned backbone), never the disk cache."""
+        cache = self.feature_cache()
+        if member.trains_backbone and not isinstance(cache, MemoryFeatureCache):
+            return None
+        return cache
+
     def show_progress(self) -> bool:
         import sys
 
@@ -141,7 +149,7 @@ class Predictor(Persisted):
         from .runtime.features import extract_features
 
         model, cfg = member.model, member.config
-        cache = self.feature_cache() if not member.trains_backbone else None
+        cache = self.member_cache(member)
         table = None
         if getattr(model, "table_head", None) is not None:
             if ex.table is None or self.table_encoder_ is None:
@@ -246,8 +254,7 @@ class Predictor(Persisted):
         self.check_fitted()
         m = self.members_[member]
         ex = self.read_inputs(data)
-        return extract_features(m.model.backbone, ex, batch_size=64,
-                                cache=self.feature_cache() if not m.trains_backbone else None,
+        return extract_features(m.model.backbone, ex, batch_size=64, cache=self.member_cache(m),
                                 progress=self.show_progress(), desc="embedding", runtime=m.config.runtime)
 
     def read_inputs(self, data: DataLike) -> Examples:

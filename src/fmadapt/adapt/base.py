@@ -38,6 +38,9 @@ class FitContext:
     target_scale: tuple[float, float] | None = None
     #: `features`: the fitted data.tabular.TableEncoder of the table columns read beside the text
     table: Any = None
+    #: several targets fine-tuned together (tasks.joint.JointSpec): the targets are its rows by example id, and
+    #: the model's head (the targets' probe heads side by side) is the starting point
+    joint: Any = None
 
     def with_table(self, x: np.ndarray, ex: Examples) -> np.ndarray:
         """The probe's inputs: backbone features, and the encoded table columns of the same rows when the model
@@ -56,7 +59,10 @@ class FitContext:
 
     def targets(self, ex: Examples) -> list[Any]:
         """What the training loaders carry per example: the class index, or the float32 row of the 0/1 target
-        matrix (multi-label), or the standardised target as a float32 row of one (regression)."""
+        matrix (multi-label), or the standardised target as a float32 row of one (regression); several targets
+        together: each example's joint row."""
+        if self.joint is not None:
+            return [self.joint.rows[i] for i in ex.ids]
         if self.multilabel:
             return list(self.indicator(ex))
         if self.regression:

@@ -117,8 +117,9 @@ class FineTune(Strategy):
         # gradients first distort the pretrained features; and on L2-normalised embeddings (MiniLM) a fresh
         # head barely moves at usual learning rates. The probe's features come from the cache/fast path.
         # (never refit on validation data here: fine-tuning still needs it to stop early and choose epochs)
+        joint = ctx.joint  # several targets together: the head holds their probe heads already
         probe = (Probe().fit(model, train, val, cfg, dataclasses.replace(ctx, refit_on_val=False))
-                 if cfg.head_init == "probe" else None)
+                 if cfg.head_init == "probe" and joint is None else None)
         bb = model.backbone
         groups = bb.layer_groups()
         n_train, frozen = self.prepare(bb, groups, cfg)
@@ -149,14 +150,18 @@ class FineTune(Strategy):
             trained = model
         steps = cfg.epochs * max(1, len(tr))
         # the probe's weighted and unweighted heads competed on validation: the loss keeps the winner's weighting
-        if ctx.multilabel or ctx.regression:  # (multi-label: the per-label thresholds meet the labels' imbalance)
+        if joint is not None:
+            balance = {"weighted": False, "ratio": None, "weights": None,
+                       "note": "several targets: each target's own loss, weighted by target_weights"}
+        elif ctx.multilabel or ctx.regression:  # (multi-label: the per-label thresholds meet the labels' imbalance)
             balance = {"weighted": False, "ratio": None, "weights": None,
                        "note": "regression: mean squared error on the standardised target" if ctx.regression else
                        "multi-label: binary cross-entropy per label, not weighted"}
         else:
             chosen = probe["imbalance"]["weighted"] if probe and cfg.class_weight == "auto" else None
             balance = imbalance(ctx.targets(train), len(ctx.classes), cfg, weighted=chosen)
-        metric = "micro_f1" if ctx.multilabel else "rmse" if ctx.regression else cfg.metric
+        metric = ("joint" if joint is not None else "micro_f1" if ctx.multilabel else "rmse" if ctx.regression
+                  else cfg.metric)
         lr = cfg.lr or (self.uses_backbone_lr and bb.cfg.finetune_lr) or self.default_lr[bb.cfg.modality]
         lr_source = ("given (lr)" if cfg.lr else
                      f"measured for {bb.cfg.name} (its finetune_lr)" if self.uses_backbone_lr and bb.cfg.finetune_lr
@@ -173,7 +178,7 @@ class FineTune(Strategy):
             mixup=(mixup_fn(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(ctx.classes))
                    if split is None and bb.cfg.modality == "image" else None),
             row_lr=row_lr, channels_last=bb.cfg.modality == "image", metric=metric, multilabel=ctx.multilabel,
-            regression=ctx.regression,
+            regression=ctx.regression, joint=joint,
             **_adversarial(cfg, bb))
         callbacks_extra = self.callbacks(bb, n_train, cfg)
         param_groups = [{"name": g["name"], "lr": g["lr"], "params": sum(p.numel() for p in g["params"])}
@@ -182,8 +187,8 @@ class FineTune(Strategy):
         # last): fine-tuning never makes it worse on validation (by the metric, ties broken by the loss: a
         # fine-tuned model may be far more accurate and still have a higher loss than the probe, being
         # overconfident, which calibration corrects afterwards)
-        initial = (evaluation_metrics(trained, va, module.loss_fn, metric, ctx.multilabel, ctx.regression)
-                   if probe and cfg.restore_best else None)
+        initial = (evaluation_metrics(trained, va, module.loss_fn, metric, ctx.multilabel, ctx.regression, joint)
+                   if (probe or joint is not None) and cfg.restore_best else None)
         with tempfile.TemporaryDirectory(prefix="fmadapt-") as tmp:
             history = History(os.path.join(tmp, "history.json"))
             score = "val_score" if cfg.select_by == "metric" and metric != "accuracy" else "val_acc"

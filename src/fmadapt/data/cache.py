@@ -16,6 +16,8 @@ if TYPE_CHECKING:  # backbones.base imports torch; the torch-free inference path
     from ..backbones.base import BackboneCfg
 
 CACHE_VERSION = 1
+#: MemoryFeatureCache's keys of live (not identifiable) backbones start so
+LIVE = "live-"
 
 
 def default_cache_dir() -> Path:
@@ -108,11 +110,23 @@ class MemoryFeatureCache(FeatureCache):
         self.disk = disk
         self._kept: dict[str, np.ndarray] = {}
 
+    def key(self, cfg: BackboneCfg | dict[str, Any], inputs: list[str], modality: str, variant: str = ""
+            ) -> str | None:
+        """FeatureCache's key; for a backbone that is not identifiable (fine-tuned weights), a key of that live
+        backbone object, valid while this cache lives and never written to disk."""
+        found = super().key(cfg, inputs, modality, variant)
+        if found is not None or isinstance(cfg, dict):
+            return found
+        h = hashlib.sha256(variant.encode())
+        for item in inputs:
+            h.update(content_hash(item, modality).encode())
+        return f"{LIVE}{id(cfg)}/{h.hexdigest()[:32]}"
+
     def get(self, key: str | None, n: int) -> np.ndarray | None:
         if key is None:
             return None
         hit = self._kept.get(key)
-        if hit is None and self.disk is not None:
+        if hit is None and self.disk is not None and not key.startswith(LIVE):
             hit = self.disk.get(key, n)
         if hit is None or hit.shape[0] != n:
             return None
@@ -123,5 +137,5 @@ class MemoryFeatureCache(FeatureCache):
         if key is None:
             return
         self._kept[key] = feats.astype(np.float32)
-        if self.disk is not None:
+        if self.disk is not None and not key.startswith(LIVE):
             self.disk.put(key, feats)

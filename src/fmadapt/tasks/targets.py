@@ -4,6 +4,7 @@ the option rules (config_rules.py) share it."""
 
 from __future__ import annotations
 
+import math
 import re
 
 TASK_NAMES = ("classification", "multilabel", "regression")
@@ -40,3 +41,24 @@ def target_dirs(names: list[str]) -> list[str]:
             slug += f"_{i}"
         out.append(slug)
     return out
+
+
+def parse_weights(text: str | None, names: list[str]) -> list[float]:
+    """Loss weights of "rating=2,recommended=1" in the order of `names` (1 for a target not named); ValueError
+    naming an unknown target or a weight that is not a positive number."""
+    weights = dict.fromkeys(names, 1.0)
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in weights:
+            raise ValueError(f"target_weights names {name!r}, not a target ({', '.join(names)})")
+        try:
+            w = float(value)
+        except ValueError:
+            w = -1.0
+        if not w > 0 or not math.isfinite(w):
+            raise ValueError(f"target_weights: {part.strip()!r} is not NAME=POSITIVE_NUMBER")
+        weights[name] = w
+    return [weights[n] for n in names]

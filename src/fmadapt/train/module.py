@@ -35,7 +35,7 @@ class ClassifierModule(pl.LightningModule):
                  adversarial: str = "none", adv_eps: float = 0.0, adv_steps: int = 3,
                  adv_target: Any = None, row_lr: tuple[nn.Parameter, int, float] | None = None,
                  channels_last: bool = False, metric: str = "accuracy", multilabel: bool = False,
-                 regression: bool = False) -> None:
+                 regression: bool = False, joint: Any = None) -> None:
         super().__init__()
         self.model = model
         self.lr, self.head_lr, self.weight_decay = lr, head_lr, weight_decay
@@ -55,8 +55,15 @@ class ClassifierModule(pl.LightningModule):
         #: regression: mean squared error on the standardised target; validation's `val_score` is minus that
         #: error (the epoch's mean over the split: larger is better, as RMSE ranks), and there is no `val_acc`
         self.regression = regression
+        #: several targets trained together (tasks.joint.JointSpec): the weighted sum of their losses; validation
+        #: logs the weighted mean of their scores as `val_score` (and `val_acc`)
+        self.joint = joint
         self.loss_fn: nn.Module = (nn.BCEWithLogitsLoss() if multilabel else nn.MSELoss() if regression else
                                    nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing))
+        if joint is not None:
+            from ..tasks.joint import JointLoss
+
+            self.loss_fn = JointLoss(joint)
         #: timm Mixup (mixup/cutmix with soft targets; it applies the label smoothing itself)
         self.mixup = mixup
         self.class_weights = class_weights
@@ -153,6 +160,9 @@ class ClassifierModule(pl.LightningModule):
         x, y = batch
         logits = self.model(x)
         self.log("val_loss", self.loss_fn(logits, y), batch_size=len(y), sync_dist=True, prog_bar=True)
+        if self.joint is not None:  # (the score over the whole split, at the end)
+            self._val_pairs.append(torch.cat([logits.float(), y.float()], dim=1).cpu())
+            return
         if self.regression:
             self.log("val_score", -self.loss_fn(logits, y), batch_size=len(y), sync_dist=True)
             return
@@ -172,6 +182,18 @@ class ClassifierModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         """`val_score`: the run's metric (balanced accuracy, macro-F1) over the validation split, gathered from
         every process, for choosing the epoch (train.selection.selection_key)."""
+        if self.joint is not None and self._val_pairs:
+            rows = torch.cat(self._val_pairs)
+            self._val_pairs = []
+            if self.trainer.world_size > 1:
+                gathered = self.all_gather(rows.to(self.device))
+                assert isinstance(gathered, torch.Tensor)
+                rows = gathered.cpu().reshape(-1, rows.shape[1])
+            width = self.joint.width
+            score = self.joint.score(rows[:, :width].numpy(), rows[:, width:].numpy())
+            self.log("val_score", score, sync_dist=False, prog_bar=True)
+            self.log("val_acc", score, sync_dist=False)
+            return
         if self.multilabel and self._val_pairs:
             rows = torch.cat(self._val_pairs)
             self._val_pairs = []
@@ -315,7 +337,7 @@ class EpochTimer(pl.Callback):
 
 @torch.no_grad()
 def evaluation_metrics(model: nn.Module, loader: Any, loss_fn: nn.Module, metric: str = "accuracy",
-                       multilabel: bool = False, regression: bool = False) -> dict[str, float]:
+                       multilabel: bool = False, regression: bool = False, joint: Any = None) -> dict[str, float]:
     """{"val_loss", "val_acc"} of `model` (eval mode) over a (x, y) loader, the loss as `loss_fn` computes it
     (the same as the training module's validation loss: label smoothing and class weights included), batches
     weighted by their size like Lightning's epoch means; with another `metric`, also "val_score" as the
@@ -323,6 +345,17 @@ def evaluation_metrics(model: nn.Module, loader: Any, loss_fn: nn.Module, metric
     tuned thresholds)."""
     was = model.training
     model.eval()
+    if joint is not None:  # several targets: the weighted mean of their scores (as logged in training)
+        loss, n, outs, targets = 0.0, 0, [], []
+        for x, y in loader:
+            logits = model(x)
+            loss += float(loss_fn(logits, y)) * len(y)
+            n += len(y)
+            outs.append(logits.float().cpu())
+            targets.append(y.float().cpu())
+        model.train(was)
+        score = joint.score(torch.cat(outs).numpy(), torch.cat(targets).numpy())
+        return {"val_loss": loss / max(1, n), "val_acc": score, "val_score": score}
     if regression:  # (mean squared error of the standardised target; val_score = minus it, as logged in training)
         loss, n = 0.0, 0
         for x, y in loader:
