@@ -165,6 +165,7 @@ def test_one_backbone_fine_tuned_for_every_target(tmp_path, monkeypatch):
     assert loaders == [len(test)]  # the fine-tuned backbone runs once for the three heads
     out = clf.save_pretrained(tmp_path / "m", report=False)
     assert json.loads((out / "targets" / "tags" / "config.json").read_text())["backbone_weights"] == "included"
+    assert "fine-tuned for all targets at once" in (out / "README.md").read_text()
     back = load_model(out)
     shared = [p.members_[0].model.backbone for p in back.targets_.values()]
     assert shared[0] is shared[1] is shared[2]  # equal weights: one module in memory again

@@ -101,6 +101,13 @@ class MultiTarget:
         first = next(iter(self.targets_.values()))
         return first.members_[0].model.backbone.cfg.name
 
+    @property
+    def backbone_note(self) -> str:
+        """How the targets share the backbone, in words."""
+        if any(p.members_[0].trains_backbone for p in self.targets_.values()):
+            return "fine-tuned for all targets at once, with a loss per target"
+        return "frozen; its features computed once per input"
+
     # -- prediction ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def shared_features(self) -> Iterator[None]:
@@ -216,8 +223,8 @@ class MultiTarget:
         return out
 
     def _card(self, listing: list[dict[str, Any]], command: str | None) -> str:
-        lines = [f"# fmadapt model: {self.task}", "", f"- backbone: `{self.backbone_name}` (frozen, shared by "
-                 f"the targets)", f"- strategy: `{self.config_.strategy}`", "", "## Targets", "",
+        lines = [f"# fmadapt model: {self.task}", "", f"- backbone: `{self.backbone_name}` ({self.backbone_note})",
+                 f"- strategy: `{self.config_.strategy}`", "", "## Targets", "",
                  "| target | task | directory | validation |", "|---|---|---|---|"]
         for t in listing:
             lines.append(f"| `{t['name']}` | {t['task']} | `{t['dir']}/` | "
@@ -244,7 +251,7 @@ class MultiTarget:
                 "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;"
                 "text-align:left}</style></head><body>"
                 f"<h1>{html.escape(self.task)}</h1><p>backbone <code>{html.escape(self.backbone_name)}</code> "
-                f"(frozen; its features computed once per input), strategy {html.escape(self.config_.strategy)}, "
+                f"({html.escape(self.backbone_note)}), strategy {html.escape(self.config_.strategy)}, "
                 "one head per target. Each target's report has its metrics, calibration and mistakes.</p>"
                 "<table><tr><th>target</th><th>task</th><th>validation</th><th>test</th></tr>"
                 + "".join(rows) + "</table></body></html>\n")

@@ -167,7 +167,7 @@ def _finish_targets(fitted: Any, out: Path, data: str, seconds: float, report: s
                                for name, p in fitted.targets_.items()}}
         _out(json.dumps(summary, ensure_ascii=False))
         return
-    _out(f"{len(fitted.targets_)} targets on one frozen backbone ({fitted.backbone_name}), "
+    _out(f"{len(fitted.targets_)} targets on one backbone ({fitted.backbone_name}: {fitted.backbone_note}), "
          f"{seconds:.1f}s in all")
     for name, p in fitted.targets_.items():
         _out(f"\n== target {name!r} ({p.config_.task}) ==")
