@@ -226,3 +226,42 @@ def test_cli_fit_predict_evaluate_with_several_labels(tmp_path):
     assert (out / "targets" / "score" / "report.html").is_file()
     run = CliRunner().invoke(app, ["evaluate", str(out), str(test), "--label", "verdict"])
     assert run.exit_code == 2 and "their own columns" in run.output
+
+
+def test_a_joint_fine_tune_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    import hashlib
+    import os
+    import signal
+
+    from fmadapt.errors import TrainingInterrupted
+    from fmadapt.train import module as train_module
+
+    data = reviews(48, 0).drop(columns=["age"])
+
+    def make() -> TextClassifier:
+        return TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=3, batch_size=8,
+                              restore_best=False, targets="verdict,score:regression", cache=False, progress=False)
+
+    def digest(clf: TextClassifier) -> str:
+        h = hashlib.sha256()
+        for p in clf.targets_.values():
+            for t in p.members_[0].model.state_dict().values():
+                h.update(t.detach().cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    whole = make().fit(data)
+    real = train_module.ClassifierModule.training_step
+
+    def signalled(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(train_module.ClassifierModule, "training_step", signalled)
+    with pytest.raises(TrainingInterrupted):
+        make().fit(data, checkpoint_dir=tmp_path / "ck")
+    monkeypatch.undo()
+    resumed = make().fit(data, checkpoint_dir=tmp_path / "ck", resume=True)
+    assert resumed.resumed_ == ["run 0: from epoch 1, batch 2"]
+    assert digest(resumed) == digest(whole)
+    assert resumed.target("score").interval_ == whole.target("score").interval_

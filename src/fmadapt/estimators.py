@@ -82,7 +82,7 @@ class _Classifier:
             if unlabeled is not None:
                 config(None).check(unlabeled=True)  # (refused, with the rule's message)
             fitted = fit_targets(self.modality, self.default_backbone, config, data, val, cache=self.cache,
-                                 progress=self.progress)
+                                 progress=self.progress, checkpoints=checkpoints)
         else:
             run = FitRun(self.modality, self.default_backbone, config, cache=self.cache, progress=self.progress,
                          checkpoints=checkpoints)

@@ -327,13 +327,14 @@ def share_backbones(targets: list[Predictor]) -> None:
 
 
 def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str, Any] | None], FitConfig],
-                data: DataLike, val: DataLike | None, *, cache: bool = True, progress: bool | None = None
-                ) -> MultiTarget:
+                data: DataLike, val: DataLike | None, *, cache: bool = True, progress: bool | None = None,
+                checkpoints: Any = None) -> MultiTarget:
     """Fit the targets of `config(None).targets`: the same validation rows for every target (a seeded random
     split of the table's rows, unless `val` is given). Strategy probe: a head per target on one frozen backbone,
     built once, each input's features computed once. A fine-tuning strategy: the targets' probes first (their
     heads are the start), then one backbone trained for all targets at once (tasks/joint.py), each target keeping
-    its rows of the joint head; when no epoch beats the probes' start on validation, the probes are the model."""
+    its rows of the joint head; when no epoch beats the probes' start on validation, the probes are the model.
+    `checkpoints` (train.checkpoint.RunCheckpoints): the joint fine-tune saves its state there and resumes from it."""
     from .adapt import get_strategy
     from .data.tables import read_table
 
@@ -380,7 +381,7 @@ def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str
         targets = fit_each()
     else:
         probes = fit_each(start=True)
-        model, spec, history = fit_joint(probes, specs, cfg, progress)
+        model, spec, history = fit_joint(probes, specs, cfg, progress, checkpoints)
         if history.get("best_epoch") == -1:  # no epoch beat the start on validation: the probes are the model
             note = {"joint": {**history, "note": "no fine-tuning epoch beat the targets' probes on validation "
                                                  "(the weighted mean of their scores): the probes are kept"}}
@@ -396,8 +397,8 @@ def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str
     return MultiTarget(modality, targets, final, cache=cache, progress=progress)
 
 
-def fit_joint(probes: dict[str, Predictor], specs: list[tuple[str, str]], cfg: FitConfig, progress: bool | None
-              ) -> tuple[Any, Any, dict[str, Any]]:
+def fit_joint(probes: dict[str, Predictor], specs: list[tuple[str, str]], cfg: FitConfig, progress: bool | None,
+              checkpoints: Any = None) -> tuple[Any, Any, dict[str, Any]]:
     """One backbone fine-tuned for every target (cfg's strategy): the head is the targets' probe heads side by
     side, the loss the weighted sum of theirs, on the union of their training rows; (the trained Classifier, the
     tasks.joint.JointSpec, the run's history)."""
@@ -433,9 +434,11 @@ def fit_joint(probes: dict[str, Predictor], specs: list[tuple[str, str]], cfg: F
                 rows[i] = row
         per_target.append(rows)
     first = preds[0]
-    splits = {name: Examples(inputs=list(t.values()), labels=[""] * len(t), ids=list(t), source=first.splits_[
-        "train"].source, modality="text") for name, t in texts.items()}
     spec.rows = joint_rows([*texts["train"], *texts["val"]], per_target, spec.sizes)
+    # (each example's "label": its joint row as text, which a checkpoint's data fingerprint covers)
+    splits = {name: Examples(inputs=list(t.values()), labels=[" ".join(f"{v:.6g}" for v in spec.rows[i]) for i in t],
+                             ids=list(t), source=first.splits_["train"].source, modality="text")
+              for name, t in texts.items()}
     strategy = get_strategy(cfg.strategy)
     backbone = create_backbone(first.config_.backbone or first.members_[0].model.backbone.cfg.name)
     limit = cfg.max_tokens or strategy.max_tokens
@@ -447,7 +450,8 @@ def fit_joint(probes: dict[str, Predictor], specs: list[tuple[str, str]], cfg: F
         model.head.bias.copy_(torch.cat([p.members_[0].model.head.bias for p in preds]))
     torch.manual_seed(cfg.seed)
     ctx = FitContext([f"{n}:{c}" for n, p in zip(names, preds, strict=True) for c in p.classes_], None,
-                     bool(progress if progress is not None else sys.stderr.isatty()), joint=spec)
+                     bool(progress if progress is not None else sys.stderr.isatty()), checkpoints=checkpoints,
+                     joint=spec)
     jcfg = dataclasses.replace(cfg, targets=None, target_weights=None, max_tokens=backbone.cfg.max_tokens)
     history = strategy.fit(model, splits["train"], splits["val"], jcfg, ctx)
     history["joint_targets"] = [{"name": n, "task": t, "outputs": k, "loss_weight": w} for n, t, k, w in
