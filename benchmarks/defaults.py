@@ -217,10 +217,21 @@ def fmadapt_finetune(kind: str, train: str, test: str, options: dict | None = No
     info = {k: h.get(k) for k in ("epochs_run", "best_epoch", "fit_seconds", "lr", "schedule") if k in h}
     info.update({"lr": h.get("lr") or clf.config_.lr, "epochs": clf.config_.epochs,
                  "schedule": clf.config_.schedule, "class_weighted": (h.get("imbalance") or {}).get("weighted"),
+                 **({"lr_race": {"chosen": h["lr_race"]["chosen_multiple"], "seconds": h["lr_race"]["seconds"],
+                                 "scores": [r.get("val_score", r.get("val_acc")) for r in h["lr_race"]["candidates"]]}}
+                    if h.get("lr_race") else {}),
                  # the validation curve the epoch was chosen on (the probe start first)
                  "val_acc": [h.get("initial_val_acc")] + [round(e["val_acc"], 4) for e in h.get("epochs") or []
                                                            if "val_acc" in e]})
     return [str(p) for p in pred], info
+
+
+def _value(v: str) -> object:
+    """An option value of a method name: a number or true/false as JSON, anything else (`0.5 1 2`) as text."""
+    try:
+        return json.loads(v) if v[:1].isdigit() or v in ("true", "false") else v
+    except json.JSONDecodeError:
+        return v
 
 
 def fmadapt_auto(kind: str, train: str, test: str, budget: str) -> tuple[list[str], dict]:
@@ -358,8 +369,7 @@ def worker(method: str, kind: str, train: str, test: str, out: str) -> None:
     elif method == "finetune_as_hand":
         pred, info = fmadapt_finetune(kind, train, test, AS_HAND)
     elif method.startswith("finetune_set"):  # finetune_set:lr=1e-4;epochs=4 (a candidate default)
-        options = {k: json.loads(v) if v[:1].isdigit() or v in ("true", "false") else v
-                   for k, v in (kv.split("=", 1) for kv in method.split(":", 1)[1].split(";"))}
+        options = {k: _value(v) for k, v in (kv.split("=", 1) for kv in method.split(":", 1)[1].split(";"))}
         pred, info = fmadapt_finetune(kind, train, test, options)
     elif method == "hand_finetune":
         pred = (hand_finetune_text if kind == "text" else hand_finetune_image)(train, test)

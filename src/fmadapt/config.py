@@ -64,6 +64,12 @@ class FitConfig:
     lr: float | None = opt(None, "optim",
         help="backbone learning rate (fine-tuning); default: the backbone's measured `finetune_lr` (MiniLM-L6 "
              "1e-4), else 2e-4 image, 3e-5 text")
+    lr_race: str | None = opt(None, "optim",
+        help='fine-tuning without a given lr: race these multiples of the default learning rate before the run, '
+             '"0.5,1,2" (each trains `race_fraction` of an epoch from the same start and is scored on the '
+             "validation split by the run's metric; the best rate runs; ties: the lower validation loss, then the "
+             "default). None: off")
+    race_fraction: float = opt(0.25, "optim", help="lr_race: the share of an epoch each rate trains (at least 8 steps)")
     head_lr: float = opt(1e-3, "optim", help="head learning rate (fine-tuning)")
     weight_decay: float = opt(0.01, "optim", help="fine-tuning weight decay (AdamW: decoupled)")
     optimizer: str = opt("adamw", "optim", choices=("adamw", "sgd"),

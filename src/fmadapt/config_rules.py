@@ -4,6 +4,7 @@ given): FitConfig.check raises the first one broken, before any data is read. Th
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -13,6 +14,11 @@ if TYPE_CHECKING:
 TASK_STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora", "auto")
 #: several targets: a head each on a frozen backbone, or one backbone fine-tuned for all of them
 JOINT_STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora")
+
+
+def race_multiples(text: str) -> list[float]:
+    """The multiples of `lr_race`, "0.5,1,2" (commas and/or spaces); ValueError for a word that is no number."""
+    return [float(x) for x in re.split(r"[,\s]+", text.strip()) if x]
 
 
 def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[tuple[bool, str]]:
@@ -79,6 +85,17 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
              "fits each target's head on its own"),
             (cfg.label_template is not None, "several targets do not combine with label_template"),
             (unlabeled, "several targets do not take unlabeled data (self-training) yet"),
+        ]
+    if cfg.lr_race is not None:
+        try:
+            mults = race_multiples(cfg.lr_race)
+        except ValueError:
+            mults = []
+        rules += [
+            (len(mults) < 2 or not all(m > 0 for m in mults),
+             f"lr_race {cfg.lr_race!r}: give two or more positive multiples of the default rate, e.g. '0.5,1,2'"),
+            (cfg.lr is not None, "lr_race chooses the learning rate: do not give lr as well"),
+            (not 0 < cfg.race_fraction <= 1, "race_fraction must be in (0, 1]"),
         ]
     if cfg.target_weights is not None and not cfg.targets:
         rules.append((True, "target_weights weigh several targets' losses: name the targets (targets, or --label "

@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from datetime import timedelta
 from typing import Any
 
@@ -15,10 +16,12 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 
 from ..config import FitConfig
+from ..config_rules import race_multiples
 from ..data.augment import mixup_fn
 from ..data.examples import Examples
 from ..data.loader import make_loader
 from ..data.textnoise import TextNoise
+from ..errors import TrainingDiverged
 from ..model import Classifier
 from ..train.checkpoint import BatchSeeds, SafeCheckpointIO, data_hash
 from ..train.ema import EMA
@@ -36,7 +39,8 @@ DEFAULT_LR = {"image": 2e-4, "text": 3e-5}
 NEW_TOKEN_LR_SCALE = 20.0
 
 
-def build_trainer(cfg: FitConfig, callbacks: list[pl.Callback], progress: bool) -> pl.Trainer:
+def build_trainer(cfg: FitConfig, callbacks: list[pl.Callback], progress: bool, max_steps: int = -1
+                  ) -> pl.Trainer:
     """One place that turns our options into a Lightning Trainer (accelerator/devices pass through).
     Checkpoints, when a `Checkpoint` callback asks for them, go through SafeCheckpointIO: never pickle."""
     devices: Any = cfg.devices
@@ -49,6 +53,7 @@ def build_trainer(cfg: FitConfig, callbacks: list[pl.Callback], progress: bool) 
         callbacks = [*callbacks, RichProgressBar(leave=False, console_kwargs={"stderr": True})]
     return pl.Trainer(
         max_epochs=cfg.epochs,
+        max_steps=max_steps,
         accelerator=cfg.accelerator,
         precision=cfg.precision,
         devices=devices,
@@ -166,20 +171,30 @@ class FineTune(Strategy):
         lr_source = ("given (lr)" if cfg.lr else
                      f"measured for {bb.cfg.name} (its finetune_lr)" if self.uses_backbone_lr and bb.cfg.finetune_lr
                      else f"the {self.name} default for {bb.cfg.modality} backbones")
+
+        def make(rate: float, n_steps: int) -> ClassifierModule:
+            return ClassifierModule(
+                trained, lr=rate, head_lr=cfg.head_lr,
+                weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac, total_steps=n_steps,
+                frozen_groups=frozen, freeze_bn=cfg.bn == "frozen", optimizer=cfg.optimizer, momentum=cfg.momentum,
+                schedule=cfg.schedule, decay_beta=cfg.decay_beta, label_smoothing=cfg.label_smoothing,
+                lr_scale=layer_lr_scale(bb, cfg.layer_decay), l2sp=cfg.l2sp if self.l2sp else 0.0,
+                class_weights=(torch.tensor(balance["weights"], dtype=torch.float32) if balance["weighted"]
+                               else None),
+                mixup=(mixup_fn(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(ctx.classes))
+                       if split is None and bb.cfg.modality == "image" else None),
+                row_lr=_new_token_rows(cfg, bb, rate) if split is None else None,
+                channels_last=bb.cfg.modality == "image", metric=metric, multilabel=ctx.multilabel,
+                regression=ctx.regression, joint=joint, **_adversarial(cfg, bb))
+
+        race = None
+        if cfg.lr_race and not cfg.lr:  # a short race of rates around the default, judged on validation
+            race = lr_race(make, trained, tr, va, lr, cfg, metric, ctx)
+            lr = race["chosen_lr"]
+            lr_source = (f"raced on validation around {lr_source} (x{cfg.lr_race}, {race['steps']} steps each): "
+                         f"x{race['chosen_multiple']:g} won")
         row_lr = _new_token_rows(cfg, bb, lr) if split is None else None
-        module = ClassifierModule(
-            trained, lr=lr, head_lr=cfg.head_lr,
-            weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac, total_steps=steps,
-            frozen_groups=frozen, freeze_bn=cfg.bn == "frozen", optimizer=cfg.optimizer, momentum=cfg.momentum,
-            schedule=cfg.schedule, decay_beta=cfg.decay_beta, label_smoothing=cfg.label_smoothing,
-            lr_scale=layer_lr_scale(bb, cfg.layer_decay), l2sp=cfg.l2sp if self.l2sp else 0.0,
-            class_weights=(torch.tensor(balance["weights"], dtype=torch.float32) if balance["weighted"]
-                           else None),
-            mixup=(mixup_fn(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(ctx.classes))
-                   if split is None and bb.cfg.modality == "image" else None),
-            row_lr=row_lr, channels_last=bb.cfg.modality == "image", metric=metric, multilabel=ctx.multilabel,
-            regression=ctx.regression, joint=joint,
-            **_adversarial(cfg, bb))
+        module = make(lr, steps)
         callbacks_extra = self.callbacks(bb, n_train, cfg)
         param_groups = [{"name": g["name"], "lr": g["lr"], "params": sum(p.numel() for p in g["params"])}
                         for g in module.param_groups()]
@@ -237,6 +252,7 @@ class FineTune(Strategy):
             "imbalance": balance,
             "lr": lr,
             "lr_chosen_by": lr_source,
+            **({"lr_race": race} if race else {}),
             "epochs_chosen_by": epochs_chosen_by(cfg),
             "optimizer": cfg.optimizer,
             "schedule": cfg.schedule,
@@ -345,6 +361,50 @@ class Progressive(FineTune):
 
     def _extra_history(self) -> dict[str, Any]:
         return {"unfrozen_groups_per_epoch": self._cb.schedule}
+
+
+def lr_race(make: Any, trained: torch.nn.Module, tr: Any, va: Any, base_lr: float, cfg: FitConfig, metric: str,
+            ctx: FitContext) -> dict[str, Any]:
+    """`lr_race`: from the same start, each multiple of `base_lr` trains `race_fraction` of an epoch (its own
+    warmup + schedule over those steps, the same batches) and is scored on the validation loader by the run's
+    metric (ties: the lower loss, then the default rate); the start is restored after each. What ran and won,
+    for the history: {"steps", "multiples", "candidates", "chosen_lr", "chosen_multiple", "seconds"}."""
+    t0 = time.perf_counter()
+    multiples = race_multiples(str(cfg.lr_race))
+    steps = max(8, int(round(len(tr) * cfg.race_fraction)))
+    start = {k: v.detach().clone() for k, v in trained.state_dict().items()}
+    key = "val_score" if metric != "accuracy" else "val_acc"
+    rows: list[dict[str, Any]] = []
+    for m in multiples:
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        module = make(base_lr * m, steps)
+        trainer = build_trainer(dataclasses.replace(cfg, epochs=max(1, -(-steps // max(1, len(tr)))),
+                                                    max_time=None, log_to=None), [BatchSeeds(cfg.seed)],
+                                progress=False, max_steps=steps)
+        trained.train()
+        diverged = None
+        try:
+            with warnings.catch_warnings():  # (validated below, on the whole validation loader)
+                warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+                trainer.fit(module, tr)
+        except TrainingDiverged as e:  # a rate too high for this data: it loses the race
+            diverged = str(e)
+        finally:
+            trained.to(memory_format=torch.contiguous_format)
+        if diverged is not None:
+            rows.append({"multiple": m, "lr": base_lr * m, "diverged": diverged})
+            trained.load_state_dict(start)
+            continue
+        scores = evaluation_metrics(trained, va, module.loss_fn, metric, ctx.multilabel, ctx.regression, ctx.joint)
+        rows.append({"multiple": m, "lr": base_lr * m, **{k: round(float(v), 6) for k, v in scores.items()}})
+        trained.load_state_dict(start)
+    finished = [r for r in rows if "diverged" not in r]
+    if not finished:
+        raise TrainingDiverged(f"every rate of lr_race {cfg.lr_race!r} diverged: give lower multiples or lr")
+    best = max(finished, key=lambda r: (float(r.get(key, r.get("val_acc", 0.0))), -float(r["val_loss"]),
+                                        r["multiple"] == 1.0))
+    return {"steps": steps, "multiples": multiples, "candidates": rows, "chosen_lr": best["lr"],
+            "chosen_multiple": best["multiple"], "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def _augmentation(cfg: FitConfig, modality: str, cached: bool) -> str:
