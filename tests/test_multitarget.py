@@ -179,7 +179,7 @@ def test_the_probes_stay_when_fine_tuning_does_not_beat_them(monkeypatch):
 
     seen = {}
 
-    def no_better(probes, specs, cfg, progress):
+    def no_better(probes, specs, cfg, progress, checkpoints=None):
         seen["start"] = {n: (p.config_.strategy, p.config_.refit) for n, p in probes.items()}
         return None, None, {"best_epoch": -1, "epochs": []}
 
