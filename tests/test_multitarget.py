@@ -226,6 +226,11 @@ def test_cli_fit_predict_evaluate_with_several_labels(tmp_path):
     assert (out / "targets" / "score" / "report.html").is_file()
     run = CliRunner().invoke(app, ["evaluate", str(out), str(test), "--label", "verdict"])
     assert run.exit_code == 2 and "their own columns" in run.output
+    (out / "report.html").unlink()
+    run = CliRunner().invoke(app, ["report", str(out)])  # the index again, and each target's own report
+    assert run.exit_code == 0, run.output
+    index = (out / "report.html").read_text()
+    assert 'href="targets/verdict/report.html"' in index and "RMSE" in index and "frozen" in index
 
 
 def test_a_joint_fine_tune_resumes_to_the_same_weights(tmp_path, monkeypatch):

@@ -238,24 +238,9 @@ class MultiTarget:
 
     def _write_index(self, out: Path) -> None:
         """report.html: each target's headline metrics and a link to its own report."""
-        from .atomic import write_file
-
-        rows = []
-        for name, d in zip(self.target_names, target_dirs(self.target_names), strict=True):
-            p = self.targets_[name]
-            cells = "".join(f"<td>{html.escape(headline(p.metrics_.get(split) or {}))}</td>"
-                            for split in ("val", "test"))
-            rows.append(f"<tr><td><a href=\"targets/{html.escape(d)}/report.html\">{html.escape(name)}</a></td>"
-                        f"<td>{html.escape(p.config_.task)}</td>{cells}</tr>")
-        page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>fmadapt: several targets</title>"
-                "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;"
-                "text-align:left}</style></head><body>"
-                f"<h1>{html.escape(self.task)}</h1><p>backbone <code>{html.escape(self.backbone_name)}</code> "
-                f"({html.escape(self.backbone_note)}), strategy {html.escape(self.config_.strategy)}, "
-                "one head per target. Each target's report has its metrics, calibration and mistakes.</p>"
-                "<table><tr><th>target</th><th>task</th><th>validation</th><th>test</th></tr>"
-                + "".join(rows) + "</table></body></html>\n")
-        write_file(out / "report.html", page)
+        rows = [(name, d, p.config_.task, p.metrics_) for name, d, p in
+                zip(self.target_names, target_dirs(self.target_names), self.targets_.values(), strict=True)]
+        write_index(out, self.task, self.backbone_name, self.backbone_note, self.config_.strategy, rows)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, cache: bool = True, progress: bool | None = None,
@@ -283,6 +268,51 @@ class MultiTarget:
                                      targets=",".join(f"{t['name']}:{targets[t['name']].config_.task}"
                                                       for t in listing))
         return cls(first.modality, targets, config, cache=cache, progress=progress)
+
+
+def write_index(out: Path, task: str, backbone: str, note: str, strategy: str,
+                rows: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+    """report.html of a model of several targets: per target (name, directory, task, metrics by split) its
+    headline figures and a link to its own report."""
+    from .atomic import write_file
+
+    cells = []
+    for name, d, kind, metrics in rows:
+        figures = "".join(f"<td>{html.escape(headline(metrics.get(split) or {}))}</td>" for split in ("val", "test"))
+        cells.append(f"<tr><td><a href=\"targets/{html.escape(d)}/report.html\">{html.escape(name)}</a></td>"
+                     f"<td>{html.escape(kind)}</td>{figures}</tr>")
+    page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>fmadapt: several targets</title>"
+            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;"
+            "text-align:left}</style></head><body>"
+            f"<h1>{html.escape(task)}</h1><p>backbone <code>{html.escape(backbone)}</code> ({html.escape(note)}), "
+            f"strategy {html.escape(strategy)}, one head per target. Each target's report has its metrics, "
+            "calibration and mistakes.</p><table><tr><th>target</th><th>task</th><th>validation</th><th>test</th></tr>"
+            + "".join(cells) + "</table></body></html>\n")
+    write_file(out / "report.html", page)
+
+
+def rewrite_reports(root: Path) -> Path:
+    """`fmadapt report` of a model of several targets: each target's report.html rewritten from its directory,
+    then the index, from the JSON files alone (no model loaded)."""
+    from .artifact import read_json
+    from .report.run import write_run_report
+
+    top = read_json(root / CONFIG)
+    metrics = read_json(root / "metrics.json") if (root / "metrics.json").is_file() else {}
+    rows = []
+    for t in top.get("targets") or []:
+        d = str(t.get("dir", ""))
+        sub = (root / d).resolve()
+        if not d.startswith("targets/") or root.resolve() not in sub.parents:
+            raise ArtifactError(f"{root / CONFIG}: target directory {d!r} is outside the model directory")
+        write_run_report(sub, sub / "report.html")
+        found = ((metrics.get("targets") or {}).get(t.get("name")) or {}) if isinstance(metrics, dict) else {}
+        rows.append((str(t.get("name")), d.split("/", 1)[1], str(t.get("task")), found))
+    trained = [read_json(root / str(t.get("dir")) / CONFIG).get("strategy") != "probe" for t in top["targets"]]
+    note = ("fine-tuned for all targets at once, with a loss per target" if any(trained) else
+            "frozen; its features computed once per input")
+    write_index(root, str(top.get("task")), str(top.get("backbone")), note, str(top.get("strategy")), rows)
+    return root / "report.html"
 
 
 def headline(m: dict[str, Any]) -> str:

@@ -185,8 +185,15 @@ def report(
     """(Re)write the self-contained report.html from what RUN_DIR holds (no data or model run needed)."""
 
     def go() -> None:
+        from ..multitarget import holds_targets, rewrite_reports
         from ..report.run import write_run_report
 
+        if holds_targets(run_dir):  # several targets: each target's report, then the index linking them
+            if output is not None:
+                raise ConfigError("a model of several targets writes report.html into each target's directory and "
+                                  "an index into RUN_DIR: leave out --output")
+            _out(f"report: {rewrite_reports(run_dir)}")
+            return
         _out(f"report: {write_run_report(run_dir, output)}")
 
     _run(go)
