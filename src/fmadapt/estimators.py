@@ -77,7 +77,7 @@ class _Classifier:
         self._inferred = {}
         fitted: Any
         if self.options.get("targets"):  # several targets: one frozen backbone, a head each
-            from .multitarget import fit_targets
+            from .multitarget_fit import fit_targets
 
             if unlabeled is not None:
                 config(None).check(unlabeled=True)  # (refused, with the rule's message)

@@ -257,13 +257,13 @@ class FitRun(SelfTraining):
             for p in model.parameters():
                 p.requires_grad_(False)
             return Member(model, cfg, dict(joint_history), True)
-        frozen = not adapt.get_strategy(cfg.strategy).trains_backbone and self.modality == "text"
-        shared = self.backbones if frozen and self.backbones is not None else None
+        strategy = adapt.get_strategy(cfg.strategy)
+        # several targets on a frozen text backbone: built once, for all of them
+        shared = self.backbones if not strategy.trains_backbone and self.modality == "text" else None
         backbone = shared[backbone_name] if shared and backbone_name in shared else create_backbone(backbone_name)
         if shared is not None:
             shared[backbone_name] = backbone
         crop: dict[str, Any] | None = None  # how a default crop_pct was chosen (images, crop_pct unset)
-        strategy = adapt.get_strategy(cfg.strategy)
         tokens = None  # how max_tokens was chosen (texts)
         if backbone.cfg.modality == "image":
             # Small images are upscaled to the backbone's size by default: on 28 px Fashion-MNIST no smaller

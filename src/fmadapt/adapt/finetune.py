@@ -7,7 +7,6 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 from datetime import timedelta
 from typing import Any
 
@@ -16,18 +15,17 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 
 from ..config import FitConfig
-from ..config_rules import race_multiples
 from ..data.augment import mixup_fn
 from ..data.examples import Examples
 from ..data.loader import make_loader
 from ..data.textnoise import TextNoise
-from ..errors import TrainingDiverged
 from ..model import Classifier
 from ..train.checkpoint import BatchSeeds, SafeCheckpointIO, data_hash
 from ..train.ema import EMA
 from ..train.loggers import make_logger
 from ..train.module import ClassifierModule, EpochTimer, History, evaluation_metrics
 from ..train.selection import RestoreBest, best_epoch_kept, epochs_chosen_by
+from ..train.unfreeze import ProgressiveUnfreeze
 from .base import FitContext, Strategy, register_strategy
 from .cached import SuffixClassifier, cached_loaders, split_is_exact
 from .imbalance import imbalance
@@ -189,6 +187,8 @@ class FineTune(Strategy):
 
         race = None
         if cfg.lr_race and not cfg.lr:  # a short race of rates around the default, judged on validation
+            from .lrrace import lr_race
+
             race = lr_race(make, trained, tr, va, lr, cfg, metric, ctx)
             lr = race["chosen_lr"]
             lr_source = (f"raced on validation around {lr_source} (x{cfg.lr_race}, {race['steps']} steps each): "
@@ -314,35 +314,6 @@ class L2SP(FineTune):
     l2sp = True
 
 
-class ProgressiveUnfreeze(pl.Callback):
-    """Gradual unfreezing, top groups first (ULMFiT): epoch e trains the top min(e+1, N) of the N groups
-    the run may train (plus the head); the rest stay frozen, in inference mode."""
-
-    def __init__(self, groups_top_first: list[torch.nn.Module]) -> None:
-        self.groups = groups_top_first
-        self.schedule: list[int] = []  # trainable groups per epoch, for the run summary
-
-    def _apply(self, epoch: int) -> int:
-        k = min(len(self.groups), epoch + 1)
-        for i, g in enumerate(self.groups):
-            g.train(i < k)
-            for p in g.parameters():
-                p.requires_grad_(i < k)
-        return k
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._apply(trainer.current_epoch)  # a run resumed mid-epoch gets no epoch start
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.schedule.append(self._apply(trainer.current_epoch))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"schedule": self.schedule}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.schedule = list(state["schedule"])
-
-
 @register_strategy
 class Progressive(FineTune):
     """`finetune` with gradual unfreezing: one more layer group per epoch, top first (all groups, or the
@@ -361,50 +332,6 @@ class Progressive(FineTune):
 
     def _extra_history(self) -> dict[str, Any]:
         return {"unfrozen_groups_per_epoch": self._cb.schedule}
-
-
-def lr_race(make: Any, trained: torch.nn.Module, tr: Any, va: Any, base_lr: float, cfg: FitConfig, metric: str,
-            ctx: FitContext) -> dict[str, Any]:
-    """`lr_race`: from the same start, each multiple of `base_lr` trains `race_fraction` of an epoch (its own
-    warmup + schedule over those steps, the same batches) and is scored on the validation loader by the run's
-    metric (ties: the lower loss, then the default rate); the start is restored after each. What ran and won,
-    for the history: {"steps", "multiples", "candidates", "chosen_lr", "chosen_multiple", "seconds"}."""
-    t0 = time.perf_counter()
-    multiples = race_multiples(str(cfg.lr_race))
-    steps = max(8, int(round(len(tr) * cfg.race_fraction)))
-    start = {k: v.detach().clone() for k, v in trained.state_dict().items()}
-    key = "val_score" if metric != "accuracy" else "val_acc"
-    rows: list[dict[str, Any]] = []
-    for m in multiples:
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        module = make(base_lr * m, steps)
-        trainer = build_trainer(dataclasses.replace(cfg, epochs=max(1, -(-steps // max(1, len(tr)))),
-                                                    max_time=None, log_to=None), [BatchSeeds(cfg.seed)],
-                                progress=False, max_steps=steps)
-        trained.train()
-        diverged = None
-        try:
-            with warnings.catch_warnings():  # (validated below, on the whole validation loader)
-                warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
-                trainer.fit(module, tr)
-        except TrainingDiverged as e:  # a rate too high for this data: it loses the race
-            diverged = str(e)
-        finally:
-            trained.to(memory_format=torch.contiguous_format)
-        if diverged is not None:
-            rows.append({"multiple": m, "lr": base_lr * m, "diverged": diverged})
-            trained.load_state_dict(start)
-            continue
-        scores = evaluation_metrics(trained, va, module.loss_fn, metric, ctx.multilabel, ctx.regression, ctx.joint)
-        rows.append({"multiple": m, "lr": base_lr * m, **{k: round(float(v), 6) for k, v in scores.items()}})
-        trained.load_state_dict(start)
-    finished = [r for r in rows if "diverged" not in r]
-    if not finished:
-        raise TrainingDiverged(f"every rate of lr_race {cfg.lr_race!r} diverged: give lower multiples or lr")
-    best = max(finished, key=lambda r: (float(r.get(key, r.get("val_acc", 0.0))), -float(r["val_loss"]),
-                                        r["multiple"] == 1.0))
-    return {"steps": steps, "multiples": multiples, "candidates": rows, "chosen_lr": best["lr"],
-            "chosen_multiple": best["multiple"], "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def _augmentation(cfg: FitConfig, modality: str, cached: bool) -> str:

@@ -1,0 +1,153 @@
+"""Fitting several targets from one table (`targets=`): the shared split, one frozen backbone with a head per
+target, or one backbone fine-tuned for all of them (tasks/joint.py); returns the fitted model,
+multitarget.MultiTarget."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .config import FitConfig
+from .data.cache import FeatureCache, MemoryFeatureCache
+from .data.readers import DataLike
+from .errors import ConfigError
+from .multitarget import MultiTarget, share_backbones
+from .predictor import Predictor
+from .tasks.targets import parse_weights, target_specs
+
+
+def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str, Any] | None], FitConfig],
+                data: DataLike, val: DataLike | None, *, cache: bool = True, progress: bool | None = None,
+                checkpoints: Any = None) -> MultiTarget:
+    """Fit the targets of `config(None).targets`: the same validation rows for every target (a seeded random
+    split of the table's rows, unless `val` is given). Strategy probe: a head per target on one frozen backbone,
+    built once, each input's features computed once. A fine-tuning strategy: the targets' probes first (their
+    heads are the start), then one backbone trained for all targets at once (tasks/joint.py), each target keeping
+    its rows of the joint head; when no epoch beats the probes' start on validation, the probes are the model.
+    `checkpoints` (train.checkpoint.RunCheckpoints): the joint fine-tune saves its state there and resumes from it."""
+    from .adapt import get_strategy
+    from .data.tables import read_table
+
+    cfg = config(None)
+    specs = target_specs(str(cfg.targets), cfg.task)
+    val_ids = None
+    if val is None:
+        if isinstance(data, list):
+            raise ConfigError("several targets read a table (a path or a DataFrame), not a list of texts")
+        df, _ = read_table(data, encoding=cfg.encoding, header=cfg.header)
+        order = np.random.default_rng(cfg.seed).permutation(len(df))
+        n_val = min(len(df) - 1, max(1, int(round(len(df) * cfg.val_fraction))))
+        val_ids = frozenset(str(i) for i in order[:n_val].tolist())
+    shared = MemoryFeatureCache(FeatureCache() if cache else None)
+    backbones: dict[str, Any] = {}
+    joint = get_strategy(cfg.strategy).trains_backbone
+
+    def fit_each(tuned: tuple[Any, Any, dict[str, Any]] | None = None, start: bool = False) -> dict[str, Predictor]:
+        from .fitting import FitRun
+        from .tasks.joint import head_of
+
+        out: dict[str, Predictor] = {}
+        for index, (column, task) in enumerate(specs):
+            def target_config(inferred: dict[str, Any] | None, column: str = column, task: str = task) -> FitConfig:
+                found = {k: v for k, v in (inferred or {}).items() if k != "label_col"}
+                c = dataclasses.replace(config(found), targets=None, target_weights=None, label_col=column, task=task)
+                if start:  # the joint run's starting heads: probes fitted on the training split alone
+                    c = dataclasses.replace(c, strategy="probe", refit=False)
+                c.check(modality)
+                return c
+
+            run = FitRun(modality, default_backbone, target_config, cache=shared, progress=progress)
+            run.val_ids, run.target_columns = val_ids, [c for c, _ in specs]
+            run.backbones = backbones if tuned is None else None
+            if tuned is not None:
+                model, spec, history = tuned
+                run.tuned = (model, head_of(model.head.weight, model.head.bias, spec, index), history)
+            fitted = run.run(data, val)
+            fitted.cache = cache
+            out[column] = fitted
+        return out
+
+    if not joint:
+        targets = fit_each()
+    else:
+        probes = fit_each(start=True)
+        model, spec, history = fit_joint(probes, specs, cfg, progress, checkpoints)
+        if history.get("best_epoch") == -1:  # no epoch beat the start on validation: the probes are the model
+            note = {"joint": {**history, "note": "no fine-tuning epoch beat the targets' probes on validation "
+                                                 "(the weighted mean of their scores): the probes are kept"}}
+            for p in probes.values():
+                p.history_ = {**p.history_, **note}
+                p.members_[0].history.update(note)
+            targets = probes
+        else:
+            targets = fit_each(tuned=(model, spec, history))
+    share_backbones(list(targets.values()))
+    first = next(iter(targets.values()))
+    final = dataclasses.replace(config(None), text_col=first.config_.text_col)
+    return MultiTarget(modality, targets, final, cache=cache, progress=progress)
+
+
+def fit_joint(probes: dict[str, Predictor], specs: list[tuple[str, str]], cfg: FitConfig, progress: bool | None,
+              checkpoints: Any = None) -> tuple[Any, Any, dict[str, Any]]:
+    """One backbone fine-tuned for every target (cfg's strategy): the head is the targets' probe heads side by
+    side, the loss the weighted sum of theirs, on the union of their training rows; (the trained Classifier, the
+    tasks.joint.JointSpec, the run's history)."""
+    import sys
+
+    import torch
+
+    from .adapt import FitContext, get_strategy
+    from .backbones import create_backbone
+    from .data.examples import Examples
+    from .model import Classifier
+    from .tasks.joint import JointSpec, joint_rows
+
+    preds = [probes[c] for c, _ in specs]
+    names = [c for c, _ in specs]
+    spec = JointSpec(names, [t for _, t in specs], [len(p.classes_) for p in preds],
+                     parse_weights(cfg.target_weights, names))
+    per_target: list[dict[str, np.ndarray]] = []
+    texts: dict[str, dict[str, str]] = {"train": {}, "val": {}}
+    for p, (_, task) in zip(preds, specs, strict=True):
+        ctx = FitContext(p.classes_, None, False, label_sep=p.config_.label_sep if task == "multilabel" else None,
+                         target_scale=p.target_scale_)
+        rows: dict[str, np.ndarray] = {}
+        for split in ("train", "val"):
+            ex = p.splits_[split]
+            for i, text, y in zip(ex.ids, ex.inputs, ctx.targets(ex), strict=True):
+                texts[split][i] = text
+                if task == "classification":
+                    row = np.zeros(len(p.classes_), dtype=np.float32)
+                    row[int(y)] = 1.0
+                else:
+                    row = np.asarray(y, dtype=np.float32).reshape(-1)
+                rows[i] = row
+        per_target.append(rows)
+    first = preds[0]
+    spec.rows = joint_rows([*texts["train"], *texts["val"]], per_target, spec.sizes)
+    # (each example's "label": its joint row as text, which a checkpoint's data fingerprint covers)
+    splits = {name: Examples(inputs=list(t.values()), labels=[" ".join(f"{v:.6g}" for v in spec.rows[i]) for i in t],
+                             ids=list(t), source=first.splits_["train"].source, modality="text")
+              for name, t in texts.items()}
+    strategy = get_strategy(cfg.strategy)
+    backbone = create_backbone(first.config_.backbone or first.members_[0].model.backbone.cfg.name)
+    limit = cfg.max_tokens or strategy.max_tokens
+    if limit and backbone.cfg.max_tokens:
+        backbone.cfg.max_tokens = min(int(limit), backbone.cfg.max_tokens)
+    model = Classifier(backbone, spec.width, cfg.dropout)
+    with torch.no_grad():  # the start: each target's probe head (fitted on the training split alone)
+        model.head.weight.copy_(torch.cat([p.members_[0].model.head.weight for p in preds]))
+        model.head.bias.copy_(torch.cat([p.members_[0].model.head.bias for p in preds]))
+    torch.manual_seed(cfg.seed)
+    ctx = FitContext([f"{n}:{c}" for n, p in zip(names, preds, strict=True) for c in p.classes_], None,
+                     bool(progress if progress is not None else sys.stderr.isatty()), checkpoints=checkpoints,
+                     joint=spec)
+    jcfg = dataclasses.replace(cfg, targets=None, target_weights=None, max_tokens=backbone.cfg.max_tokens)
+    history = strategy.fit(model, splits["train"], splits["val"], jcfg, ctx)
+    history["joint_targets"] = [{"name": n, "task": t, "outputs": k, "loss_weight": w} for n, t, k, w in
+                                zip(spec.names, spec.tasks, spec.sizes, spec.weights, strict=True)]
+    history["joint_examples"] = {"train": len(splits["train"]), "val": len(splits["val"])}
+    return model, spec, history
