@@ -117,3 +117,28 @@ def text_csv(tmp_path) -> Path:
     p = tmp_path / "reviews.csv"
     text_frame().to_csv(p, index=False)
     return p
+
+
+def interrupt_then_resume(make, data, ckdir, monkeypatch):
+    """Fit `make()` on `data` with checkpoints in `ckdir`, SIGTERM arriving in epoch 1 at batch 1 (the fit stops with
+    TrainingInterrupted), then resume it; the resumed estimator (checked to have resumed from that batch)."""
+    import os
+    import signal
+
+    from fmadapt.errors import TrainingInterrupted
+    from fmadapt.train import module as train_module
+
+    real = train_module.ClassifierModule.training_step
+
+    def signalled(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(train_module.ClassifierModule, "training_step", signalled)
+    with pytest.raises(TrainingInterrupted):
+        make().fit(data, checkpoint_dir=ckdir)
+    monkeypatch.undo()
+    resumed = make().fit(data, checkpoint_dir=ckdir, resume=True)
+    assert resumed.resumed_ == ["run 0: from epoch 1, batch 2"]
+    return resumed

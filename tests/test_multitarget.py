@@ -175,7 +175,7 @@ def test_one_backbone_fine_tuned_for_every_target(tmp_path, monkeypatch):
 
 
 def test_the_probes_stay_when_fine_tuning_does_not_beat_them(monkeypatch):
-    import fmadapt.multitarget as multitarget
+    import fmadapt.multitarget_fit as multitarget
 
     seen = {}
 
@@ -235,11 +235,8 @@ def test_cli_fit_predict_evaluate_with_several_labels(tmp_path):
 
 def test_a_joint_fine_tune_resumes_to_the_same_weights(tmp_path, monkeypatch):
     import hashlib
-    import os
-    import signal
 
-    from fmadapt.errors import TrainingInterrupted
-    from fmadapt.train import module as train_module
+    from conftest import interrupt_then_resume
 
     data = reviews(48, 0).drop(columns=["age"])
 
@@ -255,18 +252,6 @@ def test_a_joint_fine_tune_resumes_to_the_same_weights(tmp_path, monkeypatch):
         return h.hexdigest()
 
     whole = make().fit(data)
-    real = train_module.ClassifierModule.training_step
-
-    def signalled(self, batch, batch_idx):
-        if self.current_epoch == 1 and batch_idx == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(self, batch, batch_idx)
-
-    monkeypatch.setattr(train_module.ClassifierModule, "training_step", signalled)
-    with pytest.raises(TrainingInterrupted):
-        make().fit(data, checkpoint_dir=tmp_path / "ck")
-    monkeypatch.undo()
-    resumed = make().fit(data, checkpoint_dir=tmp_path / "ck", resume=True)
-    assert resumed.resumed_ == ["run 0: from epoch 1, batch 2"]
+    resumed = interrupt_then_resume(make, data, tmp_path / "ck", monkeypatch)
     assert digest(resumed) == digest(whole)
     assert resumed.target("score").interval_ == whole.target("score").interval_

@@ -237,9 +237,8 @@ def test_a_second_ctrl_c_stops_at_once_from_the_last_checkpoint(tmp_path, monkey
 
 @pytest.mark.parametrize("task", ["multilabel", "regression"])
 def test_a_multilabel_or_regression_fine_tune_resumes_to_the_same_weights(tmp_path, monkeypatch, task):
+    from conftest import interrupt_then_resume
     from fmadapt import TextClassifier
-    from fmadapt.errors import TrainingInterrupted
-    from fmadapt.train import module as train_module
     from test_multilabel_fit import news
     from test_regression_fit import reviews
 
@@ -248,19 +247,7 @@ def test_a_multilabel_or_regression_fine_tune_resumes_to_the_same_weights(tmp_pa
     make = lambda: TextClassifier(backbone="tiny-bert", task=task, strategy="finetune", epochs=3,  # noqa: E731
                                   batch_size=4, head_init="random", cache=False, progress=False)
     whole = make().fit(data)
-    real = train_module.ClassifierModule.training_step
-
-    def signalled(self, batch, batch_idx):
-        if self.current_epoch == 1 and batch_idx == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(self, batch, batch_idx)
-
-    monkeypatch.setattr(train_module.ClassifierModule, "training_step", signalled)
-    with pytest.raises(TrainingInterrupted):
-        make().fit(data, checkpoint_dir=tmp_path / "ck")
-    monkeypatch.undo()
-    resumed = make().fit(data, checkpoint_dir=tmp_path / "ck", resume=True)
-    assert resumed.resumed_ == ["run 0: from epoch 1, batch 2"]
+    resumed = interrupt_then_resume(make, data, tmp_path / "ck", monkeypatch)
     assert _state_hash(resumed) == _state_hash(whole)
     # (and what the task keeps besides the weights, tuned on the same validation predictions)
     if task == "multilabel":
