@@ -174,6 +174,23 @@ def test_one_backbone_fine_tuned_for_every_target(tmp_path, monkeypatch):
     np.testing.assert_allclose(alone.predict(test), table["score_pred"], atol=1e-5)
 
 
+def test_joint_fine_tuning_reads_the_table_beside_the_text(tmp_path):
+    train, test = reviews(160, 2), reviews(40, 3)
+    train.loc[::5, "score"] = np.nan  # (the joint rows' table columns then come from both targets' splits)
+    clf = TextClassifier(backbone="tiny-bert-cached", strategy="finetune", epochs=1, restore_best=False,
+                         targets="verdict,score:regression", features="age", progress=False).fit(
+        train.drop(columns=["tags"]))
+    verdict, score = clf.target("verdict"), clf.target("score")
+    assert verdict.members_[0].trains_backbone and score.members_[0].trains_backbone
+    assert verdict.table_encoder_ is score.table_encoder_  # the encoding the joint table head was trained on
+    assert score.members_[0].model.table_head.weight.abs().sum() > 0
+    assert score.evaluate(test)["r2"] > 0.5  # the age (only in the table) moves the score
+    out = clf.save_pretrained(tmp_path / "m", report=False)
+    pd.testing.assert_frame_equal(load_model(out).predict_table(test), clf.predict_table(test), atol=1e-5)
+    with pytest.raises(DataError, match=r"table columns beside the text \(age\)"):
+        clf.predict(["lovely great fit item"])
+
+
 def test_the_probes_stay_when_fine_tuning_does_not_beat_them(monkeypatch):
     import fmadapt.multitarget_fit as multitarget
 
@@ -255,3 +272,13 @@ def test_a_joint_fine_tune_resumes_to_the_same_weights(tmp_path, monkeypatch):
     resumed = interrupt_then_resume(make, data, tmp_path / "ck", monkeypatch)
     assert digest(resumed) == digest(whole)
     assert resumed.target("score").interval_ == whole.target("score").interval_
+
+
+def test_joint_rows_take_each_examples_table_row_from_the_target_that_has_it():
+    from fmadapt.multitarget_fit import _rows_of
+
+    a = pd.DataFrame({"age": [10.0, 30.0]})  # target 0's split: ids "1", "3"
+    b = pd.DataFrame({"age": [20.0, 30.0, 40.0]})  # target 1's split: ids "2", "3", "4"
+    where = {"1": (0, 0), "3": (0, 1), "2": (1, 0), "4": (1, 2)}
+    rows = _rows_of(where, [a, b], ["4", "1", "2", "3"])
+    assert rows["age"].tolist() == [40.0, 10.0, 20.0, 30.0] and list(rows.index) == [0, 1, 2, 3]

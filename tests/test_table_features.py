@@ -77,9 +77,32 @@ def test_regression_reads_numbers_from_the_table():
     assert clf.evaluate(test)["r2"] > 0.8  # the score follows the age
 
 
+def test_fine_tuning_trains_the_table_head_from_the_batches(tmp_path):
+    train, test = shop(160, 4), shop(60, 5)
+    # a random head: only batches that carry the table columns can teach it the department
+    clf = TextClassifier(backbone="tiny-bert", features="auto", strategy="finetune", head_init="random",
+                         epochs=6, head_lr=0.05, progress=False).fit(train.drop(columns=["score"]))
+    h = clf.history_
+    assert h["epochs_run"] == 6 and h["best_epoch"] >= 1 and not h["cached_activations"]
+    assert clf.evaluate(test)["accuracy"] > 0.95
+    (group,) = [g for g in h["param_groups"] if g["name"] == "head"]
+    width = len(clf.data_summary_["table_features"]["encoded"])
+    assert group["params"] == 32 * 2 + 2 + width * 2  # the text head (weights, bias) and the table head
+    clf.save_pretrained(tmp_path / "m")
+    np.testing.assert_allclose(load_model(tmp_path / "m").predict_proba(test).to_numpy(),
+                               clf.predict_proba(test).to_numpy(), atol=1e-5)
+
+
+def test_fine_tuning_a_regression_from_text_and_table():
+    train, test = shop(160, 6), shop(60, 7)
+    clf = TextClassifier(backbone="tiny-bert", task="regression", label_col="score", features="age",
+                         strategy="finetune", epochs=2, progress=False).fit(train.drop(columns=["label"]))
+    assert clf.history_["epochs_run"] == 2 and clf.evaluate(test)["r2"] > 0.8
+
+
 def test_features_options_are_refused_where_they_do_not_apply():
-    with pytest.raises(ConfigError, match="strategy 'probe'"):
-        TextClassifier(backbone="tiny-bert", features="auto", strategy="finetune")
+    with pytest.raises(ConfigError, match="not 'contrastive'"):
+        TextClassifier(backbone="tiny-bert", features="auto", strategy="contrastive")
     with pytest.raises(ConfigError, match="ensembles"):
         TextClassifier(backbone="tiny-bert", features="auto", ensemble_backbones="tiny-bert,tiny-bert")
 
@@ -120,3 +143,16 @@ def test_a_referenced_backbone_keeps_the_table_head(tmp_path):
     back = load_model(out)
     assert back.members_[0].model.table_head is not None
     pd.testing.assert_frame_equal(back.predict_proba(test), clf.predict_proba(test))
+
+
+def test_explanations_of_a_model_with_table_columns_hold_the_row_fixed():
+    from fmadapt.evaluate.explain import explain_inputs
+
+    train, test = shop(120, 8), shop(6, 9)
+    clf = TextClassifier(backbone="tiny-bert", features="auto", progress=False).fit(train.drop(columns=["score"]))
+    ex = clf.read_inputs(test.drop(columns=["score", "label"]))
+    items = explain_inputs(clf, ex, limit=3, n_steps=4)
+    assert len(items) == 3 and all("error" not in it for it in items)
+    assert all(it["tokens"] and "table columns held" in it["note"] for it in items)
+    # the predicted class is the one the model gives with this row's columns
+    assert [it["pred"] for it in items] == clf.predict(test.drop(columns=["score", "label"]))[:3].tolist()

@@ -70,7 +70,10 @@ class FitRun(SelfTraining):
         self.target_columns: list[str] | None = None  # (all of them: none is a table feature of another)
         #: several targets fine-tuned together: (the trained Classifier, this target's head (weight, bias), the
         #: joint run's history); the member is that network with this target's head, trained no further
-        self.tuned: tuple[Any, tuple[Any, Any], dict[str, Any]] | None = None
+        self.tuned: tuple[Any, tuple[Any, Any, Any], dict[str, Any]] | None = None
+        #: ... with table columns beside the text (`features`): the joint run's encoding of them, which the
+        #: target's table head was trained on (instead of one fitted on this target's training rows)
+        self.table_encoder: Any = None
 
     # -- what self-training and auto use of the model being fitted ----------------------------------
     @property
@@ -137,7 +140,8 @@ class FitRun(SelfTraining):
             class_sentences(classes, cfg.label_template)
         self.predictor = out = Predictor(self.modality, classes, cfg, cache=self.cache, progress=self.progress)
         out.target_scale_ = scale
-        out.table_encoder_ = table_encoder(cfg, train, self.target_columns) if cfg.features else None
+        out.table_encoder_ = self.table_encoder or (table_encoder(cfg, train, self.target_columns) if cfg.features
+                                                    else None)
         ctx = adapt.FitContext(classes, out.feature_cache(), out.show_progress(), checkpoints=self.checkpoints,
                                label_sep=sep, target_scale=scale, table=out.table_encoder_)
         pool = self._unlabeled_pool(unlabeled, cfg, splits) if unlabeled is not None else None
@@ -245,14 +249,17 @@ class FitRun(SelfTraining):
         cfg = dataclasses.replace(cfg, backbone=backbone_name, seed=seed, ensemble=1, ensemble_backbones=None)
         torch.manual_seed(seed)
         if self.tuned is not None:  # several targets fine-tuned together: this target's head on their backbone
-            trained, (weight, bias), joint_history = self.tuned
-            model = Classifier(trained.backbone, len(ctx.classes), cfg.dropout)
-            if tuple(weight.shape) != tuple(model.head.weight.shape):
+            trained, (weight, bias, table_weight), joint_history = self.tuned
+            model = Classifier(trained.backbone, len(ctx.classes), cfg.dropout,
+                               table_dim=ctx.table.width if ctx.table else 0)
+            if tuple(weight.shape) != tuple(model.head.weight.shape) or (table_weight is None) != (ctx.table is None):
                 raise RuntimeError(f"the joint head's rows for this target are {tuple(weight.shape)}, its head "
                                    f"{tuple(model.head.weight.shape)}")
             with torch.no_grad():
                 model.head.weight.copy_(weight)
                 model.head.bias.copy_(bias)
+                if model.table_head is not None:
+                    model.table_head.weight.copy_(table_weight)
             model.eval()
             for p in model.parameters():
                 p.requires_grad_(False)

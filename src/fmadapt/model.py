@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from .backbones.base import Backbone
+
+
+@dataclass
+class WithTable:
+    """A training batch of a model that reads table columns beside the text (`features`): the backbone's
+    collated inputs and the encoded table columns of the same rows (B, table_dim)."""
+
+    inputs: Any
+    table: torch.Tensor
 
 
 class Classifier(nn.Module):
@@ -22,7 +32,16 @@ class Classifier(nn.Module):
         self.table_head = nn.Linear(table_dim, num_classes, bias=False) if table_dim else None
 
     def forward(self, batch: Any) -> torch.Tensor:
+        if isinstance(batch, WithTable):
+            return self.forward_features(self.dropout(self.backbone(batch.inputs)), batch.table)
+        if self.table_head is not None:
+            raise ValueError("this model reads table columns beside the text: give it WithTable batches")
         return self.head(self.dropout(self.backbone(batch)))
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the head(s) over the features: `head`, and `table_head` when there is one (they
+        train at the head's learning rate, the rest at the body's)."""
+        return [*self.head.parameters(), *(self.table_head.parameters() if self.table_head is not None else [])]
 
     def forward_features(self, feats: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """Logits from precomputed backbone features (probe training, cached prediction) and, for a model with

@@ -64,7 +64,8 @@ def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str
             run.backbones = backbones if tuned is None else None
             if tuned is not None:
                 model, spec, history = tuned
-                run.tuned = (model, head_of(model.head.weight, model.head.bias, spec, index), history)
+                run.tuned = (model, head_of(model, spec, index), history)
+                run.table_encoder = spec.table_encoder
             fitted = run.run(data, val)
             fitted.cache = cache
             out[column] = fitted
@@ -111,14 +112,17 @@ def fit_joint(probes: dict[str, Predictor], specs: list[tuple[str, str]], cfg: F
                      parse_weights(cfg.target_weights, names))
     per_target: list[dict[str, np.ndarray]] = []
     texts: dict[str, dict[str, str]] = {"train": {}, "val": {}}
-    for p, (_, task) in zip(preds, specs, strict=True):
+    #: with table columns beside the text: where each example's row is (target index, position in its split)
+    where: dict[str, dict[str, tuple[int, int]]] = {"train": {}, "val": {}}
+    for k, (p, (_, task)) in enumerate(zip(preds, specs, strict=True)):
         ctx = FitContext(p.classes_, None, False, label_sep=p.config_.label_sep if task == "multilabel" else None,
                          target_scale=p.target_scale_)
         rows: dict[str, np.ndarray] = {}
         for split in ("train", "val"):
             ex = p.splits_[split]
-            for i, text, y in zip(ex.ids, ex.inputs, ctx.targets(ex), strict=True):
+            for j, (i, text, y) in enumerate(zip(ex.ids, ex.inputs, ctx.targets(ex), strict=True)):
                 texts[split][i] = text
+                where[split].setdefault(i, (k, j))
                 if task == "classification":
                     row = np.zeros(len(p.classes_), dtype=np.float32)
                     row[int(y)] = 1.0
@@ -132,22 +136,48 @@ def fit_joint(probes: dict[str, Predictor], specs: list[tuple[str, str]], cfg: F
     splits = {name: Examples(inputs=list(t.values()), labels=[" ".join(f"{v:.6g}" for v in spec.rows[i]) for i in t],
                              ids=list(t), source=first.splits_["train"].source, modality="text")
               for name, t in texts.items()}
+    # table columns beside the text: one encoding for the joint model (the first target's, fitted on its training
+    # rows: the same rows as the others' unless some lack that target's label), the tables in the joint splits
+    encoder = first.table_encoder_
+    spec.table_encoder = encoder
+    if encoder is not None:
+        for name, ex in splits.items():
+            ex.table = _rows_of(where[name], [p.splits_[name].table for p in preds], ex.ids)
     strategy = get_strategy(cfg.strategy)
     backbone = create_backbone(first.config_.backbone or first.members_[0].model.backbone.cfg.name)
     limit = cfg.max_tokens or strategy.max_tokens
     if limit and backbone.cfg.max_tokens:
         backbone.cfg.max_tokens = min(int(limit), backbone.cfg.max_tokens)
-    model = Classifier(backbone, spec.width, cfg.dropout)
+    model = Classifier(backbone, spec.width, cfg.dropout, table_dim=encoder.width if encoder is not None else 0)
     with torch.no_grad():  # the start: each target's probe head (fitted on the training split alone)
         model.head.weight.copy_(torch.cat([p.members_[0].model.head.weight for p in preds]))
         model.head.bias.copy_(torch.cat([p.members_[0].model.head.bias for p in preds]))
+        if model.table_head is not None:
+            model.table_head.weight.copy_(torch.cat([p.members_[0].model.table_head.weight  # type: ignore[union-attr]
+                                                     for p in preds]))
     torch.manual_seed(cfg.seed)
     ctx = FitContext([f"{n}:{c}" for n, p in zip(names, preds, strict=True) for c in p.classes_], None,
                      bool(progress if progress is not None else sys.stderr.isatty()), checkpoints=checkpoints,
-                     joint=spec)
+                     joint=spec, table=encoder)
     jcfg = dataclasses.replace(cfg, targets=None, target_weights=None, max_tokens=backbone.cfg.max_tokens)
     history = strategy.fit(model, splits["train"], splits["val"], jcfg, ctx)
     history["joint_targets"] = [{"name": n, "task": t, "outputs": k, "loss_weight": w} for n, t, k, w in
                                 zip(spec.names, spec.tasks, spec.sizes, spec.weights, strict=True)]
     history["joint_examples"] = {"train": len(splits["train"]), "val": len(splits["val"])}
     return model, spec, history
+
+
+def _rows_of(where: dict[str, tuple[int, int]], tables: list[Any], ids: list[str]) -> Any:
+    """The table rows of examples `ids` (a DataFrame in their order), each taken from the split table of the
+    target that had it first (`where`: id -> (target index, position))."""
+    import pandas as pd
+
+    parts, order = [], []
+    for k, table in enumerate(tables):
+        mine = [(i, where[i][1]) for i in ids if where[i][0] == k]
+        if mine:
+            parts.append(table.iloc[[j for _, j in mine]])
+            order += [i for i, _ in mine]
+    rows = pd.concat(parts, ignore_index=True)
+    position = {i: n for n, i in enumerate(order)}
+    return rows.iloc[[position[i] for i in ids]].reset_index(drop=True)

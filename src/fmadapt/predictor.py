@@ -150,15 +150,8 @@ class Predictor(Persisted):
 
         model, cfg = member.model, member.config
         cache = self.member_cache(member)
-        table = None
-        if getattr(model, "table_head", None) is not None:
-            if ex.table is None or self.table_encoder_ is None:
-                from .errors import DataError
-
-                names = [c["name"] for c in (self.table_encoder_.columns if self.table_encoder_ else [])]
-                raise DataError(f"{ex.source or 'input'}: this model reads table columns beside the text "
-                                f"({', '.join(names)}): give a table that has them")
-            table = torch.from_numpy(self.table_encoder_.transform(ex.table, ex.source))
+        rows = self.encoded_table(ex) if getattr(model, "table_head", None) is not None else None
+        table = None if rows is None else torch.from_numpy(rows)
         views = []
         for flip in (False, True) if cfg.tta and ex.modality == "image" else (False,):
             feats = extract_features(model.backbone, ex, batch_size=64, cache=cache, flip=flip,
@@ -172,6 +165,20 @@ class Predictor(Persisted):
                 views.append((torch.sigmoid(logits.float()) if cfg.task == "multilabel" else
                               torch.softmax(logits.float(), dim=1)).cpu().numpy())
         return views[0] if len(views) == 1 else np.mean(views, axis=0)
+
+    def encoded_table(self, ex: Examples) -> np.ndarray | None:
+        """(N, width) float32: the table columns the model reads beside the text (`features`), encoded as its
+        head reads them, one row per input of `ex`; None for a model that reads none. A DataError names the
+        columns when `ex` lacks them."""
+        if self.table_encoder_ is None:
+            return None
+        if ex.table is None:
+            from .errors import DataError
+
+            names = [c["name"] for c in self.table_encoder_.columns]
+            raise DataError(f"{ex.source or 'input'}: this model reads table columns beside the text "
+                            f"({', '.join(names)}): give a table that has them")
+        return self.table_encoder_.transform(ex.table, ex.source)
 
     def encode_labels(self, labels: Any, unknown: int | None = None) -> np.ndarray:
         """Class indices (int64) of `labels`, in the order of `classes_` (the columns of `predict_proba`); a

@@ -49,6 +49,10 @@ class FitContext:
             return x
         return np.concatenate([x, self.table.transform(ex.table, ex.source)], axis=1)
 
+    def table_rows(self, ex: Examples) -> np.ndarray | None:
+        """The encoded table columns of the examples (N, width), for training loaders; None without `features`."""
+        return None if self.table is None else self.table.transform(ex.table, ex.source)
+
     @property
     def multilabel(self) -> bool:
         return self.label_sep is not None

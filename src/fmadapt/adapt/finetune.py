@@ -126,7 +126,8 @@ class FineTune(Strategy):
         bb = model.backbone
         groups = bb.layer_groups()
         n_train, frozen = self.prepare(bb, groups, cfg)
-        split = self._cached_split(bb, n_train, len(groups), train, cfg)
+        # (table columns beside the text reach the head in each batch: no cached-activation path for them)
+        split = self._cached_split(bb, n_train, len(groups), train, cfg) if ctx.table is None else None
         t_cache = 0.0
         if split is not None:
             t1 = time.perf_counter()
@@ -147,9 +148,9 @@ class FineTune(Strategy):
                 pre = TextNoise(cfg.text_noise)
             tr = make_loader(bb, train.inputs, train.modality, train=augment, shuffle=True,
                              batch_size=cfg.batch_size, targets=ctx.targets(train), num_workers=cfg.num_workers,
-                             seed=cfg.seed, preprocess=pre, resumable=single)
+                             seed=cfg.seed, preprocess=pre, resumable=single, table=ctx.table_rows(train))
             va = make_loader(bb, val.inputs, val.modality, train=False, batch_size=cfg.batch_size * 2,
-                             targets=ctx.targets(val), num_workers=cfg.num_workers)
+                             targets=ctx.targets(val), num_workers=cfg.num_workers, table=ctx.table_rows(val))
             trained = model
         steps = cfg.epochs * max(1, len(tr))
         # the probe's weighted and unweighted heads competed on validation: the loss keeps the winner's weighting

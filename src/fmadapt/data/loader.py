@@ -18,12 +18,16 @@ from .images import MAX_PIXELS, load_image
 
 
 class InputDataset(Dataset):
-    """Raw inputs (paths or texts) -> preprocessed samples, with integer targets when given."""
+    """Raw inputs (paths or texts) -> preprocessed samples, with integer targets when given; with `table`
+    (N, width: the encoded table columns of the same rows), each sample is (input, its table row)."""
 
     def __init__(self, inputs: list[str], modality: str, preprocess: Callable[[Any], Any],
                  targets: list[int] | None = None, draft_size: int | None = None,
-                 max_pixels: int = MAX_PIXELS, seed: int | None = None) -> None:
+                 max_pixels: int = MAX_PIXELS, seed: int | None = None, table: np.ndarray | None = None) -> None:
+        if table is not None and len(table) != len(inputs):
+            raise ValueError(f"{len(table)} table rows for {len(inputs)} inputs")
         self.inputs = inputs
+        self.table = table
         self.modality = modality
         self.preprocess = preprocess
         self.targets = targets
@@ -44,24 +48,36 @@ class InputDataset(Dataset):
         if self.modality == "image":
             raw = load_image(raw, self.max_pixels, self.draft_size)
         x = self.preprocess(raw)
+        if self.table is not None:
+            x = (x, self.table[i])
         return x if self.targets is None else (x, self.targets[i])
 
 
 class Collate:
     """Batches samples with the backbone's collator; targets become a LongTensor (class indices) or, for
-    multi-label rows, a float tensor (batch, labels)."""
+    multi-label rows, a float tensor (batch, labels). `with_table`: samples carry their encoded table row, and
+    inputs become model.WithTable(collated inputs, (batch, width) float tensor)."""
 
-    def __init__(self, collator: Callable[[list[Any]], Any], with_targets: bool) -> None:
+    def __init__(self, collator: Callable[[list[Any]], Any], with_targets: bool, with_table: bool = False) -> None:
         self.collator = collator
         self.with_targets = with_targets
+        self.with_table = with_table
+
+    def inputs(self, xs: list[Any]) -> Any:
+        if not self.with_table:
+            return self.collator(xs)
+        from ..model import WithTable
+
+        return WithTable(self.collator([x for x, _ in xs]),
+                         torch.from_numpy(np.stack([row for _, row in xs]).astype(np.float32)))
 
     def __call__(self, samples: list[Any]) -> Any:
         if not self.with_targets:
-            return self.collator(samples)
+            return self.inputs(samples)
         xs, ys = zip(*samples, strict=True)
         if isinstance(ys[0], np.ndarray):  # multi-label: rows of the 0/1 target matrix
-            return self.collator(list(xs)), torch.from_numpy(np.stack(ys)).float()
-        return self.collator(list(xs)), torch.tensor(ys, dtype=torch.long)
+            return self.inputs(list(xs)), torch.from_numpy(np.stack(ys)).float()
+        return self.inputs(list(xs)), torch.tensor(ys, dtype=torch.long)
 
 
 #: up to this many inputs, loaders decode in the calling process (robustness and explanations predict many
@@ -161,21 +177,23 @@ def default_workers(modality: str) -> int:
 def make_loader(backbone: Any, inputs: list[str], modality: str, *, train: bool, batch_size: int,
                 targets: list[int] | None = None, num_workers: int | None = None, seed: int = 0,
                 max_pixels: int = MAX_PIXELS, shuffle: bool | None = None,
-                preprocess: Callable[[Any], Any] | None = None, resumable: bool = False) -> DataLoader:
+                preprocess: Callable[[Any], Any] | None = None, resumable: bool = False,
+                table: np.ndarray | None = None) -> DataLoader:
     """train: training-time preprocessing (augmentation); shuffle defaults to `train`. `preprocess`
     replaces the backbone's own preprocessing (augmentation policies, text noise). `resumable`: a
-    ResumableLoader (single-process training; Lightning re-creates plain loaders for DDP samplers)."""
+    ResumableLoader (single-process training; Lightning re-creates plain loaders for DDP samplers).
+    `table`: the encoded table columns of the same rows (a model with `features`): batches of WithTable."""
     shuffle = train if shuffle is None else shuffle
     cfg = backbone.cfg
     draft = int(cfg.input_size / cfg.crop_pct) if modality == "image" else None
     ds = InputDataset(inputs, modality, preprocess or backbone.preprocessor(train), targets, draft, max_pixels,
-                      seed=seed if resumable else None)
+                      seed=seed if resumable else None, table=table)
     workers = default_workers(modality) if num_workers is None else num_workers
     if num_workers is None and len(inputs) <= SMALL:
         workers = 0  # starting worker processes costs more than decoding a few images in this one
     # a last training batch of one breaks BatchNorm; dropping a partial batch costs < 1 batch per epoch
     drop_last = shuffle and len(inputs) > batch_size
-    collate = Collate(backbone.collator(), targets is not None)
+    collate = Collate(backbone.collator(), targets is not None, table is not None)
     if resumable:
         return ResumableLoader(ds, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
                                num_workers=workers, persistent_workers=False, collate_fn=collate)

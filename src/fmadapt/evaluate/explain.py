@@ -246,6 +246,24 @@ def word_scores(text: str, tokenizer: Any, ids: list[int], scores: np.ndarray, m
     return [[w, round(s / top, 4) if top > 0 else 0.0] for w, s in words]
 
 
+class _TableHeld(nn.Module):
+    """A model that reads table columns beside the text, with one row's columns held fixed: attributions are
+    over the text's tokens (the table's linear term moves the logits, not the tokens' share of them)."""
+
+    def __init__(self, model: nn.Module, row: np.ndarray) -> None:
+        super().__init__()
+        self.model: nn.Module = model
+        self.backbone: nn.Module = model.backbone
+        self.row: torch.Tensor = torch.from_numpy(np.asarray(row, dtype=np.float32))[None]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from ..model import WithTable
+
+        ids = batch["input_ids"]
+        out: torch.Tensor = self.model(WithTable(batch, self.row.to(ids.device).expand(ids.shape[0], -1)))
+        return out
+
+
 def _explain_text(model: nn.Module, text: str, target: int, n_steps: int) -> dict[str, Any]:
     bb = model.backbone
     batch = {k: v.to(_device(model)) for k, v in bb.collator()([text]).items()}
@@ -283,6 +301,10 @@ def _explain_rows(clf: Any, ex: Examples, rows: list[int], proba: np.ndarray, me
             if len(members) > 1 else None)
     if ex.modality == "text" and method == "saliency":
         method = "ig"  # token ids are discrete: gradient saliency on them is undefined; use Layer IG
+    table = clf.encoded_table(ex) if ex.modality == "text" else None
+    if table is not None:
+        note = "; ".join(filter(None, [note, "the table columns held at the row's values: attributions over the "
+                                       "text"]))
     out: list[dict[str, Any]] = []
     for i in rows:
         t0, target = time.perf_counter(), int(proba[i].argmax())
@@ -298,7 +320,8 @@ def _explain_rows(clf: Any, ex: Examples, rows: list[int], proba: np.ndarray, me
                 item.update(_explain_image(model, ex.inputs[i], target, method, baseline, n_steps))
             else:
                 item["text"] = ex.inputs[i]
-                item.update(_explain_text(model, ex.inputs[i], target, n_steps))
+                held = model if table is None else _TableHeld(model, table[i])
+                item.update(_explain_text(held, ex.inputs[i], target, n_steps))
         except Exception as e:  # one unreadable input must not lose the others' explanations
             warnings.warn(f"{ex.ids[i]}: no explanation ({e})", stacklevel=2)
             item["error"] = f"{type(e).__name__}: {e}"

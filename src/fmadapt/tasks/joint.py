@@ -25,6 +25,9 @@ class JointSpec:
     sizes: list[int]
     weights: list[float]
     rows: dict[str, np.ndarray] = field(default_factory=dict)
+    #: with table columns beside the text (`features`): their encoding (data.tabular.TableEncoder), which every
+    #: target's table head reads
+    table_encoder: Any = None
 
     @property
     def slices(self) -> list[slice]:
@@ -104,7 +107,9 @@ def joint_rows(ids: list[str], per_target: list[dict[str, np.ndarray]], sizes: l
     return out
 
 
-def head_of(weight: Any, bias: Any, spec: JointSpec, index: int) -> tuple[Any, Any]:
-    """The rows of the joint head (weight, bias) that are target `index`'s head."""
+def head_of(model: Any, spec: JointSpec, index: int) -> tuple[Any, Any, Any]:
+    """The rows of the joint model's heads that are target `index`'s: (weight, bias, the table head's weight or
+    None when the model reads no table columns)."""
     s = spec.slices[index]
-    return weight[s].clone(), bias[s].clone()
+    table = model.table_head.weight[s].clone() if model.table_head is not None else None
+    return model.head.weight[s].clone(), model.head.bias[s].clone(), table

@@ -81,8 +81,12 @@ class ClassifierModule(pl.LightningModule):
         if channels_last:
             model.to(memory_format=torch.channels_last)
 
+    def _head_params(self) -> list[nn.Parameter]:
+        heads = getattr(self.model, "head_parameters", None)  # (a Classifier: the table columns' head too)
+        return list(heads() if heads is not None else self.model.head.parameters())
+
     def _body_params(self) -> list[nn.Parameter]:
-        head_ids = {id(p) for p in self.model.head.parameters()}
+        head_ids = {id(p) for p in self._head_params()}
         return [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
 
     def l2sp_penalty(self) -> torch.Tensor:
@@ -223,7 +227,7 @@ class ClassifierModule(pl.LightningModule):
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The head at `head_lr`; the body at `lr` times its layer-decay multiplier, one group per value."""
-        groups: list[dict[str, Any]] = [{"params": [p for p in self.model.head.parameters() if p.requires_grad],
+        groups: list[dict[str, Any]] = [{"params": [p for p in self._head_params() if p.requires_grad],
                                          "lr": self.head_lr, "weight_decay": self.weight_decay, "name": "head"}]
         by_scale: dict[float, list[nn.Parameter]] = {}
         for p in self._body_params():
