@@ -8,7 +8,10 @@ Rows (one run; the fmadapt rows share one feature cache, so the second pays no f
                   HistGradientBoosting on age, positive_feedback_count, clothing_id and the three category columns
                   (categories native), default settings
   text_only       fmadapt's probe on the review text (`TextClassifier(task=...)`, defaults)
-  text_features   the same with `features="auto"` (the table's other columns beside the text, linear in the head)
+  text_features   the same with `features="auto"` (the table's other columns beside the text) and the default
+                  `table_head="auto"`: a linear term in the head, or boosted trees stacked over the text head's
+                  outputs and the columns when they are better on validation (the row's options say which)
+  text_features_linear / text_features_stack   the same with `table_head` "linear" / "stack" (each forced)
 Targets: `rating` as a number (`task="regression"`: RMSE, lower is better) and `recommended` 0/1 (ROC AUC of the
 probability of 1, higher is better).
 """
@@ -47,15 +50,19 @@ def features_only(train: pd.DataFrame, test: pd.DataFrame, target: str) -> np.nd
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def fmadapt_fit(train: pd.DataFrame, test: pd.DataFrame, target: str, features: str | None) -> tuple[np.ndarray, dict]:
+def fmadapt_fit(train: pd.DataFrame, test: pd.DataFrame, target: str, features: str | None,
+                table_head: str = "auto") -> tuple[np.ndarray, dict]:
     from fmadapt import TextClassifier
 
     task = "regression" if target == "rating" else "classification"
     cols = ["text", target, *TABLE] if features else ["text", target]
-    clf = TextClassifier(task=task, text_col="text", label_col=target, features=features, progress=False).fit(
+    clf = TextClassifier(task=task, text_col="text", label_col=target, features=features, progress=False,
+                         **({"table_head": table_head} if features else {})).fit(
         train[cols].assign(**{target: train[target].astype(str)}))
     h = clf.history_
     info = {k: h[k] for k in ("C", "alpha", "scaling") if h.get(k) is not None}
+    if h.get("table_head"):
+        info["table_head"] = {k: v for k, v in h["table_head"].items() if k.startswith(("val_", "linear", "kept"))}
     if task == "regression":
         return clf.predict(test[cols]), info
     return clf.predict_proba(test[cols])["prob_1"].to_numpy(), info
@@ -87,14 +94,16 @@ def main() -> None:
         t = time.perf_counter()
         rows.append((target, "features_only", {}, score(features_only(train, test, target)),
                      time.perf_counter() - t))
-        for name, features in (("text_only", None), ("text_features", "auto")):
+        for name, features, head in (("text_only", None, "auto"), ("text_features", "auto", "auto"),
+                                     ("text_features_linear", "auto", "linear"),
+                                     ("text_features_stack", "auto", "stack")):
             t = time.perf_counter()
-            p, info = fmadapt_fit(train, test, target, features)
+            p, info = fmadapt_fit(train, test, target, features, head)
             rows.append((target, name, info, score(p), time.perf_counter() - t))
             print(rows[-1], flush=True)
 
     for target, method, info, s, seconds in rows:
-        print(f"{target:12s} {method:14s} " + "  ".join(f"{k} {v:.4f}" for k, v in s.items()) +
+        print(f"{target:12s} {method:20s} " + "  ".join(f"{k} {v:.4f}" for k, v in s.items()) +
               f"  {seconds:.1f} s  {info}")
     if args.csv:
         sys.path.insert(0, os.path.dirname(__file__))

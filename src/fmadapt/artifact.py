@@ -100,7 +100,7 @@ def save_model(out: Path, model: Classifier, classes: list[str], config: dict[st
         mode = "reference+adapter"  # pretrained weights untouched: store the head and the adapters only
     if mode != "included":
         state = {k: v for k, v in state.items()
-                 if k.startswith(("head.", "table_head.")) or (mode != "reference" and "lora_" in k)}
+                 if k.startswith(("head.", "table_head.", "stack.")) or (mode != "reference" and "lora_" in k)}
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     check_finite(tensors, str(out / WEIGHTS))
     files: dict[str, Any] = {
@@ -231,7 +231,16 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
     if table is not None and (table.ndim != 2 or table.shape[0] != n or not 1 <= table.shape[1] <= 100_000):
         raise ArtifactError(f"{weights}: table_head.weight must be {n} x the encoded table width, got "
                             f"{tuple(table.shape)}; {fix}")
-    model = Classifier(backbone, len(classes), table_dim=0 if table is None else int(table.shape[1]))
+    stack = None
+    if "stack.feature" in state:  # (table columns stacked late: boosted trees, adapt/tablestack.py)
+        from .adapt.tablestack import TreeStack
+
+        trees, nodes, outputs = (*state["stack.feature"].shape, *state.get("stack.baseline", torch.zeros(0)).shape)
+        if not (1 <= trees <= 100_000 and 1 <= nodes <= 100_000 and 1 <= outputs <= n):
+            raise ArtifactError(f"{weights}: stacked trees of shape {trees} x {nodes} with {outputs} output(s) do "
+                                f"not fit a head of {n}; {fix}")
+        stack = TreeStack(trees, nodes, outputs, bool(state.get("stack.regression", torch.tensor(False))))
+    model = Classifier(backbone, len(classes), table_dim=0 if table is None else int(table.shape[1]), stack=stack)
     own = model.state_dict()
     wrong = [k for k, t in state.items() if k in own and (t.dtype != own[k].dtype or t.shape != own[k].shape)]
     if wrong:
@@ -243,7 +252,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         raise ArtifactError(f"{weights}: non-finite (NaN/Inf) values in {len(bad)} tensor(s), e.g. {bad[:3]}; {fix}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     # a referenced backbone comes from its package; the head, adapters (and an included backbone) must be complete
-    bad_missing = [k for k in missing if included or k.startswith(("head.", "table_head.")) or "lora_" in k]
+    bad_missing = [k for k in missing if included or k.startswith(("head.", "table_head.", "stack.")) or "lora_" in k]
     if unexpected or bad_missing:
         raise ArtifactError(f"{weights}: tensors do not match the model "
                             f"(missing {bad_missing[:3]}, unexpected {list(unexpected)[:3]})")

@@ -14,11 +14,10 @@ from .errors import ConfigError
 #: the option groups, in the order of `fmadapt fit --help`: name -> title
 GROUPS: dict[str, str] = {
     "model": "Model", "optim": "Optimisation", "selection": "Validation and selection", "lora": "LoRA",
-    "contrastive": "Contrastive pairs and class names", "augment": "Augmentation",
-    "adversarial": "Adversarial training", "selftrain": "Self-training", "vocab": "Vocabulary",
-    "ensemble": "Ensembles", "auto": "Strategy auto", "distributed": "Hardware and distributed training",
-    "input": "Input", "runtime": "Runtime", "logging": "Experiment tracking",
-}
+    "contrastive": "Contrastive pairs and class names", "augment": "Augmentation", "adversarial": "Adversarial "
+    "training", "selftrain": "Self-training", "vocab": "Vocabulary", "ensemble": "Ensembles", "auto": "Strategy auto",
+    "distributed": "Hardware and distributed training", "input": "Input", "runtime": "Runtime",
+    "logging": "Experiment tracking"}
 
 #: the names `strategy` takes out of the box (written out: the registry imports torch, which `fmadapt --help`
 #: must not; tests/test_cli.py checks them against it). Registered strategies add to them.
@@ -27,8 +26,7 @@ STRATEGY_NAMES = ("probe", "finetune", "progressive", "l2sp", "lora", "contrasti
 
 def parse_duration(text: str | float | int) -> float | None:
     """Seconds from "90s", "10m", "1.5h" or a plain number of seconds; None when unreadable or <= 0."""
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
-    t = str(text).strip().lower()
+    units, t = {"s": 1.0, "m": 60.0, "h": 3600.0}, str(text).strip().lower()
     try:
         value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
     except ValueError:
@@ -259,9 +257,11 @@ class FitConfig:
              "target, RMSE / MAE / R² / Spearman, split-conformal prediction intervals). multilabel and regression "
              "are for text tables, with probe, finetune, progressive, l2sp, lora or auto, for now")
     features: str | None = opt(None, "input",
-        help='tables: other columns read beside the text, "age,department" or "auto" (every column but the text, '
-             "the label(s) and identifiers): numbers standardised (missing ones imputed and flagged), categories "
-             "one-hot (unseen ones ignored), joined to the text embedding in the head; with strategy probe, for now")
+        help='tables: other columns read beside the text, "age,department" or "auto" (all but the text, labels and '
+             "identifiers): numbers standardised (missing ones imputed, flagged), categories one-hot (unseen: none)")
+    table_head: str = opt("auto", "input", choices=("auto", "linear", "stack"), help='features: "linear" (a term '
+        "in the head), \"stack\" (boosted trees over the text head's outputs and the columns; strategy probe), "
+        '"auto" (the probe keeps the better on validation)')
     coverage: float = opt(0.9, "input",
         help="task regression: the share of new targets the prediction intervals are to hold (split conformal "
              "prediction on the validation predictions)")

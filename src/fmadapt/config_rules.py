@@ -62,7 +62,13 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
             (cfg.ensemble > 1 or len(cfg.backbone_names()) > 1, "features does not combine with ensembles yet"),
             (cfg.label_template is not None, "features does not combine with label_template"),
             (unlabeled, "features does not take unlabeled data (self-training) yet"),
+            (cfg.table_head == "stack" and cfg.strategy != "probe",
+             "table_head 'stack' (boosted trees) is a probe's head: fine-tuning trains a linear table head"),
+            (cfg.table_head == "stack" and cfg.task == "multilabel",
+             "table_head 'stack' is for classification and regression; multi-label heads read the table linearly"),
         ]
+    elif cfg.table_head != "auto":
+        rules.append((True, f"table_head {cfg.table_head!r} says how table columns are read: give them (features)"))
     if cfg.targets:
         from .tasks.targets import parse_weights, target_specs
 

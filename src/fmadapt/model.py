@@ -24,17 +24,26 @@ class Classifier(nn.Module):
     """backbone features (B, D) -> dropout -> linear head -> logits (B, C); with `table_dim`, encoded table
     columns (B, table_dim) add their own linear term (`table_head`, no bias) to the logits."""
 
-    def __init__(self, backbone: Backbone, num_classes: int, dropout: float = 0.0, table_dim: int = 0) -> None:
+    def __init__(self, backbone: Backbone, num_classes: int, dropout: float = 0.0, table_dim: int = 0,
+                 stack: Any = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.cfg.embed_dim, num_classes)
         self.table_head = nn.Linear(table_dim, num_classes, bias=False) if table_dim else None
+        #: table columns stacked late instead (adapt.tablestack.TreeStack): boosted trees over the text head's
+        #: outputs and the encoded table columns give the logits (a probe's model; never fine-tuned)
+        self.stack = stack
+
+    @property
+    def reads_table(self) -> bool:
+        """Whether the model reads table columns beside the text (a linear table head or stacked trees)."""
+        return self.table_head is not None or self.stack is not None
 
     def forward(self, batch: Any) -> torch.Tensor:
         if isinstance(batch, WithTable):
             return self.forward_features(self.dropout(self.backbone(batch.inputs)), batch.table)
-        if self.table_head is not None:
+        if self.reads_table:
             raise ValueError("this model reads table columns beside the text: give it WithTable batches")
         return self.head(self.dropout(self.backbone(batch)))
 
@@ -47,6 +56,10 @@ class Classifier(nn.Module):
         """Logits from precomputed backbone features (probe training, cached prediction) and, for a model with
         table inputs, the encoded table columns of the same rows."""
         logits = self.head(feats)
+        if self.stack is not None:
+            if table is None:
+                raise ValueError("this model reads table columns beside the text: pass them (encoded)")
+            return self.stack.logits(logits, table.to(logits.device))
         if self.table_head is not None:
             if table is None:
                 raise ValueError("this model reads table columns beside the text: pass them (encoded)")

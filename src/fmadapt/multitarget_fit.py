@@ -55,7 +55,8 @@ def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str
                 found = {k: v for k, v in (inferred or {}).items() if k != "label_col"}
                 c = dataclasses.replace(config(found), targets=None, target_weights=None, label_col=column, task=task)
                 if start:  # the joint run's starting heads: probes fitted on the training split alone
-                    c = dataclasses.replace(c, strategy="probe", refit=False)
+                    c = dataclasses.replace(c, strategy="probe", refit=False,
+                                            table_head="linear" if c.features else c.table_head)
                 c.check(modality)
                 return c
 

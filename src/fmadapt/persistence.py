@@ -224,12 +224,20 @@ def _table_encoder(entry: Any, members: list[Member], where: Path) -> Any:
     the weights: a model with a table head needs it, of the head's width."""
     from .data.tabular import TableEncoder
 
-    head = members[0].model.table_head
+    model = members[0].model
+    head, stack = model.table_head, model.stack
     if entry is None:
-        if head is not None:
+        if model.reads_table:
             raise ArtifactError(f"{where}: the weights read table columns but 'table_features' is missing")
         return None
     encoder = TableEncoder.from_dict(entry, str(where))
+    if stack is not None:  # (the trees read the text head's outputs, then the table's encoded columns)
+        inner = stack.feature[~stack.leaf]
+        reads = model.head.out_features + encoder.width
+        if len(inner) and int(inner.max()) >= reads or len(inner) and int(inner.min()) < 0:
+            raise ArtifactError(f"{where}: the stacked trees read column {int(inner.max())}, past the {reads} "
+                                "the head's outputs and 'table_features' give")
+        return encoder
     if head is None or encoder.width != head.in_features:
         raise ArtifactError(f"{where}: 'table_features' encodes {encoder.width} column(s), the weights read "
                             f"{0 if head is None else head.in_features}")

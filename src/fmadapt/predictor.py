@@ -150,7 +150,7 @@ class Predictor(Persisted):
 
         model, cfg = member.model, member.config
         cache = self.member_cache(member)
-        rows = self.encoded_table(ex) if getattr(model, "table_head", None) is not None else None
+        rows = self.encoded_table(ex) if getattr(model, "reads_table", False) else None
         table = None if rows is None else torch.from_numpy(rows)
         views = []
         for flip in (False, True) if cfg.tta and ex.modality == "image" else (False,):

@@ -121,7 +121,8 @@ class FineTune(Strategy):
         # head barely moves at usual learning rates. The probe's features come from the cache/fast path.
         # (never refit on validation data here: fine-tuning still needs it to stop early and choose epochs)
         joint = ctx.joint  # several targets together: the head holds their probe heads already
-        probe = (Probe().fit(model, train, val, cfg, dataclasses.replace(ctx, refit_on_val=False))
+        probe = (Probe().fit(model, train, val, dataclasses.replace(cfg, table_head="linear"),
+                             dataclasses.replace(ctx, refit_on_val=False))
                  if cfg.head_init == "probe" and joint is None else None)
         bb = model.backbone
         groups = bb.layer_groups()

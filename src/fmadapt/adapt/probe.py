@@ -79,6 +79,16 @@ class Probe(Strategy):
         balance = imbalance(y_all, n_cls, cfg, weighted=weighted)
         if len(compete) > 1:
             balance["chosen_by"] = f"validation {cfg.metric} ({selection}): weighted and unweighted heads competed"
+        stacked: dict[str, Any] = {}
+        if ctx.table is not None and cfg.table_head != "linear" and cfg.strategy == "probe" and len(y_va):
+            def text_head(x_fit: np.ndarray, y_fit: np.ndarray, x_pred: np.ndarray) -> np.ndarray:
+                m, s = scale(x_fit, scaling)
+                w, b = _linear(_fit_lr((x_fit - m) / s, y_fit, c, cfg.seed, weighted), m, s, n_cls)
+                return x_pred @ w.T + b
+
+            stacked = try_stack(model, text_head, x_tr, y_tr, x_va, y_va, x_all, y_all, honest, cfg, n_cls)
+            honest = stacked.pop("val", honest)
+            x_all = x_all[:, :model.head.in_features] if model.stack is not None else x_all
         mu, sd = scale(x_all, scaling)
         head = _fit_lr((x_all - mu) / sd, y_all, c, cfg.seed, weighted, o_all)
         _set_head(model, head, mu, sd, n_cls, prior)
@@ -91,6 +101,7 @@ class Probe(Strategy):
                 "template": prior.template, "strength": round(head.strength, 3),
                 "zero_shot_acc": round(float((o_all.argmax(1) == y_all).mean()), 4),
                 "on": f"{len(y_all)} labeled examples"}
+        extra |= stacked
         return extra | {"feature_seconds": round(t_feat, 2), "head_seconds": round(time.perf_counter() - t1, 2),
                 "fit_seconds": round(time.perf_counter() - t0, 2), "C": c, "scaling": scaling, "metric": cfg.metric,
                 "selection": selection,
@@ -183,10 +194,30 @@ def _cv_evaluator(x: np.ndarray, y: np.ndarray, folds: int, n_cls: int, seed: in
     return evaluate
 
 
-def _set_head(model: Classifier, lr: _Head, mu: np.ndarray, sd: np.ndarray, n: int,
-              prior: LabelPrior | None = None) -> None:
-    """Fold the standardisation into the linear head: w·(x-mu)/sd + b = (w/sd)·x + (b - (w/sd)·mu); and a
-    label prior's s·(x·M) into the same weights."""
+def try_stack(model: Classifier, text_head: Any, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
+              y_va: np.ndarray, x_all: np.ndarray, y_all: np.ndarray, fused_va: np.ndarray, cfg: FitConfig,
+              n_cls: int, regression: bool = False) -> dict[str, Any]:
+    """Table columns stacked late (tablestack.py) against the linear head over text and table, on validation;
+    when the stack wins (or table_head is "stack") it goes into `model` (`model.stack`, no table head: the caller
+    fits the text-only head) and the result's "val" holds its honest validation predictions. The result (less
+    "val") is the history's "table_head" entry."""
+    from .tablestack import fit_stack, stack_candidate
+
+    dim = model.head.in_features
+    cand = stack_candidate(text_head, dim, x_tr, y_tr, x_va, y_va, fused_va, regression=regression,
+                           metric=cfg.metric, n_cls=n_cls, seed=cfg.seed, force=cfg.table_head == "stack")
+    if not cand["won"]:
+        return {"table_head": cand["row"]}
+    try:
+        stack = fit_stack(text_head, dim, x_all, y_all, regression=regression, seed=cfg.seed)
+    except (RuntimeError, ValueError) as e:  # (trees that cannot be carried exactly: the linear head stays)
+        return {"table_head": {**cand["row"], "kept": "linear", "stack_error": str(e)}}
+    model.table_head, model.stack = None, stack
+    return {"table_head": cand["row"], "val": cand["val"]}
+
+
+def _linear(lr: _Head, mu: np.ndarray, sd: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (n, D) weights and (n,) bias on unscaled features of a head fitted on standardised ones."""
     coef, icpt = lr.coef_, lr.intercept_
     if coef.shape[0] == 1:  # binary: sklearn keeps one logit; softmax([-z/2, z/2]) == sigmoid(z)
         coef, icpt = np.vstack([-coef / 2, coef / 2]), np.array([-icpt[0] / 2, icpt[0] / 2])
@@ -194,6 +225,14 @@ def _set_head(model: Classifier, lr: _Head, mu: np.ndarray, sd: np.ndarray, n: i
     b = np.full(n, -1e4)  # a class absent from training can never be predicted
     w[lr.classes_] = coef / sd
     b[lr.classes_] = icpt - (coef / sd) @ mu
+    return w, b
+
+
+def _set_head(model: Classifier, lr: _Head, mu: np.ndarray, sd: np.ndarray, n: int,
+              prior: LabelPrior | None = None) -> None:
+    """Fold the standardisation into the linear head: w·(x-mu)/sd + b = (w/sd)·x + (b - (w/sd)·mu); and a
+    label prior's s·(x·M) into the same weights."""
+    w, b = _linear(lr, mu, sd, n)
     if prior is not None:
         w = w + lr.strength * prior.weight()
     model.set_linear(w, b)  # (the columns past the backbone's features are the table's, with `features`)

@@ -51,12 +51,25 @@ def fit_ridge_probe(model: Classifier, train: Examples, val: Examples, cfg: FitC
     alpha, scaling = search_strength(score, ALPHA_START, ALPHA_MIN, ALPHA_MAX,
                                      None if cfg.probe_c is None else 1.0 / cfg.probe_c)
     x_all = data.x_all
+    honest = held.honest(preds[(alpha, scaling)])
+    stacked: dict[str, Any] = {}
+    if ctx.table is not None and cfg.table_head != "linear" and cfg.strategy == "probe" and len(data.y_va):
+        from .probe import try_stack
+
+        def text_head(x_fit: np.ndarray, y_fit: np.ndarray, x_pred: np.ndarray) -> np.ndarray:
+            m, s = scale(x_fit, scaling)
+            r = _ridge((x_fit - m) / s, y_fit, alpha)
+            return (x_pred @ (r.coef_ / s) + (r.intercept_ - (r.coef_ / s) @ m))[:, None]
+
+        stacked = try_stack(model, text_head, data.x_tr, data.y_tr, data.x_va, data.y_va, x_all, data.y_all,
+                            honest, cfg, 1, regression=True)
+        honest = stacked.pop("val", honest)
+        x_all = x_all[:, :model.head.in_features] if model.stack is not None else x_all
     mu, sd = scale(x_all, scaling)
     head = _ridge((x_all - mu) / sd, data.y_all, alpha)
     w = head.coef_ / sd
     model.set_linear(w[None, :], [head.intercept_ - w @ mu])
-    honest = held.honest(preds[(alpha, scaling)])
-    return ({"_val_proba": ctx.unstandardise(honest)[:, None]} if data.refit else {}) | {
+    return ({"_val_proba": ctx.unstandardise(honest)[:, None]} if data.refit else {}) | stacked | {
         "feature_seconds": round(data.feature_seconds, 2), "head_seconds": round(time.perf_counter() - t1, 2),
         "fit_seconds": round(time.perf_counter() - t0, 2), "alpha": alpha, "scaling": scaling, "metric": "rmse",
         # (the equivalent C = 1/α: what a refit on more data passes back as probe_c, keeping the chosen strength)

@@ -253,7 +253,8 @@ class _TableHeld(nn.Module):
     def __init__(self, model: nn.Module, row: np.ndarray) -> None:
         super().__init__()
         self.model: nn.Module = model
-        self.backbone: nn.Module = model.backbone
+        backbone: Any = model.backbone
+        self.backbone = backbone
         self.row: torch.Tensor = torch.from_numpy(np.asarray(row, dtype=np.float32))[None]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

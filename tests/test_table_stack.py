@@ -1,0 +1,104 @@
+"""Table columns stacked late (`table_head` "stack" / "auto"): boosted trees over the text head's outputs and the
+encoded table columns, carried as tensors (no pickle) that must agree with scikit-learn, kept when they beat the
+linear head on validation, saved, loaded and predicted like any model."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+from fmadapt import TextClassifier, load_model
+from fmadapt.adapt.tablestack import TreeStack
+from fmadapt.errors import ConfigError, DataError
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+@pytest.mark.parametrize("kind", ["binary", "three", "regression"])
+def test_trees_as_tensors_agree_with_scikit_learn(kind):
+    rng = np.random.default_rng(0)
+    k = 1 if kind == "regression" else 2  # the text head's outputs come first, then 3 table columns
+
+    def inputs(n: int) -> tuple[np.ndarray, np.ndarray]:
+        text = rng.normal(size=(n, k))
+        return text, np.concatenate([text if kind == "regression" else log_softmax(text),
+                                     rng.normal(size=(n, 3))], axis=1)
+
+    _, x = inputs(300)
+    if kind == "regression":
+        gbm = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(x, x[:, 0] * (x[:, 2] > 0))
+    else:
+        y = (x[:, 0] > x[:, 1]).astype(int) + (x[:, 2] > 0.5 if kind == "three" else 0)
+        gbm = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, y)
+    stack = TreeStack.from_sklearn(gbm)
+    text, new = inputs(50)
+    np.testing.assert_allclose(stack.raw(torch.from_numpy(new)).numpy(),
+                               np.asarray(gbm._raw_predict(new)).reshape(50, -1), atol=1e-9)
+    # the model's logits from the text head's outputs and the table: what scikit-learn predicts
+    table = torch.from_numpy(new[:, k:])
+    np.testing.assert_allclose(stack.inputs(torch.from_numpy(text), table).numpy(), new, atol=1e-9)
+    logits = stack.logits(torch.from_numpy(text), table).double()
+    if kind == "regression":
+        np.testing.assert_allclose(logits[:, 0].numpy(), gbm.predict(new), atol=1e-5)
+    else:
+        np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), gbm.predict_proba(new), atol=1e-5)
+
+
+def interactions(n: int, seed: int) -> pd.DataFrame:
+    """The label is an interaction of two table columns (department XOR older than 44), which no linear term
+    in the head can express; the text says nothing."""
+    rng = np.random.default_rng(seed)
+    dept = rng.choice(["dresses", "tops"], n)
+    age = rng.integers(18, 70, n).astype(float)
+    label = np.where((dept == "tops") ^ (age > 44), "yes", "no")
+    return pd.DataFrame({"text": [f"review {i} of the item" for i in rng.integers(0, 10**6, n)], "age": age,
+                         "dept": dept, "label": label, "score": np.where(age > 44, 4.0, 2.0) + (dept == "tops")})
+
+
+def test_the_stack_wins_where_the_table_interacts_and_saves_as_tensors(tmp_path):
+    train, test = interactions(400, 0), interactions(100, 1)
+    linear = TextClassifier(backbone="tiny-bert", features="age,dept", table_head="linear", progress=False).fit(
+        train.drop(columns=["score"]))
+    auto = TextClassifier(backbone="tiny-bert", features="age,dept", progress=False).fit(
+        train.drop(columns=["score"]))
+    choice = auto.history_["table_head"]
+    assert choice["kept"] == "stack" and choice["val_accuracy"] > choice["linear head over text and table"]
+    assert "table_head" not in linear.history_ and linear.members_[0].model.stack is None
+    model = auto.members_[0].model
+    assert model.stack is not None and model.table_head is None
+    assert auto.evaluate(test)["accuracy"] > 0.9 > linear.evaluate(test)["accuracy"]
+    out = auto.save_pretrained(tmp_path / "m")
+    assert any(k.startswith("stack.") for k in load_file(out / "model.safetensors"))
+    assert "table_features" in json.loads((out / "config.json").read_text())
+    back = load_model(out)
+    np.testing.assert_allclose(back.predict_proba(test).to_numpy(), auto.predict_proba(test).to_numpy(), atol=1e-6)
+    with pytest.raises(DataError, match="reads table columns"):
+        back.predict(["a text alone"])
+
+
+def test_a_regression_stack_when_asked_and_its_intervals():
+    train, test = interactions(300, 2), interactions(80, 3)
+    clf = TextClassifier(backbone="tiny-bert", task="regression", label_col="score", features="age,dept",
+                         table_head="stack", progress=False).fit(train.drop(columns=["label"]))
+    h = clf.history_["table_head"]
+    assert h["kept"] == "stack" and h["chosen_by"] == "given (table_head stack)" and "val_rmse_std" in h
+    assert clf.members_[0].model.stack is not None
+    assert clf.evaluate(test)["r2"] > 0.9
+    table = clf.predict_table(test)
+    assert (table["lower"] <= table["pred"]).all() and (table["pred"] <= table["upper"]).all()
+
+
+def test_table_head_options_are_checked():
+    with pytest.raises(ConfigError, match="give them"):
+        TextClassifier(backbone="tiny-bert", table_head="stack")
+    with pytest.raises(ConfigError, match="a probe's head"):
+        TextClassifier(backbone="tiny-bert", features="auto", table_head="stack", strategy="finetune")
+    with pytest.raises(ConfigError, match="multi-label"):
+        TextClassifier(backbone="tiny-bert", features="auto", table_head="stack", task="multilabel")
