@@ -103,8 +103,23 @@ def test_fine_tuning_a_regression_from_text_and_table():
 def test_features_options_are_refused_where_they_do_not_apply():
     with pytest.raises(ConfigError, match="not 'contrastive'"):
         TextClassifier(backbone="tiny-bert", features="auto", strategy="contrastive")
-    with pytest.raises(ConfigError, match="ensembles"):
-        TextClassifier(backbone="tiny-bert", features="auto", ensemble_backbones="tiny-bert,tiny-bert")
+    from fmadapt import ImageClassifier
+
+    with pytest.raises(ConfigError, match="is for text tables"):
+        ImageClassifier(backbone="tiny-cnn", features="auto")
+
+
+@pytest.mark.parametrize("options", [{"ensemble_backbones": "tiny-bert,tiny-bert-cached"},
+                                     {"strategy": "auto", "time_budget": "15s"}])
+def test_ensembles_and_auto_read_the_table_too(tmp_path, options):
+    train, test = shop(200, 10), shop(60, 11)
+    clf = TextClassifier(backbone="tiny-bert", features="auto", progress=False, **options).fit(
+        train.drop(columns=["score"]))
+    assert all(m.model.reads_table for m in clf.members_)
+    assert clf.evaluate(test)["accuracy"] > 0.95  # (the department, only in the table, decides the label)
+    clf.save_pretrained(tmp_path / "m", report=False)
+    np.testing.assert_allclose(load_model(tmp_path / "m").predict_proba(test).to_numpy(),
+                               clf.predict_proba(test).to_numpy(), atol=1e-6)
 
 
 def test_cli_fit_and_predict_with_features(tmp_path):

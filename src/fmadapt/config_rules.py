@@ -57,9 +57,8 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
     if cfg.features:
         rules += [
             (modality == "image", "features (table columns beside the text) is for text tables"),
-            (cfg.strategy not in JOINT_STRATEGIES,
-             f"features trains with strategy {' | '.join(JOINT_STRATEGIES)} for now, not {cfg.strategy!r}"),
-            (cfg.ensemble > 1 or len(cfg.backbone_names()) > 1, "features does not combine with ensembles yet"),
+            (cfg.strategy not in (*JOINT_STRATEGIES, "auto"),
+             f"features trains with strategy {' | '.join((*JOINT_STRATEGIES, 'auto'))} for now, not {cfg.strategy!r}"),
             (cfg.label_template is not None, "features does not combine with label_template"),
             (unlabeled, "features does not take unlabeled data (self-training) yet"),
             (cfg.table_head == "stack" and cfg.strategy != "probe",

@@ -221,26 +221,25 @@ def read_model_dir(path: str | os.PathLike[str], modality: str | None = None) ->
 
 def _table_encoder(entry: Any, members: list[Member], where: Path) -> Any:
     """config.json's "table_features" (the encoder of the table columns read beside the text), checked against
-    the weights: a model with a table head needs it, of the head's width."""
+    each member's weights: a model with a table head or stacked trees needs it, of the width they read."""
     from .data.tabular import TableEncoder
 
-    model = members[0].model
-    head, stack = model.table_head, model.stack
     if entry is None:
-        if model.reads_table:
+        if any(m.model.reads_table for m in members):
             raise ArtifactError(f"{where}: the weights read table columns but 'table_features' is missing")
         return None
     encoder = TableEncoder.from_dict(entry, str(where))
-    if stack is not None:  # (the trees read the text head's outputs, then the table's encoded columns)
-        inner = stack.feature[~stack.leaf]
-        reads = model.head.out_features + encoder.width
-        if len(inner) and int(inner.max()) >= reads or len(inner) and int(inner.min()) < 0:
-            raise ArtifactError(f"{where}: the stacked trees read column {int(inner.max())}, past the {reads} "
-                                "the head's outputs and 'table_features' give")
-        return encoder
-    if head is None or encoder.width != head.in_features:
-        raise ArtifactError(f"{where}: 'table_features' encodes {encoder.width} column(s), the weights read "
-                            f"{0 if head is None else head.in_features}")
+    for m in members:
+        head, stack = m.model.table_head, m.model.stack
+        if stack is not None:  # (the trees read the text head's outputs, then the table's encoded columns)
+            inner = stack.feature[~stack.leaf]
+            reads = m.model.head.out_features + encoder.width
+            if len(inner) and not 0 <= int(inner.min()) <= int(inner.max()) < reads:
+                raise ArtifactError(f"{where}: the stacked trees read column {int(inner.max())}, past the {reads} "
+                                    "the head's outputs and 'table_features' give")
+        elif head is None or encoder.width != head.in_features:
+            raise ArtifactError(f"{where}: 'table_features' encodes {encoder.width} column(s), the weights read "
+                                f"{0 if head is None else head.in_features}")
     return encoder
 
 
