@@ -233,7 +233,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
                             f"{tuple(table.shape)}; {fix}")
     stack = None
     if "stack.feature" in state:  # (table columns stacked late: boosted trees, adapt/tablestack.py)
-        from .adapt.tablestack import TreeStack
+        from .runtime.trees import TreeStack
 
         trees, nodes, outputs = (*state["stack.feature"].shape, *state.get("stack.baseline", torch.zeros(0)).shape)
         if not (1 <= trees <= 100_000 and 1 <= nodes <= 100_000 and 1 <= outputs <= n):

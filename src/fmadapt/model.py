@@ -31,7 +31,7 @@ class Classifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.cfg.embed_dim, num_classes)
         self.table_head = nn.Linear(table_dim, num_classes, bias=False) if table_dim else None
-        #: table columns stacked late instead (adapt.tablestack.TreeStack): boosted trees over the text head's
+        #: table columns stacked late instead (runtime.trees.TreeStack): boosted trees over the text head's
         #: outputs and the encoded table columns give the logits (a probe's model; never fine-tuned)
         self.stack = stack
 

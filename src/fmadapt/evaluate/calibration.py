@@ -13,8 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .metrics import expected_calibration_error
-
 #: below this many validation examples a fitted temperature is mostly noise: not fitted (T = 1)
 MIN_EXAMPLES = 20
 T_RANGE = (0.05, 20.0)
@@ -88,6 +86,8 @@ def reliability_bins(proba: np.ndarray, y: np.ndarray, n_bins: int = 15) -> dict
 
 
 def calibration_measures(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    from .metrics import expected_calibration_error  # (scikit-learn: not imported to predict with a temperature)
+
     return {"ece": round(expected_calibration_error(proba, y), 6) if len(y) else 0.0,
             "brier": round(brier_score(proba, y), 6), "nll": round(nll(proba, y), 6)}
 

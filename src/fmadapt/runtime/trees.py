@@ -1,0 +1,92 @@
+"""Boosted trees as a torch module of plain tensors (`TreeStack`): the late stack of table columns beside the text
+(adapt/tablestack.py fits it). Prediction code: loading a model that has one imports no training code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class TreeStack(nn.Module):
+    """Boosted trees as tensors: per tree (T) and node (M) the feature, threshold, children, leaf flag and value;
+    `output` the output each tree adds to; `baseline` the outputs' starting values. `logits(text, table)` gives
+    the model's logits from the text head's logits and the encoded table columns."""
+
+    feature: torch.Tensor
+    threshold: torch.Tensor
+    left: torch.Tensor
+    right: torch.Tensor
+    leaf: torch.Tensor
+    missing_left: torch.Tensor
+    value: torch.Tensor
+    output: torch.Tensor
+    baseline: torch.Tensor
+    regression: torch.Tensor
+
+    def __init__(self, trees: int, nodes: int, outputs: int, regression: bool) -> None:
+        super().__init__()
+        self.register_buffer("feature", torch.zeros(trees, nodes, dtype=torch.int64))
+        self.register_buffer("threshold", torch.zeros(trees, nodes, dtype=torch.float64))
+        self.register_buffer("left", torch.zeros(trees, nodes, dtype=torch.int64))
+        self.register_buffer("right", torch.zeros(trees, nodes, dtype=torch.int64))
+        self.register_buffer("leaf", torch.ones(trees, nodes, dtype=torch.bool))
+        self.register_buffer("missing_left", torch.zeros(trees, nodes, dtype=torch.bool))
+        self.register_buffer("value", torch.zeros(trees, nodes, dtype=torch.float64))
+        self.register_buffer("output", torch.zeros(trees, dtype=torch.int64))
+        self.register_buffer("baseline", torch.zeros(outputs, dtype=torch.float64))
+        self.register_buffer("regression", torch.tensor(regression))
+
+    @staticmethod
+    def from_sklearn(gbm: Any) -> TreeStack:
+        """From a fitted HistGradientBoostingClassifier/Regressor on numeric features."""
+        predictors = [tree for per_iteration in gbm._predictors for tree in per_iteration]
+        k = len(gbm._predictors[0])
+        width = max(len(t.nodes) for t in predictors)
+        stack = TreeStack(len(predictors), width, k, not hasattr(gbm, "classes_"))
+        with torch.no_grad():
+            for i, tree in enumerate(predictors):
+                n = tree.nodes
+                if n["is_categorical"].any():
+                    raise ValueError("categorical splits are not supported")
+                m = len(n)
+                stack.feature[i, :m] = torch.from_numpy(n["feature_idx"].astype(np.int64))
+                stack.threshold[i, :m] = torch.from_numpy(n["num_threshold"].astype(np.float64))
+                stack.left[i, :m] = torch.from_numpy(n["left"].astype(np.int64))
+                stack.right[i, :m] = torch.from_numpy(n["right"].astype(np.int64))
+                stack.leaf[i, :m] = torch.from_numpy(n["is_leaf"].astype(bool))
+                stack.missing_left[i, :m] = torch.from_numpy(n["missing_go_to_left"].astype(bool))
+                stack.value[i, :m] = torch.from_numpy(n["value"].astype(np.float64))
+                stack.output[i] = i % k
+            stack.baseline.copy_(torch.from_numpy(np.asarray(gbm._baseline_prediction, np.float64).reshape(-1)))
+        return stack
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, F) inputs -> (N, outputs) raw scores (scikit-learn's raw predictions), float64."""
+        x = x.double()
+        n, trees = len(x), self.feature.shape[0]
+        node = torch.zeros(n, trees, dtype=torch.int64, device=x.device)
+        t = torch.arange(trees, device=x.device).expand(n, trees)
+        for _ in range(self.feature.shape[1]):  # (a tree is never deeper than its node count)
+            leaf = self.leaf[t, node]
+            if bool(leaf.all()):
+                break
+            v = x.gather(1, self.feature[t, node])
+            go_left = torch.where(torch.isnan(v), self.missing_left[t, node], v <= self.threshold[t, node])
+            node = torch.where(leaf, node, torch.where(go_left, self.left[t, node], self.right[t, node]))
+        values = self.value[t, node]
+        out = self.baseline.expand(n, -1).clone()
+        return out.index_add_(1, self.output, values)
+
+    def inputs(self, text: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """What the trees read: the text head's log-probabilities (its output, for regression) and the table."""
+        scores = text.double() if bool(self.regression) else torch.log_softmax(text.double(), dim=1)
+        return torch.cat([scores, table.double()], dim=1)
+
+    def logits(self, text: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        raw = self.raw(self.inputs(text, table))
+        if not bool(self.regression) and raw.shape[1] == 1:  # binary: softmax([-z/2, z/2]) == sigmoid(z)
+            raw = torch.cat([-raw / 2, raw / 2], dim=1)
+        return raw.float()
