@@ -306,3 +306,38 @@ def test_predict_light_path_serves_autos_ngram_model(tmp_path, weight):
         assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
         table = pd.read_csv(tmp_path / "p.csv")
         assert list(table["pred"].dropna()) == list(full["pred"].dropna())
+
+
+@pytest.mark.parametrize("table_head", ["linear", "stack"])
+def test_predict_light_path_reads_table_columns_as_the_full_path(tmp_path, table_head):
+    """A probe reading table columns beside the text (a linear table head, or stacked trees): the same table
+    without torch, in a fresh process too; a table without one of the columns gets the full path's error."""
+    from fmadapt import TextClassifier, load_model
+    from fmadapt.errors import DataError
+    from fmadapt.light_predict import predict_table, remember_model
+    from test_table_stack import interactions
+
+    clf = TextClassifier(backbone="tiny-bert-cached", features="age,dept", table_head=table_head, progress=False)
+    clf.fit(interactions(200, 6).drop(columns=["score"]))
+    assert (clf.members_[0].model.stack is not None) == (table_head == "stack")
+    model = clf.save_pretrained(tmp_path / "model", report=False)
+    data = tmp_path / "new.csv"
+    interactions(30, 7).drop(columns=["label", "score"]).to_csv(data, index=False)
+    loaded = load_model(model)
+    full = loaded.predict_table(data)
+    remember_model(loaded, model)
+    fast = predict_table(model, data)
+    assert fast is not None and list(fast.columns) == list(full.columns)
+    probs = [c for c in full.columns if c.startswith("prob_")]
+    pd.testing.assert_frame_equal(fast.drop(columns=probs), full.drop(columns=probs))
+    assert np.allclose(fast[probs].to_numpy(float), full[probs].to_numpy(float), atol=1e-5)
+    pd.read_csv(data).drop(columns=["dept"]).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(DataError, match="'dept'"):
+        predict_table(model, tmp_path / "short.csv")
+    code = ("import sys\nfrom fmadapt.cli import main\nsys.argv = ['fmadapt', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightning', 'sklearn'}))")
+    r = subprocess.run([sys.executable, "-c", code, "predict", str(model), str(data), "-o", str(tmp_path / "p.csv")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "[]", r.stderr + r.stdout
+    assert pd.read_csv(tmp_path / "p.csv")["pred"].astype(str).tolist() == full["pred"].astype(str).tolist()

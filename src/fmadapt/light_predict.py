@@ -30,16 +30,39 @@ def _read(path: Path, kind: type) -> Any:
     return obj
 
 
-def _load_head(root: Path, n: int, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _load_head(root: Path, n: int, dim: int, width: int | None = None) -> dict[str, Any] | None:
+    """The head's weights (`w`, `b`), and for a model reading `width` encoded table columns its table head's
+    weights (`table`) or its stacked trees (`stack`: runtime/boosted.py's arrays); None when anything differs."""
     from safetensors.numpy import load_file
+
+    from .runtime.boosted import NAMES
 
     state = load_file(str(root / "model.safetensors"))
     w, b = state.get("head.weight"), state.get("head.bias")
-    if set(state) != {"head.weight", "head.bias"} or w is None or b is None or w.dtype != np.float32 \
+    table = state.get("table_head.weight")
+    stack = {k[len("stack."):]: v for k, v in state.items() if k.startswith("stack.")}
+    if set(state) - {"head.weight", "head.bias", "table_head.weight"} - {f"stack.{k}" for k in stack} \
+            or w is None or b is None or w.dtype != np.float32 \
             or b.dtype != np.float32 or w.shape != (n, dim) or b.shape != (n,) \
             or not (np.isfinite(w).all() and np.isfinite(b).all()):
         return None
-    return w, b
+    if width is None:
+        return {"w": w, "b": b} if table is None and not stack else None
+    if table is not None:
+        ok = not stack and table.dtype == np.float32 and table.shape == (n, width) and np.isfinite(table).all()
+        return {"w": w, "b": b, "table": table} if ok else None
+    if set(stack) != set(NAMES) or stack["feature"].ndim != 2:
+        return None
+    shape = stack["feature"].shape
+    inner = stack["feature"][~stack["leaf"].astype(bool)]
+    nodes = np.concatenate([stack["left"][~stack["leaf"].astype(bool)], stack["right"][~stack["leaf"].astype(bool)]])
+    if not (all(stack[k].shape == shape for k in NAMES[:7]) and stack["output"].shape == shape[:1]
+            and 1 <= stack["baseline"].size <= n and (not len(inner) or 0 <= inner.min() <= inner.max() < n + width)
+            and (not len(nodes) or 0 <= nodes.min() <= nodes.max() < shape[1])
+            and 0 <= stack["output"].min() <= stack["output"].max() < stack["baseline"].size
+            and all(np.isfinite(stack[k]).all() for k in ("threshold", "value", "baseline"))):
+        return None
+    return {"w": w, "b": b, "stack": stack}
 
 
 def _model(root: Path) -> dict[str, Any] | None:
@@ -64,14 +87,18 @@ def _model(root: Path) -> dict[str, Any] | None:
                                or not 0.0 <= weight <= 1.0):
         return None
     fit = FitConfig.from_dict(config.get("fit", {}))
-    if (fit.strategy not in FROZEN_STRATEGIES or fit.task != "classification" or "thresholds" in config
-            or fit.features or "table_features" in config):
+    if fit.strategy not in FROZEN_STRATEGIES or fit.task != "classification" or "thresholds" in config:
         return None  # (multi-label models predict through the full path, which applies their thresholds)
+    table = None
+    if fit.features or "table_features" in config:  # table columns beside the text: their encoding
+        from .data.tabular import TableEncoder
+
+        table = TableEncoder.from_dict(config["table_features"], str(root / "config.json"))
     t = (config.get("calibration") or {}).get("temperature", 1.0)
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t > 0):
         return None
     return {"classes": classes, "bcfg": bcfg, "fit": fit, "temperature": float(t),
-            "ngram_weight": None if weight is None else float(weight)}
+            "ngram_weight": None if weight is None else float(weight), "table": table}
 
 
 def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str], text_col: str | None = None
@@ -105,12 +132,16 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
         if enc is None or enc.cfg.get("sha256") != bcfg.get("sha256") or enc.embed_dim != bcfg.get("embed_dim"):
             return None
         try:
-            head = _load_head(Path(model_dir), n, enc.embed_dim)
+            head = _load_head(Path(model_dir), n, enc.embed_dim, m["table"].width if m["table"] else None)
         except Exception:
             return None
         if head is None:
             return None
     ex = _examples(data, text_col or fit.text_col, fit)  # DataError: the full path's message, raised alike
+    if m["table"] is not None and head is not None and len(ex):
+        if ex.table is None:
+            return None  # (the full path says which columns are missing)
+        head = {**head, "rows": m["table"].transform(ex.table, ex.source)}  # (DataError names a missing column)
     try:
         feats = enc.features(ex.inputs, FeatureCache()) if enc is not None and len(ex) else None
     except Exception:  # e.g. a graph damaged since it loaded: the full path rebuilds it
@@ -132,13 +163,18 @@ def _examples(data: Any, text_col: str | None, fit: Any) -> Any:
     return read_unlabeled("text", data, dataclasses.replace(fit, text_col=text_col))
 
 
-def _proba(feats: np.ndarray | None, head: tuple[np.ndarray, np.ndarray] | None, temperature: float, n: int
-           ) -> np.ndarray:
-    """Classifier.forward_features + softmax (float32), then the calibration temperature, as `_proba`."""
+def _proba(feats: np.ndarray | None, head: dict[str, Any] | None, temperature: float, n: int) -> np.ndarray:
+    """Classifier.forward_features + softmax (float32), then the calibration temperature, as `_proba`; the table
+    columns' encoded `rows` through the table head or the stacked trees."""
     if feats is None or head is None:
         return np.zeros((0, n), dtype=np.float32)
-    w, b = head
-    logits = feats @ w.T + b  # (N, C) float32
+    logits = feats @ head["w"].T + head["b"]  # (N, C) float32
+    if "table" in head:
+        logits = logits + head["rows"].astype(np.float32) @ head["table"].T
+    elif "stack" in head:
+        from .runtime.boosted import logits as stacked
+
+        logits = stacked(head["stack"], logits, head["rows"])
     z = logits - logits.max(1, keepdims=True)
     e = np.exp(z)
     proba = (e / e.sum(1, keepdims=True)).astype(np.float32)

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import boosted
+
 
 class TreeStack(nn.Module):
     """Boosted trees as tensors: per tree (T) and node (M) the feature, threshold, children, leaf flag and value;
@@ -63,30 +65,19 @@ class TreeStack(nn.Module):
             stack.baseline.copy_(torch.from_numpy(np.asarray(gbm._baseline_prediction, np.float64).reshape(-1)))
         return stack
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name).detach().cpu().numpy() for name in boosted.NAMES}
+
     def raw(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, F) inputs -> (N, outputs) raw scores (scikit-learn's raw predictions), float64."""
-        x = x.double()
-        n, trees = len(x), self.feature.shape[0]
-        node = torch.zeros(n, trees, dtype=torch.int64, device=x.device)
-        t = torch.arange(trees, device=x.device).expand(n, trees)
-        for _ in range(self.feature.shape[1]):  # (a tree is never deeper than its node count)
-            leaf = self.leaf[t, node]
-            if bool(leaf.all()):
-                break
-            v = x.gather(1, self.feature[t, node])
-            go_left = torch.where(torch.isnan(v), self.missing_left[t, node], v <= self.threshold[t, node])
-            node = torch.where(leaf, node, torch.where(go_left, self.left[t, node], self.right[t, node]))
-        values = self.value[t, node]
-        out = self.baseline.expand(n, -1).clone()
-        return out.index_add_(1, self.output, values)
+        """(N, F) inputs -> (N, outputs) raw scores (scikit-learn's raw predictions), float64 (runtime/boosted.py,
+        in numpy: the torch-free path runs the same code)."""
+        return torch.from_numpy(boosted.raw(self.arrays(), x.detach().cpu().double().numpy())).to(x.device)
 
     def inputs(self, text: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """What the trees read: the text head's log-probabilities (its output, for regression) and the table."""
-        scores = text.double() if bool(self.regression) else torch.log_softmax(text.double(), dim=1)
-        return torch.cat([scores, table.double()], dim=1)
+        return torch.from_numpy(boosted.inputs(self.arrays(), text.detach().cpu().numpy(),
+                                               table.detach().cpu().numpy())).to(text.device)
 
     def logits(self, text: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        raw = self.raw(self.inputs(text, table))
-        if not bool(self.regression) and raw.shape[1] == 1:  # binary: softmax([-z/2, z/2]) == sigmoid(z)
-            raw = torch.cat([-raw / 2, raw / 2], dim=1)
-        return raw.float()
+        return torch.from_numpy(boosted.logits(self.arrays(), text.detach().cpu().numpy(),
+                                               table.detach().cpu().numpy())).to(text.device)
