@@ -127,7 +127,6 @@ def test_rows_without_one_targets_label_still_train_the_others():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"strategy": "auto"}, "not 'auto'"),
     ({"strategy": "contrastive"}, "not 'contrastive'"),
     ({"label_col": "verdict"}, "not both"),
     ({"ensemble_backbones": "tiny-bert,tiny-bert-cached"}, "ensembles"),
@@ -282,3 +281,28 @@ def test_joint_rows_take_each_examples_table_row_from_the_target_that_has_it():
     where = {"1": (0, 0), "3": (0, 1), "2": (1, 0), "4": (1, 2)}
     rows = _rows_of(where, [a, b], ["4", "1", "2", "3"])
     assert rows["age"].tolist() == [40.0, 10.0, 20.0, 30.0] and list(rows.index) == [0, 1, 2, 3]
+
+
+def test_auto_chooses_between_the_probes_and_a_joint_fine_tune(tmp_path):
+    train, test = reviews(120, 4), reviews(30, 5)
+    clf = TextClassifier(backbone="tiny-bert-cached", strategy="auto", time_budget="120s", epochs=1,
+                         targets="verdict,score:regression", target_weights="score=2", progress=False).fit(train)
+    auto = clf.target("score").history_["auto"]
+    assert [r["candidate"] for r in auto["candidates"]] == ["probe", "finetune all layers, every target at once"]
+    assert "score=2" in auto["score"]
+    scores = {r["candidate"]: r["val_score"] for r in auto["candidates"]}
+    best = max(scores.values())
+    assert scores[auto["winner"]] == best and (auto["winner"] == "probe" or scores["probe"] < best)
+    tuned = auto["winner"] != "probe"
+    assert all(p.members_[0].trains_backbone is tuned or p.history_.get("joint", {}).get("best_epoch") == -1
+               for p in clf.targets_.values())
+    out = clf.save_pretrained(tmp_path / "m", report=False)
+    pd.testing.assert_frame_equal(load_model(out).predict_table(test), clf.predict_table(test), atol=1e-5)
+
+
+def test_auto_with_several_targets_skips_fine_tuning_past_the_budget():
+    clf = TextClassifier(backbone="tiny-bert", strategy="auto", time_budget="1s", targets="verdict,score:regression",
+                         progress=False).fit(reviews(60, 6))
+    auto = clf.target("verdict").history_["auto"]
+    assert auto["winner"] == "probe" and auto["candidates"][1]["val_score"] == "skipped: time budget"
+    assert not any(p.members_[0].trains_backbone for p in clf.targets_.values())

@@ -81,8 +81,9 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
             (bool(spec_error), f"targets: {spec_error}"),
             (modality == "image", "targets (several label columns) is for text tables"),
             (cfg.label_col is not None, "give the label columns as targets or as label_col, not both"),
-            (cfg.strategy not in JOINT_STRATEGIES,
-             f"several targets train with strategy {' | '.join(JOINT_STRATEGIES)} for now, not {cfg.strategy!r} "
+            (cfg.strategy not in (*JOINT_STRATEGIES, "auto"),
+             f"several targets train with strategy {' | '.join((*JOINT_STRATEGIES, 'auto'))} for now, not "
+             f"{cfg.strategy!r} "
              "(or fit one model per target with a single label column)"),
             (cfg.refit_full, "several targets do not combine with refit_full yet"),
             (cfg.ensemble > 1 or len(cfg.backbone_names()) > 1, "several targets do not combine with ensembles yet"),

@@ -32,6 +32,9 @@ def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str
     from .data.tables import read_table
 
     cfg = config(None)
+    if cfg.strategy == "auto":
+        return auto_targets(modality, default_backbone, config, data, val, cache=cache, progress=progress,
+                            checkpoints=checkpoints)
     specs = target_specs(str(cfg.targets), cfg.task)
     val_ids = None
     if val is None:
@@ -182,3 +185,65 @@ def _rows_of(where: dict[str, tuple[int, int]], tables: list[Any], ids: list[str
     rows = pd.concat(parts, ignore_index=True)
     position = {i: n for n, i in enumerate(order)}
     return rows.iloc[[position[i] for i in ids]].reset_index(drop=True)
+
+
+def auto_targets(modality: str, default_backbone: str, config: Callable[[dict[str, Any] | None], FitConfig],
+                 data: DataLike, val: DataLike | None, *, cache: bool = True, progress: bool | None = None,
+                 checkpoints: Any = None) -> MultiTarget:
+    """`auto` with several targets, within `time_budget`: the probe (a head per target on one frozen backbone),
+    then, when it started within the selection share of the budget, one backbone fine-tuned for every target (all
+    layers, the fine-tuning candidate's epochs, stopped by the budget); the better by the weighted mean of the
+    targets' validation scores (the run's metric, micro-F1, R²: each 1 when perfect; a tie keeps the probe) is
+    the model, as trained (no refit). Both candidates use the same validation rows."""
+    import time
+
+    from .auto import CANDIDATE_EPOCHS, RUN_SHARE, SELECTION_SHARE
+    from .config import parse_duration
+
+    cfg = config(None)
+    budget = parse_duration(cfg.time_budget) or 600.0
+    names = [c for c, _ in target_specs(str(cfg.targets), cfg.task)]
+    weights = parse_weights(cfg.target_weights, names)
+    t0 = time.perf_counter()
+
+    def fit(over: dict[str, Any]) -> tuple[MultiTarget, float, float]:
+        start = time.perf_counter()
+        m = fit_targets(modality, default_backbone, lambda found: dataclasses.replace(config(found), **over), data,
+                        val, cache=cache, progress=progress, checkpoints=checkpoints)
+        return m, validation_score(m, weights), time.perf_counter() - start
+
+    rows: list[dict[str, Any]] = []
+    best, score, seconds = fit({"strategy": "probe", "target_weights": None})
+    rows.append({"candidate": "probe", "val_score": round(score, 4), "seconds": round(seconds, 1)})
+    winner = "probe"
+    left = RUN_SHARE * budget - (time.perf_counter() - t0)
+    if time.perf_counter() - t0 < SELECTION_SHARE * budget:
+        tuned, s2, sec2 = fit({"strategy": "finetune", "unfreeze": -1, "epochs": min(cfg.epochs, CANDIDATE_EPOCHS),
+                               "max_time": max(5.0, left)})
+        rows.append({"candidate": "finetune all layers, every target at once", "val_score": round(s2, 4),
+                     "seconds": round(sec2, 1)})
+        if s2 > score:
+            best, winner = tuned, rows[-1]["candidate"]
+    else:
+        rows.append({"candidate": "finetune all layers, every target at once", "val_score": "skipped: time budget"})
+    note = {"auto": {"candidates": rows, "winner": winner, "time_budget_seconds": budget,
+                     "auto_seconds": round(time.perf_counter() - t0, 1),
+                     "score": "the weighted mean of the targets' validation scores (the run's metric, micro-F1, "
+                              "R2), weights " + ", ".join(f"{n}={w:g}" for n, w in zip(names, weights, strict=True)),
+                     "final": "the winner as trained on the training split (no refit with several targets)"}}
+    for p in best.targets_.values():
+        p.history_ = {**p.history_, **note}
+    return best
+
+
+def validation_score(model: MultiTarget, weights: list[float]) -> float:
+    """The weighted mean of the targets' validation scores: the run's metric (classification), micro-F1
+    (multi-label) or R² (regression)."""
+    scores = []
+    for p in model.targets_.values():
+        m, task = p.metrics_.get("val") or {}, p.config_.task
+        key = "r2" if task == "regression" else "micro_f1" if task == "multilabel" else p.config_.metric
+        scores.append(float(m.get(key, float("nan"))))
+    if not all(np.isfinite(scores)):
+        raise RuntimeError(f"a target has no validation score ({scores}): auto needs a validation split")
+    return float(np.average(scores, weights=weights))
