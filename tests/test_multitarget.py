@@ -129,7 +129,7 @@ def test_rows_without_one_targets_label_still_train_the_others():
 @pytest.mark.parametrize("options, message", [
     ({"strategy": "contrastive"}, "not 'contrastive'"),
     ({"label_col": "verdict"}, "not both"),
-    ({"ensemble_backbones": "tiny-bert,tiny-bert-cached"}, "ensembles"),
+    ({"ensemble_backbones": "tiny-bert,tiny-bert-cached", "strategy": "finetune"}, "jointly fine-tuned ensemble"),
     ({"target_weights": "score=2"}, "the probe fits each target's head on its own"),
     ({"strategy": "finetune", "target_weights": "rating=2"}, "'rating', not a target"),
     ({"strategy": "finetune", "target_weights": "score=-1"}, "NAME=POSITIVE_NUMBER"),
@@ -306,3 +306,18 @@ def test_auto_with_several_targets_skips_fine_tuning_past_the_budget():
     auto = clf.target("verdict").history_["auto"]
     assert auto["winner"] == "probe" and auto["candidates"][1]["val_score"] == "skipped: time budget"
     assert not any(p.members_[0].trains_backbone for p in clf.targets_.values())
+
+
+def test_an_ensemble_over_backbones_gives_every_target_a_head_on_each(tmp_path):
+    train, test = reviews(120, 7), reviews(30, 8)
+    clf = TextClassifier(backbone="tiny-bert", ensemble_backbones="tiny-bert,tiny-bert-cached",
+                         targets="verdict,score:regression,tags:multilabel", progress=False).fit(train)
+    for p in clf.targets_.values():
+        assert [m.model.backbone.cfg.name for m in p.members_] == ["tiny-bert", "tiny-bert-cached"]
+    cached = [p.members_[1].model.backbone for p in clf.targets_.values()]
+    assert cached[0] is cached[1] is cached[2]  # each backbone built once for every target
+    assert [m["backbone"] for m in clf.target("tags").history_["ensemble"]] == ["tiny-bert", "tiny-bert-cached"]
+    out = clf.save_pretrained(tmp_path / "m", report=False)
+    back = load_model(out)
+    assert all(len(p.members_) == 2 for p in back.targets_.values())
+    pd.testing.assert_frame_equal(back.predict_table(test), clf.predict_table(test), atol=1e-5)
