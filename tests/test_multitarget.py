@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from fmadapt import TextClassifier, load_model
@@ -129,7 +130,6 @@ def test_rows_without_one_targets_label_still_train_the_others():
 @pytest.mark.parametrize("options, message", [
     ({"strategy": "contrastive"}, "not 'contrastive'"),
     ({"label_col": "verdict"}, "not both"),
-    ({"ensemble_backbones": "tiny-bert,tiny-bert-cached", "strategy": "finetune"}, "jointly fine-tuned ensemble"),
     ({"target_weights": "score=2"}, "the probe fits each target's head on its own"),
     ({"strategy": "finetune", "target_weights": "rating=2"}, "'rating', not a target"),
     ({"strategy": "finetune", "target_weights": "score=-1"}, "NAME=POSITIVE_NUMBER"),
@@ -321,3 +321,18 @@ def test_an_ensemble_over_backbones_gives_every_target_a_head_on_each(tmp_path):
     back = load_model(out)
     assert all(len(p.members_) == 2 for p in back.targets_.values())
     pd.testing.assert_frame_equal(back.predict_table(test), clf.predict_table(test), atol=1e-5)
+
+
+def test_a_jointly_fine_tuned_ensemble_runs_once_per_member(tmp_path):
+    train, test = reviews(100, 9), reviews(30, 10)
+    clf = TextClassifier(backbone="tiny-bert-cached", strategy="finetune", ensemble=2, epochs=1, restore_best=False,
+                         targets="verdict,score:regression", progress=False).fit(train)
+    verdict, score = clf.target("verdict"), clf.target("score")
+    assert [m.config.seed for m in verdict.members_] == [0, 1]
+    assert all(m.trains_backbone for p in (verdict, score) for m in p.members_)
+    for i in range(2):  # one fine-tuned backbone per member, shared by the targets
+        assert verdict.members_[i].model.backbone is score.members_[i].model.backbone
+    a, b = (m.model.backbone.state_dict() for m in verdict.members_)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # two seeds, two runs
+    out = clf.save_pretrained(tmp_path / "m", report=False)
+    pd.testing.assert_frame_equal(load_model(out).predict_table(test), clf.predict_table(test), atol=1e-5)

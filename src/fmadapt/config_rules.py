@@ -86,9 +86,7 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
              f"{cfg.strategy!r} "
              "(or fit one model per target with a single label column)"),
             (cfg.refit_full, "several targets do not combine with refit_full yet"),
-            ((cfg.ensemble > 1 or len(cfg.backbone_names()) > 1) and cfg.strategy != "probe",
-             "several targets combine with ensembles over backbones with strategy probe (a head per target on each "
-             "frozen backbone); a jointly fine-tuned ensemble is not built yet"),
+
             (cfg.target_weights is not None and cfg.strategy == "probe",
              "target_weights weigh the targets' losses when one backbone is fine-tuned for all of them: the probe "
              "fits each target's head on its own"),

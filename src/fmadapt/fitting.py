@@ -68,9 +68,10 @@ class FitRun(SelfTraining):
         self.val_ids: frozenset[str] | None = None
         self.backbones: dict[str, Any] | None = None
         self.target_columns: list[str] | None = None  # (all of them: none is a table feature of another)
-        #: several targets fine-tuned together: (the trained Classifier, this target's head (weight, bias), the
-        #: joint run's history); the member is that network with this target's head, trained no further
-        self.tuned: tuple[Any, tuple[Any, Any, Any], dict[str, Any]] | None = None
+        #: several targets fine-tuned together, by (backbone, seed) of each member: (the trained Classifier, this
+        #: target's rows of its heads (weight, bias, table weight), the joint run's history); the member is that
+        #: network with this target's head, trained no further
+        self.tuned: dict[tuple[str, int], tuple[Any, tuple[Any, Any, Any], dict[str, Any]]] | None = None
         #: ... with table columns beside the text (`features`): the joint run's encoding of them, which the
         #: target's table head was trained on (instead of one fitted on this target's training rows)
         self.table_encoder: Any = None
@@ -249,7 +250,7 @@ class FitRun(SelfTraining):
         cfg = dataclasses.replace(cfg, backbone=backbone_name, seed=seed, ensemble=1, ensemble_backbones=None)
         torch.manual_seed(seed)
         if self.tuned is not None:  # several targets fine-tuned together: this target's head on their backbone
-            trained, (weight, bias, table_weight), joint_history = self.tuned
+            trained, (weight, bias, table_weight), joint_history = self.tuned[(backbone_name, seed)]
             model = Classifier(trained.backbone, len(ctx.classes), cfg.dropout,
                                table_dim=ctx.table.width if ctx.table else 0)
             if tuple(weight.shape) != tuple(model.head.weight.shape) or (table_weight is None) != (ctx.table is None):

@@ -48,7 +48,11 @@ def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str
     backbones: dict[str, Any] = {}
     joint = get_strategy(cfg.strategy).trains_backbone
 
-    def fit_each(tuned: tuple[Any, Any, dict[str, Any]] | None = None, start: bool = False) -> dict[str, Predictor]:
+    def fit_each(tuned: dict[tuple[str, int], tuple[Any, Any, dict[str, Any]]] | None = None, start: bool = False,
+                 over: dict[str, Any] | None = None) -> dict[str, Predictor]:
+        """A Predictor per target: frozen-backbone heads; with `start`, the joint run's starting probes (`over`:
+        one ensemble member's backbone and seed); with `tuned`, each (backbone, seed) member's joint model with
+        the target's rows of its head."""
         from .fitting import FitRun
         from .tasks.joint import head_of
 
@@ -59,7 +63,7 @@ def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str
                 c = dataclasses.replace(config(found), targets=None, target_weights=None, label_col=column, task=task)
                 if start:  # the joint run's starting heads: probes fitted on the training split alone
                     c = dataclasses.replace(c, strategy="probe", refit=False,
-                                            table_head="linear" if c.features else c.table_head)
+                                            table_head="linear" if c.features else c.table_head, **(over or {}))
                 c.check(modality)
                 return c
 
@@ -67,9 +71,9 @@ def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str
             run.val_ids, run.target_columns = val_ids, [c for c, _ in specs]
             run.backbones = backbones if tuned is None else None
             if tuned is not None:
-                model, spec, history = tuned
-                run.tuned = (model, head_of(model, spec, index), history)
-                run.table_encoder = spec.table_encoder
+                run.tuned = {key: (model, head_of(model, spec, index), history)
+                             for key, (model, spec, history) in tuned.items()}
+                run.table_encoder = next(iter(tuned.values()))[1].table_encoder
             fitted = run.run(data, val)
             fitted.cache = cache
             out[column] = fitted
@@ -78,17 +82,25 @@ def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str
     if not joint:
         targets = fit_each()
     else:
-        probes = fit_each(start=True)
-        model, spec, history = fit_joint(probes, specs, cfg, progress, checkpoints)
-        if history.get("best_epoch") == -1:  # no epoch beat the start on validation: the probes are the model
+        from .fitting import member_specs
+
+        members = member_specs(cfg, default_backbone)
+        runs: dict[tuple[str, int], tuple[Any, Any, dict[str, Any]]] = {}
+        for b, seed in members:  # (an ensemble: one joint run per backbone and seed, each from its own probes)
+            over: dict[str, Any] = ({"backbone": b, "seed": seed, "ensemble": 1, "ensemble_backbones": None}
+                                    if len(members) > 1 else {})
+            probes = fit_each(start=True, over=over)
+            runs[(b, seed)] = fit_joint(probes, specs, dataclasses.replace(cfg, **over), progress, checkpoints)
+        model, spec, history = runs[members[0]]
+        if len(members) == 1 and history.get("best_epoch") == -1:  # no epoch beat the start: the probes are the model
             note = {"joint": {**history, "note": "no fine-tuning epoch beat the targets' probes on validation "
                                                  "(the weighted mean of their scores): the probes are kept"}}
             for p in probes.values():
                 p.history_ = {**p.history_, **note}
                 p.members_[0].history.update(note)
             targets = probes
-        else:
-            targets = fit_each(tuned=(model, spec, history))
+        else:  # (an ensemble's member whose epochs did not beat its start is that start: its probes' heads)
+            targets = fit_each(tuned=runs)
     share_backbones(list(targets.values()))
     first = next(iter(targets.values()))
     final = dataclasses.replace(config(None), text_col=first.config_.text_col)
