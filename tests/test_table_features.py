@@ -171,3 +171,21 @@ def test_explanations_of_a_model_with_table_columns_hold_the_row_fixed():
     assert all(it["tokens"] and "table columns held" in it["note"] for it in items)
     # the predicted class is the one the model gives with this row's columns
     assert [it["pred"] for it in items] == clf.predict(test.drop(columns=["score", "label"]))[:3].tolist()
+
+
+def test_lora_reads_the_table_and_an_interrupted_fine_tune_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from conftest import interrupt_then_resume
+    from test_resume import _state_hash
+
+    train, test = shop(120, 12), shop(40, 13)
+    lora = TextClassifier(backbone="tiny-bert", features="auto", strategy="lora", epochs=1, progress=False).fit(
+        train.drop(columns=["score"]))
+    assert lora.members_[0].model.table_head is not None and lora.evaluate(test)["accuracy"] > 0.95
+    data = tmp_path / "t.csv"
+    shop(24, 14).drop(columns=["score"]).to_csv(data, index=False)
+    make = lambda: TextClassifier(backbone="tiny-bert", features="auto", strategy="finetune", epochs=3,  # noqa: E731
+                                  batch_size=4, head_init="random", cache=False, progress=False)
+    whole = make().fit(data)
+    resumed = interrupt_then_resume(make, data, tmp_path / "ck", monkeypatch)
+    assert _state_hash(resumed) == _state_hash(whole)
+    assert resumed.members_[0].model.table_head is not None

@@ -381,5 +381,11 @@ def _new_token_rows(cfg: FitConfig, bb: Any, lr: float) -> tuple[torch.nn.Parame
 def _fingerprint(cfg: FitConfig, train: Examples, val: Examples, ctx: FitContext) -> dict[str, Any]:
     """What a checkpoint must have been written for, to be continued: the options and the data."""
     options = {k: v for k, v in cfg.to_dict().items() if k not in ("log_to", "log_dir", "max_time", "num_workers")}
-    return {"config": options, "classes": ctx.classes, "train": data_hash(train.ids, train.labels),
-            "val": data_hash(val.ids, val.labels)}
+    out = {"config": options, "classes": ctx.classes, "train": data_hash(train.ids, train.labels),
+           "val": data_hash(val.ids, val.labels)}
+    if ctx.table is not None:  # (the table columns beside the text, as the head reads them)
+        import hashlib
+
+        rows = [r.astype("<f4").tobytes() for r in (ctx.table_rows(train), ctx.table_rows(val)) if r is not None]
+        out["table"] = hashlib.sha256(b"".join(rows)).hexdigest()[:16]
+    return out
