@@ -341,3 +341,28 @@ def test_predict_light_path_reads_table_columns_as_the_full_path(tmp_path, table
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "[]", r.stderr + r.stdout
     assert pd.read_csv(tmp_path / "p.csv")["pred"].astype(str).tolist() == full["pred"].astype(str).tolist()
+
+
+@pytest.mark.parametrize("task", ["multilabel", "regression"])
+def test_predict_light_path_serves_multilabel_and_regression_probes(tmp_path, task):
+    """Thresholds (multi-label) and the target's scale and intervals (regression) applied as the full path does."""
+    from fmadapt import TextClassifier, load_model
+    from fmadapt.light_predict import predict_table, remember_model
+    from test_multilabel_fit import news
+    from test_regression_fit import reviews
+
+    frame = news if task == "multilabel" else reviews
+    clf = TextClassifier(backbone="tiny-bert-cached", task=task, progress=False).fit(frame(80, 0))
+    assert (clf.thresholds_ is not None) if task == "multilabel" else (clf.interval_ is not None)
+    model = clf.save_pretrained(tmp_path / "model", report=False)
+    data = tmp_path / "new.csv"
+    frame(20, 1).to_csv(data, index=False)
+    loaded = load_model(model)
+    full = loaded.predict_table(data)
+    remember_model(loaded, model)
+    fast = predict_table(model, data)
+    assert fast is not None and list(fast.columns) == list(full.columns)
+    numbers = [c for c in full.columns if c.startswith("prob_") or c in ("lower", "upper")
+               or (task == "regression" and c == "pred")]
+    pd.testing.assert_frame_equal(fast.drop(columns=numbers), full.drop(columns=numbers))
+    assert np.allclose(fast[numbers].to_numpy(float), full[numbers].to_numpy(float), atol=1e-5)

@@ -1,7 +1,9 @@
 """`fmadapt predict` without torch: a text model whose backbone is frozen and referenced (only its linear head
 is stored, e.g. `probe`), run from the backbone's remembered ONNX graph (runtime/light.py) with the head and the
 calibration temperature applied in numpy; with `auto`'s n-gram TF-IDF model (runtime/ngram.py, scikit-learn)
-blended in, or alone (then no graph is needed). It writes what `predict_table` writes; anything it does not handle
+blended in, or alone (then no graph is needed). Multi-label models (sigmoids and their thresholds), regression
+models (the target's scale and intervals) and models reading table columns (their encoding, the table head or
+the stacked trees) too. It writes what `predict_table` writes; anything it does not handle
 exactly (ensembles, adapters, included or fine-tuned backbones, images, an interrupted save, anything that looks
 wrong) returns None and the full path runs, with its own checks and messages."""
 
@@ -87,8 +89,11 @@ def _model(root: Path) -> dict[str, Any] | None:
                                or not 0.0 <= weight <= 1.0):
         return None
     fit = FitConfig.from_dict(config.get("fit", {}))
-    if fit.strategy not in FROZEN_STRATEGIES or fit.task != "classification" or "thresholds" in config:
-        return None  # (multi-label models predict through the full path, which applies their thresholds)
+    if fit.strategy not in FROZEN_STRATEGIES or fit.task not in ("classification", "multilabel", "regression"):
+        return None
+    task = _task_entries(fit, config, classes)
+    if task is None or (fit.task != "classification" and weight is not None):
+        return None
     table = None
     if fit.features or "table_features" in config:  # table columns beside the text: their encoding
         from .data.tabular import TableEncoder
@@ -98,7 +103,34 @@ def _model(root: Path) -> dict[str, Any] | None:
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t > 0):
         return None
     return {"classes": classes, "bcfg": bcfg, "fit": fit, "temperature": float(t),
-            "ngram_weight": None if weight is None else float(weight), "table": table}
+            "ngram_weight": None if weight is None else float(weight), "table": table, "task": task}
+
+
+def _task_entries(fit: Any, config: dict[str, Any], classes: list[str]) -> dict[str, Any] | None:
+    """What the task adds to the head (persistence's checks, or None): multi-label, each label's threshold (0.5
+    where none was tuned) and the separator; regression, the target's mean and std and the intervals' half-width."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if fit.task == "multilabel":
+        t = config.get("thresholds")
+        if t is None:
+            return {"thresholds": np.full(len(classes), 0.5), "sep": fit.label_sep}
+        if not (isinstance(t, dict) and set(t) == set(classes) and all(number(v) and 0 <= v <= 1 for v in t.values())):
+            return None
+        return {"thresholds": np.asarray([float(t[c]) for c in classes]), "sep": fit.label_sep}
+    if fit.task == "regression":
+        target, interval = config.get("target"), config.get("interval")
+        if not (len(classes) == 1 and isinstance(target, dict) and number(target.get("mean"))
+                and number(target.get("std")) and target["std"] > 0):
+            return None
+        half = None
+        if interval is not None:
+            if not (isinstance(interval, dict) and number(interval.get("halfwidth")) and interval["halfwidth"] >= 0):
+                return None
+            half = float(interval["halfwidth"])
+        return {"mean": float(target["mean"]), "std": float(target["std"]), "halfwidth": half}
+    return {} if "thresholds" not in config else None
 
 
 def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str], text_col: str | None = None
@@ -146,6 +178,8 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
         feats = enc.features(ex.inputs, FeatureCache()) if enc is not None and len(ex) else None
     except Exception:  # e.g. a graph damaged since it loaded: the full path rebuilds it
         return None
+    if m["fit"].task != "classification":
+        return _task_table(ex, _logits(feats, head, n), m)
     if ngram is None or not len(ex):
         return _table(ex, _proba(feats, head, m["temperature"], n), m["classes"])
     from .runtime.ngram import combined
@@ -164,8 +198,17 @@ def _examples(data: Any, text_col: str | None, fit: Any) -> Any:
 
 
 def _proba(feats: np.ndarray | None, head: dict[str, Any] | None, temperature: float, n: int) -> np.ndarray:
-    """Classifier.forward_features + softmax (float32), then the calibration temperature, as `_proba`; the table
-    columns' encoded `rows` through the table head or the stacked trees."""
+    """Classifier.forward_features + softmax (float32), then the calibration temperature, as `_proba`."""
+    logits = _logits(feats, head, n)
+    z = logits - logits.max(1, keepdims=True) if len(logits) else logits
+    e = np.exp(z)
+    proba = (e / e.sum(1, keepdims=True)).astype(np.float32)
+    return apply_temperature(proba, temperature)
+
+
+def _logits(feats: np.ndarray | None, head: dict[str, Any] | None, n: int) -> np.ndarray:
+    """Classifier.forward_features (float32); the table columns' encoded `rows` through the table head or the
+    stacked trees."""
     if feats is None or head is None:
         return np.zeros((0, n), dtype=np.float32)
     logits = feats @ head["w"].T + head["b"]  # (N, C) float32
@@ -175,10 +218,7 @@ def _proba(feats: np.ndarray | None, head: dict[str, Any] | None, temperature: f
         from .runtime.boosted import logits as stacked
 
         logits = stacked(head["stack"], logits, head["rows"])
-    z = logits - logits.max(1, keepdims=True)
-    e = np.exp(z)
-    proba = (e / e.sum(1, keepdims=True)).astype(np.float32)
-    return apply_temperature(proba, temperature)
+    return np.asarray(logits, dtype=np.float32)
 
 
 def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
@@ -191,6 +231,33 @@ def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
     return (e / e.sum(1, keepdims=True)).astype(np.asarray(proba).dtype)
 
 
+def _task_table(ex: Any, logits: np.ndarray, m: dict[str, Any]) -> pd.DataFrame:
+    """Predictor.predict_table's columns for multi-label (`pred`: the labels at or over their thresholds joined by
+    the separator, `prob_<label>`: sigmoids) and regression (`pred`, and `lower`, `upper` with intervals)."""
+    task, classes = m["task"], m["classes"]
+    out = pd.DataFrame({"id": ex.ids})
+    out["text"] = ex.inputs
+    if m["fit"].task == "regression":
+        pred = logits.astype(np.float64).reshape(len(logits), -1)[:, 0] * task["std"] + task["mean"]
+        out["pred"] = pred.tolist()
+        if task["halfwidth"] is not None:
+            out["lower"], out["upper"] = (pred - task["halfwidth"]).tolist(), (pred + task["halfwidth"]).tolist()
+    else:
+        p = (1.0 / (1.0 + np.exp(-logits.astype(np.float32)))).astype(np.float32)
+        chosen = p >= task["thresholds"]
+        out["pred"] = [task["sep"].join(classes[j] for j in np.flatnonzero(row)) for row in chosen]
+        for j, c in enumerate(classes):
+            out[f"prob_{c}"] = p[:, j] if len(p) else []
+    return _with_errors(out, ex)
+
+
+def _with_errors(out: pd.DataFrame, ex: Any) -> pd.DataFrame:
+    if ex.skipped:
+        bad = pd.DataFrame({"id": [s.where for s in ex.skipped], "error": [s.reason for s in ex.skipped]})
+        out = pd.concat([out, bad], ignore_index=True)
+    return out
+
+
 def _table(ex: Any, p: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """The columns of Predictor.predict_table for texts."""
     out = pd.DataFrame({"id": ex.ids})
@@ -198,10 +265,7 @@ def _table(ex: Any, p: np.ndarray, classes: list[str]) -> pd.DataFrame:
     out["pred"] = [classes[i] for i in p.argmax(1)] if len(p) else []
     for j, c in enumerate(classes):
         out[f"prob_{c}"] = p[:, j] if len(p) else []
-    if ex.skipped:
-        bad = pd.DataFrame({"id": [s.where for s in ex.skipped], "error": [s.reason for s in ex.skipped]})
-        out = pd.concat([out, bad], ignore_index=True)
-    return out
+    return _with_errors(out, ex)
 
 
 def remember_model(clf: Any, model_dir: str | os.PathLike[str]) -> None:
