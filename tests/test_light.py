@@ -366,3 +366,24 @@ def test_predict_light_path_serves_multilabel_and_regression_probes(tmp_path, ta
                or (task == "regression" and c == "pred")]
     pd.testing.assert_frame_equal(fast.drop(columns=numbers), full.drop(columns=numbers))
     assert np.allclose(fast[numbers].to_numpy(float), full[numbers].to_numpy(float), atol=1e-5)
+
+
+def test_predict_light_path_serves_a_model_of_several_targets(tmp_path):
+    from fmadapt import TextClassifier, load_model
+    from fmadapt.light_predict import predict_table, remember_model
+    from test_multitarget import reviews
+
+    clf = TextClassifier(backbone="tiny-bert-cached", targets="verdict,score:regression,tags:multilabel",
+                         progress=False).fit(reviews(80, 0))
+    model = clf.save_pretrained(tmp_path / "model", report=False)
+    data = tmp_path / "new.csv"
+    reviews(20, 1).assign(text=lambda d: d["text"].where(d.index != 3, "")).to_csv(data, index=False)
+    loaded = load_model(model)
+    full = loaded.predict_table(data)
+    assert predict_table(model, data) is None  # nothing remembered yet
+    remember_model(loaded, model)
+    fast = predict_table(model, data)
+    assert fast is not None and list(fast.columns) == list(full.columns) and fast["error"].notna().sum() == 1
+    numbers = [c for c in full.columns if "_prob_" in c or c.startswith("score_")]
+    pd.testing.assert_frame_equal(fast.drop(columns=numbers), full.drop(columns=numbers))
+    assert np.allclose(fast[numbers].to_numpy(float), full[numbers].to_numpy(float), atol=1e-5, equal_nan=True)

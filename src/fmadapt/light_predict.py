@@ -142,6 +142,9 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
 
     if not enabled() or Path(data).is_dir():
         return None
+    dirs = _target_dirs(Path(model_dir))
+    if dirs:
+        return _targets_table(dirs, data, text_col)
     try:
         m = _model(Path(model_dir))
     except Exception:  # unreadable, malformed or hostile files: the full path reports what is wrong, naming the file
@@ -186,6 +189,46 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
 
     p = combined(lambda: _proba(feats, head, 1.0, n), ngram, weight or 0.0, list(ex.inputs))  # as the full path
     return _table(ex, apply_temperature(p, m["temperature"]), m["classes"])
+
+
+def _target_dirs(root: Path) -> dict[str, Path] | None:
+    """A model of several targets: {name: its directory} from config.json's "targets" ({} when it is one model;
+    None when the list is malformed: the full path says what is wrong)."""
+    try:
+        top = _read(root / "config.json", dict)
+    except Exception:
+        return None
+    targets = top.get("targets")
+    if targets is None:
+        return {}
+    if not (isinstance(targets, list) and targets and all(
+            isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("dir"), str)
+            and (root / t["dir"]).resolve().is_relative_to(root.resolve()) for t in targets)):
+        return None
+    return {t["name"]: root / t["dir"] for t in targets}
+
+
+def _targets_table(dirs: dict[str, Path] | None, data: Any, text_col: str | None) -> pd.DataFrame | None:
+    """MultiTarget.predict_table: ids and texts, then each target's columns prefixed by its name, then the
+    unreadable rows; None unless every target's model takes the light path."""
+    if not dirs:
+        return None
+    tables = {}
+    for name, d in dirs.items():
+        t = predict_table(d, data, text_col)
+        if t is None:
+            return None
+        tables[name] = t
+    first = next(iter(tables.values()))
+    n = int(first["error"].isna().sum()) if "error" in first else len(first)
+    out = first.iloc[:n][["id", "text"]].reset_index(drop=True)
+    for name, t in tables.items():
+        for col in t.columns:
+            if col not in ("id", "text", "error"):
+                out[f"{name}_{col}"] = t[col].iloc[:n].tolist()
+    if n < len(first):
+        out = pd.concat([out, first.iloc[n:][["id", "error"]]], ignore_index=True)
+    return out
 
 
 def _examples(data: Any, text_col: str | None, fit: Any) -> Any:
@@ -272,10 +315,13 @@ def remember_model(clf: Any, model_dir: str | os.PathLike[str]) -> None:
     """After the full path predicted with a loaded model: remember its backbone's graph when the light path could
     serve this model next time (its backbone was created by name at load and only run since)."""
     try:
-        if len(clf.members_) > 1 or _model(Path(model_dir)) is None:
+        dirs = _target_dirs(Path(model_dir))
+        models = list(clf.targets_.values()) if dirs else [clf]  # (several targets: each target's directory)
+        if any(len(m.members_) > 1 for m in models) or any(
+                _model(d) is None for d in (dirs.values() if dirs else [Path(model_dir)])):
             return
     except Exception:
         return
     from .runtime.light import remember
 
-    remember(clf.model_.backbone)
+    remember(models[0].model_.backbone)
