@@ -125,3 +125,26 @@ def test_loading_a_stacked_model_imports_no_training_code(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["pred"] == [str(p) for p in clf.predict(test)] and got["loaded"] == [], got["loaded"]
+
+
+def test_stacked_trees_that_point_outside_themselves_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from fmadapt.errors import ArtifactError
+
+    train = interactions(120, 8)
+    clf = TextClassifier(backbone="tiny-bert", features="age,dept", table_head="stack", progress=False).fit(
+        train.drop(columns=["score"]))
+    out = clf.save_pretrained(tmp_path / "m", report=False)
+    good = load_file(out / "model.safetensors")
+    for key, value in (("stack.left", 10**6), ("stack.feature", 10**6), ("stack.output", 7)):
+        bad = dict(good)
+        t = bad[key].clone()
+        if key == "stack.output":
+            t[0] = value
+        else:
+            t[~bad["stack.leaf"]] = value
+        bad[key] = t
+        save_file(bad, out / "model.safetensors", metadata={"format": "pt"})
+        with pytest.raises(ArtifactError, match="stacked trees (read column|point at)"):
+            load_model(out)
