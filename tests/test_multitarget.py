@@ -133,7 +133,6 @@ def test_rows_without_one_targets_label_still_train_the_others():
     ({"target_weights": "score=2"}, "the probe fits each target's head on its own"),
     ({"strategy": "finetune", "target_weights": "rating=2"}, "'rating', not a target"),
     ({"strategy": "finetune", "target_weights": "score=-1"}, "NAME=POSITIVE_NUMBER"),
-    ({"strategy": "finetune", "refit_full": True}, "refit_full"),
 ])
 def test_what_several_targets_refuse(options, message):
     with pytest.raises(ConfigError, match=message):
@@ -334,5 +333,20 @@ def test_a_jointly_fine_tuned_ensemble_runs_once_per_member(tmp_path):
         assert verdict.members_[i].model.backbone is score.members_[i].model.backbone
     a, b = (m.model.backbone.state_dict() for m in verdict.members_)
     assert any(not torch.equal(a[k], b[k]) for k in a)  # two seeds, two runs
+    out = clf.save_pretrained(tmp_path / "m", report=False)
+    pd.testing.assert_frame_equal(load_model(out).predict_table(test), clf.predict_table(test), atol=1e-5)
+
+
+def test_refit_full_retrains_the_joint_run_on_all_rows_for_its_epochs(tmp_path):
+    train, test = reviews(100, 11), reviews(30, 12)
+    clf = TextClassifier(backbone="tiny-bert-cached", strategy="finetune", epochs=2, restore_best=False,
+                         refit_full=True, targets="verdict,score:regression", progress=False).fit(train)
+    score = clf.target("score")
+    h = score.history_
+    assert h["refit_full"]["selection_best_epoch"] == 1 and "2 epoch(s)" in h["refit_full"]["note"]
+    assert h["joint_examples"]["train"] == 100  # training + validation rows
+    n_val = len(score.splits_["val"])
+    assert n_val > 0 and score.metrics_["val"]["n"] == n_val
+    assert all(p.refit_on_val_ for p in clf.targets_.values())  # figures and calibration from the run before
     out = clf.save_pretrained(tmp_path / "m", report=False)
     pd.testing.assert_frame_equal(load_model(out).predict_table(test), clf.predict_table(test), atol=1e-5)

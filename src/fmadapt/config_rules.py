@@ -85,7 +85,6 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
              f"several targets train with strategy {' | '.join((*JOINT_STRATEGIES, 'auto'))} for now, not "
              f"{cfg.strategy!r} "
              "(or fit one model per target with a single label column)"),
-            (cfg.refit_full, "several targets do not combine with refit_full yet"),
 
             (cfg.target_weights is not None and cfg.strategy == "probe",
              "target_weights weigh the targets' losses when one backbone is fine-tuned for all of them: the probe "

@@ -69,9 +69,9 @@ class FitRun(SelfTraining):
         self.backbones: dict[str, Any] | None = None
         self.target_columns: list[str] | None = None  # (all of them: none is a table feature of another)
         #: several targets fine-tuned together, by (backbone, seed) of each member: (the trained Classifier, this
-        #: target's rows of its heads (weight, bias, table weight), the joint run's history); the member is that
-        #: network with this target's head, trained no further
-        self.tuned: dict[tuple[str, int], tuple[Any, tuple[Any, Any, Any], dict[str, Any]]] | None = None
+        #: target's rows of its heads (weight, bias, table weight), the joint run's history[, with refit_full (the
+        #: run before the refit, its heads), which the validation figures come from]): trained no further
+        self.tuned: dict[tuple[str, int], tuple[Any, ...]] | None = None
         #: ... with table columns beside the text (`features`): the joint run's encoding of them, which the
         #: target's table head was trained on (instead of one fitted on this target's training rows)
         self.table_encoder: Any = None
@@ -250,21 +250,13 @@ class FitRun(SelfTraining):
         cfg = dataclasses.replace(cfg, backbone=backbone_name, seed=seed, ensemble=1, ensemble_backbones=None)
         torch.manual_seed(seed)
         if self.tuned is not None:  # several targets fine-tuned together: this target's head on their backbone
-            trained, (weight, bias, table_weight), joint_history = self.tuned[(backbone_name, seed)]
-            model = Classifier(trained.backbone, len(ctx.classes), cfg.dropout,
-                               table_dim=ctx.table.width if ctx.table else 0)
-            if tuple(weight.shape) != tuple(model.head.weight.shape) or (table_weight is None) != (ctx.table is None):
-                raise RuntimeError(f"the joint head's rows for this target are {tuple(weight.shape)}, its head "
-                                   f"{tuple(model.head.weight.shape)}")
-            with torch.no_grad():
-                model.head.weight.copy_(weight)
-                model.head.bias.copy_(bias)
-                if model.table_head is not None:
-                    model.table_head.weight.copy_(table_weight)
-            model.eval()
-            for p in model.parameters():
-                p.requires_grad_(False)
-            return Member(model, cfg, dict(joint_history), True)
+            trained, heads, joint_history, *before = self.tuned[(backbone_name, seed)]
+            member = Member(self._with_head(trained, heads, cfg, ctx), cfg, dict(joint_history), True)
+            if before and before[0] is not None:  # refit_full: the validation figures come from the run before it
+                first, first_heads = before[0]
+                honest = self._member_proba(Member(self._with_head(first, first_heads, cfg, ctx), cfg, {}, True), val)
+                member = dataclasses.replace(member, val_proba=honest)
+            return member
         strategy = adapt.get_strategy(cfg.strategy)
         # several targets on a frozen text backbone: built once, for all of them
         shared = self.backbones if not strategy.trains_backbone and self.modality == "text" else None
@@ -307,6 +299,25 @@ class FitRun(SelfTraining):
         if cfg.refit_full and ctx.refit_on_val and "best_epoch" in history and cfg.strategy != "contrastive":
             return self._refit_full(backbone_name, seed, cfg, train, val, ctx, member)
         return member
+
+    @staticmethod
+    def _with_head(trained: Any, heads: tuple[Any, Any, Any], cfg: FitConfig, ctx: adapt.FitContext) -> Classifier:
+        """A joint run's network with one target's rows of its heads (weight, bias, table weight), frozen."""
+        weight, bias, table_weight = heads
+        model = Classifier(trained.backbone, len(ctx.classes), cfg.dropout,
+                           table_dim=ctx.table.width if ctx.table else 0)
+        if tuple(weight.shape) != tuple(model.head.weight.shape) or (table_weight is None) != (ctx.table is None):
+            raise RuntimeError(f"the joint head's rows for this target are {tuple(weight.shape)}, its head "
+                               f"{tuple(model.head.weight.shape)}")
+        with torch.no_grad():
+            model.head.weight.copy_(weight)
+            model.head.bias.copy_(bias)
+            if model.table_head is not None:
+                model.table_head.weight.copy_(table_weight)
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
 
     def _refit_full(self, backbone_name: str, seed: int, cfg: FitConfig, train: Examples, val: Examples,
                     ctx: adapt.FitContext, first: Member) -> Member:

@@ -48,7 +48,7 @@ def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str
     backbones: dict[str, Any] = {}
     joint = get_strategy(cfg.strategy).trains_backbone
 
-    def fit_each(tuned: dict[tuple[str, int], tuple[Any, Any, dict[str, Any]]] | None = None, start: bool = False,
+    def fit_each(tuned: dict[tuple[str, int], tuple[Any, ...]] | None = None, start: bool = False,
                  over: dict[str, Any] | None = None) -> dict[str, Predictor]:
         """A Predictor per target: frozen-backbone heads; with `start`, the joint run's starting probes (`over`:
         one ensemble member's backbone and seed); with `tuned`, each (backbone, seed) member's joint model with
@@ -70,9 +70,10 @@ def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str
             run = FitRun(modality, default_backbone, target_config, cache=shared, progress=progress)
             run.val_ids, run.target_columns = val_ids, [c for c, _ in specs]
             run.backbones = backbones if tuned is None else None
-            if tuned is not None:
-                run.tuned = {key: (model, head_of(model, spec, index), history)
-                             for key, (model, spec, history) in tuned.items()}
+            if tuned is not None:  # (a refit's 4th item: the run before it, for honest validation figures)
+                run.tuned = {key: (model, head_of(model, spec, index), history,
+                                   *[(b[0], head_of(b[0], b[1], index)) for b in before])
+                             for key, (model, spec, history, *before) in tuned.items()}
                 run.table_encoder = next(iter(tuned.values()))[1].table_encoder
             fitted = run.run(data, val)
             fitted.cache = cache
@@ -85,14 +86,27 @@ def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str
         from .fitting import member_specs
 
         members = member_specs(cfg, default_backbone)
-        runs: dict[tuple[str, int], tuple[Any, Any, dict[str, Any]]] = {}
+        runs: dict[tuple[str, int], tuple[Any, ...]] = {}
         for b, seed in members:  # (an ensemble: one joint run per backbone and seed, each from its own probes)
             over: dict[str, Any] = ({"backbone": b, "seed": seed, "ensemble": 1, "ensemble_backbones": None}
                                     if len(members) > 1 else {})
             probes = fit_each(start=True, over=over)
-            runs[(b, seed)] = fit_joint(probes, specs, dataclasses.replace(cfg, **over), progress, checkpoints)
-        model, spec, history = runs[members[0]]
+            mcfg = dataclasses.replace(cfg, **over)
+            runs[(b, seed)] = fit_joint(probes, specs, mcfg, progress, checkpoints)
+            best = int(runs[(b, seed)][2].get("best_epoch", -1))
+            if cfg.refit_full and val is None and best >= 0:  # the epochs chosen, again on all labeled rows
+                before = runs[(b, seed)]
+                once = dataclasses.replace(mcfg, epochs=best + 1, restore_best=False, refit_full=False)
+                again = fit_joint(probes, specs, once, progress, checkpoints, refit=True)
+                again[2]["refit_full"] = {
+                    "selection_epochs": before[2].get("epochs"), "selection_best_epoch": best,
+                    "note": f"retrained on training + validation rows for {best + 1} epoch(s), those of the weights "
+                            "kept on validation; last weights kept; the validation figures and calibration come "
+                            "from the run before"}
+                runs[(b, seed)] = (*again, before)
+        history = runs[members[0]][2]
         if len(members) == 1 and history.get("best_epoch") == -1:  # no epoch beat the start: the probes are the model
+            # (refit_full is skipped then, as for one target)
             note = {"joint": {**history, "note": "no fine-tuning epoch beat the targets' probes on validation "
                                                  "(the weighted mean of their scores): the probes are kept"}}
             for p in probes.values():
@@ -108,7 +122,7 @@ def fit_targets(modality: str, default_backbone: str, config: Callable[[dict[str
 
 
 def fit_joint(probes: dict[str, Predictor], specs: list[tuple[str, str]], cfg: FitConfig, progress: bool | None,
-              checkpoints: Any = None) -> tuple[Any, Any, dict[str, Any]]:
+              checkpoints: Any = None, refit: bool = False) -> tuple[Any, Any, dict[str, Any]]:
     """One backbone fine-tuned for every target (cfg's strategy): the head is the targets' probe heads side by
     side, the loss the weighted sum of theirs, on the union of their training rows; (the trained Classifier, the
     tasks.joint.JointSpec, the run's history)."""
@@ -159,6 +173,10 @@ def fit_joint(probes: dict[str, Predictor], specs: list[tuple[str, str]], cfg: F
     if encoder is not None:
         for name, ex in splits.items():
             ex.table = _rows_of(where[name], [p.splits_[name].table for p in preds], ex.ids)
+    if refit:  # refit_full: training + validation rows (the validation pass then only reports)
+        from .data.examples import concat
+
+        splits["train"] = concat(splits["train"], splits["val"])
     strategy = get_strategy(cfg.strategy)
     backbone = create_backbone(first.config_.backbone or first.members_[0].model.backbone.cfg.name)
     limit = cfg.max_tokens or strategy.max_tokens
