@@ -24,7 +24,7 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["binary", "three", "regression"])
 def test_trees_as_tensors_agree_with_scikit_learn(kind):
     rng = np.random.default_rng(0)
-    k = 1 if kind == "regression" else 2  # the text head's outputs come first, then 3 table columns
+    k = {"regression": 1, "binary": 2, "three": 3}[kind]  # the text head's outputs come first, then 3 table columns
 
     def inputs(n: int) -> tuple[np.ndarray, np.ndarray]:
         text = rng.normal(size=(n, k))
@@ -33,9 +33,9 @@ def test_trees_as_tensors_agree_with_scikit_learn(kind):
 
     _, x = inputs(300)
     if kind == "regression":
-        gbm = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(x, x[:, 0] * (x[:, 2] > 0))
+        gbm = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(x, x[:, 0] * (x[:, k] > 0))
     else:
-        y = (x[:, 0] > x[:, 1]).astype(int) + (x[:, 2] > 0.5 if kind == "three" else 0)
+        y = (x[:, 0] > x[:, 1]).astype(int) + (x[:, k] > 0.5 if kind == "three" else 0)
         gbm = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, y)
     stack = TreeStack.from_sklearn(gbm)
     text, new = inputs(50)
@@ -148,3 +148,30 @@ def test_stacked_trees_that_point_outside_themselves_are_refused(tmp_path):
         save_file(bad, out / "model.safetensors", metadata={"format": "pt"})
         with pytest.raises(ArtifactError, match="stacked trees (read column|point at)"):
             load_model(out)
+
+
+def test_a_class_the_trees_never_saw_is_never_predicted():
+    """Trees fitted on classes 0 and 2 of a 3-class model: their scores go to those classes, class 1 gets -1e4."""
+    rng = np.random.default_rng(1)
+    text = rng.normal(size=(200, 3))
+    x = np.concatenate([log_softmax(text), rng.normal(size=(200, 2))], axis=1)
+    y = np.where(x[:, 3] > 0, 2, 0)
+    gbm = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(x, y)
+    stack = TreeStack.from_sklearn(gbm)
+    assert stack.classes.tolist() == [0, 2]
+    logits = stack.logits(torch.from_numpy(text), torch.from_numpy(x[:, 3:])).double()
+    assert logits.shape == (200, 3) and bool((logits[:, 1] == -1e4).all())
+    np.testing.assert_allclose(torch.softmax(logits, 1)[:, [0, 2]].numpy(), gbm.predict_proba(x), atol=1e-5)
+
+
+def test_trees_that_cannot_be_fitted_leave_the_linear_head_with_a_warning(monkeypatch):
+    import fmadapt.adapt.tablestack as tablestack
+
+    def broken(*a, **k):
+        raise ValueError("only one class in a fold")
+
+    monkeypatch.setattr(tablestack, "stack_candidate", broken)
+    with pytest.warns(UserWarning, match="no stacked trees.*only one class"):
+        clf = TextClassifier(backbone="tiny-bert", features="age,dept", progress=False).fit(
+            interactions(120, 9).drop(columns=["score"]))
+    assert clf.history_["table_head"]["kept"] == "linear" and clf.members_[0].model.table_head is not None

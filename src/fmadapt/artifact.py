@@ -239,7 +239,11 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         if not (1 <= trees <= 100_000 and 1 <= nodes <= 100_000 and 1 <= outputs <= n):
             raise ArtifactError(f"{weights}: stacked trees of shape {trees} x {nodes} with {outputs} output(s) do "
                                 f"not fit a head of {n}; {fix}")
-        stack = TreeStack(trees, nodes, outputs, bool(state.get("stack.regression", torch.tensor(False))))
+        scored = state.get("stack.classes", torch.zeros(0)).numel()  # (the classes the trees score)
+        regression = bool(state.get("stack.regression", torch.tensor(False)))
+        if not (regression and scored == 1 or not regression and scored == max(2, outputs) and scored <= n):
+            raise ArtifactError(f"{weights}: stacked trees with {outputs} output(s) for {scored} class(es); {fix}")
+        stack = TreeStack(trees, nodes, outputs, regression, scored)
     model = Classifier(backbone, len(classes), table_dim=0 if table is None else int(table.shape[1]), stack=stack)
     own = model.state_dict()
     wrong = [k for k, t in state.items() if k in own and (t.dtype != own[k].dtype or t.shape != own[k].shape)]

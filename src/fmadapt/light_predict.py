@@ -62,6 +62,8 @@ def _load_head(root: Path, n: int, dim: int, width: int | None = None) -> dict[s
             and 1 <= stack["baseline"].size <= n and (not len(inner) or 0 <= inner.min() <= inner.max() < n + width)
             and (not len(nodes) or 0 <= nodes.min() <= nodes.max() < shape[1])
             and 0 <= stack["output"].min() <= stack["output"].max() < stack["baseline"].size
+            and stack["classes"].ndim == 1 and len(set(stack["classes"].tolist())) == stack["classes"].size
+            and (not stack["classes"].size or 0 <= stack["classes"].min() <= stack["classes"].max() < n)
             and all(np.isfinite(stack[k]).all() for k in ("threshold", "value", "baseline"))):
         return None
     return {"w": w, "b": b, "stack": stack}

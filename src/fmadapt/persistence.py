@@ -241,8 +241,11 @@ def _table_encoder(entry: Any, members: list[Member], where: Path) -> Any:
                                     "the head's outputs and 'table_features' give")
             children = torch.cat([stack.left[~stack.leaf], stack.right[~stack.leaf]])
             nodes, outputs = stack.feature.shape[1], stack.baseline.numel()
+            classes = stack.classes
             if (len(children) and not 0 <= int(children.min()) <= int(children.max()) < nodes) or not (
-                    0 <= int(stack.output.min()) <= int(stack.output.max()) < outputs):
+                    0 <= int(stack.output.min()) <= int(stack.output.max()) < outputs) or not (
+                    0 <= int(classes.min()) <= int(classes.max()) < m.model.head.out_features
+                    and len(set(classes.tolist())) == len(classes)):
                 raise ArtifactError(f"{where}: the stacked trees point at nodes or outputs they do not have")
         elif head is None or encoder.width != head.in_features:
             raise ArtifactError(f"{where}: 'table_features' encodes {encoder.width} column(s), the weights read "

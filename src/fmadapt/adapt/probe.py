@@ -201,17 +201,21 @@ def try_stack(model: Classifier, text_head: Any, x_tr: np.ndarray, y_tr: np.ndar
     when the stack wins (or table_head is "stack") it goes into `model` (`model.stack`, no table head: the caller
     fits the text-only head) and the result's "val" holds its honest validation predictions. The result (less
     "val") is the history's "table_head" entry."""
+    import warnings
+
     from .tablestack import fit_stack, stack_candidate
 
     dim = model.head.in_features
-    cand = stack_candidate(text_head, dim, x_tr, y_tr, x_va, y_va, fused_va, regression=regression,
-                           metric=cfg.metric, n_cls=n_cls, seed=cfg.seed, force=cfg.table_head == "stack")
-    if not cand["won"]:
-        return {"table_head": cand["row"]}
-    try:
+    try:  # (the stack is an option: data it cannot be fitted on, or trees not carried exactly, keep the linear head)
+        cand = stack_candidate(text_head, dim, x_tr, y_tr, x_va, y_va, fused_va, regression=regression,
+                               metric=cfg.metric, n_cls=n_cls, seed=cfg.seed, force=cfg.table_head == "stack")
+        if not cand["won"]:
+            return {"table_head": cand["row"]}
         stack = fit_stack(text_head, dim, x_all, y_all, regression=regression, seed=cfg.seed)
-    except (RuntimeError, ValueError) as e:  # (trees that cannot be carried exactly: the linear head stays)
-        return {"table_head": {**cand["row"], "kept": "linear", "stack_error": str(e)}}
+    except (RuntimeError, ValueError) as e:
+        warnings.warn(f"table_head: no stacked trees ({e}); the linear head over text and table is kept",
+                      stacklevel=2)
+        return {"table_head": {"kept": "linear", "stack_error": str(e)}}
     model.table_head, model.stack = None, stack
     return {"table_head": cand["row"], "val": cand["val"]}
 

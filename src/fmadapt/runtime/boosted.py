@@ -2,7 +2,8 @@
 a torch module's tensors; the torch-free `fmadapt predict` reads the same tensors from model.safetensors). Per
 tree (T) and node (M): `feature`, `threshold`, `left`, `right`, `leaf`, `missing_left`, `value`; `output` the
 output each tree adds to; `baseline` the outputs' starting values; `regression` whether the outputs are a number
-(else class scores: one for two classes, as scikit-learn's binary raw score)."""
+(else class scores: one for two classes, as scikit-learn's binary raw score); `classes` the model's class index of
+each class the trees score."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 NAMES = ("feature", "threshold", "left", "right", "leaf", "missing_left", "value", "output", "baseline",
-         "regression")
+         "regression", "classes")
 
 
 def raw(trees: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -44,8 +45,13 @@ def inputs(trees: Mapping[str, np.ndarray], text: np.ndarray, table: np.ndarray)
 
 
 def logits(trees: Mapping[str, np.ndarray], text: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """The model's logits (float32) from the text head's logits and the encoded table columns."""
+    """The model's logits (float32, as many as the text head's) from the text head's logits and the encoded table
+    columns; a class the trees never saw gets -1e4 (never predicted), as in the probe's head."""
     r = raw(trees, inputs(trees, text, table))
-    if not bool(trees["regression"]) and r.shape[1] == 1:  # binary: softmax([-z/2, z/2]) == sigmoid(z)
+    if bool(trees["regression"]):
+        return r.astype(np.float32)
+    if r.shape[1] == 1:  # binary: softmax([-z/2, z/2]) == sigmoid(z)
         r = np.concatenate([-r / 2, r / 2], axis=1)
-    return r.astype(np.float32)
+    out = np.full((len(r), np.shape(text)[1]), -1e4)
+    out[:, np.asarray(trees["classes"], dtype=np.int64)] = r
+    return out.astype(np.float32)

@@ -14,8 +14,9 @@ from . import boosted
 
 class TreeStack(nn.Module):
     """Boosted trees as tensors: per tree (T) and node (M) the feature, threshold, children, leaf flag and value;
-    `output` the output each tree adds to; `baseline` the outputs' starting values. `logits(text, table)` gives
-    the model's logits from the text head's logits and the encoded table columns."""
+    `output` the output each tree adds to; `baseline` the outputs' starting values; `classes` the model's class
+    index of each class the trees score (a class absent from their training rows gets none). `logits(text, table)`
+    gives the model's logits from the text head's logits and the encoded table columns."""
 
     feature: torch.Tensor
     threshold: torch.Tensor
@@ -27,8 +28,9 @@ class TreeStack(nn.Module):
     output: torch.Tensor
     baseline: torch.Tensor
     regression: torch.Tensor
+    classes: torch.Tensor
 
-    def __init__(self, trees: int, nodes: int, outputs: int, regression: bool) -> None:
+    def __init__(self, trees: int, nodes: int, outputs: int, regression: bool, classes: int = 1) -> None:
         super().__init__()
         self.register_buffer("feature", torch.zeros(trees, nodes, dtype=torch.int64))
         self.register_buffer("threshold", torch.zeros(trees, nodes, dtype=torch.float64))
@@ -40,6 +42,7 @@ class TreeStack(nn.Module):
         self.register_buffer("output", torch.zeros(trees, dtype=torch.int64))
         self.register_buffer("baseline", torch.zeros(outputs, dtype=torch.float64))
         self.register_buffer("regression", torch.tensor(regression))
+        self.register_buffer("classes", torch.arange(classes, dtype=torch.int64))
 
     @staticmethod
     def from_sklearn(gbm: Any) -> TreeStack:
@@ -47,8 +50,11 @@ class TreeStack(nn.Module):
         predictors = [tree for per_iteration in gbm._predictors for tree in per_iteration]
         k = len(gbm._predictors[0])
         width = max(len(t.nodes) for t in predictors)
-        stack = TreeStack(len(predictors), width, k, not hasattr(gbm, "classes_"))
+        regression = not hasattr(gbm, "classes_")
+        classes = [0] if regression else [int(c) for c in gbm.classes_]  # (class indices: the targets it fitted)
+        stack = TreeStack(len(predictors), width, k, regression, len(classes))
         with torch.no_grad():
+            stack.classes.copy_(torch.tensor(classes, dtype=torch.int64))
             for i, tree in enumerate(predictors):
                 n = tree.nodes
                 if n["is_categorical"].any():
