@@ -288,7 +288,7 @@ def test_auto_chooses_between_the_probes_and_a_joint_fine_tune(tmp_path):
                          targets="verdict,score:regression", target_weights="score=2", progress=False).fit(train)
     auto = clf.target("score").history_["auto"]
     assert [r["candidate"] for r in auto["candidates"]] == ["probe", "finetune all layers, every target at once"]
-    assert "score=2" in auto["score"]
+    assert "score=2" in auto["why"] and all(r["status"] == "ran" for r in auto["candidates"])
     scores = {r["candidate"]: r["val_score"] for r in auto["candidates"]}
     best = max(scores.values())
     assert scores[auto["winner"]] == best and (auto["winner"] == "probe" or scores["probe"] < best)
@@ -303,7 +303,7 @@ def test_auto_with_several_targets_skips_fine_tuning_past_the_budget():
     clf = TextClassifier(backbone="tiny-bert", strategy="auto", time_budget="1s", targets="verdict,score:regression",
                          progress=False).fit(reviews(60, 6))
     auto = clf.target("verdict").history_["auto"]
-    assert auto["winner"] == "probe" and auto["candidates"][1]["val_score"] == "skipped: time budget"
+    assert auto["winner"] == "probe" and auto["candidates"][1]["status"] == "skipped: time budget"
     assert not any(p.members_[0].trains_backbone for p in clf.targets_.values())
 
 
@@ -350,3 +350,16 @@ def test_refit_full_retrains_the_joint_run_on_all_rows_for_its_epochs(tmp_path):
     assert all(p.refit_on_val_ for p in clf.targets_.values())  # figures and calibration from the run before
     out = clf.save_pretrained(tmp_path / "m", report=False)
     pd.testing.assert_frame_equal(load_model(out).predict_table(test), clf.predict_table(test), atol=1e-5)
+
+
+def test_cli_auto_with_several_labels_prints_and_reports_its_candidates(tmp_path):
+    data = tmp_path / "train.csv"
+    reviews(80, 13).to_csv(data, index=False)
+    out = tmp_path / "model"
+    run = CliRunner().invoke(app, ["fit", str(data), "--backbone", "tiny-bert-cached", "--text", "text",
+                                   "--label", "verdict", "--label", "score:regression", "--strategy", "auto",
+                                   "--time-budget", "60s", "--epochs", "1", "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    assert "strategy auto (" in run.output and "finetune all layers, every target at once" in run.output
+    page = (out / "targets" / "score" / "report.html").read_text()
+    assert "every target at once" in page

@@ -242,24 +242,32 @@ def auto_targets(modality: str, default_backbone: str, config: Callable[[dict[st
                         val, cache=cache, progress=progress, checkpoints=checkpoints)
         return m, validation_score(m, weights), time.perf_counter() - start
 
-    rows: list[dict[str, Any]] = []
+    def row(name: str, strategy: str, score: float | None, seconds: float | None) -> dict[str, Any]:
+        # (the candidates table of single-target auto, which the CLI and the report show)
+        ran = score is not None
+        return {"candidate": name, "strategy": strategy, "status": "ran" if ran else "skipped: time budget",
+                "seeds": [cfg.seed] if ran else [], "val_score": score, "val_acc": score,
+                "val_acc_spread": 0.0 if ran else None, "seconds": [round(seconds or 0.0, 1)] if ran else []}
+
+    tuned_name = "finetune all layers, every target at once"
     best, score, seconds = fit({"strategy": "probe", "target_weights": None})
-    rows.append({"candidate": "probe", "val_score": round(score, 4), "seconds": round(seconds, 1)})
+    rows = [row("probe", "probe", round(score, 4), seconds)]
     winner = "probe"
     left = RUN_SHARE * budget - (time.perf_counter() - t0)
     if time.perf_counter() - t0 < SELECTION_SHARE * budget:
         tuned, s2, sec2 = fit({"strategy": "finetune", "unfreeze": -1, "epochs": min(cfg.epochs, CANDIDATE_EPOCHS),
                                "max_time": max(5.0, left)})
-        rows.append({"candidate": "finetune all layers, every target at once", "val_score": round(s2, 4),
-                     "seconds": round(sec2, 1)})
+        rows.append(row(tuned_name, "finetune", round(s2, 4), sec2))
         if s2 > score:
-            best, winner = tuned, rows[-1]["candidate"]
+            best, winner = tuned, tuned_name
     else:
-        rows.append({"candidate": "finetune all layers, every target at once", "val_score": "skipped: time budget"})
-    note = {"auto": {"candidates": rows, "winner": winner, "time_budget_seconds": budget,
-                     "auto_seconds": round(time.perf_counter() - t0, 1),
-                     "score": "the weighted mean of the targets' validation scores (the run's metric, micro-F1, "
-                              "R2), weights " + ", ".join(f"{n}={w:g}" for n, w in zip(names, weights, strict=True)),
+        rows.append(row(tuned_name, "finetune", None, None))
+    weights_text = ", ".join(f"{n}={w:g}" for n, w in zip(names, weights, strict=True))
+    scores = [r["val_score"] for r in rows if r["val_score"] is not None]
+    note = {"auto": {"budget_seconds": budget, "metric": "targets' weighted mean score", "candidates": rows,
+                     "winner": winner, "seconds": round(time.perf_counter() - t0, 1),
+                     "why": f"highest weighted mean of the targets' validation scores (the run's metric, micro-F1, "
+                            f"R²; weights {weights_text}): {max(scores):.4f}; ties go to the probes",
                      "final": "the winner as trained on the training split (no refit with several targets)"}}
     for p in best.targets_.values():
         p.history_ = {**p.history_, **note}
