@@ -102,15 +102,16 @@ def test_fit_text_with_group_column_and_csv_logging_then_explain(tmp_path):
     assert (m / "explanations" / "explanations.json").is_file()
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--report", "some"], "--report"),
-    (["--group-col", "nope"], "'nope'"),
-    (["--log-to", "wandb"], "log_to"),
+@pytest.mark.parametrize("args,msg,code", [
+    (["--report", "some"], "--report", 2),  # an option's value: a usage error
+    (["--group-col", "nope"], "column 'nope' (--group-col) not found", 1),  # the data lacks it
+    (["--log-to", "wandb"], "log_to", 2),
 ])
-def test_report_option_errors(tmp_path, args, msg):
+def test_report_option_errors(tmp_path, args, msg, code):
     text_frame(20).to_csv(tmp_path / "r.csv", index=False)
     r = _invoke("fit", tmp_path / "r.csv", "--backbone", "tiny-bert", "--out", tmp_path / "m", *args)
-    assert r.exit_code in (1, 2) and msg in r.output
+    assert r.exit_code == code and msg in r.output
+    assert not (tmp_path / "m").exists()  # each is found before anything is trained or written
 
 
 def test_image_fairness_needs_metadata(image_folder, tmp_path):

@@ -90,6 +90,12 @@ def fit(
         opts = read_config_file(config) if config is not None else {}
         opts.update({k: v for k, v in options.items() if v is not None})  # the flags given
         opts.update(parse_assignments(set_ or []))
+        if group_col and kind == "text" and report != "off":  # a column the report needs: checked before training
+            from ..data.tables import missing_column, read_table
+
+            df, source = read_table(data, encoding=opts.get("encoding", "auto"), header=not no_header)
+            if group_col not in [str(c) for c in df.columns]:
+                raise missing_column(source, group_col, df, "--group-col")
         if opts.get("log_to") and not opts.get("log_dir"):
             opts["log_dir"] = str(out / "logs")
         if kind == "text":

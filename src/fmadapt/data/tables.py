@@ -73,6 +73,12 @@ def read_table(data: str | os.PathLike[str] | pd.DataFrame, encoding: str = "aut
     return df, str(path)
 
 
+def missing_column(source: str, col: str, df: pd.DataFrame, opt: str) -> DataError:
+    """The error for a column (`opt`: the option that named it) the table does not have, listing those it has."""
+    listing = ", ".join(repr(str(c)) for c in df.columns)
+    return DataError(f"{source}: column {col!r} ({opt}) not found. Columns: {listing}")
+
+
 def _read_file(path: Path, ext: str, enc: str, header: bool, errors: str = "strict"
                ) -> tuple[pd.DataFrame, list[tuple[int, str]] | None]:
     """(DataFrame, [(row, reason)] of the CSV/TSV lines skipped as malformed; None for other formats)."""

@@ -69,8 +69,9 @@ def _warn_missing(ex: Examples, groups: list[str], what: str) -> None:
 
 
 def _no_column(source: str, col: str, df: pd.DataFrame, opt: str = "--group-col") -> DataError:
-    listing = ", ".join(repr(str(c)) for c in df.columns)
-    return DataError(f"{source}: column {col!r} ({opt}) not found. Columns: {listing}")
+    from ..data.tables import missing_column
+
+    return missing_column(source, col, df, opt)
 
 
 def group_labels_from_table(path_or_df: str | os.PathLike[str] | pd.DataFrame, group_col: str, ex: Examples,
