@@ -598,20 +598,28 @@ def test_malformed_ensemble_listing_is_a_clean_error(models, tmp_path, case):
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
 
 
-@pytest.mark.parametrize("name,content", [
-    ("metrics.json", b"[1, 2]"), ("metrics.json", b"{"), ("run.json", b'"x"'), ("run.json", b"\xff"),
-    ("evaluation/validation/misclassified.json", b'[1, "a", null, [1]]'),
-    ("evaluation/validation/misclassified.json", b'{"path": "/etc/passwd"}'),
-    ("evaluation/validation/source.json", b"[]"),
-    ("evaluation/validation/metrics.json", b"NaN"),
+@pytest.mark.parametrize("name,content,renders", [
+    ("metrics.json", b"[1, 2]", False), ("metrics.json", b"{", False), ("run.json", b'"x"', False),
+    ("run.json", b"\xff", False),
+    # a list whose items are not mistakes: the page renders without them
+    ("evaluation/validation/misclassified.json", b'[1, "a", null, [1]]', True),
+    ("evaluation/validation/misclassified.json", b'{"path": "/etc/passwd"}', False),
+    ("evaluation/validation/source.json", b"[]", False),
+    ("evaluation/validation/metrics.json", b"NaN", False),
 ])
-def test_report_on_malformed_files_is_a_clean_error_or_renders(models, tmp_path, name, content):
+def test_report_on_malformed_files_is_a_clean_error_or_renders(models, tmp_path, name, content, renders):
+    """Each malformed file gives one outcome: a clean error naming the file (exit 1), or, where the file's
+    items are only skipped, a page."""
     model_dir = copy_model(models, "image", tmp_path)
     (model_dir / name).write_bytes(content)
+    (model_dir / "report.html").unlink(missing_ok=True)
     r = cli("report", model_dir)
     assert r.exception is None or isinstance(r.exception, SystemExit), f"uncaught {r.exception!r}\n{r.output}"
     assert "Traceback" not in r.output
-    if r.exit_code != 0:
+    if renders:
+        assert r.exit_code == 0 and (model_dir / "report.html").is_file(), r.output
+    else:
+        assert r.exit_code == 1 and not (model_dir / "report.html").exists()
         assert_clean_cli_error(r, name.rsplit("/", 1)[-1])
 
 
