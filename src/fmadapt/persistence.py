@@ -62,11 +62,13 @@ class Persisted:
         data = self.data_summary_
 
         ngram = self.ngram_
+        bcfg = members[0].model.backbone.cfg
+        backbone = {"license": getattr(bcfg, "license", ""), "source": getattr(bcfg, "source", "")}
 
         def described(config: dict[str, Any]) -> dict[str, Any]:
             # metrics, the model card and the n-gram model go into the same commit as the weights they describe
             return {"metrics.json": json_text({**metrics, "data": data}),
-                    "README.md": model_card(config, self.classes_, metrics, data, command),
+                    "README.md": model_card(config, self.classes_, metrics, data, command, backbone),
                     **(ngram.files() if ngram is not None else {})}
 
         stale = [] if ngram is not None else list(NGRAM_FILES)  # an earlier model's n-gram model must go
