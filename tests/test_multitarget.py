@@ -102,6 +102,12 @@ def test_save_load_and_each_target_alone(tmp_path):
         ("verdict", "classification", "targets/verdict"), ("score", "regression", "targets/score")]
     assert set(json.loads((out / "metrics.json").read_text())["targets"]) == {"verdict", "score"}
     assert 'href="targets/score/report.html"' in (out / "report.html").read_text()
+    import yaml
+
+    meta = yaml.safe_load((out / "README.md").read_text().split("---\n")[1])  # the hub layout's front matter
+    assert meta["tags"] == ["fmadapt", "probe", "classification", "regression", "multi-target"]
+    names = [m["name"] for r in meta["model-index"][0]["results"] for m in r["metrics"]]
+    assert "verdict val accuracy" in names and "score val rmse" in names
     assert (out / "targets" / "score" / "report.html").is_file()
     back = load_model(out)
     pd.testing.assert_frame_equal(back.predict_table(test), clf.predict_table(test))

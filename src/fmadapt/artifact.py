@@ -278,20 +278,26 @@ CARD_METRICS = {"classification": (("accuracy", "accuracy"), ("macro_f1", "f1"))
                 "regression": (("rmse", "rmse"), ("mae", "mae"), ("r2", "r_squared"))}
 
 
-def card_front_matter(config: dict[str, Any], metrics: dict[str, Any], backbone: dict[str, Any] | None) -> str:
+def card_front_matter(config: dict[str, Any], metrics: dict[str, Any], backbone: dict[str, Any] | None,
+                      targets: dict[str, dict[str, Any]] | None = None) -> str:
     """The model card's YAML front matter in the Hugging Face layout (library, pipeline tag, tags, licence and base
     model of the backbone, and a model-index with the metrics of each split), so that the directory can be pushed
-    to a hub as it is."""
+    to a hub as it is. `targets`: a model of several targets, {name: its metrics.json} (metrics named by target)."""
     import re
 
     import yaml
 
-    task = next((m.get("task") for m in metrics.values() if isinstance(m, dict) and m.get("task")), None) or (
-        "classification")
+    def task_of(m: dict[str, Any]) -> str:
+        return next((v.get("task") for v in m.values() if isinstance(v, dict) and v.get("task")), None) or (
+            "classification")
+
+    parts = {"": metrics} if targets is None else {f"{name} ": m for name, m in targets.items()}
+    tasks = list(dict.fromkeys(task_of(m) for m in parts.values()))
     modality = "image" if str(config.get("task", "")).startswith("image") else "text"
     pipeline = f"{modality}-classification"  # (the hub has no text-regression pipeline: regression is a tag)
     meta: dict[str, Any] = {"library_name": "fmadapt", "pipeline_tag": pipeline,
-                            "tags": ["fmadapt", str(config.get("strategy")), task]}
+                            "tags": ["fmadapt", str(config.get("strategy")), *tasks,
+                                     *(["multi-target"] if targets is not None else [])]}
     backbone = backbone or {}
     if backbone.get("license"):
         meta["license"] = str(backbone["license"])
@@ -299,14 +305,15 @@ def card_front_matter(config: dict[str, Any], metrics: dict[str, Any], backbone:
     if hub:
         meta["base_model"] = hub.group(1)
     results = []
-    for split, m in metrics.items():
-        if not isinstance(m, dict):
-            continue
-        found = [{"type": kind, "value": round(float(m[key]), 6), "name": f"{split} {key}"}
-                 for key, kind in CARD_METRICS.get(task, ()) if isinstance(m.get(key), (int, float))]
-        if found:
-            results.append({"task": {"type": pipeline}, "dataset": {"name": f"{split} split", "type": split},
-                            "metrics": found})
+    for prefix, part in parts.items():
+        for split, m in part.items():
+            if not isinstance(m, dict):
+                continue
+            found = [{"type": kind, "value": round(float(m[key]), 6), "name": f"{prefix}{split} {key}"}
+                     for key, kind in CARD_METRICS.get(task_of(part), ()) if isinstance(m.get(key), (int, float))]
+            if found:
+                results.append({"task": {"type": pipeline}, "dataset": {"name": f"{split} split", "type": split},
+                                "metrics": found})
     if results:
         meta["model-index"] = [{"name": f"fmadapt-{config.get('backbone')}-{config.get('strategy')}",
                                 "results": results}]

@@ -222,7 +222,14 @@ class MultiTarget:
         return out
 
     def _card(self, listing: list[dict[str, Any]], command: str | None) -> str:
-        lines = [f"# fmadapt model: {self.task}", "", f"- backbone: `{self.backbone_name}` ({self.backbone_note})",
+        from .artifact import card_front_matter
+
+        bcfg = next(iter(self.targets_.values())).members_[0].model.backbone.cfg
+        about = {"task": self.task, "backbone": self.backbone_name, "strategy": self.config_.strategy}
+        front = card_front_matter(about, {}, {"license": bcfg.license, "source": bcfg.source},
+                                  {name: p.metrics_ for name, p in self.targets_.items()})
+        lines = [front + f"# fmadapt model: {self.task}", "",
+                 f"- backbone: `{self.backbone_name}` ({self.backbone_note})",
                  f"- strategy: `{self.config_.strategy}`", "", "## Targets", "",
                  "| target | task | directory | validation |", "|---|---|---|---|"]
         for t in listing:
