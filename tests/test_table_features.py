@@ -189,3 +189,20 @@ def test_lora_reads_the_table_and_an_interrupted_fine_tune_resumes_to_the_same_w
     resumed = interrupt_then_resume(make, data, tmp_path / "ck", monkeypatch)
     assert _state_hash(resumed) == _state_hash(whole)
     assert resumed.members_[0].model.table_head is not None
+
+
+def test_a_column_that_alone_gives_the_label_is_said_in_the_data_summary():
+    train = shop(200, 15).drop(columns=["score"])
+    train["outcome_code"] = np.where(train["label"] == "yes", "A", "B")  # recorded with the label: a leak
+    clf = TextClassifier(backbone="tiny-bert", features="auto", progress=False).fit(train)
+    said = [w for w in clf.data_summary_["warnings"] if "alone gives the label" in w]
+    # (dept decides the label in this data too: both are said, nothing else is)
+    assert {w.split("'")[1] for w in said} == {"outcome_code", "dept"}
+    reg = shop(200, 16).drop(columns=["label"]).assign(score_again=lambda d: d["score"] * 2 + 1)
+    clf = TextClassifier(backbone="tiny-bert", task="regression", label_col="score", features="auto",
+                         progress=False).fit(reg)
+    said = [w for w in clf.data_summary_["warnings"] if "follows the label" in w]
+    assert {w.split("'")[1] for w in said} == {"score_again", "age"}  # (the score is made from the age here)
+    quiet = TextClassifier(backbone="tiny-bert", task="regression", label_col="score", features="dept",
+                           progress=False).fit(reg)
+    assert not [w for w in quiet.data_summary_["warnings"] if "follows the label" in w]

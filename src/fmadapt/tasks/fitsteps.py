@@ -44,7 +44,49 @@ def table_encoder(cfg: FitConfig, train: Examples, targets: list[str] | None = N
     labels = label_columns(cfg.label_col) or ([cfg.label_col] if cfg.label_col else [])
     exclude = [c for c in (cfg.text_col, *labels, *(targets or [])) if c]
     assert train.table is not None
-    return TableEncoder.fit(train.table[feature_columns(train.table, str(cfg.features), exclude, train.source)])
+    columns = feature_columns(train.table, str(cfg.features), exclude, train.source)
+    if cfg.task != "multilabel" and train.labels is not None:
+        train.warnings.extend(stand_in_warnings(train.table[columns], train.labels, cfg.task == "regression"))
+    return TableEncoder.fit(train.table[columns])
+
+
+#: a table column that alone gets this close to the training labels is said (a leak, or another target)
+STAND_IN = 0.98
+
+
+def stand_in_warnings(table: Any, labels: list[Any], regression: bool) -> list[str]:
+    """The feature columns that alone almost give the label on the training rows: the label's class by each value
+    (numbers in 20 quantile bins) right for >= 98 % of rows (and 10 points above the commonest class), or, for a
+    number, |Spearman rho| >= 0.98 — often a column recorded after the outcome, or another target, missing when
+    the model is used. Said in the data summary, not refused: the user knows whether it will be there."""
+    import numpy as np
+    import pandas as pd
+
+    y = pd.Series(labels)
+    out = []
+    for col in table.columns:
+        x = table[col].reset_index(drop=True)
+        numeric = pd.api.types.is_numeric_dtype(x)
+        if not numeric and x.astype(str).nunique() > len(x) / 5:
+            continue  # (nearly one row per value: any label "follows" it; the encoder drops such values anyway)
+        if regression:
+            xs = x if numeric else x.astype(str).map(pd.Series(y.astype(float)).groupby(x.astype(str)).mean())
+            ok = xs.notna() & y.astype(float).notna()
+            if ok.sum() < 10 or xs[ok].nunique() < 2:
+                continue
+            rho = float(pd.Series(xs[ok]).rank().corr(y.astype(float)[ok].rank()))
+            if np.isfinite(rho) and abs(rho) >= STAND_IN:
+                out.append(f"column {col!r} alone follows the label almost exactly on the training rows (Spearman "
+                           f"{rho:+.3f}): if it is not known when the model is used, leave it out of features")
+            continue
+        keys = pd.qcut(x, 20, duplicates="drop").astype(str) if numeric and x.nunique() > 20 else x.astype(str)
+        right = pd.crosstab(keys, y).max(axis=1).sum() / len(y)
+        common = y.value_counts().iloc[0] / len(y)
+        if right >= STAND_IN and right - common >= 0.1:
+            out.append(f"column {col!r} alone gives the label of {right:.1%} of the training rows: if it is not "
+                       "known when the model is used (recorded after the outcome, or another target), leave it "
+                       "out of features")
+    return out
 
 
 def label_warnings(splits: dict[str, Examples], labels: list[str], sep: str) -> None:
