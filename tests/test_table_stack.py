@@ -175,3 +175,14 @@ def test_trees_that_cannot_be_fitted_leave_the_linear_head_with_a_warning(monkey
         clf = TextClassifier(backbone="tiny-bert", features="age,dept", progress=False).fit(
             interactions(120, 9).drop(columns=["score"]))
     assert clf.history_["table_head"]["kept"] == "linear" and clf.members_[0].model.table_head is not None
+
+
+def test_explanations_of_a_stacked_model_attribute_the_text_heads_score():
+    from fmadapt.evaluate.explain import explain_inputs
+
+    clf = TextClassifier(backbone="tiny-bert", features="age,dept", table_head="stack", progress=False).fit(
+        interactions(120, 10).drop(columns=["score"]))
+    ex = clf.read_inputs(interactions(5, 11).drop(columns=["label", "score"]))
+    items = explain_inputs(clf, ex, limit=2, n_steps=4)
+    assert all("error" not in it and it["tokens"] for it in items)
+    assert all("text head's score" in it["note"] for it in items)

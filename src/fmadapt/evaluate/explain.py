@@ -261,6 +261,11 @@ class _TableHeld(nn.Module):
         from ..model import WithTable
 
         ids = batch["input_ids"]
+        if getattr(self.model, "stack", None) is not None:
+            # boosted trees have no gradient: the text's share is the text head's score, which the trees read
+            model: Any = self.model
+            text: torch.Tensor = model.head(model.backbone(batch))
+            return text
         out: torch.Tensor = self.model(WithTable(batch, self.row.to(ids.device).expand(ids.shape[0], -1)))
         return out
 
@@ -304,8 +309,10 @@ def _explain_rows(clf: Any, ex: Examples, rows: list[int], proba: np.ndarray, me
         method = "ig"  # token ids are discrete: gradient saliency on them is undefined; use Layer IG
     table = clf.encoded_table(ex) if ex.modality == "text" else None
     if table is not None:
-        note = "; ".join(filter(None, [note, "the table columns held at the row's values: attributions over the "
-                                       "text"]))
+        stacked = getattr(model, "stack", None) is not None
+        note = "; ".join(filter(None, [note, "stacked trees over the text head and the table columns: attributions "
+                                       "of the text head's score for the class, which the trees read" if stacked else
+                                       "the table columns held at the row's values: attributions over the text"]))
     out: list[dict[str, Any]] = []
     for i in rows:
         t0, target = time.perf_counter(), int(proba[i].argmax())
