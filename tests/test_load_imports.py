@@ -17,6 +17,22 @@ from fmadapt import strategies as base  # (the registry: names, modules, trains_
 TESTS = Path(__file__).resolve().parent
 
 
+def predict_in_a_fresh_process(model_dir, data) -> tuple[list[str], list[str]]:
+    """`load_model(model_dir).predict(data)` in a new interpreter: (its predictions as strings, the training-side
+    modules it imported: Lightning, scikit-learn, fmadapt.adapt/train/fitting/auto)."""
+    code = (
+        f"import json, sys\nsys.path.insert(0, {str(TESTS)!r})\nimport conftest  # registers tiny-bert\n"
+        "from fmadapt import load_model\n"
+        f"pred = [str(p) for p in load_model({str(model_dir)!r}).predict({data!r})]\n"
+        "print(json.dumps({'pred': pred, 'loaded': sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('lightning', 'pytorch_lightning', 'sklearn') or m.startswith(('fmadapt.adapt', 'fmadapt.train', "
+        "'fmadapt.fitting', 'fmadapt.auto')))}))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    return got["pred"], got["loaded"]
+
+
 def test_the_builtin_table_agrees_with_the_strategy_classes():
     for name, (module, trains) in base.BUILTIN.items():
         strategy = base.get_strategy(name)
@@ -32,22 +48,12 @@ def test_load_and_predict_import_neither_lightning_nor_a_strategy(tmp_path, stra
     clf = TextClassifier(backbone="tiny-bert", strategy=strategy, epochs=1, batch_size=8, seed=0).fit(df)
     out = clf.save_pretrained(tmp_path / "m", report=False)
     texts = list(df["text"][:5])
-    want = [str(p) for p in clf.predict(texts)]
-    code = (
-        f"import json, sys\nsys.path.insert(0, {str(TESTS)!r})\nimport conftest  # registers tiny-bert\n"
-        "from fmadapt import load_model\n"
-        f"pred = [str(p) for p in load_model({str(out)!r}).predict({texts!r})]\n"
-        "print(json.dumps({'pred': pred, 'loaded': sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('lightning', 'pytorch_lightning', 'sklearn') or m.startswith(('fmadapt.adapt', 'fmadapt.train', "
-        "'fmadapt.fitting', 'fmadapt.auto')))}))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got["pred"] == want
+    pred, loaded = predict_in_a_fresh_process(out, texts)
+    assert pred == [str(p) for p in clf.predict(texts)]
     # (issue 22's check: no Lightning, no fmadapt.adapt module, no training module, no fit pipeline; issue 21's
     # start-up: no scikit-learn, which only metrics and n-gram models need. conftest's tiny backbones import timm
     # here; with the packaged MiniLM a text model imports no timm either: `python -X importtime`)
-    assert got["loaded"] == [], got["loaded"]
+    assert loaded == [], loaded
 
 
 def test_lightning_stays_quiet_when_a_strategy_imports_it_later():

@@ -105,26 +105,15 @@ def test_table_head_options_are_checked():
 
 
 def test_loading_a_stacked_model_imports_no_training_code(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
+    from test_load_imports import predict_in_a_fresh_process
 
     train, test = interactions(200, 4), interactions(20, 5)
     clf = TextClassifier(backbone="tiny-bert", features="age,dept", table_head="stack", progress=False).fit(
         train.drop(columns=["score"]))
     out = clf.save_pretrained(tmp_path / "m", report=False)
     test.drop(columns=["label", "score"]).to_csv(tmp_path / "new.csv", index=False)
-    tests = str(Path(__file__).resolve().parent)
-    code = (f"import json, sys\nsys.path.insert(0, {tests!r})\nimport conftest  # registers tiny-bert\n"
-            "from fmadapt import load_model\n"
-            f"pred = [str(p) for p in load_model({str(out)!r}).predict({str(tmp_path / 'new.csv')!r})]\n"
-            "print(json.dumps({'pred': pred, 'loaded': sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('lightning', 'pytorch_lightning', 'sklearn') or m.startswith(('fmadapt.adapt', 'fmadapt.train', "
-            "'fmadapt.fitting')))}))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got["pred"] == [str(p) for p in clf.predict(test)] and got["loaded"] == [], got["loaded"]
+    pred, loaded = predict_in_a_fresh_process(out, str(tmp_path / "new.csv"))
+    assert pred == [str(p) for p in clf.predict(test)] and loaded == [], loaded
 
 
 def test_stacked_trees_that_point_outside_themselves_are_refused(tmp_path):
