@@ -37,7 +37,7 @@ def _load_head(root: Path, n: int, dim: int, width: int | None = None) -> dict[s
     weights (`table`) or its stacked trees (`stack`: runtime/boosted.py's arrays); None when anything differs."""
     from safetensors.numpy import load_file
 
-    from .runtime.boosted import NAMES
+    from .runtime.boosted import problem
 
     state = load_file(str(root / "model.safetensors"))
     w, b = state.get("head.weight"), state.get("head.bias")
@@ -53,18 +53,7 @@ def _load_head(root: Path, n: int, dim: int, width: int | None = None) -> dict[s
     if table is not None:
         ok = not stack and table.dtype == np.float32 and table.shape == (n, width) and np.isfinite(table).all()
         return {"w": w, "b": b, "table": table} if ok else None
-    if set(stack) != set(NAMES) or stack["feature"].ndim != 2:
-        return None
-    shape = stack["feature"].shape
-    inner = stack["feature"][~stack["leaf"].astype(bool)]
-    nodes = np.concatenate([stack["left"][~stack["leaf"].astype(bool)], stack["right"][~stack["leaf"].astype(bool)]])
-    if not (all(stack[k].shape == shape for k in NAMES[:7]) and stack["output"].shape == shape[:1]
-            and 1 <= stack["baseline"].size <= n and (not len(inner) or 0 <= inner.min() <= inner.max() < n + width)
-            and (not len(nodes) or 0 <= nodes.min() <= nodes.max() < shape[1])
-            and 0 <= stack["output"].min() <= stack["output"].max() < stack["baseline"].size
-            and stack["classes"].ndim == 1 and len(set(stack["classes"].tolist())) == stack["classes"].size
-            and (not stack["classes"].size or 0 <= stack["classes"].min() <= stack["classes"].max() < n)
-            and all(np.isfinite(stack[k]).all() for k in ("threshold", "value", "baseline"))):
+    if problem(stack, n, n + width) is not None:
         return None
     return {"w": w, "b": b, "stack": stack}
 

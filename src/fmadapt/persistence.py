@@ -224,8 +224,6 @@ def read_model_dir(path: str | os.PathLike[str], modality: str | None = None) ->
 def _table_encoder(entry: Any, members: list[Member], where: Path) -> Any:
     """config.json's "table_features" (the encoder of the table columns read beside the text), checked against
     each member's weights: a model with a table head or stacked trees needs it, of the width they read."""
-    import torch
-
     from .data.tabular import TableEncoder
 
     if entry is None:
@@ -236,19 +234,12 @@ def _table_encoder(entry: Any, members: list[Member], where: Path) -> Any:
     for m in members:
         head, stack = m.model.table_head, m.model.stack
         if stack is not None:  # (the trees read the text head's outputs, then the table's encoded columns)
-            inner = stack.feature[~stack.leaf]
-            reads = m.model.head.out_features + encoder.width
-            if len(inner) and not 0 <= int(inner.min()) <= int(inner.max()) < reads:
-                raise ArtifactError(f"{where}: the stacked trees read column {int(inner.max())}, past the {reads} "
-                                    "the head's outputs and 'table_features' give")
-            children = torch.cat([stack.left[~stack.leaf], stack.right[~stack.leaf]])
-            nodes, outputs = stack.feature.shape[1], stack.baseline.numel()
-            classes = stack.classes
-            if (len(children) and not 0 <= int(children.min()) <= int(children.max()) < nodes) or not (
-                    0 <= int(stack.output.min()) <= int(stack.output.max()) < outputs) or not (
-                    0 <= int(classes.min()) <= int(classes.max()) < m.model.head.out_features
-                    and len(set(classes.tolist())) == len(classes)):
-                raise ArtifactError(f"{where}: the stacked trees point at nodes or outputs they do not have")
+            from .runtime.boosted import problem
+
+            n = m.model.head.out_features
+            why = problem(stack.arrays(), n, n + encoder.width)
+            if why:
+                raise ArtifactError(f"{where}: the stacked trees {why}")
         elif head is None or encoder.width != head.in_features:
             raise ArtifactError(f"{where}: 'table_features' encodes {encoder.width} column(s), the weights read "
                                 f"{0 if head is None else head.in_features}")

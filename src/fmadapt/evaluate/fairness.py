@@ -37,7 +37,7 @@ from fairlearn.metrics import (
 from sklearn.metrics import accuracy_score, f1_score
 
 from ..data.examples import Examples
-from ..data.tables import read_table
+from ..data.tables import missing_column, read_table
 from ..errors import DataError
 
 MISSING = "(missing)"
@@ -68,12 +68,6 @@ def _warn_missing(ex: Examples, groups: list[str], what: str) -> None:
                            f"{MISSING!r} (e.g. {', '.join(miss[:5])})")
 
 
-def _no_column(source: str, col: str, df: pd.DataFrame, opt: str = "--group-col") -> DataError:
-    from ..data.tables import missing_column
-
-    return missing_column(source, col, df, opt)
-
-
 def group_labels_from_table(path_or_df: str | os.PathLike[str] | pd.DataFrame, group_col: str, ex: Examples,
                             *, id_col: str | None = None, encoding: str = "auto", header: bool = True
                             ) -> list[str]:
@@ -84,11 +78,11 @@ def group_labels_from_table(path_or_df: str | os.PathLike[str] | pd.DataFrame, g
     df, source = read_table(path_or_df, encoding=encoding, header=header)
     df.columns = [str(c) for c in df.columns]
     if group_col not in df.columns:
-        raise _no_column(source, group_col, df)
+        raise missing_column(source, group_col, df, "--group-col")
     values = df[group_col].tolist()
     if id_col is not None:
         if id_col not in df.columns:
-            raise _no_column(source, id_col, df, "id column")
+            raise missing_column(source, id_col, df, "id column")
         keys = [str(v) for v in df[id_col].tolist()]
         dup = pd.Series(keys)[pd.Series(keys).duplicated()].unique().tolist()
         if dup:
@@ -137,7 +131,7 @@ def group_labels_from_metadata(metadata_file: str | os.PathLike[str], ex: Exampl
                             f"Columns: {listing}")
         group_col = others[0]
     elif group_col not in df.columns:
-        raise _no_column(source, group_col, df)
+        raise missing_column(source, group_col, df, "--group-col")
     meta: dict[tuple[str, ...], tuple[str, int]] = {}  # path key -> (group, row index)
     for i, (p, g) in enumerate(zip(df[path_col].tolist(), df[group_col].tolist(), strict=True)):
         if _group_str(p) == MISSING:

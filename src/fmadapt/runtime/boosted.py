@@ -15,6 +15,33 @@ NAMES = ("feature", "threshold", "left", "right", "leaf", "missing_left", "value
          "regression", "classes")
 
 
+def problem(trees: Mapping[str, np.ndarray], n_classes: int, columns: int) -> str | None:
+    """Why `trees` cannot be the stacked trees of a model with `n_classes` outputs whose trees read `columns`
+    inputs (the text head's outputs, then the table's encoded columns), or None: what loading checks, with and
+    without torch."""
+    if set(trees) != set(NAMES):
+        return f"need exactly the tensors {', '.join(NAMES)}"
+    feature = np.asarray(trees["feature"])
+    if feature.ndim != 2 or any(np.shape(trees[k]) != feature.shape for k in NAMES[:7]) \
+            or np.shape(trees["output"]) != feature.shape[:1]:
+        return "have tensors of mismatched shapes"
+    leaf = np.asarray(trees["leaf"]).astype(bool)
+    inner = feature[~leaf]
+    if inner.size and not 0 <= inner.min() <= inner.max() < columns:
+        return f"read column {int(inner.max())}, past the {columns} the head's outputs and 'table_features' give"
+    children = np.concatenate([np.asarray(trees["left"])[~leaf], np.asarray(trees["right"])[~leaf]])
+    output, classes = np.asarray(trees["output"]), np.asarray(trees["classes"])
+    outputs = np.asarray(trees["baseline"]).size
+    if (children.size and not 0 <= children.min() <= children.max() < feature.shape[1]) \
+            or not 1 <= outputs <= n_classes or (output.size and not 0 <= output.min() <= output.max() < outputs) \
+            or classes.ndim != 1 or (classes.size and not 0 <= classes.min() <= classes.max() < n_classes) \
+            or len(set(classes.tolist())) != classes.size:
+        return "point at nodes, outputs or classes they do not have"
+    if not all(np.isfinite(np.asarray(trees[k], dtype=np.float64)).all() for k in ("threshold", "value", "baseline")):
+        return "hold non-finite values"
+    return None
+
+
 def raw(trees: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """(N, F) inputs -> (N, outputs) raw scores (scikit-learn's raw predictions), float64."""
     x = np.asarray(x, dtype=np.float64)
