@@ -19,28 +19,19 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from fastpath import run  # noqa: E402  (a whole process, timed; `clear` emptied first)
+
 DATA = HERE.parent.parent / "shared" / "data" / "clothing_reviews"
 TABLE = "age,positive_feedback_count,clothing_id,division_name,department_name,class_name"
-
-
-def run(cmd: list[str], env: dict[str, str], clear: Path | None = None) -> float:
-    if clear is not None:
-        shutil.rmtree(clear, ignore_errors=True)
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -61,15 +52,15 @@ def main() -> None:
     rows = []
     for name, labels in fits.items():
         model = work / name
-        run([*fm, "fit", str(work / "train.csv"), *labels, *common, "--out", str(model)], env)
+        run([*fm, "fit", str(work / "train.csv"), *labels, *common, "--out", str(model)], env, [])
         cmd = {k: [*fm, "predict", str(model), str(work / "new.csv"), "-o", str(work / f"{name}-{k}.csv")]
                for k in ("full", "light")}
         for key in ("full", "light"):  # warm-up (the full one remembers the graph for the light one)
-            run(cmd[key], slow if key == "full" else env)
+            run(cmd[key], slow if key == "full" else env, [])
         times: dict[str, list[float]] = {"full": [], "light": []}
         for _ in range(args.repeats):
             for key in ("full", "light"):
-                times[key].append(run(cmd[key], slow if key == "full" else env, work / "cache" / "features"))
+                times[key].append(run(cmd[key], slow if key == "full" else env, [work / "cache" / "features"]))
         a, b = (pd.read_csv(work / f"{name}-{k}.csv") for k in ("full", "light"))
         numbers = [c for c in a.columns if c not in ("id", "text", "error") and a[c].dtype.kind == "f"]
         same = [c for c in a.columns if c not in numbers]
@@ -86,7 +77,6 @@ def main() -> None:
               f"same columns {r['same_columns']}  same labels {r['same_non_numbers']}  "
               f"max diff {r['max_abs_diff']:.2e}")
     if args.csv:
-        sys.path.insert(0, str(HERE))
         from defaults import append_rows
 
         append_rows(Path(args.csv), ["dataset", "method", "full_s", "light_s", "ratio", "same_columns",
