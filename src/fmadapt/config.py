@@ -59,6 +59,8 @@ class FitConfig:
         help="fine-tuning epochs; 4, as the plain PyTorch loop a user writes, chosen across the defaults suite "
              "(benchmarks/notes/defaults_finetune_*.md): 10 was slower and no more accurate")
     batch_size: int = opt(32, "optim", help="examples per batch (training and feature extraction)")
+    group_by_length: bool = opt(True, "optim", help="text fine-tuning: batches of texts of similar length (less "
+                                "padding), drawn at random as in transformers' group_by_length; False: random batches")
     lr: float | None = opt(None, "optim",
         help="backbone learning rate (fine-tuning); default: the backbone's measured `finetune_lr` (MiniLM-L6 "
              "1e-4), else 2e-4 image, 3e-5 text")
@@ -70,8 +72,7 @@ class FitConfig:
     race_fraction: float = opt(0.25, "optim", help="lr_race: the share of an epoch each rate trains (at least 8 steps)")
     head_lr: float = opt(1e-3, "optim", help="head learning rate (fine-tuning)")
     weight_decay: float = opt(0.01, "optim", help="fine-tuning weight decay (AdamW: decoupled)")
-    optimizer: str = opt("adamw", "optim", choices=("adamw", "sgd"),
-        help='fine-tuning optimizer: "adamw" or "sgd" (with `momentum`, Nesterov)')
+    optimizer: str = opt("adamw", "optim", choices=("adamw", "sgd"), help='fine-tuning: "adamw", or "sgd" (Nesterov)')
     momentum: float = opt(0.9, "optim", help="SGD momentum")
     schedule: str = opt("cosine", "optim", choices=("cosine", "inverse_time", "onecycle", "constant"),
         help='learning-rate schedule: "cosine" (warmup + cosine), "inverse_time" (α0/(1+βt)), "onecycle", '
@@ -107,8 +108,7 @@ class FitConfig:
         help="the metric that chooses between candidates on validation (the probe's C and class weighting, the "
              "fine-tuning epoch kept, auto's candidates; saved with the model and reported): \"accuracy\", "
              '"balanced_accuracy" (mean per-class recall) or "macro_f1"')
-    patience: int = opt(2, "selection",
-        help='keep="best": epochs without improvement (see select_by) before stopping')
+    patience: int = opt(2, "selection", help='keep="best": epochs without improvement (see select_by) before stopping')
     restore_best: bool = opt(True, "selection",
         help="fine-tuning: choose the weights kept on validation (`keep`); False: all epochs, the last kept")
     keep: str = opt("start_or_last", "selection", choices=("start_or_last", "best"),

@@ -20,6 +20,7 @@ from ..data.examples import Examples
 from ..data.loader import make_loader
 from ..data.textnoise import TextNoise
 from ..model import Classifier
+from ..runtime.features import token_counts
 from ..train.checkpoint import BatchSeeds, SafeCheckpointIO, data_hash
 from ..train.ema import EMA
 from ..train.loggers import make_logger
@@ -147,11 +148,15 @@ class FineTune(Strategy):
                 pre = build_image_transform(bb.cfg, True, cfg.augment_policy)
             if bb.cfg.modality == "text" and cfg.text_noise > 0:
                 pre = TextNoise(cfg.text_noise)
+            # texts: batches of similar lengths pad less (the same examples per epoch, grouped; group_by_length)
+            grouped = bb.cfg.modality == "text" and cfg.group_by_length
             tr = make_loader(bb, train.inputs, train.modality, train=augment, shuffle=True,
                              batch_size=cfg.batch_size, targets=ctx.targets(train), num_workers=cfg.num_workers,
-                             seed=cfg.seed, preprocess=pre, resumable=single, table=ctx.table_rows(train))
+                             seed=cfg.seed, preprocess=pre, resumable=single, table=ctx.table_rows(train),
+                             lengths=token_counts(bb, train.inputs) if grouped else None)
             va = make_loader(bb, val.inputs, val.modality, train=False, batch_size=cfg.batch_size * 2,
-                             targets=ctx.targets(val), num_workers=cfg.num_workers, table=ctx.table_rows(val))
+                             targets=ctx.targets(val), num_workers=cfg.num_workers, table=ctx.table_rows(val),
+                             lengths=token_counts(bb, val.inputs) if grouped else None)
             trained = model
         steps = cfg.epochs * max(1, len(tr))
         # the probe's weighted and unweighted heads competed on validation: the loss keeps the winner's weighting
