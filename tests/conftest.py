@@ -17,6 +17,15 @@ from fmadapt.backbones.vision import timm_backbone
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+#: the lanes besides the fast one (pyproject.toml's markers): `pytest -m unit` runs the tests with none of them
+LANES = ("slow", "integration", "distributed")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not any(item.get_closest_marker(m) for m in LANES):
+            item.add_marker(pytest.mark.unit)
+
 
 @register_backbone("tiny-cnn", "image", "test only: timm test_efficientnet, random init, 32 px")
 def tiny_cnn(pretrained: bool = True):

@@ -52,6 +52,7 @@ def _classes(out: Path) -> list[str]:
     return load_model(out).classes_
 
 
+@pytest.mark.integration
 def test_kill_9_during_saves_leaves_old_or_new_model_and_no_temporary_files(two_models, tmp_path):
     root, a, b = two_models
     out = tmp_path / "model"

@@ -339,6 +339,7 @@ def measure_bombs(folder: Path, isolated: bool, big: Path | None = None) -> dict
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.integration
 def test_bombs_refused_with_bounded_memory(tmp_path):
     kinds = build_bomb_folder(tmp_path / "bombs")
     big = write_png_bomb(tmp_path / "big16.png", 4000, 4000, bit_depth=16)  # 16 MP, 16-bit: under the limit

@@ -187,6 +187,7 @@ def _fresh_python(code: str) -> str:
                           timeout=120).stdout.strip()
 
 
+@pytest.mark.integration
 def test_the_command_line_starts_without_torch_and_the_package_imports_it_on_first_use():
     heavy = "('torch', 'lightning', 'timm', 'sklearn', 'fmadapt.estimators')"
     # `fmadapt --help`, a mistyped option: answered without loading torch, Lightning, timm, scikit-learn

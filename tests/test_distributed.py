@@ -11,6 +11,8 @@ import torch
 
 from conftest import timm_dir, write_image_folder
 
+pytestmark = pytest.mark.distributed
+
 
 @pytest.mark.parametrize("dist", ["ddp", "ddp_fork"])
 def test_finetune_on_two_cpu_processes_writes_the_normal_artifact(tmp_path, dist):

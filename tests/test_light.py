@@ -215,6 +215,7 @@ def test_apply_temperature_is_the_calibration_modules():
         assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
+@pytest.mark.integration
 def test_cli_embed_and_predict_from_a_remembered_graph_import_no_torch(tmp_path):
     """In a fresh process: the registered test backbone does not exist there, so only the light path can work."""
     from fmadapt import load_model
@@ -271,6 +272,7 @@ def test_threads_follow_omp_num_threads_as_torch_does(monkeypatch):
     assert light.default_threads() >= 1
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("weight", [0.4, 1.0])
 def test_predict_light_path_serves_autos_ngram_model(tmp_path, weight):
     """A model with auto's n-gram TF-IDF model (stacked, or alone) predicts the full path's table without torch;
@@ -308,6 +310,7 @@ def test_predict_light_path_serves_autos_ngram_model(tmp_path, weight):
         assert list(table["pred"].dropna()) == list(full["pred"].dropna())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("table_head", ["linear", "stack"])
 def test_predict_light_path_reads_table_columns_as_the_full_path(tmp_path, table_head):
     """A probe reading table columns beside the text (a linear table head, or stacked trees): the same table

@@ -42,6 +42,7 @@ def test_the_builtin_table_agrees_with_the_strategy_classes():
         base.check_strategy("nope")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("strategy", ["probe", "finetune", "lora"])
 def test_load_and_predict_import_neither_lightning_nor_a_strategy(tmp_path, strategy):
     df = text_frame(8)
@@ -56,6 +57,7 @@ def test_load_and_predict_import_neither_lightning_nor_a_strategy(tmp_path, stra
     assert loaded == [], loaded
 
 
+@pytest.mark.integration
 def test_lightning_stays_quiet_when_a_strategy_imports_it_later():
     """Lightning sets its loggers to INFO when first imported: now that this happens on a strategy's first use
     rather than with the estimators, the strategy registry quiets them again (ERROR = 40)."""

@@ -254,6 +254,7 @@ def test_cli_fit_predict_evaluate_with_several_labels(tmp_path):
     assert 'href="targets/verdict/report.html"' in index and "RMSE" in index and "frozen" in index
 
 
+@pytest.mark.integration
 def test_a_joint_fine_tune_resumes_to_the_same_weights(tmp_path, monkeypatch):
     import hashlib
 

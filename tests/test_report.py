@@ -304,6 +304,7 @@ def test_environment_info():
 CHROMIUM = shutil.which("chromium")
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's `chromium` is not installed (apt-get install chromium)")
 def test_renders_in_headless_chromium(tmp_path):
     path = write_report(full_report(), tmp_path / "report.html")

@@ -26,6 +26,7 @@ def _not_run(html: str, section: str) -> bool:
     return "Not run" in body
 
 
+@pytest.mark.integration
 def test_fit_report_images_with_fairness_then_evaluate_and_report(image_folder, tmp_path):
     paths = sorted(p for p in image_folder.rglob("*.png"))
     pd.DataFrame({"file": [p.relative_to(image_folder).as_posix() for p in paths],

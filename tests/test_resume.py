@@ -73,6 +73,7 @@ def _interrupt(cmd: list[str], ckpt: Path, sig: int, delay: float) -> subprocess
     return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
+@pytest.mark.integration
 def test_kill_9_in_epoch_2_then_resume_equals_uninterrupted(setup, uninterrupted):
     root, data, net = setup
     out = root / "killed"
@@ -94,6 +95,7 @@ def test_kill_9_in_epoch_2_then_resume_equals_uninterrupted(setup, uninterrupted
     assert not (out / "checkpoints").exists()
 
 
+@pytest.mark.integration
 def test_sigterm_saves_mid_epoch_exits_143_and_resume_equals_uninterrupted(setup, uninterrupted):
     root, data, net = setup
     out = root / "termed"
@@ -235,6 +237,7 @@ def test_a_second_ctrl_c_stops_at_once_from_the_last_checkpoint(tmp_path, monkey
     assert (info["kind"], info["epoch"]) == ("epoch-end", 0)  # nothing half-saved: the epoch-1 checkpoint
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task", ["multilabel", "regression"])
 def test_a_multilabel_or_regression_fine_tune_resumes_to_the_same_weights(tmp_path, monkeypatch, task):
     from conftest import interrupt_then_resume

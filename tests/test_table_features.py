@@ -173,6 +173,7 @@ def test_explanations_of_a_model_with_table_columns_hold_the_row_fixed():
     assert [it["pred"] for it in items] == clf.predict(test.drop(columns=["score", "label"]))[:3].tolist()
 
 
+@pytest.mark.integration
 def test_lora_reads_the_table_and_an_interrupted_fine_tune_resumes_to_the_same_weights(tmp_path, monkeypatch):
     from conftest import interrupt_then_resume
     from test_resume import _state_hash

@@ -104,6 +104,7 @@ def test_table_head_options_are_checked():
         TextClassifier(backbone="tiny-bert", features="auto", table_head="stack", task="multilabel")
 
 
+@pytest.mark.integration
 def test_loading_a_stacked_model_imports_no_training_code(tmp_path):
     from test_load_imports import predict_in_a_fresh_process
 
