@@ -42,7 +42,6 @@ accuracy; the table gives each method's difference to hand_probe in accuracy poi
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import gzip
 import json
@@ -54,7 +53,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, append_rows, describe_machine, git, peak_mib
+
 DATA = ROOT.parent / "shared" / "data"
 TEXT_SETS = ("sst2", "ag_news", "thucnews", "reuters", "clothing_rating", "clothing_recommended")
 IMAGE_SETS = ("fashion_mnist", "hymenoptera", "digits")
@@ -382,7 +382,7 @@ def worker(method: str, kind: str, train: str, test: str, out: str) -> None:
     else:
         raise SystemExit(f"unknown method {method}")
     Path(out).write_text(json.dumps({"pred": [str(p) for p in pred], "seconds": time.perf_counter() - t0,
-                                     "info": info}))
+                                     "info": info, "peak_mib": peak_mib()}))
 
 
 def scores(y: list[str], pred: list[str]) -> dict[str, float]:
@@ -390,16 +390,6 @@ def scores(y: list[str], pred: list[str]) -> dict[str, float]:
 
     return {"accuracy": accuracy_score(y, pred), "macro_f1": f1_score(y, pred, average="macro"),
             "balanced_accuracy": balanced_accuracy_score(y, pred)}
-
-
-def describe_machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), "?")
-    return f"{os.cpu_count()} cores, {cpu}"
-
-
-def git(*args: str, cwd: Path = ROOT) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def main() -> None:
@@ -453,6 +443,7 @@ def main() -> None:
             res = json.loads(out.read_text())
             row = {"dataset": name, "method": method, **{k: round(v, 4) for k, v in scores(y, res["pred"]).items()},
                    "seconds": round(res["seconds"], 1), "process_seconds": round(wall, 1), "n_test": len(y),
+                   "peak_mib": res.get("peak_mib", ""),
                    "options": json.dumps(res["info"], ensure_ascii=False)}
             rows.append(row)
             print(f"{name:<22} {method:<11} acc {row['accuracy']:.4f} f1 {row['macro_f1']:.4f} "
@@ -470,23 +461,8 @@ def main() -> None:
 
 def write_csv(path: Path, rows: list[dict], commit: str, date: str, machine: str) -> None:
     append_rows(path, ["dataset", "method", "options", "accuracy", "macro_f1", "balanced_accuracy", "n_test",
-                       "seconds", "process_seconds"], rows, {"commit": commit, "date": date, "machine": machine})
-
-
-def append_rows(path: Path, fields: list[str], rows: list[dict], stamp: dict[str, str] | None = None) -> None:
-    """Append `rows` to a results CSV (its header written when the file is new): the run's commit, date and
-    machine (`stamp`, else this checkout's, now, this machine) first, then `fields`; a field a row lacks is
-    left empty. Every benchmark script writes its rows through here."""
-    stamp = stamp or {"commit": git("rev-parse", "--short", "HEAD"),
-                      "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": describe_machine()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with path.open("a", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=["commit", "date", "machine", *fields], restval="")
-        if new:
-            w.writeheader()
-        for r in rows:
-            w.writerow({**stamp, **r})
+                       "seconds", "process_seconds", "peak_mib"], rows,
+                {"commit": commit, "date": date, "machine": machine})
 
 
 def render(rows: list[dict], methods: list[str], cmd: str, commit: str, started: str, machine: str,

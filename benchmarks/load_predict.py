@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from defaults import ROOT, describe_machine, git  # (benchmarks/ is on sys.path when this runs as a script)
+from common import ROOT, describe_machine, git  # (benchmarks/ is on sys.path when this runs as a script)
 
 SST2 = ROOT.parent / "shared" / "data" / "sst2" / "train.tsv"
 FIT = """

@@ -138,7 +138,7 @@ def main() -> None:
               f"subset acc {s['subset_accuracy']:.4f}  {seconds:.1f} s  {options}")
     if args.csv:
         sys.path.insert(0, os.path.dirname(__file__))
-        from defaults import append_rows
+        from common import append_rows
 
         append_rows(Path(args.csv), ["dataset", "method", "options", "micro_f1", "macro_f1", "subset_accuracy",
                                      "n_test", "seconds"],

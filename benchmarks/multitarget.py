@@ -103,7 +103,7 @@ def main() -> None:
               f"({r['predict_seconds'] / base['predict_seconds']:.2f}x)")
     if args.csv:
         sys.path.insert(0, os.path.dirname(__file__))
-        from defaults import append_rows
+        from common import append_rows
 
         append_rows(Path(args.csv), ["dataset", "method", "options", "rmse", "auc", "n_test", "fit_seconds",
                                      "predict_seconds", "fit_ratio", "predict_ratio"],

@@ -77,7 +77,7 @@ def main() -> None:
               f"same columns {r['same_columns']}  same labels {r['same_non_numbers']}  "
               f"max diff {r['max_abs_diff']:.2e}")
     if args.csv:
-        from defaults import append_rows
+        from common import append_rows
 
         append_rows(Path(args.csv), ["dataset", "method", "full_s", "light_s", "ratio", "same_columns",
                                      "same_non_numbers", "max_abs_diff", "runs"],

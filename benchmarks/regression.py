@@ -87,7 +87,7 @@ def main() -> None:
         print(f"{method:18s} " + "  ".join(f"{k} {m[k]:.4f}" for k in keys if k in m) + f"  {seconds:.1f} s  {options}")
     if args.csv:
         sys.path.insert(0, os.path.dirname(__file__))
-        from defaults import append_rows
+        from common import append_rows
 
         append_rows(Path(args.csv), ["dataset", "method", "options", *keys, "n_test", "seconds"],
                     [{"dataset": "clothing_rating", "method": method, "options": json.dumps(options),

@@ -107,7 +107,7 @@ def main() -> None:
               f"  {seconds:.1f} s  {info}")
     if args.csv:
         sys.path.insert(0, os.path.dirname(__file__))
-        from defaults import append_rows
+        from common import append_rows
 
         append_rows(Path(args.csv), ["dataset", "method", "options", "rmse", "auc", "n_test", "seconds"],
                     [{"dataset": f"clothing_{target}", "method": method, "options": json.dumps(info),
