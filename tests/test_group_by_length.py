@@ -7,7 +7,14 @@ import random
 import pytest
 import torch
 
-from fmadapt.data.loader import MEGABATCH, EpochSampler, grouped_by_length, make_loader
+from fmadapt.data.loader import (
+    GROUP_MIN_PADDING,
+    MEGABATCH,
+    EpochSampler,
+    grouped_by_length,
+    length_grouping,
+    make_loader,
+)
 
 
 def _lengths(n: int, seed: int = 0) -> list[int]:
@@ -93,8 +100,20 @@ def test_text_fine_tuning_passes_token_counts_unless_turned_off(tmp_path, monkey
         return real(*args, **kw)
 
     monkeypatch.setattr(finetune, "make_loader", spy)
-    for on in (True, False):
+    for option, grouped in (("on", True), ("off", False)):
         seen.clear()
-        TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=1, batch_size=4, head_init="random",
-                       cache=False, progress=False, group_by_length=on).fit(data)
-        assert seen == [on, on]  # the training and the validation loader
+        clf = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=1, batch_size=4, head_init="random",
+                             cache=False, progress=False, group_by_length=option).fit(data)
+        assert seen == [grouped, True]  # the training loader; validation always runs shortest first
+        h = clf.history_["group_by_length"]
+        assert h["grouped"] is grouped and h["option"] == option and h["padding_random"] >= h["padding_grouped"] >= 1
+
+
+def test_auto_groups_only_when_random_batches_would_pad_a_lot():
+    spread = _lengths(2000)  # 3..128 tokens: random batches of 32 pad to ~1.9x
+    narrow = [random.Random(i).randint(18, 24) for i in range(2000)]  # headlines: ~1.2x
+    wide = length_grouping(spread, 32, 0, "auto")
+    assert wide["grouped"] and wide["padding_random"] >= GROUP_MIN_PADDING > 1.1 > wide["padding_grouped"]
+    short = length_grouping(narrow, 32, 0, "auto")
+    assert not short["grouped"] and 1 < short["padding_random"] < GROUP_MIN_PADDING
+    assert length_grouping(narrow, 32, 0, "on")["grouped"] and not length_grouping(spread, 32, 0, "off")["grouped"]

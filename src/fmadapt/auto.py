@@ -53,7 +53,7 @@ def candidates(modality: str, cfg: FitConfig) -> list[tuple[str, dict[str, Any]]
     LoRA: LoRA still runs the whole network forward and backward, so on a CPU it saves little time (SST-2 5,000,
     MiniLM-L6, one run: 102-108 s per epoch against 123-145 s for all layers) and it scored lower wherever both
     were measured (there 82.8 % vs 86.6 %; 80.9 % vs 85.2 % in benchmarks/strategies.md). Ahead of all layers,
-    it took the time that all layers needed in a 10-minute SST-2 search (benchmarks/strategies_sst2_auto.md)."""
+    it took the time that all layers needed in a 10-minute SST-2 search (benchmarks/notes/strategies_sst2_auto.md)."""
     epochs = min(cfg.epochs, CANDIDATE_EPOCHS)
     top = {"strategy": "finetune", "unfreeze": 2, "epochs": epochs}
     if modality == "image":

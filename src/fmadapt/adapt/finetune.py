@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 from ..config import FitConfig
 from ..data.augment import mixup_fn
 from ..data.examples import Examples
-from ..data.loader import make_loader
+from ..data.loader import length_grouping, make_loader
 from ..data.textnoise import TextNoise
 from ..model import Classifier
 from ..runtime.features import token_counts
@@ -131,6 +131,7 @@ class FineTune(Strategy):
         # (table columns beside the text reach the head in each batch: no cached-activation path for them)
         split = self._cached_split(bb, n_train, len(groups), train, cfg) if ctx.table is None else None
         t_cache = 0.0
+        grouping: dict[str, Any] | None = None
         if split is not None:
             t1 = time.perf_counter()
             prefix, suffix = split
@@ -148,15 +149,16 @@ class FineTune(Strategy):
                 pre = build_image_transform(bb.cfg, True, cfg.augment_policy)
             if bb.cfg.modality == "text" and cfg.text_noise > 0:
                 pre = TextNoise(cfg.text_noise)
-            # texts: batches of similar lengths pad less (the same examples per epoch, grouped; group_by_length)
-            grouped = bb.cfg.modality == "text" and cfg.group_by_length
+            grouping = (length_grouping(token_counts(bb, train.inputs), cfg.batch_size, cfg.seed, cfg.group_by_length)
+                        if bb.cfg.modality == "text" else None)
+            grouped = bool(grouping and grouping["grouped"])
             tr = make_loader(bb, train.inputs, train.modality, train=augment, shuffle=True,
                              batch_size=cfg.batch_size, targets=ctx.targets(train), num_workers=cfg.num_workers,
                              seed=cfg.seed, preprocess=pre, resumable=single, table=ctx.table_rows(train),
-                             lengths=token_counts(bb, train.inputs) if grouped else None)
+                             lengths=grouping["lengths"] if grouping and grouped else None)
             va = make_loader(bb, val.inputs, val.modality, train=False, batch_size=cfg.batch_size * 2,
                              targets=ctx.targets(val), num_workers=cfg.num_workers, table=ctx.table_rows(val),
-                             lengths=token_counts(bb, val.inputs) if grouped else None)
+                             lengths=token_counts(bb, val.inputs) if bb.cfg.modality == "text" else None)
             trained = model
         steps = cfg.epochs * max(1, len(tr))
         # the probe's weighted and unweighted heads competed on validation: the loss keeps the winner's weighting
@@ -251,6 +253,7 @@ class FineTune(Strategy):
             "epochs": epochs,
             "world_size": trainer.world_size,
             "cached_activations": split is not None,
+            **({"group_by_length": {k: v for k, v in grouping.items() if k != "lengths"}} if grouping else {}),
             "activation_seconds": round(t_cache, 2),
             "epoch_seconds": timer.seconds,
             "augmentation": _augmentation(cfg, bb.cfg.modality, cached=split is not None),
@@ -394,3 +397,4 @@ def _fingerprint(cfg: FitConfig, train: Examples, val: Examples, ctx: FitContext
         rows = [r.astype("<f4").tobytes() for r in (ctx.table_rows(train), ctx.table_rows(val)) if r is not None]
         out["table"] = hashlib.sha256(b"".join(rows)).hexdigest()[:16]
     return out
+

@@ -182,8 +182,8 @@ def hf_text_backbone(name_or_path: str, name: str | None = None, pretrained: boo
 #: body learning rates measured for fine-tuning a hub model's own weights. all-MiniLM-L6-v2, a sentence-similarity
 #: encoder turned into a classifier, needs to move further than BERT's usual 2e-5..5e-5: full fine-tuning on SST-2
 #: 5,000 scored 85.2 % at 5e-5, 87.0 % at 2e-4, 87.2 % at 3e-4 (seed 0); AG News 90.7 % at 5e-5 and 90.8 % at 2e-4
-#: (benchmarks/strategies.md, strategies_sst2_lr.md, strategies_agnews_lr.md). `hf:<id>` and the packaged copy
-#: (`minilm-l6`) both take it from here. Those runs had up to 10 epochs; at the default 4 (defaults suite,
+#: (benchmarks/strategies.md, notes/strategies_sst2_lr.md, notes/strategies_agnews_lr.md). `hf:<id>` and the packaged
+#: copy (`minilm-l6`) both take it from here. Those runs had up to 10 epochs; at the default 4 (defaults suite,
 #: benchmarks/notes/defaults_finetune_texts.md, against the plain PyTorch loop at 5e-5 in the same run): SST-2
 #: 85.50 % at 1e-4 and 85.01 % at 2e-4 (loop 85.50 %), THUCNews 64.90 % and 65.80 % (loop 63.90 %): 1e-4 is the
 #: rate that is never below the loop.
