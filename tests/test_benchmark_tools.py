@@ -4,6 +4,7 @@ a method only with the baseline of its own run."""
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from pathlib import Path
 
@@ -59,3 +60,53 @@ def test_rmse_is_best_when_lowest_and_every_results_csv_renders(tmp_path):
     text = render.render()
     for path in (BENCH / "results").glob("*.csv"):
         assert f"`benchmarks/results/{path.name}`" in text
+
+
+def test_every_note_is_in_the_notes_index():
+    notes = BENCH / "notes"
+    index = (notes / "README.md").read_text(encoding="utf-8")
+    missing = [p.name for p in notes.iterdir() if p.name != "README.md" and f"`{p.name}`" not in index]
+    assert not missing, f"add these to benchmarks/notes/README.md: {missing}"
+    listed = set(re.findall(r"`([\w.]+\.(?:md|log))`", index.split("## Defaults suite", 1)[1]))
+    assert not {n for n in listed if not (notes / n).exists()}, "the index names notes that do not exist"
+
+
+#: figures the documentation states, and the results row each comes from: (page, the sentence's words, CSV topic,
+#: the row's fields, its column). The figure is the last number of the words, written as the row's value rounded.
+CLAIMS = [
+    ("benchmarks.md", "test RMSE 0.8379", "table_features",
+     {"commit": "14f4070", "dataset": "clothing_rating", "method": "text_features_stack"}, "rmse"),
+    ("benchmarks.md", "against 0.8579", "table_features",
+     {"commit": "14f4070", "dataset": "clothing_rating", "method": "text_features_linear"}, "rmse"),
+    ("benchmarks.md", "and 0.8581", "table_features",
+     {"commit": "14f4070", "dataset": "clothing_rating", "method": "text_only"}, "rmse"),
+    ("benchmarks.md", "AUC 0.9042", "table_features",
+     {"commit": "14f4070", "dataset": "clothing_recommended", "method": "text_features_linear"}, "auc"),
+    ("benchmarks.md", "would have scored 0.8910", "table_features",
+     {"commit": "14f4070", "dataset": "clothing_recommended", "method": "text_features_stack"}, "auc"),
+    ("benchmarks.md", "RMSE 0.7016", "multitarget", {"commit": "edb8d09", "method": "targets_features"}, "rmse"),
+    ("benchmarks.md", "AUC 0.9427", "multitarget", {"commit": "edb8d09", "method": "targets_features"}, "auc"),
+    ("benchmarks.md", "against 0.7007", "multitarget", {"commit": "edb8d09", "method": "targets"}, "rmse"),
+    ("benchmarks.md", "0.9460", "multitarget", {"commit": "edb8d09", "method": "targets"}, "auc"),
+    ("benchmarks.md", "without torch: 2.91", "predict_tasks", {"commit": "14f4070", "method": "rating_table"},
+     "light_s"),
+    ("benchmarks.md", "2.91 s and 2.79", "predict_tasks", {"commit": "14f4070", "method": "two_targets"}, "light_s"),
+    ("benchmarks.md", "as whole processes, 3.5", "predict_tasks", {"commit": "14f4070", "method": "rating_table"},
+     "ratio"),
+    ("benchmarks.md", "SST-2 in 171.6", "defaults", {"commit": "d6246cc", "dataset": "sst2", "method": "finetune"},
+     "seconds"),
+    ("benchmarks.md", "against 348.0", "defaults",
+     {"commit": "d6246cc", "dataset": "sst2", "method": "finetune_set:group_by_length=false"}, "seconds"),
+]
+
+
+def test_figures_in_the_docs_are_those_of_the_results_csvs():
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    for page, words, topic, where, column in CLAIMS:
+        text = " ".join((docs / page).read_text(encoding="utf-8").split())
+        assert words in text, f"docs/{page} no longer says {words!r}: update CLAIMS with the figure's new sentence"
+        figure = re.findall(r"\d+(?:\.\d+)?", words)[-1]
+        rows = [r for r in _read(BENCH / "results" / f"{topic}.csv") if all(r[k] == v for k, v in where.items())]
+        assert rows, f"no row {where} in benchmarks/results/{topic}.csv"
+        decimals = len(figure.split(".")[1]) if "." in figure else 0
+        assert f"{float(rows[-1][column]):.{decimals}f}" == figure, (page, words, rows[-1][column])
