@@ -20,6 +20,11 @@ Timing conventions (per method, per dataset):
           baseline: model load + embedding the training pool + LogisticRegression(C=1, max_iter=2000).fit
   eval s  embedding / predicting the test set (`clf.evaluate(test)` for fmadapt).
   wall s  fit s + eval s; "x baseline" = wall s / the baseline's wall s on the same dataset.
+
+Rows appended to benchmarks/results/core.csv (--csv; a --quick run only when --csv is given), one per method and
+dataset: accuracy, macro-F1, fit / eval seconds, seconds = wall, and peak_mib = this process's peak while that
+method fitted and evaluated (DataLoader worker processes are not in it). Methods: probe_cold, probe_warm,
+finetune, tfidf_logreg, and the baselines st_logreg (texts) and timm_logreg (images).
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import common
+from common import add_csv_argument, append_rows, cpu_model, csv_path, options_json, reset_peak, window_peak_mib
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -102,15 +110,18 @@ class Bench:
         return d
 
     def add(self, dataset: str, sizes: str, method: str, acc: float, f1: float, fit_s: float, eval_s: float,
-            notes: str = "", baseline: bool = False) -> None:
+            notes: str = "", baseline: bool = False, key: str = "", options: dict[str, Any] | None = None) -> None:
+        """One result; `key` is its method name in the CSV, `options` what the CSV row says it ran with."""
         row = {"dataset": dataset, "sizes": sizes, "method": method, "acc": acc, "f1": f1, "fit_s": fit_s,
-               "eval_s": eval_s, "notes": notes, "baseline": baseline}
+               "eval_s": eval_s, "notes": notes, "baseline": baseline, "key": key or method,
+               "options": options or {}, "peak_mib": window_peak_mib()}
         self.rows.append(row)
         log(f"  {dataset} | {method}: acc={acc:.4f} macro_f1={f1:.4f} fit={fit_s:.1f}s eval={eval_s:.1f}s "
             f"{notes} (load {load_avg()})")
 
     def attempt(self, dataset: str, method: str, fn: Callable[[], None]) -> None:
         log(f"{dataset}: {method} ...")
+        reset_peak()  # a new peak-memory window: Bench.add reads this method's peak
         try:
             fn()
         except Exception as e:  # noqa: BLE001 - report and keep going
@@ -123,7 +134,7 @@ class Bench:
 # fmadapt runs
 # ----------------------------------------------------------------------------------------------
 def fmadapt_run(bench: Bench, cls: Any, dataset: str, sizes: str, method: str, fit_data: Any, test_data: Any,
-                cache: Path | None = None, **kw: Any) -> Any:
+                cache: Path | None = None, key: str = "", **kw: Any) -> Any:
     """Fit + evaluate one fmadapt estimator; `cache` reuses an existing cache dir (warm run)."""
     if cache is None:
         cache = bench.fresh_cache()
@@ -167,7 +178,13 @@ def fmadapt_run(bench: Bench, cls: Any, dataset: str, sizes: str, method: str, f
         notes += f"; {len(skipped)} input(s) skipped"
     if m["n"] != expected_test_n(test_data):
         notes += f"; evaluated n={m['n']}"
-    bench.add(dataset, sizes, method, m["accuracy"], m["macro_f1"], t_fit, t_eval, notes)
+    opts = {k: v for k, v in kw.items() if k not in ("text_col", "label_col")}
+    if kw.get("strategy") == "finetune":
+        opts |= {k: h.get(k) for k in ("epochs_run", "best_epoch", "head_init", "cached_activations")
+                 if h.get(k) is not None}
+    else:
+        opts |= {k: h.get(k) for k in ("C",) if h.get(k) is not None}
+    bench.add(dataset, sizes, method, m["accuracy"], m["macro_f1"], t_fit, t_eval, notes, key=key, options=opts)
     clf._bench_cache = cache  # noqa: SLF001 - remembered for the warm-cache rerun
     return clf
 
@@ -200,17 +217,17 @@ def fmadapt_methods(bench: Bench, cls: Any, dataset: str, sizes: str, fit_data: 
 
     def probe() -> None:
         holder["probe"] = fmadapt_run(bench, cls, dataset, sizes, "fmadapt probe (cold cache)", fit_data,
-                                      test_data, strategy="probe", **common)
+                                      test_data, key="probe_cold", strategy="probe", **common)
 
     def probe_warm() -> None:
         if "probe" not in holder:
             raise RuntimeError("cold probe failed; nothing to rerun warm")
         fmadapt_run(bench, cls, dataset, sizes, "fmadapt probe (warm cache, 2nd fit)", fit_data, test_data,
-                    cache=holder["probe"]._bench_cache, strategy="probe", **common)
+                    cache=holder["probe"]._bench_cache, key="probe_warm", strategy="probe", **common)
 
     def finetune() -> None:
         fmadapt_run(bench, cls, dataset, sizes, f"fmadapt finetune ({ft_label})", fit_data, test_data,
-                    **common, **ft)
+                    key="finetune", **common, **ft)
 
     bench.attempt(dataset, "fmadapt probe", probe)
     bench.attempt(dataset, "fmadapt probe warm", probe_warm)
@@ -269,7 +286,8 @@ def image_baseline(bench: Bench, dataset: str, sizes: str, train: list[tuple[str
     t_eval = time.perf_counter() - t0
     acc, f1 = scores([y for _, y in test], list(pred))
     bench.add(dataset, sizes, "baseline: timm EfficientNet-Lite0 + LogReg", acc, f1, t_fit, t_eval,
-              f"{size}px, LR on all {len(train)} train, raw features", baseline=True)
+              f"{size}px, LR on all {len(train)} train, raw features", baseline=True, key="timm_logreg",
+              options={"model": "tf_efficientnet_lite0", "image_size": size, "C": 1.0, "max_iter": 2000})
 
 
 def text_baseline(bench: Bench, dataset: str, sizes: str, train: Any, test: Any) -> None:
@@ -287,7 +305,8 @@ def text_baseline(bench: Bench, dataset: str, sizes: str, train: Any, test: Any)
     t_eval = time.perf_counter() - t0
     acc, f1 = scores(test["label"].tolist(), list(pred))
     bench.add(dataset, sizes, "baseline: sentence-transformers MiniLM-L6 + LogReg", acc, f1, t_fit, t_eval,
-              f"LR on all {len(train)} train", baseline=True)
+              f"LR on all {len(train)} train", baseline=True, key="st_logreg",
+              options={"model": "all-MiniLM-L6-v2", "batch_size": 64, "C": 1.0, "max_iter": 2000})
 
 
 def tfidf_baseline(bench: Bench, dataset: str, sizes: str, train: Any, test: Any) -> None:
@@ -304,7 +323,9 @@ def tfidf_baseline(bench: Bench, dataset: str, sizes: str, train: Any, test: Any
     t_eval = time.perf_counter() - t0
     acc, f1 = scores(test["label"].tolist(), list(pred))
     bench.add(dataset, sizes, "baseline: char 1-2gram TF-IDF + LogReg", acc, f1, t_fit, t_eval,
-              f"{x_tr.shape[1]} features, LR on all {len(train)} train", baseline=False)
+              f"{x_tr.shape[1]} features, LR on all {len(train)} train", baseline=False, key="tfidf_logreg",
+              options={"analyzer": "char", "ngram_range": [1, 2], "C": 1.0, "max_iter": 2000,
+                       "n_features": x_tr.shape[1]})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -446,11 +467,11 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def git(*args: str) -> str:
+    """common.git, or "" where git fails (no repository, no git)."""
     try:
-        r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30)
+        return common.git(*args, cwd=REPO)
     except (OSError, subprocess.SubprocessError):
         return ""
-    return r.stdout.strip() if r.returncode == 0 else ""
 
 
 def snapshot_source(source: str, dest: Path) -> str:
@@ -480,14 +501,9 @@ def machine() -> dict[str, str]:
 
     import fmadapt
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
+    if cpu == "?":
+        cpu = platform.processor() or ""
     try:
         import onnxruntime
 
@@ -576,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None,
                     help="markdown output (default: benchmarks/core.md for a full run of all datasets; "
                          "a quick or partial run only prints unless --out is given)")
+    add_csv_argument(ap, "core", quick=True)
     args = ap.parse_args(argv)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     unknown = [d for d in datasets if d not in ALL_DATASETS]
@@ -592,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cmd = "python benchmarks/core.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     started = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    run_stamp = common.stamp()
     loads0 = load_avg()
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fmadapt-bench-") as tmpd:
@@ -630,7 +648,24 @@ def main(argv: list[str] | None = None) -> int:
     if out_path is not None:
         out_path.write_text(md, encoding="utf-8")
         print(f"wrote {out_path}")
+    path = csv_path(args.csv, "core", args.quick)
+    if path is not None and bench.rows:
+        if args.source != "worktree":  # the code measured is not (only) the checkout's: say which
+            run_stamp["commit"] += f" [--source {args.source}]"
+        append_rows(path, ["dataset", "regime", "method", "options", "accuracy", "macro_f1", "fit_seconds",
+                           "eval_seconds", "x_baseline_time", "seconds", "peak_mib"], csv_rows(bench.rows), run_stamp)
+        print(f"appended {len(bench.rows)} rows to {path}")
     return 1 if bench.failures else 0
+
+
+def csv_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results as rows of benchmarks/results/core.csv (x_baseline_time: wall s / the baseline's, as the table)."""
+    base = {r["dataset"]: r["fit_s"] + r["eval_s"] for r in rows if r["baseline"]}
+    return [{"dataset": r["dataset"], "regime": r["sizes"], "method": r["key"], "options": options_json(r["options"]),
+             "accuracy": round(r["acc"], 4), "macro_f1": round(r["f1"], 4), "fit_seconds": round(r["fit_s"], 1),
+             "eval_seconds": round(r["eval_s"], 1),
+             "x_baseline_time": round((r["fit_s"] + r["eval_s"]) / base[r["dataset"]], 2) if r["dataset"] in base
+             else "", "seconds": round(r["fit_s"] + r["eval_s"], 1), "peak_mib": r["peak_mib"]} for r in rows]
 
 
 if __name__ == "__main__":

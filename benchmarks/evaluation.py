@@ -36,6 +36,12 @@ dataset, so the probe pays its feature extraction and the ONNX export; parts aft
 the same inputs (robustness never does: it switches the cache off for perturbed copies and for its clean pass).
 Data: ../shared/data (see its README.md); when it is absent the script says so and exits 0. A failing part is
 printed with its traceback, listed, and the run goes on.
+
+Rows appended to benchmarks/results/evaluation.csv (--csv; a --quick run only when --csv is given), one per part
+of the time tables: method = the part (`probe_fit` is the baseline of the ratios), options (JSON: what ran, and
+whether the row is a breakdown of the one above), seconds, x_fit (× probe fit), peak_mib = this process's peak
+while the part ran (none for breakdown rows); the test evaluation row also has the test calibration before / after
+temperature scaling, the robustness row the clean and mean perturbed accuracy.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
+import re
 import sys
 import tempfile
 import time
@@ -56,6 +63,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import strategies as st  # noqa: E402  (read_sst2, stratified)
 import throughput as tp  # noqa: E402  (machine info, md_table, log, load_avg, link_hymenoptera)
+from common import (  # noqa: E402
+    add_csv_argument,
+    append_rows,
+    csv_path,
+    options_json,
+    reset_peak,
+    stamp,
+    window_peak_mib,
+)
 
 DATASETS = ("sst2", "hymenoptera")
 SEED = 0
@@ -89,6 +105,7 @@ class Part:
     notes: str = ""
     error: str | None = None
     breakdown: bool = False  # a share of the row above it (not added to the totals)
+    peak_mib: float | None = None  # this process's peak while the part ran (not for breakdown rows)
 
 
 @dataclass
@@ -122,6 +139,7 @@ class Bench:
         tp.log(f"{TITLES[dataset]} | {part} [{what}] ...")
         row = Part(dataset, part, what)
         self.parts.append(row)
+        reset_peak()
         t0 = time.perf_counter()
         try:
             out = fn()
@@ -132,6 +150,7 @@ class Bench:
             tp.log(f"  FAILED: {row.error}")
             return row, None
         row.seconds = time.perf_counter() - t0
+        row.peak_mib = window_peak_mib()
         tp.log(f"  {row.seconds:.2f} s (load {tp.load_avg()})")
         return row, out
 
@@ -511,6 +530,48 @@ def time_table(bench: Bench, ds: str) -> list[str]:
     return [tp.md_table(header, rows, "---|---|---:|---:|---"), ""]
 
 
+CSV_FIELDS = ["dataset", "regime", "method", "options", "seconds", "x_fit", "accuracy", "n_test", "temperature",
+              "ece_before", "ece_after", "brier_before", "brier_after", "nll_before", "nll_after", "clean_accuracy",
+              "mean_perturbed_accuracy", "peak_mib", "error"]
+
+
+def part_method(part: str) -> str:
+    """A part's method name in the CSV: "probe_fit" for the fit (the baseline), else its name as an identifier
+    ("↳ corruptions (25 passes)" -> "corruptions_25_passes")."""
+    if part.startswith("fit"):
+        return "probe_fit"
+    name = re.sub(r"[^a-z0-9]+", "_", part.replace("↳", "").lower()).strip("_")
+    return "robustness_rest" if name == "rest" else name  # (the one "↳ rest" row is robustness's)
+
+
+def csv_rows(bench: Bench) -> list[dict[str, Any]]:
+    """The time tables as rows of benchmarks/results/evaluation.csv."""
+    out = []
+    for p in bench.parts:
+        res = bench.results.get(p.dataset)
+        fit_s = res.fit_s if res else None
+        row: dict[str, Any] = {
+            "dataset": p.dataset, "regime": res.regime if res else "", "method": part_method(p.part),
+            "options": options_json({"what": p.what, **({"breakdown": True} if p.breakdown else {})}),
+            "seconds": round(p.seconds, 3) if p.seconds is not None else "",
+            "x_fit": round(p.seconds / fit_s, 3) if p.seconds is not None and fit_s else "",
+            "peak_mib": p.peak_mib if p.peak_mib is not None else "", "error": p.error or ""}
+        if res and p.part == "test evaluation" and res.accuracy is not None:
+            row |= {"accuracy": round(res.accuracy, 4), "n_test": res.n_test}
+            c = res.calibration
+            if c:
+                row["temperature"] = round(c["temperature"], 4)
+                for m in ("ece", "brier", "nll"):
+                    row[f"{m}_before"], row[f"{m}_after"] = round(c["before"][m], 4), round(c["after"][m], 4)
+        if res and p.part == "robustness" and res.robustness:
+            rob = res.robustness
+            row["clean_accuracy"] = round(rob["clean_accuracy"], 4)
+            if rob.get("mean_perturbed_accuracy") is not None:
+                row["mean_perturbed_accuracy"] = round(rob["mean_perturbed_accuracy"], 4)
+        out.append(row)
+    return out
+
+
 def render(bench: Bench, plan: Plan, cmd: str, started: str, total_s: float, mach: dict[str, str],
            loads: tuple[str, str], threads: int) -> str:
     out = ["# Evaluation: calibration, robustness curves and what each evaluation part costs", ""]
@@ -578,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help=f"torch.set_num_threads (default {THREADS}, as the committed table; 1 with --quick: on a "
                          "loaded 2-core machine 2 OpenMP threads can be many times slower than 1)")
+    add_csv_argument(ap, "evaluation", quick=True)
     args = ap.parse_args(argv)
     chosen = st.parse_list(args.only, DATASETS, "dataset", ap)
     if not args.data.is_dir():
@@ -589,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cmd = "python benchmarks/evaluation.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     started = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    run_stamp = stamp()
     loads0 = tp.load_avg()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -626,6 +689,10 @@ def main(argv: list[str] | None = None) -> int:
                      {"command": cmd, "started": started, "total_s": total, "dataset_s": bench.dataset_s,
                       "failures": bench.failures, "parts": [asdict(p) for p in bench.parts],
                       "results": {k: asdict(v) for k, v in bench.results.items()}})
+    path = csv_path(args.csv, "evaluation", args.quick)
+    if path is not None and bench.parts:
+        append_rows(path, CSV_FIELDS, csv_rows(bench), run_stamp)
+        print(f"appended {len(bench.parts)} rows to {path}")
     return 1 if bench.failures else 0
 
 

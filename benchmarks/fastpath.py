@@ -16,15 +16,19 @@ reading, ONNX Runtime session, inference, writing the outputs), all in ONE run, 
 
 The feature cache is emptied before every timed run (else a repeat would read the features instead of computing
 them); the ONNX graphs stay cached except in "first run". Cosines are per sentence against the baseline.
+
+Rows appended to benchmarks/results/fastpath.csv (--csv), one per variant of (a)-(d) (methods `st` and
+`p_before` are the baselines) and one per graph of (e) (`ort_exported` its baseline): the median seconds (and
+min / max), × its baseline (also as metric "x_baseline" / value, the columns of the older rows), cosines vs (a),
+and peak_mib: the variant's process at its largest over the repeats (from that process's own resource usage);
+for (e), this process's peak while that graph ran.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as _dt
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -35,6 +39,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import (
+    add_csv_argument,
+    append_rows,
+    csv_path,
+    describe_machine,
+    git,
+    measured_process,
+    options_json,
+    reset_peak,
+    stamp,
+    window_peak_mib,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -55,15 +71,14 @@ np.save(sys.argv[2], emb.astype(np.float32))
 '''
 
 
-def run(cmd: list[str], env: dict[str, str], clear: list[Path]) -> float:
+def run(cmd: list[str], env: dict[str, str], clear: list[Path]) -> tuple[float, float]:
+    """(seconds, peak MiB) of `cmd` as a whole process, after emptying `clear`."""
     for p in clear:
         shutil.rmtree(p, ignore_errors=True)
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
+    r, dt, peak = measured_process(cmd, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{r.stderr[-3000:]}")
-    return dt
+    return dt, peak
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -71,8 +86,9 @@ def cosines(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(c.min()), float(c.mean())
 
 
-def raw_ort(graph: str, texts: list[str], repeats: int, work: Path) -> list[list[str]]:
-    """(e): seconds for `texts` through the plain export and the transformer-optimized one, same batches."""
+def raw_ort(graph: str, texts: list[str], repeats: int, work: Path) -> tuple[list[list[str]], list[dict]]:
+    """(e): seconds for `texts` through the plain export and the transformer-optimized one, same batches: the
+    markdown rows, and the CSV rows."""
     import onnxruntime as ort
     from onnxruntime.transformers.optimizer import optimize_model
     from tokenizers import Tokenizer
@@ -95,7 +111,7 @@ def raw_ort(graph: str, texts: list[str], repeats: int, work: Path) -> list[list
         enc = tok.encode_batch(texts[i:i + 64])
         batches.append({"input_ids": np.asarray([e.ids for e in enc], dtype=np.int64),
                         "attention_mask": np.asarray([e.attention_mask for e in enc], dtype=np.int64)})
-    sessions, outs, times = {}, {}, {}
+    sessions, outs, times, peaks = {}, {}, {}, {}
     for name, path in (("exported graph (what fmadapt runs)", graph), ("transformer optimizer", str(opt_path))):
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = default_threads(), 1
@@ -104,21 +120,34 @@ def raw_ort(graph: str, texts: list[str], repeats: int, work: Path) -> list[list
         sessions[name] = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         times[name] = {"session": time.perf_counter() - t0, "run": []}
         sessions[name].run(["features"], batches[0])
+        peaks[name] = 0.0
     for _ in range(repeats):
         for name, s in sessions.items():
+            reset_peak()
             t0 = time.perf_counter()
             outs[name] = np.concatenate([s.run(["features"], b)[0] for b in batches])
             times[name]["run"].append(time.perf_counter() - t0)
+            peaks[name] = max(peaks[name], window_peak_mib())
     names = list(sessions)
     base = statistics.median(times[names[0]]["run"])
-    rows = []
-    for name in names:
+    rows, csv_rows = [], []
+    for name, method in zip(names, ("ort_exported", "ort_optimized"), strict=True):
         med = statistics.median(times[name]["run"])
-        cmin, _ = cosines(outs[name], outs[names[0]])
+        cmin, cmean = cosines(outs[name], outs[names[0]])
         rows.append([name, f"{times[name]['session']:.2f}", f"{med:.2f}", f"{base / med:.2f}", f"{cmin:.7f}"])
+        csv_rows.append({"dataset": f"sst2-train-{len(texts)}", "regime": "in-process ONNX Runtime, batches of 64",
+                         "method": method, "options": options_json(
+                             {"what": name, **({"optimize_model": {"model_type": "bert", "fused": fused,
+                                                                   "seconds": round(optimize_s, 1)}}
+                                               if method == "ort_optimized" else {})}),
+                         "metric": "x_baseline", "value": f"{base / med:.3f}", "x_baseline": round(base / med, 3),
+                         "session_seconds": round(times[name]["session"], 3), "cosine_min": round(cmin, 7),
+                         "cosine_mean": round(cmean, 7), "min_seconds": round(min(times[name]["run"]), 3),
+                         "max_seconds": round(max(times[name]["run"]), 3), "seconds": round(med, 3),
+                         "peak_mib": peaks[name]})
     rows.append([f"(optimize_model itself: {optimize_s:.1f} s; fused: "
                  + ", ".join(f"{k} {v}" for k, v in fused.items()) + ")", "", "", "", ""])
-    return rows
+    return rows, csv_rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,15 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n", type=int, default=4000, help="SST-2 train sentences to embed (default 4000)")
     ap.add_argument("--out", type=Path, default=HERE / "notes" / "fastpath.md")
-    ap.add_argument("--csv", type=Path, default=HERE / "results" / "fastpath.csv")
+    add_csv_argument(ap, "fastpath")
     args = ap.parse_args(argv)
+    run_stamp = stamp()
     work = Path(tempfile.mkdtemp(prefix="fmadapt-fastpath-"))
     cache = work / "cache"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
     env["FMADAPT_CACHE"] = str(cache)
     slow = dict(env, FMADAPT_FAST_PATH="0")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD")
     # the code before the torch-free path, importable from a worktree (never installed)
     base_tree = work / "base"
     subprocess.run(["git", "worktree", "add", "--detach", str(base_tree), BASE_COMMIT], cwd=REPO, check=True,
@@ -153,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         model = work / "model"
         fm = [PY, "-m", "fmadapt"]
         # the probe model, fitted by the starting commit's code (its directory is read by both)
-        run([*fm, "fit", str(fit_data), "--out", str(model), "--report", "off"], before, [])
+        run([*fm, "fit", str(fit_data), "--out", str(model), "--report", "off"], before, [])  # (not a row)
         check = subprocess.run([PY, "-c", "import fmadapt; print(fmadapt.__file__)"], env=before, capture_output=True,
                                text=True).stdout.strip()
         assert check.startswith(str(base_tree)), check
@@ -185,9 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         for _key, _, cmd, e, clear in variants:
             run(cmd, e, clear)
         times: dict[str, list[float]] = {k: [] for k, *_ in variants}
+        peaks: dict[str, float] = {k: 0.0 for k, *_ in variants}
         for r in range(args.repeats):
             for key, _, cmd, e, clear in variants:
-                times[key].append(run(cmd, e, clear))
+                seconds, peak = run(cmd, e, clear)
+                times[key].append(seconds)
+                peaks[key] = max(peaks[key], peak)
                 print(f"repeat {r + 1} {key}: {times[key][-1]:.2f} s", flush=True)
         ref = np.load(out["st"])
         cos = {k: cosines(np.load(p), ref) for k, p in out.items() if k != "st"}
@@ -197,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         max_dp = float(np.abs(p0[probs].to_numpy() - p2[probs].to_numpy()).max())
         os.environ["FMADAPT_CACHE"] = str(cache)  # raw_ort reads the remembered tokenizer from it
         graph = next(str(p) for p in (cache / "onnx").glob("minilm-l6-*.onnx") if "int8" not in p.name)
-        raw_rows = raw_ort(graph, train.head(min(args.n, 1000))["sentence"].astype(str).tolist(), args.repeats, work)
+        raw_rows, raw_csv = raw_ort(graph, train.head(min(args.n, 1000))["sentence"].astype(str).tolist(),
+                                    args.repeats, work)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=REPO, capture_output=True)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -210,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(f"| {what} | {med[key]:.2f} | {min(times[key]):.2f}–{max(times[key]):.2f} | "
                     f"{med[baseline[key]] / med[key]:.2f} | {f'{c[0]:.6f} / {c[1]:.6f}' if c else ''} |")
     date = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    machine = f"{platform.machine()} nproc={os.cpu_count()}"
+    machine = describe_machine()
     text = "\n".join([
         "# Fast path: `fmadapt embed` and `fmadapt predict` as whole processes", "",
         f"- Command: `python benchmarks/fastpath.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`",
@@ -228,18 +261,28 @@ def main(argv: list[str] | None = None) -> int:
         *["| " + " | ".join(r) + " |" for r in raw_rows], "",
     ])
     args.out.write_text(text, encoding="utf-8")
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    new = not args.csv.is_file()
-    with open(args.csv, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["commit", "date", "machine", "dataset", "method", "options", "metric", "value", "seconds"])
-        for key, what, *_ in variants:
-            ds = "sst2-dev-100" if key.startswith("p_") else f"sst2-train-{args.n}"
-            w.writerow([commit, date, machine, ds, key, what, "x_baseline",
-                        f"{med[baseline[key]] / med[key]:.3f}", f"{med[key]:.3f}"])
+    rows_out = []
+    for key, what, cmd, e, _ in variants:
+        ds = "sst2-dev-100" if key.startswith("p_") else f"sst2-train-{args.n}"
+        c = cos.get(key)
+        code = BASE_COMMIT if key == "p_before" else commit
+        rows_out.append({
+            "dataset": ds, "regime": f"whole process, median of {args.repeats}", "method": key,
+            "options": options_json({"what": what, "argv": ["python", *(str(a).replace(str(work), "$WORK")
+                                                                        for a in cmd[1:])],
+                                     "code": code, "FMADAPT_FAST_PATH": e.get("FMADAPT_FAST_PATH", "1")}),
+            "metric": "x_baseline", "value": f"{med[baseline[key]] / med[key]:.3f}",
+            "x_baseline": round(med[baseline[key]] / med[key], 3),
+            "cosine_min": round(c[0], 7) if c else "", "cosine_mean": round(c[1], 7) if c else "",
+            "min_seconds": round(min(times[key]), 3), "max_seconds": round(max(times[key]), 3),
+            "seconds": round(med[key], 3), "peak_mib": peaks[key]})
+    path = csv_path(args.csv, "fastpath")
+    if path is not None:
+        append_rows(path, ["dataset", "regime", "method", "options", "metric", "value", "x_baseline",
+                           "session_seconds", "cosine_min", "cosine_mean", "min_seconds", "max_seconds", "seconds",
+                           "peak_mib"], rows_out + raw_csv, run_stamp)
     print(text)
-    print(f"wrote {args.out} and {args.csv}")
+    print(f"wrote {args.out}" + (f" and {path}" if path else ""))
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

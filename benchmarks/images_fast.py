@@ -12,10 +12,16 @@ Command: python benchmarks/images_fast.py   (writes benchmarks/images_fast.md; n
 3. probe accuracy, fp32 vs int8 features: hymenoptera (train / val) and Fashion-MNIST (2,000 / 1,000 PNGs),
    both at 224 px.
 Timings: median of 3 interleaved repeats after an untimed warm-up; torch and ORT get 2 threads.
+
+Rows appended to benchmarks/results/images_fast.csv (--csv): speed rows of parts 1 and 2 (images/s, × baseline,
+cosine; method `timm_eager` is their baseline) and the accuracy rows of part 3 (`probe_fp32` the baseline of
+`probe_int8`). peak_mib: this process's peak while the row's calls ran (the largest over the repeats; DataLoader
+worker processes are not in it).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -26,9 +32,28 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import throughput as tp  # noqa: E402  (shared data writers, baseline model, timing helpers)
+from common import (  # noqa: E402
+    add_csv_argument,
+    append_rows,
+    csv_path,
+    options_json,
+    reset_peak,
+    stamp,
+    window_peak_mib,
+)
 
 DATA = tp.DEFAULT_DATA
 N_END2END = 512
+#: the CSV's method name of each method label (timm_eager: the baseline)
+METHOD_IDS = {"baseline: eager timm": "timm_eager",
+              "ONNX fp32, dynamic height/width (previous export)": "onnx_fp32_dynamic_hw",
+              "fmadapt ONNX fp32, constant pads (runtime=\"auto\")": "fm_onnx_fp32",
+              "fmadapt ONNX int8 static QDQ (runtime=\"int8\")": "fm_int8",
+              "baseline: eager timm + torchvision DataLoader": "timm_eager",
+              "fmadapt runtime=\"auto\" (ONNX fp32)": "fm_onnx_fp32",
+              "fmadapt runtime=\"int8\"": "fm_int8"}
+CSV_FIELDS = ["dataset", "regime", "method", "options", "n", "items_per_s", "x_baseline", "cosine_mean",
+              "cosine_min", "accuracy", "macro_f1", "min_seconds", "max_seconds", "seconds", "peak_mib"]
 
 
 def rate_rows(res: dict[str, dict[str, Any]], base_name: str, n: int, label: str) -> list[list[Any]]:
@@ -38,9 +63,14 @@ def rate_rows(res: dict[str, dict[str, Any]], base_name: str, n: int, label: str
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_csv_argument(ap, "images_fast")
+    args = ap.parse_args()
     if not DATA.is_dir():
         print(f"skipped: {DATA} not found")
         return 0
+    run_stamp = stamp()
+    csv_rows: list[dict[str, Any]] = []
     tmp = Path(tempfile.mkdtemp(prefix="fmadapt-imgfast-"))
     os.environ["FMADAPT_CACHE"] = str(tmp / "cache")
     import torch
@@ -90,6 +120,8 @@ def main() -> int:
     for f in methods.values():
         f()
     res = tp.race(methods, 3)
+    csv_rows += tp.race_rows(res, "baseline: eager timm", "hymenoptera_calibration_64",
+                             "model only: pre-made tensors, batch 64, 224 px", 64, METHOD_IDS)
     out += ["## 1. Model only: images/s on pre-made tensors (batch 64, 224 px)", "",
             "Cosine = per-image feature cosine vs eager timm (mean / min), on the 64 calibration photos.", "",
             tp.md_table(["input", "method", "N", "median s (min–max)", "images/s", "× baseline", "cosine vs baseline"],
@@ -116,6 +148,9 @@ def main() -> int:
         extract_features(bb, warm, cache=None, progress=False, runtime="int8")
         res = tp.race(run, 3)
         rows += rate_rows(res, "baseline: eager timm + torchvision DataLoader", len(paths), label)
+        csv_rows += tp.race_rows(res, "baseline: eager timm + torchvision DataLoader",
+                                 "hymenoptera_train" if label.startswith("hymenoptera") else "fashion_mnist_png",
+                                 f"end to end from files, 224 px, n={len(paths)}", len(paths), METHOD_IDS)
     out += ["## 2. End to end from files: images/s (EfficientNet-Lite0, batch 64, 224 px)", "",
             "Each call starts from paths: 2 DataLoader worker processes decode, resize (short side 256, bicubic), "
             "centre-crop; the model runs in the main process. The workers share the same 2 cores. For int8, each "
@@ -135,14 +170,23 @@ def main() -> int:
         for runtime in ("auto", "int8"):
             os.environ["FMADAPT_CACHE"] = str(tmp / f"cache-{label[:3]}-{runtime}")
             ort_mod._SESSIONS.clear()
+            reset_peak()
             t0 = time.perf_counter()
             clf = ImageClassifier(runtime=runtime, seed=0).fit(root)
             fit_s = time.perf_counter() - t0
+            peak = window_peak_mib()
             split = "test" if "test" in clf.metrics_ else "val"
             m = clf.metrics_[split]
             used = "yes" if getattr(clf.model_.backbone, "int8_calibration", None) else "no (fp32)"
             acc_rows.append([label, split, f"runtime=\"{runtime}\"", used if runtime == "int8" else "",
                              f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", f"{fit_s:.1f}"])
+            csv_rows.append({"dataset": "hymenoptera" if label.startswith("hymenoptera") else "fashion_mnist",
+                             "regime": f"{label.split(' ', 1)[1]} (train / {split}), 224 px",
+                             "method": "probe_fp32" if runtime == "auto" else "probe_int8",
+                             "options": options_json({"runtime": runtime, "seed": 0, "split": split,
+                                                      **({"int8_graph_used": used} if runtime == "int8" else {})}),
+                             "n": m.get("n", ""), "accuracy": round(m["accuracy"], 4),
+                             "macro_f1": round(m["macro_f1"], 4), "seconds": round(fit_s, 1), "peak_mib": peak})
             tp.log(f"  {label} {runtime}: {m['accuracy']:.4f} in {fit_s:.1f} s")
     out += ["## 3. Probe accuracy, fp32 vs int8 features (224 px, cold cache, `ImageClassifier(runtime=...)`)", "",
             "hymenoptera: train/ and val/ as given (the val split is the evaluation); Fashion-MNIST: 2,000 "
@@ -158,6 +202,10 @@ def main() -> int:
     md = "\n".join(out[:2] + head + out[2:])
     print(md)
     HERE.joinpath("images_fast.md").write_text(md, encoding="utf-8")
+    path = csv_path(args.csv, "images_fast")
+    if path is not None:
+        append_rows(path, CSV_FIELDS, csv_rows, run_stamp)
+        print(f"appended {len(csv_rows)} rows to {path}")
     return 0
 
 

@@ -23,6 +23,13 @@ Sections (--only):
                RLIMIT_FSIZE, stands in): saving a model and a checkpoint onto it after a first good save.
   hostile      benchmarks/reliability_hostile.py (pickle payloads under every file name fmadapt reads)
   data         benchmarks/reliability_data.py (corrupt images, modes, EXIF, bombs, awkward tables)
+
+Rows appended to benchmarks/results/reliability.csv (--csv): one per check (dataset = the section's setup,
+method = what was done, e.g. `uninterrupted` (the baseline of the resumed runs), `sigkill_resume`); passed = the
+property held (same weights and metrics, loadable after every kill, a clean error, ...); cases / ok_cases where
+a check counts; seconds; peak_mib = the process that did the work, at its peak: a `fmadapt fit` subprocess
+(from its own resource usage; for an interrupted run, the resuming process: the killed one's is not measured),
+or this process while an in-process step ran.
 """
 
 from __future__ import annotations
@@ -49,6 +56,23 @@ TESTS = ROOT / "tests"
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(TESTS))
+from common import (  # noqa: E402
+    add_csv_argument,
+    append_rows,
+    csv_path,
+    git,
+    measured_process,
+    options_json,
+    reset_peak,
+    stamp,
+    window_peak_mib,
+)
+
+#: the columns of benchmarks/results/reliability.csv
+CSV_FIELDS = ["dataset", "regime", "method", "options", "passed", "outcome", "cases", "ok_cases", "exit_code",
+              "val_accuracy", "weights_sha256", "file_mb", "tmp_before", "tmp_after", "torch_imported",
+              "rss_before_mib", "increase_mib", "process_peak_mib", "seconds", "resume_seconds", "peak_mib", "error"]
+ROWS: list[dict[str, Any]] = []  # this run's rows, appended by the sections
 
 
 def log(msg: str) -> None:
@@ -71,12 +95,17 @@ def _val_metrics(out: Path) -> dict[str, float]:
     return {k: m[k] for k in ("accuracy", "macro_f1", "ece") if k in m}
 
 
-def _run(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float]:
-    t = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+def _run(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
+    """(result, seconds, peak MiB of the process) of `cmd`, which must succeed."""
+    r, seconds, peak = measured_process(cmd, timeout=3600)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:6])}... exit {r.returncode}: {r.stderr[-2000:]}")
-    return r, time.perf_counter() - t
+    return r, seconds, peak
+
+
+def _argv(cmd: list[Any], tmp: Path) -> list[str]:
+    """A command line for the CSV's options: the interpreter as "python", temp paths as $TMP."""
+    return ["python" if str(a) == sys.executable else str(a).replace(str(tmp), "$TMP") for a in cmd]
 
 
 def _interrupted(cmd: list[str], ckpt: Path, sig: int, delay: float) -> tuple[int, str, float]:
@@ -96,12 +125,17 @@ def _resume_case(name: str, base: list[str], tmp: Path, delay_frac: float = 0.4)
     from fmadapt.train.checkpoint import checkpoint_info
 
     whole = tmp / f"{name}-whole"
-    r, secs = _run([*base, "--out", str(whole), "--json"])
+    r, secs, peak = _run([*base, "--out", str(whole), "--json"])
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     epoch_s = summary["history"].get("epoch_seconds") or [10.0]
     ref = (sha(whole / "model.safetensors"), _val_metrics(whole))
     log(f"{name}: uninterrupted {secs:.0f} s, epochs {epoch_s}")
     rows = [[name, "uninterrupted (baseline)", "-", "-", f"{secs:.0f}", ref[0][:12], _fmt(ref[1]), "-"]]
+    regime = "`fmadapt fit` in its own process, CPU, seed 0"
+    ROWS.append({"dataset": name, "regime": regime, "method": "uninterrupted",
+                 "options": options_json({"argv": _argv(base, tmp)}), "passed": True, "exit_code": 0,
+                 "val_accuracy": ref[1].get("accuracy", ""), "weights_sha256": ref[0][:12], "seconds": round(secs, 1),
+                 "peak_mib": peak})
     for label, sig in (("SIGKILL (kill -9)", signal.SIGKILL), ("SIGTERM", signal.SIGTERM)):
         out = tmp / f"{name}-{sig}"
         ckpt = out / "checkpoints" / "run-0.ckpt"
@@ -112,9 +146,16 @@ def _resume_case(name: str, base: list[str], tmp: Path, delay_frac: float = 0.4)
         where = f"{info['kind']}: epoch {info['epoch'] + 1}" + (
             f", after batch {info['batch']}" if info["kind"] == "sigterm" else " finished")
         size = ckpt.stat().st_size / 1e6
-        r2, secs2 = _run([sys.executable, "-m", "fmadapt", "fit", "--resume", str(out), "--json"])
+        r2, secs2, peak2 = _run([sys.executable, "-m", "fmadapt", "fit", "--resume", str(out), "--json"])
         got = (sha(out / "model.safetensors"), _val_metrics(out))
         total = time.perf_counter() - t0
+        ROWS.append({"dataset": name, "regime": regime,
+                     "method": "sigkill_resume" if sig == signal.SIGKILL else "sigterm_resume",
+                     "options": options_json({"signal": label, "in_epoch": 2, "delay_epoch_fraction": delay_frac}),
+                     "passed": got == ref, "outcome": f"resumed from {where}; equal to uninterrupted: {got == ref}",
+                     "exit_code": rc, "val_accuracy": got[1].get("accuracy", ""), "weights_sha256": got[0][:12],
+                     "file_mb": round(size, 1), "seconds": round(total, 1), "resume_seconds": round(secs2, 1),
+                     "peak_mib": peak2})
         rows.append([name, f"{label} in epoch 2, then `fit --resume`", f"exit {rc}" +
                      (f" ({exit_s:.1f} s after the signal)" if sig == signal.SIGTERM else ""),
                      f"{where} ({size:.1f} MB)", f"{total:.0f} (resume {secs2:.0f})", got[0][:12], _fmt(got[1]),
@@ -140,13 +181,21 @@ def _checkpoint_cost(tmp: Path) -> list[list[Any]]:
               torch.randn(n), "step": torch.tensor(1.0)}}, "param_groups": [{"params": [0], "lr": 1e-3}]}],
               "callbacks": {"RestoreBest": {"state": {"w": torch.randn(n)}, "best": 0.5, "best_epoch": 0}}}
         p = tmp / f"cost-{n}.ckpt"
+        reset_peak()
         t = time.perf_counter()
         save_checkpoint(ck, p)
         ts = time.perf_counter() - t
+        peak_s = window_peak_mib()
+        reset_peak()
         t = time.perf_counter()
         load_checkpoint(p)
         tl = time.perf_counter() - t
+        peak_l = window_peak_mib()
         rows.append([label, f"{n / 1e6:.1f} M", f"{p.stat().st_size / 1e6:.0f} MB", f"{ts:.2f}", f"{tl:.2f}"])
+        ROWS.extend({"dataset": "synthetic checkpoint (weights, 2 AdamW moments, best weights)",
+                     "regime": f"{label}, {n / 1e6:.1f} M parameters", "method": method, "passed": True,
+                     "file_mb": round(p.stat().st_size / 1e6, 1), "seconds": round(secs, 3), "peak_mib": peak}
+                    for method, secs, peak in (("save_checkpoint", ts, peak_s), ("load_checkpoint", tl, peak_l)))
     return rows
 
 
@@ -258,11 +307,18 @@ def section_atomic(tmp: Path) -> str:
             ("checkpoint file (64 MB)", [sys.executable, str(cw), str(tmp / "c" / "run-0.ckpt")],
              tmp / "c" / "run-0.ckpt", ckpt_state)):
         (tmp / "c").mkdir(exist_ok=True)
+        t = time.perf_counter()
         res = _kill_loop(cmd, 10, rng, check, target)
         states = sorted({r["state"] for r in res if r["loadable"]})
         rows.append([label, len(res), sum(r["loadable"] for r in res),
                      "; ".join(f"{s} x{sum(r['state'] == s for r in res)}" for s in states),
                      sum(r["tmp_before"] for r in res), sum(r["tmp_after"] for r in res)])
+        loadable = sum(r["loadable"] for r in res)
+        ROWS.append({"dataset": label, "regime": "10 SIGKILLs at seeded random moments (0.05-1.0 s) while saving",
+                     "method": "sigkill_during_save", "options": options_json({"seed": 0, "kills": len(res)}),
+                     "passed": loadable == len(res) and sum(r["tmp_after"] for r in res) == 0, "outcome": rows[-1][3],
+                     "cases": len(res), "ok_cases": loadable, "tmp_before": rows[-1][4], "tmp_after": rows[-1][5],
+                     "seconds": round(time.perf_counter() - t, 1)})
         log(f"atomic {label}: {rows[-1]}")
     return "\n\n".join([
         "## 2. Atomic saves under kill -9",
@@ -290,7 +346,7 @@ def section_nonfinite(tmp: Path) -> str:
                "--strategy", "finetune", "--epochs", "3", "--batch-size", "4", "--optimizer", "sgd", "--lr", lr,
                "--set", f"head_lr={lr}", "--set", "warmup_frac=0.9", "--set", "head_init=random",
                "--report", "off"]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        r, secs, peak = measured_process(cmd, timeout=600)
         ck = out / "checkpoints" / "run-0.ckpt"
         left = "none (diverged in epoch 1)"
         if ck.is_file():
@@ -299,6 +355,13 @@ def section_nonfinite(tmp: Path) -> str:
             left = f"end of epoch {state['fmadapt']['epoch'] + 1}, all weights finite: {finite}"
         msg = next((ln for ln in r.stderr.splitlines() if ln.startswith("error:")), r.stderr[-300:])
         rows.append([lr, r.returncode, msg.replace("|", "/"), (out / "model.safetensors").exists(), left])
+        written = (out / "model.safetensors").exists()
+        ROWS.append({"dataset": "tiny CNN, 48 training images", "regime": f"SGD at lr {lr} (body and head)",
+                     "method": "nonfinite_stop",
+                     "options": options_json({"argv": _argv(cmd[3:], tmp), "lr": float(lr)}),
+                     "passed": r.returncode != 0 and msg.startswith("error:") and not written,
+                     "outcome": f"{msg[:200]}; model written: {written}; checkpoint left: {left}",
+                     "exit_code": r.returncode, "seconds": round(secs, 1), "peak_mib": peak})
     return "\n\n".join([
         "## 3. Non-finite loss or gradients",
         "`fmadapt fit` (tiny CNN, 48 training images, batch 4, SGD at the given learning rate for body and head, "
@@ -318,6 +381,7 @@ def section_determinism(tmp: Path) -> str:
     rows = []
     for workers, seed in ((0, 0), (2, 0), (2, 0), (0, 1)):
         out = tmp / f"det-{workers}-{seed}-{len(rows)}"
+        reset_peak()
         t = time.perf_counter()
         clf = ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=3, batch_size=4, progress=False,
                               head_init="random", num_workers=workers, seed=seed, cache=False)
@@ -325,7 +389,14 @@ def section_determinism(tmp: Path) -> str:
         rows.append([workers, seed, f"{time.perf_counter() - t:.1f}", sha(out / "model.safetensors")[:16],
                      f"{clf.metrics_['val']['accuracy']:.4f}", f"{clf.metrics_['val']['log_loss']:.6f}"
                      if "log_loss" in clf.metrics_["val"] else "-"])
+        ROWS.append({"dataset": "tiny CNN, 120 images, augmentation on", "regime": f"{workers} DataLoader workers, "
+                     f"seed {seed}", "method": "finetune", "options": options_json(
+                         {"epochs": 3, "batch_size": 4, "head_init": "random", "num_workers": workers, "seed": seed}),
+                     "val_accuracy": round(clf.metrics_["val"]["accuracy"], 4), "weights_sha256": rows[-1][3],
+                     "seconds": float(rows[-1][2]), "peak_mib": window_peak_mib()})
     same = len({r[3] for r in rows[:3]}) == 1
+    for r in ROWS[-4:]:  # the seed-0 runs must agree bit for bit, the seed-1 run must not
+        r["passed"] = same and (rows[3][3] != rows[0][3])
     return "\n\n".join([
         "## 4. Determinism",
         "The same fine-tuning fit (tiny CNN, 120 images, random crop/flip augmentation) with 0 and 2 DataLoader "
@@ -400,6 +471,12 @@ print(json.dumps(out))
             for what, v in res.items()]
     how = ("a 3 MB tmpfs filled to 100 kB free: the kernel's ENOSPC" if mounted else
            "RLIMIT_FSIZE of 100 kB (mounting a tmpfs was not allowed): the kernel's EFBIG")
+    ROWS.extend({"dataset": "disk full during a save", "regime": "tmpfs 3 MB, 100 kB free" if mounted else
+                 "RLIMIT_FSIZE 100 kB", "method": "save_" + ("model" if what == "model directory" else "checkpoint"),
+                 "passed": bool(v["error"]) and not v["error"].startswith("UNCLEAN")
+                 and not v["previous"].startswith("NOT LOADABLE") and not v["tmp"],
+                 "outcome": f"error: {v['error'] or 'NO ERROR'}; previous: {v['previous']}"[:300],
+                 "tmp_after": len(v["tmp"])} for what, v in res.items())
     return "\n\n".join([
         "## 5. Disk full during a save",
         f"A first model and checkpoint saved; then the disk is full ({how}); then a new model and a bigger "
@@ -419,7 +496,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="resume,atomic,nonfinite,determinism,diskfull,hostile,data")
     ap.add_argument("--out", default=str(HERE / "reliability.md"))
+    add_csv_argument(ap, "reliability")
     args = ap.parse_args()
+    run_stamp = stamp()
     import torch
 
     torch.set_num_threads(2)
@@ -434,11 +513,11 @@ def main() -> None:
                 if name == "hostile":
                     import reliability_hostile
 
-                    md = reliability_hostile.run().replace("## Hostile files", "## 6. Hostile files", 1)
+                    md = reliability_hostile.run(ROWS).replace("## Hostile files", "## 6. Hostile files", 1)
                 elif name == "data":
                     import reliability_data
 
-                    md = reliability_data.run().replace("## Bad data", "## 7. Bad data", 1)
+                    md = reliability_data.run(ROWS).replace("## Bad data", "## 7. Bad data", 1)
                 else:
                     sub = Path(d) / name
                     sub.mkdir()
@@ -448,10 +527,10 @@ def main() -> None:
                 failed.append(name)
                 parts.append(f"## {name}: FAILED\n\n```\n{traceback.format_exc()}```")
                 log(traceback.format_exc())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=ROOT).stdout.strip()
+                ROWS.append({"dataset": name, "method": "section", "passed": False,
+                             "error": traceback.format_exc().strip().splitlines()[-1][:300]})
+    commit = git("rev-parse", "--short", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
     only = f" --only {args.only}" if args.only != ap.get_default("only") else ""
     head = (f"# Reliability and security\n\n`python benchmarks/reliability.py{only}` "
             f"at {commit}{' (with uncommitted changes)' if dirty else ''}, {_dt.date.today()}, "
@@ -461,6 +540,10 @@ def main() -> None:
     text = head + "\n" + "\n\n".join(parts) + "\n"
     Path(args.out).write_text(text)
     print(text)
+    path = csv_path(args.csv, "reliability")
+    if path is not None and ROWS:
+        append_rows(path, CSV_FIELDS, ROWS, run_stamp)
+        print(f"appended {len(ROWS)} rows to {path}")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 """Reliability with bad data: the figures of the "Bad data at scale" requirement, as a markdown section.
 
     python benchmarks/reliability_data.py          # prints the "## Bad data" section
+    python benchmarks/reliability_data.py --csv benchmarks/results/reliability.csv   # also appends its rows
 
-`run()` returns the same markdown (benchmarks/reliability.md is assembled by another script). The datasets are
-the ones tests/test_bad_data.py checks, built by its functions in a temp dir:
+`run()` returns the same markdown (benchmarks/reliability.md is assembled by another script); `run(rows)` also
+appends the figures to `rows` as rows of benchmarks/results/reliability.csv (benchmarks/reliability.py does).
+The datasets are the ones tests/test_bad_data.py checks, built by its functions in a temp dir:
 
 - images: 1,000 files in 4 class folders, 50 unusable (10 each: truncated JPEG, truncated PNG, zero-byte,
   random bytes named .jpg, a non-image under an image extension), 10 valid images under the other format's
@@ -22,6 +24,7 @@ The tiny random backbones come from tests/conftest.py: the figures are about dat
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
@@ -30,6 +33,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +44,13 @@ def _setup() -> None:
             sys.path.insert(0, str(p))
 
 
-def _images(tmp: Path) -> list[str]:
+def _row(method: str, regime: str, cases: int, ok: int, **more: Any) -> dict[str, Any]:
+    """A row of benchmarks/results/reliability.csv (dataset "bad data"); passed: every case handled."""
+    return {"dataset": "bad data", "regime": regime, "method": method, "cases": cases, "ok_cases": ok,
+            "passed": ok == cases, **more}
+
+
+def _images(tmp: Path, rows: list[dict[str, Any]]) -> list[str]:
     import conftest  # noqa: F401  (registers tiny-cnn)
     from fmadapt import ImageClassifier
     from test_bad_data import BAD_KINDS, BAD_REASONS, build_bad_image_folder
@@ -55,6 +65,12 @@ def _images(tmp: Path) -> list[str]:
     skipped = {s["where"]: s["reason"] for s in ds["skipped"]}
     named = sum(1 for p, k in bad.items() if skipped.get(p, "").startswith(BAD_REASONS[k]))
     misnamed = sum(1 for p in built["misnamed"] if p in used)  # type: ignore[attr-defined]
+    n_misnamed = len(built["misnamed"])  # type: ignore[arg-type]
+    rows.append(_row("image_folder_fit", "1,000 files, 50 unusable, 10 under the other format's extension",
+                     len(bad) + n_misnamed, named + misnamed,
+                     outcome=f"used {ds['sizes']['train'] + ds['sizes']['val']}, skipped {len(skipped)} "
+                             f"({len(set(skipped) - set(bad))} others)", seconds=round(seconds, 1),
+                     options='{"backbone": "tiny-cnn", "strategy": "probe"}'))
     lines = [
         "### Images: 1,000 files, 50 unusable",
         "",
@@ -74,7 +90,7 @@ def _images(tmp: Path) -> list[str]:
     return lines
 
 
-def _modes_orientations(tmp: Path) -> list[str]:
+def _modes_orientations(tmp: Path, rows: list[dict[str, Any]]) -> list[str]:
     from test_bad_data import check_mode_image, orientation_ok, write_mode_images, write_oriented
 
     files = write_mode_images(tmp / "modes")
@@ -85,15 +101,17 @@ def _modes_orientations(tmp: Path) -> list[str]:
             ok_modes.append(mode)
         except Exception:  # noqa: BLE001 - a failure is a figure here
             pass
-    rows = [f"| image modes accepted ({', '.join(files)}) | {len(ok_modes)}/{len(files)} |"]
+    lines = [f"| image modes accepted ({', '.join(files)}) | {len(ok_modes)}/{len(files)} |"]
+    rows.append(_row("image_modes", ", ".join(files), len(files), len(ok_modes)))
     for ext in ("png", "jpg"):
         oriented = write_oriented(tmp / f"orient_{ext}", ext)
         ok = sum(1 for p in oriented.values() if orientation_ok(p) and orientation_ok(p, draft_size=256))
-        rows.append(f"| EXIF orientations 1-8 applied ({ext.upper()}) | {ok}/8 |")
-    return ["### Image modes and EXIF orientation", "", "| check | result |", "|---|---:|", *rows]
+        lines.append(f"| EXIF orientations 1-8 applied ({ext.upper()}) | {ok}/8 |")
+        rows.append(_row("exif_orientation", ext.upper(), 8, ok))
+    return ["### Image modes and EXIF orientation", "", "| check | result |", "|---|---:|", *lines]
 
 
-def _bombs(tmp: Path) -> list[str]:
+def _bombs(tmp: Path, rows: list[dict[str, Any]]) -> list[str]:
     from test_bad_data import build_bomb_folder, measure_bombs, write_png_bomb
 
     kinds = build_bomb_folder(tmp / "bombs")
@@ -115,6 +133,12 @@ def _bombs(tmp: Path) -> list[str]:
         m = measure_bombs(tmp / "bombs", isolated)
         refused = sum(1 for b in bombs if "decompression bomb" in m["skipped"].get(b, ""))
         inc = m["load_peak_mb"] - m["rss_before_mb"]
+        used = sum(g in m["used"] for g in good)
+        rows.append(_row("decompression_bombs", label, len(bombs) + len(good), refused + used,
+                         outcome=f"{refused}/{len(bombs)} bombs refused, {used}/{len(good)} good images used",
+                         torch_imported=m["torch_imported"], rss_before_mib=round(m["rss_before_mb"], 1),
+                         increase_mib=round(inc, 1), process_peak_mib=round(m["peak_mb"], 1),
+                         peak_mib=round(m["load_peak_mb"], 1)))
         lines.append(f"| {label} | {refused}/{len(bombs)} | {sum(g in m['used'] for g in good)}/{len(good)} "
                      f"| {'yes' if m['torch_imported'] else 'no'} | {m['rss_before_mb']:.0f} | "
                      f"{m['load_peak_mb']:.0f} | {inc:.0f} | {m['peak_mb']:.0f} | "
@@ -129,11 +153,16 @@ def _bombs(tmp: Path) -> list[str]:
         m = measure_bombs(tmp / "bombs", True, big)
         lines.append(f"| {name} | {big.stat().st_size / 1024:.0f} | {m['big_rss_before_mb']:.0f} | "
                      f"{m['big_peak_mb']:.0f} | {m['big_peak_mb'] - m['big_rss_before_mb']:.0f} |")
+        rows.append({"dataset": "bad data", "regime": name, "method": "decode_large_image",
+                     "outcome": f"decoded, file {big.stat().st_size / 1024:.0f} KB",
+                     "rss_before_mib": round(m["big_rss_before_mb"], 1),
+                     "increase_mib": round(m["big_peak_mb"] - m["big_rss_before_mb"], 1),
+                     "peak_mib": round(m["big_peak_mb"], 1)})
         big.unlink()
     return lines
 
 
-def _tables(tmp: Path) -> list[str]:
+def _tables(tmp: Path, rows: list[dict[str, Any]]) -> list[str]:
     import conftest  # noqa: F401  (registers tiny-bert)
     from test_bad_data import TABLE_FILES, check_table, table_records
 
@@ -155,8 +184,14 @@ def _tables(tmp: Path) -> list[str]:
             f = check_table(tmp / name, enc, fit=True)
             lines.append(f"| {name} | {enc} | {f['encoding read']} | {f['rows']} | {f['loaded']} | {f['skipped']} "
                          f"| {'yes' if f['loaded'] + f['skipped'] == f['rows'] else 'no'} | {f['fit']} |")  # type: ignore
+            rows.append(_row("text_table_fit", f"{name}, written as {enc}", int(f["rows"]),  # type: ignore
+                             int(f["loaded"]) + int(f["skipped"]),  # type: ignore
+                             outcome=f"read as {f['encoding read']}; loaded {f['loaded']}, skipped {f['skipped']}; "
+                                     f"fit + predict {f['fit']}"))
         except Exception as e:  # noqa: BLE001 - a failure is a figure here
             lines.append(f"| {name} | {enc} | - | - | - | - | no | FAILED: {_cell(repr(e))} |")
+            rows.append({"dataset": "bad data", "regime": f"{name}, written as {enc}", "method": "text_table_fit",
+                         "passed": False, "error": repr(e)[:300]})
     return lines
 
 
@@ -165,8 +200,10 @@ def _cell(s: str, n: int = 90) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def run() -> str:
-    """The "## Bad data" markdown section (builds everything in a temp dir, ~1 min on 2 CPU cores)."""
+def run(rows: list[dict[str, Any]] | None = None) -> str:
+    """The "## Bad data" markdown section (builds everything in a temp dir, ~1 min on 2 CPU cores); its figures
+    are appended to `rows` (when given) as rows of benchmarks/results/reliability.csv."""
+    rows = [] if rows is None else rows
     _setup()
     old_cache = os.environ.get("FMADAPT_CACHE")
     t0 = time.perf_counter()
@@ -179,9 +216,11 @@ def run() -> str:
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        parts.append("\n".join(section(tmp)))
+                        parts.append("\n".join(section(tmp, rows)))
                 except Exception:  # noqa: BLE001 - report, go on with the other sections
                     parts.append(f"### {section.__name__.strip('_')}: FAILED\n\n```\n{traceback.format_exc()}```")
+                    rows.append({"dataset": "bad data", "method": section.__name__.strip("_"), "passed": False,
+                                 "error": traceback.format_exc().strip().splitlines()[-1][:300]})
         finally:
             if old_cache is None:
                 os.environ.pop("FMADAPT_CACHE", None)
@@ -195,4 +234,20 @@ def run() -> str:
 
 
 if __name__ == "__main__":
-    print(run())
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--csv", default=None, metavar="PATH",
+                    help="also append the figures to this CSV (default: none; benchmarks/reliability.py appends "
+                         "them to benchmarks/results/reliability.csv)")
+    args = ap.parse_args()
+    figures: list[dict[str, Any]] = []
+    stamp_ = None
+    if args.csv:
+        from common import stamp
+
+        stamp_ = stamp()
+    print(run(figures))
+    if args.csv:
+        from common import append_rows
+        from reliability import CSV_FIELDS
+
+        append_rows(Path(args.csv), CSV_FIELDS, figures, stamp_)

@@ -1,8 +1,10 @@
 """Hostile files, outside pytest: the payload matrix of tests/test_hostile_files.py run against the public entry
 points, as a markdown section for benchmarks/reliability.md.
 
-Command: python benchmarks/reliability_hostile.py   (prints the section; writes nothing in the repository)
-Import:  from reliability_hostile import run; md = run()
+Command: python benchmarks/reliability_hostile.py   (prints the section; writes nothing in the repository unless
+         --csv PATH is given: then its summary rows are appended there)
+Import:  from reliability_hostile import run; md = run()   (run(rows) also appends the summary rows to `rows`:
+         benchmarks/reliability.py writes them to benchmarks/results/reliability.csv)
 
 Every payload is a real pickle whose unpickling creates a sentinel file (checked live before use): a bare
 pickle, and the same object inside torch.save's zip format (what .pt/.pth/.bin/.ckpt files are). Each is
@@ -18,6 +20,7 @@ with the tests' tiny random backbones (tiny-cnn, tiny-bert) and a temporary feat
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import os
@@ -251,8 +254,13 @@ def _malformed(m: SimpleNamespace, T: Any, work: Path) -> list[tuple[str, int, i
     return out
 
 
-def run() -> str:
-    """The `## Hostile files` markdown section (runs the whole matrix; about a minute on 2 CPU cores)."""
+def run(csv_rows: list[dict[str, Any]] | None = None) -> str:
+    """The `## Hostile files` markdown section (runs the whole matrix; about a minute on 2 CPU cores). Its summary
+    (the payload matrix, and each kind of malformed file) is appended to `csv_rows` when given, as rows of
+    benchmarks/results/reliability.csv; peak_mib: this process's peak while the matrix ran."""
+    from common import reset_peak, window_peak_mib
+
+    reset_peak()
     t0 = time.perf_counter()
     sys.path.insert(0, str(TESTS))
     old_cache = os.environ.get("FMADAPT_CACHE")
@@ -316,8 +324,34 @@ def run() -> str:
     lines += ["", "Malformed files (the cases of tests/test_hostile_files.py), loaded with `fmadapt.load_model`:", "",
               "| file | cases | clean ArtifactError naming the file |", "|---|---|---|"]
     lines += [f"| {label} | {n} | {clean} of {n} |" for label, n, clean in malformed]
+    if csv_rows is not None:
+        csv_rows.append({"dataset": "hostile files", "regime": f"{len(rows)} cases (file x entry point x payload)",
+                         "method": "pickle_payloads", "cases": len(payload_rows),
+                         "ok_cases": len(payload_rows) - executed, "passed": executed == 0 and crashes == 0,
+                         "outcome": f"{executed} payloads executed; " + ", ".join(f"{v} {k}" for k, v in
+                                                                                 sorted(counts.items())),
+                         "seconds": round(seconds, 1), "peak_mib": window_peak_mib()})
+        csv_rows += [{"dataset": "hostile files", "regime": label, "method": "malformed_file_load", "cases": n,
+                      "ok_cases": clean, "passed": clean == n, "outcome": f"{clean} of {n} clean ArtifactError"}
+                     for label, n, clean in malformed]
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    print(run())
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--csv", default=None, metavar="PATH",
+                    help="also append the summary rows to this CSV (default: none; benchmarks/reliability.py "
+                         "appends them to benchmarks/results/reliability.csv)")
+    args = ap.parse_args()
+    figures: list[dict[str, Any]] = []
+    stamp_ = None
+    if args.csv:
+        from common import stamp
+
+        stamp_ = stamp()
+    print(run(figures))
+    if args.csv:
+        from common import append_rows
+        from reliability import CSV_FIELDS
+
+        append_rows(Path(args.csv), CSV_FIELDS, figures, stamp_)

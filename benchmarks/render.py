@@ -3,9 +3,10 @@
 
     python benchmarks/render.py --out docs/benchmarks/results.md     # `mkdocs build` runs the same (docs/hooks.py)
 
-For a topic with a main metric: the best row per (dataset, method) over every run, and its difference to the
-baseline method measured in the SAME run (same commit and start time), with the ratio of their seconds; a cell
-is empty where that run did not measure the baseline. For timing topics: the latest run's rows as they are.
+For a topic with a main metric: the best row per (dataset, regime, method) over every run (a CSV without a
+regime column: per dataset and method), and its difference to the baseline method measured in the SAME run (same
+commit and start time) on the same dataset and regime, with the ratio of their seconds; a cell is empty where that
+run did not measure the baseline. For timing topics: the latest run's rows as they are.
 Every row names its run (commit, date), so a figure in the docs can be traced to the CSV row it came from.
 """
 
@@ -25,8 +26,17 @@ def _defaults_baseline(method: str) -> str:
     return "hand_finetune" if method.startswith("finetune") or method == "auto" else "hand_probe"
 
 
-#: topic -> (metrics as (column, higher is better), seconds column, method -> its baseline method, title)
-TOPICS: dict[str, tuple[list[tuple[str, bool]], str, Callable[[str], str | None], str]] = {
+def _throughput_baseline(method: str) -> tuple[str, ...]:
+    if method.startswith("cache_"):  # cached activations: the like-for-like uncached run (images: no augmentation)
+        return ("cache_off_noaug", "cache_off") if method == "cache_on" else ()
+    if method.startswith("lr_grid"):
+        return ("lr_grid_default",)
+    return ("st_encode", "timm_eager")  # texts: sentence-transformers encode; images: eager timm
+
+
+#: topic -> (metrics as (column, higher is better), seconds column, method -> its baseline method (or several:
+#: the first one the same run measured on the same dataset and regime), title)
+TOPICS: dict[str, tuple[list[tuple[str, bool]], str, Callable[[str], str | tuple[str, ...] | None], str]] = {
     "defaults": ([("accuracy", True)], "seconds", _defaults_baseline,
                  "Defaults suite (issue 21): fmadapt against the hand-written scripts (`benchmarks/defaults.py`)"),
     "ngram": ([("accuracy", True)], "seconds", lambda m: None,
@@ -39,6 +49,23 @@ TOPICS: dict[str, tuple[list[tuple[str, bool]], str, Callable[[str], str | None]
                        "Table columns beside the text (`benchmarks/table_features.py`)"),
     "multitarget": ([("rmse", False), ("auc", True)], "fit_seconds", lambda m: "separate",
                     "Several targets with one backbone (`benchmarks/multitarget.py`)"),
+    "core": ([("accuracy", True)], "seconds", lambda m: ("st_logreg", "timm_logreg"),
+             "Core: fmadapt against frozen embeddings + LogisticRegression (`benchmarks/core.py`)"),
+    "strategies": ([("accuracy", True)], "seconds",
+                   lambda m: None if m in ("setfit", "tfidf_logreg") else ("setfit", "tfidf_logreg", "probe"),
+                   "Every strategy, few-shot against SetFit (`benchmarks/strategies.py`; baseline: SetFit, "
+                   "TF-IDF or else the probe of the same regime)"),
+    "throughput": ([("items_per_s", True), ("accuracy", True), ("val_accuracy", True)], "seconds",
+                   _throughput_baseline, "CPU throughput against sentence-transformers and eager timm "
+                   "(`benchmarks/throughput.py`)"),
+    "int8": ([("items_per_s", True), ("accuracy", True)], "seconds",
+             lambda m: "probe_fp32" if m.startswith("probe") else "st_encode",
+             "The int8 text runtime (`benchmarks/int8.py`)"),
+    "images_fast": ([("items_per_s", True), ("accuracy", True)], "seconds",
+                    lambda m: "probe_fp32" if m.startswith("probe") else "timm_eager",
+                    "The image fast path at 224 px (`benchmarks/images_fast.py`)"),
+    "train_speed": ([("examples_per_s", True)], "seconds", lambda m: ("fp32_nchw", "fp32"),
+                    "Training-step speed (`benchmarks/train_speed.py`)"),
 }
 
 
@@ -63,33 +90,50 @@ def metric_of(row: dict[str, str], metrics: list[tuple[str, bool]]) -> tuple[str
     return None
 
 
+def _baselines(baseline: Callable[[str], str | tuple[str, ...] | None], method: str) -> tuple[str, ...]:
+    b = baseline(method)
+    return () if b is None else (b,) if isinstance(b, str) else tuple(b)
+
+
 def best_table(rows: list[dict[str, str]], metrics: list[tuple[str, bool]], seconds: str,
-               baseline: Callable[[str], str | None]) -> str:
+               baseline: Callable[[str], str | tuple[str, ...] | None]) -> str:
+    """The best row per (dataset, regime, method); `baseline(method)` names the method it is compared with, or
+    several (the first one the same run measured on the same dataset and regime is taken). The regime column
+    is shown only where rows have one."""
     run = lambda r: (r["commit"], r["date"])  # noqa: E731
-    by_run = {(run(r), r["dataset"], r["method"]): r for r in rows}
-    best: dict[tuple[str, str], dict[str, str]] = {}
+    key = lambda r: (r["dataset"], r.get("regime") or "")  # noqa: E731
+    by_run = {(run(r), *key(r), r["method"]): r for r in rows}
+    best: dict[tuple[str, str, str], dict[str, str]] = {}
     for r in rows:
         m = metric_of(r, metrics)
         if m is None:
             continue
-        key = (r["dataset"], r["method"])
-        old = best.get(key)
+        k = (*key(r), r["method"])
+        old = best.get(k)
         om = metric_of(old, metrics) if old else None
         if om is None or (m[2] > om[2] if m[1] else m[2] < om[2]):
-            best[key] = r
+            best[k] = r
+    with_regime = any(regime for _, regime, _ in best)
     out = []
-    for (ds, method), r in sorted(best.items()):
+    for (ds, regime, method), r in sorted(best.items()):
         name, higher, v = metric_of(r, metrics)  # type: ignore[misc]
-        base_name = baseline(method)
-        base = by_run.get((run(r), ds, base_name)) if base_name and base_name != method else None
+        base_name, base = "", None
+        for b in _baselines(baseline, method):
+            if b != method and (run(r), ds, regime, b) in by_run:
+                base_name, base = b, by_run[(run(r), ds, regime, b)]
+                break
         bm = metric_of(base, metrics) if base else None
-        diff = f"{(v - bm[2]) * (100 if name in ('accuracy', 'micro_f1', 'auc') else 1):+.2f}" if bm else ""
+        points = name in ("accuracy", "micro_f1", "auc") or name.endswith("accuracy")
+        diff = f"{(v - bm[2]) * (100 if points else 1):+.2f}" if bm else ""
         s, bs = _num(r.get(seconds)), _num(base.get(seconds)) if base else None
         ratio = f"{s / bs:.2f}x" if s and bs else ""
-        out.append([ds, f"`{method}`", f"{name} {v:.4f}", f"{s:.0f}" if s is not None else "",
-                    f"`{base_name}`" if base else "", diff, ratio, f"{r['commit']}, {r['date']}"])
-    return markdown_table(["dataset", "method", "best", "seconds", "baseline (same run)", "Δ (points; RMSE)",
-                           "seconds / baseline's", "run"], out, numeric_from=2)
+        secs = "" if s is None else f"{s:.0f}" if s >= 10 else f"{s:.3g}"
+        out.append([ds, *([regime] if with_regime else []), f"`{method}`", f"{name} {v:.4f}", secs,
+                    f"`{base_name}`" if base else "", diff, ratio,
+                    f"{r['commit']}, {r['date']}"])
+    return markdown_table(["dataset", *(["regime"] if with_regime else []), "method", "best", "seconds",
+                           "baseline (same run)", "Δ (points; RMSE)", "seconds / baseline's", "run"], out,
+                          numeric_from=3 if with_regime else 2)
 
 
 def latest_table(rows: list[dict[str, str]]) -> str:
@@ -113,8 +157,9 @@ def render(results: Path = RESULTS) -> str:
         topic = path.stem
         if topic in TOPICS:
             metrics, seconds, baseline, title = TOPICS[topic]
+            per = "dataset, regime and method" if any(r.get("regime") for r in rows) else "dataset and method"
             parts += [f"## {title}\n", f"`benchmarks/results/{path.name}`, {len(rows)} rows; the best row per "
-                      "dataset and method.\n", best_table(rows, metrics, seconds, baseline)]
+                      f"{per}.\n", best_table(rows, metrics, seconds, baseline)]
         else:
             parts += [f"## {topic}\n", f"`benchmarks/results/{path.name}`, {len(rows)} rows.\n", latest_table(rows)]
     return "\n".join(parts)

@@ -42,6 +42,12 @@ includes loading the model. torch uses 2 threads (--threads; on a machine loaded
 threads can be many times slower than 1, so smoke-test there with --threads 1). Data: ../shared/data (see its
 README.md); when it is absent the script says so and exits 0. A failing row is printed with its traceback,
 listed, and the run goes on.
+
+Rows are appended to benchmarks/results/strategies.csv (--csv; a --quick run only when --csv is given) after every
+block, so that a run stopped later keeps them: dataset, regime, method (the fmadapt strategy, or the baselines
+`setfit` and `tfidf_logreg`), options (JSON: the row's settings), accuracy, macro-F1, fit / eval seconds, seconds
+= fit + eval, and peak_mib = this process's peak while the row fitted and evaluated (DataLoader worker processes
+are not in it); a failed row has its error instead.
 """
 
 from __future__ import annotations
@@ -63,6 +69,15 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import throughput as tp  # noqa: E402  (data writers, machine info, md_table, log)
+from common import (  # noqa: E402
+    add_csv_argument,
+    append_rows,
+    csv_path,
+    options_json,
+    reset_peak,
+    stamp,
+    window_peak_mib,
+)
 
 BLOCKS = ("sst2", "agnews", "hymenoptera", "fmnist", "thucnews", "fewshot")
 STRATEGIES = ("probe", "finetune", "progressive", "l2sp", "lora", "auto", "contrastive")
@@ -155,6 +170,8 @@ class Row:
     draw: int = 0  # few-shot: which label draw (per_class seed SEED + draw)
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # the settings, as the CSV row's options
+    peak_mib: float | None = None  # this process's peak while the row ran
 
 
 class Bench:
@@ -175,8 +192,10 @@ class Bench:
     def attempt(self, row: Row, fn: Callable[[Row], None]) -> None:
         """Run `fn(row)` (which fills in the row's numbers); on failure record the error instead."""
         tp.log(f"{row.dataset} | {row.regime} | {row.method} [{row.settings}] ...")
+        reset_peak()
         try:
             fn(row)
+            row.peak_mib = window_peak_mib()
         except Exception as e:  # noqa: BLE001 - report and keep going
             traceback.print_exc()
             row.error = f"{type(e).__name__}: {e}"
@@ -292,7 +311,8 @@ def fmadapt_rows(bench: Bench, plan: Plan, strategies: list[str], block: str, da
             unl = list(unlabeled_pool["text"].sample(n=n_unl, random_state=SEED))
             head, sep, tail = regime.partition(" / test")
             b, reg = f"{block}-unlabeled", f"{head} + {n_unl:,} unlabeled (rest of the pool, labels dropped){sep}{tail}"
-        row = Row(b, dataset, reg, f"fmadapt {strategy}", settings_text(o), shots=shots, draw=draw)
+        row = Row(b, dataset, reg, f"fmadapt {strategy}", settings_text(o), shots=shots, draw=draw,
+                  options={"strategy": strategy, **o, **({"unlabeled": n_unl} if n_unl is not None else {})})
         bench.attempt(row, lambda r, s=strategy, o=o, u=unl: run_fmadapt(r, cls, s, o, train, test, common, u))
 
 
@@ -459,7 +479,8 @@ def block_thucnews(bench: Bench, plan: Plan, strategies: list[str], data: Path) 
     train, test = stratified(train, plan.thuc_train), stratified(test, plan.thuc_test)
     regime = f"dev {len(train):,} -> test {len(test):,}"
     row = Row("thucnews", "THUCNews titles", regime, "baseline: char 1-2gram TF-IDF + LogReg",
-              "analyzer=char, ngram_range=(1, 2), C=1, max_iter=2000", kind="baseline")
+              "analyzer=char, ngram_range=(1, 2), C=1, max_iter=2000", kind="baseline",
+              options={"analyzer": "char", "ngram_range": [1, 2], "C": 1, "max_iter": 2000})
     bench.attempt(row, lambda r: run_tfidf(r, train, test))
     fmadapt_rows(bench, plan, strategies, "thucnews", "THUCNews titles", regime, RUNS["thucnews"], TextClassifier,
                  train, test, TEXT_COMMON)
@@ -483,7 +504,7 @@ def block_fewshot(bench: Bench, plan: Plan, strategies: list[str], data: Path, n
                          TEXT_COMMON, shots=k, draw=draw)
             if k in plan.setfit_shots:
                 row = Row(block, name, regime, "baseline: SetFit (MiniLM-L6)", settings_text(plan.setfit_args),
-                          kind="baseline", shots=k, draw=draw)
+                          kind="baseline", shots=k, draw=draw, options={**plan.setfit_args, "seed": SEED})
                 out_dir = bench.tmp / "setfit" / f"{block}-{k}-{draw}"
                 bench.attempt(row, lambda r, t=train, o=out_dir: run_setfit(r, t, test, plan.setfit_args, o))
 
@@ -703,6 +724,26 @@ def versions(threads: int) -> dict[str, str]:
     return {"setfit": setfit, "sklearn": sklearn.__version__, "threads": str(threads)}
 
 
+#: the CSV's dataset names (as benchmarks/core.py's) and the baselines' method names
+DATASET_IDS = {"SST-2": "sst2", "AG News": "ag_news", "hymenoptera": "hymenoptera", "Fashion-MNIST": "fashion_mnist",
+               "THUCNews titles": "thucnews_titles"}
+BASELINE_IDS = {"baseline: SetFit (MiniLM-L6)": "setfit", "baseline: char 1-2gram TF-IDF + LogReg": "tfidf_logreg"}
+CSV_FIELDS = ["dataset", "regime", "method", "options", "block", "shots", "draw", "accuracy", "macro_f1", "n_test",
+              "fit_seconds", "eval_seconds", "seconds", "peak_mib", "error"]
+
+
+def csv_row(r: Row) -> dict[str, Any]:
+    """A row of benchmarks/results/strategies.csv."""
+    ok = r.error is None and r.acc is not None
+    return {"dataset": DATASET_IDS.get(r.dataset, r.dataset), "regime": r.regime,
+            "method": BASELINE_IDS.get(r.method, r.method.removeprefix("fmadapt ")),
+            "options": options_json(r.options), "block": r.block, "shots": r.shots if r.shots is not None else "",
+            "draw": r.draw, "accuracy": round(r.acc, 4) if ok else "", "macro_f1": round(r.f1, 4) if ok else "",
+            "n_test": r.extra.get("n_test", ""), "fit_seconds": round(r.fit_s, 1) if ok else "",
+            "eval_seconds": round(r.eval_s, 1) if ok else "", "seconds": round(r.fit_s + r.eval_s, 1) if ok else "",
+            "peak_mib": r.peak_mib if r.peak_mib is not None else "", "error": r.error or ""}
+
+
 def parse_list(text: str, allowed: tuple[str, ...], what: str, ap: argparse.ArgumentParser) -> list[str]:
     chosen = [p.strip() for p in text.split(",") if p.strip()]
     unknown = [p for p in chosen if p not in allowed]
@@ -739,6 +780,7 @@ def main(argv: list[str] | None = None) -> int:
                          "target)")
     ap.add_argument("--threads", type=int, default=THREADS,
                     help=f"torch.set_num_threads (default {THREADS}, as the committed table)")
+    add_csv_argument(ap, "strategies", quick=True)
     args = ap.parse_args(argv)
     blocks = parse_list(args.only, BLOCKS, "block", ap)
     fewshot_data = parse_list(args.fewshot_data, ("sst2", "agnews"), "few-shot dataset", ap)
@@ -767,6 +809,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cmd = "python benchmarks/strategies.py" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
     started = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    run_stamp = stamp()
+    results_csv = csv_path(args.csv, "strategies", args.quick)
     loads0 = tp.load_avg()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("WANDB_DISABLED", "true")
@@ -811,6 +855,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 fn = globals()[f"block_{b}"]
                 jobs.append((b, lambda fn=fn: fn(bench, plan, strategies, data)))
+        written = 0  # rows already appended to the results CSV
         for name, job in jobs:
             tp.log(f"==== {name} (load {tp.load_avg()})")
             bench.fresh_cache(name)
@@ -822,6 +867,10 @@ def main(argv: list[str] | None = None) -> int:
                 bench.failures.append(f"{name}: {type(e).__name__}: {e}")
             bench.block_s[name] = time.perf_counter() - t0
             tp.log(f"==== {name} done in {bench.block_s[name]:.0f} s")
+            if results_csv is not None and len(bench.rows) > written:  # every block's rows as soon as it ends
+                append_rows(results_csv, CSV_FIELDS, [csv_row(r) for r in bench.rows[written:]], run_stamp)
+                tp.log(f"appended {len(bench.rows) - written} rows to {results_csv}")
+                written = len(bench.rows)
             if out_path is not None and name != jobs[-1][0]:  # a run stopped later still leaves its report
                 done = render(bench, plan, cmd, started, time.perf_counter() - t_start, mach,
                               (loads0, tp.load_avg()), versions(args.threads))

@@ -3,7 +3,9 @@
 Command:  python benchmarks/streaming.py [--n 60000] [--image-size 64]
 Writes the 28x28 images as PNG files (the user's data path: a folder of files), extracts features with
 fmadapt (ONNX Runtime fast path, DataLoader workers decoding), and reports wall time and the peak RSS of
-this process and of its DataLoader workers (children), read from getrusage. Output: benchmarks/streaming.md
+this process and of its DataLoader workers (children), read from getrusage. Output: benchmarks/streaming.md, and
+one row appended to benchmarks/results/streaming.csv (--csv): peak_mib = this process's peak (what the 4 GiB
+limit is about), worker_peak_mib = the largest DataLoader worker's.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import add_csv_argument, append_rows, csv_path, options_json, stamp
 from PIL import Image
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion_mnist"
@@ -41,10 +44,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60000)
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--out", default=str(Path(__file__).with_name("streaming.md")))
+    add_csv_argument(ap, "streaming")
     args = ap.parse_args()
     if not DATA.is_dir():
         print(f"skipped: {DATA} not found")
         return
+    run_stamp = stamp()
     import torch
 
     from fmadapt.backbones import create_backbone
@@ -85,6 +90,18 @@ def main() -> None:
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    path = csv_path(args.csv, "streaming")
+    if path is not None:
+        append_rows(path, ["dataset", "regime", "method", "options", "n", "items_per_s", "write_seconds",
+                           "rss_before_mib", "worker_peak_mib", "seconds", "peak_mib"],
+                    [{"dataset": "fashion_mnist_png", "regime": f"n={args.n}, {args.image_size} px",
+                      "method": "extract_features",
+                      "options": options_json({"backbone": "efficientnet_lite0", "batch_size": 128, "cache": None,
+                                               "runtime": "auto"}),
+                      "n": args.n, "items_per_s": round(args.n / t_feat, 1), "write_seconds": round(t_write, 1),
+                      "rss_before_mib": round(rss0, 1), "worker_peak_mib": round(peak_children, 1),
+                      "seconds": round(t_feat, 1), "peak_mib": round(peak_self, 1)}], run_stamp)
+        print(f"appended 1 row to {path}")
     sys.exit(0 if peak_self < 4096 else 1)
 
 

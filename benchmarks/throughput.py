@@ -25,6 +25,12 @@ Sections (names or numbers for --sections):
               validation accuracy. Skipped (and said so) when the installed fmadapt has no
               `cache_activations` option.
 
+Rows: every measurement is also appended to benchmarks/results/throughput.csv (--csv; a --quick run only when
+--csv is given): dataset, regime (size, N), method (`st_encode` and `timm_eager` are the baselines of sections 1
+and 2; `cache_off_noaug` / `cache_off` of `cache_on` in 5; `lr_grid_default` of `lr_grid_1_thread`), options
+(JSON), the section's metrics, seconds (the median, or the fit's wall seconds) and peak_mib: this process's peak
+while the row's calls ran (the largest over its repeats; DataLoader worker processes are not in it).
+
 Timing conventions: every timed call is preceded by an untimed warm-up on a small slice (thread pools,
 ONNX session, first-call allocations). ONNX export (+ parity check + session creation) is timed
 separately and is never inside a throughput number. Throughput timings are repeated (3x in the full
@@ -52,6 +58,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import (
+    add_csv_argument,
+    append_rows,
+    cpu_model,
+    csv_path,
+    git,
+    options_json,
+    reset_peak,
+    stamp,
+    window_peak_mib,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 SECTIONS = ("text", "images", "imgsize", "probe", "finetune")
@@ -61,6 +79,19 @@ THREADS = 2
 BATCH = 64
 INT8_PC = "fmadapt runtime=\"int8\" (ONNX int8, per-channel weights)"
 INT8_PT = "ONNX int8, per-tensor weights (quantize_dynamic default; not offered in the product)"
+#: the CSV's method name of each method label of sections 1 and 2 (the baselines: st_encode, timm_eager)
+METHOD_IDS = {"baseline: sentence-transformers encode": "st_encode",
+              "baseline: timm eager + torchvision DataLoader": "timm_eager",
+              "fmadapt runtime=\"torch\"": "fm_torch",
+              "fmadapt runtime=\"auto\" (ONNX Runtime fp32)": "fm_onnx_fp32",
+              "fmadapt runtime=\"auto\" (ONNX Runtime)": "fm_onnx_fp32",
+              INT8_PC: "fm_int8",
+              "fmadapt runtime=\"int8\" (static int8, calibrated on 64 of these images)": "fm_int8",
+              INT8_PT: "onnx_int8_per_tensor"}
+#: the columns of benchmarks/results/throughput.csv
+CSV_FIELDS = ["dataset", "regime", "method", "options", "n", "items_per_s", "x_baseline", "cosine_mean",
+              "cosine_min", "accuracy", "macro_f1", "val_accuracy", "feature_seconds", "fit_seconds",
+              "mean_epoch_seconds", "activation_seconds", "min_seconds", "max_seconds", "seconds", "peak_mib"]
 
 
 class Plan:
@@ -119,17 +150,37 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def race(methods: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, Any]]:
-    """Run each method `repeats` times, interleaved round-robin; keep all times and the last output."""
-    res: dict[str, dict[str, Any]] = {m: {"times": [], "out": None} for m in methods}
+    """Run each method `repeats` times, interleaved round-robin; keep all times, the last output and the peak
+    memory of this process while the method ran (MiB, the largest over its repeats)."""
+    res: dict[str, dict[str, Any]] = {m: {"times": [], "out": None, "peak_mib": 0.0} for m in methods}
     for r in range(repeats):
         for name, fn in methods.items():
+            reset_peak()
             dt, out = timed(fn)
+            res[name]["peak_mib"] = max(res[name]["peak_mib"], window_peak_mib())
             res[name]["times"].append(dt)
             res[name]["out"] = out
             log(f"    rep {r + 1}/{repeats} {name}: {dt:.2f} s (load {load_avg()})")
     for v in res.values():
         v["median"] = statistics.median(v["times"])
     return res
+
+
+def race_rows(res: dict[str, dict[str, Any]], base_name: str, dataset: str, regime: str, n: int,
+              ids: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The CSV rows of a `race` over the same n inputs: items/s, × the baseline's speed, cosine vs its outputs."""
+    ids = METHOD_IDS if ids is None else ids
+    base = res[base_name]
+    rows = []
+    for name, r in res.items():
+        cos_mean, cos_min = cosine_rows(r["out"], base["out"])
+        rows.append({"dataset": dataset, "regime": regime, "method": ids.get(name, name),
+                     "options": options_json({"what": name}), "n": n, "items_per_s": round(n / r["median"], 1),
+                     "x_baseline": round(base["median"] / r["median"], 3), "cosine_mean": round(cos_mean, 6),
+                     "cosine_min": round(cos_min, 6), "min_seconds": round(min(r["times"]), 3),
+                     "max_seconds": round(max(r["times"]), 3), "seconds": round(r["median"], 3),
+                     "peak_mib": r["peak_mib"]})
+    return rows
 
 
 def spread(times: list[float]) -> str:
@@ -151,6 +202,7 @@ class Report:
         self.failures: list[str] = []
         self.section_s: dict[str, float] = {}
         self.raw: dict[str, Any] = {}
+        self.rows: list[dict[str, Any]] = []  # the CSV rows
 
     def add(self, *lines: str) -> None:
         self.parts.extend(lines)
@@ -414,6 +466,9 @@ def section_text(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
             rows.append([set_name, name, len(texts), spread(r["times"]), f"{len(texts) / r['median']:.1f}",
                          f"{base['median'] / r['median']:.2f}", fmt_cos(cos), extra])
         rep.raw.setdefault("text", {})[set_name] = {k: v["times"] for k, v in res.items()}
+        rep.rows += race_rows(res, "baseline: sentence-transformers encode",
+                              "sst2_21_tokens" if set_name.startswith("21") else "agnews_128_tokens",
+                              f"n={len(texts)}, batch {BATCH}", len(texts))
     rep.add("## 1. Text: sentences/s (MiniLM-L6, batch 64)", "",
             "Same texts, same batch size, outputs in input order. Token counts include [CLS]/[SEP] (checked "
             "with the MiniLM tokenizer; every text in a set has exactly that count). Times cover tokenization "
@@ -514,6 +569,9 @@ def section_images(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
             rows.append([case, name, len(paths), spread(r["times"]), f"{len(paths) / r['median']:.1f}",
                          f"{base['median'] / r['median']:.2f}", fmt_cos(cosine_rows(r["out"], base["out"]))])
         rep.raw.setdefault("images", {})[case] = {k: v["times"] for k, v in res.items()}
+        rep.rows += race_rows(res, "baseline: timm eager + torchvision DataLoader",
+                              "hymenoptera_train" if case.startswith("hymenoptera") else "fashion_mnist_png",
+                              f"{size} px, n={len(paths)}, batch {BATCH}", len(paths))
     rep.add("## 2. Images: images/s end to end from files (EfficientNet-Lite0, batch 64)", "",
             "Each timed call starts from file paths: a fresh DataLoader with 2 worker processes decodes, resizes "
             "(short side to size/0.875, bicubic) and centre-crops, then the model runs; worker start-up is "
@@ -551,9 +609,9 @@ def lr_grid(x_tr: Any, y_tr: Any, x_va: Any, y_va: Any) -> tuple[float, float]:
     return best[1], best[0]
 
 
-def lr_threads_row(clf: Any, what: str, repeats: int) -> list[Any]:
+def lr_threads_row(clf: Any, what: str, repeats: int, dataset: str) -> tuple[list[Any], list[dict[str, Any]]]:
     """Re-extract the fitted classifier's train/val features (ONNX, untimed) and time the C grid with the
-    default BLAS thread pools vs limited to one thread."""
+    default BLAS thread pools vs limited to one thread: the markdown row, and the CSV rows (on `dataset`)."""
     import numpy as np
     from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -575,8 +633,15 @@ def lr_threads_row(clf: Any, what: str, repeats: int) -> list[Any]:
     pools = sorted({f"{i['internal_api']}={i['num_threads']}" for i in threadpool_info()})
     d, o = res["default"], res["1 thread"]
     same = "yes" if d["out"] == o["out"] else f"no ({d['out']} vs {o['out']})"
-    return [what, f"{xs[0].shape[0]} x {xs[0].shape[1]}, {len(clf.classes_)} classes", spread(d["times"]),
-            spread(o["times"]), f"{d['median'] / o['median']:.1f}", same, ", ".join(pools)]
+    matrix = f"{xs[0].shape[0]} x {xs[0].shape[1]}, {len(clf.classes_)} classes"
+    csv_rows = [{"dataset": dataset, "regime": f"C grid on {matrix}", "method": method,
+                 "options": options_json({"what": what, "thread_pools": pools, "C": r["out"][0]}),
+                 "val_accuracy": round(r["out"][1], 4), "x_baseline": round(d["median"] / r["median"], 3),
+                 "min_seconds": round(min(r["times"]), 3), "max_seconds": round(max(r["times"]), 3),
+                 "seconds": round(r["median"], 3), "peak_mib": r["peak_mib"]}
+                for method, r in (("lr_grid_default", d), ("lr_grid_1_thread", o))]
+    return [what, matrix, spread(d["times"]), spread(o["times"]), f"{d['median'] / o['median']:.1f}", same,
+            ", ".join(pools)], csv_rows
 
 
 LR_HEADER = ["features", "train matrix", "C grid s, default BLAS threads", "C grid s, 1 BLAS thread",
@@ -612,7 +677,9 @@ def section_imgsize(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
             exports.append(f"{size} px {ex_s:.1f} s" + ("" if fresh else " (session already loaded by section 2)"))
             clf = ImageClassifier(backbone="efficientnet_lite0", strategy="probe", image_size=size, cache=False,
                                   progress=False, seed=0)
+            reset_peak()
             wall, _ = timed(lambda c=clf: c.fit(str(root)))
+            peak = window_peak_mib()
             test = clf.metrics_.get("test")
             if test is None or plan.quick:  # quick: also check that evaluate(root) agrees with fit's report
                 ev = clf.evaluate(str(root))
@@ -623,7 +690,7 @@ def section_imgsize(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
             h = clf.history_
             results[size] = {"acc": test["accuracy"], "f1": test["macro_f1"], "val": clf.metrics_["val"]["accuracy"],
                              "wall": wall, "feat": h.get("feature_seconds"), "strategy": h.get("fit_seconds"),
-                             "C": h.get("C"), "sizes": clf.data_summary_["sizes"]}
+                             "C": h.get("C"), "sizes": clf.data_summary_["sizes"], "peak_mib": peak}
             fitted[size] = clf
             log(f"    acc {test['accuracy']:.4f} wall {wall:.1f} s, features {h.get('feature_seconds')} s, "
                 f"probe total {h.get('fit_seconds')} s")
@@ -638,14 +705,21 @@ def section_imgsize(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
                      f"{r['feat']:.1f}" if r["feat"] is not None else "n/a", img_s, lr_s,
                      f"{r['wall'] / ref['wall']:.2f}" if ref else "n/a",
                      f"{(r['acc'] - ref['acc']) * 100:+.1f}" if ref else "n/a"])
+        rep.rows.append({"dataset": "fashion_mnist", "regime": f"train {n_tr} / test {n_te}, {size} px",
+                         "method": "probe", "options": options_json({"image_size": size, "C": r["C"], "cache": False}),
+                         "n": n_te, "accuracy": round(r["acc"], 4), "macro_f1": round(r["f1"], 4),
+                         "val_accuracy": round(r["val"], 4), "feature_seconds": r["feat"],
+                         "fit_seconds": r["strategy"], "seconds": round(r["wall"], 1), "peak_mib": r["peak_mib"]})
     rep.raw["imgsize"] = results
     lr_rows = []
     if fitted:
         size = min(fitted)
         log(f"  imgsize: C grid with default vs 1 BLAS thread ({size} px features)")
         try:
-            lr_rows.append(lr_threads_row(fitted[size], f"EfficientNet-Lite0 {size} px, Fashion-MNIST train/val",
-                                          plan.repeats))
+            md_row, csv_rows = lr_threads_row(fitted[size], f"EfficientNet-Lite0 {size} px, Fashion-MNIST train/val",
+                                              plan.repeats, "fashion_mnist")
+            lr_rows.append(md_row)
+            rep.rows += csv_rows
         except Exception as e:  # noqa: BLE001
             rep.fail("imgsize C grid threads", e)
     rep.add("## 3. Small images: probe accuracy vs `image_size` (Fashion-MNIST 28x28)", "",
@@ -685,10 +759,11 @@ def section_probe(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
             sub = df.head(n).reset_index(drop=True)
             clf = TextClassifier(backbone="minilm-l6", strategy="probe", cache=False, progress=False,
                                  text_col="text", label_col="label", seed=0)
+            reset_peak()
             wall, _ = timed(lambda c=clf, d=sub: c.fit(d))
             h = clf.history_
             results[n] = {"wall": wall, "feat": h["feature_seconds"], "strategy": h["fit_seconds"],
-                          "val": clf.metrics_["val"]["accuracy"], "C": h.get("C")}
+                          "val": clf.metrics_["val"]["accuracy"], "C": h.get("C"), "peak_mib": window_peak_mib()}
             fitted[n] = clf
             log(f"    wall {wall:.1f} s, features {h['feature_seconds']} s, probe total {h['fit_seconds']} s, "
                 f"val acc {results[n]['val']:.4f}")
@@ -700,13 +775,19 @@ def section_probe(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
         rows.append([n, f"{r['wall']:.1f}", f"{per_k:.2f}", f"{per_k / (results[n0]['wall'] / n0 * 1000):.2f}",
                      f"{r['feat']:.1f}", f"{r['feat'] / n * 1000:.2f}", f"{r['strategy'] - r['feat']:.1f}",
                      f"{r['wall'] - r['strategy']:.1f}", r["C"], f"{r['val']:.4f}"])
+        rep.rows.append({"dataset": "sst2", "regime": f"train {n} (first N of the shuffled set)", "method": "probe",
+                         "options": options_json({"backbone": "minilm-l6", "C": r["C"], "cache": False}), "n": n,
+                         "val_accuracy": round(r["val"], 4), "feature_seconds": r["feat"],
+                         "fit_seconds": r["strategy"], "seconds": round(r["wall"], 1), "peak_mib": r["peak_mib"]})
     rep.raw["probe"] = results
     lr_rows = []
     if fitted:
         n = max(fitted)
         log(f"  probe: C grid with default vs 1 BLAS thread (N={n} features)")
         try:
-            lr_rows.append(lr_threads_row(fitted[n], f"MiniLM-L6, SST-2 N={n} train/val", plan.repeats))
+            md_row, csv_rows = lr_threads_row(fitted[n], f"MiniLM-L6, SST-2 N={n} train/val", plan.repeats, "sst2")
+            lr_rows.append(md_row)
+            rep.rows += csv_rows
         except Exception as e:  # noqa: BLE001
             rep.fail("probe C grid threads", e)
     rep.add("## 4. Text probe wall time vs N (SST-2 train, MiniLM-L6)", "",
@@ -768,6 +849,9 @@ def section_finetune(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
         (f"SST-2 train {plan.ft_text_n} sentences (20 % val carved)", TextClassifier,
          {"backbone": "minilm-l6", "text_col": "text", "label_col": "label"}, text, txt_modes),
     ]
+    # the CSV's method name of each mode (cache_off_noaug / cache_off: the like-for-like reference of cache_on)
+    mode_ids = {"off (default augmentation)": "cache_off", "off, augment=False": "cache_off_noaug", "on": "cache_on",
+                "off": "cache_off"}
     rows: list[list[Any]] = []
     skipped = None
     for case, cls, kw, fit_data, modes in cases:
@@ -784,9 +868,11 @@ def section_finetune(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
                 log(f"    option not available ({type(e).__name__}: {e}); row skipped")
                 continue
             try:
+                reset_peak()
                 wall, _ = timed(lambda c=clf, d=fit_data: c.fit(d))
                 h = clf.history_
                 got[label] = {"wall": wall, "fit": h.get("fit_seconds"), "epochs": _epoch_seconds(h),
+                              "peak_mib": window_peak_mib(), "options": {**opts, **common, **kw},
                               "run": h.get("epochs_run"), "val": clf.metrics_["val"]["accuracy"],
                               "last_val": (h.get("epochs") or [{}])[-1].get("val_acc"),
                               "act": h.get("activation_seconds"), "cached": h.get("cached_activations"),
@@ -820,6 +906,17 @@ def section_finetune(rep: Report, plan: Plan, data: Path, tmp: Path) -> None:
             rows.append([case, label, flags, g["run"], eps, f"{mean_ep:.1f}", f"{act_s:.1f}", other,
                          f"{g['fit']:.1f}", f"{g['wall']:.1f}", *sp, f"{g['val']:.4f}",
                          f"{g['last_val']:.4f}" if isinstance(g["last_val"], (int, float)) else "n/a"])
+            rep.rows.append({"dataset": {"hymenoptera": "hymenoptera", "fashion-mnist": "fashion_mnist",
+                                         "sst-2": "sst2"}.get(case.split()[0].lower(), case),
+                             "regime": f"{case}; unfreeze={plan.ft_unfreeze}, {plan.ft_epochs} epochs, "
+                                       f"batch {plan.ft_batch}",
+                             "method": mode_ids.get(label, label),
+                             "options": options_json({**g["options"], "cached": g["cached"],
+                                                      "augmentation": g["aug"], "groups_trained": g["groups"],
+                                                      "head_init": g["head"], "epochs_run": g["run"]}),
+                             "val_accuracy": round(g["val"], 4), "fit_seconds": g["fit"],
+                             "mean_epoch_seconds": round(mean_ep, 2), "activation_seconds": round(act_s, 2),
+                             "seconds": round(g["wall"], 1), "peak_mib": g["peak_mib"]})
         rep.raw.setdefault("finetune", {})[case] = got
     head = (f"## 5. Partial fine-tuning: `cache_activations` off vs on (unfreeze={plan.ft_unfreeze}, "
             f"{plan.ft_epochs} epochs, batch {plan.ft_batch})")
@@ -862,20 +959,12 @@ def machine() -> dict[str, str]:
 
     import fmadapt
 
-    cpu = platform.processor() or ""
+    cpu = cpu_model()
+    if cpu == "?":
+        cpu = platform.processor() or ""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        commit += " (src/ has uncommitted changes)" if dirty else ""
+        commit = git("rev-parse", "--short", "HEAD")
+        commit += " (src/ has uncommitted changes)" if git("status", "--porcelain", "--", "src") else ""
     except (OSError, subprocess.SubprocessError):
         commit = "n/a"
     try:
@@ -953,6 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="markdown output (default: benchmarks/throughput.md for a full run of all sections; "
                          "a quick or partial run only prints unless --out is given)")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw timings as JSON here")
+    add_csv_argument(ap, "throughput", quick=True)
     args = ap.parse_args(argv)
     try:
         sections = parse_sections(args.sections)
@@ -967,6 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cmd = "python benchmarks/throughput.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     started = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    run_stamp = stamp()
     loads0 = load_avg()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -996,6 +1087,10 @@ def main(argv: list[str] | None = None) -> int:
     md = render(rep, args.quick, cmd, started, total, mach, (loads0, load_avg()))
     write_outputs(md, total, out_path, args.json,
                   {"section_s": rep.section_s, "failures": rep.failures, **rep.raw})
+    path = csv_path(args.csv, "throughput", args.quick)
+    if path is not None and rep.rows:
+        append_rows(path, CSV_FIELDS, rep.rows, run_stamp)
+        print(f"appended {len(rep.rows)} rows to {path}")
     return 1 if rep.failures else 0
 
 

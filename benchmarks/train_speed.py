@@ -11,6 +11,9 @@ Rows: one AdamW step (forward, backward, update) on a batch of 32, the median of
 - MiniLM-L6 (the packaged all-MiniLM-L6-v2, mean pooling) at 32 and 64 tokens: fp32 (baseline), bf16 autocast
   (`precision="bf16-mixed"`).
 Random inputs: speed does not depend on them. No data needed.
+Rows appended to benchmarks/results/train_speed.csv (--csv): one per model, input and variant (methods
+`fp32_nchw` and `fp32` are the baselines), with seconds per step, examples/s, × baseline, and peak_mib: this
+process's peak during that variant's steps (training memory; the largest over its repeats).
 """
 
 from __future__ import annotations
@@ -26,6 +29,24 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import throughput as tp  # noqa: E402  (machine info, md_table, log)
+from common import (  # noqa: E402
+    add_csv_argument,
+    append_rows,
+    csv_path,
+    options_json,
+    reset_peak,
+    stamp,
+    window_peak_mib,
+)
+
+#: the CSV's method name and options of each variant (fp32_nchw, fp32: the baselines)
+VARIANTS = {"fp32, NCHW (baseline)": ("fp32_nchw", {"precision": "fp32", "memory_format": "contiguous"}),
+            "fp32, channels-last (fmadapt)": ("fp32_channels_last", {"precision": "fp32",
+                                                                     "memory_format": "channels_last"}),
+            "bf16 autocast, channels-last": ("bf16_channels_last", {"precision": "bf16 autocast",
+                                                                    "memory_format": "channels_last"}),
+            "fp32 (baseline)": ("fp32", {"precision": "fp32"}),
+            "bf16 autocast (`precision=\"bf16-mixed\"`)": ("bf16", {"precision": "bf16 autocast"})}
 
 
 def step_fn(model: Any, batch: dict[str, Any], loss_of: Any, bf16: bool) -> Any:
@@ -43,20 +64,31 @@ def step_fn(model: Any, batch: dict[str, Any], loss_of: Any, bf16: bool) -> Any:
     return step
 
 
-def race(steps: dict[str, Any], repeats: int) -> dict[str, float]:
+def race(steps: dict[str, Any], repeats: int, peaks: dict[str, float] | None = None) -> dict[str, float]:
+    """The median seconds of each step function; `peaks` gets this process's peak memory (MiB) while each ran."""
     for s in steps.values():  # warm-up: oneDNN primitive creation, allocator
         s()
         s()
     times: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(repeats):
         for k, s in steps.items():
+            reset_peak()
             t = time.perf_counter()
             s()
             times[k].append(time.perf_counter() - t)
+            if peaks is not None:
+                peaks[k] = max(peaks.get(k, 0.0), window_peak_mib())
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def image_rows(size: int, repeats: int) -> list[list[Any]]:
+def csv_rows(model: str, regime: str, med: dict[str, float], ref: float, peaks: dict[str, float],
+             batch: int = 32) -> list[dict[str, Any]]:
+    return [{"dataset": model, "regime": regime, "method": VARIANTS[k][0], "options": dict(VARIANTS[k][1]),
+             "s_per_step": round(v, 4), "examples_per_s": round(batch / v, 1), "x_baseline": round(ref / v, 3),
+             "seconds": round(v, 4), "peak_mib": peaks.get(k, "")} for k, v in med.items()]
+
+
+def image_rows(size: int, repeats: int, rows_out: list[dict[str, Any]]) -> list[list[Any]]:
     import copy
 
     import timm
@@ -76,13 +108,15 @@ def image_rows(size: int, repeats: int) -> list[list[Any]]:
     variants = {"fp32, NCHW (baseline)": step_fn(base, {"x": x, "y": y}, loss_of, False),
                 "fp32, channels-last (fmadapt)": step_fn(cl, {"x": xcl, "y": y}, loss_of, False),
                 "bf16 autocast, channels-last": step_fn(cl_bf, {"x": xcl, "y": y}, loss_of, True)}
-    med = race(variants, repeats)
+    peaks: dict[str, float] = {}
+    med = race(variants, repeats, peaks)
     ref = med["fp32, NCHW (baseline)"]
+    rows_out += csv_rows("efficientnet_lite0", f"{size} px, batch 32, random inputs, 10 classes", med, ref, peaks)
     return [[f"EfficientNet-Lite0, {size} px, batch 32", k, f"{v:.3f}", f"{32 / v:.0f}", f"{ref / v:.2f}"]
             for k, v in med.items()]
 
 
-def text_rows(tokens: int, repeats: int) -> list[list[Any]]:
+def text_rows(tokens: int, repeats: int, rows_out: list[dict[str, Any]]) -> list[list[Any]]:
     import copy
 
     import torch
@@ -98,9 +132,11 @@ def text_rows(tokens: int, repeats: int) -> list[list[Any]]:
         return m(**b).last_hidden_state.mean(1).pow(2).mean()
 
     bf = copy.deepcopy(base)
+    peaks: dict[str, float] = {}
     med = race({"fp32 (baseline)": step_fn(base, batch, loss_of, False),
-                "bf16 autocast (`precision=\"bf16-mixed\"`)": step_fn(bf, batch, loss_of, True)}, repeats)
+                "bf16 autocast (`precision=\"bf16-mixed\"`)": step_fn(bf, batch, loss_of, True)}, repeats, peaks)
     ref = med["fp32 (baseline)"]
+    rows_out += csv_rows("minilm-l6", f"{tokens} tokens, batch 32, random inputs, mean pooling", med, ref, peaks)
     return [[f"MiniLM-L6, {tokens} tokens, batch 32", k, f"{v:.3f}", f"{32 / v:.0f}", f"{ref / v:.2f}"]
             for k, v in med.items()]
 
@@ -110,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="markdown output (default: print only)")
+    add_csv_argument(ap, "train_speed")
     args = ap.parse_args(argv)
+    run_stamp = stamp()
+    rows_out: list[dict[str, Any]] = []
     import torch
 
     torch.set_num_threads(args.threads)
@@ -120,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[list[Any]] = []
     for size in (64, 224):
         tp.log(f"EfficientNet-Lite0 {size} px")
-        rows += image_rows(size, args.repeats)
+        rows += image_rows(size, args.repeats, rows_out)
     for tokens in (32, 64):
         tp.log(f"MiniLM-L6 {tokens} tokens")
-        rows += text_rows(tokens, args.repeats)
+        rows += text_rows(tokens, args.repeats, rows_out)
     mach = tp.machine()
     cpuinfo = Path("/proc/cpuinfo")
     flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
@@ -153,6 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.write_text(text, encoding="utf-8")
         print(f"wrote {args.out}")
+    path = csv_path(args.csv, "train_speed")
+    if path is not None:
+        for r in rows_out:
+            r["options"] = options_json({**r["options"], "optimizer": "AdamW", "threads": args.threads,
+                                         "repeats": args.repeats})
+        append_rows(path, ["dataset", "regime", "method", "options", "s_per_step", "examples_per_s", "x_baseline",
+                           "seconds", "peak_mib"], rows_out, run_stamp)
+        print(f"appended {len(rows_out)} rows to {path}")
     return 0
 
 
