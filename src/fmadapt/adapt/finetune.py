@@ -151,11 +151,12 @@ class FineTune(Strategy):
                 pre = TextNoise(cfg.text_noise)
             grouping = (length_grouping(token_counts(bb, train.inputs), cfg.batch_size, cfg.seed, cfg.group_by_length)
                         if bb.cfg.modality == "text" else None)
-            grouped = bool(grouping and grouping["grouped"])
+            if grouping:  # (DDP: Lightning's distributed sampler draws the batches, not grouped)
+                grouping["grouped"] = grouping["grouped"] and single
             tr = make_loader(bb, train.inputs, train.modality, train=augment, shuffle=True,
                              batch_size=cfg.batch_size, targets=ctx.targets(train), num_workers=cfg.num_workers,
                              seed=cfg.seed, preprocess=pre, resumable=single, table=ctx.table_rows(train),
-                             lengths=grouping["lengths"] if grouping and grouped else None)
+                             lengths=grouping["lengths"] if grouping and grouping["grouped"] else None)
             va = make_loader(bb, val.inputs, val.modality, train=False, batch_size=cfg.batch_size * 2,
                              targets=ctx.targets(val), num_workers=cfg.num_workers, table=ctx.table_rows(val),
                              lengths=token_counts(bb, val.inputs) if bb.cfg.modality == "text" else None)
@@ -397,4 +398,3 @@ def _fingerprint(cfg: FitConfig, train: Examples, val: Examples, ctx: FitContext
         rows = [r.astype("<f4").tobytes() for r in (ctx.table_rows(train), ctx.table_rows(val)) if r is not None]
         out["table"] = hashlib.sha256(b"".join(rows)).hexdigest()[:16]
     return out
-
