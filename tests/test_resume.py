@@ -173,8 +173,9 @@ def test_resume_with_other_arguments_is_refused(tmp_path):
     ("image", {"strategy": "progressive"}, signal.SIGINT),  # Ctrl-C: the same, exit code 130
     ("text", {"strategy": "finetune", "unfreeze": 1}, signal.SIGTERM),  # cached, pre-bucketed text batches
     ("text", {"strategy": "lora"}, signal.SIGTERM),
+    ("text", {"strategy": "finetune", "group_by_length": "on"}, signal.SIGTERM),  # length-grouped batches
     ("text", {"strategy": "finetune", "ema": 0.9}, signal.SIGTERM),  # the weight average is in the checkpoint
-], ids=["image-cached", "image-progressive-ctrl-c", "text-cached", "text-lora", "text-ema"])
+], ids=["image-cached", "image-progressive-ctrl-c", "text-cached", "text-lora", "text-grouped", "text-ema"])
 def test_signal_mid_epoch_then_resume_equals_uninterrupted_for_each_training_path(tmp_path, monkeypatch, kind,
                                                                                     options, sig):
     from conftest import text_frame
