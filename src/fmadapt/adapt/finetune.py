@@ -149,17 +149,16 @@ class FineTune(Strategy):
                 pre = build_image_transform(bb.cfg, True, cfg.augment_policy)
             if bb.cfg.modality == "text" and cfg.text_noise > 0:
                 pre = TextNoise(cfg.text_noise)
-            grouping = (length_grouping(token_counts(bb, train.inputs), cfg.batch_size, cfg.seed, cfg.group_by_length)
-                        if bb.cfg.modality == "text" else None)
-            if grouping:  # (DDP: Lightning's distributed sampler draws the batches, not grouped)
-                grouping["grouped"] = grouping["grouped"] and single
+            text = bb.cfg.modality == "text"
+            lengths = token_counts(bb, train.inputs) if text and cfg.group_by_length != "off" else None
+            grouping = length_grouping(lengths, cfg.batch_size, cfg.seed, cfg.group_by_length, single) if text else None
             tr = make_loader(bb, train.inputs, train.modality, train=augment, shuffle=True,
                              batch_size=cfg.batch_size, targets=ctx.targets(train), num_workers=cfg.num_workers,
                              seed=cfg.seed, preprocess=pre, resumable=single, table=ctx.table_rows(train),
-                             lengths=grouping["lengths"] if grouping and grouping["grouped"] else None)
+                             lengths=lengths if grouping and grouping["grouped"] else None)
             va = make_loader(bb, val.inputs, val.modality, train=False, batch_size=cfg.batch_size * 2,
                              targets=ctx.targets(val), num_workers=cfg.num_workers, table=ctx.table_rows(val),
-                             lengths=token_counts(bb, val.inputs) if bb.cfg.modality == "text" else None)
+                             lengths=token_counts(bb, val.inputs) if text else None)
             trained = model
         steps = cfg.epochs * max(1, len(tr))
         # the probe's weighted and unweighted heads competed on validation: the loss keeps the winner's weighting
@@ -254,7 +253,7 @@ class FineTune(Strategy):
             "epochs": epochs,
             "world_size": trainer.world_size,
             "cached_activations": split is not None,
-            **({"group_by_length": {k: v for k, v in grouping.items() if k != "lengths"}} if grouping else {}),
+            **({"group_by_length": grouping} if grouping else {}),
             "activation_seconds": round(t_cache, 2),
             "epoch_seconds": timer.seconds,
             "augmentation": _augmentation(cfg, bb.cfg.modality, cached=split is not None),

@@ -173,13 +173,18 @@ def padding_ratios(lengths: list[int], batch_size: int, seed: int = 0) -> tuple[
     return padded(order), padded(grouped_by_length(order, lengths, batch_size, g))
 
 
-def length_grouping(lengths: list[int], batch_size: int, seed: int, option: str) -> dict[str, Any]:
+def length_grouping(lengths: list[int] | None, batch_size: int, seed: int, option: str,
+                    one_process: bool = True) -> dict[str, Any]:
     """Whether a text run's training batches are length-grouped (the option group_by_length; "auto": when random
-    batches would pad to >= GROUP_MIN_PADDING x the real tokens), with the padding each way, for the history."""
+    batches would pad to >= GROUP_MIN_PADDING x the real tokens), with the padding each way, for the history.
+    "off" (no `lengths`: nothing is counted) and several processes (DDP, where Lightning's distributed sampler
+    draws the batches) never group."""
+    if option == "off" or lengths is None:
+        return {"grouped": False, "option": option}
     random_pad, grouped_pad = padding_ratios(lengths, batch_size, seed)
-    grouped = option == "on" or (option == "auto" and random_pad >= GROUP_MIN_PADDING)
+    grouped = one_process and (option == "on" or (option == "auto" and random_pad >= GROUP_MIN_PADDING))
     return {"grouped": grouped, "option": option, "padding_random": round(random_pad, 3),
-            "padding_grouped": round(grouped_pad, 3), "lengths": lengths}
+            "padding_grouped": round(grouped_pad, 3)}
 
 
 class ResumableLoader(DataLoader):
