@@ -1,8 +1,9 @@
 """What every benchmark script shares: the machine's description, the checkout's commit, peak memory (of the whole
 process, of one step of it: `reset_peak` / `window_peak_mib`, or of one child process: `measured_process`), timing
 a whole process, and the results CSVs (`benchmarks/results/<topic>.csv`, one row per measurement, stamped with the
-run's commit, date and machine; every script's `--csv` option: `add_csv_argument`, `csv_path`). Scripts import it
-as `from common import ...` (benchmarks/ is on sys.path when a script in it runs)."""
+run's commit, date and machine; every script's `--csv` option: `add_csv_argument`, `csv_path`), and markdown
+tables (`md_table`). Scripts import it as `from common import ...` (benchmarks/ is on sys.path when a script in it
+runs)."""
 
 from __future__ import annotations
 
@@ -76,19 +77,12 @@ def window_peak_mib() -> float:
     return round(int(m.group(1)) / 1024, 1)
 
 
-def timed_process(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, float]:
-    """Run `cmd` as a user would and time the whole process (start-up and imports included)."""
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    return r, time.perf_counter() - t0
-
-
 def measured_process(cmd: list[str], timeout: float | None = None,
                      **kw: Any) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Run `cmd` as `timed_process` does (output captured as text) and also return the peak resident memory of
-    that process (MiB: the largest of it and of the descendants it waited for), from its own resource usage
-    (os.wait4), so other children of this process do not mix in. `timeout` (s): the process is killed and
-    subprocess.TimeoutExpired raised, as subprocess.run does."""
+    """Run `cmd` as a user would, timing the whole process (start-up and imports included; output captured as
+    text), and return the peak resident memory of that process (MiB: the largest of it and of the descendants it
+    waited for), from its own resource usage (os.wait4), so other children of this process do not mix in.
+    `timeout` (s): the process is killed and subprocess.TimeoutExpired raised, as subprocess.run does."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdout=out, stderr=err, **kw)
@@ -167,13 +161,12 @@ def append_rows(path: Path, fields: list[str], rows: list[dict], stamp_: dict[st
             w.writerow({**stamp_, **r})
 
 
-def markdown_table(header: list[str], rows: list[list[object]], numeric_from: int = 1) -> str:
-    """A GitHub/MkDocs table; columns from `numeric_from` on are right-aligned."""
-    align = ["---" if i < numeric_from else "---:" for i in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join("—" if v is None or v == "" else str(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
+def md_table(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
+    """A GitHub/MkDocs table; `align`: its separator row without the outer bars ("---|---:"), default all left."""
+    align = align or "|".join("---" for _ in header)
+    lines = ["| " + " | ".join(header) + " |", "|" + align + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     print(describe_machine(), stamp(), peak_mib(), window_peak_mib(), file=sys.stderr)

@@ -61,6 +61,7 @@ from common import (  # noqa: E402
     append_rows,
     csv_path,
     git,
+    md_table,
     measured_process,
     options_json,
     reset_peak,
@@ -79,10 +80,19 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def md_table(header: list[str], rows: list[list[Any]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
+def run_part(run: Any, doc: str, what: str) -> None:
+    """`python benchmarks/reliability_{data,hostile}.py [--csv PATH]`: one part of this benchmark on its own; it prints
+    the part's markdown and, with --csv, appends `what` (its rows) to that CSV."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--csv", default=None, metavar="PATH",
+                    help=f"also append {what} to this CSV (default: none; benchmarks/reliability.py appends them to "
+                         "benchmarks/results/reliability.csv)")
+    args = ap.parse_args()
+    figures: list[dict[str, Any]] = []
+    stamp_ = stamp() if args.csv else None
+    print(run(figures))
+    if args.csv:
+        append_rows(Path(args.csv), CSV_FIELDS, figures, stamp_)
 
 
 def sha(path: Path) -> str:

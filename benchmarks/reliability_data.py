@@ -24,7 +24,6 @@ The tiny random backbones come from tests/conftest.py: the figures are about dat
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -234,20 +233,6 @@ def run(rows: list[dict[str, Any]] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--csv", default=None, metavar="PATH",
-                    help="also append the figures to this CSV (default: none; benchmarks/reliability.py appends "
-                         "them to benchmarks/results/reliability.csv)")
-    args = ap.parse_args()
-    figures: list[dict[str, Any]] = []
-    stamp_ = None
-    if args.csv:
-        from common import stamp
+    from reliability import run_part
 
-        stamp_ = stamp()
-    print(run(figures))
-    if args.csv:
-        from common import append_rows
-        from reliability import CSV_FIELDS
-
-        append_rows(Path(args.csv), CSV_FIELDS, figures, stamp_)
+    run_part(run, __doc__, "the figures")

@@ -20,7 +20,6 @@ with the tests' tiny random backbones (tiny-cnn, tiny-bert) and a temporary feat
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
@@ -338,20 +337,6 @@ def run(csv_rows: list[dict[str, Any]] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--csv", default=None, metavar="PATH",
-                    help="also append the summary rows to this CSV (default: none; benchmarks/reliability.py "
-                         "appends them to benchmarks/results/reliability.csv)")
-    args = ap.parse_args()
-    figures: list[dict[str, Any]] = []
-    stamp_ = None
-    if args.csv:
-        from common import stamp
+    from reliability import run_part
 
-        stamp_ = stamp()
-    print(run(figures))
-    if args.csv:
-        from common import append_rows
-        from reliability import CSV_FIELDS
-
-        append_rows(Path(args.csv), CSV_FIELDS, figures, stamp_)
+    run_part(run, __doc__, "the summary rows")

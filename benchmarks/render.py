@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, markdown_table  # noqa: E402
+from common import RESULTS, md_table  # noqa: E402
 
 
 def _defaults_baseline(method: str) -> str:
@@ -67,6 +67,12 @@ TOPICS: dict[str, tuple[list[tuple[str, bool]], str, Callable[[str], str | tuple
     "train_speed": ([("examples_per_s", True)], "seconds", lambda m: ("fp32_nchw", "fp32"),
                     "Training-step speed (`benchmarks/train_speed.py`)"),
 }
+
+
+def table(header: list[str], rows: list[list[object]], numeric_from: int) -> str:
+    """md_table with columns from `numeric_from` on right-aligned and empty cells as "—"."""
+    align = "|".join("---" if i < numeric_from else "---:" for i in range(len(header)))
+    return md_table(header, [["—" if v is None or v == "" else v for v in r] for r in rows], align) + "\n"
 
 
 def read(path: Path) -> list[dict[str, str]]:
@@ -131,7 +137,7 @@ def best_table(rows: list[dict[str, str]], metrics: list[tuple[str, bool]], seco
         out.append([ds, *([regime] if with_regime else []), f"`{method}`", f"{name} {v:.4f}", secs,
                     f"`{base_name}`" if base else "", diff, ratio,
                     f"{r['commit']}, {r['date']}"])
-    return markdown_table(["dataset", *(["regime"] if with_regime else []), "method", "best", "seconds",
+    return table(["dataset", *(["regime"] if with_regime else []), "method", "best", "seconds",
                            "baseline (same run)", "Δ (points; RMSE)", "seconds / baseline's", "run"], out,
                           numeric_from=3 if with_regime else 2)
 
@@ -141,7 +147,7 @@ def latest_table(rows: list[dict[str, str]]) -> str:
     last_rows = [r for r in rows if (r["commit"], r["date"]) == last]
     cols = [c for c in last_rows[0] if c not in ("commit", "date", "machine")]
     return (f"Latest run: {last[0]}, {last[1]}, {last_rows[0].get('machine', '')}.\n\n"
-            + markdown_table(cols, [[r.get(c, "") for c in cols] for r in last_rows], numeric_from=len(cols)))
+            + table(cols, [[r.get(c, "") for c in cols] for r in last_rows], numeric_from=len(cols)))
 
 
 def render(results: Path = RESULTS) -> str:

@@ -64,6 +64,7 @@ from common import (
     cpu_model,
     csv_path,
     git,
+    md_table,  # (other scripts use it as tp.md_table)
     options_json,
     reset_peak,
     stamp,
@@ -185,13 +186,6 @@ def race_rows(res: dict[str, dict[str, Any]], base_name: str, dataset: str, regi
 
 def spread(times: list[float]) -> str:
     return f"{statistics.median(times):.2f}" + (f" ({min(times):.2f}–{max(times):.2f})" if len(times) > 1 else "")
-
-
-def md_table(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
-    align = align or "|".join("---" for _ in header)
-    lines = ["| " + " | ".join(header) + " |", "|" + align + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 class Report:
