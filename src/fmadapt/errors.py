@@ -23,6 +23,10 @@ class ArtifactError(FmadaptError):
     """A saved model directory is missing files or holds malformed ones."""
 
 
+class ExportError(FmadaptError):
+    """A model cannot be exported as asked (a part the format cannot hold, a failed parity check)."""
+
+
 class TrainingDiverged(FmadaptError):
     """The loss or the gradients became NaN/Inf: the run stopped before any non-finite weight was saved."""
 

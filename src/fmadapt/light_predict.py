@@ -316,3 +316,40 @@ def remember_model(clf: Any, model_dir: str | os.PathLike[str]) -> None:
     from .runtime.light import remember
 
     remember(models[0].model_.backbone)
+
+
+def is_export(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a directory written by `fmadapt export` (rather than a model directory)."""
+    return (Path(path) / "export.json").is_file() and not (Path(path) / "config.json").is_file()
+
+
+def exported_table(root: str | os.PathLike[str], data: Any, text_col: str | None = None) -> pd.DataFrame:
+    """`predict_table` of an exported directory (compress/exported.py's runtime, no torch): ids (+ text), `pred`,
+    `prob_<class>` (regression: `lower`, `upper` with intervals), and an `error` row for each unreadable input."""
+    from .compress.exported import ExportedModel
+    from .config import FitConfig
+    from .data.readers import read_unlabeled
+    from .errors import ArtifactError
+
+    try:
+        model = ExportedModel(root)
+    except (OSError, ValueError, KeyError) as e:
+        raise ArtifactError(f"{root}: not a usable fmadapt export ({type(e).__name__}: {e})") from e
+    ex = read_unlabeled(model.modality, data, FitConfig(text_col=text_col) if text_col else FitConfig())
+    proba = model.predict_proba(list(ex.inputs)) if len(ex) else np.zeros((0, len(model.classes)), np.float32)
+    out = pd.DataFrame({"id": ex.ids})
+    if ex.modality == "text":
+        out["text"] = ex.inputs
+    pred = model.labels_of(proba)
+    out["pred"] = pred
+    if model.task == "regression":
+        half = (model.meta.get("interval") or {}).get("halfwidth")
+        if half is not None:
+            out["lower"], out["upper"] = [v - half for v in pred], [v + half for v in pred]
+    else:
+        for j, c in enumerate(model.classes):
+            out[f"prob_{c}"] = proba[:, j]
+    if ex.skipped:
+        bad = pd.DataFrame({"id": [s.where for s in ex.skipped], "error": [s.reason for s in ex.skipped]})
+        out = pd.concat([out, bad], ignore_index=True)
+    return out

@@ -98,6 +98,15 @@ class Predictor(Persisted):
         self.model_, self.trains_backbone_ = first.model, first.trains_backbone
 
     # -- prediction ----------------------------------------------------------------------------
+    def with_runtime(self, runtime: str) -> Predictor:
+        """A copy (sharing the networks) whose members compute features with `runtime` (torch, onnx, int8,
+        auto): e.g. fp32 references for a model fitted to predict with int8 features."""
+        import copy
+
+        out = copy.copy(self)
+        out.set_members([m.with_config(runtime=runtime) for m in self.members_])
+        return out
+
     def check_fitted(self) -> Predictor:
         """Itself (an estimator's `check_fitted` returns its fitted model: evaluation code takes either);
         NotFittedError while it has no trained network yet (during a fit)."""

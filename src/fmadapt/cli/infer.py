@@ -13,7 +13,8 @@ from .app import _JSON, _out, _override_columns, _run, app
 
 @app.command()
 def predict(
-    model_dir: Annotated[Path, typer.Argument(help="A model directory written by `fmadapt fit`.")],
+    model_dir: Annotated[Path, typer.Argument(
+        help="A model directory written by `fmadapt fit`, or an export written by `fmadapt export`.")],
     data: Annotated[str, typer.Argument(help="Images (folder or file) or a table of texts.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write.")],
     text: Annotated[str | None, typer.Option("--text")] = None,
@@ -22,10 +23,12 @@ def predict(
     """Write one row per input: id, `pred`, `prob_<class>` (and `error` for inputs that could not be read)."""
 
     def go() -> None:
+        from ..light_predict import exported_table, is_export
         from ..light_predict import predict_table as light_predict_table
 
-        # a frozen-backbone text model whose graph ran once already: tokenizers + onnxruntime + numpy, no torch
-        table = light_predict_table(model_dir, data, text)
+        # an export, or a frozen-backbone text model whose graph ran once already: onnxruntime + numpy, no torch
+        table = exported_table(model_dir, data, text) if is_export(model_dir) else \
+            light_predict_table(model_dir, data, text)
         if table is None:
             from ..light_predict import remember_model
             from ..predictor import load_model

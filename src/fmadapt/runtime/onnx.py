@@ -94,7 +94,7 @@ def static_size(backbone: Backbone) -> int | None:
     return None
 
 
-def _with_static_padding(backbone: Backbone, size: int) -> nn.Module:
+def with_static_padding(backbone: Backbone, size: int) -> nn.Module:
     """A copy of `backbone` whose Conv2dSame layers pad by constants computed for `size`-px inputs."""
     import copy
 
@@ -128,12 +128,12 @@ def export_onnx(backbone: Backbone, path: str | os.PathLike[str]) -> None:
     batch = _sample_batch(backbone)
     size = static_size(backbone)
     tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
-    restore = _eager_attention(backbone)
+    restore = eager_attention(backbone)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if backbone.cfg.modality == "image":
-                graph = _with_static_padding(backbone, size) if size else backbone
+                graph = with_static_padding(backbone, size) if size else backbone
                 axes = {0: "batch"} if size else {0: "batch", 2: "height", 3: "width"}
                 torch.onnx.export(graph, (batch,), str(tmp), input_names=["pixel_values"],
                                   output_names=["features"], opset_version=OPSET, dynamo=False,
@@ -150,7 +150,7 @@ def export_onnx(backbone: Backbone, path: str | os.PathLike[str]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _eager_attention(backbone: Backbone) -> Any:
+def eager_attention(backbone: Backbone) -> Any:
     """Transformers' SDPA path bakes the probe batch's mask shape into a traced graph; the eager attention
     exports with truly dynamic shapes. Switched for the export only."""
     model = getattr(backbone, "model", None)
