@@ -48,3 +48,53 @@ def export(
         _out(f"predict without torch: python {out / 'predict.py'} {out} INPUT...")
 
     _run(go)
+
+
+@app.command()
+def serve(
+    source: Annotated[Path, typer.Argument(help="An export (`fmadapt export`: starts fastest, no torch) or a model "
+                                                "directory (`fmadapt fit`).")],
+    host: Annotated[str, typer.Option("--host", help="Address to bind; anything but loopback needs --token or "
+                                                     "--insecure.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8000,
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="FMADAPT_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /predict and /metadata "
+        "(or $FMADAPT_TOKEN).")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Serve a non-loopback address without a token.")
+                        ] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Server processes (each loads the model).")] = 1,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Inputs per request and per micro-batch.")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(
+        "--max-wait-ms", help="How long a request waits for others to batch with.")] = 5.0,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body.")] = 16.0,
+    max_text_chars: Annotated[int, typer.Option("--max-text-chars")] = 10_000,
+    max_image_pixels: Annotated[int, typer.Option("--max-image-pixels")] = 40_000_000,
+) -> None:
+    """Serve predictions over HTTP: POST /predict ({"texts": [...]} or {"images": [base64...]} or multipart
+    images), GET /health, GET /metadata, OpenAPI docs at /docs. Stops on Ctrl-C / SIGTERM after in-flight requests."""
+
+    def go() -> None:
+        from ..errors import ConfigError, FmadaptError
+        from ..serve.app import ServeConfig, check_binding, run
+
+        try:
+            import fastapi  # noqa: F401
+            import uvicorn  # noqa: F401
+        except ImportError as e:
+            raise FmadaptError(f"serving needs FastAPI and uvicorn ({e}): pip install 'fmadapt[serve]'") from None
+
+        why = check_binding(host, token, insecure)
+        if why:
+            raise ConfigError(why)
+        if workers < 1 or max_batch < 1 or max_wait_ms < 0 or max_body_mb <= 0 or max_text_chars < 1 \
+                or max_image_pixels < 1:
+            raise ConfigError("--workers, --max-batch, --max-body-mb, --max-text-chars and --max-image-pixels must be "
+                              "positive, --max-wait-ms at least 0")
+        if not source.is_dir():
+            raise ConfigError(f"{source}: no such directory (give an export or a model directory)")
+        cfg = ServeConfig(str(source), token=token, max_body_bytes=int(max_body_mb * 2**20), max_batch=max_batch,
+                          max_text_chars=max_text_chars, max_image_pixels=max_image_pixels, max_wait_ms=max_wait_ms)
+        _out(f"serving {source} on http://{host}:{port} (docs: /docs)" + ("" if token else ", no token"), err=True)
+        run(cfg, host, port, workers, insecure)
+
+    _run(go)

@@ -240,6 +240,29 @@ def _meta(model: Any, first: Any) -> dict[str, Any]:
     return meta
 
 
+def _server_files(modality: str) -> dict[str, str]:
+    """server.py (serve/app.py itself), requirements.txt (the versions the export was checked with) and a
+    Dockerfile: the export served from a slim image without torch or fmadapt."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ..serve import app as server
+
+    def pinned(name: str) -> str:
+        try:
+            return f"{name}=={version(name)}"
+        except PackageNotFoundError:
+            return name
+
+    needs = ["onnxruntime", "numpy", "tokenizers" if modality == "text" else "pillow", "fastapi", "uvicorn"]
+    needs += ["python-multipart"] if modality == "image" else []
+    docker = ("FROM python:3.11-slim\nWORKDIR /model\nCOPY requirements.txt .\n"
+              "RUN pip install --no-cache-dir -r requirements.txt\nCOPY . .\nEXPOSE 8000\n"
+              "# a token is required on 0.0.0.0: docker run -e FMADAPT_TOKEN=... -p 8000:8000 IMAGE\n"
+              'CMD ["python", "server.py", ".", "--host", "0.0.0.0", "--port", "8000"]\n')
+    return {"server.py": Path(server.__file__).read_text(encoding="utf-8"),
+            "requirements.txt": "\n".join(pinned(n) for n in needs) + "\n", "Dockerfile": docker}
+
+
 def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, int8: bool = False,
                  data: Any = None, text_col: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Export the model directory `model_dir` into `out` (see the module's docstring); returns export.json's
@@ -269,7 +292,7 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str],
     with tempfile.TemporaryDirectory(prefix=".export-", dir=dest) as tmp_name:
         tmp = Path(tmp_name)
         _export_graph(WholeModel(ref_model), ref_model, tmp / "model.onnx")
-        files = {"predict.py": Path(runtime.__file__).read_text(encoding="utf-8")}
+        files = {"predict.py": Path(runtime.__file__).read_text(encoding="utf-8"), **_server_files(model.modality)}
         task = model.config_.task
         meta = _meta(model, first)
         if model.modality == "text":
