@@ -1,0 +1,232 @@
+#!/usr/bin/env python
+"""What shipping a model costs and gains (issue 24): per dataset, a probe fitted with fmadapt, then its model
+directory against its export (`fmadapt export`, fp32 and --int8), all measured in the same run: held-out accuracy,
+MB on disk, latency at batch 1 (p50, p95 over single-input calls in one process), throughput at batch 64, and the
+first prediction in a fresh process (the whole process, as a user times it: median of 3). Then the int8 export
+behind `fmadapt serve` on loopback, loaded by an asyncio client at concurrency 1, 8 and 32 (one input per request):
+requests/s, p50/p99 and the count of 5xx answers.
+
+Rows go to benchmarks/results/deploy.csv (--csv): part `model` (method model_dir | export_fp32 | export_int8) and
+part `server` (method serve_int8, concurrency c).
+
+    python benchmarks/deploy.py --datasets sst2,hymenoptera
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, add_csv_argument, append_rows, csv_path, md_table, measured_process, options_json, stamp
+
+DATA = ROOT.parent / "shared" / "data"
+FIELDS = ["part", "dataset", "method", "concurrency", "accuracy", "mb", "p50_ms", "p95_ms", "p99_ms", "per_s",
+          "first_prediction_s", "errors_5xx", "requests", "options"]
+
+
+def _dataset(name: str, quick: bool) -> tuple[str, list[str], list[str], list[str]]:
+    """(training data for `fmadapt fit`, held-out inputs, their labels, fit options)."""
+    import pandas as pd
+
+    if name == "sst2":
+        tmp = Path(tempfile.mkdtemp(prefix="deploy-sst2-"))
+        train = pd.read_csv(DATA / "sst2" / "train.tsv", sep="\t", quoting=3, dtype=str)
+        train.head(500 if quick else 2000).to_csv(tmp / "train.csv", index=False)
+        dev = pd.read_csv(DATA / "sst2" / "dev.tsv", sep="\t", quoting=3, dtype=str)
+        dev = dev.head(100) if quick else dev
+        dev.to_csv(tmp / "dev.csv", index=False)
+        return str(tmp / "train.csv"), dev["content"].tolist(), dev["label"].tolist(), ["--text", "sentence"]
+    if name == "hymenoptera":
+        root = DATA / "hymenoptera"
+        val = sorted((root / "val").glob("*/*"))[: 40 if quick else None]
+        return str(root), [str(p) for p in val], [p.parent.name for p in val], []
+    raise SystemExit(f"unknown dataset {name}")
+
+
+def _size_mb(path: Path) -> float:
+    return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 1)
+
+
+def _latency(predict, inputs: list[str], n: int) -> tuple[float, float, float]:
+    """p50, p95 (ms) of single-input calls, and inputs/s at batch 64."""
+    predict(inputs[:2])  # warm-up
+    times = []
+    for x in (inputs * (n // max(1, len(inputs)) + 1))[:n]:
+        t = time.perf_counter()
+        predict([x])
+        times.append((time.perf_counter() - t) * 1000)
+    t = time.perf_counter()
+    for s in range(0, len(inputs), 64):
+        predict(inputs[s:s + 64])
+    per_s = len(inputs) / (time.perf_counter() - t)
+    q = statistics.quantiles(times, n=100)
+    return round(q[49], 2), round(q[94], 2), round(per_s, 1)
+
+
+def _first_prediction(cmd: list[str]) -> float:
+    secs = []
+    for _ in range(3):
+        proc, s, _ = measured_process(cmd)
+        if proc.returncode != 0:
+            raise SystemExit(f"{cmd} failed: {proc.stderr[-2000:]}")
+        secs.append(s)
+    return round(statistics.median(secs), 2)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _load(port: int, bodies: list[dict], concurrency: int, requests: int) -> dict:
+    import httpx
+
+    lat, errors = [], 0
+    queue = list(range(requests))
+
+    async def worker(c: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while queue:
+            i = queue.pop()
+            t = time.perf_counter()
+            r = await c.post("/predict", json=bodies[i % len(bodies)])
+            lat.append((time.perf_counter() - t) * 1000)
+            errors += r.status_code >= 500
+            if r.status_code != 200 and r.status_code < 500:
+                raise SystemExit(f"server answered {r.status_code}: {r.text[:300]}")
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+        await asyncio.gather(*[worker(c) for _ in range(2)])  # warm-up (the first requests start the session)
+        queue.extend(range(requests))
+        t = time.perf_counter()
+        await asyncio.gather(*[worker(c) for _ in range(concurrency)])
+        wall = time.perf_counter() - t
+    lat = lat[-requests:]
+    q = statistics.quantiles(lat, n=100)
+    return {"p50_ms": round(q[49], 2), "p99_ms": round(q[98], 2), "per_s": round(requests / wall, 1),
+            "errors_5xx": errors, "requests": requests}
+
+
+def _serve(export: Path, inputs: list[str], modality: str, requests: int) -> list[dict]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fmadapt", "serve", str(export), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        import urllib.request
+
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise SystemExit(f"server did not start: {proc.stderr.read()[-2000:]}") from None
+                time.sleep(0.3)
+        if modality == "text":
+            bodies = [{"texts": [t]} for t in inputs]
+        else:
+            bodies = [{"images": [base64.b64encode(Path(p).read_bytes()).decode()]} for p in inputs[:32]]
+        return [{"concurrency": c, **asyncio.run(_load(port, bodies, c, requests))} for c in (1, 8, 32)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def run_dataset(name: str, work: Path, quick: bool) -> list[dict]:
+    sys.path.insert(0, str(ROOT / "src"))
+    from fmadapt import load_model
+    from fmadapt.compress.exported import ExportedModel
+
+    train, inputs, labels, fit_opts = _dataset(name, quick)
+    model_dir, export = work / f"{name}-model", work / f"{name}-export"
+    fmadapt = [sys.executable, "-m", "fmadapt"]
+    subprocess.run([*fmadapt, "fit", train, "--strategy", "probe", "--out", str(model_dir), "--report", "off",
+                    *fit_opts], check=True, capture_output=True)
+    held_out = work / f"{name}-heldout.csv"
+    import pandas as pd
+
+    modality = "text" if name != "hymenoptera" else "image"
+    check = ["--data", str(held_out)] if modality == "text" else []
+    if modality == "text":
+        pd.DataFrame({"text": inputs, "label": labels}).to_csv(held_out, index=False)
+    rows = []
+    model = load_model(model_dir, cache=False)  # (new inputs: no feature cache to hit)
+    for method in ("model_dir", "export_fp32", "export_int8"):
+        if method == "model_dir":
+            predict, where = (lambda xs: model.predict(xs)), model_dir
+            first = [*fmadapt[:1], "-c", "import sys; from fmadapt import load_model; "
+                     "print(load_model(sys.argv[1]).predict([sys.argv[2]]))", str(model_dir), inputs[0]]
+        else:
+            where = export.with_name(export.name + "-" + method[-4:])
+            shutil.rmtree(where, ignore_errors=True)
+            r = subprocess.run([*fmadapt, "export", str(model_dir), "--out", str(where), "--json", *check,
+                                *(["--int8"] if method == "export_int8" else [])], capture_output=True, text=True)
+            if r.returncode != 0:
+                rows.append({"part": "model", "dataset": name, "method": method,
+                             "options": options_json({"refused": r.stderr.strip()[-300:]})})
+                print(f"{name} {method}: {r.stderr.strip()[-300:]}", file=sys.stderr)
+                continue
+            em = ExportedModel(where)
+            predict = em.predict
+            first = [sys.executable, str(where / "predict.py"), str(where), inputs[0]]
+        pred = [str(p) for s in range(0, len(inputs), 64) for p in predict(inputs[s:s + 64])]
+        acc = sum(p == y for p, y in zip(pred, labels, strict=True)) / len(labels)
+        p50, p95, per_s = _latency(predict, inputs, 30 if quick else 100)
+        # MB: the files this precision needs (a model directory references its packaged backbone: not counted)
+        unused = {"export_fp32": "model.int8.onnx", "export_int8": "model.onnx"}.get(method)
+        mb = "" if method == "model_dir" else round(_size_mb(where) - (where / unused).stat().st_size / 2**20, 1) \
+            if (where / unused).exists() else _size_mb(where)
+        rows.append({"part": "model", "dataset": name, "method": method, "accuracy": round(acc, 4),
+                     "mb": mb, "p50_ms": p50, "p95_ms": p95, "per_s": per_s,
+                     "first_prediction_s": _first_prediction(first),
+                     "options": options_json({"inputs": len(inputs), "strategy": "probe",
+                                              "note": "a model directory references its packaged backbone"
+                                              if method == "model_dir" else ""})})
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    int8 = export.with_name(export.name + "-int8")
+    if int8.is_dir():
+        for r in _serve(int8, inputs, modality, 100 if quick else 400):
+            rows.append({"part": "server", "dataset": name, "method": "serve_int8", **r,
+                         "options": options_json({"one input per request": True, "max_wait_ms": 5})})
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", default="sst2,hymenoptera")
+    ap.add_argument("--work", default=None, help="where the models and exports go (default: a temporary folder)")
+    ap.add_argument("--quick", action="store_true", help="a smoke run on a few inputs")
+    add_csv_argument(ap, "deploy", quick=True)
+    args = ap.parse_args()
+    run_stamp = stamp()
+    work = Path(args.work or tempfile.mkdtemp(prefix="fmadapt-deploy-"))
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FMADAPT_FAST_PATH", "1")
+    rows = [r for name in args.datasets.split(",") for r in run_dataset(name.strip(), work, args.quick)]
+    out = csv_path(args.csv, "deploy", args.quick)
+    if out:
+        append_rows(out, FIELDS, rows, run_stamp)
+    table = [[r["dataset"], r["method"], r.get("concurrency", ""), r.get("accuracy", ""), r.get("mb", ""),
+              r.get("p50_ms", ""), r.get("p95_ms", r.get("p99_ms", "")), r.get("per_s", ""),
+              r.get("first_prediction_s", r.get("errors_5xx", ""))] for r in rows]
+    print(md_table(["dataset", "method", "concurrency", "accuracy", "MB", "p50 ms", "p95 (server: p99) ms",
+                    "inputs/s", "first prediction s (server: 5xx)"], table,
+                   "---|---|---:|---:|---:|---:|---:|---:|---:"))
+
+
+if __name__ == "__main__":
+    main()
