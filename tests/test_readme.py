@@ -52,7 +52,8 @@ def reviews(n: int, seed: int) -> pd.DataFrame:
 
 def test_the_readme_has_the_commands_this_test_runs():
     cmds = commands()
-    assert len(cmds) >= 10 and {c[0] for c in cmds} >= {"fit", "evaluate", "predict", "embed", "explain", "report"}
+    assert len(cmds) >= 10 and {c[0] for c in cmds} >= {"fit", "evaluate", "predict", "embed", "explain", "report",
+                                                           "export"}
     assert blocks("bash")[0].count("\n") == 2 and "fmadapt demo" in blocks("bash")[0]
     assert "python -m pytest -q" in blocks("bash")[0]
 
@@ -74,6 +75,7 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
     for run in ("photos", "reviews", "ft", "news", "rating", "r2", "r3"):
         assert (tmp_path / "runs" / run).is_dir(), run
     assert (tmp_path / "runs" / "photos" / "report.html").is_file()
+    assert (tmp_path / "shipped" / "photos" / "model.onnx").is_file()
 
     (tmp_path / "py").mkdir()
     monkeypatch.chdir(tmp_path / "py")

@@ -198,6 +198,15 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         backbone.set_image_size(bcfg.input_size, bcfg.crop_pct)
     elif bcfg.modality == "text" and bcfg.max_tokens < backbone.cfg.max_tokens:
         backbone.cfg.max_tokens = bcfg.max_tokens  # (fit's max_tokens: the model read no more in training)
+    kept = bcfg.extra.get("kept_layers")
+    if kept is not None:  # a distilled student: the teacher's encoder cut to these layers
+        from .backbones.text import keep_layers
+
+        try:
+            keep_layers(backbone, [int(i) for i in kept])  # type: ignore[arg-type]
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ArtifactError(f"{bb_file}: extra.kept_layers {str(kept)[:80]} does not fit {bcfg.name!r} "
+                                f"({_short(e)}); {fix}") from None
     added = bcfg.extra.get("added_tokens")
     if added:  # extended vocabulary: the same tokens in the same order get the same ids as in training
         from .backbones.vocab import extend_vocabulary

@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Knowledge distillation (issue 24): a fine-tuned MiniLM teacher on SST-2 and students that keep 3 (and 2) of its 6
+layers (`fmadapt distill`), with and without unlabeled texts (the next SST-2 training sentences, labels dropped),
+all in one run: accuracy on the dev set (872 sentences, never seen by either), texts per second of each model's
+`proba` on it in this process (best of 2, after a warm-up), and the seconds each fit took.
+
+Rows go to benchmarks/results/distill.csv (--csv): method teacher | student_L<k>[_unlabeled].
+
+    python benchmarks/distill.py --train 4000 --unlabeled 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+from common import ROOT, add_csv_argument, append_rows, csv_path, md_table, options_json, stamp
+
+DATA = ROOT.parent / "shared" / "data" / "sst2"
+FIELDS = ["dataset", "method", "accuracy", "texts_per_s", "speedup", "accuracy_ratio", "fit_seconds", "options"]
+
+
+def _speed(model, texts: list[str]) -> float:
+    model.predict_proba(texts[:8])
+    best = 0.0
+    for _ in range(2):
+        t = time.perf_counter()
+        model.predict_proba(texts)
+        best = max(best, len(texts) / (time.perf_counter() - t))
+    return round(best, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--train", type=int, default=4000)
+    ap.add_argument("--unlabeled", type=int, default=4000)
+    ap.add_argument("--layers", default="3,2")
+    ap.add_argument("--work", default=None)
+    add_csv_argument(ap, "distill")
+    args = ap.parse_args()
+    run_stamp = stamp()
+    work = Path(args.work or tempfile.mkdtemp(prefix="fmadapt-distill-"))
+    work.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(ROOT / "src"))
+    from fmadapt import load_model
+
+    train = pd.read_csv(DATA / "train.tsv", sep="\t", quoting=3, dtype=str).rename(columns={"sentence": "text"})
+    dev = pd.read_csv(DATA / "dev.tsv", sep="\t", quoting=3, dtype=str)
+    train.head(args.train).to_csv(work / "train.csv", index=False)
+    train.iloc[args.train:args.train + args.unlabeled][["text"]].to_csv(work / "unlabeled.csv", index=False)
+    fm = [sys.executable, "-m", "fmadapt"]
+    teacher = work / "teacher"
+    t = time.perf_counter()
+    if not (teacher / "config.json").is_file():
+        subprocess.run([*fm, "fit", str(work / "train.csv"), "--strategy", "finetune", "--out", str(teacher),
+                        "--report", "off"], check=True, capture_output=True)
+    teacher_seconds = round(time.perf_counter() - t, 1)
+    texts, labels = dev["content"].tolist(), dev["label"].tolist()
+    tm = load_model(teacher, cache=False)
+    t_acc = float((tm.predict(texts) == pd.Series(labels)).mean())
+    t_speed = _speed(tm, texts)
+    rows = [{"dataset": "sst2", "method": "teacher", "accuracy": round(t_acc, 4), "texts_per_s": t_speed,
+             "fit_seconds": teacher_seconds, "options": options_json({"strategy": "finetune", "train": args.train})}]
+    for k in [int(x) for x in args.layers.split(",")]:
+        for extra in (False, True):
+            name = f"student_L{k}" + ("_unlabeled" if extra else "")
+            out = work / name
+            cmd = [*fm, "distill", str(teacher), str(work / "train.csv"), "--out", str(out), "--student-layers",
+                   str(k), "--json", *(["--unlabeled", str(work / "unlabeled.csv")] if extra else [])]
+            t = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(r.stderr[-2000:])
+            seconds = round(time.perf_counter() - t, 1)
+            summary = json.loads(r.stdout.strip().splitlines()[-1])
+            sm = load_model(out, cache=False)
+            acc = float((sm.predict(texts) == pd.Series(labels)).mean())
+            speed = _speed(sm, texts)
+            rows.append({"dataset": "sst2", "method": name, "accuracy": round(acc, 4), "texts_per_s": speed,
+                         "speedup": round(speed / t_speed, 2), "accuracy_ratio": round(acc / t_acc, 4),
+                         "fit_seconds": seconds,
+                         "options": options_json({**summary["options"], "unlabeled": summary["unlabeled"],
+                                                  "held_out_in_distill": summary["validation"]})})
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    out_csv = csv_path(args.csv, "distill")
+    if out_csv:
+        append_rows(out_csv, FIELDS, rows, run_stamp)
+    print(md_table(["method", "dev accuracy", "texts/s", "speed-up", "accuracy / teacher's", "fit s"],
+                   [[r["method"], r["accuracy"], r["texts_per_s"], r.get("speedup", ""), r.get("accuracy_ratio", ""),
+                     r["fit_seconds"]] for r in rows], "---|---:|---:|---:|---:|---:"))
+
+
+if __name__ == "__main__":
+    main()

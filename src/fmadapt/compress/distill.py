@@ -1,0 +1,155 @@
+"""`fmadapt distill TEACHER DATA --out DIR`: a smaller student trained on a fitted model's soft targets.
+
+The teacher is any saved single-label text classifier (an ensemble too: its averaged probabilities are the targets),
+used through its public API only. The student is the teacher's own encoder cut to `student_layers` evenly spaced
+layers (DistilBERT's initialisation: 3 of MiniLM's 6 keeps layers 1, 3, 5), with the teacher's head, trained on
+the Lightning Trainer with Hinton et al.'s loss: alpha x T² x KL(teacher at temperature T || student at T) + (1 -
+alpha) x cross-entropy on the labels; unlabeled texts (`unlabeled`) add soft targets only. The student is saved as an
+ordinary model directory (predict, evaluate, export and serve work on it); the summary compares it with the teacher
+on held-out data: accuracy, agreement, and texts per second in the same process (`speedup`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+DEFAULTS = {"student_layers": 3, "temperature": 2.0, "alpha": 0.5, "epochs": 3, "lr": 1e-4, "batch_size": 32,
+            "val_fraction": 0.2, "seed": 0}
+
+
+def kept_layers(n: int, k: int) -> list[int]:
+    """`k` of `n` layers, evenly spaced and ending with the top one (3 of 6: 1, 3, 5; 2 of 6: 2, 5)."""
+    if not 1 <= k < n:
+        raise ConfigError(f"--student-layers must be between 1 and {n - 1} (the teacher has {n} layers), got {k}")
+    return sorted({n - 1 - int(round(i * n / k)) for i in range(k)})
+
+
+def _module(student: nn.Module, soft: torch.Tensor, hard: torch.Tensor, o: dict[str, Any], steps: int) -> Any:
+    import lightning.pytorch as pl
+    import torch.nn.functional as F  # noqa: N812
+
+    class DistillModule(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = student
+            self.register_buffer("soft", soft)  # (N, C): the teacher's probabilities at temperature T
+            self.register_buffer("hard", hard)  # (N,): class index, -1 where unlabeled
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, i = batch
+            logits = self.model(x)
+            t = o["temperature"]
+            kd = F.kl_div(F.log_softmax(logits / t, dim=1), self.soft[i], reduction="batchmean") * t * t
+            y = self.hard[i]
+            labeled = y >= 0
+            if labeled.any() and o["alpha"] < 1.0:
+                loss = o["alpha"] * kd + (1 - o["alpha"]) * F.cross_entropy(logits[labeled], y[labeled])
+            else:
+                loss = kd
+            self.log("train_loss", loss, prog_bar=True)
+            return loss
+
+        def configure_optimizers(self) -> Any:
+            opt = torch.optim.AdamW(self.model.parameters(), lr=o["lr"], weight_decay=0.01)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o["lr"], total_steps=max(1, steps),
+                                                        pct_start=0.1, anneal_strategy="linear")
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    return DistillModule()
+
+
+def _speed(model: Any, ex: Any, repeats: int = 2) -> float:
+    """Texts per second of `model.proba` on `ex` (best of `repeats`, after a warm-up batch)."""
+    model.proba(ex.subset(list(range(min(8, len(ex))))))
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.proba(ex)
+        best = max(best, len(ex) / (time.perf_counter() - t))
+    return round(best, 1)
+
+
+def distill(teacher_dir: str | Path, data: Any, out: str | Path, *, unlabeled: Any = None,
+            progress: bool = False, **options: Any) -> dict[str, Any]:
+    """Train and save the student (see the module's docstring); returns the summary (also in the student's
+    config.json history, "distillation"). `options`: DEFAULTS' keys."""
+    import copy
+    import dataclasses
+
+    from ..adapt.finetune import build_trainer
+    from ..backbones.text import keep_layers
+    from ..data.loader import make_loader
+    from ..data.readers import read_unlabeled
+    from ..data.split import stratified_split
+    from ..member import Member
+    from ..predictor import Predictor, load_model
+
+    o = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    unknown = set(o) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown distillation option(s): {', '.join(sorted(unknown))}")
+    teacher = load_model(teacher_dir, progress=progress)
+    if not isinstance(teacher, Predictor) or teacher.modality != "text" or teacher.config_.task != "classification":
+        raise ConfigError(f"{teacher_dir}: distillation takes a single-label text classifier for now "
+                          f"(this is a {getattr(teacher, 'task', 'model of several targets')} model)")
+    ex = teacher.read_labeled(data)
+    train, val = stratified_split(ex, o["val_fraction"], o["seed"])
+    extra = read_unlabeled("text", unlabeled, teacher.config_) if unlabeled is not None else None
+    inputs = list(train.inputs) + (list(extra.inputs) if extra is not None else [])
+    t0 = time.perf_counter()
+    soft_in = train if extra is None else dataclasses.replace(train, inputs=inputs, labels=None,
+                                                              ids=[str(i) for i in range(len(inputs))], table=None)
+    p = np.clip(teacher.proba(soft_in, calibrated=False), 1e-12, 1.0)
+    z = np.log(p) / o["temperature"]
+    soft = np.exp(z - z.max(1, keepdims=True))
+    soft /= soft.sum(1, keepdims=True)
+    hard = np.concatenate([teacher.encode_labels(train.labels), -np.ones(len(inputs) - len(train), np.int64)])
+
+    first = teacher.members_[0]
+    student = copy.deepcopy(first.model).train()
+    n_layers = len(student.backbone.layer_groups()) - 1
+    keep_layers(student.backbone, kept_layers(n_layers, int(o["student_layers"])))
+    student.backbone.cfg.sha256 = ""  # (trained weights of its own: never taken for the pretrained ones)
+    for prm in student.parameters():
+        prm.requires_grad_(True)
+    torch.manual_seed(o["seed"])
+    loader = make_loader(student.backbone, inputs, "text", train=True, batch_size=o["batch_size"],
+                         targets=list(range(len(inputs))), seed=o["seed"])
+    steps = len(loader) * o["epochs"]
+    cfg = dataclasses.replace(first.config, strategy="finetune", epochs=o["epochs"], lr=o["lr"],
+                              batch_size=o["batch_size"], seed=o["seed"], runtime="auto", ensemble=1,
+                              ensemble_backbones=None, tta=False)
+    module = _module(student, torch.from_numpy(soft.astype(np.float32)), torch.from_numpy(hard), o, steps)
+    build_trainer(cfg, [], progress).fit(module, train_dataloaders=loader)
+    student.eval()
+    fit_seconds = time.perf_counter() - t0
+
+    model = Predictor("text", teacher.classes_, cfg, cache=False, progress=progress)
+    model.set_members([Member(student, cfg, {}, True)])
+    ref = teacher.with_runtime("auto")
+    pt, ps = ref.proba(val), model.proba(val)
+    y = teacher.encode_labels(val.labels)
+    from ..evaluate.calibration import fit_temperature
+
+    model.temperature_ = float(fit_temperature(ps, y)) if len(val) >= 20 else 1.0
+    summary = {
+        "teacher": {"dir": str(teacher_dir), "accuracy": float((pt.argmax(1) == y).mean()),
+                    "texts_per_s": _speed(ref, val), "layers": n_layers},
+        "student": {"accuracy": float((ps.argmax(1) == y).mean()), "texts_per_s": _speed(model, val),
+                    "layers": int(o["student_layers"]), "kept_layers": student.backbone.cfg.extra["kept_layers"]},
+        "agreement": float((pt.argmax(1) == ps.argmax(1)).mean()), "validation": len(val), "train": len(train),
+        "unlabeled": 0 if extra is None else len(extra), "fit_seconds": round(fit_seconds, 1), "options": o}
+    summary["speedup"] = round(summary["student"]["texts_per_s"] / max(summary["teacher"]["texts_per_s"], 1e-9), 2)
+    summary["accuracy_ratio"] = round(summary["student"]["accuracy"] / max(summary["teacher"]["accuracy"], 1e-9), 4)
+    model.members_[0].history["distillation"] = summary
+    model.history_ = {"distillation": summary}
+    model.metrics_ = {"accuracy": summary["student"]["accuracy"], "teacher_accuracy": summary["teacher"]["accuracy"]}
+    model.save_pretrained(out, command=f"fmadapt distill {teacher_dir}", report=False)
+    return summary

@@ -1,0 +1,92 @@
+"""`fmadapt distill` (issue 24): a student cut from the teacher's encoder, trained on its soft targets, saved as an
+ordinary model directory that loads, predicts and exports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import text_frame
+from fmadapt import TextClassifier, load_model
+from fmadapt.compress.distill import distill, kept_layers
+from fmadapt.errors import ConfigError
+
+
+def test_kept_layers_are_evenly_spaced_and_end_at_the_top():
+    assert kept_layers(6, 3) == [1, 3, 5]
+    assert kept_layers(6, 2) == [2, 5]
+    assert kept_layers(12, 4) == [2, 5, 8, 11]
+    assert kept_layers(2, 1) == [1]
+    for bad in (0, 6, 7):
+        with pytest.raises(ConfigError, match="between 1 and 5"):
+            kept_layers(6, bad)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    df = text_frame(30)
+    clf = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=2, batch_size=8, seed=0, progress=False)
+    clf.fit(df)
+    df.to_csv(root / "train.csv", index=False)
+    return clf.save_pretrained(root / "teacher", report=False), root / "train.csv"
+
+
+def test_a_distilled_student_keeps_fewer_layers_and_learns_the_teacher(teacher, tmp_path):
+    teacher_dir, data = teacher
+    unlabeled = tmp_path / "more.csv"
+    text_frame(10, seed=5).drop(columns=["label"]).to_csv(unlabeled, index=False)
+    s = distill(teacher_dir, str(data), tmp_path / "student", unlabeled=str(unlabeled), student_layers=1, epochs=3,
+                lr=1e-3, batch_size=8)
+    assert s["student"]["layers"] == 1 and s["teacher"]["layers"] == 2 and s["student"]["kept_layers"] == [1]
+    assert s["unlabeled"] == 20 and s["train"] + s["validation"] == 60
+    assert s["student"]["texts_per_s"] > 0 and s["speedup"] > 0 and 0 <= s["agreement"] <= 1
+    # the student is an ordinary model directory: its encoder has one layer, it predicts what it was measured with
+    student = load_model(tmp_path / "student", cache=False)
+    bb = student.members_[0].model.backbone
+    assert len(bb.layer_groups()) == 2 and bb.model.config.num_hidden_layers == 1
+    assert json.loads((tmp_path / "student" / "backbone.json").read_text())["extra"]["kept_layers"] == [1]
+    assert s["student"]["accuracy"] > 0.6  # (the toy task: words that name the class)
+    texts = text_frame(4, seed=9)["text"].tolist()
+    assert len(student.predict(texts)) == 8
+    config = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert config["history"]["distillation"]["options"]["temperature"] == 2.0
+
+
+def test_the_student_exports_and_its_export_agrees(teacher, tmp_path):
+    from fmadapt.compress.export import export_model
+    from fmadapt.compress.exported import ExportedModel
+
+    teacher_dir, data = teacher
+    distill(teacher_dir, str(data), tmp_path / "student", student_layers=1, epochs=1, batch_size=8)
+    export_model(tmp_path / "student", tmp_path / "x")
+    texts = text_frame(4, seed=9)["text"].tolist()
+    want = load_model(tmp_path / "student", cache=False).predict_proba(texts).to_numpy()
+    np.testing.assert_allclose(ExportedModel(tmp_path / "x").predict_proba(texts), want, atol=1e-4)
+
+
+def test_the_cli_distills_and_refuses_what_it_cannot(teacher, tmp_path):
+    from typer.testing import CliRunner
+
+    from fmadapt.cli import app
+
+    teacher_dir, data = teacher
+    r = CliRunner().invoke(app, ["distill", str(teacher_dir), str(data), "--out", str(tmp_path / "s"),
+                                 "--student-layers", "1", "--epochs", "1", "--batch-size", "8", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert {"teacher", "student", "speedup", "agreement", "accuracy_ratio"} <= set(summary)
+    r = CliRunner().invoke(app, ["distill", str(teacher_dir), str(data), "--out", str(tmp_path / "s2"),
+                                 "--student-layers", "2"])
+    assert r.exit_code == 2 and "between 1 and 1" in r.output
+    r = CliRunner().invoke(app, ["distill", str(teacher_dir), str(data), "--out", str(tmp_path / "s3"),
+                                 "--alpha", "1.5"])
+    assert r.exit_code == 2 and "--alpha" in r.output
+    df = pd.DataFrame({"text": ["a", "b"] * 5, "score": np.arange(10.0)})
+    reg = TextClassifier(backbone="tiny-bert", task="regression", progress=False).fit(df)
+    r = CliRunner().invoke(app, ["distill", str(reg.save_pretrained(tmp_path / "reg", report=False)), str(data),
+                                 "--out", str(tmp_path / "s4")])
+    assert r.exit_code == 2 and "single-label text classifier" in r.output
