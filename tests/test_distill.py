@@ -43,7 +43,7 @@ def test_a_distilled_student_keeps_fewer_layers_and_learns_the_teacher(teacher, 
                 lr=1e-3, batch_size=8)
     assert s["student"]["layers"] == 1 and s["teacher"]["layers"] == 2 and s["student"]["kept_layers"] == [1]
     assert s["unlabeled"] == 20 and s["train"] + s["validation"] == 60
-    assert s["student"]["texts_per_s"] > 0 and s["speedup"] > 0 and 0 <= s["agreement"] <= 1
+    assert s["student"]["per_s"] > 0 and s["speedup"] > 0 and 0 <= s["agreement"] <= 1
     # the student is an ordinary model directory: its encoder has one layer, it predicts what it was measured with
     student = load_model(tmp_path / "student", cache=False)
     bb = student.members_[0].model.backbone
@@ -89,4 +89,23 @@ def test_the_cli_distills_and_refuses_what_it_cannot(teacher, tmp_path):
     reg = TextClassifier(backbone="tiny-bert", task="regression", progress=False).fit(df)
     r = CliRunner().invoke(app, ["distill", str(reg.save_pretrained(tmp_path / "reg", report=False)), str(data),
                                  "--out", str(tmp_path / "s4")])
-    assert r.exit_code == 2 and "single-label text classifier" in r.output
+    assert r.exit_code == 2 and "single-label classifier" in r.output
+
+
+def test_an_image_teacher_distils_into_a_smaller_image_size_or_another_backbone(tmp_path):
+    from conftest import write_image_folder
+    from fmadapt import ImageClassifier
+
+    data = write_image_folder(tmp_path / "imgs", per_class=10)
+    teacher = ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=1, image_size=64, progress=False)
+    teacher_dir = teacher.fit(data).save_pretrained(tmp_path / "teacher", report=False)
+    s = distill(teacher_dir, str(data), tmp_path / "small", epochs=1, batch_size=8)
+    assert s["teacher"]["image_size"] == 64 and s["student"]["image_size"] == 32  # (5/7 of 64, in 32s)
+    small = load_model(tmp_path / "small", cache=False)
+    assert small.members_[0].model.backbone.cfg.input_size == 32
+    assert len(small.predict(str(data))) == 30
+    s = distill(teacher_dir, str(data), tmp_path / "other", student="tiny-cnn-cached", epochs=1, batch_size=8)
+    assert s["student"]["backbone"] == "tiny-cnn-cached"
+    assert load_model(tmp_path / "other", cache=False).members_[0].model.backbone.cfg.name == "tiny-cnn-cached"
+    with pytest.raises(ConfigError, match="a text backbone"):
+        distill(teacher_dir, str(data), tmp_path / "bad", student="tiny-bert", epochs=1)

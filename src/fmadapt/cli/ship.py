@@ -102,13 +102,20 @@ def serve(
 
 @app.command()
 def distill(
-    teacher: Annotated[Path, typer.Argument(help="A text model directory (`fmadapt fit`): the teacher.")],
-    data: Annotated[str, typer.Argument(help="Labeled texts (a table, as for `fit`); 20 % are held out.")],
+    teacher: Annotated[Path, typer.Argument(help="A model directory (`fmadapt fit`): the teacher.")],
+    data: Annotated[str, typer.Argument(help="Labeled data (as for `fit`); 20 % are held out.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The student's model directory.")],
     unlabeled: Annotated[str | None, typer.Option(
-        "--unlabeled", help="More texts (a table) the student learns the teacher's soft targets on.")] = None,
+        "--unlabeled", help="More inputs (a table of texts, a folder of images) the student learns the teacher's soft "
+        "targets on.")] = None,
     student_layers: Annotated[int, typer.Option(
-        "--student-layers", help="Layers of the teacher's encoder the student keeps (evenly spaced).")] = 3,
+        "--student-layers", help="Texts: layers of the teacher's encoder the student keeps (evenly spaced).")] = 3,
+    student: Annotated[str | None, typer.Option(
+        "--student", help="Another backbone as the student (a registered name, timm:<arch>, hf:<id>, a directory), "
+        "with a new head.")] = None,
+    student_image_size: Annotated[int | None, typer.Option(
+        "--student-image-size", help="Images: the student's input size (default: 5/7 of the teacher's, 224 -> "
+        "160).")] = None,
     temperature: Annotated[float, typer.Option("--temperature", help="Softening of the soft targets (T).")] = 2.0,
     alpha: Annotated[float, typer.Option(
         "--alpha", help="Weight of the soft-target loss; 1 - alpha goes to the labels.")] = 0.5,
@@ -127,14 +134,16 @@ def distill(
 
         if not (0.0 <= alpha <= 1.0) or temperature <= 0 or epochs < 1 or lr <= 0 or batch_size < 1:
             raise ConfigError("--alpha must be in [0, 1]; --temperature, --epochs, --lr and --batch-size positive")
-        s = run(teacher, data, out, unlabeled=unlabeled, student_layers=student_layers, temperature=temperature,
-                alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+        s = run(teacher, data, out, unlabeled=unlabeled, student_layers=student_layers, student=student,
+                student_image_size=student_image_size, temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
+                batch_size=batch_size, seed=seed)
         if as_json:
             _out(json.dumps({"out": str(out.resolve()), **s}))
             return
         t, st = s["teacher"], s["student"]
-        _out(f"student ({st['layers']} of {t['layers']} layers) saved to {out}: held-out accuracy {st['accuracy']:.4f} "
-             f"against the teacher's {t['accuracy']:.4f} ({s['validation']} texts, agreement {s['agreement']:.1%}); "
-             f"{st['texts_per_s']:.0f} texts/s against {t['texts_per_s']:.0f} ({s['speedup']:.2f}x)")
+        what = ", ".join(f"{k} {v}" for k, v in st.items() if k in ("layers", "image_size", "backbone"))
+        _out(f"student ({what}) saved to {out}: held-out accuracy {st['accuracy']:.4f} against the teacher's "
+             f"{t['accuracy']:.4f} ({s['validation']} inputs, agreement {s['agreement']:.1%}); {st['per_s']:.0f} "
+             f"inputs/s against {t['per_s']:.0f} ({s['speedup']:.2f}x)")
 
     _run(go)

@@ -1,12 +1,13 @@
 """`fmadapt distill TEACHER DATA --out DIR`: a smaller student trained on a fitted model's soft targets.
 
-The teacher is any saved single-label text classifier (an ensemble too: its averaged probabilities are the targets),
-used through its public API only. The student is the teacher's own encoder cut to `student_layers` evenly spaced
-layers (DistilBERT's initialisation: 3 of MiniLM's 6 keeps layers 1, 3, 5), with the teacher's head, trained on
-the Lightning Trainer with Hinton et al.'s loss: alpha x T² x KL(teacher at temperature T || student at T) + (1 -
-alpha) x cross-entropy on the labels; unlabeled texts (`unlabeled`) add soft targets only. The student is saved as an
-ordinary model directory (predict, evaluate, export and serve work on it); the summary compares it with the teacher
-on held-out data: accuracy, agreement, and texts per second in the same process (`speedup`)."""
+The teacher is any saved single-label classifier (an ensemble too: its averaged probabilities are the targets), used
+through its public API only. The student is, for texts, the teacher's own encoder cut to `student_layers` evenly
+spaced layers (DistilBERT's initialisation: 3 of MiniLM's 6 keeps layers 1, 3, 5); for images, the teacher at a
+smaller input size (224 -> 160 px by default); or any registered backbone by name (`student`) with a new head.
+It trains on the Lightning Trainer with Hinton et al.'s loss: alpha x T² x KL(teacher at temperature T || student
+at T) + (1 - alpha) x cross-entropy on the labels; unlabeled inputs (`unlabeled`) add soft targets only. The student
+is saved as an ordinary model directory (predict, evaluate, export and serve work on it); the summary compares it
+with the teacher on held-out data: accuracy, agreement, and inputs per second in the same process (`speedup`)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from torch import nn
 
 from ..errors import ConfigError
 
-DEFAULTS = {"student_layers": 3, "temperature": 2.0, "alpha": 0.5, "epochs": 3, "lr": 1e-4, "batch_size": 32,
-            "val_fraction": 0.2, "seed": 0}
+DEFAULTS: dict[str, Any] = {"student_layers": 3, "student": None, "student_image_size": None, "temperature": 2.0,
+                            "alpha": 0.5, "epochs": 3, "lr": 1e-4, "batch_size": 32, "val_fraction": 0.2, "seed": 0}
 
 
 def kept_layers(n: int, k: int) -> list[int]:
@@ -36,6 +37,9 @@ def _module(student: nn.Module, soft: torch.Tensor, hard: torch.Tensor, o: dict[
     import torch.nn.functional as F  # noqa: N812
 
     class DistillModule(pl.LightningModule):
+        soft: torch.Tensor
+        hard: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             self.model = student
@@ -76,15 +80,50 @@ def _speed(model: Any, ex: Any, repeats: int = 2) -> float:
     return round(best, 1)
 
 
+def _student(first: Any, modality: str, n_classes: int, o: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The student network (in training mode) and what describes it beside the teacher (for the summary):
+    another backbone by name (`student`), the teacher at a smaller image size (`student_image_size`; images'
+    default: 5/7 of the teacher's, in multiples of 32: 224 -> 160), or the teacher's encoder cut to
+    `student_layers` layers (texts' default)."""
+    import copy
+
+    from ..backbones.registry import create_backbone
+    from ..model import Classifier
+
+    teacher_bb = first.model.backbone
+    name, size = o.get("student"), o.get("student_image_size")
+    if name:
+        bb = create_backbone(str(name))
+        if bb.cfg.modality != modality:
+            raise ConfigError(f"--student {name} is a {bb.cfg.modality} backbone; the teacher reads {modality}")
+        if modality == "image" and size:
+            bb.set_image_size(int(size))
+        net = Classifier(bb, n_classes, float(first.config.dropout or 0.0))
+        return net.train(), {"teacher": {"backbone": teacher_bb.cfg.name}, "student": {"backbone": bb.cfg.name}}
+    net = copy.deepcopy(first.model).train()
+    if modality == "image":
+        t_size = int(teacher_bb.cfg.input_size)
+        size = int(size or max(32, int(round(t_size * 5 / 7 / 32)) * 32))
+        if not 32 <= size < t_size:
+            raise ConfigError(f"--student-image-size must be between 32 and {t_size - 1} (the teacher's is "
+                              f"{t_size}), got {size}")
+        net.backbone.set_image_size(size)
+        return net, {"teacher": {"image_size": t_size}, "student": {"image_size": size}}
+    from ..backbones.text import keep_layers
+
+    n_layers = len(net.backbone.layer_groups()) - 1
+    keep_layers(net.backbone, kept_layers(n_layers, int(o["student_layers"])))
+    return net, {"teacher": {"layers": n_layers},
+                 "student": {"layers": int(o["student_layers"]), "kept_layers": net.backbone.cfg.extra["kept_layers"]}}
+
+
 def distill(teacher_dir: str | Path, data: Any, out: str | Path, *, unlabeled: Any = None,
             progress: bool = False, **options: Any) -> dict[str, Any]:
     """Train and save the student (see the module's docstring); returns the summary (also in the student's
     config.json history, "distillation"). `options`: DEFAULTS' keys."""
-    import copy
     import dataclasses
 
     from ..adapt.finetune import build_trainer
-    from ..backbones.text import keep_layers
     from ..data.loader import make_loader
     from ..data.readers import read_unlabeled
     from ..data.split import stratified_split
@@ -96,12 +135,13 @@ def distill(teacher_dir: str | Path, data: Any, out: str | Path, *, unlabeled: A
     if unknown:
         raise ConfigError(f"unknown distillation option(s): {', '.join(sorted(unknown))}")
     teacher = load_model(teacher_dir, progress=progress)
-    if not isinstance(teacher, Predictor) or teacher.modality != "text" or teacher.config_.task != "classification":
-        raise ConfigError(f"{teacher_dir}: distillation takes a single-label text classifier for now "
+    if not isinstance(teacher, Predictor) or teacher.config_.task != "classification":
+        raise ConfigError(f"{teacher_dir}: distillation takes a single-label classifier for now "
                           f"(this is a {getattr(teacher, 'task', 'model of several targets')} model)")
+    modality = teacher.modality
     ex = teacher.read_labeled(data)
     train, val = stratified_split(ex, o["val_fraction"], o["seed"])
-    extra = read_unlabeled("text", unlabeled, teacher.config_) if unlabeled is not None else None
+    extra = read_unlabeled(modality, unlabeled, teacher.config_) if unlabeled is not None else None
     inputs = list(train.inputs) + (list(extra.inputs) if extra is not None else [])
     t0 = time.perf_counter()
     soft_in = train if extra is None else dataclasses.replace(train, inputs=inputs, labels=None,
@@ -113,25 +153,26 @@ def distill(teacher_dir: str | Path, data: Any, out: str | Path, *, unlabeled: A
     hard = np.concatenate([teacher.encode_labels(train.labels), -np.ones(len(inputs) - len(train), np.int64)])
 
     first = teacher.members_[0]
-    student = copy.deepcopy(first.model).train()
-    n_layers = len(student.backbone.layer_groups()) - 1
-    keep_layers(student.backbone, kept_layers(n_layers, int(o["student_layers"])))
+    student, described = _student(first, modality, len(teacher.classes_), o)
     student.backbone.cfg.sha256 = ""  # (trained weights of its own: never taken for the pretrained ones)
     for prm in student.parameters():
         prm.requires_grad_(True)
     torch.manual_seed(o["seed"])
-    loader = make_loader(student.backbone, inputs, "text", train=True, batch_size=o["batch_size"],
+    loader = make_loader(student.backbone, inputs, modality, train=True, batch_size=o["batch_size"],
                          targets=list(range(len(inputs))), seed=o["seed"])
     steps = len(loader) * o["epochs"]
+    bcfg = student.backbone.cfg
     cfg = dataclasses.replace(first.config, strategy="finetune", epochs=o["epochs"], lr=o["lr"],
                               batch_size=o["batch_size"], seed=o["seed"], runtime="auto", ensemble=1,
-                              ensemble_backbones=None, tta=False)
+                              ensemble_backbones=None, tta=False, backbone=bcfg.name,
+                              **({"image_size": bcfg.input_size, "crop_pct": bcfg.crop_pct} if modality == "image"
+                                 else {}))
     module = _module(student, torch.from_numpy(soft.astype(np.float32)), torch.from_numpy(hard), o, steps)
     build_trainer(cfg, [], progress).fit(module, train_dataloaders=loader)
     student.eval()
     fit_seconds = time.perf_counter() - t0
 
-    model = Predictor("text", teacher.classes_, cfg, cache=False, progress=progress)
+    model = Predictor(modality, teacher.classes_, cfg, cache=False, progress=progress)
     model.set_members([Member(student, cfg, {}, True)])
     ref = teacher.with_runtime("auto")
     pt, ps = ref.proba(val), model.proba(val)
@@ -139,14 +180,14 @@ def distill(teacher_dir: str | Path, data: Any, out: str | Path, *, unlabeled: A
     from ..evaluate.calibration import fit_temperature
 
     model.temperature_ = float(fit_temperature(ps, y)) if len(val) >= 20 else 1.0
-    summary = {
+    summary: dict[str, Any] = {
         "teacher": {"dir": str(teacher_dir), "accuracy": float((pt.argmax(1) == y).mean()),
-                    "texts_per_s": _speed(ref, val), "layers": n_layers},
-        "student": {"accuracy": float((ps.argmax(1) == y).mean()), "texts_per_s": _speed(model, val),
-                    "layers": int(o["student_layers"]), "kept_layers": student.backbone.cfg.extra["kept_layers"]},
+                    "per_s": _speed(ref, val), **described["teacher"]},
+        "student": {"accuracy": float((ps.argmax(1) == y).mean()), "per_s": _speed(model, val),
+                    **described["student"]},
         "agreement": float((pt.argmax(1) == ps.argmax(1)).mean()), "validation": len(val), "train": len(train),
         "unlabeled": 0 if extra is None else len(extra), "fit_seconds": round(fit_seconds, 1), "options": o}
-    summary["speedup"] = round(summary["student"]["texts_per_s"] / max(summary["teacher"]["texts_per_s"], 1e-9), 2)
+    summary["speedup"] = round(summary["student"]["per_s"] / max(summary["teacher"]["per_s"], 1e-9), 2)
     summary["accuracy_ratio"] = round(summary["student"]["accuracy"] / max(summary["teacher"]["accuracy"], 1e-9), 4)
     model.members_[0].history["distillation"] = summary
     model.history_ = {"distillation": summary}
