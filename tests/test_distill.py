@@ -109,3 +109,47 @@ def test_an_image_teacher_distils_into_a_smaller_image_size_or_another_backbone(
     assert load_model(tmp_path / "other", cache=False).members_[0].model.backbone.cfg.name == "tiny-cnn-cached"
     with pytest.raises(ConfigError, match="a text backbone"):
         distill(teacher_dir, str(data), tmp_path / "bad", student="tiny-bert", epochs=1)
+
+
+def test_keep_rules_parse_and_choose():
+    from fmadapt.compress.leaderboard import choose, parse_keep
+
+    assert parse_keep("best-under:latency=10ms") == ("best-under-latency", 10.0)
+    assert parse_keep("smallest-within:1pt") == ("smallest-within", 1.0)
+    assert parse_keep(None) is None
+    with pytest.raises(ConfigError, match="best-under:latency=10ms or smallest-within:1pt"):
+        parse_keep("fastest")
+    rows = [{"name": "model", "accuracy": 0.90, "mb": 90, "p50_ms": 8.0},
+            {"name": "model-int8", "accuracy": 0.895, "mb": 23, "p50_ms": 3.0},
+            {"name": "student", "accuracy": 0.85, "mb": 60, "p50_ms": 4.0},
+            {"name": "student-int8", "accuracy": 0.84, "mb": 15, "p50_ms": 2.0},
+            {"name": "refused-one", "refused": "too far"}]
+    assert choose(rows, ("best-under-latency", 5.0))["name"] == "model-int8"
+    assert choose(rows, ("best-under-latency", 2.5))["name"] == "student-int8"
+    assert choose(rows, ("best-under-latency", 1.0)) is None
+    assert choose(rows, ("smallest-within", 1.0))["name"] == "model-int8"
+    assert choose(rows, ("smallest-within", 10.0))["name"] == "student-int8"
+
+
+def test_compress_measures_every_candidate_on_the_same_held_out_inputs(teacher, tmp_path):
+    from typer.testing import CliRunner
+
+    from fmadapt.cli import app
+
+    teacher_dir, data = teacher
+    r = CliRunner().invoke(app, ["compress", str(teacher_dir), str(data), "--out", str(tmp_path / "c"),
+                                 "--student-layers", "1", "--epochs", "1", "--keep", "smallest-within:50pt",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output.strip().splitlines()[-1])
+    names = [row["name"] for row in res["rows"]]
+    assert names == ["model", "model-fp32", "model-int8", "student", "student-fp32", "student-int8"]
+    measured = [row for row in res["rows"] if "refused" not in row]
+    assert all(0 <= row["accuracy"] <= 1 and row["p50_ms"] > 0 and row["per_s"] > 0 for row in measured)
+    by = {row["name"]: row for row in measured}
+    assert by["model-fp32"]["accuracy"] == by["model"]["accuracy"]  # (the same graph on the same inputs)
+    assert by["student"]["mb"] < by["model"]["mb"]
+    assert res["held_out"] == 12 and res["kept"] in names and (tmp_path / "c" / "kept").is_dir()
+    board = (tmp_path / "c" / "leaderboard.md").read_text()
+    assert "| student-fp32 |" in board and "kept:" in board
+    assert (tmp_path / "c" / "leaderboard.csv").read_text().count("\n") == 7

@@ -147,3 +147,37 @@ def distill(
              f"inputs/s against {t['per_s']:.0f} ({s['speedup']:.2f}x)")
 
     _run(go)
+
+
+@app.command()
+def compress(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory (`fmadapt fit`).")],
+    data: Annotated[str, typer.Argument(help="Labeled data; 20 % are held out to measure every candidate on.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the candidates and the leaderboard.")],
+    keep: Annotated[str | None, typer.Option(
+        "--keep", help="best-under:latency=10ms (the most accurate with p50 <= 10 ms) or smallest-within:1pt "
+        "(the smallest within 1 point of the model's accuracy): copied to OUT/kept.")] = None,
+    int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Also int8 exports of the model and the student.")
+                    ] = True,
+    student_layers: Annotated[int, typer.Option("--student-layers", help="Texts: the student's layers.")] = 3,
+    student: Annotated[str | None, typer.Option("--student", help="Another backbone as the student.")] = None,
+    student_image_size: Annotated[int | None, typer.Option("--student-image-size")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Distillation epochs.")] = 3,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """The model, its fp32 and int8 exports, a distilled student and its exports, measured side by side on the
+    same held-out inputs (accuracy, MB, latency at batch 1, throughput at batch 64): OUT/leaderboard.md and .csv."""
+
+    def go() -> None:
+        from ..compress.leaderboard import compress as run
+        from ..compress.leaderboard import parse_keep
+
+        parse_keep(keep)  # (a bad --keep fails before any work)
+        res = run(model_dir, data, out, keep=keep, int8=int8, student_layers=student_layers, student=student,
+                  student_image_size=student_image_size, epochs=epochs)
+        if as_json:
+            _out(json.dumps({"out": str(out.resolve()), **res}, default=str))
+            return
+        _out((out / "leaderboard.md").read_text(encoding="utf-8"))
+
+    _run(go)
