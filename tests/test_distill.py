@@ -153,3 +153,33 @@ def test_compress_measures_every_candidate_on_the_same_held_out_inputs(teacher, 
     board = (tmp_path / "c" / "leaderboard.md").read_text()
     assert "| student-fp32 |" in board and "kept:" in board
     assert (tmp_path / "c" / "leaderboard.csv").read_text().count("\n") == 7
+
+
+def test_structured_pruning_shrinks_the_matrices_and_survives_save_load_and_export(teacher, tmp_path):
+    import torch
+
+    from fmadapt.compress.export import export_model
+    from fmadapt.compress.exported import ExportedModel
+    from fmadapt.compress.prune import prune
+
+    teacher_dir, data = teacher
+    bb = load_model(teacher_dir, cache=False).members_[0].model.backbone
+    batch = bb.collator()(["a short text", "a second, longer text to pad the batch"])
+    left = prune(bb, 0.5)
+    lay = bb.layer_groups()[1]
+    heads = lay.attention.self.num_attention_heads
+    assert left["heads"] == [heads, heads] and lay.attention.self.query.out_features == heads * \
+        lay.attention.self.attention_head_size and lay.intermediate.dense.out_features == left["ffn"][0]
+    with torch.no_grad():
+        assert bb(batch).shape == (2, bb.cfg.embed_dim)  # (the smaller layers still run)
+    with pytest.raises(ValueError, match="pruned already"):
+        prune(bb, 0.5)
+    s = distill(teacher_dir, str(data), tmp_path / "pruned", student_prune=0.5, epochs=1, batch_size=8)
+    assert s["student"]["pruned"] == 0.5 and s["student"]["heads"] < s["teacher"]["heads"]
+    pruned = load_model(tmp_path / "pruned", cache=False)
+    texts = text_frame(4, seed=9)["text"].tolist()
+    export_model(tmp_path / "pruned", tmp_path / "x")
+    np.testing.assert_allclose(ExportedModel(tmp_path / "x").predict_proba(texts),
+                               pruned.predict_proba(texts).to_numpy(), atol=1e-4)
+    record = json.loads((tmp_path / "pruned" / "backbone.json").read_text())["extra"]["pruned"]
+    assert len(record["heads"]) == 2 and all(len(h) == s["student"]["heads"] // 2 for h in record["heads"])

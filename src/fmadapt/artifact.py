@@ -207,6 +207,14 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         except (TypeError, ValueError, AttributeError) as e:
             raise ArtifactError(f"{bb_file}: extra.kept_layers {str(kept)[:80]} does not fit {bcfg.name!r} "
                                 f"({_short(e)}); {fix}") from None
+    pruned = bcfg.extra.get("pruned")
+    if pruned is not None:  # structured pruning: the same heads and neurons cut before the weights load
+        from .compress.prune import apply as apply_pruning
+
+        try:
+            apply_pruning(backbone, pruned)  # type: ignore[arg-type]
+        except (TypeError, ValueError, AttributeError, KeyError, RuntimeError) as e:
+            raise ArtifactError(f"{bb_file}: extra.pruned does not fit {bcfg.name!r} ({_short(e)}); {fix}") from None
     added = bcfg.extra.get("added_tokens")
     if added:  # extended vocabulary: the same tokens in the same order get the same ids as in training
         from .backbones.vocab import extend_vocabulary

@@ -116,6 +116,9 @@ def distill(
     student_image_size: Annotated[int | None, typer.Option(
         "--student-image-size", help="Images: the student's input size (default: 5/7 of the teacher's, 224 -> "
         "160).")] = None,
+    student_prune: Annotated[float | None, typer.Option(
+        "--student-prune", help="Texts: instead of cutting layers, remove this share of every layer's attention "
+        "heads and feed-forward neurons (structured pruning), then recover by distillation.")] = None,
     temperature: Annotated[float, typer.Option("--temperature", help="Softening of the soft targets (T).")] = 2.0,
     alpha: Annotated[float, typer.Option(
         "--alpha", help="Weight of the soft-target loss; 1 - alpha goes to the labels.")] = 0.5,
@@ -135,13 +138,13 @@ def distill(
         if not (0.0 <= alpha <= 1.0) or temperature <= 0 or epochs < 1 or lr <= 0 or batch_size < 1:
             raise ConfigError("--alpha must be in [0, 1]; --temperature, --epochs, --lr and --batch-size positive")
         s = run(teacher, data, out, unlabeled=unlabeled, student_layers=student_layers, student=student,
-                student_image_size=student_image_size, temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
-                batch_size=batch_size, seed=seed)
+                student_image_size=student_image_size, student_prune=student_prune, temperature=temperature,
+                alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
         if as_json:
             _out(json.dumps({"out": str(out.resolve()), **s}))
             return
         t, st = s["teacher"], s["student"]
-        what = ", ".join(f"{k} {v}" for k, v in st.items() if k in ("layers", "image_size", "backbone"))
+        what = ", ".join(f"{k} {v}" for k, v in st.items() if k in ("layers", "image_size", "backbone", "pruned"))
         _out(f"student ({what}) saved to {out}: held-out accuracy {st['accuracy']:.4f} against the teacher's "
              f"{t['accuracy']:.4f} ({s['validation']} inputs, agreement {s['agreement']:.1%}); {st['per_s']:.0f} "
              f"inputs/s against {t['per_s']:.0f} ({s['speedup']:.2f}x)")

@@ -21,7 +21,8 @@ from torch import nn
 
 from ..errors import ConfigError
 
-DEFAULTS: dict[str, Any] = {"student_layers": 3, "student": None, "student_image_size": None, "temperature": 2.0,
+DEFAULTS: dict[str, Any] = {"student_layers": 3, "student": None, "student_image_size": None, "student_prune": None,
+                            "temperature": 2.0,
                             "alpha": 0.5, "epochs": 3, "lr": 1e-4, "batch_size": 32, "val_fraction": 0.2, "seed": 0}
 
 
@@ -109,6 +110,17 @@ def _student(first: Any, modality: str, n_classes: int, o: dict[str, Any]) -> tu
                               f"{t_size}), got {size}")
         net.backbone.set_image_size(size)
         return net, {"teacher": {"image_size": t_size}, "student": {"image_size": size}}
+    if o.get("student_prune"):  # (texts: heads and feed-forward neurons removed, the layers all kept)
+        from .prune import prune
+
+        try:
+            left = prune(net.backbone, float(o["student_prune"]))
+        except ValueError as e:
+            raise ConfigError(f"--student-prune: {e}") from None
+        return net, {"teacher": {"heads": sum(int(lay.attention.self.num_attention_heads) for lay in
+                                              first.model.backbone.layer_groups()[1:])},
+                     "student": {"pruned": float(o["student_prune"]), "heads": sum(left["heads"]),
+                                 "ffn": sum(left["ffn"])}}
     from ..backbones.text import keep_layers
 
     n_layers = len(net.backbone.layer_groups()) - 1
