@@ -33,8 +33,8 @@ def _cols(lin: nn.Linear, idx: torch.Tensor) -> nn.Linear:
     return new
 
 
-def _layers(backbone: Any) -> list[nn.Module]:
-    layers = list(backbone.layer_groups()[1:])
+def _layers(backbone: Any) -> list[Any]:
+    layers: list[Any] = list(backbone.layer_groups()[1:])
     if not layers or not all(hasattr(lay, "attention") and hasattr(lay, "intermediate") for lay in layers):
         layers = [getattr(lay, "layer", lay) for lay in layers]  # (a top group wrapping the last layer)
     for lay in layers:
