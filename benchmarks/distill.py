@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Knowledge distillation (issue 24): a fine-tuned MiniLM teacher on SST-2 and students that keep 3 (and 2) of its 6
-layers (`fmadapt distill`), with and without unlabeled texts (the next SST-2 training sentences, labels dropped),
+layers (`fmadapt distill`), with and without unlabeled texts (the next SST-2 training sentences, labels dropped), and
+a student with half of every layer's heads and feed-forward neurons pruned (`--student-prune 0.5`),
 all in one run: accuracy on the dev set (872 sentences, never seen by either), texts per second of each model's
 `proba` on it in this process (best of 2, after a warm-up), and the seconds each fit took.
 
-Rows go to benchmarks/results/distill.csv (--csv): method teacher | student_L<k>[_unlabeled].
+Rows go to benchmarks/results/distill.csv (--csv): method teacher | student_L<k>[_unlabeled] | student_prune<pct>.
 
     python benchmarks/distill.py --train 4000 --unlabeled 4000
 """
@@ -40,7 +41,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", type=int, default=4000)
     ap.add_argument("--unlabeled", type=int, default=4000)
-    ap.add_argument("--layers", default="3,2")
+    ap.add_argument("--layers", default="3,2", help="students cutting the encoder to these layer counts ('' none)")
+    ap.add_argument("--prune", default="0.5", help="students pruning this share of heads and neurons ('' none)")
     ap.add_argument("--work", default=None)
     add_csv_argument(ap, "distill")
     args = ap.parse_args()
@@ -67,27 +69,29 @@ def main() -> None:
     t_speed = _speed(tm, texts)
     rows = [{"dataset": "sst2", "method": "teacher", "accuracy": round(t_acc, 4), "texts_per_s": t_speed,
              "fit_seconds": teacher_seconds, "options": options_json({"strategy": "finetune", "train": args.train})}]
-    for k in [int(x) for x in args.layers.split(",")]:
-        for extra in (False, True):
-            name = f"student_L{k}" + ("_unlabeled" if extra else "")
-            out = work / name
-            cmd = [*fm, "distill", str(teacher), str(work / "train.csv"), "--out", str(out), "--student-layers",
-                   str(k), "--json", *(["--unlabeled", str(work / "unlabeled.csv")] if extra else [])]
-            t = time.perf_counter()
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
-                raise SystemExit(r.stderr[-2000:])
-            seconds = round(time.perf_counter() - t, 1)
-            summary = json.loads(r.stdout.strip().splitlines()[-1])
-            sm = load_model(out, cache=False)
-            acc = float((sm.predict(texts) == pd.Series(labels)).mean())
-            speed = _speed(sm, texts)
-            rows.append({"dataset": "sst2", "method": name, "accuracy": round(acc, 4), "texts_per_s": speed,
-                         "speedup": round(speed / t_speed, 2), "accuracy_ratio": round(acc / t_acc, 4),
-                         "fit_seconds": seconds,
-                         "options": options_json({**summary["options"], "unlabeled": summary["unlabeled"],
-                                                  "held_out_in_distill": summary["validation"]})})
-            print(json.dumps(rows[-1]), file=sys.stderr)
+    variants = [(f"student_L{k}" + ("_unlabeled" if extra else ""), ["--student-layers", str(k)], extra)
+                for k in [int(x) for x in args.layers.split(",") if x] for extra in (False, True)]
+    variants += [(f"student_prune{int(float(r) * 100)}", ["--student-prune", r], False)
+                 for r in args.prune.split(",") if r]
+    for name, how, extra in variants:
+        out = work / name
+        cmd = [*fm, "distill", str(teacher), str(work / "train.csv"), "--out", str(out), *how,
+               "--json", *(["--unlabeled", str(work / "unlabeled.csv")] if extra else [])]
+        t = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(r.stderr[-2000:])
+        seconds = round(time.perf_counter() - t, 1)
+        summary = json.loads(r.stdout.strip().splitlines()[-1])
+        sm = load_model(out, cache=False)
+        acc = float((sm.predict(texts) == pd.Series(labels)).mean())
+        speed = _speed(sm, texts)
+        rows.append({"dataset": "sst2", "method": name, "accuracy": round(acc, 4), "texts_per_s": speed,
+                     "speedup": round(speed / t_speed, 2), "accuracy_ratio": round(acc / t_acc, 4),
+                     "fit_seconds": seconds,
+                     "options": options_json({**summary["options"], "unlabeled": summary["unlabeled"],
+                                              "held_out_in_distill": summary["validation"]})})
+        print(json.dumps(rows[-1]), file=sys.stderr)
     out_csv = csv_path(args.csv, "distill")
     if out_csv:
         append_rows(out_csv, FIELDS, rows, run_stamp)
