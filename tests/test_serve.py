@@ -104,6 +104,10 @@ def test_images_as_base64_or_multipart_and_broken_images(tmp_path):
     want = clf.predict_proba([str(tmp_path / "red.png")]).to_numpy()[0]
     huge = io.BytesIO()
     Image.new("1", (9000, 9000)).save(huge, format="PNG")  # 81 MP: tiny on the wire, refused before decoding
+    with client(tmp_path / "model") as c:  # (a model directory: the decoded images go through the Predictor)
+        r = c.post("/predict", files=[("files", ("red.png", red, "image/png"))])
+        p = r.json()["predictions"][0]["probabilities"]
+        np.testing.assert_allclose([p[k] for k in clf.classes_], want, atol=1e-5)
     with client(tmp_path / "export", max_image_pixels=1_000_000) as c:
         for kw in ({"json": {"images": [base64.b64encode(red).decode()]}},
                    {"json": {"images": ["data:image/png;base64," + base64.b64encode(red).decode()]}},
