@@ -59,16 +59,18 @@ def main() -> None:
     fm = [sys.executable, "-m", "fmadapt"]
     teacher = work / "teacher"
     t = time.perf_counter()
-    if not (teacher / "config.json").is_file():
+    reused = (teacher / "config.json").is_file()  # (a teacher fitted by an earlier run in the same --work)
+    if not reused:
         subprocess.run([*fm, "fit", str(work / "train.csv"), "--strategy", "finetune", "--out", str(teacher),
                         "--report", "off"], check=True, capture_output=True)
-    teacher_seconds = round(time.perf_counter() - t, 1)
+    teacher_seconds = "" if reused else round(time.perf_counter() - t, 1)
     texts, labels = dev["content"].tolist(), dev["label"].tolist()
     tm = load_model(teacher, cache=False)
     t_acc = float((tm.predict(texts) == pd.Series(labels)).mean())
     t_speed = _speed(tm, texts)
     rows = [{"dataset": "sst2", "method": "teacher", "accuracy": round(t_acc, 4), "texts_per_s": t_speed,
-             "fit_seconds": teacher_seconds, "options": options_json({"strategy": "finetune", "train": args.train})}]
+             "fit_seconds": teacher_seconds, "options": options_json({"strategy": "finetune", "train": args.train,
+                                                      "reused": str(teacher) if reused else ""})}]
     variants = [(f"student_L{k}" + ("_unlabeled" if extra else ""), ["--student-layers", str(k)], extra)
                 for k in [int(x) for x in args.layers.split(",") if x] for extra in (False, True)]
     variants += [(f"student_prune{int(float(r) * 100)}", ["--student-prune", r], False)
