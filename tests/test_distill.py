@@ -183,3 +183,28 @@ def test_structured_pruning_shrinks_the_matrices_and_survives_save_load_and_expo
                                pruned.predict_proba(texts).to_numpy(), atol=1e-4)
     record = json.loads((tmp_path / "pruned" / "backbone.json").read_text())["extra"]["pruned"]
     assert len(record["heads"]) == 2 and all(len(h) == s["student"]["heads"] // 2 for h in record["heads"])
+
+
+def test_a_static_student_is_made_from_the_teachers_encoder_and_saves_loads_and_exports(teacher, tmp_path):
+    import torch
+
+    from fmadapt.backbones.static import StaticTextBackbone, static_from
+    from fmadapt.compress.export import export_model
+    from fmadapt.compress.exported import ExportedModel
+
+    teacher_dir, data = teacher
+    bb = load_model(teacher_dir, cache=False).members_[0].model.backbone
+    st = static_from(bb, 16)
+    assert st.embedding.weight.shape == (len(bb.tokenizer), 16) and st.cfg.extra["static"] == {"dim": 16}
+    batch = st.collator()(["a short text", "a second, longer text"])
+    with torch.no_grad():
+        one = st.embedding(batch["input_ids"][0, :int(batch["attention_mask"][0].sum())]).mean(0)
+        np.testing.assert_allclose(st(batch)[0].numpy(), one.numpy(), atol=1e-6)  # (the mean over real tokens)
+    s = distill(teacher_dir, str(data), tmp_path / "static", student="static:16", epochs=2, batch_size=8)
+    assert s["options"]["lr"] == 1e-3 and s["student"]["backbone"].startswith("static (16-d")
+    student = load_model(tmp_path / "static", cache=False)
+    assert isinstance(student.members_[0].model.backbone, StaticTextBackbone)
+    texts = text_frame(4, seed=9)["text"].tolist()
+    export_model(tmp_path / "static", tmp_path / "x")
+    np.testing.assert_allclose(ExportedModel(tmp_path / "x").predict_proba(texts),
+                               student.predict_proba(texts).to_numpy(), atol=1e-4)

@@ -139,6 +139,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
     # every file is checked for the shape fmadapt writes before anything is built from it: a damaged or
     # hostile file gives an ArtifactError naming it, never a traceback, and nothing is ever unpickled
 
+    from .backbones.static import restore_structure
     from .config import FitConfig
     from .errors import FmadaptError
     from .strategies import check_strategy
@@ -184,10 +185,6 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         backbone = create_backbone(bcfg.name, pretrained=not included)
     except Exception as e:  # unknown name, missing package, a backbone directory that is gone or refused
         raise ArtifactError(f"{bb_file}: the backbone {bcfg.name!r} it names cannot be loaded ({_short(e)})") from None
-    if (backbone.cfg.modality, backbone.cfg.embed_dim) != (bcfg.modality, bcfg.embed_dim):
-        raise ArtifactError(f"{bb_file}: says {bcfg.name!r} is a {bcfg.modality} backbone with {bcfg.embed_dim}-d "
-                            f"features; the installed one is a {backbone.cfg.modality} backbone with "
-                            f"{backbone.cfg.embed_dim}-d features; {fix}")
     if included:  # weights of their own (trained): never identified, or cached, as the pretrained ones
         backbone.cfg.sha256 = ""
     expected = bcfg.extra.get("initial_sha256", "") if mode == "reference+adapter" else bcfg.sha256
@@ -198,23 +195,6 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         backbone.set_image_size(bcfg.input_size, bcfg.crop_pct)
     elif bcfg.modality == "text" and bcfg.max_tokens < backbone.cfg.max_tokens:
         backbone.cfg.max_tokens = bcfg.max_tokens  # (fit's max_tokens: the model read no more in training)
-    kept = bcfg.extra.get("kept_layers")
-    if kept is not None:  # a distilled student: the teacher's encoder cut to these layers
-        from .backbones.text import keep_layers
-
-        try:
-            keep_layers(backbone, [int(i) for i in kept])  # type: ignore[arg-type]
-        except (TypeError, ValueError, AttributeError) as e:
-            raise ArtifactError(f"{bb_file}: extra.kept_layers {str(kept)[:80]} does not fit {bcfg.name!r} "
-                                f"({_short(e)}); {fix}") from None
-    pruned = bcfg.extra.get("pruned")
-    if pruned is not None:  # structured pruning: the same heads and neurons cut before the weights load
-        from .compress.prune import apply as apply_pruning
-
-        try:
-            apply_pruning(backbone, pruned)  # type: ignore[arg-type]
-        except (TypeError, ValueError, AttributeError, KeyError, RuntimeError) as e:
-            raise ArtifactError(f"{bb_file}: extra.pruned does not fit {bcfg.name!r} ({_short(e)}); {fix}") from None
     added = bcfg.extra.get("added_tokens")
     if added:  # extended vocabulary: the same tokens in the same order get the same ids as in training
         from .backbones.vocab import extend_vocabulary
@@ -225,6 +205,14 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
             extend_vocabulary(backbone, added)
         except FmadaptError as e:
             raise ArtifactError(f"{bb_file}: extra.added_tokens cannot be added ({_short(e)}); {fix}") from None
+    try:  # cut layers, pruned heads, static embeddings: the shapes the weights were saved with
+        backbone = restore_structure(backbone, bcfg.extra)
+    except (TypeError, ValueError, AttributeError, KeyError, RuntimeError) as e:
+        raise ArtifactError(f"{bb_file}: its extra structure does not fit {bcfg.name!r} ({_short(e)}); {fix}") from None
+    if (backbone.cfg.modality, backbone.cfg.embed_dim) != (bcfg.modality, bcfg.embed_dim):
+        raise ArtifactError(f"{bb_file}: says {bcfg.name!r} is a {bcfg.modality} backbone with {bcfg.embed_dim}-d "
+                            f"features; the installed one is a {backbone.cfg.modality} backbone with "
+                            f"{backbone.cfg.embed_dim}-d features; {fix}")
     adapter = config.get("adapter")
     if adapter:
         from .backbones.adapters import add_lora

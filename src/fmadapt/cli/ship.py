@@ -112,7 +112,8 @@ def distill(
         "--student-layers", help="Texts: layers of the teacher's encoder the student keeps (evenly spaced).")] = 3,
     student: Annotated[str | None, typer.Option(
         "--student", help="Another backbone as the student (a registered name, timm:<arch>, hf:<id>, a directory), "
-        "with a new head.")] = None,
+        "with a new head; texts: `static` (or static:DIM) for static token vectors made from the teacher's encoder "
+        "(Model2Vec's recipe).")] = None,
     student_image_size: Annotated[int | None, typer.Option(
         "--student-image-size", help="Images: the student's input size (default: 5/7 of the teacher's, 224 -> "
         "160).")] = None,
@@ -123,7 +124,7 @@ def distill(
     alpha: Annotated[float, typer.Option(
         "--alpha", help="Weight of the soft-target loss; 1 - alpha goes to the labels.")] = 0.5,
     epochs: Annotated[int, typer.Option("--epochs")] = 3,
-    lr: Annotated[float, typer.Option("--lr")] = 1e-4,
+    lr: Annotated[float | None, typer.Option("--lr", help="Default 1e-4 (a static student: 1e-3).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: Annotated[bool, _JSON] = False,
@@ -135,7 +136,8 @@ def distill(
         from ..compress.distill import distill as run
         from ..errors import ConfigError
 
-        if not (0.0 <= alpha <= 1.0) or temperature <= 0 or epochs < 1 or lr <= 0 or batch_size < 1:
+        if not (0.0 <= alpha <= 1.0) or temperature <= 0 or epochs < 1 or (lr is not None and lr <= 0) \
+                or batch_size < 1:
             raise ConfigError("--alpha must be in [0, 1]; --temperature, --epochs, --lr and --batch-size positive")
         s = run(teacher, data, out, unlabeled=unlabeled, student_layers=student_layers, student=student,
                 student_image_size=student_image_size, student_prune=student_prune, temperature=temperature,

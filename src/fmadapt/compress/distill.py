@@ -11,6 +11,7 @@ with the teacher on held-out data: accuracy, agreement, and inputs per second in
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,10 @@ from ..errors import ConfigError
 DEFAULTS: dict[str, Any] = {"student_layers": 3, "student": None, "student_image_size": None, "student_prune": None,
                             "temperature": 2.0,
                             "alpha": 0.5, "epochs": 3, "lr": 1e-4, "batch_size": 32, "val_fraction": 0.2, "seed": 0}
+
+#: a static student's default learning rate: its embedding table moves far from its PCA start (Model2Vec trains its
+#: classifiers at 1e-3 too)
+STATIC_LR = 1e-3
 
 
 def kept_layers(n: int, k: int) -> list[int]:
@@ -93,6 +98,16 @@ def _student(first: Any, modality: str, n_classes: int, o: dict[str, Any]) -> tu
 
     teacher_bb = first.model.backbone
     name, size = o.get("student"), o.get("student_image_size")
+    static = re.fullmatch(r"static(?::(\d+))?", str(name or ""))
+    if static:  # (texts: the Model2Vec recipe on the teacher's own encoder, backbones/static.py)
+        from ..backbones.static import DEFAULT_DIM, static_from
+
+        if modality != "text":
+            raise ConfigError("--student static is for text teachers")
+        sbb = static_from(teacher_bb, int(static.group(1) or DEFAULT_DIM))
+        net = Classifier(sbb, n_classes, float(first.config.dropout or 0.0))
+        return net.train(), {"teacher": {"backbone": teacher_bb.cfg.name},
+                             "student": {"backbone": f"static ({sbb.cfg.embed_dim}-d vectors of its tokens)"}}
     if name:
         bb = create_backbone(str(name))
         if bb.cfg.modality != modality:
@@ -143,6 +158,8 @@ def distill(teacher_dir: str | Path, data: Any, out: str | Path, *, unlabeled: A
     from ..predictor import Predictor, load_model
 
     o = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    if options.get("lr") is None and str(o.get("student") or "").startswith("static"):
+        o["lr"] = STATIC_LR
     unknown = set(o) - set(DEFAULTS)
     if unknown:
         raise ConfigError(f"unknown distillation option(s): {', '.join(sorted(unknown))}")
