@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Knowledge distillation (issue 24): a fine-tuned MiniLM teacher on SST-2 and students that keep 3 (and 2) of its 6
 layers (`fmadapt distill`), with and without unlabeled texts (the next SST-2 training sentences, labels dropped), and
-a student with half of every layer's heads and feed-forward neurons pruned (`--student-prune 0.5`),
+a student with half of every layer's heads and feed-forward neurons pruned (`--student-prune 0.5`), and static
+students (`--student static:256`, with and without the unlabeled texts),
 all in one run: accuracy on the dev set (872 sentences, never seen by either), texts per second of each model's
 `proba` on it in this process (best of 2, after a warm-up), and the seconds each fit took.
 
-Rows go to benchmarks/results/distill.csv (--csv): method teacher | student_L<k>[_unlabeled] | student_prune<pct>.
+Rows go to benchmarks/results/distill.csv (--csv): method teacher | student_L<k>[_unlabeled] | student_prune<pct> |
+student_static<dim>[_unlabeled].
 
     python benchmarks/distill.py --train 4000 --unlabeled 4000
 """
@@ -43,6 +45,7 @@ def main() -> None:
     ap.add_argument("--unlabeled", type=int, default=4000)
     ap.add_argument("--layers", default="3,2", help="students cutting the encoder to these layer counts ('' none)")
     ap.add_argument("--prune", default="0.5", help="students pruning this share of heads and neurons ('' none)")
+    ap.add_argument("--static", default="256", help="static students of these dimensions ('' none)")
     ap.add_argument("--work", default=None)
     add_csv_argument(ap, "distill")
     args = ap.parse_args()
@@ -75,6 +78,8 @@ def main() -> None:
                 for k in [int(x) for x in args.layers.split(",") if x] for extra in (False, True)]
     variants += [(f"student_prune{int(float(r) * 100)}", ["--student-prune", r], False)
                  for r in args.prune.split(",") if r]
+    variants += [(f"student_static{d}" + ("_unlabeled" if extra else ""), ["--student", f"static:{d}"], extra)
+                 for d in args.static.split(",") if d for extra in (False, True)]
     for name, how, extra in variants:
         out = work / name
         cmd = [*fm, "distill", str(teacher), str(work / "train.csv"), "--out", str(out), *how,
