@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--layers", default="3,2", help="students cutting the encoder to these layer counts ('' none)")
     ap.add_argument("--prune", default="0.5", help="students pruning this share of heads and neurons ('' none)")
     ap.add_argument("--static", default="256", help="static students of these dimensions ('' none)")
+    ap.add_argument("--epochs", type=int, default=None, help="distillation epochs (default: fmadapt distill's)")
     ap.add_argument("--work", default=None)
     add_csv_argument(ap, "distill")
     args = ap.parse_args()
@@ -81,9 +82,11 @@ def main() -> None:
     variants += [(f"student_static{d}" + ("_unlabeled" if extra else ""), ["--student", f"static:{d}"], extra)
                  for d in args.static.split(",") if d for extra in (False, True)]
     for name, how, extra in variants:
+        name += f"_e{args.epochs}" if args.epochs else ""
         out = work / name
         cmd = [*fm, "distill", str(teacher), str(work / "train.csv"), "--out", str(out), *how,
-               "--json", *(["--unlabeled", str(work / "unlabeled.csv")] if extra else [])]
+               "--json", *(["--unlabeled", str(work / "unlabeled.csv")] if extra else []),
+               *(["--epochs", str(args.epochs)] if args.epochs else [])]
         t = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:

@@ -276,6 +276,8 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str],
     from ..predictor import load_model
 
     root, dest = Path(model_dir), Path(out)
+    if (dest / "config.json").is_file() or dest.resolve() == root.resolve():
+        raise ConfigError(f"--out {dest} is a model directory: export into a directory of its own")
     if holds_targets(root):
         raise ConfigError(f"{root} holds a model of several targets: export each target's directory "
                           f"({root}/targets/<name>) on its own")
@@ -382,7 +384,8 @@ def _readme(meta: dict[str, Any], source: Path) -> str:
         "```", "", f"or `python predict.py . {shell}` here. Files: "
         "`model.onnx` (fp32) and, when exported with --int8, `model.int8.onnx` (the default then), "
         "`export.json` (classes, task, inputs, preprocessing, thresholds, parity), "
-        + ("`tokenizer.json` (truncation and padding set), " if text else "") + "`predict.py`.", "",
+        + ("`tokenizer.json` (truncation and padding set), " if text else "") + "`predict.py`; `server.py` (HTTP: "
+        "`python server.py . --port 8000`), its pinned `requirements.txt` and a `Dockerfile`.", "",
         f"Checked when exported, on {p['inputs']}: fp32 graph against the model, largest probability difference "
         f"{p['fp32']['graph']['max_abs_diff']:.1e}"
         + (f"; int8 against fp32: same prediction on {agreement(p['int8']):.1%}, largest difference "
