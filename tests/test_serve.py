@@ -126,6 +126,17 @@ def test_images_as_base64_or_multipart_and_broken_images(tmp_path):
         for kw, status, words in bad:
             r = c.post("/predict", **kw)
             assert r.status_code == status and words in r.json()["detail"], (r.status_code, r.text)
+        # fuzzed images (damaged PNGs and JPEGs, as base64 and as files): never a 5xx
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 48), (10, 200, 90)).save(buf, format="JPEG")
+        rng = np.random.default_rng(1)
+        statuses = []
+        for i in range(200):
+            raw = _mutate(red if i % 2 else buf.getvalue(), rng)
+            r = (c.post("/predict", json={"images": [base64.b64encode(raw).decode()]}) if i % 3 else
+                 c.post("/predict", files=[("files", ("f.bin", raw, "application/octet-stream"))]))
+            statuses.append(r.status_code)
+        assert all(s < 500 for s in statuses), sorted(set(statuses))
 
 
 def test_concurrent_requests_are_batched_and_answered_in_order(text_dirs):
@@ -173,6 +184,22 @@ def test_the_micro_batcher_joins_waiting_requests():
     assert sum(calls) == 12 and len(calls) < 6 and max(calls) <= 8 + 2
 
 
+def _mutate(body: bytes, rng) -> bytes:
+    """A valid body damaged at random: bytes flipped, a slice cut or doubled, random bytes inserted."""
+    b = bytearray(body)
+    for _ in range(int(rng.integers(1, 4))):
+        op, i = int(rng.integers(0, 4)), int(rng.integers(0, max(1, len(b))))
+        if op == 0 and b:
+            b[i % len(b)] = int(rng.integers(0, 256))
+        elif op == 1:
+            del b[i:i + int(rng.integers(1, 12))]
+        elif op == 2:
+            b[i:i] = bytes(rng.integers(0, 256, int(rng.integers(1, 8))).astype(np.uint8))
+        else:
+            b[i:i] = b[i:i + int(rng.integers(1, 20))]
+    return bytes(b)
+
+
 def test_fuzzed_requests_never_get_a_5xx(text_dirs):
     rng = np.random.default_rng(0)
     alphabet = list('{}[]",:0123456789abctexsimag \\\n\x00é中')
@@ -182,6 +209,9 @@ def test_fuzzed_requests_never_get_a_5xx(text_dirs):
         {"texts": None}, {"texts": "a"}, {"texts": [None]}, {"texts": [["a"]]}, {"texts": [{"a": 1}]},
         {"texts": ["a"], "x": 1}, {}, [], 1, "s", None, {"texts": [""]}, {"texts": ["\ud800".encode(
             "utf-8", "surrogatepass").decode("utf-8", "replace")]}, {"texts": [1e308]})]
+    valid = [json.dumps({"texts": TEXTS[: 1 + i % 3]}, ensure_ascii=i % 2 == 0).encode() for i in range(6)]
+    bodies += [_mutate(valid[i % len(valid)], rng) for i in range(700)]  # (mutations of valid bodies)
+    assert len(bodies) >= 1000
     types = ["application/json", "text/plain", "multipart/form-data; boundary=x", "multipart/form-data",
              "application/x-www-form-urlencoded", ""]
     statuses = []
