@@ -89,6 +89,14 @@ def test_an_image_ensemble_with_flips_exports_with_an_int8_graph(tmp_path):
     assert np.abs(pixels - want_pixels).mean() < 0.1 and np.abs(pixels - want_pixels).max() <= 2
     got = Exported(tmp_path / "out", "fp32").predict_proba([big])
     np.testing.assert_allclose(got, clf.predict_proba([big]).to_numpy(), atol=2e-3)
+    # fmadapt predict reads the export of an image model as it reads the model directory (an unreadable file listed)
+    from fmadapt.light_predict import exported_table
+
+    (data / "blue" / "broken.png").write_bytes(b"not a png")
+    table, full = exported_table(tmp_path / "out", str(data)), clf.predict_table(str(data))
+    assert table["id"].tolist() == full["id"].tolist() and table["error"].notna().sum() == 1
+    ok = table["error"].isna()
+    assert (table.loc[ok, "pred"] == full.loc[ok, "pred"]).mean() >= 0.9  # (int8 graph: the default)
     # an export without --int8 into the same directory leaves no stale int8 graph behind
     ex.export_model(model_dir, tmp_path / "out")
     assert not (tmp_path / "out" / "model.int8.onnx").exists()
