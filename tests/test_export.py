@@ -209,3 +209,22 @@ def test_fmadapt_predict_reads_an_export_as_it_reads_the_model(text_model, tmp_p
     assert got["error"].notna().sum() == want["error"].notna().sum() == 1  # (the empty text, listed)
     probs = [c for c in want.columns if c.startswith("prob_")]
     np.testing.assert_allclose(got[probs].to_numpy(float), want[probs].to_numpy(float), atol=1e-4)
+
+
+@pytest.mark.integration
+def test_the_snippet_in_the_docs_predicts_without_torch(text_model, tmp_path):
+    """docs/deploy.md's raw onnxruntime + tokenizers snippet, as written, in a process that cannot import torch."""
+    import re
+
+    out = tmp_path / "shipped" / "reviews"
+    ex.export_model(text_model, out)
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text(encoding="utf-8")
+    snippet = next(b for b in re.findall(r"```python\n(.*?)```", docs, flags=re.S) if "InferenceSession" in b)
+    blocker = ("import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in {'torch', 'fmadapt', 'transformers', 'lightning'}:\n"
+               "            raise ImportError('blocked: ' + name)\nsys.meta_path.insert(0, Block())\n")
+    r = subprocess.run([sys.executable, "-c", blocker + snippet], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    want = list(load_model(text_model, cache=False).predict(["a great film", "dull"]))
+    assert r.stdout.strip() == str(want)
