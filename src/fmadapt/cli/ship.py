@@ -1,4 +1,5 @@
-"""`fmadapt export`: a fitted model as one ONNX graph that predicts without torch or fmadapt."""
+"""Shipping a fitted model: `fmadapt export` (one ONNX graph that predicts without torch or fmadapt), `serve` (HTTP),
+`distill` (a smaller student) and `compress` (the candidates measured side by side)."""
 
 from __future__ import annotations
 
