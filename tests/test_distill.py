@@ -104,6 +104,10 @@ def test_an_image_teacher_distils_into_a_smaller_image_size_or_another_backbone(
     small = load_model(tmp_path / "small", cache=False)
     assert small.members_[0].model.backbone.cfg.input_size == 32
     assert len(small.predict(str(data))) == 30
+    from fmadapt.compress.export import export_model
+
+    meta = export_model(tmp_path / "small", tmp_path / "small-x")  # (checked on the images it lists as held out)
+    assert meta["parity"]["inputs"].startswith("the val images") and meta["preprocessing"]["input_size"] == 32
     s = distill(teacher_dir, str(data), tmp_path / "other", student="tiny-cnn-cached", epochs=1, batch_size=8)
     assert s["student"]["backbone"] == "tiny-cnn-cached"
     assert load_model(tmp_path / "other", cache=False).members_[0].model.backbone.cfg.name == "tiny-cnn-cached"

@@ -221,5 +221,6 @@ def distill(teacher_dir: str | Path, data: Any, out: str | Path, *, unlabeled: A
     model.members_[0].history["distillation"] = summary
     model.history_ = {"distillation": summary}
     model.metrics_ = {"accuracy": summary["student"]["accuracy"], "teacher_accuracy": summary["teacher"]["accuracy"]}
+    model.splits_ = {"train": train, "val": val}  # (manifests/: what it trained on, what it was measured on)
     model.save_pretrained(out, command=f"fmadapt distill {teacher_dir}", report=False)
     return summary

@@ -152,9 +152,13 @@ def _export_graph(whole: WholeModel, model: Any, path: Path) -> None:
 def _parity_inputs(model: Any, model_dir: Path, data: Any) -> tuple[Any, str]:
     """The examples the export is checked on, with their labels where known (then int8 is judged by accuracy),
     and what they are (for export.json)."""
+    from ..data.examples import Examples
     from ..errors import FmadaptError
 
-    if data is not None:
+    ex: Any = None
+    if isinstance(data, Examples):  # (loaded already, e.g. by `fmadapt compress`: its held-out split)
+        ex, what = data, f"{len(data)} given inputs"
+    elif data is not None:
         try:
             ex = model.read_labeled(data)
         except FmadaptError:  # (no label column, or labels the model does not know: the inputs alone)
@@ -162,7 +166,7 @@ def _parity_inputs(model: Any, model_dir: Path, data: Any) -> tuple[Any, str]:
         what = f"{len(ex)} inputs of {data if isinstance(data, (str, os.PathLike)) else 'the data given'}" + (
             f" ({len(ex.skipped)} unreadable, left out)" if ex.skipped else "")
     elif model.modality == "image":
-        ex, what = None, ""
+        what = ""
         for split in ("val", "test", "train"):
             f = model_dir / "manifests" / f"{split}.csv"
             if f.is_file():
