@@ -136,34 +136,32 @@ def keep_layers(backbone: HFTextBackbone, kept: list[int]) -> None:
     teacher's own layers (DistilBERT's every-other-layer initialisation). Recorded in `cfg.extra["kept_layers"]`,
     so that a saved model is rebuilt with the same layers (artifact.load_model)."""
     m = backbone.model
-    for path in ("encoder.layer", "encoder.layers", "transformer.layer", "layers", "h"):
-        try:
-            mod = m.get_submodule(path)
-        except AttributeError:
-            continue
-        if isinstance(mod, nn.ModuleList):
-            if not kept or sorted(set(kept)) != list(kept) or kept[0] < 0 or kept[-1] >= len(mod):
-                raise ValueError(f"layers to keep must be ascending indices below {len(mod)}, got {kept}")
-            parent, _, attr = path.rpartition(".")
-            setattr(m.get_submodule(parent) if parent else m, attr, nn.ModuleList([mod[i] for i in kept]))
-            for key in ("num_hidden_layers", "n_layers", "num_layers", "n_layer"):
-                if hasattr(m.config, key):
-                    setattr(m.config, key, len(kept))
-            before = backbone.cfg.extra.get("kept_layers")
-            backbone.cfg.extra["kept_layers"] = [before[i] for i in kept] if before else list(kept)
-            return
-    raise ValueError(f"cannot find the transformer layers of {type(m).__name__}")
+    path, mod = _layer_list(m)
+    if not kept or sorted(set(kept)) != list(kept) or kept[0] < 0 or kept[-1] >= len(mod):
+        raise ValueError(f"layers to keep must be ascending indices below {len(mod)}, got {kept}")
+    parent, _, attr = path.rpartition(".")
+    setattr(m.get_submodule(parent) if parent else m, attr, nn.ModuleList([mod[i] for i in kept]))
+    for key in ("num_hidden_layers", "n_layers", "num_layers", "n_layer"):
+        if hasattr(m.config, key):
+            setattr(m.config, key, len(kept))
+    before = backbone.cfg.extra.get("kept_layers")
+    backbone.cfg.extra["kept_layers"] = [before[i] for i in kept] if before else list(kept)
 
 
-def _encoder_layers(model: nn.Module) -> list[nn.Module]:
+def _layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """(its path, the ModuleList) of a transformers encoder's layers."""
     for path in ("encoder.layer", "encoder.layers", "transformer.layer", "layers", "h"):
         try:
             mod = model.get_submodule(path)
         except AttributeError:
             continue
         if isinstance(mod, nn.ModuleList):
-            return list(mod)
+            return path, mod
     raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
+
+
+def _encoder_layers(model: nn.Module) -> list[nn.Module]:
+    return list(_layer_list(model)[1])
 
 
 def hf_text_backbone(name_or_path: str, name: str | None = None, pretrained: bool = True,

@@ -101,6 +101,20 @@ def serve(
     _run(go)
 
 
+#: the student options `distill` and `compress` share
+_StudentLayers = Annotated[int, typer.Option(
+    "--student-layers", help="Texts: layers of the teacher's encoder the student keeps (evenly spaced).")]
+_Student = Annotated[str | None, typer.Option(
+    "--student", help="Another backbone as the student (a registered name, timm:<arch>, hf:<id>, a directory), "
+    "with a new head; texts: `static` (or static:DIM) for static token vectors made from the teacher's encoder "
+    "(Model2Vec's recipe).")]
+_StudentImageSize = Annotated[int | None, typer.Option(
+    "--student-image-size", help="Images: the student's input size (default: 5/7 of the teacher's, 224 -> 160).")]
+_StudentPrune = Annotated[float | None, typer.Option(
+    "--student-prune", help="Texts: instead of cutting layers, remove this share of every layer's attention heads "
+    "and feed-forward neurons (structured pruning), then recover by distillation.")]
+
+
 @app.command()
 def distill(
     teacher: Annotated[Path, typer.Argument(help="A model directory (`fmadapt fit`): the teacher.")],
@@ -109,18 +123,10 @@ def distill(
     unlabeled: Annotated[str | None, typer.Option(
         "--unlabeled", help="More inputs (a table of texts, a folder of images) the student learns the teacher's soft "
         "targets on.")] = None,
-    student_layers: Annotated[int, typer.Option(
-        "--student-layers", help="Texts: layers of the teacher's encoder the student keeps (evenly spaced).")] = 3,
-    student: Annotated[str | None, typer.Option(
-        "--student", help="Another backbone as the student (a registered name, timm:<arch>, hf:<id>, a directory), "
-        "with a new head; texts: `static` (or static:DIM) for static token vectors made from the teacher's encoder "
-        "(Model2Vec's recipe).")] = None,
-    student_image_size: Annotated[int | None, typer.Option(
-        "--student-image-size", help="Images: the student's input size (default: 5/7 of the teacher's, 224 -> "
-        "160).")] = None,
-    student_prune: Annotated[float | None, typer.Option(
-        "--student-prune", help="Texts: instead of cutting layers, remove this share of every layer's attention "
-        "heads and feed-forward neurons (structured pruning), then recover by distillation.")] = None,
+    student_layers: _StudentLayers = 3,
+    student: _Student = None,
+    student_image_size: _StudentImageSize = None,
+    student_prune: _StudentPrune = None,
     temperature: Annotated[float, typer.Option("--temperature", help="Softening of the soft targets (T).")] = 2.0,
     alpha: Annotated[float, typer.Option(
         "--alpha", help="Weight of the soft-target loss; 1 - alpha goes to the labels.")] = 0.5,
@@ -165,9 +171,10 @@ def compress(
         "(the smallest within 1 point of the model's accuracy): copied to OUT/kept.")] = None,
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Also int8 exports of the model and the student.")
                     ] = True,
-    student_layers: Annotated[int, typer.Option("--student-layers", help="Texts: the student's layers.")] = 3,
-    student: Annotated[str | None, typer.Option("--student", help="Another backbone as the student.")] = None,
-    student_image_size: Annotated[int | None, typer.Option("--student-image-size")] = None,
+    student_layers: _StudentLayers = 3,
+    student: _Student = None,
+    student_image_size: _StudentImageSize = None,
+    student_prune: _StudentPrune = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Distillation epochs.")] = 3,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
@@ -180,7 +187,7 @@ def compress(
 
         parse_keep(keep)  # (a bad --keep fails before any work)
         res = run(model_dir, data, out, keep=keep, int8=int8, student_layers=student_layers, student=student,
-                  student_image_size=student_image_size, epochs=epochs)
+                  student_image_size=student_image_size, student_prune=student_prune, epochs=epochs)
         if as_json:
             _out(json.dumps({"out": str(out.resolve()), **res}, default=str))
             return
