@@ -3,13 +3,15 @@
 directory against its export (`fmadapt export`, fp32 and --int8), all measured in the same run: held-out accuracy,
 MB on disk, latency at batch 1 (p50, p95 over single-input calls in one process), throughput at batch 64, and the
 first prediction in a fresh process (the whole process, as a user times it: median of 3). Then the int8 export
-behind `fmadapt serve` on loopback, loaded by an asyncio client at concurrency 1, 8 and 32 (one input per request):
-requests/s, p50/p99 and the count of 5xx answers.
+behind `fmadapt serve` on loopback, loaded by a bare asyncio HTTP/1.1 client (keep-alive connections) at
+concurrency 1, 8 and 32 with one input per request, and at 32 with 8 per request: inputs/s, p50/p99 per request and
+the count of 5xx answers; with --before COMMIT the same export is served by that commit's code too, in the same run.
 
 Rows go to benchmarks/results/deploy.csv (--csv): part `model` (method model_dir | export_fp32 | export_int8) and
-part `server` (method serve_int8, concurrency c).
+part `server` (method serve_int8 | serve_int8_before, concurrency c; options: inputs per request, code, int8 graph).
 
     python benchmarks/deploy.py --datasets sst2,hymenoptera
+    python benchmarks/deploy.py --datasets sst2 --strategy finetune --before e36eea8
 """
 
 from __future__ import annotations
@@ -28,7 +30,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, add_csv_argument, append_rows, csv_path, md_table, measured_process, options_json, stamp
+from common import (
+    ROOT,
+    add_csv_argument,
+    append_rows,
+    csv_path,
+    git,
+    md_table,
+    measured_process,
+    options_json,
+    stamp,
+)
 
 DATA = ROOT.parent / "shared" / "data"
 FIELDS = ["part", "dataset", "method", "concurrency", "accuracy", "mb", "p50_ms", "p95_ms", "p99_ms", "per_s",
@@ -90,39 +102,49 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _load(port: int, bodies: list[dict], concurrency: int, requests: int) -> dict:
-    import httpx
-
+async def _load(port: int, bodies: list[bytes], concurrency: int, requests: int) -> dict:
+    """`requests` POSTs of `bodies` from `concurrency` keep-alive connections. A bare HTTP/1.1 client on asyncio
+    streams (as wrk or hey would be): the client shares the 2 cores with the server, and an HTTP library's own
+    cost (httpx: about 1 ms a request) would be measured as the server's."""
     lat, errors = [], 0
     queue = list(range(requests))
 
-    async def worker(c: httpx.AsyncClient) -> None:
+    async def worker() -> None:
         nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while queue:
-            i = queue.pop()
+            body = bodies[queue.pop() % len(bodies)]
             t = time.perf_counter()
-            r = await c.post("/predict", json=bodies[i % len(bodies)])
+            writer.write(b"POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            status = int(head[0].split()[1])
+            length = next(int(h.split(":")[1]) for h in head if h.lower().startswith("content-length:"))
+            answer = await reader.readexactly(length)
             lat.append((time.perf_counter() - t) * 1000)
-            errors += r.status_code >= 500
-            if r.status_code != 200 and r.status_code < 500:
-                raise SystemExit(f"server answered {r.status_code}: {r.text[:300]}")
+            errors += status >= 500
+            if status != 200 and status < 500:
+                raise SystemExit(f"server answered {status}: {answer[:300]!r}")
+        writer.close()
 
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
-        await asyncio.gather(*[worker(c) for _ in range(2)])  # warm-up (the first requests start the session)
-        queue.extend(range(requests))
-        t = time.perf_counter()
-        await asyncio.gather(*[worker(c) for _ in range(concurrency)])
-        wall = time.perf_counter() - t
-    lat = lat[-requests:]
+    await asyncio.gather(*[worker() for _ in range(2)])  # warm-up
+    queue.extend(range(requests))
+    lat.clear()
+    t = time.perf_counter()
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    wall = time.perf_counter() - t
     q = statistics.quantiles(lat, n=100)
     return {"p50_ms": round(q[49], 2), "p99_ms": round(q[98], 2), "per_s": round(requests / wall, 1),
             "errors_5xx": errors, "requests": requests}
 
 
-def _serve(export: Path, inputs: list[str], modality: str, requests: int) -> list[dict]:
+def _serve(export: Path, inputs: list[str], modality: str, requests: int, src: Path) -> list[dict]:
+    """The server (fmadapt's code under `src`) on `export`, loaded at concurrency 1, 8 and 32 with one input per
+    request, and at 32 with 8 per request; per_s counts inputs."""
     port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(src)}
     proc = subprocess.Popen([sys.executable, "-m", "fmadapt", "serve", str(export), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
         import urllib.request
 
@@ -136,16 +158,33 @@ def _serve(export: Path, inputs: list[str], modality: str, requests: int) -> lis
                     raise SystemExit(f"server did not start: {proc.stderr.read()[-2000:]}") from None
                 time.sleep(0.3)
         if modality == "text":
-            bodies = [{"texts": [t]} for t in inputs]
+            items = [json.dumps(t) for t in inputs]
         else:
-            bodies = [{"images": [base64.b64encode(Path(p).read_bytes()).decode()]} for p in inputs[:32]]
-        return [{"concurrency": c, **asyncio.run(_load(port, bodies, c, requests))} for c in (1, 8, 32)]
+            items = [json.dumps(base64.b64encode(Path(p).read_bytes()).decode()) for p in inputs[:32]]
+        key = "texts" if modality == "text" else "images"
+        out = []
+        for c, per in ((1, 1), (8, 1), (32, 1), (32, 8)):
+            bodies = [f'{{"{key}": [{", ".join(items[i:i + per])}]}}'.encode()
+                      for i in range(0, len(items) - per + 1, per)]
+            n = requests if per == 1 else max(1, requests // per)
+            r = asyncio.run(_load(port, bodies, c, n))
+            out.append({"concurrency": c, **r, "per_s": round(r["per_s"] * per, 1), "per_request": per})
+        return out
     finally:
         proc.terminate()
         proc.wait(timeout=60)
 
 
-def run_dataset(name: str, work: Path, quick: bool) -> list[dict]:
+def before_src(commit: str) -> Path:
+    """src/ of `commit`, checked out once in a detached git worktree (removed by main at the end)."""
+    tree = Path(tempfile.gettempdir()) / f"fmadapt-deploy-before-{commit}"
+    if not tree.is_dir():
+        git("worktree", "add", "--detach", str(tree), commit)
+    return tree / "src"
+
+
+def run_dataset(name: str, work: Path, quick: bool, strategy: str = "probe", before: str | None = None
+                ) -> list[dict]:
     sys.path.insert(0, str(ROOT / "src"))
     from fmadapt import load_model
     from fmadapt.compress.exported import ExportedModel
@@ -153,7 +192,7 @@ def run_dataset(name: str, work: Path, quick: bool) -> list[dict]:
     train, inputs, labels, fit_opts = _dataset(name, quick)
     model_dir, export = work / f"{name}-model", work / f"{name}-export"
     fmadapt = [sys.executable, "-m", "fmadapt"]
-    subprocess.run([*fmadapt, "fit", train, "--strategy", "probe", "--out", str(model_dir), "--report", "off",
+    subprocess.run([*fmadapt, "fit", train, "--strategy", strategy, "--out", str(model_dir), "--report", "off",
                     *fit_opts], check=True, capture_output=True)
     held_out = work / f"{name}-heldout.csv"
     import pandas as pd
@@ -192,16 +231,23 @@ def run_dataset(name: str, work: Path, quick: bool) -> list[dict]:
         rows.append({"part": "model", "dataset": name, "method": method, "accuracy": round(acc, 4),
                      "mb": mb, "p50_ms": p50, "p95_ms": p95, "per_s": per_s,
                      "first_prediction_s": _first_prediction(first),
-                     "options": options_json({"inputs": len(inputs), "strategy": "probe",
+                     "options": options_json({"inputs": len(inputs), "strategy": strategy,
                                               "note": "a model directory references its packaged backbone"
                                               if method == "model_dir" else ""})})
         print(json.dumps(rows[-1]), file=sys.stderr)
     int8 = export.with_name(export.name + "-int8")
     if int8.is_dir():
-        for r in _serve(int8, inputs, modality, 100 if quick else 400):
-            rows.append({"part": "server", "dataset": name, "method": "serve_int8", **r,
-                         "options": options_json({"one input per request": True, "max_wait_ms": 5})})
-            print(json.dumps(rows[-1]), file=sys.stderr)
+        servers = [("serve_int8", ROOT / "src", git("rev-parse", "--short", "HEAD"))]
+        if before:  # the same export behind the older code, in this run (same client, same machine state)
+            servers.append(("serve_int8_before", before_src(before), before))
+        for method, src, commit in servers:
+            for r in _serve(int8, inputs, modality, 100 if quick else 1000, src):
+                per = r.pop("per_request")
+                rows.append({"part": "server", "dataset": name, "method": method, **r,
+                             "options": options_json({"inputs per request": per, "code": commit,
+                                                      "int8": json.loads((int8 / "export.json").read_text())
+                                                      ["parity"]["int8"]["quantized"]})})
+                print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 
 
@@ -210,13 +256,22 @@ def main() -> None:
     ap.add_argument("--datasets", default="sst2,hymenoptera")
     ap.add_argument("--work", default=None, help="where the models and exports go (default: a temporary folder)")
     ap.add_argument("--quick", action="store_true", help="a smoke run on a few inputs")
+    ap.add_argument("--strategy", default="probe", help="how the model served is fitted (fmadapt fit --strategy)")
+    ap.add_argument("--before", default=None, help="also serve the int8 export with the code of this commit (a git "
+                    "worktree), in the same run: the server's baseline")
     add_csv_argument(ap, "deploy", quick=True)
     args = ap.parse_args()
     run_stamp = stamp()
     work = Path(args.work or tempfile.mkdtemp(prefix="fmadapt-deploy-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FMADAPT_FAST_PATH", "1")
-    rows = [r for name in args.datasets.split(",") for r in run_dataset(name.strip(), work, args.quick)]
+    try:
+        rows = [r for name in args.datasets.split(",")
+                for r in run_dataset(name.strip(), work, args.quick, args.strategy, args.before)]
+    finally:
+        tree = Path(tempfile.gettempdir()) / f"fmadapt-deploy-before-{args.before}"
+        if args.before and tree.is_dir():
+            git("worktree", "remove", "--force", str(tree))
     out = csv_path(args.csv, "deploy", args.quick)
     if out:
         append_rows(out, FIELDS, rows, run_stamp)

@@ -184,6 +184,55 @@ def test_the_micro_batcher_joins_waiting_requests():
     assert sum(calls) == 12 and len(calls) < 6 and max(calls) <= 8 + 2
 
 
+def test_without_waiting_a_lone_request_runs_alone_and_requests_queued_meanwhile_form_the_next_batch():
+    import threading
+
+    from fmadapt.serve.app import MicroBatcher
+
+    calls, busy = [], threading.Event()
+
+    def fn(items):
+        calls.append(list(items))
+        if len(calls) == 1:
+            busy.wait(5)  # (the first batch runs until the others have queued)
+        return [x + 1 for x in items]
+
+    async def go():
+        b = MicroBatcher(fn, max_batch=4, max_wait_ms=0)
+        b.start()
+        first = asyncio.ensure_future(b.submit([0]))
+        while not calls:
+            await asyncio.sleep(0.001)
+        rest = [asyncio.ensure_future(b.submit([i])) for i in range(1, 7)]
+        await asyncio.sleep(0.05)
+        busy.set()
+        out = [await first] + [await r for r in rest]
+        await b.stop()
+        return out
+
+    out = asyncio.run(go())
+    assert out == [[i + 1] for i in range(7)]
+    # the lone first request ran at once; the six that queued meanwhile ran as batches of at most 4, in order
+    assert calls == [[0], [1, 2, 3, 4], [5, 6]]
+
+
+def test_text_batches_bound_padding_and_cover_every_text_once():
+    from fmadapt.compress.exported import length_batches
+
+    rng = np.random.default_rng(0)
+    for n, bs in ((1, 32), (7, 4), (200, 32), (64, 8)):
+        lengths = rng.integers(1, 120, n)
+        batches = length_batches(lengths, bs, slack=1.25, least=4)
+        flat = np.concatenate(batches)
+        assert sorted(flat.tolist()) == list(range(n))
+        for b in batches:
+            assert 1 <= len(b) <= bs
+            if len(b) > 4:  # beyond the least size, a batch pads to at most 1.25x its real tokens
+                assert lengths[b].max() * len(b) <= 1.25 * lengths[b].sum() + 1e-9
+    same = length_batches(np.full(100, 9), 32)
+    assert [len(b) for b in same] == [32, 32, 32, 4]  # equal lengths: full batches
+
+
 def _mutate(body: bytes, rng) -> bytes:
     """A valid body damaged at random: bytes flipped, a slice cut or doubled, random bytes inserted."""
     b = bytearray(body)

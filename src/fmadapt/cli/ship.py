@@ -66,7 +66,8 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", help="Server processes (each loads the model).")] = 1,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Inputs per request and per micro-batch.")] = 64,
     max_wait_ms: Annotated[float, typer.Option(
-        "--max-wait-ms", help="How long a request waits for others to batch with.")] = 5.0,
+        "--max-wait-ms", help="How long a batch waits for more requests (0: none; those that arrive while a "
+        "batch runs form the next one).")] = 0.0,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body.")] = 16.0,
     max_text_chars: Annotated[int, typer.Option("--max-text-chars")] = 10_000,
     max_image_pixels: Annotated[int, typer.Option("--max-image-pixels")] = 40_000_000,

@@ -253,11 +253,12 @@ def _server_files(modality: str) -> dict[str, str]:
 
     def pinned(name: str) -> str:
         try:
-            return f"{name}=={version(name)}"
+            return f"{name}=={version(name)}" + ("; sys_platform != 'win32'" if name == "uvloop" else "")
         except PackageNotFoundError:
             return name
 
-    needs = ["onnxruntime", "numpy", "tokenizers" if modality == "text" else "pillow", "fastapi", "uvicorn"]
+    needs = ["onnxruntime", "numpy", "tokenizers" if modality == "text" else "pillow", "fastapi", "uvicorn",
+             "httptools", "uvloop"]
     needs += ["python-multipart"] if modality == "image" else []
     docker = ("FROM python:3.11-slim\nWORKDIR /model\nCOPY requirements.txt .\n"
               "RUN pip install --no-cache-dir -r requirements.txt\nCOPY . .\nEXPOSE 8000\n"
