@@ -10,6 +10,7 @@ Rows go to benchmarks/results/distill.csv (--csv): method teacher | student_L<k>
 student_static<dim>[_unlabeled].
 
     python benchmarks/distill.py --train 4000 --unlabeled 4000
+    python benchmarks/distill.py --layers 3 --prune '' --static '' --hidden-weight 0,1 --work /tmp/distillrun
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def main() -> None:
     ap.add_argument("--prune", default="0.5", help="students pruning this share of heads and neurons ('' none)")
     ap.add_argument("--static", default="256", help="static students of these dimensions ('' none)")
     ap.add_argument("--epochs", type=int, default=None, help="distillation epochs (default: fmadapt distill's)")
+    ap.add_argument("--hidden-weight", default="", help="layer and pruned students: comma-separated weights of the "
+                    "hidden-state loss, one student each (method suffix _h<w>; default: fmadapt distill's)")
     ap.add_argument("--work", default=None)
     add_csv_argument(ap, "distill")
     args = ap.parse_args()
@@ -81,6 +84,10 @@ def main() -> None:
                  for r in args.prune.split(",") if r]
     variants += [(f"student_static{d}" + ("_unlabeled" if extra else ""), ["--student", f"static:{d}"], extra)
                  for d in args.static.split(",") if d for extra in (False, True)]
+    weights = [w for w in args.hidden_weight.split(",") if w]
+    if weights:  # (static students have no layers to pair: they run once, at distill's default)
+        variants = [(f"{n}_h{w}", [*h, "--hidden-weight", w], e) for n, h, e in variants if "static" not in n
+                    for w in weights] + [v for v in variants if "static" in v[0]]
     for name, how, extra in variants:
         name += f"_e{args.epochs}" if args.epochs else ""
         out = work / name

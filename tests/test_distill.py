@@ -212,3 +212,50 @@ def test_a_static_student_is_made_from_the_teachers_encoder_and_saves_loads_and_
     export_model(tmp_path / "static", tmp_path / "x")
     np.testing.assert_allclose(ExportedModel(tmp_path / "x").predict_proba(texts),
                                student.predict_proba(texts).to_numpy(), atol=1e-4)
+
+
+def test_the_hidden_state_loss_is_one_minus_the_cosine_of_paired_layers_over_real_tokens(teacher, tmp_path):
+    import copy
+
+    import torch
+
+    from fmadapt.backbones.text import encoder_layers, keep_layers
+    from fmadapt.compress.distill import DEFAULTS, _module
+
+    teacher_dir, data = teacher
+    t_net = load_model(teacher_dir, cache=False).members_[0].model.eval()
+    texts = ["short", "a much longer text with many more words than the first one"]
+    batch = t_net.backbone.collator()(texts)
+    idx = torch.arange(len(texts))
+    soft, hard = torch.full((2, 2), 0.5), torch.tensor([0, -1])
+
+    def loss(weight):
+        student, tch = copy.deepcopy(t_net), copy.deepcopy(t_net)
+        keep_layers(student.backbone, [1])
+        torch.manual_seed(0)
+        with torch.no_grad():  # (a teacher layer 1 that differs from the student's copy of it)
+            for prm in encoder_layers(tch.backbone.model)[1].parameters():
+                prm.add_(torch.randn_like(prm))
+        module = _module(student.eval(), soft, hard, {**DEFAULTS, "hidden_weight": weight}, 10, tch, [(0, 1)])
+        with torch.no_grad():
+            return float(module.training_step((batch, idx), 0)), student, tch
+
+    base, student, tch = loss(0.0)
+    with_hidden, _, _ = loss(2.0)
+    # what it should add: student layer 0 against teacher layer 1, padding left out
+    seen = {}
+    encoder_layers(student.backbone.model)[0].register_forward_hook(
+        lambda m, i, o: seen.__setitem__("s", o[0] if isinstance(o, tuple) else o))
+    encoder_layers(tch.backbone.model)[1].register_forward_hook(
+        lambda m, i, o: seen.__setitem__("t", o[0] if isinstance(o, tuple) else o))
+    with torch.no_grad():
+        student.backbone(batch)
+        tch.backbone(batch)
+    m = batch["attention_mask"].float()
+    assert m.sum() < m.numel()  # (the short text is padded)
+    want = float(((1 - torch.nn.functional.cosine_similarity(seen["s"], seen["t"], dim=-1)) * m).sum() / m.sum())
+    assert want > 1e-3
+    assert with_hidden - base == pytest.approx(2.0 * want, rel=1e-3)
+    # and distill records it (0 where no layer pairs exist: a static student)
+    s = distill(teacher_dir, str(data), tmp_path / "h", student_layers=1, epochs=1, batch_size=8, hidden_weight=1.0)
+    assert s["options"]["hidden_weight"] == 1.0

@@ -60,7 +60,7 @@ class HFTextBackbone(Backbone):
         """[embeddings, layer 0, ..., layer L-1]. The transformers pooler is unused (we pool ourselves) and
         stays frozen; any other leftover parameters (a final norm) join the top layer."""
         m = self.model
-        layers = _encoder_layers(m)
+        layers = encoder_layers(m)
         embeddings = getattr(m, "embeddings", None) or m.get_input_embeddings()
         groups: list[nn.Module] = [embeddings, *layers]
         covered = {id(p) for g in groups for p in g.parameters()}
@@ -75,7 +75,7 @@ class HFTextBackbone(Backbone):
         """BERT-style encoders: prefix = embeddings + lower layers -> (hidden (B,T,H), mask (B,T))."""
         m = self.model
         try:
-            layers = _encoder_layers(m)
+            layers = encoder_layers(m)
         except ValueError:
             return None
         if not hasattr(m, "embeddings") or not 1 <= n_top <= len(layers) or len(self.layer_groups()) != 1 + len(layers):
@@ -160,7 +160,8 @@ def _layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
 
 
-def _encoder_layers(model: nn.Module) -> list[nn.Module]:
+def encoder_layers(model: nn.Module) -> list[nn.Module]:
+    """A transformers encoder's layers, in order."""
     return list(_layer_list(model)[1])
 
 

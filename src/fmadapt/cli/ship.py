@@ -131,6 +131,9 @@ def distill(
     temperature: Annotated[float, typer.Option("--temperature", help="Softening of the soft targets (T).")] = 2.0,
     alpha: Annotated[float, typer.Option(
         "--alpha", help="Weight of the soft-target loss; 1 - alpha goes to the labels.")] = 0.5,
+    hidden_weight: Annotated[float | None, typer.Option(
+        "--hidden-weight", help="Texts, layer and pruned students: weight of a loss that brings each student layer's "
+        "hidden states to its teacher layer's (1 - cosine per token). Default: distill's DEFAULTS.")] = None,
     epochs: Annotated[int, typer.Option("--epochs")] = 3,
     lr: Annotated[float | None, typer.Option("--lr", help="Default 1e-4 (a static student: 1e-3).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
@@ -145,11 +148,12 @@ def distill(
         from ..errors import ConfigError
 
         if not (0.0 <= alpha <= 1.0) or temperature <= 0 or epochs < 1 or (lr is not None and lr <= 0) \
-                or batch_size < 1:
-            raise ConfigError("--alpha must be in [0, 1]; --temperature, --epochs, --lr and --batch-size positive")
+                or batch_size < 1 or (hidden_weight is not None and hidden_weight < 0):
+            raise ConfigError("--alpha must be in [0, 1]; --temperature, --epochs, --lr and --batch-size positive; "
+                              "--hidden-weight at least 0")
         s = run(teacher, data, out, unlabeled=unlabeled, student_layers=student_layers, student=student,
                 student_image_size=student_image_size, student_prune=student_prune, temperature=temperature,
-                alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+                alpha=alpha, hidden_weight=hidden_weight, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
         if as_json:
             _out(json.dumps({"out": str(out.resolve()), **s}))
             return

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import ConfigError
 
 DEFAULTS: dict[str, Any] = {"student_layers": 3, "student": None, "student_image_size": None, "student_prune": None,
-                            "temperature": 2.0,
+                            "temperature": 2.0, "hidden_weight": 0.0,
                             "alpha": 0.5, "epochs": 3, "lr": 1e-4, "batch_size": 32, "val_fraction": 0.2, "seed": 0}
 
 #: a static student's default learning rate: its embedding table moves far from its PCA start (Model2Vec trains its
@@ -38,9 +38,26 @@ def kept_layers(n: int, k: int) -> list[int]:
     return sorted({n - 1 - int(round(i * n / k)) for i in range(k)})
 
 
-def _module(student: nn.Module, soft: torch.Tensor, hard: torch.Tensor, o: dict[str, Any], steps: int) -> Any:
+def _module(student: Any, soft: torch.Tensor, hard: torch.Tensor, o: dict[str, Any], steps: int,
+            teacher: Any = None, pairs: list[tuple[int, int]] | None = None) -> Any:
     import lightning.pytorch as pl
     import torch.nn.functional as F  # noqa: N812
+
+    hidden = bool(o["hidden_weight"]) and teacher is not None and bool(pairs)
+    seen: dict[tuple[str, int], torch.Tensor] = {}
+    if hidden:  # (layer outputs caught by hooks: student layer j learns the teacher's layer pairs[j])
+        from ..backbones.text import encoder_layers
+
+        def catch(key: tuple[str, int]) -> Any:
+            def hook(mod: nn.Module, inp: Any, out: Any) -> None:
+                seen[key] = out[0] if isinstance(out, tuple) else out
+            return hook
+
+        s_layers, t_layers = encoder_layers(student.backbone.model), encoder_layers(teacher.backbone.model)
+        for j, (si, ti) in enumerate(pairs or []):
+            s_layers[si].register_forward_hook(catch(("s", j)))
+            t_layers[ti].register_forward_hook(catch(("t", j)))
+        teacher.eval().requires_grad_(False)
 
     class DistillModule(pl.LightningModule):
         soft: torch.Tensor
@@ -54,6 +71,9 @@ def _module(student: nn.Module, soft: torch.Tensor, hard: torch.Tensor, o: dict[
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             x, i = batch
+            if hidden:
+                with torch.no_grad():
+                    teacher.backbone(x)
             logits = self.model(x)
             t = o["temperature"]
             kd = F.kl_div(F.log_softmax(logits / t, dim=1), self.soft[i], reduction="batchmean") * t * t
@@ -63,6 +83,11 @@ def _module(student: nn.Module, soft: torch.Tensor, hard: torch.Tensor, o: dict[
                 loss = o["alpha"] * kd + (1 - o["alpha"]) * F.cross_entropy(logits[labeled], y[labeled])
             else:
                 loss = kd
+            if hidden:  # 1 - cosine of each real token's hidden state to the teacher's, averaged
+                m = x["attention_mask"].to(logits.dtype)
+                cos = torch.stack([F.cosine_similarity(seen[("s", j)], seen[("t", j)], dim=-1)
+                                   for j in range(len(pairs or []))])  # (pairs, B, T)
+                loss = loss + o["hidden_weight"] * ((1 - cos) * m).sum() / (m.sum() * cos.shape[0])
             self.log("train_loss", loss, prog_bar=True)
             return loss
 
@@ -132,22 +157,26 @@ def _student(first: Any, modality: str, n_classes: int, o: dict[str, Any]) -> tu
             left = prune(net.backbone, float(o["student_prune"]))
         except ValueError as e:
             raise ConfigError(f"--student-prune: {e}") from None
+        n = len(left["heads"])
         return net, {"teacher": {"heads": sum(int(lay.attention.self.num_attention_heads) for lay in
                                               first.model.backbone.layer_groups()[1:])},
                      "student": {"pruned": float(o["student_prune"]), "heads": sum(left["heads"]),
-                                 "ffn": sum(left["ffn"])}}
+                                 "ffn": sum(left["ffn"])}, "pairs": [(j, j) for j in range(n)]}
     from ..backbones.text import keep_layers
 
     n_layers = len(net.backbone.layer_groups()) - 1
-    keep_layers(net.backbone, kept_layers(n_layers, int(o["student_layers"])))
+    kept = kept_layers(n_layers, int(o["student_layers"]))
+    keep_layers(net.backbone, kept)
     return net, {"teacher": {"layers": n_layers},
-                 "student": {"layers": int(o["student_layers"]), "kept_layers": net.backbone.cfg.extra["kept_layers"]}}
+                 "student": {"layers": int(o["student_layers"]), "kept_layers": net.backbone.cfg.extra["kept_layers"]},
+                 "pairs": list(enumerate(kept))}
 
 
 def distill(teacher_dir: str | Path, data: Any, out: str | Path, *, unlabeled: Any = None,
             progress: bool = False, **options: Any) -> dict[str, Any]:
     """Train and save the student (see the module's docstring); returns the summary (also in the student's
     config.json history, "distillation"). `options`: DEFAULTS' keys."""
+    import copy
     import dataclasses
 
     from ..adapt.finetune import build_trainer
@@ -196,7 +225,11 @@ def distill(teacher_dir: str | Path, data: Any, out: str | Path, *, unlabeled: A
                               ensemble_backbones=None, tta=False, backbone=bcfg.name,
                               **({"image_size": bcfg.input_size, "crop_pct": bcfg.crop_pct} if modality == "image"
                                  else {}))
-    module = _module(student, torch.from_numpy(soft.astype(np.float32)), torch.from_numpy(hard), o, steps)
+    pairs = described.pop("pairs", None)  # (texts' layer and pruned students: whose hidden states can be matched)
+    o["hidden_weight"] = float(o["hidden_weight"]) if pairs else 0.0
+    t_net = copy.deepcopy(first.model) if o["hidden_weight"] else None
+    module = _module(student, torch.from_numpy(soft.astype(np.float32)), torch.from_numpy(hard), o, steps,
+                     t_net, pairs)
     build_trainer(cfg, [], progress).fit(module, train_dataloaders=loader)
     student.eval()
     fit_seconds = time.perf_counter() - t0
