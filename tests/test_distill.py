@@ -157,6 +157,13 @@ def test_compress_measures_every_candidate_on_the_same_held_out_inputs(teacher, 
     board = (tmp_path / "c" / "leaderboard.md").read_text()
     assert "| student-fp32 |" in board and "kept:" in board
     assert (tmp_path / "c" / "leaderboard.csv").read_text().count("\n") == 7
+    # the model's report gains the leaderboard (section "Compression"), from compression.json beside the model
+    saved = json.loads((teacher_dir / "compression.json").read_text())
+    assert [row["name"] for row in saved["rows"]] == names and saved["held_out"] == 12
+    html = (teacher_dir / "report.html").read_text()
+    section = html.split('<section id="compression"', 1)[1].split("</section>", 1)[0]
+    assert "not run" not in section and "<td>student-int8</td>" in section
+    assert f'<td class="n">{by["student"]["accuracy"]:.4f}</td>' in section
 
 
 def test_structured_pruning_shrinks_the_matrices_and_survives_save_load_and_export(teacher, tmp_path):

@@ -86,6 +86,10 @@ def full_report(classes: list[str] | None = None) -> dict:
                            "thumb_png": png_b64((30, 200, 30))},
                           {"id": "m2", "label": "dog", "pred": XSS, "confidence": 0.55,
                            "text": f"这部电影很好看 {XSS}", "thumb_png": None}],
+        "compression": {"rows": [{"name": "model", "kind": "model directory", "accuracy": 0.9, "mb": 86.6,
+                                  "p50_ms": 8.4, "p95_ms": 11.8, "per_s": 151.4},
+                                 {"name": XSS, "kind": "export", "refused": f"no int8 graph {XSS}"}],
+                        "note": f"kept: {XSS}", "held_out": 175, "out": "/tmp/c", "created": "2026-12-06"},
         "environment": environment_info(seed=0, weight_hashes={"backbone": "ab" * 32}, command=f"fmadapt fit {XSS}"),
     }
 

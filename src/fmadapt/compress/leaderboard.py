@@ -128,8 +128,21 @@ def compress(model_dir: str | Path, data: Any, out: str | Path, *, keep: str | N
     else:
         note = ""
     _write(out, rows, note, summary)
+    _into_report(Path(model_dir), out, rows, note, len(inputs))
     return {"rows": rows, "kept": kept["name"] if kept else None, "note": note, "held_out": len(inputs),
             "student": summary["student"]}
+
+
+def _into_report(model_dir: Path, out: Path, rows: list[dict[str, Any]], note: str, held_out: int) -> None:
+    """The leaderboard beside the model (compression.json) and in its report.html (section "Compression")."""
+    import datetime as dt
+
+    from ..artifact import write_json
+    from ..report.run import COMPRESSION, write_run_report
+
+    write_json(model_dir / COMPRESSION, {"rows": rows, "note": note, "held_out": held_out, "out": str(out.resolve()),
+                                         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    write_run_report(model_dir)
 
 
 def _write(out: Path, rows: list[dict[str, Any]], note: str, summary: dict[str, Any]) -> None:

@@ -246,6 +246,16 @@ label: {{ e.label }} · predicted: {{ e.pred }} ({{ e.confidence }})<br><span cl
 {% else %}{{ note('misclassified') }}{% endif %}
 </section>
 
+<section id="compression" data-section="compression"><h2>Compression</h2>
+{% if v.present.compression %}
+<p class="muted"><code>fmadapt compress</code> ({{ v.compression.created }}): every candidate measured in the same run on the same {{ v.compression.held_out }} held-out inputs; latency at batch 1, throughput at batch 64. Candidates: {{ v.compression.out }}</p>
+<div class="scroll"><table><tr><th>candidate</th><th>kind</th><th>accuracy</th><th>MB</th><th>p50 ms</th><th>p95 ms</th><th>inputs/s</th></tr>
+{% for r in v.compression.rows %}<tr><td>{{ r.name }}</td><td>{{ r.kind }}</td>{% if r.refused %}<td colspan="5" class="muted">refused: {{ r.refused }}</td>{% else %}<td class="n">{{ r.accuracy }}</td><td class="n">{{ r.mb }}</td><td class="n">{{ r.p50 }}</td><td class="n">{{ r.p95 }}</td><td class="n">{{ r.per_s }}</td>{% endif %}</tr>
+{% endfor %}</table></div>
+{% if v.compression.note %}<p>{{ v.compression.note }}</p>{% endif %}
+{% else %}{{ note('compression') }}{% endif %}
+</section>
+
 <section id="environment" data-section="environment"><h2>Environment</h2>
 {% if v.present.environment %}
 {{ kv(v.env.summary) }}

@@ -29,7 +29,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("data", "Data"), ("training", "Training"), ("metrics", "Metrics"), ("confusion", "Confusion matrix"),
     ("per-class", "Per-class metrics"), ("calibration", "Calibration"), ("robustness", "Robustness"),
     ("fairness", "Fairness"), ("explanations", "Explanations"), ("misclassified", "Misclassified examples"),
-    ("environment", "Environment"),
+    ("compression", "Compression"), ("environment", "Environment"),
 ]
 
 # Shown in place of a section that was not run; `backticks` become <code>.
@@ -48,6 +48,8 @@ HOW_TO_ENABLE: dict[str, str] = {
     "explanations": "run `fmadapt fit` with the default `--report full`, `fmadapt evaluate MODEL DATA --explain`, "
                     "or `fmadapt explain MODEL INPUTS`.",
     "misclassified": "run `fmadapt evaluate MODEL DATA`.",
+    "compression": "run `fmadapt compress MODEL DATA --out DIR`: the model, a distilled student and their fp32 and "
+                   "int8 exports, measured side by side.",
     "environment": "the environment was not recorded for this run.",
 }
 
@@ -186,6 +188,18 @@ def _robustness_tables(rob: Mapping[str, Any]) -> list[dict[str, Any]]:
     return tables
 
 
+def _compression(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The leaderboard of `fmadapt compress` (compression.json beside the model)."""
+    c = _mapping(data.get("compression"))
+    rows = [r for r in (c.get("rows") or []) if isinstance(r, Mapping)][:MAX_ROWS]
+    return {"rows": [{"name": str(r.get("name", "")), "kind": str(r.get("kind", "")),
+                      "accuracy": fmt(r.get("accuracy")), "mb": fmt(r.get("mb"), 2), "p50": fmt(r.get("p50_ms"), 2),
+                      "p95": fmt(r.get("p95_ms"), 2), "per_s": fmt(r.get("per_s"), 1),
+                      "refused": str(r.get("refused") or "")} for r in rows],
+            "held_out": fmt(c.get("held_out")), "note": str(c.get("note") or ""), "out": str(c.get("out") or ""),
+            "created": str(c.get("created") or "")}
+
+
 def _view(data: Mapping[str, Any], figures: dict[str, str]) -> dict[str, Any]:
     model = _mapping(data.get("model"))
     classes = [str(c) for c in (model.get("classes") or [])]
@@ -203,6 +217,7 @@ def _view(data: Mapping[str, Any], figures: dict[str, str]) -> dict[str, Any]:
         "calibration": bool(cal), "robustness": bool(rob), "fairness": bool(fair),
         "explanations": isinstance(data.get("explanations"), list),
         "misclassified": isinstance(data.get("misclassified"), list), "environment": bool(env),
+        "compression": bool(_mapping(data.get("compression")).get("rows")),
     }
     skipped = [s for s in (dsum.get("skipped") or []) if isinstance(s, Mapping)]
     groups = [{"name": str(g), **{k: fmt(v.get(k)) for k in ("n", "accuracy", "macro_f1")},
@@ -218,7 +233,7 @@ def _view(data: Mapping[str, Any], figures: dict[str, str]) -> dict[str, Any]:
         "headline": {"split": None if primary is None else str(primary), "accuracy": pct(head.get("accuracy")),
                      "macro_f1": fmt(head.get("macro_f1")), "n": fmt(head.get("n"))},
         "sections": [{"id": i, "title": t, "present": present[i]} for i, t in SECTIONS],
-        "present": present, "notes": HOW_TO_ENABLE, "fig": figures,
+        "present": present, "notes": HOW_TO_ENABLE, "fig": figures, "compression": _compression(data),
         "fig_mime": {k: figure_mime(v) for k, v in figures.items() if not k.startswith("_error_")},
         "evaluated_on": {k: str(v) for k, v in _mapping(data.get("evaluated_on")).items()},
         "fig_errors": {k[len("_error_"):]: v for k, v in figures.items() if k.startswith("_error_")},

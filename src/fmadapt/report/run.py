@@ -26,6 +26,7 @@ from ..errors import ArtifactError
 
 EVAL_DIR = "evaluation"
 REPORT = "report.html"
+COMPRESSION = "compression.json"  # (written by `fmadapt compress`: its leaderboard, shown in the report)
 #: evaluation budgets when `fit` writes its report (CPU time is scarce; `fmadapt evaluate --robustness` is
 #: the full-size run)
 FIT_ROBUSTNESS = {"max_examples": 64, "max_adversarial": 16}
@@ -248,6 +249,9 @@ def report_data(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     }
     if calibration:
         out["calibration"] = calibration
+    compression = _read(root / COMPRESSION)
+    if isinstance(compression, dict):
+        out["compression"] = compression
     evals = sorted((p for p in (root / EVAL_DIR).glob("*/source.json")), key=lambda p: p.stat().st_mtime)
     # the validation evaluation written by fit first, then later `fmadapt evaluate` runs (newest wins a section)
     for src in evals:
