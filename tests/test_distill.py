@@ -196,6 +196,36 @@ def test_structured_pruning_shrinks_the_matrices_and_survives_save_load_and_expo
     assert len(record["heads"]) == 2 and all(len(h) == s["student"]["heads"] // 2 for h in record["heads"])
 
 
+def test_image_channel_pruning_shrinks_the_convolutions_and_survives_save_load_and_export(tmp_path):
+    import torch
+
+    from conftest import write_image_folder
+    from fmadapt import ImageClassifier
+    from fmadapt.compress.export import export_model
+    from fmadapt.compress.exported import ExportedModel
+
+    data = write_image_folder(tmp_path / "imgs", per_class=10)
+    teacher = ImageClassifier(backbone="tiny-cnn", strategy="finetune", epochs=1, image_size=64, progress=False)
+    teacher_dir = teacher.fit(data).save_pretrained(tmp_path / "teacher", report=False)
+    s = distill(teacher_dir, str(data), tmp_path / "pruned", student_prune=0.5, epochs=1, batch_size=8)
+    assert s["student"]["pruned"] == 0.5
+    assert s["student"]["macs"] < 0.7 * s["teacher"]["macs"] and s["student"]["params"] < s["teacher"]["params"]
+    t_net = load_model(teacher_dir, cache=False).members_[0].model.backbone.model
+    pruned = load_model(tmp_path / "pruned", cache=False)
+    p_bb = pruned.members_[0].model.backbone
+    widths = lambda net: [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]  # noqa: E731
+    assert sum(widths(p_bb.model)) < 0.75 * sum(widths(t_net)) and widths(p_bb.model)[-1] == widths(t_net)[-1]
+    record = json.loads((tmp_path / "pruned" / "backbone.json").read_text())["extra"]["channels"]
+    assert record and all(set(v) <= {"out", "in", "groups", "features"} for v in record.values())
+    # reloaded, it predicts what it was measured with, and its export agrees
+    assert len(pruned.predict(str(data))) == 30
+    meta = export_model(tmp_path / "pruned", tmp_path / "x")
+    assert meta["parity"]["fp32"]["graph"]["same_class"] == 1.0
+    images = sorted(str(p) for p in (tmp_path / "imgs").rglob("*.png"))[:6]
+    np.testing.assert_allclose(ExportedModel(tmp_path / "x").predict_proba(images),
+                               pruned.predict_proba(images).to_numpy(), atol=2e-2)
+
+
 def test_a_static_student_is_made_from_the_teachers_encoder_and_saves_loads_and_exports(teacher, tmp_path):
     import torch
 

@@ -88,7 +88,8 @@ def _static_cfg(cfg: Any, dim: int) -> Any:
 
 def restore_structure(backbone: Any, extra: dict[str, Any]) -> Any:
     """The backbone a saved model was trained with, from the one its name builds: the encoder cut to
-    `kept_layers`, its `pruned` heads and neurons removed, or made `static` (then a new object: returned)."""
+    `kept_layers`, its `pruned` heads and neurons (or image `channels`) removed, or made `static` (then a new object:
+    returned)."""
     if extra.get("kept_layers") is not None:
         from .text import keep_layers
 
@@ -97,6 +98,10 @@ def restore_structure(backbone: Any, extra: dict[str, Any]) -> Any:
         from ..compress.prune import apply as apply_pruning
 
         apply_pruning(backbone, extra["pruned"])
+    if extra.get("channels") is not None:
+        from ..compress.channels import apply_channels
+
+        apply_channels(backbone, extra["channels"])
     static = extra.get("static")
     if static is not None:
         dim = int(static["dim"])

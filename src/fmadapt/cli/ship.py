@@ -112,8 +112,9 @@ _Student = Annotated[str | None, typer.Option(
 _StudentImageSize = Annotated[int | None, typer.Option(
     "--student-image-size", help="Images: the student's input size (default: 5/7 of the teacher's, 224 -> 160).")]
 _StudentPrune = Annotated[float | None, typer.Option(
-    "--student-prune", help="Texts: instead of cutting layers, remove this share of every layer's attention heads "
-    "and feed-forward neurons (structured pruning), then recover by distillation.")]
+    "--student-prune", help="Instead of cutting layers, remove this share of every layer's attention heads and "
+    "feed-forward neurons (texts) or of every convolution's channels (images: torch-pruning), then recover by "
+    "distillation.")]
 
 
 @app.command()

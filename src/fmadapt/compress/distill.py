@@ -142,6 +142,18 @@ def _student(first: Any, modality: str, n_classes: int, o: dict[str, Any]) -> tu
         net = Classifier(bb, n_classes, float(first.config.dropout or 0.0))
         return net.train(), {"teacher": {"backbone": teacher_bb.cfg.name}, "student": {"backbone": bb.cfg.name}}
     net = copy.deepcopy(first.model).train()
+    if modality == "image" and o.get("student_prune"):  # (channels removed, at the teacher's size unless given)
+        from .channels import prune_channels
+
+        try:
+            cost = prune_channels(net.backbone, float(o["student_prune"]))
+        except ValueError as e:
+            raise ConfigError(f"--student-prune: {e}") from None
+        if size:
+            net.backbone.set_image_size(int(size))
+        return net, {"teacher": {"macs": cost["macs"][0], "params": cost["params"][0]},
+                     "student": {"pruned": float(o["student_prune"]), "macs": cost["macs"][1],
+                                 "params": cost["params"][1], **({"image_size": int(size)} if size else {})}}
     if modality == "image":
         t_size = int(teacher_bb.cfg.input_size)
         size = int(size or max(32, int(round(t_size * 5 / 7 / 32)) * 32))
