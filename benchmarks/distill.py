@@ -11,6 +11,8 @@ student_static<dim>[_unlabeled].
 
     python benchmarks/distill.py --train 4000 --unlabeled 4000
     python benchmarks/distill.py --layers 3 --prune '' --static '' --hidden-weight 0,1 --work /tmp/distillrun
+    python benchmarks/distill.py --dataset ag_news --train 2000 --unlabeled 2000 --layers 3 --prune '' --static '' \
+        --hidden-weight 0,1 --work /tmp/distill-agn
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def _speed(model, texts: list[str]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", choices=("sst2", "ag_news"), default="sst2")
     ap.add_argument("--train", type=int, default=4000)
     ap.add_argument("--unlabeled", type=int, default=4000)
     ap.add_argument("--layers", default="3,2", help="students cutting the encoder to these layer counts ('' none)")
@@ -59,8 +62,18 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from fmadapt import load_model
 
-    train = pd.read_csv(DATA / "train.tsv", sep="\t", quoting=3, dtype=str).rename(columns={"sentence": "text"})
-    dev = pd.read_csv(DATA / "dev.tsv", sep="\t", quoting=3, dtype=str)
+    if args.dataset == "sst2":
+        train = pd.read_csv(DATA / "train.tsv", sep="\t", quoting=3, dtype=str).rename(columns={"sentence": "text"})
+        dev = pd.read_csv(DATA / "dev.tsv", sep="\t", quoting=3, dtype=str)
+    else:  # AG News: a seeded shuffle of the training file; "dev": the first 1,000 of its test file
+        agn = DATA.parent / "ag_news"
+        names = (agn / "class.txt").read_text(encoding="utf-8").split()
+        train, dev = (pd.read_csv(agn / f, header=None, names=["text", "label"], dtype=str)
+                      for f in ("train.csv", "test.csv"))
+        train = train.sample(frac=1.0, random_state=0).reset_index(drop=True)
+        dev = dev.head(1000).rename(columns={"text": "content"})
+        for df in (train, dev):
+            df["label"] = [names[int(v)] for v in df["label"]]
     train.head(args.train).to_csv(work / "train.csv", index=False)
     train.iloc[args.train:args.train + args.unlabeled][["text"]].to_csv(work / "unlabeled.csv", index=False)
     fm = [sys.executable, "-m", "fmadapt"]
@@ -75,7 +88,7 @@ def main() -> None:
     tm = load_model(teacher, cache=False)
     t_acc = float((tm.predict(texts) == pd.Series(labels)).mean())
     t_speed = _speed(tm, texts)
-    rows = [{"dataset": "sst2", "method": "teacher", "accuracy": round(t_acc, 4), "texts_per_s": t_speed,
+    rows = [{"dataset": args.dataset, "method": "teacher", "accuracy": round(t_acc, 4), "texts_per_s": t_speed,
              "fit_seconds": teacher_seconds, "options": options_json({"strategy": "finetune", "train": args.train,
                                                       "reused": str(teacher) if reused else ""})}]
     variants = [(f"student_L{k}" + ("_unlabeled" if extra else ""), ["--student-layers", str(k)], extra)
@@ -103,7 +116,7 @@ def main() -> None:
         sm = load_model(out, cache=False)
         acc = float((sm.predict(texts) == pd.Series(labels)).mean())
         speed = _speed(sm, texts)
-        rows.append({"dataset": "sst2", "method": name, "accuracy": round(acc, 4), "texts_per_s": speed,
+        rows.append({"dataset": args.dataset, "method": name, "accuracy": round(acc, 4), "texts_per_s": speed,
                      "speedup": round(speed / t_speed, 2), "accuracy_ratio": round(acc / t_acc, 4),
                      "fit_seconds": seconds,
                      "options": options_json({**summary["options"], "unlabeled": summary["unlabeled"],

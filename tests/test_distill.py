@@ -296,3 +296,42 @@ def test_the_hidden_state_loss_is_one_minus_the_cosine_of_paired_layers_over_rea
     # and distill records it (0 where no layer pairs exist: a static student)
     s = distill(teacher_dir, str(data), tmp_path / "h", student_layers=1, epochs=1, batch_size=8, hidden_weight=1.0)
     assert s["options"]["hidden_weight"] == 1.0
+
+
+def test_an_ensemble_teacher_gives_its_averaged_probabilities_as_soft_targets(tmp_path, monkeypatch):
+    from fmadapt.compress import distill as distill_module
+
+    df = text_frame(30)
+    clf = TextClassifier(backbone="tiny-bert", strategy="finetune", epochs=1, batch_size=8, seed=0, ensemble=2,
+                         progress=False)
+    clf.fit(df)
+    import torch
+
+    with torch.no_grad():  # (on this toy task both members keep their identical probe start: make them differ)
+        for prm in clf.members_[1].model.head.parameters():
+            prm.add_(torch.randn_like(prm, generator=torch.Generator().manual_seed(0)))
+    df.to_csv(tmp_path / "train.csv", index=False)
+    teacher_dir = clf.save_pretrained(tmp_path / "teacher", report=False)
+    teacher = load_model(teacher_dir, cache=False)
+    assert len(teacher.members_) == 2
+    seen = {}
+    real = distill_module._module
+
+    def spy(student, soft, hard, o, steps, *a, **k):
+        seen["soft"] = soft.numpy()
+        return real(student, soft, hard, o, steps, *a, **k)
+
+    monkeypatch.setattr(distill_module, "_module", spy)
+    s = distill(teacher_dir, str(tmp_path / "train.csv"), tmp_path / "student", student_layers=1, epochs=1,
+                batch_size=8, temperature=1.0)
+    from fmadapt.data.split import stratified_split
+
+    train, _ = stratified_split(teacher.read_labeled(str(tmp_path / "train.csv")), 0.2, 0)
+    # at T = 1 the soft targets are the ensemble's uncalibrated average, not its first member's
+    avg = teacher.proba(train, calibrated=False)
+    first = teacher.members_[0]
+    np.testing.assert_allclose(seen["soft"], avg, atol=1e-5)
+    one = load_model(teacher_dir, cache=False)
+    one.set_members([first])
+    assert np.abs(one.proba(train, calibrated=False) - avg).max() > 1e-4
+    assert s["teacher"]["layers"] == 2 and load_model(tmp_path / "student", cache=False).members_[0]
