@@ -161,7 +161,8 @@ def _write(out: Path, rows: list[dict[str, Any]], note: str, summary: dict[str, 
         else:
             lines.append(f"| {r['name']} | {r['accuracy']:.4f} | {r['mb']} | {r['p50_ms']} | {r['p95_ms']} | "
                          f"{r['per_s']} |")
-    student = ", ".join(f"{k} {v}" for k, v in summary["student"].items() if k in ("layers", "image_size", "backbone"))
+    student = ", ".join(f"{k} {v}" for k, v in summary["student"].items()
+                        if k in ("layers", "image_size", "backbone", "pruned", "macs"))
     (out / "leaderboard.md").write_text("\n".join(
         ["# Compression leaderboard", "", f"Held-out: {summary['validation']} inputs of the data given (never seen by "
          f"the student). Student: {student}, distilled in {summary['fit_seconds']} s.", "", *lines, "", note, ""]),
