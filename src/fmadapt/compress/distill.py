@@ -204,7 +204,8 @@ def distill(teacher_dir: str | Path, data: Any, out: str | Path, *, unlabeled: A
     unknown = set(o) - set(DEFAULTS)
     if unknown:
         raise ConfigError(f"unknown distillation option(s): {', '.join(sorted(unknown))}")
-    teacher = load_model(teacher_dir, progress=progress)
+    # (no feature cache: a probe teacher would otherwise be timed on cached features, its speed-up meaningless)
+    teacher = load_model(teacher_dir, cache=False, progress=progress)
     if not isinstance(teacher, Predictor) or teacher.config_.task != "classification":
         raise ConfigError(f"{teacher_dir}: distillation takes a single-label classifier for now "
                           f"(this is a {getattr(teacher, 'task', 'model of several targets')} model)")
