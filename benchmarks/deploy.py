@@ -175,9 +175,13 @@ def _serve(export: Path, inputs: list[str], modality: str, requests: int, src: P
         proc.wait(timeout=60)
 
 
+def _before_tree(commit: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"fmadapt-deploy-before-{commit}"
+
+
 def before_src(commit: str) -> Path:
     """src/ of `commit`, checked out once in a detached git worktree (removed by main at the end)."""
-    tree = Path(tempfile.gettempdir()) / f"fmadapt-deploy-before-{commit}"
+    tree = _before_tree(commit)
     if not tree.is_dir():
         git("worktree", "add", "--detach", str(tree), commit)
     return tree / "src"
@@ -240,13 +244,13 @@ def run_dataset(name: str, work: Path, quick: bool, strategy: str = "probe", bef
         servers = [("serve_int8", ROOT / "src", git("rev-parse", "--short", "HEAD"))]
         if before:  # the same export behind the older code, in this run (same client, same machine state)
             servers.append(("serve_int8_before", before_src(before), before))
+        graph = json.loads((int8 / "export.json").read_text())["parity"]["int8"]["quantized"]
         for method, src, commit in servers:
             for r in _serve(int8, inputs, modality, 100 if quick else 1000, src):
                 per = r.pop("per_request")
                 rows.append({"part": "server", "dataset": name, "method": method, **r,
                              "options": options_json({"inputs per request": per, "code": commit,
-                                                      "int8": json.loads((int8 / "export.json").read_text())
-                                                      ["parity"]["int8"]["quantized"]})})
+                                                      "int8": graph})})
                 print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 
@@ -269,9 +273,8 @@ def main() -> None:
         rows = [r for name in args.datasets.split(",")
                 for r in run_dataset(name.strip(), work, args.quick, args.strategy, args.before)]
     finally:
-        tree = Path(tempfile.gettempdir()) / f"fmadapt-deploy-before-{args.before}"
-        if args.before and tree.is_dir():
-            git("worktree", "remove", "--force", str(tree))
+        if args.before and _before_tree(args.before).is_dir():
+            git("worktree", "remove", "--force", str(_before_tree(args.before)))
     out = csv_path(args.csv, "deploy", args.quick)
     if out:
         append_rows(out, FIELDS, rows, run_stamp)

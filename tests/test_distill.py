@@ -251,7 +251,8 @@ def test_a_static_student_is_made_from_the_teachers_encoder_and_saves_loads_and_
                                student.predict_proba(texts).to_numpy(), atol=1e-4)
 
 
-def test_the_hidden_state_loss_is_one_minus_the_cosine_of_paired_layers_over_real_tokens(teacher, tmp_path):
+def test_the_hidden_state_loss_is_one_minus_the_cosine_of_paired_layers_over_real_tokens(teacher, tmp_path,
+                                                                                            monkeypatch):
     import copy
 
     import torch
@@ -293,9 +294,14 @@ def test_the_hidden_state_loss_is_one_minus_the_cosine_of_paired_layers_over_rea
     want = float(((1 - torch.nn.functional.cosine_similarity(seen["s"], seen["t"], dim=-1)) * m).sum() / m.sum())
     assert want > 1e-3
     assert with_hidden - base == pytest.approx(2.0 * want, rel=1e-3)
-    # and distill records it (0 where no layer pairs exist: a static student)
+    # and distill records it, and takes its hooks off both networks once trained
+    from fmadapt.compress import distill as distill_module
+
+    made = []
+    monkeypatch.setattr(distill_module, "_module", lambda *a, **k: made.append(_module(*a, **k)) or made[-1])
     s = distill(teacher_dir, str(data), tmp_path / "h", student_layers=1, epochs=1, batch_size=8, hidden_weight=1.0)
-    assert s["options"]["hidden_weight"] == 1.0
+    assert s["options"]["hidden_weight"] == 1.0 and len(made[0].hooks) == 2
+    assert not any(m._forward_hooks for m in made[0].model.modules())
 
 
 def test_an_ensemble_teacher_gives_its_averaged_probabilities_as_soft_targets(tmp_path, monkeypatch):

@@ -34,16 +34,15 @@ def prune_channels(backbone: Any, ratio: float, round_to: int = 8) -> dict[str, 
     x = torch.zeros(1, 3, size, size)
     before = [{n: tuple(p.shape) for n, p in m.named_parameters(recurse=False)} for m in net.modules()]
     macs0, params0 = tp.utils.count_ops_and_params(net, x)
-    was_training, grads = net.training, [q.requires_grad for q in net.parameters()]
+    was_training, grads = net.training, {n: q.requires_grad for n, q in net.named_parameters()}
     net.eval().requires_grad_(True)  # (the dependency graph is traced through autograd: frozen weights hide it)
     ignored = [convs[-1], *[m for m in net.modules() if isinstance(m, nn.Linear)]]
     pruner = tp.pruner.MetaPruner(net, x, importance=tp.importance.GroupMagnitudeImportance(p=1),
                                   pruning_ratio=float(ratio), ignored_layers=ignored, round_to=round_to)
     pruner.step()
     net.train(was_training)
-    if len(grads) == len(list(net.parameters())):
-        for q, g in zip(net.parameters(), grads, strict=True):
-            q.requires_grad_(g)
+    for n, q in net.named_parameters():
+        q.requires_grad_(grads[n])
     macs1, params1 = tp.utils.count_ops_and_params(net, x)
     record = {}
     for (name, mod), shapes in zip(net.named_modules(), before, strict=True):

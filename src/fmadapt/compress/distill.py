@@ -45,6 +45,7 @@ def _module(student: Any, soft: torch.Tensor, hard: torch.Tensor, o: dict[str, A
 
     hidden = bool(o["hidden_weight"]) and teacher is not None and bool(pairs)
     seen: dict[tuple[str, int], torch.Tensor] = {}
+    hooks: list[Any] = []  # (removed by `distill` once trained: the saved student and the teacher keep none)
     if hidden:  # (layer outputs caught by hooks: student layer j learns the teacher's layer pairs[j])
         from ..backbones.text import encoder_layers
 
@@ -55,8 +56,8 @@ def _module(student: Any, soft: torch.Tensor, hard: torch.Tensor, o: dict[str, A
 
         s_layers, t_layers = encoder_layers(student.backbone.model), encoder_layers(teacher.backbone.model)
         for j, (si, ti) in enumerate(pairs or []):
-            s_layers[si].register_forward_hook(catch(("s", j)))
-            t_layers[ti].register_forward_hook(catch(("t", j)))
+            hooks.append(s_layers[si].register_forward_hook(catch(("s", j))))
+            hooks.append(t_layers[ti].register_forward_hook(catch(("t", j))))
         teacher.eval().requires_grad_(False)
 
     class DistillModule(pl.LightningModule):
@@ -68,6 +69,7 @@ def _module(student: Any, soft: torch.Tensor, hard: torch.Tensor, o: dict[str, A
             self.model = student
             self.register_buffer("soft", soft)  # (N, C): the teacher's probabilities at temperature T
             self.register_buffer("hard", hard)  # (N,): class index, -1 where unlabeled
+            self.hooks: list[Any] = hooks
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             x, i = batch
@@ -188,7 +190,6 @@ def distill(teacher_dir: str | Path, data: Any, out: str | Path, *, unlabeled: A
             progress: bool = False, **options: Any) -> dict[str, Any]:
     """Train and save the student (see the module's docstring); returns the summary (also in the student's
     config.json history, "distillation"). `options`: DEFAULTS' keys."""
-    import copy
     import dataclasses
 
     from ..adapt.finetune import build_trainer
@@ -240,10 +241,11 @@ def distill(teacher_dir: str | Path, data: Any, out: str | Path, *, unlabeled: A
                                  else {}))
     pairs = described.pop("pairs", None)  # (texts' layer and pruned students: whose hidden states can be matched)
     o["hidden_weight"] = float(o["hidden_weight"]) if pairs else 0.0
-    t_net = copy.deepcopy(first.model) if o["hidden_weight"] else None
     module = _module(student, torch.from_numpy(soft.astype(np.float32)), torch.from_numpy(hard), o, steps,
-                     t_net, pairs)
+                     first.model if o["hidden_weight"] else None, pairs)
     build_trainer(cfg, [], progress).fit(module, train_dataloaders=loader)
+    for hook in module.hooks:
+        hook.remove()
     student.eval()
     fit_seconds = time.perf_counter() - t0
 
