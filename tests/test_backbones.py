@@ -72,7 +72,7 @@ def test_cfg_json_round_trip_and_checks():
     back = BackboneCfg.from_dict(json.loads(cfg.to_json()))
     assert back == cfg
     with pytest.raises(ValueError):
-        BackboneCfg(name="x", modality="audio", embed_dim=8)
+        BackboneCfg(name="x", modality="video", embed_dim=8)
     with pytest.raises(ValueError):
         BackboneCfg(name="x", modality="text", embed_dim=0)
 
@@ -85,6 +85,7 @@ def test_unknown_backbone_names_the_builtins():
 def test_builtins_are_listed():
     names = {e.name: e.modality for e in list_backbones()}
     assert names["efficientnet_lite0"] == "image" and names["minilm-l6"] == "text"
+    assert names["speech-embedding"] == "audio"
 
 
 def test_local_timm_directory_loads_its_weights(tmp_path):

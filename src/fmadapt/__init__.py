@@ -1,4 +1,4 @@
-"""fmadapt: adapt a pretrained foundation model to your own classification task."""
+"""fmadapt: adapt a pretrained foundation model to your own classification task (images, texts, sounds)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .errors import ArtifactError, ConfigError, DataError, FmadaptError, NotFitt
 
 if TYPE_CHECKING:
     from .backbones import BackboneCfg, create_backbone, list_backbones, register_backbone
-    from .estimators import ImageClassifier, TextClassifier
+    from .estimators import AudioClassifier, ImageClassifier, TextClassifier
     from .predictor import Predictor, load_model
 
 # Names whose modules import torch, Lightning and transformers (seconds): imported on first use (PEP 562), so
@@ -22,6 +22,7 @@ _LAZY = {
     "create_backbone": "backbones",
     "list_backbones": "backbones",
     "register_backbone": "backbones",
+    "AudioClassifier": "estimators",
     "ImageClassifier": "estimators",
     "TextClassifier": "estimators",
     "load_model": "predictor",
@@ -46,6 +47,7 @@ _quiet_libraries()
 
 __all__ = [
     "ArtifactError",
+    "AudioClassifier",
     "BackboneCfg",
     "ConfigError",
     "DataError",

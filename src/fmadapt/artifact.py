@@ -195,6 +195,8 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         backbone.set_image_size(bcfg.input_size, bcfg.crop_pct)
     elif bcfg.modality == "text" and bcfg.max_tokens < backbone.cfg.max_tokens:
         backbone.cfg.max_tokens = bcfg.max_tokens  # (fit's max_tokens: the model read no more in training)
+    elif bcfg.modality == "audio" and "context_seconds" in bcfg.extra:  # the silence padding it was trained with
+        backbone.cfg.extra["context_seconds"] = float(bcfg.extra["context_seconds"])
     added = bcfg.extra.get("added_tokens")
     if added:  # extended vocabulary: the same tokens in the same order get the same ids as in training
         from .backbones.vocab import extend_vocabulary
@@ -298,7 +300,7 @@ def card_front_matter(config: dict[str, Any], metrics: dict[str, Any], backbone:
 
     parts = {"": metrics} if targets is None else {f"{name} ": m for name, m in targets.items()}
     tasks = list(dict.fromkeys(task_of(m) for m in parts.values()))
-    modality = "image" if str(config.get("task", "")).startswith("image") else "text"
+    modality = next((m for m in ("image", "audio") if str(config.get("task", "")).startswith(m)), "text")
     pipeline = f"{modality}-classification"  # (the hub has no text-regression pipeline: regression is a tag)
     meta: dict[str, Any] = {"library_name": "fmadapt", "pipeline_tag": pipeline,
                             "tags": ["fmadapt", str(config.get("strategy")), *tasks,

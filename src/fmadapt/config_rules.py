@@ -25,7 +25,7 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
     """(broken?, message) of every rule, in the order they are checked."""
     rules: list[tuple[bool, str]] = []
     if modality is not None:
-        other = "texts" if modality == "image" else "images"
+        other = "texts" if modality != "text" else "images"
         rules += [
             (cfg.tta and modality != "image",
              "tta (averaging over mirror images) is for images; texts have no mirror image"),
@@ -36,9 +36,21 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
             (cfg.label_template is not None and modality != "text",
              "label_template (class names as prior knowledge) is for texts: the image backbones have no text "
              "encoder to embed the names with"),
-            (cfg.adversarial != "none" and (cfg.adversarial == "embedding") != (modality == "text"),
+            (cfg.adversarial != "none" and modality != "audio"
+             and (cfg.adversarial == "embedding") != (modality == "text"),
              f"adversarial '{cfg.adversarial}' is for {other}: use "
              + ("'fgsm' or 'pgd'" if modality == "image" else "'embedding'") + f" on {modality}s"),
+        ]
+    if modality == "audio":  # (what the audio path does not do yet is refused, not silently ignored)
+        rules += [
+            (cfg.image_size is not None, "image_size is for images"),
+            (bool(cfg.augment) or bool(cfg.mixup or cfg.cutmix),
+             "augmentation (augment, mixup, cutmix) is for images for now; sounds train without it"),
+            (cfg.adversarial != "none", "adversarial training is for images and texts for now, not sounds"),
+            (cfg.task != "classification", f"task {cfg.task} reads text tables for now; sound folders are "
+                                           "single-label classes"),
+            (cfg.features is not None or cfg.targets is not None, "features and targets are for text tables"),
+            (unlabeled, "unlabeled sounds (self-training) are not read yet"),
         ]
     if cfg.task != "classification":
         t = cfg.task

@@ -22,17 +22,24 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
           encoding: str = "auto", header: bool = True, image_size: int | None = None, batch_size: int = 64,
           cache: bool = True, runtime: str = "auto", progress: bool | None = None
           ) -> tuple[np.ndarray, pd.DataFrame]:
-    """(features (N, D), table of N ids with an `error` column). A folder/image file is image data, anything
-    else a table of texts. One row per input, in input order; inputs that cannot be read get a NaN row and
-    their reason in `error`, so rows stay aligned with the input."""
+    """(features (N, D), table of N ids with an `error` column). A folder or file of images is image data, of
+    sound files audio data, anything else a table of texts. One row per input, in input order; inputs that
+    cannot be read get a NaN row and their reason in `error`, so rows stay aligned with the input."""
     from .data.cache import FeatureCache
 
-    is_image = not isinstance(data, pd.DataFrame) and (Path(data).is_dir() or _is_image_file(Path(data)))
+    is_image = not isinstance(data, pd.DataFrame) and (Path(data).is_dir() or _is_image_file(Path(data))
+                                                        or _is_audio(Path(data)))
+    audio = is_image and _is_audio(Path(data))  # (files of one kind or the other: `is_image` = not a table)
     if is_image:
         from .data.images import check_images, unlabeled_images
 
-        ex = unlabeled_images(data)
-        bad = check_images(ex.inputs)
+        ex = unlabeled_images(data, "audio" if audio else "image")
+        if audio:
+            from .data.audio import check_audio
+
+            bad = check_audio(ex.inputs)[0]
+        else:
+            bad = check_images(ex.inputs)
     else:
         df, source = read_table(data, encoding=encoding, header=header)
         text, _ = infer_columns(df, text_col, None, source, need_label=False)
@@ -45,7 +52,7 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
     key = ex.inputs if is_image else ex.ids  # what `bad` is keyed by
     ok = [i for i, k in enumerate(key) if k not in bad]
     ids = pd.DataFrame({"id": ex.ids, "error": [bad.get(k) for k in key]})
-    name = backbone or ("efficientnet_lite0" if is_image else DEFAULT_TEXT_BACKBONE)
+    name = backbone or ("speech-embedding" if audio else "efficientnet_lite0" if is_image else DEFAULT_TEXT_BACKBONE)
     fc = FeatureCache() if cache else None
     if not is_image:
         from .runtime.light import light_encoder
@@ -63,7 +70,11 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
     from .runtime.features import extract_features
 
     bb = create_backbone(name)
-    if image_size and is_image:
+    if bb.cfg.modality != ex.modality:
+        from .errors import ConfigError
+
+        raise ConfigError(f"backbone {name!r} reads {bb.cfg.modality}; {data} holds {ex.modality}")
+    if image_size and is_image and not audio:
         bb.set_image_size(image_size)
     feats = np.full((len(ex), bb.cfg.embed_dim), np.nan, dtype=np.float32)
     if ok:
@@ -74,6 +85,12 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
 
             remember(bb)  # created by name just above and only run since: its graph can serve later runs
     return feats, ids
+
+
+def _is_audio(p: Path) -> bool:
+    from .data.audio import is_audio_file, mostly_audio
+
+    return mostly_audio(p) if p.is_dir() else is_audio_file(p)
 
 
 _IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}

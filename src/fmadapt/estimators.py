@@ -16,7 +16,7 @@ from .data.readers import DataLike
 from .errors import ConfigError, NotFittedError
 from .predictor import Predictor
 
-__all__ = ["DataLike", "ImageClassifier", "TextClassifier", "load_model"]
+__all__ = ["AudioClassifier", "DataLike", "ImageClassifier", "TextClassifier", "load_model"]
 
 
 class _Classifier:
@@ -182,6 +182,15 @@ class TextClassifier(_Classifier):
     modality = "text"
     task = "text-classification"
     default_backbone = "minilm-l6"
+
+
+class AudioClassifier(_Classifier):
+    """Classify sounds (16 kHz speech embedding by default). Data: a folder `root/<class>/…` or
+    `root/{train,val,test}/<class>/…` of WAV, FLAC, OGG or MP3 files (any sample rate, mono or stereo)."""
+
+    modality = "audio"
+    task = "audio-classification"
+    default_backbone = "speech-embedding"
 
 
 def load_model(path: str | os.PathLike[str], **kw: Any) -> Any:

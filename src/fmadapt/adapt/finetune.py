@@ -32,7 +32,7 @@ from .cached import SuffixClassifier, cached_loaders, split_is_exact
 from .imbalance import imbalance
 from .probe import Probe
 
-DEFAULT_LR = {"image": 2e-4, "text": 3e-5}
+DEFAULT_LR = {"image": 2e-4, "text": 3e-5, "audio": 1e-3}
 #: new_token_lr default, as a multiple of the body's learning rate: embeddings added by extend_vocab start at
 #: the mean and must travel much further than pretrained weights in the same few epochs
 NEW_TOKEN_LR_SCALE = 20.0

@@ -25,7 +25,7 @@ class LoRA(FineTune):
     name = "lora"
     #: adapters start at zero and are small: they need rates ~10x those of full fine-tuning (SST-2 5,000,
     #: 2 epochs: the fine-tuning default 3e-5 left LoRA at 80.9 %, barely above the probe's 80.7 %)
-    default_lr = {"image": 1e-3, "text": 5e-4}
+    default_lr = {"image": 1e-3, "text": 5e-4, "audio": 1e-3}
     uses_backbone_lr = False  # a backbone's finetune_lr is for its own weights, not for adapters
 
     def prepare(self, bb: Any, groups: list[nn.Module], cfg: FitConfig) -> tuple[int, list[nn.Module]]:

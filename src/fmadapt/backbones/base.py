@@ -14,13 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
+MODALITIES = ("image", "text", "audio")
+
 
 @dataclass
 class BackboneCfg:
     """What a backbone expects and where it came from. Saved inside every trained model."""
 
     name: str  #: registry name, e.g. "efficientnet_lite0" or "timm:resnet18"
-    modality: str  #: "image" or "text"
+    modality: str  #: "image", "text" or "audio"
     embed_dim: int  #: size of the pooled feature vector
     source: str = ""  #: where the weights come from (pip package, hub id, directory)
     license: str = ""
@@ -34,7 +36,7 @@ class BackboneCfg:
     crop_pct: float = 0.875
     # text backbones
     max_tokens: int = 256
-    pooling: str = "mean"  #: "mean" or "cls"
+    pooling: str = "mean"  #: "mean" or "cls"; audio: "stats" (mean, max and std over windows)
     normalize: bool = False  #: L2-normalise the pooled embedding (sentence-transformers' Normalize)
     #: fine-tuning: the body learning rate when `lr` is not given, measured for this backbone (None: the
     #: modality's default)
@@ -42,8 +44,8 @@ class BackboneCfg:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.modality not in ("image", "text"):
-            raise ValueError(f"modality must be 'image' or 'text', got {self.modality!r}")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
         if self.embed_dim <= 0:
             raise ValueError("embed_dim must be positive")
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
@@ -74,7 +76,7 @@ class BackboneCfg:
 
         checks = {
             "name": lambda v: isinstance(v, str) and 0 < len(v) <= 4096,
-            "modality": lambda v: v in ("image", "text"),
+            "modality": lambda v: v in MODALITIES,
             "embed_dim": lambda v: type(v) is int and 1 <= v <= 1 << 20,
             "source": lambda v: isinstance(v, str), "license": lambda v: isinstance(v, str),
             "sha256": lambda v: isinstance(v, str) and len(v) <= 128,
@@ -85,7 +87,7 @@ class BackboneCfg:
             "interpolation": lambda v: isinstance(v, str) and len(v) <= 32,
             "crop_pct": lambda v: number(v) and 0.05 <= v <= 2.0,
             "max_tokens": lambda v: type(v) is int and 1 <= v <= 1 << 20,
-            "pooling": lambda v: v in ("mean", "cls"),
+            "pooling": lambda v: v in ("mean", "cls", "stats"),
             "normalize": lambda v: isinstance(v, bool),
             "finetune_lr": lambda v: v is None or (number(v) and 0 < v <= 1),
             "extra": lambda v: isinstance(v, dict),

@@ -183,3 +183,12 @@ def _minilm_l6(pretrained: bool = True) -> Backbone:
     from .packaged import minilm_l6
 
     return minilm_l6(pretrained)
+
+
+@register_backbone("speech-embedding", "audio",
+                   "Google speech embedding (openwakeword 0.4.0's port), 330k params, 288-d pooled features "
+                   "(packaged with the audio extra, offline)")
+def _speech_embedding(pretrained: bool = True) -> Backbone:
+    from .audio import speech_embedding
+
+    return speech_embedding(pretrained)

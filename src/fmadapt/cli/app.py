@@ -10,7 +10,7 @@ import typer
 from ..errors import ConfigError, FmadaptError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Adapt a pretrained foundation model to your image or text classification task.")
+                  help="Adapt a pretrained foundation model to your image, text or sound classification task.")
 
 _JSON = typer.Option("--json", help="Print one JSON summary object on stdout.")
 
@@ -20,18 +20,23 @@ def _out(msg: str = "", err: bool = False) -> None:
 
 
 def _modality(data: str) -> str:
-    """Folders are image data; files are tables of texts."""
-    return "image" if Path(data).is_dir() else "text"
+    """Folders are image data, or audio data when most of their files are sound files; files are tables of
+    texts."""
+    if not Path(data).is_dir():
+        return "text"
+    from ..data.audio import mostly_audio
+
+    return "audio" if mostly_audio(data) else "image"
 
 
 def _groups(clf: Any, data: str, ex: Any, group_col: str | None, metadata: str | None) -> list[str]:
     """One group per example of `ex`: from the table's column (texts) or the metadata file (images)."""
     from ..evaluate.fairness import group_labels_from_metadata, group_labels_from_table
 
-    if ex.modality == "image" or metadata:
+    if ex.modality in ("image", "audio") or metadata:
         if not metadata:
-            raise ConfigError("fairness on images needs --group-metadata FILE (a CSV/JSONL mapping image paths "
-                              "to groups) and optionally --group-col to pick its column")
+            raise ConfigError(f"fairness on {ex.modality} files needs --group-metadata FILE (a CSV/JSONL mapping "
+                              "file paths to groups) and optionally --group-col to pick its column")
         return group_labels_from_metadata(metadata, ex, group_col)
     assert group_col
     return group_labels_from_table(data, group_col, ex, encoding=clf.config_.encoding, header=clf.config_.header)

@@ -80,7 +80,7 @@ def fit(
 
     def go() -> None:
         from ..atomic import write_file
-        from ..estimators import ImageClassifier, TextClassifier
+        from ..estimators import AudioClassifier, ImageClassifier, TextClassifier
 
         kind = _modality(data)
         if report not in ("full", "basic", "off"):
@@ -108,7 +108,7 @@ def fit(
                 opts["header"] = False
             cls: Any = TextClassifier
         else:
-            cls = ImageClassifier
+            cls = AudioClassifier if kind == "audio" else ImageClassifier
         t0 = time.perf_counter()
         clf = cls(backbone=opts.pop("backbone", None), strategy=opts.pop("strategy", FitConfig.strategy),
                   cache=not no_cache, **opts)

@@ -28,9 +28,9 @@ def default_cache_dir() -> Path:
 
 
 def content_hash(item: str, modality: str) -> str:
-    """Hash of what the model sees: file bytes for images, the string for texts."""
+    """Hash of what the model sees: file bytes for images and sounds, the string for texts."""
     h = hashlib.blake2b(digest_size=16)
-    if modality == "image":
+    if modality in ("image", "audio"):
         with open(item, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)

@@ -141,37 +141,38 @@ def _class_dirs(d: Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _scan_classes(d: Path, source: str) -> Examples:
+def _scan_classes(d: Path, source: str, modality: str = "image") -> Examples:
     classes = _class_dirs(d)
+    kind = "sound" if modality == "audio" else "image"
     if not classes:
-        raise DataError(f"{d}: no class folders found. Expected {d}/<class>/<image files> "
-                        f"or {d}/{{train,val,test}}/<class>/<image files>.")
+        raise DataError(f"{d}: no class folders found. Expected {d}/<class>/<{kind} files> "
+                        f"or {d}/{{train,val,test}}/<class>/<{kind} files>.")
     empty = [c.name for c in classes if not _list_files(c)]
     if empty:
-        raise DataError(f"{d}: class folder(s) {', '.join(empty)} contain no files. Add images or remove "
+        raise DataError(f"{d}: class folder(s) {', '.join(empty)} contain no files. Add {kind} files or remove "
                         "the folder(s).")
     inputs, labels = [], []
     for c in classes:
         for f in _list_files(c):
             inputs.append(str(f))
             labels.append(c.name)
-    return Examples(inputs=inputs, labels=labels, ids=list(inputs), source=source, modality="image")
+    return Examples(inputs=inputs, labels=labels, ids=list(inputs), source=source, modality=modality)
 
 
-def scan_image_folder(root: str | os.PathLike[str]) -> ImageFolder:
-    """Find the layout: root/{train,val,test}/<class>/… or root/<class>/…"""
+def scan_image_folder(root: str | os.PathLike[str], modality: str = "image") -> ImageFolder:
+    """Find the layout: root/{train,val,test}/<class>/… or root/<class>/… (of images, or of sound files)"""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such directory")
     subdirs = {p.name.lower(): p for p in _class_dirs(root)}
     split_dirs = {_VAL_ALIASES[k]: v for k, v in subdirs.items() if k in _VAL_ALIASES}
     if "train" in split_dirs and set(subdirs) <= set(_VAL_ALIASES):
-        return ImageFolder(root, {s: _scan_classes(p, f"{p}") for s, p in split_dirs.items()})
-    return ImageFolder(root, {"train": _scan_classes(root, str(root))})
+        return ImageFolder(root, {s: _scan_classes(p, f"{p}", modality) for s, p in split_dirs.items()})
+    return ImageFolder(root, {"train": _scan_classes(root, str(root), modality)})
 
 
-def unlabeled_images(path: str | os.PathLike[str]) -> Examples:
-    """Images to predict on: one file, or every file under a folder (any depth)."""
+def unlabeled_images(path: str | os.PathLike[str], modality: str = "image") -> Examples:
+    """Images (or sound files) to predict on: one file, or every file under a folder (any depth)."""
     p = Path(path)
     if p.is_file():
         files = [p]
@@ -182,7 +183,7 @@ def unlabeled_images(path: str | os.PathLike[str]) -> Examples:
     if not files:
         raise DataError(f"{p}: no files found")
     inputs = [str(f) for f in files]
-    return Examples(inputs=inputs, labels=None, ids=list(inputs), source=str(p), modality="image")
+    return Examples(inputs=inputs, labels=None, ids=list(inputs), source=str(p), modality=modality)
 
 
 def drop_unreadable(ex: Examples, max_pixels: int = MAX_PIXELS) -> Examples:

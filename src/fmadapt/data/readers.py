@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pandas as pd
 
@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 DataLike = str | os.PathLike[str] | pd.DataFrame | list[str]
 
 #: what each modality's estimator is called in messages, and its task name in config.json
-ESTIMATORS = {"image": "ImageClassifier", "text": "TextClassifier"}
-TASKS = {"image": "image-classification", "text": "text-classification"}
+ESTIMATORS = {"image": "ImageClassifier", "text": "TextClassifier", "audio": "AudioClassifier"}
+TASKS = {"image": "image-classification", "text": "text-classification", "audio": "audio-classification"}
 
 
 def read_labeled(modality: str, data: DataLike, cfg: FitConfig, *, fitting: bool
@@ -34,6 +34,15 @@ def read_labeled(modality: str, data: DataLike, cfg: FitConfig, *, fitting: bool
             raise DataError("ImageClassifier reads a folder: root/<class>/<images> or root/{train,val,test}/<class>/")
         folder = scan_image_folder(data)
         return {name: drop_unreadable(ex) for name, ex in folder.splits.items()}, {}
+    if modality == "audio":
+        from .audio import drop_unreadable_audio
+        from .images import scan_image_folder
+
+        if isinstance(data, (pd.DataFrame, list)):
+            raise DataError("AudioClassifier reads a folder: root/<class>/<sound files> or "
+                            "root/{train,val,test}/<class>/")
+        folder = scan_image_folder(data, "audio")
+        return {name: drop_unreadable_audio(ex) for name, ex in folder.splits.items()}, {}
     if isinstance(data, list):
         raise DataError("TextClassifier.fit needs labels: pass a table (path or DataFrame)")
     ex, text, label = read_text_table(data, cfg, need_label=True, strict=fitting)
@@ -54,6 +63,18 @@ def read_unlabeled(modality: str, data: DataLike, cfg: FitConfig) -> Examples:
         else:
             ex = unlabeled_images(data)
         return drop_unreadable(ex)
+    if modality == "audio":
+        from .audio import drop_unreadable_audio
+        from .images import unlabeled_images
+
+        if isinstance(data, list):
+            files = [str(f) for f in cast("list[str]", data)]
+            ex = Examples(inputs=files, labels=None, ids=list(files), source="<list>", modality="audio")
+        elif isinstance(data, pd.DataFrame):
+            raise DataError("AudioClassifier.predict takes a folder, a file or a list of sound file paths")
+        else:
+            ex = unlabeled_images(data, "audio")
+        return drop_unreadable_audio(ex)
     if isinstance(data, list):
         return Examples(inputs=[str(t) for t in data], labels=None, ids=[str(i) for i in range(len(data))],
                         source="<list>", modality="text")

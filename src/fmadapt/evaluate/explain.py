@@ -326,6 +326,10 @@ def _explain_rows(clf: Any, ex: Examples, rows: list[int], proba: np.ndarray, me
         try:
             if ex.modality == "image":
                 item.update(_explain_image(model, ex.inputs[i], target, method, baseline, n_steps))
+            elif ex.modality == "audio":  # attribution over time (evaluate/audio_explain.py)
+                from .audio_explain import explain_audio
+
+                item.update(explain_audio(model, ex.inputs[i], target, method, n_steps))
             else:
                 item["text"] = ex.inputs[i]
                 held = model if table is None else _TableHeld(model, table[i])

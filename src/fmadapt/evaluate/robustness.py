@@ -1,5 +1,6 @@
 """Robustness of a fitted classifier on the user's own labeled data: accuracy under image corruptions
-(5 severities each), under FGSM/PGD attacks over an epsilon grid, and under text perturbations per rate.
+(5 severities each), under FGSM/PGD attacks over an epsilon grid, under text perturbations per rate, and under
+sound perturbations (noise, gain, clipping, time shift; 3 severities, evaluate/audio_robustness.py).
 
 Corrupted images go through the estimator's own inference path (`clf.proba`: ensemble averaging, ONNX
 Runtime) by writing them to a temporary folder, so what is measured is the model the user ships. Everything
@@ -77,6 +78,15 @@ def robustness_report(clf: Any, ex: Examples, *, severities: Sequence[int] = (1,
                 t = time.perf_counter()
                 out["adversarial"] = _adversarial_accuracy(clf, images, y, eps_grid, max_adversarial, seed, say)
                 seconds["adversarial"] = time.perf_counter() - t
+        elif ex.modality == "audio":  # (evaluate/audio_robustness.py: noise, gain, clipping, time shift)
+            from .audio_robustness import audio_corruption_accuracy
+
+            y = _targets(clf, ex)
+            out["clean_accuracy"] = _accuracy(clf.proba(ex), y)
+            t = time.perf_counter()
+            out["corruptions"], out["skipped"] = audio_corruption_accuracy(clf, ex, y, severities, seed, _accuracy,
+                                                                           say)
+            seconds["corruptions"] = time.perf_counter() - t
         else:
             y = _targets(clf, ex)
             out["clean_accuracy"] = _accuracy(clf.proba(ex), y)
@@ -96,6 +106,10 @@ def robustness_report(clf: Any, ex: Examples, *, severities: Sequence[int] = (1,
     if ex.modality == "image":
         out["params"].update(severities=list(severities), corruptions=copy.deepcopy(CORRUPTIONS),
                              eps_grid=[float(e) for e in eps_grid] if adversarial else [])
+    elif ex.modality == "audio":
+        from .audio_robustness import AUDIO_CORRUPTIONS
+
+        out["params"].update(severities=[s for s in severities if s <= 3], corruptions=copy.deepcopy(AUDIO_CORRUPTIONS))
     else:
         out["params"].update(text_rates=[float(r) for r in text_rates], text_perturbations=list(TEXT_PERTURBATIONS))
     return out

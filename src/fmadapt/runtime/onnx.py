@@ -70,10 +70,25 @@ class _TextGraph(nn.Module):
         return self.backbone({"input_ids": input_ids, "attention_mask": attention_mask})
 
 
+class _AudioGraph(nn.Module):
+    """Positional inputs for the exporter: waveforms (B, S) and their lengths (B,)."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.backbone({"waveform": waveform, "lengths": lengths})
+
+
 def _sample_batch(backbone: Backbone) -> Any:
     if backbone.cfg.modality == "image":
         torch.manual_seed(0)
         return torch.randn(2, 3, backbone.cfg.input_size, backbone.cfg.input_size)
+    if backbone.cfg.modality == "audio":  # two clips of different lengths (1 s and 2.5 s of noise)
+        g = torch.Generator().manual_seed(0)
+        rate = int(backbone.cfg.extra.get("sample_rate", 16000))
+        return backbone.collator()([0.1 * torch.randn(n, generator=g) for n in (rate, rate * 5 // 2)])
     return backbone.collator()(["a short probe sentence", "a second, somewhat longer probe sentence to pad"])
 
 
@@ -138,6 +153,12 @@ def export_onnx(backbone: Backbone, path: str | os.PathLike[str]) -> None:
                 torch.onnx.export(graph, (batch,), str(tmp), input_names=["pixel_values"],
                                   output_names=["features"], opset_version=OPSET, dynamo=False,
                                   dynamic_axes={"pixel_values": axes, "features": {0: "batch"}})
+            elif backbone.cfg.modality == "audio":
+                torch.onnx.export(_AudioGraph(backbone), (batch["waveform"], batch["lengths"]), str(tmp),
+                                  input_names=["waveform", "lengths"], output_names=["features"],
+                                  opset_version=OPSET, dynamo=False,
+                                  dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "lengths": {0: "batch"},
+                                                "features": {0: "batch"}})
             else:
                 seq = {0: "batch", 1: "sequence"}
                 torch.onnx.export(_TextGraph(backbone), (batch["input_ids"], batch["attention_mask"]), str(tmp),
@@ -186,6 +207,8 @@ class OnnxEncoder:
                 raise ValueError(f"{Path(self.path).name} was exported for {self.image_size}px images, got "
                                  f"{pixels.shape[-2]}x{pixels.shape[-1]}; get an encoder for this size")
             feeds = {"pixel_values": pixels}
+        elif self.modality == "audio":
+            feeds = {"waveform": _np(batch["waveform"], np.float32), "lengths": _np(batch["lengths"], np.int64)}
         else:
             feeds = {"input_ids": _np(batch["input_ids"], np.int64),
                      "attention_mask": _np(batch["attention_mask"], np.int64)}

@@ -1,0 +1,236 @@
+"""Sounds: reading files (formats, rates, channels, damaged files), the speech-embedding backbone against the
+original ONNX graphs, the AudioClassifier end to end (fit, predict, save, load, CLI), robustness and explanations.
+The backbone is the real one (330k parameters: it runs in milliseconds); the data are synthetic tones."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sf = pytest.importorskip("soundfile")
+pytest.importorskip("openwakeword", reason="the audio extra (openwakeword==0.4.0) is not installed")
+
+from fmadapt import AudioClassifier, ConfigError, load_model  # noqa: E402
+from fmadapt.backbones import audio as A  # noqa: E402
+from fmadapt.data.audio import (  # noqa: E402
+    AudioLoadError,
+    check_audio,
+    drop_unreadable_audio,
+    load_audio,
+    mostly_audio,
+)
+from fmadapt.data.examples import Examples  # noqa: E402
+
+RATE = 16_000
+
+
+def tone(freq: float, seconds: float = 1.0, rate: int = RATE, seed: int = 0, amp: float = 0.3) -> np.ndarray:
+    """A sine with a little noise, faded in and out (a "word" in the middle of the clip)."""
+    t = np.arange(int(seconds * rate)) / rate
+    env = np.clip(np.minimum(t, seconds - t) * 8, 0, 1)
+    noise = np.random.default_rng(seed).normal(0, 0.01, len(t))
+    return (amp * env * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)
+
+
+def write_sound_folder(root: Path, per_class: int = 8) -> Path:
+    """root/{train,test}/<low|mid|high>/*.wav: tones of three pitches, lengths 0.6-1.6 s, some 22.05 kHz
+    stereo FLAC files among the 16 kHz WAVs."""
+    for split, n, seed0 in (("train", per_class, 0), ("test", 4, 100)):
+        for cls, f0 in (("low", 200), ("mid", 800), ("high", 2500)):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                rng = np.random.default_rng(seed0 + i)
+                secs = float(rng.uniform(0.6, 1.6))
+                if i % 4 == 3:  # another rate, two channels, another container
+                    w = tone(f0 * rng.uniform(0.9, 1.1), secs, 22_050, seed0 + i)
+                    sf.write(str(d / f"{i}.flac"), np.stack([w, 0.5 * w], 1), 22_050)
+                else:
+                    sf.write(str(d / f"{i}.wav"), tone(f0 * rng.uniform(0.9, 1.1), secs, RATE, seed0 + i), RATE,
+                             subtype="PCM_16")
+    return root
+
+
+@pytest.fixture
+def sounds(tmp_path) -> Path:
+    return write_sound_folder(tmp_path / "sounds")
+
+
+# -- reading ------------------------------------------------------------------------------------------------
+def test_load_audio_resamples_and_mixes_down(tmp_path):
+    w = tone(440.0, 1.0, 44_100)
+    sf.write(str(tmp_path / "a.flac"), np.stack([w, w], 1), 44_100)
+    x = load_audio(tmp_path / "a.flac")
+    assert x.dtype == np.float32 and x.ndim == 1 and abs(len(x) - RATE) <= 2
+    spectrum = np.abs(np.fft.rfft(x))
+    assert abs(np.argmax(spectrum) * RATE / len(x) - 440.0) < 3  # the pitch survives resampling
+
+
+def test_load_audio_refuses_damaged_files_with_reasons(tmp_path):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "junk.wav").write_bytes(b"RIFF\x00\x00not really a wave file" * 3)
+    sf.write(str(tmp_path / "long.wav"), np.zeros(3 * RATE, np.float32), RATE)
+    sf.write(str(tmp_path / "nan.wav"), np.full(RATE, np.nan, np.float32), RATE, subtype="FLOAT")
+    with pytest.raises(AudioLoadError, match="empty file"):
+        load_audio(tmp_path / "empty.wav")
+    with pytest.raises(AudioLoadError, match="corrupt or unsupported"):
+        load_audio(tmp_path / "junk.wav")
+    with pytest.raises(AudioLoadError, match="over the 2 s limit"):
+        load_audio(tmp_path / "long.wav", max_seconds=2)
+    with pytest.raises(AudioLoadError, match="not finite"):
+        load_audio(tmp_path / "nan.wav")
+
+
+def test_unreadable_clips_are_skipped_and_odd_ones_reported(tmp_path):
+    sf.write(str(tmp_path / "ok.wav"), tone(300), RATE)
+    sf.write(str(tmp_path / "silent.wav"), np.zeros(RATE, np.float32), RATE)
+    sf.write(str(tmp_path / "clipped.wav"), np.clip(tone(300, amp=3.0), -1, 1), RATE)
+    (tmp_path / "bad.wav").write_bytes(b"\x00" * 100)
+    paths = sorted(str(p) for p in tmp_path.iterdir())
+    bad, odd = check_audio(paths)
+    assert list(bad) == [str(tmp_path / "bad.wav")]
+    assert odd[str(tmp_path / "silent.wav")].startswith("silent")
+    assert odd[str(tmp_path / "clipped.wav")].startswith("clipped")
+    ex = drop_unreadable_audio(Examples(inputs=paths, labels=["a"] * 4, ids=paths, modality="audio"))
+    assert len(ex) == 3 and [s.where for s in ex.skipped] == [str(tmp_path / "bad.wav")]
+    assert any("1 silent" in w for w in ex.warnings) and any("1 clipped" in w for w in ex.warnings)
+
+
+def test_folders_of_sound_files_are_audio(sounds, tmp_path):
+    from fmadapt.cli.app import _modality
+
+    assert mostly_audio(sounds) and _modality(str(sounds)) == "audio"
+    (tmp_path / "pics" / "a").mkdir(parents=True)
+    (tmp_path / "pics" / "a" / "x.png").write_bytes(b"")
+    assert not mostly_audio(tmp_path / "pics") and _modality(str(tmp_path / "pics")) == "image"
+
+
+# -- the backbone -------------------------------------------------------------------------------------------
+def test_speech_embedding_matches_the_original_onnx_graphs():
+    """The torch re-implementation against ONNX Runtime running openwakeword's own two graphs (its mel graph, then
+    `x / 10 + 2`, then the embedding graph on 76-frame windows every 8 frames), on noise and on a tone."""
+    import onnxruntime as ort
+
+    d = A.speech_model_dir()
+    mel = ort.InferenceSession(str(d / "melspectrogram.onnx"))
+    emb = ort.InferenceSession(str(d / "embedding_model.onnx"))
+    bb = A.speech_embedding().eval()
+    for wave in (np.random.default_rng(0).normal(0, 0.1, 23_456).astype(np.float32), tone(523.0, 1.3)):
+        spec = np.squeeze(mel.run(None, {"input": (wave * 32768)[None]})[0]) / 10 + 2
+        windows = np.stack([spec[i:i + 76] for i in range(0, len(spec) - 75, 8)])[..., None].astype(np.float32)
+        ref = emb.run(None, {"input_1": windows})[0].reshape(len(windows), 96)
+        with torch.no_grad():
+            ours = bb.window_embeddings(torch.from_numpy(wave)[None])[0].numpy()
+        assert ours.shape == ref.shape
+        np.testing.assert_allclose(ours, ref, atol=2e-3 * np.abs(ref).max())
+
+
+def test_a_clips_features_do_not_depend_on_its_batch():
+    bb = A.speech_embedding().eval()
+    pre, collate = bb.preprocessor(), bb.collator()
+    short, long = pre(tone(300, 0.4)), pre(tone(900, 2.2, seed=1))
+    assert len(short) >= A.MIN_SAMPLES  # padded to one window
+    with torch.no_grad():
+        both = bb(collate([short, long]))
+        alone = torch.cat([bb(collate([short])), bb(collate([long]))])
+    assert both.shape == (2, 288)
+    torch.testing.assert_close(both, alone, atol=1e-4, rtol=1e-4)
+
+
+def test_onnx_runtime_path_matches_torch():
+    from fmadapt.runtime import onnx_encoder
+
+    bb = A.speech_embedding().eval()
+    enc = onnx_encoder(bb)
+    assert enc is not None
+    batch = bb.collator()([bb.preprocessor()(tone(f, s)) for f, s in ((300, 0.7), (1200, 1.9))])
+    with torch.no_grad():
+        ref = bb(batch).numpy()
+    np.testing.assert_allclose(enc(batch), ref, atol=1e-3, rtol=1e-4)
+
+
+# -- the classifier -----------------------------------------------------------------------------------------
+def test_audio_classifier_fits_predicts_saves_and_loads(sounds, tmp_path):
+    (sounds / "test" / "low" / "broken.wav").write_bytes(b"RIFF" + b"\x00" * 40)
+    clf = AudioClassifier().fit(sounds / "train")
+    assert clf.classes_ == ["high", "low", "mid"]
+    assert clf.score(sounds / "test") >= 0.9  # three pitches: easy for any sound encoder
+    table = clf.predict_table(sounds / "test")
+    assert table["error"].notna().sum() == 1 and "broken.wav" in table.loc[table["error"].notna(), "id"].item()
+    clf.save_pretrained(tmp_path / "model", report=False)
+    saved = json.loads((tmp_path / "model" / "backbone.json").read_text())
+    assert saved["modality"] == "audio" and saved["extra"]["context_seconds"] == A.CONTEXT_SECONDS
+    again = load_model(tmp_path / "model")
+    np.testing.assert_allclose(again.predict_proba(sounds / "test").to_numpy(),
+                               clf.predict_proba(sounds / "test").to_numpy(), atol=1e-5)
+
+
+def test_audio_options_that_do_not_apply_are_refused():
+    with pytest.raises(ConfigError, match="image_size is for images"):
+        AudioClassifier(image_size=128)
+    with pytest.raises(ConfigError, match="augmentation"):
+        AudioClassifier(strategy="finetune", augment=True)
+
+
+def test_fine_tuning_trains_the_speech_embedding(sounds):
+    clf = AudioClassifier(strategy="finetune", epochs=1, progress=False).fit(sounds / "train")
+    h = clf.members_[0].history
+    assert h["epochs_run"] == 1 and h["trainable_groups"] == h["total_groups"] == 5
+    assert clf.predict(sounds / "test").shape == (12,)
+
+
+# -- robustness and explanations ------------------------------------------------------------------------------
+def test_perturbations_hit_their_levels():
+    from fmadapt.evaluate.audio_robustness import perturb_audio
+
+    rng = np.random.default_rng(0)
+    w = tone(440.0, 2.0)
+    for severity, snr in zip((1, 2, 3), (20, 10, 0), strict=True):
+        noisy = perturb_audio(w, "noise", severity, rng)
+        measured = 10 * np.log10(np.mean(w ** 2) / np.mean((noisy - w) ** 2))
+        assert abs(measured - snr) < 0.5
+    quiet = perturb_audio(w, "quieter", 2, rng)
+    assert abs(20 * np.log10(np.abs(quiet).max() / np.abs(w).max()) + 20) < 0.01
+    assert np.abs(perturb_audio(w, "clipping", 3, rng)).max() <= 1.0
+    shifted = perturb_audio(w, "time_shift", 1, rng)
+    assert len(shifted) == len(w) and (np.count_nonzero(shifted == 0) >= int(0.1 * RATE))
+
+
+def test_robustness_and_explanations_on_sounds(sounds):
+    from fmadapt.evaluate.explain import explain_sample
+    from fmadapt.evaluate.robustness import robustness_report
+
+    clf = AudioClassifier().fit(sounds / "train")
+    ex = clf.read_inputs(sounds / "test")
+    ex.labels = [Path(p).parent.name for p in ex.inputs]
+    rob = robustness_report(clf, ex)
+    assert set(rob["corruptions"]) == {"noise", "quieter", "clipping", "time_shift"}
+    assert all(set(v) == {"1", "2", "3"} for v in rob["corruptions"].values())
+    assert rob["params"]["corruptions"]["noise"]["values"] == [20, 10, 0]
+    items = explain_sample(clf, ex, n_right=2, n_wrong=0)
+    assert len(items) == 2 and not any("error" in i for i in items)
+    for item in items:
+        seconds = len(load_audio(item["id"])) / RATE
+        assert abs(len(item["heatmap"][0]) - seconds / 0.02) <= 1 and max(item["heatmap"][0]) == 1.0
+        assert base64.b64decode(item["image_png"])[:4] == b"\x89PNG"
+
+
+@pytest.mark.integration
+def test_cli_fits_a_sound_folder(sounds, tmp_path):
+    from typer.testing import CliRunner
+
+    from fmadapt.cli import app
+
+    r = CliRunner().invoke(app, ["fit", str(sounds), "--out", str(tmp_path / "m"), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["backbone"] == "speech-embedding" and summary["metrics"]["test"]["n"] == 12
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["task"] == "audio-classification"
+    r = CliRunner().invoke(app, ["embed", str(sounds / "test"), "-o", str(tmp_path / "f.npy")])
+    assert r.exit_code == 0, r.output
+    assert np.load(tmp_path / "f.npy").shape == (12, 288)
