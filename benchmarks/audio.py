@@ -13,7 +13,8 @@ Methods (each in this process, its own empty feature cache; seconds = fit + pred
               with 0.25 s of silence on both sides, 76-frame windows every 8 frames pooled by mean, max and std
               (288-d), StandardScaler + LogisticRegression(C=1): the recipe of issue 27's 96.7 % (without the
               silence it scores 81.7 % on speech_keywords).
-  probe, finetune, auto  AudioClassifier(strategy=...) with every other option at its default.
+  probe, finetune, auto  AudioClassifier(strategy=...) with every other option at its default;
+              `finetune:augment=true;epochs=8` with these options.
 --context S,...: the probe with the backbone's silence padding set to each value (seconds); the row's `cv_score` is
 the probe's own 5-fold cross-validation accuracy on the training split (what a default is chosen by), `accuracy`
 the test split's.
@@ -93,24 +94,29 @@ def scores(pred: list[str], truth: list[str]) -> dict:
 
 
 def run_fmadapt(root: Path, method: str, context: float | None) -> dict:
+    """`method`: a strategy, optionally with options: `finetune:augment=true;epochs=8`."""
+    import json
+
     from fmadapt import AudioClassifier
     from fmadapt.backbones import audio as A
 
+    strategy, _, rest = method.partition(":")
+    given = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in rest.split(";") if kv)}
     default = A.CONTEXT_SECONDS
     if context is not None:
         A.CONTEXT_SECONDS = context
     try:
-        clf = AudioClassifier(strategy=method, progress=False).fit(root / "train")
-        opts = {"context_seconds": A.CONTEXT_SECONDS}
+        clf = AudioClassifier(strategy=strategy, progress=False, **given).fit(root / "train")
+        opts = {"context_seconds": A.CONTEXT_SECONDS, **given}
     finally:
         A.CONTEXT_SECONDS = default
     truth = [p.parent.name for p in sorted((root / "test").glob("*/*.*"))]
     pred = list(clf.predict(sorted(str(p) for p in (root / "test").glob("*/*.*"))))
     h = clf.members_[0].history
     row = scores(pred, truth)
-    if method == "probe":
+    if strategy == "probe":
         row["cv_score"] = max(r["val_acc"] for r in h["candidates"])
-    if method == "auto":
+    if strategy == "auto":
         opts["winner"] = h.get("auto", {}).get("winner")
     return {**row, "options": options_json(opts)}
 

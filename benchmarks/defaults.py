@@ -16,7 +16,8 @@ Methods (each runs as its own process, on the same prepared files; fit seconds a
   hand_probe  the obvious frozen-feature script, written out below (no fmadapt import): texts,
               sentence-transformers `encode` of the packaged MiniLM + LogisticRegression(C=1); images, timm
               tf_efficientnet_lite0 with the packaged weights, the whole image resized to 224 px, and
-              LogisticRegression(C=0.5).
+              LogisticRegression(C=0.5); sounds, openwakeword's speech-embedding graphs in ONNX Runtime (0.25 s of
+              silence each side, windows pooled by mean, max and std) + StandardScaler + LogisticRegression(C=1).
   tfidf       texts: character 1-3-gram TF-IDF + LogisticRegression(C=10), the classical script.
   auto        fmadapt `strategy="auto"` with its default budget (`--auto-budget`, 10m): the probe, on texts the
               n-gram TF-IDF candidate and its stack with the probe, then fine-tuning candidates; the options
@@ -35,8 +36,9 @@ Datasets (../shared/data; sizes keep one run near 30 min on 2 cores): sst2 (4,00
 test), ag_news (4,000 / 1,000), thucnews (4,000 of dev / 2,000 of test), reuters (single-label documents,
 topics with >= 5 of them), clothing_rating (review text -> rating 1-5), clothing_recommended (-> recommended
 0/1, 82 % positive), fashion_mnist (2,000 / 1,000, 28 px), hymenoptera (245 / 153 photos), digits
-(scikit-learn's 8x8, 1,198 / 599). Metrics: accuracy (the default `--metric`), macro-F1, balanced
-accuracy; the table gives each method's difference to hand_probe in accuracy points.
+(scikit-learn's 8x8, 1,198 / 599), speech_keywords (10 words, 180 / 60 clips, speakers disjoint). Metrics:
+accuracy (the default `--metric`), macro-F1, balanced accuracy; the table gives each method's difference to
+hand_probe in accuracy points.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from common import ROOT, append_rows, describe_machine, git, peak_mib
 DATA = ROOT.parent / "shared" / "data"
 TEXT_SETS = ("sst2", "ag_news", "thucnews", "reuters", "clothing_rating", "clothing_recommended")
 IMAGE_SETS = ("fashion_mnist", "hymenoptera", "digits")
+AUDIO_SETS = ("speech_keywords",)
 FMNIST = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
 
 
@@ -135,6 +138,36 @@ def hand_probe_image(train_dir: str, test_dir: str) -> list[str]:
     return list(LogisticRegression(C=0.5, max_iter=2000).fit(x_tr, y_tr).predict(x_te))
 
 
+def hand_probe_audio(train_dir: str, test_dir: str) -> list[str]:
+    import glob
+    import importlib.util
+
+    import numpy as np
+    import onnxruntime as ort
+    import soundfile as sf
+    from scipy.signal import resample_poly
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    d = os.path.join(importlib.util.find_spec("openwakeword").submodule_search_locations[0], "resources", "models")
+    mel, emb = (ort.InferenceSession(f"{d}/{n}.onnx") for n in ("melspectrogram", "embedding_model"))
+
+    def features(path: str) -> np.ndarray:  # Google's speech embedding, windows pooled by mean, max and std
+        a, sr = sf.read(path, dtype="float32", always_2d=True)
+        a = resample_poly(a.mean(1), 16000, sr) if sr != 16000 else a.mean(1)
+        a = np.pad(a, 4000) * 32767  # 0.25 s of silence each side; the graphs read int16-scaled samples
+        spec = np.squeeze(mel.run(None, {"input": a.astype(np.float32)[None]})[0]) / 10 + 2
+        w = np.stack([spec[i:i + 76] for i in range(0, len(spec) - 75, 8)])[..., None].astype(np.float32)
+        e = emb.run(None, {"input_1": w})[0].reshape(len(w), 96)
+        return np.concatenate([e.mean(0), e.max(0), e.std(0)])
+
+    tr, te = (sorted(glob.glob(f"{root}/*/*.*")) for root in (train_dir, test_dir))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000))
+    clf.fit(np.stack([features(f) for f in tr]), [Path(f).parent.name for f in tr])
+    return list(clf.predict(np.stack([features(f) for f in te])))
+
+
 def tfidf_text(train_csv: str, test_csv: str) -> list[str]:
     import pandas as pd
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -178,13 +211,13 @@ def hand_finetune_image(train_dir: str, test_dir: str) -> list[str]:
 def fmadapt_probe(kind: str, train: str, test: str) -> tuple[list[str], dict]:
     import pandas as pd
 
-    from fmadapt import ImageClassifier, TextClassifier
+    from fmadapt import AudioClassifier, ImageClassifier, TextClassifier
 
     if kind == "text":
         clf = TextClassifier(progress=False).fit(train)
         pred = clf.predict(pd.read_csv(test, dtype=str)["text"].tolist())
     else:
-        clf = ImageClassifier(progress=False).fit(train)
+        clf = (AudioClassifier if kind == "audio" else ImageClassifier)(progress=False).fit(train)
         pred = clf.predict([str(p) for p in _image_files(test)])
     hist = clf.history_
     info = {k: hist.get(k) for k in ("C", "scaling", "metric", "selection") if k in hist}
@@ -205,13 +238,14 @@ AS_HAND = {"lr": 5e-5, "epochs": 4, "schedule": "onecycle", "class_weight": "non
 def fmadapt_finetune(kind: str, train: str, test: str, options: dict | None = None) -> tuple[list[str], dict]:
     import pandas as pd
 
-    from fmadapt import ImageClassifier, TextClassifier
+    from fmadapt import AudioClassifier, ImageClassifier, TextClassifier
 
     if kind == "text":
         clf = TextClassifier(strategy="finetune", progress=False, **(options or {})).fit(train)
         pred = clf.predict(pd.read_csv(test, dtype=str)["text"].tolist())
     else:
-        clf = ImageClassifier(strategy="finetune", progress=False, **(options or {})).fit(train)
+        cls = AudioClassifier if kind == "audio" else ImageClassifier
+        clf = cls(strategy="finetune", progress=False, **(options or {})).fit(train)
         pred = clf.predict([str(p) for p in _image_files(test)])
     h = clf.history_
     info = {k: h.get(k) for k in ("epochs_run", "best_epoch", "fit_seconds", "lr", "schedule") if k in h}
@@ -237,13 +271,14 @@ def _value(v: str) -> object:
 def fmadapt_auto(kind: str, train: str, test: str, budget: str) -> tuple[list[str], dict]:
     import pandas as pd
 
-    from fmadapt import ImageClassifier, TextClassifier
+    from fmadapt import AudioClassifier, ImageClassifier, TextClassifier
 
     if kind == "text":
         clf = TextClassifier(strategy="auto", time_budget=budget, progress=False).fit(train)
         pred = clf.predict(pd.read_csv(test, dtype=str)["text"].tolist())
     else:
-        clf = ImageClassifier(strategy="auto", time_budget=budget, progress=False).fit(train)
+        cls = AudioClassifier if kind == "audio" else ImageClassifier
+        clf = cls(strategy="auto", time_budget=budget, progress=False).fit(train)
         pred = clf.predict([str(p) for p in _image_files(test)])
     auto = clf.history_["auto"]
     info = {"winner": auto["winner"], "ngram_weight": getattr(clf, "ngram_weight_", 0.0),
@@ -275,6 +310,10 @@ def prepare(name: str, tmp: Path) -> tuple[str, str, str, list[str]]:
 
     d = tmp / name
     d.mkdir(parents=True, exist_ok=True)
+    if name in AUDIO_SETS:  # speech_keywords: its own train/ and test/ (speakers disjoint)
+        root = DATA / "speech_keywords"
+        return "audio", str(root / "train"), str(root / "test"), [p.parent.name for p in
+                                                                  _image_files(str(root / "test"))]
     if name in TEXT_SETS:
         if name == "sst2":
             rd = {"sep": "\t", "quoting": 3, "dtype": str}
@@ -376,7 +415,7 @@ def worker(method: str, kind: str, train: str, test: str, out: str) -> None:
     elif method == "auto":
         pred, info = fmadapt_auto(kind, train, test, os.environ.get("DEFAULTS_AUTO_BUDGET", "10m"))
     elif method == "hand_probe":
-        pred = (hand_probe_text if kind == "text" else hand_probe_image)(train, test)
+        pred = {"text": hand_probe_text, "audio": hand_probe_audio}.get(kind, hand_probe_image)(train, test)
     elif method == "tfidf":
         pred = tfidf_text(train, test)
     else:
@@ -394,7 +433,7 @@ def scores(y: list[str], pred: list[str]) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--datasets", default=",".join(TEXT_SETS + IMAGE_SETS))
+    ap.add_argument("--datasets", default=",".join(TEXT_SETS + IMAGE_SETS + AUDIO_SETS))
     ap.add_argument("--methods", default="probe,hand_probe,tfidf")
     ap.add_argument("--before", help="also run fmadapt's probe at this commit (method 'before')")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "notes" / "defaults.md"))
@@ -427,8 +466,8 @@ def main() -> None:
     for name in args.datasets.split(","):
         kind, train, test, y = prepare(name, tmp)
         for method in methods:
-            if method == "tfidf" and kind != "text":
-                continue
+            if (method == "tfidf" and kind != "text") or (method == "hand_finetune" and kind == "audio"):
+                continue  # (no hand-written loop fine-tunes the speech embedding: its graphs are ONNX only)
             out = tmp / f"{name}.{method.replace(':', '_').replace(';', '_').replace('=', '')}.json"
             e = dict(env, PYTHONPATH=before_src) if method == "before" else env
             if method == "auto":  # cold, like a user's first run: its own feature cache

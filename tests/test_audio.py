@@ -71,6 +71,19 @@ def test_load_audio_resamples_and_mixes_down(tmp_path):
     assert abs(np.argmax(spectrum) * RATE / len(x) - 440.0) < 3  # the pitch survives resampling
 
 
+@pytest.mark.parametrize("fmt,subtype,suffix", [("MP3", None, ".mp3"), ("OGG", "OPUS", ".opus"),
+                                                 ("OGG", "VORBIS", ".ogg")])
+def test_compressed_formats_decode(tmp_path, fmt, subtype, suffix):
+    path = tmp_path / f"a{suffix}"
+    try:
+        sf.write(str(path), tone(660.0, 1.0, 48_000), 48_000, format=fmt, subtype=subtype)
+    except (sf.LibsndfileError, ValueError, TypeError) as e:  # a libsndfile built without this encoder
+        pytest.skip(f"libsndfile cannot write {fmt}/{subtype}: {e}")
+    x = load_audio(path)
+    assert abs(len(x) - RATE) < 0.05 * RATE  # (encoders add a little padding)
+    assert abs(np.argmax(np.abs(np.fft.rfft(x))) * RATE / len(x) - 660.0) < 5
+
+
 def test_load_audio_refuses_damaged_files_with_reasons(tmp_path):
     (tmp_path / "empty.wav").write_bytes(b"")
     (tmp_path / "junk.wav").write_bytes(b"RIFF\x00\x00not really a wave file" * 3)
@@ -168,13 +181,24 @@ def test_audio_classifier_fits_predicts_saves_and_loads(sounds, tmp_path):
     again = load_model(tmp_path / "model")
     np.testing.assert_allclose(again.predict_proba(sounds / "test").to_numpy(),
                                clf.predict_proba(sounds / "test").to_numpy(), atol=1e-5)
+    # what does not take sounds yet says so
+    from fmadapt.compress.export import export_model
+    from fmadapt.errors import FmadaptError
+    from fmadapt.serve.backends import ModelBackend
+
+    with pytest.raises(FmadaptError, match="audio models are not exported yet"):
+        export_model(tmp_path / "model", tmp_path / "x")
+    with pytest.raises(ConfigError, match="sound model"):
+        ModelBackend(str(tmp_path / "model"))
 
 
 def test_audio_options_that_do_not_apply_are_refused():
     with pytest.raises(ConfigError, match="image_size is for images"):
         AudioClassifier(image_size=128)
-    with pytest.raises(ConfigError, match="augmentation"):
-        AudioClassifier(strategy="finetune", augment=True)
+    with pytest.raises(ConfigError, match="mixup and cutmix are for images"):
+        AudioClassifier(strategy="finetune", mixup=0.2)
+    with pytest.raises(ConfigError, match="augment_policy"):
+        AudioClassifier(strategy="finetune", augment_policy="trivial")
 
 
 def test_fine_tuning_trains_the_speech_embedding(sounds):
@@ -182,6 +206,33 @@ def test_fine_tuning_trains_the_speech_embedding(sounds):
     h = clf.members_[0].history
     assert h["epochs_run"] == 1 and h["trainable_groups"] == h["total_groups"] == 5
     assert clf.predict(sounds / "test").shape == (12,)
+
+
+def test_training_augmentation_varies_clips_and_masks_frames():
+    from fmadapt.data.loader import seed_all
+
+    w = tone(500.0)
+    seed_all(1)
+    a = A.augment_wave(w, RATE)
+    seed_all(1)
+    assert np.array_equal(a, A.augment_wave(w, RATE))  # seeded per (run, epoch, example) by the loader
+    seed_all(2)
+    assert len(a) == len(w) and not np.allclose(a, A.augment_wave(w, RATE))
+    mel = torch.randn(64, 100, 32)
+    bins = A.spec_masks(mel, bands=1, band_width=4, spans=0) != mel  # (B, T, F)
+    frames = A.spec_masks(mel, bands=0, spans=1, span_frames=10) != mel
+    assert all(int(c.any(dim=0).sum()) <= 4 for c in bins) and bins.any()  # one band of <= 4 mel bins per clip
+    assert all(int(c.any(dim=1).sum()) <= 10 for c in frames) and frames.any()  # one span of <= 10 frames
+
+
+def test_fine_tuning_with_augmentation_says_so_and_turns_masks_off_for_prediction(sounds):
+    clf = AudioClassifier(strategy="finetune", epochs=1, augment=True, progress=False).fit(sounds / "train")
+    h = clf.members_[0].history
+    assert h["augmentation"] == "gain+shift+noise+spec masks"
+    bb = clf.members_[0].model.backbone
+    assert not bb.training  # (the masks apply in training mode only)
+    p1, p2 = clf.predict_proba(sounds / "test"), clf.predict_proba(sounds / "test")
+    np.testing.assert_array_equal(p1.to_numpy(), p2.to_numpy())
 
 
 # -- robustness and explanations ------------------------------------------------------------------------------

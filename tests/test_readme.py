@@ -64,6 +64,9 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
     for folder, seed, per_class in (("photos", 0, 8), ("holdout", 1, 4), ("some_photos", 2, 1),
                                     ("new_photos", 3, 2)):
         write_image_folder(tmp_path / folder, per_class=per_class, seed=seed)
+    from test_audio import write_sound_folder
+
+    write_sound_folder(tmp_path / "sounds", per_class=6)
     reviews(48, 0).to_csv("reviews.csv", index=False)
     reviews(48, 1).to_csv("news.csv", index=False)
     reviews(24, 2).to_csv("test.csv", index=False)
@@ -72,7 +75,7 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
         r = runner.invoke(app, args)
         assert r.exit_code == 0, f"fmadapt {shlex.join(args)}\n{r.output[-3000:]}"
     assert len(pd.read_csv("predictions.csv")) == 6 and np.load("features.npy").shape[0] == 24
-    for run in ("photos", "reviews", "ft", "news", "rating", "r2", "r3"):
+    for run in ("photos", "reviews", "ft", "news", "rating", "r2", "r3", "sounds"):
         assert (tmp_path / "runs" / run).is_dir(), run
     assert (tmp_path / "runs" / "photos" / "report.html").is_file()
     assert (tmp_path / "shipped" / "photos" / "model.onnx").is_file()

@@ -162,12 +162,12 @@ class FitConfig:
 
     # -- augment
     augment: bool | None = opt(None, "augment",
-        help="images, fine-tuning: random resized crop + flip (+ `augment_policy`). Off by default: in the "
-             "defaults suite's 4 epochs it cost accuracy on both image sets where an epoch beat the probe's start "
-             "(digits -3.50 points at lr 2e-4 and -3.01 at 1e-3, Fashion-MNIST -1.00 at 2e-4; "
-             "benchmarks/notes/defaults_finetune_*.md), and without it a partial fine-tune trains on cached "
-             'activations. None: off for fine-tuning unless an `augment_policy` other than "basic" is asked for; '
-             "on for the contrastive strategy's image pairs (its views)")
+        help='fine-tuning: images, random resized crop + flip (+ `augment_policy`); sounds, gain, shift, noise, '
+             "SpecAugment masks. Off by default: in the defaults suite's 4 epochs it cost accuracy on both image sets "
+             "where an epoch beat the probe's start (digits -3.50 points at lr 2e-4 and -3.01 at 1e-3, Fashion-MNIST "
+             '-1.00 at 2e-4; benchmarks/notes/defaults_finetune_*.md), and without it a partial fine-tune trains on '
+             'cached activations. None: off for fine-tuning unless an `augment_policy` other than "basic" is asked '
+             "for; on for the contrastive strategy's image pairs (its views)")
     augment_policy: str = opt("basic", "augment", choices=("basic", "trivial", "randaugment", "flip"),
         help='images: "basic", "trivial" (+ TrivialAugmentWide), "randaugment" (+ RandAugment), or "flip" (no '
              "crop: horizontal flip only, for centred, tightly framed images)")

@@ -44,8 +44,8 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
     if modality == "audio":  # (what the audio path does not do yet is refused, not silently ignored)
         rules += [
             (cfg.image_size is not None, "image_size is for images"),
-            (bool(cfg.augment) or bool(cfg.mixup or cfg.cutmix),
-             "augmentation (augment, mixup, cutmix) is for images for now; sounds train without it"),
+            (bool(cfg.mixup or cfg.cutmix), "mixup and cutmix are for images"),
+            (cfg.augment_policy != "basic", "augment_policy chooses image augmentations; sounds have one (augment)"),
             (cfg.adversarial != "none", "adversarial training is for images and texts for now, not sounds"),
             (cfg.task != "classification", f"task {cfg.task} reads text tables for now; sound folders are "
                                            "single-label classes"),

@@ -141,7 +141,9 @@ class FineTune(Strategy):
             trained: torch.nn.Module = SuffixClassifier(suffix, model.dropout, model.head)
             frozen = []
         else:
-            augment = cfg.augments_images(False) and bb.cfg.modality == "image"
+            augment = cfg.augments_images(False) and bb.cfg.modality in ("image", "audio")
+            if bb.cfg.modality == "audio":  # (masks on its log-mel frames; the loader varies the waveforms)
+                setattr(bb, "spec_augment", augment)  # noqa: B010
             pre: Any = None
             if augment and cfg.augment_policy != "basic":
                 from ..backbones.vision import build_image_transform
@@ -186,8 +188,7 @@ class FineTune(Strategy):
                 frozen_groups=frozen, freeze_bn=cfg.bn == "frozen", optimizer=cfg.optimizer, momentum=cfg.momentum,
                 schedule=cfg.schedule, decay_beta=cfg.decay_beta, label_smoothing=cfg.label_smoothing,
                 lr_scale=layer_lr_scale(bb, cfg.layer_decay), l2sp=cfg.l2sp if self.l2sp else 0.0,
-                class_weights=(torch.tensor(balance["weights"], dtype=torch.float32) if balance["weighted"]
-                               else None),
+                class_weights=torch.tensor(balance["weights"], dtype=torch.float32) if balance["weighted"] else None,
                 mixup=(mixup_fn(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(ctx.classes))
                        if split is None and bb.cfg.modality == "image" else None),
                 row_lr=_new_token_rows(cfg, bb, rate) if split is None else None,
@@ -298,13 +299,12 @@ class FineTune(Strategy):
 
     @staticmethod
     def _cached_split(bb: Any, n_train: int, n_groups: int, train: Examples, cfg: FitConfig) -> Any:
-        """The (prefix, suffix) split when cached activations apply: a frozen prefix exists, one process,
-        and (images) no random augmentation, since cached inputs cannot be re-augmented each epoch."""
+        """The (prefix, suffix) split when cached activations apply: a frozen prefix exists, one process, and no
+        random augmentation (cached inputs cannot be re-augmented each epoch)."""
         if cfg.cache_activations == "off" or n_train >= n_groups:
             return None
-        per_epoch_inputs = _augmentation(cfg, bb.cfg.modality, cached=False) != "none"
         fresh = cfg.text_noise or cfg.mixup or cfg.cutmix or cfg.adversarial != "none"  # (cfg.check: not with "on")
-        per_epoch_inputs = per_epoch_inputs or bool(fresh)
+        per_epoch_inputs = _augmentation(cfg, bb.cfg.modality, cached=False) != "none" or bool(fresh)
         single = cfg.num_nodes == 1 and str(cfg.devices) in ("auto", "1")
         if cfg.cache_activations == "auto" and (not single or per_epoch_inputs):
             return None
@@ -352,6 +352,7 @@ def _augmentation(cfg: FitConfig, modality: str, cached: bool) -> str:
     if modality == "image" and cfg.augments_images(False):
         parts.append("flip" if cfg.augment_policy == "flip"
                      else "crop+flip" + ("" if cfg.augment_policy == "basic" else f"+{cfg.augment_policy}"))
+    parts += ["gain+shift+noise+spec masks"] if modality == "audio" and cfg.augments_images(False) else []
     if modality == "image" and (cfg.mixup or cfg.cutmix):
         parts.append(f"mixup {cfg.mixup:g}/cutmix {cfg.cutmix:g}")
     if modality == "text" and cfg.text_noise:

@@ -156,9 +156,12 @@ class SpeechEmbedding(Backbone):
     def layer_groups(self) -> list[nn.Module]:
         return list(self.stages)
 
+    #: fine-tuning with augmentation: SpecAugment-style masks on the log-mel frames while training
+    spec_augment = False
+
     def preprocessor(self, train: bool = False) -> Any:
         return AudioPreprocess(int(self.cfg.extra.get("sample_rate", SAMPLE_RATE)),
-                               float(self.cfg.extra.get("context_seconds", CONTEXT_SECONDS)))
+                               float(self.cfg.extra.get("context_seconds", CONTEXT_SECONDS)), train=train)
 
     def collator(self) -> Any:
         return collate_waves
@@ -166,6 +169,8 @@ class SpeechEmbedding(Backbone):
     def window_embeddings(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, S) waveforms in [-1, 1] -> (B, W, 96): every window's embedding (padding windows included)."""
         mel = self.frontend(wave * 32768.0)  # (B, T, 32); the graph reads int16-scaled samples
+        if self.training and self.spec_augment:
+            mel = spec_masks(mel)
         # windows by index, not Tensor.unfold: the ONNX exporter cannot take unfold over a dynamic length
         n = (mel.shape[1] - WINDOW) // STRIDE + 1
         idx = torch.arange(n, device=mel.device)[:, None] * STRIDE + torch.arange(WINDOW, device=mel.device)[None]
@@ -195,19 +200,57 @@ def window_count(lengths: torch.Tensor) -> torch.Tensor:
     return (frames - WINDOW) // STRIDE + 1
 
 
+def spec_masks(mel: torch.Tensor, bands: int = 2, band_width: int = 4, spans: int = 2, span_frames: int = 10
+               ) -> torch.Tensor:
+    """SpecAugment's masks (Park et al., 2019) on log-mel frames (B, T, F): per clip, `bands` runs of up to
+    `band_width` mel bins and `spans` runs of up to `span_frames` frames set to the clip's mean."""
+    b, t, f = mel.shape
+    keep = torch.ones_like(mel, dtype=torch.bool)
+    for _ in range(bands):
+        width = torch.randint(0, band_width + 1, (b,))
+        start = (torch.rand(b) * (f - width + 1)).long()
+        bins = torch.arange(f)[None]
+        keep &= ~((bins >= start[:, None]) & (bins < (start + width)[:, None]))[:, None, :].to(mel.device)
+    for _ in range(spans):
+        width = torch.randint(0, span_frames + 1, (b,))
+        start = (torch.rand(b) * (t - width + 1).clamp(min=1)).long()
+        frames = torch.arange(t)[None]
+        keep &= ~((frames >= start[:, None]) & (frames < (start + width)[:, None]))[:, :, None].to(mel.device)
+    return torch.where(keep, mel, mel.mean(dim=(1, 2), keepdim=True))
+
+
+def augment_wave(wave: np.ndarray, rate: int) -> np.ndarray:
+    """A training clip, varied: gain of -6..+6 dB, a shift of up to 0.1 s either way (silence comes in), and
+    half of the time white noise at 10-30 dB SNR. Draws from numpy's global generator, which the loader seeds per
+    (run, epoch, example)."""
+    out = wave * np.float32(10 ** (np.random.uniform(-6, 6) / 20))
+    n = int(np.random.uniform(-0.1, 0.1) * rate)
+    if n:
+        out = np.concatenate([np.zeros(n, np.float32), out[:-n]]) if n > 0 else \
+            np.concatenate([out[-n:], np.zeros(-n, np.float32)])
+    if np.random.random() < 0.5:
+        rms = float(np.sqrt(np.mean(out ** 2))) or 1e-4
+        out = out + np.random.normal(0, rms / 10 ** (np.random.uniform(10, 30) / 20), len(out)).astype(np.float32)
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
 class AudioPreprocess:
     """One clip (a sound file's path, or float32 mono samples at `rate`) -> a float tensor with `context` seconds
-    of silence on each side, padded to at least one window. Picklable: it runs in DataLoader workers."""
+    of silence on each side, padded to at least one window; `train`: varied first (`augment_wave`). Picklable: it
+    runs in DataLoader workers."""
 
-    def __init__(self, rate: int = SAMPLE_RATE, context: float = 0.0) -> None:
+    def __init__(self, rate: int = SAMPLE_RATE, context: float = 0.0, train: bool = False) -> None:
         self.rate = rate
         self.pad = int(round(context * rate))
+        self.train = train
 
     def __call__(self, clip: str | np.ndarray) -> torch.Tensor:
         if isinstance(clip, str):
             from ..data.audio import load_audio
 
             clip = load_audio(clip, self.rate)
+        if self.train and len(clip):
+            clip = augment_wave(np.asarray(clip, dtype=np.float32), self.rate)
         x = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
         if self.pad:
             x = nn.functional.pad(x, (self.pad, self.pad))

@@ -22,6 +22,9 @@ class ModelBackend:
                               f"({root}/targets/<name>) or an export of it")
         self.model = load_model(root, progress=False)
         self.modality = self.model.modality
+        if self.modality == "audio":  # (the request format takes texts and images only, for now)
+            raise ConfigError(f"{root} is a sound model: serving sound models is not supported yet; predict files "
+                              "with `fmadapt predict`")
         self.task = self.model.config_.task
         bcfg = self.model.members_[0].model.backbone.cfg
         metrics = {k: v for k, v in self.model.metrics_.items() if isinstance(v, (int, float))}
