@@ -118,6 +118,10 @@ def run_fmadapt(root: Path, method: str, context: float | None) -> dict:
         row["cv_score"] = max(r["val_acc"] for r in h["candidates"])
     if strategy == "auto":
         opts["winner"] = h.get("auto", {}).get("winner")
+    if "epochs_run" in h:  # fine-tuning: the validation curve the kept epoch was chosen on (the probe start first)
+        opts.update(lr=h.get("lr"), best_epoch=h.get("best_epoch"),
+                    val_acc=[h.get("initial_val_acc")] + [round(e["val_acc"], 4) for e in h.get("epochs") or []
+                                                          if "val_acc" in e])
     return {**row, "options": options_json(opts)}
 
 

@@ -285,3 +285,42 @@ def test_cli_fits_a_sound_folder(sounds, tmp_path):
     r = CliRunner().invoke(app, ["embed", str(sounds / "test"), "-o", str(tmp_path / "f.npy")])
     assert r.exit_code == 0, r.output
     assert np.load(tmp_path / "f.npy").shape == (12, 288)
+
+
+# -- tables that list the files ---------------------------------------------------------------------------------
+def test_a_table_of_sound_files_trains_like_a_folder(sounds, tmp_path):
+    import pandas as pd
+
+    from fmadapt.cli.app import _modality
+
+    rows = [{"file": str(p.relative_to(sounds)), "word": p.parent.name}
+            for p in sorted((sounds / "train").glob("*/*.*"))]
+    rows.append({"file": "train/low/missing.wav", "word": "low"})
+    pd.DataFrame(rows).to_csv(sounds / "labels.csv", index=False)
+    assert _modality(str(sounds / "labels.csv")) == "audio"
+    clf = AudioClassifier(label_col="word").fit(sounds / "labels.csv")
+    assert clf.classes_ == ["high", "low", "mid"]
+    skipped = clf.data_summary_["skipped"]
+    assert [s["where"] for s in skipped] == [f"{sounds / 'labels.csv'}:row {len(rows) + 1}"]
+    assert skipped[0]["reason"].endswith("missing.wav: no such file")
+    test = pd.DataFrame({"path": [str(p) for p in sorted((sounds / "test").glob("*/*.*"))]})
+    table = clf.predict_table(test)
+    assert len(table) == 12 and (table["pred"] == [Path(p).parent.name for p in test["path"]]).mean() >= 0.9
+
+
+def test_a_table_of_image_files_trains_an_image_classifier(image_folder, tmp_path):
+    import pandas as pd
+
+    from fmadapt import ImageClassifier
+    from fmadapt.cli.app import _modality
+    from fmadapt.config import FitConfig
+    from fmadapt.data.filetable import file_examples
+
+    files = sorted(p for p in image_folder.rglob("*.*") if p.is_file())
+    pd.DataFrame({"image": [str(p) for p in files], "label": [p.parent.name for p in files]}).to_csv(
+        tmp_path / "imgs.csv", index=False)
+    assert _modality(str(tmp_path / "imgs.csv")) == "image"
+    with pytest.raises(Exception, match="lists image files, not audio files"):
+        file_examples(tmp_path / "imgs.csv", FitConfig(), "audio", need_label=True)
+    clf = ImageClassifier(backbone="tiny-cnn").fit(tmp_path / "imgs.csv")
+    assert sorted(clf.classes_) == sorted({p.parent.name for p in files})

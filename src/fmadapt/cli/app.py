@@ -21,9 +21,11 @@ def _out(msg: str = "", err: bool = False) -> None:
 
 def _modality(data: str) -> str:
     """Folders are image data, or audio data when most of their files are sound files; files are tables of
-    texts."""
+    texts, or of image or sound files when a column lists such files by path."""
     if not Path(data).is_dir():
-        return "text"
+        from ..data.filetable import table_modality
+
+        return table_modality(data) or "text"
     from ..data.audio import mostly_audio
 
     return "audio" if mostly_audio(data) else "image"

@@ -109,6 +109,10 @@ def fit(
             cls: Any = TextClassifier
         else:
             cls = AudioClassifier if kind == "audio" else ImageClassifier
+            if Path(data).is_file():  # a table listing the files: --text names its path column, --label its labels
+                opts.update({k: v for k, v in (("text_col", text), ("label_col", label[0] if label else None))
+                             if v is not None})
+                opts.update({"header": False} if no_header else {})
         t0 = time.perf_counter()
         clf = cls(backbone=opts.pop("backbone", None), strategy=opts.pop("strategy", FitConfig.strategy),
                   cache=not no_cache, **opts)

@@ -40,6 +40,8 @@ def load_audio(path: str | os.PathLike[str], rate: int = 16_000, max_seconds: fl
     """float32 mono samples in [-1, 1] at `rate` Hz. AudioLoadError names what is wrong with the file."""
     sf = _soundfile()
     try:
+        if not os.path.isfile(path):  # (never a FIFO or a device named in a table)
+            raise AudioLoadError("no such file" if not os.path.exists(path) else "not a regular file")
         if os.path.getsize(path) == 0:
             raise AudioLoadError("empty file (0 bytes)")
         info = sf.info(str(path))

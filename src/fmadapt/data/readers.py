@@ -27,22 +27,16 @@ def read_labeled(modality: str, data: DataLike, cfg: FitConfig, *, fitting: bool
     """({"train": ..., optionally "val"/"test": ...}, the columns inferred from a table) with unreadable inputs
     already skipped. While `fitting`, a table must have the configured (or an inferable) text and label
     columns; afterwards (evaluation) columns named otherwise are matched when unambiguous, with a warning."""
-    if modality == "image":
-        from .images import drop_unreadable, scan_image_folder
-
-        if isinstance(data, (pd.DataFrame, list)):
-            raise DataError("ImageClassifier reads a folder: root/<class>/<images> or root/{train,val,test}/<class>/")
-        folder = scan_image_folder(data)
-        return {name: drop_unreadable(ex) for name, ex in folder.splits.items()}, {}
-    if modality == "audio":
-        from .audio import drop_unreadable_audio
+    if modality in ("image", "audio"):  # a folder of class folders, or a table listing the files
+        from .filetable import file_examples, is_table_file
         from .images import scan_image_folder
 
-        if isinstance(data, (pd.DataFrame, list)):
-            raise DataError("AudioClassifier reads a folder: root/<class>/<sound files> or "
-                            "root/{train,val,test}/<class>/")
-        folder = scan_image_folder(data, "audio")
-        return {name: drop_unreadable_audio(ex) for name, ex in folder.splits.items()}, {}
+        if isinstance(data, list):
+            raise DataError(f"{ESTIMATORS[modality]} reads a folder (root/<class>/<files> or "
+                            "root/{train,val,test}/<class>/) or a table with a path and a label column")
+        splits = ({"train": file_examples(data, cfg, modality, need_label=True)} if is_table_file(data)
+                  else scan_image_folder(data, modality).splits)  # type: ignore[arg-type]
+        return {name: _readable(ex) for name, ex in splits.items()}, {}
     if isinstance(data, list):
         raise DataError("TextClassifier.fit needs labels: pass a table (path or DataFrame)")
     ex, text, label = read_text_table(data, cfg, need_label=True, strict=fitting)
@@ -52,33 +46,33 @@ def read_labeled(modality: str, data: DataLike, cfg: FitConfig, *, fitting: bool
 def read_unlabeled(modality: str, data: DataLike, cfg: FitConfig) -> Examples:
     """Inputs to predict on (labels ignored), unreadable ones listed in `skipped`; a table's text column
     named otherwise than in `cfg` is matched when unambiguous, with a warning."""
-    if modality == "image":
-        from .images import drop_unreadable, unlabeled_images
-
-        if isinstance(data, list):
-            ex = Examples(inputs=[str(p) for p in data], labels=None, ids=[str(p) for p in data],
-                          source="<list>", modality="image")
-        elif isinstance(data, pd.DataFrame):
-            raise DataError("ImageClassifier.predict takes a folder, a file or a list of image paths")
-        else:
-            ex = unlabeled_images(data)
-        return drop_unreadable(ex)
-    if modality == "audio":
-        from .audio import drop_unreadable_audio
+    if modality in ("image", "audio"):  # a folder, one file, a list of paths, or a table listing the files
+        from .filetable import file_examples, is_table_file
         from .images import unlabeled_images
 
         if isinstance(data, list):
             files = [str(f) for f in cast("list[str]", data)]
-            ex = Examples(inputs=files, labels=None, ids=list(files), source="<list>", modality="audio")
-        elif isinstance(data, pd.DataFrame):
-            raise DataError("AudioClassifier.predict takes a folder, a file or a list of sound file paths")
+            ex = Examples(inputs=files, labels=None, ids=list(files), source="<list>", modality=modality)
+        elif is_table_file(data):
+            ex = file_examples(data, cfg, modality, need_label=False)
         else:
-            ex = unlabeled_images(data, "audio")
-        return drop_unreadable_audio(ex)
+            ex = unlabeled_images(data, modality)  # type: ignore[arg-type]
+        return _readable(ex)
     if isinstance(data, list):
         return Examples(inputs=[str(t) for t in data], labels=None, ids=[str(i) for i in range(len(data))],
                         source="<list>", modality="text")
     return read_text_table(data, cfg, need_label=False, strict=False)[0]
+
+
+def _readable(ex: Examples) -> Examples:
+    """Image or sound examples without the files that cannot be decoded (listed in `skipped`)."""
+    if ex.modality == "audio":
+        from .audio import drop_unreadable_audio
+
+        return drop_unreadable_audio(ex)
+    from .images import drop_unreadable
+
+    return drop_unreadable(ex)
 
 
 def read_text_table(data: str | os.PathLike[str] | pd.DataFrame, cfg: FitConfig, need_label: bool, strict: bool
