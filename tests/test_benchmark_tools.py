@@ -74,6 +74,13 @@ def test_every_note_is_in_the_notes_index():
 #: figures the documentation states, and the results row each comes from: (page, the sentence's words, CSV topic,
 #: the row's fields, its column). The figure is the last number of the words, written as the row's value rounded.
 CLAIMS = [
+    ("audio.md", "default probe scores 0.9333", "audio",
+     {"commit": "0646423", "dataset": "speech_keywords", "method": "probe"}, "accuracy"),
+    ("audio.md", "against 0.9667", "audio",
+     {"commit": "0646423", "dataset": "speech_keywords", "method": "hand_probe"}, "accuracy"),
+    ("audio.md", "run at 416.0", "audio", {"commit": "6a6d87b", "method": "fmadapt features (ONNX Runtime)"},
+     "clips_per_s"),
+    ("audio.md", "against 92.0", "audio", {"commit": "6a6d87b", "method": "hand-written features"}, "clips_per_s"),
     ("benchmarks.md", "test RMSE 0.8379", "table_features",
      {"commit": "14f4070", "dataset": "clothing_rating", "method": "text_features_stack"}, "rmse"),
     ("benchmarks.md", "against 0.8579", "table_features",
