@@ -4,9 +4,9 @@ Apache-2.0), re-implemented in PyTorch from the graphs' own weights so that it c
 
 16 kHz audio -> 32-bin log-mel frames (512-sample window, hop 160: 97 frames a second) -> windows of 76 frames
 (0.775 s) every 8 frames (80 ms) -> a convolutional net -> one 96-d embedding per window (computed for all windows
-of a clip in one pass, see `window_embeddings`). A clip's windows are
-pooled by their mean, maximum and standard deviation (288-d): a 1-s keyword gives 3 windows, a long recording
-many, so clips of any length map to one vector. Clips shorter than one window are padded with silence.
+of a clip in one pass, see `window_embeddings`). A clip's windows are pooled by their mean, maximum and standard
+deviation (288-d): a 1-s keyword gives 3 windows (9 with the silence added on each side), a long recording many,
+so clips of any length map to one vector. Clips shorter than one window are padded with silence.
 
 Only `melspectrogram.onnx` and `embedding_model.onnx` are read from the package; its other graphs are wake-word
 heads under a non-commercial licence and are never used."""
@@ -145,7 +145,7 @@ class SpeechEmbedding(Backbone):
         super().__init__()
         self.cfg = cfg
         d = speech_model_dir()
-        mel_graph, mw = _initializers(d / "melspectrogram.onnx")
+        _, mw = _initializers(d / "melspectrogram.onnx")
         self.frontend = LogMel(mw["0.stft.conv_real.weight"], mw["0.stft.conv_imag.weight"], mw["1.melW"])
         graph, ew = _initializers(d / "embedding_model.onnx")
         self.stages = nn.ModuleList(_embedding_stages(graph, ew))
