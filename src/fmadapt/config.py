@@ -75,8 +75,7 @@ class FitConfig:
     optimizer: str = opt("adamw", "optim", choices=("adamw", "sgd"), help='fine-tuning: "adamw", or "sgd" (Nesterov)')
     momentum: float = opt(0.9, "optim", help="SGD momentum")
     schedule: str = opt("cosine", "optim", choices=("cosine", "inverse_time", "onecycle", "constant"),
-        help='learning-rate schedule: "cosine" (warmup + cosine), "inverse_time" (α0/(1+βt)), "onecycle", '
-             '"constant"')
+        help='learning-rate schedule: "cosine" (warmup + cosine), "inverse_time" (α0/(1+βt)), "onecycle", "constant"')
     decay_beta: float | None = opt(None, "optim", help="inverse_time β per step; None = 9/steps (ends at α0/10)")
     warmup_frac: float = opt(0.1, "optim", help="share of steps spent warming up the learning rate")
     label_smoothing: float = opt(0.0, "optim", help="fine-tuning cross-entropy label smoothing")
@@ -118,28 +117,29 @@ class FitConfig:
              "clothing ratings, +0.40 on Reuters, the same weights on the other 7 datasets of the defaults suite "
              "(benchmarks/notes/defaults_epoch_choice.md)")
     select_by: str = opt("metric", "selection", choices=("metric", "accuracy", "loss"),
-        help="fine-tuning: which epoch is kept (and when to stop early): \"metric\" (the run's `metric` on "
-             'validation, ties broken by the lower loss), "accuracy" (validation accuracy, whatever `metric` is) '
-             'or "loss"')
+        help="fine-tuning: which epoch is kept (and when to stop early): \"metric\" (the run's `metric` on validation, "
+             'ties broken by the lower loss), "accuracy" (validation accuracy, whatever `metric` is) or "loss"')
     val_fraction: float = opt(0.2, "selection", help="share of training data held out when no validation set is given")
+    split_groups: str | None = opt(None, "selection",
+        help="images and sounds: a regular expression searched in each file's name; its first group (or the match) "
+             "names the file's group (speaker, patient, session), and the validation split and the probe's "
+             "cross-validation folds keep each group on one side, so that validation meets new groups as the "
+             r"test data will (Speech Commands' <speaker>_nohash_<n>.wav: '^([^_]+)_'). None: file by file")
     class_weight: str = opt("auto", "selection", choices=("auto", "balanced", "none"),
-        help='class imbalance: "auto" lets a head with the loss weighted by inverse class frequency compete with '
-             "an unweighted one on validation (by `metric`) when the classes are imbalanced, and fine-tuning keeps "
-             "the probe's choice; \"balanced\" always weights; \"none\" never")
+        help='class imbalance: "auto" lets a head with the loss weighted by inverse class frequency compete with an '
+             "unweighted one on validation (by `metric`) when the classes are imbalanced, and fine-tuning keeps the "
+             "probe's choice; \"balanced\" always weights; \"none\" never")
     imbalance_ratio: float = opt(3.0, "selection",
-        help='"auto" without a probe to decide (fine-tuning from a random head): weight past this class-count '
-             "ratio")
-    probe_c: float | None = opt(None, "selection",
-        help="probe inverse regularisation C (regression: the ridge's α = 1 / C); None = chosen on validation")
+        help='"auto" without a probe to decide (fine-tuning from a random head): weight past this class-count ratio')
+    probe_c: float | None = opt(None, "selection", help="probe inverse regularisation C (regression: the ridge's "
+                                "α = 1 / C); None = chosen on validation")
     refit: bool = opt(True, "selection",
         help="probe: once C is chosen, refit the head on training + validation data (when the validation split was "
-             "carved from the training data); on small data (<= 1,000 examples) C is chosen by 5-fold "
-             "cross-validation")
+             "carved from the training data); on small data (<= 1,000 examples) C is chosen by 5-fold cross-validation")
     refit_full: bool = opt(False, "selection",
-        help="fine-tuning: once the validation split (carved from the training data) has chosen the number of "
-             "epochs, train again from the pretrained weights on training + validation data for that many epochs "
-             "and keep that model (about twice the time; validation figures and calibration come from the first "
-             "run)")
+        help="fine-tuning: once the validation split (carved from the training data) has chosen the number of epochs, "
+             "train again from the pretrained weights on training + validation data for that many epochs and keep that "
+             "model (about twice the time; validation figures and calibration come from the first run)")
     calibrate: bool = opt(True, "selection",
         help="fit a temperature on the validation predictions (Guo et al., 2017); predictions use it. Accuracy is "
              "unchanged, only the confidence of the probabilities")

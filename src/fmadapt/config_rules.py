@@ -41,6 +41,16 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
              f"adversarial '{cfg.adversarial}' is for {other}: use "
              + ("'fgsm' or 'pgd'" if modality == "image" else "'embedding'") + f" on {modality}s"),
         ]
+    if cfg.split_groups is not None:
+        import re
+
+        try:
+            re.compile(cfg.split_groups)
+            bad = ""
+        except re.error as e:
+            bad = str(e)
+        rules += [(bool(bad), f"split_groups {cfg.split_groups!r} is not a regular expression ({bad})"),
+                  (modality == "text", "split_groups groups files by their names: it is for image and sound data")]
     if modality == "audio":  # (what the audio path does not do yet is refused, not silently ignored)
         rules += [
             (cfg.image_size is not None, "image_size is for images"),

@@ -122,7 +122,7 @@ class FitRun(SelfTraining):
             splits["train"] = train
         elif split_made:
             train, splits["val"] = (stratified_split if sep is None and not regression else random_split)(
-                train, cfg.val_fraction, cfg.seed)
+                train, cfg.val_fraction, cfg.seed, cfg.split_groups)
             splits["train"] = train
         scale = None
         if regression:  # one output: the standardised target

@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from ..config import FitConfig
 from ..data.examples import Examples
+from ..data.split import group_ids
 from ..model import Classifier
 from ..runtime.features import extract_features
 from .base import FitContext, Strategy, register_strategy
@@ -65,8 +66,12 @@ class Probe(Strategy):
         if refit and len(y_all) <= CV_MAX and folds >= 2 and (cfg.probe_c is None or len(compete) > 1):
             # Few examples: a 20 % hold-out of a few dozen is too noisy to choose C on (few-shot SST-2 picked
             # C=0.01 from 4 validation sentences). Cross-validation over all of them uses every label.
-            selection = f"{folds}-fold cross-validation on training + validation data ({len(y_all)} examples)"
-            evaluate, y_held = _cv_evaluator(x_all, y_all, folds, n_cls, cfg.seed, o_all), y_all
+            groups = group_ids(train.inputs + val.inputs, cfg.split_groups) if cfg.split_groups else None
+            if groups is not None and len(set(groups)) < folds:
+                groups = None  # (fewer groups than folds: example by example, as without the option)
+            selection = (f"{folds}-fold cross-validation on training + validation data ({len(y_all)} examples"
+                         + (f", folds by group: {len(set(groups))} groups)" if groups else ")"))
+            evaluate, y_held = _cv_evaluator(x_all, y_all, folds, n_cls, cfg.seed, o_all, groups), y_all
             extra: dict[str, Any] = {"folds": folds}
         else:
             selection = f"validation split ({len(y_va)} examples)"
@@ -173,11 +178,15 @@ def _val_evaluator(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, n_cls: 
     return evaluate
 
 
-def _cv_evaluator(x: np.ndarray, y: np.ndarray, folds: int, n_cls: int, seed: int, o: np.ndarray | None = None
-                  ) -> Evaluate:
-    """Candidates judged out of fold (stratified k-fold): every row of x predicted by a head that never saw
-    it. o: label-prior logits of x's rows (the prior's strength is fitted within each fold), or None."""
-    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
+def _cv_evaluator(x: np.ndarray, y: np.ndarray, folds: int, n_cls: int, seed: int, o: np.ndarray | None = None,
+                  groups: list[str] | None = None) -> Evaluate:
+    """Candidates judged out of fold (stratified k-fold; with `groups`, each group in one fold): every row of x
+    predicted by a head that never saw it. o: label-prior logits of x's rows (the prior's strength is fitted within
+    each fold), or None."""
+    if groups is not None:
+        splits = list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(x, y, groups))
+    else:
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
     parts: dict[str, list] = {sc: [] for sc in SCALINGS}
     for tr, te in splits:
         for sc in SCALINGS:

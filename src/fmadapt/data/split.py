@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections import Counter
 from typing import Any
 
@@ -33,10 +35,37 @@ def check_trainable(ex: Examples, what: str = "training data") -> None:
                            if alike else "") + "Add examples or remove these classes.")
 
 
-def stratified_split(ex: Examples, val_fraction: float = 0.2, seed: int = 0) -> tuple[Examples, Examples]:
-    """Seeded, stratified split; every class keeps at least one example on each side."""
+def group_ids(inputs: list[str], pattern: str) -> list[str]:
+    """The group of each input file (option `split_groups`): the first capture group, else the whole match, of
+    `pattern` searched in the file's name; a name it does not match is a group of its own."""
+    rx = re.compile(pattern)
+    out = []
+    for path in inputs:
+        m = rx.search(os.path.basename(path))
+        out.append(f"g:{m.group(1) if m.groups() else m.group(0)}" if m else f"f:{path}")
+    return out
+
+
+def stratified_split(ex: Examples, val_fraction: float = 0.2, seed: int = 0, groups: str | None = None
+                     ) -> tuple[Examples, Examples]:
+    """Seeded, stratified split; every class keeps at least one example on each side. `groups` (a `split_groups`
+    pattern): whole groups go to one side or the other (StratifiedGroupKFold's first fold of round(1 /
+    val_fraction)), when there are enough groups and every class keeps a training example; else example by example,
+    said in the training examples' warnings."""
     check_trainable(ex)
     assert ex.labels is not None
+    if groups:
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        g = group_ids(ex.inputs, groups)
+        k = max(2, int(round(1 / val_fraction)))
+        if len(set(g)) >= k:
+            folds = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
+            tr, va = next(folds.split(np.zeros(len(g)), ex.labels, g))
+            if {ex.labels[i] for i in tr} == set(ex.labels):
+                return ex.subset(sorted(tr.tolist())), ex.subset(sorted(va.tolist()))
+        ex.warnings.append(f"split_groups: {len(set(g))} group(s) cannot make a validation split by group with every "
+                           "class on the training side; split example by example")
     rng = np.random.default_rng(seed)
     by_class: dict[str, list[int]] = {}
     for i, lab in enumerate(ex.labels):
@@ -72,8 +101,10 @@ def check_trainable_regression(ex: Examples, what: str = "training data") -> Non
         raise DataError(f"{ex.source}: every target of the {what} is {ex.labels[0]!r}: nothing to learn")
 
 
-def random_split(ex: Examples, val_fraction: float = 0.2, seed: int = 0) -> tuple[Examples, Examples]:
-    """Seeded random split (multi-label data: its label combinations are too many to stratify by)."""
+def random_split(ex: Examples, val_fraction: float = 0.2, seed: int = 0, groups: str | None = None
+                 ) -> tuple[Examples, Examples]:
+    """Seeded random split (multi-label data: its label combinations are too many to stratify by; `groups` is for
+    files, which are single-label: not used here)."""
     order = np.random.default_rng(seed).permutation(len(ex))
     n_val = min(len(ex) - 1, max(1, int(round(len(ex) * val_fraction))))
     chosen = set(order[:n_val].tolist())
