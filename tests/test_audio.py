@@ -324,3 +324,22 @@ def test_a_table_of_image_files_trains_an_image_classifier(image_folder, tmp_pat
         file_examples(tmp_path / "imgs.csv", FitConfig(), "audio", need_label=True)
     clf = ImageClassifier(backbone="tiny-cnn").fit(tmp_path / "imgs.csv")
     assert sorted(clf.classes_) == sorted({p.parent.name for p in files})
+
+
+@pytest.mark.integration
+def test_embed_of_sounds_imports_no_torch_once_the_graph_is_remembered(sounds, tmp_path):
+    import subprocess
+    import sys
+
+    from fmadapt.embed import embed
+
+    embed(sounds / "train", cache=False)  # the full path: exports the graph, checks it, remembers it
+    reference, _ = embed(sounds / "test", cache=False, runtime="torch")
+    code = ("import sys\nfrom fmadapt.cli import main\nsys.argv = ['fmadapt', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightning', 'transformers', 'timm'}))")
+    r = subprocess.run([sys.executable, "-c", code, "embed", str(sounds / "test"), "-o", str(tmp_path / "f.npy")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
+    np.testing.assert_allclose(np.load(tmp_path / "f.npy"), reference, atol=2e-3 * np.abs(reference).max())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,10 +55,10 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
     ids = pd.DataFrame({"id": ex.ids, "error": [bad.get(k) for k in key]})
     name = backbone or ("speech-embedding" if audio else "efficientnet_lite0" if is_image else DEFAULT_TEXT_BACKBONE)
     fc = FeatureCache() if cache else None
-    if not is_image:
-        from .runtime.light import light_encoder
+    if not is_image or audio:
+        from .runtime.light import light_audio_encoder, light_encoder
 
-        light = light_encoder(name, runtime)
+        light: Any = light_audio_encoder(name, runtime) if audio else light_encoder(name, runtime)
         if light is not None:  # no torch: the remembered graph, the same batches and the same feature cache
             feats = np.full((len(ex), light.embed_dim), np.nan, dtype=np.float32)
             try:
@@ -80,7 +81,7 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
     if ok:
         feats[ok] = extract_features(bb, ex.subset(ok), batch_size=batch_size, cache=fc, runtime=runtime,
                                      progress=progress, desc="embedding")
-        if not is_image:
+        if not is_image or audio:
             from .runtime.light import remember
 
             remember(bb)  # created by name just above and only run since: its graph can serve later runs

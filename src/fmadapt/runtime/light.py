@@ -1,4 +1,5 @@
-"""Torch-free text inference from a cached ONNX graph: tokenizers + onnxruntime + numpy.
+"""Torch-free inference from a cached ONNX graph: texts with tokenizers + onnxruntime + numpy, sound files with
+soundfile + soxr + onnxruntime + numpy (`fmadapt embed`).
 
 `fmadapt embed` and `fmadapt predict` of a frozen-backbone model spent most of their time importing torch,
 transformers and Lightning and building the backbone in PyTorch, only to run its cached ONNX graph
@@ -102,6 +103,8 @@ def remember(backbone: Any) -> bool:
 
 def _remember(backbone: Any) -> bool:
     cfg = backbone.cfg
+    if cfg.modality == "audio":
+        return _remember_audio(backbone)
     tok = getattr(backbone, "tokenizer", None)
     backend = getattr(tok, "backend_tokenizer", None)
     if cfg.modality != "text" or not (cfg.pretrained and cfg.sha256) or cfg.extra.get("added_tokens") \
@@ -139,6 +142,37 @@ def _remember(backbone: Any) -> bool:
     return True
 
 
+def _remember_audio(backbone: Any) -> bool:
+    """The speech embedding's graph: its entry watches the two ONNX files it was built from and the code that
+    reads sound files and builds the graph."""
+    cfg = backbone.cfg
+    if not (cfg.pretrained and cfg.sha256) or cfg.name != "speech-embedding":
+        return False
+    from ..backbones.audio import SHA256, speech_model_dir
+    from . import onnx as rt
+
+    if backbone not in rt._FINGERPRINTS:
+        return False
+    fp = rt.weights_fingerprint(backbone)
+    enc = rt._SESSIONS.get(fp)
+    if enc is None:
+        return False
+    import sys
+
+    files = [str(speech_model_dir() / n) for n in SHA256]
+    files += [p for p in (getattr(sys.modules.get(m), "__file__", None) for m in AUDIO_CODE) if p]
+    stamps = [{"path": p, "size": (st := os.stat(p)).st_size, "mtime_ns": st.st_mtime_ns} for p in files]
+    entry = {"index_version": INDEX_VERSION, "fmadapt": __version__, "name": cfg.name, "cfg": cfg.to_dict(),
+             "fingerprint": fp, "files": stamps + _code_stamps(), "graphs": {"fp32": enc.path}, "tokenizer": None}
+    light_dir().mkdir(parents=True, exist_ok=True)
+    _write_atomic(_entry_path(cfg.name), json.dumps(entry, indent=1))
+    return True
+
+
+#: what decides an audio entry's features besides _CODE: the backbone and the reading of sound files
+AUDIO_CODE = ("fmadapt.backbones.audio", "fmadapt.data.audio")
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
@@ -158,7 +192,9 @@ def load_entry(name: str) -> dict[str, Any] | None:
             st = os.stat(f["path"])
             if st.st_size != f["size"] or st.st_mtime_ns != f["mtime_ns"]:
                 return None
-        if not Path(e["tokenizer"]).is_file() or not any(Path(g).is_file() for g in e["graphs"].values()):
+        if e["tokenizer"] is not None and not Path(e["tokenizer"]).is_file():
+            return None
+        if not any(Path(g).is_file() for g in e["graphs"].values()):
             return None
         return e
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -224,6 +260,54 @@ class LightTextEncoder:
         return feats
 
 
+class LightAudioEncoder:
+    """Sound files -> (N, D) float32 features with the remembered speech-embedding graph: decoded and resampled
+    as data/audio.py does, padded as backbones/audio.py's AudioPreprocess does, in the same batches as
+    extract_features (input order)."""
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        import onnxruntime as ort
+
+        self.cfg = entry["cfg"]
+        extra = self.cfg["extra"]
+        self.rate = int(extra["sample_rate"])
+        self.pad = int(round(float(extra["context_seconds"]) * self.rate))
+        self.min_samples = int(extra["n_fft"]) + (int(extra["window_frames"]) - 1) * int(extra["hop"])
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = default_threads()
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(entry["graphs"]["fp32"], so, providers=["CPUExecutionProvider"])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.cfg["embed_dim"])
+
+    def encode(self, paths: list[str], batch_size: int = 64) -> np.ndarray:
+        from ..data.audio import load_audio
+
+        out = np.empty((len(paths), self.embed_dim), dtype=np.float32)
+        for s in range(0, len(paths), batch_size):
+            waves = [np.pad(load_audio(p, self.rate), self.pad) for p in paths[s:s + batch_size]]
+            waves = [np.pad(w, (0, max(0, self.min_samples - len(w)))) for w in waves]
+            lengths = np.asarray([len(w) for w in waves], dtype=np.int64)
+            batch = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
+            for i, w in enumerate(waves):
+                batch[i, :len(w)] = w
+            out[s:s + len(waves)] = self.session.run(["features"], {"waveform": batch, "lengths": lengths})[0]
+        return out
+
+    def features(self, paths: list[str], cache: FeatureCache | None, batch_size: int = 64) -> np.ndarray:
+        key = cache.key(self.cfg, paths, "audio", "") if cache else None
+        hit = cache.get(key, len(paths)) if cache else None
+        if hit is not None:
+            return hit
+        feats = self.encode(paths, batch_size)
+        if cache:
+            cache.put(key, feats)
+        return feats
+
+
 def light_encoder(name: str, runtime: str) -> LightTextEncoder | None:
     """The torch-free encoder of backbone `name` for `runtime` (auto/onnx: fp32, int8), or None when the full
     path must run (turned off, nothing remembered yet, the graph unreadable, onnxruntime/tokenizers missing)."""
@@ -233,6 +317,19 @@ def light_encoder(name: str, runtime: str) -> LightTextEncoder | None:
     if entry is None or not Path(entry["graphs"].get("int8" if runtime == "int8" else "fp32", "")).is_file():
         return None
     try:
-        return LightTextEncoder(entry, runtime)
+        return LightTextEncoder(entry, runtime) if entry["tokenizer"] is not None else None
     except Exception:  # a damaged graph or tokenizer file: the full path deletes and rebuilds it
+        return None
+
+
+def light_audio_encoder(name: str, runtime: str) -> LightAudioEncoder | None:
+    """The torch-free encoder of a remembered sound backbone (fp32 only), or None when the full path must run."""
+    if not enabled() or runtime not in ("auto", "onnx"):
+        return None
+    entry = load_entry(name)
+    if entry is None or entry["tokenizer"] is not None or not Path(entry["graphs"].get("fp32", "")).is_file():
+        return None
+    try:
+        return LightAudioEncoder(entry)
+    except Exception:  # a damaged graph: the full path rebuilds it
         return None
