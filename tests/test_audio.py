@@ -343,3 +343,22 @@ def test_embed_of_sounds_imports_no_torch_once_the_graph_is_remembered(sounds, t
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
     np.testing.assert_allclose(np.load(tmp_path / "f.npy"), reference, atol=2e-3 * np.abs(reference).max())
+    # and `fmadapt predict` of a probe model, with the table the full path writes
+    import pandas as pd
+
+    from fmadapt.light_predict import remember_model
+
+    (sounds / "test" / "low" / "broken.wav").write_bytes(b"RIFF" + b"\x00" * 40)
+    AudioClassifier().fit(sounds / "train").save_pretrained(tmp_path / "m", report=False)
+    model = load_model(tmp_path / "m")
+    full = model.predict_table(sounds / "test")
+    remember_model(model, tmp_path / "m")
+    r = subprocess.run([sys.executable, "-c", code, "predict", str(tmp_path / "m"), str(sounds / "test"), "-o",
+                        str(tmp_path / "p.csv")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
+    light = pd.read_csv(tmp_path / "p.csv")
+    assert list(light.columns) == list(full.columns)
+    assert list(light["pred"].fillna("")) == list(full["pred"].fillna("")) and light["error"].notna().sum() == 1
+    probs = [c for c in full.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(light[probs].to_numpy(), full[probs].to_numpy(dtype=float), atol=1e-4)

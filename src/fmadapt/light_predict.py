@@ -1,5 +1,5 @@
-"""`fmadapt predict` without torch: a text model whose backbone is frozen and referenced (only its linear head
-is stored, e.g. `probe`), run from the backbone's remembered ONNX graph (runtime/light.py) with the head and the
+"""`fmadapt predict` without torch: a text (or sound) model whose backbone is frozen and referenced (only its linear
+head is stored, e.g. `probe`), run from the backbone's remembered ONNX graph (runtime/light.py) with the head and the
 calibration temperature applied in numpy; with `auto`'s n-gram TF-IDF model (runtime/ngram.py, scikit-learn)
 blended in, or alone (then no graph is needed). Multi-label models (sigmoids and their thresholds), regression
 models (the target's scale and intervals) and models reading table columns (their encoding, the table head or
@@ -71,7 +71,7 @@ def _model(root: Path) -> dict[str, Any] | None:
     if (config.get("backbone_weights") != "reference" or config.get("adapter") or config.get("ensemble")
             or config.get("format_version", 1) not in FORMAT_VERSIONS or config.get("strategy") not in FROZEN_STRATEGIES
             or type(n) is not int or len(classes) != n or len(set(classes)) != n
-            or not all(isinstance(c, str) for c in classes) or bcfg.get("modality") != "text"
+            or not all(isinstance(c, str) for c in classes) or bcfg.get("modality") not in ("text", "audio")
             or (bcfg.get("extra") or {}).get("added_tokens")):
         return None
     ngram = config.get("ngram")  # auto's n-gram TF-IDF model and its weight in the prediction, if any
@@ -81,6 +81,8 @@ def _model(root: Path) -> dict[str, Any] | None:
         return None
     fit = FitConfig.from_dict(config.get("fit", {}))
     if fit.strategy not in FROZEN_STRATEGIES or fit.task not in ("classification", "multilabel", "regression"):
+        return None
+    if bcfg.get("modality") == "audio" and (weight is not None or fit.task != "classification" or fit.features):
         return None
     task = _task_entries(fit, config, classes)
     if task is None or (fit.task != "classification" and weight is not None):
@@ -129,9 +131,9 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
     """`load_model(model_dir).predict_table(data)` (with `text_col` overriding the training column, as
     `fmadapt predict --text`) without torch, or None when the full path must run."""
     from .data.cache import FeatureCache
-    from .runtime.light import enabled, light_encoder
+    from .runtime.light import enabled, light_audio_encoder, light_encoder
 
-    if not enabled() or Path(data).is_dir():
+    if not enabled():
         return None
     dirs = _target_dirs(Path(model_dir))
     if dirs:
@@ -140,9 +142,10 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
         m = _model(Path(model_dir))
     except Exception:  # unreadable, malformed or hostile files: the full path reports what is wrong, naming the file
         return None
-    if m is None:
+    if m is None or (Path(data).is_dir() and m["bcfg"].get("modality") == "text"):
         return None
     fit, bcfg, n, weight = m["fit"], m["bcfg"], len(m["classes"]), m["ngram_weight"]
+    audio = bcfg.get("modality") == "audio"
     ngram = None
     if weight is not None:
         from .runtime.ngram import NgramModel
@@ -153,9 +156,11 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
             return None
     enc = head = None
     if weight is None or weight < 1.0:  # (the n-gram model alone needs no encoder)
-        enc = light_encoder(str(bcfg.get("name")), fit.runtime)
-        # the installed backbone must be the one the model was trained on (load_model refuses it otherwise)
-        if enc is None or enc.cfg.get("sha256") != bcfg.get("sha256") or enc.embed_dim != bcfg.get("embed_dim"):
+        enc = (light_audio_encoder if audio else light_encoder)(str(bcfg.get("name")), fit.runtime)
+        # the installed backbone must be the one the model was trained on (load_model refuses it otherwise), and a
+        # sound model's clips padded with the silence it was trained with
+        if enc is None or enc.cfg.get("sha256") != bcfg.get("sha256") or enc.embed_dim != bcfg.get("embed_dim") \
+                or (audio and enc.cfg["extra"].get("context_seconds") != bcfg["extra"].get("context_seconds")):
             return None
         try:
             head = _load_head(Path(model_dir), n, enc.embed_dim, m["table"].width if m["table"] else None)
@@ -163,7 +168,7 @@ def predict_table(model_dir: str | os.PathLike[str], data: str | os.PathLike[str
             return None
         if head is None:
             return None
-    ex = _examples(data, text_col or fit.text_col, fit)  # DataError: the full path's message, raised alike
+    ex = _examples(data, text_col or fit.text_col, fit, "audio" if audio else "text")  # DataError: as the full path
     if m["table"] is not None and head is not None and len(ex):
         if ex.table is None:
             return None  # (the full path says which columns are missing)
@@ -222,13 +227,14 @@ def _targets_table(dirs: dict[str, Path] | None, data: Any, text_col: str | None
     return out
 
 
-def _examples(data: Any, text_col: str | None, fit: Any) -> Any:
-    """data.readers.read_unlabeled of a loaded text model (torch-free), `text_col` overriding the training's."""
+def _examples(data: Any, text_col: str | None, fit: Any, modality: str = "text") -> Any:
+    """data.readers.read_unlabeled of a loaded text (or sound) model (torch-free), `text_col` overriding the
+    training's."""
     import dataclasses
 
     from .data.readers import read_unlabeled
 
-    return read_unlabeled("text", data, dataclasses.replace(fit, text_col=text_col))
+    return read_unlabeled(modality, data, dataclasses.replace(fit, text_col=text_col))
 
 
 def _proba(feats: np.ndarray | None, head: dict[str, Any] | None, temperature: float, n: int) -> np.ndarray:
@@ -293,9 +299,10 @@ def _with_errors(out: pd.DataFrame, ex: Any) -> pd.DataFrame:
 
 
 def _table(ex: Any, p: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    """The columns of Predictor.predict_table for texts."""
+    """The columns of Predictor.predict_table for texts (and sounds, without the text column)."""
     out = pd.DataFrame({"id": ex.ids})
-    out["text"] = ex.inputs
+    if ex.modality == "text":
+        out["text"] = ex.inputs
     out["pred"] = [classes[i] for i in p.argmax(1)] if len(p) else []
     for j, c in enumerate(classes):
         out[f"prob_{c}"] = p[:, j] if len(p) else []
