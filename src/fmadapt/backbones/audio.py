@@ -149,13 +149,15 @@ class SpeechEmbedding(Backbone):
         self.frontend = LogMel(mw["0.stft.conv_real.weight"], mw["0.stft.conv_imag.weight"], mw["1.melW"])
         graph, ew = _initializers(d / "embedding_model.onnx")
         self.stages = nn.ModuleList(_embedding_stages(graph, ew))
+        #: pooling "attention": a trainable weighting of the windows (the top layer group), mean pooling at first
+        self.attention = AttentionPool(96) if cfg.pooling == "attention" else None
         if not pretrained:  # the architecture with fresh weights (tests, and `pretrained=False` as elsewhere)
             for m in self.stages.modules():
                 if isinstance(m, (nn.Conv2d, nn.BatchNorm2d)):
                     m.reset_parameters()
 
     def layer_groups(self) -> list[nn.Module]:
-        return list(self.stages)
+        return list(self.stages) + ([self.attention] if self.attention is not None else [])
 
     #: fine-tuning with augmentation: SpecAugment-style masks on the log-mel frames while training
     spec_augment = False
@@ -187,12 +189,27 @@ class SpeechEmbedding(Backbone):
         emb = self.window_embeddings(batch["waveform"])
         valid = window_count(batch["lengths"]).clamp(max=emb.shape[1])  # (B,) windows inside each clip
         mask = (torch.arange(emb.shape[1], device=emb.device)[None] < valid[:, None]).unsqueeze(-1)  # (B, W, 1)
-        m = mask.to(emb.dtype)
-        n = m.sum(1)
-        mean = (emb * m).sum(1) / n
+        # window weights (B, W, 1), summing to 1 over each clip's windows: uniform, or the attention's
+        m = mask.to(emb.dtype) / mask.sum(1, keepdim=True) if self.attention is None else self.attention(emb, mask)
+        mean = (emb * m).sum(1)
         top = emb.masked_fill(~mask, float("-inf")).amax(1)
-        std = (((emb - mean[:, None]) ** 2 * m).sum(1) / n).clamp(min=0).sqrt()
+        std = (((emb - mean[:, None]) ** 2 * m).sum(1)).clamp(min=0).sqrt()
         return torch.cat([mean, top, std], dim=1)
+
+
+class AttentionPool(nn.Module):
+    """Attention over a clip's windows (Bahdanau-style scores, one linear map of each window's embedding): softmax
+    weights over the windows inside the clip. Zero-initialised, so it starts as mean pooling and a model fine-tuned
+    from the probe starts where the probe stands."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
+
+    def forward(self, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, W, D), (B, W, 1) -> (B, W, 1)
+        return torch.softmax(self.score(emb).masked_fill(~mask, float("-inf")), dim=1)
 
 
 def window_count(lengths: torch.Tensor) -> torch.Tensor:
@@ -269,8 +286,10 @@ def collate_waves(samples: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"waveform": out, "lengths": lengths}
 
 
-def speech_embedding(pretrained: bool = True) -> SpeechEmbedding:
-    """`speech-embedding`: Google's speech embedding (openwakeword 0.4.0's port), 288-d pooled features."""
+def speech_embedding(pretrained: bool = True, attention: bool = False) -> SpeechEmbedding:
+    """`speech-embedding`: Google's speech embedding (openwakeword 0.4.0's port), 288-d pooled features;
+    `speech-embedding-attention` (`attention`): the windows weighted by a trainable attention (the top layer group:
+    `--strategy finetune --unfreeze 1` trains it and the head alone) instead of equally."""
     from .packaged import file_sha256
 
     d = speech_model_dir()
@@ -280,11 +299,12 @@ def speech_embedding(pretrained: bool = True) -> SpeechEmbedding:
                               "openwakeword==0.4.0")
     sha = SHA256["embedding_model.onnx"] if pretrained else ""
     cfg = BackboneCfg(
-        name="speech-embedding", modality="audio", embed_dim=288,
+        name="speech-embedding-attention" if attention else "speech-embedding", modality="audio", embed_dim=288,
         source="pip:openwakeword==0.4.0 (melspectrogram.onnx + embedding_model.onnx: Google speech_embedding)",
-        license="apache-2.0", sha256=sha, pretrained=pretrained, pooling="stats",
+        license="apache-2.0", sha256=sha, pretrained=pretrained, pooling="attention" if attention else "stats",
         extra={"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "window_frames": WINDOW,
                "stride_frames": STRIDE, "window_dim": 96, "context_seconds": CONTEXT_SECONDS,
-               "pooling": "mean, max and std over windows", "mel_sha256": SHA256["melspectrogram.onnx"]},
+               "pooling": "attention-weighted mean and std, and max, over windows" if attention else
+               "mean, max and std over windows", "mel_sha256": SHA256["melspectrogram.onnx"]},
     )
     return SpeechEmbedding(cfg, pretrained)

@@ -36,7 +36,7 @@ class BackboneCfg:
     crop_pct: float = 0.875
     # text backbones
     max_tokens: int = 256
-    pooling: str = "mean"  #: "mean" or "cls"; audio: "stats" (mean, max and std over windows)
+    pooling: str = "mean"  #: "mean" or "cls"; audio: "stats" (mean, max, std over windows) or "attention"
     normalize: bool = False  #: L2-normalise the pooled embedding (sentence-transformers' Normalize)
     #: fine-tuning: the body learning rate when `lr` is not given, measured for this backbone (None: the
     #: modality's default)
@@ -87,7 +87,7 @@ class BackboneCfg:
             "interpolation": lambda v: isinstance(v, str) and len(v) <= 32,
             "crop_pct": lambda v: number(v) and 0.05 <= v <= 2.0,
             "max_tokens": lambda v: type(v) is int and 1 <= v <= 1 << 20,
-            "pooling": lambda v: v in ("mean", "cls", "stats"),
+            "pooling": lambda v: v in ("mean", "cls", "stats", "attention"),
             "normalize": lambda v: isinstance(v, bool),
             "finetune_lr": lambda v: v is None or (number(v) and 0 < v <= 1),
             "extra": lambda v: isinstance(v, dict),

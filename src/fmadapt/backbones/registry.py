@@ -192,3 +192,12 @@ def _speech_embedding(pretrained: bool = True) -> Backbone:
     from .audio import speech_embedding
 
     return speech_embedding(pretrained)
+
+
+@register_backbone("speech-embedding-attention", "audio",
+                   "speech-embedding with a trainable attention over the windows (for --strategy finetune "
+                   "--unfreeze 1; mean pooling until trained)")
+def _speech_embedding_attention(pretrained: bool = True) -> Backbone:
+    from .audio import speech_embedding
+
+    return speech_embedding(pretrained, attention=True)
