@@ -235,6 +235,21 @@ def test_fine_tuning_with_augmentation_says_so_and_turns_masks_off_for_predictio
     np.testing.assert_array_equal(p1.to_numpy(), p2.to_numpy())
 
 
+def test_attention_pooling_starts_as_the_mean_and_trains_alone_on_top(sounds):
+    plain, attn = A.speech_embedding().eval(), A.speech_embedding(attention=True).eval()
+    batch = plain.collator()([plain.preprocessor()(tone(f, s)) for f, s in ((300, 0.8), (900, 2.0))])
+    with torch.no_grad():
+        torch.testing.assert_close(attn(batch), plain(batch))  # zero-initialised: mean pooling
+    assert len(attn.layer_groups()) == 6 and attn.layer_groups()[-1] is attn.attention
+    clf = AudioClassifier(backbone="speech-embedding-attention", strategy="finetune", unfreeze=1, epochs=2,
+                          restore_best=False, progress=False).fit(sounds / "train")  # (the last epoch's weights)
+    bb = clf.members_[0].model.backbone
+    assert clf.members_[0].history["trainable_groups"] == 1
+    assert bb.attention.score.weight.abs().sum() > 0  # trained
+    for mine, start in zip(bb.stages.parameters(), attn.stages.parameters(), strict=True):
+        assert torch.equal(mine, start)  # the network below stayed frozen
+
+
 # -- robustness and explanations ------------------------------------------------------------------------------
 def test_perturbations_hit_their_levels():
     from fmadapt.evaluate.audio_robustness import perturb_audio
