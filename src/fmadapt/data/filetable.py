@@ -57,12 +57,21 @@ def path_column(df: pd.DataFrame, given: str | None = None) -> tuple[str, str] |
 
 
 def table_modality(data: str | os.PathLike[str]) -> str | None:
-    """"audio" or "image" for a table file listing such files, None for a table of texts (or unreadable)."""
+    """"audio" or "image" for a table file listing such files, None for a table of texts (or unreadable). CSV and
+    TSV files are peeked at (their first 200 rows), so that a large table of texts is not read twice."""
     from .tables import read_table
 
+    p = Path(data)
+    ext = p.suffix.lower()
+    if ext not in TABLE_SUFFIXES or not p.is_file():
+        return None
     try:
-        df, _ = read_table(data)
-    except DataError:
+        if ext in (".csv", ".tsv", ".tab"):
+            df = pd.read_csv(p, sep="," if ext == ".csv" else "\t", nrows=200, dtype=str, on_bad_lines="skip",
+                             encoding_errors="replace")
+        else:
+            df, _ = read_table(p)
+    except Exception:  # (whatever is wrong with it, the reader of texts says so, naming the file)
         return None
     found = path_column(df)
     return found[1] if found else None
