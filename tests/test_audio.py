@@ -186,10 +186,48 @@ def test_audio_classifier_fits_predicts_saves_and_loads(sounds, tmp_path):
     from fmadapt.errors import FmadaptError
     from fmadapt.serve.backends import ModelBackend
 
-    with pytest.raises(FmadaptError, match="audio models are not exported yet"):
-        export_model(tmp_path / "model", tmp_path / "x")
+    with pytest.raises(FmadaptError, match="--int8 is for texts and images"):
+        export_model(tmp_path / "model", tmp_path / "x", int8=True)
     with pytest.raises(ConfigError, match="sound model"):
         ModelBackend(str(tmp_path / "model"))
+
+
+@pytest.mark.integration
+def test_a_sound_model_exports_and_predicts_without_torch(sounds, tmp_path):
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from fmadapt.cli import app
+    from fmadapt.compress.export import export_model
+
+    model_dir = AudioClassifier().fit(sounds / "train").save_pretrained(tmp_path / "m", report=False)
+    meta = export_model(model_dir, tmp_path / "x", data=sounds / "test")
+    assert meta["parity"]["fp32"]["end_to_end"]["same_class"] == 1.0
+    assert meta["preprocessing"]["context_seconds"] == A.CONTEXT_SECONDS
+    assert not (tmp_path / "x" / "server.py").exists()  # (no server for sounds yet)
+    files = sorted(str(p) for p in (sounds / "test").glob("*/*.*"))
+    blocker = (
+        "import sys, json\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'torch', 'fmadapt', 'transformers', 'lightning', 'timm', 'sklearn'}:\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.path.insert(0, {str(tmp_path / 'x')!r})\n"
+        "from predict import main\n"
+        f"main([{str(tmp_path / 'x')!r}, *json.loads(sys.argv[1])])\n")
+    r = subprocess.run([sys.executable, "-c", blocker, json.dumps(files)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    model = load_model(model_dir)
+    want = model.predict_proba(files).to_numpy()
+    got = np.asarray([[row["probabilities"][c] for c in model.classes_] for row in rows])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    r = CliRunner().invoke(app, ["serve", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "sound model" in r.output
 
 
 def test_audio_options_that_do_not_apply_are_refused():

@@ -94,6 +94,10 @@ def serve(
                               "positive, --max-wait-ms at least 0")
         if not source.is_dir():
             raise ConfigError(f"{source}: no such directory (give an export or a model directory)")
+        meta = source / "export.json"
+        if meta.is_file() and '"modality": "audio"' in meta.read_text(encoding="utf-8", errors="replace"):
+            raise ConfigError(f"{source} is a sound model: serving sound models is not supported yet; predict files "
+                              "with its predict.py or `fmadapt predict`")
         cfg = ServeConfig(str(source), token=token, max_body_bytes=int(max_body_mb * 2**20), max_batch=max_batch,
                           max_text_chars=max_text_chars, max_image_pixels=max_image_pixels, max_wait_ms=max_wait_ms)
         _out(f"serving {source} on http://{host}:{port} (docs: /docs)" + ("" if token else ", no token"), err=True)

@@ -25,6 +25,7 @@ from torch import nn
 from .._version import __version__
 from ..errors import ConfigError, ExportError
 from . import exported as runtime
+from .export_files import agreement, readme, server_files
 
 FP32_MAX_ABS_DIFF = 1e-4
 PARITY_INPUTS = 1000
@@ -64,6 +65,8 @@ class WholeModel(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.modality == "image":  # (B, S, S, 3) uint8 -> (B, 3, S, S), as ToDtype(scale) + Normalize
             x: Any = (inputs[0].permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
+        elif self.modality == "audio":  # (B, S) float32 samples (padded as the backbone pads them), (B,) lengths
+            x = {"waveform": inputs[0], "lengths": inputs[1]}
         else:
             x = {"input_ids": inputs[0], "attention_mask": inputs[1]}
         members = []
@@ -89,10 +92,13 @@ def refusal(model: Any) -> str | None:
                 "(or `--set ngram=off`) to export it")
     if model.table_encoder_ is not None:
         return "it reads table columns beside the text (`features`); exporting their encoding is not supported yet"
-    if model.modality not in ("text", "image"):
+    if model.modality not in ("text", "image", "audio"):
         return f"{model.modality} models are not exported yet"
     bbs = [m.model.backbone for m in model.members_]
-    if model.modality == "text":
+    if model.modality == "audio":
+        if len({(b.cfg.extra.get("sample_rate"), b.cfg.extra.get("context_seconds")) for b in bbs}) > 1:
+            return "its ensemble members read sounds differently; export one member's directory"
+    elif model.modality == "text":
         toks = {(b.tokenizer.backend_tokenizer.to_str(), int(b.cfg.max_tokens)) for b in bbs}
         if len(toks) > 1:
             return "its ensemble members tokenize differently (several backbones); export one member's directory"
@@ -137,6 +143,15 @@ def _export_graph(whole: WholeModel, model: Any, path: Path) -> None:
                 torch.onnx.export(whole, (torch.zeros(2, s, s, 3, dtype=torch.uint8),), str(path),
                                   input_names=["images"], output_names=[out], opset_version=OPSET, dynamo=False,
                                   dynamic_axes={"images": {0: "batch"}, out: {0: "batch"}})
+            elif model.modality == "audio":
+                g = torch.Generator().manual_seed(0)
+                rate = int(first.cfg.extra.get("sample_rate", 16000))
+                b = first.collator()([first.preprocessor()((0.1 * torch.randn(n, generator=g)).numpy())
+                                      for n in (rate, rate * 5 // 2)])
+                torch.onnx.export(whole, (b["waveform"], b["lengths"]), str(path),
+                                  input_names=["waveform", "lengths"], output_names=[out], opset_version=OPSET,
+                                  dynamo=False, dynamic_axes={"waveform": {0: "batch", 1: "samples"},
+                                                              "lengths": {0: "batch"}, out: {0: "batch"}})
             else:
                 b = first.collator()(["a short probe sentence", "a second, somewhat longer probe sentence to pad"])
                 seq = {0: "batch", 1: "sequence"}
@@ -165,7 +180,7 @@ def _parity_inputs(model: Any, model_dir: Path, data: Any) -> tuple[Any, str]:
             ex = model.read_inputs(data)
         what = f"{len(ex)} inputs of {data if isinstance(data, (str, os.PathLike)) else 'the data given'}" + (
             f" ({len(ex.skipped)} unreadable, left out)" if ex.skipped else "")
-    elif model.modality == "image":
+    elif model.modality in ("image", "audio"):
         what = ""
         for split in ("val", "test", "train"):
             f = model_dir / "manifests" / f"{split}.csv"
@@ -175,14 +190,15 @@ def _parity_inputs(model: Any, model_dir: Path, data: Any) -> tuple[Any, str]:
                 listed = pd.read_csv(f, dtype=str, keep_default_na=False)
                 paths = [p for p in listed["id"] if Path(p).is_file()]
                 if paths:
-                    ex, what = model.read_inputs(paths), f"the {split} images listed in manifests/{split}.csv"
+                    kind = "clips" if model.modality == "audio" else "images"
+                    ex, what = model.read_inputs(paths), f"the {split} {kind} listed in manifests/{split}.csv"
                     label = dict(zip(listed["id"], listed.get("label", listed["id"]), strict=True))
                     ex.labels = [label[i] for i in ex.ids] if "label" in listed and model.config_.task == \
                         "classification" and all(label.get(i) in model.classes_ for i in ex.ids) else None
                     break
         if ex is None:
-            raise ExportError(f"{model_dir}: its manifests list no image that is still there to check the export "
-                              "on: give some with --data FOLDER")
+            raise ExportError(f"{model_dir}: its manifests list no image or sound file that is still there to check "
+                              "the export on: give some with --data FOLDER")
     else:
         ex, what = model.read_inputs(list(SAMPLE_TEXTS)), "built-in sample texts (give --data for your own)"
     if len(ex) == 0:
@@ -202,10 +218,6 @@ def compare(ref: np.ndarray, got: np.ndarray, task: str) -> dict[str, Any]:
     elif task == "multilabel":
         out["same_labels_at_0.5"] = float(((ref >= 0.5) == (got >= 0.5)).all(1).mean()) if len(ref) else 1.0
     return out
-
-
-def agreement(c: dict[str, Any]) -> float:
-    return float(c.get("same_class", c.get("same_labels_at_0.5", 1.0)))
 
 
 def _preprocessing(backbone: Any) -> dict[str, Any]:
@@ -238,34 +250,20 @@ def _meta(model: Any, first: Any) -> dict[str, Any]:
     if model.modality == "text":
         meta.update(tokenizer="tokenizer.json", max_tokens=int(first.cfg.max_tokens),
                     inputs={"input_ids": "int64 (batch, tokens)", "attention_mask": "int64 (batch, tokens)"})
+    elif model.modality == "audio":
+        from ..backbones.audio import MIN_SAMPLES
+
+        extra = first.cfg.extra
+        meta.update(preprocessing={
+            "sample_rate": int(extra["sample_rate"]), "context_seconds": float(extra["context_seconds"]),
+            "min_samples": MIN_SAMPLES, "in_graph": "log-mel frames, the embedding network, pooling over windows",
+            "outside": "decode (soundfile), mix to mono, resample to sample_rate (soxr), context_seconds of silence "
+                       "on each side, zero-padded to at least min_samples; a batch is zero-padded to its longest"},
+            inputs={"waveform": "float32 (batch, samples) in [-1, 1]", "lengths": "int64 (batch,) samples"})
     else:
         meta.update(preprocessing=_preprocessing(first),
                     inputs={"images": f"uint8 (batch, {first.cfg.input_size}, {first.cfg.input_size}, 3) RGB"})
     return meta
-
-
-def _server_files(modality: str) -> dict[str, str]:
-    """server.py (serve/app.py itself), requirements.txt (the versions the export was checked with) and a
-    Dockerfile: the export served from a slim image without torch or fmadapt."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from ..serve import app as server
-
-    def pinned(name: str) -> str:
-        try:
-            return f"{name}=={version(name)}" + ("; sys_platform != 'win32'" if name == "uvloop" else "")
-        except PackageNotFoundError:
-            return name
-
-    needs = ["onnxruntime", "numpy", "tokenizers" if modality == "text" else "pillow", "fastapi", "uvicorn",
-             "httptools", "uvloop"]
-    needs += ["python-multipart"] if modality == "image" else []
-    docker = ("FROM python:3.11-slim\nWORKDIR /model\nCOPY requirements.txt .\n"
-              "RUN pip install --no-cache-dir -r requirements.txt\nCOPY . .\nEXPOSE 8000\n"
-              "# a token is required on 0.0.0.0: docker run -e FMADAPT_TOKEN=... -p 8000:8000 IMAGE\n"
-              'CMD ["python", "server.py", ".", "--host", "0.0.0.0", "--port", "8000"]\n')
-    return {"server.py": Path(server.__file__).read_text(encoding="utf-8"),
-            "requirements.txt": "\n".join(pinned(n) for n in needs) + "\n", "Dockerfile": docker}
 
 
 def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, int8: bool = False,
@@ -289,7 +287,7 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str],
     model = load_model(root, cache=False, progress=progress)
     if text_col:
         model.config_.text_col = text_col
-    why = refusal(model)
+    why = refusal(model) or ("--int8 is for texts and images for now" if int8 and model.modality == "audio" else None)
     if why:
         raise ExportError(f"{root} cannot be exported as one ONNX graph: {why}")
     ref_model = model.with_runtime("torch")  # fp32 PyTorch: what the graph is exported from
@@ -299,7 +297,8 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str],
     with tempfile.TemporaryDirectory(prefix=".export-", dir=dest) as tmp_name:
         tmp = Path(tmp_name)
         _export_graph(WholeModel(ref_model), ref_model, tmp / "model.onnx")
-        files = {"predict.py": Path(runtime.__file__).read_text(encoding="utf-8"), **_server_files(model.modality)}
+        files = {"predict.py": Path(runtime.__file__).read_text(encoding="utf-8"),
+                 **(server_files(model.modality) if model.modality != "audio" else {})}  # (no server for sounds yet)
         task = model.config_.task
         meta = _meta(model, first)
         if model.modality == "text":
@@ -321,7 +320,7 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str],
             blob = (tmp / name).read_bytes()
             graphs[name] = blob
             meta["graphs_sha256"][kind] = hashlib.sha256(blob).hexdigest()
-        files["README.md"] = _readme(meta, root)
+        files["README.md"] = readme(meta, root)
         commit(dest, {**graphs, **files, "export.json": json.dumps(meta, indent=1, ensure_ascii=False)},
                remove=[] if int8 else ["model.int8.onnx"])
         shutil.rmtree(tmp, ignore_errors=True)
@@ -356,7 +355,7 @@ def _check_fp32(tmp: Path, ex: Any, ref: np.ndarray, task: str, backbone: Any
     e2e = compare(ref, got, task)
     if ex.modality != "image":
         if not _within(e2e, ref, got, task):
-            raise ExportError(f"the exported graph disagrees with the model on {e2e['inputs']} texts (largest "
+            raise ExportError(f"the exported graph disagrees with the model on {e2e['inputs']} inputs (largest "
                               f"difference {e2e['max_abs_diff']:.2e}, same prediction on {agreement(e2e):.1%}; "
                               f"allowed: {FP32_MAX_ABS_DIFF:g} and 100 %): not written")
         return {"graph": e2e, "end_to_end": e2e}, got
@@ -371,30 +370,3 @@ def _check_fp32(tmp: Path, ex: Any, ref: np.ndarray, task: str, backbone: Any
         e2e["note"] = ("Pillow's resizing in predict.py against torchvision's in fmadapt: pixel values differ by "
                        "a level or two in places, hence these differences")
     return {"graph": graph, "end_to_end": e2e}, got
-
-
-def _readme(meta: dict[str, Any], source: Path) -> str:
-    text = meta["modality"] == "text"
-    example = '["a great film", "dull"]' if text else '["photo1.jpg", "photo2.png"]'
-    shell = '"a great film"' if text else "photo1.jpg"
-    p = meta["parity"]
-    lines = [
-        f"# fmadapt export of `{source}`", "",
-        f"A {meta['modality']} {meta['task']} model ({len(meta['classes'])} "
-        f"{'outputs' if meta['task'] == 'regression' else 'classes'}) as one ONNX graph. It predicts with "
-        f"onnxruntime, numpy and {'tokenizers' if text else 'Pillow'} only:", "",
-        "```python", "import sys; sys.path.insert(0, 'THIS_DIRECTORY')", "from predict import ExportedModel", "",
-        "model = ExportedModel('THIS_DIRECTORY')", f"print(model.predict({example}))",
-        "print(model.predict_proba(...))  # (N, C) calibrated probabilities, columns in the order of model.classes",
-        "```", "", f"or `python predict.py . {shell}` here. Files: "
-        "`model.onnx` (fp32) and, when exported with --int8, `model.int8.onnx` (the default then), "
-        "`export.json` (classes, task, inputs, preprocessing, thresholds, parity), "
-        + ("`tokenizer.json` (truncation and padding set), " if text else "") + "`predict.py`; `server.py` (HTTP: "
-        "`python server.py . --port 8000`), its pinned `requirements.txt` and a `Dockerfile`.", "",
-        f"Checked when exported, on {p['inputs']}: fp32 graph against the model, largest probability difference "
-        f"{p['fp32']['graph']['max_abs_diff']:.1e}"
-        + (f"; int8 against fp32: same prediction on {agreement(p['int8']):.1%}, largest difference "
-           f"{p['int8']['max_abs_diff']:.3f}" if "int8" in p else "") + ".", "",
-        "Backbone licence(s): " + "; ".join(f"{b.get('name')}: {b.get('license') or 'see its source'}"
-                                           for b in meta["backbones"]) + ".", ""]
-    return "\n".join(lines)

@@ -1,6 +1,6 @@
-"""Predict with a model exported by `fmadapt export`: onnxruntime + numpy, and tokenizers (texts) or Pillow
-(images). No torch, no fmadapt: `fmadapt export` copies this very file into the exported directory as
-`predict.py`, so the directory runs anywhere those packages install:
+"""Predict with a model exported by `fmadapt export`: onnxruntime + numpy, and tokenizers (texts), Pillow
+(images) or soundfile + soxr (sounds). No torch, no fmadapt: `fmadapt export` copies this very file into the
+exported directory as `predict.py`, so the directory runs anywhere those packages install:
 
     from predict import ExportedModel              # (the exported directory on sys.path)
     model = ExportedModel("exported/")
@@ -107,6 +107,43 @@ class ExportedModel:
     def image_feeds(self, images: list[Any]) -> dict[str, np.ndarray]:
         return {"images": np.stack([self.image_array(x) for x in images])}
 
+    def sound_array(self, clip: Any) -> np.ndarray:
+        """(S,) float32: a sound file (a path) or float32 mono samples at the model's rate, decoded (soundfile),
+        mixed to mono, resampled (soxr, else SciPy), with the model's silence on each side, at least one window."""
+        pre = self.meta["preprocessing"]
+        rate = int(pre["sample_rate"])
+        if isinstance(clip, (str, os.PathLike)):
+            import soundfile as sf
+
+            data, sr = sf.read(str(clip), dtype="float32", always_2d=True)
+            wave = data.mean(axis=1)
+            if not len(wave) or not np.isfinite(wave).all():
+                raise ValueError(f"{clip}: no samples, or samples that are not finite numbers")
+            if sr != rate:
+                try:
+                    import soxr
+
+                    wave = soxr.resample(wave, sr, rate, quality="HQ")
+                except ImportError:
+                    from math import gcd
+
+                    from scipy.signal import resample_poly
+
+                    wave = resample_poly(wave, rate // gcd(sr, rate), sr // gcd(sr, rate))
+        else:
+            wave = np.asarray(clip, dtype=np.float32).reshape(-1)
+        pad = int(round(float(pre["context_seconds"]) * rate))
+        wave = np.pad(np.asarray(wave, dtype=np.float32), pad)
+        return np.pad(wave, (0, max(0, int(pre["min_samples"]) - len(wave))))
+
+    def sound_feeds(self, clips: list[Any]) -> dict[str, np.ndarray]:
+        waves = [self.sound_array(c) for c in clips]
+        lengths = np.asarray([len(w) for w in waves], dtype=np.int64)
+        batch = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
+        for i, w in enumerate(waves):
+            batch[i, :len(w)] = w
+        return {"waveform": batch, "lengths": lengths}
+
     # -- prediction ---------------------------------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The graph's output for prepared feeds: (B, C) probabilities, or (B, 1) numbers for regression."""
@@ -120,9 +157,10 @@ class ExportedModel:
         out = np.zeros((len(inputs), width), dtype=np.float32)
         if not inputs:
             return out
-        if self.modality == "image":
+        if self.modality in ("image", "audio"):
+            prepare = self.image_feeds if self.modality == "image" else self.sound_feeds
             for s in range(0, len(inputs), batch_size):
-                out[s:s + batch_size] = self.run(self.image_feeds(inputs[s:s + batch_size]))
+                out[s:s + batch_size] = self.run(prepare(inputs[s:s + batch_size]))
             return out
         feeds = self.text_feeds(inputs)  # (tokenized once, padded to the longest of all)
         mask = feeds["attention_mask"]

@@ -78,6 +78,9 @@ class ExportBackend:
             from predict import ExportedModel  # type: ignore[no-redef]
         self.model = ExportedModel(root)
         self.modality, self.task = self.model.modality, self.model.task
+        if self.modality == "audio":  # (the request format takes texts and images only, for now)
+            raise ValueError(f"{root} is a sound model: serving sound models is not supported yet; predict files "
+                             "with predict.py")
         meta = self.model.meta
         self.metadata = {"source": "export", "modality": self.modality, "task": self.task,
                          "classes": self.model.classes, "backbones": meta.get("backbones"),
