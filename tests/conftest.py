@@ -151,3 +151,29 @@ def interrupt_then_resume(make, data, ckdir, monkeypatch):
     resumed = make().fit(data, checkpoint_dir=ckdir, resume=True)
     assert resumed.resumed_ == ["run 0: from epoch 1, batch 2"]
     return resumed
+
+
+#: what an exported directory must predict without: a process that imports predict.py refuses these packages
+NOT_IN_AN_EXPORT = ("torch", "fmadapt", "transformers", "lightning", "timm", "sklearn")
+
+
+def predict_without_torch(export_dir: Path, inputs: list[str], cwd: Path | None = None) -> list[dict]:
+    """`python predict.py EXPORT INPUT...` in a fresh process that cannot import NOT_IN_AN_EXPORT: its JSON rows."""
+    import json
+    import subprocess
+    import sys
+
+    blocker = (
+        "import sys, json\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {set(NOT_IN_AN_EXPORT)!r}:\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.path.insert(0, {str(export_dir)!r})\n"
+        "from predict import main\n"
+        f"main([{str(export_dir)!r}, *json.loads(sys.argv[1])])\n")
+    r = subprocess.run([sys.executable, "-c", blocker, json.dumps(inputs)], capture_output=True, text=True, cwd=cwd,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]

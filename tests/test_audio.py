@@ -194,11 +194,9 @@ def test_audio_classifier_fits_predicts_saves_and_loads(sounds, tmp_path):
 
 @pytest.mark.integration
 def test_a_sound_model_exports_and_predicts_without_torch(sounds, tmp_path):
-    import subprocess
-    import sys
-
     from typer.testing import CliRunner
 
+    from conftest import predict_without_torch
     from fmadapt.cli import app
     from fmadapt.compress.export import export_model
 
@@ -208,20 +206,7 @@ def test_a_sound_model_exports_and_predicts_without_torch(sounds, tmp_path):
     assert meta["preprocessing"]["context_seconds"] == A.CONTEXT_SECONDS
     assert not (tmp_path / "x" / "server.py").exists()  # (no server for sounds yet)
     files = sorted(str(p) for p in (sounds / "test").glob("*/*.*"))
-    blocker = (
-        "import sys, json\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in {'torch', 'fmadapt', 'transformers', 'lightning', 'timm', 'sklearn'}:\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        f"sys.path.insert(0, {str(tmp_path / 'x')!r})\n"
-        "from predict import main\n"
-        f"main([{str(tmp_path / 'x')!r}, *json.loads(sys.argv[1])])\n")
-    r = subprocess.run([sys.executable, "-c", blocker, json.dumps(files)], capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
-    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    rows = predict_without_torch(tmp_path / "x", files)
     model = load_model(model_dir)
     want = model.predict_proba(files).to_numpy()
     got = np.asarray([[row["probabilities"][c] for c in model.classes_] for row in rows])

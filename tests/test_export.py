@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import text_frame, write_image_folder
+from conftest import predict_without_torch, text_frame, write_image_folder
 from fmadapt import ImageClassifier, TextClassifier, load_model
 from fmadapt.compress import export as ex
 from fmadapt.compress import quantize
@@ -172,20 +172,7 @@ def test_the_cli_exports_with_data_to_check_on(text_model, tmp_path):
 def test_the_exported_directory_predicts_in_a_process_that_cannot_import_torch(text_model, tmp_path):
     out = tmp_path / "out"
     ex.export_model(text_model, out)
-    blocker = (
-        "import sys, json\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in {'torch', 'fmadapt', 'transformers', 'lightning', 'timm', 'sklearn'}:\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        f"sys.path.insert(0, {str(out)!r})\n"
-        "from predict import main\n"
-        f"main([{str(out)!r}, *json.loads(sys.argv[1])])\n")
-    r = subprocess.run([sys.executable, "-c", blocker, json.dumps(NEW_TEXTS[:3])], capture_output=True, text=True,
-                       cwd=tmp_path, timeout=120)
-    assert r.returncode == 0, r.stderr
-    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    rows = predict_without_torch(out, NEW_TEXTS[:3], cwd=tmp_path)
     model = load_model(text_model, cache=False)
     assert [row["label"] for row in rows] == list(model.predict(NEW_TEXTS[:3]))
     want = model.predict_proba(NEW_TEXTS[:3]).to_numpy()

@@ -28,10 +28,10 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
     cannot be read get a NaN row and their reason in `error`, so rows stay aligned with the input."""
     from .data.cache import FeatureCache
 
-    is_image = not isinstance(data, pd.DataFrame) and (Path(data).is_dir() or _is_image_file(Path(data))
-                                                        or _is_audio(Path(data)))
-    audio = is_image and _is_audio(Path(data))  # (files of one kind or the other: `is_image` = not a table)
-    if is_image:
+    path = None if isinstance(data, pd.DataFrame) else Path(data)
+    audio = path is not None and _is_audio(path)
+    files = audio or (path is not None and (path.is_dir() or _is_image_file(path)))  # (not a table)
+    if files:
         from .data.images import check_images, unlabeled_images
 
         ex = unlabeled_images(data, "audio" if audio else "image")
@@ -50,12 +50,12 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
         na = na_markers(df, text)
         bad = {str(i): f"missing text: {marker_note(na[i])}" if i in na else "empty text"
                for i, t in enumerate(ex.inputs) if not t.strip()}
-    key = ex.inputs if is_image else ex.ids  # what `bad` is keyed by
+    key = ex.inputs if files else ex.ids  # what `bad` is keyed by
     ok = [i for i, k in enumerate(key) if k not in bad]
     ids = pd.DataFrame({"id": ex.ids, "error": [bad.get(k) for k in key]})
-    name = backbone or ("speech-embedding" if audio else "efficientnet_lite0" if is_image else DEFAULT_TEXT_BACKBONE)
+    name = backbone or ("speech-embedding" if audio else "efficientnet_lite0" if files else DEFAULT_TEXT_BACKBONE)
     fc = FeatureCache() if cache else None
-    if not is_image or audio:
+    if not files or audio:
         from .runtime.light import light_audio_encoder, light_encoder
 
         light: Any = light_audio_encoder(name, runtime) if audio else light_encoder(name, runtime)
@@ -75,13 +75,13 @@ def embed(data: str | os.PathLike[str] | pd.DataFrame, backbone: str | None = No
         from .errors import ConfigError
 
         raise ConfigError(f"backbone {name!r} reads {bb.cfg.modality}; {data} holds {ex.modality}")
-    if image_size and is_image and not audio:
+    if image_size and files and not audio:
         bb.set_image_size(image_size)
     feats = np.full((len(ex), bb.cfg.embed_dim), np.nan, dtype=np.float32)
     if ok:
         feats[ok] = extract_features(bb, ex.subset(ok), batch_size=batch_size, cache=fc, runtime=runtime,
                                      progress=progress, desc="embedding")
-        if not is_image or audio:
+        if not files or audio:
             from .runtime.light import remember
 
             remember(bb)  # created by name just above and only run since: its graph can serve later runs

@@ -263,27 +263,21 @@ class AudioPreprocess:
         self.train = train
 
     def __call__(self, clip: str | np.ndarray) -> torch.Tensor:
-        if isinstance(clip, str):
-            from ..data.audio import load_audio
+        from ..data.audio import load_audio, pad_clip
 
+        if isinstance(clip, str):
             clip = load_audio(clip, self.rate)
         if self.train and len(clip):
             clip = augment_wave(np.asarray(clip, dtype=np.float32), self.rate)
-        x = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
-        if self.pad:
-            x = nn.functional.pad(x, (self.pad, self.pad))
-        if len(x) < MIN_SAMPLES:
-            x = nn.functional.pad(x, (0, MIN_SAMPLES - len(x)))
-        return x
+        return torch.from_numpy(pad_clip(clip, self.pad, MIN_SAMPLES))
 
 
 def collate_waves(samples: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Clips of different lengths -> {"waveform": (B, S_max) zero-padded, "lengths": (B,)}."""
-    lengths = torch.tensor([len(s) for s in samples], dtype=torch.long)
-    out = torch.zeros(len(samples), int(lengths.max()))
-    for i, s in enumerate(samples):
-        out[i, :len(s)] = s
-    return {"waveform": out, "lengths": lengths}
+    from ..data.audio import batch_clips
+
+    batch, lengths = batch_clips([s.numpy() if isinstance(s, torch.Tensor) else s for s in samples])
+    return {"waveform": torch.from_numpy(batch), "lengths": torch.from_numpy(lengths)}
 
 
 def speech_embedding(pretrained: bool = True, attention: bool = False) -> SpeechEmbedding:

@@ -95,7 +95,7 @@ def serve(
         if not source.is_dir():
             raise ConfigError(f"{source}: no such directory (give an export or a model directory)")
         meta = source / "export.json"
-        if meta.is_file() and '"modality": "audio"' in meta.read_text(encoding="utf-8", errors="replace"):
+        if meta.is_file() and _modality_of(meta) == "audio":
             raise ConfigError(f"{source} is a sound model: serving sound models is not supported yet; predict files "
                               "with its predict.py or `fmadapt predict`")
         cfg = ServeConfig(str(source), token=token, max_body_bytes=int(max_body_mb * 2**20), max_batch=max_batch,
@@ -104,6 +104,15 @@ def serve(
         run(cfg, host, port, workers, insecure)
 
     _run(go)
+
+
+def _modality_of(export_json: Path) -> str | None:
+    """The modality an export's export.json names (None when it cannot be read: the server says what is wrong)."""
+    try:
+        meta = json.loads(export_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta.get("modality") if isinstance(meta, dict) else None
 
 
 #: the student options `distill` and `compress` share

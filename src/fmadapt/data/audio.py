@@ -78,6 +78,22 @@ def resample(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
         return resample_poly(wave, rate_out // g, rate_in // g).astype(np.float32)
 
 
+def pad_clip(wave: np.ndarray, pad: int, min_samples: int) -> np.ndarray:
+    """float32 samples with `pad` samples of silence on each side, then zero-padded to at least `min_samples`: what
+    the speech embedding reads (backbones/audio.py's AudioPreprocess, and the torch-free runtime/light.py)."""
+    wave = np.pad(np.asarray(wave, dtype=np.float32), pad)
+    return np.pad(wave, (0, max(0, min_samples - len(wave))))
+
+
+def batch_clips(waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Clips of different lengths -> ((B, S_max) float32 zero-padded, (B,) int64 lengths)."""
+    lengths = np.asarray([len(w) for w in waves], dtype=np.int64)
+    batch = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
+    for i, w in enumerate(waves):
+        batch[i, :len(w)] = w
+    return batch, lengths
+
+
 def is_audio_file(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in AUDIO_SUFFIXES
 

@@ -205,7 +205,6 @@ class LightTextEncoder:
     """Texts -> (N, D) float32 features with a remembered graph; what `extract_features` computes for them."""
 
     def __init__(self, entry: dict[str, Any], runtime: str) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.entry, self.cfg = entry, entry["cfg"]
@@ -218,11 +217,7 @@ class LightTextEncoder:
         tok.no_padding()  # each batch is padded below, to its longest text, as transformers pads it
         self.tokenizer = tok
         self.pad_left = entry["padding_side"] == "left"
-        so = ort.SessionOptions()  # as runtime/onnx.py's OnnxEncoder: same graph, same kernels, same numbers
-        so.intra_op_num_threads = default_threads()
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(self.graph, so, providers=["CPUExecutionProvider"])
+        self.session = _session(self.graph)
 
     @property
     def embed_dim(self) -> int:
@@ -250,14 +245,32 @@ class LightTextEncoder:
 
     def features(self, texts: list[str], cache: FeatureCache | None, batch_size: int = 64) -> np.ndarray:
         """`encode`, read from and written to the feature cache under the key the PyTorch path uses."""
-        key = cache.key(self.cfg, texts, "text", self.variant) if cache else None
-        hit = cache.get(key, len(texts)) if cache else None
-        if hit is not None:
-            return hit
-        feats = self.encode(texts, batch_size)
-        if cache:
-            cache.put(key, feats)
-        return feats
+        return _cached(cache, self.cfg, texts, "text", self.variant, lambda: self.encode(texts, batch_size))
+
+
+def _session(graph: str) -> Any:
+    """An ONNX Runtime session set as runtime/onnx.py's OnnxEncoder sets its own: same graph, same kernels, same
+    numbers."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = default_threads()
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"])
+
+
+def _cached(cache: FeatureCache | None, cfg: dict[str, Any], inputs: list[str], modality: str, variant: str,
+            compute: Any) -> np.ndarray:
+    """Features read from and written to the feature cache under the key the PyTorch path uses."""
+    key = cache.key(cfg, inputs, modality, variant) if cache else None
+    hit = cache.get(key, len(inputs)) if cache else None
+    if hit is not None:
+        return hit
+    feats = compute()
+    if cache:
+        cache.put(key, feats)
+    return feats
 
 
 class LightAudioEncoder:
@@ -266,46 +279,29 @@ class LightAudioEncoder:
     extract_features (input order)."""
 
     def __init__(self, entry: dict[str, Any]) -> None:
-        import onnxruntime as ort
-
         self.cfg = entry["cfg"]
         extra = self.cfg["extra"]
         self.rate = int(extra["sample_rate"])
         self.pad = int(round(float(extra["context_seconds"]) * self.rate))
         self.min_samples = int(extra["n_fft"]) + (int(extra["window_frames"]) - 1) * int(extra["hop"])
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = default_threads()
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(entry["graphs"]["fp32"], so, providers=["CPUExecutionProvider"])
+        self.session = _session(entry["graphs"]["fp32"])
 
     @property
     def embed_dim(self) -> int:
         return int(self.cfg["embed_dim"])
 
     def encode(self, paths: list[str], batch_size: int = 64) -> np.ndarray:
-        from ..data.audio import load_audio
+        from ..data.audio import batch_clips, load_audio, pad_clip
 
         out = np.empty((len(paths), self.embed_dim), dtype=np.float32)
         for s in range(0, len(paths), batch_size):
-            waves = [np.pad(load_audio(p, self.rate), self.pad) for p in paths[s:s + batch_size]]
-            waves = [np.pad(w, (0, max(0, self.min_samples - len(w)))) for w in waves]
-            lengths = np.asarray([len(w) for w in waves], dtype=np.int64)
-            batch = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
-            for i, w in enumerate(waves):
-                batch[i, :len(w)] = w
+            waves = [pad_clip(load_audio(p, self.rate), self.pad, self.min_samples) for p in paths[s:s + batch_size]]
+            batch, lengths = batch_clips(waves)
             out[s:s + len(waves)] = self.session.run(["features"], {"waveform": batch, "lengths": lengths})[0]
         return out
 
     def features(self, paths: list[str], cache: FeatureCache | None, batch_size: int = 64) -> np.ndarray:
-        key = cache.key(self.cfg, paths, "audio", "") if cache else None
-        hit = cache.get(key, len(paths)) if cache else None
-        if hit is not None:
-            return hit
-        feats = self.encode(paths, batch_size)
-        if cache:
-            cache.put(key, feats)
-        return feats
+        return _cached(cache, self.cfg, paths, "audio", "", lambda: self.encode(paths, batch_size))
 
 
 def light_encoder(name: str, runtime: str) -> LightTextEncoder | None:

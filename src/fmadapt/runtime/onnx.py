@@ -59,26 +59,15 @@ def _hash_weights(backbone: Backbone) -> str:
     return h.hexdigest()[:32]
 
 
-class _TextGraph(nn.Module):
-    """Positional inputs for the exporter (the backbone takes a dict)."""
+class _DictGraph(nn.Module):
+    """Positional inputs for the exporter, passed to the backbone as its dict batch under `names`."""
 
-    def __init__(self, backbone: Backbone) -> None:
+    def __init__(self, backbone: Backbone, names: tuple[str, ...]) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.backbone, self.names = backbone, names
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.backbone({"input_ids": input_ids, "attention_mask": attention_mask})
-
-
-class _AudioGraph(nn.Module):
-    """Positional inputs for the exporter: waveforms (B, S) and their lengths (B,)."""
-
-    def __init__(self, backbone: Backbone) -> None:
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.backbone({"waveform": waveform, "lengths": lengths})
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.backbone(dict(zip(self.names, inputs, strict=True)))
 
 
 def _sample_batch(backbone: Backbone) -> Any:
@@ -154,14 +143,16 @@ def export_onnx(backbone: Backbone, path: str | os.PathLike[str]) -> None:
                                   output_names=["features"], opset_version=OPSET, dynamo=False,
                                   dynamic_axes={"pixel_values": axes, "features": {0: "batch"}})
             elif backbone.cfg.modality == "audio":
-                torch.onnx.export(_AudioGraph(backbone), (batch["waveform"], batch["lengths"]), str(tmp),
+                torch.onnx.export(_DictGraph(backbone, ("waveform", "lengths")), (batch["waveform"], batch["lengths"]),
+                                  str(tmp),
                                   input_names=["waveform", "lengths"], output_names=["features"],
                                   opset_version=OPSET, dynamo=False,
                                   dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "lengths": {0: "batch"},
                                                 "features": {0: "batch"}})
             else:
                 seq = {0: "batch", 1: "sequence"}
-                torch.onnx.export(_TextGraph(backbone), (batch["input_ids"], batch["attention_mask"]), str(tmp),
+                torch.onnx.export(_DictGraph(backbone, ("input_ids", "attention_mask")),
+                                  (batch["input_ids"], batch["attention_mask"]), str(tmp),
                                   input_names=["input_ids", "attention_mask"], output_names=["features"],
                                   opset_version=OPSET, dynamo=False,
                                   dynamic_axes={"input_ids": seq, "attention_mask": seq, "features": {0: "batch"}})
