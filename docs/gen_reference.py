@@ -25,6 +25,19 @@ OWN_FLAGS = {"text_col": "text", "label_col": "label", "header": "no_header"}
 
 _CODE = re.compile(r"(`+)(.+?)\1", re.S)
 _EXTRA = re.compile(r"\s*\[(default: [^\[\]]*|required)\]\s*$")
+#: click's upper-case metavars, as typer before 0.21 writes them (later versions write the Python type: <float>)
+_METAVARS = {"FLOAT": "float", "INTEGER": "int", "TEXT": "str", "PATH": "path", "BOOLEAN": "bool"}
+
+
+def help_record(param: Any, ctx: Any) -> tuple[str, str]:
+    """(declaration, help) of a command's parameter, the same whichever typer version builds the command: the
+    metavar as the Python type (`--lr <float>`), an argument by its name with its help (typer before 0.21 leaves
+    an argument's help out of its record)."""
+    if param.param_type_name == "argument":
+        return param.name, str(getattr(param, "help", None) or "")
+    decl, help_text = param.get_help_record(ctx) or (param.opts[0], "")
+    decl = re.sub(r"(?<= )([A-Z]+)$", lambda m: f"<{_METAVARS.get(m.group(1), m.group(1).lower())}>", decl)
+    return decl, help_text
 
 
 def _ensure_importable() -> None:
@@ -85,7 +98,7 @@ def commands() -> list[tuple[str, Any, Any]]:
 
 
 def _param_line(param: Any, ctx: Any, link: str | None) -> str:
-    decl, help_text = param.get_help_record(ctx) or (param.name, "")
+    decl, help_text = help_record(param, ctx)
     extras = []
     while m := _EXTRA.search(help_text):
         extras.insert(0, m.group(1))
@@ -190,7 +203,7 @@ def _fit_flags() -> dict[str, str]:
     for f in _fit_fields():
         param = params.get(OWN_FLAGS.get(f.name, f.name))
         if param is not None:
-            flags[f.name] = (param.get_help_record(ctx) or (param.opts[0], ""))[0]
+            flags[f.name] = help_record(param, ctx)[0]
     for field_name, param_name in OWN_FLAGS.items():
         if field_name not in flags:
             raise RuntimeError(f"docs/gen_reference.py: `fmadapt fit` has no parameter {param_name!r} for "
@@ -272,7 +285,7 @@ def options_reference() -> str:
     for param_name in ("set_", "config"):
         param = own.get(param_name)
         if param is not None:
-            decl, help_text = param.get_help_record(fit_ctx)
+            decl, help_text = help_record(param, fit_ctx)
             lines.append(f"- **{code(decl)}**: {md(help_text)}")
     lines += [
         "- **Python**: the estimators take every option as a keyword, "
