@@ -21,7 +21,7 @@ GROUPS: dict[str, str] = {
 
 #: the names `strategy` takes out of the box (written out: the registry imports torch, which `fmadapt --help`
 #: must not; tests/test_cli.py checks them against it). Registered strategies add to them.
-STRATEGY_NAMES = ("probe", "finetune", "progressive", "l2sp", "lora", "contrastive", "auto")
+STRATEGY_NAMES = ("probe", "finetune", "progressive", "l2sp", "lora", "contrastive", "federated", "auto")
 
 
 def parse_duration(text: str | float | int) -> float | None:

@@ -144,6 +144,10 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
         (unlabeled and cfg.strategy == "auto",
          "unlabeled data (self-training) needs a chosen strategy, not 'auto': run auto first, then fit its "
          "winner with the unlabeled data"),
+        (cfg.strategy == "federated" and (cfg.task != "classification" or bool(cfg.features or cfg.targets)
+                                          or cfg.ensemble > 1 or len(names) > 1 or unlabeled),
+         "strategy 'federated' trains one single-label classifier on backbone features so far: no multilabel or "
+         "regression task, table features, several targets, ensembles or unlabeled data"),
         (unlabeled and cfg.refit_full,
          "unlabeled data (self-training) does not combine with refit_full: the student is chosen on the "
          "validation split, which refit_full would train on"),

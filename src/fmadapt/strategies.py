@@ -19,7 +19,8 @@ _STRATEGIES: dict[str, type[Strategy]] = {}
 #: predicting import no training code (Lightning); a test checks this table against the classes.
 BUILTIN: dict[str, tuple[str, bool]] = {
     "probe": ("probe", False), "finetune": ("finetune", True), "l2sp": ("finetune", True),
-    "progressive": ("finetune", True), "lora": ("lora", True), "contrastive": ("contrastive", True)}
+    "progressive": ("finetune", True), "lora": ("lora", True), "contrastive": ("contrastive", True),
+    "federated": ("federated", False)}
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:

@@ -60,6 +60,10 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
             _out(f"  backbone {r['backbone']:<24} LogME {r['logme']:>8.4f} ({r['seconds']:.1f} s)")
         _out(f"  winner: {auto['winner']} ({auto['why']})")
         _out(f"  final: {auto['final']}")
+    fed = (clf.history_ or {}).get("federation")
+    if fed:
+        for line in federation_lines(fed):
+            _out(line)
     tta = (clf.history_ or {}).get("tta")
     if tta:
         _out(f"test-time augmentation ({tta['views']}): validation accuracy {tta['val_accuracy']:.4f}, "
@@ -100,6 +104,33 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
         _out(f"\ncalibration: temperature {cal['temperature']:.3f} fitted on the validation predictions; "
              f"ECE {cal['before']['ece']:.4f} -> {cal['after']['ece']:.4f} (on those same predictions)")
     _out(f"\nmodel saved to {out}")
+
+
+def federation_lines(fed: dict[str, Any]) -> list[str]:
+    """The federation of a federated fit: clients, rounds (every round up to 25, else a sample) and what was
+    rejected."""
+    sizes = [c["examples"] for c in fed["clients"]]
+    skews = [c["label_skew"] for c in fed["clients"]]
+    lines = [f"federation: {len(sizes)} clients (partition {fed['partition']}: {min(sizes)}-{max(sizes)} examples "
+             f"each, label skew {min(skews):.2f}-{max(skews):.2f}), {len(fed['rounds'])} rounds of "
+             f"{fed['aggregation']} in {fed['seconds']:.1f} s ({fed['workers']} workers); "
+             f"{fed['bytes'] / 1e6:.3f} MB sent in all; {fed['trainable']}",
+             f"  {'round':>5} {'held-out acc':>12} {'loss':>7} {'used':>9} {'seconds':>8}  rejected / failed"]
+    rows = fed["rounds"]
+    shown = rows if len(rows) <= 25 else [r for i, r in enumerate(rows) if i % (len(rows) // 20 + 1) == 0 or
+                                          i == len(rows) - 1]
+    for r in shown:
+        bad = [f"client {c}: {why}" for c, why in (r.get("rejected") or {}).items()]
+        bad += [f"client {c}: failed" for c in r.get("failed_clients") or []]
+        acc, loss = r.get("accuracy"), r.get("loss")
+        lines.append(f"  {r['round']:>5} {'' if acc is None else f'{acc:.4f}':>12} "
+                     f"{'' if loss is None else f'{loss:.4f}':>7} "
+                     f"{str(r.get('used', '')) + '/' + str(r.get('sampled', '')):>9} {r.get('seconds', 0):>8.2f}  "
+                     f"{'; '.join(bad) or '-'}{' (' + r['note'] + ')' if r.get('note') else ''}")
+    if fed["rejected"] or fed["failed"]:
+        lines.append(f"  {fed['rejected']} update(s) rejected and {fed['failed']} client failure(s) in all; the "
+                     "rounds went on without them")
+    return lines
 
 
 def _print_evaluations(evals: dict[str, Any]) -> None:

@@ -69,8 +69,8 @@ def _warn_missing(ex: Examples, groups: list[str], what: str) -> None:
 
 
 def group_labels_from_table(path_or_df: str | os.PathLike[str] | pd.DataFrame, group_col: str, ex: Examples,
-                            *, id_col: str | None = None, encoding: str = "auto", header: bool = True
-                            ) -> list[str]:
+                            *, id_col: str | None = None, encoding: str = "auto", header: bool = True,
+                            option: str = "--group-col") -> list[str]:
     """The group of every example in `ex`, read from `group_col` of the table `ex` was built from.
 
     Rows are aligned by `ex.ids`: row positions (what `examples_from_table` assigns, so rows it skipped and
@@ -78,7 +78,7 @@ def group_labels_from_table(path_or_df: str | os.PathLike[str] | pd.DataFrame, g
     df, source = read_table(path_or_df, encoding=encoding, header=header)
     df.columns = [str(c) for c in df.columns]
     if group_col not in df.columns:
-        raise missing_column(source, group_col, df, "--group-col")
+        raise missing_column(source, group_col, df, option)
     values = df[group_col].tolist()
     if id_col is not None:
         if id_col not in df.columns:

@@ -128,6 +128,13 @@ TEMPLATE = r"""<!DOCTYPE html>
 {% if v.history.auto %}<h3>Strategy auto: the candidates, judged on the validation split</h3><table><tr><th>candidate</th><th>val {{ v.history.auto.metric }}</th><th>val accuracy</th><th>seeds</th><th>seconds</th><th>n-gram weight</th><th>status</th></tr>
 {% for r in v.history.auto.rows %}<tr><td>{{ r.candidate }}</td><td class="n">{{ r.score }}</td><td class="n">{{ r.acc }}</td><td class="n">{{ r.seeds }}</td><td class="n">{{ r.seconds }}</td><td class="n">{{ r.weight }}</td><td>{{ r.status }}</td></tr>
 {% endfor %}</table><p>Winner: <b>{{ v.history.auto.winner }}</b> ({{ v.history.auto.why }}). Final model: {{ v.history.auto.final }}.</p>{% endif %}
+{% if v.history.federation %}{% set f = v.history.federation %}<h3>Federation</h3>{{ kv(f.summary) }}
+<details><summary>Clients ({{ f.clients|length }}): examples and label skew (0 = the training split's class mix)</summary><div class="scroll"><table><tr><th>client</th><th>examples</th><th>label skew</th><th>classes</th></tr>
+{% for c in f.clients %}<tr><td class="n">{{ c.client }}</td><td class="n">{{ c.examples }}</td><td class="n">{{ c.skew }}</td><td>{{ c.classes }}</td></tr>
+{% endfor %}</table></div></details>
+<h4>Rounds: the global model on the server's held-out split</h4><div class="scroll"><table><tr><th>round</th><th>accuracy</th><th>loss</th><th>updates used</th><th>bytes</th><th>seconds</th><th>rejected / failed</th></tr>
+{% for r in f.rounds %}<tr><td class="n">{{ r.round }}</td><td class="n">{{ r.acc }}</td><td class="n">{{ r.loss }}</td><td class="n">{{ r.used }}</td><td class="n">{{ r.bytes }}</td><td class="n">{{ r.seconds }}</td><td>{{ r.bad }}</td></tr>
+{% endfor %}</table></div>{% endif %}
 {% if v.history.other %}{{ kv(v.history.other) }}{% endif %}
 {% if v.history.self_training %}<h3>Self-training on unlabeled data</h3>{{ kv(v.history.self_training) }}{% endif %}
 {% else %}{{ note('training') }}{% endif %}

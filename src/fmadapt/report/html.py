@@ -249,9 +249,10 @@ def _view(data: Mapping[str, Any], figures: dict[str, str]) -> dict[str, Any]:
                     "candidates": [{k: f"{c[k]:g}" if k == "C" and isinstance(c.get(k), int | float) else fmt(c.get(k))
                                     for k in ("C", "scaling", "class_weight", "val_acc", "val_loss")}
                                    for c in (hist.get("candidates") or []) if isinstance(c, Mapping)],
-                    "auto": _auto(hist.get("auto")),
+                    "auto": _auto(hist.get("auto")), "federation": _federation(hist.get("federation")),
                     "other": [] if epochs or hist.get("candidates") else
-                    [(k, v) for k, v in _kv(hist) if not k.startswith("_") and k != "self_training"][:50],
+                    [(k, v) for k, v in _kv(hist) if not k.startswith("_") and k not in ("self_training", "federation")
+                     ][:50],
                     "self_training": _kv({**_mapping(hist.get("self_training")),
                                           **({"unlabeled data": dsum["unlabeled"]} if dsum.get("unlabeled") else {})
                                           }) if hist.get("self_training") else []},
@@ -295,6 +296,28 @@ def _auto(auto: Any) -> dict[str, Any] | None:
                      "weight": fmt(r.get("ngram_weight"), 1)})
     return {"rows": rows, "metric": str(auto.get("metric") or "accuracy"), "winner": str(auto.get("winner", "")),
             "why": str(auto.get("why", "")), "final": str(auto.get("final", ""))}
+
+
+def _federation(fed: Any) -> dict[str, Any] | None:
+    """A federated fit's clients and rounds (history["federation"]), formatted."""
+    if not isinstance(fed, Mapping) or not isinstance(fed.get("rounds"), list):
+        return None
+    clients = [{"client": fmt(c.get("client")), "examples": fmt(c.get("examples")), "skew": fmt(c.get("label_skew")),
+                "classes": ", ".join(f"{k} {v}" for k, v in _mapping(c.get("classes")).items())}
+               for c in (fed.get("clients") or [])[:MAX_ROWS] if isinstance(c, Mapping)]
+    rounds = []
+    for r in fed["rounds"][:MAX_ROWS]:
+        if not isinstance(r, Mapping):
+            continue
+        bad = [f"client {c}: {why}" for c, why in _mapping(r.get("rejected")).items()]
+        bad += [f"client {c}: failed" for c in _as_list(r.get("failed_clients"))]
+        rounds.append({"round": fmt(r.get("round")), "acc": fmt(r.get("accuracy")), "loss": fmt(r.get("loss")),
+                       "used": f"{r.get('used', '—')}/{r.get('sampled', '—')}", "seconds": fmt(r.get("seconds"), 2),
+                       "bytes": fmt((r.get("bytes_down") or 0) + (r.get("bytes_up") or 0)),
+                       "bad": "; ".join(bad) + (f" ({r['note']})" if r.get("note") else "")})
+    summary = {k: fed.get(k) for k in ("partition", "aggregation", "trainable", "seconds", "workers", "bytes",
+                                       "rejected", "failed") if k in fed}
+    return {"clients": clients, "rounds": rounds, "summary": _kv(summary)}
 
 
 _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined, trim_blocks=True,

@@ -220,7 +220,7 @@ def _history(history: dict[str, Any]) -> dict[str, Any]:
         history = history["ensemble"][0] if isinstance(history["ensemble"], list) else {}
         history = history if isinstance(history, dict) else {}
     out = {k: history[k] for k in ("epochs", "candidates") if history.get(k)}
-    for k in ("C", "selection", "trained_on", "best_epoch", "epochs_run", "fit_seconds", "auto"):
+    for k in ("C", "selection", "trained_on", "best_epoch", "epochs_run", "fit_seconds", "auto", "federation"):
         if k in history:
             out[k] = history[k]
     if isinstance(history.get("self_training"), dict):  # (the teacher's own history stays in config.json)

@@ -1,0 +1,93 @@
+"""`federated`: the probe trained by simulated clients that never share their examples (Flower; fmadapt/federated/).
+
+The backbone stays frozen: its features are computed once per client (cached), the training split is divided
+among the clients (`extra["federated"]`: FederatedConfig), and only the head travels. The validation split stays
+with the server: it scores the global head after every round and calibrates the final model, as in any fit."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from ..config import FitConfig
+from ..data.examples import Examples
+from ..errors import ConfigError
+from ..federated.config import FederatedConfig
+from ..federated.partition import describe, partition
+from ..model import Classifier
+from ..runtime.features import extract_features
+from .base import FitContext, Strategy, register_strategy
+
+
+@register_strategy
+class Federated(Strategy):
+    """Federated linear probe: clients train the head on their own frozen features, a Flower strategy aggregates
+    it (fedavg, fedprox, fedadam, trimmed-mean, median, krum), hostile updates are rejected and counted."""
+
+    name = "federated"
+    trains_backbone = False
+
+    def fit(self, model: Classifier, train: Examples, val: Examples, cfg: FitConfig, ctx: FitContext
+            ) -> dict[str, Any]:
+        if ctx.multilabel or ctx.regression or ctx.table is not None:
+            raise ConfigError("strategy federated: single-label classification on backbone features only (no "
+                              "multilabel, regression or table features yet)")
+        fc = FederatedConfig.from_dict(cfg.extra.get("federated"))
+        kind, param = fc.partition_spec()
+        t0 = time.perf_counter()
+        kw: dict[str, Any] = {"batch_size": max(cfg.batch_size, 64), "cache": ctx.cache, "num_workers": cfg.num_workers,
+              "progress": ctx.progress, "runtime": cfg.runtime}
+        x_tr = extract_features(model.backbone, train, desc="train features", **kw)
+        x_va = extract_features(model.backbone, val, desc="val features", **kw)
+        t_feat = time.perf_counter() - t0
+        y_tr, y_va = np.asarray(ctx.targets(train)), np.asarray(ctx.targets(val))
+        column = _column(train, str(param), cfg) if kind == "by-column" else None
+        parts = partition(y_tr, fc.clients, kind, param, fc.seed, column)
+        n_cls = len(ctx.classes)
+
+        def evaluate(w: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str, float]:
+            if not len(y_va):
+                return {"accuracy": float("nan"), "loss": float("nan")}
+            logits = ((x_va - mean) / std) @ w.T + b
+            logits -= logits.max(1, keepdims=True)
+            logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+            return {"accuracy": float((logits.argmax(1) == y_va).mean()),
+                    "loss": float(-logp[np.arange(len(y_va)), y_va].mean())}
+
+        from ..federated.client import write_clients
+        from ..federated.server import simulate
+
+        def say(line: str) -> None:
+            if ctx.progress:
+                print(f"federated: {line}", file=sys.stderr, flush=True)
+
+        with tempfile.TemporaryDirectory(prefix="fmadapt-federated-") as work:
+            write_clients(work, x_tr, y_tr, parts)
+            w, b, mean, std, history = simulate(work, x_tr.shape[1], n_cls, fc, evaluate, say)
+        # the standardisation folded into the head: w·(x - mean)/std + b = (w/std)·x + (b - (w/std)·mean)
+        w_raw = w / std
+        model.set_linear(w_raw, b - w_raw @ mean)
+        head_bytes = int(w.nbytes + b.nbytes)
+        federation = {
+            "options": fc.to_dict(), "partition": fc.partition, "aggregation": fc.aggregation,
+            "clients": describe(parts, y_tr, ctx.classes), "head_bytes": head_bytes,
+            "trainable": f"the linear head only ({w.shape[0]} x {w.shape[1]} weights + {b.shape[0]} biases, "
+                         f"{head_bytes} bytes); the backbone stays frozen on every client", **history}
+        return {"federation": federation, "feature_seconds": round(t_feat, 2),
+                "fit_seconds": round(time.perf_counter() - t0, 2), "metric": cfg.metric,
+                "trained_on": f"{fc.clients} clients' training data ({len(y_tr)} examples, partition "
+                              f"{fc.partition}); the server holds the validation split ({len(y_va)} examples)"}
+
+
+def _column(train: Examples, name: str, cfg: FitConfig) -> list[str]:
+    """by-column: the column's value of each training example (its row of the table it was read from)."""
+    if train.modality != "text" or not train.source or train.source.startswith("<"):
+        raise ConfigError(f"federated: partition by-column:{name} needs a table file (CSV/TSV/JSONL/Parquet)")
+    from ..evaluate.fairness import group_labels_from_table
+
+    return group_labels_from_table(train.source, name, train, encoding=cfg.encoding, header=cfg.header,
+                                   option=f"--partition by-column:{name}")

@@ -1,0 +1,76 @@
+"""`fmadapt federate`: the same fit as `fmadapt fit --strategy probe`, trained by simulated clients that keep their
+examples (Flower's simulation engine), written as an ordinary model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import _JSON, _run, app
+
+
+@app.command()
+def federate(
+    data: Annotated[str, typer.Argument(
+        help="Image folder, folder of sounds, or a CSV/TSV/JSONL/Parquet table of texts, split among the clients.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
+    clients: Annotated[int, typer.Option("--clients", help="Number of simulated clients.")] = 10,
+    rounds: Annotated[int, typer.Option("--rounds", help="Federated rounds.")] = 20,
+    partition: Annotated[str, typer.Option(
+        "--partition", help="How the training examples are split among the clients: iid | dirichlet:ALPHA (label "
+        "skew, smaller = more skewed) | classes:K (K classes per client) | by-column:COL (a table column names "
+        "each example's client).")] = "iid",
+    aggregation: Annotated[str, typer.Option(
+        "--aggregation", help="fedavg | fedprox | fedadam | trimmed-mean | median | krum (the last three resist "
+        "hostile clients).")] = "fedavg",
+    strategy: Annotated[str, typer.Option(
+        "--strategy", help="What the clients train: probe (the linear head on frozen features; the only one so "
+        "far).")] = "probe",
+    local_epochs: Annotated[int, typer.Option("--local-epochs", help="Epochs each client trains per round.")] = 2,
+    fraction: Annotated[float, typer.Option("--fraction", help="Fraction of the clients sampled per round.")] = 1.0,
+    min_clients: Annotated[int | None, typer.Option(
+        "--min-clients", help="Usable updates a round needs (default: all sampled clients but one); fewer and "
+        "the round keeps the global model as it was.")] = None,
+    fed: Annotated[list[str] | None, typer.Option(
+        "--fed", help="Any other federation option as KEY=VALUE (lr, weight_decay, batch_size, proximal_mu, "
+        "server_lr, trim, krum_f, max_norm_ratio, seed; attacks=KIND:CLIENT,... simulates hostile clients); "
+        "repeatable.")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Text column (tables).")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="Label column (tables).")] = None,
+    val: Annotated[str | None, typer.Option("--val", help="Separate validation data (held by the server).")] = None,
+    backbone: Annotated[str | None, typer.Option("--backbone", help="Backbone name or directory.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any fit option as KEY=VALUE (as `fmadapt fit --set`); repeatable.")] = None,
+    report: Annotated[str, typer.Option("--report", help="full | basic | off (as `fmadapt fit`).")] = "full",
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Train on DATA split among simulated clients that never share their examples: each round the clients train
+    the trainable part on their own data and send only it; the server aggregates it with a Flower strategy,
+    rejecting broken or outsized updates, and scores the global model on the validation split it holds. The
+    model directory is an ordinary one (predict, evaluate, export, serve) whose report adds the federation."""
+
+    def go() -> None:
+        import yaml
+
+        from ..errors import ConfigError
+        from ..federated.config import FederatedConfig
+        from .fit import fit
+
+        if strategy != "probe":
+            raise ConfigError(f"--strategy {strategy}: federated fitting trains the probe head only so far "
+                              "(federated fine-tuning and LoRA are not built yet)")
+        opts = {"clients": clients, "rounds": rounds, "partition": partition, "aggregation": aggregation,
+                "local_epochs": local_epochs, "fraction": fraction, "min_clients": min_clients}
+        for item in fed or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--fed {item!r}: expected KEY=VALUE")
+            key = key.strip().replace("-", "_")
+            opts[key] = [v for v in value.split(";") if v] if key == "attacks" else yaml.safe_load(value)
+        fc = FederatedConfig.from_dict(opts)  # checked before any data is read
+        fit(data=data, out=out, text=text, label=[label] if label else None, val=val, set_=set_, report=report,
+            as_json=as_json, strategy="federated", backbone=backbone, extra={"federated": fc.to_dict()})
+
+    _run(go)

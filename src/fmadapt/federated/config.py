@@ -1,0 +1,144 @@
+"""The options of a federated fit (`fmadapt federate`), saved in the model's config.json under
+`extra["federated"]`. Torch-free and Flower-free: the CLI checks them before anything heavy is imported."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+AGGREGATIONS = ("fedavg", "fedprox", "fedadam", "trimmed-mean", "median", "krum")
+#: simulated misbehaving clients (benchmarks and tests): what each does to the update it sends back
+ATTACKS = ("sign-flip", "scale", "nan", "wrong-shape", "crash")
+
+
+@dataclass
+class FederatedConfig:
+    """How the federation runs. Data are split among `clients` simulated clients (`partition`); each round every
+    sampled client trains the trainable part (the probe head) for `local_epochs` on its own examples from the
+    global weights and sends the weights back; the server aggregates them (`aggregation`)."""
+
+    clients: int = 10
+    rounds: int = 20
+    #: iid | dirichlet:ALPHA (label skew; smaller = more skewed) | classes:K (each client holds K classes) |
+    #: by-column:COL (a table column names each example's client)
+    partition: str = "iid"
+    aggregation: str = "fedavg"
+    #: fraction of the clients sampled for each round (at least `min_clients`)
+    fraction: float = 1.0
+    #: a round needs this many clients' updates (default: all sampled ones but one, at least 1); fewer: it fails
+    min_clients: int | None = None
+    local_epochs: int = 2
+    batch_size: int = 32
+    #: local SGD (momentum 0.9) on standardised features, with weight decay; chosen over 5 datasets x 2 partitions
+    #: (benchmarks/federated_defaults.py, notes/federated_defaults.md)
+    lr: float = 0.01
+    weight_decay: float = 0.01
+    #: fedprox: strength of the proximal term (mu/2)·||w - w_global||²
+    proximal_mu: float = 0.01
+    #: fedadam: the server's learning rate
+    server_lr: float = 0.05
+    #: trimmed-mean: the fraction cut at each end of every coordinate
+    trim: float = 0.2
+    #: krum: how many clients may be hostile (default: a fifth of the sampled ones)
+    krum_f: int | None = None
+    #: an update whose distance to the global weights is above this many times the round's median distance is
+    #: rejected (counted and reported), as are updates with NaN/Inf or a wrong shape (None: no norm check)
+    max_norm_ratio: float | None = 10.0
+    seed: int = 0
+    #: simulation only (benchmarks, tests): ["KIND:CLIENT,CLIENT", ...] with KIND one of ATTACKS
+    attacks: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.clients >= 2, "clients must be >= 2"),
+            (self.rounds >= 1, "rounds must be >= 1"),
+            (self.aggregation in AGGREGATIONS, f"aggregation must be one of {' | '.join(AGGREGATIONS)}, got "
+             f"{self.aggregation!r}"),
+            (0.0 < self.fraction <= 1.0, "fraction must be in (0, 1]"),
+            (self.min_clients is None or 1 <= self.min_clients <= self.clients,
+             "min_clients must be between 1 and the number of clients"),
+            (self.local_epochs >= 1, "local_epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0 and self.server_lr > 0, "lr and server_lr must be positive"),
+            (self.weight_decay >= 0 and self.proximal_mu >= 0, "weight_decay and proximal_mu must be >= 0"),
+            (self.lr * self.proximal_mu < 1.0, "lr x proximal_mu must be < 1 (a larger proximal pull overshoots)"),
+            (0.0 <= self.trim < 0.5, "trim must be in [0, 0.5)"),
+            (self.krum_f is None or self.krum_f >= 0, "krum_f must be >= 0"),
+            (self.max_norm_ratio is None or self.max_norm_ratio > 1.0,
+             "max_norm_ratio must be > 1 (or none: no check)"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"federated: {msg}")
+        self.partition_spec()
+        self.attack_of()
+
+    @property
+    def sampled(self) -> int:
+        """Clients sampled in each round."""
+        return max(1, min(self.clients, math.ceil(self.clients * self.fraction)))
+
+    @property
+    def required(self) -> int:
+        """Updates a round needs (min_clients, else all sampled but one)."""
+        return self.min_clients or max(1, self.sampled - 1)
+
+    def partition_spec(self) -> tuple[str, Any]:
+        """(kind, parameter) of `partition`: ("iid", None), ("dirichlet", alpha), ("classes", k), ("by-column", col)."""
+        p = self.partition.strip()
+        if p == "iid":
+            return "iid", None
+        m = re.fullmatch(r"dirichlet:([0-9.eE+-]+)", p)
+        if m:
+            alpha = float(m.group(1))
+            if alpha > 0 and math.isfinite(alpha):
+                return "dirichlet", alpha
+        m = re.fullmatch(r"classes:(\d+)", p)
+        if m and int(m.group(1)) >= 1:
+            return "classes", int(m.group(1))
+        if p.startswith("by-column:") and p[len("by-column:"):].strip():
+            return "by-column", p[len("by-column:"):].strip()
+        raise ConfigError(f"federated: partition must be iid, dirichlet:ALPHA (ALPHA > 0, e.g. dirichlet:0.5), "
+                          f"classes:K (K >= 1) or by-column:COLUMN, got {self.partition!r}")
+
+    def attack_of(self) -> dict[int, str]:
+        """Simulated hostile clients: client index -> attack."""
+        out: dict[int, str] = {}
+        for spec in self.attacks:
+            kind, _, who = str(spec).partition(":")
+            if kind not in ATTACKS or not re.fullmatch(r"\d+(,\d+)*", who):
+                raise ConfigError(f"federated: attacks are KIND:CLIENT[,CLIENT...] with KIND one of "
+                                  f"{' | '.join(ATTACKS)}, got {spec!r}")
+            for c in who.split(","):
+                if int(c) >= self.clients:
+                    raise ConfigError(f"federated: attack {spec!r} names client {c}; clients are 0..{self.clients - 1}")
+                out[int(c)] = kind
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> FederatedConfig:
+        d = dict(d or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"federated: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        for f in dataclasses.fields(cls):  # each value of its field's type (an int where a float goes is one)
+            if f.name not in d or (d[f.name] is None and "None" in str(f.type)):
+                continue
+            v, kind = d[f.name], str(f.type).split(" |")[0]
+            ok = {"int": isinstance(v, int) and not isinstance(v, bool),
+                  "float": isinstance(v, int | float) and not isinstance(v, bool), "str": isinstance(v, str),
+                  "list[str]": isinstance(v, list) and all(isinstance(x, str) for x in v)}[kind]
+            if not ok:
+                what = {"int": "an integer", "float": "a number", "str": "a string"}.get(kind, "a list of strings")
+                raise ConfigError(f"federated: {f.name} must be {what}, got {v!r}")
+            d[f.name] = float(v) if kind == "float" else v
+        return cls(**d)

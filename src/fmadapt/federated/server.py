@@ -1,0 +1,183 @@
+"""The server side of a federated probe and the run of a federation in Flower's simulation engine.
+
+The server first asks every client for its feature sums (a count, a sum, a sum of squares) and sends the global
+mean and standard deviation with every training round, so that all clients train the head on the same
+standardised features. Each round, the chosen Flower strategy aggregates the heads the clients send back; before
+it does, `Guarded` screens them: an update with NaN/Inf, a wrong shape, or a distance to the global head above
+`max_norm_ratio` times the round's median distance is rejected and counted, and a client that failed is counted.
+A round with fewer usable updates than `min_clients` keeps the global head as it was, and says so."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from .config import FederatedConfig
+
+#: evaluate(weights, bias, mean, std) -> {"accuracy": ..., "loss": ...} on the server's held-out split
+Evaluate = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], dict[str, float]]
+
+
+def screen(updates: list[list[np.ndarray] | None], current: list[np.ndarray], max_ratio: float | None
+           ) -> tuple[list[int], dict[int, str]]:
+    """(indices of the usable updates, {index: why rejected}). None is a client that failed."""
+    rejected: dict[int, str] = {}
+    dist: dict[int, float] = {}
+    for i, u in enumerate(updates):
+        if u is None:
+            rejected[i] = "failed"
+        elif len(u) != len(current) or any(a.shape != c.shape for a, c in zip(u, current, strict=False)):
+            rejected[i] = "wrong shape"
+        elif not all(np.isfinite(a).all() for a in u):
+            rejected[i] = "NaN/Inf"
+        else:
+            dist[i] = float(np.sqrt(sum(((a.astype(np.float64) - c) ** 2).sum() for a, c in zip(u, current,
+                                                                                             strict=True))))
+    if max_ratio is not None and len(dist) >= 3:
+        median = float(np.median(list(dist.values())))
+        for i, d in dist.items():
+            if median > 0 and d > max_ratio * median:
+                rejected[i] = f"norm {d / median:.1f}x the median"
+    return [i for i in range(len(updates)) if i not in rejected], rejected
+
+
+def make_strategy(fc: FederatedConfig, log: list[dict[str, Any]], names: dict[int, int]) -> Any:
+    """The Flower strategy of `fc.aggregation`, screening updates before it aggregates (a row per round in `log`;
+    `names`: Flower's node id -> the client's number)."""
+    from flwr.serverapp import strategy as st
+
+    base: Any = {"fedavg": st.FedAvg, "fedprox": st.FedProx, "fedadam": st.FedAdam,
+                 "trimmed-mean": st.FedTrimmedAvg, "median": st.FedMedian, "krum": st.Krum}[fc.aggregation]
+    kw: dict[str, Any] = {"fraction_train": fc.fraction, "fraction_evaluate": 0.0,
+                          "min_train_nodes": fc.sampled, "min_available_nodes": fc.clients}
+    if fc.aggregation == "fedprox":
+        kw["proximal_mu"] = fc.proximal_mu
+    elif fc.aggregation == "fedadam":
+        kw.update(eta=fc.server_lr, eta_l=fc.lr)
+    elif fc.aggregation == "trimmed-mean":
+        kw["beta"] = fc.trim
+    elif fc.aggregation == "krum":
+        kw["num_malicious_nodes"] = fc.krum_f if fc.krum_f is not None else fc.sampled // 5
+
+    class Guarded(base):  # type: ignore[misc, valid-type]
+        def configure_train(self, server_round: int, arrays: Any, config: Any, grid: Any) -> Any:
+            self._current = arrays.to_numpy_ndarrays()
+            messages = list(super().configure_train(server_round, arrays, config, grid))
+            nbytes = sum(a.nbytes for a in self._current) + 8 * 2 * len(config["feature-mean"])
+            log.append({"round": server_round, "sampled": len(messages), "bytes_down": nbytes * len(messages),
+                        "started": time.perf_counter()})
+            return messages
+
+        def aggregate_train(self, server_round: int, replies: Any) -> Any:
+            replies = list(replies)
+            updates = [None if m.has_error() else m.content["arrays"].to_numpy_ndarrays() for m in replies]
+            kept, rejected = screen(updates, self._current, fc.max_norm_ratio)
+            row = log[-1]
+            row["bytes_up"] = int(sum(sum(a.nbytes for a in u) for u in updates if u is not None))
+            row["received"] = len(replies) - sum(1 for u in updates if u is None)
+            row["failed"] = sum(1 for why in rejected.values() if why == "failed")
+            who = [names.get(m.metadata.src_node_id, m.metadata.src_node_id) for m in replies]
+            row["rejected"] = {str(who[i]): why for i, why in rejected.items() if why != "failed"}
+            row["failed_clients"] = sorted(who[i] for i, why in rejected.items() if why == "failed")
+            row["used"] = len(kept)
+            if len(kept) < fc.required:
+                row["note"] = (f"{len(kept)} usable update(s), {fc.required} required: the global head is kept "
+                               "as it was")
+                return None, None
+            losses = [float(replies[i].content["metrics"]["train-loss"]) for i in kept]
+            row["train_loss"] = round(float(np.mean(losses)), 4)
+            return super().aggregate_train(server_round, [replies[i] for i in kept])
+
+    return Guarded(**kw)
+
+
+def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
+             evaluate: Evaluate, progress: Callable[[str], None] | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Run the federation in Flower's simulation engine (one process per core; the clients' data in `workdir`).
+    Returns (weight (C, D), bias (C,), feature mean, feature std, history)."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # (nothing leaves this machine)
+    os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # (its FutureWarning; no GPU is asked for)
+    try:
+        import ray  # noqa: F401  (Flower's simulation engine; flwr itself imports without it)
+        from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+        from flwr.serverapp import Grid, ServerApp
+        from flwr.serverapp.strategy.strategy_utils import sample_nodes
+        from flwr.simulation import run_simulation
+    except ImportError as e:
+        raise ConfigError(f"federated fitting needs Flower's simulation engine ({e}); pip install "
+                          "'fmadapt[federated]'") from None
+    from .client import make_client_app
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    random.seed(fc.seed)  # (Flower samples the clients of a round with the random module)
+    rounds: list[dict[str, Any]] = []
+    out: dict[str, Any] = {}
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Any) -> None:
+        t0 = time.perf_counter()
+        nodes, _ = sample_nodes(grid, fc.clients, fc.clients)
+        asks = [Message(RecordDict({}), dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
+        replies: list[Any] = list(grid.send_and_receive(asks, timeout=600))
+        replies = [m for m in replies if not m.has_error()]
+        sums = [m.content["arrays"].to_numpy_ndarrays() for m in replies]
+        count = sum(int(m.content["metrics"]["num-examples"]) for m in replies)
+        names = {m.metadata.src_node_id: int(m.content["metrics"]["client"]) for m in replies}
+        if not sums or count == 0:
+            raise RuntimeError("no client answered the statistics round")
+        mean: np.ndarray = np.sum([s[0] for s in sums], axis=0) / count
+        std: np.ndarray = np.sqrt(np.maximum(np.sum([s[1] for s in sums], axis=0) / count - mean ** 2, 0.0))
+        std = np.where(std > 1e-6, std, 1.0)
+        out["statistics"] = {"clients": len(sums), "examples": count, "seconds": round(time.perf_counter() - t0, 2)}
+        config = ConfigRecord({"lr": fc.lr, "weight-decay": fc.weight_decay, "batch-size": fc.batch_size,
+                               "local-epochs": fc.local_epochs, "proximal-mu": 0.0,
+                               "feature-mean": mean.tolist(), "feature-std": std.tolist()})
+        curve: list[dict[str, Any]] = []
+
+        def on_round(rnd: int, arrays: Any) -> None:
+            w, b = arrays.to_numpy_ndarrays()
+            scores = evaluate(w, b, mean, std)
+            row: dict[str, Any] = rounds[-1] if rounds and rounds[-1]["round"] == rnd else {"round": rnd}
+            if "started" in row:
+                row["seconds"] = round(time.perf_counter() - row.pop("started"), 2)
+            curve.append({"round": rnd, **scores})
+            row.update({k: round(float(v), 4) for k, v in scores.items()})
+            if progress is not None and rnd:
+                progress(f"round {rnd}/{fc.rounds}: held-out accuracy {scores['accuracy']:.4f}, "
+                         f"{row.get('used', 0)} of {row.get('sampled', 0)} updates used")
+
+        strategy = make_strategy(fc, rounds, names)
+        result = strategy.start(grid=grid, initial_arrays=ArrayRecord([np.zeros((n_classes, n_features), np.float32),
+                                                                     np.zeros(n_classes, np.float32)]),
+                                num_rounds=fc.rounds, timeout=3600, train_config=config,
+                                evaluate_fn=lambda rnd, arrays: on_round(rnd, arrays))
+        out["arrays"] = result.arrays.to_numpy_ndarrays()
+        out.update(mean=mean, std=std, start=curve[0] if curve else None)
+
+    client = make_client_app(workdir, fc.attack_of(), fc.seed)
+    cores = max(1, min(os.cpu_count() or 1, fc.sampled))
+    t0 = time.perf_counter()
+    run_simulation(server, client, num_supernodes=fc.clients,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                   "init_args": {"num_cpus": cores, "include_dashboard": False,
+                                                 "logging_level": "ERROR", "log_to_driver": False}})
+    if "arrays" not in out:
+        raise RuntimeError("the federation ended without a model (Flower's log above says why)")
+    w, b = out["arrays"]
+    history = {"rounds": rounds, "statistics_round": out["statistics"], "start": out["start"],
+               "seconds": round(time.perf_counter() - t0, 1), "workers": cores,
+               "bytes": int(sum(r.get("bytes_down", 0) + r.get("bytes_up", 0) for r in rounds)),
+               "rejected": int(sum(len(r.get("rejected", {})) for r in rounds)),
+               "failed": int(sum(r.get("failed", 0) for r in rounds))}
+    return w, b, out["mean"], out["std"], history

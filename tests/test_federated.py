@@ -1,0 +1,172 @@
+"""Federated probe (fmadapt/federated/, strategy "federated", `fmadapt federate`): partitions, options, the update
+screen, local training, and whole federations in Flower's simulation engine (Ray) with hostile clients."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fmadapt.errors import ConfigError, DataError
+from fmadapt.federated.config import FederatedConfig
+from fmadapt.federated.partition import describe, partition
+
+
+def _labels(n_per_class: int = 50, classes: int = 4) -> np.ndarray:
+    return np.repeat(np.arange(classes), n_per_class)
+
+
+@pytest.mark.parametrize("kind,param", [("iid", None), ("dirichlet", 0.5), ("classes", 2)])
+def test_partitions_cover_every_example_once(kind, param):
+    y = _labels()
+    parts = partition(y, 10, kind, param, seed=3)
+    joined = np.concatenate(parts)
+    assert len(parts) == 10 and min(len(p) for p in parts) >= 1
+    assert sorted(joined.tolist()) == list(range(len(y)))  # each example on exactly one client
+    assert [p.tolist() for p in partition(y, 10, kind, param, seed=3)] == [p.tolist() for p in parts]  # seeded
+
+
+def test_label_skew_grows_as_the_partition_gets_less_iid():
+    y = _labels(100)
+
+    def skew(kind, param):
+        return np.mean([r["label_skew"] for r in describe(partition(y, 10, kind, param, seed=0), y, list("abcd"))])
+
+    iid, mild, strong, two = skew("iid", None), skew("dirichlet", 10.0), skew("dirichlet", 0.1), skew("classes", 1)
+    assert iid < 0.15 and iid < mild < strong and two >= 0.7
+    # one class per client: every client holds a single class
+    parts = partition(y, 8, "classes", 1, seed=0)
+    assert all(len(set(y[p].tolist())) == 1 for p in parts)
+
+
+def test_by_column_keeps_each_value_on_one_client_and_refuses_too_few_values():
+    y = _labels(30)
+    column = [f"hospital-{i % 7}" for i in range(len(y))]
+    parts = partition(y, 3, "by-column", "site", column=column)
+    owner = {}
+    for c, p in enumerate(parts):
+        for i in p:
+            assert owner.setdefault(column[i], c) == c
+    assert len(owner) == 7
+    with pytest.raises(DataError, match="7 distinct value"):
+        partition(y, 8, "by-column", "site", column=column)
+    with pytest.raises(DataError, match="cannot be split among 500 clients"):
+        partition(y, 500, "iid")
+
+
+def test_options_are_checked_with_messages_that_name_them():
+    assert FederatedConfig.from_dict({"clients": 3, "lr": 1}).lr == 1.0
+    for bad, words in [({"clients": "3"}, "clients must be an integer"), ({"partition": "dir:1"}, "dirichlet:ALPHA"),
+                       ({"aggregation": "mean"}, "aggregation must be one of"), ({"attacks": ["nan:12"]}, "client 12"),
+                       ({"attacks": ["boom:1"]}, "KIND one of"), ({"cliens": 3}, "unknown option(s) cliens"),
+                       ({"trim": 0.5}, "trim must be"), ({"proximal_mu": 200.0}, "overshoots")]:
+        with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            FederatedConfig.from_dict(bad)
+
+
+def test_what_a_federated_fit_does_not_do_yet_is_refused_before_any_data_is_read():
+    from fmadapt import TextClassifier
+
+    for opts in ({"task": "regression"}, {"task": "multilabel"}, {"features": "age"}, {"ensemble": 2}):
+        with pytest.raises(ConfigError, match="'federated'"):
+            TextClassifier(backbone="tiny-bert", strategy="federated", **opts).fit("no-such-file.csv")
+
+
+def test_screen_rejects_broken_and_outsized_updates():
+    from fmadapt.federated.server import screen
+
+    cur = [np.zeros((3, 4), np.float32), np.zeros(3, np.float32)]
+    rng = np.random.default_rng(0)
+    good = [[rng.normal(0, 0.1, (3, 4)).astype(np.float32), rng.normal(0, 0.1, 3).astype(np.float32)]
+            for _ in range(4)]
+    nan = [np.full((3, 4), np.nan, np.float32), np.zeros(3, np.float32)]
+    shape = [np.zeros((3, 3), np.float32), np.zeros(3, np.float32)]
+    huge = [g * 100 for g in good[0]]
+    kept, rejected = screen([*good, nan, shape, huge, None], cur, 10.0)
+    assert kept == [0, 1, 2, 3]
+    assert rejected[4] == "NaN/Inf" and rejected[5] == "wrong shape" and rejected[7] == "failed"
+    assert rejected[6].startswith("norm ")
+    kept, rejected = screen([*good, huge], cur, None)  # no norm screen: the outsized update is kept
+    assert kept == [0, 1, 2, 3, 4] and not rejected
+
+
+def test_local_training_learns_and_the_proximal_term_holds_it_near_the_global_head():
+    from fmadapt.federated.client import attack, local_train
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    start = [np.zeros((2, 6), np.float32), np.zeros(2, np.float32)]
+    cfg = {"lr": 0.1, "weight-decay": 0.0, "batch-size": 16, "local-epochs": 3}
+    mu, sd = np.zeros(6, np.float32), np.ones(6, np.float32)
+    free, _ = local_train(x, y, start, mu, sd, cfg, seed=1)
+    pred = (x @ free[0].T + free[1]).argmax(1)
+    assert (pred == y).mean() > 0.9
+    held, _ = local_train(x, y, start, mu, sd, {**cfg, "proximal-mu": 5.0}, seed=1)
+    assert np.linalg.norm(held[0]) < 0.5 * np.linalg.norm(free[0])
+    flipped = attack("sign-flip", free, start)
+    assert np.allclose(flipped[0], -4 * free[0])
+    with pytest.raises(RuntimeError, match="simulated client failure"):
+        attack("crash", free, start)
+
+
+@pytest.mark.integration  # (Flower's simulation engine runs the clients in Ray worker processes)
+def test_federated_fit_with_hostile_clients_saves_an_ordinary_model(tmp_path):
+    pytest.importorskip("ray")
+    from conftest import text_frame
+    from fmadapt import TextClassifier
+
+    df = text_frame(40)
+    clf = TextClassifier(backbone="tiny-bert", strategy="federated", extra={"federated": {
+        "clients": 4, "rounds": 2, "partition": "dirichlet:1.0", "aggregation": "trimmed-mean",
+        "attacks": ["nan:2", "wrong-shape:3"], "min_clients": 2}})
+    clf.fit(df)
+    fed = clf.history_["federation"]
+    assert [r["round"] for r in fed["rounds"]] == [1, 2]
+    for r in fed["rounds"]:
+        assert r["rejected"] == {"2": "NaN/Inf", "3": "wrong shape"} and r["used"] == 2 and r["sampled"] == 4
+        assert r["bytes_up"] > 0 and 0.0 <= r["accuracy"] <= 1.0
+    assert fed["rejected"] == 4 and sum(c["examples"] for c in fed["clients"]) == len(clf.splits_["train"])
+    assert fed["start"]["accuracy"] == pytest.approx(0.5)  # the zero head, before any round
+    assert clf.metrics_["val"]["accuracy"] >= 0.75  # the two honest clients' head learnt the toy task
+    clf.save_pretrained(tmp_path / "m")
+    again = TextClassifier.from_pretrained(tmp_path / "m")
+    texts = df["text"].tolist()[:8]
+    assert np.allclose(again.predict_proba(texts), clf.predict_proba(texts), atol=1e-6)
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["strategy"] == "federated" and cfg["fit"]["extra"]["federated"]["aggregation"] == "trimmed-mean"
+    assert "Rounds: the global model" in (tmp_path / "m" / "report.html").read_text()
+
+
+@pytest.mark.integration
+def test_federate_command(tmp_path):
+    pytest.importorskip("ray")
+    from typer.testing import CliRunner
+
+    from conftest import text_frame
+    from fmadapt.cli import app
+
+    df = text_frame(30)
+    df["site"] = [f"s{i % 5}" for i in range(len(df))]
+    df.to_csv(tmp_path / "t.csv", index=False)
+    runner = CliRunner()
+    bad = runner.invoke(app, ["federate", str(tmp_path / "t.csv"), "--out", str(tmp_path / "x"), "--partition",
+                              "zipf"])
+    assert bad.exit_code == 2 and "partition must be" in bad.output and not (tmp_path / "x").exists()
+    assert runner.invoke(app, ["federate", str(tmp_path / "t.csv"), "--out", str(tmp_path / "x"), "--strategy",
+                               "lora"]).exit_code == 2
+    r = runner.invoke(app, ["federate", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m"), "--backbone",
+                            "tiny-bert", "--clients", "3", "--rounds", "2", "--partition", "by-column:site",
+                            "--aggregation", "median", "--fed", "attacks=crash:0", "--report", "basic", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    fed = summary["history"]["federation"]
+    assert summary["strategy"] == "federated" and fed["failed"] == 2 and fed["aggregation"] == "median"
+    assert all(r["failed_clients"] == [0] and r["used"] == 2 for r in fed["rounds"])
+    # by-column: every site on one client
+    assert all(len(c["classes"]) >= 1 for c in fed["clients"]) and sum(c["examples"] for c in fed["clients"]) == \
+        summary["data"]["sizes"]["train"]
+    p = runner.invoke(app, ["predict", str(tmp_path / "m"), str(tmp_path / "t.csv"), "--output",
+                            str(tmp_path / "p.csv")])
+    assert p.exit_code == 0, p.output
