@@ -9,7 +9,8 @@ Fashion-MNIST images; the whole test split of each sample): the centralised prob
 - clean: partitions iid, dirichlet:0.5 and classes:2 (FedAvg);
 - poisoned: 2 of the clients send sign-flipped, enlarged updates (attack sign-flip, clients 0 and 1) and the
   partition is iid: FedAvg with the norm screen off (max_norm_ratio none), FedAvg with it, trimmed-mean, median,
-  krum; plus the clean FedAvg run they are compared with.
+  krum; plus the clean FedAvg run they are compared with;
+- dp: DP-SGD on every client at epsilon 1, 4 and 8 (delta 1e-5), iid, FedAvg; plus the clean run (infinity).
 Rows in results/federated.csv: dataset, method, partition, aggregation, attack, test accuracy, fit seconds (in
 process), bytes sent, rounds. Both methods use fmadapt's feature cache: the features are computed once.
 """
@@ -43,6 +44,10 @@ def scenarios(names: list[str]) -> list[dict]:
                 {"partition": "iid", "aggregation": "fedavg", "attacks": attack},
                 *({"partition": "iid", "aggregation": a, "attacks": attack}
                   for a in ("trimmed-mean", "median", "krum"))]
+    if "dp" in names:  # differential privacy: epsilon 1, 4, 8 at delta 1e-5 (and the clean run: infinity)
+        if not {"clean", "poisoned"} & set(names):
+            out.append({"partition": "iid", "aggregation": "fedavg"})
+        out += [{"partition": "iid", "aggregation": "fedavg", "dp_epsilon": eps} for eps in (1.0, 4.0, 8.0)]
     return out
 
 
@@ -76,10 +81,10 @@ def main() -> None:
                     help="also time `fmadapt federate` (iid, fedavg, --report off) as a whole process per dataset")
     add_csv_argument(ap, "federated")
     a = ap.parse_args()
-    import yaml
+    from fmadapt.cli.federate import parse_value
 
-    base = {"clients": a.clients, "rounds": a.rounds, **{k: yaml.safe_load(v) for k, v in
-                                                         (s.split("=", 1) for s in a.fed)}}
+    base = {"clients": a.clients, "rounds": a.rounds,
+            **{k: parse_value(v) for k, v in (s.split("=", 1) for s in a.fed)}}
     rows, table = [], []
     for name in a.datasets.split(","):
         kind, train, test, labels = prepare(name, Path(a.work))
@@ -88,7 +93,7 @@ def main() -> None:
             rows.append({"dataset": name, "method": method, "options": options_json(options), **r,
                          "n_test": len(labels)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-            table.append([name, method, "", "", "-", f"{r['accuracy']:.4f}", "", r["fit_seconds"], ""])
+            table.append([name, method, "", "-", f"{r['accuracy']:.4f}", "", r["fit_seconds"], ""])
         central = rows[-1]  # (the same training examples as the clients hold; the server keeps the validation split)
         if a.process:
             cmd = [sys.executable, "-m", "fmadapt", "federate", train, "--out", str(Path(a.work) / f"{name}_fed"),
@@ -106,12 +111,13 @@ def main() -> None:
         for sc in scenarios(a.scenarios.split(",")):
             fc = {**base, **sc}
             r = run_one(kind, train, test, labels, "federated", {"federated": fc})
-            rows.append({"dataset": name, "method": "federated probe", "partition": sc["partition"],
+            dp = f", dp epsilon {sc['dp_epsilon']:g}" if sc.get("dp_epsilon") else ""
+            rows.append({"dataset": name, "method": "federated probe" + dp, "partition": sc["partition"],
                          "aggregation": sc["aggregation"], "attack": ";".join(sc.get("attacks", [])),
                          "options": options_json(fc), **r, "n_test": len(labels)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
             screen = "" if sc.get("max_norm_ratio", 1) else " (no norm screen)"
-            table.append([name, "federated probe, " + sc["partition"], sc["aggregation"] + screen,
+            table.append([name, f"federated probe, {sc['partition']}{dp}", sc["aggregation"] + screen,
                           rows[-1]["attack"] or "-", f"{r['accuracy']:.4f}",
                           f"{(r['accuracy'] - central['accuracy']) * 100:+.2f}", r["fit_seconds"], r["bytes"]])
     path = csv_path(a.csv, "federated")

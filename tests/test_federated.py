@@ -100,15 +100,36 @@ def test_local_training_learns_and_the_proximal_term_holds_it_near_the_global_he
     start = [np.zeros((2, 6), np.float32), np.zeros(2, np.float32)]
     cfg = {"lr": 0.1, "weight-decay": 0.0, "batch-size": 16, "local-epochs": 3}
     mu, sd = np.zeros(6, np.float32), np.ones(6, np.float32)
-    free, _ = local_train(x, y, start, mu, sd, cfg, seed=1)
+    free, _, _ = local_train(x, y, start, mu, sd, cfg, seed=1)
     pred = (x @ free[0].T + free[1]).argmax(1)
     assert (pred == y).mean() > 0.9
-    held, _ = local_train(x, y, start, mu, sd, {**cfg, "proximal-mu": 5.0}, seed=1)
+    held, _, _ = local_train(x, y, start, mu, sd, {**cfg, "proximal-mu": 5.0}, seed=1)
     assert np.linalg.norm(held[0]) < 0.5 * np.linalg.norm(free[0])
     flipped = attack("sign-flip", free, start)
     assert np.allclose(flipped[0], -4 * free[0])
     with pytest.raises(RuntimeError, match="simulated client failure"):
         attack("crash", free, start)
+
+
+def test_dp_sgd_spends_the_target_epsilon_over_all_rounds_and_not_more():
+    pytest.importorskip("opacus")
+    from fmadapt.federated.client import local_train
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    w = [np.zeros((2, 5), np.float32), np.zeros(2, np.float32)]
+    cfg = {"lr": 0.01, "weight-decay": 0.0, "batch-size": 16, "local-epochs": 2, "dp-epsilon": 3.0,
+           "dp-delta": 1e-5, "dp-clip": 1.0, "dp-lr": 0.5, "dp-rounds": 3}
+    spent, steps = [], 0
+    for r in range(3):
+        w, _, privacy = local_train(x, y, w, np.zeros(5, np.float32), np.ones(5, np.float32), cfg, seed=r,
+                                    steps_done=steps)
+        steps = int(privacy["steps"])
+        spent.append(privacy["epsilon"])
+    assert spent[0] < spent[1] < spent[2] <= 3.0 + 0.03 and spent[2] > 2.9  # the budget, spent by the last round
+    assert steps == 3 * 2 * 8  # (120 examples, expected batch 16: 8 Poisson batches an epoch)
+    assert privacy["noise_multiplier"] > 0.5
 
 
 @pytest.mark.integration  # (Flower's simulation engine runs the clients in Ray worker processes)
@@ -156,13 +177,20 @@ def test_federate_command(tmp_path):
     assert bad.exit_code == 2 and "partition must be" in bad.output and not (tmp_path / "x").exists()
     assert runner.invoke(app, ["federate", str(tmp_path / "t.csv"), "--out", str(tmp_path / "x"), "--strategy",
                                "lora"]).exit_code == 2
+    bad_dp = runner.invoke(app, ["federate", str(tmp_path / "t.csv"), "--out", str(tmp_path / "x"), "--dp", "eps=1"])
+    assert bad_dp.exit_code == 2 and "epsilon=E" in bad_dp.output
     r = runner.invoke(app, ["federate", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m"), "--backbone",
                             "tiny-bert", "--clients", "3", "--rounds", "2", "--partition", "by-column:site",
-                            "--aggregation", "median", "--fed", "attacks=crash:0", "--report", "basic", "--json"])
+                            "--aggregation", "median", "--fed", "attacks=crash:0", "--dp", "epsilon=8,delta=1e-4",
+                            "--report", "basic", "--json"])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     fed = summary["history"]["federation"]
     assert summary["strategy"] == "federated" and fed["failed"] == 2 and fed["aggregation"] == "median"
+    # DP-SGD: every client that trained spent at most its budget; the one that crashed reported nothing
+    assert 0 < summary["epsilon"] <= 8.0 + 0.08 and set(fed["privacy"]["clients"]) == {"1", "2"}
+    assert fed["statistics_round"]["from"].startswith("the server's validation split")
+    assert "epsilon spent" in (tmp_path / "m" / "README.md").read_text()
     assert all(r["failed_clients"] == [0] and r["used"] == 2 for r in fed["rounds"])
     # by-column: every site on one client
     assert all(len(c["classes"]) >= 1 for c in fed["clients"]) and sum(c["examples"] for c in fed["clients"]) == \

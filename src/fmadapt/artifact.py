@@ -360,6 +360,11 @@ def model_card(config: dict[str, Any], classes: list[str], metrics: dict[str, An
         lines += ["", "## Metrics", "", "| split | n | accuracy | macro-F1 | ECE |", "|---|---|---|---|---|"]
         lines += [f"| {split} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['ece']:.4f} |"
                   for split, m in metrics.items() if isinstance(m, dict) and "accuracy" in m]
+    federation = (config.get("history") or {}).get("federation")
+    if isinstance(federation, dict):
+        from .federated.card import card_lines
+
+        lines += card_lines(federation)
     if command:
         lines += ["", "## Command", "", f"```\n{command}\n```"]
     lines += ["", "## Use", "", "```python", "from fmadapt import load_model",

@@ -67,7 +67,12 @@ class Federated(Strategy):
 
         with tempfile.TemporaryDirectory(prefix="fmadapt-federated-") as work:
             write_clients(work, x_tr, y_tr, parts)
-            w, b, mean, std, history = simulate(work, x_tr.shape[1], n_cls, fc, evaluate, say)
+            # with DP, no client statistic may leave a client outside DP-SGD: the server's own split standardises
+            stats = None
+            if fc.dp_epsilon is not None:
+                stats = (x_va.mean(0), x_va.std(0)) if len(x_va) >= 2 else (np.zeros(x_va.shape[1]),
+                                                                              np.ones(x_va.shape[1]))
+            w, b, mean, std, history = simulate(work, x_tr.shape[1], n_cls, fc, evaluate, say, stats)
         # the standardisation folded into the head: w·(x - mean)/std + b = (w/std)·x + (b - (w/std)·mean)
         w_raw = w / std
         model.set_linear(w_raw, b - w_raw @ mean)

@@ -33,6 +33,10 @@ def federate(
     min_clients: Annotated[int | None, typer.Option(
         "--min-clients", help="Usable updates a round needs (default: all sampled clients but one); fewer and "
         "the round keeps the global model as it was.")] = None,
+    dp: Annotated[str | None, typer.Option(
+        "--dp", help="Differential privacy: epsilon=E[,delta=1e-5,clip=1.0,lr=0.1]. DP-SGD on every client (Opacus: "
+        "per-example clipping, noise calibrated so that each client spends at most E over all rounds); the epsilon "
+        "spent is reported per client.")] = None,
     fed: Annotated[list[str] | None, typer.Option(
         "--fed", help="Any other federation option as KEY=VALUE (lr, weight_decay, batch_size, proximal_mu, "
         "server_lr, trim, krum_f, max_norm_ratio, seed; attacks=KIND:CLIENT,... simulates hostile clients); "
@@ -52,8 +56,6 @@ def federate(
     model directory is an ordinary one (predict, evaluate, export, serve) whose report adds the federation."""
 
     def go() -> None:
-        import yaml
-
         from ..errors import ConfigError
         from ..federated.config import FederatedConfig
         from .fit import fit
@@ -68,9 +70,30 @@ def federate(
             if not sep:
                 raise ConfigError(f"--fed {item!r}: expected KEY=VALUE")
             key = key.strip().replace("-", "_")
-            opts[key] = [v for v in value.split(";") if v] if key == "attacks" else yaml.safe_load(value)
+            opts[key] = [v for v in value.split(";") if v] if key == "attacks" else parse_value(value)
+        if dp is not None:
+            keys = {"epsilon": "dp_epsilon", "delta": "dp_delta", "clip": "dp_clip", "lr": "dp_lr"}
+            for item in dp.split(","):
+                key, sep, value = item.partition("=")
+                if not sep or key.strip() not in keys:
+                    raise ConfigError(f"--dp {dp!r}: expected epsilon=E[,delta=D,clip=C,lr=L], e.g. --dp epsilon=8")
+                opts[keys[key.strip()]] = parse_value(value)
+            if "dp_epsilon" not in opts:
+                raise ConfigError(f"--dp {dp!r}: give epsilon, e.g. --dp epsilon=8,delta=1e-5")
         fc = FederatedConfig.from_dict(opts)  # checked before any data is read
         fit(data=data, out=out, text=text, label=[label] if label else None, val=val, set_=set_, report=report,
             as_json=as_json, strategy="federated", backbone=backbone, extra={"federated": fc.to_dict()})
 
     _run(go)
+
+
+def parse_value(text: str) -> object:
+    """A --fed / --dp value: an int, a float (1e-5 too, which YAML reads as a string), else YAML (none, true)."""
+    for kind in (int, float):
+        try:
+            return kind(text.strip())
+        except ValueError:
+            pass
+    import yaml
+
+    return yaml.safe_load(text)

@@ -9,6 +9,7 @@ from .app import _out
 
 
 def _summary(clf: Any, out: Path, seconds: float) -> dict[str, Any]:
+    privacy = ((clf.history_ or {}).get("federation") or {}).get("privacy")
     return {
         "model_dir": str(out.resolve()),
         "backbone": clf.model_.backbone.cfg.name,
@@ -21,6 +22,7 @@ def _summary(clf: Any, out: Path, seconds: float) -> dict[str, Any]:
         "history": clf.history_,
         "seconds": round(seconds, 1),
         "resumed": getattr(clf, "resumed_", []),
+        **({"epsilon": privacy["epsilon"]} if privacy else {}),  # (differential privacy: the largest spent)
     }
 
 
@@ -127,6 +129,10 @@ def federation_lines(fed: dict[str, Any]) -> list[str]:
                      f"{'' if loss is None else f'{loss:.4f}':>7} "
                      f"{str(r.get('used', '')) + '/' + str(r.get('sampled', '')):>9} {r.get('seconds', 0):>8.2f}  "
                      f"{'; '.join(bad) or '-'}{' (' + r['note'] + ')' if r.get('note') else ''}")
+    privacy = fed.get("privacy")
+    if privacy:
+        lines.append(f"  differential privacy: epsilon spent {privacy['epsilon']} at delta {privacy['delta']} (the "
+                     f"largest over the clients; target {privacy['epsilon_target']})")
     if fed["rejected"] or fed["failed"]:
         lines.append(f"  {fed['rejected']} update(s) rejected and {fed['failed']} client failure(s) in all; the "
                      "rounds went on without them")

@@ -8,6 +8,7 @@ workers: it imports numpy and torch only."""
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,11 @@ def load_client(workdir: str | Path, i: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def local_train(x: np.ndarray, y: np.ndarray, weights: list[np.ndarray], mu: np.ndarray, sd: np.ndarray,
-                cfg: dict[str, Any], seed: int) -> tuple[list[np.ndarray], float]:
+                cfg: dict[str, Any], seed: int, steps_done: int = 0
+                ) -> tuple[list[np.ndarray], float, dict[str, float] | None]:
     """The head (weight (C, D), bias (C,)) after `local-epochs` of SGD (momentum 0.9, weight decay) on this
-    client's standardised features, with FedProx's proximal term when `proximal-mu` > 0; and the mean loss."""
+    client's standardised features, with FedProx's proximal term when `proximal-mu` > 0; the mean loss; and, with
+    `dp-epsilon` (DP-SGD, `_dp_sgd`), what this client's privacy has cost so far."""
     import torch
     from torch import nn
 
@@ -45,6 +48,9 @@ def local_train(x: np.ndarray, y: np.ndarray, weights: list[np.ndarray], mu: np.
     with torch.no_grad():
         head.weight.copy_(torch.as_tensor(weights[0]))
         head.bias.copy_(torch.as_tensor(weights[1]))
+    if cfg.get("dp-epsilon") is not None:
+        mean_loss, privacy = _dp_sgd(head, z, t, cfg, gen, steps_done)
+        return [head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy()], mean_loss, privacy
     start = [p.detach().clone() for p in head.parameters()]
     opt = torch.optim.SGD(head.parameters(), lr=float(cfg["lr"]), momentum=0.9,
                           weight_decay=float(cfg["weight-decay"]))
@@ -63,7 +69,56 @@ def local_train(x: np.ndarray, y: np.ndarray, weights: list[np.ndarray], mu: np.
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return [head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy()], float(np.mean(losses))
+    return [head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy()], float(np.mean(losses)), None
+
+
+def _dp_sgd(head: Any, z: Any, t: Any, cfg: dict[str, Any], gen: Any, steps_done: int
+            ) -> tuple[float, dict[str, float]]:
+    """DP-SGD with Opacus: Poisson-sampled batches (expected size `batch-size`), each example's gradient clipped to
+    `dp-clip`, Gaussian noise whose multiplier is calibrated (RDP accountant) so that this client's steps over all
+    `dp-rounds` rounds spend `dp-epsilon` at `dp-delta`. Returns the mean loss and {epsilon spent so far, delta,
+    noise multiplier, steps so far}."""
+    import torch
+    from opacus import PrivacyEngine
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.utils import get_noise_multiplier
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    # (Opacus warns that its noise comes from torch's generator, not a cryptographic one: secure_mode needs
+    # torchcsprng, see docs/federated.md; and that a larger RDP order could tighten epsilon, which only overstates it)
+    warnings.filterwarnings("ignore", message="Secure RNG turned off")
+    warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")  # (Opacus's hooks; inputs need none)
+    eps, delta, clip = float(cfg["dp-epsilon"]), float(cfg["dp-delta"]), float(cfg["dp-clip"])
+    batch = min(int(cfg["batch-size"]), len(t))
+    loader = DataLoader(TensorDataset(z, t), batch_size=batch, generator=gen)
+    opt = torch.optim.SGD(head.parameters(), lr=float(cfg["dp-lr"]), momentum=0.9,
+                          weight_decay=float(cfg["weight-decay"]))
+    rate = batch / len(t)
+    per_round = int(cfg["local-epochs"]) * len(loader)  # (Opacus's Poisson loader keeps the number of batches)
+    sigma = get_noise_multiplier(target_epsilon=eps, target_delta=delta, sample_rate=rate,
+                                 steps=per_round * int(cfg["dp-rounds"]), accountant="rdp")
+    engine = PrivacyEngine(accountant="rdp")
+    model, opt, loader = engine.make_private(module=head, optimizer=opt, data_loader=loader, noise_multiplier=sigma,
+                                             max_grad_norm=clip, poisson_sampling=True, noise_generator=gen)
+    losses, steps = [], 0
+    for _ in range(int(cfg["local-epochs"])):
+        for xb, yb in loader:
+            steps += 1  # (an empty Poisson batch is a step too: the accountant counts every draw)
+            if not len(yb):
+                continue
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            losses.append(float(loss.detach()))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.remove_hooks()
+    accountant = RDPAccountant()
+    accountant.history = [(sigma, rate, steps_done + steps)]
+    spent = float(accountant.get_epsilon(delta))
+    return float(np.mean(losses)) if losses else float("nan"), {
+        "epsilon": spent, "delta": delta, "noise_multiplier": float(sigma), "steps": float(steps_done + steps)}
 
 
 def attack(kind: str, new: list[np.ndarray], old: list[np.ndarray]) -> list[np.ndarray]:
@@ -90,8 +145,11 @@ def make_client_app(workdir: str, attacks: dict[int, str], seed: int) -> Any:
 
     @app.query()
     def statistics(msg: Any, context: Context) -> Message:
-        """The client's feature sums, for the global standardisation (a count, a sum and a sum of squares)."""
+        """The client's number and, unless the server says otherwise (under DP), its feature sums for the global
+        standardisation (a count, a sum and a sum of squares)."""
         i = int(context.node_config["partition-id"])
+        if not msg.content["config"]["statistics"]:
+            return Message(RecordDict({"metrics": MetricRecord({"client": i})}), reply_to=msg)
         x, _ = load_client(workdir, i)
         x64 = x.astype(np.float64)
         return Message(RecordDict({"arrays": ArrayRecord([x64.sum(0), (x64 ** 2).sum(0)]),
@@ -105,10 +163,16 @@ def make_client_app(workdir: str, attacks: dict[int, str], seed: int) -> Any:
         old = msg.content["arrays"].to_numpy_ndarrays()
         mu, sd = np.asarray(cfg["feature-mean"], np.float32), np.asarray(cfg["feature-std"], np.float32)
         rnd = int(cfg["server-round"])
-        new, loss = local_train(x, y, old, mu, sd, dict(cfg), seed=zlib.crc32(f"{seed}:{rnd}:{i}".encode()))
+        # DP-SGD steps this client has already taken (the node's state lives as long as the federation)
+        done: Any = context.state["dp"]["steps"] if "dp" in context.state else 0
+        new, loss, privacy = local_train(x, y, old, mu, sd, dict(cfg), seed=zlib.crc32(f"{seed}:{rnd}:{i}".encode()),
+                                         steps_done=int(done))
+        if privacy is not None:
+            context.state["dp"] = MetricRecord({"steps": int(privacy["steps"])})
         new = attack(attacks.get(i, ""), new, old)
-        return Message(RecordDict({"arrays": ArrayRecord(new),
-                                   "metrics": MetricRecord({"num-examples": len(y), "train-loss": loss})}),
-                       reply_to=msg)
+        metrics: dict[str, Any] = {"num-examples": len(y), "train-loss": loss, "client": i}
+        if privacy is not None:
+            metrics.update({f"dp-{k}": float(v) for k, v in privacy.items()})
+        return Message(RecordDict({"arrays": ArrayRecord(new), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
     return app

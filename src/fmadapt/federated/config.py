@@ -49,6 +49,15 @@ class FederatedConfig:
     #: an update whose distance to the global weights is above this many times the round's median distance is
     #: rejected (counted and reported), as are updates with NaN/Inf or a wrong shape (None: no norm check)
     max_norm_ratio: float | None = 10.0
+    #: differential privacy: DP-SGD on every client (Opacus: per-example clipping at `dp_clip`, Gaussian noise
+    #: calibrated so that each client's training over all rounds spends at most `dp_epsilon` at `dp_delta`, RDP
+    #: accountant); None: off. The features are then standardised with the server's own validation split, so no
+    #: client statistic leaves a client outside DP-SGD.
+    dp_epsilon: float | None = None
+    dp_delta: float = 1e-5
+    dp_clip: float = 1.0
+    #: the clients' learning rate under DP (clipped gradients are smaller than plain ones)
+    dp_lr: float = 0.1
     seed: int = 0
     #: simulation only (benchmarks, tests): ["KIND:CLIENT,CLIENT", ...] with KIND one of ATTACKS
     attacks: list[str] = dataclasses.field(default_factory=list)
@@ -69,6 +78,11 @@ class FederatedConfig:
             (self.lr * self.proximal_mu < 1.0, "lr x proximal_mu must be < 1 (a larger proximal pull overshoots)"),
             (0.0 <= self.trim < 0.5, "trim must be in [0, 0.5)"),
             (self.krum_f is None or self.krum_f >= 0, "krum_f must be >= 0"),
+            (self.dp_epsilon is None or self.dp_epsilon > 0, "dp epsilon must be > 0"),
+            (0.0 < self.dp_delta < 1.0, "dp delta must be in (0, 1), e.g. 1e-5"),
+            (self.dp_clip > 0 and self.dp_lr > 0, "dp clip and dp_lr must be > 0"),
+            (self.dp_epsilon is None or self.aggregation != "fedprox",
+             "fedprox does not combine with dp: DP-SGD clips per-example gradients, which the proximal term is not"),
             (self.max_norm_ratio is None or self.max_norm_ratio > 1.0,
              "max_norm_ratio must be > 1 (or none: no check)"),
         ]

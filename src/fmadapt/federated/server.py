@@ -48,9 +48,10 @@ def screen(updates: list[list[np.ndarray] | None], current: list[np.ndarray], ma
     return [i for i in range(len(updates)) if i not in rejected], rejected
 
 
-def make_strategy(fc: FederatedConfig, log: list[dict[str, Any]], names: dict[int, int]) -> Any:
+def make_strategy(fc: FederatedConfig, log: list[dict[str, Any]], names: dict[int, int],
+                  privacy: dict[int, dict[str, Any]]) -> Any:
     """The Flower strategy of `fc.aggregation`, screening updates before it aggregates (a row per round in `log`;
-    `names`: Flower's node id -> the client's number)."""
+    `names`: Flower's node id -> the client's number; `privacy`: what DP-SGD has cost each client so far)."""
     from flwr.serverapp import strategy as st
 
     base: Any = {"fedavg": st.FedAvg, "fedprox": st.FedProx, "fedadam": st.FedAdam,
@@ -83,25 +84,39 @@ def make_strategy(fc: FederatedConfig, log: list[dict[str, Any]], names: dict[in
             row["bytes_up"] = int(sum(sum(a.nbytes for a in u) for u in updates if u is not None))
             row["received"] = len(replies) - sum(1 for u in updates if u is None)
             row["failed"] = sum(1 for why in rejected.values() if why == "failed")
+            for m in replies:  # (each reply names its client: failed ones are known from earlier rounds)
+                if not m.has_error() and "client" in m.content["metrics"]:
+                    names[m.metadata.src_node_id] = int(m.content["metrics"]["client"])
             who = [names.get(m.metadata.src_node_id, m.metadata.src_node_id) for m in replies]
             row["rejected"] = {str(who[i]): why for i, why in rejected.items() if why != "failed"}
             row["failed_clients"] = sorted(who[i] for i, why in rejected.items() if why == "failed")
             row["used"] = len(kept)
+            spent = {who[i]: m.content["metrics"] for i, m in enumerate(replies) if updates[i] is not None}
+            for c, met in spent.items():  # (a rejected client spent its privacy all the same)
+                if "dp-epsilon" in met:
+                    privacy[c] = {"epsilon": round(float(met["dp-epsilon"]), 4), "steps": int(met["dp-steps"]),
+                                  "noise_multiplier": round(float(met["dp-noise_multiplier"]), 4)}
+            if privacy:
+                row["epsilon"] = max(p["epsilon"] for p in privacy.values())
             if len(kept) < fc.required:
                 row["note"] = (f"{len(kept)} usable update(s), {fc.required} required: the global head is kept "
                                "as it was")
                 return None, None
             losses = [float(replies[i].content["metrics"]["train-loss"]) for i in kept]
-            row["train_loss"] = round(float(np.mean(losses)), 4)
+            losses = [v for v in losses if np.isfinite(v)]  # (a DP client may have drawn only empty batches)
+            if losses:
+                row["train_loss"] = round(float(np.mean(losses)), 4)
             return super().aggregate_train(server_round, [replies[i] for i in kept])
 
     return Guarded(**kw)
 
 
 def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
-             evaluate: Evaluate, progress: Callable[[str], None] | None = None
+             evaluate: Evaluate, progress: Callable[[str], None] | None = None,
+             stats: tuple[np.ndarray, np.ndarray] | None = None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Run the federation in Flower's simulation engine (one process per core; the clients' data in `workdir`).
+    `stats`: the features' mean and standard deviation from data the server holds (with DP: no statistics round).
     Returns (weight (C, D), bias (C,), feature mean, feature std, history)."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # (nothing leaves this machine)
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
@@ -118,31 +133,42 @@ def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
                           "'fmadapt[federated]'") from None
     from .client import make_client_app
 
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    logging.getLogger("flwr").setLevel(logging.ERROR)  # (its INFO round log, and warnings about settings we chose)
     random.seed(fc.seed)  # (Flower samples the clients of a round with the random module)
     rounds: list[dict[str, Any]] = []
+    privacy: dict[int, dict[str, Any]] = {}
     out: dict[str, Any] = {}
     server = ServerApp()
 
     @server.main()
     def main(grid: Grid, context: Any) -> None:
         t0 = time.perf_counter()
+        # the clients' numbers (what a failed client is reported by) and, without DP, their feature sums
         nodes, _ = sample_nodes(grid, fc.clients, fc.clients)
-        asks = [Message(RecordDict({}), dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
-        replies: list[Any] = list(grid.send_and_receive(asks, timeout=600))
-        replies = [m for m in replies if not m.has_error()]
-        sums = [m.content["arrays"].to_numpy_ndarrays() for m in replies]
-        count = sum(int(m.content["metrics"]["num-examples"]) for m in replies)
+        asks = [Message(RecordDict({"config": ConfigRecord({"statistics": stats is None})}), dst_node_id=n,
+                        message_type=MessageType.QUERY) for n in nodes]
+        replies: list[Any] = [m for m in grid.send_and_receive(asks, timeout=600) if not m.has_error()]
         names = {m.metadata.src_node_id: int(m.content["metrics"]["client"]) for m in replies}
-        if not sums or count == 0:
-            raise RuntimeError("no client answered the statistics round")
-        mean: np.ndarray = np.sum([s[0] for s in sums], axis=0) / count
-        std: np.ndarray = np.sqrt(np.maximum(np.sum([s[1] for s in sums], axis=0) / count - mean ** 2, 0.0))
+        if stats is not None:
+            mean, std = np.asarray(stats[0], np.float64), np.asarray(stats[1], np.float64)
+            out["statistics"] = {"from": "the server's validation split (no client statistics under DP)"}
+        else:
+            sums = [m.content["arrays"].to_numpy_ndarrays() for m in replies]
+            count = sum(int(m.content["metrics"]["num-examples"]) for m in replies)
+            if not sums or count == 0:
+                raise RuntimeError("no client answered the statistics round")
+            mean = np.sum([s[0] for s in sums], axis=0) / count
+            std = np.sqrt(np.maximum(np.sum([s[1] for s in sums], axis=0) / count - mean ** 2, 0.0))
+            out["statistics"] = {"clients": len(sums), "examples": count,
+                                 "seconds": round(time.perf_counter() - t0, 2)}
         std = np.where(std > 1e-6, std, 1.0)
-        out["statistics"] = {"clients": len(sums), "examples": count, "seconds": round(time.perf_counter() - t0, 2)}
-        config = ConfigRecord({"lr": fc.lr, "weight-decay": fc.weight_decay, "batch-size": fc.batch_size,
-                               "local-epochs": fc.local_epochs, "proximal-mu": 0.0,
-                               "feature-mean": mean.tolist(), "feature-std": std.tolist()})
+        settings: dict[str, Any] = {"lr": fc.lr, "weight-decay": fc.weight_decay, "batch-size": fc.batch_size,
+                                    "local-epochs": fc.local_epochs, "proximal-mu": 0.0,
+                                    "feature-mean": mean.tolist(), "feature-std": std.tolist()}
+        if fc.dp_epsilon is not None:
+            settings.update({"dp-epsilon": fc.dp_epsilon, "dp-delta": fc.dp_delta, "dp-clip": fc.dp_clip,
+                             "dp-lr": fc.dp_lr, "dp-rounds": fc.rounds})
+        config = ConfigRecord(settings)
         curve: list[dict[str, Any]] = []
 
         def on_round(rnd: int, arrays: Any) -> None:
@@ -157,7 +183,7 @@ def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
                 progress(f"round {rnd}/{fc.rounds}: held-out accuracy {scores['accuracy']:.4f}, "
                          f"{row.get('used', 0)} of {row.get('sampled', 0)} updates used")
 
-        strategy = make_strategy(fc, rounds, names)
+        strategy = make_strategy(fc, rounds, names, privacy)
         result = strategy.start(grid=grid, initial_arrays=ArrayRecord([np.zeros((n_classes, n_features), np.float32),
                                                                      np.zeros(n_classes, np.float32)]),
                                 num_rounds=fc.rounds, timeout=3600, train_config=config,
@@ -180,4 +206,12 @@ def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
                "bytes": int(sum(r.get("bytes_down", 0) + r.get("bytes_up", 0) for r in rounds)),
                "rejected": int(sum(len(r.get("rejected", {})) for r in rounds)),
                "failed": int(sum(r.get("failed", 0) for r in rounds))}
+    if fc.dp_epsilon is not None:
+        history["privacy"] = {
+            "mechanism": f"DP-SGD on every client (Opacus): per-example gradients clipped to {fc.dp_clip}, Gaussian "
+                         f"noise calibrated with the RDP accountant for epsilon {fc.dp_epsilon} at delta {fc.dp_delta} "
+                         f"over {fc.rounds} rounds; example-level privacy of each client's data",
+            "epsilon_target": fc.dp_epsilon, "delta": fc.dp_delta,
+            "epsilon": max((p["epsilon"] for p in privacy.values()), default=None),
+            "clients": {str(c): p for c, p in sorted(privacy.items())}}
     return w, b, out["mean"], out["std"], history

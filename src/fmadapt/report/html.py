@@ -317,6 +317,10 @@ def _federation(fed: Any) -> dict[str, Any] | None:
                        "bad": "; ".join(bad) + (f" ({r['note']})" if r.get("note") else "")})
     summary = {k: fed.get(k) for k in ("partition", "aggregation", "trainable", "seconds", "workers", "bytes",
                                        "rejected", "failed") if k in fed}
+    privacy = _mapping(fed.get("privacy"))
+    if privacy:
+        summary["differential privacy"] = (f"epsilon spent {privacy.get('epsilon')} at delta {privacy.get('delta')} "
+                                           f"(largest over the clients; target {privacy.get('epsilon_target')})")
     return {"clients": clients, "rounds": rounds, "summary": _kv(summary)}
 
 

@@ -1,0 +1,25 @@
+"""What a federated model's card (README.md of its directory) says of its federation and its privacy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def card_lines(fed: dict[str, Any]) -> list[str]:
+    """The model card's "Federated training" section, from history["federation"]."""
+    clients = fed.get("clients") or []
+    rounds = fed.get("rounds") or []
+    last = rounds[-1] if rounds else {}
+    lines = ["", "## Federated training", "",
+             f"- {len(clients)} clients (partition `{fed.get('partition')}`), {len(rounds)} rounds of "
+             f"`{fed.get('aggregation')}`; what travelled: {fed.get('trainable')}",
+             f"- held-out accuracy after the last round: {last.get('accuracy')}; {fed.get('rejected', 0)} update(s) "
+             f"rejected, {fed.get('failed', 0)} client failure(s) (per round in `config.json`, \"history\")"]
+    privacy = fed.get("privacy")
+    if privacy:
+        lines.append(f"- differential privacy: epsilon spent {privacy.get('epsilon')} at delta {privacy.get('delta')} "
+                     f"(the largest over the clients; target {privacy.get('epsilon_target')}); "
+                     f"{privacy.get('mechanism')}")
+    else:
+        lines.append("- no differential privacy: the clients' updates are exact")
+    return lines
