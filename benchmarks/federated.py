@@ -10,7 +10,8 @@ Fashion-MNIST images; the whole test split of each sample): the centralised prob
 - poisoned: 2 of the clients send sign-flipped, enlarged updates (attack sign-flip, clients 0 and 1) and the
   partition is iid: FedAvg with the norm screen off (max_norm_ratio none), FedAvg with it, trimmed-mean, median,
   krum; plus the clean FedAvg run they are compared with;
-- dp: DP-SGD on every client at epsilon 1, 4 and 8 (delta 1e-5), iid, FedAvg; plus the clean run (infinity).
+- dp: DP-SGD on every client at epsilon 1, 4 and 8 (delta 1e-5), iid, FedAvg; plus the clean run (infinity);
+- secure: SecAgg+ (iid, FedAvg) against the same federation without it.
 Rows in results/federated.csv: dataset, method, partition, aggregation, attack, test accuracy, fit seconds (in
 process), bytes sent, rounds. Both methods use fmadapt's feature cache: the features are computed once.
 """
@@ -44,6 +45,10 @@ def scenarios(names: list[str]) -> list[dict]:
                 {"partition": "iid", "aggregation": "fedavg", "attacks": attack},
                 *({"partition": "iid", "aggregation": a, "attacks": attack}
                   for a in ("trimmed-mean", "median", "krum"))]
+    if "secure" in names:  # SecAgg+ against the same run without it: what it costs in time
+        if not {"clean", "poisoned", "dp"} & set(names):
+            out.append({"partition": "iid", "aggregation": "fedavg"})
+        out.append({"partition": "iid", "aggregation": "fedavg", "secure": True})
     if "dp" in names:  # differential privacy: epsilon 1, 4, 8 at delta 1e-5 (and the clean run: infinity)
         if not {"clean", "poisoned"} & set(names):
             out.append({"partition": "iid", "aggregation": "fedavg"})
@@ -111,7 +116,8 @@ def main() -> None:
         for sc in scenarios(a.scenarios.split(",")):
             fc = {**base, **sc}
             r = run_one(kind, train, test, labels, "federated", {"federated": fc})
-            dp = f", dp epsilon {sc['dp_epsilon']:g}" if sc.get("dp_epsilon") else ""
+            dp = (f", dp epsilon {sc['dp_epsilon']:g}" if sc.get("dp_epsilon") else "") + (
+                ", SecAgg+" if sc.get("secure") else "")
             rows.append({"dataset": name, "method": "federated probe" + dp, "partition": sc["partition"],
                          "aggregation": sc["aggregation"], "attack": ";".join(sc.get("attacks", [])),
                          "options": options_json(fc), **r, "n_test": len(labels)})

@@ -30,7 +30,7 @@ from defaults import prepare  # noqa: E402
 
 GRID = {"lr": (0.05, 0.01), "local-epochs": (1, 2), "weight-decay": (1e-4, 1e-3, 1e-2)}
 #: --dp EPSILON: the learning rate of DP-SGD (clip 1.0, delta 1e-5) with the other defaults
-DP_GRID = {"dp-lr": (0.03, 0.1, 0.3, 1.0), "dp-clip": (1.0,), "lr": (0.01,), "local-epochs": (2,),
+DP_GRID = {"dp-lr": (0.003, 0.01, 0.03, 0.1), "dp-clip": (1.0,), "lr": (0.01,), "local-epochs": (2,),
            "weight-decay": (0.01,)}
 
 

@@ -60,7 +60,10 @@ def test_options_are_checked_with_messages_that_name_them():
     for bad, words in [({"clients": "3"}, "clients must be an integer"), ({"partition": "dir:1"}, "dirichlet:ALPHA"),
                        ({"aggregation": "mean"}, "aggregation must be one of"), ({"attacks": ["nan:12"]}, "client 12"),
                        ({"attacks": ["boom:1"]}, "KIND one of"), ({"cliens": 3}, "unknown option(s) cliens"),
-                       ({"trim": 0.5}, "trim must be"), ({"proximal_mu": 200.0}, "overshoots")]:
+                       ({"trim": 0.5}, "trim must be"), ({"proximal_mu": 200.0}, "overshoots"),
+                       ({"secure": True, "aggregation": "krum"}, "combines with fedavg only"),
+                       ({"secure": True, "attacks": ["nan:1"]}, "screened on the plain path only"),
+                       ({"secure": "yes"}, "secure must be true or false")]:
         with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
             FederatedConfig.from_dict(bad)
 
@@ -198,3 +201,19 @@ def test_federate_command(tmp_path):
     p = runner.invoke(app, ["predict", str(tmp_path / "m"), str(tmp_path / "t.csv"), "--output",
                             str(tmp_path / "p.csv")])
     assert p.exit_code == 0, p.output
+
+
+@pytest.mark.integration
+def test_secure_aggregation_trains_the_head_without_the_server_seeing_an_update():
+    pytest.importorskip("ray")
+    from conftest import text_frame
+    from fmadapt import TextClassifier
+
+    clf = TextClassifier(backbone="tiny-bert", strategy="federated",
+                         extra={"federated": {"clients": 3, "rounds": 2, "secure": True}})
+    clf.fit(text_frame(30))
+    fed = clf.history_["federation"]
+    assert fed["secure"]["protocol"].startswith("SecAgg+") and [r["round"] for r in fed["rounds"]] == [1, 2]
+    assert not any("note" in r for r in fed["rounds"])  # every round's SecAgg+ completed and moved the head
+    assert fed["statistics_round"]["from"].startswith("the server's validation split")
+    assert clf.metrics_["val"]["accuracy"] >= 0.75

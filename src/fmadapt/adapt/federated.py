@@ -39,8 +39,8 @@ class Federated(Strategy):
         fc = FederatedConfig.from_dict(cfg.extra.get("federated"))
         kind, param = fc.partition_spec()
         t0 = time.perf_counter()
-        kw: dict[str, Any] = {"batch_size": max(cfg.batch_size, 64), "cache": ctx.cache, "num_workers": cfg.num_workers,
-              "progress": ctx.progress, "runtime": cfg.runtime}
+        kw: dict[str, Any] = {"batch_size": max(cfg.batch_size, 64), "cache": ctx.cache,
+                              "num_workers": cfg.num_workers, "progress": ctx.progress, "runtime": cfg.runtime}
         x_tr = extract_features(model.backbone, train, desc="train features", **kw)
         x_va = extract_features(model.backbone, val, desc="val features", **kw)
         t_feat = time.perf_counter() - t0
@@ -51,7 +51,7 @@ class Federated(Strategy):
 
         def evaluate(w: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str, float]:
             if not len(y_va):
-                return {"accuracy": float("nan"), "loss": float("nan")}
+                return {}
             logits = ((x_va - mean) / std) @ w.T + b
             logits -= logits.max(1, keepdims=True)
             logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
@@ -67,12 +67,21 @@ class Federated(Strategy):
 
         with tempfile.TemporaryDirectory(prefix="fmadapt-federated-") as work:
             write_clients(work, x_tr, y_tr, parts)
-            # with DP, no client statistic may leave a client outside DP-SGD: the server's own split standardises
+            # with DP, no client statistic may leave a client outside DP-SGD (and SecAgg+ asks none): the server's
+            # own split standardises
             stats = None
-            if fc.dp_epsilon is not None:
+            if fc.dp_epsilon is not None or fc.secure:
                 stats = (x_va.mean(0), x_va.std(0)) if len(x_va) >= 2 else (np.zeros(x_va.shape[1]),
                                                                               np.ones(x_va.shape[1]))
-            w, b, mean, std, history = simulate(work, x_tr.shape[1], n_cls, fc, evaluate, say, stats)
+            if fc.secure:
+                from ..federated.secure import simulate_secure
+
+                assert stats is not None
+                w, b, mean, std, history = simulate_secure(work, x_tr.shape[1], n_cls, fc, evaluate, stats, say)
+                history["secure"] = {"protocol": "SecAgg+ (Flower's SecAggPlusWorkflow and secaggplus_mod)",
+                                     "clip": fc.secure_clip, "note": "the server saw the weighted sum only"}
+            else:
+                w, b, mean, std, history = simulate(work, x_tr.shape[1], n_cls, fc, evaluate, say, stats)
         # the standardisation folded into the head: w·(x - mean)/std + b = (w/std)·x + (b - (w/std)·mean)
         w_raw = w / std
         model.set_linear(w_raw, b - w_raw @ mean)

@@ -37,6 +37,9 @@ def federate(
         "--dp", help="Differential privacy: epsilon=E[,delta=1e-5,clip=1.0,lr=0.1]. DP-SGD on every client (Opacus: "
         "per-example clipping, noise calibrated so that each client spends at most E over all rounds); the epsilon "
         "spent is reported per client.")] = None,
+    secure: Annotated[bool, typer.Option(
+        "--secure", help="Secure aggregation (Flower's SecAgg+): the server learns only the sum of the clients' "
+        "updates. FedAvg only (robust aggregation and the update screen need each update).")] = False,
     fed: Annotated[list[str] | None, typer.Option(
         "--fed", help="Any other federation option as KEY=VALUE (lr, weight_decay, batch_size, proximal_mu, "
         "server_lr, trim, krum_f, max_norm_ratio, seed; attacks=KIND:CLIENT,... simulates hostile clients); "
@@ -64,7 +67,7 @@ def federate(
             raise ConfigError(f"--strategy {strategy}: federated fitting trains the probe head only so far "
                               "(federated fine-tuning and LoRA are not built yet)")
         opts = {"clients": clients, "rounds": rounds, "partition": partition, "aggregation": aggregation,
-                "local_epochs": local_epochs, "fraction": fraction, "min_clients": min_clients}
+                "local_epochs": local_epochs, "fraction": fraction, "min_clients": min_clients, "secure": secure}
         for item in fed or []:
             key, sep, value = item.partition("=")
             if not sep:

@@ -115,8 +115,10 @@ def federation_lines(fed: dict[str, Any]) -> list[str]:
     skews = [c["label_skew"] for c in fed["clients"]]
     lines = [f"federation: {len(sizes)} clients (partition {fed['partition']}: {min(sizes)}-{max(sizes)} examples "
              f"each, label skew {min(skews):.2f}-{max(skews):.2f}), {len(fed['rounds'])} rounds of "
-             f"{fed['aggregation']} in {fed['seconds']:.1f} s ({fed['workers']} workers); "
-             f"{fed['bytes'] / 1e6:.3f} MB sent in all; {fed['trainable']}",
+             f"{fed['aggregation']}{' with SecAgg+' if fed.get('secure') else ''} in {fed['seconds']:.1f} s "
+             f"({fed['workers']} workers); "
+             + (f"{fed['bytes'] / 1e6:.3f} MB sent in all; " if fed.get("bytes") is not None else "")
+             + f"{fed['trainable']}",
              f"  {'round':>5} {'held-out acc':>12} {'loss':>7} {'used':>9} {'seconds':>8}  rejected / failed"]
     rows = fed["rounds"]
     shown = rows if len(rows) <= 25 else [r for i, r in enumerate(rows) if i % (len(rows) // 20 + 1) == 0 or

@@ -8,6 +8,7 @@ workers: it imports numpy and torch only."""
 
 from __future__ import annotations
 
+import functools
 import warnings
 import zlib
 from pathlib import Path
@@ -80,8 +81,6 @@ def _dp_sgd(head: Any, z: Any, t: Any, cfg: dict[str, Any], gen: Any, steps_done
     noise multiplier, steps so far}."""
     import torch
     from opacus import PrivacyEngine
-    from opacus.accountants import RDPAccountant
-    from opacus.accountants.utils import get_noise_multiplier
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -97,8 +96,7 @@ def _dp_sgd(head: Any, z: Any, t: Any, cfg: dict[str, Any], gen: Any, steps_done
                           weight_decay=float(cfg["weight-decay"]))
     rate = batch / len(t)
     per_round = int(cfg["local-epochs"]) * len(loader)  # (Opacus's Poisson loader keeps the number of batches)
-    sigma = get_noise_multiplier(target_epsilon=eps, target_delta=delta, sample_rate=rate,
-                                 steps=per_round * int(cfg["dp-rounds"]), accountant="rdp")
+    sigma = _noise_multiplier(eps, delta, rate, per_round * int(cfg["dp-rounds"]))
     engine = PrivacyEngine(accountant="rdp")
     model, opt, loader = engine.make_private(module=head, optimizer=opt, data_loader=loader, noise_multiplier=sigma,
                                              max_grad_norm=clip, poisson_sampling=True, noise_generator=gen)
@@ -114,11 +112,29 @@ def _dp_sgd(head: Any, z: Any, t: Any, cfg: dict[str, Any], gen: Any, steps_done
             loss.backward()
             opt.step()
     model.remove_hooks()
-    accountant = RDPAccountant()
-    accountant.history = [(sigma, rate, steps_done + steps)]
-    spent = float(accountant.get_epsilon(delta))
+    spent = _epsilon(sigma, rate, steps_done + steps, delta)
     return float(np.mean(losses)) if losses else float("nan"), {
         "epsilon": spent, "delta": delta, "noise_multiplier": float(sigma), "steps": float(steps_done + steps)}
+
+
+@functools.cache
+def _noise_multiplier(epsilon: float, delta: float, rate: float, steps: int) -> float:
+    """The Gaussian noise multiplier at which `steps` steps at sampling rate `rate` spend `epsilon` at `delta` (RDP
+    accountant). (A binary search of a few tenths of a second: the same client asks again every round.)"""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=rate, steps=steps,
+                                      accountant="rdp"))
+
+
+@functools.cache
+def _epsilon(sigma: float, rate: float, steps: int, delta: float) -> float:
+    """What `steps` steps of DP-SGD at noise `sigma` and sampling rate `rate` spend at `delta` (RDP accountant)."""
+    from opacus.accountants import RDPAccountant
+
+    accountant = RDPAccountant()
+    accountant.history = [(sigma, rate, steps)]
+    return float(accountant.get_epsilon(delta))
 
 
 def attack(kind: str, new: list[np.ndarray], old: list[np.ndarray]) -> list[np.ndarray]:

@@ -58,6 +58,10 @@ class FederatedConfig:
     dp_clip: float = 1.0
     #: the clients' learning rate under DP (clipped gradients are smaller than plain ones)
     dp_lr: float = 0.1
+    #: secure aggregation (Flower's SecAgg+, fedavg only): the server sees the sum of the clients' heads only;
+    #: weights are clipped to +-secure_clip before they are quantised and masked
+    secure: bool = False
+    secure_clip: float = 8.0
     seed: int = 0
     #: simulation only (benchmarks, tests): ["KIND:CLIENT,CLIENT", ...] with KIND one of ATTACKS
     attacks: list[str] = dataclasses.field(default_factory=list)
@@ -83,6 +87,13 @@ class FederatedConfig:
             (self.dp_clip > 0 and self.dp_lr > 0, "dp clip and dp_lr must be > 0"),
             (self.dp_epsilon is None or self.aggregation != "fedprox",
              "fedprox does not combine with dp: DP-SGD clips per-example gradients, which the proximal term is not"),
+            (not self.secure or self.aggregation == "fedavg",
+             "secure aggregation (SecAgg+) computes a weighted mean: it combines with fedavg only (robust "
+             "aggregations need each client's update, which SecAgg+ hides from the server)"),
+            (not self.secure or not self.attacks, "secure aggregation hides each update: simulated attacks are "
+             "screened on the plain path only"),
+            (not self.secure or self.dp_epsilon is None, "secure aggregation with DP-SGD is not built yet"),
+            (self.secure_clip > 0, "secure_clip must be > 0"),
             (self.max_norm_ratio is None or self.max_norm_ratio > 1.0,
              "max_norm_ratio must be > 1 (or none: no check)"),
         ]
@@ -150,9 +161,11 @@ class FederatedConfig:
             v, kind = d[f.name], str(f.type).split(" |")[0]
             ok = {"int": isinstance(v, int) and not isinstance(v, bool),
                   "float": isinstance(v, int | float) and not isinstance(v, bool), "str": isinstance(v, str),
+                  "bool": isinstance(v, bool),
                   "list[str]": isinstance(v, list) and all(isinstance(x, str) for x in v)}[kind]
             if not ok:
-                what = {"int": "an integer", "float": "a number", "str": "a string"}.get(kind, "a list of strings")
+                what = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}.get(
+                    kind, "a list of strings")
                 raise ConfigError(f"federated: {f.name} must be {what}, got {v!r}")
             d[f.name] = float(v) if kind == "float" else v
         return cls(**d)

@@ -48,6 +48,13 @@ def screen(updates: list[list[np.ndarray] | None], current: list[np.ndarray], ma
     return [i for i in range(len(updates)) if i not in rejected], rejected
 
 
+def backend_config(cores: int) -> dict[str, Any]:
+    """Flower's Ray backend: one core per client, `cores` at once, no dashboard, Ray's own log kept quiet."""
+    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"num_cpus": cores, "include_dashboard": False, "logging_level": "ERROR",
+                          "log_to_driver": False}}
+
+
 def make_strategy(fc: FederatedConfig, log: list[dict[str, Any]], names: dict[int, int],
                   privacy: dict[int, dict[str, Any]]) -> Any:
     """The Flower strategy of `fc.aggregation`, screening updates before it aggregates (a row per round in `log`;
@@ -179,7 +186,7 @@ def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
                 row["seconds"] = round(time.perf_counter() - row.pop("started"), 2)
             curve.append({"round": rnd, **scores})
             row.update({k: round(float(v), 4) for k, v in scores.items()})
-            if progress is not None and rnd:
+            if progress is not None and rnd and "accuracy" in scores:
                 progress(f"round {rnd}/{fc.rounds}: held-out accuracy {scores['accuracy']:.4f}, "
                          f"{row.get('used', 0)} of {row.get('sampled', 0)} updates used")
 
@@ -194,10 +201,7 @@ def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
     client = make_client_app(workdir, fc.attack_of(), fc.seed)
     cores = max(1, min(os.cpu_count() or 1, fc.sampled))
     t0 = time.perf_counter()
-    run_simulation(server, client, num_supernodes=fc.clients,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": cores, "include_dashboard": False,
-                                                 "logging_level": "ERROR", "log_to_driver": False}})
+    run_simulation(server, client, num_supernodes=fc.clients, backend_config=backend_config(cores))
     if "arrays" not in out:
         raise RuntimeError("the federation ended without a model (Flower's log above says why)")
     w, b = out["arrays"]
