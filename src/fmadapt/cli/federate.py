@@ -34,7 +34,7 @@ def federate(
         "--min-clients", help="Usable updates a round needs (default: all sampled clients but one); fewer and "
         "the round keeps the global model as it was.")] = None,
     dp: Annotated[str | None, typer.Option(
-        "--dp", help="Differential privacy: epsilon=E[,delta=1e-5,clip=1.0,lr=0.1]. DP-SGD on every client (Opacus: "
+        "--dp", help="Differential privacy: epsilon=E[,delta=1e-5,clip=1.0,lr=0.03]. DP-SGD on every client (Opacus: "
         "per-example clipping, noise calibrated so that each client spends at most E over all rounds); the epsilon "
         "spent is reported per client.")] = None,
     secure: Annotated[bool, typer.Option(

@@ -57,7 +57,7 @@ class FederatedConfig:
     dp_delta: float = 1e-5
     dp_clip: float = 1.0
     #: the clients' learning rate under DP (clipped gradients are smaller than plain ones)
-    dp_lr: float = 0.1
+    dp_lr: float = 0.03
     #: secure aggregation (Flower's SecAgg+, fedavg only): the server sees the sum of the clients' heads only;
     #: weights are clipped to +-secure_clip before they are quantised and masked
     secure: bool = False
