@@ -217,3 +217,19 @@ def test_secure_aggregation_trains_the_head_without_the_server_seeing_an_update(
     assert not any("note" in r for r in fed["rounds"])  # every round's SecAgg+ completed and moved the head
     assert fed["statistics_round"]["from"].startswith("the server's validation split")
     assert clf.metrics_["val"]["accuracy"] >= 0.75
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("aggregation,extra", [("fedprox", {}), ("fedadam", {"fraction": 0.5})])
+def test_the_other_flower_strategies_train_the_head(aggregation, extra):
+    pytest.importorskip("ray")
+    from conftest import text_frame
+    from fmadapt import TextClassifier
+
+    clf = TextClassifier(backbone="tiny-bert", strategy="federated",
+                         extra={"federated": {"clients": 4, "rounds": 2, "aggregation": aggregation, **extra}})
+    clf.fit(text_frame(30))
+    rounds = clf.history_["federation"]["rounds"]
+    sampled = 2 if extra else 4  # (fraction 0.5 of 4 clients)
+    assert [(r["sampled"], r["used"]) for r in rounds] == [(sampled, sampled)] * 2
+    assert clf.metrics_["val"]["accuracy"] >= 0.75
