@@ -9,7 +9,7 @@ Fashion-MNIST images; the whole test split of each sample): the centralised prob
 - clean: partitions iid, dirichlet:0.5 and classes:2 (FedAvg);
 - poisoned: 2 of the clients send sign-flipped, enlarged updates (attack sign-flip, clients 0 and 1) and the
   partition is iid: FedAvg with the norm screen off (max_norm_ratio none), FedAvg with it, trimmed-mean, median,
-  krum; plus the clean FedAvg run they are compared with;
+  krum, multikrum; plus the clean FedAvg run they are compared with;
 - dp: DP-SGD on every client at epsilon 1, 4 and 8 (delta 1e-5), iid, FedAvg; plus the clean run (infinity);
 - secure: SecAgg+ (iid, FedAvg) against the same federation without it.
 Rows in results/federated.csv: dataset, method, partition, aggregation, attack, test accuracy, fit seconds (in
@@ -44,7 +44,7 @@ def scenarios(names: list[str]) -> list[dict]:
         out += [{"partition": "iid", "aggregation": "fedavg", "attacks": attack, "max_norm_ratio": None},
                 {"partition": "iid", "aggregation": "fedavg", "attacks": attack},
                 *({"partition": "iid", "aggregation": a, "attacks": attack}
-                  for a in ("trimmed-mean", "median", "krum"))]
+                  for a in ("trimmed-mean", "median", "krum", "multikrum"))]
     if "secure" in names:  # SecAgg+ against the same run without it: what it costs in time
         if not {"clean", "poisoned", "dp"} & set(names):
             out.append({"partition": "iid", "aggregation": "fedavg"})

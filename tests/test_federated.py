@@ -220,7 +220,8 @@ def test_secure_aggregation_trains_the_head_without_the_server_seeing_an_update(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("aggregation,extra", [("fedprox", {}), ("fedadam", {"fraction": 0.5})])
+@pytest.mark.parametrize("aggregation,extra", [("fedprox", {}), ("fedadam", {"fraction": 0.5}),
+                                               ("multikrum", {"attacks": ["sign-flip:0"], "krum_f": 1})])
 def test_the_other_flower_strategies_train_the_head(aggregation, extra):
     pytest.importorskip("ray")
     from conftest import text_frame
@@ -230,6 +231,6 @@ def test_the_other_flower_strategies_train_the_head(aggregation, extra):
                          extra={"federated": {"clients": 4, "rounds": 2, "aggregation": aggregation, **extra}})
     clf.fit(text_frame(30))
     rounds = clf.history_["federation"]["rounds"]
-    sampled = 2 if extra else 4  # (fraction 0.5 of 4 clients)
+    sampled = 2 if "fraction" in extra else 4  # (fraction 0.5 of 4 clients)
     assert [(r["sampled"], r["used"]) for r in rounds] == [(sampled, sampled)] * 2
     assert clf.metrics_["val"]["accuracy"] >= 0.75

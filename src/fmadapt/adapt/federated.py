@@ -26,7 +26,7 @@ from .base import FitContext, Strategy, register_strategy
 @register_strategy
 class Federated(Strategy):
     """Federated linear probe: clients train the head on their own frozen features, a Flower strategy aggregates
-    it (fedavg, fedprox, fedadam, trimmed-mean, median, krum), hostile updates are rejected and counted."""
+    it (fedavg, fedprox, fedadam, trimmed-mean, median, krum, multikrum), hostile updates are rejected and counted."""
 
     name = "federated"
     trains_backbone = False

@@ -23,8 +23,8 @@ def federate(
         "skew, smaller = more skewed) | classes:K (K classes per client) | by-column:COL (a table column names "
         "each example's client).")] = "iid",
     aggregation: Annotated[str, typer.Option(
-        "--aggregation", help="fedavg | fedprox | fedadam | trimmed-mean | median | krum (the last three resist "
-        "hostile clients).")] = "fedavg",
+        "--aggregation", help="fedavg | fedprox | fedadam | trimmed-mean | median | krum | multikrum (the last four "
+        "resist hostile clients).")] = "fedavg",
     strategy: Annotated[str, typer.Option(
         "--strategy", help="What the clients train: probe (the linear head on frozen features; the only one so "
         "far).")] = "probe",

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-AGGREGATIONS = ("fedavg", "fedprox", "fedadam", "trimmed-mean", "median", "krum")
+AGGREGATIONS = ("fedavg", "fedprox", "fedadam", "trimmed-mean", "median", "krum", "multikrum")
 #: simulated misbehaving clients (benchmarks and tests): what each does to the update it sends back
 ATTACKS = ("sign-flip", "scale", "nan", "wrong-shape", "crash")
 
@@ -44,7 +44,8 @@ class FederatedConfig:
     server_lr: float = 0.05
     #: trimmed-mean: the fraction cut at each end of every coordinate
     trim: float = 0.2
-    #: krum: how many clients may be hostile (default: a fifth of the sampled ones)
+    #: krum, multikrum: how many clients may be hostile (default: a fifth of the sampled ones); multikrum averages
+    #: the sampled clients but that many, those Krum scores best
     krum_f: int | None = None
     #: an update whose distance to the global weights is above this many times the round's median distance is
     #: rejected (counted and reported), as are updates with NaN/Inf or a wrong shape (None: no norm check)

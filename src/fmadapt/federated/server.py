@@ -62,7 +62,8 @@ def make_strategy(fc: FederatedConfig, log: list[dict[str, Any]], names: dict[in
     from flwr.serverapp import strategy as st
 
     base: Any = {"fedavg": st.FedAvg, "fedprox": st.FedProx, "fedadam": st.FedAdam,
-                 "trimmed-mean": st.FedTrimmedAvg, "median": st.FedMedian, "krum": st.Krum}[fc.aggregation]
+                 "trimmed-mean": st.FedTrimmedAvg, "median": st.FedMedian, "krum": st.Krum,
+                 "multikrum": st.MultiKrum}[fc.aggregation]
     kw: dict[str, Any] = {"fraction_train": fc.fraction, "fraction_evaluate": 0.0,
                           "min_train_nodes": fc.sampled, "min_available_nodes": fc.clients}
     if fc.aggregation == "fedprox":
@@ -71,8 +72,10 @@ def make_strategy(fc: FederatedConfig, log: list[dict[str, Any]], names: dict[in
         kw.update(eta=fc.server_lr, eta_l=fc.lr)
     elif fc.aggregation == "trimmed-mean":
         kw["beta"] = fc.trim
-    elif fc.aggregation == "krum":
+    elif fc.aggregation in ("krum", "multikrum"):
         kw["num_malicious_nodes"] = fc.krum_f if fc.krum_f is not None else fc.sampled // 5
+        if fc.aggregation == "multikrum":
+            kw["num_nodes_to_select"] = max(1, fc.sampled - kw["num_malicious_nodes"])
 
     class Guarded(base):  # type: ignore[misc, valid-type]
         def configure_train(self, server_round: int, arrays: Any, config: Any, grid: Any) -> Any:
