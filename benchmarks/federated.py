@@ -86,10 +86,9 @@ def main() -> None:
                     help="also time `fmadapt federate` (iid, fedavg, --report off) as a whole process per dataset")
     add_csv_argument(ap, "federated")
     a = ap.parse_args()
-    from fmadapt.cli.federate import parse_value
+    from fmadapt.federated.config import assignments
 
-    base = {"clients": a.clients, "rounds": a.rounds,
-            **{k: parse_value(v) for k, v in (s.split("=", 1) for s in a.fed)}}
+    base = {"clients": a.clients, "rounds": a.rounds, **assignments(a.fed)}
     rows, table = [], []
     for name in a.datasets.split(","):
         kind, train, test, labels = prepare(name, Path(a.work))

@@ -59,10 +59,11 @@ def fedavg(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, part: t
            cfg: dict) -> float:
     from fmadapt.federated.client import local_train
     from fmadapt.federated.partition import partition
+    from fmadapt.federated.server import usable_std
 
     parts = partition(y, clients, *part, seed=0)
     mu, sd = x.mean(0), x.std(0)  # (under DP the server's own validation split; all training data here)
-    sd = np.where(sd > 1e-6, sd, 1.0)
+    sd = usable_std(sd)
     k = int(y.max()) + 1
     w = [np.zeros((k, x.shape[1]), np.float32), np.zeros(k, np.float32)]
     n = np.array([len(p) for p in parts], float) / len(y)

@@ -57,15 +57,29 @@ def test_by_column_keeps_each_value_on_one_client_and_refuses_too_few_values():
 
 def test_options_are_checked_with_messages_that_name_them():
     assert FederatedConfig.from_dict({"clients": 3, "lr": 1}).lr == 1.0
-    for bad, words in [({"clients": "3"}, "clients must be an integer"), ({"partition": "dir:1"}, "dirichlet:ALPHA"),
+    for bad, words in [({"clients": "3"}, "federated option clients: '3' is not of type int"),
+                       ({"partition": "dir:1"}, "dirichlet:ALPHA"),
                        ({"aggregation": "mean"}, "aggregation must be one of"), ({"attacks": ["nan:12"]}, "client 12"),
                        ({"attacks": ["boom:1"]}, "KIND one of"), ({"cliens": 3}, "unknown option(s) cliens"),
                        ({"trim": 0.5}, "trim must be"), ({"proximal_mu": 200.0}, "overshoots"),
                        ({"secure": True, "aggregation": "krum"}, "combines with fedavg only"),
                        ({"secure": True, "attacks": ["nan:1"]}, "screened on the plain path only"),
-                       ({"secure": "yes"}, "secure must be true or false")]:
+                       ({"secure": "yes"}, "secure: 'yes' is not of type bool")]:
         with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
             FederatedConfig.from_dict(bad)
+
+
+def test_command_line_values_take_each_option_type():
+    from fmadapt.federated.config import assignments
+
+    got = assignments(["lr=1e-3", "max_norm_ratio=none", "secure=false", "min-clients=2", "attacks=nan:1;crash:2"])
+    assert got == {"lr": 0.001, "max_norm_ratio": None, "secure": False, "min_clients": 2,
+                   "attacks": ["nan:1", "crash:2"]}
+    assert FederatedConfig.from_dict(got).min_clients == 2
+    with pytest.raises(ConfigError, match=r"--fed 'clients=three'.*not a valid value for clients \(int\)"):
+        assignments(["clients=three"])
+    with pytest.raises(ConfigError, match="unknown option.*cliens"):  # (named by from_dict, with the known ones)
+        FederatedConfig.from_dict(assignments(["cliens=3"]))
 
 
 def test_what_a_federated_fit_does_not_do_yet_is_refused_before_any_data_is_read():

@@ -28,9 +28,9 @@ def _fields() -> dict[str, dataclasses.Field]:
 
 
 @cache
-def _kinds(name: str) -> tuple[type, ...]:
-    """The types a field takes (NoneType included for Optional ones)."""
-    hint = typing.get_type_hints(FitConfig)[name]
+def _kinds(name: str, cls: type = FitConfig) -> tuple[type, ...]:
+    """The types field `name` of dataclass `cls` takes (NoneType included for Optional ones)."""
+    hint = typing.get_type_hints(cls)[name]
     args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     return tuple(typing.get_origin(a) or a for a in args)
 
@@ -61,20 +61,23 @@ def _is(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
-def check_types(cfg: FitConfig) -> None:
-    """Every field of `cfg` has its declared type (ConfigError naming the first that has not)."""
-    if not isinstance(cfg.extra, dict):
+def check_types(cfg: Any, where: str = "option") -> None:
+    """Every field of `cfg` (a FitConfig, or another options dataclass such as the federation's) has its declared
+    type (ConfigError naming the first that has not)."""
+    cls: type = type(cfg)
+    if cls is FitConfig and not isinstance(cfg.extra, dict):
         raise ConfigError(f"option extra: expected a mapping, got {type(cfg.extra).__name__}")
-    for name in _fields():
-        value, kinds = getattr(cfg, name), _kinds(name)
-        if type(value) in _LENIENT.get(name, ()):
+    names = _fields() if cls is FitConfig else [f.name for f in dataclasses.fields(cls)]
+    for name in names:
+        value, kinds = getattr(cfg, name), _kinds(name, cls)
+        if cls is FitConfig and type(value) in _LENIENT.get(name, ()):
             continue
         if any(_is(value, k) for k in kinds):
-            if type(value) not in (int, float, bool, str, type(None)):  # numpy scalars: saved as JSON later
+            if type(value) not in (int, float, bool, str, list, type(None)):  # numpy scalars: saved as JSON later
                 setattr(cfg, name, float(value) if float in kinds else int(value))
             continue
-        raise ConfigError(f"option {name}: {str(value)[:60]!r} is not of type "
-                          f"{' or '.join('None' if k is type(None) else k.__name__ for k in _kinds(name))}")
+        raise ConfigError(f"{where} {name}: {str(value)[:60]!r} is not of type "
+                          f"{' or '.join('None' if k is type(None) else k.__name__ for k in kinds)}")
 
 
 def check_known(d: dict[str, Any], where: str = "options") -> None:
@@ -97,12 +100,13 @@ def resolve_name(key: str, where: str) -> str:
     return name
 
 
-def coerce(name: str, value: Any, where: str) -> Any:
-    """`value` (text from a command line, or a value from a YAML/JSON file) as option `name`'s type."""
-    kinds = _kinds(name)
+def coerce(name: str, value: Any, where: str, cls: type = FitConfig) -> Any:
+    """`value` (text from a command line, or a value from a YAML/JSON file) as option `name`'s type (a field of
+    FitConfig, or of another options dataclass `cls`)."""
+    kinds = _kinds(name, cls)
     if isinstance(value, str) and type(None) in kinds and value.strip().lower() in ("none", "null", ""):
         return None
-    if type(value) in _LENIENT.get(name, ()) or any(_is(value, k) for k in kinds):
+    if (cls is FitConfig and type(value) in _LENIENT.get(name, ())) or any(_is(value, k) for k in kinds):
         return float(value) if float in kinds and int not in kinds and _is(value, int) else value
     if isinstance(value, str):
         raw = value.strip()
@@ -116,7 +120,9 @@ def coerce(name: str, value: Any, where: str) -> Any:
                     continue
             if kind is str:
                 return raw
-    raise ConfigError(f"{where}: {str(value)[:60]!r} is not a valid value for {describe(name)}")
+    what = describe(name) if cls is FitConfig else (
+        f"{name} ({' or '.join('none' if k is type(None) else k.__name__ for k in kinds)})")
+    raise ConfigError(f"{where}: {str(value)[:60]!r} is not a valid value for {what}")
 
 
 def parse_assignments(items: list[str], where: str = "--set") -> dict[str, Any]:

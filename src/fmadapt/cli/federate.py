@@ -60,7 +60,7 @@ def federate(
 
     def go() -> None:
         from ..errors import ConfigError
-        from ..federated.config import FederatedConfig
+        from ..federated.config import FederatedConfig, assignments
         from .fit import fit
 
         if strategy != "probe":
@@ -68,19 +68,13 @@ def federate(
                               "(federated fine-tuning and LoRA are not built yet)")
         opts = {"clients": clients, "rounds": rounds, "partition": partition, "aggregation": aggregation,
                 "local_epochs": local_epochs, "fraction": fraction, "min_clients": min_clients, "secure": secure}
-        for item in fed or []:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--fed {item!r}: expected KEY=VALUE")
-            key = key.strip().replace("-", "_")
-            opts[key] = [v for v in value.split(";") if v] if key == "attacks" else parse_value(value)
+        opts.update(assignments(fed or []))
         if dp is not None:
             keys = {"epsilon": "dp_epsilon", "delta": "dp_delta", "clip": "dp_clip", "lr": "dp_lr"}
-            for item in dp.split(","):
-                key, sep, value = item.partition("=")
-                if not sep or key.strip() not in keys:
-                    raise ConfigError(f"--dp {dp!r}: expected epsilon=E[,delta=D,clip=C,lr=L], e.g. --dp epsilon=8")
-                opts[keys[key.strip()]] = parse_value(value)
+            items = [item.partition("=") for item in dp.split(",")]
+            if any(not sep or key.strip() not in keys for key, sep, _ in items):
+                raise ConfigError(f"--dp {dp!r}: expected epsilon=E[,delta=D,clip=C,lr=L], e.g. --dp epsilon=8")
+            opts.update(assignments([f"{keys[key.strip()]}={value}" for key, _, value in items], "--dp"))
             if "dp_epsilon" not in opts:
                 raise ConfigError(f"--dp {dp!r}: give epsilon, e.g. --dp epsilon=8,delta=1e-5")
         fc = FederatedConfig.from_dict(opts)  # checked before any data is read
@@ -89,14 +83,3 @@ def federate(
 
     _run(go)
 
-
-def parse_value(text: str) -> object:
-    """A --fed / --dp value: an int, a float (1e-5 too, which YAML reads as a string), else YAML (none, true)."""
-    for kind in (int, float):
-        try:
-            return kind(text.strip())
-        except ValueError:
-            pass
-    import yaml
-
-    return yaml.safe_load(text)

@@ -111,6 +111,8 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
 def federation_lines(fed: dict[str, Any]) -> list[str]:
     """The federation of a federated fit: clients, rounds (every round up to 25, else a sample) and what was
     rejected."""
+    from ..federated.card import round_problems
+
     sizes = [c["examples"] for c in fed["clients"]]
     skews = [c["label_skew"] for c in fed["clients"]]
     lines = [f"federation: {len(sizes)} clients (partition {fed['partition']}: {min(sizes)}-{max(sizes)} examples "
@@ -124,13 +126,11 @@ def federation_lines(fed: dict[str, Any]) -> list[str]:
     shown = rows if len(rows) <= 25 else [r for i, r in enumerate(rows) if i % (len(rows) // 20 + 1) == 0 or
                                           i == len(rows) - 1]
     for r in shown:
-        bad = [f"client {c}: {why}" for c, why in (r.get("rejected") or {}).items()]
-        bad += [f"client {c}: failed" for c in r.get("failed_clients") or []]
         acc, loss = r.get("accuracy"), r.get("loss")
         lines.append(f"  {r['round']:>5} {'' if acc is None else f'{acc:.4f}':>12} "
                      f"{'' if loss is None else f'{loss:.4f}':>7} "
                      f"{str(r.get('used', '')) + '/' + str(r.get('sampled', '')):>9} {r.get('seconds', 0):>8.2f}  "
-                     f"{'; '.join(bad) or '-'}{' (' + r['note'] + ')' if r.get('note') else ''}")
+                     f"{round_problems(r) or '-'}")
     privacy = fed.get("privacy")
     if privacy:
         lines.append(f"  differential privacy: epsilon spent {privacy['epsilon']} at delta {privacy['delta']} (the "

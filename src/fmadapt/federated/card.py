@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+
+def round_problems(row: Mapping[str, Any]) -> str:
+    """What went wrong in a round (a row of history["federation"]["rounds"]): the clients whose update was
+    rejected and why, those that failed, and the round's note; "" when nothing did. (The run's printout and the
+    report word it alike; a row read back from JSON may hold anything, so types are checked.)"""
+    rejected, failed = row.get("rejected"), row.get("failed_clients")
+    bad = [f"client {c}: {why}" for c, why in (rejected.items() if isinstance(rejected, Mapping) else ())]
+    bad += [f"client {c}: failed" for c in (failed if isinstance(failed, list) else ())]
+    note = row.get("note")
+    return "; ".join(bad) + (f" ({note})" if note else "")
 
 
 def card_lines(fed: dict[str, Any]) -> list[str]:

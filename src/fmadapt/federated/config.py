@@ -68,6 +68,9 @@ class FederatedConfig:
     attacks: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
+        from ..options import check_types
+
+        check_types(self, "federated option")  # (a ConfigError naming the option, never a TypeError below)
         checks = [
             (self.clients >= 2, "clients must be >= 2"),
             (self.rounds >= 1, "rounds must be >= 1"),
@@ -156,17 +159,25 @@ class FederatedConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"federated: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        for f in dataclasses.fields(cls):  # each value of its field's type (an int where a float goes is one)
-            if f.name not in d or (d[f.name] is None and "None" in str(f.type)):
-                continue
-            v, kind = d[f.name], str(f.type).split(" |")[0]
-            ok = {"int": isinstance(v, int) and not isinstance(v, bool),
-                  "float": isinstance(v, int | float) and not isinstance(v, bool), "str": isinstance(v, str),
-                  "bool": isinstance(v, bool),
-                  "list[str]": isinstance(v, list) and all(isinstance(x, str) for x in v)}[kind]
-            if not ok:
-                what = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}.get(
-                    kind, "a list of strings")
-                raise ConfigError(f"federated: {f.name} must be {what}, got {v!r}")
-            d[f.name] = float(v) if kind == "float" else v
         return cls(**d)
+
+
+def assignments(items: list[str], where: str = "--fed") -> dict[str, Any]:
+    """["lr=0.05", "max_norm_ratio=none", "attacks=sign-flip:0,1;crash:5", ...] -> each value of its federation
+    option's type (options.coerce, as for `fmadapt fit --set`); `attacks` is a ;-separated list."""
+    from ..options import coerce
+
+    known = {f.name for f in dataclasses.fields(FederatedConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"{where} {item!r}: expected KEY=VALUE")
+        if key not in known:  # (from_dict names it, with the known ones)
+            out[key] = raw
+        elif key == "attacks":
+            out[key] = [v for v in raw.split(";") if v]
+        else:
+            out[key] = coerce(key, raw, f"{where} {item!r}", FederatedConfig)
+    return out

@@ -12,9 +12,6 @@ held-out accuracy would show."""
 
 from __future__ import annotations
 
-import logging
-import os
-import random
 import time
 import zlib
 from typing import Any
@@ -22,13 +19,14 @@ from typing import Any
 import numpy as np
 
 from .config import FederatedConfig
-from .server import Evaluate, backend_config
+from .server import Evaluate, client_settings, require_engine, run_engine, usable_std
 
 
 def simulate_secure(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig, evaluate: Evaluate,
                     stats: tuple[np.ndarray, np.ndarray], progress: Any = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """As server.simulate, with SecAgg+ between the clients and the server (FedAvg)."""
+    require_engine()
     from flwr.client import NumPyClient
     from flwr.client.mod import secaggplus_mod
     from flwr.clientapp import ClientApp
@@ -36,19 +34,11 @@ def simulate_secure(workdir: str, n_features: int, n_classes: int, fc: Federated
     from flwr.server import LegacyContext, ServerApp, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-    from flwr.simulation import run_simulation
 
     from .client import load_client, local_train
 
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    logging.getLogger("flwr").setLevel(logging.ERROR)
-    random.seed(fc.seed)
-    mean, std = np.asarray(stats[0], np.float32), np.asarray(stats[1], np.float32)
-    std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
-    settings: dict[str, Any] = {"lr": fc.lr, "weight-decay": fc.weight_decay, "batch-size": fc.batch_size,
-                                "local-epochs": fc.local_epochs, "proximal-mu": 0.0}
+    mean, std = np.asarray(stats[0], np.float32), usable_std(np.asarray(stats[1], np.float32)).astype(np.float32)
+    settings = client_settings(fc)
     seed = fc.seed
 
     class Client(NumPyClient):  # type: ignore[misc]
@@ -105,8 +95,7 @@ def simulate_secure(workdir: str, n_features: int, n_classes: int, fc: Federated
         out["history"] = legacy.history
 
     t0 = time.perf_counter()
-    cores = max(1, min(os.cpu_count() or 1, fc.sampled))
-    run_simulation(server, client, num_supernodes=fc.clients, backend_config=backend_config(cores))
+    cores = run_engine(server, client, fc)
     if "history" not in out or len(rounds) < fc.rounds:
         raise RuntimeError("the secure federation ended before its last round (Flower's log above says why)")
     if all("note" in r for r in rounds):

@@ -48,11 +48,53 @@ def screen(updates: list[list[np.ndarray] | None], current: list[np.ndarray], ma
     return [i for i in range(len(updates)) if i not in rejected], rejected
 
 
-def backend_config(cores: int) -> dict[str, Any]:
-    """Flower's Ray backend: one core per client, `cores` at once, no dashboard, Ray's own log kept quiet."""
-    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+def require_engine() -> None:
+    """ConfigError unless Flower and its simulation engine (Ray) are installed (flwr imports without Ray)."""
+    try:
+        import flwr.simulation  # noqa: F401
+        import ray  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"federated fitting needs Flower's simulation engine ({e}); pip install "
+                          "'fmadapt[federated]'") from None
+
+
+def run_engine(server: Any, client: Any, fc: FederatedConfig) -> int:
+    """Run a ServerApp and its ClientApp in Flower's simulation engine: one Ray worker per core (at most the
+    clients sampled in a round), no dashboard, telemetry and update checks off, Flower's and Ray's logs quiet, and
+    Python's `random` (which Flower samples a round's clients with) seeded with `fc.seed` for the run and restored
+    after it. Returns the number of workers."""
+    from flwr.simulation import run_simulation
+
+    for key, value in (("FLWR_TELEMETRY_ENABLED", "0"), ("FLWR_DISABLE_UPDATE_CHECK", "1"),  # (nothing leaves)
+                       ("RAY_DEDUP_LOGS", "0"), ("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")):  # (no GPU is asked for)
+        os.environ.setdefault(key, value)
+    logging.getLogger("flwr").setLevel(logging.ERROR)  # (its INFO round log, and warnings about settings we chose)
+    cores = max(1, min(os.cpu_count() or 1, fc.sampled))
+    state = random.getstate()
+    random.seed(fc.seed)
+    try:
+        run_simulation(server, client, num_supernodes=fc.clients, backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
             "init_args": {"num_cpus": cores, "include_dashboard": False, "logging_level": "ERROR",
-                          "log_to_driver": False}}
+                          "log_to_driver": False}})
+    finally:
+        random.setstate(state)
+    return cores
+
+
+def client_settings(fc: FederatedConfig) -> dict[str, Any]:
+    """What every client's local training reads (client.local_train), as sent in each round's configuration."""
+    settings: dict[str, Any] = {"lr": fc.lr, "weight-decay": fc.weight_decay, "batch-size": fc.batch_size,
+                                "local-epochs": fc.local_epochs, "proximal-mu": 0.0}
+    if fc.dp_epsilon is not None:
+        settings.update({"dp-epsilon": fc.dp_epsilon, "dp-delta": fc.dp_delta, "dp-clip": fc.dp_clip,
+                         "dp-lr": fc.dp_lr, "dp-rounds": fc.rounds})
+    return settings
+
+
+def usable_std(std: np.ndarray) -> np.ndarray:
+    """Standard deviations to divide by: a constant feature (std 0; all-MiniLM-L6-v2 has one) is left unscaled."""
+    return np.where(std > 1e-6, std, 1.0)
 
 
 def make_strategy(fc: FederatedConfig, log: list[dict[str, Any]], names: dict[int, int],
@@ -128,19 +170,11 @@ def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
     """Run the federation in Flower's simulation engine (one process per core; the clients' data in `workdir`).
     `stats`: the features' mean and standard deviation from data the server holds (with DP: no statistics round).
     Returns (weight (C, D), bias (C,), feature mean, feature std, history)."""
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # (nothing leaves this machine)
-    os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # (its FutureWarning; no GPU is asked for)
-    try:
-        import ray  # noqa: F401  (Flower's simulation engine; flwr itself imports without it)
-        from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
-        from flwr.serverapp import Grid, ServerApp
-        from flwr.serverapp.strategy.strategy_utils import sample_nodes
-        from flwr.simulation import run_simulation
-    except ImportError as e:
-        raise ConfigError(f"federated fitting needs Flower's simulation engine ({e}); pip install "
-                          "'fmadapt[federated]'") from None
+    require_engine()
+    from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp.strategy.strategy_utils import sample_nodes
+
     from .client import make_client_app
 
     logging.getLogger("flwr").setLevel(logging.ERROR)  # (its INFO round log, and warnings about settings we chose)
@@ -171,14 +205,8 @@ def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
             std = np.sqrt(np.maximum(np.sum([s[1] for s in sums], axis=0) / count - mean ** 2, 0.0))
             out["statistics"] = {"clients": len(sums), "examples": count,
                                  "seconds": round(time.perf_counter() - t0, 2)}
-        std = np.where(std > 1e-6, std, 1.0)
-        settings: dict[str, Any] = {"lr": fc.lr, "weight-decay": fc.weight_decay, "batch-size": fc.batch_size,
-                                    "local-epochs": fc.local_epochs, "proximal-mu": 0.0,
-                                    "feature-mean": mean.tolist(), "feature-std": std.tolist()}
-        if fc.dp_epsilon is not None:
-            settings.update({"dp-epsilon": fc.dp_epsilon, "dp-delta": fc.dp_delta, "dp-clip": fc.dp_clip,
-                             "dp-lr": fc.dp_lr, "dp-rounds": fc.rounds})
-        config = ConfigRecord(settings)
+        std = usable_std(std)
+        config = ConfigRecord({**client_settings(fc), "feature-mean": mean.tolist(), "feature-std": std.tolist()})
         curve: list[dict[str, Any]] = []
 
         def on_round(rnd: int, arrays: Any) -> None:
@@ -201,10 +229,8 @@ def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
         out["arrays"] = result.arrays.to_numpy_ndarrays()
         out.update(mean=mean, std=std, start=curve[0] if curve else None)
 
-    client = make_client_app(workdir, fc.attack_of(), fc.seed)
-    cores = max(1, min(os.cpu_count() or 1, fc.sampled))
     t0 = time.perf_counter()
-    run_simulation(server, client, num_supernodes=fc.clients, backend_config=backend_config(cores))
+    cores = run_engine(server, make_client_app(workdir, fc.attack_of(), fc.seed), fc)
     if "arrays" not in out:
         raise RuntimeError("the federation ended without a model (Flower's log above says why)")
     w, b = out["arrays"]

@@ -300,6 +300,8 @@ def _auto(auto: Any) -> dict[str, Any] | None:
 
 def _federation(fed: Any) -> dict[str, Any] | None:
     """A federated fit's clients and rounds (history["federation"]), formatted."""
+    from ..federated.card import round_problems
+
     if not isinstance(fed, Mapping) or not isinstance(fed.get("rounds"), list):
         return None
     clients = [{"client": fmt(c.get("client")), "examples": fmt(c.get("examples")), "skew": fmt(c.get("label_skew")),
@@ -309,12 +311,10 @@ def _federation(fed: Any) -> dict[str, Any] | None:
     for r in fed["rounds"][:MAX_ROWS]:
         if not isinstance(r, Mapping):
             continue
-        bad = [f"client {c}: {why}" for c, why in _mapping(r.get("rejected")).items()]
-        bad += [f"client {c}: failed" for c in _as_list(r.get("failed_clients"))]
         rounds.append({"round": fmt(r.get("round")), "acc": fmt(r.get("accuracy")), "loss": fmt(r.get("loss")),
                        "used": f"{r.get('used', '—')}/{r.get('sampled', '—')}", "seconds": fmt(r.get("seconds"), 2),
                        "bytes": fmt((r.get("bytes_down") or 0) + (r.get("bytes_up") or 0)),
-                       "bad": "; ".join(bad) + (f" ({r['note']})" if r.get("note") else "")})
+                       "bad": round_problems(r)})
     summary = {k: fed.get(k) for k in ("partition", "aggregation", "trainable", "seconds", "workers", "bytes",
                                        "rejected", "failed") if k in fed}
     privacy = _mapping(fed.get("privacy"))
