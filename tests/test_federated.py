@@ -4,6 +4,7 @@ screen, local training, and whole federations in Flower's simulation engine (Ray
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,7 +65,10 @@ def test_options_are_checked_with_messages_that_name_them():
                        ({"trim": 0.5}, "trim must be"), ({"proximal_mu": 200.0}, "overshoots"),
                        ({"secure": True, "aggregation": "krum"}, "combines with fedavg only"),
                        ({"secure": True, "attacks": ["nan:1"]}, "screened on the plain path only"),
-                       ({"secure": "yes"}, "secure: 'yes' is not of type bool")]:
+                       ({"secure": "yes"}, "secure: 'yes' is not of type bool"),
+                       ({"superlink": "localhost"}, "HOST:PORT"), ({"superlink": "10.0.0.5:8000"}, "root_certificates"),
+                       ({"superlink": "127.0.0.1:8000", "partition": "classes:2"}, "no partition applies"),
+                       ({"superlink": "127.0.0.1:8000", "attacks": ["nan:1"]}, "simulation only")]:
         with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
             FederatedConfig.from_dict(bad)
 
@@ -248,3 +252,72 @@ def test_the_other_flower_strategies_train_the_head(aggregation, extra):
     sampled = 2 if "fraction" in extra else 4  # (fraction 0.5 of 4 clients)
     assert [(r["sampled"], r["used"]) for r in rounds] == [(sampled, sampled)] * 2
     assert clf.metrics_["val"]["accuracy"] >= 0.75
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.integration  # (Flower's deployment engine: a SuperLink, 3 SuperNodes and fmadapt, 5 processes; ~2 min)
+def test_deployment_superlink_and_three_supernodes_survives_a_client_dying_mid_round(tmp_path):
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from conftest import timm_dir, write_image_folder
+
+    if not shutil.which("flower-superlink"):
+        pytest.skip("Flower's deployment commands are not installed (pip install 'fmadapt[federated]')")
+    for i in range(3):  # each SuperNode holds its own data, which nothing else reads
+        write_image_folder(tmp_path / f"client{i}", per_class=6 + 2 * i, seed=i + 1)
+    write_image_folder(tmp_path / "server", per_class=5, seed=9)
+    backbone = timm_dir(tmp_path / "bb")
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr"), "FLWR_TELEMETRY_ENABLED": "0"}
+    link = _free_port()
+    procs = [subprocess.Popen(["flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
+                               "--host", "127.0.0.1", "--port", str(link)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(100):  # (the SuperLink's API is up)
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", link)) == 0:
+                    break
+            time.sleep(0.2)
+        for i in range(3):  # client 2's ClientApp process dies in round 2 (os._exit), as a crashed one would
+            node = f'data="{tmp_path / f"client{i}"}"' + (' attack="exit:2"' if i == 2 else "")
+            procs.append(subprocess.Popen(["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link}",
+                                           "--port", str(_free_port()), "--node-config", node], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        r = subprocess.run([sys.executable, "-m", "fmadapt", "federate", str(tmp_path / "server"), "--superlink",
+                            f"127.0.0.1:{link}", "--clients", "3", "--rounds", "2", "--backbone", str(backbone),
+                            "--out", str(tmp_path / "m"), "--report", "off", "--json"], env=env, capture_output=True,
+                           text=True, timeout=600)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    fed = summary["history"]["federation"]
+    assert fed["deployment"]["superlink"] == f"127.0.0.1:{link}" and fed["partition"] == "each SuperNode's own data"
+    # every SuperNode's examples counted (18, 24 and 30 images), none of them read by the server
+    assert sorted(c["examples"] for c in fed["clients"]) == [18, 24, 30]
+    assert summary["data"]["sizes"] == {"train": 72, "val": 15}
+    one, two = fed["rounds"]
+    assert one["used"] == 3 and one["failed"] == 0
+    dead = {c["client"] for c in fed["clients"] if c["examples"] == 30}
+    assert two["used"] == 2 and set(two["failed_clients"]) == dead and fed["failed"] == 1
+    assert two["accuracy"] >= 0.8  # (three colours: the round went on with two clients' heads)
+    # the nodes deleted the features they kept for the run
+    assert not list((Path(os.environ["FMADAPT_CACHE"]) / "federated").glob("*.npz"))
+    p = subprocess.run([sys.executable, "-m", "fmadapt", "predict", str(tmp_path / "m"), str(tmp_path / "server"),
+                        "--output", str(tmp_path / "p.csv")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]

@@ -207,6 +207,7 @@ class FitRun(SelfTraining):
         out.temperature_ = out.calibration_.get("temperature", 1.0)
         self._measure(out, cfg, splits, selection_metrics, val_proba)
         out.data_summary_ = data_summary(splits, split_made, sep, regression)
+        out.data_summary_.update(out.history_.pop("data_summary", None) or {})  # (trained on data never read here)
         if out.table_encoder_ is not None:
             out.data_summary_["table_features"] = {
                 "columns": [c["name"] for c in out.table_encoder_.columns], "encoded": out.table_encoder_.names()}

@@ -17,7 +17,7 @@ from ..config import FitConfig
 from ..data.examples import Examples
 from ..errors import ConfigError
 from ..federated.config import FederatedConfig
-from ..federated.partition import describe, partition
+from ..federated.partition import describe, describe_counts, partition
 from ..model import Classifier
 from ..runtime.features import extract_features
 from .base import FitContext, Strategy, register_strategy
@@ -37,64 +37,85 @@ class Federated(Strategy):
             raise ConfigError("strategy federated: single-label classification on backbone features only (no "
                               "multilabel, regression or table features yet)")
         fc = FederatedConfig.from_dict(cfg.extra.get("federated"))
-        kind, param = fc.partition_spec()
         t0 = time.perf_counter()
         kw: dict[str, Any] = {"batch_size": max(cfg.batch_size, 64), "cache": ctx.cache,
                               "num_workers": cfg.num_workers, "progress": ctx.progress, "runtime": cfg.runtime}
-        x_tr = extract_features(model.backbone, train, desc="train features", **kw)
         x_va = extract_features(model.backbone, val, desc="val features", **kw)
+        y_va = np.asarray(ctx.targets(val))
         t_feat = time.perf_counter() - t0
-        y_tr, y_va = np.asarray(ctx.targets(train)), np.asarray(ctx.targets(val))
-        column = _column(train, str(param), cfg) if kind == "by-column" else None
-        parts = partition(y_tr, fc.clients, kind, param, fc.seed, column)
         n_cls = len(ctx.classes)
-
-        def evaluate(w: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str, float]:
-            if not len(y_va):
-                return {}
-            logits = ((x_va - mean) / std) @ w.T + b
-            logits -= logits.max(1, keepdims=True)
-            logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-            return {"accuracy": float((logits.argmax(1) == y_va).mean()),
-                    "loss": float(-logp[np.arange(len(y_va)), y_va].mean())}
-
-        from ..federated.client import write_clients
-        from ..federated.server import simulate
 
         def say(line: str) -> None:
             if ctx.progress:
                 print(f"federated: {line}", file=sys.stderr, flush=True)
 
-        with tempfile.TemporaryDirectory(prefix="fmadapt-federated-") as work:
-            write_clients(work, x_tr, y_tr, parts)
-            # with DP, no client statistic may leave a client outside DP-SGD (and SecAgg+ asks none): the server's
-            # own split standardises
-            stats = None
-            if fc.dp_epsilon is not None or fc.secure:
-                stats = (x_va.mean(0), x_va.std(0)) if len(x_va) >= 2 else (np.zeros(x_va.shape[1]),
-                                                                              np.ones(x_va.shape[1]))
-            if fc.secure:
-                from ..federated.secure import simulate_secure
+        # with DP, no client statistic may leave a client outside DP-SGD (and SecAgg+ asks none): the server's own
+        # split standardises
+        stats = None
+        if fc.dp_epsilon is not None or fc.secure:
+            stats = (x_va.mean(0), x_va.std(0)) if len(x_va) >= 2 else (np.zeros(x_va.shape[1]),
+                                                                          np.ones(x_va.shape[1]))
+        if fc.superlink is not None:  # the clients are SuperNodes with their own data: `train` is the server's too
+            from ..federated.deploy import run_deployment
 
-                assert stats is not None
-                w, b, mean, std, history = simulate_secure(work, x_tr.shape[1], n_cls, fc, evaluate, stats, say)
-                history["secure"] = {"protocol": "SecAgg+ (Flower's SecAggPlusWorkflow and secaggplus_mod)",
-                                     "clip": fc.secure_clip, "note": "the server saw the weighted sum only"}
+            bb = model.backbone.cfg
+            w, b, mean, std, history = run_deployment(
+                fc, x_va, y_va, list(ctx.classes), cfg.to_dict(), {"name": bb.name, "sha256": bb.sha256,
+                "input_size": bb.input_size, "crop_pct": bb.crop_pct, "max_tokens": bb.max_tokens}, stats, say)
+            clients = {int(c["client"]): c for c in sorted(history.pop("clients"), key=lambda c: int(c["client"]))}
+            if all("class-counts" in c for c in clients.values()):  # (not under DP: sizes only)
+                described = describe_counts({i: c["class-counts"] for i, c in clients.items()}, ctx.classes)
             else:
-                w, b, mean, std, history = simulate(work, x_tr.shape[1], n_cls, fc, evaluate, say, stats)
+                described = [{"client": i, "examples": int(c["num-examples"])} for i, c in clients.items()]
+            for row in described:  # (the node id: what the SuperNode's own log calls it)
+                row["node"] = str(clients[row["client"]]["node"])
+                row.update({k: int(clients[row["client"]][k]) for k in ("unknown-labels", "skipped")
+                            if clients[row["client"]].get(k)})
+            n_train = sum(c["examples"] for c in described)
+            summary: dict[str, Any] = {"sizes": {"train": n_train, "val": len(y_va)}, "validation": "given"}
+            if all("classes" in c for c in described):
+                summary["class_counts"] = {"train": {k: sum(c["classes"].get(k, 0) for c in described)
+                                                     for k in ctx.classes}, "val": val.class_counts()}
+            extra = {"data_summary": summary, "trained_on": f"{len(described)} SuperNodes' own data ({n_train} "
+                     f"examples); the server holds {len(y_va)} examples of its own"}
+        else:
+            kind, param = fc.partition_spec()
+            x_tr = extract_features(model.backbone, train, desc="train features", **kw)
+            t_feat = time.perf_counter() - t0
+            y_tr = np.asarray(ctx.targets(train))
+            column = _column(train, str(param), cfg) if kind == "by-column" else None
+            parts = partition(y_tr, fc.clients, kind, param, fc.seed, column)
+            from ..federated.client import write_clients
+            from ..federated.server import head_evaluator, simulate
+
+            with tempfile.TemporaryDirectory(prefix="fmadapt-federated-") as work:
+                write_clients(work, x_tr, y_tr, parts)
+                if fc.secure:
+                    from ..federated.secure import simulate_secure
+
+                    assert stats is not None
+                    w, b, mean, std, history = simulate_secure(work, x_tr.shape[1], n_cls, fc,
+                                                               head_evaluator(x_va, y_va), stats, say)
+                    history["secure"] = {"protocol": "SecAgg+ (Flower's SecAggPlusWorkflow and secaggplus_mod)",
+                                         "clip": fc.secure_clip, "note": "the server saw the weighted sum only"}
+                else:
+                    w, b, mean, std, history = simulate(work, x_tr.shape[1], n_cls, fc, head_evaluator(x_va, y_va),
+                                                        say, stats)
+            described = describe(parts, y_tr, ctx.classes)
+            extra = {"trained_on": f"{fc.clients} clients' training data ({len(y_tr)} examples, partition "
+                                   f"{fc.partition}); the server holds the validation split ({len(y_va)} examples)"}
         # the standardisation folded into the head: w·(x - mean)/std + b = (w/std)·x + (b - (w/std)·mean)
         w_raw = w / std
         model.set_linear(w_raw, b - w_raw @ mean)
         head_bytes = int(w.nbytes + b.nbytes)
         federation = {
-            "options": fc.to_dict(), "partition": fc.partition, "aggregation": fc.aggregation,
-            "clients": describe(parts, y_tr, ctx.classes), "head_bytes": head_bytes,
+            "options": fc.to_dict(), "aggregation": fc.aggregation,
+            "partition": fc.partition if fc.superlink is None else "each SuperNode's own data",
+            "clients": described, "head_bytes": head_bytes,
             "trainable": f"the linear head only ({w.shape[0]} x {w.shape[1]} weights + {b.shape[0]} biases, "
                          f"{head_bytes} bytes); the backbone stays frozen on every client", **history}
         return {"federation": federation, "feature_seconds": round(t_feat, 2),
-                "fit_seconds": round(time.perf_counter() - t0, 2), "metric": cfg.metric,
-                "trained_on": f"{fc.clients} clients' training data ({len(y_tr)} examples, partition "
-                              f"{fc.partition}); the server holds the validation split ({len(y_va)} examples)"}
+                "fit_seconds": round(time.perf_counter() - t0, 2), "metric": cfg.metric, **extra}
 
 
 def _column(train: Examples, name: str, cfg: FitConfig) -> list[str]:

@@ -44,6 +44,11 @@ def federate(
         "--fed", help="Any other federation option as KEY=VALUE (lr, weight_decay, batch_size, proximal_mu, "
         "server_lr, trim, krum_f, max_norm_ratio, seed; attacks=KIND:CLIENT,... simulates hostile clients); "
         "repeatable.")] = None,
+    superlink: Annotated[str | None, typer.Option(
+        "--superlink", help="Run on Flower's deployment engine instead of the simulation: the SuperLink's HOST:PORT "
+        "(e.g. 127.0.0.1:8000). The clients are SuperNodes started apart, each with its own data (--node-config "
+        "'data=\"PATH\"'); DATA is then the server's own held-out data; --clients is how many SuperNodes to wait "
+        "for. Run this on the SuperLink's machine (docs/federated.md).")] = None,
     text: Annotated[str | None, typer.Option("--text", help="Text column (tables).")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Label column (tables).")] = None,
     val: Annotated[str | None, typer.Option("--val", help="Separate validation data (held by the server).")] = None,
@@ -53,10 +58,11 @@ def federate(
     report: Annotated[str, typer.Option("--report", help="full | basic | off (as `fmadapt fit`).")] = "full",
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
-    """Train on DATA split among simulated clients that never share their examples: each round the clients train
-    the trainable part on their own data and send only it; the server aggregates it with a Flower strategy,
-    rejecting broken or outsized updates, and scores the global model on the validation split it holds. The
-    model directory is an ordinary one (predict, evaluate, export, serve) whose report adds the federation."""
+    """Train on DATA split among simulated clients that never share their examples (or, with --superlink, on
+    SuperNodes that hold their own data): each round the clients train the trainable part on their own data and
+    send only it; the server aggregates it with a Flower strategy, rejecting broken or outsized updates, and
+    scores the global model on the validation split it holds. The model directory is an ordinary one (predict,
+    evaluate, export, serve) whose report adds the federation."""
 
     def go() -> None:
         from ..errors import ConfigError
@@ -67,7 +73,8 @@ def federate(
             raise ConfigError(f"--strategy {strategy}: federated fitting trains the probe head only so far "
                               "(federated fine-tuning and LoRA are not built yet)")
         opts = {"clients": clients, "rounds": rounds, "partition": partition, "aggregation": aggregation,
-                "local_epochs": local_epochs, "fraction": fraction, "min_clients": min_clients, "secure": secure}
+                "local_epochs": local_epochs, "fraction": fraction, "min_clients": min_clients, "secure": secure,
+                "superlink": superlink}
         opts.update(assignments(fed or []))
         if dp is not None:
             keys = {"epsilon": "dp_epsilon", "delta": "dp_delta", "clip": "dp_clip", "lr": "dp_lr"}
@@ -78,7 +85,11 @@ def federate(
             if "dp_epsilon" not in opts:
                 raise ConfigError(f"--dp {dp!r}: give epsilon, e.g. --dp epsilon=8,delta=1e-5")
         fc = FederatedConfig.from_dict(opts)  # checked before any data is read
-        fit(data=data, out=out, text=text, label=[label] if label else None, val=val, set_=set_, report=report,
+        if superlink is not None and val is not None:
+            raise ConfigError("--val with --superlink: DATA is the server's held-out data already (the clients' "
+                              "data stays on their SuperNodes)")
+        fit(data=data, out=out, text=text, label=[label] if label else None, val=data if superlink else val,
+            set_=set_, report=report,
             as_json=as_json, strategy="federated", backbone=backbone, extra={"federated": fc.to_dict()})
 
     _run(go)

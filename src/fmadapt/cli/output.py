@@ -113,12 +113,14 @@ def federation_lines(fed: dict[str, Any]) -> list[str]:
     rejected."""
     from ..federated.card import round_problems
 
-    sizes = [c["examples"] for c in fed["clients"]]
-    skews = [c["label_skew"] for c in fed["clients"]]
-    lines = [f"federation: {len(sizes)} clients (partition {fed['partition']}: {min(sizes)}-{max(sizes)} examples "
-             f"each, label skew {min(skews):.2f}-{max(skews):.2f}), {len(fed['rounds'])} rounds of "
-             f"{fed['aggregation']}{' with SecAgg+' if fed.get('secure') else ''} in {fed['seconds']:.1f} s "
-             f"({fed['workers']} workers); "
+    sizes = [c["examples"] for c in fed["clients"]] or [0]
+    skews = [c["label_skew"] for c in fed["clients"] if "label_skew" in c]
+    where = (f"on SuperNodes through the SuperLink at {fed['deployment']['superlink']}" if fed.get("deployment") else
+             f"{fed['workers']} workers")
+    lines = [f"federation: {len(fed['clients'])} clients (partition {fed['partition']}: {min(sizes)}-{max(sizes)} "
+             "examples each" + (f", label skew {min(skews):.2f}-{max(skews):.2f}" if skews else "")
+             + f"), {len(fed['rounds'])} rounds of {fed['aggregation']}{' with SecAgg+' if fed.get('secure') else ''}"
+             f" in {fed['seconds']:.1f} s ({where}); "
              + (f"{fed['bytes'] / 1e6:.3f} MB sent in all; " if fed.get("bytes") is not None else "")
              + f"{fed['trainable']}",
              f"  {'round':>5} {'held-out acc':>12} {'loss':>7} {'used':>9} {'seconds':>8}  rejected / failed"]

@@ -152,43 +152,56 @@ def attack(kind: str, new: list[np.ndarray], old: list[np.ndarray]) -> list[np.n
     return new
 
 
+def statistics_reply(msg: Any, x: np.ndarray, i: int, metrics: dict[str, Any] | None = None) -> Any:
+    """A client's answer to the statistics query: its number and, unless the server says otherwise (under DP), its
+    feature sums for the global standardisation (a count, a sum and a sum of squares); `metrics`: more to say."""
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+
+    record = {"client": i, "num-examples": len(x), **(metrics or {})}
+    if not msg.content["config"]["statistics"]:
+        return Message(RecordDict({"metrics": MetricRecord(record)}), reply_to=msg)
+    x64 = x.astype(np.float64)
+    return Message(RecordDict({"arrays": ArrayRecord([x64.sum(0), (x64 ** 2).sum(0)]),
+                               "metrics": MetricRecord(record)}), reply_to=msg)
+
+
+def train_reply(msg: Any, context: Any, x: np.ndarray, y: np.ndarray, i: int, seed: int, kind: str = "") -> Any:
+    """A client's answer to a training round: the head trained on its own examples (`kind`: a simulated attack)."""
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+
+    cfg = msg.content["config"]
+    old = msg.content["arrays"].to_numpy_ndarrays()
+    mu, sd = np.asarray(cfg["feature-mean"], np.float32), np.asarray(cfg["feature-std"], np.float32)
+    rnd = int(cfg["server-round"])
+    # DP-SGD steps this client has already taken (the node's state lives as long as the federation)
+    done: Any = context.state["dp"]["steps"] if "dp" in context.state else 0
+    new, loss, privacy = local_train(x, y, old, mu, sd, dict(cfg), seed=zlib.crc32(f"{seed}:{rnd}:{i}".encode()),
+                                     steps_done=int(done))
+    if privacy is not None:
+        context.state["dp"] = MetricRecord({"steps": int(privacy["steps"])})
+    new = attack(kind, new, old)
+    metrics: dict[str, Any] = {"num-examples": len(y), "train-loss": loss, "client": i}
+    if privacy is not None:
+        metrics.update({f"dp-{k}": float(v) for k, v in privacy.items()})
+    return Message(RecordDict({"arrays": ArrayRecord(new), "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
 def make_client_app(workdir: str, attacks: dict[int, str], seed: int) -> Any:
-    """The ClientApp of the federation whose clients' data are in `workdir`."""
-    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+    """The ClientApp of the simulated federation whose clients' data are in `workdir`."""
+    from flwr.app import Context, Message
     from flwr.clientapp import ClientApp
 
     app = ClientApp()
 
     @app.query()
     def statistics(msg: Any, context: Context) -> Message:
-        """The client's number and, unless the server says otherwise (under DP), its feature sums for the global
-        standardisation (a count, a sum and a sum of squares)."""
         i = int(context.node_config["partition-id"])
-        if not msg.content["config"]["statistics"]:
-            return Message(RecordDict({"metrics": MetricRecord({"client": i})}), reply_to=msg)
-        x, _ = load_client(workdir, i)
-        x64 = x.astype(np.float64)
-        return Message(RecordDict({"arrays": ArrayRecord([x64.sum(0), (x64 ** 2).sum(0)]),
-                                   "metrics": MetricRecord({"num-examples": len(x), "client": i})}), reply_to=msg)
+        return statistics_reply(msg, load_client(workdir, i)[0], i)
 
     @app.train()
     def train(msg: Any, context: Context) -> Message:
         i = int(context.node_config["partition-id"])
         x, y = load_client(workdir, i)
-        cfg = msg.content["config"]
-        old = msg.content["arrays"].to_numpy_ndarrays()
-        mu, sd = np.asarray(cfg["feature-mean"], np.float32), np.asarray(cfg["feature-std"], np.float32)
-        rnd = int(cfg["server-round"])
-        # DP-SGD steps this client has already taken (the node's state lives as long as the federation)
-        done: Any = context.state["dp"]["steps"] if "dp" in context.state else 0
-        new, loss, privacy = local_train(x, y, old, mu, sd, dict(cfg), seed=zlib.crc32(f"{seed}:{rnd}:{i}".encode()),
-                                         steps_done=int(done))
-        if privacy is not None:
-            context.state["dp"] = MetricRecord({"steps": int(privacy["steps"])})
-        new = attack(attacks.get(i, ""), new, old)
-        metrics: dict[str, Any] = {"num-examples": len(y), "train-loss": loss, "client": i}
-        if privacy is not None:
-            metrics.update({f"dp-{k}": float(v) for k, v in privacy.items()})
-        return Message(RecordDict({"arrays": ArrayRecord(new), "metrics": MetricRecord(metrics)}), reply_to=msg)
+        return train_reply(msg, context, x, y, i, seed, attacks.get(i, ""))
 
     return app

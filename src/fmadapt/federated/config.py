@@ -63,6 +63,14 @@ class FederatedConfig:
     #: weights are clipped to +-secure_clip before they are quantised and masked
     secure: bool = False
     secure_clip: float = 8.0
+    #: deployment: the SuperLink's address (HOST:PORT of its API, e.g. 127.0.0.1:8000); the clients are Flower
+    #: SuperNodes started apart, each with its own data (--node-config data=PATH). None: Flower's simulation engine
+    superlink: str | None = None
+    #: deployment over TLS: the CA certificate the SuperLink's certificate is checked with (required for a SuperLink
+    #: that is not on this machine; without it the connection is plain HTTP, allowed on loopback only)
+    root_certificates: str | None = None
+    #: deployment: seconds to wait for `clients` SuperNodes to connect before the first round
+    connect_timeout: float = 300.0
     seed: int = 0
     #: simulation only (benchmarks, tests): ["KIND:CLIENT,CLIENT", ...] with KIND one of ATTACKS
     attacks: list[str] = dataclasses.field(default_factory=list)
@@ -100,12 +108,30 @@ class FederatedConfig:
             (self.secure_clip > 0, "secure_clip must be > 0"),
             (self.max_norm_ratio is None or self.max_norm_ratio > 1.0,
              "max_norm_ratio must be > 1 (or none: no check)"),
+            (self.connect_timeout > 0, "connect_timeout must be > 0"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"federated: {msg}")
         self.partition_spec()
         self.attack_of()
+        if self.superlink is not None:
+            self._check_deployment()
+
+    def _check_deployment(self) -> None:
+        host, sep, port = str(self.superlink).rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"federated: superlink must be HOST:PORT (the SuperLink's API, e.g. 127.0.0.1:8000), "
+                              f"got {self.superlink!r}")
+        if self.root_certificates is None and host.strip("[]") not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError(f"federated: superlink {self.superlink} is not on this machine: give the CA "
+                              "certificate its TLS certificate is checked with (root_certificates=PATH); plain "
+                              "HTTP is allowed on loopback only")
+        for ok, msg in [(self.partition == "iid", "each SuperNode reads its own data: no partition applies"),
+                        (not self.secure, "secure aggregation runs in the simulation only so far"),
+                        (not self.attacks, "simulated attacks run in the simulation only")]:
+            if not ok:
+                raise ConfigError(f"federated deployment (superlink): {msg}")
 
     @property
     def sampled(self) -> int:

@@ -90,12 +90,18 @@ def describe(parts: list[np.ndarray], y: np.ndarray, classes: Sequence[str]) -> 
     """Per client: its number of examples, its class counts and its label skew (total-variation distance between
     its class distribution and the whole training split's, 0 = the same, 1 = disjoint)."""
     y = np.asarray(y)
-    overall = np.bincount(y, minlength=len(classes)) / max(1, len(y))
+    return describe_counts({i: np.bincount(y[p], minlength=len(classes)) for i, p in enumerate(parts)}, classes)
+
+
+def describe_counts(counts: dict[int, Any], classes: Sequence[str]) -> list[dict[str, Any]]:
+    """`describe` from each client's class counts {client: counts}."""
+    overall = np.sum([np.asarray(c) for c in counts.values()], axis=0) if counts else np.zeros(len(classes))
+    overall = overall / max(1, overall.sum())
     rows = []
-    for i, p in enumerate(parts):
-        counts = np.bincount(y[p], minlength=len(classes))
-        dist = counts / max(1, counts.sum())
-        rows.append({"client": i, "examples": int(len(p)),
-                     "classes": {str(classes[c]): int(n) for c, n in enumerate(counts) if n},
+    for i, c in counts.items():
+        c = np.asarray(c)
+        dist = c / max(1, c.sum())
+        rows.append({"client": i, "examples": int(c.sum()),
+                     "classes": {str(classes[k]): int(n) for k, n in enumerate(c) if n},
                      "label_skew": round(float(0.5 * np.abs(dist - overall).sum()), 3)})
     return rows

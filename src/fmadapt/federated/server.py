@@ -48,6 +48,21 @@ def screen(updates: list[list[np.ndarray] | None], current: list[np.ndarray], ma
     return [i for i in range(len(updates)) if i not in rejected], rejected
 
 
+def head_evaluator(x_va: np.ndarray, y_va: np.ndarray) -> Any:
+    """evaluate(w, b, mean, std) -> {"accuracy", "loss"} of a head on the server's held-out features."""
+
+    def evaluate(w: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str, float]:
+        if not len(y_va):
+            return {}
+        logits = ((x_va - mean) / std) @ w.T + b
+        logits -= logits.max(1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        return {"accuracy": float((logits.argmax(1) == y_va).mean()),
+                "loss": float(-logp[np.arange(len(y_va)), y_va].mean())}
+
+    return evaluate
+
+
 def require_engine() -> None:
     """ConfigError unless Flower and its simulation engine (Ray) are installed (flwr imports without Ray)."""
     try:
@@ -106,8 +121,10 @@ def make_strategy(fc: FederatedConfig, log: list[dict[str, Any]], names: dict[in
     base: Any = {"fedavg": st.FedAvg, "fedprox": st.FedProx, "fedadam": st.FedAdam,
                  "trimmed-mean": st.FedTrimmedAvg, "median": st.FedMedian, "krum": st.Krum,
                  "multikrum": st.MultiKrum}[fc.aggregation]
+    # (deployment: a SuperNode that went away is no longer sampled; the simulation's clients never go away)
+    least = fc.required if fc.superlink else None
     kw: dict[str, Any] = {"fraction_train": fc.fraction, "fraction_evaluate": 0.0,
-                          "min_train_nodes": fc.sampled, "min_available_nodes": fc.clients}
+                          "min_train_nodes": least or fc.sampled, "min_available_nodes": least or fc.clients}
     if fc.aggregation == "fedprox":
         kw["proximal_mu"] = fc.proximal_mu
     elif fc.aggregation == "fedadam":
@@ -163,79 +180,90 @@ def make_strategy(fc: FederatedConfig, log: list[dict[str, Any]], names: dict[in
     return Guarded(**kw)
 
 
-def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
-             evaluate: Evaluate, progress: Callable[[str], None] | None = None,
-             stats: tuple[np.ndarray, np.ndarray] | None = None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Run the federation in Flower's simulation engine (one process per core; the clients' data in `workdir`).
-    `stats`: the features' mean and standard deviation from data the server holds (with DP: no statistics round).
-    Returns (weight (C, D), bias (C,), feature mean, feature std, history)."""
-    require_engine()
+def wait_for_nodes(grid: Any, fc: FederatedConfig, progress: Callable[[str], None] | None) -> list[int]:
+    """The connected nodes once `fc.clients` are (deployment: RuntimeError after `fc.connect_timeout` seconds)."""
+    t0, said = time.monotonic(), -1
+    while len(nodes := list(grid.get_node_ids())) < fc.clients:
+        if fc.superlink is None:  # (the simulation starts them all)
+            time.sleep(0.2)
+            continue
+        if time.monotonic() - t0 > fc.connect_timeout:
+            raise RuntimeError(f"{len(nodes)} of {fc.clients} SuperNodes connected to the SuperLink at {fc.superlink} "
+                               f"within {fc.connect_timeout:.0f} s: start the others (docs/federated.md), or pass "
+                               f"--clients {len(nodes)}")
+        if len(nodes) != said and progress is not None:
+            progress(f"waiting for SuperNodes: {len(nodes)} of {fc.clients} connected")
+        said = len(nodes)
+        time.sleep(1.0)
+    return nodes
+
+
+def serve(grid: Any, fc: FederatedConfig, n_features: int, n_classes: int, evaluate: Evaluate,
+          stats: tuple[np.ndarray, np.ndarray] | None, progress: Callable[[str], None] | None,
+          query: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The server's side of a federation, inside a ServerApp's main: the statistics query round (`query`: more
+    settings it sends every client), then `fc.rounds` rounds of the screened strategy. Returns {"arrays": [w, b],
+    "mean", "std", "statistics", "start", "rounds", "privacy", "clients": the clients' answers to the query}."""
     from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
-    from flwr.serverapp import Grid, ServerApp
-    from flwr.serverapp.strategy.strategy_utils import sample_nodes
-
-    from .client import make_client_app
-
-    logging.getLogger("flwr").setLevel(logging.ERROR)  # (its INFO round log, and warnings about settings we chose)
-    random.seed(fc.seed)  # (Flower samples the clients of a round with the random module)
-    rounds: list[dict[str, Any]] = []
-    privacy: dict[int, dict[str, Any]] = {}
-    out: dict[str, Any] = {}
-    server = ServerApp()
-
-    @server.main()
-    def main(grid: Grid, context: Any) -> None:
-        t0 = time.perf_counter()
-        # the clients' numbers (what a failed client is reported by) and, without DP, their feature sums
-        nodes, _ = sample_nodes(grid, fc.clients, fc.clients)
-        asks = [Message(RecordDict({"config": ConfigRecord({"statistics": stats is None})}), dst_node_id=n,
-                        message_type=MessageType.QUERY) for n in nodes]
-        replies: list[Any] = [m for m in grid.send_and_receive(asks, timeout=600) if not m.has_error()]
-        names = {m.metadata.src_node_id: int(m.content["metrics"]["client"]) for m in replies}
-        if stats is not None:
-            mean, std = np.asarray(stats[0], np.float64), np.asarray(stats[1], np.float64)
-            out["statistics"] = {"from": "the server's validation split (no client statistics under DP)"}
-        else:
-            sums = [m.content["arrays"].to_numpy_ndarrays() for m in replies]
-            count = sum(int(m.content["metrics"]["num-examples"]) for m in replies)
-            if not sums or count == 0:
-                raise RuntimeError("no client answered the statistics round")
-            mean = np.sum([s[0] for s in sums], axis=0) / count
-            std = np.sqrt(np.maximum(np.sum([s[1] for s in sums], axis=0) / count - mean ** 2, 0.0))
-            out["statistics"] = {"clients": len(sums), "examples": count,
-                                 "seconds": round(time.perf_counter() - t0, 2)}
-        std = usable_std(std)
-        config = ConfigRecord({**client_settings(fc), "feature-mean": mean.tolist(), "feature-std": std.tolist()})
-        curve: list[dict[str, Any]] = []
-
-        def on_round(rnd: int, arrays: Any) -> None:
-            w, b = arrays.to_numpy_ndarrays()
-            scores = evaluate(w, b, mean, std)
-            row: dict[str, Any] = rounds[-1] if rounds and rounds[-1]["round"] == rnd else {"round": rnd}
-            if "started" in row:
-                row["seconds"] = round(time.perf_counter() - row.pop("started"), 2)
-            curve.append({"round": rnd, **scores})
-            row.update({k: round(float(v), 4) for k, v in scores.items()})
-            if progress is not None and rnd and "accuracy" in scores:
-                progress(f"round {rnd}/{fc.rounds}: held-out accuracy {scores['accuracy']:.4f}, "
-                         f"{row.get('used', 0)} of {row.get('sampled', 0)} updates used")
-
-        strategy = make_strategy(fc, rounds, names, privacy)
-        result = strategy.start(grid=grid, initial_arrays=ArrayRecord([np.zeros((n_classes, n_features), np.float32),
-                                                                     np.zeros(n_classes, np.float32)]),
-                                num_rounds=fc.rounds, timeout=3600, train_config=config,
-                                evaluate_fn=lambda rnd, arrays: on_round(rnd, arrays))
-        out["arrays"] = result.arrays.to_numpy_ndarrays()
-        out.update(mean=mean, std=std, start=curve[0] if curve else None)
 
     t0 = time.perf_counter()
-    cores = run_engine(server, make_client_app(workdir, fc.attack_of(), fc.seed), fc)
-    if "arrays" not in out:
-        raise RuntimeError("the federation ended without a model (Flower's log above says why)")
-    w, b = out["arrays"]
+    rounds: list[dict[str, Any]] = []
+    privacy: dict[int, dict[str, Any]] = {}
+    out: dict[str, Any] = {"rounds": rounds, "privacy": privacy}
+    # the clients' numbers (what a failed client is reported by) and, without DP, their feature sums
+    nodes = sorted(wait_for_nodes(grid, fc, progress))
+    asks = [Message(RecordDict({"config": ConfigRecord({"statistics": stats is None, "client": i, **(query or {})})}),
+                    dst_node_id=n, message_type=MessageType.QUERY) for i, n in enumerate(nodes)]
+    answers = list(grid.send_and_receive(asks, timeout=fc.connect_timeout + 600))
+    replies: list[Any] = [m for m in answers if not m.has_error()]
+    errors = {str(m.metadata.src_node_id): m.error.reason for m in answers if m.has_error()}
+    names = {m.metadata.src_node_id: int(m.content["metrics"]["client"]) for m in replies}
+    out["clients"] = [{"node": m.metadata.src_node_id, **dict(m.content["metrics"])} for m in replies]
+    if stats is not None:
+        mean, std = np.asarray(stats[0], np.float64), np.asarray(stats[1], np.float64)
+        out["statistics"] = {"from": "the server's validation split (no client statistics under DP)"}
+    else:
+        sums = [m.content["arrays"].to_numpy_ndarrays() for m in replies]
+        count = sum(int(m.content["metrics"]["num-examples"]) for m in replies)
+        if not sums or count == 0:
+            raise RuntimeError("no client answered the statistics round" + "".join(
+                f"; node {k}: {v}" for k, v in errors.items()))
+        mean = np.sum([s[0] for s in sums], axis=0) / count
+        std = np.sqrt(np.maximum(np.sum([s[1] for s in sums], axis=0) / count - mean ** 2, 0.0))
+        out["statistics"] = {"clients": len(sums), "examples": count, "seconds": round(time.perf_counter() - t0, 2)}
+    if errors:
+        out["statistics"]["errors"] = errors
+    std = usable_std(std)
+    config = ConfigRecord({**client_settings(fc), "feature-mean": mean.tolist(), "feature-std": std.tolist(),
+                           **(query or {})})
+    curve: list[dict[str, Any]] = []
+
+    def on_round(rnd: int, arrays: Any) -> None:
+        w, b = arrays.to_numpy_ndarrays()
+        scores = evaluate(w, b, mean, std)
+        row: dict[str, Any] = rounds[-1] if rounds and rounds[-1]["round"] == rnd else {"round": rnd}
+        if "started" in row:
+            row["seconds"] = round(time.perf_counter() - row.pop("started"), 2)
+        curve.append({"round": rnd, **scores})
+        row.update({k: round(float(v), 4) for k, v in scores.items()})
+        if progress is not None and rnd and "accuracy" in scores:
+            progress(f"round {rnd}/{fc.rounds}: held-out accuracy {scores['accuracy']:.4f}, "
+                     f"{row.get('used', 0)} of {row.get('sampled', 0)} updates used")
+
+    strategy = make_strategy(fc, rounds, names, privacy)
+    result = strategy.start(grid=grid, initial_arrays=ArrayRecord([np.zeros((n_classes, n_features), np.float32),
+                                                                 np.zeros(n_classes, np.float32)]),
+                            num_rounds=fc.rounds, timeout=3600, train_config=config,
+                            evaluate_fn=lambda rnd, arrays: on_round(rnd, arrays))
+    out.update(arrays=result.arrays.to_numpy_ndarrays(), mean=mean, std=std, start=curve[0] if curve else None)
+    return out
+
+
+def summary(out: dict[str, Any], fc: FederatedConfig, seconds: float, workers: int | None) -> dict[str, Any]:
+    """The federation's history (history.json, the report) from what `serve` returned."""
+    rounds, privacy = out["rounds"], out["privacy"]
     history = {"rounds": rounds, "statistics_round": out["statistics"], "start": out["start"],
-               "seconds": round(time.perf_counter() - t0, 1), "workers": cores,
+               "seconds": round(seconds, 1), "workers": workers,
                "bytes": int(sum(r.get("bytes_down", 0) + r.get("bytes_up", 0) for r in rounds)),
                "rejected": int(sum(len(r.get("rejected", {})) for r in rounds)),
                "failed": int(sum(r.get("failed", 0) for r in rounds))}
@@ -247,4 +275,32 @@ def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
             "epsilon_target": fc.dp_epsilon, "delta": fc.dp_delta,
             "epsilon": max((p["epsilon"] for p in privacy.values()), default=None),
             "clients": {str(c): p for c, p in sorted(privacy.items())}}
-    return w, b, out["mean"], out["std"], history
+    return history
+
+
+def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
+             evaluate: Evaluate, progress: Callable[[str], None] | None = None,
+             stats: tuple[np.ndarray, np.ndarray] | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Run the federation in Flower's simulation engine (one process per core; the clients' data in `workdir`).
+    `stats`: the features' mean and standard deviation from data the server holds (with DP: no statistics round).
+    Returns (weight (C, D), bias (C,), feature mean, feature std, history)."""
+    require_engine()
+    from flwr.serverapp import Grid, ServerApp
+
+    from .client import make_client_app
+
+    logging.getLogger("flwr").setLevel(logging.ERROR)  # (its INFO round log, and warnings about settings we chose)
+    out: dict[str, Any] = {}
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Any) -> None:
+        out.update(serve(grid, fc, n_features, n_classes, evaluate, stats, progress))
+
+    t0 = time.perf_counter()
+    cores = run_engine(server, make_client_app(workdir, fc.attack_of(), fc.seed), fc)
+    if "arrays" not in out:
+        raise RuntimeError("the federation ended without a model (Flower's log above says why)")
+    w, b = out["arrays"]
+    return w, b, out["mean"], out["std"], summary(out, fc, time.perf_counter() - t0, cores)

@@ -317,6 +317,10 @@ def _federation(fed: Any) -> dict[str, Any] | None:
                        "bad": round_problems(r)})
     summary = {k: fed.get(k) for k in ("partition", "aggregation", "trainable", "seconds", "workers", "bytes",
                                        "rejected", "failed") if k in fed}
+    deployment = _mapping(fed.get("deployment"))
+    if deployment:
+        summary["engine"] = (f"{deployment.get('engine')}, SuperLink {deployment.get('superlink')}"
+                             f"{' over TLS' if deployment.get('tls') else ' (plain HTTP, loopback)'}")
     privacy = _mapping(fed.get("privacy"))
     if privacy:
         summary["differential privacy"] = (f"epsilon spent {privacy.get('epsilon')} at delta {privacy.get('delta')} "
