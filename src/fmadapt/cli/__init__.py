@@ -10,6 +10,7 @@ import sys
 # isort: off
 from . import fit  # noqa: F401  (fit first, then the evaluation, inference and information commands)
 from . import federate  # noqa: F401
+from . import pretrain  # noqa: F401
 from . import evaluate, infer, ship, info  # noqa: F401
 # isort: on
 from .app import _out, app

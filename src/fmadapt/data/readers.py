@@ -61,7 +61,31 @@ def read_unlabeled(modality: str, data: DataLike, cfg: FitConfig) -> Examples:
     if isinstance(data, list):
         return Examples(inputs=[str(t) for t in data], labels=None, ids=[str(i) for i in range(len(data))],
                         source="<list>", modality="text")
+    if isinstance(data, (str, os.PathLike)) and str(data).lower().endswith(".txt"):  # one text per line
+        lines = text_lines(data, cfg.encoding)
+        kept = [i for i, t in enumerate(lines) if t.strip()]
+        ex = Examples(inputs=[lines[i] for i in kept], labels=None, ids=[f"line {i + 1}" for i in kept],
+                      source=str(data), modality="text")
+        if len(kept) < len(lines):
+            ex.warnings.append(f"{data}: {len(lines) - len(kept)} empty line(s) left out")
+        return ex
     return read_text_table(data, cfg, need_label=False, strict=False)[0]
+
+
+def text_lines(path: str | os.PathLike[str], encoding: str = "auto") -> list[str]:
+    """The lines of a plain-text file, one text per line (UTF-8, a byte-order mark dropped; `encoding` other than
+    "auto" as given). A file that is not valid UTF-8 under "auto" is a DataError that says what to pass."""
+    enc = "utf-8-sig" if encoding.strip().lower() in ("auto", "utf-8", "utf8") else encoding
+    try:
+        with open(path, encoding=enc, newline=None) as f:
+            return [line.rstrip("\n") for line in f]
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid {enc} text (byte {e.start}: {e.reason}); pass its encoding with "
+                        "--encoding, e.g. --encoding gb18030") from None
+    except LookupError as e:
+        raise DataError(f"{path}: unknown encoding {encoding!r} ({e})") from None
 
 
 def _readable(ex: Examples) -> Examples:

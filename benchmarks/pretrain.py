@@ -1,0 +1,160 @@
+"""Continued pretraining (issue 26): fine-tuning with and without `fmadapt pretrain` first, against the character
+TF-IDF + logistic regression script, in the same run.
+
+    python benchmarks/pretrain.py [--labels 1000,10000] [--seeds 0] [--pretrain-epochs 1] [--time-budget T]
+                                  [--test N] [--work /tmp/ptbench] [--csv PATH]
+
+THUCNews titles (Chinese headlines, 10 classes): the labeled pool is dev.txt (10,000 titles), the test set test.txt
+(all 10,000 unless --test). Unlabeled texts: zh_unlabeled/weibo.txt (52,044 Weibo sentences) and the 10,000 dev
+titles without their labels (task-adaptive pretraining: the texts of the task itself; never the test titles).
+One `fmadapt pretrain` run (masked-LM with --extend-vocab, on minilm-l6) is timed as a whole process; then for each
+label budget and seed, the same labeled sample (stratified, seeded) is fitted three ways:
+- tfidf: character 1-2-gram TF-IDF + LogisticRegression(C=1) (the script a user writes; as benchmarks/strategies.py);
+- finetune: `TextClassifier(strategy="finetune", extend_vocab=True, epochs=4, lr=1e-4)` on minilm-l6 (the setting of
+  benchmarks/notes/strategies_thucnews.md);
+- pretrained+finetune: the same on the pretrained backbone directory.
+Rows in results/pretrain.csv: dataset, labels, seed, method, test accuracy, macro-F1, fit seconds; the pretraining
+run's row has its steps, seconds and its guard's quick probe before/after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import add_csv_argument, append_rows, csv_path, measured_process  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FIELDS = ["dataset", "labels", "seed", "method", "options", "accuracy", "macro_f1", "fit_seconds",
+          "process_seconds", "n_test", "notes"]
+
+
+def load_thucnews(work: Path, n_test: int | None) -> tuple:
+    import pandas as pd
+
+    root = DATA / "thucnews_titles"
+    names = (root / "class.txt").read_text(encoding="utf-8").split()
+    rd = {"sep": "\t", "header": None, "names": ["text", "label"], "quoting": 3, "dtype": str}
+    pool, test = (pd.read_csv(root / f, **rd) for f in ("dev.txt", "test.txt"))
+    for df in (pool, test):
+        df["label"] = [names[int(v)] for v in df["label"]]
+    if n_test is not None and n_test < len(test):
+        test = test.sample(n=n_test, random_state=0).reset_index(drop=True)
+    unlabeled = work / "unlabeled.txt"
+    lines = [t.strip() for t in (DATA / "zh_unlabeled" / "weibo.txt").read_text(encoding="utf-8").splitlines()]
+    lines += [str(t).strip() for t in pool["text"]]
+    unlabeled.write_text("\n".join(t for t in lines if t) + "\n", encoding="utf-8")
+    pool.to_csv(work / "pool.csv", index=False)
+    return pool, test, unlabeled
+
+
+def stratified(pool, n: int, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    if n >= len(pool):
+        return pool.reset_index(drop=True)
+    part, _ = train_test_split(pool, train_size=n, random_state=seed, stratify=pool["label"])
+    return part.reset_index(drop=True)
+
+
+def tfidf(train, test) -> tuple[list[str], float]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.perf_counter()
+    vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 2))
+    clf = LogisticRegression(C=1.0, max_iter=2000).fit(vec.fit_transform(train["text"]), train["label"])
+    return list(clf.predict(vec.transform(test["text"]))), time.perf_counter() - t0
+
+
+def finetune(train_csv: Path, test, backbone: str) -> tuple[list[str], float, dict]:
+    from fmadapt import TextClassifier
+
+    t0 = time.perf_counter()
+    clf = TextClassifier(strategy="finetune", backbone=backbone, extend_vocab=True, epochs=4, lr=1e-4,
+                         progress=False).fit(str(train_csv))
+    seconds = time.perf_counter() - t0
+    h = clf.history_
+    vocab = h.get("vocabulary") or {}
+    info = {"best_epoch": h.get("best_epoch"), "epochs_run": h.get("epochs_run"),
+            "added_tokens": vocab.get("added_tokens"), "unk_rate": vocab.get("unk_rate")}
+    return [str(p) for p in clf.predict(list(test["text"]))], seconds, info
+
+
+def score(y: list[str], pred: list[str]) -> tuple[float, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return round(float(accuracy_score(y, pred)), 4), round(float(f1_score(y, pred, average="macro")), 4)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--labels", default="1000,10000")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--pretrain-epochs", type=int, default=1)
+    ap.add_argument("--time-budget", default=None)
+    ap.add_argument("--test", type=int, default=None)
+    ap.add_argument("--methods", default="tfidf,finetune,pretrained+finetune")
+    ap.add_argument("--work", default="/tmp/ptbench")
+    add_csv_argument(ap, "pretrain")
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    out_csv = csv_path(args.csv, "pretrain")
+    pool, test, unlabeled = load_thucnews(work, args.test)
+    methods = args.methods.split(",")
+    rows: list[dict] = []
+    backbone = work / "pretrained"
+    if "pretrained+finetune" in methods and not (backbone / "pretrain.json").is_file():
+        cmd = [sys.executable, "-m", "fmadapt", "pretrain", str(unlabeled), "--out", str(backbone), "--extend-vocab",
+               "--epochs", str(args.pretrain_epochs), "--labeled", str(work / "pool.csv"), "--json"]
+        if args.time_budget:
+            cmd += ["--time-budget", args.time_budget]
+        done, process_seconds, _ = measured_process(cmd)
+        if done.returncode != 0:
+            raise SystemExit(f"fmadapt pretrain failed:\n{done.stderr[-3000:]}")
+        rec = json.loads((backbone / "pretrain.json").read_text())
+        r, g = rec["run"], rec["guard"]
+        rows.append({"dataset": "thucnews", "labels": 0, "seed": 0, "method": "pretrain (mlm, extend-vocab)",
+                     "options": json.dumps(rec["options"]), "fit_seconds": r["seconds"],
+                     "process_seconds": round(process_seconds, 1),
+                     "notes": json.dumps({"texts": rec["data"]["trained_on"], "steps": r["steps"],
+                                          "epochs_done": r["epochs_done"], "loss": [r["loss_first"], r["loss_last"]],
+                                          "added_tokens": rec["vocabulary"].get("added_tokens"),
+                                          "unk_rate": [rec["vocabulary"].get("unk_rate"),
+                                                       rec["vocabulary"].get("unk_rate_after")],
+                                          "probe_before_after": [g["before"].get("probe_accuracy"),
+                                                                 g["after"].get("probe_accuracy")]})})
+        print(rows[-1], flush=True)
+        if out_csv is not None:
+            append_rows(out_csv, FIELDS, [rows[-1]])
+    for n in [int(v) for v in args.labels.split(",")]:
+        for seed in [int(v) for v in args.seeds.split(",")]:
+            train = stratified(pool, n, seed)
+            train_csv = work / f"train_{n}_{seed}.csv"
+            train.to_csv(train_csv, index=False)
+            for method in methods:
+                notes: dict = {}
+                if method == "tfidf":
+                    pred, secs = tfidf(train, test)
+                else:
+                    bb = str(backbone) if method == "pretrained+finetune" else "minilm-l6"
+                    pred, secs, notes = finetune(train_csv, test, bb)
+                acc, f1 = score(list(test["label"]), pred)
+                rows.append({"dataset": "thucnews", "labels": len(train), "seed": seed, "method": method,
+                             "options": "{}" if method == "tfidf" else json.dumps({"extend_vocab": True, "epochs": 4,
+                                                                                   "lr": 1e-4}),
+                             "accuracy": acc, "macro_f1": f1, "fit_seconds": round(secs, 1),
+                             "n_test": len(test), "notes": json.dumps(notes)})
+                print(rows[-1], flush=True)
+                if out_csv is not None:
+                    append_rows(out_csv, FIELDS, [rows[-1]])
+
+
+if __name__ == "__main__":
+    main()

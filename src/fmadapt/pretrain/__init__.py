@@ -1,0 +1,156 @@
+"""`fmadapt pretrain`: continued self-supervised pretraining of a backbone on the user's unlabeled data, written as a
+backbone directory that `--backbone DIR` takes everywhere (safetensors + config + tokenizer, with the source
+backbone's checksum and the data's fingerprint in pretrain.json), checked before and after (guard.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, DataError
+from .config import PretrainConfig
+
+#: unlabeled texts held out of pretraining for the guard's proxies (at most; a tenth of the texts when fewer)
+GUARD_TEXTS = 500
+
+
+def read_texts(data: str | os.PathLike[str] | list[str], text: str | None = None, encoding: str = "auto"
+               ) -> tuple[list[str], dict[str, Any]]:
+    """The unlabeled texts of `data`: a list, a .txt file (one text per line), or a table (its `text` column, or the
+    one text column there is). Empty texts are left out and counted. Returns (texts, {"source", "read", "empty"})."""
+    if isinstance(data, list):
+        raw, source = [str(t) for t in data], "<list>"
+    else:
+        path = Path(data)
+        if not path.is_file():
+            raise DataError(f"{path}: no such file (pretrain reads a .txt file, one text per line, or a table)")
+        source = str(path)
+        if path.suffix.lower() == ".txt":
+            from ..data.readers import text_lines
+
+            raw = text_lines(path, encoding)
+        else:
+            from ..config import FitConfig
+            from ..data.readers import read_unlabeled
+
+            raw = read_unlabeled("text", str(path), FitConfig(text_col=text, encoding=encoding)).inputs
+    texts = [t.strip() for t in raw if t and t.strip()]
+    if len(texts) < 2:
+        raise DataError(f"{source}: {len(texts)} non-empty text(s): pretraining needs unlabeled texts, one per line "
+                        "of a .txt file or one per row of a table")
+    return texts, {"source": source, "read": len(raw), "empty": len(raw) - len(texts)}
+
+
+def fingerprint(texts: list[str]) -> str:
+    """sha256 of the texts, in order (what pretrain.json records of the data)."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8", "replace") + b"\n")
+    return h.hexdigest()
+
+
+def pretrain(data: str | os.PathLike[str] | list[str], out: str | os.PathLike[str], backbone: str = "minilm-l6",
+             options: PretrainConfig | dict[str, Any] | None = None, text: str | None = None,
+             labeled: str | os.PathLike[str] | None = None, label: str | None = None,
+             labeled_text: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Continue pretraining `backbone` on the unlabeled texts `data` and write it to `out` (a backbone directory).
+    `labeled` (a table, with `label` / `labeled_text` columns): the guard's quick probe data. Returns the record
+    also written to out/pretrain.json."""
+    pc = options if isinstance(options, PretrainConfig) else PretrainConfig.from_dict(options)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: exists and is not empty; choose a new directory for the pretrained backbone")
+    t0 = time.perf_counter()
+    texts, read = read_texts(data, text)
+    if pc.max_texts is not None and len(texts) > pc.max_texts:
+        texts = random.Random(pc.seed).sample(texts, pc.max_texts)
+    from ..backbones.registry import create_backbone
+    from .guard import proxies, quick_probe, verdict
+    from .text import say, train_text
+
+    bb = create_backbone(backbone)
+    if bb.cfg.modality != "text" or getattr(bb, "tokenizer", None) is None or not hasattr(bb.model, "config"):
+        raise ConfigError(f"backbone {bb.cfg.name!r} ({bb.cfg.modality}): pretrain continues transformers text "
+                          "encoders so far (mlm, simcse); images (SimCLR) are not built yet")
+    report = say if progress else None
+    # the guard's held-out texts: never trained on
+    n_guard = min(GUARD_TEXTS, len(texts) // 10)
+    order = list(range(len(texts)))
+    random.Random(pc.seed + 1).shuffle(order)
+    held, train = [texts[i] for i in order[:n_guard]], [texts[i] for i in order[n_guard:]]
+    probe_data = _labeled(labeled, label, labeled_text, pc.seed) if labeled is not None else None
+
+    def check() -> dict[str, Any]:
+        if probe_data is not None:
+            return {"probe_accuracy": round(quick_probe(bb, *probe_data), 4)}
+        return proxies(bb, held, pc.seed) if len(held) >= 2 else {}
+
+    source = {"name": bb.cfg.name, "sha256": bb.cfg.sha256, "source": bb.cfg.source, "license": bb.cfg.license}
+    before = check()
+    vocab: dict[str, Any] = {}
+    if pc.extend_vocab:
+        from ..backbones.vocab import extend_vocabulary, tokens_to_add, vocabulary_coverage
+
+        unk = vocabulary_coverage(bb.tokenizer, train, seed=pc.seed)["unk_rate"]
+        new = tokens_to_add(bb.tokenizer, train, pc.extend_vocab_min_count, ngram=pc.extend_vocab_ngram,
+                            word_min_count=pc.extend_vocab_word_min_count)
+        vocab = {"unk_rate": round(unk, 4), "added_tokens": extend_vocabulary(bb, new),
+                 "added_words": sum(len(t) > 1 for t in new),
+                 "unk_rate_after": round(vocabulary_coverage(bb.tokenizer, train, seed=pc.seed)["unk_rate"], 4)}
+        if report:
+            report(f"vocabulary: {vocab['added_tokens']} tokens added; unknown tokens {unk:.1%} -> "
+                   f"{vocab['unk_rate_after']:.1%}")
+    run = train_text(bb, train, pc, report)
+    after = check()
+    guard = {"before": before, "after": after, "on": ("a quick probe on " + str(labeled)) if probe_data else
+             f"{len(held)} held-out unlabeled texts"}
+    if before and after:
+        guard["verdict"] = verdict(before, after, pc.method)
+    from .. import __version__
+
+    record = {"fmadapt_version": __version__, "method": pc.method, "options": pc.to_dict(), "source_backbone": source,
+              "data": {**read, "texts": len(texts), "trained_on": len(train), "held_out": len(held),
+                       "fingerprint": fingerprint(texts)},
+              "vocabulary": vocab, "run": run, "guard": guard, "seconds": round(time.perf_counter() - t0, 1),
+              "finetune_lr": bb.cfg.finetune_lr}
+    save_text_backbone(bb, out, record)
+    return record
+
+
+def _labeled(path: str | os.PathLike[str], label: str | None, text: str | None, seed: int) -> tuple[Any, ...]:
+    from ..config import FitConfig
+    from ..data.readers import read_labeled
+    from .guard import probe_split
+
+    splits, _ = read_labeled("text", str(path), FitConfig(text_col=text, label_col=label), fitting=True)
+    ex = splits["train"]
+    labels = [str(v) for v in ex.labels or []]
+    return ex.inputs, labels, probe_split(labels, seed)
+
+
+def save_text_backbone(bb: Any, out: Path, record: dict[str, Any]) -> None:
+    """The encoder (safetensors), its config and tokenizer, and sentence-transformers' pooling files (so that
+    `--backbone DIR` and sentence-transformers pool it as the source backbone did), plus pretrain.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    bb.model.save_pretrained(out, safe_serialization=True)
+    bb.tokenizer.save_pretrained(out)
+    cfg = bb.cfg
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if cfg.normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (out / "2_Normalize").mkdir(exist_ok=True)
+    (out / "modules.json").write_text(json.dumps(modules, indent=2))
+    (out / "1_Pooling").mkdir(exist_ok=True)
+    (out / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": cfg.embed_dim, "pooling_mode_cls_token": cfg.pooling == "cls",
+        "pooling_mode_mean_tokens": cfg.pooling != "cls", "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
+    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": cfg.max_tokens,
+                                                               "do_lower_case": False}, indent=2))
+    (out / "pretrain.json").write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str))

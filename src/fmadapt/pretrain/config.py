@@ -1,0 +1,114 @@
+"""The options of `fmadapt pretrain` (continued self-supervised pretraining of a backbone on unlabeled data), saved
+in the output's pretrain.json. Torch-free: the CLI checks them before anything heavy is imported."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+TEXT_METHODS = ("mlm", "simcse")
+
+
+@dataclass
+class PretrainConfig:
+    """How the backbone keeps pretraining. `mlm`: masked-language modelling (a masked-LM head is initialised and
+    tied to the input embeddings, then dropped: the encoder is what is saved); `simcse`: unsupervised SimCSE (each
+    text against itself under another dropout mask, the batch's other texts as negatives)."""
+
+    method: str = "mlm"
+    #: passes over the unlabeled texts; training stops earlier when `time_budget` is spent
+    epochs: int = 1
+    #: wall-clock limit of the training loop ("30m", "90s", "1h", seconds); None: the epochs run in full
+    time_budget: str | None = None
+    #: at most this many texts (a seeded sample); None: all
+    max_texts: int | None = None
+    batch_size: int = 32
+    #: peak learning rate (linear warm-up over `warmup` of the steps, then linear decay to 0); None: the method's
+    #: default (mlm 1e-4, the rate fine-tuning all-MiniLM-L6-v2 measured best; simcse 3e-5, SimCSE's BERT-base rate)
+    lr: float | None = None
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    #: texts are cut to this many tokens (short texts are what pretraining here is for: titles, posts, reviews)
+    max_tokens: int = 64
+    #: mlm: the share of tokens masked (BERT's 15 %: 80 % [MASK], 10 % random, 10 % kept)
+    mask_prob: float = 0.15
+    #: simcse: the softmax temperature of the contrastive loss
+    temperature: float = 0.05
+    #: add the pieces the tokenizer maps to [UNK] (seen >= extend_vocab_min_count times) as new tokens before
+    #: pretraining, so that they learn what they mean from the unlabeled texts (backbones/vocab.py)
+    extend_vocab: bool = False
+    extend_vocab_min_count: int = 2
+    #: also add CJK words of 2..N characters (N >= 2), seen >= extend_vocab_word_min_count times
+    extend_vocab_ngram: int = 1
+    extend_vocab_word_min_count: int = 5
+    #: the added tokens' embeddings take steps this many times larger than the rest (they start at the mean of
+    #: the pretrained rows; fine-tuning's new_token_lr default is the same 20 x)
+    new_token_lr_scale: float = 20.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from ..config import parse_duration
+        from ..options import check_types
+
+        check_types(self, "pretrain option")
+        checks = [
+            (self.method in TEXT_METHODS, f"method must be one of {' | '.join(TEXT_METHODS)} for texts, got "
+             f"{self.method!r}"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.time_budget is None or parse_duration(self.time_budget) is not None,
+             "time_budget must look like 30m, 90s, 1h or 600"),
+            (self.max_texts is None or self.max_texts >= 2, "max_texts must be >= 2"),
+            (self.batch_size >= 2, "batch_size must be >= 2 (simcse's negatives are the batch's other texts)"),
+            (self.lr is None or 0 < self.lr < 1, "lr must be in (0, 1)"),
+            (0 <= self.warmup < 1, "warmup must be in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (4 <= self.max_tokens <= 4096, "max_tokens must be in [4, 4096]"),
+            (0 < self.mask_prob < 1, "mask_prob must be in (0, 1)"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (self.extend_vocab_min_count >= 1 and self.extend_vocab_word_min_count >= 1,
+             "extend_vocab_min_count and extend_vocab_word_min_count must be >= 1"),
+            (self.extend_vocab_ngram >= 1, "extend_vocab_ngram must be >= 1"),
+            (self.new_token_lr_scale > 0, "new_token_lr_scale must be > 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"pretrain: {msg}")
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else {"mlm": 1e-4, "simcse": 3e-5}[self.method]
+
+    def budget_seconds(self) -> float | None:
+        from ..config import parse_duration
+
+        return None if self.time_budget is None else parse_duration(self.time_budget)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> PretrainConfig:
+        d = dict(d or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"pretrain: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+def assignments(items: list[str], where: str = "--set") -> dict[str, Any]:
+    """["lr=5e-5", "max_texts=20000", ...] -> each value of its pretrain option's type (options.coerce)."""
+    from ..options import coerce
+
+    known = {f.name for f in dataclasses.fields(PretrainConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"{where} {item!r}: expected KEY=VALUE")
+        out[key] = coerce(key, raw, f"{where} {item!r}", PretrainConfig) if key in known else raw
+    return out
