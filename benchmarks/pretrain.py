@@ -80,7 +80,7 @@ def finetune(train_csv: Path, test, backbone: str) -> tuple[list[str], float, di
                          progress=False).fit(str(train_csv))
     seconds = time.perf_counter() - t0
     h = clf.history_
-    vocab = h.get("vocabulary") or {}
+    vocab = clf.data_summary_.get("vocabulary") or {}
     info = {"best_epoch": h.get("best_epoch"), "epochs_run": h.get("epochs_run"),
             "added_tokens": vocab.get("added_tokens"), "unk_rate": vocab.get("unk_rate")}
     return [str(p) for p in clf.predict(list(test["text"]))], seconds, info
