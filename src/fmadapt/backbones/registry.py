@@ -167,13 +167,13 @@ def _from_directory(path: Path, pretrained: bool) -> Backbone:
         from .text import hf_text_backbone
 
         # a checksum of the weights makes the folder identifiable: its features are cached like a packaged model's
-        weights = path / "model.safetensors"
-        bb = hf_text_backbone(str(path), name=str(path), pretrained=pretrained, source=f"dir:{path}",
-                              sha256=file_sha256(weights) if pretrained and weights.is_file() else "")
+        st = path / "model.safetensors"
+        text = hf_text_backbone(str(path), name=str(path), pretrained=pretrained, source=f"dir:{path}",
+                                sha256=file_sha256(st) if pretrained and st.is_file() else "")
         made = _read_json(path / "pretrain.json") if (path / "pretrain.json").is_file() else None
         if isinstance(made, dict) and isinstance(made.get("finetune_lr"), float) and 0 < made["finetune_lr"] < 1:
-            bb.cfg.finetune_lr = made["finetune_lr"]  # (`fmadapt pretrain` of a backbone with a measured rate)
-        return bb
+            text.cfg.finetune_lr = made["finetune_lr"]  # (`fmadapt pretrain` of a backbone with a measured rate)
+        return text
     raise ConfigError(f"{cfg_file}: neither a timm ('architecture') nor a transformers ('model_type') config")
 
 

@@ -63,6 +63,19 @@ def masked_lm(backbone: Any) -> nn.Module:
     return wrapper
 
 
+def mlm_loss(model: nn.Module, head: nn.Module | None, encoder: nn.Module, batch: dict[str, torch.Tensor]
+             ) -> torch.Tensor:
+    """The masked-LM loss of a collated batch: the encoder on every position, the head on the masked ones only
+    (the same loss as `model(..., labels=...)`, without the decoder's cost on the unlabeled positions)."""
+    if head is None:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    picked = batch["labels"] != -100
+    if not picked.any():  # (a batch of very short texts may draw no mask)
+        return hidden.sum() * 0.0
+    return nn.functional.cross_entropy(head(hidden[picked]), batch["labels"][picked])
+
+
 def train_text(backbone: Any, texts: list[str], pc: PretrainConfig,
                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Pretrain `backbone` (in place) on `texts`; returns the run's record: steps, examples seen, seconds, whether
@@ -85,15 +98,7 @@ def train_text(backbone: Any, texts: list[str], pc: PretrainConfig,
         def loss_of(chunk: list[str]) -> torch.Tensor:
             enc = tok(chunk, truncation=True, max_length=max_len, return_special_tokens_mask=True)
             batch = collate([{k: enc[k][i] for k in enc} for i in range(len(chunk))])
-            if head is None:
-                return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             labels=batch["labels"]).loss
-            hidden = backbone.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                                    ).last_hidden_state
-            picked = batch["labels"] != -100
-            if not picked.any():  # (a batch of very short texts may draw no mask)
-                return hidden.sum() * 0.0
-            return nn.functional.cross_entropy(head(hidden[picked]), batch["labels"][picked])
+            return mlm_loss(model, head, backbone.model, batch)
     else:
         model = backbone.model
         encode = backbone.collator()

@@ -1,0 +1,145 @@
+"""Continued self-supervised pretraining (fmadapt/pretrain/, `fmadapt pretrain`): masked-LM and SimCSE on a tiny
+randomly-initialised BERT, the backbone directory it writes, the guard, and the errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fmadapt.errors import ConfigError, DataError
+from fmadapt.pretrain import pretrain, read_texts
+from fmadapt.pretrain.config import PretrainConfig, assignments
+
+ZH = ["今天的新闻很好看", "股票市场大幅上涨", "球队赢得了比赛", "新的电影上映了", "天气预报说明天下雨"]
+
+
+def _texts(n: int = 60) -> list[str]:
+    en = ["the match ended in a draw", "stocks rose sharply today", "a new film opens this week",
+          "rain is expected tomorrow", "the team won the final"]
+    return [(en + ZH)[i % 10] + f" {i % 7}" for i in range(n)]
+
+
+def _features(bb, texts):
+    from fmadapt.pretrain.guard import _features
+
+    return _features(bb, texts)
+
+
+def test_mlm_head_is_tied_and_its_masked_only_loss_is_the_full_one():
+    from transformers import DataCollatorForLanguageModeling
+
+    from fmadapt.backbones.registry import create_backbone
+    from fmadapt.pretrain.text import masked_lm, mlm_loss
+
+    bb = create_backbone("tiny-bert")
+    model = masked_lm(bb).eval()
+    # the decoder is the embedding matrix itself, and the wrapper trains the backbone's own encoder
+    assert model.get_output_embeddings().weight is bb.model.get_input_embeddings().weight
+    assert getattr(model, model.base_model_prefix) is bb.model
+    torch.manual_seed(0)
+    enc = bb.tokenizer(_texts(8), truncation=True, max_length=32, return_special_tokens_mask=True)
+    batch = DataCollatorForLanguageModeling(bb.tokenizer, mlm_probability=0.3)(
+        [{k: enc[k][i] for k in enc} for i in range(8)])
+    full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    fast = mlm_loss(model, model.cls, bb.model, batch)
+    assert torch.allclose(full, fast, atol=1e-5) and (batch["labels"] != -100).sum() > 0
+
+
+def test_mlm_with_new_tokens_writes_a_backbone_folder_that_loads_tokenizes_and_embeds_as_trained(tmp_path):
+    from fmadapt.backbones.registry import create_backbone
+
+    texts = _texts()
+    rec = pretrain(texts, tmp_path / "bb", "tiny-bert", {"epochs": 4, "batch_size": 8, "lr": 1e-3,
+                                                         "extend_vocab": True}, progress=False)
+    run, vocab = rec["run"], rec["vocabulary"]
+    assert run["steps"] == run["planned_steps"] and not run["stopped_by_time_budget"]
+    assert run["loss_last"] < run["loss_first"]  # (ten sentences seen four times: it learns to fill their gaps)
+    # tiny-bert's vocabulary (MiniLM's) lacks some of these characters: added, then known
+    assert vocab["added_tokens"] > 0 and vocab["unk_rate"] > 0 and vocab["unk_rate_after"] == 0
+    assert rec["data"]["texts"] == 60 and rec["data"]["held_out"] == 6 and rec["data"]["trained_on"] == 54
+    assert set(rec["guard"]["before"]) == {"alignment", "uniformity"} and "verdict" in rec["guard"]
+    saved = json.loads((tmp_path / "bb" / "pretrain.json").read_text())
+    assert saved["source_backbone"]["name"] == "tiny-bert" and len(saved["data"]["fingerprint"]) == 64
+    loaded = create_backbone(str(tmp_path / "bb"))
+    original = create_backbone("tiny-bert")
+    assert len(loaded.tokenizer) == len(original.tokenizer) + vocab["added_tokens"]
+    assert loaded.tokenizer.unk_token_id not in loaded.tokenizer(ZH[0])["input_ids"]
+    assert len(loaded.cfg.sha256) == 64  # (a transformers folder is identified by its weights: features cache)
+    assert loaded.cfg.pooling == original.cfg.pooling and loaded.cfg.normalize == original.cfg.normalize
+    assert not np.allclose(_features(loaded, texts[:4]), _features(original, texts[:4]), atol=1e-4)
+
+
+def test_simcse_learns_and_the_guard_probes_labeled_data_before_and_after(tmp_path):
+    from conftest import text_frame
+
+    df = text_frame(20)
+    df.to_csv(tmp_path / "labeled.csv", index=False)
+    rec = pretrain(list(df["text"]) * 2, tmp_path / "bb", "tiny-bert", {"method": "simcse", "epochs": 3,
+                                                                        "batch_size": 16}, labeled=tmp_path /
+                   "labeled.csv", progress=False)
+    assert rec["run"]["loss_last"] < rec["run"]["loss_first"]
+    g = rec["guard"]
+    assert 0 <= g["before"]["probe_accuracy"] <= 1 and 0 <= g["after"]["probe_accuracy"] <= 1
+    assert "quick probe" in g["verdict"] and g["on"].endswith("labeled.csv")
+
+
+def test_a_pretrained_folder_is_a_backbone_for_fit(tmp_path, text_csv):
+    from fmadapt import TextClassifier
+
+    pretrain(_texts(), tmp_path / "bb", "tiny-bert", {"epochs": 1, "batch_size": 8}, progress=False)
+    clf = TextClassifier(backbone=str(tmp_path / "bb"), progress=False).fit(str(text_csv))
+    assert clf.config_.backbone == str(tmp_path / "bb") and len(clf.predict(["a text"])) == 1
+
+
+def test_unlabeled_text_files_are_one_text_per_line(tmp_path):
+    from fmadapt.config import FitConfig
+    from fmadapt.data.readers import read_unlabeled
+
+    f = tmp_path / "u.txt"
+    f.write_text("\ufefffirst, with a comma\n\nsecond \"quoted\"\n  \nthird\n", encoding="utf-8")
+    texts, info = read_texts(f)
+    assert texts == ["first, with a comma", 'second "quoted"', "third"] and info["empty"] == 2
+    ex = read_unlabeled("text", str(f), FitConfig())
+    assert ex.inputs[0] == "first, with a comma" and ex.ids == ["line 1", "line 3", "line 5"] and ex.warnings
+    (tmp_path / "bad.txt").write_bytes("标题".encode("gb18030") + b"\xff\n")
+    with pytest.raises(DataError, match="bad.txt: not valid"):
+        read_texts(tmp_path / "bad.txt")
+
+
+def test_what_pretrain_refuses_it_refuses_before_training(tmp_path):
+    for bad, words in [({"method": "mae"}, "method must be one of"), ({"time_budget": "soon"}, "time_budget"),
+                       ({"batch_size": 1}, "batch_size"), ({"epoch": 2}, "unknown option"),
+                       ({"lr": "fast"}, "pretrain option lr")]:
+        with pytest.raises(ConfigError, match=words):
+            PretrainConfig.from_dict(bad)
+    assert assignments(["lr=5e-5", "max_texts=none", "extend_vocab=true"]) == {
+        "lr": 5e-5, "max_texts": None, "extend_vocab": True}
+    with pytest.raises(ConfigError, match="images .SimCLR. are not built yet"):
+        pretrain(_texts(), tmp_path / "img", "tiny-cnn", progress=False)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(ConfigError, match="not empty"):
+        pretrain(_texts(), tmp_path / "full", "tiny-bert", progress=False)
+    with pytest.raises(DataError, match="1 non-empty text"):
+        pretrain(["only one", "  "], tmp_path / "one", "tiny-bert", progress=False)
+
+
+def test_pretrain_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from fmadapt.cli import app
+
+    (tmp_path / "u.txt").write_text("\n".join(_texts(40)), encoding="utf-8")
+    runner = CliRunner()
+    bad = runner.invoke(app, ["pretrain", str(tmp_path / "u.txt"), "--out", str(tmp_path / "x"), "--set", "lr=0"])
+    assert bad.exit_code == 2 and "lr must be" in bad.output and not (tmp_path / "x").exists()
+    r = runner.invoke(app, ["pretrain", str(tmp_path / "u.txt"), "--out", str(tmp_path / "bb"), "--backbone",
+                            "tiny-bert", "--method", "simcse", "--time-budget", "1h", "--set", "batch_size=8",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["method"] == "simcse" and out["run"]["steps"] == 5 and out["data"]["trained_on"] == 36
+    assert (tmp_path / "bb" / "model.safetensors").is_file() and (tmp_path / "bb" / "modules.json").is_file()
