@@ -1,8 +1,8 @@
 """Continued pretraining (issue 26): fine-tuning with and without `fmadapt pretrain` first, against the character
 TF-IDF + logistic regression script, in the same run.
 
-    python benchmarks/pretrain.py [--labels 1000,10000] [--seeds 0] [--pretrain-epochs 1] [--time-budget T]
-                                  [--test N] [--work /tmp/ptbench] [--csv PATH]
+    python benchmarks/pretrain.py [--datasets thucnews,sst2] [--labels N,...] [--seeds 0] [--pretrain-epochs 1]
+                                  [--time-budget T] [--test N] [--work /tmp/ptbench] [--csv PATH]
 
 THUCNews titles (Chinese headlines, 10 classes): the labeled pool is dev.txt (10,000 titles), the test set test.txt
 (all 10,000 unless --test). Unlabeled texts: zh_unlabeled/weibo.txt (52,044 Weibo sentences) and the 10,000 dev
@@ -13,6 +13,10 @@ label budget and seed, the same labeled sample (stratified, seeded) is fitted th
 - finetune: `TextClassifier(strategy="finetune", extend_vocab=True, epochs=4, lr=1e-4)` on minilm-l6 (the setting of
   benchmarks/notes/strategies_thucnews.md);
 - pretrained+finetune: the same on the pretrained backbone directory.
+SST-2 (English movie-review phrases, 2 classes; --labels default 100, seeds 0,1,2): the pool is train.tsv
+deduplicated, the test set test.tsv; unlabeled: 20,000 pool sentences (seeded sample; their labels unused). Two
+pretraining runs, `mlm` and `simcse`; per seed: tfidf (word 1-2 grams), the probe on minilm-l6 and on the simcse
+backbone, finetune (`TextClassifier(strategy="finetune")`, defaults) on minilm-l6 and on the mlm backbone.
 Rows in results/pretrain.csv: dataset, labels, seed, method, test accuracy, macro-F1, fit seconds; the pretraining
 run's row has its steps, seconds and its guard's quick probe before/after.
 """
@@ -45,11 +49,27 @@ def load_thucnews(work: Path, n_test: int | None) -> tuple:
         df["label"] = [names[int(v)] for v in df["label"]]
     if n_test is not None and n_test < len(test):
         test = test.sample(n=n_test, random_state=0).reset_index(drop=True)
-    unlabeled = work / "unlabeled.txt"
+    unlabeled = work / "thucnews_unlabeled.txt"
     lines = [t.strip() for t in (DATA / "zh_unlabeled" / "weibo.txt").read_text(encoding="utf-8").splitlines()]
     lines += [str(t).strip() for t in pool["text"]]
     unlabeled.write_text("\n".join(t for t in lines if t) + "\n", encoding="utf-8")
     pool.to_csv(work / "pool.csv", index=False)
+    return pool, test, unlabeled
+
+
+def load_sst2(work: Path, n_test: int | None) -> tuple:
+    import pandas as pd
+
+    rd = {"sep": "\t", "quoting": 3, "dtype": str}
+    pool = pd.read_csv(DATA / "sst2" / "train.tsv", **rd).rename(columns={"sentence": "text"})
+    pool = pool.drop_duplicates("text").reset_index(drop=True)[["text", "label"]]
+    test = pd.read_csv(DATA / "sst2" / "test.tsv", **rd).rename(columns={"content": "text"})[["text", "label"]]
+    if n_test is not None and n_test < len(test):
+        test = test.sample(n=n_test, random_state=0).reset_index(drop=True)
+    unlabeled = work / "sst2_unlabeled.txt"
+    sample = pool["text"].sample(n=min(20000, len(pool)), random_state=0)
+    unlabeled.write_text("\n".join(str(t).strip() for t in sample if str(t).strip()) + "\n", encoding="utf-8")
+    pool.to_csv(work / "sst2_pool.csv", index=False)
     return pool, test, unlabeled
 
 
@@ -62,22 +82,21 @@ def stratified(pool, n: int, seed: int):
     return part.reset_index(drop=True)
 
 
-def tfidf(train, test) -> tuple[list[str], float]:
+def tfidf(train, test, analyzer: str = "char") -> tuple[list[str], float]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     t0 = time.perf_counter()
-    vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 2))
+    vec = TfidfVectorizer(analyzer=analyzer, ngram_range=(1, 2))
     clf = LogisticRegression(C=1.0, max_iter=2000).fit(vec.fit_transform(train["text"]), train["label"])
     return list(clf.predict(vec.transform(test["text"]))), time.perf_counter() - t0
 
 
-def finetune(train_csv: Path, test, backbone: str) -> tuple[list[str], float, dict]:
+def finetune(train_csv: Path, test, backbone: str, options: dict) -> tuple[list[str], float, dict]:
     from fmadapt import TextClassifier
 
     t0 = time.perf_counter()
-    clf = TextClassifier(strategy="finetune", backbone=backbone, extend_vocab=True, epochs=4, lr=1e-4,
-                         progress=False).fit(str(train_csv))
+    clf = TextClassifier(backbone=backbone, progress=False, **options).fit(str(train_csv))
     seconds = time.perf_counter() - t0
     h = clf.history_
     vocab = clf.data_summary_.get("vocabulary") or {}
@@ -92,68 +111,88 @@ def score(y: list[str], pred: list[str]) -> tuple[float, float]:
     return round(float(accuracy_score(y, pred)), 4), round(float(f1_score(y, pred, average="macro")), 4)
 
 
+#: per dataset: loader, label budgets, pretraining runs {name: (method, extend_vocab)}, and the arms (method name,
+#: strategy options, the pretraining run whose backbone it uses or None)
+FINETUNE_ZH = {"strategy": "finetune", "extend_vocab": True, "epochs": 4, "lr": 1e-4}
+SETS = {
+    "thucnews": {"load": load_thucnews, "labels": "1000,10000", "seeds": "0", "tfidf": "char",
+                 "pretrain": {"mlm": ("mlm", True)},
+                 "arms": [("finetune", FINETUNE_ZH, None), ("pretrained+finetune", FINETUNE_ZH, "mlm")]},
+    "sst2": {"load": load_sst2, "labels": "100", "seeds": "0,1,2", "tfidf": "word",
+             "pretrain": {"mlm": ("mlm", False), "simcse": ("simcse", False)},
+             "arms": [("probe", {"strategy": "probe"}, None), ("simcse+probe", {"strategy": "probe"}, "simcse"),
+                      ("finetune", {"strategy": "finetune"}, None),
+                      ("mlm+finetune", {"strategy": "finetune"}, "mlm")]},
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--labels", default="1000,10000")
-    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--datasets", default="thucnews")
+    ap.add_argument("--labels", default=None, help="label budgets (default: the dataset's)")
+    ap.add_argument("--seeds", default=None, help="seeds (default: the dataset's)")
     ap.add_argument("--pretrain-epochs", type=int, default=1)
     ap.add_argument("--time-budget", default=None)
     ap.add_argument("--test", type=int, default=None)
-    ap.add_argument("--methods", default="tfidf,finetune,pretrained+finetune")
     ap.add_argument("--work", default="/tmp/ptbench")
     add_csv_argument(ap, "pretrain")
     args = ap.parse_args()
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
     out_csv = csv_path(args.csv, "pretrain")
-    pool, test, unlabeled = load_thucnews(work, args.test)
-    methods = args.methods.split(",")
-    rows: list[dict] = []
-    backbone = work / "pretrained"
-    if "pretrained+finetune" in methods and not (backbone / "pretrain.json").is_file():
-        cmd = [sys.executable, "-m", "fmadapt", "pretrain", str(unlabeled), "--out", str(backbone), "--extend-vocab",
-               "--epochs", str(args.pretrain_epochs), "--labeled", str(work / "pool.csv"), "--json"]
-        if args.time_budget:
-            cmd += ["--time-budget", args.time_budget]
-        done, process_seconds, _ = measured_process(cmd)
-        if done.returncode != 0:
-            raise SystemExit(f"fmadapt pretrain failed:\n{done.stderr[-3000:]}")
-        rec = json.loads((backbone / "pretrain.json").read_text())
-        r, g = rec["run"], rec["guard"]
-        rows.append({"dataset": "thucnews", "labels": 0, "seed": 0, "method": "pretrain (mlm, extend-vocab)",
-                     "options": json.dumps(rec["options"]), "fit_seconds": r["seconds"],
-                     "process_seconds": round(process_seconds, 1),
-                     "notes": json.dumps({"texts": rec["data"]["trained_on"], "steps": r["steps"],
-                                          "epochs_done": r["epochs_done"], "loss": [r["loss_first"], r["loss_last"]],
-                                          "added_tokens": rec["vocabulary"].get("added_tokens"),
-                                          "unk_rate": [rec["vocabulary"].get("unk_rate"),
-                                                       rec["vocabulary"].get("unk_rate_after")],
-                                          "probe_before_after": [g["before"].get("probe_accuracy"),
-                                                                 g["after"].get("probe_accuracy")]})})
-        print(rows[-1], flush=True)
-        if out_csv is not None:
-            append_rows(out_csv, FIELDS, [rows[-1]])
-    for n in [int(v) for v in args.labels.split(",")]:
-        for seed in [int(v) for v in args.seeds.split(",")]:
-            train = stratified(pool, n, seed)
-            train_csv = work / f"train_{n}_{seed}.csv"
-            train.to_csv(train_csv, index=False)
-            for method in methods:
-                notes: dict = {}
-                if method == "tfidf":
-                    pred, secs = tfidf(train, test)
-                else:
-                    bb = str(backbone) if method == "pretrained+finetune" else "minilm-l6"
-                    pred, secs, notes = finetune(train_csv, test, bb)
-                acc, f1 = score(list(test["label"]), pred)
-                rows.append({"dataset": "thucnews", "labels": len(train), "seed": seed, "method": method,
-                             "options": "{}" if method == "tfidf" else json.dumps({"extend_vocab": True, "epochs": 4,
-                                                                                   "lr": 1e-4}),
-                             "accuracy": acc, "macro_f1": f1, "fit_seconds": round(secs, 1),
-                             "n_test": len(test), "notes": json.dumps(notes)})
-                print(rows[-1], flush=True)
-                if out_csv is not None:
-                    append_rows(out_csv, FIELDS, [rows[-1]])
+    for name in args.datasets.split(","):
+        spec = SETS[name]
+        work = Path(args.work) / name
+        work.mkdir(parents=True, exist_ok=True)
+        pool, test, unlabeled = spec["load"](work, args.test)
+        (work / "pool.csv").exists() or pool.to_csv(work / "pool.csv", index=False)
+        backbones = {}
+        for run_name, (method, extend) in spec["pretrain"].items():
+            backbones[run_name] = work / f"pretrained-{run_name}"
+            if (backbones[run_name] / "pretrain.json").is_file():
+                continue
+            cmd = [sys.executable, "-m", "fmadapt", "pretrain", str(unlabeled), "--out", str(backbones[run_name]),
+                   "--method", method, "--epochs", str(args.pretrain_epochs), "--labeled", str(work / "pool.csv"),
+                   "--json", *(["--extend-vocab"] if extend else []),
+                   *(["--time-budget", args.time_budget] if args.time_budget else [])]
+            done, process_seconds, _ = measured_process(cmd)
+            if done.returncode != 0:
+                raise SystemExit(f"fmadapt pretrain failed:\n{done.stderr[-3000:]}")
+            rec = json.loads((backbones[run_name] / "pretrain.json").read_text())
+            r, g = rec["run"], rec["guard"]
+            row = {"dataset": name, "labels": 0, "seed": 0, "method": f"pretrain ({method}"
+                   + (", extend-vocab)" if extend else ")"), "options": json.dumps(rec["options"]),
+                   "fit_seconds": r["seconds"], "process_seconds": round(process_seconds, 1),
+                   "notes": json.dumps({"texts": rec["data"]["trained_on"], "steps": r["steps"],
+                                        "epochs_done": r["epochs_done"], "loss": [r["loss_first"], r["loss_last"]],
+                                        "added_tokens": rec["vocabulary"].get("added_tokens"),
+                                        "unk_rate": [rec["vocabulary"].get("unk_rate"),
+                                                     rec["vocabulary"].get("unk_rate_after")],
+                                        "probe_before_after": [g["before"].get("probe_accuracy"),
+                                                               g["after"].get("probe_accuracy")]})}
+            print(row, flush=True)
+            if out_csv is not None:
+                append_rows(out_csv, FIELDS, [row])
+        for n in [int(v) for v in (args.labels or spec["labels"]).split(",")]:
+            for seed in [int(v) for v in (args.seeds or spec["seeds"]).split(",")]:
+                train = stratified(pool, n, seed)
+                train_csv = work / f"train_{n}_{seed}.csv"
+                train.to_csv(train_csv, index=False)
+                arms = [("tfidf", None, None), *spec["arms"]]
+                for method, options, uses in arms:
+                    notes: dict = {}
+                    if options is None:
+                        pred, secs = tfidf(train, test, spec["tfidf"])
+                    else:
+                        bb = str(backbones[uses]) if uses else "minilm-l6"
+                        pred, secs, notes = finetune(train_csv, test, bb, {**options, "seed": seed})
+                    acc, f1 = score(list(test["label"]), pred)
+                    row = {"dataset": name, "labels": len(train), "seed": seed, "method": method,
+                           "options": json.dumps(options or {"analyzer": spec["tfidf"], "ngram_range": [1, 2],
+                                                             "C": 1.0}),
+                           "accuracy": acc, "macro_f1": f1, "fit_seconds": round(secs, 1), "n_test": len(test),
+                           "notes": json.dumps(notes)}
+                    print(row, flush=True)
+                    if out_csv is not None:
+                        append_rows(out_csv, FIELDS, [row])
 
 
 if __name__ == "__main__":
