@@ -191,3 +191,30 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         except yaml.YAMLError as e:
             raise ConfigError(f"{where}: malformed YAML ({' '.join(str(e).split())[:300]})") from None
     return flatten(data if data is not None else {}, where)
+
+
+def dataclass_from_dict(cls: type, d: dict[str, Any] | None, where: str) -> Any:
+    """An options dataclass (the federation's, pretraining's) from a dict: ConfigError naming unknown keys."""
+    d = dict(d or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in set(d) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return cls(**d)
+
+
+def dataclass_assignments(cls: type, items: list[str], where: str, lists: tuple[str, ...] = ()) -> dict[str, Any]:
+    """["lr=0.05", "max_texts=none", ...] -> each value of its option's type in `cls` (coerce, as `fmadapt fit
+    --set`); the options in `lists` are ;-separated lists; unknown keys are kept as text (from_dict names them)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"{where} {item!r}: expected KEY=VALUE")
+        if key in lists:
+            out[key] = [v for v in raw.split(";") if v]
+        else:
+            out[key] = coerce(key, raw, f"{where} {item!r}", cls) if key in known else raw
+    return out

@@ -180,30 +180,14 @@ class FederatedConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> FederatedConfig:
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"federated: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        from ..options import dataclass_from_dict
+
+        return dataclass_from_dict(cls, d, "federated")  # type: ignore[no-any-return]
 
 
 def assignments(items: list[str], where: str = "--fed") -> dict[str, Any]:
     """["lr=0.05", "max_norm_ratio=none", "attacks=sign-flip:0,1;crash:5", ...] -> each value of its federation
     option's type (options.coerce, as for `fmadapt fit --set`); `attacks` is a ;-separated list."""
-    from ..options import coerce
+    from ..options import dataclass_assignments
 
-    known = {f.name for f in dataclasses.fields(FederatedConfig)}
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"{where} {item!r}: expected KEY=VALUE")
-        if key not in known:  # (from_dict names it, with the known ones)
-            out[key] = raw
-        elif key == "attacks":
-            out[key] = [v for v in raw.split(";") if v]
-        else:
-            out[key] = coerce(key, raw, f"{where} {item!r}", FederatedConfig)
-    return out
+    return dataclass_assignments(FederatedConfig, items, where, lists=("attacks",))

@@ -91,24 +91,13 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PretrainConfig:
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"pretrain: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        from ..options import dataclass_from_dict
+
+        return dataclass_from_dict(cls, d, "pretrain")  # type: ignore[no-any-return]
 
 
 def assignments(items: list[str], where: str = "--set") -> dict[str, Any]:
     """["lr=5e-5", "max_texts=20000", ...] -> each value of its pretrain option's type (options.coerce)."""
-    from ..options import coerce
+    from ..options import dataclass_assignments
 
-    known = {f.name for f in dataclasses.fields(PretrainConfig)}
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"{where} {item!r}: expected KEY=VALUE")
-        out[key] = coerce(key, raw, f"{where} {item!r}", PretrainConfig) if key in known else raw
-    return out
+    return dataclass_assignments(PretrainConfig, items, where)
