@@ -117,7 +117,8 @@ FINETUNE_ZH = {"strategy": "finetune", "extend_vocab": True, "epochs": 4, "lr": 
 SETS = {
     "thucnews": {"load": load_thucnews, "labels": "1000,10000", "seeds": "0", "tfidf": "char",
                  "pretrain": {"mlm": ("mlm", True)},
-                 "arms": [("finetune", FINETUNE_ZH, None), ("pretrained+finetune", FINETUNE_ZH, "mlm")]},
+                 "arms": [("finetune", FINETUNE_ZH, None), ("pretrained+finetune", FINETUNE_ZH, "mlm"),
+                          ("probe", {"strategy": "probe"}, None), ("pretrained+probe", {"strategy": "probe"}, "mlm")]},
     "sst2": {"load": load_sst2, "labels": "100", "seeds": "0,1,2", "tfidf": "word",
              "pretrain": {"mlm": ("mlm", False), "simcse": ("simcse", False)},
              "arms": [("probe", {"strategy": "probe"}, None), ("simcse+probe", {"strategy": "probe"}, "simcse"),
@@ -134,6 +135,8 @@ def main() -> None:
     ap.add_argument("--pretrain-epochs", type=int, default=1)
     ap.add_argument("--time-budget", default=None)
     ap.add_argument("--test", type=int, default=None)
+    ap.add_argument("--arms", default=None, help="which arms to run (names, comma-separated; default: all, tfidf "
+                    "included)")
     ap.add_argument("--work", default="/tmp/ptbench")
     add_csv_argument(ap, "pretrain")
     args = ap.parse_args()
@@ -176,7 +179,8 @@ def main() -> None:
                 train = stratified(pool, n, seed)
                 train_csv = work / f"train_{n}_{seed}.csv"
                 train.to_csv(train_csv, index=False)
-                arms = [("tfidf", None, None), *spec["arms"]]
+                arms = [a for a in [("tfidf", None, None), *spec["arms"]]
+                        if args.arms is None or a[0] in args.arms.split(",")]
                 for method, options, uses in arms:
                     notes: dict = {}
                     if options is None:
