@@ -70,12 +70,13 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
     reviews(48, 0).to_csv("reviews.csv", index=False)
     reviews(48, 1).to_csv("news.csv", index=False)
     reviews(24, 2).to_csv("test.csv", index=False)
+    Path("posts.txt").write_text("\n".join(reviews(30, 3)["review"]) + "\n今天的新闻很好看\n", encoding="utf-8")
     runner = CliRunner()
     for args in commands():
         r = runner.invoke(app, args)
         assert r.exit_code == 0, f"fmadapt {shlex.join(args)}\n{r.output[-3000:]}"
     assert len(pd.read_csv("predictions.csv")) == 6 and np.load("features.npy").shape[0] == 24
-    for run in ("photos", "reviews", "ft", "news", "rating", "r2", "r3", "sounds", "fed"):
+    for run in ("photos", "reviews", "ft", "news", "rating", "r2", "r3", "sounds", "fed", "my-minilm"):
         assert (tmp_path / "runs" / run).is_dir(), run
     assert (tmp_path / "runs" / "photos" / "report.html").is_file()
     assert (tmp_path / "shipped" / "photos" / "model.onnx").is_file()

@@ -65,10 +65,6 @@ def pretrain(
         _out(f"{record['method']} on {record['data']['trained_on']} texts: {r['steps']} steps "
              f"({r['epochs_done']} epochs{', stopped by the time budget' if r['stopped_by_time_budget'] else ''}) "
              f"in {r['seconds']:.0f} s; loss {r['loss_first']} -> {r['loss_last']}")
-        if record["vocabulary"]:
-            v = record["vocabulary"]
-            _out(f"vocabulary: {v['added_tokens']} tokens added; unknown tokens {v['unk_rate']:.1%} -> "
-                 f"{v['unk_rate_after']:.1%}")
         if g.get("verdict"):
             _out(f"check ({g['on']}): {g['verdict']}")
         _out(f"backbone saved to {out}: use it with --backbone {out}")
