@@ -143,3 +143,27 @@ def test_pretrain_command(tmp_path):
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["method"] == "simcse" and out["run"]["steps"] == 5 and out["data"]["trained_on"] == 36
     assert (tmp_path / "bb" / "model.safetensors").is_file() and (tmp_path / "bb" / "modules.json").is_file()
+
+
+def test_fit_pretrain_continues_the_backbone_on_unlabeled_texts_first_and_reuses_it(tmp_path, text_csv):
+    from typer.testing import CliRunner
+
+    from fmadapt import load_model
+    from fmadapt.cli import app
+
+    (tmp_path / "u.txt").write_text("\n".join(_texts(40)), encoding="utf-8")
+    runner = CliRunner()
+    base = ["fit", str(text_csv), "--backbone", "tiny-bert", "--unlabeled", str(tmp_path / "u.txt"), "--report",
+            "off"]
+    no = runner.invoke(app, ["fit", str(text_csv), "--pretrain", "--out", str(tmp_path / "x"), "--report", "off"])
+    assert no.exit_code == 2 and "give --unlabeled" in no.output
+    r = runner.invoke(app, [*base, "--pretrain", "--out", str(tmp_path / "m"), "--json"])
+    assert r.exit_code == 0, r.output
+    backbone = tmp_path / "m" / "pretrained-backbone"
+    record = json.loads((backbone / "pretrain.json").read_text())
+    assert record["source_backbone"]["name"] == "tiny-bert" and record["data"]["texts"] == 40
+    model = load_model(tmp_path / "m")
+    assert model.config_.backbone == str(backbone.resolve()) and len(model.predict(["a text"])) == 1
+    assert "self_training" not in json.dumps(model.history_)  # (the texts served pretraining only)
+    again = runner.invoke(app, [*base, "--pretrain", "--out", str(tmp_path / "m")])
+    assert again.exit_code == 0 and "pretrained backbone reused" in again.output

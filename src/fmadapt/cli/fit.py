@@ -48,6 +48,14 @@ def fit(
         "--unlabeled", help="Unlabeled inputs (image folder, or a table of texts) for self-training: the model "
         "labels them, and a second model trains on the confident ones too (--pseudo-threshold, --pseudo-max); "
         "kept if better on validation.")] = None,
+    pretrain: Annotated[bool, typer.Option(
+        "--pretrain", help="Texts: first continue pretraining the backbone on --unlabeled (as `fmadapt pretrain`: "
+        "masked-LM, adding unknown pieces as tokens when --extend-vocab is given), then fit on it; the unlabeled "
+        "texts serve pretraining only, not self-training. The backbone is written to OUT/pretrained-backbone "
+        "(the model needs it there) and reused by a later fit with the same unlabeled texts.")] = False,
+    pretrain_budget: Annotated[str | None, typer.Option(
+        "--pretrain-budget", help="With --pretrain: stop pretraining after this long (30m, 1h); default one epoch "
+        "over the unlabeled texts.")] = None,
     no_header: Annotated[bool, typer.Option("--no-header", help="The table has no header row.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     set_: Annotated[list[str] | None, typer.Option(
@@ -96,6 +104,10 @@ def fit(
             df, source = read_table(data, encoding=opts.get("encoding", "auto"), header=not no_header)
             if group_col not in [str(c) for c in df.columns]:
                 raise missing_column(source, group_col, df, "--group-col")
+        fit_unlabeled = unlabeled
+        if pretrain or pretrain_budget:
+            opts["backbone"] = str(_pretrained(out, kind, unlabeled, text, opts, pretrain_budget, as_json))
+            fit_unlabeled = None  # (pretraining only: no self-training on the same texts)
         if opts.get("log_to") and not opts.get("log_dir"):
             opts["log_dir"] = str(out / "logs")
         if kind == "text":
@@ -123,7 +135,7 @@ def fit(
             ckdir.mkdir(parents=True, exist_ok=True)  # what --resume needs to start the same fit again
             record = {k: v for k, v in jsonable(params).items() if k not in ("resume", "as_json")}
             write_file(ckdir / COMMAND_FILE, json.dumps({"params": record, "cwd": os.getcwd()}))
-        clf.fit(data, val=val, unlabeled=unlabeled, checkpoint_dir=ckdir, resume=resume is not None,
+        clf.fit(data, val=val, unlabeled=fit_unlabeled, checkpoint_dir=ckdir, resume=resume is not None,
                 keep_checkpoints=True)
         seconds = time.perf_counter() - t0
         if not _is_global_zero():
@@ -202,6 +214,43 @@ def _option_parameter(f: dataclasses.Field) -> inspect.Parameter:
                         rich_help_panel=GROUPS[f.metadata["group"]])
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[kind | None, info])
+
+
+def _pretrained(out: Path, kind: str, unlabeled: str | None, text: str | None, opts: dict[str, Any],
+                budget: str | None, as_json: bool) -> Path:
+    """--pretrain: OUT/pretrained-backbone, continued on `unlabeled` from the backbone the options name (the text
+    default otherwise); one already there from the same backbone and texts is reused."""
+    import shutil
+
+    from ..estimators import TextClassifier
+    from ..pretrain import fingerprint, pretrain, read_texts
+    from ..pretrain.config import PretrainConfig
+
+    if kind != "text":
+        raise ConfigError("--pretrain continues text backbones so far (images: not built yet)")
+    if unlabeled is None:
+        raise ConfigError("--pretrain continues pretraining on unlabeled texts: give --unlabeled TEXTS (a .txt file, "
+                          "one text per line, or a table)")
+    source = str(opts.get("backbone") or TextClassifier.default_backbone)
+    pc = PretrainConfig(extend_vocab=bool(opts.get("extend_vocab")), time_budget=budget)  # (checked first)
+    target = out / "pretrained-backbone"
+    texts, _ = read_texts(unlabeled, text)
+    done = target / "pretrain.json"
+    if done.is_file():
+        rec = json.loads(done.read_text())
+        if rec.get("data", {}).get("fingerprint") == fingerprint(texts) and \
+                rec.get("source_backbone", {}).get("name") == source and rec.get("options") == pc.to_dict():
+            if not as_json:
+                _out(f"pretrained backbone reused: {target} (same backbone, unlabeled texts and options)")
+            return target.resolve()
+    if target.exists():
+        shutil.rmtree(target)  # (ours: an earlier --pretrain of other texts or options)
+    rec = pretrain(texts, target, source, pc, progress=not as_json)
+    if not as_json:
+        r = rec["run"]
+        _out(f"pretrained {source} on {len(texts)} unlabeled texts: {r['steps']} steps in {r['seconds']:.0f} s; "
+             f"{rec['guard'].get('verdict', '')}")
+    return target.resolve()
 
 
 def _generated_signature() -> inspect.Signature:
