@@ -137,6 +137,10 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=None)
     ap.add_argument("--arms", default=None, help="which arms to run (names, comma-separated; default: all, tfidf "
                     "included)")
+    ap.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a pretrain option for the pretraining runs (fmadapt pretrain --set), repeatable")
+    ap.add_argument("--variant", default="", help="a name for this run's pretraining setting: the pretrained "
+                    "backbones get their own folders and the rows' methods end with [VARIANT]")
     ap.add_argument("--work", default="/tmp/ptbench")
     add_csv_argument(ap, "pretrain")
     args = ap.parse_args()
@@ -149,12 +153,13 @@ def main() -> None:
         (work / "pool.csv").exists() or pool.to_csv(work / "pool.csv", index=False)
         backbones = {}
         for run_name, (method, extend) in spec["pretrain"].items():
-            backbones[run_name] = work / f"pretrained-{run_name}"
+            backbones[run_name] = work / f"pretrained-{run_name}{'-' + args.variant if args.variant else ''}"
             if (backbones[run_name] / "pretrain.json").is_file():
                 continue
             cmd = [sys.executable, "-m", "fmadapt", "pretrain", str(unlabeled), "--out", str(backbones[run_name]),
                    "--method", method, "--epochs", str(args.pretrain_epochs), "--labeled", str(work / "pool.csv"),
                    "--json", *(["--extend-vocab"] if extend else []),
+                   *[a for kv in args.pretrain_set for a in ("--set", kv)],
                    *(["--time-budget", args.time_budget] if args.time_budget else [])]
             done, process_seconds, _ = measured_process(cmd)
             if done.returncode != 0:
@@ -162,7 +167,8 @@ def main() -> None:
             rec = json.loads((backbones[run_name] / "pretrain.json").read_text())
             r, g = rec["run"], rec["guard"]
             row = {"dataset": name, "labels": 0, "seed": 0, "method": f"pretrain ({method}"
-                   + (", extend-vocab)" if extend else ")"), "options": json.dumps(rec["options"]),
+                   + (", extend-vocab)" if extend else ")") + (f" [{args.variant}]" if args.variant else ""),
+                   "options": json.dumps(rec["options"]),
                    "fit_seconds": r["seconds"], "process_seconds": round(process_seconds, 1),
                    "notes": json.dumps({"texts": rec["data"]["trained_on"], "steps": r["steps"],
                                         "epochs_done": r["epochs_done"], "loss": [r["loss_first"], r["loss_last"]],
@@ -189,7 +195,8 @@ def main() -> None:
                         bb = str(backbones[uses]) if uses else "minilm-l6"
                         pred, secs, notes = finetune(train_csv, test, bb, {**options, "seed": seed})
                     acc, f1 = score(list(test["label"]), pred)
-                    row = {"dataset": name, "labels": len(train), "seed": seed, "method": method,
+                    tag = f" [{args.variant}]" if args.variant and uses else ""
+                    row = {"dataset": name, "labels": len(train), "seed": seed, "method": method + tag,
                            "options": json.dumps(options or {"analyzer": spec["tfidf"], "ngram_range": [1, 2],
                                                              "C": 1.0}),
                            "accuracy": acc, "macro_f1": f1, "fit_seconds": round(secs, 1), "n_test": len(test),

@@ -167,3 +167,24 @@ def test_fit_pretrain_continues_the_backbone_on_unlabeled_texts_first_and_reuses
     assert "self_training" not in json.dumps(model.history_)  # (the texts served pretraining only)
     again = runner.invoke(app, [*base, "--pretrain", "--out", str(tmp_path / "m")])
     assert again.exit_code == 0 and "pretrained backbone reused" in again.output
+
+
+def test_new_tokens_mode_teaches_the_added_rows_and_leaves_everything_else_exactly_as_it_was(tmp_path):
+    from safetensors.torch import load_file
+
+    from fmadapt.backbones.registry import create_backbone
+
+    texts = _texts()
+    with pytest.raises(ConfigError, match="trains the tokens --extend-vocab adds"):
+        PretrainConfig(trainable="new-tokens")
+    rec = pretrain(texts, tmp_path / "bb", "tiny-bert", {"epochs": 2, "batch_size": 8, "extend_vocab": True,
+                                                         "trainable": "new-tokens"}, progress=False)
+    added = rec["vocabulary"]["added_tokens"]
+    before = create_backbone("tiny-bert").model.state_dict()
+    after = load_file(str(tmp_path / "bb" / "model.safetensors"))
+    key = next(k for k in after if k.endswith("word_embeddings.weight"))
+    old = before[key].shape[0]
+    assert after[key].shape[0] == old + added and torch.equal(after[key][:old], before[key])
+    new_rows = after[key][old:]
+    assert not torch.allclose(new_rows, new_rows.mean(0).expand_as(new_rows))  # (they all started at the mean)
+    assert all(torch.equal(after[k], before[k]) for k in after if k != key and k in before)

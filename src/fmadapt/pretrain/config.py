@@ -44,6 +44,10 @@ class PretrainConfig:
     #: also add CJK words of 2..N characters (N >= 2), seen >= extend_vocab_word_min_count times
     extend_vocab_ngram: int = 1
     extend_vocab_word_min_count: int = 5
+    #: what trains: "all" (the encoder and its embeddings) or "new-tokens" (only the embeddings of the tokens
+    #: extend_vocab added, and mlm's head: the encoder and every pretrained embedding stay exactly as they were, so
+    #: the new tokens learn to mean something in the encoder's own space)
+    trainable: str = "all"
     #: the added tokens' embeddings take steps this many times larger than the rest (they start at the mean of
     #: the pretrained rows; fine-tuning's new_token_lr default is the same 20 x)
     new_token_lr_scale: float = 20.0
@@ -72,6 +76,9 @@ class PretrainConfig:
              "extend_vocab_min_count and extend_vocab_word_min_count must be >= 1"),
             (self.extend_vocab_ngram >= 1, "extend_vocab_ngram must be >= 1"),
             (self.new_token_lr_scale > 0, "new_token_lr_scale must be > 0"),
+            (self.trainable in ("all", "new-tokens"), f"trainable must be all or new-tokens, got {self.trainable!r}"),
+            (self.trainable == "all" or (self.extend_vocab and self.method == "mlm"),
+             "trainable=new-tokens trains the tokens --extend-vocab adds, with mlm"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -112,16 +112,25 @@ def train_text(backbone: Any, texts: list[str], pc: PretrainConfig,
             logits = a @ b.T / pc.temperature
             return nn.functional.cross_entropy(logits, torch.arange(len(chunk)))
 
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    plain = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    emb = backbone.model.get_input_embeddings().weight
+    added = len(backbone.cfg.extra.get("added_tokens", []))
+    first = emb.shape[0] - added  # rows of the tokens extend_vocab added: they start at the mean
+    hook = None
+    if pc.trainable == "new-tokens":  # the encoder frozen; of the embeddings, the new rows only
+        for param in backbone.model.parameters():
+            param.requires_grad_(False)
+        emb.requires_grad_(True)
+        hook = emb.register_hook(lambda g: torch.cat([torch.zeros_like(g[:first]), g[first:]]))
+    # (no weight decay on the embeddings in new-tokens mode: it would shrink the pretrained rows it must not touch)
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2
+             and not (hook is not None and p is emb)]
+    plain = [p for n, p in model.named_parameters() if p.requires_grad and (p.ndim < 2 or (hook is not None
+                                                                                          and p is emb))]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": pc.weight_decay},
                              {"params": plain, "weight_decay": 0.0}], lr=pc.peak_lr)
     total, warm = len(batches), max(1, int(pc.warmup * len(batches)))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
-    emb = backbone.model.get_input_embeddings().weight
-    added = len(backbone.cfg.extra.get("added_tokens", []))
-    first = emb.shape[0] - added  # rows of the tokens extend_vocab added: they start at the mean
     budget = pc.budget_seconds()
     every = max(1, total // 50)
     curve: list[list[float]] = []
@@ -154,6 +163,10 @@ def train_text(backbone: Any, texts: list[str], pc: PretrainConfig,
     finally:
         model.eval()
         backbone.model.eval()
+        for param in backbone.model.parameters():
+            param.requires_grad_(True)
+        if hook is not None:
+            hook.remove()
     if window:
         curve.append([steps, round(sum(window) / len(window), 4)])
     if not curve or not all(math.isfinite(v) for _, v in curve):
