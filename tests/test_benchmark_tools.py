@@ -195,6 +195,10 @@ CLAIMS = [
      {"commit": "b33f016", "dataset": "thucnews", "labels": "10000", "method": "finetune"}, "accuracy"),
     ("pretrain.md", "scores 0.7455", "pretrain",
      {"commit": "b33f016", "dataset": "thucnews", "labels": "1000", "method": "tfidf"}, "accuracy"),
+    ("pretrain.md", "fine-tuning 0.6652", "pretrain",
+     {"commit": "1ac7085", "labels": "1000", "method": "pretrained+finetune [newtok15k]"}, "accuracy"),
+    ("pretrain.md", "against 0.5959", "pretrain",
+     {"commit": "1ac7085", "labels": "1000", "method": "pretrained+finetune [all15k]"}, "accuracy"),
     ("pretrain.md", "and 0.8424", "pretrain",
      {"commit": "b33f016", "dataset": "thucnews", "labels": "10000", "method": "tfidf"}, "accuracy"),
 ]
