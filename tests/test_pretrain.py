@@ -162,6 +162,7 @@ def test_fit_pretrain_continues_the_backbone_on_unlabeled_texts_first_and_reuses
     backbone = tmp_path / "m" / "pretrained-backbone"
     record = json.loads((backbone / "pretrain.json").read_text())
     assert record["source_backbone"]["name"] == "tiny-bert" and record["data"]["texts"] == 40
+    assert record["data"]["source"] == str(tmp_path / "u.txt")  # (where the unlabeled texts came from)
     model = load_model(tmp_path / "m")
     assert model.config_.backbone == str(backbone.resolve()) and len(model.predict(["a text"])) == 1
     assert "self_training" not in json.dumps(model.history_)  # (the texts served pretraining only)

@@ -234,22 +234,21 @@ def _pretrained(out: Path, kind: str, unlabeled: str | None, text: str | None, o
     source = str(opts.get("backbone") or TextClassifier.default_backbone)
     pc = PretrainConfig(extend_vocab=bool(opts.get("extend_vocab")), time_budget=budget)  # (checked first)
     target = out / "pretrained-backbone"
-    texts, _ = read_texts(unlabeled, text)
     done = target / "pretrain.json"
-    if done.is_file():
+    if done.is_file():  # (the texts are read here only to compare them with those it was pretrained on)
         rec = json.loads(done.read_text())
-        if rec.get("data", {}).get("fingerprint") == fingerprint(texts) and \
-                rec.get("source_backbone", {}).get("name") == source and rec.get("options") == pc.to_dict():
+        if rec.get("source_backbone", {}).get("name") == source and rec.get("options") == pc.to_dict() and \
+                rec.get("data", {}).get("fingerprint") == fingerprint(read_texts(unlabeled, text)[0]):
             if not as_json:
                 _out(f"pretrained backbone reused: {target} (same backbone, unlabeled texts and options)")
             return target.resolve()
     if target.exists():
         shutil.rmtree(target)  # (ours: an earlier --pretrain of other texts or options)
-    rec = pretrain(texts, target, source, pc, progress=not as_json)
+    rec = pretrain(unlabeled, target, source, pc, text=text, progress=not as_json)  # (it records where U came from)
     if not as_json:
         r = rec["run"]
-        _out(f"pretrained {source} on {len(texts)} unlabeled texts: {r['steps']} steps in {r['seconds']:.0f} s; "
-             f"{rec['guard'].get('verdict', '')}")
+        _out(f"pretrained {source} on {rec['data']['texts']} unlabeled texts: {r['steps']} steps in "
+             f"{r['seconds']:.0f} s; {rec['guard'].get('verdict', '')}")
     return target.resolve()
 
 
