@@ -1,8 +1,8 @@
 """Continued pretraining (issue 26): fine-tuning with and without `fmadapt pretrain` first, against the character
 TF-IDF + logistic regression script, in the same run.
 
-    python benchmarks/pretrain.py [--datasets thucnews,sst2] [--labels N,...] [--seeds 0] [--pretrain-epochs 1]
-                                  [--time-budget T] [--test N] [--work /tmp/ptbench] [--csv PATH]
+    python benchmarks/pretrain.py [--datasets thucnews,sst2,fashion_mnist] [--labels N,...] [--seeds 0]
+                                  [--pretrain-epochs 1] [--time-budget T] [--test N] [--work /tmp/ptbench] [--csv PATH]
 
 THUCNews titles (Chinese headlines, 10 classes): the labeled pool is dev.txt (10,000 titles), the test set test.txt
 (all 10,000 unless --test). Unlabeled texts: zh_unlabeled/weibo.txt (52,044 Weibo sentences) and the 10,000 dev
@@ -17,6 +17,10 @@ SST-2 (English movie-review phrases, 2 classes; --labels default 100, seeds 0,1,
 deduplicated, the test set test.tsv; unlabeled: 20,000 pool sentences (seeded sample; their labels unused). Two
 pretraining runs, `mlm` and `simcse`; per seed: tfidf (word 1-2 grams), the probe on minilm-l6 and on the simcse
 backbone, finetune (`TextClassifier(strategy="finetune")`, defaults) on minilm-l6 and on the mlm backbone.
+Fashion-MNIST (--datasets fashion_mnist; --labels default 1000): the 60,000 training images written once as PNG
+files are the pool and, without their labels, the unlabeled folder; the test set the 10,000 t10k images. One
+`fmadapt pretrain` run (SimCLR on efficientnet_lite0 at 64 px, the side benchmarks/core.py uses for these 28 px
+images); per seed: the probe on efficientnet_lite0 and on the pretrained backbone, both at 64 px.
 Rows in results/pretrain.csv: dataset, labels, seed, method, test accuracy, macro-F1, fit seconds; the pretraining
 run's row has its steps, seconds and its guard's quick probe before/after.
 """
@@ -73,6 +77,32 @@ def load_sst2(work: Path, n_test: int | None) -> tuple:
     return pool, test, unlabeled
 
 
+def load_fmnist(work: Path, n_test: int | None) -> tuple:
+    """The 60,000 training images written once as PNG files (work/png/train/<i>.png): the pool (a table of paths and
+    labels) and, without their labels, the unlabeled folder; the test set the 10,000 t10k images (or a stratified
+    --test sample)."""
+    import pandas as pd
+    from core import FMNIST_CLASSES, _idx
+    from PIL import Image
+
+    tables = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x = _idx(DATA / "fashion_mnist" / f"{prefix}-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
+        y = _idx(DATA / "fashion_mnist" / f"{prefix}-labels-idx1-ubyte.gz", 8)
+        folder = work / "png" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [folder / f"{i}.png" for i in range(len(y))]
+        if not all(f.is_file() for f in paths[-10:]):
+            for i, f in enumerate(paths):
+                Image.fromarray(x[i], mode="L").save(f)
+        tables[split] = pd.DataFrame({"path": [str(f) for f in paths], "label": [FMNIST_CLASSES[int(v)] for v in y]})
+    pool, test = tables["train"], tables["test"]
+    if n_test is not None and n_test < len(test):
+        test = stratified(test, n_test, 0)
+    pool.to_csv(work / "pool.csv", index=False)
+    return pool, test, work / "png" / "train"
+
+
 def stratified(pool, n: int, seed: int):
     from sklearn.model_selection import train_test_split
 
@@ -93,16 +123,21 @@ def tfidf(train, test, analyzer: str = "char") -> tuple[list[str], float]:
 
 
 def finetune(train_csv: Path, test, backbone: str, options: dict) -> tuple[list[str], float, dict]:
-    from fmadapt import TextClassifier
+    """Fit on the table `train_csv` (texts, or image paths) and predict `test`'s inputs."""
+    from fmadapt import ImageClassifier, TextClassifier
 
+    images = "path" in test.columns
     t0 = time.perf_counter()
-    clf = TextClassifier(backbone=backbone, progress=False, **options).fit(str(train_csv))
+    clf = (ImageClassifier if images else TextClassifier)(backbone=backbone, progress=False, **options)
+    clf.fit(str(train_csv))
     seconds = time.perf_counter() - t0
     h = clf.history_
     vocab = clf.data_summary_.get("vocabulary") or {}
     info = {"best_epoch": h.get("best_epoch"), "epochs_run": h.get("epochs_run"),
             "added_tokens": vocab.get("added_tokens"), "unk_rate": vocab.get("unk_rate")}
-    return [str(p) for p in clf.predict(list(test["text"]))], seconds, info
+    if "C" in h:
+        info["C"] = h["C"]
+    return [str(p) for p in clf.predict(list(test["path" if images else "text"]))], seconds, info
 
 
 def score(y: list[str], pred: list[str]) -> tuple[float, float]:
@@ -114,6 +149,8 @@ def score(y: list[str], pred: list[str]) -> tuple[float, float]:
 #: per dataset: loader, label budgets, pretraining runs {name: (method, extend_vocab)}, and the arms (method name,
 #: strategy options, the pretraining run whose backbone it uses or None)
 FINETUNE_ZH = {"strategy": "finetune", "extend_vocab": True, "epochs": 4, "lr": 1e-4}
+#: Fashion-MNIST's image side, pretraining and probe alike (benchmarks/core.py's: 28 px images upscaled to 64)
+FMNIST_SIZE = 64
 SETS = {
     "thucnews": {"load": load_thucnews, "labels": "1000,10000", "seeds": "0", "tfidf": "char",
                  "pretrain": {"mlm": ("mlm", True)},
@@ -124,6 +161,11 @@ SETS = {
              "arms": [("probe", {"strategy": "probe"}, None), ("simcse+probe", {"strategy": "probe"}, "simcse"),
                       ("finetune", {"strategy": "finetune"}, None),
                       ("mlm+finetune", {"strategy": "finetune"}, "mlm")]},
+    "fashion_mnist": {"load": load_fmnist, "labels": "1000", "seeds": "0", "tfidf": None, "backbone":
+                      "efficientnet_lite0", "pretrain_args": ["--set", f"image_size={FMNIST_SIZE}"],
+                      "pretrain": {"simclr": ("simclr", False)},
+                      "arms": [("probe", {"strategy": "probe", "image_size": FMNIST_SIZE}, None),
+                               ("simclr+probe", {"strategy": "probe", "image_size": FMNIST_SIZE}, "simclr")]},
 }
 
 
@@ -158,7 +200,8 @@ def main() -> None:
                 continue
             cmd = [sys.executable, "-m", "fmadapt", "pretrain", str(unlabeled), "--out", str(backbones[run_name]),
                    "--method", method, "--epochs", str(args.pretrain_epochs), "--labeled", str(work / "pool.csv"),
-                   "--json", *(["--extend-vocab"] if extend else []),
+                   "--json", *(["--extend-vocab"] if extend else []), *spec.get("pretrain_args", []),
+                   "--backbone", spec.get("backbone", "minilm-l6"),
                    *[a for kv in args.pretrain_set for a in ("--set", kv)],
                    *(["--time-budget", args.time_budget] if args.time_budget else [])]
             done, process_seconds, _ = measured_process(cmd)
@@ -170,7 +213,7 @@ def main() -> None:
                    + (", extend-vocab)" if extend else ")") + (f" [{args.variant}]" if args.variant else ""),
                    "options": json.dumps(rec["options"]),
                    "fit_seconds": r["seconds"], "process_seconds": round(process_seconds, 1),
-                   "notes": json.dumps({"texts": rec["data"]["trained_on"], "steps": r["steps"],
+                   "notes": json.dumps({"inputs": rec["data"]["trained_on"], "steps": r["steps"],
                                         "epochs_done": r["epochs_done"], "loss": [r["loss_first"], r["loss_last"]],
                                         "added_tokens": rec["vocabulary"].get("added_tokens"),
                                         "unk_rate": [rec["vocabulary"].get("unk_rate"),
@@ -185,14 +228,14 @@ def main() -> None:
                 train = stratified(pool, n, seed)
                 train_csv = work / f"train_{n}_{seed}.csv"
                 train.to_csv(train_csv, index=False)
-                arms = [a for a in [("tfidf", None, None), *spec["arms"]]
+                arms = [a for a in [*([("tfidf", None, None)] if spec["tfidf"] else []), *spec["arms"]]
                         if args.arms is None or a[0] in args.arms.split(",")]
                 for method, options, uses in arms:
                     notes: dict = {}
                     if options is None:
                         pred, secs = tfidf(train, test, spec["tfidf"])
                     else:
-                        bb = str(backbones[uses]) if uses else "minilm-l6"
+                        bb = str(backbones[uses]) if uses else spec.get("backbone", "minilm-l6")
                         pred, secs, notes = finetune(train_csv, test, bb, {**options, "seed": seed})
                     acc, f1 = score(list(test["label"]), pred)
                     tag = f" [{args.variant}]" if args.variant and uses else ""

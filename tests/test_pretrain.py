@@ -115,10 +115,14 @@ def test_what_pretrain_refuses_it_refuses_before_training(tmp_path):
                        ({"lr": "fast"}, "pretrain option lr")]:
         with pytest.raises(ConfigError, match=words):
             PretrainConfig.from_dict(bad)
-    assert assignments(["lr=5e-5", "max_texts=none", "extend_vocab=true"]) == {
-        "lr": 5e-5, "max_texts": None, "extend_vocab": True}
-    with pytest.raises(ConfigError, match="images .SimCLR. are not built yet"):
-        pretrain(_texts(), tmp_path / "img", "tiny-cnn", progress=False)
+    assert assignments(["lr=5e-5", "max_inputs=none", "extend_vocab=true"]) == {
+        "lr": 5e-5, "max_inputs": None, "extend_vocab": True}
+    with pytest.raises(ConfigError, match="method 'mlm' does not apply to an image backbone .one of simclr."):
+        pretrain(_texts(), tmp_path / "img", "tiny-cnn", {"method": "mlm"}, progress=False)
+    with pytest.raises(ConfigError, match="method 'simclr' does not apply to a text backbone"):
+        pretrain(_texts(), tmp_path / "txt", "tiny-bert", {"method": "simclr"}, progress=False)
+    with pytest.raises(DataError, match="0 readable image.s.: pretraining needs unlabeled images .60 unreadable"):
+        pretrain(_texts(), tmp_path / "img", "tiny-cnn", progress=False)  # (texts given to an image backbone)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(ConfigError, match="not empty"):

@@ -204,7 +204,7 @@ def dataclass_from_dict(cls: type, d: dict[str, Any] | None, where: str) -> Any:
 
 
 def dataclass_assignments(cls: type, items: list[str], where: str, lists: tuple[str, ...] = ()) -> dict[str, Any]:
-    """["lr=0.05", "max_texts=none", ...] -> each value of its option's type in `cls` (coerce, as `fmadapt fit
+    """["lr=0.05", "max_inputs=none", ...] -> each value of its option's type in `cls` (coerce, as `fmadapt fit
     --set`); the options in `lists` are ;-separated lists; unknown keys are kept as text (from_dict names them)."""
     known = {f.name for f in dataclasses.fields(cls)}
     out: dict[str, Any] = {}

@@ -156,25 +156,40 @@ def _from_directory(path: Path, pretrained: bool) -> Backbone:
         if not isinstance(arch, str) or not timm.is_model(arch):
             raise ConfigError(f"{cfg_file}: architecture {str(arch)[:80]!r} is not a timm model name "
                               "(`timm.list_models()` lists them)")
+        from .packaged import file_sha256
+
         weights = path / "model.safetensors"
         weights = weights if weights.is_file() else None
-        kw = {"pretrained_cfg_overlay": {"file": str(weights)}} if weights and pretrained else {}
+        # the folder's own preprocessing (timm's hub config: input size, mean, std, crop, interpolation)
+        own = {k: v for k, v in (cfg.get("pretrained_cfg") or {}).items() if k in _TIMM_PREPROCESSING}
+        kw = {"pretrained_cfg_overlay": {"file": str(weights), **own}} if weights and pretrained else {}
         bb = timm_backbone(arch, pretrained=bool(weights) and pretrained, name=str(path), **kw)
         bb.cfg.source = f"dir:{path}"
+        # a checksum of the weights makes the folder identifiable: its features are cached like a packaged model's
+        bb.cfg.sha256 = file_sha256(weights) if weights and pretrained else ""
+        _measured_lr(path, bb)
         return bb
     if "model_type" in cfg:
         from .packaged import file_sha256
         from .text import hf_text_backbone
 
-        # a checksum of the weights makes the folder identifiable: its features are cached like a packaged model's
         st = path / "model.safetensors"
         text = hf_text_backbone(str(path), name=str(path), pretrained=pretrained, source=f"dir:{path}",
                                 sha256=file_sha256(st) if pretrained and st.is_file() else "")
-        made = _read_json(path / "pretrain.json") if (path / "pretrain.json").is_file() else None
-        if isinstance(made, dict) and isinstance(made.get("finetune_lr"), float) and 0 < made["finetune_lr"] < 1:
-            text.cfg.finetune_lr = made["finetune_lr"]  # (`fmadapt pretrain` of a backbone with a measured rate)
+        _measured_lr(path, text)
         return text
     raise ConfigError(f"{cfg_file}: neither a timm ('architecture') nor a transformers ('model_type') config")
+
+
+#: what a timm folder's config.json `pretrained_cfg` may set of its preprocessing
+_TIMM_PREPROCESSING = ("input_size", "mean", "std", "crop_pct", "interpolation", "license")
+
+
+def _measured_lr(path: Path, bb: Backbone) -> None:
+    """A folder `fmadapt pretrain` wrote keeps the fine-tuning rate measured for its source backbone."""
+    made = _read_json(path / "pretrain.json") if (path / "pretrain.json").is_file() else None
+    if isinstance(made, dict) and isinstance(made.get("finetune_lr"), float) and 0 < made["finetune_lr"] < 1:
+        bb.cfg.finetune_lr = made["finetune_lr"]
 
 
 @register_backbone("efficientnet_lite0", "image",

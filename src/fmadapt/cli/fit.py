@@ -49,13 +49,14 @@ def fit(
         "labels them, and a second model trains on the confident ones too (--pseudo-threshold, --pseudo-max); "
         "kept if better on validation.")] = None,
     pretrain: Annotated[bool, typer.Option(
-        "--pretrain", help="Texts: first continue pretraining the backbone on --unlabeled (as `fmadapt pretrain`: "
-        "masked-LM, adding unknown pieces as tokens when --extend-vocab is given), then fit on it; the unlabeled "
-        "texts serve pretraining only, not self-training. The backbone is written to OUT/pretrained-backbone "
-        "(the model needs it there) and reused by a later fit with the same unlabeled texts.")] = False,
+        "--pretrain", help="First continue pretraining the backbone on --unlabeled (as `fmadapt pretrain`: texts "
+        "masked-LM, adding unknown pieces as tokens when --extend-vocab is given; images SimCLR at --image-size), "
+        "then fit on it; the unlabeled inputs serve pretraining only, not self-training. The backbone is written to "
+        "OUT/pretrained-backbone (the model needs it there) and reused by a later fit with the same unlabeled "
+        "inputs.")] = False,
     pretrain_budget: Annotated[str | None, typer.Option(
         "--pretrain-budget", help="With --pretrain: stop pretraining after this long (30m, 1h); default one epoch "
-        "over the unlabeled texts.")] = None,
+        "over the unlabeled inputs.")] = None,
     no_header: Annotated[bool, typer.Option("--no-header", help="The table has no header row.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     set_: Annotated[list[str] | None, typer.Option(
@@ -218,36 +219,39 @@ def _option_parameter(f: dataclasses.Field) -> inspect.Parameter:
 
 def _pretrained(out: Path, kind: str, unlabeled: str | None, text: str | None, opts: dict[str, Any],
                 budget: str | None, as_json: bool) -> Path:
-    """--pretrain: OUT/pretrained-backbone, continued on `unlabeled` from the backbone the options name (the text
-    default otherwise); one already there from the same backbone and texts is reused."""
+    """--pretrain: OUT/pretrained-backbone, continued on `unlabeled` from the backbone the options name (the
+    modality's default otherwise); one already there from the same backbone, inputs and options is reused."""
     import shutil
 
-    from ..estimators import TextClassifier
-    from ..pretrain import fingerprint, pretrain, read_texts
+    from ..estimators import ImageClassifier, TextClassifier
+    from ..pretrain import fingerprint, pretrain, read_images, read_texts
     from ..pretrain.config import PretrainConfig
 
-    if kind != "text":
-        raise ConfigError("--pretrain continues text backbones so far (images: not built yet)")
+    if kind not in ("text", "image"):
+        raise ConfigError(f"--pretrain continues text and image backbones ({kind}: not built)")
     if unlabeled is None:
-        raise ConfigError("--pretrain continues pretraining on unlabeled texts: give --unlabeled TEXTS (a .txt file, "
-                          "one text per line, or a table)")
-    source = str(opts.get("backbone") or TextClassifier.default_backbone)
-    pc = PretrainConfig(extend_vocab=bool(opts.get("extend_vocab")), time_budget=budget)  # (checked first)
+        raise ConfigError("--pretrain continues pretraining on unlabeled inputs: give --unlabeled (texts: a .txt "
+                          "file, one text per line, or a table; images: a folder)")
+    source = str(opts.get("backbone") or (TextClassifier if kind == "text" else ImageClassifier).default_backbone)
+    pc = PretrainConfig(extend_vocab=bool(opts.get("extend_vocab")), time_budget=budget,
+                        image_size=opts.get("image_size")).resolved(kind)  # (checked first)
     target = out / "pretrained-backbone"
     done = target / "pretrain.json"
-    if done.is_file():  # (the texts are read here only to compare them with those it was pretrained on)
+    if done.is_file():  # (the inputs are read here only to compare them with those it was pretrained on)
         rec = json.loads(done.read_text())
+        inputs = read_texts(unlabeled, text)[0] if kind == "text" else read_images(unlabeled)[0]
         if rec.get("source_backbone", {}).get("name") == source and rec.get("options") == pc.to_dict() and \
-                rec.get("data", {}).get("fingerprint") == fingerprint(read_texts(unlabeled, text)[0]):
+                rec.get("data", {}).get("fingerprint") == fingerprint(inputs, kind):
             if not as_json:
-                _out(f"pretrained backbone reused: {target} (same backbone, unlabeled texts and options)")
+                _out(f"pretrained backbone reused: {target} (same backbone, unlabeled inputs and options)")
             return target.resolve()
     if target.exists():
         shutil.rmtree(target)  # (ours: an earlier --pretrain of other texts or options)
     rec = pretrain(unlabeled, target, source, pc, text=text, progress=not as_json)  # (it records where U came from)
     if not as_json:
         r = rec["run"]
-        _out(f"pretrained {source} on {rec['data']['texts']} unlabeled texts: {r['steps']} steps in "
+        _out(f"pretrained {source} on {rec['data']['inputs']} unlabeled {'texts' if kind == 'text' else 'images'}: "
+             f"{r['steps']} steps in "
              f"{r['seconds']:.0f} s; {rec['guard'].get('verdict', '')}")
     return target.resolve()
 

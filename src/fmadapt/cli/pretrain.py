@@ -15,13 +15,15 @@ from .app import _JSON, _out, _run, app
 @app.command()
 def pretrain(
     unlabeled: Annotated[str, typer.Argument(
-        help="Unlabeled texts: a .txt file (one text per line) or a CSV/TSV/JSONL/Parquet table.")],
+        help="Unlabeled inputs. Texts: a .txt file (one text per line) or a CSV/TSV/JSONL/Parquet table; images: a "
+        "folder (every image under it, any depth) or a table with a path column.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Backbone directory to write (new or empty).")],
     backbone: Annotated[str, typer.Option("--backbone", help="The backbone to continue (name or directory).")
                         ] = "minilm-l6",
-    method: Annotated[str, typer.Option(
-        "--method", help="mlm (masked-language modelling: what teaches new tokens their meaning) | simcse "
-        "(unsupervised SimCSE: sentence embeddings).")] = "mlm",
+    method: Annotated[str | None, typer.Option(
+        "--method", help="Texts: mlm (masked-language modelling: what teaches new tokens their meaning; the default) "
+        "| simcse (unsupervised SimCSE: sentence embeddings). Images: simclr (contrastive, two augmented views of "
+        "each image; the default).")] = None,
     time_budget: Annotated[str | None, typer.Option(
         "--time-budget", help="Stop training after this long (30m, 90s, 1h); default: the epochs in full.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the unlabeled texts.")] = 1,
@@ -30,17 +32,19 @@ def pretrain(
         "to be learnt here.")] = False,
     text: Annotated[str | None, typer.Option("--text", help="Text column (tables).")] = None,
     labeled: Annotated[str | None, typer.Option(
-        "--labeled", help="Labeled table for the before/after quick probe (else held-out unlabeled texts' "
-        "alignment and uniformity).")] = None,
+        "--labeled", help="Labeled data for the before/after quick probe (a table of texts; images: a class folder "
+        "or a table), else held-out unlabeled inputs' alignment and uniformity.")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Label column of --labeled.")] = None,
     labeled_text: Annotated[str | None, typer.Option("--labeled-text", help="Text column of --labeled.")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Any other pretrain option as KEY=VALUE (batch_size, lr, max_tokens, mask_prob, temperature, "
-        "max_texts, warmup, extend_vocab_ngram, seed, ...); repeatable.")] = None,
+        "--set", help="Any other pretrain option as KEY=VALUE (batch_size, lr, max_inputs, warmup, temperature, "
+        "seed; texts: max_tokens, mask_prob, extend_vocab_ngram, trainable; images: image_size, crop_scale; ...); "
+        "repeatable.")] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
-    """Continue pretraining BACKBONE on unlabeled texts (self-supervised: no labels) and write it as a backbone
-    directory that --backbone takes everywhere. A quick check before and after says whether it got better."""
+    """Continue pretraining BACKBONE on unlabeled texts or images (self-supervised: no labels) and write it as a
+    backbone directory that --backbone takes everywhere. A quick check before and after says whether it got
+    better."""
 
     def go() -> None:
         from ..pretrain.config import PretrainConfig, assignments
@@ -62,7 +66,8 @@ def pretrain(
                              "run": {k: v for k, v in record["run"].items() if k != "curve"}}, ensure_ascii=False))
             return
         r, g = record["run"], record["guard"]
-        _out(f"{record['method']} on {record['data']['trained_on']} texts: {r['steps']} steps "
+        what = "texts" if record["modality"] == "text" else "images"
+        _out(f"{record['method']} on {record['data']['trained_on']} {what}: {r['steps']} steps "
              f"({r['epochs_done']} epochs{', stopped by the time budget' if r['stopped_by_time_budget'] else ''}) "
              f"in {r['seconds']:.0f} s; loss {r['loss_first']} -> {r['loss_last']}")
         if g.get("verdict"):

@@ -1,6 +1,7 @@
-"""`fmadapt pretrain`: continued self-supervised pretraining of a backbone on the user's unlabeled data, written as a
-backbone directory that `--backbone DIR` takes everywhere (safetensors + config + tokenizer, with the source
-backbone's checksum and the data's fingerprint in pretrain.json), checked before and after (guard.py)."""
+"""`fmadapt pretrain`: continued self-supervised pretraining of a backbone on the user's unlabeled data (texts:
+text.py; images: image.py), written as a backbone directory that `--backbone DIR` takes everywhere (safetensors +
+config (+ tokenizer), with the source backbone's checksum and the data's fingerprint in pretrain.json), checked
+before and after (guard.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from typing import Any
 from ..errors import ConfigError, DataError
 from .config import PretrainConfig
 
-#: unlabeled texts held out of pretraining for the guard's proxies (at most; a tenth of the texts when fewer)
-GUARD_TEXTS = 500
+#: unlabeled inputs held out of pretraining for the guard's proxies (at most; a tenth of the inputs when fewer)
+GUARD_INPUTS = 500
 
 
 def read_texts(data: str | os.PathLike[str] | list[str], text: str | None = None, encoding: str = "auto"
@@ -46,44 +47,76 @@ def read_texts(data: str | os.PathLike[str] | list[str], text: str | None = None
     return texts, {"source": source, "read": len(raw), "empty": len(raw) - len(texts)}
 
 
-def fingerprint(texts: list[str]) -> str:
-    """sha256 of the texts, in order (what pretrain.json records of the data)."""
+def fingerprint(inputs: list[str], modality: str = "text") -> str:
+    """sha256 of the texts, in order, or of the images' paths, sizes and modification times (what pretrain.json
+    records of the data)."""
     h = hashlib.sha256()
-    for t in texts:
+    for t in inputs:
+        if modality != "text":
+            st = os.stat(t)
+            t = f"{t}\t{st.st_size}\t{st.st_mtime_ns}"
         h.update(t.encode("utf-8", "replace") + b"\n")
     return h.hexdigest()
+
+
+def read_images(data: str | os.PathLike[str] | list[str]) -> tuple[list[str], dict[str, Any]]:
+    """The unlabeled images of `data`: a folder (every image under it, any depth: class folders are simply
+    folders), a table with a path column, or a list of paths; unreadable files are left out and counted.
+    Returns (paths, {"source", "read", "skipped"})."""
+    from ..config import FitConfig
+    from ..data.readers import read_unlabeled
+
+    if not isinstance(data, list) and not Path(data).exists():
+        raise DataError(f"{data}: no such file or directory (pretrain reads a folder of images or a table of paths)")
+    ex = read_unlabeled("image", data if isinstance(data, list) else str(data), FitConfig())
+    source = "<list>" if isinstance(data, list) else str(data)
+    if len(ex.inputs) < 2:
+        raise DataError(f"{source}: {len(ex.inputs)} readable image(s): pretraining needs unlabeled images "
+                        f"({len(ex.skipped)} unreadable)")
+    return list(ex.inputs), {"source": source, "read": len(ex.inputs) + len(ex.skipped), "skipped": len(ex.skipped),
+                             "skipped_files": [s.to_dict() for s in ex.skipped[:20]]}
 
 
 def pretrain(data: str | os.PathLike[str] | list[str], out: str | os.PathLike[str], backbone: str = "minilm-l6",
              options: PretrainConfig | dict[str, Any] | None = None, text: str | None = None,
              labeled: str | os.PathLike[str] | None = None, label: str | None = None,
              labeled_text: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Continue pretraining `backbone` on the unlabeled texts `data` and write it to `out` (a backbone directory).
-    `labeled` (a table, with `label` / `labeled_text` columns): the guard's quick probe data. Returns the record
-    also written to out/pretrain.json."""
+    """Continue pretraining `backbone` on the unlabeled inputs `data` (texts: a .txt file, a table or a list; images:
+    a folder, a table of paths or a list of paths) and write it to `out` (a backbone directory). `labeled` (texts: a
+    table with `label` / `labeled_text` columns; images: a class folder or a table): the guard's quick probe data.
+    Returns the record also written to out/pretrain.json."""
     pc = options if isinstance(options, PretrainConfig) else PretrainConfig.from_dict(options)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: exists and is not empty; choose a new directory for the pretrained backbone")
     t0 = time.perf_counter()
-    texts, read = read_texts(data, text)
-    if pc.max_texts is not None and len(texts) > pc.max_texts:
-        texts = random.Random(pc.seed).sample(texts, pc.max_texts)
     from ..backbones.registry import create_backbone
     from .guard import proxies, quick_probe, verdict
-    from .text import say, train_text
+    from .text import say
 
     bb = create_backbone(backbone)
-    if bb.cfg.modality != "text" or getattr(bb, "tokenizer", None) is None or not hasattr(bb.model, "config"):
-        raise ConfigError(f"backbone {bb.cfg.name!r} ({bb.cfg.modality}): pretrain continues transformers text "
-                          "encoders so far (mlm, simcse); images (SimCLR) are not built yet")
+    modality = bb.cfg.modality
+    pc = pc.resolved(modality)
+    if modality == "text" and (getattr(bb, "tokenizer", None) is None or not hasattr(bb.model, "config")):
+        raise ConfigError(f"backbone {bb.cfg.name!r}: pretrain continues transformers text encoders (mlm, simcse)")
+    if modality == "image" and "arch" not in bb.cfg.extra:
+        raise ConfigError(f"backbone {bb.cfg.name!r}: pretrain continues timm image backbones (simclr)")
+    inputs, read = read_texts(data, text) if modality == "text" else read_images(data)
+    if pc.max_inputs is not None and len(inputs) > pc.max_inputs:
+        inputs = random.Random(pc.seed).sample(inputs, pc.max_inputs)
+    source_crop = bb.cfg.crop_pct
+    if modality == "image":
+        from ..data.images import default_crop, median_short_side
+
+        size = pc.image_size or bb.cfg.input_size
+        bb.set_image_size(size, float(default_crop(median_short_side(inputs), size, source_crop)["crop_pct"]))
     report = say if progress else None
-    # the guard's held-out texts: never trained on
-    n_guard = min(GUARD_TEXTS, len(texts) // 10)
-    order = list(range(len(texts)))
+    # the guard's held-out inputs: never trained on
+    n_guard = min(GUARD_INPUTS, len(inputs) // 10)
+    order = list(range(len(inputs)))
     random.Random(pc.seed + 1).shuffle(order)
-    held, train = [texts[i] for i in order[:n_guard]], [texts[i] for i in order[n_guard:]]
-    probe_data = _labeled(labeled, label, labeled_text, pc.seed) if labeled is not None else None
+    held, train = [inputs[i] for i in order[:n_guard]], [inputs[i] for i in order[n_guard:]]
+    probe_data = _labeled(modality, labeled, label, labeled_text, pc.seed) if labeled is not None else None
 
     def check() -> dict[str, Any]:
         if probe_data is not None:
@@ -105,29 +138,44 @@ def pretrain(data: str | os.PathLike[str] | list[str], out: str | os.PathLike[st
         if report:
             report(f"vocabulary: {vocab['added_tokens']} tokens added; unknown tokens {unk:.1%} -> "
                    f"{vocab['unk_rate_after']:.1%}")
-    run = train_text(bb, train, pc, report)
+    if modality == "text":
+        from .text import train_text
+
+        run = train_text(bb, train, pc, report)
+    else:
+        from .image import train_image
+
+        run = train_image(bb, train, pc, report)
     after = check()
+    what = "texts" if modality == "text" else "images"
     guard = {"before": before, "after": after, "on": ("a quick probe on " + str(labeled)) if probe_data else
-             f"{len(held)} held-out unlabeled texts"}
+             f"{len(held)} held-out unlabeled {what}"}
     if before and after:
-        guard["verdict"] = verdict(before, after, pc.method)
+        guard["verdict"] = verdict(before, after, str(pc.method), what)
     from .. import __version__
 
-    record = {"fmadapt_version": __version__, "method": pc.method, "options": pc.to_dict(), "source_backbone": source,
-              "data": {**read, "texts": len(texts), "trained_on": len(train), "held_out": len(held),
-                       "fingerprint": fingerprint(texts)},
+    record = {"fmadapt_version": __version__, "method": pc.method, "modality": modality, "options": pc.to_dict(),
+              "source_backbone": source,
+              "data": {**read, what: len(inputs), "inputs": len(inputs), "trained_on": len(train),
+                       "held_out": len(held), "fingerprint": fingerprint(inputs, modality)},
               "vocabulary": vocab, "run": run, "guard": guard, "seconds": round(time.perf_counter() - t0, 1),
               "finetune_lr": bb.cfg.finetune_lr}
-    save_text_backbone(bb, out, record)
+    if modality == "text":
+        save_text_backbone(bb, out, record)
+    else:
+        from .image import save_image_backbone
+
+        save_image_backbone(bb, out, record, source_crop)
     return record
 
 
-def _labeled(path: str | os.PathLike[str], label: str | None, text: str | None, seed: int) -> tuple[Any, ...]:
+def _labeled(modality: str, path: str | os.PathLike[str], label: str | None, text: str | None, seed: int
+             ) -> tuple[Any, ...]:
     from ..config import FitConfig
     from ..data.readers import read_labeled
     from .guard import probe_split
 
-    splits, _ = read_labeled("text", str(path), FitConfig(text_col=text, label_col=label), fitting=True)
+    splits, _ = read_labeled(modality, str(path), FitConfig(text_col=text, label_col=label), fitting=True)
     ex = splits["train"]
     labels = [str(v) for v in ex.labels or []]
     return ex.inputs, labels, probe_split(labels, seed)

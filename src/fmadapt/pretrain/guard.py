@@ -2,10 +2,10 @@
 
 - With labeled data: a quick probe (standardised frozen features + logistic regression, C = 1) on a seeded
   stratified 80/20 split of at most 2,000 labeled examples, before and after: accuracy.
-- Without: Wang & Isola's (2020) proxies on held-out unlabeled texts, which pretraining never saw: alignment (the
-  mean squared distance between a text's normalised embedding and that of the text with 10 % of its words or
-  characters dropped: lower is better) and uniformity (log of the mean Gaussian potential between texts' embeddings:
-  lower is better, spread over the sphere).
+- Without: Wang & Isola's (2020) proxies on held-out unlabeled inputs, which pretraining never saw: alignment (the
+  mean squared distance between an input's normalised embedding and that of the same input perturbed: a text with
+  10 % of its words or characters dropped, an image mirrored; lower is better) and uniformity (log of the mean
+  Gaussian potential between inputs' embeddings: lower is better, spread over the sphere).
 
 A regression is said plainly: the verdict names what got worse. (Masked-LM pretraining changes the encoder towards
 predicting tokens, not towards sentence embeddings: a frozen probe may lose even when fine-tuning afterwards gains,
@@ -20,13 +20,13 @@ import numpy as np
 PROBE_MAX = 2000
 
 
-def _features(backbone: Any, texts: list[str]) -> np.ndarray:
+def _features(backbone: Any, inputs: list[str], flip: bool = False) -> np.ndarray:
     from ..data.examples import Examples
     from ..runtime.features import extract_features
 
-    ex = Examples(inputs=list(texts), labels=None, ids=[str(i) for i in range(len(texts))], source="<pretrain>",
-                  modality="text")
-    return extract_features(backbone, ex, batch_size=64, cache=None, progress=False, runtime="torch")
+    ex = Examples(inputs=list(inputs), labels=None, ids=[str(i) for i in range(len(inputs))], source="<pretrain>",
+                  modality=backbone.cfg.modality)
+    return extract_features(backbone, ex, batch_size=64, cache=None, progress=False, runtime="torch", flip=flip)
 
 
 def probe_split(labels: list[str], seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,26 +46,30 @@ def _stratify(y: np.ndarray) -> np.ndarray | None:
     return y if counts.min() >= 2 else None
 
 
-def quick_probe(backbone: Any, texts: list[str], labels: list[str], split: tuple[np.ndarray, np.ndarray]
+def quick_probe(backbone: Any, inputs: list[str], labels: list[str], split: tuple[np.ndarray, np.ndarray]
                 ) -> float:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     tr, te = split
     used = np.concatenate([tr, te])
-    x = _features(backbone, [texts[i] for i in used])
+    x = _features(backbone, [inputs[i] for i in used])
     y = np.asarray(labels)[used]
     scaler = StandardScaler().fit(x[:len(tr)])
     clf = LogisticRegression(C=1.0, max_iter=2000).fit(scaler.transform(x[:len(tr)]), y[:len(tr)])
     return float((clf.predict(scaler.transform(x[len(tr):])) == y[len(tr):]).mean())
 
 
-def proxies(backbone: Any, texts: list[str], seed: int) -> dict[str, float]:
-    """{"alignment", "uniformity"} of the backbone's embeddings of `texts` (Wang & Isola, 2020)."""
+def proxies(backbone: Any, inputs: list[str], seed: int) -> dict[str, float]:
+    """{"alignment", "uniformity"} of the backbone's embeddings of `inputs` (Wang & Isola, 2020)."""
     from ..data.textnoise import perturb_text
 
-    z = _normalised(_features(backbone, texts))
-    zp = _normalised(_features(backbone, [perturb_text(t, "word_drop", 0.1, seed, i) for i, t in enumerate(texts)]))
+    z = _normalised(_features(backbone, inputs))
+    if backbone.cfg.modality == "image":
+        zp = _normalised(_features(backbone, inputs, flip=True))
+    else:
+        zp = _normalised(_features(backbone, [perturb_text(t, "word_drop", 0.1, seed, i)
+                                              for i, t in enumerate(inputs)]))
     align = float(((z - zp) ** 2).sum(1).mean())
     sq = np.maximum(2.0 - 2.0 * (z @ z.T), 0.0)[np.triu_indices(len(z), 1)]
     uniform = float(np.log(np.exp(-2.0 * sq).mean()))
@@ -77,7 +81,7 @@ def _normalised(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def verdict(before: dict[str, Any], after: dict[str, Any], method: str) -> str:
+def verdict(before: dict[str, Any], after: dict[str, Any], method: str, what: str = "texts") -> str:
     """One sentence: better, or what got worse, and by how much."""
     if "probe_accuracy" in before:
         b, a = before["probe_accuracy"], after["probe_accuracy"]
@@ -89,6 +93,6 @@ def verdict(before: dict[str, Any], after: dict[str, Any], method: str) -> str:
     worse = [k for k in ("alignment", "uniformity") if after[k] > before[k] + 1e-4]
     change = ", ".join(f"{k} {before[k]} -> {after[k]}" for k in ("alignment", "uniformity"))
     if not worse:
-        return f"the embeddings improved or held on held-out texts ({change}; lower is better)"
-    return (f"REGRESSION on held-out texts: {' and '.join(worse)} got worse ({change}; lower is better). Give "
+        return f"the embeddings improved or held on held-out {what} ({change}; lower is better)"
+    return (f"REGRESSION on held-out {what}: {' and '.join(worse)} got worse ({change}; lower is better). Give "
             "labeled data (--labeled) for a probe that says whether it matters for your task.")

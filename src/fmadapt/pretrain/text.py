@@ -14,10 +14,8 @@ at the end of `epochs` or when `time_budget` is spent, whichever comes first."""
 from __future__ import annotations
 
 import copy
-import math
 import random
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -83,7 +81,7 @@ def train_text(backbone: Any, texts: list[str], pc: PretrainConfig,
     torch.manual_seed(pc.seed)
     tok = backbone.tokenizer
     max_len = min(pc.max_tokens, backbone.cfg.max_tokens)
-    batches = _batches([len(t) for t in texts], pc.batch_size, pc.epochs, pc.seed)
+    batches = _batches([len(t) for t in texts], pc.batch, pc.epochs, pc.seed)
     if not batches:
         raise ValueError("pretrain: fewer than 2 texts to train on")
     if pc.method == "mlm":
@@ -109,7 +107,7 @@ def train_text(backbone: Any, texts: list[str], pc: PretrainConfig,
             two = {k: torch.cat([v, v]) for k, v in batch.items()}  # (one pass, two dropout masks)
             z = nn.functional.normalize(backbone(two), dim=1)
             a, b = z[:len(chunk)], z[len(chunk):]
-            logits = a @ b.T / pc.temperature
+            logits = a @ b.T / pc.tau
             return nn.functional.cross_entropy(logits, torch.arange(len(chunk)))
 
     emb = backbone.model.get_input_embeddings().weight
@@ -121,60 +119,27 @@ def train_text(backbone: Any, texts: list[str], pc: PretrainConfig,
             param.requires_grad_(False)
         emb.requires_grad_(True)
         hook = emb.register_hook(lambda g: torch.cat([torch.zeros_like(g[:first]), g[first:]]))
-    # (no weight decay on the embeddings in new-tokens mode: it would shrink the pretrained rows it must not touch)
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2
-             and not (hook is not None and p is emb)]
-    plain = [p for n, p in model.named_parameters() if p.requires_grad and (p.ndim < 2 or (hook is not None
-                                                                                          and p is emb))]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": pc.weight_decay},
-                             {"params": plain, "weight_decay": 0.0}], lr=pc.peak_lr)
-    total, warm = len(batches), max(1, int(pc.warmup * len(batches)))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
-    budget = pc.budget_seconds()
-    every = max(1, total // 50)
-    curve: list[list[float]] = []
-    window: list[float] = []
-    model.train()
-    t0, stopped, seen, steps = time.perf_counter(), False, 0, 0
-    try:
-        for step, idx in enumerate(batches):
-            if budget is not None and time.perf_counter() - t0 > budget:
-                stopped = True
-                break
-            loss = loss_of([texts[i] for i in idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            before = emb.detach()[first:].clone() if added and pc.new_token_lr_scale != 1.0 else None
-            opt.step()
-            if before is not None:  # (AdamW's step is proportional to lr: rescaling it is a per-row lr)
-                with torch.no_grad():
-                    emb[first:] = before + pc.new_token_lr_scale * (emb[first:] - before)
-            sched.step()
-            steps, seen = step + 1, seen + len(idx)
-            window.append(float(loss.detach()))
-            if steps % every == 0 or steps == total:
-                curve.append([steps, round(sum(window) / len(window), 4)])
-                window = []
-                if progress is not None:
-                    progress(f"step {steps}/{total}: {pc.method} loss {curve[-1][1]:.4f} "
-                             f"({time.perf_counter() - t0:.0f} s)")
-    finally:
-        model.eval()
+
+    def step(opt: torch.optim.Optimizer) -> None:
+        before = emb.detach()[first:].clone()
+        opt.step()
+        with torch.no_grad():  # (AdamW's step is proportional to lr: rescaling it is a per-row lr)
+            emb[first:] = before + pc.new_token_lr_scale * (emb[first:] - before)
+
+    def stop() -> None:
         backbone.model.eval()
         for param in backbone.model.parameters():
             param.requires_grad_(True)
         if hook is not None:
             hook.remove()
-    if window:
-        curve.append([steps, round(sum(window) / len(window), 4)])
-    if not curve or not all(math.isfinite(v) for _, v in curve):
-        raise RuntimeError(f"pretrain: the {pc.method} loss is not finite ({curve[-1:] or 'no step ran'}); lower lr")
-    return {"steps": steps, "planned_steps": total, "texts_seen": seen, "epochs_done": round(seen / len(texts), 3),
-            "seconds": round(time.perf_counter() - t0, 1), "stopped_by_time_budget": stopped,
-            "loss_first": curve[0][1], "loss_last": curve[-1][1], "curve": curve, "lr": pc.peak_lr,
-            "max_tokens": max_len}
+
+    from .loop import optimise
+
+    # (no weight decay on the embeddings in new-tokens mode: it would shrink the pretrained rows it must not touch)
+    run = optimise(model, [[texts[i] for i in idx] for idx in batches], loss_of, pc, progress, items=len(texts),
+                   no_decay=[emb] if hook is not None else [],
+                   step=step if added and pc.new_token_lr_scale != 1.0 else None, on_stop=stop)
+    return {**run, "max_tokens": max_len}
 
 
 def say(line: str) -> None:
