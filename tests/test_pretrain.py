@@ -193,3 +193,37 @@ def test_new_tokens_mode_teaches_the_added_rows_and_leaves_everything_else_exact
     new_rows = after[key][old:]
     assert not torch.allclose(new_rows, new_rows.mean(0).expand_as(new_rows))  # (they all started at the mean)
     assert all(torch.equal(after[k], before[k]) for k in after if k != key and k in before)
+
+
+def test_auto_with_unlabeled_texts_tries_continued_pretraining_and_judges_it_on_validation(tmp_path, text_csv):
+    import shutil
+    from pathlib import Path
+
+    from fmadapt import TextClassifier, load_model
+
+    def search():
+        return TextClassifier(backbone="tiny-bert", strategy="auto", time_budget="200s", auto_ngram=False, epochs=1,
+                              progress=False).fit(str(text_csv), unlabeled=_texts())
+
+    clf = search()
+    auto = clf.history_["auto"]
+    rows = {r["candidate"]: r for r in auto["candidates"]}
+    assert rows["continued pretraining"]["status"].startswith("done: mlm, 2 steps on 60 unlabeled inputs")
+    pre = auto["pretrain"]
+    assert Path(pre["folder"]).is_dir() and not pre["reused"] and pre["unlabeled"] == 60
+    assert pre["budget_seconds"] == 60.0  # (30 % of the budget)
+    again_rows = [r for r in auto["candidates"] if r["candidate"].endswith(", pretrained backbone")]
+    assert len(again_rows) == 2 and again_rows[0]["strategy"] == "probe"  # (then the leading fine-tuning one)
+    assert all(r["status"] == "ran" for r in again_rows)
+    best = max(r["val_score"] for r in auto["candidates"] if r["status"] == "ran")
+    assert rows[auto["winner"]]["val_score"] == best
+    # a second search on the same texts reuses the pretrained backbone
+    assert search().history_["auto"]["pretrain"] == {**pre, "reused": True}
+    # a model whose backbone auto pretrained carries its own copy: it does not depend on the cache
+    model = TextClassifier(backbone=pre["folder"], progress=False).fit(str(text_csv))
+    out = model.save_pretrained(tmp_path / "m")
+    assert (out / "pretrained-backbone" / "pretrain.json").is_file()
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    shutil.rmtree(pre["folder"])
+    assert load_model(moved).model_.backbone.cfg.name == str((moved / "pretrained-backbone").resolve())

@@ -127,6 +127,14 @@ def test_pretrain_and_fit_pretrain_commands_on_images(tmp_path, image_folder):
     assert len(model.predict([str(p) for p in sorted(image_folder.rglob("*.png"))[:2]])) == 2
     again = runner.invoke(app, base)
     assert again.exit_code == 0 and "pretrained backbone reused" in again.output
+    # the model directory moves whole: its backbone is found inside it, where it was saved with it
+    moved = tmp_path / "elsewhere" / "m"
+    moved.parent.mkdir()
+    (tmp_path / "m").rename(moved)
+    assert not backbone.exists()
+    model = load_model(moved)
+    assert model.model_.backbone.cfg.name == str((moved / "pretrained-backbone").resolve())
+    assert len(model.predict([str(p) for p in sorted(image_folder.rglob("*.png"))[:2]])) == 2
     text = runner.invoke(app, ["fit", str(image_folder), "--unlabeled", str(image_folder), "--pretrain",
                                "--extend-vocab", "--out", str(tmp_path / "x"), "--report", "off"])
     assert text.exit_code == 2 and "extend_vocab" in text.output

@@ -146,8 +146,6 @@ def test_refused_combinations_stop_before_training(monkeypatch):
     from fmadapt import fitting
 
     monkeypatch.setattr(fitting.FitRun, "_fit_member", lambda *a, **k: pytest.fail("trained"))
-    with pytest.raises(ConfigError, match="auto"):
-        TextClassifier(backbone="tiny-bert", strategy="auto").fit(text_frame(8), unlabeled=["a b c"])
     with pytest.raises(ConfigError, match="refit_full"):
         TextClassifier(backbone="tiny-bert", strategy="finetune", refit_full=True).fit(text_frame(8),
                                                                                       unlabeled=["a b c"])

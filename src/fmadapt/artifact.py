@@ -17,6 +17,7 @@ from safetensors.torch import save as safetensors_bytes
 from ._version import __version__
 from .atomic import commit, recover, write_file
 from .backbones import BackboneCfg, create_backbone
+from .backbones.registry import backbone_location, backbone_record
 from .errors import ArtifactError
 from .model import Classifier
 
@@ -108,7 +109,7 @@ def save_model(out: Path, model: Classifier, classes: list[str], config: dict[st
         # keys the same weights gave two different files (and file hashes)
         WEIGHTS: safetensors_bytes(tensors, metadata={"format": "pt"}),
         "labels.json": json_text(classes),
-        "backbone.json": json_text(model.backbone.cfg.to_dict()),
+        "backbone.json": json_text(backbone_record(out, model.backbone.cfg.to_dict())),
     }
     calibration = getattr(model.backbone, "int8_calibration", None)
     if calibration:  # int8 image runtime: activation ranges, so prediction rebuilds the same int8 graph
@@ -182,7 +183,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Classifier, list[str], dic
         raise ArtifactError(f"{weights}: not a valid safetensors file ({_short(e)}); {fix}") from e
     included = mode == "included"
     try:
-        backbone = create_backbone(bcfg.name, pretrained=not included)
+        backbone = create_backbone(backbone_location(root, bcfg), pretrained=not included)
     except Exception as e:  # unknown name, missing package, a backbone directory that is gone or refused
         raise ArtifactError(f"{bb_file}: the backbone {bcfg.name!r} it names cannot be loaded ({_short(e)})") from None
     if included:  # weights of their own (trained): never identified, or cached, as the pretrained ones

@@ -16,7 +16,9 @@ holds the candidates table and why the winner won.
 For texts two classical candidates follow the probe (`auto_ngram`, adapt/ngram.py): character and word n-gram
 TF-IDF + logistic regression, and its stack with the probe (the two models' probabilities averaged with a
 weight chosen out of fold on the training split). Both cost seconds; a frozen encoder that does not know the
-script (Chinese on MiniLM) or the domain's words loses to them. Candidates are ranked by the run's `metric`."""
+script (Chinese on MiniLM) or the domain's words loses to them. Candidates are ranked by the run's `metric`.
+With unlabeled inputs, continued pretraining on them (`fmadapt pretrain`) runs within 30 % of the budget, then the
+probe and the leading fine-tuning candidate run again on the pretrained backbone, as candidates like the others."""
 
 from __future__ import annotations
 
@@ -45,6 +47,11 @@ CANDIDATE_EPOCHS = 4
 #: a fine-tuning winner is refit on all data only when the budget left is this many times the refit's estimate
 #: (`refit_seconds`); a refit the budget stops anyway is dropped for the selected model
 REFIT_MARGIN = 1.1
+#: with unlabeled inputs: of the budget, the most continued pretraining on them may take (the probe and the leading
+#: fine-tuning candidate then run again on the pretrained backbone, in what is left of the selection share)
+PRETRAIN_SHARE = 0.3
+#: pretraining shorter than this is not tried (a few dozen steps change nothing worth a candidate)
+MIN_PRETRAIN_SECONDS = 60.0
 
 
 def candidates(modality: str, cfg: FitConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -79,9 +86,12 @@ class AutoSearch:
     `metrics(val_proba)` and `probe_out_of_fold(member, train, folds)`. After `run`, `ngram` is the n-gram
     model and its weight in the final prediction (None when neither classical candidate won)."""
 
-    def __init__(self, cfg: FitConfig, modality: str, fit_one: Any, val_metrics: Any, classical: Any = None
-                 ) -> None:
+    def __init__(self, cfg: FitConfig, modality: str, fit_one: Any, val_metrics: Any, classical: Any = None,
+                 unlabeled: list[str] | None = None, backbone: str = "") -> None:
         self.cfg, self.modality = cfg, modality
+        #: unlabeled inputs: the search also tries continued pretraining on them (`_pretrained_trials`)
+        self.unlabeled, self.backbone = unlabeled, cfg.backbone or backbone
+        self.pretrained: dict[str, Any] | None = None
         self.fit_one, self.val_metrics, self.classical = fit_one, val_metrics, classical
         self.budget = parse_duration(cfg.time_budget) or 600.0
         #: what ranks the candidates: the run's metric; multi-label, the micro-F1; regression, the RMSE (the
@@ -119,6 +129,8 @@ class AutoSearch:
                 self._probe = (member, row)
             rows.append(row)
             best = self._better(best, row, member)
+        if self.unlabeled:
+            best = self._pretrained_trials(train, val, rows, best)
         # spare selection time: other seeds for the leading fine-tuning candidates
         for row in sorted((r for r in rows if r.get("status") == "ran" and r["strategy"] not in DETERMINISTIC),
                           key=lambda r: -r["val_score"]):
@@ -165,7 +177,64 @@ class AutoSearch:
                             "seconds": round(self.elapsed(), 1)}, **final.history}
         if self._ngram_trial is not None:
             history["auto"]["ngram"] = self._ngram_trial[1]
+        if self.pretrained is not None:
+            history["auto"]["pretrain"] = self.pretrained
         return final, val_metrics, history
+
+    def _pretrained_trials(self, train: Examples, val: Examples, rows: list[dict[str, Any]], best: Any) -> Any:
+        """Continued pretraining on the unlabeled inputs (fmadapt pretrain's default method, within PRETRAIN_SHARE
+        of the budget), then the probe and the leading fine-tuning candidate again on the pretrained backbone: it is
+        kept only if one of them wins on validation like any other candidate."""
+        from .errors import FmadaptError
+        from .pretrain.cached import pretrain_within
+
+        label = "continued pretraining"
+        skip = {"candidate": label, "strategy": "pretrain"}
+        if self.modality not in ("text", "image"):
+            rows.append({**skip, "status": f"skipped: {self.modality} backbones are not pretrained"})
+            return best
+        ran = [r for r in rows if r.get("status") == "ran" and r["strategy"] not in CLASSICAL]
+        probe_seconds = next((r["seconds"][0] for r in ran if r["strategy"] == "probe"), 0.0)
+        left = SELECTION_SHARE * self.budget - self.elapsed()
+        seconds = min(PRETRAIN_SHARE * self.budget, left - 2 * probe_seconds - 10.0)
+        if seconds < MIN_PRETRAIN_SECONDS:
+            rows.append({**skip, "status": f"skipped: time budget ({max(0.0, left):.0f} s of the selection share "
+                                           f"left; pretraining needs {MIN_PRETRAIN_SECONDS:.0f} s and a probe)"})
+            return best
+        from .data.cache import default_cache_dir
+
+        t = time.perf_counter()
+        try:
+            folder, record, reused = pretrain_within(default_cache_dir(), self.backbone, self.unlabeled or [],
+                                                     self.modality, seconds, self.cfg.extend_vocab,
+                                                     self.cfg.image_size, self.cfg.seed, progress=False)
+        except (FmadaptError, RuntimeError, ValueError) as e:
+            rows.append({**skip, "status": f"skipped: {' '.join(str(e).split())[:200]}"})
+            return best
+        run = record["run"]
+        self.pretrained = {"method": record["method"], "folder": str(folder), "reused": reused,
+                           "unlabeled": record["data"]["trained_on"], "steps": run["steps"],
+                           "epochs_done": run["epochs_done"], "seconds": run["seconds"],
+                           "budget_seconds": round(seconds, 1), "loss": [run["loss_first"], run["loss_last"]],
+                           "vocabulary": record.get("vocabulary") or {}}
+        rows.append({**skip, "seconds": [round(time.perf_counter() - t, 1)],
+                     "status": f"{'reused' if reused else 'done'}: {record['method']}, {run['steps']} steps on "
+                               f"{record['data']['trained_on']} unlabeled inputs ({run['epochs_done']} epochs)"})
+        plain = {"extend_vocab": False} if self.cfg.extend_vocab else {}
+        trials = [("probe, pretrained backbone", {"strategy": "probe", **plain, "backbone": str(folder)})]
+        tuned = sorted((r for r in ran if r["strategy"] != "probe"), key=lambda r: -r["val_score"])
+        if tuned:
+            trials.append((f"{tuned[0]['candidate']}, pretrained backbone",
+                           {**tuned[0]["overrides"], "backbone": str(folder)}))
+        for name, over in trials:
+            left = SELECTION_SHARE * self.budget - self.elapsed()
+            if left < (0.0 if over["strategy"] == "probe" else max(10.0, 0.05 * self.budget)):
+                rows.append({"candidate": name, "strategy": over["strategy"], "status": "skipped: time budget"})
+                continue
+            row, member = self._trial(name, over, self.cfg.seed, train, val, RUN_SHARE * self.budget - self.elapsed())
+            rows.append(row)
+            best = self._better(best, row, member)
+        return best
 
     def _trial(self, label: str, over: dict[str, Any], seed: int, train: Examples, val: Examples, left: float
                ) -> tuple[dict[str, Any], Any]:
@@ -256,7 +325,8 @@ class AutoSearch:
             return self._final_classical(winner, both, val)
         if winner["strategy"] == "probe" or (winner.get("best_epoch") == -1):
             c = winner.get("C") or _probe_c(best)
-            cfg = dataclasses.replace(self.cfg, seed=best["seed"], strategy="probe", probe_c=c, extend_vocab=False)
+            cfg = dataclasses.replace(self.cfg, seed=best["seed"], strategy="probe", probe_c=c, extend_vocab=False,
+                                      **{k: over[k] for k in ("backbone",) if k in over})
             note = f"probe refit on training + validation data ({len(both)} examples) with C={c}"
             if winner["strategy"] != "probe":
                 note += " (the fine-tuning candidate kept its probe starting point)"

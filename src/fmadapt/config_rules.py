@@ -141,9 +141,6 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
         (cfg.cache_activations == "on" and bool(fresh),
          "cache_activations 'on' trains on fixed activations: text_noise, mixup, cutmix and adversarial "
          "training need the inputs every epoch; use cache_activations 'auto' or 'off'"),
-        (unlabeled and cfg.strategy == "auto",
-         "unlabeled data (self-training) needs a chosen strategy, not 'auto': run auto first, then fit its "
-         "winner with the unlabeled data"),
         (cfg.strategy == "federated" and (cfg.task != "classification" or bool(cfg.features or cfg.targets)
                                           or cfg.ensemble > 1 or len(names) > 1 or unlabeled),
          "strategy 'federated' trains one single-label classifier on backbone features so far: no multilabel or "

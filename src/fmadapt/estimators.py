@@ -52,7 +52,9 @@ class _Classifier:
         unlabeled: inputs without labels (an image folder or list of paths; a table or list of texts) for
         self-training: the model trained on `data` labels them, the confident ones (`pseudo_threshold`) join the
         training data of a second model, kept if it is better on the validation split. About twice
-        the training time, plus predicting the unlabeled inputs (`pseudo_max` caps how many).
+        the training time, plus predicting the unlabeled inputs (`pseudo_max` caps how many). With
+        strategy="auto" they serve continued pretraining instead (`fmadapt pretrain`, within 30 % of the budget),
+        whose backbone then competes on validation like any other candidate.
 
         checkpoint_dir: fine-tuning saves its state there at the end of every epoch and on SIGTERM (which then
         stops the run with TrainingInterrupted). resume: continue from those checkpoints (same data and

@@ -159,7 +159,7 @@ class FitRun(SelfTraining):
                 lambda c, tr, va: self._fit_member(c.backbone or self.default_backbone, c.seed, c, tr, va, ctx),
                 lambda member: out.metrics_with(member, splits["val"]),
                 self._classical_hooks(ctx, splits["val"]) if self.modality == "text" and sep is None
-                and not regression else None)
+                and not regression else None, list(pool.inputs) if pool is not None else None, self.default_backbone)
             final, selection_metrics, history = search.run(train, splits["val"])
             out.ngram_, out.ngram_weight_ = search.ngram or (None, 0.0)
             if ranking:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, FmadaptError
-from .base import Backbone
+from .base import Backbone, BackboneCfg
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,43 @@ def _from_directory(path: Path, pretrained: bool) -> Backbone:
         _measured_lr(path, text)
         return text
     raise ConfigError(f"{cfg_file}: neither a timm ('architecture') nor a transformers ('model_type') config")
+
+
+def backbone_record(model_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """backbone.json's content for a model saved to `model_dir`. A backbone folder inside it (`fit --pretrain`'s
+    OUT/pretrained-backbone) is also recorded relative to it, so the model directory can be moved or copied whole;
+    one that `auto` pretrained into the cache is first copied there (a model must not depend on a cache)."""
+    import shutil
+
+    from ..data.cache import default_cache_dir
+
+    folder = Path(cfg["name"])
+    try:
+        made = folder.resolve().relative_to((default_cache_dir() / "pretrained").resolve())
+    except (ValueError, OSError):
+        made = None
+    if made is not None and folder.is_dir():
+        target = model_dir / "pretrained-backbone"
+        if target.exists():
+            shutil.rmtree(target)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(folder, target)
+        folder = target
+    try:
+        rel = folder.resolve().relative_to(model_dir.resolve())
+    except (ValueError, OSError):
+        return cfg
+    return {**cfg, "extra": {**cfg.get("extra", {}), "model_relative_dir": rel.as_posix()}}
+
+
+def backbone_location(model_dir: Path, cfg: BackboneCfg) -> str:
+    """Where a saved model's backbone is built from: the folder inside the model directory it was saved with (when
+    it is there), else its name."""
+    rel = cfg.extra.get("model_relative_dir")
+    if isinstance(rel, str) and rel and not Path(rel).is_absolute() and ".." not in Path(rel).parts \
+            and (model_dir / rel).is_dir():
+        return str((model_dir / rel).resolve())
+    return cfg.name
 
 
 #: what a timm folder's config.json `pretrained_cfg` may set of its preprocessing

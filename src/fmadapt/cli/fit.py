@@ -47,7 +47,8 @@ def fit(
     unlabeled: Annotated[str | None, typer.Option(
         "--unlabeled", help="Unlabeled inputs (image folder, or a table of texts) for self-training: the model "
         "labels them, and a second model trains on the confident ones too (--pseudo-threshold, --pseudo-max); "
-        "kept if better on validation.")] = None,
+        "kept if better on validation. With --strategy auto: continued pretraining on them is tried within the "
+        "budget, kept if better on validation.")] = None,
     pretrain: Annotated[bool, typer.Option(
         "--pretrain", help="First continue pretraining the backbone on --unlabeled (as `fmadapt pretrain`: texts "
         "masked-LM, adding unknown pieces as tokens when --extend-vocab is given; images SimCLR at --image-size), "

@@ -80,10 +80,11 @@ def read_images(data: str | os.PathLike[str] | list[str]) -> tuple[list[str], di
 def pretrain(data: str | os.PathLike[str] | list[str], out: str | os.PathLike[str], backbone: str = "minilm-l6",
              options: PretrainConfig | dict[str, Any] | None = None, text: str | None = None,
              labeled: str | os.PathLike[str] | None = None, label: str | None = None,
-             labeled_text: str | None = None, progress: bool = True) -> dict[str, Any]:
+             labeled_text: str | None = None, progress: bool = True, guard: bool = True) -> dict[str, Any]:
     """Continue pretraining `backbone` on the unlabeled inputs `data` (texts: a .txt file, a table or a list; images:
     a folder, a table of paths or a list of paths) and write it to `out` (a backbone directory). `labeled` (texts: a
     table with `label` / `labeled_text` columns; images: a class folder or a table): the guard's quick probe data.
+    `guard=False`: no check before and after (auto judges the backbone on its validation split instead).
     Returns the record also written to out/pretrain.json."""
     pc = options if isinstance(options, PretrainConfig) else PretrainConfig.from_dict(options)
     out = Path(out)
@@ -112,13 +113,15 @@ def pretrain(data: str | os.PathLike[str] | list[str], out: str | os.PathLike[st
         bb.set_image_size(size, float(default_crop(median_short_side(inputs), size, source_crop)["crop_pct"]))
     report = say if progress else None
     # the guard's held-out inputs: never trained on
-    n_guard = min(GUARD_INPUTS, len(inputs) // 10)
+    n_guard = min(GUARD_INPUTS, len(inputs) // 10) if guard else 0
     order = list(range(len(inputs)))
     random.Random(pc.seed + 1).shuffle(order)
     held, train = [inputs[i] for i in order[:n_guard]], [inputs[i] for i in order[n_guard:]]
     probe_data = _labeled(modality, labeled, label, labeled_text, pc.seed) if labeled is not None else None
 
     def check() -> dict[str, Any]:
+        if not guard:
+            return {}
         if probe_data is not None:
             return {"probe_accuracy": round(quick_probe(bb, *probe_data), 4)}
         return proxies(bb, held, pc.seed) if len(held) >= 2 else {}
@@ -148,17 +151,17 @@ def pretrain(data: str | os.PathLike[str] | list[str], out: str | os.PathLike[st
         run = train_image(bb, train, pc, report)
     after = check()
     what = "texts" if modality == "text" else "images"
-    guard = {"before": before, "after": after, "on": ("a quick probe on " + str(labeled)) if probe_data else
-             f"{len(held)} held-out unlabeled {what}"}
+    checked = {"before": before, "after": after, "on": ("a quick probe on " + str(labeled)) if probe_data else
+               f"{len(held)} held-out unlabeled {what}" if guard else "not checked (guard=False)"}
     if before and after:
-        guard["verdict"] = verdict(before, after, str(pc.method), what)
+        checked["verdict"] = verdict(before, after, str(pc.method), what)
     from .. import __version__
 
     record = {"fmadapt_version": __version__, "method": pc.method, "modality": modality, "options": pc.to_dict(),
               "source_backbone": source,
               "data": {**read, what: len(inputs), "inputs": len(inputs), "trained_on": len(train),
                        "held_out": len(held), "fingerprint": fingerprint(inputs, modality)},
-              "vocabulary": vocab, "run": run, "guard": guard, "seconds": round(time.perf_counter() - t0, 1),
+              "vocabulary": vocab, "run": run, "guard": checked, "seconds": round(time.perf_counter() - t0, 1),
               "finetune_lr": bb.cfg.finetune_lr}
     if modality == "text":
         save_text_backbone(bb, out, record)

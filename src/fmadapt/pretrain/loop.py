@@ -15,7 +15,7 @@ from torch import nn
 from .config import PretrainConfig
 
 
-def optimise(model: nn.Module, steps: Sequence[Any], loss_of: Callable[[Any], torch.Tensor], pc: PretrainConfig,
+def optimise(model: nn.Module, steps: Any, loss_of: Callable[[Any], torch.Tensor], pc: PretrainConfig,
              progress: Callable[[str], None] | None = None, *, items: int, no_decay: Sequence[nn.Parameter] = (),
              step: Callable[[torch.optim.Optimizer], None] | None = None,
              on_stop: Callable[[], None] | None = None) -> dict[str, Any]:
