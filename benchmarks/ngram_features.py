@@ -4,6 +4,7 @@ the six text sets of the defaults suite (same prepared files: benchmarks/default
 
     python benchmarks/ngram_features.py thucnews,sst2,ag_news,reuters,clothing_rating,clothing_recommended \\
         > rows.jsonl
+    python benchmarks/ngram_features.py thucnews --feats char13+word12,char13+jieba12,jieba12  # Chinese words
 
 For each dataset and feature set: TF-IDF (sublinear tf, min_df 2) vectorizers fitted on 80 % of the training
 file, C of a LogisticRegression chosen from 1, 3, 10, 30, 100 on the other 20 %, then refit on the whole
@@ -31,11 +32,24 @@ FEATS = {
     "char14": [dict(analyzer="char_wb", ngram_range=(1, 4))],
     "char13+word12": [dict(analyzer="char_wb", ngram_range=(1, 3)), dict(analyzer="word", ngram_range=(1, 2))],
     "char24+word12": [dict(analyzer="char_wb", ngram_range=(2, 4)), dict(analyzer="word", ngram_range=(1, 2))],
+    # Chinese words (issue 26): jieba's segmentation (precise mode) in place of the word pattern, which sees a
+    # whole headline without spaces as one token
+    "char13+jieba12": [dict(analyzer="char_wb", ngram_range=(1, 3)),
+                       dict(analyzer="word", tokenizer="jieba", ngram_range=(1, 2))],
+    "jieba12": [dict(analyzer="word", tokenizer="jieba", ngram_range=(1, 2))],
 }
 
 
+def _jieba(text: str) -> list[str]:
+    import jieba
+
+    return [w for w in jieba.lcut(text) if w.strip()]
+
+
 def vecs(spec, texts):
-    vs = [TfidfVectorizer(sublinear_tf=True, min_df=2, dtype=np.float32, **s) for s in spec]
+    vs = [TfidfVectorizer(sublinear_tf=True, min_df=2, dtype=np.float32,
+                          **({**s, "tokenizer": _jieba, "token_pattern": None, "lowercase": False}
+                             if s.get("tokenizer") == "jieba" else s)) for s in spec]
     return vs, sparse.hstack([v.fit_transform(texts) for v in vs]).tocsr()
 
 
@@ -48,8 +62,11 @@ def main() -> None:
     ap.add_argument("datasets", help="comma list of the defaults suite's text sets (benchmarks/defaults.py)")
     ap.add_argument("work", nargs="?", default="/tmp/fmadapt-ngram-features",
                     help="folder for the prepared files (default /tmp/fmadapt-ngram-features)")
+    ap.add_argument("--feats", default=None, help="comma list of feature sets to run (default: all but the jieba ones, "
+                    "which need `pip install jieba`)")
     add_csv_argument(ap, "ngram")
     args = ap.parse_args()
+    feats = {k: FEATS[k] for k in (args.feats.split(",") if args.feats else [k for k in FEATS if "jieba" not in k])}
     run_stamp = stamp()
     tmp = Path(args.work)
     rows = []
@@ -58,7 +75,7 @@ def main() -> None:
         tr = pd.read_csv(train, dtype=str).fillna("")
         te = pd.read_csv(test, dtype=str).fillna("")
         a, b = train_test_split(tr, test_size=0.2, random_state=0, stratify=tr["label"])
-        for fname, spec in FEATS.items():
+        for fname, spec in feats.items():
             reset_peak()
             t0 = time.time()
             vs, xa = vecs(spec, a["text"])
