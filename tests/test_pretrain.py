@@ -227,3 +227,22 @@ def test_auto_with_unlabeled_texts_tries_continued_pretraining_and_judges_it_on_
     out.rename(moved)
     shutil.rmtree(pre["folder"])
     assert load_model(moved).model_.backbone.cfg.name == str((moved / "pretrained-backbone").resolve())
+
+
+def test_the_guards_quick_probe_is_cross_validated_on_a_stratified_sample(monkeypatch):
+    from fmadapt.pretrain import guard
+
+    rng = np.random.default_rng(0)
+    labels = [str(i % 3) for i in range(3000)]
+    idx, folds = guard.probe_split(labels, seed=0)
+    assert len(idx) == guard.PROBE_MAX and sorted(set(folds)) == list(range(guard.FOLDS))
+    for f in range(guard.FOLDS):  # (stratified: every fold holds every class, in proportion)
+        counts = np.unique(np.asarray(labels)[idx][folds == f], return_counts=True)[1]
+        assert len(counts) == 3 and counts.max() - counts.min() <= 1
+    centres = rng.normal(0, 1, (3, 8))
+    feats = {str(i): centres[i % 3] + rng.normal(0, 0.3, 8) for i in range(3000)}
+    monkeypatch.setattr(guard, "_features", lambda bb, inputs: np.stack([feats[t] for t in inputs]))
+    inputs = [str(i) for i in range(3000)]
+    assert guard.quick_probe(None, inputs, labels, (idx, folds)) > 0.99
+    shuffled = list(rng.permutation(labels))
+    assert guard.quick_probe(None, inputs, shuffled, (idx, folds)) < 0.45  # (chance: 1/3)

@@ -1,7 +1,9 @@
 """The check before and after continued pretraining: did the backbone get better, for what it is used for?
 
-- With labeled data: a quick probe (standardised frozen features + logistic regression, C = 1) on a seeded
-  stratified 80/20 split of at most 2,000 labeled examples, before and after: accuracy.
+- With labeled data: a quick probe, before and after: standardised frozen features + logistic regression, 5-fold
+  cross-validated accuracy on at most 2,000 labeled examples (a seeded stratified sample), at the best of C = 0.01,
+  0.1 and 1. (A single 80/20 split at C = 1 said a SimCLR run on Fashion-MNIST cost 1.5 points, 0.82 -> 0.805 on
+  400 images, where the product's probe gained 2 points on 10,000 test images, over 3 seeds.)
 - Without: Wang & Isola's (2020) proxies on held-out unlabeled inputs, which pretraining never saw: alignment (the
   mean squared distance between an input's normalised embedding and that of the same input perturbed: a text with
   10 % of its words or characters dropped, an image mirrored; lower is better) and uniformity (log of the mean
@@ -18,6 +20,9 @@ from typing import Any
 import numpy as np
 
 PROBE_MAX = 2000
+#: the quick probe's cross-validation folds and its values of C (the best mean accuracy is reported)
+FOLDS = 5
+PROBE_CS = (0.01, 0.1, 1.0)
 
 
 def _features(backbone: Any, inputs: list[str], flip: bool = False) -> np.ndarray:
@@ -30,15 +35,24 @@ def _features(backbone: Any, inputs: list[str], flip: bool = False) -> np.ndarra
 
 
 def probe_split(labels: list[str], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, test indices): at most PROBE_MAX examples, stratified 80/20, seeded."""
-    from sklearn.model_selection import train_test_split
+    """(the indices of at most PROBE_MAX examples, stratified and seeded; their cross-validation folds: one fold
+    number per index)."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
 
     idx = np.arange(len(labels))
     y = np.asarray(labels)
     if len(idx) > PROBE_MAX:
         idx, _ = train_test_split(idx, train_size=PROBE_MAX, random_state=seed, stratify=_stratify(y))
-    tr, te = train_test_split(idx, test_size=0.2, random_state=seed, stratify=_stratify(y[idx]))
-    return np.asarray(tr), np.asarray(te)
+    _, counts = np.unique(y[idx], return_counts=True)
+    k = int(min(FOLDS, max(2, counts.min())))
+    folds = np.zeros(len(idx), dtype=int)
+    splitter = StratifiedKFold(k, shuffle=True, random_state=seed) if counts.min() >= 2 else None
+    if splitter is None:  # (a class with one example: plain shuffled folds)
+        folds[np.random.default_rng(seed).permutation(len(idx))] = np.arange(len(idx)) % k
+    else:
+        for f, (_, te) in enumerate(splitter.split(idx, y[idx])):
+            folds[te] = f
+    return np.asarray(idx), folds
 
 
 def _stratify(y: np.ndarray) -> np.ndarray | None:
@@ -48,16 +62,23 @@ def _stratify(y: np.ndarray) -> np.ndarray | None:
 
 def quick_probe(backbone: Any, inputs: list[str], labels: list[str], split: tuple[np.ndarray, np.ndarray]
                 ) -> float:
+    """Cross-validated accuracy of standardised frozen features + logistic regression, at the best C of
+    PROBE_CS (each fold's scaler fitted on its training part)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    tr, te = split
-    used = np.concatenate([tr, te])
-    x = _features(backbone, [inputs[i] for i in used])
-    y = np.asarray(labels)[used]
-    scaler = StandardScaler().fit(x[:len(tr)])
-    clf = LogisticRegression(C=1.0, max_iter=2000).fit(scaler.transform(x[:len(tr)]), y[:len(tr)])
-    return float((clf.predict(scaler.transform(x[len(tr):])) == y[len(tr):]).mean())
+    idx, folds = split
+    x = _features(backbone, [inputs[i] for i in idx])
+    y = np.asarray(labels)[idx]
+    scores: dict[float, list[float]] = {c: [] for c in PROBE_CS}
+    for f in np.unique(folds):
+        tr, te = folds != f, folds == f
+        scaler = StandardScaler().fit(x[tr])
+        a, b = scaler.transform(x[tr]), scaler.transform(x[te])
+        for c in PROBE_CS:
+            clf = LogisticRegression(C=c, max_iter=1000).fit(a, y[tr])
+            scores[c].append(float((clf.predict(b) == y[te]).mean()))
+    return max(float(np.mean(v)) for v in scores.values())
 
 
 def proxies(backbone: Any, inputs: list[str], seed: int) -> dict[str, float]:
