@@ -201,6 +201,18 @@ CLAIMS = [
      {"commit": "1ac7085", "labels": "1000", "method": "pretrained+finetune [all15k]"}, "accuracy"),
     ("pretrain.md", "and 0.8424", "pretrain",
      {"commit": "b33f016", "dataset": "thucnews", "labels": "10000", "method": "tfidf"}, "accuracy"),
+    ("pretrain.md", "scores 0.8245", "pretrain",
+     {"commit": "1ea6801", "dataset": "fashion_mnist", "seed": "0", "method": "simclr+probe"}, "accuracy"),
+    ("pretrain.md", "0.8243 and 0.8236", "pretrain",
+     {"commit": "1ea6801", "dataset": "fashion_mnist", "seed": "2", "method": "simclr+probe"}, "accuracy"),
+    ("pretrain.md", "against 0.8123", "pretrain",
+     {"commit": "1ea6801", "dataset": "fashion_mnist", "seed": "0", "method": "probe"}, "accuracy"),
+    ("pretrain.md", "0.7962 and 0.8044", "pretrain",
+     {"commit": "1ea6801", "dataset": "fashion_mnist", "seed": "2", "method": "probe"}, "accuracy"),
+    ("pretrain.md", "930 steps in 793", "pretrain",
+     {"commit": "1ea6801", "dataset": "fashion_mnist", "method": "pretrain (simclr)"}, "fit_seconds"),
+    ("pretrain.md", "0.8245 with them", "ngram", {"commit": "f1dfb2c", "features": "char13+jieba12"}, "accuracy"),
+    ("pretrain.md", "0.8305 with characters", "ngram", {"commit": "f1dfb2c", "features": "char13"}, "accuracy"),
 ]
 
 

@@ -76,7 +76,8 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
         r = runner.invoke(app, args)
         assert r.exit_code == 0, f"fmadapt {shlex.join(args)}\n{r.output[-3000:]}"
     assert len(pd.read_csv("predictions.csv")) == 6 and np.load("features.npy").shape[0] == 24
-    for run in ("photos", "reviews", "ft", "news", "rating", "r2", "r3", "sounds", "fed", "my-minilm"):
+    for run in ("photos", "reviews", "ft", "news", "rating", "r2", "r3", "sounds", "fed", "my-minilm",
+                "my-effnet"):
         assert (tmp_path / "runs" / run).is_dir(), run
     assert (tmp_path / "runs" / "photos" / "report.html").is_file()
     assert (tmp_path / "shipped" / "photos" / "model.onnx").is_file()

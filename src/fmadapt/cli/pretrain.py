@@ -18,8 +18,9 @@ def pretrain(
         help="Unlabeled inputs. Texts: a .txt file (one text per line) or a CSV/TSV/JSONL/Parquet table; images: a "
         "folder (every image under it, any depth) or a table with a path column.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Backbone directory to write (new or empty).")],
-    backbone: Annotated[str, typer.Option("--backbone", help="The backbone to continue (name or directory).")
-                        ] = "minilm-l6",
+    backbone: Annotated[str | None, typer.Option(
+        "--backbone", help="The backbone to continue (name or directory); default: efficientnet_lite0 for a folder "
+        "of images, minilm-l6 for texts (a table of image paths needs --backbone).")] = None,
     method: Annotated[str | None, typer.Option(
         "--method", help="Texts: mlm (masked-language modelling: what teaches new tokens their meaning; the default) "
         "| simcse (unsupervised SimCSE: sentence embeddings). Images: simclr (contrastive, two augmented views of "

@@ -77,13 +77,14 @@ def read_images(data: str | os.PathLike[str] | list[str]) -> tuple[list[str], di
                              "skipped_files": [s.to_dict() for s in ex.skipped[:20]]}
 
 
-def pretrain(data: str | os.PathLike[str] | list[str], out: str | os.PathLike[str], backbone: str = "minilm-l6",
+def pretrain(data: str | os.PathLike[str] | list[str], out: str | os.PathLike[str], backbone: str | None = None,
              options: PretrainConfig | dict[str, Any] | None = None, text: str | None = None,
              labeled: str | os.PathLike[str] | None = None, label: str | None = None,
              labeled_text: str | None = None, progress: bool = True, guard: bool = True) -> dict[str, Any]:
     """Continue pretraining `backbone` on the unlabeled inputs `data` (texts: a .txt file, a table or a list; images:
     a folder, a table of paths or a list of paths) and write it to `out` (a backbone directory). `labeled` (texts: a
     table with `label` / `labeled_text` columns; images: a class folder or a table): the guard's quick probe data.
+    `backbone` None: the image default (efficientnet_lite0) for a folder, else the text default (minilm-l6).
     `guard=False`: no check before and after (auto judges the backbone on its validation split instead).
     Returns the record also written to out/pretrain.json."""
     pc = options if isinstance(options, PretrainConfig) else PretrainConfig.from_dict(options)
@@ -95,6 +96,11 @@ def pretrain(data: str | os.PathLike[str] | list[str], out: str | os.PathLike[st
     from .guard import proxies, quick_probe, verdict
     from .text import say
 
+    if backbone is None:
+        from ..estimators import ImageClassifier, TextClassifier
+
+        folder = not isinstance(data, list) and Path(data).is_dir()
+        backbone = (ImageClassifier if folder else TextClassifier).default_backbone
     bb = create_backbone(backbone)
     modality = bb.cfg.modality
     pc = pc.resolved(modality)
