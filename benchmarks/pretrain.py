@@ -122,14 +122,18 @@ def tfidf(train, test, analyzer: str = "char") -> tuple[list[str], float]:
     return list(clf.predict(vec.transform(test["text"]))), time.perf_counter() - t0
 
 
-def finetune(train_csv: Path, test, backbone: str, options: dict) -> tuple[list[str], float, dict]:
-    """Fit on the table `train_csv` (texts, or image paths) and predict `test`'s inputs."""
+def finetune(train_csv: Path, test, backbone: str, options: dict, unlabeled: Path | None = None
+             ) -> tuple[list[str], float, dict]:
+    """Fit on the table `train_csv` (texts, or image paths; with `unlabeled` inputs when the options say
+    "unlabeled": True) and predict `test`'s inputs."""
     from fmadapt import ImageClassifier, TextClassifier
 
     images = "path" in test.columns
+    options = dict(options)
+    given = unlabeled if options.pop("unlabeled", False) else None
     t0 = time.perf_counter()
     clf = (ImageClassifier if images else TextClassifier)(backbone=backbone, progress=False, **options)
-    clf.fit(str(train_csv))
+    clf.fit(str(train_csv), unlabeled=str(given) if given is not None else None)
     seconds = time.perf_counter() - t0
     h = clf.history_
     vocab = clf.data_summary_.get("vocabulary") or {}
@@ -137,6 +141,10 @@ def finetune(train_csv: Path, test, backbone: str, options: dict) -> tuple[list[
             "added_tokens": vocab.get("added_tokens"), "unk_rate": vocab.get("unk_rate")}
     if "C" in h:
         info["C"] = h["C"]
+    if "auto" in h:  # the candidates table: what the search tried, and what it kept
+        info["auto"] = {"winner": h["auto"]["winner"], "pretrain": h["auto"].get("pretrain"),
+                        "candidates": [[r["candidate"], r.get("val_acc"), r["status"], r.get("seconds")]
+                                       for r in h["auto"]["candidates"]]}
     return [str(p) for p in clf.predict(list(test["path" if images else "text"]))], seconds, info
 
 
@@ -165,7 +173,10 @@ SETS = {
                       "efficientnet_lite0", "pretrain_args": ["--set", f"image_size={FMNIST_SIZE}"],
                       "pretrain": {"simclr": ("simclr", False)},
                       "arms": [("probe", {"strategy": "probe", "image_size": FMNIST_SIZE}, None),
-                               ("simclr+probe", {"strategy": "probe", "image_size": FMNIST_SIZE}, "simclr")]},
+                               ("simclr+probe", {"strategy": "probe", "image_size": FMNIST_SIZE}, "simclr"),
+                               # auto decides itself whether pretraining on the unlabeled images pays (--arms)
+                               ("auto+unlabeled", {"strategy": "auto", "time_budget": "20m",
+                                                   "image_size": FMNIST_SIZE, "unlabeled": True}, None)]},
 }
 
 
@@ -236,7 +247,7 @@ def main() -> None:
                         pred, secs = tfidf(train, test, spec["tfidf"])
                     else:
                         bb = str(backbones[uses]) if uses else spec.get("backbone", "minilm-l6")
-                        pred, secs, notes = finetune(train_csv, test, bb, {**options, "seed": seed})
+                        pred, secs, notes = finetune(train_csv, test, bb, {**options, "seed": seed}, unlabeled)
                     acc, f1 = score(list(test["label"]), pred)
                     tag = f" [{args.variant}]" if args.variant and uses else ""
                     row = {"dataset": name, "labels": len(train), "seed": seed, "method": method + tag,
