@@ -14,9 +14,10 @@ label budget and seed, the same labeled sample (stratified, seeded) is fitted th
   benchmarks/notes/strategies_thucnews.md);
 - pretrained+finetune: the same on the pretrained backbone directory.
 SST-2 (English movie-review phrases, 2 classes; --labels default 100, seeds 0,1,2): the pool is train.tsv
-deduplicated, the test set test.tsv; unlabeled: 20,000 pool sentences (seeded sample; their labels unused). Two
-pretraining runs, `mlm` and `simcse`; per seed: tfidf (word 1-2 grams), the probe on minilm-l6 and on the simcse
-backbone, finetune (`TextClassifier(strategy="finetune")`, defaults) on minilm-l6 and on the mlm backbone.
+deduplicated, the test set test.tsv; unlabeled: 20,000 pool sentences (seeded sample; their labels unused). Three
+pretraining runs, `mlm`, `simcse` and `tsdae`; per seed: tfidf (word 1-2 grams), the probe on minilm-l6 and on the
+simcse and tsdae backbones, finetune (`TextClassifier(strategy="finetune")`, defaults) on minilm-l6 and on the mlm
+backbone.
 Fashion-MNIST (--datasets fashion_mnist; --labels default 1000): the 60,000 training images written once as PNG
 files are the pool and, without their labels, the unlabeled folder; the test set the 10,000 t10k images. One
 `fmadapt pretrain` run (SimCLR on efficientnet_lite0 at 64 px, the side benchmarks/core.py uses for these 28 px
@@ -165,8 +166,9 @@ SETS = {
                  "arms": [("finetune", FINETUNE_ZH, None), ("pretrained+finetune", FINETUNE_ZH, "mlm"),
                           ("probe", {"strategy": "probe"}, None), ("pretrained+probe", {"strategy": "probe"}, "mlm")]},
     "sst2": {"load": load_sst2, "labels": "100", "seeds": "0,1,2", "tfidf": "word",
-             "pretrain": {"mlm": ("mlm", False), "simcse": ("simcse", False)},
+             "pretrain": {"mlm": ("mlm", False), "simcse": ("simcse", False), "tsdae": ("tsdae", False)},
              "arms": [("probe", {"strategy": "probe"}, None), ("simcse+probe", {"strategy": "probe"}, "simcse"),
+                      ("tsdae+probe", {"strategy": "probe"}, "tsdae"),
                       ("finetune", {"strategy": "finetune"}, None),
                       ("mlm+finetune", {"strategy": "finetune"}, "mlm")]},
     "fashion_mnist": {"load": load_fmnist, "labels": "1000", "seeds": "0", "tfidf": None, "backbone":
@@ -205,9 +207,11 @@ def main() -> None:
         pool, test, unlabeled = spec["load"](work, args.test)
         (work / "pool.csv").exists() or pool.to_csv(work / "pool.csv", index=False)
         backbones = {}
+        # (only the pretraining runs the chosen arms use)
+        needed = {uses for arm, _, uses in spec["arms"] if uses and (args.arms is None or arm in args.arms.split(","))}
         for run_name, (method, extend) in spec["pretrain"].items():
             backbones[run_name] = work / f"pretrained-{run_name}{'-' + args.variant if args.variant else ''}"
-            if (backbones[run_name] / "pretrain.json").is_file():
+            if (backbones[run_name] / "pretrain.json").is_file() or run_name not in needed:
                 continue
             cmd = [sys.executable, "-m", "fmadapt", "pretrain", str(unlabeled), "--out", str(backbones[run_name]),
                    "--method", method, "--epochs", str(args.pretrain_epochs), "--labeled", str(work / "pool.csv"),

@@ -246,3 +246,32 @@ def test_the_guards_quick_probe_is_cross_validated_on_a_stratified_sample(monkey
     assert guard.quick_probe(None, inputs, labels, (idx, folds)) > 0.99
     shuffled = list(rng.permutation(labels))
     assert guard.quick_probe(None, inputs, shuffled, (idx, folds)) < 0.45  # (chance: 1/3)
+
+
+def test_tsdae_decoder_is_tied_to_the_encoder_causal_and_reads_only_the_sentence_embedding(tmp_path):
+    from fmadapt.backbones.registry import create_backbone
+    from fmadapt.pretrain.text import tsdae_decoder
+
+    bb = create_backbone("tiny-bert")
+    dec = tsdae_decoder(bb).eval()
+    base = getattr(dec, dec.base_model_prefix)
+    assert dec.get_output_embeddings().weight is bb.model.get_input_embeddings().weight
+    enc_layer, dec_layer = bb.model.encoder.layer[0], base.encoder.layer[0]
+    assert dec_layer.attention is enc_layer.attention and dec_layer.output is enc_layer.output
+    assert not any(p is q for p in dec_layer.crossattention.parameters() for q in bb.model.parameters())
+    torch.manual_seed(0)
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102]])
+    z = torch.randn(1, 1, 32)
+    logits = dec(input_ids=ids, attention_mask=torch.ones_like(ids), encoder_hidden_states=z).logits
+    later = ids.clone()
+    later[0, -1] = 2000  # (changing the last token changes no earlier position's prediction: causal)
+    again = dec(input_ids=later, attention_mask=torch.ones_like(ids), encoder_hidden_states=z).logits
+    assert torch.allclose(logits[0, :-1], again[0, :-1], atol=1e-5)
+    other = dec(input_ids=ids, attention_mask=torch.ones_like(ids), encoder_hidden_states=z + 1).logits
+    assert not torch.allclose(logits, other, atol=1e-4)  # (it reads the sentence embedding)
+    rec = pretrain(_texts(), tmp_path / "bb", "tiny-bert", {"method": "tsdae", "epochs": 4, "batch_size": 8,
+                                                             "lr": 1e-3}, progress=False)
+    assert rec["method"] == "tsdae" and rec["run"]["loss_last"] < rec["run"]["loss_first"]
+    saved = json.loads((tmp_path / "bb" / "config.json").read_text())
+    assert not saved.get("is_decoder") and not saved.get("add_cross_attention")  # (the encoder alone is saved)
+    assert create_backbone(str(tmp_path / "bb")).cfg.embed_dim == 32

@@ -23,8 +23,8 @@ def pretrain(
         "of images, minilm-l6 for texts (a table of image paths needs --backbone).")] = None,
     method: Annotated[str | None, typer.Option(
         "--method", help="Texts: mlm (masked-language modelling: what teaches new tokens their meaning; the default) "
-        "| simcse (unsupervised SimCSE: sentence embeddings). Images: simclr (contrastive, two augmented views of "
-        "each image; the default).")] = None,
+        "| simcse (unsupervised SimCSE: sentence embeddings) | tsdae (denoising auto-encoder: sentence embeddings). "
+        "Images: simclr (contrastive, two augmented views of each image; the default).")] = None,
     time_budget: Annotated[str | None, typer.Option(
         "--time-budget", help="Stop training after this long (30m, 90s, 1h); default: the epochs in full.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the unlabeled texts.")] = 1,

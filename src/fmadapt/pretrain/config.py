@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-TEXT_METHODS = ("mlm", "simcse")
+TEXT_METHODS = ("mlm", "simcse", "tsdae")
 IMAGE_METHODS = ("simclr",)
 #: the method a modality gets when none is named
 DEFAULT_METHOD = {"text": "mlm", "image": "simclr"}
@@ -19,7 +19,9 @@ DEFAULT_METHOD = {"text": "mlm", "image": "simclr"}
 class PretrainConfig:
     """How the backbone keeps pretraining. Texts: `mlm`: masked-language modelling (a masked-LM head is initialised
     and tied to the input embeddings, then dropped: the encoder is what is saved); `simcse`: unsupervised SimCSE
-    (each text against itself under another dropout mask, the batch's other texts as negatives). Images: `simclr`
+    (each text against itself under another dropout mask, the batch's other texts as negatives); `tsdae` (a decoder
+    tied to the encoder rebuilds each text from the embedding of its copy with 60 % of the words deleted). Images:
+    `simclr`
     (two augmented views of each image must find each other among the batch's views, through a projection head
     that is dropped afterwards)."""
 
@@ -36,8 +38,8 @@ class PretrainConfig:
     batch_size: int | None = None
     #: peak learning rate (linear warm-up over `warmup` of the steps, then linear decay to 0); None: the method's
     #: default (mlm 1e-4, the rate fine-tuning all-MiniLM-L6-v2 measured best; simcse 3e-5, SimCSE's BERT-base rate;
-    #: simclr 2e-5: of 2e-5, 1e-4 and 3e-4, the one that kept a frozen probe's accuracy on Fashion-MNIST after 200
-    #: steps; the larger rates cost it 2 points, benchmarks/notes/pretrain.md)
+    #: tsdae 3e-5, TSDAE's; simclr 2e-5: of 2e-5, 1e-4 and 3e-4, the one that kept a frozen probe's accuracy on
+    #: Fashion-MNIST after 200 steps; the larger rates cost it 2 points, benchmarks/notes/pretrain.md)
     lr: float | None = None
     warmup: float = 0.06
     weight_decay: float = 0.01
@@ -45,6 +47,8 @@ class PretrainConfig:
     max_tokens: int = 64
     #: mlm: the share of tokens masked (BERT's 15 %: 80 % [MASK], 10 % random, 10 % kept)
     mask_prob: float = 0.15
+    #: tsdae: the share of each text's words (CJK characters) deleted from the encoder's input
+    delete_prob: float = 0.6
     #: simcse / simclr: the softmax temperature of the contrastive loss; None: the method's (simcse 0.05, SimCSE's;
     #: simclr 0.2, MoCo v2's for small batches)
     temperature: float | None = None
@@ -92,6 +96,7 @@ class PretrainConfig:
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (4 <= self.max_tokens <= 4096, "max_tokens must be in [4, 4096]"),
             (0 < self.mask_prob < 1, "mask_prob must be in (0, 1)"),
+            (0 <= self.delete_prob < 1, "delete_prob must be in [0, 1)"),
             (self.temperature is None or self.temperature > 0, "temperature must be > 0"),
             (self.image_size is None or 16 <= self.image_size <= 1024, "image_size must be in [16, 1024]"),
             (0 < self.crop_scale <= 1, "crop_scale must be in (0, 1]"),
@@ -127,7 +132,8 @@ class PretrainConfig:
 
     @property
     def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else {"mlm": 1e-4, "simcse": 3e-5, "simclr": 2e-5}[str(self.method)]
+        return self.lr if self.lr is not None else {"mlm": 1e-4, "simcse": 3e-5, "tsdae": 3e-5, "simclr": 2e-5}[
+            str(self.method)]
 
     @property
     def tau(self) -> float:

@@ -7,6 +7,9 @@
   afterwards; the encoder is what is saved.
 - `simcse`: unsupervised SimCSE (Gao et al., 2021): each text is encoded twice under different dropout masks and
   must pick its own twin among the batch's texts (InfoNCE at temperature 0.05), on the backbone's own pooling.
+- `tsdae`: TSDAE (Wang et al., 2021): 60 % of each text's words (CJK: characters) are deleted, the encoder pools
+  what is left into one sentence embedding, and a decoder tied to the encoder must rebuild the original text from
+  that vector alone; the decoder's cross-attention layers are new and dropped afterwards.
 
 Both train in place the backbone they are given, in a seeded order, with AdamW, linear warm-up and decay, and stop
 at the end of `epochs` or when `time_budget` is spent, whichever comes first."""
@@ -74,6 +77,49 @@ def mlm_loss(model: nn.Module, head: nn.Module | None, encoder: nn.Module, batch
     return nn.functional.cross_entropy(head(hidden[picked]), batch["labels"][picked])
 
 
+def tsdae_decoder(backbone: Any) -> nn.Module:
+    """TSDAE's decoder (Wang et al., 2021): a causal LM of the encoder's architecture whose layers share the
+    encoder's modules (embeddings, self-attention, feed-forward: tied, as in the paper), with new cross-attention
+    modules that read the sentence embedding only; its output layer is the (shared) input embedding matrix."""
+    from transformers import AutoModelForCausalLM
+
+    encoder = backbone.model
+    config = copy.deepcopy(encoder.config)
+    config.is_decoder, config.add_cross_attention, config.tie_word_embeddings = True, True, True
+    try:
+        # eager: the model then builds its causal mask as a tensor. The shared self-attention modules are the
+        # encoder's (not causal themselves): under SDPA the model would leave the mask to them, and each position
+        # would see the tokens it must predict
+        decoder = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    except ValueError:
+        raise ValueError(f"{backbone.cfg.name}: its architecture has no causal-LM form for TSDAE's decoder; use "
+                         "--method mlm or simcse") from None
+    base = getattr(decoder, decoder.base_model_prefix)
+    base.embeddings = encoder.embeddings
+    enc_layers, dec_layers = encoder.encoder.layer, base.encoder.layer
+    for enc, dec in zip(enc_layers, dec_layers, strict=True):
+        for name, child in enc.named_children():
+            if hasattr(dec, name):
+                setattr(dec, name, child)
+    out = decoder.get_output_embeddings()
+    if out is None:
+        raise ValueError(f"{backbone.cfg.name}: its architecture has no LM head for TSDAE's decoder")
+    out.weight = encoder.get_input_embeddings().weight
+    return decoder
+
+
+def tsdae_loss(backbone: Any, decoder: nn.Module, noisy: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+               ) -> torch.Tensor:
+    """The decoder reconstructs each original text, token by token, from the sentence embedding of its damaged
+    copy alone (cross-attention to that one vector)."""
+    z = backbone(noisy)  # (B, H): the backbone's own pooling
+    ids, mask = target["input_ids"], target["attention_mask"]
+    logits = decoder(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
+                     encoder_hidden_states=z[:, None, :]).logits
+    labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
 def train_text(backbone: Any, texts: list[str], pc: PretrainConfig,
                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Pretrain `backbone` (in place) on `texts`; returns the run's record: steps, examples seen, seconds, whether
@@ -97,6 +143,19 @@ def train_text(backbone: Any, texts: list[str], pc: PretrainConfig,
             enc = tok(chunk, truncation=True, max_length=max_len, return_special_tokens_mask=True)
             batch = collate([{k: enc[k][i] for k in enc} for i in range(len(chunk))])
             return mlm_loss(model, head, backbone.model, batch)
+    elif pc.method == "tsdae":
+        from ..data.textnoise import perturb_text
+
+        decoder = tsdae_decoder(backbone)
+        model = nn.ModuleDict({"encoder": backbone.model, "decoder": decoder})
+        encode = backbone.collator()
+        encode.max_tokens = max_len
+        drawn = [0]
+
+        def loss_of(chunk: list[str]) -> torch.Tensor:
+            drawn[0] += 1  # (a new deletion pattern each step, seeded)
+            noisy = [perturb_text(t, "word_drop", pc.delete_prob, pc.seed + drawn[0], i) for i, t in enumerate(chunk)]
+            return tsdae_loss(backbone, decoder, encode(noisy), encode(chunk))
     else:
         model = backbone.model
         encode = backbone.collator()
