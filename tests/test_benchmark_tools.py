@@ -215,6 +215,10 @@ CLAIMS = [
      {"commit": "e43234c", "dataset": "fashion_mnist", "method": "auto+unlabeled"}, "accuracy"),
     ("pretrain.md", "plain probe's 0.8123", "pretrain",
      {"commit": "e43234c", "dataset": "fashion_mnist", "method": "probe"}, "accuracy"),
+    ("pretrain.md", "seed 0: 0.6875", "pretrain",
+     {"commit": "b7857af", "dataset": "sst2", "seed": "0", "method": "tsdae+probe"}, "accuracy"),
+    ("pretrain.md", "seed 0: 0.6875 against 0.6766", "pretrain",
+     {"commit": "b7857af", "dataset": "sst2", "seed": "0", "method": "probe"}, "accuracy"),
     ("pretrain.md", "0.8245 with them", "ngram", {"commit": "f1dfb2c", "features": "char13+jieba12"}, "accuracy"),
     ("pretrain.md", "0.8305 with characters", "ngram", {"commit": "f1dfb2c", "features": "char13"}, "accuracy"),
 ]
