@@ -275,3 +275,16 @@ def test_tsdae_decoder_is_tied_to_the_encoder_causal_and_reads_only_the_sentence
     saved = json.loads((tmp_path / "bb" / "config.json").read_text())
     assert not saved.get("is_decoder") and not saved.get("add_cross_attention")  # (the encoder alone is saved)
     assert create_backbone(str(tmp_path / "bb")).cfg.embed_dim == 32
+
+
+def test_only_a_backbone_folder_is_recorded_relative_to_the_model(tmp_path, monkeypatch, text_csv):
+    from fmadapt import TextClassifier
+    from fmadapt.backbones.registry import backbone_record
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny-bert").mkdir()  # (a folder named like the registered backbone: the registry wins)
+    assert "model_relative_dir" not in backbone_record(tmp_path, {"name": "tiny-bert", "extra": {}})["extra"]
+    pretrain(_texts(), tmp_path / "m" / "bb", "tiny-bert", {"epochs": 1, "batch_size": 8}, progress=False)
+    clf = TextClassifier(backbone=str(tmp_path / "m" / "bb"), progress=False).fit(str(text_csv))
+    saved = json.loads((clf.save_pretrained(tmp_path / "m") / "backbone.json").read_text())
+    assert saved["extra"]["model_relative_dir"] == "bb"

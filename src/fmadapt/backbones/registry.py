@@ -189,12 +189,15 @@ def backbone_record(model_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
 
     from ..data.cache import default_cache_dir
 
-    folder = Path(cfg["name"])
+    name = str(cfg["name"])
+    folder = Path(name).expanduser()
+    if name in _REGISTRY or name.startswith(("timm:", "hf:")) or not folder.is_dir():  # (what `_create` reads)
+        return cfg
     try:
         made = folder.resolve().relative_to((default_cache_dir() / "pretrained").resolve())
     except (ValueError, OSError):
         made = None
-    if made is not None and folder.is_dir():
+    if made is not None:
         target = model_dir / "pretrained-backbone"
         if target.exists():
             shutil.rmtree(target)
