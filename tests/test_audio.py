@@ -400,3 +400,19 @@ def test_embed_of_sounds_imports_no_torch_once_the_graph_is_remembered(sounds, t
     assert list(light["pred"].fillna("")) == list(full["pred"].fillna("")) and light["error"].notna().sum() == 1
     probs = [c for c in full.columns if c.startswith("prob_")]
     np.testing.assert_allclose(light[probs].to_numpy(), full[probs].to_numpy(dtype=float), atol=1e-4)
+
+
+def test_unlabeled_sounds_self_train_without_the_labeled_ones(sounds, tmp_path):
+    import shutil
+
+    unlabeled = tmp_path / "more"
+    shutil.copytree(sounds / "test", unlabeled)  # 12 clips of the three pitches, without their labels
+    shutil.copy(sounds / "train" / "low" / "0.wav", unlabeled / "renamed_copy.wav")  # a labeled clip, renamed
+    (unlabeled / "broken.wav").write_bytes(b"RIFF" + b"\x00" * 40)
+    clf = AudioClassifier(pseudo_threshold=0.5, progress=False).fit(sounds / "train", unlabeled=unlabeled)
+    st = clf.history_["self_training"]
+    pool = clf.data_summary_["unlabeled"]
+    assert pool["found"] == 13 and pool["labeled_overlap_dropped"] == 1 and pool["used"] == 12
+    assert [s["where"] for s in pool["skipped"]] == [str(unlabeled / "broken.wav")]
+    assert st["unlabeled"] == 12 and st["pseudo_labeled"] > 0 and st["kept"] in ("teacher", "student")
+    assert clf.score(sounds / "test") >= 0.9

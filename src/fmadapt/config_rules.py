@@ -60,7 +60,6 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
             (cfg.task != "classification", f"task {cfg.task} reads text tables for now; sound folders are "
                                            "single-label classes"),
             (cfg.features is not None or cfg.targets is not None, "features and targets are for text tables"),
-            (unlabeled, "unlabeled sounds (self-training) are not read yet"),
         ]
     if cfg.task != "classification":
         t = cfg.task

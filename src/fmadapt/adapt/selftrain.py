@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 
 def _digest(path: str) -> str | None:
-    """The image's content hash, as the feature cache keys it (None when it cannot be read)."""
+    """The file's content hash, as the feature cache keys images and sounds (None when it cannot be read)."""
     try:
         return content_hash(path, "image")
     except OSError:
@@ -40,9 +40,9 @@ def _digest(path: str) -> str | None:
 
 def drop_overlap(pool: Examples, *labeled: Examples) -> tuple[Examples, int]:
     """The pool without the inputs that are also labeled ones, and how many were dropped: the same text, or
-    the same image (the same file under any name, or a copy with the same bytes). A validation example
+    the same image or sound (the same file under any name, or a copy with the same bytes). A validation example
     labeled by the teacher and trained on by the student would make the student look better than it is."""
-    if pool.modality != "image":
+    if pool.modality == "text":
         seen = {v for ex in labeled for v in ex.inputs}
         keep = [i for i, v in enumerate(pool.inputs) if v not in seen]
     else:

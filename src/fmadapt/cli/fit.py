@@ -45,8 +45,8 @@ def fit(
     ] = None,
     val: Annotated[str | None, typer.Option("--val", help="Separate validation data.")] = None,
     unlabeled: Annotated[str | None, typer.Option(
-        "--unlabeled", help="Unlabeled inputs (image folder, or a table of texts) for self-training: the model "
-        "labels them, and a second model trains on the confident ones too (--pseudo-threshold, --pseudo-max); "
+        "--unlabeled", help="Unlabeled inputs (an image or sound folder, or a table of texts) for self-training: the "
+        "model labels them, and a second model trains on the confident ones too (--pseudo-threshold, --pseudo-max); "
         "kept if better on validation. With --strategy auto: continued pretraining on them is tried within the "
         "budget, kept if better on validation.")] = None,
     pretrain: Annotated[bool, typer.Option(
