@@ -138,3 +138,17 @@ def test_pretrain_and_fit_pretrain_commands_on_images(tmp_path, image_folder):
     text = runner.invoke(app, ["fit", str(image_folder), "--unlabeled", str(image_folder), "--pretrain",
                                "--extend-vocab", "--out", str(tmp_path / "x"), "--report", "off"])
     assert text.exit_code == 2 and "extend_vocab" in text.output
+
+
+def test_unlabeled_and_labeled_images_may_be_tables_of_paths(tmp_path, image_folder):
+    import pandas as pd
+
+    files = sorted(image_folder.rglob("*.png"))
+    pd.DataFrame({"path": [str(f) for f in files] + [str(tmp_path / "gone.png")]}).to_csv(tmp_path / "u.csv",
+                                                                                          index=False)
+    pd.DataFrame({"path": [str(f) for f in files], "label": [f.parent.name for f in files]}).to_csv(
+        tmp_path / "l.csv", index=False)
+    rec = pretrain(str(tmp_path / "u.csv"), tmp_path / "bb", "tiny-cnn", {"epochs": 1, "batch_size": 8},
+                   labeled=str(tmp_path / "l.csv"), progress=False)
+    assert rec["data"]["images"] == 36 and rec["data"]["skipped"] == 1
+    assert rec["guard"]["on"].endswith("l.csv") and "probe_accuracy" in rec["guard"]["after"]
