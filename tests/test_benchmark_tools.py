@@ -219,6 +219,10 @@ CLAIMS = [
      {"commit": "b7857af", "dataset": "sst2", "seed": "0", "method": "tsdae+probe"}, "accuracy"),
     ("pretrain.md", "seed 0: 0.6875 against 0.6766", "pretrain",
      {"commit": "b7857af", "dataset": "sst2", "seed": "0", "method": "probe"}, "accuracy"),
+    ("pretrain.md", "(seed 0: 0.6712", "pretrain",
+     {"commit": "c16fb20", "seed": "0", "method": "pretrained+finetune [newtok]"}, "accuracy"),
+    ("pretrain.md", "(seed 0: 0.6712 against 0.6763", "pretrain",
+     {"commit": "c16fb20", "dataset": "thucnews", "seed": "0", "method": "finetune"}, "accuracy"),
     ("pretrain.md", "0.8245 with them", "ngram", {"commit": "f1dfb2c", "features": "char13+jieba12"}, "accuracy"),
     ("pretrain.md", "0.8305 with characters", "ngram", {"commit": "f1dfb2c", "features": "char13"}, "accuracy"),
 ]
