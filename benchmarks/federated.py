@@ -1,7 +1,8 @@
-"""Federated probe (issue 25) against centralised training of the same strategy, in the same run.
+"""Federated probe, fine-tuning and LoRA (issue 25) against centralised training of the same strategy, same run.
 
     python benchmarks/federated.py [--datasets ag_news,fashion_mnist] [--scenarios clean,poisoned] [--rounds 20]
-                                   [--clients 10] [--fed KEY=VALUE ...] [--work /tmp/fedbench] [--csv PATH]
+                                   [--clients 10] [--strategies probe,finetune,lora] [--unfreeze 2]
+                                   [--fed KEY=VALUE ...] [--work /tmp/fedbench] [--csv PATH]
 
 Per dataset (the training/test samples of benchmarks/defaults.py: 4,000 training texts of AG News, 2,000 28-px
 Fashion-MNIST images; the whole test split of each sample): the centralised probe (`TextClassifier` /
@@ -12,6 +13,10 @@ Fashion-MNIST images; the whole test split of each sample): the centralised prob
   krum, multikrum; plus the clean FedAvg run they are compared with;
 - dp: DP-SGD on every client at epsilon 1, 4 and 8 (delta 1e-5), iid, FedAvg; plus the clean run (infinity);
 - secure: SecAgg+ (iid, FedAvg) against the same federation without it.
+--strategies finetune, lora: the centralised run trains the same top `--unfreeze` blocks (finetune: `unfreeze`;
+lora: adapters in all layers, the centralised strategy's only form, so the federated LoRA run gets --unfreeze -1)
+on the training split (refit off), then `federated-finetune` / `federated-lora` with the clean scenarios' partitions
+(iid and dirichlet:0.5; classes:2 is left out: hours of CPU).
 Rows in results/federated.csv: dataset, method, partition, aggregation, attack, test accuracy, fit seconds (in
 process), bytes sent, rounds. Both methods use fmadapt's feature cache: the features are computed once.
 """
@@ -74,6 +79,27 @@ def run_one(kind: str, train: str, test: str, labels: list[str], strategy: str, 
             "n_train": len(clf.splits_["train"]) + (len(clf.splits_["val"]) if clf.refit_on_val_ else 0)}
 
 
+def top(name: str, kind: str, train: str, test: str, labels: list[str], strategy: str, a: argparse.Namespace,
+        base: dict, rows: list[dict], table: list[list]) -> None:
+    """Centralised `strategy` (finetune / lora) on the training split against its federated form, same data."""
+    unfreeze = a.unfreeze if strategy == "finetune" else -1
+    options = {"refit": False, **({"unfreeze": unfreeze} if strategy == "finetune" else {})}
+    central = run_one(kind, train, test, labels, strategy, {}, **options)
+    rows.append({"dataset": name, "method": f"centralised {strategy}, training split", "options": options_json(options),
+                 **central, "n_test": len(labels)})
+    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    table.append([name, f"centralised {strategy}", "", "-", f"{central['accuracy']:.4f}", "", central["fit_seconds"],
+                  ""])
+    for partition in ("iid", "dirichlet:0.5"):
+        fc = {**base, "partition": partition, "aggregation": "fedavg", "unfreeze": unfreeze}
+        r = run_one(kind, train, test, labels, f"federated-{strategy}", {"federated": fc})
+        rows.append({"dataset": name, "method": f"federated {strategy}", "partition": partition,
+                     "aggregation": "fedavg", "options": options_json(fc), **r, "n_test": len(labels)})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        table.append([name, f"federated {strategy}, {partition}", "fedavg", "-", f"{r['accuracy']:.4f}",
+                      f"{(r['accuracy'] - central['accuracy']) * 100:+.2f}", r["fit_seconds"], r["bytes"]])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="ag_news,fashion_mnist")
@@ -81,6 +107,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--fed", action="append", default=[], help="KEY=VALUE federation option for every run")
+    ap.add_argument("--strategies", default="probe", help="probe,finetune,lora")
+    ap.add_argument("--unfreeze", type=int, default=2, help="finetune: the top blocks trained (centralised too)")
     ap.add_argument("--work", default="/tmp/fedbench")
     ap.add_argument("--process", action="store_true",
                     help="also time `fmadapt federate` (iid, fedavg, --report off) as a whole process per dataset")
@@ -92,6 +120,11 @@ def main() -> None:
     rows, table = [], []
     for name in a.datasets.split(","):
         kind, train, test, labels = prepare(name, Path(a.work))
+        for strategy in a.strategies.split(","):
+            if strategy != "probe":
+                top(name, kind, train, test, labels, strategy, a, base, rows, table)
+        if "probe" not in a.strategies.split(","):
+            continue
         for method, options in (("centralised probe", {}), ("centralised probe, training split", {"refit": False})):
             r = run_one(kind, train, test, labels, "probe", {}, **options)
             rows.append({"dataset": name, "method": method, "options": options_json(options), **r,

@@ -197,7 +197,7 @@ def test_federate_command(tmp_path):
                               "zipf"])
     assert bad.exit_code == 2 and "partition must be" in bad.output and not (tmp_path / "x").exists()
     assert runner.invoke(app, ["federate", str(tmp_path / "t.csv"), "--out", str(tmp_path / "x"), "--strategy",
-                               "lora"]).exit_code == 2
+                               "lora", "--secure"]).exit_code == 2
     bad_dp = runner.invoke(app, ["federate", str(tmp_path / "t.csv"), "--out", str(tmp_path / "x"), "--dp", "eps=1"])
     assert bad_dp.exit_code == 2 and "epsilon=E" in bad_dp.output
     r = runner.invoke(app, ["federate", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m"), "--backbone",

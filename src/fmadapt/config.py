@@ -19,9 +19,10 @@ GROUPS: dict[str, str] = {
     "distributed": "Hardware and distributed training", "input": "Input", "runtime": "Runtime",
     "logging": "Experiment tracking"}
 
-#: the names `strategy` takes out of the box (written out: the registry imports torch, which `fmadapt --help`
-#: must not; tests/test_cli.py checks them against it). Registered strategies add to them.
-STRATEGY_NAMES = ("probe", "finetune", "progressive", "l2sp", "lora", "contrastive", "federated", "auto")
+#: the built-in names of `strategy` (written out: the registry imports torch, which `fmadapt --help` must not;
+#: tests/test_cli.py checks them against it); registered strategies add to them
+STRATEGY_NAMES = ("probe", "finetune", "progressive", "l2sp", "lora", "contrastive", "federated",
+                  "federated-finetune", "federated-lora", "auto")
 
 
 def parse_duration(text: str | float | int) -> float | None:
@@ -95,8 +96,7 @@ class FitConfig:
     l2sp: float = opt(0.01, "optim",
         help='strategy "l2sp": strength α of the pull (α/2)·||w - w_pretrained||² on the backbone')
     max_time: float | None = opt(None, "optim",
-        help="fine-tuning: stop training this many seconds after the fit started (its setup included; Lightning "
-             "max_time)")
+        help="fine-tuning: stop training this many seconds after the fit started (setup included; Lightning max_time)")
     precision: str = opt("32-true", "optim", choices=("32-true", "bf16-mixed", "16-mixed"),
         help='fine-tuning arithmetic, passed to the Lightning Trainer: "32-true", or "bf16-mixed" (autocast; about '
              '1.6x faster text fine-tuning on CPUs with AMX/AVX512-BF16, e.g. Xeon Sapphire Rapids) or "16-mixed" '

@@ -140,9 +140,9 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
         (cfg.cache_activations == "on" and bool(fresh),
          "cache_activations 'on' trains on fixed activations: text_noise, mixup, cutmix and adversarial "
          "training need the inputs every epoch; use cache_activations 'auto' or 'off'"),
-        (cfg.strategy == "federated" and (cfg.task != "classification" or bool(cfg.features or cfg.targets)
+        (cfg.strategy.startswith("federated") and (cfg.task != "classification" or bool(cfg.features or cfg.targets)
                                           or cfg.ensemble > 1 or len(names) > 1 or unlabeled),
-         "strategy 'federated' trains one single-label classifier on backbone features so far: no multilabel or "
+         f"strategy {cfg.strategy!r} trains one single-label classifier on backbone features so far: no multilabel or "
          "regression task, table features, several targets, ensembles or unlabeled data"),
         (unlabeled and cfg.refit_full,
          "unlabeled data (self-training) does not combine with refit_full: the student is chosen on the "

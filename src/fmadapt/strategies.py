@@ -20,7 +20,8 @@ _STRATEGIES: dict[str, type[Strategy]] = {}
 BUILTIN: dict[str, tuple[str, bool]] = {
     "probe": ("probe", False), "finetune": ("finetune", True), "l2sp": ("finetune", True),
     "progressive": ("finetune", True), "lora": ("lora", True), "contrastive": ("contrastive", True),
-    "federated": ("federated", False)}
+    "federated": ("federated", False), "federated-finetune": ("federated", True),
+    "federated-lora": ("federated", True)}
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:

@@ -1,8 +1,11 @@
-"""`federated`: the probe trained by simulated clients that never share their examples (Flower; fmadapt/federated/).
+"""`federated`: the probe trained by simulated clients that never share their examples (Flower; fmadapt/federated/);
+`federated-finetune` and `federated-lora`: the top blocks of the backbone (or LoRA adapters in them) and the head.
 
-The backbone stays frozen: its features are computed once per client (cached), the training split is divided
-among the clients (`extra["federated"]`: FederatedConfig), and only the head travels. The validation split stays
-with the server: it scores the global head after every round and calibrates the final model, as in any fit."""
+The probe's backbone stays frozen: its features are computed once per client (cached), the training split is
+divided among the clients (`extra["federated"]`: FederatedConfig), and only the head travels. The other two cache
+each client's activations below the top blocks once, and only the trained tensors travel (federated/suffix.py).
+The validation split stays with the server: it scores the global model after every round and calibrates the final
+model, as in any fit."""
 
 from __future__ import annotations
 
@@ -31,12 +34,15 @@ class Federated(Strategy):
     name = "federated"
     trains_backbone = False
 
+    def options(self, cfg: FitConfig, ctx: FitContext) -> FederatedConfig:
+        if ctx.multilabel or ctx.regression or ctx.table is not None:
+            raise ConfigError(f"strategy {self.name}: single-label classification on backbone features only (no "
+                              "multilabel, regression or table features yet)")
+        return FederatedConfig.from_dict(cfg.extra.get("federated"))
+
     def fit(self, model: Classifier, train: Examples, val: Examples, cfg: FitConfig, ctx: FitContext
             ) -> dict[str, Any]:
-        if ctx.multilabel or ctx.regression or ctx.table is not None:
-            raise ConfigError("strategy federated: single-label classification on backbone features only (no "
-                              "multilabel, regression or table features yet)")
-        fc = FederatedConfig.from_dict(cfg.extra.get("federated"))
+        fc = self.options(cfg, ctx)
         t0 = time.perf_counter()
         kw: dict[str, Any] = {"batch_size": max(cfg.batch_size, 64), "cache": ctx.cache,
                               "num_workers": cfg.num_workers, "progress": ctx.progress, "runtime": cfg.runtime}
@@ -45,10 +51,7 @@ class Federated(Strategy):
         t_feat = time.perf_counter() - t0
         n_cls = len(ctx.classes)
 
-        def say(line: str) -> None:
-            if ctx.progress:
-                print(f"federated: {line}", file=sys.stderr, flush=True)
-
+        say = _say(ctx)
         # with DP, no client statistic may leave a client outside DP-SGD (and SecAgg+ asks none): the server's own
         # split standardises
         stats = None
@@ -116,6 +119,51 @@ class Federated(Strategy):
                          f"{head_bytes} bytes); the backbone stays frozen on every client", **history}
         return {"federation": federation, "feature_seconds": round(t_feat, 2),
                 "fit_seconds": round(time.perf_counter() - t0, 2), "metric": cfg.metric, **extra}
+
+
+@register_strategy
+class FederatedFineTune(Federated):
+    """Federated fine-tuning: clients train the top blocks of the backbone (`unfreeze`, default 2) and the head on
+    activations computed once below them, after a federated probe warms the head; only those tensors travel."""
+
+    name = "federated-finetune"
+    trains_backbone = True
+    lora = False
+
+    def fit(self, model: Classifier, train: Examples, val: Examples, cfg: FitConfig, ctx: FitContext
+            ) -> dict[str, Any]:
+        from ..federated.suffix import fit_top
+
+        fc = self.options(cfg, ctx)
+        fc.check_top(self.name)
+        t0 = time.perf_counter()
+        kind, param = fc.partition_spec()
+        y_tr = np.asarray(ctx.targets(train))
+        parts = partition(y_tr, fc.clients, kind, param, fc.seed,
+                          _column(train, str(param), cfg) if kind == "by-column" else None)
+        federation = {"options": fc.to_dict(), "aggregation": fc.aggregation, "partition": fc.partition,
+                      "clients": describe(parts, y_tr, ctx.classes),
+                      **fit_top(model, train, val, cfg, ctx, fc, parts, self.lora, _say(ctx))}
+        return {"federation": federation, "fit_seconds": round(time.perf_counter() - t0, 2), "metric": cfg.metric,
+                "trained_on": f"{fc.clients} clients' training data ({len(y_tr)} examples, partition "
+                              f"{fc.partition}); the server holds the validation split ({len(val)} examples)"}
+
+
+@register_strategy
+class FederatedLoRA(FederatedFineTune):
+    """Federated LoRA: clients train low-rank adapters in the top blocks of the backbone (`unfreeze`, default 2) and
+    the head, on activations computed once below them; only the adapters and the head travel."""
+
+    name = "federated-lora"
+    lora = True
+
+
+def _say(ctx: FitContext) -> Any:
+    def say(line: str) -> None:
+        if ctx.progress:
+            print(f"federated: {line}", file=sys.stderr, flush=True)
+
+    return say
 
 
 def _column(train: Examples, name: str, cfg: FitConfig) -> list[str]:

@@ -1,5 +1,6 @@
-"""`fmadapt federate`: the same fit as `fmadapt fit --strategy probe`, trained by simulated clients that keep their
-examples (Flower's simulation engine), written as an ordinary model directory."""
+"""`fmadapt federate`: a fit (the probe, or the top blocks of the backbone and the head, or LoRA adapters in them)
+trained by simulated clients that keep their examples (Flower's simulation engine), written as an ordinary model
+directory."""
 
 from __future__ import annotations
 
@@ -26,8 +27,13 @@ def federate(
         "--aggregation", help="fedavg | fedprox | fedadam | trimmed-mean | median | krum | multikrum (the last four "
         "resist hostile clients).")] = "fedavg",
     strategy: Annotated[str, typer.Option(
-        "--strategy", help="What the clients train: probe (the linear head on frozen features; the only one so "
-        "far).")] = "probe",
+        "--strategy", help="What the clients train: probe (the linear head on frozen features) | finetune (the top "
+        "--unfreeze blocks of the backbone and the head) | lora (LoRA adapters in those blocks and the head). "
+        "finetune and lora compute each client's activations below the blocks once, warm the head with "
+        "--fed head_rounds=10 probe rounds first, and run in the simulation without --dp or --secure so far.")
+    ] = "probe",
+    unfreeze: Annotated[int, typer.Option(
+        "--unfreeze", help="finetune, lora: how many top blocks of the backbone the clients train (-1: all).")] = 2,
     local_epochs: Annotated[int, typer.Option("--local-epochs", help="Epochs each client trains per round.")] = 2,
     fraction: Annotated[float, typer.Option("--fraction", help="Fraction of the clients sampled per round.")] = 1.0,
     min_clients: Annotated[int | None, typer.Option(
@@ -69,12 +75,12 @@ def federate(
         from ..federated.config import FederatedConfig, assignments
         from .fit import fit
 
-        if strategy != "probe":
-            raise ConfigError(f"--strategy {strategy}: federated fitting trains the probe head only so far "
-                              "(federated fine-tuning and LoRA are not built yet)")
+        names = {"probe": "federated", "finetune": "federated-finetune", "lora": "federated-lora"}
+        if strategy not in names:
+            raise ConfigError(f"--strategy {strategy}: federated fitting trains probe, finetune or lora")
         opts = {"clients": clients, "rounds": rounds, "partition": partition, "aggregation": aggregation,
                 "local_epochs": local_epochs, "fraction": fraction, "min_clients": min_clients, "secure": secure,
-                "superlink": superlink}
+                "superlink": superlink, "unfreeze": unfreeze}
         opts.update(assignments(fed or []))
         if dp is not None:
             keys = {"epsilon": "dp_epsilon", "delta": "dp_delta", "clip": "dp_clip", "lr": "dp_lr"}
@@ -85,12 +91,14 @@ def federate(
             if "dp_epsilon" not in opts:
                 raise ConfigError(f"--dp {dp!r}: give epsilon, e.g. --dp epsilon=8,delta=1e-5")
         fc = FederatedConfig.from_dict(opts)  # checked before any data is read
+        if strategy != "probe":
+            fc.check_top(f"--strategy {strategy}")
         if superlink is not None and val is not None:
             raise ConfigError("--val with --superlink: DATA is the server's held-out data already (the clients' "
                               "data stays on their SuperNodes)")
         fit(data=data, out=out, text=text, label=[label] if label else None, val=data if superlink else val,
             set_=set_, report=report,
-            as_json=as_json, strategy="federated", backbone=backbone, extra={"federated": fc.to_dict()})
+            as_json=as_json, strategy=names[strategy], backbone=backbone, extra={"federated": fc.to_dict()})
 
     _run(go)
 

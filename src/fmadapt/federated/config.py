@@ -71,6 +71,12 @@ class FederatedConfig:
     root_certificates: str | None = None
     #: deployment: seconds to wait for `clients` SuperNodes to connect before the first round
     connect_timeout: float = 300.0
+    #: federated-finetune, federated-lora: how many top blocks of the backbone the clients train (-1: all that can be
+    #: cut off; the blocks below stay frozen and their activations are computed once per client)
+    unfreeze: int = 2
+    #: federated-finetune, federated-lora: rounds of the federated probe that train the head alone first, on the
+    #: frozen features (LP-FT, as `fit`'s head_init=probe); 0: the blocks and a new head from the first round
+    head_rounds: int = 10
     seed: int = 0
     #: simulation only (benchmarks, tests): ["KIND:CLIENT,CLIENT", ...] with KIND one of ATTACKS
     attacks: list[str] = dataclasses.field(default_factory=list)
@@ -109,6 +115,8 @@ class FederatedConfig:
             (self.max_norm_ratio is None or self.max_norm_ratio > 1.0,
              "max_norm_ratio must be > 1 (or none: no check)"),
             (self.connect_timeout > 0, "connect_timeout must be > 0"),
+            (self.unfreeze == -1 or self.unfreeze >= 1, "unfreeze must be >= 1 (top blocks) or -1 (all)"),
+            (self.head_rounds >= 0, "head_rounds must be >= 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -174,6 +182,17 @@ class FederatedConfig:
                     raise ConfigError(f"federated: attack {spec!r} names client {c}; clients are 0..{self.clients - 1}")
                 out[int(c)] = kind
         return out
+
+    def check_top(self, strategy: str) -> None:
+        """ConfigError for what federated fine-tuning and LoRA (`strategy`) do not do yet."""
+        for ok, what in [(self.dp_epsilon is None, "differential privacy (--dp)"),
+                         (not self.secure, "secure aggregation (--secure)"),
+                         (self.superlink is None, "deployment on a SuperLink (--superlink)"),
+                         (self.aggregation != "fedadam", "fedadam (its server rates are chosen for the head)")]:
+            if not ok:
+                raise ConfigError(f"federated: {what} is built for the probe only so far; strategy {strategy} "
+                                  "runs in the simulation with fedavg, fedprox, trimmed-mean, median, krum or "
+                                  "multikrum, without DP")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -170,7 +170,9 @@ def _main(grid: Grid, context: Context) -> None:
         query = {"fit": json.dumps(job["fit"]), "backbone": json.dumps(job["backbone"]),
                  "classes": json.dumps(job["classes"]), "seed": fc.seed}
         t0 = time.perf_counter()
-        out = serve(grid, fc, x_va.shape[1], len(job["classes"]), head_evaluator(x_va, y_va), stats, progress, query)
+        n = len(job["classes"])
+        initial = [np.zeros((n, x_va.shape[1]), np.float32), np.zeros(n, np.float32)]
+        out = serve(grid, fc, initial, head_evaluator(x_va, y_va), stats, progress, query)
         _finish(grid)
         w, b = out["arrays"]
         np.savez(work / "result.npz", w=w, b=b, mean=out["mean"], std=out["std"])

@@ -65,7 +65,7 @@ def simulate_secure(workdir: str, n_features: int, n_classes: int, fc: Federated
         w, b = parameters
         before = out.get("arrays")
         out["arrays"] = (np.asarray(w), np.asarray(b))  # (the global head after round `rnd`)
-        scores = evaluate(w, b, mean, std)
+        scores = evaluate([w, b], mean, std)
         now = time.perf_counter()
         if rnd:
             rounds.append({"round": rnd, "seconds": round(now - clock["t"], 2),

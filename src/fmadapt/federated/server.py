@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDiverged
 from .config import FederatedConfig
 
-#: evaluate(weights, bias, mean, std) -> {"accuracy": ..., "loss": ...} on the server's held-out split
-Evaluate = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], dict[str, float]]
+#: evaluate(arrays, mean, std) -> {"accuracy": ..., "loss": ...} of the global arrays on the server's held-out split
+#: (mean, std: the features' standardisation; None when the clients train the top of the backbone)
+Evaluate = Callable[[list[np.ndarray], Any, Any], dict[str, float]]
 
 
 def screen(updates: list[list[np.ndarray] | None], current: list[np.ndarray], max_ratio: float | None
@@ -49,9 +50,10 @@ def screen(updates: list[list[np.ndarray] | None], current: list[np.ndarray], ma
 
 
 def head_evaluator(x_va: np.ndarray, y_va: np.ndarray) -> Any:
-    """evaluate(w, b, mean, std) -> {"accuracy", "loss"} of a head on the server's held-out features."""
+    """evaluate([w, b], mean, std) -> {"accuracy", "loss"} of a head on the server's held-out features."""
 
-    def evaluate(w: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str, float]:
+    def evaluate(arrays: list[np.ndarray], mean: Any, std: Any) -> dict[str, float]:
+        w, b = arrays
         if not len(y_va):
             return {}
         logits = ((x_va - mean) / std) @ w.T + b
@@ -140,7 +142,8 @@ def make_strategy(fc: FederatedConfig, log: list[dict[str, Any]], names: dict[in
         def configure_train(self, server_round: int, arrays: Any, config: Any, grid: Any) -> Any:
             self._current = arrays.to_numpy_ndarrays()
             messages = list(super().configure_train(server_round, arrays, config, grid))
-            nbytes = sum(a.nbytes for a in self._current) + 8 * 2 * len(config["feature-mean"])
+            nbytes = sum(a.nbytes for a in self._current) + (8 * 2 * len(config["feature-mean"])
+                                                              if "feature-mean" in config else 0)
             log.append({"round": server_round, "sampled": len(messages), "bytes_down": nbytes * len(messages),
                         "started": time.perf_counter()})
             return messages
@@ -198,12 +201,14 @@ def wait_for_nodes(grid: Any, fc: FederatedConfig, progress: Callable[[str], Non
     return nodes
 
 
-def serve(grid: Any, fc: FederatedConfig, n_features: int, n_classes: int, evaluate: Evaluate,
+def serve(grid: Any, fc: FederatedConfig, initial: list[np.ndarray], evaluate: Evaluate,
           stats: tuple[np.ndarray, np.ndarray] | None, progress: Callable[[str], None] | None,
-          query: dict[str, Any] | None = None) -> dict[str, Any]:
+          query: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """The server's side of a federation, inside a ServerApp's main: the statistics query round (`query`: more
-    settings it sends every client), then `fc.rounds` rounds of the screened strategy. Returns {"arrays": [w, b],
-    "mean", "std", "statistics", "start", "rounds", "privacy", "clients": the clients' answers to the query}."""
+    settings it sends every client), then `fc.rounds` rounds of the screened strategy from the global arrays
+    `initial` (the probe: [weight (C, D), bias (C,)]). `settings`: what the clients' local training reads, instead
+    of the probe's (`client_settings`); then no feature statistics are asked or sent. Returns {"arrays", "mean",
+    "std", "statistics", "start", "rounds", "privacy", "clients": the clients' answers to the query}."""
     from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
     t0 = time.perf_counter()
@@ -212,14 +217,20 @@ def serve(grid: Any, fc: FederatedConfig, n_features: int, n_classes: int, evalu
     out: dict[str, Any] = {"rounds": rounds, "privacy": privacy}
     # the clients' numbers (what a failed client is reported by) and, without DP, their feature sums
     nodes = sorted(wait_for_nodes(grid, fc, progress))
-    asks = [Message(RecordDict({"config": ConfigRecord({"statistics": stats is None, "client": i, **(query or {})})}),
+    standardise = settings is None
+    asks = [Message(RecordDict({"config": ConfigRecord({"statistics": standardise and stats is None, "client": i,
+                                                        **(query or {})})}),
                     dst_node_id=n, message_type=MessageType.QUERY) for i, n in enumerate(nodes)]
     answers = list(grid.send_and_receive(asks, timeout=fc.connect_timeout + 600))
     replies: list[Any] = [m for m in answers if not m.has_error()]
     errors = {str(m.metadata.src_node_id): m.error.reason for m in answers if m.has_error()}
     names = {m.metadata.src_node_id: int(m.content["metrics"]["client"]) for m in replies}
     out["clients"] = [{"node": m.metadata.src_node_id, **dict(m.content["metrics"])} for m in replies]
-    if stats is not None:
+    mean: Any = None
+    std: Any = None
+    if not standardise:
+        out["statistics"] = {"from": "none: the clients train the top of the backbone on its own activations"}
+    elif stats is not None:
         mean, std = np.asarray(stats[0], np.float64), np.asarray(stats[1], np.float64)
         out["statistics"] = {"from": "the server's validation split (no client statistics under DP)"}
     else:
@@ -233,14 +244,16 @@ def serve(grid: Any, fc: FederatedConfig, n_features: int, n_classes: int, evalu
         out["statistics"] = {"clients": len(sums), "examples": count, "seconds": round(time.perf_counter() - t0, 2)}
     if errors:
         out["statistics"]["errors"] = errors
-    std = usable_std(std)
-    config = ConfigRecord({**client_settings(fc), "feature-mean": mean.tolist(), "feature-std": std.tolist(),
-                           **(query or {})})
+    if standardise:
+        std = usable_std(std)
+        config = ConfigRecord({**client_settings(fc), "feature-mean": mean.tolist(), "feature-std": std.tolist(),
+                               **(query or {})})
+    else:
+        config = ConfigRecord({**(settings or {}), **(query or {})})
     curve: list[dict[str, Any]] = []
 
     def on_round(rnd: int, arrays: Any) -> None:
-        w, b = arrays.to_numpy_ndarrays()
-        scores = evaluate(w, b, mean, std)
+        scores = evaluate(arrays.to_numpy_ndarrays(), mean, std)
         row: dict[str, Any] = rounds[-1] if rounds and rounds[-1]["round"] == rnd else {"round": rnd}
         if "started" in row:
             row["seconds"] = round(time.perf_counter() - row.pop("started"), 2)
@@ -251,11 +264,15 @@ def serve(grid: Any, fc: FederatedConfig, n_features: int, n_classes: int, evalu
                      f"{row.get('used', 0)} of {row.get('sampled', 0)} updates used")
 
     strategy = make_strategy(fc, rounds, names, privacy)
-    result = strategy.start(grid=grid, initial_arrays=ArrayRecord([np.zeros((n_classes, n_features), np.float32),
-                                                                 np.zeros(n_classes, np.float32)]),
-                            num_rounds=fc.rounds, timeout=3600, train_config=config,
-                            evaluate_fn=lambda rnd, arrays: on_round(rnd, arrays))
-    out.update(arrays=result.arrays.to_numpy_ndarrays(), mean=mean, std=std, start=curve[0] if curve else None)
+    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial), num_rounds=fc.rounds, timeout=3600,
+                            train_config=config, evaluate_fn=lambda rnd, arrays: on_round(rnd, arrays))
+    arrays = result.arrays.to_numpy_ndarrays()
+    if not arrays:  # (Flower's result holds arrays once a round has aggregated some)
+        why = "; ".join(f"round {r['round']}: {r.get('used', 0)} usable, failed {r.get('failed_clients', [])}, "
+                        f"rejected {r.get('rejected', {})}" for r in rounds)
+        raise TrainingDiverged(f"no round of the federation had the {fc.required} usable update(s) it needs "
+                               f"(--min-clients): {why}")
+    out.update(arrays=arrays, mean=mean, std=std, start=curve[0] if curve else None)
     return out
 
 
@@ -282,13 +299,25 @@ def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
              evaluate: Evaluate, progress: Callable[[str], None] | None = None,
              stats: tuple[np.ndarray, np.ndarray] | None = None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Run the federation in Flower's simulation engine (one process per core; the clients' data in `workdir`).
-    `stats`: the features' mean and standard deviation from data the server holds (with DP: no statistics round).
-    Returns (weight (C, D), bias (C,), feature mean, feature std, history)."""
-    require_engine()
-    from flwr.serverapp import Grid, ServerApp
-
+    """Run the federated probe in Flower's simulation engine (one process per core; the clients' data in
+    `workdir`). `stats`: the features' mean and standard deviation from data the server holds (with DP: no
+    statistics round). Returns (weight (C, D), bias (C,), feature mean, feature std, history)."""
     from .client import make_client_app
+
+    require_engine()
+    initial = [np.zeros((n_classes, n_features), np.float32), np.zeros(n_classes, np.float32)]
+    out, history = run_apps(make_client_app(workdir, fc.attack_of(), fc.seed), initial, fc, evaluate, progress,
+                            stats)
+    w, b = out["arrays"]
+    return w, b, out["mean"], out["std"], history
+
+
+def run_apps(client: Any, initial: list[np.ndarray], fc: FederatedConfig, evaluate: Evaluate,
+             progress: Callable[[str], None] | None = None, stats: tuple[np.ndarray, np.ndarray] | None = None,
+             settings: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`serve` (from the global arrays `initial`) against the ClientApp `client` in Flower's simulation engine.
+    Returns (what `serve` returned, the federation's history)."""
+    from flwr.serverapp import Grid, ServerApp
 
     logging.getLogger("flwr").setLevel(logging.ERROR)  # (its INFO round log, and warnings about settings we chose)
     out: dict[str, Any] = {}
@@ -296,11 +325,15 @@ def simulate(workdir: str, n_features: int, n_classes: int, fc: FederatedConfig,
 
     @server.main()
     def main(grid: Grid, context: Any) -> None:
-        out.update(serve(grid, fc, n_features, n_classes, evaluate, stats, progress))
+        try:
+            out.update(serve(grid, fc, initial, evaluate, stats, progress, settings=settings))
+        except TrainingDiverged as e:  # (raised again outside Flower's engine, which would only log it)
+            out["error"] = e
 
     t0 = time.perf_counter()
-    cores = run_engine(server, make_client_app(workdir, fc.attack_of(), fc.seed), fc)
+    cores = run_engine(server, client, fc)
+    if "error" in out:
+        raise out["error"]
     if "arrays" not in out:
         raise RuntimeError("the federation ended without a model (Flower's log above says why)")
-    w, b = out["arrays"]
-    return w, b, out["mean"], out["std"], summary(out, fc, time.perf_counter() - t0, cores)
+    return out, summary(out, fc, time.perf_counter() - t0, cores)
