@@ -147,6 +147,8 @@ def test_federated_fine_tuning_trains_the_top_block_only_and_saves_an_ordinary_m
     assert np.allclose(again.predict_proba(texts), clf.predict_proba(texts), atol=1e-6)
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["strategy"] == "federated-finetune"
+    assert "after 2 rounds of the federated probe" in (tmp_path / "m" / "README.md").read_text()
+    assert "head warm-up" in (tmp_path / "m" / "report.html").read_text()
 
 
 @pytest.mark.integration

@@ -24,7 +24,10 @@ def card_lines(fed: dict[str, Any]) -> list[str]:
     last = rounds[-1] if rounds else {}
     lines = ["", "## Federated training", "",
              f"- {len(clients)} clients (partition `{fed.get('partition')}`), {len(rounds)} rounds of "
-             f"`{fed.get('aggregation')}`; what travelled: {fed.get('trainable')}",
+             f"`{fed.get('aggregation')}`"
+             + (f" after {len(fed['head']['rounds'])} rounds of the federated probe that trained the head alone"
+                if isinstance(fed.get("head"), dict) and fed["head"].get("rounds") else "")
+             + f"; what travelled: {fed.get('trainable')}",
              f"- held-out accuracy after the last round: {last.get('accuracy')}; {fed.get('rejected', 0)} update(s) "
              f"rejected, {fed.get('failed', 0)} client failure(s) (per round in `config.json`, \"history\")"]
     privacy = fed.get("privacy")

@@ -317,6 +317,10 @@ def _federation(fed: Any) -> dict[str, Any] | None:
                        "bad": round_problems(r)})
     summary = {k: fed.get(k) for k in ("partition", "aggregation", "trainable", "seconds", "workers", "bytes",
                                        "rejected", "failed") if k in fed}
+    head = _mapping(fed.get("head"))
+    if isinstance(head.get("rounds"), list) and head["rounds"] and isinstance(head["rounds"][-1], Mapping):
+        summary["head warm-up"] = (f"{len(head['rounds'])} rounds of the federated probe first (held-out accuracy "
+                                   f"{fmt(head['rounds'][-1].get('accuracy'))}); the rounds below start from it")
     deployment = _mapping(fed.get("deployment"))
     if deployment:
         summary["engine"] = (f"{deployment.get('engine')}, SuperLink {deployment.get('superlink')}"
