@@ -13,10 +13,10 @@ Fashion-MNIST images; the whole test split of each sample): the centralised prob
   krum, multikrum; plus the clean FedAvg run they are compared with;
 - dp: DP-SGD on every client at epsilon 1, 4 and 8 (delta 1e-5), iid, FedAvg; plus the clean run (infinity);
 - secure: SecAgg+ (iid, FedAvg) against the same federation without it.
---strategies finetune, lora: the centralised run trains the same top `--unfreeze` blocks (finetune: `unfreeze`;
-lora: adapters in all layers, the centralised strategy's only form, so the federated LoRA run gets --unfreeze -1)
-on the training split (refit off), then `federated-finetune` / `federated-lora` with the clean scenarios' partitions
-(iid and dirichlet:0.5; classes:2 is left out: hours of CPU).
+--strategies finetune, lora: the centralised run on the training split (refit off) — finetune trains the same top
+`--unfreeze` blocks; lora puts adapters in all layers, the centralised strategy's only form, while the federated
+run puts them in the top `--unfreeze` blocks (a reference, not the same model) — then `federated-finetune` /
+`federated-lora` with the clean scenarios' partitions iid and dirichlet:0.5 (classes:2 is left out: CPU time).
 Rows in results/federated.csv: dataset, method, partition, aggregation, attack, test accuracy, fit seconds (in
 process), bytes sent, rounds. Both methods use fmadapt's feature cache: the features are computed once.
 """
@@ -82,18 +82,19 @@ def run_one(kind: str, train: str, test: str, labels: list[str], strategy: str, 
 def top(name: str, kind: str, train: str, test: str, labels: list[str], strategy: str, a: argparse.Namespace,
         base: dict, rows: list[dict], table: list[list]) -> None:
     """Centralised `strategy` (finetune / lora) on the training split against its federated form, same data."""
-    unfreeze = a.unfreeze if strategy == "finetune" else -1
+    unfreeze = a.unfreeze
     options = {"refit": False, **({"unfreeze": unfreeze} if strategy == "finetune" else {})}
     central = run_one(kind, train, test, labels, strategy, {}, **options)
-    rows.append({"dataset": name, "method": f"centralised {strategy}, training split", "options": options_json(options),
-                 **central, "n_test": len(labels)})
+    what = "" if strategy == "finetune" else " (all layers)"
+    rows.append({"dataset": name, "method": f"centralised {strategy}{what}, training split",
+                 "options": options_json(options), **central, "n_test": len(labels)})
     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    table.append([name, f"centralised {strategy}", "", "-", f"{central['accuracy']:.4f}", "", central["fit_seconds"],
-                  ""])
+    table.append([name, f"centralised {strategy}{what}", "", "-", f"{central['accuracy']:.4f}", "",
+                  central["fit_seconds"], ""])
     for partition in ("iid", "dirichlet:0.5"):
         fc = {**base, "partition": partition, "aggregation": "fedavg", "unfreeze": unfreeze}
         r = run_one(kind, train, test, labels, f"federated-{strategy}", {"federated": fc})
-        rows.append({"dataset": name, "method": f"federated {strategy}", "partition": partition,
+        rows.append({"dataset": name, "method": f"federated {strategy}, top {unfreeze} blocks", "partition": partition,
                      "aggregation": "fedavg", "options": options_json(fc), **r, "n_test": len(labels)})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         table.append([name, f"federated {strategy}, {partition}", "fedavg", "-", f"{r['accuracy']:.4f}",
@@ -118,11 +119,15 @@ def main() -> None:
 
     base = {"clients": a.clients, "rounds": a.rounds, **assignments(a.fed)}
     rows, table = [], []
+    path = csv_path(a.csv, "federated")
     for name in a.datasets.split(","):
         kind, train, test, labels = prepare(name, Path(a.work))
         for strategy in a.strategies.split(","):
             if strategy != "probe":
                 top(name, kind, train, test, labels, strategy, a, base, rows, table)
+                if path is not None:  # (each strategy's rows as soon as they are measured: runs take long)
+                    append_rows(path, FIELDS, rows)
+                    rows = []
         if "probe" not in a.strategies.split(","):
             continue
         for method, options in (("centralised probe", {}), ("centralised probe, training split", {"refit": False})):
@@ -158,8 +163,7 @@ def main() -> None:
             table.append([name, f"federated probe, {sc['partition']}{dp}", sc["aggregation"] + screen,
                           rows[-1]["attack"] or "-", f"{r['accuracy']:.4f}",
                           f"{(r['accuracy'] - central['accuracy']) * 100:+.2f}", r["fit_seconds"], r["bytes"]])
-    path = csv_path(a.csv, "federated")
-    if path is not None:
+    if path is not None and rows:
         append_rows(path, FIELDS, rows)
     print(md_table(["dataset", "method", "aggregation", "attack", "accuracy", "Δ vs centralised, same data",
                     "fit s", "bytes"], table, "---|---|---|---|---:|---:|---:|---:"))
