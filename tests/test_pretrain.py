@@ -288,3 +288,20 @@ def test_only_a_backbone_folder_is_recorded_relative_to_the_model(tmp_path, monk
     clf = TextClassifier(backbone=str(tmp_path / "m" / "bb"), progress=False).fit(str(text_csv))
     saved = json.loads((clf.save_pretrained(tmp_path / "m") / "backbone.json").read_text())
     assert saved["extra"]["model_relative_dir"] == "bb"
+
+
+def test_tsdae_refuses_an_encoder_without_a_decoder_form_with_a_message():
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+
+    from fmadapt.backbones.base import BackboneCfg
+    from fmadapt.backbones.packaged import minilm_l6_path
+    from fmadapt.backbones.text import HFTextBackbone
+    from fmadapt.pretrain.text import tsdae_decoder
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_l6_path()))
+    model = DistilBertModel(DistilBertConfig(vocab_size=tok.vocab_size, dim=32, n_layers=1, n_heads=2,
+                                             hidden_dim=64, max_position_embeddings=64))
+    bb = HFTextBackbone(model, tok, BackboneCfg(name="tiny-distilbert", modality="text", embed_dim=32,
+                                                pretrained=False, max_tokens=64))
+    with pytest.raises(ConfigError, match="tiny-distilbert.*--method mlm or simcse"):
+        tsdae_decoder(bb)

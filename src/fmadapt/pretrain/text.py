@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .config import PretrainConfig
 
 
@@ -59,7 +60,7 @@ def masked_lm(backbone: Any) -> nn.Module:
     setattr(wrapper, wrapper.base_model_prefix, encoder)
     out = wrapper.get_output_embeddings()
     if out is None:
-        raise ValueError(f"{backbone.cfg.name}: its architecture has no masked-LM head to continue pretraining with")
+        raise ConfigError(f"{backbone.cfg.name}: its architecture has no masked-LM head to continue pretraining with")
     out.weight = encoder.get_input_embeddings().weight  # (tied: the decoder is the embedding matrix)
     return wrapper
 
@@ -92,18 +93,22 @@ def tsdae_decoder(backbone: Any) -> nn.Module:
         # would see the tokens it must predict
         decoder = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     except ValueError:
-        raise ValueError(f"{backbone.cfg.name}: its architecture has no causal-LM form for TSDAE's decoder; use "
+        raise ConfigError(f"{backbone.cfg.name}: its architecture has no causal-LM form for TSDAE's decoder; use "
                          "--method mlm or simcse") from None
     base = getattr(decoder, decoder.base_model_prefix)
-    base.embeddings = encoder.embeddings
-    enc_layers, dec_layers = encoder.encoder.layer, base.encoder.layer
+    try:  # (BERT-style module names; other encoders have no shared layout to tie)
+        base.embeddings = encoder.embeddings
+        enc_layers, dec_layers = encoder.encoder.layer, base.encoder.layer
+    except AttributeError:
+        raise ConfigError(f"{backbone.cfg.name}: TSDAE's decoder ties BERT-style encoders (embeddings, encoder.layer) "
+                         "only; use --method mlm or simcse") from None
     for enc, dec in zip(enc_layers, dec_layers, strict=True):
         for name, child in enc.named_children():
             if hasattr(dec, name):
                 setattr(dec, name, child)
     out = decoder.get_output_embeddings()
     if out is None:
-        raise ValueError(f"{backbone.cfg.name}: its architecture has no LM head for TSDAE's decoder")
+        raise ConfigError(f"{backbone.cfg.name}: its architecture has no LM head for TSDAE's decoder")
     out.weight = encoder.get_input_embeddings().weight
     return decoder
 
@@ -129,7 +134,7 @@ def train_text(backbone: Any, texts: list[str], pc: PretrainConfig,
     max_len = min(pc.max_tokens, backbone.cfg.max_tokens)
     batches = _batches([len(t) for t in texts], pc.batch, pc.epochs, pc.seed)
     if not batches:
-        raise ValueError("pretrain: fewer than 2 texts to train on")
+        raise ConfigError("pretrain: fewer than 2 texts to train on")
     if pc.method == "mlm":
         from transformers import DataCollatorForLanguageModeling
 
