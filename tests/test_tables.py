@@ -186,3 +186,19 @@ def test_fine_tuning_reads_fewer_tokens_by_default_and_the_probe_all(monkeypatch
         "given (max_tokens)"
     probe = TextClassifier(backbone="tiny-bert", seed=0).fit(df)
     assert probe.model_.backbone.cfg.max_tokens == 64 and probe.config_.max_tokens is None
+
+
+def test_a_tab_separated_txt_file_is_read_as_such_and_a_header_that_is_data_is_said(tmp_path):
+    from fmadapt.config import FitConfig
+    from fmadapt.data.readers import read_text_table
+
+    rows = ["体验2D巅峰 倚天屠龙记, 十大创新\t8", "同步A股首秀：港股缩量回调\t2", "六十年铁树开花\t8", "一个新的标题\t2"]
+    (tmp_path / "t.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    ex = read_text_table(tmp_path / "t.txt", FitConfig(header=False), need_label=True, strict=True)[0]
+    assert ex.inputs[0] == "体验2D巅峰 倚天屠龙记, 十大创新" and ex.labels == ["8", "2", "8", "2"]  # (the comma stays)
+    with pytest.warns(UserWarning, match="first row looks like data.*--no-header"):
+        ex = read_text_table(tmp_path / "t.txt", FitConfig(), need_label=True, strict=True)[0]
+    assert len(ex) == 3 and "--no-header" in ex.warnings[0]
+    (tmp_path / "h.txt").write_text("text,label\n\"fine, really\tgood\",pos\nbad,neg\n", encoding="utf-8")
+    ex = read_text_table(tmp_path / "h.txt", FitConfig(), need_label=True, strict=True)[0]  # (a tab on one line)
+    assert ex.labels == ["pos", "neg"] and not ex.warnings

@@ -79,6 +79,19 @@ def missing_column(source: str, col: str, df: pd.DataFrame, opt: str) -> DataErr
     return DataError(f"{source}: column {col!r} ({opt}) not found. Columns: {listing}")
 
 
+def _tab_separated(path: Path, enc: str, errors: str) -> bool:
+    """A .txt table whose first lines (up to 50 that are not blank) all hold a tab is tab-separated (THUCNews-style
+    "text<TAB>label" files); otherwise it is read as CSV."""
+    lines: list[str] = []
+    with open(path, encoding=enc, errors=errors, newline="") as f:
+        for line in f:
+            if line.strip():
+                lines.append(line)
+            if len(lines) == 50:
+                break
+    return bool(lines) and all("\t" in line for line in lines)
+
+
 def _read_file(path: Path, ext: str, enc: str, header: bool, errors: str = "strict"
                ) -> tuple[pd.DataFrame, list[tuple[int, str]] | None]:
     """(DataFrame, [(row, reason)] of the CSV/TSV lines skipped as malformed; None for other formats)."""
@@ -91,7 +104,7 @@ def _read_file(path: Path, ext: str, enc: str, header: bool, errors: str = "stri
         return pd.read_json(path, lines=True, encoding=enc, encoding_errors=errors, dtype=False), None
     if ext == ".json":
         return pd.read_json(path, encoding=enc, encoding_errors=errors, dtype=False), None
-    sep = "\t" if ext in (".tsv", ".tab") else ","
+    sep = "\t" if ext in (".tsv", ".tab") or (ext == ".txt" and _tab_separated(path, enc, errors)) else ","
     # keep_default_na=False, then _mark_missing: the same missing values as pandas' default, but remembering
     # which marker each was, so that a skipped row can say that its label was the word "None", not empty.
     # The C parser skips lines with too many fields and reports each as a ParserWarning "Skipping line N: ..."
