@@ -274,6 +274,38 @@ def test_fuzzed_requests_never_get_a_5xx(text_dirs):
     assert 200 in statuses and any(400 <= s < 500 for s in statuses)
 
 
+def test_schemathesis_fuzzing_against_the_openapi_never_gets_a_5xx(text_dirs):
+    """Schemathesis generates requests from the server's own OpenAPI document, conforming ones (positive) and ones
+    that break it (negative: wrong types, missing or extra fields, too many items, over-long texts)."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+
+    statuses: list[int] = []
+    with client(text_dirs[1], max_batch=8, max_text_chars=200) as c:
+        schema = schemathesis.openapi.from_dict(c.get("/openapi.json").json())
+        body = schema["/predict"]["POST"].definition.raw["requestBody"]["content"]["application/json"]["schema"]
+        assert body["properties"]["texts"]["maxItems"] == 8  # (the document states the server's limits)
+        for result in schema.get_all_operations():
+            op = result.ok()
+            modes = list(schemathesis.GenerationMode) if op.path == "/predict" else [
+                schemathesis.GenerationMode.POSITIVE]
+            for mode in modes:  # (an operation without inputs has nothing to break)
+                n = 500 if op.path == "/predict" else 5
+
+                @settings(max_examples=n, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+                @given(op.as_strategy(generation_mode=mode))
+                def send(case):
+                    kw = case.as_transport_kwargs(base_url="http://testserver")
+                    r = c.request(**{k: v for k, v in kw.items() if k in ("method", "url", "headers", "params",
+                                                                              "json", "content", "data", "files")})
+                    statuses.append(r.status_code)
+
+                send()
+    counts = {s: statuses.count(s) for s in set(statuses)}
+    assert len(statuses) >= 1000 and all(s < 500 for s in statuses), counts
+    assert 200 in statuses and 413 in statuses and 422 in statuses, counts
+
+
 def test_a_public_address_needs_a_token_or_insecure(text_dirs):
     from typer.testing import CliRunner
 

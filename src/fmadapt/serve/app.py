@@ -272,9 +272,14 @@ def create_app(cfg: ServeConfig, backend: Any = None) -> Any:
     async def metadata(request: Request) -> Any:
         return denied(request) or backend.metadata
 
-    example = {"texts": ["a great film"]} if backend.modality == "text" else {"images": ["<base64 of a JPEG>"]}
-    body_doc = {"requestBody": {"content": {
-        "application/json": {"example": example},
+    key = "texts" if backend.modality == "text" else "images"
+    example = {"texts": ["a great film"]} if key == "texts" else {"images": ["<base64 of a JPEG>"]}
+    item = ({"type": "string", "maxLength": cfg.max_text_chars} if key == "texts" else
+            {"type": "string", "format": "byte", "description": "an image file (JPEG, PNG, ...) in base64"})
+    body_schema = {"type": "object", "required": [key], "additionalProperties": False, "properties": {
+        key: {"type": "array", "minItems": 1, "maxItems": cfg.max_batch, "items": item}}}
+    body_doc = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": body_schema, "example": example},
         **({"multipart/form-data": {"schema": {"type": "object", "properties": {"files": {
             "type": "array", "items": {"type": "string", "format": "binary"}}}}}}
            if backend.modality == "image" else {})}}}
