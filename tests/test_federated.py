@@ -3,6 +3,7 @@ screen, local training, and whole federations in Flower's simulation engine (Ray
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -321,3 +322,23 @@ def test_deployment_superlink_and_three_supernodes_survives_a_client_dying_mid_r
     p = subprocess.run([sys.executable, "-m", "fmadapt", "predict", str(tmp_path / "m"), str(tmp_path / "server"),
                         "--output", str(tmp_path / "p.csv")], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_by_column_reads_the_column_of_a_table_of_image_paths_and_refuses_a_folder(tmp_path, image_folder):
+    import pandas as pd
+
+    from fmadapt.adapt.federated import _column
+    from fmadapt.config import FitConfig
+    from fmadapt.data.filetable import file_examples
+
+    files = sorted(image_folder.rglob("*.png"))
+    rows = [{"path": str(p.relative_to(image_folder)), "label": p.parent.name, "site": f"s{i % 3}"}
+            for i, p in enumerate(files)]
+    pd.DataFrame(rows).to_csv(image_folder / "photos.csv", index=False)
+    cfg = FitConfig()
+    ex = file_examples(str(image_folder / "photos.csv"), cfg, "image", need_label=True)
+    sub = ex.subset([5, 0, 7])  # (a training split: its own order)
+    assert _column(sub, "site", cfg) == ["s2", "s0", "s1"]
+    folder = dataclasses.replace(sub, source=str(image_folder))
+    with pytest.raises(ConfigError, match="a table of the image files"):
+        _column(folder, "site", cfg)

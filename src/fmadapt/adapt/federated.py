@@ -167,10 +167,17 @@ def _say(ctx: FitContext) -> Any:
 
 
 def _column(train: Examples, name: str, cfg: FitConfig) -> list[str]:
-    """by-column: the column's value of each training example (its row of the table it was read from)."""
-    if train.modality != "text" or not train.source or train.source.startswith("<"):
-        raise ConfigError(f"federated: partition by-column:{name} needs a table file (CSV/TSV/JSONL/Parquet)")
-    from ..evaluate.fairness import group_labels_from_table
+    """by-column: the column's value of each training example (its row of the table it was read from; images and
+    sounds: the row of their path in a table of paths)."""
+    from ..data.filetable import is_table_file
 
+    if not train.source or train.source.startswith("<") or not is_table_file(train.source):
+        what = "a table file (CSV/TSV/JSONL/Parquet)" if train.modality == "text" else (
+            f"a table of the {train.modality} files (a path column, the label and {name!r}) instead of a folder")
+        raise ConfigError(f"federated: partition by-column:{name} needs {what}")
+    from ..evaluate.fairness import group_labels_from_metadata, group_labels_from_table
+
+    if train.modality != "text":  # (their ids are the paths as written in the table)
+        return group_labels_from_metadata(train.source, train, name)
     return group_labels_from_table(train.source, name, train, encoding=cfg.encoding, header=cfg.header,
                                    option=f"--partition by-column:{name}")
