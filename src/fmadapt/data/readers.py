@@ -142,11 +142,11 @@ def read_text_table(data: str | os.PathLike[str] | pd.DataFrame, cfg: FitConfig,
         ex.labels = numeric(ex.labels, ex.ids, source)
     if cfg.header and label and not columns and ex.labels and not isinstance(data, pd.DataFrame) \
             and label in set(ex.labels):  # (a header-less file: its first example became the column names)
-        first = (f"{source}: the first row looks like data, not column names (its {label!r} is also a label of "
-                 f"other rows), so it was read as the header and left out; if the file has no header row, pass "
-                 "--no-header (Python: header=False)")
-        warnings.warn(first, stacklevel=4)
-        ex.warnings.append(first)
+        as_data = (f"{source}: the first row looks like data, not column names (its {label!r} is also a label of "
+                   f"other rows), so it was read as the header and left out; if the file has no header row, pass "
+                   "--no-header (Python: header=False)")
+        warnings.warn(as_data, stacklevel=4)
+        ex.warnings.append(as_data)
     if note:
         ex.warnings.append(note)
     return ex, text, label

@@ -161,7 +161,13 @@ def local_train(trained: nn.Module, names: list[str], batches: list[tuple[Any, t
     start = [params[n].detach().clone() for n in names] if prox > 0 else []
     _train_mode(trained)
     losses = []
+    images = bool(batches) and isinstance(batches[0][0], torch.Tensor)
+    if images:  # (image activations: new batches every epoch, as the uncached loader draws them)
+        xs, ys, size = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]), len(batches[0][1])
     for _ in range(int(cfg["local-epochs"])):
+        if images:
+            order = torch.randperm(len(ys), generator=gen)
+            batches = [(xs[order[s:s + size]], ys[order[s:s + size]]) for s in range(0, len(ys), size)]
         for j in torch.randperm(len(batches), generator=gen).tolist():
             x, y = batches[j]
             loss = nn.functional.cross_entropy(trained(x), y)
