@@ -342,3 +342,16 @@ def test_by_column_reads_the_column_of_a_table_of_image_paths_and_refuses_a_fold
     folder = dataclasses.replace(sub, source=str(image_folder))
     with pytest.raises(ConfigError, match="a table of the image files"):
         _column(folder, "site", cfg)
+
+
+@pytest.mark.integration
+def test_a_federation_in_which_no_round_aggregates_is_an_error_that_says_why():
+    pytest.importorskip("ray")
+    from conftest import text_frame
+    from fmadapt import TextClassifier
+    from fmadapt.errors import TrainingDiverged
+
+    clf = TextClassifier(backbone="tiny-bert", strategy="federated", extra={"federated": {
+        "clients": 3, "rounds": 1, "min_clients": 1, "attacks": ["crash:0,1,2"]}})
+    with pytest.raises(TrainingDiverged, match=r"no round .* round 1: 0 usable, failed \[0, 1, 2\]"):
+        clf.fit(text_frame(20))
