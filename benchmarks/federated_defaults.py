@@ -2,7 +2,7 @@
 
     python benchmarks/federated_defaults.py [--datasets sst2,ag_news,thucnews,fashion_mnist,digits]
                                             [--work /tmp/fedbench] [--rounds 20] [--clients 10]
-                                            [--dp EPSILON [--dp-variants]]
+                                            [--dp EPSILON [--dp-variants 1|2]]
 
 FedAvg is replayed in this process without Flower (the same `local_train` the clients run, the same global
 standardisation, averaging weighted by client size; what Flower adds is transport), so a grid of settings costs
@@ -39,10 +39,12 @@ DP_GRID = {"dp-lr": (0.003, 0.01, 0.03, 0.1), "dp-clip": (1.0,), "lr": (0.01,), 
            "weight-decay": (0.01,)}
 
 
-#: --dp-variants: batch size, projection, DP-SGD's rate
-DP_VARIANTS = [{"dp-lr": 0.03, "batch-size": 32, "pca": 0}, {"dp-lr": 0.03, "batch-size": 128, "pca": 0},
+#: --dp-variants 1: batch size, projection, DP-SGD's rate; 2: the projection's size, and one local epoch
+DP_VARIANTS_1 = [{"dp-lr": 0.03, "batch-size": 32, "pca": 0}, {"dp-lr": 0.03, "batch-size": 128, "pca": 0},
                {"dp-lr": 0.1, "batch-size": 128, "pca": 0}, {"dp-lr": 0.03, "batch-size": 32, "pca": 64},
                {"dp-lr": 0.1, "batch-size": 128, "pca": 64}, {"dp-lr": 0.03, "batch-size": 32, "pca": 128}]
+DP_VARIANTS_2 = [{"pca": 0}, {"pca": 128}, {"pca": 192}, {"pca": 256}, {"pca": 128, "local-epochs": 1},
+                 {"pca": 0, "local-epochs": 1}]
 
 
 def features(name: str, work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -103,7 +105,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--dp", type=float, default=None, help="choose dp_lr at this epsilon instead (DP_GRID)")
-    ap.add_argument("--dp-variants", action="store_true", help="with --dp: DP_VARIANTS instead of DP_GRID")
+    ap.add_argument("--dp-variants", type=int, choices=(1, 2), default=None,
+                    help="with --dp: DP_VARIANTS_1 or _2 instead of DP_GRID")
     a = ap.parse_args()
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -111,7 +114,8 @@ def main() -> None:
     grid: dict = DP_GRID if a.dp else GRID
     settings = [dict(zip(grid, v, strict=True)) for v in itertools.product(*grid.values())]
     if a.dp and a.dp_variants:
-        settings = [{**settings[0], **v} for v in DP_VARIANTS]
+        variants = DP_VARIANTS_1 if a.dp_variants == 1 else DP_VARIANTS_2
+        settings = [{"batch-size": 32, "pca": 0, **settings[0], **v} for v in variants]
         grid = {**grid, "batch-size": None, "pca": None}
     if a.dp:
         settings = [{**st, "dp-epsilon": a.dp, "dp-delta": 1e-5, "dp-rounds": a.rounds} for st in settings]
