@@ -355,3 +355,22 @@ def test_a_federation_in_which_no_round_aggregates_is_an_error_that_says_why():
         "clients": 3, "rounds": 1, "min_clients": 1, "attacks": ["crash:0,1,2"]}})
     with pytest.raises(TrainingDiverged, match=r"no round .* round 1: 0 usable, failed \[0, 1, 2\]"):
         clf.fit(text_frame(20))
+
+
+@pytest.mark.integration
+def test_dp_on_principal_axes_folds_back_into_an_exact_head():
+    pytest.importorskip("ray")
+    pytest.importorskip("opacus")
+    from conftest import text_frame
+    from fmadapt import TextClassifier
+
+    clf = TextClassifier(backbone="tiny-bert", strategy="federated", extra={"federated": {
+        "clients": 3, "rounds": 2, "dp_epsilon": 8.0, "dp_delta": 1e-4, "dp_axes": 5}})
+    clf.fit(text_frame(40))
+    fed = clf.history_["federation"]
+    assert fed["privacy"]["projection"]["axes"] == 5 and "on 5 principal axes" in fed["trainable"]
+    assert fed["rounds"][0]["bytes_up"] == 3 * 4 * (2 * 5 + 2)  # (3 clients sent 2 x 5 weights + 2 biases)
+    # the head the server scored on the axes, folded back onto the backbone's features: the same probabilities
+    val = clf.splits_["val"]
+    p = clf.proba(val, calibrated=False)[np.arange(len(val)), [clf.classes_.index(v) for v in val.labels]]
+    assert float(-np.log(p).mean()) == pytest.approx(fed["rounds"][-1]["loss"], abs=1e-4)

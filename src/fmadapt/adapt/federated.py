@@ -58,6 +58,7 @@ class Federated(Strategy):
         if fc.dp_epsilon is not None or fc.secure:
             stats = (x_va.mean(0), x_va.std(0)) if len(x_va) >= 2 else (np.zeros(x_va.shape[1]),
                                                                           np.ones(x_va.shape[1]))
+        axes = None
         if fc.superlink is not None:  # the clients are SuperNodes with their own data: `train` is the server's too
             from ..federated.deploy import run_deployment
 
@@ -89,8 +90,14 @@ class Federated(Strategy):
             column = _column(train, str(param), cfg) if kind == "by-column" else None
             parts = partition(y_tr, fc.clients, kind, param, fc.seed, column)
             from ..federated.client import write_clients
-            from ..federated.server import head_evaluator, simulate
+            from ..federated.server import head_evaluator, simulate, usable_std
 
+            axes = _dp_axes(fc, x_va, stats)
+            if axes is not None:  # DP: the head on the top principal axes of the server's split (less noise in all)
+                assert stats is not None
+                mean0, std0 = stats[0], usable_std(stats[1])
+                x_tr, x_va = ((x_tr - mean0) / std0) @ axes.T, ((x_va - mean0) / std0) @ axes.T
+                stats = (np.zeros(len(axes)), np.ones(len(axes)))
             with tempfile.TemporaryDirectory(prefix="fmadapt-federated-") as work:
                 write_clients(work, x_tr, y_tr, parts)
                 if fc.secure:
@@ -107,15 +114,21 @@ class Federated(Strategy):
             described = describe(parts, y_tr, ctx.classes)
             extra = {"trained_on": f"{fc.clients} clients' training data ({len(y_tr)} examples, partition "
                                    f"{fc.partition}); the server holds the validation split ({len(y_va)} examples)"}
+        head_bytes, shape = int(w.nbytes + b.nbytes), f"{w.shape[0]} x {w.shape[1]}"
+        if axes is not None:  # back to the standardised features: w·(A z) = (w A)·z
+            history["privacy"]["projection"] = {
+                "axes": len(axes), "from": f"the server's validation split ({len(y_va)} examples)",
+                "note": "the clients trained a head on the top principal axes of the standardised features"}
+            shape += f" on {len(axes)} principal axes"
+            w, mean, std = (w @ axes).astype(np.float32), mean0, std0
         # the standardisation folded into the head: w·(x - mean)/std + b = (w/std)·x + (b - (w/std)·mean)
         w_raw = w / std
         model.set_linear(w_raw, b - w_raw @ mean)
-        head_bytes = int(w.nbytes + b.nbytes)
         federation = {
             "options": fc.to_dict(), "aggregation": fc.aggregation,
             "partition": fc.partition if fc.superlink is None else "each SuperNode's own data",
             "clients": described, "head_bytes": head_bytes,
-            "trainable": f"the linear head only ({w.shape[0]} x {w.shape[1]} weights + {b.shape[0]} biases, "
+            "trainable": f"the linear head only ({shape} weights + {b.shape[0]} biases, "
                          f"{head_bytes} bytes); the backbone stays frozen on every client", **history}
         return {"federation": federation, "feature_seconds": round(t_feat, 2),
                 "fit_seconds": round(time.perf_counter() - t0, 2), "metric": cfg.metric, **extra}
@@ -156,6 +169,20 @@ class FederatedLoRA(FederatedFineTune):
 
     name = "federated-lora"
     lora = True
+
+
+def _dp_axes(fc: FederatedConfig, x_va: np.ndarray, stats: Any) -> np.ndarray | None:
+    """Under DP (simulation, not SecAgg+): the top `dp_axes` principal axes (rows) of the server's standardised
+    validation features, when there are more features than that and enough examples to find them; else None."""
+    if fc.dp_epsilon is None or fc.secure or not fc.dp_axes or stats is None:
+        return None
+    from ..federated.server import usable_std
+
+    k = min(int(fc.dp_axes), len(x_va) - 1)
+    if k < 1 or k >= x_va.shape[1]:
+        return None
+    z = (x_va - stats[0]) / usable_std(stats[1])
+    return np.linalg.svd(z - z.mean(0), full_matrices=False)[2][:k].astype(np.float64)
 
 
 def _say(ctx: FitContext) -> Any:

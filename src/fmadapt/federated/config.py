@@ -59,6 +59,9 @@ class FederatedConfig:
     dp_clip: float = 1.0
     #: the clients' learning rate under DP (clipped gradients are smaller than plain ones)
     dp_lr: float = 0.03
+    #: under DP (simulation): the clients train the head on this many top principal axes of the standardised
+    #: features, found on the server's validation split (fewer weights: less noise in all); None: all features
+    dp_axes: int | None = None
     #: secure aggregation (Flower's SecAgg+, fedavg only): the server sees the sum of the clients' heads only;
     #: weights are clipped to +-secure_clip before they are quantised and masked
     secure: bool = False
@@ -103,6 +106,7 @@ class FederatedConfig:
             (self.dp_epsilon is None or self.dp_epsilon > 0, "dp epsilon must be > 0"),
             (0.0 < self.dp_delta < 1.0, "dp delta must be in (0, 1), e.g. 1e-5"),
             (self.dp_clip > 0 and self.dp_lr > 0, "dp clip and dp_lr must be > 0"),
+            (self.dp_axes is None or self.dp_axes >= 1, "dp_axes must be >= 1 (or none)"),
             (self.dp_epsilon is None or self.aggregation != "fedprox",
              "fedprox does not combine with dp: DP-SGD clips per-example gradients, which the proximal term is not"),
             (not self.secure or self.aggregation == "fedavg",
