@@ -115,7 +115,7 @@ def main() -> None:
     settings = [dict(zip(grid, v, strict=True)) for v in itertools.product(*grid.values())]
     if a.dp and a.dp_variants:
         variants = DP_VARIANTS_1 if a.dp_variants == 1 else DP_VARIANTS_2
-        settings = [{"batch-size": 32, "pca": 0, **settings[0], **v} for v in variants]
+        settings = [{**settings[0], "dp-lr": 0.03, "batch-size": 32, "pca": 0, **v} for v in variants]  # (the default)
         grid = {**grid, "batch-size": None, "pca": None}
     if a.dp:
         settings = [{**st, "dp-epsilon": a.dp, "dp-delta": 1e-5, "dp-rounds": a.rounds} for st in settings]
