@@ -212,6 +212,7 @@ def test_federate_command(tmp_path):
     # DP-SGD: every client that trained spent at most its budget; the one that crashed reported nothing
     assert 0 < summary["epsilon"] <= 8.0 + 0.08 and set(fed["privacy"]["clients"]) == {"1", "2"}
     assert fed["statistics_round"]["from"].startswith("the server's validation split")
+    assert "projection" not in fed["privacy"]  # (32 features: fewer than the default 256 axes, nothing to project)
     assert "epsilon spent" in (tmp_path / "m" / "README.md").read_text()
     assert all(r["failed_clients"] == [0] and r["used"] == 2 for r in fed["rounds"])
     # by-column: every site on one client

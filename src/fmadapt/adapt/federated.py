@@ -173,13 +173,13 @@ class FederatedLoRA(FederatedFineTune):
 
 def _dp_axes(fc: FederatedConfig, x_va: np.ndarray, stats: Any) -> np.ndarray | None:
     """Under DP (simulation, not SecAgg+): the top `dp_axes` principal axes (rows) of the server's standardised
-    validation features, when there are more features than that and enough examples to find them; else None."""
+    validation features, when there are more features and more validation examples than that; else None."""
     if fc.dp_epsilon is None or fc.secure or not fc.dp_axes or stats is None:
         return None
     from ..federated.server import usable_std
 
-    k = min(int(fc.dp_axes), len(x_va) - 1)
-    if k < 1 or k >= x_va.shape[1]:
+    k = int(fc.dp_axes)
+    if k >= x_va.shape[1] or k >= len(x_va):
         return None
     z = (x_va - stats[0]) / usable_std(stats[1])
     return np.linalg.svd(z - z.mean(0), full_matrices=False)[2][:k].astype(np.float64)

@@ -60,8 +60,10 @@ class FederatedConfig:
     #: the clients' learning rate under DP (clipped gradients are smaller than plain ones)
     dp_lr: float = 0.03
     #: under DP (simulation): the clients train the head on this many top principal axes of the standardised
-    #: features, found on the server's validation split (fewer weights: less noise in all); None: all features
-    dp_axes: int | None = None
+    #: features, found on the server's validation split (fewer weights: less noise in all; applied when there are
+    #: more features and more validation examples than axes); None: all features. 256: best mean over 5 datasets x
+    #: 2 partitions at epsilon 8 (benchmarks/notes/federated_dp.md)
+    dp_axes: int | None = 256
     #: secure aggregation (Flower's SecAgg+, fedavg only): the server sees the sum of the clients' heads only;
     #: weights are clipped to +-secure_clip before they are quantised and masked
     secure: bool = False
