@@ -192,7 +192,8 @@ def test_a_tab_separated_txt_file_is_read_as_such_and_a_header_that_is_data_is_s
     from fmadapt.config import FitConfig
     from fmadapt.data.readers import read_text_table
 
-    rows = ["体验2D巅峰 倚天屠龙记, 十大创新\t8", "同步A股首秀：港股缩量回调\t2", "六十年铁树开花\t8", "一个新的标题\t2"]
+    rows = ["体验2D巅峰 倚天屠龙记, 十大创新\t8", "同步A股首秀：港股缩量回调\t2", "六十年铁树开花\t8",
+            "一个新的标题\t2"]
     (tmp_path / "t.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
     ex = read_text_table(tmp_path / "t.txt", FitConfig(header=False), need_label=True, strict=True)[0]
     assert ex.inputs[0] == "体验2D巅峰 倚天屠龙记, 十大创新" and ex.labels == ["8", "2", "8", "2"]  # (the comma stays)
