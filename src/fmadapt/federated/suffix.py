@@ -305,6 +305,8 @@ def fit_top(model: Any, train: Any, val: Any, cfg: Any, ctx: Any, fc: FederatedC
         for i, idx in enumerate(parts):  # each client's activations at the cut, and its features for the head
             acts = _activations(bb, prefix, train.subset(idx.tolist()), y_tr[idx].tolist(), bs, cfg.num_workers)
             write_client(Path(work) / f"client_{i}.npz", acts)
+            if not len(idx):  # (a client a skewed partition left without examples)
+                continue
             f = _features(trained.suffix, acts, len(idx))
             if x_tr is None:
                 x_tr = np.zeros((len(y_tr), f.shape[1]), np.float32)
