@@ -38,7 +38,8 @@ def test_the_builtin_table_agrees_with_the_strategy_classes():
         strategy = base.get_strategy(name)
         assert type(strategy).__module__ == f"fmadapt.adapt.{module}"
         assert strategy.trains_backbone is trains and base.trains_backbone(name) is trains
-    with pytest.raises(Exception, match="unknown strategy 'nope'; available: contrastive, federated, finetune"):
+    with pytest.raises(Exception, match="unknown strategy 'nope'; available: contrastive, federated, "
+                       "federated-finetune, federated-lora, finetune"):
         base.check_strategy("nope")
 
 
