@@ -83,12 +83,12 @@ def test_local_training_moves_the_trained_tensors_and_the_proximal_term_holds_th
 
 
 def test_client_files_hold_plain_arrays_and_read_back_as_the_same_batches(tmp_path):
-    from fmadapt.federated.suffix import build, load_client, write_client
+    from fmadapt.federated.suffix import build, client_size, load_client, write_client
 
     bb = _tiny_bert()
     prefix, _, _ = build(bb, 1, None, 0.0, nn.Linear(32, 2))
     acts = _batches(bb, prefix, ["short", "a much longer text than the other one", "mid length text"], [0, 1, 0])
-    assert write_client(tmp_path / "client_0.npz", acts) == 3
+    assert write_client(tmp_path / "client_0.npz", acts) == 3 and client_size(tmp_path, 0) == 3
     back = load_client(tmp_path, 0)
     assert len(back) == len(acts)
     for (a, y, _), (b, z) in zip(acts, back, strict=True):

@@ -83,12 +83,9 @@ class Federated(Strategy):
             extra = {"data_summary": summary, "trained_on": f"{len(described)} SuperNodes' own data ({n_train} "
                      f"examples); the server holds {len(y_va)} examples of its own"}
         else:
-            kind, param = fc.partition_spec()
             x_tr = extract_features(model.backbone, train, desc="train features", **kw)
             t_feat = time.perf_counter() - t0
-            y_tr = np.asarray(ctx.targets(train))
-            column = _column(train, str(param), cfg) if kind == "by-column" else None
-            parts = partition(y_tr, fc.clients, kind, param, fc.seed, column)
+            y_tr, parts = _split(fc, train, cfg, ctx)
             from ..federated.client import write_clients
             from ..federated.server import head_evaluator, simulate, usable_std
 
@@ -150,10 +147,7 @@ class FederatedFineTune(Federated):
         fc = self.options(cfg, ctx)
         fc.check_top(self.name)
         t0 = time.perf_counter()
-        kind, param = fc.partition_spec()
-        y_tr = np.asarray(ctx.targets(train))
-        parts = partition(y_tr, fc.clients, kind, param, fc.seed,
-                          _column(train, str(param), cfg) if kind == "by-column" else None)
+        y_tr, parts = _split(fc, train, cfg, ctx)
         federation = {"options": fc.to_dict(), "aggregation": fc.aggregation, "partition": fc.partition,
                       "clients": describe(parts, y_tr, ctx.classes),
                       **fit_top(model, train, val, cfg, ctx, fc, parts, self.lora, _say(ctx))}
@@ -169,6 +163,15 @@ class FederatedLoRA(FederatedFineTune):
 
     name = "federated-lora"
     lora = True
+
+
+def _split(fc: FederatedConfig, train: Examples, cfg: FitConfig, ctx: FitContext
+           ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(class indices of the training examples, the examples of each client) as `fc.partition` deals them."""
+    kind, param = fc.partition_spec()
+    y_tr = np.asarray(ctx.targets(train))
+    column = _column(train, str(param), cfg) if kind == "by-column" else None
+    return y_tr, partition(y_tr, fc.clients, kind, param, fc.seed, column)
 
 
 def _dp_axes(fc: FederatedConfig, x_va: np.ndarray, stats: Any) -> np.ndarray | None:

@@ -37,6 +37,18 @@ from .config import FederatedConfig
 MAX_FINETUNE_LR = 1e-4
 
 
+def _cut(bb: Any, unfreeze: int) -> tuple[int, Any]:
+    """(blocks on top, bb.split of them) for `unfreeze` top blocks (-1: all the backbone can cut off)."""
+    cut = max(1, len(bb.layer_groups()) - 1)
+    top = cut if unfreeze < 0 else min(unfreeze, cut)
+    split = bb.split(top)
+    if split is None:
+        raise ConfigError(f"federated fine-tuning and LoRA cut the backbone below its top blocks; {bb.cfg.name!r} "
+                          "cannot be cut (BERT-style text encoders and EfficientNet/MobileNet-style timm models can): "
+                          "use the federated probe (--strategy probe)")
+    return top, split
+
+
 def build(bb: Any, unfreeze: int, lora: dict[str, Any] | None, dropout: float, head: nn.Linear
           ) -> tuple[Any, Any, dict[str, Any] | None]:
     """(prefix, trained, adapter spec) for the top `unfreeze` blocks of backbone `bb` (-1: all it can cut off):
@@ -46,13 +58,7 @@ def build(bb: Any, unfreeze: int, lora: dict[str, Any] | None, dropout: float, h
     exactly those. The suffix's trainable tensors are its adapters (lora) or all of its parameters."""
     from ..adapt.cached import SuffixClassifier
 
-    cut = max(1, len(bb.layer_groups()) - 1)
-    top = cut if unfreeze < 0 else min(unfreeze, cut)
-    split = bb.split(top)
-    if split is None:
-        raise ConfigError(f"federated fine-tuning and LoRA cut the backbone below its top blocks; {bb.cfg.name!r} "
-                          "cannot be cut (BERT-style text encoders and EfficientNet/MobileNet-style timm models can): "
-                          "use the federated probe (--strategy probe)")
+    top, split = _cut(bb, unfreeze)
     spec = None
     if lora is not None:
         from ..backbones.adapters import add_lora, is_adapter_param, lora_targets
@@ -152,6 +158,12 @@ def load_client(workdir: str | Path, i: int) -> list[tuple[Any, torch.Tensor]]:
         return _batches({k: f[k] for k in f.files})
 
 
+def client_size(workdir: str | Path, i: int) -> int:
+    """A client's number of examples, from its labels alone (the activations are not read)."""
+    with np.load(Path(workdir) / f"client_{i}.npz", allow_pickle=False) as f:
+        return int(sum(len(f[f"y{j}"]) for j in range(int(f["batches"]))))
+
+
 def local_train(trained: nn.Module, names: list[str], batches: list[tuple[Any, torch.Tensor]], cfg: dict[str, Any],
                 seed: int) -> tuple[list[np.ndarray], float]:
     """The trainable tensors after `local-epochs` of AdamW over this client's batches (in a new order each epoch),
@@ -219,7 +231,7 @@ def make_client_app(workdir: str, attacks: dict[int, str], seed: int) -> Any:
     @app.query()
     def statistics(msg: Any, context: Context) -> Message:
         i = int(context.node_config["partition-id"])
-        n = sum(len(y) for _, y in load_client(workdir, i))
+        n = client_size(workdir, i)
         return statistics_reply(msg, np.empty((n, 0), np.float32), i)
 
     @app.train()
@@ -283,8 +295,7 @@ def fit_top(model: Any, train: Any, val: Any, cfg: Any, ctx: Any, fc: FederatedC
     require_engine()
     bb = model.backbone
     mod = bb.cfg.modality
-    if bb.split(1) is None:
-        build(bb, fc.unfreeze, None, 0.0, model.head)  # (raises the ConfigError that says which backbones can)
+    _cut(bb, fc.unfreeze)  # (refused before any work when the backbone cannot be cut)
     spec_in = {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
                "leaves": cfg.lora_targets.split(",") if cfg.lora_targets else None} if lora else None
     y_tr = np.asarray(ctx.targets(train))
