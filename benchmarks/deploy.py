@@ -6,11 +6,14 @@ first prediction in a fresh process (the whole process, as a user times it: medi
 behind `fmadapt serve` on loopback, loaded by a bare asyncio HTTP/1.1 client (keep-alive connections) at
 concurrency 1, 8 and 32 with one input per request, and at 32 with 8 per request: inputs/s, p50/p99 per request and
 the count of 5xx answers; with --before COMMIT the same export is served by that commit's code too, in the same run.
+`thucnews` fits `auto` (3 minutes; on Chinese titles it picks or blends in its n-gram TF-IDF model) and `clothing`
+reads five table columns beside the review (`--features`; served models cannot take rows yet: no server part).
 
 Rows go to benchmarks/results/deploy.csv (--csv): part `model` (method model_dir | export_fp32 | export_int8) and
 part `server` (method serve_int8 | serve_int8_before, concurrency c; options: inputs per request, code, int8 graph).
 
     python benchmarks/deploy.py --datasets sst2,hymenoptera
+    python benchmarks/deploy.py --datasets thucnews,clothing    # auto's n-gram model; text + table columns
     python benchmarks/deploy.py --datasets sst2 --strategy finetune --before e36eea8
 """
 
@@ -59,11 +62,32 @@ def _dataset(name: str, quick: bool) -> tuple[str, list[str], list[str], list[st
         dev = dev.head(100) if quick else dev
         dev.to_csv(tmp / "dev.csv", index=False)
         return str(tmp / "train.csv"), dev["content"].tolist(), dev["label"].tolist(), ["--text", "sentence"]
+    if name == "thucnews":
+        tmp = Path(tempfile.mkdtemp(prefix="deploy-thucnews-"))
+        read = dict(sep="\t", header=None, names=["text", "label"], quoting=3, dtype=str)
+        pd.read_csv(DATA / "thucnews_titles" / "dev.txt", **read).sample(500 if quick else 2000, random_state=0
+                                                                         ).to_csv(tmp / "train.csv", index=False)
+        test = pd.read_csv(DATA / "thucnews_titles" / "test.txt", **read).sample(100 if quick else 1000,
+                                                                                random_state=0)
+        return str(tmp / "train.csv"), test["text"].tolist(), test["label"].tolist(), [
+            "--strategy", "auto", "--time-budget", "1m" if quick else "3m"]
+    if name == "clothing":  # rows (dicts): the review and the table columns read beside it
+        tmp = Path(tempfile.mkdtemp(prefix="deploy-clothing-"))
+        src = DATA / "clothing_reviews"
+        pd.read_csv(src / "train.csv").head(500 if quick else 2000).to_csv(tmp / "train.csv", index=False)
+        test = pd.read_csv(src / "test.csv").head(100 if quick else 1000)
+        labels = test.pop("recommended").astype(str).tolist()
+        return str(tmp / "train.csv"), test.drop(columns=["rating"]).to_dict("records"), labels, [
+            "--text", "review_text", "--label", "recommended", "--features", ",".join(TABLE_COLUMNS)]
     if name == "hymenoptera":
         root = DATA / "hymenoptera"
         val = sorted((root / "val").glob("*/*"))[: 40 if quick else None]
         return str(root), [str(p) for p in val], [p.parent.name for p in val], []
     raise SystemExit(f"unknown dataset {name}")
+
+
+#: the table columns the clothing model reads beside the review
+TABLE_COLUMNS = ("age", "division_name", "department_name", "class_name", "positive_feedback_count")
 
 
 def _size_mb(path: Path) -> float:
@@ -202,16 +226,26 @@ def run_dataset(name: str, work: Path, quick: bool, strategy: str = "probe", bef
     import pandas as pd
 
     modality = "text" if name != "hymenoptera" else "image"
+    table = isinstance(inputs[0], dict)  # (rows: the text and the table columns read beside it)
     check = ["--data", str(held_out)] if modality == "text" else []
-    if modality == "text":
+    if table:
+        pd.DataFrame(inputs).assign(recommended=labels).to_csv(held_out, index=False)
+    elif modality == "text":
         pd.DataFrame({"text": inputs, "label": labels}).to_csv(held_out, index=False)
     rows = []
     model = load_model(model_dir, cache=False)  # (new inputs: no feature cache to hit)
+    fitted = {"fit": " ".join(fit_opts)} if fit_opts else {}
+    if model.config_.strategy == "auto":
+        history = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("history") or {}
+        fitted.update(winner=(history.get("auto") or {}).get("winner"), ngram_weight=model.ngram_weight_)
+    one = json.dumps(inputs[0]) if table else inputs[0]
     for method in ("model_dir", "export_fp32", "export_int8"):
         if method == "model_dir":
-            predict, where = (lambda xs: model.predict(xs)), model_dir
-            first = [*fmadapt[:1], "-c", "import sys; from fmadapt import load_model; "
-                     "print(load_model(sys.argv[1]).predict([sys.argv[2]]))", str(model_dir), inputs[0]]
+            where = model_dir
+            predict = (lambda xs: model.predict(pd.DataFrame(xs))) if table else (lambda xs: model.predict(xs))
+            call = "pd.DataFrame([json.loads(sys.argv[2])])" if table else "[sys.argv[2]]"
+            first = [*fmadapt[:1], "-c", "import sys, json; import pandas as pd; from fmadapt import load_model; "
+                     f"print(load_model(sys.argv[1]).predict({call}))", str(model_dir), one]
         else:
             where = export.with_name(export.name + "-" + method[-4:])
             shutil.rmtree(where, ignore_errors=True)
@@ -223,8 +257,12 @@ def run_dataset(name: str, work: Path, quick: bool, strategy: str = "probe", bef
                 print(f"{name} {method}: {r.stderr.strip()[-300:]}", file=sys.stderr)
                 continue
             em = ExportedModel(where)
-            predict = em.predict
-            first = [sys.executable, str(where / "predict.py"), str(where), inputs[0]]
+            predict = (lambda xs, em=em: em.predict([x["review_text"] for x in xs], table=xs)) if table else \
+                em.predict
+            first = [sys.executable, "-c", "import sys, json; sys.path.insert(0, sys.argv[1]); from predict import "
+                     "ExportedModel; r = json.loads(sys.argv[2]); print(ExportedModel(sys.argv[1]).predict("
+                     "[r['review_text']], table=[r]))", str(where), one] if table else \
+                [sys.executable, str(where / "predict.py"), str(where), inputs[0]]
         pred = [str(p) for s in range(0, len(inputs), 64) for p in predict(inputs[s:s + 64])]
         acc = sum(p == y for p, y in zip(pred, labels, strict=True)) / len(labels)
         p50, p95, per_s = _latency(predict, inputs, 30 if quick else 100)
@@ -235,12 +273,12 @@ def run_dataset(name: str, work: Path, quick: bool, strategy: str = "probe", bef
         rows.append({"part": "model", "dataset": name, "method": method, "accuracy": round(acc, 4),
                      "mb": mb, "p50_ms": p50, "p95_ms": p95, "per_s": per_s,
                      "first_prediction_s": _first_prediction(first),
-                     "options": options_json({"inputs": len(inputs), "strategy": strategy,
+                     "options": options_json({"inputs": len(inputs), "strategy": strategy, **fitted,
                                               "note": "a model directory references its packaged backbone"
                                               if method == "model_dir" else ""})})
         print(json.dumps(rows[-1]), file=sys.stderr)
     int8 = export.with_name(export.name + "-int8")
-    if int8.is_dir():
+    if int8.is_dir() and not table:  # (a server takes no table rows yet)
         servers = [("serve_int8", ROOT / "src", git("rev-parse", "--short", "HEAD"))]
         if before:  # the same export behind the older code, in this run (same client, same machine state)
             servers.append(("serve_int8_before", before_src(before), before))

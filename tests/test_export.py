@@ -50,6 +50,7 @@ def test_a_fine_tuned_text_model_exports_and_predicts_as_the_model(text_model, t
                                                                                          ).read_text()
     saved = json.loads((out / "export.json").read_text())
     assert saved == json.loads(json.dumps(meta)) and saved["calibration"]["temperature"] == 1.7
+    assert set(saved["inputs"]) == {"input_ids", "attention_mask"} and "preprocessing" not in saved
     assert saved["parity"]["fp32"]["graph"]["max_abs_diff"] <= ex.FP32_MAX_ABS_DIFF
     model = load_model(text_model, cache=False)
     exported = _exported(out)(out)

@@ -342,8 +342,11 @@ def exported_table(root: str | os.PathLike[str], data: Any, text_col: str | None
         model = ExportedModel(root)
     except (OSError, ValueError, KeyError) as e:
         raise ArtifactError(f"{root}: not a usable fmadapt export ({type(e).__name__}: {e})") from e
-    ex = read_unlabeled(model.modality, data, FitConfig(text_col=text_col) if text_col else FitConfig())
-    proba = model.predict_proba(list(ex.inputs)) if len(ex) else np.zeros((0, len(model.classes)), np.float32)
+    features = ",".join(c["name"] for c in model.table.columns) if model.table is not None else None
+    ex = read_unlabeled(model.modality, data, FitConfig(text_col=text_col, features=features) if text_col else
+                        FitConfig(features=features))
+    proba = model.predict_proba(list(ex.inputs), table=ex.table) if len(ex) else \
+        np.zeros((0, len(model.classes)), np.float32)
     out = pd.DataFrame({"id": ex.ids})
     if ex.modality == "text":
         out["text"] = ex.inputs

@@ -2,9 +2,11 @@
 onnxruntime + numpy (+ tokenizers or Pillow) alone, checked against the model before anything is written.
 
 The graph takes what a tokenizer or an image decoder gives — `input_ids` + `attention_mask` (int64, (B, T)), or
-`images` (uint8, (B, S, S, 3), resized and centre-cropped) — and returns the model's calibrated probabilities
-(`probabilities`, (B, C)) or, for regression, its numbers (`value`, (B, 1)): every member's backbone and head, the
-ensemble's average, test-time flips, the temperature, and for images the scaling and normalisation are inside.
+`images` (uint8, (B, S, S, 3), resized and centre-cropped); with `auto`'s n-gram model also (or only, at weight 1)
+its TF-IDF features as `ngram_index` + `ngram_value` ((B, K), export_extras.py) — and returns the model's
+calibrated probabilities (`probabilities`, (B, C)) or, for regression, its numbers (`value`, (B, 1)): every
+member's backbone and head, the ensemble's average, test-time flips, the temperature, and for images the scaling
+and normalisation are inside.
 `compress/exported.py` (copied into the directory as predict.py) does the rest and `fmadapt export` checks it end
 to end: on the parity inputs the exported directory must predict the same class as the model for every input,
 with probabilities within 1e-4 (fp32); an int8 graph (quantize.py) must agree with fp32 on >= 98 % of them or is
@@ -22,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._version import __version__
 from ..errors import ConfigError, ExportError
 from . import exported as runtime
-from .export_files import agreement, readme, server_files
+from .export_extras import NGRAM_FILE, TABLE_FILE, TreeGraph, ngram_part
+from .export_files import agreement, export_meta, readme, server_files
 
 FP32_MAX_ABS_DIFF = 1e-4
 PARITY_INPUTS = 1000
@@ -57,29 +59,47 @@ class WholeModel(nn.Module):
         self.temperature = float(model.temperature_)
         mean, std = model.target_scale_ or (0.0, 1.0)
         self.target = (float(mean), float(std))
+        part = ngram_part(model) if self.modality == "text" else None
+        self.ngram = part[0] if part else None  # (inputs: ngram_index, ngram_value, after the tokens if any)
+        self.ngram_weight = part[1] if part else 0.0
+        # table columns beside the text (input `table`, encoded, after the tokens): a linear term or stacked trees
+        self.table = model.table_encoder_ is not None
+        self.table_width = int(model.table_encoder_.width) if self.table else 0
+        self.trees = nn.ModuleList([TreeGraph(n.stack) if getattr(n, "stack", None) is not None else nn.Identity()
+                                    for n in self.nets])
         cfg = model.members_[0].model.backbone.cfg
         if self.modality == "image":
             self.register_buffer("mean", torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1))
             self.register_buffer("std", torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.ngram is not None and self.ngram_weight >= 1.0:  # (runtime/ngram.combined: the n-gram model alone)
+            p = self.ngram(inputs[-2], inputs[-1])
+        else:
+            p = self._neural(inputs)
+            if self.ngram is not None:
+                p = (1.0 - self.ngram_weight) * p + self.ngram_weight * self.ngram(inputs[-2], inputs[-1])
+        if self.temperature != 1.0 and self.task == "classification":  # evaluate.calibration.apply_temperature
+            p = torch.softmax(torch.log(p.double().clamp(1e-12, 1.0)) / self.temperature, dim=1).float()
+        return p
+
+    def _neural(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if self.modality == "image":  # (B, S, S, 3) uint8 -> (B, 3, S, S), as ToDtype(scale) + Normalize
             x: Any = (inputs[0].permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
         elif self.modality == "audio":  # (B, S) float32 samples (padded as the backbone pads them), (B,) lengths
             x = {"waveform": inputs[0], "lengths": inputs[1]}
         else:
             x = {"input_ids": inputs[0], "attention_mask": inputs[1]}
+        table = inputs[2] if self.table else None
         members = []
-        for net, flip in zip(self.nets, self.flips, strict=True):
-            views = [self._one(net, v) for v in ([x, torch.flip(x, dims=[-1])] if flip else [x])]
+        for net, trees, flip in zip(self.nets, self.trees, self.flips, strict=True):
+            views = [self._one(net, trees, v, table) for v in ([x, torch.flip(x, dims=[-1])] if flip else [x])]
             members.append(views[0] if len(views) == 1 else (views[0] + views[1]) / 2)
-        p = members[0] if len(members) == 1 else torch.stack(members).mean(0)
-        if self.temperature != 1.0 and self.task == "classification":  # evaluate.calibration.apply_temperature
-            p = torch.softmax(torch.log(p.double().clamp(1e-12, 1.0)) / self.temperature, dim=1).float()
-        return p
+        return members[0] if len(members) == 1 else torch.stack(members).mean(0)
 
-    def _one(self, net: Any, x: Any) -> torch.Tensor:
-        logits = net.forward_features(net.backbone(x))
+    def _one(self, net: Any, trees: nn.Module, x: Any, table: torch.Tensor | None) -> torch.Tensor:
+        feats = net.backbone(x)
+        logits = trees(net.head(feats), table) if isinstance(trees, TreeGraph) else net.forward_features(feats, table)
         if self.task == "regression":
             return (logits.double() * self.target[1] + self.target[0]).float()
         return torch.sigmoid(logits.float()) if self.task == "multilabel" else torch.softmax(logits.float(), dim=1)
@@ -87,11 +107,8 @@ class WholeModel(nn.Module):
 
 def refusal(model: Any) -> str | None:
     """Why `model` cannot be exported as one graph yet, or None."""
-    if model.ngram_ is not None:
-        return ("it blends in auto's n-gram TF-IDF model, which has no ONNX graph here; fit with another strategy "
-                "(or `--set ngram=off`) to export it")
-    if model.table_encoder_ is not None:
-        return "it reads table columns beside the text (`features`); exporting their encoding is not supported yet"
+    if model.table_encoder_ is not None and model.modality != "text":
+        return "it reads table columns beside its inputs, which is exported for texts only"
     if model.modality not in ("text", "image", "audio"):
         return f"{model.modality} models are not exported yet"
     bbs = [m.model.backbone for m in model.members_]
@@ -154,11 +171,19 @@ def _export_graph(whole: WholeModel, model: Any, path: Path) -> None:
                                                               "lengths": {0: "batch"}, out: {0: "batch"}})
             else:
                 b = first.collator()(["a short probe sentence", "a second, somewhat longer probe sentence to pad"])
+                names = [] if whole.ngram_weight >= 1.0 else ["input_ids", "attention_mask"]
+                args = [b[n] for n in names]
+                if names and whole.table:
+                    names.append("table")
+                    args.append(torch.linspace(-1.0, 1.0, 2 * whole.table_width).reshape(2, whole.table_width))
+                if whole.ngram is not None:
+                    names += ["ngram_index", "ngram_value"]
+                    args += [torch.tensor([[0, whole.ngram.pad, whole.ngram.pad], [0, 0, 0]]),
+                             torch.tensor([[0.6, 0.0, 0.0], [0.5, 0.5, 0.7]])]
                 seq = {0: "batch", 1: "sequence"}
-                torch.onnx.export(whole, (b["input_ids"], b["attention_mask"]), str(path),
-                                  input_names=["input_ids", "attention_mask"], output_names=[out],
+                torch.onnx.export(whole, tuple(args), str(path), input_names=names, output_names=[out],
                                   opset_version=OPSET, dynamo=False,
-                                  dynamic_axes={"input_ids": seq, "attention_mask": seq, out: {0: "batch"}})
+                                  dynamic_axes={**{n: seq for n in names}, out: {0: "batch"}})
     finally:
         for restore in restores:
             restore()
@@ -199,6 +224,10 @@ def _parity_inputs(model: Any, model_dir: Path, data: Any) -> tuple[Any, str]:
         if ex is None:
             raise ExportError(f"{model_dir}: its manifests list no image or sound file that is still there to check "
                               "the export on: give some with --data FOLDER")
+    elif model.table_encoder_ is not None:
+        names = ", ".join(c["name"] for c in model.table_encoder_.columns)
+        raise ExportError(f"{model_dir} reads table columns beside the text ({names}): give --data, a table with "
+                          "them, to check the export on")
     else:
         ex, what = model.read_inputs(list(SAMPLE_TEXTS)), "built-in sample texts (give --data for your own)"
     if len(ex) == 0:
@@ -218,52 +247,6 @@ def compare(ref: np.ndarray, got: np.ndarray, task: str) -> dict[str, Any]:
     elif task == "multilabel":
         out["same_labels_at_0.5"] = float(((ref >= 0.5) == (got >= 0.5)).all(1).mean()) if len(ref) else 1.0
     return out
-
-
-def _preprocessing(backbone: Any) -> dict[str, Any]:
-    cfg = backbone.cfg
-    return {"input_size": int(cfg.input_size), "resize": int(round(cfg.input_size / cfg.crop_pct)),
-            "crop_pct": float(cfg.crop_pct), "interpolation": str(cfg.interpolation),
-            "jpeg_draft": int(cfg.input_size / cfg.crop_pct),  # (data/loader.make_loader's draft size)
-            "mean": [float(v) for v in cfg.mean], "std": [float(v) for v in cfg.std],
-            "in_graph": "scaling to [0, 1] and normalisation (mean, std)",
-            "outside": "decode (JPEG at a reduced scale >= jpeg_draft), EXIF orientation, RGB (transparency on "
-                       "white), resize of the short side (Pillow), centre crop"}
-
-
-def _meta(model: Any, first: Any) -> dict[str, Any]:
-    """export.json, but for the parity results and the graphs' checksums."""
-    task = model.config_.task
-    meta: dict[str, Any] = {
-        "format": runtime.FORMAT, "format_version": runtime.FORMAT_VERSION, "fmadapt_version": __version__,
-        "modality": model.modality, "task": task, "classes": list(model.classes_),
-        "output": "value" if task == "regression" else "probabilities",
-        "graphs": {"fp32": "model.onnx"}, "default_graph": "fp32", "members": len(model.members_),
-        "calibration": {"temperature": float(model.temperature_)},
-        "backbones": [{k: v for k, v in m.model.backbone.cfg.to_dict().items()
-                       if k in ("name", "license", "source", "sha256", "embed_dim")} for m in model.members_]}
-    if task == "multilabel":
-        meta["thresholds"] = {c: float(t) for c, t in zip(model.classes_, model.decision_thresholds(), strict=True)}
-        meta["label_sep"] = model.config_.label_sep
-    if task == "regression" and model.interval_halfwidth() is not None:
-        meta["interval"] = dict(model.interval_ or {})
-    if model.modality == "text":
-        meta.update(tokenizer="tokenizer.json", max_tokens=int(first.cfg.max_tokens),
-                    inputs={"input_ids": "int64 (batch, tokens)", "attention_mask": "int64 (batch, tokens)"})
-    elif model.modality == "audio":
-        from ..backbones.audio import MIN_SAMPLES
-
-        extra = first.cfg.extra
-        meta.update(preprocessing={
-            "sample_rate": int(extra["sample_rate"]), "context_seconds": float(extra["context_seconds"]),
-            "min_samples": MIN_SAMPLES, "in_graph": "log-mel frames, the embedding network, pooling over windows",
-            "outside": "decode (soundfile), mix to mono, resample to sample_rate (soxr), context_seconds of silence "
-                       "on each side, zero-padded to at least min_samples; a batch is zero-padded to its longest"},
-            inputs={"waveform": "float32 (batch, samples) in [-1, 1]", "lengths": "int64 (batch,) samples"})
-    else:
-        meta.update(preprocessing=_preprocessing(first),
-                    inputs={"images": f"uint8 (batch, {first.cfg.input_size}, {first.cfg.input_size}, 3) RGB"})
-    return meta
 
 
 def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, int8: bool = False,
@@ -300,9 +283,15 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str],
         files = {"predict.py": Path(runtime.__file__).read_text(encoding="utf-8"),
                  **(server_files(model.modality) if model.modality != "audio" else {})}  # (no server for sounds yet)
         task = model.config_.task
-        meta = _meta(model, first)
-        if model.modality == "text":
+        meta = export_meta(model, first)
+        if meta.get("tokenizer"):
             files["tokenizer.json"] = _tokenizer_json(first)
+        if meta.get("ngram"):
+            part = ngram_part(model)
+            assert part is not None
+            files[NGRAM_FILE] = json.dumps(part[2], ensure_ascii=False)
+        if meta.get("table"):
+            files[TABLE_FILE] = json.dumps(model.table_encoder_.to_dict(), ensure_ascii=False)
         meta["graphs_sha256"] = {}
         (tmp / "export.json").write_text(json.dumps(meta), encoding="utf-8")
         for name, text in files.items():
@@ -322,7 +311,9 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str],
             meta["graphs_sha256"][kind] = hashlib.sha256(blob).hexdigest()
         files["README.md"] = readme(meta, root)
         commit(dest, {**graphs, **files, "export.json": json.dumps(meta, indent=1, ensure_ascii=False)},
-               remove=[] if int8 else ["model.int8.onnx"])
+               remove=[n for n, keep in (("model.int8.onnx", int8), (NGRAM_FILE, "ngram" in meta),
+                                         (TABLE_FILE, "table" in meta), ("tokenizer.json", "tokenizer" in meta))
+                       if not keep])
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
 
@@ -351,7 +342,7 @@ def _within(c: dict[str, Any], ref: np.ndarray, got: np.ndarray, task: str) -> b
 def _check_fp32(tmp: Path, ex: Any, ref: np.ndarray, task: str, backbone: Any
                 ) -> tuple[dict[str, Any], np.ndarray]:
     m = runtime.ExportedModel(tmp, "fp32")
-    got = m.predict_proba(list(ex.inputs))
+    got = m.predict_proba(list(ex.inputs), table=ex.table)
     e2e = compare(ref, got, task)
     if ex.modality != "image":
         if not _within(e2e, ref, got, task):

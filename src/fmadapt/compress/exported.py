@@ -12,12 +12,17 @@ or from a shell: `python exported/predict.py exported/ "a great film" "dull"` (o
 The graph (`model.onnx`) holds the whole model: backbone(s), head(s), the ensemble's average, test-time flips,
 the calibration temperature and, for images, the scaling to [0, 1] and normalisation. What stays outside it is
 here: tokenizing (tokenizer.json holds truncation and padding) or decoding, resizing and centre-cropping images
-(export.json's `preprocessing`), and turning probabilities into labels (`classes`, multi-label `thresholds`)."""
+(export.json's `preprocessing`), turning probabilities into labels (`classes`, multi-label `thresholds`); for a
+model that blends in `auto`'s n-gram TF-IDF model, counting the n-grams (ngram.json: the vocabularies and idf
+weights; the linear weights and the blend are in the graph); for a model that reads table columns beside the text,
+their encoding (table.json; pass the rows as `table=`: a DataFrame, a list of dicts or a dict of columns)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,7 +66,9 @@ class ExportedModel:
         self.session = ort.InferenceSession(str(self.root / graphs[self.precision]), so,
                                             providers=["CPUExecutionProvider"])
         self.tokenizer = None
-        if self.modality == "text":
+        self.ngrams = NgramFeatures(self.root / meta["ngram"]["file"]) if meta.get("ngram") else None
+        self.table = TableColumns(self.root / meta["table"]["file"]) if meta.get("table") else None
+        if self.modality == "text" and meta.get("tokenizer"):
             from tokenizers import Tokenizer
 
             self.tokenizer = Tokenizer.from_file(str(self.root / meta["tokenizer"]))
@@ -149,18 +156,27 @@ class ExportedModel:
         """The graph's output for prepared feeds: (B, C) probabilities, or (B, 1) numbers for regression."""
         return self.session.run([self.meta["output"]], feeds)[0]
 
-    def predict_proba(self, inputs: list[Any], batch_size: int = 32) -> np.ndarray:
+    def predict_proba(self, inputs: list[Any], batch_size: int = 32, table: Any = None) -> np.ndarray:
         """(N, C) float32: calibrated class probabilities (multi-label: one per label), in the order of
-        `classes`; regression: (N, 1), the predicted numbers. Texts run in batches of similar length."""
+        `classes`; regression: (N, 1), the predicted numbers. Texts run in batches of similar length. `table`:
+        the rows of the inputs, for a model that reads table columns beside the text (export.json's `table`)."""
         inputs = list(inputs)
         width = len(self.classes) if self.task != "regression" else 1
         out = np.zeros((len(inputs), width), dtype=np.float32)
         if not inputs:
             return out
+        encoded = self.table.encode(table, len(inputs)) if self.table is not None else None
         if self.modality in ("image", "audio"):
             prepare = self.image_feeds if self.modality == "image" else self.sound_feeds
             for s in range(0, len(inputs), batch_size):
                 out[s:s + batch_size] = self.run(prepare(inputs[s:s + batch_size]))
+            return out
+        rows = self.ngrams.rows(inputs) if self.ngrams is not None else None
+        pad = self.ngrams.pad if self.ngrams is not None else 0
+        if self.tokenizer is None:  # (the n-gram model alone)
+            assert rows is not None
+            for s in range(0, len(inputs), batch_size):
+                out[s:s + batch_size] = self.run(NgramFeatures.feeds(rows[s:s + batch_size], pad))
             return out
         feeds = self.text_feeds(inputs)  # (tokenized once, padded to the longest of all)
         mask = feeds["attention_mask"]
@@ -169,7 +185,12 @@ class ExportedModel:
         for idx in length_batches(lengths, batch_size):
             t = int(lengths[idx].max())
             cols = slice(mask.shape[1] - t, None) if left else slice(0, t)
-            out[idx] = self.run({k: v[idx][:, cols] for k, v in feeds.items()})
+            batch = {k: v[idx][:, cols] for k, v in feeds.items()}
+            if encoded is not None:
+                batch["table"] = encoded[idx]
+            if rows is not None:
+                batch.update(NgramFeatures.feeds([rows[i] for i in idx], pad))
+            out[idx] = self.run(batch)
         return out
 
     def labels_of(self, proba: np.ndarray) -> list[Any]:
@@ -183,13 +204,13 @@ class ExportedModel:
             return [sep.join(c for c, on in zip(self.classes, row >= t, strict=True) if on) for row in proba]
         return [self.classes[int(i)] for i in proba.argmax(1)]
 
-    def predict(self, inputs: list[Any], batch_size: int = 32) -> list[Any]:
-        return self.labels_of(self.predict_proba(inputs, batch_size))
+    def predict(self, inputs: list[Any], batch_size: int = 32, table: Any = None) -> list[Any]:
+        return self.labels_of(self.predict_proba(inputs, batch_size, table))
 
-    def predictions(self, inputs: list[Any]) -> list[dict[str, Any]]:
+    def predictions(self, inputs: list[Any], table: Any = None) -> list[dict[str, Any]]:
         """One {"label", "probabilities"} per input (regression: {"value"}, with "lower" and "upper" when
         the model has prediction intervals)."""
-        proba = self.predict_proba(inputs)
+        proba = self.predict_proba(inputs, table=table)
         labels = self.labels_of(proba)
         if self.task == "regression":
             half = (self.meta.get("interval") or {}).get("halfwidth")
@@ -197,6 +218,132 @@ class ExportedModel:
                     for v in labels]
         return [{"label": lab, "probabilities": {c: float(p) for c, p in zip(self.classes, row, strict=True)}}
                 for lab, row in zip(labels, proba, strict=True)]
+
+
+class TableColumns:
+    """The encoding of the table columns a model reads beside the text (table.json, fmadapt's TableEncoder): a
+    number imputed with the training median where missing (then a 0/1 "was missing" column if training had any)
+    and standardised; a category one 0/1 column per known value (unseen or missing: none)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.columns: list[dict[str, Any]] = json.loads(Path(path).read_text(encoding="utf-8"))["columns"]
+
+    def encode(self, table: Any, n: int) -> np.ndarray:
+        """(n, width) float32 of `table`: a DataFrame, a list of n dicts, or a dict of columns of n values."""
+        names = [c["name"] for c in self.columns]
+        if table is None:
+            raise ValueError(f"this model reads table columns beside the text ({', '.join(names)}): pass the "
+                             "inputs' rows as table=")
+        if hasattr(table, "to_dict"):  # (a pandas DataFrame, without importing pandas)
+            table = table.to_dict("list")
+        cols = {k: [r.get(k) for r in table] for k in names} if isinstance(table, list) else dict(table)
+        missing = [k for k in names if k not in cols]
+        if missing or any(len(cols[k]) != n for k in names):
+            raise ValueError(f"table= needs the column(s) {', '.join(map(repr, missing or names))} with one value "
+                             f"per input ({n})")
+        parts: list[np.ndarray] = []
+        for c in self.columns:
+            values = cols[c["name"]]
+            if c["kind"] == "numeric":
+                x = np.asarray([_number(v) for v in values], dtype=np.float64)
+                gone = np.isnan(x)
+                parts.append(((np.where(gone, c["median"], x) - c["mean"]) / c["std"])[:, None])
+                if c["missing_column"]:
+                    parts.append(gone.astype(np.float64)[:, None])
+            else:
+                text = [None if _missing(v) else str(v) for v in values]
+                parts.append(np.asarray([[t == k for k in c["categories"]] for t in text], dtype=np.float64
+                                        ).reshape(n, len(c["categories"])))
+        return (np.concatenate(parts, axis=1) if parts else np.zeros((n, 0))).astype(np.float32)
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ in ("NAType", "NaTType")
+
+
+def _number(v: Any) -> float:
+    """A value as pandas' to_numeric(errors="coerce") reads it: NaN for missing values and non-numbers."""
+    if _missing(v):
+        return math.nan
+    try:
+        return float(v.strip() if isinstance(v, str) else v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class NgramFeatures:
+    """The n-gram TF-IDF features of `auto`'s text model, computed as scikit-learn's TfidfVectorizer does (its
+    analyzers `char_wb`, `char` and `word`; lower-casing, sublinear tf, idf, l2 norm per vectorizer), from
+    ngram.json: one entry per vectorizer, its terms in column order and their idf, at a column offset."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+        self.vectorizers = []
+        for v in spec["vectorizers"]:
+            terms = {t: v["offset"] + i for i, t in enumerate(v["terms"])}
+            self.vectorizers.append((v, terms, np.asarray(v["idf"], dtype=np.float64),
+                                     re.compile(v.get("token_pattern") or r"(?u)\b\w\w+\b")))
+        self.pad = int(spec["pad_index"])  # (a column of zero weights: padding)
+
+    @staticmethod
+    def grams(v: dict[str, Any], text: str, token: re.Pattern[str]) -> list[str]:
+        """The n-grams of one text as the vectorizer `v` cuts them (scikit-learn's `_char_wb_ngrams`,
+        `_char_ngrams` and `_word_ngrams`, whitespace runs made one space first for characters)."""
+        low, high = (int(n) for n in v["ngram_range"])
+        text = text.lower() if v.get("lowercase", True) else text
+        out: list[str] = []
+        if v["analyzer"] == "word":
+            words = token.findall(text)
+            out += words if low == 1 else []
+            for n in range(max(low, 2), min(high, len(words)) + 1):
+                out += [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+            return out
+        text = re.sub(r"\s\s+", " ", text)
+        if v["analyzer"] == "char":
+            for n in range(low, min(high, len(text)) + 1):
+                out += [text[i:i + n] for i in range(len(text) - n + 1)]
+            return out
+        for w in text.split():  # char_wb: within words padded by a space on each side
+            w = f" {w} "
+            for n in range(low, high + 1):
+                out += [w[i:i + n] for i in range(max(1, len(w) - n + 1))]
+                if len(w) <= n:  # (a word shorter than n is counted once)
+                    break
+        return out
+
+    def rows(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(columns, values) of each text's TF-IDF features, vectorizers side by side."""
+        out = []
+        for text in texts:
+            cols: list[int] = []
+            vals: list[float] = []
+            for v, terms, idf, token in self.vectorizers:
+                counts: dict[int, int] = {}
+                for g in self.grams(v, str(text), token):
+                    j = terms.get(g)
+                    if j is not None:
+                        counts[j] = counts.get(j, 0) + 1
+                if not counts:
+                    continue
+                idx = list(counts)
+                tf = np.asarray([counts[j] for j in idx], dtype=np.float64)
+                x = (1.0 + np.log(tf) if v.get("sublinear_tf") else tf) * idf[np.asarray(idx) - v["offset"]]
+                norm = v.get("norm", "l2")
+                scale = math.sqrt(float(x @ x)) if norm == "l2" else float(np.abs(x).sum()) if norm == "l1" else 1.0
+                cols += idx
+                vals += list(x / scale) if scale > 0 else list(x)
+            out.append((np.asarray(cols, dtype=np.int64), np.asarray(vals, dtype=np.float32)))
+        return out
+
+    @staticmethod
+    def feeds(rows: list[tuple[np.ndarray, np.ndarray]], pad: int) -> dict[str, np.ndarray]:
+        """(B, K) int64 `ngram_index` and float32 `ngram_value`, rows padded with the zero column `pad`."""
+        k = max([1] + [len(c) for c, _ in rows])
+        index = np.full((len(rows), k), pad, dtype=np.int64)
+        value = np.zeros((len(rows), k), dtype=np.float32)
+        for i, (c, x) in enumerate(rows):
+            index[i, :len(c)], value[i, :len(c)] = c, x
+        return {"ngram_index": index, "ngram_value": value}
 
 
 def length_batches(lengths: np.ndarray, batch_size: int, slack: float = PADDING_SLACK, least: int = 4

@@ -129,7 +129,7 @@ def check_int8(tmp: Path, ex: Any, task: str, fp32_out: np.ndarray, y: np.ndarra
         except Exception as e:
             raise ExportError(f"int8 quantization failed ({type(e).__name__}: {e}); export without --int8") from e
         (tmp / "export.json").write_text(json.dumps(meta), encoding="utf-8")
-        got = runtime.ExportedModel(tmp, "int8").predict_proba(list(ex.inputs))
+        got = runtime.ExportedModel(tmp, "int8").predict_proba(list(ex.inputs), table=ex.table)
         c = {"quantized": name, **compare(fp32_out, got, task), "against": "the fp32 export"}
         why = _too_far(c, fp32_out, got, task, y)
         if why is None:

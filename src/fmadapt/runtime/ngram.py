@@ -71,6 +71,18 @@ class NgramModel:
             return np.zeros((0, len(self.intercept)))
         return _softmax(self.logits(texts))
 
+    def spec(self) -> dict[str, Any]:
+        """What computing the features needs, as plain JSON: per vectorizer its options, its terms in column
+        order, their idf and its first column (`offset`); `width` columns in all (an exported model's ngram.json)."""
+        out, offset = [], 0
+        for v in self.vectorizers:
+            terms = _terms(v)
+            out.append({**_spec(v), "lowercase": bool(v.lowercase), "sublinear_tf": bool(v.sublinear_tf),
+                        "norm": v.norm, "token_pattern": v.token_pattern, "offset": offset, "terms": terms,
+                        "idf": [float(x) for x in _idf(v)]})
+            offset += len(terms)
+        return {"vectorizers": out, "width": offset}
+
     @property
     def n_features(self) -> int:
         return int(self.coef.shape[1])

@@ -81,6 +81,9 @@ class ExportBackend:
         if self.modality == "audio":  # (the request format takes texts and images only, for now)
             raise ValueError(f"{root} is a sound model: serving sound models is not supported yet; predict files "
                              "with predict.py")
+        if self.model.table is not None:  # (the request format has no table rows, for now)
+            raise ValueError(f"{root} reads table columns beside the text: serving such models is not supported "
+                             "yet; predict tables with predict.py (table=) or `fmadapt predict`")
         meta = self.model.meta
         self.metadata = {"source": "export", "modality": self.modality, "task": self.task,
                          "classes": self.model.classes, "backbones": meta.get("backbones"),

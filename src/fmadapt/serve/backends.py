@@ -25,6 +25,9 @@ class ModelBackend:
         if self.modality == "audio":  # (the request format takes texts and images only, for now)
             raise ConfigError(f"{root} is a sound model: serving sound models is not supported yet; predict files "
                               "with `fmadapt predict`")
+        if self.model.table_encoder_ is not None:  # (the request format has no table rows, for now)
+            raise ConfigError(f"{root} reads table columns beside the text: serving such models is not supported "
+                              "yet; predict tables with `fmadapt predict`")
         self.task = self.model.config_.task
         bcfg = self.model.members_[0].model.backbone.cfg
         metrics = {k: v for k, v in self.model.metrics_.items() if isinstance(v, (int, float))}
