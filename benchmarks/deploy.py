@@ -14,6 +14,7 @@ part `server` (method serve_int8 | serve_int8_before, concurrency c; options: in
 
     python benchmarks/deploy.py --datasets sst2,hymenoptera
     python benchmarks/deploy.py --datasets thucnews,clothing    # auto's n-gram model; text + table columns
+    python benchmarks/deploy.py --datasets speech_keywords      # sounds (60 test clips)
     python benchmarks/deploy.py --datasets sst2 --strategy finetune --before e36eea8
 """
 
@@ -79,6 +80,10 @@ def _dataset(name: str, quick: bool) -> tuple[str, list[str], list[str], list[st
         labels = test.pop("recommended").astype(str).tolist()
         return str(tmp / "train.csv"), test.drop(columns=["rating"]).to_dict("records"), labels, [
             "--text", "review_text", "--label", "recommended", "--features", ",".join(TABLE_COLUMNS)]
+    if name == "speech_keywords":
+        root = DATA / "speech_keywords"
+        test = sorted(p for p in (root / "test").glob("*/*") if p.is_file())[: 20 if quick else None]
+        return str(root / "train"), [str(p) for p in test], [p.parent.name for p in test], []
     if name == "hymenoptera":
         root = DATA / "hymenoptera"
         val = sorted((root / "val").glob("*/*"))[: 40 if quick else None]
@@ -185,7 +190,7 @@ def _serve(export: Path, inputs: list[str], modality: str, requests: int, src: P
             items = [json.dumps(t) for t in inputs]
         else:
             items = [json.dumps(base64.b64encode(Path(p).read_bytes()).decode()) for p in inputs[:32]]
-        key = "texts" if modality == "text" else "images"
+        key = {"text": "texts", "image": "images", "audio": "sounds"}[modality]
         out = []
         for c, per in ((1, 1), (8, 1), (32, 1), (32, 8)):
             bodies = [f'{{"{key}": [{", ".join(items[i:i + per])}]}}'.encode()
@@ -225,9 +230,10 @@ def run_dataset(name: str, work: Path, quick: bool, strategy: str = "probe", bef
     held_out = work / f"{name}-heldout.csv"
     import pandas as pd
 
-    modality = "text" if name != "hymenoptera" else "image"
+    modality = {"hymenoptera": "image", "speech_keywords": "audio"}.get(name, "text")
     table = isinstance(inputs[0], dict)  # (rows: the text and the table columns read beside it)
-    check = ["--data", str(held_out)] if modality == "text" else []
+    check = ["--data", str(held_out)] if modality == "text" else \
+        ["--data", str(Path(inputs[0]).parent.parent)] if modality == "audio" else []
     if table:
         pd.DataFrame(inputs).assign(recommended=labels).to_csv(held_out, index=False)
     elif modality == "text":
@@ -235,9 +241,9 @@ def run_dataset(name: str, work: Path, quick: bool, strategy: str = "probe", bef
     rows = []
     model = load_model(model_dir, cache=False)  # (new inputs: no feature cache to hit)
     fitted = {"fit": " ".join(fit_opts)} if fit_opts else {}
-    if model.config_.strategy == "auto":
-        history = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("history") or {}
-        fitted.update(winner=(history.get("auto") or {}).get("winner"), ngram_weight=model.ngram_weight_)
+    history = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("history") or {}
+    if history.get("auto"):  # (the model's own strategy is the winner's)
+        fitted.update(winner=history["auto"].get("winner"), ngram_weight=model.ngram_weight_)
     one = json.dumps(inputs[0]) if table else inputs[0]
     for method in ("model_dir", "export_fp32", "export_int8"):
         if method == "model_dir":

@@ -181,15 +181,6 @@ def test_audio_classifier_fits_predicts_saves_and_loads(sounds, tmp_path):
     again = load_model(tmp_path / "model")
     np.testing.assert_allclose(again.predict_proba(sounds / "test").to_numpy(),
                                clf.predict_proba(sounds / "test").to_numpy(), atol=1e-5)
-    # what does not take sounds yet says so
-    from fmadapt.compress.export import export_model
-    from fmadapt.errors import FmadaptError
-    from fmadapt.serve.backends import ModelBackend
-
-    with pytest.raises(FmadaptError, match="--int8 is for texts and images"):
-        export_model(tmp_path / "model", tmp_path / "x", int8=True)
-    with pytest.raises(ConfigError, match="sound model"):
-        ModelBackend(str(tmp_path / "model"))
 
 
 @pytest.mark.integration
@@ -201,18 +192,58 @@ def test_a_sound_model_exports_and_predicts_without_torch(sounds, tmp_path):
     from fmadapt.compress.export import export_model
 
     model_dir = AudioClassifier().fit(sounds / "train").save_pretrained(tmp_path / "m", report=False)
-    meta = export_model(model_dir, tmp_path / "x", data=sounds / "test")
+    meta = export_model(model_dir, tmp_path / "x", data=sounds / "test", int8=True)
     assert meta["parity"]["fp32"]["end_to_end"]["same_class"] == 1.0
+    int8 = meta["parity"]["int8"]  # (the encoder's convolutions in int8, calibrated on the parity clips)
+    assert meta["default_graph"] == "int8" and "static QDQ" in int8["quantized"]
+    assert int8["accuracy_int8"] >= int8["accuracy_fp32"] - 2 / 12
     assert meta["preprocessing"]["context_seconds"] == A.CONTEXT_SECONDS
-    assert not (tmp_path / "x" / "server.py").exists()  # (no server for sounds yet)
+    assert (tmp_path / "x" / "server.py").exists() and "soundfile" in (tmp_path / "x" / "requirements.txt").read_text()
     files = sorted(str(p) for p in (sounds / "test").glob("*/*.*"))
+    (tmp_path / "x" / "model.int8.onnx").unlink()  # (the fp32 graph against the model, 1e-4)
+    meta_file = tmp_path / "x" / "export.json"
+    meta_file.write_text(json.dumps({**meta, "default_graph": "fp32"}))
     rows = predict_without_torch(tmp_path / "x", files)
     model = load_model(model_dir)
     want = model.predict_proba(files).to_numpy()
     got = np.asarray([[row["probabilities"][c] for c in model.classes_] for row in rows])
     np.testing.assert_allclose(got, want, atol=1e-4)
-    r = CliRunner().invoke(app, ["serve", str(tmp_path / "x")])
-    assert r.exit_code == 2 and "sound model" in r.output
+    r = CliRunner().invoke(app, ["serve", str(tmp_path / "x"), "--max-sound-seconds", "0"])
+    assert r.exit_code == 2 and "--max-sound-seconds" in r.output
+
+
+@pytest.mark.integration
+def test_sound_models_are_served_as_their_exports_and_model_directories_predict(sounds, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from fmadapt.compress.export import export_model
+    from fmadapt.serve.app import ServeConfig, create_app
+
+    model_dir = AudioClassifier().fit(sounds / "train").save_pretrained(tmp_path / "m", report=False)
+    export_model(model_dir, tmp_path / "x", data=sounds / "test")
+    files = sorted((sounds / "test").glob("*/*.*"))  # (16 kHz WAVs and 22.05 kHz stereo FLACs)
+    model = load_model(model_dir)
+    want = model.predict_proba([str(f) for f in files]).to_numpy()
+    body = {"sounds": [base64.b64encode(f.read_bytes()).decode() for f in files]}
+    for source in (tmp_path / "x", model_dir):
+        with TestClient(create_app(ServeConfig(str(source), max_sound_seconds=5.0))) as c:
+            r = c.post("/predict", json=body)
+            assert r.status_code == 200, r.text
+            got = np.asarray([[p["probabilities"][k] for k in model.classes_] for p in r.json()["predictions"]])
+            np.testing.assert_allclose(got, want, atol=1e-4)
+            r = c.post("/predict", files=[("files", (f.name, f.read_bytes())) for f in files[:2]])
+            assert r.status_code == 200 and len(r.json()["predictions"]) == 2
+            long = tmp_path / "long.wav"
+            sf.write(str(long), tone(300.0, 6.0), RATE)
+            bad = {"sounds": [base64.b64encode(b"RIFF" + b"\x00" * 40).decode()]}
+            for payload, status, words in ((bad, 422, "sounds[0]: not a readable sound file"),
+                                           ({"sounds": [base64.b64encode(long.read_bytes()).decode()]}, 413,
+                                            "6.0 s of sound, over the limit of 5 s"),
+                                           ({"texts": ["a"]}, 422, '{"sounds": [...]}')):
+                r = c.post("/predict", json=payload)
+                assert r.status_code == status and words in r.json()["detail"], r.text
+            schema = c.get("/openapi.json").json()["paths"]["/predict"]["post"]["requestBody"]["content"]
+            assert "sounds" in schema["application/json"]["schema"]["properties"] and "multipart/form-data" in schema
 
 
 def test_audio_options_that_do_not_apply_are_refused():

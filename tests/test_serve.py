@@ -88,7 +88,7 @@ def test_bad_requests_get_a_4xx_that_says_what(text_dirs):
             (dict(json={"texts": []}), 422, "non-empty list"),
             (dict(json=["a", "b"]), 422, "JSON object"),
             (dict(content=b"x" * 3000, headers={"content-type": "application/json"}), 413, "over the limit of 2000"),
-            (dict(files={"f": ("a.png", _png(), "image/png")}), 415, "image models"),
+            (dict(files={"f": ("a.png", _png(), "image/png")}), 415, "image and sound models"),
         ]
         for kw, status, words in cases:
             r = c.post("/predict", **kw)

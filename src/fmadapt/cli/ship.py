@@ -71,9 +71,11 @@ def serve(
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body.")] = 16.0,
     max_text_chars: Annotated[int, typer.Option("--max-text-chars")] = 10_000,
     max_image_pixels: Annotated[int, typer.Option("--max-image-pixels")] = 40_000_000,
+    max_sound_seconds: Annotated[float, typer.Option("--max-sound-seconds", help="Longest sound clip.")] = 60.0,
 ) -> None:
-    """Serve predictions over HTTP: POST /predict ({"texts": [...]} or {"images": [base64...]} or multipart
-    images), GET /health, GET /metadata, OpenAPI docs at /docs. Stops on Ctrl-C / SIGTERM after in-flight requests."""
+    """Serve predictions over HTTP: POST /predict ({"texts": [...]}, {"images": [base64...]}, {"sounds":
+    [base64...]} or multipart images or sounds), GET /health, GET /metadata, OpenAPI docs at /docs. Stops on Ctrl-C /
+    SIGTERM after in-flight requests."""
 
     def go() -> None:
         from ..errors import ConfigError, FmadaptError
@@ -89,30 +91,18 @@ def serve(
         if why:
             raise ConfigError(why)
         if workers < 1 or max_batch < 1 or max_wait_ms < 0 or max_body_mb <= 0 or max_text_chars < 1 \
-                or max_image_pixels < 1:
-            raise ConfigError("--workers, --max-batch, --max-body-mb, --max-text-chars and --max-image-pixels must be "
-                              "positive, --max-wait-ms at least 0")
+                or max_image_pixels < 1 or max_sound_seconds <= 0:
+            raise ConfigError("--workers, --max-batch, --max-body-mb, --max-text-chars, --max-image-pixels and "
+                              "--max-sound-seconds must be positive, --max-wait-ms at least 0")
         if not source.is_dir():
             raise ConfigError(f"{source}: no such directory (give an export or a model directory)")
-        meta = source / "export.json"
-        if meta.is_file() and _modality_of(meta) == "audio":
-            raise ConfigError(f"{source} is a sound model: serving sound models is not supported yet; predict files "
-                              "with its predict.py or `fmadapt predict`")
         cfg = ServeConfig(str(source), token=token, max_body_bytes=int(max_body_mb * 2**20), max_batch=max_batch,
-                          max_text_chars=max_text_chars, max_image_pixels=max_image_pixels, max_wait_ms=max_wait_ms)
+                          max_text_chars=max_text_chars, max_image_pixels=max_image_pixels, max_wait_ms=max_wait_ms,
+                          max_sound_seconds=max_sound_seconds)
         _out(f"serving {source} on http://{host}:{port} (docs: /docs)" + ("" if token else ", no token"), err=True)
         run(cfg, host, port, workers, insecure)
 
     _run(go)
-
-
-def _modality_of(export_json: Path) -> str | None:
-    """The modality an export's export.json names (None when it cannot be read: the server says what is wrong)."""
-    try:
-        meta = json.loads(export_json.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return meta.get("modality") if isinstance(meta, dict) else None
 
 
 #: the student options `distill` and `compress` share

@@ -270,7 +270,7 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str],
     model = load_model(root, cache=False, progress=progress)
     if text_col:
         model.config_.text_col = text_col
-    why = refusal(model) or ("--int8 is for texts and images for now" if int8 and model.modality == "audio" else None)
+    why = refusal(model)
     if why:
         raise ExportError(f"{root} cannot be exported as one ONNX graph: {why}")
     ref_model = model.with_runtime("torch")  # fp32 PyTorch: what the graph is exported from
@@ -280,8 +280,7 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str],
     with tempfile.TemporaryDirectory(prefix=".export-", dir=dest) as tmp_name:
         tmp = Path(tmp_name)
         _export_graph(WholeModel(ref_model), ref_model, tmp / "model.onnx")
-        files = {"predict.py": Path(runtime.__file__).read_text(encoding="utf-8"),
-                 **(server_files(model.modality) if model.modality != "audio" else {})}  # (no server for sounds yet)
+        files = {"predict.py": Path(runtime.__file__).read_text(encoding="utf-8"), **server_files(model.modality)}
         task = model.config_.task
         meta = export_meta(model, first)
         if meta.get("tokenizer"):

@@ -30,7 +30,7 @@ def server_files(modality: str) -> dict[str, str]:
 
     reads = {"text": ["tokenizers"], "audio": ["soundfile", "soxr"]}.get(modality, ["pillow"])
     needs = ["onnxruntime", "numpy", *reads, "fastapi", "uvicorn", "httptools", "uvloop"]
-    needs += ["python-multipart"] if modality == "image" else []
+    needs += ["python-multipart"] if modality != "text" else []
     docker = ("FROM python:3.11-slim\nWORKDIR /model\nCOPY requirements.txt .\n"
               "RUN pip install --no-cache-dir -r requirements.txt\nCOPY . .\nEXPOSE 8000\n"
               "# a token is required on 0.0.0.0: docker run -e FMADAPT_TOKEN=... -p 8000:8000 IMAGE\n"
@@ -62,9 +62,8 @@ def readme(meta: dict[str, Any], source: Path) -> str:
         + ("`tokenizer.json` (truncation and padding set), " if meta.get("tokenizer") else "")
         + ("`ngram.json` (the n-gram model's vocabularies and idf weights), " if meta.get("ngram") else "")
         + ("`table.json` (the encoding of the table columns read beside the text), " if meta.get("table") else "")
-        + "`predict.py`"
-        + ("." if audio else "; `server.py` (HTTP: `python server.py . --port 8000`), its pinned `requirements.txt` "
-           "and a `Dockerfile`."), "",
+        + "`predict.py`; `server.py` (HTTP: `python server.py . --port 8000`), its pinned `requirements.txt` and a "
+        "`Dockerfile`.", "",
         f"Checked when exported, on {p['inputs']}: fp32 graph against the model, largest probability difference "
         f"{p['fp32']['graph']['max_abs_diff']:.1e}"
         + (f"; int8 against fp32: same prediction on {agreement(p['int8']):.1%}, largest difference "

@@ -61,6 +61,7 @@ class ExportedModel:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.inter_op_num_threads = 1
+        so.log_severity_level = 3  # (errors only: not the graph optimizer's notes on unused constants)
         if threads:
             so.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(self.root / graphs[self.precision]), so,
@@ -126,22 +127,28 @@ class ExportedModel:
             wave = data.mean(axis=1)
             if not len(wave) or not np.isfinite(wave).all():
                 raise ValueError(f"{clip}: no samples, or samples that are not finite numbers")
-            if sr != rate:
-                try:
-                    import soxr
-
-                    wave = soxr.resample(wave, sr, rate, quality="HQ")
-                except ImportError:
-                    from math import gcd
-
-                    from scipy.signal import resample_poly
-
-                    wave = resample_poly(wave, rate // gcd(sr, rate), sr // gcd(sr, rate))
+            wave = self.at_rate(wave, sr)
         else:
             wave = np.asarray(clip, dtype=np.float32).reshape(-1)
         pad = int(round(float(pre["context_seconds"]) * rate))
         wave = np.pad(np.asarray(wave, dtype=np.float32), pad)
         return np.pad(wave, (0, max(0, int(pre["min_samples"]) - len(wave))))
+
+    def at_rate(self, wave: np.ndarray, sr: int) -> np.ndarray:
+        """Mono samples at `sr` Hz resampled to the model's rate (soxr, else SciPy's polyphase filter)."""
+        rate = int(self.meta["preprocessing"]["sample_rate"])
+        if sr == rate:
+            return np.asarray(wave, dtype=np.float32)
+        try:
+            import soxr
+
+            return np.asarray(soxr.resample(wave, sr, rate, quality="HQ"), dtype=np.float32)
+        except ImportError:
+            from math import gcd
+
+            from scipy.signal import resample_poly
+
+            return resample_poly(wave, rate // gcd(sr, rate), sr // gcd(sr, rate)).astype(np.float32)
 
     def sound_feeds(self, clips: list[Any]) -> dict[str, np.ndarray]:
         waves = [self.sound_array(c) for c in clips]

@@ -2,13 +2,14 @@
 at /docs. Concurrent requests are micro-batched in one inference thread: the inputs that arrived while the previous
 batch ran (up to `max_batch`) run as the next batch, at once; `max_wait_ms` > 0 also waits that long for more.
 
-This module needs no torch and no fmadapt: besides the standard library it imports numpy, Pillow, FastAPI, uvicorn
-and an ExportedModel (fmadapt's, or predict.py beside it). `fmadapt export` copies it into the exported directory
-as server.py, with a Dockerfile, so an export serves from a slim image: `python server.py . --port 8000`.
+This module needs no torch and no fmadapt: besides the standard library it imports numpy, Pillow (images),
+soundfile (sounds), FastAPI, uvicorn and an ExportedModel (fmadapt's, or predict.py beside it). `fmadapt export`
+copies it into the exported directory as server.py, with a Dockerfile, so an export serves from a slim image:
+`python server.py . --port 8000`.
 
 Safety: binds to 127.0.0.1 unless told otherwise, and refuses any other address without a token (Bearer) unless
-`insecure`; bodies, inputs per request, text length and image pixels are limited, and every bad request gets a 4xx
-that says which limit or field (never a 5xx)."""
+`insecure`; bodies, inputs per request, text length, image pixels and sound duration are limited, and every bad
+request gets a 4xx that says which limit or field (never a 5xx)."""
 
 # (no `from __future__ import annotations`: FastAPI reads the endpoints' annotations, e.g. `Request`, at runtime)
 import asyncio
@@ -39,6 +40,7 @@ class ServeConfig:
     max_batch: int = 64  #: inputs per request, and per micro-batch
     max_text_chars: int = 10_000
     max_image_pixels: int = 40_000_000
+    max_sound_seconds: float = 60.0  #: per clip, read from the file's header before decoding
     max_wait_ms: float = 0.0  #: 0: no waiting (a lone request runs at once; load makes the batches)
 
 
@@ -78,9 +80,6 @@ class ExportBackend:
             from predict import ExportedModel  # type: ignore[no-redef]
         self.model = ExportedModel(root)
         self.modality, self.task = self.model.modality, self.model.task
-        if self.modality == "audio":  # (the request format takes texts and images only, for now)
-            raise ValueError(f"{root} is a sound model: serving sound models is not supported yet; predict files "
-                             "with predict.py")
         if self.model.table is not None:  # (the request format has no table rows, for now)
             raise ValueError(f"{root} reads table columns beside the text: serving such models is not supported "
                              "yet; predict tables with predict.py (table=) or `fmadapt predict`")
@@ -91,6 +90,9 @@ class ExportBackend:
                          "parity": meta.get("parity")}
 
     def predict(self, items: list[Any]) -> list[dict[str, Any]]:
+        """Texts, decoded images (PIL), or decoded sounds ((mono samples, sample rate), see `_sound`)."""
+        if self.modality == "audio":
+            items = [self.model.at_rate(wave, sr) for wave, sr in items]
         return self.model.predictions(items)
 
 
@@ -188,11 +190,40 @@ def _image(data: bytes, where: str, cfg: ServeConfig) -> Any:
                                 f"{' '.join(str(e).split())[:160]})") from None
 
 
+def _sound(data: bytes, where: str, cfg: ServeConfig) -> tuple[Any, int]:
+    """(float32 mono samples, sample rate) of a sound file (WAV, FLAC, OGG, MP3... as libsndfile reads them),
+    checked: its duration read from the header before decoding, then decoded in full, finite and not empty."""
+    import numpy as np
+    import soundfile as sf
+
+    try:
+        info = sf.info(io.BytesIO(data))
+        seconds = info.frames / max(1, info.samplerate)
+        if seconds > cfg.max_sound_seconds:
+            raise RequestError(413, f"{where}: {seconds:.1f} s of sound, over the limit of {cfg.max_sound_seconds:g} "
+                                    "s; send a shorter clip")
+        wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except RequestError:
+        raise
+    except Exception as e:  # (any decoder failure: not a sound file, truncated, an unknown format)
+        raise RequestError(422, f"{where}: not a readable sound file ({type(e).__name__}: "
+                                f"{' '.join(str(e).split())[:160]})") from None
+    mono = wave.mean(axis=1)
+    if not len(mono) or not np.isfinite(mono).all():
+        raise RequestError(422, f"{where}: no samples, or samples that are not finite numbers")
+    return mono, int(sr)
+
+
+#: the JSON field of each modality's inputs
+KEYS = {"text": "texts", "image": "images", "audio": "sounds"}
+
+
 def _items(body: Any, modality: str, cfg: ServeConfig) -> list[Any]:
-    """The inputs of a JSON body {"texts": [...]} or {"images": [base64, ...]}, checked."""
+    """The inputs of a JSON body {"texts": [...]}, {"images": [base64, ...]} or {"sounds": [base64, ...]},
+    checked."""
+    key = KEYS[modality]
     if not isinstance(body, dict):
-        raise RequestError(422, 'the body must be a JSON object: {"texts": [...]} or {"images": [base64, ...]}')
-    key = "texts" if modality == "text" else "images"
+        raise RequestError(422, f'the body must be a JSON object: {{"{key}": [...]}}')
     extra = sorted(set(body) - {key})
     if extra:
         raise RequestError(422, f"this is a {modality} model: send {{\"{key}\": [...]}}; unexpected field(s) "
@@ -211,31 +242,33 @@ def _items(body: Any, modality: str, cfg: ServeConfig) -> list[Any]:
                 raise RequestError(413, f"texts[{i}] has {len(t)} characters, over the limit of "
                                         f"{cfg.max_text_chars}")
         return items
+    decode = _image if modality == "image" else _sound
     out = []
     for i, b64 in enumerate(items):
         if not isinstance(b64, str):
-            raise RequestError(422, f"images[{i}] is not a base64 string")
+            raise RequestError(422, f"{key}[{i}] is not a base64 string")
         try:
             raw = base64.b64decode(b64.split(",", 1)[1] if b64.startswith("data:") else b64, validate=True)
         except (binascii.Error, ValueError):
-            raise RequestError(422, f"images[{i}] is not valid base64") from None
-        out.append(_image(raw, f"images[{i}]", cfg))
+            raise RequestError(422, f"{key}[{i}] is not valid base64") from None
+        out.append(decode(raw, f"{key}[{i}]", cfg))
     return out
 
 
 async def _multipart(request: Any, modality: str, cfg: ServeConfig) -> list[Any]:
-    if modality != "image":
-        raise RequestError(415, 'multipart uploads are for image models; send JSON {"texts": [...]}')
+    if modality == "text":
+        raise RequestError(415, 'multipart uploads are for image and sound models; send JSON {"texts": [...]}')
     try:
         form = await request.form(max_files=cfg.max_batch + 1, max_fields=cfg.max_batch + 1)
     except Exception as e:
         raise RequestError(400, f"unreadable multipart body ({type(e).__name__})") from None
+    what, decode = ("images", _image) if modality == "image" else ("sounds", _sound)
     files = [v for _, v in form.multi_items() if hasattr(v, "read")]
     if not files:
-        raise RequestError(422, "no file in the multipart body: send images as file fields")
+        raise RequestError(422, f"no file in the multipart body: send {what} as file fields")
     if len(files) > cfg.max_batch:
-        raise RequestError(413, f"{len(files)} images in one request, over the limit of {cfg.max_batch}")
-    return [_image(await f.read(), f"file {f.filename or i}", cfg) for i, f in enumerate(files)]
+        raise RequestError(413, f"{len(files)} {what} in one request, over the limit of {cfg.max_batch}")
+    return [decode(await f.read(), f"file {f.filename or i}", cfg) for i, f in enumerate(files)]
 
 
 def create_app(cfg: ServeConfig, backend: Any = None) -> Any:
@@ -275,17 +308,19 @@ def create_app(cfg: ServeConfig, backend: Any = None) -> Any:
     async def metadata(request: Request) -> Any:
         return denied(request) or backend.metadata
 
-    key = "texts" if backend.modality == "text" else "images"
-    example = {"texts": ["a great film"]} if key == "texts" else {"images": ["<base64 of a JPEG>"]}
+    key = KEYS[backend.modality]
+    example = {"texts": ["a great film"], "images": ["<base64 of a JPEG>"], "sounds": ["<base64 of a WAV>"]}[key]
     item = ({"type": "string", "maxLength": cfg.max_text_chars} if key == "texts" else
-            {"type": "string", "format": "byte", "description": "an image file (JPEG, PNG, ...) in base64"})
+            {"type": "string", "format": "byte", "description": "an image file (JPEG, PNG, ...) in base64"}
+            if key == "images" else {"type": "string", "format": "byte", "description": "a sound file (WAV, "
+                                     f"FLAC, OGG, ...) of at most {cfg.max_sound_seconds:g} s, in base64"})
     body_schema = {"type": "object", "required": [key], "additionalProperties": False, "properties": {
         key: {"type": "array", "minItems": 1, "maxItems": cfg.max_batch, "items": item}}}
     body_doc = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": body_schema, "example": example},
+        "application/json": {"schema": body_schema, "example": {key: example}},
         **({"multipart/form-data": {"schema": {"type": "object", "properties": {"files": {
             "type": "array", "items": {"type": "string", "format": "binary"}}}}}}
-           if backend.modality == "image" else {})}}}
+           if backend.modality != "text" else {})}}}
 
     @app.post("/predict", openapi_extra=body_doc)
     async def predict(request: Request) -> Any:

@@ -22,9 +22,6 @@ class ModelBackend:
                               f"({root}/targets/<name>) or an export of it")
         self.model = load_model(root, progress=False)
         self.modality = self.model.modality
-        if self.modality == "audio":  # (the request format takes texts and images only, for now)
-            raise ConfigError(f"{root} is a sound model: serving sound models is not supported yet; predict files "
-                              "with `fmadapt predict`")
         if self.model.table_encoder_ is not None:  # (the request format has no table rows, for now)
             raise ConfigError(f"{root} reads table columns beside the text: serving such models is not supported "
                               "yet; predict tables with `fmadapt predict`")
@@ -45,13 +42,21 @@ class ModelBackend:
                          "fmadapt_version": __import__("fmadapt").__version__, "input_size": bcfg.input_size}
 
     def predict(self, items: list[Any]) -> list[dict[str, Any]]:
-        """Texts, or decoded images (PIL), as the Predictor predicts files of them."""
+        """Texts, decoded images (PIL) or decoded sounds ((mono samples, rate)), as the Predictor predicts files of
+        them."""
         model = self.model
         if self.modality == "text":
             proba = model.proba(model.read_inputs([str(t) for t in items]))
             return self._rows(proba)
         with tempfile.TemporaryDirectory(prefix="fmadapt-serve-") as tmp:
             paths = []
+            if self.modality == "audio":
+                import soundfile as sf
+
+                for i, (wave, sr) in enumerate(items):  # (float WAV: the very samples sent, at their rate)
+                    paths.append(str(Path(tmp) / f"{i}.wav"))
+                    sf.write(paths[-1], wave, sr, subtype="FLOAT")
+                return self._rows(model.proba(model.read_inputs(paths)))
             for i, im in enumerate(items):  # (lossless: the model reads the very pixels sent)
                 p = Path(tmp) / f"{i}.png"
                 (im if im.mode in ("RGB", "RGBA", "L", "LA", "P") else im.convert("RGB")).save(p)
