@@ -133,9 +133,73 @@ def test_a_model_reading_table_columns_exports_with_their_encoding(tmp_path, hea
         exported.predict_proba(list(new["text"]))
     table = exported_table(out, str(tmp_path / "new.csv"))
     assert list(table["pred"]) == list(model.predict(new))
-    from fmadapt.errors import ConfigError
-    from fmadapt.serve.app import backend_for
+    # served: one row per text in the request, as the model's own API predicts them
+    from fastapi.testclient import TestClient
 
-    for source, error in ((out, ValueError), (model_dir, ConfigError)):  # (no table rows in a request, for now)
-        with pytest.raises(error, match="table columns"):
-            backend_for(str(source))
+    from fmadapt.serve.app import ServeConfig, create_app
+
+    rows = json.loads(new.drop(columns=["text", "label"]).to_json(orient="records"))  # (NaN -> null)
+    for source in (out, model_dir):
+        with TestClient(create_app(ServeConfig(str(source)))) as c:
+            r = c.post("/predict", json={"texts": list(new["text"]), "table": rows})
+            assert r.status_code == 200, r.text
+            got = np.asarray([[p["probabilities"][k] for k in model.classes_] for p in r.json()["predictions"]])
+            np.testing.assert_allclose(got, want, atol=1e-4)
+            assert c.get("/metadata").json()["table_columns"] == ["score", "shop"]
+            for body, words in (({"texts": ["a"]}, '"table": a list of 1 objects'),
+                                ({"texts": ["a"], "table": [{"score": 1}]}, "lacks the column(s) 'shop'"),
+                                ({"texts": ["a"], "table": [{"score": [1], "shop": "x"}]}, "table[0]['score']")):
+                r = c.post("/predict", json=body)
+                assert r.status_code == 422 and words in r.json()["detail"], r.text
+
+
+def test_schemathesis_fuzzing_of_a_table_models_server_never_gets_a_5xx(tmp_path):
+    """Generated bodies from the server's OpenAPI (texts + one row of table columns per text), conforming and
+    broken ones: every answer is a 200 or a 4xx."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from fastapi.testclient import TestClient
+    from hypothesis import HealthCheck, given, settings
+
+    from fmadapt.serve.app import ServeConfig, create_app
+
+    df = _table_frame()
+    model_dir = TextClassifier(backbone="tiny-bert", features="score,shop", progress=False).fit(df).save_pretrained(
+        tmp_path / "m", report=False)
+    df.head(8).to_csv(tmp_path / "check.csv", index=False)
+    ex.export_model(model_dir, tmp_path / "out", data=str(tmp_path / "check.csv"))
+    statuses: list[int] = []
+    with TestClient(create_app(ServeConfig(str(tmp_path / "out"), max_batch=4, max_text_chars=100))) as c:
+        schema = schemathesis.openapi.from_dict(c.get("/openapi.json").json())
+        op = schema["/predict"]["POST"]
+        assert "table" in op.definition.raw["requestBody"]["content"]["application/json"]["schema"]["required"]
+        for mode in schemathesis.GenerationMode:
+            @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            @given(op.as_strategy(generation_mode=mode))
+            def send(case):
+                kw = case.as_transport_kwargs(base_url="http://testserver")
+                r = c.request(**{k: v for k, v in kw.items() if k in ("method", "url", "headers", "params", "json",
+                                                                      "content", "data", "files")})
+                assert r.status_code < 500, (kw.get("json"), r.text)
+                statuses.append(r.status_code)
+
+            send()
+    assert 200 in statuses and 422 in statuses, {s: statuses.count(s) for s in set(statuses)}
+
+
+def test_the_exported_table_encoding_is_fmadapts_on_awkward_values(tmp_path):
+    """Numbers as strings with spaces, infinities and absurd sizes (missing, or clipped: never inf or NaN), booleans,
+    None and NaN, unseen categories: predict.py encodes each row as the model's own encoder does."""
+    import pandas as pd
+
+    from fmadapt.compress.exported import TableColumns
+    from fmadapt.data.tabular import TableEncoder
+
+    train = pd.DataFrame({"n": [1.0, 2.0, None, 4.0, 8.0], "c": ["a", "b", "a", "b", "x"]})
+    enc = TableEncoder.fit(train)
+    (tmp_path / "table.json").write_text(json.dumps(enc.to_dict()))
+    new = pd.DataFrame({"n": [" 3 ", "inf", "-inf", "1e400", 1e300, -1e300, None, float("nan"), "abc", True],
+                        "c": ["a", "b", "x", None, float("nan"), "zz", "a", 1, True, "b"]}, dtype=object)
+    want = enc.transform(new)
+    got = TableColumns(tmp_path / "table.json").encode(new.to_dict("records"), len(new))
+    assert np.isfinite(want).all()
+    np.testing.assert_allclose(got, want, atol=1e-6)

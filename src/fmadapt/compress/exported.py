@@ -254,7 +254,8 @@ class TableColumns:
             if c["kind"] == "numeric":
                 x = np.asarray([_number(v) for v in values], dtype=np.float64)
                 gone = np.isnan(x)
-                parts.append(((np.where(gone, c["median"], x) - c["mean"]) / c["std"])[:, None])
+                z = (np.where(gone, c["median"], x) - c["mean"]) / c["std"]
+                parts.append(np.clip(z, -1e4, 1e4)[:, None])  # (as fmadapt's encoder: MAX_Z)
                 if c["missing_column"]:
                     parts.append(gone.astype(np.float64)[:, None])
             else:
@@ -269,13 +270,15 @@ def _missing(v: Any) -> bool:
 
 
 def _number(v: Any) -> float:
-    """A value as pandas' to_numeric(errors="coerce") reads it: NaN for missing values and non-numbers."""
+    """A value as pandas' to_numeric(errors="coerce") reads it, NaN for missing values, non-numbers and infinities
+    (as fmadapt's encoder)."""
     if _missing(v):
         return math.nan
     try:
-        return float(v.strip() if isinstance(v, str) else v)
-    except (TypeError, ValueError):
+        x = float(v.strip() if isinstance(v, str) else v)
+    except (TypeError, ValueError, OverflowError):
         return math.nan
+    return x if math.isfinite(x) else math.nan
 
 
 class NgramFeatures:

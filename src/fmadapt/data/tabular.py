@@ -1,10 +1,10 @@
 """Table columns as model inputs beside the text (`features`): which columns, and their encoding into numbers
 that a linear head reads next to the text embedding.
 
-Numeric columns: missing values imputed with the training median (and a 0/1 "was missing" column when training had
-any), then standardised. Other columns are categories: one 0/1 column per category seen at least twice in training
-(the MAX_CATEGORIES commonest); a category never seen, or a missing value, sets none of them. The encoder is plain
-JSON (saved in the model directory), numpy and pandas only."""
+Numeric columns: missing values (and values that are no finite number) imputed with the training median (and a
+0/1 "was missing" column when training had any), then standardised. Other columns are categories: one 0/1 column
+per category seen at least twice in training (the MAX_CATEGORIES commonest); a category never seen, or a missing
+value, sets none of them. The encoder is plain JSON (saved in the model directory), numpy and pandas only."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from ..errors import DataError
 
 #: the most categories a column encodes (the rest count as unseen)
 MAX_CATEGORIES = 50
+#: standardised numbers are clipped to +-this (an absurd value must not overflow float32 into inf and NaN)
+MAX_Z = 1e4
 #: a column is numeric when at least this share of its non-missing training values read as numbers
 NUMERIC_SHARE = 0.95
 #: column names `features="auto"` leaves out (identifiers)
@@ -72,7 +74,7 @@ class TableEncoder:
             values = df[c]
             present = values.dropna()
             if _mostly_numeric(present):
-                x = pd.to_numeric(values, errors="coerce").astype(float)
+                x = pd.to_numeric(values, errors="coerce").astype(float).replace([np.inf, -np.inf], np.nan)
                 median = float(np.nanmedian(x)) if x.notna().any() else 0.0
                 filled = x.fillna(median)
                 specs.append({"name": str(c), "kind": "numeric", "median": median, "mean": float(filled.mean()),
@@ -105,9 +107,10 @@ class TableEncoder:
         parts = []
         for s in self.columns:
             values = df[s["name"]]
-            if s["kind"] == "numeric":
-                x = pd.to_numeric(values, errors="coerce").astype(float)
-                parts.append(((x.fillna(s["median"]) - s["mean"]) / s["std"]).to_numpy()[:, None])
+            if s["kind"] == "numeric":  # (a value that is no finite number counts as missing)
+                x = pd.to_numeric(values, errors="coerce").astype(float).replace([np.inf, -np.inf], np.nan)
+                z = ((x.fillna(s["median"]) - s["mean"]) / s["std"]).to_numpy()
+                parts.append(np.clip(z, -MAX_Z, MAX_Z)[:, None])
                 if s["missing_column"]:
                     parts.append(x.isna().to_numpy(dtype=float)[:, None])
             else:

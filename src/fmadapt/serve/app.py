@@ -80,19 +80,21 @@ class ExportBackend:
             from predict import ExportedModel  # type: ignore[no-redef]
         self.model = ExportedModel(root)
         self.modality, self.task = self.model.modality, self.model.task
-        if self.model.table is not None:  # (the request format has no table rows, for now)
-            raise ValueError(f"{root} reads table columns beside the text: serving such models is not supported "
-                             "yet; predict tables with predict.py (table=) or `fmadapt predict`")
+        #: the table columns the model reads beside the text (each request then sends one row per text)
+        self.table_columns = [c["name"] for c in self.model.table.columns] if self.model.table is not None else []
         meta = self.model.meta
         self.metadata = {"source": "export", "modality": self.modality, "task": self.task,
                          "classes": self.model.classes, "backbones": meta.get("backbones"),
                          "precision": self.model.precision, "fmadapt_version": meta.get("fmadapt_version"),
-                         "parity": meta.get("parity")}
+                         "parity": meta.get("parity"), **({"table_columns": self.table_columns}
+                                                          if self.table_columns else {})}
 
     def predict(self, items: list[Any]) -> list[dict[str, Any]]:
         """Texts, decoded images (PIL), or decoded sounds ((mono samples, sample rate), see `_sound`)."""
         if self.modality == "audio":
             items = [self.model.at_rate(wave, sr) for wave, sr in items]
+        if self.table_columns:  # ((text, row) pairs)
+            return self.model.predictions([t for t, _ in items], table=[r for _, r in items])
         return self.model.predictions(items)
 
 
@@ -218,12 +220,16 @@ def _sound(data: bytes, where: str, cfg: ServeConfig) -> tuple[Any, int]:
 KEYS = {"text": "texts", "image": "images", "audio": "sounds"}
 
 
-def _items(body: Any, modality: str, cfg: ServeConfig) -> list[Any]:
+def _items(body: Any, modality: str, cfg: ServeConfig, table_columns: list[str] | None = None) -> list[Any]:
     """The inputs of a JSON body {"texts": [...]}, {"images": [base64, ...]} or {"sounds": [base64, ...]},
-    checked."""
+    checked; for a model reading `table_columns` beside the text, {"texts": [...], "table": [{column: value}, ...]}
+    gives (text, row) pairs."""
     key = KEYS[modality]
     if not isinstance(body, dict):
         raise RequestError(422, f'the body must be a JSON object: {{"{key}": [...]}}')
+    if table_columns:
+        texts = _items({k: v for k, v in body.items() if k != "table"}, modality, cfg)
+        return list(zip(texts, _rows(body.get("table"), len(texts), table_columns), strict=True))
     extra = sorted(set(body) - {key})
     if extra:
         raise RequestError(422, f"this is a {modality} model: send {{\"{key}\": [...]}}; unexpected field(s) "
@@ -253,6 +259,27 @@ def _items(body: Any, modality: str, cfg: ServeConfig) -> list[Any]:
             raise RequestError(422, f"{key}[{i}] is not valid base64") from None
         out.append(decode(raw, f"{key}[{i}]", cfg))
     return out
+
+
+def _rows(table: Any, n: int, columns: list[str]) -> list[dict[str, Any]]:
+    """The "table" of a request: one object per text with the model's columns, values that are strings, numbers,
+    booleans or null (a missing value: imputed or no category, as in training)."""
+    if not isinstance(table, list) or len(table) != n:
+        raise RequestError(422, f"this model reads table columns beside the text ({', '.join(columns)}): send "
+                                f'"table": a list of {n} objects, one per text')
+    for i, row in enumerate(table):
+        if not isinstance(row, dict):
+            raise RequestError(422, f"table[{i}] is not an object")
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise RequestError(422, f"table[{i}] lacks the column(s) {', '.join(map(repr, missing))[:200]}")
+        bad = [c for c in columns if not (row[c] is None or isinstance(row[c], (str, int, float)))]
+        if bad:
+            raise RequestError(422, f"table[{i}][{bad[0]!r}] is not a string, number, boolean or null")
+        long = [c for c in columns if isinstance(row[c], str) and len(row[c]) > 1000]
+        if long:
+            raise RequestError(413, f"table[{i}][{long[0]!r}] is over 1000 characters")
+    return [{c: row[c] for c in columns} for row in table]
 
 
 async def _multipart(request: Any, modality: str, cfg: ServeConfig) -> list[Any]:
@@ -309,15 +336,25 @@ def create_app(cfg: ServeConfig, backend: Any = None) -> Any:
         return denied(request) or backend.metadata
 
     key = KEYS[backend.modality]
-    example = {"texts": ["a great film"], "images": ["<base64 of a JPEG>"], "sounds": ["<base64 of a WAV>"]}[key]
+    example: dict[str, Any] = {key: {"texts": ["a great film"], "images": ["<base64 of a JPEG>"],
+                                     "sounds": ["<base64 of a WAV>"]}[key]}
     item = ({"type": "string", "maxLength": cfg.max_text_chars} if key == "texts" else
             {"type": "string", "format": "byte", "description": "an image file (JPEG, PNG, ...) in base64"}
             if key == "images" else {"type": "string", "format": "byte", "description": "a sound file (WAV, "
                                      f"FLAC, OGG, ...) of at most {cfg.max_sound_seconds:g} s, in base64"})
-    body_schema = {"type": "object", "required": [key], "additionalProperties": False, "properties": {
+    body_schema: dict[str, Any] = {"type": "object", "required": [key], "additionalProperties": False, "properties": {
         key: {"type": "array", "minItems": 1, "maxItems": cfg.max_batch, "items": item}}}
+    columns = getattr(backend, "table_columns", None)
+    if columns:  # (one row of the table columns per text)
+        value = {"anyOf": [{"type": "string", "maxLength": 1000}, {"type": "number"}, {"type": "boolean"},
+                           {"type": "null"}]}
+        body_schema["required"].append("table")
+        body_schema["properties"]["table"] = {
+            "type": "array", "minItems": 1, "maxItems": cfg.max_batch, "description": "one row per text",
+            "items": {"type": "object", "required": columns, "properties": {c: value for c in columns}}}
+        example["table"] = [{c: None for c in columns}]
     body_doc = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": body_schema, "example": {key: example}},
+        "application/json": {"schema": body_schema, "example": example},
         **({"multipart/form-data": {"schema": {"type": "object", "properties": {"files": {
             "type": "array", "items": {"type": "string", "format": "binary"}}}}}}
            if backend.modality != "text" else {})}}}
@@ -339,7 +376,7 @@ def create_app(cfg: ServeConfig, backend: Any = None) -> Any:
                     body = json.loads(raw)
                 except (ValueError, UnicodeDecodeError):
                     raise RequestError(400, "the body is not valid JSON") from None
-                items = _items(body, backend.modality, cfg)
+                items = _items(body, backend.modality, cfg, getattr(backend, "table_columns", None))
         except RequestError as e:
             return JSONResponse({"detail": str(e)}, e.status)
         out = await state["batcher"].submit(items)

@@ -22,9 +22,9 @@ class ModelBackend:
                               f"({root}/targets/<name>) or an export of it")
         self.model = load_model(root, progress=False)
         self.modality = self.model.modality
-        if self.model.table_encoder_ is not None:  # (the request format has no table rows, for now)
-            raise ConfigError(f"{root} reads table columns beside the text: serving such models is not supported "
-                              "yet; predict tables with `fmadapt predict`")
+        #: the table columns the model reads beside the text (each request then sends one row per text)
+        self.table_columns = [c["name"] for c in self.model.table_encoder_.columns] \
+            if self.model.table_encoder_ is not None else []
         self.task = self.model.config_.task
         bcfg = self.model.members_[0].model.backbone.cfg
         metrics = {k: v for k, v in self.model.metrics_.items() if isinstance(v, (int, float))}
@@ -39,12 +39,19 @@ class ModelBackend:
                              {"name": m.model.backbone.cfg.name, "license": m.model.backbone.cfg.license}
                              for m in self.model.members_],
                          "strategy": self.model.config_.strategy, "validation_metrics": metrics,
-                         "fmadapt_version": __import__("fmadapt").__version__, "input_size": bcfg.input_size}
+                         "fmadapt_version": __import__("fmadapt").__version__, "input_size": bcfg.input_size,
+                         **({"table_columns": self.table_columns} if self.table_columns else {})}
 
     def predict(self, items: list[Any]) -> list[dict[str, Any]]:
         """Texts, decoded images (PIL) or decoded sounds ((mono samples, rate)), as the Predictor predicts files of
         them."""
         model = self.model
+        if self.table_columns:  # ((text, row) pairs: a table with the training's text column)
+            import pandas as pd
+
+            df = pd.DataFrame([row for _, row in items], columns=self.table_columns)
+            df.insert(0, model.config_.text_col or "text", [str(t) for t, _ in items])
+            return self._rows(model.proba(model.read_inputs(df)))
         if self.modality == "text":
             proba = model.proba(model.read_inputs([str(t) for t in items]))
             return self._rows(proba)
