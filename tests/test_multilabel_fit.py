@@ -111,8 +111,10 @@ def test_bad_multilabel_input_and_options_are_refused(tmp_path):
         TextClassifier(backbone="tiny-bert", task="multilabel", strategy="contrastive")
     with pytest.raises(ConfigError, match="label_smoothing"):
         TextClassifier(backbone="tiny-bert", task="multilabel", strategy="finetune", label_smoothing=0.1)
-    with pytest.raises(ConfigError, match="image folders are single-label"):
-        ImageClassifier(backbone="tiny-cnn", task="multilabel")
+    from conftest import write_image_folder
+
+    with pytest.raises(DataError, match="one class per image; task multilabel reads a table listing the files"):
+        ImageClassifier(backbone="tiny-cnn", task="multilabel").fit(write_image_folder(tmp_path / "f", 2))
     with pytest.raises(ConfigError, match="label_sep"):
         TextClassifier(backbone="tiny-bert", task="multilabel", label_sep="")
     flags = news(20, 0)[["text"]].assign(a=[0, 1] * 10, b=["1", "yes"] * 9 + ["maybe", "0"])

@@ -57,14 +57,11 @@ def broken_rules(cfg: FitConfig, modality: str | None, unlabeled: bool) -> list[
             (bool(cfg.mixup or cfg.cutmix), "mixup and cutmix are for images"),
             (cfg.augment_policy != "basic", "augment_policy chooses image augmentations; sounds have one (augment)"),
             (cfg.adversarial != "none", "adversarial training is for images and texts for now, not sounds"),
-            (cfg.task != "classification", f"task {cfg.task} reads text tables for now; sound folders are "
-                                           "single-label classes"),
             (cfg.features is not None or cfg.targets is not None, "features and targets are for text tables"),
         ]
     if cfg.task != "classification":
         t = cfg.task
         rules += [
-            (modality == "image", f"task {t} reads text tables for now; image folders are single-label classes"),
             (cfg.strategy not in TASK_STRATEGIES,
              f"task {t} trains with strategy {' | '.join(TASK_STRATEGIES)} for now, not {cfg.strategy!r}"),
             (cfg.label_smoothing > 0, "label_smoothing is for single-label classification (cross-entropy)"),

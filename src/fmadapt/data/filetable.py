@@ -92,8 +92,25 @@ def file_examples(data: str | os.PathLike[str] | pd.DataFrame, cfg: FitConfig, m
     col, kind = found
     if kind != modality:
         raise DataError(f"{source}: column {col!r} lists {kind} files, not {modality} files")
-    _, label = infer_columns(df, col, cfg.label_col if need_label else None, source, need_label=need_label)
+    from ..tasks.multilabel import canonical, joined_column, label_columns
+
+    columns = label_columns(cfg.label_col) if need_label and cfg.task == "multilabel" else None
+    label: str | None
+    if columns:  # (several 0/1 columns, one per label: joined as the label column)
+        label = ",".join(columns)
+        df = df.assign(**{label: joined_column(df, columns, cfg.label_sep, source)})
+    else:
+        _, label = infer_columns(df, col, cfg.label_col if need_label else None, source, need_label=need_label)
     ex = examples_from_table(df, source, col, label if need_label else None)
+    if need_label and cfg.task == "multilabel":
+        assert ex.labels is not None
+        ex.labels, read = canonical(ex.labels, cfg.label_sep, source)
+        ex.warnings.extend(read)
+    elif need_label and cfg.task == "regression":
+        from ..tasks.regression import canonical as numeric
+
+        assert ex.labels is not None
+        ex.labels = numeric(ex.labels, ex.ids, source)
     base = Path(source).parent if not isinstance(data, pd.DataFrame) else Path.cwd()
     rows = ex.ids  # (the table's row indices)
     ex.ids = list(ex.inputs)

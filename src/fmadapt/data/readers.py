@@ -34,6 +34,12 @@ def read_labeled(modality: str, data: DataLike, cfg: FitConfig, *, fitting: bool
         if isinstance(data, list):
             raise DataError(f"{ESTIMATORS[modality]} reads a folder (root/<class>/<files> or "
                             "root/{train,val,test}/<class>/) or a table with a path and a label column")
+        if not is_table_file(data) and cfg.task != "classification":
+            kind = "sound" if modality == "audio" else "image"
+            raise DataError(f"{data}: a folder of class folders holds one class per {kind}; task {cfg.task} reads "
+                            f"a table listing the files, with a path column and a label column"
+                            + (" (labels joined by " + repr(cfg.label_sep) + ")" if cfg.task == "multilabel"
+                               else " (numbers)"))
         splits = ({"train": file_examples(data, cfg, modality, need_label=True)} if is_table_file(data)
                   else scan_image_folder(data, modality).splits)  # type: ignore[arg-type]
         return {name: _readable(ex) for name, ex in splits.items()}, {}
