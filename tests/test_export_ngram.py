@@ -133,6 +133,8 @@ def test_a_model_reading_table_columns_exports_with_their_encoding(tmp_path, hea
         exported.predict_proba(list(new["text"]))
     table = exported_table(out, str(tmp_path / "new.csv"))
     assert list(table["pred"]) == list(model.predict(new))
+    rows = predict_without_torch(out, [str(tmp_path / "new.csv")])  # (python predict.py EXPORT rows.csv)
+    assert [r["label"] for r in rows] == list(model.predict(new)) and meta["table"]["text_column"] == "text"
     # served: one row per text in the request, as the model's own API predicts them
     from fastapi.testclient import TestClient
 

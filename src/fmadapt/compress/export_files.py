@@ -43,7 +43,8 @@ def readme(meta: dict[str, Any], source: Path) -> str:
     text, audio = meta["modality"] == "text", meta["modality"] == "audio"
     example = '["a great film", "dull"]' if text else '["clip1.wav", "clip2.flac"]' if audio else \
         '["photo1.jpg", "photo2.png"]'
-    shell = '"a great film"' if text else "clip1.wav" if audio else "photo1.jpg"
+    shell = "rows.csv" if meta.get("table") else '"a great film"' if text else "clip1.wav" if audio else \
+        "photo1.jpg"
     p = meta["parity"]
     lines = [
         f"# fmadapt export of `{source}`", "",
@@ -128,6 +129,7 @@ def _text_meta(model: Any, first: Any, part: tuple[Any, float, dict[str, Any]] |
     if model.table_encoder_ is not None and (part is None or part[1] < 1.0):
         enc = model.table_encoder_
         meta["table"] = {"file": TABLE_FILE, "columns": [c["name"] for c in enc.columns], "encoded": enc.names(),
+                         "text_column": model.config_.text_col,
                          "in_graph": "the table's linear term in the head, or the stacked boosted trees",
                          "outside": "the columns' encoding (predict.py): numbers imputed and standardised, "
                                     "categories one-hot"}

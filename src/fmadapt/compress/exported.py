@@ -409,15 +409,29 @@ def _center_crop(a: np.ndarray, size: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python predict.py EXPORT_DIR INPUT...`: texts (or image paths), or `-` to read one per line from stdin;
-    prints one JSON object per input."""
+    """`python predict.py EXPORT_DIR INPUT...`: texts (or image or sound paths), or `-` to read one per line from
+    stdin; a model reading table columns beside the text takes one CSV file with the text and those columns. Prints
+    one JSON object per input."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2:
         print(main.__doc__, file=sys.stderr)
         return 2
     model = ExportedModel(args[0])
-    inputs = [line.rstrip("\n") for line in sys.stdin] if args[1:] == ["-"] else args[1:]
-    for x, p in zip(inputs, model.predictions(inputs), strict=True):
+    table = None
+    if model.table is not None:  # (rows of a CSV file: the text column and the table columns)
+        import csv
+
+        text_col = model.meta["table"].get("text_column") or "text"
+        if len(args) != 2 or not args[1].lower().endswith(".csv"):
+            print(f"this model reads table columns beside the text: give one CSV file with the columns {text_col!r}, "
+                  + ", ".join(repr(c["name"]) for c in model.table.columns), file=sys.stderr)
+            return 2
+        with open(args[1], newline="", encoding="utf-8-sig") as f:
+            table = [{k: (None if v == "" else v) for k, v in row.items()} for row in csv.DictReader(f)]
+        inputs = [str(r.get(text_col) or "") for r in table]
+    else:
+        inputs = [line.rstrip("\n") for line in sys.stdin] if args[1:] == ["-"] else args[1:]
+    for x, p in zip(inputs, model.predictions(inputs, table=table), strict=True):
         print(json.dumps({"input": x, **p}, ensure_ascii=False))
     return 0
 
