@@ -114,16 +114,16 @@ def add_csv_argument(ap: argparse.ArgumentParser, topic: str, quick: bool = Fals
     """The `--csv` option every benchmark script has: where its rows are appended (`quick`: the script has a
     --quick smoke run, which appends nothing unless --csv is given; see `csv_path`)."""
     ap.add_argument("--csv", default=None, metavar="PATH",
-                    help=f"append this run's rows to this CSV (default: benchmarks/results/{topic}.csv; '' for "
-                         "none" + ("; a --quick run appends none unless --csv is given)" if quick else ")"))
+                    help=f"append this run's rows to this CSV (default: benchmarks/results/{topic}.csv; '' or none "
+                         "for none" + ("; a --quick run appends none unless --csv is given)" if quick else ")"))
 
 
 def csv_path(value: str | Path | None, topic: str, quick: bool = False) -> Path | None:
-    """The CSV a run appends to: `--csv` as given ('' = none), else benchmarks/results/<topic>.csv, except for a
-    smoke run (`quick`), whose numbers are not meant to be kept."""
+    """The CSV a run appends to: `--csv` as given ('', 'none' or 'off' = none: not a file of that name), else
+    benchmarks/results/<topic>.csv, except for a smoke run (`quick`), whose numbers are not meant to be kept."""
     if value is None:
         return None if quick else RESULTS / f"{topic}.csv"
-    return Path(value) if str(value) else None
+    return None if str(value).strip().lower() in ("", "none", "off") else Path(value)
 
 
 def options_json(options: Any) -> str:

@@ -20,6 +20,13 @@ def _read(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def test_csv_none_writes_no_file_named_none():
+    assert common.csv_path(None, "deploy") == common.RESULTS / "deploy.csv"
+    assert common.csv_path(None, "deploy", quick=True) is None
+    assert [common.csv_path(v, "deploy") for v in ("", "none", "None", "off")] == [None] * 4
+    assert common.csv_path("out.csv", "deploy") == Path("out.csv")
+
+
 def test_append_rows_widens_an_older_header_without_losing_rows(tmp_path):
     path = tmp_path / "topic.csv"
     stamp = {"commit": "abc", "date": "2026-12-01T10:00:00", "machine": "m"}
