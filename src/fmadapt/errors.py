@@ -28,7 +28,8 @@ class ExportError(FmadaptError):
 
 
 class TrainingDiverged(FmadaptError):
-    """The loss or the gradients became NaN/Inf: the run stopped before any non-finite weight was saved."""
+    """Training produced no usable model: the loss or the gradients became NaN/Inf (the run stopped before any
+    non-finite weight was saved), or no federated round could be aggregated (every update rejected or lost)."""
 
 
 class TrainingInterrupted(FmadaptError):
