@@ -11,6 +11,7 @@ per-tensor scale handles worst); 8-bit weights in blocks of 128, then 32, with a
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -78,12 +79,17 @@ def _static(fp32: Path, dest: Path, calibration: list[dict[str, np.ndarray]], ex
         def get_next(self) -> dict | None:
             return next(batches, None)
 
+    fp32, dest = fp32.resolve(), dest.resolve()
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         pre = Path(tmp) / "pre.onnx"
+        cwd = os.getcwd()
+        os.chdir(tmp)  # (where shape inference fails, ONNX Runtime leaves a copy of the graph in the working directory)
         try:
             quant_pre_process(str(fp32), str(pre))
-        except Exception:  # (shape inference fails on the sound graphs' symbolic lengths: optional, skipped)
+        except Exception:  # (it fails on the sound graphs' symbolic lengths: optional, skipped)
             pre = fp32
+        finally:
+            os.chdir(cwd)
         # the backbones only: the heads, the ensemble's average and the temperature (in float64: ONNX Runtime's
         # quantizer cannot follow float64 tensors) stay as they are. (Convolutions alone: hymenoptera accuracy -2.0
         # points, against -1.3)
