@@ -45,7 +45,8 @@ def test_a_fine_tuned_text_model_exports_and_predicts_as_the_model(text_model, t
     meta = ex.export_model(text_model, tmp_path / "out")
     out = tmp_path / "out"
     assert {p.name for p in out.iterdir()} == {"model.onnx", "export.json", "tokenizer.json", "predict.py",
-                                               "README.md", "server.py", "requirements.txt", "Dockerfile"}
+                                               "exported_inputs.py", "README.md", "server.py", "request_inputs.py",
+                                               "requirements.txt", "Dockerfile"}
     assert "onnxruntime==" in (out / "requirements.txt").read_text() and "torch" not in (out / "requirements.txt"
                                                                                          ).read_text()
     saved = json.loads((out / "export.json").read_text())

@@ -13,7 +13,7 @@ from conftest import predict_without_torch
 from fmadapt import TextClassifier, load_model
 from fmadapt.adapt import ngram
 from fmadapt.compress import export as ex
-from fmadapt.compress.exported import NgramFeatures
+from fmadapt.compress.exported_inputs import NgramFeatures
 from test_export import _exported
 from test_ngram import word_frame
 
@@ -193,7 +193,7 @@ def test_the_exported_table_encoding_is_fmadapts_on_awkward_values(tmp_path):
     None and NaN, unseen categories: predict.py encodes each row as the model's own encoder does."""
     import pandas as pd
 
-    from fmadapt.compress.exported import TableColumns
+    from fmadapt.compress.exported_inputs import TableColumns
     from fmadapt.data.tabular import TableEncoder
 
     train = pd.DataFrame({"n": [1.0, 2.0, None, 4.0, 8.0], "c": ["a", "b", "a", "b", "x"]})

@@ -255,8 +255,7 @@ class FitConfig:
              "label, binary cross-entropy, per-label decision thresholds tuned on validation, micro/macro-F1); "
              '"regression": a numeric target (ridge probe or mean-squared-error fine-tuning on the standardised '
              "target, RMSE / MAE / R² / Spearman, split-conformal prediction intervals). multilabel and regression "
-             "read tables (of texts, or listing image or sound files), with probe, finetune, progressive, l2sp, "
-             "lora or auto, for now")
+             "read tables (of texts or of files), with probe, finetune, progressive, l2sp, lora or auto, for now")
     features: str | None = opt(None, "input",
         help='tables: other columns read beside the text, "age,department" or "auto" (all but the text, labels and '
              "identifiers): numbers standardised (missing ones imputed, flagged), categories one-hot (unseen: none)")

@@ -280,7 +280,8 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str],
     with tempfile.TemporaryDirectory(prefix=".export-", dir=dest) as tmp_name:
         tmp = Path(tmp_name)
         _export_graph(WholeModel(ref_model), ref_model, tmp / "model.onnx")
-        files = {"predict.py": Path(runtime.__file__).read_text(encoding="utf-8"), **server_files(model.modality)}
+        files = {"predict.py": Path(runtime.__file__).read_text(encoding="utf-8"), **server_files(model.modality),
+                 "exported_inputs.py": (Path(runtime.__file__).parent / "exported_inputs.py").read_text("utf-8")}
         task = model.config_.task
         meta = export_meta(model, first)
         if meta.get("tokenizer"):

@@ -36,6 +36,7 @@ def server_files(modality: str) -> dict[str, str]:
               "# a token is required on 0.0.0.0: docker run -e FMADAPT_TOKEN=... -p 8000:8000 IMAGE\n"
               'CMD ["python", "server.py", ".", "--host", "0.0.0.0", "--port", "8000"]\n')
     return {"server.py": Path(server.__file__).read_text(encoding="utf-8"),
+            "request_inputs.py": (Path(server.__file__).parent / "request_inputs.py").read_text(encoding="utf-8"),
             "requirements.txt": "\n".join(pinned(n) for n in needs) + "\n", "Dockerfile": docker}
 
 
