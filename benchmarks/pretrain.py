@@ -144,6 +144,7 @@ def finetune(train_csv: Path, test, backbone: str, options: dict, unlabeled: Pat
         info["C"] = h["C"]
     if "auto" in h:  # the candidates table: what the search tried, and what it kept
         info["auto"] = {"winner": h["auto"]["winner"], "pretrain": h["auto"].get("pretrain"),
+                        "self_training": h["auto"].get("self_training"), "final": h["auto"].get("final"),
                         "candidates": [[r["candidate"], r.get("val_acc"), r["status"], r.get("seconds")]
                                        for r in h["auto"]["candidates"]]}
     return [str(p) for p in clf.predict(list(test["path" if images else "text"]))], seconds, info
@@ -170,7 +171,11 @@ SETS = {
              "arms": [("probe", {"strategy": "probe"}, None), ("simcse+probe", {"strategy": "probe"}, "simcse"),
                       ("tsdae+probe", {"strategy": "probe"}, "tsdae"),
                       ("finetune", {"strategy": "finetune"}, None),
-                      ("mlm+finetune", {"strategy": "finetune"}, "mlm")]},
+                      ("mlm+finetune", {"strategy": "finetune"}, "mlm"),
+                      # (--arms) auto with and without the unlabeled sentences: whether its continued
+                      # pretraining and self-training candidates pay, decided by the search itself
+                      ("auto", {"strategy": "auto", "time_budget": "5m"}, None),
+                      ("auto+unlabeled", {"strategy": "auto", "time_budget": "5m", "unlabeled": True}, None)]},
     "fashion_mnist": {"load": load_fmnist, "labels": "1000", "seeds": "0", "tfidf": None, "backbone":
                       "efficientnet_lite0", "pretrain_args": ["--set", f"image_size={FMNIST_SIZE}"],
                       "pretrain": {"simclr": ("simclr", False)},
@@ -178,7 +183,9 @@ SETS = {
                                ("simclr+probe", {"strategy": "probe", "image_size": FMNIST_SIZE}, "simclr"),
                                # auto decides itself whether pretraining on the unlabeled images pays (--arms)
                                ("auto+unlabeled", {"strategy": "auto", "time_budget": "20m",
-                                                   "image_size": FMNIST_SIZE, "unlabeled": True}, None)]},
+                                                   "image_size": FMNIST_SIZE, "unlabeled": True}, None),
+                               ("auto", {"strategy": "auto", "time_budget": "20m", "image_size": FMNIST_SIZE},
+                                None)]},
 }
 
 

@@ -47,6 +47,8 @@ def test_a_fine_tuned_text_model_exports_and_predicts_as_the_model(text_model, t
     assert {p.name for p in out.iterdir()} == {"model.onnx", "export.json", "tokenizer.json", "predict.py",
                                                "exported_inputs.py", "README.md", "server.py", "request_inputs.py",
                                                "requirements.txt", "Dockerfile"}
+    readme = (out / "README.md").read_text()  # (it names every file it ships but itself)
+    assert all(f"`{p.name}`" in readme for p in out.iterdir() if p.name != "README.md")
     assert "onnxruntime==" in (out / "requirements.txt").read_text() and "torch" not in (out / "requirements.txt"
                                                                                          ).read_text()
     saved = json.loads((out / "export.json").read_text())

@@ -217,6 +217,10 @@ def test_auto_with_unlabeled_texts_tries_continued_pretraining_and_judges_it_on_
     assert all(r["status"] == "ran" for r in again_rows)
     best = max(r["val_score"] for r in auto["candidates"] if r["status"] == "ran")
     assert rows[auto["winner"]]["val_score"] == best
+    # then the leader labels the unlabeled texts and teaches a self-trained student (a candidate like the others)
+    student = rows[f"{auto['self_training']['teacher']} + self-training"]
+    assert auto["self_training"]["labeled_by_teacher"] == 60
+    assert student["status"] == "ran" or student["status"].startswith("skipped: there was no prediction")
     # a second search on the same texts reuses the pretrained backbone
     assert search().history_["auto"]["pretrain"] == {**pre, "reused": True}
     # a model whose backbone auto pretrained carries its own copy: it does not depend on the cache

@@ -189,3 +189,77 @@ def test_cli_unlabeled_table_with_other_column_names(tmp_path):
     r = CliRunner().invoke(app, ["fit", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m2"), "--backbone",
                                  "tiny-bert", "--unlabeled", str(tmp_path / "bad.csv"), "--report", "off"])
     assert r.exit_code != 0 and "bad.csv" in r.output
+
+
+def _auto_with_unlabeled(monkeypatch, student_score, leader="probe"):
+    """An `auto` search on a simulated clock: every fit costs its own seconds, labelling 0.01 s per input; the
+    probe (or `leader`) leads the candidates, and a model trained with pseudo-labels scores `student_score`."""
+    from fmadapt import auto
+    from fmadapt.auto_unlabeled import Unlabeled
+    from fmadapt.config import FitConfig
+    from fmadapt.member import Member
+
+    clock = [0.0]
+    monkeypatch.setattr(auto.time, "perf_counter", lambda: clock[0])
+    fits = []
+
+    def fit_one(cfg, tr, va):
+        key = "probe" if cfg.strategy == "probe" else f"{cfg.strategy}{cfg.unfreeze}"
+        clock[0] += 5.0 if key == "probe" else 20.0
+        fits.append((key, list(tr.ids)))
+        pseudo = any(i.startswith("unlabeled:") for i in tr.ids)
+        score = student_score if pseudo else (0.8 if key == leader else 0.5)
+        return Member(score, cfg, {"epochs_run": 4, "best_epoch": 3}, key != "probe")
+
+    def proba(member, ex):
+        clock[0] += 0.01 * len(ex)
+        k = np.asarray([int(t[1:]) % 2 for t in ex.inputs])
+        return np.stack([np.where(k == 0, 0.95, 0.05), np.where(k == 0, 0.05, 0.95)], axis=1)
+
+    def metrics(member):
+        return {"accuracy": member.model, "macro_f1": member.model, "balanced_accuracy": member.model}
+
+    tr = Examples(inputs=["a"] * 20, labels=["x", "y"] * 10, ids=[str(i) for i in range(20)])
+    va = Examples(inputs=["b"] * 4, labels=["x", "y"] * 2, ids=[f"v{i}" for i in range(4)])
+    pool = Examples(inputs=[f"u{i}" for i in range(1000)], labels=None, ids=[str(i) for i in range(1000)],
+                    modality="image")  # (images: no continued pretraining of texts in this test)
+    cfg = FitConfig(strategy="auto", time_budget="600s", auto_ngram=False)
+    search = auto.AutoSearch(cfg, "audio", fit_one, metrics, None, Unlabeled(pool, proba, ["x", "y"]))
+    return search.run(tr, va), fits
+
+
+def test_auto_self_trains_its_leader_within_the_budget_and_keeps_the_student_only_if_it_wins(monkeypatch):
+    from fmadapt.auto_unlabeled import affordable
+
+    (final, _, history), fits = _auto_with_unlabeled(monkeypatch, student_score=0.9)
+    rows = {r["candidate"]: r for r in history["auto"]["candidates"]}
+    assert rows["continued pretraining"]["status"].startswith("skipped: audio")
+    assert rows["probe + self-training"]["status"] == "ran" and history["auto"]["winner"] == "probe + self-training"
+    info = history["auto"]["self_training"]
+    # the budget set how many were labeled: more than the first chunk, fewer than all 1,000
+    assert 256 < info["labeled_by_teacher"] < 1000 and info["teacher"] == "probe"
+    assert info["pseudo_labeled"] == 2 * min(info["confident_per_class"].values())  # (balanced: half and half)
+    assert sum(info["confident_per_class"].values()) == info["labeled_by_teacher"]
+    assert info["per_class"] == {"x": info["pseudo_labeled"] // 2, "y": info["pseudo_labeled"] // 2}
+    # the student (a probe) trained on the training split + the pseudo-labels, the final model on those + val
+    student = [ids for key, ids in fits if any(i.startswith("unlabeled:") for i in ids)]
+    assert len(student) == 2 and len(student[0]) == 20 + info["pseudo_labeled"]
+    assert len(student[1]) == 24 + info["pseudo_labeled"] and {"v0", "v3"} <= set(student[1])
+    assert final.pseudo is not None and len(final.pseudo) == info["pseudo_labeled"]
+    assert final.history["self_training"]["kept"] == "student"
+    assert "pseudo-labels" in history["auto"]["final"] and "pseudo" not in rows["probe + self-training"]
+    # a student that does not beat its teacher on validation is not kept
+    (final, _, history), fits = _auto_with_unlabeled(monkeypatch, student_score=0.8)
+    assert history["auto"]["winner"] == "probe" and final.pseudo is None and "self_training" not in final.history
+    # a budget of 100 s with a 10 s teacher on 100 examples and 0.1 s per input labelled: 400 inputs, which cost
+    # 40 s to label and a 1.2 x 10 s x (100 + 400) / 100 = 60 s student
+    assert affordable(100.0, 10.0, 100, 0.1, 0) == 400 and affordable(5.0, 10.0, 100, 0.1, 0) == 0
+
+
+def test_auto_self_trains_a_fine_tuned_leader_with_its_settings(monkeypatch):
+    (final, _, history), fits = _auto_with_unlabeled(monkeypatch, student_score=0.9, leader="finetune2")
+    rows = {r["candidate"]: r for r in history["auto"]["candidates"]}
+    assert rows["finetune top 2 groups + self-training"]["status"] == "ran"
+    assert history["auto"]["winner"] == "finetune top 2 groups + self-training"
+    assert {key for key, ids in fits if any(i.startswith("unlabeled:") for i in ids)} == {"finetune2"}
+    assert final.pseudo is not None and "pseudo-labels" in history["auto"]["final"]

@@ -18,7 +18,8 @@ TF-IDF + logistic regression, and its stack with the probe (the two models' prob
 weight chosen out of fold on the training split). Both cost seconds; a frozen encoder that does not know the
 script (Chinese on MiniLM) or the domain's words loses to them. Candidates are ranked by the run's `metric`.
 With unlabeled inputs, continued pretraining on them (`fmadapt pretrain`) runs within 30 % of the budget, then the
-probe and the leading fine-tuning candidate run again on the pretrained backbone, as candidates like the others."""
+probe and the leading fine-tuning candidate run again on the pretrained backbone, and the leader teaches a
+self-trained student: candidates like the others (auto_unlabeled.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .auto_unlabeled import Unlabeled, pretrained_trials, self_training_trial, with_pseudo
 from .config import FitConfig, parse_duration
 from .data.examples import Examples, concat
 
@@ -87,11 +89,12 @@ class AutoSearch:
     model and its weight in the final prediction (None when neither classical candidate won)."""
 
     def __init__(self, cfg: FitConfig, modality: str, fit_one: Any, val_metrics: Any, classical: Any = None,
-                 unlabeled: list[str] | None = None, backbone: str = "") -> None:
+                 unlabeled: Unlabeled | None = None, backbone: str = "") -> None:
         self.cfg, self.modality = cfg, modality
-        #: unlabeled inputs: the search also tries continued pretraining on them (`_pretrained_trials`)
+        #: unlabeled inputs: the search also tries continued pretraining on them and self-training (auto_unlabeled)
         self.unlabeled, self.backbone = unlabeled, cfg.backbone or backbone
         self.pretrained: dict[str, Any] | None = None
+        self.self_training: dict[str, Any] | None = None
         self.fit_one, self.val_metrics, self.classical = fit_one, val_metrics, classical
         self.budget = parse_duration(cfg.time_budget) or 600.0
         #: what ranks the candidates: the run's metric; multi-label, the micro-F1; regression, the RMSE (the
@@ -129,8 +132,9 @@ class AutoSearch:
                 self._probe = (member, row)
             rows.append(row)
             best = self._better(best, row, member)
-        if self.unlabeled:
-            best = self._pretrained_trials(train, val, rows, best)
+        if self.unlabeled is not None:
+            best = pretrained_trials(self, train, val, rows, best)
+            best = self_training_trial(self, train, val, rows, best)
         # spare selection time: other seeds for the leading fine-tuning candidates
         for row in sorted((r for r in rows if r.get("status") == "ran" and r["strategy"] not in DETERMINISTIC),
                           key=lambda r: -r["val_score"]):
@@ -139,7 +143,7 @@ class AutoSearch:
                 continue
             over = dict(row["overrides"])
             seed = self.cfg.seed + len(row["seeds"])
-            extra, member = self._trial(row["candidate"], over, seed, train, val, left)
+            extra, member = self._trial(row["candidate"], over, seed, with_pseudo(train, row), val, left)
             row["seeds"].append(seed)
             row["val_accs"].append(extra["val_acc"])
             row["val_scores"].append(extra["val_score"])
@@ -159,7 +163,10 @@ class AutoSearch:
         if best is None or best["row"] is not winner:  # a rerun changed the ranking: refit is below anyway
             best = {"row": winner, "member": None, "seed": winner["seeds"][0],
                     "metrics": kept[id(winner)] if winner["strategy"] in CLASSICAL else None}
-        final, final_note = self._final(winner, best, train, val)
+        final, final_note = self._final(winner, best, with_pseudo(train, winner), val)
+        if winner.get("pseudo") is not None:  # (listed in the model directory's manifests, as self-training does)
+            final.pseudo = winner["pseudo"]
+            final.history["self_training"] = {**(self.self_training or {}), "kept": "student"}
         val_metrics = best["metrics"] if best["metrics"] is not None else self.val_metrics(final)
         metric = self.metric.replace("_", " ")
         why = (f"{'lowest' if self.sign < 0 else 'highest'} validation {metric}, {self.sign * winner['val_score']:.4f}"
@@ -170,7 +177,7 @@ class AutoSearch:
         if runner_up:
             why += f"; next: {runner_up[0]['candidate']} at {self.sign * runner_up[0]['val_score']:.4f}"
         for r in rows:
-            for k in ("overrides", "val_accs", "val_scores"):
+            for k in ("overrides", "val_accs", "val_scores", "pseudo"):
                 r.pop(k, None)
         history = {"auto": {"budget_seconds": self.budget, "metric": self.metric, "candidates": rows,
                             "winner": winner["candidate"], "why": why, "final": final_note,
@@ -179,62 +186,9 @@ class AutoSearch:
             history["auto"]["ngram"] = self._ngram_trial[1]
         if self.pretrained is not None:
             history["auto"]["pretrain"] = self.pretrained
+        if self.self_training is not None:
+            history["auto"]["self_training"] = self.self_training
         return final, val_metrics, history
-
-    def _pretrained_trials(self, train: Examples, val: Examples, rows: list[dict[str, Any]], best: Any) -> Any:
-        """Continued pretraining on the unlabeled inputs (fmadapt pretrain's default method, within PRETRAIN_SHARE
-        of the budget), then the probe and the leading fine-tuning candidate again on the pretrained backbone: it is
-        kept only if one of them wins on validation like any other candidate."""
-        from .errors import FmadaptError
-        from .pretrain.cached import pretrain_within
-
-        label = "continued pretraining"
-        skip = {"candidate": label, "strategy": "pretrain"}
-        if self.modality not in ("text", "image"):
-            rows.append({**skip, "status": f"skipped: {self.modality} backbones are not pretrained"})
-            return best
-        ran = [r for r in rows if r.get("status") == "ran" and r["strategy"] not in CLASSICAL]
-        probe_seconds = next((r["seconds"][0] for r in ran if r["strategy"] == "probe"), 0.0)
-        left = SELECTION_SHARE * self.budget - self.elapsed()
-        seconds = min(PRETRAIN_SHARE * self.budget, left - 2 * probe_seconds - 10.0)
-        if seconds < MIN_PRETRAIN_SECONDS:
-            rows.append({**skip, "status": f"skipped: time budget ({max(0.0, left):.0f} s of the selection share "
-                                           f"left; pretraining needs {MIN_PRETRAIN_SECONDS:.0f} s and a probe)"})
-            return best
-        from .data.cache import default_cache_dir
-
-        t = time.perf_counter()
-        try:
-            folder, record, reused = pretrain_within(default_cache_dir(), self.backbone, self.unlabeled or [],
-                                                     self.modality, seconds, self.cfg.extend_vocab,
-                                                     self.cfg.image_size, self.cfg.seed, progress=False)
-        except (FmadaptError, RuntimeError, ValueError) as e:
-            rows.append({**skip, "status": f"skipped: {' '.join(str(e).split())[:200]}"})
-            return best
-        run = record["run"]
-        self.pretrained = {"method": record["method"], "folder": str(folder), "reused": reused,
-                           "unlabeled": record["data"]["trained_on"], "steps": run["steps"],
-                           "epochs_done": run["epochs_done"], "seconds": run["seconds"],
-                           "budget_seconds": round(seconds, 1), "loss": [run["loss_first"], run["loss_last"]],
-                           "vocabulary": record.get("vocabulary") or {}}
-        rows.append({**skip, "seconds": [round(time.perf_counter() - t, 1)],
-                     "status": f"{'reused' if reused else 'done'}: {record['method']}, {run['steps']} steps on "
-                               f"{record['data']['trained_on']} unlabeled inputs ({run['epochs_done']} epochs)"})
-        plain = {"extend_vocab": False} if self.cfg.extend_vocab else {}
-        trials = [("probe, pretrained backbone", {"strategy": "probe", **plain, "backbone": str(folder)})]
-        tuned = sorted((r for r in ran if r["strategy"] != "probe"), key=lambda r: -r["val_score"])
-        if tuned:
-            trials.append((f"{tuned[0]['candidate']}, pretrained backbone",
-                           {**tuned[0]["overrides"], "backbone": str(folder)}))
-        for name, over in trials:
-            left = SELECTION_SHARE * self.budget - self.elapsed()
-            if left < (0.0 if over["strategy"] == "probe" else max(10.0, 0.05 * self.budget)):
-                rows.append({"candidate": name, "strategy": over["strategy"], "status": "skipped: time budget"})
-                continue
-            row, member = self._trial(name, over, self.cfg.seed, train, val, RUN_SHARE * self.budget - self.elapsed())
-            rows.append(row)
-            best = self._better(best, row, member)
-        return best
 
     def _trial(self, label: str, over: dict[str, Any], seed: int, train: Examples, val: Examples, left: float
                ) -> tuple[dict[str, Any], Any]:
@@ -319,6 +273,7 @@ class AutoSearch:
                ) -> tuple[Any, str]:
         """The winner with its settings, trained on train + val; or the selected model when time is short."""
         both = concat(train, val)
+        data = "training + validation data" + (" + pseudo-labels" if winner.get("pseudo") is not None else "")
         over = dict(winner["overrides"])
         left = self.budget - self.elapsed()
         if winner["strategy"] in CLASSICAL:
@@ -327,7 +282,7 @@ class AutoSearch:
             c = winner.get("C") or _probe_c(best)
             cfg = dataclasses.replace(self.cfg, seed=best["seed"], strategy="probe", probe_c=c, extend_vocab=False,
                                       **{k: over[k] for k in ("backbone",) if k in over})
-            note = f"probe refit on training + validation data ({len(both)} examples) with C={c}"
+            note = f"probe refit on {data} ({len(both)} examples) with C={c}"
             if winner["strategy"] != "probe":
                 note += " (the fine-tuning candidate kept its probe starting point)"
             return self.fit_one(cfg, both, val), note
@@ -344,7 +299,7 @@ class AutoSearch:
         # now trains on, it would pick the least regularised head)
         cfg = dataclasses.replace(self.cfg, seed=best["seed"], restore_best=False, max_time=max(5.0, left),
                                   **{"probe_c": _probe_c(best) or self.cfg.probe_c, **over, "epochs": epochs})
-        note = (f"{winner['candidate']} retrained on training + validation data ({len(both)} examples) for "
+        note = (f"{winner['candidate']} retrained on {data} ({len(both)} examples) for "
                 f"{epochs} epoch(s), those of the weights it kept on validation "
                 f"{self.metric if self.cfg.select_by == 'metric' else self.cfg.select_by} "
                 f"(keep={self.cfg.keep}), keeping the last weights")

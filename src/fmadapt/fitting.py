@@ -148,7 +148,7 @@ class FitRun(SelfTraining):
         pool = self._unlabeled_pool(unlabeled, cfg, splits) if unlabeled is not None else None
         selection_metrics = None
         if cfg.strategy == "auto":
-            from .auto import AutoSearch
+            from .auto import AutoSearch, Unlabeled
 
             ranking = self._rank_backbones(cfg, train, ctx) if cfg.candidate_backbones else None
             if ranking:
@@ -157,9 +157,9 @@ class FitRun(SelfTraining):
             search = AutoSearch(
                 cfg, self.modality,
                 lambda c, tr, va: self._fit_member(c.backbone or self.default_backbone, c.seed, c, tr, va, ctx),
-                lambda member: out.metrics_with(member, splits["val"]),
-                self._classical_hooks(ctx, splits["val"]) if self.modality == "text" and sep is None
-                and not regression else None, list(pool.inputs) if pool is not None else None, self.default_backbone)
+                lambda member: out.metrics_with(member, splits["val"]), self._classical_hooks(ctx, splits["val"])
+                if self.modality == "text" and sep is None and not regression else None,
+                Unlabeled(pool, self._member_proba, ctx.classes) if pool is not None else None, self.default_backbone)
             final, selection_metrics, history = search.run(train, splits["val"])
             out.ngram_, out.ngram_weight_ = search.ngram or (None, 0.0)
             if ranking:

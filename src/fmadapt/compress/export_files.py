@@ -64,8 +64,9 @@ def readme(meta: dict[str, Any], source: Path) -> str:
         + ("`tokenizer.json` (truncation and padding set), " if meta.get("tokenizer") else "")
         + ("`ngram.json` (the n-gram model's vocabularies and idf weights), " if meta.get("ngram") else "")
         + ("`table.json` (the encoding of the table columns read beside the text), " if meta.get("table") else "")
-        + "`predict.py`; `server.py` (HTTP: `python server.py . --port 8000`), its pinned `requirements.txt` and a "
-        "`Dockerfile`.", "",
+        + "`predict.py` with `exported_inputs.py` (its table and n-gram encodings); `server.py` (HTTP: `python "
+        "server.py . --port 8000`) with `request_inputs.py` (how it reads a request), its pinned `requirements.txt` "
+        "and a `Dockerfile`.", "",
         f"Checked when exported, on {p['inputs']}: fp32 graph against the model, largest probability difference "
         f"{p['fp32']['graph']['max_abs_diff']:.1e}"
         + (f"; int8 against fp32: same prediction on {agreement(p['int8']):.1%}, largest difference "
