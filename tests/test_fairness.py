@@ -208,3 +208,49 @@ def test_metadata_nothing_matches(tmp_path: Path) -> None:
     pd.DataFrame({"name": ["1.jpg"], "g": ["A"]}).to_csv(meta, index=False)
     with pytest.raises(DataError, match="no image path column"):
         group_labels_from_metadata(meta, ex)
+
+
+def test_multilabel_fairness_is_per_label_parity_and_micro_f1_per_group():
+    from sklearn.metrics import f1_score
+
+    from fmadapt.evaluate.fairness_tasks import task_fairness_lines, task_fairness_report
+
+    rng = np.random.default_rng(0)
+    yt = rng.integers(0, 2, (60, 3))
+    yp = yt.copy()
+    g = np.array(["a"] * 30 + ["b"] * 28 + [MISSING] * 2)
+    flip = rng.random((28, 3)) < 0.4  # group b's decisions are worse
+    yp[30:58][flip] = 1 - yp[30:58][flip]
+    rep = task_fairness_report("multilabel", yt, yp, list(g), ["x", "y", "z"], min_group_size=5, group_col="site")
+    assert rep["groups"]["a"]["micro_f1"] == 1.0 and rep["groups"]["a"]["subset_accuracy"] == 1.0
+    b = g == "b"
+    assert rep["groups"]["b"]["micro_f1"] == pytest.approx(f1_score(yt[b], yp[b], average="micro"))
+    assert rep["worst_group"] == "b" and rep["score_gap"] == pytest.approx(1 - rep["groups"]["b"]["micro_f1"])
+    assert rep["missing_groups"] == 2 and rep["groups"][MISSING]["small"]
+    known = g != MISSING
+    for j, c in enumerate("xyz"):  # demographic parity per label: the gap in the share predicted positive
+        rates = [yp[known & (g == k), j].mean() for k in ("a", "b")]
+        assert rep["per_class"][c]["demographic_parity_difference"] == pytest.approx(abs(rates[0] - rates[1]))
+    assert rep["demographic_parity_difference"] == max(v["demographic_parity_difference"]
+                                                       for v in rep["per_class"].values())
+    lines = task_fairness_lines(rep)
+    assert lines[2].startswith("b ") and "worst group b" in lines[-len(rep["notes"]) - 1]
+
+
+def test_regression_fairness_names_the_group_with_the_largest_error_and_the_biased_one():
+    from fmadapt.evaluate.fairness_tasks import task_fairness_report
+
+    y = np.arange(12, dtype=float)
+    pred = y.copy()
+    pred[:4] += 2.0   # group a: over-estimated by 2
+    pred[4:8] -= 0.5  # group b: under-estimated by 0.5; group c exact
+    g = ["a"] * 4 + ["b"] * 4 + ["c"] * 4
+    rep = task_fairness_report("regression", y, pred, g, ["target"], min_group_size=1)
+    assert rep["groups"]["a"]["mae"] == 2.0 and rep["groups"]["b"]["mean_error"] == -0.5
+    assert rep["worst_group"] == "a" and rep["score_gap"] == 2.0 and rep["mean_error_gap"] == 2.5
+    assert rep["mean_prediction_gap"] == pytest.approx((9.5 + 0) - (1.5 + 2))
+    small = task_fairness_report("regression", y, pred, g, ["target"], min_group_size=5)
+    # (every group is small: none is left out of the ranking)
+    assert small["worst_group"] == "a" and any("fewer than 5" in n for n in small["notes"])
+    with pytest.raises(ValueError, match="task"):
+        task_fairness_report("classification", y, pred, g, ["target"])

@@ -155,6 +155,20 @@ def test_cli_fit_predict_evaluate_multilabel(tmp_path):
     assert r.exit_code == 0 and "micro_f1=" in r.output and "subset_accuracy=" in r.output, r.output
     report = (tmp_path / "m" / "report.html").read_text()
     assert "micro f1" in report and "subset accuracy" in report
+    # fairness by a group column: micro-F1 per group, from the predicted label sets
+    test = news(30, 1).assign(site=["x" if i % 3 else "y" for i in range(30)])
+    test.to_csv(tmp_path / "test.csv", index=False)
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "m"), str(tmp_path / "test.csv"), "--group-col", "site"])
+    assert r.exit_code == 0 and "micro_f1 per group" in r.output, r.output
+    fair = json.loads(next((tmp_path / "m" / "evaluation").rglob("fairness.json")).read_text())
+    sep = load_model(tmp_path / "m").config_.label_sep
+    for g in ("x", "y"):
+        rows = test["site"] == g
+        truth = [set(v.split(sep)) - {""} for v in test.loc[rows, "labels"]]
+        got = [set(str(v).split(sep)) - {""} for v in pred.loc[rows, "pred"]]
+        tp = sum(len(t & p) for t, p in zip(truth, got, strict=True))
+        want = 2 * tp / max(1, sum(map(len, truth)) + sum(map(len, got)))
+        assert fair["groups"][g]["micro_f1"] == pytest.approx(want)
 
 
 def test_single_label_evaluations_refuse_a_multilabel_model():

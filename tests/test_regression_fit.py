@@ -126,6 +126,24 @@ def test_cli_fit_predict_evaluate_regression(tmp_path):
     assert r.exit_code == 0 and "rmse=" in r.output and "interval: coverage=" in r.output, r.output
     report = (tmp_path / "m" / "report.html").read_text()
     assert "interval coverage" in report and 'alt="Predicted against true target' in report  # the residual plot
+    # fairness by a group column: each group's MAE and mean error, from the same predictions
+    test = reviews(40, 1).assign(region=["north" if i % 4 else "south" for i in range(40)])
+    test.to_csv(tmp_path / "test.csv", index=False)
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "m"), str(tmp_path / "test.csv"), "--group-col", "region",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    fair = json.loads(r.output[r.output.index("{"):])["fairness"]
+    err = pred["pred"] - test["score"]
+    for g in ("north", "south"):
+        rows = test["region"] == g
+        assert fair["groups"][g]["n"] == rows.sum()
+        assert fair["groups"][g]["mae"] == pytest.approx(err[rows].abs().mean(), abs=1e-9)
+        assert fair["groups"][g]["mean_error"] == pytest.approx(err[rows].mean(), abs=1e-9)
+    assert fair["worst_group"] == max(("north", "south"), key=lambda g: fair["groups"][g]["mae"])
+    assert fair["mean_error_gap"] == pytest.approx(abs(err[test["region"] == "north"].mean()
+                                                       - err[test["region"] == "south"].mean()), abs=1e-9)
+    section = (tmp_path / "m" / "report.html").read_text().split('id="fairness"')[1].split("</section>")[0]
+    assert "<th>MAE</th>" in section and "south" in section and 'alt="Quality per group"' in section
 
 
 @pytest.mark.parametrize("task", ["multilabel", "regression"])

@@ -159,8 +159,10 @@ def _evaluation_lines(evals: dict[str, Any]) -> list[str]:
         lines.append("\n" + "\n".join(robustness_summary_lines(evals["robustness"])))
     if evals.get("fairness"):
         from ..evaluate.fairness import fairness_summary_lines
+        from ..evaluate.fairness_tasks import task_fairness_lines
 
-        lines.append("\n" + "\n".join(fairness_summary_lines(evals["fairness"])))
+        fair = evals["fairness"]  # (multi-label and regression models: fairness_tasks.py's keys)
+        lines.append("\n" + "\n".join((task_fairness_lines if fair.get("task") else fairness_summary_lines)(fair)))
     if evals.get("explanations") is not None:
         items = evals["explanations"]
         lines.append(f"\nexplanations: {len(items)} examples ({sum(1 for i in items if i.get('correct') is False)} "

@@ -19,7 +19,9 @@ other section may be missing and is then shown as "not run" with how to produce 
                     "eps_unit", "n", "note"}, "seconds": {...}},
      "fairness": {"group_col", "n", "groups": {g: {"n", "accuracy", "macro_f1", "small"}},
                   "demographic_parity_difference", "equalized_odds_difference", "worst_group",
-                  "worst_group_accuracy", "accuracy_gap", "missing_groups", "notes", "positive_class"},
+                  "worst_group_accuracy", "accuracy_gap", "missing_groups", "notes", "positive_class"}
+                 | {"task", "metric", "higher_is_better", "groups": {g: {"n", METRIC, ...}}, "worst_group",
+                    "worst_group_score", "score_gap", ...},       # multi-label / regression (fairness_tasks.py)
      "explanations": [{"id", "kind", "label", "pred", "confidence", "correct", "method", "image_png",
                        "original_png", "tokens": [[word, score]]}],
      "misclassified": [{"id", "label", "pred", "confidence", "text", "thumb_png"}],

@@ -211,9 +211,9 @@ TEMPLATE = r"""<!DOCTYPE html>
 {% if v.present.fairness %}
 {% if v.evaluated_on.fairness %}<p class="muted">Evaluated on: {{ v.evaluated_on.fairness }}</p>{% endif %}
 {{ kv(v.fairness.summary) }}
-{{ figure('fairness', 'Accuracy per group') }}
-{% if v.fairness.groups %}<div class="scroll"><table><tr><th>group</th><th>n</th><th>accuracy</th><th>macro F1</th></tr>
-{% for g in v.fairness.groups %}<tr{% if g.small %} class="small"{% endif %}><td>{{ g.name }}{% if g.small %} (small){% endif %}</td><td class="n">{{ g.n }}</td><td class="n">{{ g.accuracy }}</td><td class="n">{{ g.macro_f1 }}</td></tr>
+{{ figure('fairness', 'Quality per group') }}
+{% if v.fairness.groups %}<div class="scroll"><table><tr><th>group</th><th>n</th>{% for c in v.fairness.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for g in v.fairness.groups %}<tr{% if g.small %} class="small"{% endif %}><td>{{ g.name }}{% if g.small %} (small){% endif %}</td><td class="n">{{ g.n }}</td>{% for x in g.cells %}<td class="n">{{ x }}</td>{% endfor %}</tr>
 {% endfor %}</table></div>{% endif %}
 {% if v.fairness.missing %}<p class="warn">Without a group: {{ v.fairness.missing|join(", ") }} (shown as "(missing)", left out of the differences)</p>{% endif %}
 {% for n in v.fairness.notes %}<p class="muted">{{ n }}</p>{% endfor %}

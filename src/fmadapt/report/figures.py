@@ -311,22 +311,28 @@ def fairness_bars(fair: Mapping[str, Any]) -> str | None:
     groups = fair.get("groups")
     if not isinstance(groups, Mapping) or not groups:
         return None
+    # the headline metric: accuracy, or a multi-label model's micro-F1 / a regression model's MAE (fairness_tasks)
+    metric = str(fair.get("metric") or "accuracy")
+    sign = 1.0 if fair.get("higher_is_better", True) else -1.0
     items = sorted(((str(g), v) for g, v in groups.items() if isinstance(v, Mapping)),
-                   key=lambda gv: (_num(gv[1].get("accuracy")), gv[0]))[:MAX_BARS]
+                   key=lambda gv: (sign * _num(gv[1].get(metric)), gv[0]))[:MAX_BARS]
     if not items:
         return None
     fig = _new_figure(6.5, max(2.0, 0.8 + 0.28 * len(items)))
     ax = fig.subplots()
-    acc = [_num(v.get("accuracy")) for _, v in items]
+    acc = [_num(v.get(metric)) for _, v in items]
     colors = ["#bbbbbb" if v.get("small") else "tab:blue" for _, v in items]
     y = np.arange(len(items))
     ax.barh(y, [0 if math.isnan(a) else a for a in acc], color=colors)
     ax.set_yticks(y, [f"{_short(g, 22)} (n={v.get('n', '?')})" for g, v in items])
+    top = 1.0 if sign > 0 else 1.15 * max([a for a in acc if not math.isnan(a)] + [1e-12])  # (an error: unbounded)
     for yi, a in zip(y, acc, strict=True):
         if not math.isnan(a):
-            ax.text(min(a + 0.01, 0.93), yi, f"{a:.3f}", va="center", fontsize=7)
-    ax.set(xlim=(0, 1.0), xlabel="accuracy",
-           title=f"Accuracy by {_short(fair.get('group_col') or 'group', 30)} (grey: small group)")
+            ax.text(min(a + 0.01 * top, 0.93 * top), yi, f"{a:.3g}" if sign < 0 else f"{a:.3f}", va="center",
+                    fontsize=7)
+    name = metric.replace("_", "-") if metric != "mae" else "mean absolute error"
+    ax.set(xlim=(0, top), xlabel=name,
+           title=f"{name[0].upper() + name[1:]} by {_short(fair.get('group_col') or 'group', 30)} (grey: small group)")
     ax.grid(axis="x", alpha=0.3)
     return _image_b64(fig)
 

@@ -220,7 +220,8 @@ def _view(data: Mapping[str, Any], figures: dict[str, str]) -> dict[str, Any]:
         "compression": bool(_mapping(data.get("compression")).get("rows")),
     }
     skipped = [s for s in (dsum.get("skipped") or []) if isinstance(s, Mapping)]
-    groups = [{"name": str(g), **{k: fmt(v.get(k)) for k in ("n", "accuracy", "macro_f1")},
+    columns = FAIRNESS_COLUMNS.get(str(fair.get("task")), FAIRNESS_COLUMNS["classification"])
+    groups = [{"name": str(g), "n": fmt(v.get("n")), "cells": [fmt(v.get(k)) for _, k in columns],
                "small": bool(v.get("small"))}
               for g, v in _mapping(fair.get("groups")).items() if isinstance(v, Mapping)]
     cal_rows = [{"name": k, "before": fmt(_mapping(cal.get("before")).get(k)),
@@ -265,7 +266,9 @@ def _view(data: Mapping[str, Any], figures: dict[str, str]) -> dict[str, Any]:
                        "seconds": _kv(rob.get("seconds"))},
         "fairness": {"summary": _kv({k: fair.get(k) for k in (
             "group_col", "n", "positive_class", "demographic_parity_difference", "equalized_odds_difference",
-            "worst_group", "worst_group_accuracy", "accuracy_gap") if k in fair}), "groups": groups,
+            "worst_group", "worst_group_accuracy", "accuracy_gap", "metric", "worst_group_score", "score_gap",
+            "mean_prediction_gap", "mean_error_gap") if k in fair}), "groups": groups,
+            "columns": [name for name, _ in columns],
             # fairness.py counts the examples without a group (an int)
             "missing": _missing_groups(fair.get("missing_groups")),
             "notes": [str(n) for n in _as_list(fair.get("notes"))]},
@@ -277,6 +280,14 @@ def _view(data: Mapping[str, Any], figures: dict[str, str]) -> dict[str, Any]:
                 "versions": _kv(env.get("versions")), "hashes": _kv(env.get("weight_hashes")),
                 "command": None if not env.get("command") else str(env.get("command"))},
     }
+
+
+#: the per-group columns of the fairness table, by task (evaluate/fairness.py, evaluate/fairness_tasks.py)
+FAIRNESS_COLUMNS = {"classification": [("accuracy", "accuracy"), ("macro F1", "macro_f1")],
+                    "multilabel": [("micro F1", "micro_f1"), ("macro F1", "macro_f1"),
+                                   ("subset accuracy", "subset_accuracy")],
+                    "regression": [("MAE", "mae"), ("RMSE", "rmse"), ("mean error", "mean_error"),
+                                   ("mean prediction", "mean_prediction")]}
 
 
 # ----------------------------------------------------------------------------------------------- public

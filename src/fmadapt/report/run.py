@@ -54,10 +54,19 @@ def run_evaluations(clf: Any, ex: Examples, *, robustness: bool, explain: bool, 
         out["metrics"] = clf.metrics_from(proba, ex)
     out["misclassified"] = misclassified(clf, ex, proba)
     out["seconds"]["metrics"] = round(time.perf_counter() - t, 2)
-    if clf.check_fitted().config_.task != "classification":
-        # (the perturbation, fairness and attribution code compares one predicted class per input)
-        out["not_run"] = ("robustness, fairness and explanations are for single-label models for now; this "
-                          "model's report has its metrics and its largest mistakes")
+    task = clf.check_fitted().config_.task
+    if task != "classification":
+        if groups is not None:  # (quality per group: micro-F1 or MAE, evaluate/fairness_tasks.py)
+            from ..evaluate.fairness_tasks import task_fairness_report
+
+            t = time.perf_counter()
+            pred = clf.labels_of(proba) if task == "regression" else proba >= clf.decision_thresholds()
+            out["fairness"] = task_fairness_report(task, clf.encode_labels(ex.labels), pred, groups, clf.classes_,
+                                                   min_group_size=min_group_size, group_col=group_col)
+            out["seconds"]["fairness"] = round(time.perf_counter() - t, 2)
+        # (the perturbation and attribution code compares one predicted class per input)
+        out["not_run"] = ("robustness and explanations are for single-label models for now; this model's report "
+                          "has its metrics, its largest mistakes" + (" and fairness by group" if groups else ""))
         return out
     if robustness and len(ex):
         from ..evaluate.robustness import robustness_report
