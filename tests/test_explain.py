@@ -180,6 +180,7 @@ def test_text_tokens_from_fitted_and_lora_models(text_clf):
     add_lora(bb, {"r": 2, "alpha": 4, "dropout": 0.0, "targets": ["query", "value"]})
     lora = Classifier(bb, 2)
     stub = SimpleNamespace(model_=lora, classes_=["neg", "pos"], members_=[SimpleNamespace(model=lora)],
+                           config_=SimpleNamespace(task="classification"),
                            proba=lambda e: np.tile([[0.3, 0.7]], (len(e), 1)), encoded_table=lambda e: None,
                            check_fitted=lambda: SimpleNamespace(require_single_label=lambda what: None))
     for c in (clf, stub):

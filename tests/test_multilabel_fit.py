@@ -171,13 +171,23 @@ def test_cli_fit_predict_evaluate_multilabel(tmp_path):
         assert fair["groups"][g]["micro_f1"] == pytest.approx(want)
 
 
-def test_single_label_evaluations_refuse_a_multilabel_model():
-    from fmadapt.evaluate.explain import explain_inputs
+def test_robustness_refuses_a_multilabel_model_and_explanations_attribute_its_surest_label():
+    from fmadapt.evaluate.explain import explain_sample
     from fmadapt.evaluate.robustness import robustness_report
 
     clf = fit(news(40, 0))
-    ex = clf.read_labeled(news(10, 1))
+    ex = clf.read_labeled(news(12, 1))
     with pytest.raises(ConfigError, match="robustness is for single-label models"):
         robustness_report(clf, ex)
-    with pytest.raises(ConfigError, match="explanations is for single-label models"):
-        explain_inputs(clf, ex)
+    items = explain_sample(clf, ex, n_right=2, n_wrong=3)
+    proba = clf.proba(ex)
+    pred = clf.predict(news(12, 1))
+    sep = clf.config_.label_sep
+    right = [set(filter(None, str(p).split(sep))) == set(filter(None, t.split(sep)))
+             for p, t in zip(pred, ex.labels, strict=True)]
+    n_wrong = min(3, right.count(False))
+    assert [i["correct"] for i in items] == [False] * n_wrong + [True] * min(2, right.count(True))
+    for item in items:
+        row = ex.ids.index(item["id"])
+        assert item["pred"] == pred[row] and item["explained"] == clf.classes_[int(proba[row].argmax())]
+        assert item["correct"] == right[row] and item["tokens"] and "error" not in item

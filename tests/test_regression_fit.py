@@ -185,3 +185,21 @@ def test_auto_ranks_candidates_by_the_task_metric_and_keeps_thresholds_or_interv
         assert all(0 <= r["val_score"] <= 1 for r in ran) and clf.thresholds_ is not None
     chosen = next(r for r in ran if r["candidate"] == auto["winner"])
     assert chosen["val_score"] == max(r["val_score"] for r in ran)  # the best by the task's metric
+
+
+def test_explanations_of_a_regression_model_show_its_largest_and_smallest_errors():
+    from fmadapt.evaluate.explain import explain_sample
+
+    clf = fit(reviews(80, 0), strategy="finetune", epochs=1)
+    test = reviews(20, 1)
+    ex = clf.read_labeled(test)
+    items = explain_sample(clf, ex, n_right=2, n_wrong=3)
+    pred = clf.predict(test)
+    err = np.abs(pred - test["score"].to_numpy())
+    order = list(np.argsort(-err, kind="stable"))
+    assert [ex.ids.index(i["id"]) for i in items] == [*order[:3], *order[::-1][:2]]
+    half = clf.interval_["halfwidth"]
+    for item in items:
+        row = ex.ids.index(item["id"])
+        assert item["pred"] == pytest.approx(pred[row], abs=1e-5) and item["confidence"] is None
+        assert item["correct"] == bool(err[row] <= half) and item["tokens"] and "error" not in item

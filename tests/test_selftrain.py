@@ -263,3 +263,39 @@ def test_auto_self_trains_a_fine_tuned_leader_with_its_settings(monkeypatch):
     assert history["auto"]["winner"] == "finetune top 2 groups + self-training"
     assert {key for key, ids in fits if any(i.startswith("unlabeled:") for i in ids)} == {"finetune2"}
     assert final.pseudo is not None and "pseudo-labels" in history["auto"]["final"]
+
+
+def test_when_an_ngram_candidate_leads_the_leading_neural_candidate_teaches():
+    from types import SimpleNamespace
+
+    from fmadapt.auto import AutoSearch
+    from fmadapt.auto_unlabeled import Unlabeled, self_training_trial
+    from fmadapt.config import FitConfig
+
+    taught = []
+
+    def proba(member, ex):
+        taught.append(member)
+        return np.tile([[0.97, 0.03]], (len(ex), 1))
+
+    def trial(label, over, seed, train, val, left):
+        row = {"candidate": label, "strategy": over["strategy"], "status": "ran", "val_score": 0.9, "metrics": {},
+               "seconds": [1.0], "seeds": [seed]}
+        return row, "student"
+
+    pool = Examples(inputs=[f"u{i}" for i in range(10)], labels=None, ids=[str(i) for i in range(10)])
+    probe = {"row": {"candidate": "probe", "strategy": "probe", "seconds": [1.0], "seeds": [0], "overrides":
+                     {"strategy": "probe"}, "val_score": 0.7}, "member": "probe model", "row_score": 0.7}
+    ngram = {"row": {"candidate": "n-gram tf-idf", "strategy": "ngram", "seconds": [0.1], "seeds": [0],
+                     "val_score": 0.8}, "member": {"ngram_weight": 1.0}, "row_score": 0.8}
+    search = SimpleNamespace(unlabeled=Unlabeled(pool, proba, ["x", "y"]), cfg=FitConfig(pseudo_balance=False),
+                             best_neural=probe, budget=600.0, elapsed=lambda: 0.0, _trial=trial,
+                             _better=AutoSearch._better, self_training=None)
+    rows = []
+    tr = Examples(inputs=["a", "b"], labels=["x", "y"], ids=["0", "1"])
+    best = self_training_trial(search, tr, tr, rows, ngram)
+    assert taught == ["probe model"] and rows[-1]["candidate"] == "probe + self-training"
+    assert len(rows[-1]["pseudo"]) == 10 and best["member"] == "student"  # (0.9 beats the n-gram model's 0.8)
+    search.best_neural = None  # no neural candidate ran: nothing teaches
+    self_training_trial(search, tr, tr, rows, ngram)
+    assert rows[-1]["status"] == "skipped: no neural candidate to label the unlabeled inputs"

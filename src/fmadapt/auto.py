@@ -106,6 +106,7 @@ class AutoSearch:
         self._rows: list[dict[str, Any]] = []  # the candidates table of `run`
         self._probe: tuple[Any, dict[str, Any]] | None = None  # (member, row) of the probe candidate
         self._ngram_trial: tuple[Any, dict[str, Any], Any] | None = None  # (model, history, val proba)
+        self.best_neural: dict[str, Any] | None = None  # (as `best` in `run`, over the neural candidates only)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -203,6 +204,7 @@ class AutoSearch:
         row = self._row(label, over, seed, seconds, metrics, epochs_run=h.get("epochs_run"),
                         # (a fine-tuning candidate's C: its probe start's, which a refit as a probe keeps)
                         best_epoch=h.get("best_epoch"), C=h.get("C") or h.get("probe_C"))
+        self.best_neural = self._better(self.best_neural, row, member)  # (self-training's teacher, auto_unlabeled)
         return row, member
 
     def _row(self, label: str, over: dict[str, Any], seed: int, seconds: float, metrics: dict[str, Any],

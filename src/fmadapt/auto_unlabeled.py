@@ -9,8 +9,8 @@ judged on the labeled validation split like the others.
   a student trained with the teacher's settings. The student wins only if it beats every candidate on validation;
   then the final model trains on training + validation data + the same pseudo-labels. How many unlabeled inputs
   are labeled is set by the time left: the first chunk's labelling time and the teacher's own fit time give the
-  cost of each. An n-gram or stacked leader is not a teacher (the student would be a neural model alone): then
-  the step is skipped, and says so."""
+  cost of each. When an n-gram or stacked candidate leads, the leading neural candidate teaches (a student of the
+  n-gram model would be a neural model alone)."""
 
 from __future__ import annotations
 
@@ -120,15 +120,14 @@ def self_training_trial(search: AutoSearch, train: Examples, val: Examples, rows
 
     assert search.unlabeled is not None
     unl, cfg = search.unlabeled, search.cfg
-    teacher = best["row"] if best is not None else None
+    # the leader teaches; when an n-gram or stacked candidate leads, the leading neural one does (a student of the
+    # n-gram model would be a neural model alone)
+    lead = best if best is not None and best["row"]["strategy"] not in CLASSICAL else search.best_neural
+    teacher = lead["row"] if lead is not None else None
     label = f"{teacher['candidate']} + self-training" if teacher else "self-training"
     skip = {"candidate": label, "strategy": teacher["strategy"] if teacher else "selftrain"}
-    if teacher is None or best["member"] is None:
-        rows.append({**skip, "status": "skipped: no candidate to label the unlabeled inputs"})
-        return best
-    if teacher["strategy"] in CLASSICAL:
-        rows.append({**skip, "status": f"skipped: the leading candidate ({teacher['candidate']}) is not a "
-                                       "teacher: its student would be a neural model alone"})
+    if lead is None or teacher is None or lead["member"] is None:
+        rows.append({**skip, "status": "skipped: no neural candidate to label the unlabeled inputs"})
         return best
     seconds = teacher["seconds"][0]
     selection = SELECTION_SHARE * search.budget
@@ -138,12 +137,12 @@ def self_training_trial(search: AutoSearch, train: Examples, val: Examples, rows
     t = time.perf_counter()
     order = np.random.default_rng(cfg.seed).permutation(len(unl.pool))
     first = [int(i) for i in order[:FIRST_CHUNK]]
-    proba = [unl.proba(best["member"], unl.pool.subset(first))]
+    proba = [unl.proba(lead["member"], unl.pool.subset(first))]
     per_input = (time.perf_counter() - t) / max(1, len(first))
     n = affordable(selection - search.elapsed(), seconds, len(train), per_input, len(first))
-    if n > len(first):
-        more = [int(i) for i in order[len(first):n]]
-        proba.append(unl.proba(best["member"], unl.pool.subset(more)))
+    more = [int(i) for i in order[len(first):n]]
+    if more:
+        proba.append(unl.proba(lead["member"], unl.pool.subset(more)))
         first += more
     picked = first[:n] if n < len(first) else first
     p = np.concatenate(proba)[: len(picked)]

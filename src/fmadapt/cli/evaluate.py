@@ -162,7 +162,9 @@ def explain(
                                        for i in items]}, ensure_ascii=False))
             return
         for i in items:
-            line = f"{i['id']}: {i['pred']} ({i['confidence']:.2f})"
+            line = f"{i['id']}: {i['pred']}" + (f" ({i['confidence']:.2f})" if i["confidence"] is not None else "")
+            if i.get("explained"):  # (multi-label: the label whose score the words explain)
+                line += f" [{i['explained']}]"
             if i.get("tokens"):
                 top = sorted(i["tokens"], key=lambda t: -abs(t[1]))[:5]
                 line += "  " + ", ".join(f"{w} {s:+.2f}" for w, s in top)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..data.examples import Examples
+from .explain_tasks import headline, pick_right_wrong, pick_rows  # noqa: F401  (pick_right_wrong: public here too)
 
 METHODS = ("ig", "saliency")
 #: IG path steps; 32 keeps the completeness gap small for our heads while staying cheap on a CPU
@@ -283,20 +284,6 @@ def _explain_text(model: nn.Module, text: str, target: int, n_steps: int) -> dic
 
 
 # -- sampling and the public entry points ------------------------------------------------------------
-def pick_right_wrong(proba: np.ndarray, y: np.ndarray, n_right: int, n_wrong: int, seed: int = 0) -> list[int]:
-    """Indices: up to `n_wrong` misclassified, most confident first, then up to `n_right` correct spread
-    evenly over their confidence range (most to least sure), so the sample shows both easy and borderline
-    cases. Ties are broken by a seeded shuffle."""
-    pred, conf = proba.argmax(1), proba.max(1)
-    order = np.random.default_rng(seed).permutation(len(y))
-    order = order[np.argsort(-conf[order], kind="stable")]  # by confidence, highest first
-    wrong = [int(i) for i in order if pred[i] != y[i]][: max(n_wrong, 0)]
-    right = [int(i) for i in order if pred[i] == y[i]]
-    if n_right > 0 and len(right) > n_right:
-        right = [right[int(j)] for j in np.unique(np.linspace(0, len(right) - 1, n_right).round())]
-    return wrong + right[: max(n_right, 0)]
-
-
 def _explain_rows(clf: Any, ex: Examples, rows: list[int], proba: np.ndarray, method: str,
                   baseline: str, n_steps: int) -> list[dict[str, Any]]:
     if method not in METHODS:
@@ -315,12 +302,13 @@ def _explain_rows(clf: Any, ex: Examples, rows: list[int], proba: np.ndarray, me
                                        "the table columns held at the row's values: attributions over the text"]))
     out: list[dict[str, Any]] = []
     for i in rows:
-        t0, target = time.perf_counter(), int(proba[i].argmax())
+        t0 = time.perf_counter()
         label = ex.labels[i] if ex.labels is not None else None
+        # (what is attributed: the predicted class; a multi-label model's surest label; a regression's number)
+        head = headline(clf, proba[i], label)
+        target = head.pop("target")
         item: dict[str, Any] = {
-            "id": str(ex.ids[i]), "kind": ex.modality, "label": label, "pred": str(clf.classes_[target]),
-            "confidence": round(float(proba[i, target]), 4),
-            "correct": None if label is None else bool(label == clf.classes_[target]),
+            "id": str(ex.ids[i]), "kind": ex.modality, "label": label, **head,
             "method": method, "image_png": None, "original_png": None, "heatmap": None, "tokens": None,
             "delta": None, "note": note}
         try:
@@ -348,10 +336,8 @@ def explain_sample(clf: Any, ex: Examples, *, n_right: int = 4, n_wrong: int = 4
     `ex`. Each item is a JSON-ready dict (see module docs / `explain_inputs`)."""
     if ex.labels is None:
         raise ValueError("explain_sample needs labeled examples; use explain_inputs for unlabeled ones")
-    clf.check_fitted().require_single_label("explanations")
-    proba = clf.proba(ex)
-    y = clf.encode_labels(ex.labels, unknown=-1)
-    rows = pick_right_wrong(proba, y, n_right, n_wrong, seed)
+    proba = clf.check_fitted().proba(ex)
+    rows = pick_rows(clf, ex, proba, n_right, n_wrong, seed)
     return _explain_rows(clf, ex, rows, proba, method, baseline, n_steps)
 
 
@@ -360,8 +346,9 @@ def explain_inputs(clf: Any, ex: Examples, *, method: str = "ig", limit: int = 2
     """Explain the first `limit` inputs of `ex` (what `fmadapt explain MODEL INPUTS` shows). Item keys: id,
     kind, label, pred, confidence, correct, method, image_png (base64 overlay), original_png (base64
     thumbnail), heatmap (≤16x16 list), tokens ([[word, score in -1..1], ...]), delta, note, seconds,
-    text (texts only), error (only when it failed)."""
-    clf.check_fitted().require_single_label("explanations")
+    text (texts only), error (only when it failed); explained (multi-label: the label whose score is attributed;
+    evaluate/explain_tasks.py says what each task's items hold)."""
+    clf.check_fitted()
     rows = list(range(min(len(ex), max(limit, 0))))
     sub = ex.subset(rows)
     return _explain_rows(clf, sub, rows, clf.proba(sub), method, baseline, n_steps)

@@ -55,26 +55,23 @@ def run_evaluations(clf: Any, ex: Examples, *, robustness: bool, explain: bool, 
     out["misclassified"] = misclassified(clf, ex, proba)
     out["seconds"]["metrics"] = round(time.perf_counter() - t, 2)
     task = clf.check_fitted().config_.task
-    if task != "classification":
-        if groups is not None:  # (quality per group: micro-F1 or MAE, evaluate/fairness_tasks.py)
-            from ..evaluate.fairness_tasks import task_fairness_report
+    if task != "classification" and groups is not None:  # (quality per group: micro-F1 or MAE, fairness_tasks.py)
+        from ..evaluate.fairness_tasks import task_fairness_report
 
-            t = time.perf_counter()
-            pred = clf.labels_of(proba) if task == "regression" else proba >= clf.decision_thresholds()
-            out["fairness"] = task_fairness_report(task, clf.encode_labels(ex.labels), pred, groups, clf.classes_,
-                                                   min_group_size=min_group_size, group_col=group_col)
-            out["seconds"]["fairness"] = round(time.perf_counter() - t, 2)
-        # (the perturbation and attribution code compares one predicted class per input)
-        out["not_run"] = ("robustness and explanations are for single-label models for now; this model's report "
-                          "has its metrics, its largest mistakes" + (" and fairness by group" if groups else ""))
-        return out
-    if robustness and len(ex):
+        t = time.perf_counter()
+        pred = clf.labels_of(proba) if task == "regression" else proba >= clf.decision_thresholds()
+        out["fairness"] = task_fairness_report(task, clf.encode_labels(ex.labels), pred, groups, clf.classes_,
+                                               min_group_size=min_group_size, group_col=group_col)
+        out["seconds"]["fairness"] = round(time.perf_counter() - t, 2)
+    if task != "classification" and robustness:  # (the perturbation code compares one predicted class)
+        out["not_run"] = "robustness is for single-label models for now"
+    if task == "classification" and robustness and len(ex):
         from ..evaluate.robustness import robustness_report
 
         t = time.perf_counter()
         out["robustness"] = robustness_report(clf, ex, progress=progress, **(robustness_budget or EVAL_ROBUSTNESS))
         out["seconds"]["robustness"] = round(time.perf_counter() - t, 2)
-    if groups is not None:
+    if groups is not None and task == "classification":
         from ..evaluate.fairness import fairness_report
 
         t = time.perf_counter()
