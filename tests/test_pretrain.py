@@ -220,7 +220,7 @@ def test_auto_with_unlabeled_texts_tries_continued_pretraining_and_judges_it_on_
     # then the leader labels the unlabeled texts and teaches a self-trained student (a candidate like the others)
     student = rows[f"{auto['self_training']['teacher']} + self-training"]
     assert auto["self_training"]["labeled_by_teacher"] == 60
-    assert student["status"] == "ran" or student["status"].startswith("skipped: there was no prediction")
+    assert student["status"] == "ran" or "no prediction that confident" in student["status"]
     # a second search on the same texts reuses the pretrained backbone
     assert search().history_["auto"]["pretrain"] == {**pre, "reused": True}
     # a model whose backbone auto pretrained carries its own copy: it does not depend on the cache
