@@ -68,3 +68,15 @@ def test_label_indices_is_the_one_label_map():
     assert fitted.encode_labels(["bee", "moth"], unknown=-1).tolist() == [1, -1]
     with pytest.raises(NotFittedError):
         fitted.predict(["a.png"])
+
+
+def test_a_small_validation_split_is_warned_about_with_its_size():
+    from fmadapt.data.split import SMALL_VALIDATION, data_summary
+
+    def ex(n):
+        return Examples(inputs=["t"] * n, labels=["a", "b"] * (n // 2), ids=[str(i) for i in range(n)])
+
+    small = data_summary({"train": ex(80), "val": ex(20)}, split_made=True)["warnings"]
+    assert len(small) == 1 and "holds 20 examples" in small[0] and "5.0 points" in small[0]
+    assert data_summary({"train": ex(400), "val": ex(SMALL_VALIDATION)}, split_made=True)["warnings"] == []
+    assert data_summary({"train": ex(80), "val": ex(0)}, split_made=True)["warnings"] == []  # (none to choose on)

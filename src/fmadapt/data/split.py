@@ -132,6 +132,10 @@ def check_known(ex: Examples, classes: list[str], what: str) -> None:
                         f"{', '.join(repr(u) for u in unseen[:20])}. Known classes: {', '.join(classes[:50])}")
 
 
+#: a validation split smaller than this gets a warning in the data summary (one example = 2+ points of accuracy)
+SMALL_VALIDATION = 50
+
+
 def data_summary(splits: dict[str, Examples], split_made: bool, label_sep: str | None = None,
                  regression: bool = False) -> dict[str, Any]:
     """What the run summary and metrics.json say about the data: sizes, class counts (multi-label, with
@@ -144,6 +148,12 @@ def data_summary(splits: dict[str, Examples], split_made: bool, label_sep: str |
                 seen.add((s.where, s.reason))
                 skipped.append(s)
     warnings = sorted({w for ex in splits.values() for w in ex.warnings})
+    n_val = len(splits["val"]) if "val" in splits else 0
+    if 0 < n_val < SMALL_VALIDATION:
+        warnings.append(f"the validation split holds {n_val} examples: one of them is {100 / n_val:.1f} points of "
+                        "accuracy, so what is chosen on it (the epochs kept, auto's candidates, a self-trained "
+                        "student) can be chance; more labeled data, a larger validation split (--set "
+                        "val_fraction=0.3) or a given one (--val FILE) makes those choices firmer")
     return {
         "sizes": {k: len(v) for k, v in splits.items()},
         **({"targets": {k: _target_summary(v.labels or []) for k, v in splits.items()}} if regression else
