@@ -84,6 +84,14 @@ def test_images_with_several_labels_and_numbers_from_a_table(tmp_path):
     reg = ImageClassifier(backbone="tiny-cnn", task="regression", label_col="score", progress=False).fit(
         tmp_path / "images.csv")
     assert np.isfinite(np.asarray(reg.predict(tmp_path / "images.csv"), dtype=float)).all()
+    # robustness of both: image corruptions scored by micro-F1 / RMSE, no attacks
+    from fmadapt.evaluate.robustness import robustness_report
+
+    for model, metric in ((ml, "micro_f1"), (reg, "rmse")):
+        rob = robustness_report(model, model.read_labeled(tmp_path / "images.csv"), severities=(1, 5))
+        assert rob["metric"] == metric and rob["adversarial"] == {} and "single-label" in rob["note"]
+        assert set(rob["corruptions"]) >= {"gaussian_noise", "contrast"} and rob["n"] == 30
+        assert all(np.isfinite(v).all() for c in rob["corruptions"].values() for v in c.values())
 
 
 def test_class_folders_are_single_label_and_say_what_to_give_instead(tmp_path):

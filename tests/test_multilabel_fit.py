@@ -171,14 +171,18 @@ def test_cli_fit_predict_evaluate_multilabel(tmp_path):
         assert fair["groups"][g]["micro_f1"] == pytest.approx(want)
 
 
-def test_robustness_refuses_a_multilabel_model_and_explanations_attribute_its_surest_label():
+def test_robustness_scores_micro_f1_and_explanations_attribute_the_surest_label():
     from fmadapt.evaluate.explain import explain_sample
-    from fmadapt.evaluate.robustness import robustness_report
+    from fmadapt.evaluate.robustness import robustness_report, robustness_summary_lines
 
     clf = fit(news(40, 0))
     ex = clf.read_labeled(news(12, 1))
-    with pytest.raises(ConfigError, match="robustness is for single-label models"):
-        robustness_report(clf, ex)
+    rob = robustness_report(clf, ex, text_rates=(0.3,))
+    assert rob["metric"] == "micro_f1" and rob["n"] == 12
+    assert rob["clean_accuracy"] == pytest.approx(clf.evaluate(news(12, 1))["micro_f1"])
+    assert set(rob["text"]) == {"typo", "casing", "punctuation", "word_drop"}
+    assert all(0.0 <= v["0.3"] <= 1.0 for v in rob["text"].values())
+    assert "clean micro_f1" in robustness_summary_lines(rob)[0]
     items = explain_sample(clf, ex, n_right=2, n_wrong=3)
     proba = clf.proba(ex)
     pred = clf.predict(news(12, 1))

@@ -187,12 +187,19 @@ def test_auto_ranks_candidates_by_the_task_metric_and_keeps_thresholds_or_interv
     assert chosen["val_score"] == max(r["val_score"] for r in ran)  # the best by the task's metric
 
 
-def test_explanations_of_a_regression_model_show_its_largest_and_smallest_errors():
+def test_explanations_of_a_regression_model_show_its_largest_and_smallest_errors_and_robustness_its_rmse():
     from fmadapt.evaluate.explain import explain_sample
+    from fmadapt.evaluate.robustness import robustness_report
 
     clf = fit(reviews(80, 0), strategy="finetune", epochs=1)
     test = reviews(20, 1)
     ex = clf.read_labeled(test)
+    rob = robustness_report(clf, ex, text_rates=(0.3,))
+    assert rob["metric"] == "rmse" and not rob["higher_is_better"] and rob["n"] == 20
+    assert rob["clean_accuracy"] == pytest.approx(clf.evaluate(test)["rmse"])
+    # dropping 30 % of the words moves the predicted numbers: its RMSE differs from the clean one
+    assert rob["text"]["word_drop"]["0.3"] != rob["clean_accuracy"]
+    assert robustness_report(clf, ex, text_rates=(0.3,), max_examples=15)["n"] == 15  # (a seeded sample)
     items = explain_sample(clf, ex, n_right=2, n_wrong=3)
     pred = clf.predict(test)
     err = np.abs(pred - test["score"].to_numpy())

@@ -151,8 +151,6 @@ def _print_evaluations(evals: dict[str, Any]) -> None:
 def _evaluation_lines(evals: dict[str, Any]) -> list[str]:
     """What the evaluations found, as the lines `fit` and `evaluate` print."""
     lines = []
-    if evals.get("not_run"):
-        lines.append(f"\n{evals['not_run']}")
     if evals.get("robustness"):
         from ..evaluate.robustness import robustness_summary_lines
 

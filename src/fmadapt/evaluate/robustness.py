@@ -49,16 +49,19 @@ def robustness_report(clf: Any, ex: Examples, *, severities: Sequence[int] = (1,
                       eps_grid: Sequence[float] = DEFAULT_EPS, text_rates: Sequence[float] = DEFAULT_RATES,
                       max_examples: int = 500, max_adversarial: int = 200, seed: int = 0,
                       adversarial: bool = True, progress: bool = False) -> dict[str, Any]:
-    """Accuracy of the fitted `clf` on `ex` (labeled), clean and perturbed. JSON-serialisable dict."""
-    clf.check_fitted().require_single_label("robustness")
+    """Accuracy of the fitted `clf` on `ex` (labeled), clean and perturbed (a multi-label model's micro-F1, a
+    regression model's RMSE: `metric`; adversarial attacks for single-label models only). JSON-serialisable."""
+    metric, score = task_scorer(clf.check_fitted())
+    single = metric == "accuracy"
     if not ex.labels or len(ex) == 0:
         raise DataError(f"{ex.source or 'evaluation data'}: robustness needs labeled examples")
-    unknown = sorted(set(ex.labels) - set(clf.classes_))
+    unknown = sorted(set(ex.labels) - set(clf.classes_)) if single else []
     if unknown:
         raise DataError(f"{ex.source}: labels {unknown[:5]} were not seen in training")
     if any(not 1 <= s <= 5 for s in severities):
         raise DataError("severities must lie in 1..5")
-    ex = ex.subset(stratified_sample(ex.labels, max_examples, seed))
+    # (a regression's targets are no classes: a seeded sample of the whole)
+    ex = ex.subset(stratified_sample(ex.labels if metric != "rmse" else [""] * len(ex), max_examples, seed))
     say: Callable[[str], None] = (lambda m: print(f"robustness: {m}", file=sys.stderr)) if progress \
         else (lambda m: None)
     seconds = {"corruptions": 0.0, "adversarial": 0.0, "text": 0.0}
@@ -70,11 +73,12 @@ def robustness_report(clf: Any, ex: Examples, *, severities: Sequence[int] = (1,
             cfg = max((m.model.backbone.cfg for m in clf.members_), key=lambda c: c.input_size / c.crop_pct)
             images, ex, out["skipped"] = _decode(ex, cfg)
             y = _targets(clf, ex)
-            out["clean_accuracy"] = _accuracy(clf.proba(ex), y)
+            out["clean_accuracy"] = score(clf.proba(ex), y)
             t = time.perf_counter()
-            out["corruptions"] = _corruption_accuracy(clf, ex, images, y, severities, seed, cfg.input_size, say)
+            out["corruptions"] = _corruption_accuracy(clf, ex, images, y, severities, seed, cfg.input_size, say,
+                                                      score)
             seconds["corruptions"] = time.perf_counter() - t
-            if adversarial:
+            if adversarial and single:
                 t = time.perf_counter()
                 out["adversarial"] = _adversarial_accuracy(clf, images, y, eps_grid, max_adversarial, seed, say)
                 seconds["adversarial"] = time.perf_counter() - t
@@ -82,19 +86,18 @@ def robustness_report(clf: Any, ex: Examples, *, severities: Sequence[int] = (1,
             from .audio_robustness import audio_corruption_accuracy
 
             y = _targets(clf, ex)
-            out["clean_accuracy"] = _accuracy(clf.proba(ex), y)
+            out["clean_accuracy"] = score(clf.proba(ex), y)
             t = time.perf_counter()
-            out["corruptions"], out["skipped"] = audio_corruption_accuracy(clf, ex, y, severities, seed, _accuracy,
-                                                                           say)
+            out["corruptions"], out["skipped"] = audio_corruption_accuracy(clf, ex, y, severities, seed, score, say)
             seconds["corruptions"] = time.perf_counter() - t
         else:
             y = _targets(clf, ex)
-            out["clean_accuracy"] = _accuracy(clf.proba(ex), y)
+            out["clean_accuracy"] = score(clf.proba(ex), y)
             t = time.perf_counter()
             for kind in TEXT_PERTURBATIONS:
                 say(f"text {kind}")
                 out["text"][kind] = {
-                    _key(r): _accuracy(clf.proba(_with_inputs(ex, [perturb_text(s, kind, r, seed, i)
+                    _key(r): score(clf.proba(_with_inputs(ex, [perturb_text(s, kind, r, seed, i)
                                                                   for i, s in enumerate(ex.inputs)])), y)
                     for r in text_rates}
             seconds["text"] = time.perf_counter() - t
@@ -103,6 +106,9 @@ def robustness_report(clf: Any, ex: Examples, *, severities: Sequence[int] = (1,
     out["mean_perturbed_accuracy"] = float(np.mean(flat)) if flat else None
     out["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     out["params"] = {"seed": seed, "max_examples": max_examples}
+    if not single:  # (the keys keep their names: "accuracy" holds the task's metric, named here)
+        out.update(metric=metric, higher_is_better=metric != "rmse",
+                   note="adversarial attacks are for single-label models" if ex.modality == "image" else "")
     if ex.modality == "image":
         out["params"].update(severities=list(severities), corruptions=copy.deepcopy(CORRUPTIONS),
                              eps_grid=[float(e) for e in eps_grid] if adversarial else [])
@@ -118,7 +124,7 @@ def robustness_report(clf: Any, ex: Examples, *, severities: Sequence[int] = (1,
 def robustness_summary_lines(report: dict[str, Any]) -> list[str]:
     """A short plain-text table for terminals."""
     lines = [f"robustness on {report['n']} {report['modality']} examples: "
-             f"clean accuracy {report['clean_accuracy']:.3f}"]
+             f"clean {report.get('metric', 'accuracy')} {report['clean_accuracy']:.3f}"]
 
     def table(title: str, rows: dict[str, dict[str, float]]) -> None:
         if not rows:
@@ -222,8 +228,8 @@ def _decode(ex: Examples, cfg: Any) -> tuple[list[Image.Image], Examples, list[d
 
 
 def _corruption_accuracy(clf: Any, ex: Examples, images: list[Image.Image], y: np.ndarray,
-                         severities: Sequence[int], seed: int, size: int, say: Callable[[str], None]
-                         ) -> dict[str, dict[str, float]]:
+                         severities: Sequence[int], seed: int, size: int, say: Callable[[str], None],
+                         score: Callable[[np.ndarray, np.ndarray], float]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="fmadapt-robust-") as tmp:
         for ci, name in enumerate(CORRUPTIONS):
@@ -240,7 +246,7 @@ def _corruption_accuracy(clf: Any, ex: Examples, images: list[Image.Image], y: n
                     else:
                         res.save(path, compress_level=1)  # written once, read once: speed over size
                     paths.append(str(path))
-                out[name][str(sev)] = _accuracy(clf.proba(_with_inputs(ex, paths)), y)
+                out[name][str(sev)] = score(clf.proba(_with_inputs(ex, paths)), y)
                 for p in paths:
                     Path(p).unlink()
     return out
@@ -340,6 +346,20 @@ def _targets(clf: Any, ex: Examples) -> np.ndarray:
 
 def _accuracy(proba: np.ndarray, y: np.ndarray) -> float:
     return float((proba.argmax(1) == y).mean()) if len(y) else 0.0
+
+
+def task_scorer(clf: Any) -> tuple[str, Callable[[np.ndarray, np.ndarray], float]]:
+    """(metric, score(proba, targets)): accuracy; a multi-label model's micro-F1 at its thresholds; a regression
+    model's RMSE (lower is better)."""
+    task = clf.config_.task
+    if task == "regression":
+        return "rmse", lambda p, y: float(np.sqrt(np.mean((clf.labels_of(p) - y) ** 2))) if len(y) else 0.0
+    if task == "multilabel":
+        from sklearn.metrics import f1_score
+
+        t = clf.decision_thresholds()
+        return "micro_f1", lambda p, y: float(f1_score(y, (p >= t).astype(int), average="micro", zero_division=0))
+    return "accuracy", _accuracy
 
 
 def _key(v: float, digits: int | None = None) -> str:

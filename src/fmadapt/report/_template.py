@@ -193,9 +193,9 @@ TEMPLATE = r"""<!DOCTYPE html>
 <section id="robustness" data-section="robustness"><h2>Robustness</h2>
 {% if v.present.robustness %}
 {% if v.evaluated_on.robustness %}<p class="muted">Evaluated on: {{ v.evaluated_on.robustness }}</p>{% endif %}
-<p>Modality: {{ v.robustness.modality }} · n = {{ v.robustness.n }} · clean accuracy {{ v.robustness.clean }}</p>
-{{ figure('robustness_corruptions', 'Accuracy against corruption severity, one line per corruption') }}
-{{ figure('robustness_text', 'Accuracy against text perturbation rate, one line per perturbation') }}
+<p>Modality: {{ v.robustness.modality }} · n = {{ v.robustness.n }} · clean {{ v.robustness.metric }} {{ v.robustness.clean }}</p>
+{{ figure('robustness_corruptions', 'Score against corruption severity, one line per corruption') }}
+{{ figure('robustness_text', 'Score against text perturbation rate, one line per perturbation') }}
 {{ figure('robustness_adversarial', 'Accuracy against adversarial budget epsilon for FGSM and PGD') }}
 {{ figure('robustness', '') }}
 {% if v.robustness.note %}<p class="muted">{{ v.robustness.note }}</p>{% endif %}

@@ -263,7 +263,8 @@ def reliability_diagram(reliability: Mapping[str, Any]) -> str | None:
 
 
 # -------------------------------------------------------------------------------------------- robustness
-def _curve_panel(ax: Any, curves: Mapping[str, Mapping[Any, Any]], clean: float, x0: float | None) -> None:
+def _curve_panel(ax: Any, curves: Mapping[str, Mapping[Any, Any]], clean: float, x0: float | None,
+                 unbounded: bool = False) -> None:
     for i, (name, pts) in enumerate(curves.items()):
         if not isinstance(pts, Mapping):
             continue
@@ -273,7 +274,8 @@ def _curve_panel(ax: Any, curves: Mapping[str, Mapping[Any, Any]], clean: float,
         ax.plot(xs, ys, "-o", ms=3, color=f"C{i % 10}", label=_short(name, 24))
     if not math.isnan(clean):
         ax.axhline(clean, color="gray", ls=":", lw=1, label="clean")
-    ax.set_ylim(0, 1.02)
+    if not unbounded:  # (an error, as a regression's RMSE, is unbounded)
+        ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if len(curves) > 6 else 1)
 
@@ -281,17 +283,20 @@ def _curve_panel(ax: Any, curves: Mapping[str, Mapping[Any, Any]], clean: float,
 def robustness_curves(rob: Mapping[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     clean = _num(rob.get("clean_accuracy"))
+    # (a multi-label model's micro-F1 or a regression's RMSE under the same keys, evaluate/robustness.task_scorer)
+    m = str(rob.get("metric") or "accuracy").replace("_", "-").replace("rmse", "RMSE")
+    unbounded = rob.get("higher_is_better") is False
     if isinstance(rob.get("corruptions"), Mapping) and rob["corruptions"]:
         fig = _new_figure(6.5, 3.8)
         ax = fig.subplots()
-        _curve_panel(ax, rob["corruptions"], clean, 0.0)
-        ax.set(xlabel="severity", ylabel="accuracy", title="Accuracy under corruptions")
+        _curve_panel(ax, rob["corruptions"], clean, 0.0, unbounded)
+        ax.set(xlabel="severity", ylabel=m, title=f"{m[0].upper() + m[1:]} under corruptions")
         out["robustness_corruptions"] = _image_b64(fig)
     if isinstance(rob.get("text"), Mapping) and rob["text"]:
         fig = _new_figure(6.5, 3.8)
         ax = fig.subplots()
-        _curve_panel(ax, rob["text"], clean, 0.0)
-        ax.set(xlabel="perturbation rate", ylabel="accuracy", title="Accuracy under text perturbations")
+        _curve_panel(ax, rob["text"], clean, 0.0, unbounded)
+        ax.set(xlabel="perturbation rate", ylabel=m, title=f"{m[0].upper() + m[1:]} under text perturbations")
         out["robustness_text"] = _image_b64(fig)
     adv = rob.get("adversarial")
     if isinstance(adv, Mapping):

@@ -173,8 +173,9 @@ def _robustness_tables(rob: Mapping[str, Any]) -> list[dict[str, Any]]:
     tables = []
     adv = _mapping(rob.get("adversarial"))
     unit = adv.get("eps_unit")
-    families = [("Corruptions (accuracy by severity)", _mapping(rob.get("corruptions"))),
-                ("Text perturbations (accuracy by rate)", _mapping(rob.get("text"))),
+    m = str(rob.get("metric") or "accuracy").replace("_", "-").replace("rmse", "RMSE")  # (robustness.task_scorer)
+    families = [(f"Corruptions ({m} by severity)", _mapping(rob.get("corruptions"))),
+                (f"Text perturbations ({m} by rate)", _mapping(rob.get("text"))),
                 (f"Adversarial (accuracy by ε{', ' + str(unit) if unit else ''})",
                  {k.upper(): adv[k] for k in ("fgsm", "pgd") if isinstance(adv.get(k), Mapping)})]
     for title, fam in families:
@@ -262,7 +263,8 @@ def _view(data: Mapping[str, Any], figures: dict[str, str]) -> dict[str, Any]:
                         "note": str(cal.get("note") or "")},
         "robustness": {"modality": str(rob.get("modality") or "—"), "n": fmt(rob.get("n")),
                        "clean": fmt(rob.get("clean_accuracy")), "tables": _robustness_tables(rob),
-                       "note": str(_mapping(rob.get("adversarial")).get("note") or ""),
+                       "metric": str(rob.get("metric") or "accuracy").replace("_", "-").replace("rmse", "RMSE"),
+                       "note": str(_mapping(rob.get("adversarial")).get("note") or rob.get("note") or ""),
                        "seconds": _kv(rob.get("seconds"))},
         "fairness": {"summary": _kv({k: fair.get(k) for k in (
             "group_col", "n", "positive_class", "demographic_parity_difference", "equalized_odds_difference",

@@ -63,9 +63,7 @@ def run_evaluations(clf: Any, ex: Examples, *, robustness: bool, explain: bool, 
         out["fairness"] = task_fairness_report(task, clf.encode_labels(ex.labels), pred, groups, clf.classes_,
                                                min_group_size=min_group_size, group_col=group_col)
         out["seconds"]["fairness"] = round(time.perf_counter() - t, 2)
-    if task != "classification" and robustness:  # (the perturbation code compares one predicted class)
-        out["not_run"] = "robustness is for single-label models for now"
-    if task == "classification" and robustness and len(ex):
+    if robustness and len(ex):  # (multi-label: micro-F1, regression: RMSE; no attacks: robustness.task_scorer)
         from ..evaluate.robustness import robustness_report
 
         t = time.perf_counter()
