@@ -182,7 +182,7 @@ def test_text_tokens_from_fitted_and_lora_models(text_clf):
     stub = SimpleNamespace(model_=lora, classes_=["neg", "pos"], members_=[SimpleNamespace(model=lora)],
                            config_=SimpleNamespace(task="classification"),
                            proba=lambda e: np.tile([[0.3, 0.7]], (len(e), 1)), encoded_table=lambda e: None,
-                           check_fitted=lambda: SimpleNamespace(require_single_label=lambda what: None))
+                           check_fitted=lambda: None)
     for c in (clf, stub):
         items = explain_inputs(c, ex, method="saliency", n_steps=8)  # texts always use Layer IG
         assert json.dumps(items) and [it["method"] for it in items] == ["ig", "ig"]

@@ -74,14 +74,6 @@ class Predictor(Persisted):
         then per label (sigmoid, not summing to 1) and predictions are label sets joined by `label_sep`."""
         return self.config_.task == "multilabel"
 
-    def require_single_label(self, what: str) -> None:
-        """ConfigError unless this is a single-label classifier (`what` compares one predicted class per input)."""
-        if self.config_.task != "classification":
-            from .errors import ConfigError
-
-            raise ConfigError(f"{what} is for single-label models for now; this model is a {self.task} model "
-                              f"(task {self.config_.task}): `fmadapt evaluate` gives its metrics")
-
     def interval_halfwidth(self) -> float | None:
         """Regression: half the width of the prediction intervals (pred ± it), or None without intervals."""
         return None if self.interval_ is None else float(self.interval_["halfwidth"])
