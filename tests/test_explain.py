@@ -21,10 +21,10 @@ from fmadapt.evaluate.explain import (
     explain_inputs,
     explain_sample,
     image_baseline,
-    pick_right_wrong,
     save_explanations,
     word_scores,
 )
+from fmadapt.evaluate.explain_tasks import pick_right_wrong
 from fmadapt.model import Classifier
 
 

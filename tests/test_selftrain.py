@@ -289,8 +289,8 @@ def test_when_an_ngram_candidate_leads_the_leading_neural_candidate_teaches():
     ngram = {"row": {"candidate": "n-gram tf-idf", "strategy": "ngram", "seconds": [0.1], "seeds": [0],
                      "val_score": 0.8}, "member": {"ngram_weight": 1.0}, "row_score": 0.8}
     search = SimpleNamespace(unlabeled=Unlabeled(pool, proba, ["x", "y"]), cfg=FitConfig(pseudo_balance=False),
-                             best_neural=probe, budget=600.0, elapsed=lambda: 0.0, _trial=trial,
-                             _better=AutoSearch._better, self_training=None)
+                             best_neural=probe, budget=600.0, elapsed=lambda: 0.0, trial=trial,
+                             better=AutoSearch.better, self_training=None)
     rows = []
     tr = Examples(inputs=["a", "b"], labels=["x", "y"], ids=["0", "1"])
     best = self_training_trial(search, tr, tr, rows, ngram)

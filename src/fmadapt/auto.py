@@ -127,12 +127,12 @@ class AutoSearch:
             if over["strategy"] in CLASSICAL:
                 row, member = self._classical_trial(label, over, train, val)
             else:
-                row, member = self._trial(label, over, self.cfg.seed, train, val,
+                row, member = self.trial(label, over, self.cfg.seed, train, val,
                                           RUN_SHARE * self.budget - self.elapsed())
             if over["strategy"] == "probe" and row.get("status") == "ran":
                 self._probe = (member, row)
             rows.append(row)
-            best = self._better(best, row, member)
+            best = self.better(best, row, member)
         if self.unlabeled is not None:
             best = pretrained_trials(self, train, val, rows, best)
             best = self_training_trial(self, train, val, rows, best)
@@ -144,7 +144,7 @@ class AutoSearch:
                 continue
             over = dict(row["overrides"])
             seed = self.cfg.seed + len(row["seeds"])
-            extra, member = self._trial(row["candidate"], over, seed, with_pseudo(train, row), val, left)
+            extra, member = self.trial(row["candidate"], over, seed, with_pseudo(train, row), val, left)
             row["seeds"].append(seed)
             row["val_accs"].append(extra["val_acc"])
             row["val_scores"].append(extra["val_score"])
@@ -191,7 +191,7 @@ class AutoSearch:
             history["auto"]["self_training"] = self.self_training
         return final, val_metrics, history
 
-    def _trial(self, label: str, over: dict[str, Any], seed: int, train: Examples, val: Examples, left: float
+    def trial(self, label: str, over: dict[str, Any], seed: int, train: Examples, val: Examples, left: float
                ) -> tuple[dict[str, Any], Any]:
         cfg = dataclasses.replace(self.cfg, seed=seed, **over)
         if over["strategy"] != "probe":
@@ -204,7 +204,7 @@ class AutoSearch:
         row = self._row(label, over, seed, seconds, metrics, epochs_run=h.get("epochs_run"),
                         # (a fine-tuning candidate's C: its probe start's, which a refit as a probe keeps)
                         best_epoch=h.get("best_epoch"), C=h.get("C") or h.get("probe_C"))
-        self.best_neural = self._better(self.best_neural, row, member)  # (self-training's teacher, auto_unlabeled)
+        self.best_neural = self.better(self.best_neural, row, member)  # (self-training's teacher, auto_unlabeled)
         return row, member
 
     def _row(self, label: str, over: dict[str, Any], seed: int, seconds: float, metrics: dict[str, Any],
@@ -262,7 +262,7 @@ class AutoSearch:
         return row, {"ngram_weight": weight}
 
     @staticmethod
-    def _better(best: dict[str, Any] | None, row: dict[str, Any], member: Any) -> dict[str, Any]:
+    def better(best: dict[str, Any] | None, row: dict[str, Any], member: Any) -> dict[str, Any]:
         if row.get("status") != "ran":
             return best  # type: ignore[return-value]
         key = (row["val_score"], -row["seconds"][0])

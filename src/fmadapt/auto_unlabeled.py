@@ -96,9 +96,9 @@ def pretrained_trials(search: AutoSearch, train: Examples, val: Examples, rows: 
         if left < (0.0 if over["strategy"] == "probe" else max(10.0, 0.05 * search.budget)):
             rows.append({"candidate": name, "strategy": over["strategy"], "status": "skipped: time budget"})
             continue
-        row, member = search._trial(name, over, cfg.seed, train, val, RUN_SHARE * search.budget - search.elapsed())
+        row, member = search.trial(name, over, cfg.seed, train, val, RUN_SHARE * search.budget - search.elapsed())
         rows.append(row)
-        best = search._better(best, row, member)
+        best = search.better(best, row, member)
     return best
 
 
@@ -115,7 +115,7 @@ def self_training_trial(search: AutoSearch, train: Examples, val: Examples, rows
                         best: Any) -> Any:
     """The leading candidate as the teacher of a self-trained student: one more candidate (see the module's
     docstring). The pseudo-labels ride on the student's row (`pseudo`) for the final refit."""
-    from .adapt.selftrain import pseudo_examples, select_pseudo_labels
+    from .adapt.selftrain import pseudo_label
     from .auto import CLASSICAL, RUN_SHARE, SELECTION_SHARE
 
     assert search.unlabeled is not None
@@ -150,26 +150,23 @@ def self_training_trial(search: AutoSearch, train: Examples, val: Examples, rows
     if not picked:
         rows.append({**skip, "status": "skipped: time budget (no time left to train a student after labelling)"})
         return best
-    pool = unl.pool.subset(picked)
-    idx, labels, info = select_pseudo_labels(p, unl.classes, list(train.labels or []), cfg.pseudo_threshold,
-                                             cfg.pseudo_balance)
+    pseudo, info = pseudo_label(unl.pool.subset(picked), p, unl.classes, list(train.labels or []), cfg)
     summary = {"teacher": teacher["candidate"], "unlabeled": len(unl.pool), "labeled_by_teacher": len(picked),
                "label_seconds": label_seconds, **info}
     search.self_training = summary
-    if not idx:
+    if pseudo is None:
         why = f"class {info['limited_by']!r} had" if info["limited_by"] else "there was"
         rows.append({**skip, "status": f"skipped: {why} no prediction that confident (pseudo_threshold "
                                        f"{cfg.pseudo_threshold:g})"})
         return best
-    pseudo = pseudo_examples(pool, idx, labels)
     over = dict(teacher["overrides"])
-    row, member = search._trial(label, over, teacher["seeds"][0], concat(train, pseudo), val,
+    row, member = search.trial(label, over, teacher["seeds"][0], concat(train, pseudo), val,
                                 RUN_SHARE * search.budget - search.elapsed())
     row["seconds"] = [round(row["seconds"][0] + label_seconds, 1)]  # (labelling is part of its cost)
     row["pseudo"] = pseudo
     summary["student_val_score"] = round(row["val_score"], 4)
     rows.append(row)
-    return search._better(best, row, member)
+    return search.better(best, row, member)
 
 
 def with_pseudo(train: Examples, row: dict[str, Any]) -> Examples:

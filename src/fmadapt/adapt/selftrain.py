@@ -122,6 +122,15 @@ def pseudo_examples(pool: Examples, rows: list[int], labels: list[str]) -> Examp
                     source=pool.source, modality=pool.modality)
 
 
+def pseudo_label(pool: Examples, proba: np.ndarray, classes: list[str], labeled: list[str], cfg: FitConfig
+                 ) -> tuple[Examples | None, dict[str, Any]]:
+    """The pool's confident inputs as pseudo-labeled examples (None when none qualifies) and the choice's summary,
+    at cfg.pseudo_threshold and cfg.pseudo_balance: the one labelling step of `fit --unlabeled` and of auto's
+    self-training candidate (auto_unlabeled.py)."""
+    rows, labels, info = select_pseudo_labels(proba, classes, labeled, cfg.pseudo_threshold, cfg.pseudo_balance)
+    return (pseudo_examples(pool, rows, labels) if rows else None), info
+
+
 class SelfTraining:
     """Self-training steps of a fit (`fit(..., unlabeled=...)`); the fit pipeline provides `classes_`,
     `encode_labels`, `_load_pool`, `_fit_member` and `_member_proba`."""
@@ -151,27 +160,24 @@ class SelfTraining:
         data plus the confident pseudo-labels; the better of the two on `val` is kept (the teacher on a tie)."""
         history = first.history
         t = time.perf_counter()
-        proba = self._member_proba(first, pool)
-        rows, labels, info = select_pseudo_labels(proba, ctx.classes, train.labels or [], cfg.pseudo_threshold,
-                                                  cfg.pseudo_balance)
+        pseudo, info = pseudo_label(pool, self._member_proba(first, pool), ctx.classes, train.labels or [], cfg)
         summary: dict[str, Any] = {"unlabeled": len(pool), **info,
                                    "teacher_val": self._selection_score(first, val),
                                    "label_seconds": round(time.perf_counter() - t, 1)}
-        if not rows:
+        if pseudo is None:
             why = (f"class {info['limited_by']!r} had no prediction that confident" if info["limited_by"]
                    else "no prediction that confident")
             history["self_training"] = {**summary, "kept": "teacher",
                                         "note": f"no student trained: {why} (pseudo_threshold "
                                                 f"{cfg.pseudo_threshold:g})"}
             return first
-        pseudo = pseudo_examples(pool, rows, labels)
         student = self._fit_member(backbone_name, seed, cfg, concat(train, pseudo), val, ctx)
         summary["student_val"] = self._selection_score(student, val)
         summary["teacher_history"] = {k: v for k, v in history.items() if k != "self_training"}
         better = summary["student_val"] > summary["teacher_val"]
         what = ("validation " + (cfg.metric.replace("_", " ") if cfg.select_by == "metric" else cfg.select_by)
                 + (" (negated)" if cfg.select_by == "loss" else ""))
-        note = (f"student trained on {len(train)} labeled + {len(rows)} pseudo-labeled examples; {what} "
+        note = (f"student trained on {len(train)} labeled + {len(pseudo)} pseudo-labeled examples; {what} "
                 f"{summary['student_val']:.4f} vs teacher {summary['teacher_val']:.4f}: "
                 + ("the student is kept" if better else "the teacher is kept"))
         if not better:

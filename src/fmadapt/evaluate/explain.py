@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..data.examples import Examples
-from .explain_tasks import headline, pick_right_wrong, pick_rows  # noqa: F401  (pick_right_wrong: public here too)
+from .explain_tasks import headline, pick_rows
 
 METHODS = ("ig", "saliency")
 #: IG path steps; 32 keeps the completeness gap small for our heads while staying cheap on a CPU

@@ -169,13 +169,13 @@ def group_labels_from_metadata(metadata_file: str | os.PathLike[str], ex: Exampl
     return groups
 
 
-def _finite(x: Any) -> float | None:
+def finite_or_none(x: Any) -> float | None:
     """JSON has no NaN: undefined numbers become null."""
     x = float(x)
     return x if math.isfinite(x) else None
 
 
-def _binary_gaps(yt: np.ndarray, yp: np.ndarray, g: np.ndarray) -> tuple[float, float, bool]:
+def binary_gaps(yt: np.ndarray, yp: np.ndarray, g: np.ndarray) -> tuple[float, float, bool]:
     """(DP difference, EO difference, some group lacks positives or negatives) for 0/1 arrays."""
     dp = demographic_parity_difference(yt, yp, sensitive_features=g)
     eo = equalized_odds_difference(yt, yp, sensitive_features=g)
@@ -248,7 +248,7 @@ def fairness_report(y_true: list[Any] | np.ndarray, y_pred: list[Any] | np.ndarr
     else:
         undefined = False
         for c in ([pos] if binary else names):
-            d, e, u = _binary_gaps((yt[known] == c).astype(int), (yp[known] == c).astype(int), g[known])
+            d, e, u = binary_gaps((yt[known] == c).astype(int), (yp[known] == c).astype(int), g[known])
             undefined |= u
             per_class[str(c)] = {"demographic_parity_difference": d, "equalized_odds_difference": e}
         dp = max(v["demographic_parity_difference"] for v in per_class.values())
@@ -266,7 +266,7 @@ def fairness_report(y_true: list[Any] | np.ndarray, y_pred: list[Any] | np.ndarr
     best = max(out_groups[k]["accuracy"] for k in ranked)
     return {
         "group_col": group_col, "n": len(yt), "groups": out_groups,
-        "demographic_parity_difference": _finite(dp), "equalized_odds_difference": _finite(eo),
+        "demographic_parity_difference": finite_or_none(dp), "equalized_odds_difference": finite_or_none(eo),
         "per_class": {} if binary else per_class, "positive_class": pos,
         "worst_group": worst, "worst_group_accuracy": out_groups[worst]["accuracy"],
         "accuracy_gap": best - out_groups[worst]["accuracy"], "missing_groups": missing,

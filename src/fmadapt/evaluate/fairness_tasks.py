@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from ..errors import DataError
-from .fairness import MISSING, _binary_gaps, _finite
+from .fairness import MISSING, binary_gaps, finite_or_none
 
 #: per task: the headline metric and whether higher is better
 HEADLINE = {"multilabel": ("micro_f1", True), "regression": ("mae", False)}
@@ -95,7 +95,7 @@ def task_fairness_report(task: str, y_true: np.ndarray, y_pred: np.ndarray, grou
     if len(real) >= 2:
         undefined = False
         for j, c in enumerate(classes):
-            d, e, u = _binary_gaps(yt[known, j], yp[known, j], g[known])
+            d, e, u = binary_gaps(yt[known, j], yp[known, j], g[known])
             undefined |= u
             per_class[str(c)] = {"demographic_parity_difference": d, "equalized_odds_difference": e}
         if undefined:
@@ -105,7 +105,7 @@ def task_fairness_report(task: str, y_true: np.ndarray, y_pred: np.ndarray, grou
                  "headline values are the maximum over labels (see per_class)")
     out["per_class"] = per_class
     for key in ("demographic_parity_difference", "equalized_odds_difference"):
-        out[key] = _finite(max((v[key] for v in per_class.values()), default=0.0))
+        out[key] = finite_or_none(max((v[key] for v in per_class.values()), default=0.0))
     return out
 
 
