@@ -165,7 +165,9 @@ SETS = {
     "thucnews": {"load": load_thucnews, "labels": "1000,10000", "seeds": "0", "tfidf": "char",
                  "pretrain": {"mlm": ("mlm", True)},
                  "arms": [("finetune", FINETUNE_ZH, None), ("pretrained+finetune", FINETUNE_ZH, "mlm"),
-                          ("probe", {"strategy": "probe"}, None), ("pretrained+probe", {"strategy": "probe"}, "mlm")]},
+                          ("probe", {"strategy": "probe"}, None), ("pretrained+probe", {"strategy": "probe"}, "mlm"),
+                          # (--arms) the search, which has the n-gram candidates: few labels, a small validation split
+                          ("auto", {"strategy": "auto", "time_budget": "5m"}, None)]},
     "sst2": {"load": load_sst2, "labels": "100", "seeds": "0,1,2", "tfidf": "word",
              "pretrain": {"mlm": ("mlm", False), "simcse": ("simcse", False), "tsdae": ("tsdae", False)},
              "arms": [("probe", {"strategy": "probe"}, None), ("simcse+probe", {"strategy": "probe"}, "simcse"),

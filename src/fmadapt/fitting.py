@@ -158,7 +158,7 @@ class FitRun(SelfTraining):
                 cfg, self.modality,
                 lambda c, tr, va: self._fit_member(c.backbone or self.default_backbone, c.seed, c, tr, va, ctx),
                 lambda member: out.metrics_with(member, splits["val"]), self._classical_hooks(ctx, splits["val"])
-                if self.modality == "text" and sep is None and not regression else None,
+                if sep is None and not regression else None,
                 Unlabeled(pool, self._member_proba, ctx.classes) if pool is not None else None, self.default_backbone)
             final, selection_metrics, history = search.run(train, splits["val"])
             out.ngram_, out.ngram_weight_ = search.ngram or (None, 0.0)
@@ -379,19 +379,19 @@ class FitRun(SelfTraining):
         return calibrate(proba, self.encode_labels(val.labels), source)
 
     def _classical_hooks(self, ctx: adapt.FitContext, val: Examples) -> Any:
-        """What `auto`'s classical text candidates need from the fit (auto.AutoSearch)."""
+        """What `auto`'s classical text candidates, and its cross-validated cheap ones, need (auto.py, auto_cv.py)."""
         from types import SimpleNamespace
 
-        from .adapt.probe import out_of_fold
+        from .adapt.probe import cross_validated, out_of_fold
 
         def targets(ex: Examples) -> np.ndarray:
             return label_indices(ctx.classes, ex.labels)
 
         return SimpleNamespace(
-            n_classes=len(ctx.classes), targets=targets,
+            n_classes=len(ctx.classes), targets=targets, metrics_on=self.predictor.metrics_from,
             metrics=lambda p: {**self.predictor.metrics_from(p, val), "_proba": p},
-            probe_out_of_fold=lambda m, ex, folds: out_of_fold(m.model, ex, targets(ex), m.config, ctx, m.history,
-                                                               folds))
+            probe_out_of_fold=lambda m, ex, k: out_of_fold(m.model, ex, targets(ex), m.config, ctx, m.history, k),
+            probe_cv=lambda m, ex, k: cross_validated(m.model, ex, targets(ex), m.config, ctx, k))
 
 
 def member_specs(cfg: FitConfig, default_backbone: str) -> list[tuple[str, int]]:
