@@ -145,7 +145,7 @@ class AutoSearch:
         for row in sorted((r for r in rows if r.get("status") == "ran" and r["strategy"] not in DETERMINISTIC),
                           key=lambda r: -r["val_score"]):
             left = selection - self.elapsed()
-            if left < 1.2 * row["seconds"][0]:
+            if left < 1.2 * row["seconds"][0] or row.get("judged_on"):  # (judged: scored as its probe start)
                 continue
             over = dict(row["overrides"])
             seed = self.cfg.seed + len(row["seeds"])

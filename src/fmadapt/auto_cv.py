@@ -9,7 +9,9 @@ judged again by k-fold cross-validation over training + validation data, every l
 n-gram model with their C (and class weighting, and the probe's scaling) chosen again that way, the stack with
 its weight chosen on the other folds' out-of-fold predictions (so its score is not the best of its own weights).
 Their rows' scores are then these, marked `judged_on`; fine-tuning candidates, which train once, keep their
-validation scores. The validation metrics kept for the winner are the out-of-fold ones of the validation rows,
+validation scores, except one that kept its probe start (`best_epoch` -1): that model is the probe, and it gets the
+probe's cross-validated score (on SST-2, 100 labels, such a candidate led on 20 validation sentences as a probe with
+another C). The validation metrics kept for the winner are the out-of-fold ones of the validation rows,
 from heads that did not see them."""
 
 from __future__ import annotations
@@ -56,6 +58,16 @@ def rescore(search: Any, train: Examples, val: Examples, rows: list[dict[str, An
         oof.setdefault("probe", p)  # (the first probe's: the one the stack blends)
         r["overrides"] = {**r["overrides"], "class_weight": "balanced" if choice["class_weighted"] else "none"}
         _judged(search, r, p, hooks, both, len(train), how, C=choice["C"], scaling=choice["scaling"])
+    # a fine-tuning candidate that kept its probe start is that probe (on the same backbone): it gets its score
+    probes = {r["overrides"].get("backbone"): r for r in rows if r["strategy"] == "probe" and r.get("judged_on")}
+    for r in todo:
+        probe_row = probes.get(r["overrides"].get("backbone"))
+        if probe_row is not None and r["strategy"] not in ("probe", "ngram", "stack") and r.get("best_epoch") == -1:
+            r["overrides"] = {**r["overrides"], "class_weight": probe_row["overrides"]["class_weight"]}
+            r.update({k: list(v) if isinstance(v, list) else v for k, v in probe_row.items() if k in
+                      ("val_accs", "val_acc", "val_scores", "val_score", "val_macro_f1", "metrics", "C")},
+                     val_acc_split=r["val_acc"],
+                     judged_on=f"its probe start, kept: the probe's {how}")
     ngram_row = next((r for r in todo if r["strategy"] == "ngram"), None)
     if ngram_row is not None and search.ngram_trial is not None:
         from .adapt import ngram
@@ -88,9 +100,8 @@ def rescore(search: Any, train: Examples, val: Examples, rows: list[dict[str, An
                                           "chosen_by": f"out-of-fold {search.cfg.metric}, {how}"}
         stack_row["ngram_weight"] = weight
         members[id(stack_row)] = {"ngram_weight": weight}
-        probe_row = next(r for r in rows if r["strategy"] == "probe")
         _judged(search, stack_row, honest, hooks, both, len(train), how + ", the weight chosen on the other folds",
-                C=probe_row.get("C"))
+                C=probes[None].get("C") if None in probes else None)
     return (f"the validation split holds {len(val)} examples (fewer than {SMALL_VALIDATION}): the probe, n-gram "
             f"and stack candidates were judged by {how}; fine-tuning candidates on the validation split")
 
