@@ -52,9 +52,9 @@ def _search(monkeypatch, n_val):
 
     fits = []
 
-    def fit_one(cfg, train, val):
+    def fit_one(cfg, train, val, refit=False):
         clock[0] += 1.0 if cfg.strategy == "probe" else 20.0
-        fits.append(cfg)
+        fits.append((cfg, len(train), refit))
         if cfg.strategy == "finetune" and cfg.unfreeze == -1:  # all layers: kept its probe start, 0.95 on validation
             return Member(0.95, cfg, {"epochs_run": 2, "best_epoch": -1, "probe_C": 1.0}, True)
         return Member(0.5 if cfg.strategy == "probe" else 0.6, cfg, {"epochs_run": 2, "best_epoch": 1, "C": 1.0},
@@ -101,8 +101,10 @@ def test_a_small_validation_split_has_the_cheap_candidates_cross_validated(monke
     assert rows["stack: probe + n-gram"]["val_acc"] == pytest.approx(0.9)
     assert auto["winner"] == "probe" and "cross-validated accuracy, 0.9000" in auto["why"]
     # the final probe has the C and class weighting chosen by cross-validation, on training + validation data
-    assert fits[-1].strategy == "probe" and fits[-1].probe_c == 0.5 and fits[-1].class_weight == "none"
-    assert "probe refit" in auto["final"] and "C=0.5" in auto["final"]
+    # (the probe's own refit: out of fold on training + validation data, C chosen as when it was judged)
+    cfg, n_train, refit = fits[-1]
+    assert cfg.strategy == "probe" and cfg.probe_c is None and cfg.class_weight == "none" and refit and n_train == 40
+    assert "probe refit" in auto["final"]
     # the validation figures kept are the validation rows' out-of-fold ones (9 of its 10 right)
     assert val_metrics["accuracy"] == pytest.approx(0.9) and len(val_metrics["_proba"]) == 10
     assert auto["ngram"]["selection"].startswith("5-fold cross-validation")

@@ -304,15 +304,16 @@ class AutoSearch:
         over = dict(winner["overrides"])
         left = self.budget - self.elapsed()
         if winner["strategy"] in CLASSICAL:
-            return self._final_classical(winner, both, val)
+            return self._final_classical(winner, train, val)
         if winner["strategy"] == "probe" or (winner.get("best_epoch") == -1):
             c = winner.get("C") or _probe_c(best)
             cfg = dataclasses.replace(self.cfg, seed=best["seed"], strategy="probe", probe_c=c, extend_vocab=False,
                                       **{k: over[k] for k in ("backbone", "class_weight") if k in over})
-            note = f"probe refit on {data} ({len(both)} examples) with C={c}"
+            final = self._refit_probe(cfg, bool(winner.get("judged_on")), train, val)
+            note = f"probe refit on {data} ({len(both)} examples) with C={final.history.get('C', c)}"
             if winner["strategy"] != "probe":
                 note += " (the fine-tuning candidate kept its probe starting point)"
-            return self.fit_one(cfg, both, val), note
+            return final, note
         epochs = max(1, (winner.get("best_epoch") or 0) + 1)
         scale = len(both) / max(1, len(train))
         need = refit_seconds(best["member"].history, epochs, scale) if best["member"] is not None else None
@@ -337,7 +338,15 @@ class AutoSearch:
                 f", but the refit was stopped by the budget after {done} of them")
         return refit, note
 
-    def _final_classical(self, winner: dict[str, Any], both: Examples, val: Examples) -> tuple[Any, str]:
+    def _refit_probe(self, cfg: FitConfig, judged: bool, train: Examples, val: Examples) -> Any:
+        """The probe on training + validation data. Cross-validated candidates (auto_cv.py) refit as the probe does
+        on its own: C, class weighting and scaling chosen out of fold on both, as when they were judged; the others
+        with the C they won with."""
+        if judged:
+            return self.fit_one(dataclasses.replace(cfg, probe_c=None), train, val, refit=True)
+        return self.fit_one(cfg, concat(train, val), val)
+
+    def _final_classical(self, winner: dict[str, Any], train: Examples, val: Examples) -> tuple[Any, str]:
         """The probe and the n-gram model, each refit on training + validation data with its chosen C (and
         class weighting); the stack's weight as chosen (1.0: the n-gram model alone, the probe kept unused)."""
         from .adapt import ngram
@@ -350,7 +359,8 @@ class AutoSearch:
         cfg = dataclasses.replace(self.cfg, strategy="probe", probe_c=probe_row.get("C"), extend_vocab=False,
                                   class_weight=self.cfg.class_weight if weighted is None else
                                   ("balanced" if weighted else "none"))
-        probe = self.fit_one(cfg, both, val)
+        probe = self._refit_probe(cfg, bool(probe_row.get("judged_on")), train, val)
+        both = concat(train, val)
         hist = self.ngram_trial[1]
         y = self.classical.targets(both)
         model = ngram.fit(list(both.inputs), y, self.classical.n_classes, hist["C"], hist["class_weighted"],

@@ -156,7 +156,8 @@ class FitRun(SelfTraining):
             cfg = dataclasses.replace(cfg, refit_full=False)  # auto retrains its winner on all data itself
             search = AutoSearch(
                 cfg, self.modality,
-                lambda c, tr, va: self._fit_member(c.backbone or self.default_backbone, c.seed, c, tr, va, ctx),
+                lambda c, tr, va, refit=False: self._fit_member(c.backbone or self.default_backbone, c.seed, c, tr, va,
+                                                                dataclasses.replace(ctx, refit_on_val=refit)),
                 lambda member: out.metrics_with(member, splits["val"]), self._classical_hooks(ctx, splits["val"])
                 if sep is None and not regression else None,
                 Unlabeled(pool, self._member_proba, ctx.classes) if pool is not None else None, self.default_backbone)
@@ -246,8 +247,7 @@ class FitRun(SelfTraining):
 
     def _fit_member(self, backbone_name: str, seed: int, cfg: FitConfig, train: Examples, val: Examples,
                     ctx: adapt.FitContext, pool: Examples | None = None) -> Member:
-        """One trained model; with an unlabeled `pool`, the better on `val` of that model and its self-trained
-        student."""
+        """One trained model; with an unlabeled `pool`, the better on `val` of it and its self-trained student."""
         cfg = dataclasses.replace(cfg, backbone=backbone_name, seed=seed, ensemble=1, ensemble_backbones=None)
         torch.manual_seed(seed)
         if self.tuned is not None:  # several targets fine-tuned together: this target's head on their backbone
@@ -366,8 +366,8 @@ class FitRun(SelfTraining):
                 bb.set_image_size(cfg.image_size or bb.cfg.input_size, cfg.crop_pct)
             feats = extract_features(bb, train, cache=ctx.cache, runtime=cfg.runtime, progress=ctx.progress,
                                      desc=f"{name} features")
-            rows.append({"backbone": name, "logme": round(logme(feats, y), 4),
-                         "seconds": round(time.perf_counter() - t, 1)})
+            score = round(logme(feats, y), 4)
+            rows.append({"backbone": name, "logme": score, "seconds": round(time.perf_counter() - t, 1)})
         return sorted(rows, key=lambda r: -r["logme"])
 
     def _calibrate(self, cfg: FitConfig, proba: np.ndarray, val: Examples, source: str) -> dict[str, Any]:
