@@ -22,6 +22,9 @@ Fashion-MNIST (--datasets fashion_mnist; --labels default 1000): the 60,000 trai
 files are the pool and, without their labels, the unlabeled folder; the test set the 10,000 t10k images. One
 `fmadapt pretrain` run (SimCLR on efficientnet_lite0 at 64 px, the side benchmarks/core.py uses for these 28 px
 images); per seed: the probe on efficientnet_lite0 and on the pretrained backbone, both at 64 px.
+AG News, clothing reviews `recommended` and `rating` (--datasets ag_news,clothing_recommended,clothing_rating;
+--labels default 100, seeds 0,1,2): no pretraining; per seed the word TF-IDF script, the probe and `auto` (5 min),
+whose validation split then holds 20 texts (notes/auto_small_validation.md).
 Rows in results/pretrain.csv: dataset, labels, seed, method, test accuracy, macro-F1, fit seconds; the pretraining
 run's row has its steps, seconds and its guard's quick probe before/after.
 """
@@ -75,6 +78,33 @@ def load_sst2(work: Path, n_test: int | None) -> tuple:
     sample = pool["text"].sample(n=min(20000, len(pool)), random_state=0)
     unlabeled.write_text("\n".join(str(t).strip() for t in sample if str(t).strip()) + "\n", encoding="utf-8")
     pool.to_csv(work / "sst2_pool.csv", index=False)
+    return pool, test, unlabeled
+
+
+def load_english(name: str, work: Path, n_test: int | None) -> tuple:
+    """AG News (4 topics) or clothing reviews (`recommended`, imbalanced, or `rating` as 5 classes): the whole
+    training file as the pool (labeled draws come from it), the test file, and no continued pretraining (the pool's
+    texts as the unlabeled file, for arms that ask for one)."""
+    import pandas as pd
+
+    if name == "ag_news":
+        names = (DATA / "ag_news" / "class.txt").read_text(encoding="utf-8").split()
+        pool, test = (pd.read_csv(DATA / "ag_news" / f, header=None, names=["text", "label"], dtype=str)
+                      for f in ("train.csv", "test.csv"))
+        for df in (pool, test):
+            df["label"] = [names[int(v)] for v in df["label"]]
+    else:
+        target = name.split("_", 1)[1]
+        pool, test = (pd.read_csv(DATA / "clothing_reviews" / f, dtype=str).rename(columns={"review_text": "text"})
+                      .dropna(subset=["text", target]) for f in ("train.csv", "test.csv"))
+        for df in (pool, test):
+            df["label"] = (df[target].map({"0": "no", "1": "yes"}) if target == "recommended"
+                           else "stars_" + df[target])
+    pool, test = (df[["text", "label"]].reset_index(drop=True) for df in (pool, test))
+    if n_test is not None and n_test < len(test):
+        test = test.sample(n=n_test, random_state=0).reset_index(drop=True)
+    unlabeled = work / "unlabeled.txt"
+    unlabeled.write_text("\n".join(" ".join(str(t).split()) for t in pool["text"]) + "\n", encoding="utf-8")
     return pool, test, unlabeled
 
 
@@ -181,6 +211,13 @@ SETS = {
                       # (a budget in which a fine-tuned leader's student still fits after continued pretraining,
                       # SST-2 1,000 labels: notes/auto_selftrain.md)
                       ("auto+unlabeled 30m", {"strategy": "auto", "time_budget": "30m", "unlabeled": True}, None)]},
+    # few labels through `auto` (its candidates judged on a validation split of 20, or cross-validated:
+    # notes/auto_small_validation.md)
+    **{name: {"load": (lambda work, n_test, name=name: load_english(name, work, n_test)), "labels": "100",
+              "seeds": "0,1,2", "tfidf": "word", "pretrain": {},
+              "arms": [("probe", {"strategy": "probe"}, None),
+                       ("auto", {"strategy": "auto", "time_budget": "5m"}, None)]}
+       for name in ("ag_news", "clothing_recommended", "clothing_rating")},
     "fashion_mnist": {"load": load_fmnist, "labels": "1000", "seeds": "0", "tfidf": None, "backbone":
                       "efficientnet_lite0", "pretrain_args": ["--set", f"image_size={FMNIST_SIZE}"],
                       "pretrain": {"simclr": ("simclr", False)},

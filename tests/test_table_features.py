@@ -207,3 +207,22 @@ def test_a_column_that_alone_gives_the_label_is_said_in_the_data_summary():
     quiet = TextClassifier(backbone="tiny-bert", task="regression", label_col="score", features="dept",
                            progress=False).fit(reg)
     assert not [w for w in quiet.data_summary_["warnings"] if "follows the label" in w]
+
+
+def test_the_out_of_fold_probe_that_auto_stacks_reads_the_table_as_the_probe_does():
+    """`auto` weighs its stack of the probe and the n-gram model on the probe's out-of-fold predictions: they come
+    from heads over the same inputs as the probe's own, text features and table columns (here the department, only
+    in the table, decides the label; from the text alone the heads are near chance)."""
+    from fmadapt.adapt.base import FitContext
+    from fmadapt.adapt.probe import out_of_fold
+    from fmadapt.data.examples import label_indices
+
+    clf = TextClassifier(backbone="tiny-bert", features="auto", progress=False).fit(
+        shop(200, 10).drop(columns=["score"]))
+    fitted = clf.predictor_
+    train = fitted.splits_["train"]
+    ctx = FitContext(list(fitted.classes_), fitted.feature_cache(), False, table=fitted.table_encoder_)
+    y = np.asarray(label_indices(list(fitted.classes_), train.labels))
+    member = fitted.members_[0]
+    p = out_of_fold(member.model, train, y, member.config, ctx, member.history, 5)
+    assert p.shape == (len(train), len(fitted.classes_)) and (p.argmax(1) == y).mean() > 0.95

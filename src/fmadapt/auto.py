@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from .auto_cv import rescore
 from .auto_unlabeled import Unlabeled, pretrained_trials, self_training_trial, with_pseudo
 from .config import FitConfig, parse_duration
 from .data.examples import Examples, concat
@@ -106,10 +105,8 @@ class AutoSearch:
         self.ngram: tuple[Any, float] | None = None
         self._rows: list[dict[str, Any]] = []  # the candidates table of `run`
         self._probe: tuple[Any, dict[str, Any]] | None = None  # (member, row) of the probe candidate
-        self.ngram_trial: tuple[Any, dict[str, Any], Any] | None = None  # (model, history, val proba)
+        self._ngram_trial: tuple[Any, dict[str, Any], Any] | None = None  # (model, history, val proba)
         self.best_neural: dict[str, Any] | None = None  # (as `best` in `run`, over the neural candidates only)
-        self._members: dict[int, Any] = {}  # id(row) -> its model, for rows judged again (auto_cv.py)
-        self._judged: str | None = None  # how, when a small validation split had the cheap candidates cross-validated
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -135,17 +132,15 @@ class AutoSearch:
             if over["strategy"] == "probe" and row.get("status") == "ran":
                 self._probe = (member, row)
             rows.append(row)
-            self._members[id(row)] = member
             best = self.better(best, row, member)
-        best = self._rescore(train, val, rows, best)
         if self.unlabeled is not None:
             best = pretrained_trials(self, train, val, rows, best)
-            best = self._rescore(train, val, rows, self_training_trial(self, train, val, rows, best))
+            best = self_training_trial(self, train, val, rows, best)
         # spare selection time: other seeds for the leading fine-tuning candidates
         for row in sorted((r for r in rows if r.get("status") == "ran" and r["strategy"] not in DETERMINISTIC),
                           key=lambda r: -r["val_score"]):
             left = selection - self.elapsed()
-            if left < 1.2 * row["seconds"][0] or row.get("judged_on"):  # (judged: scored as its probe start)
+            if left < 1.2 * row["seconds"][0]:
                 continue
             over = dict(row["overrides"])
             seed = self.cfg.seed + len(row["seeds"])
@@ -168,33 +163,28 @@ class AutoSearch:
         winner = max(ran, key=lambda r: (r["val_score"], -statistics.mean(r["seconds"])))
         if best is None or best["row"] is not winner:  # a rerun changed the ranking: refit is below anyway
             best = {"row": winner, "member": None, "seed": winner["seeds"][0],
-                    "metrics": kept[id(winner)] if winner["strategy"] in DETERMINISTIC else None}
+                    "metrics": kept[id(winner)] if winner["strategy"] in CLASSICAL else None}
         final, final_note = self._final(winner, best, with_pseudo(train, winner), val)
         if winner.get("pseudo") is not None:  # (listed in the model directory's manifests, as self-training does)
             final.pseudo = winner["pseudo"]
             final.history["self_training"] = {**(self.self_training or {}), "kept": "student"}
         val_metrics = best["metrics"] if best["metrics"] is not None else self.val_metrics(final)
         metric = self.metric.replace("_", " ")
-        judged = "cross-validated" if winner.get("judged_on") else "validation"
-        why = (f"{'lowest' if self.sign < 0 else 'highest'} {judged} {metric}, {self.sign * winner['val_score']:.4f}"
+        why = (f"{'lowest' if self.sign < 0 else 'highest'} validation {metric}, {self.sign * winner['val_score']:.4f}"
                + (f" (mean of {len(winner['seeds'])} seeds, spread {winner['val_acc_spread']:.4f})"
                   if len(winner["seeds"]) > 1 else "")
                + "; ties go to the faster candidate")
         runner_up = sorted((r for r in ran if r is not winner), key=lambda r: -r["val_score"])
         if runner_up:
             why += f"; next: {runner_up[0]['candidate']} at {self.sign * runner_up[0]['val_score']:.4f}"
-        if self._judged is not None:
-            why += f"; {self._judged}"
         for r in rows:
             for k in ("overrides", "val_accs", "val_scores", "pseudo"):
                 r.pop(k, None)
         history = {"auto": {"budget_seconds": self.budget, "metric": self.metric, "candidates": rows,
                             "winner": winner["candidate"], "why": why, "final": final_note,
                             "seconds": round(self.elapsed(), 1)}, **final.history}
-        if self.ngram_trial is not None:
-            history["auto"]["ngram"] = self.ngram_trial[1]
-        if self._judged is not None:
-            history["auto"]["small_validation"] = self._judged
+        if self._ngram_trial is not None:
+            history["auto"]["ngram"] = self._ngram_trial[1]
         if self.pretrained is not None:
             history["auto"]["pretrain"] = self.pretrained
         if self.self_training is not None:
@@ -215,22 +205,7 @@ class AutoSearch:
                         # (a fine-tuning candidate's C: its probe start's, which a refit as a probe keeps)
                         best_epoch=h.get("best_epoch"), C=h.get("C") or h.get("probe_C"))
         self.best_neural = self.better(self.best_neural, row, member)  # (self-training's teacher, auto_unlabeled)
-        self._members[id(row)] = member
         return row, member
-
-    def _rescore(self, train: Examples, val: Examples, rows: list[dict[str, Any]], best: dict[str, Any] | None
-                 ) -> dict[str, Any] | None:
-        """A small validation split: the cheap candidates judged again by cross-validation (auto_cv.py), and the
-        leaders chosen again from the rows' new scores."""
-        note = rescore(self, train, val, rows, self._members)
-        if note is None:
-            return best
-        self._judged, best, self.best_neural = note, None, None
-        for r in rows:
-            best = self.better(best, r, self._members.get(id(r)))
-            if r["strategy"] not in CLASSICAL:
-                self.best_neural = self.better(self.best_neural, r, self._members.get(id(r)))
-        return best
 
     def _row(self, label: str, over: dict[str, Any], seed: int, seconds: float, metrics: dict[str, Any],
              **more: Any) -> dict[str, Any]:
@@ -258,10 +233,10 @@ class AutoSearch:
             ratio = imbalance(y_tr, n, self.cfg)["ratio"]
             model, hist, p_va = ngram.select(list(train.inputs), y_tr, list(val.inputs), y_va, n, self.cfg.metric,
                                              weightings(self.cfg.class_weight, ratio), self.cfg.seed)
-            self.ngram_trial = (model, hist, p_va)
+            self._ngram_trial = (model, hist, p_va)
             weight, more = 1.0, {"C": hist["C"]}
         else:
-            if self._probe is None or self.ngram_trial is None:
+            if self._probe is None or self._ngram_trial is None:
                 return {**skip, "status": "skipped: needs the probe and the n-gram candidates"}, None
             if self.cfg.label_template:
                 return {**skip, "status": "skipped: a probe with a label prior is not stacked"}, None
@@ -270,7 +245,7 @@ class AutoSearch:
             if folds < 2:
                 return {**skip, "status": "skipped: a class has one training example (no out-of-fold)"}, None
             member, probe_row = self._probe
-            model, hist, p_ng_va = self.ngram_trial
+            model, hist, p_ng_va = self._ngram_trial
             p_probe = self.classical.probe_out_of_fold(member, train, folds)
             p_ng = ngram.out_of_fold(list(train.inputs), y_tr, n, hist["C"], hist["class_weighted"],
                                      self.cfg.seed, folds)
@@ -304,16 +279,15 @@ class AutoSearch:
         over = dict(winner["overrides"])
         left = self.budget - self.elapsed()
         if winner["strategy"] in CLASSICAL:
-            return self._final_classical(winner, train, val)
+            return self._final_classical(winner, both, val)
         if winner["strategy"] == "probe" or (winner.get("best_epoch") == -1):
             c = winner.get("C") or _probe_c(best)
             cfg = dataclasses.replace(self.cfg, seed=best["seed"], strategy="probe", probe_c=c, extend_vocab=False,
-                                      **{k: over[k] for k in ("backbone", "class_weight") if k in over})
-            final = self._refit_probe(cfg, bool(winner.get("judged_on")), train, val)
-            note = f"probe refit on {data} ({len(both)} examples) with C={final.history.get('C', c)}"
+                                      **{k: over[k] for k in ("backbone",) if k in over})
+            note = f"probe refit on {data} ({len(both)} examples) with C={c}"
             if winner["strategy"] != "probe":
                 note += " (the fine-tuning candidate kept its probe starting point)"
-            return final, note
+            return self.fit_one(cfg, both, val), note
         epochs = max(1, (winner.get("best_epoch") or 0) + 1)
         scale = len(both) / max(1, len(train))
         need = refit_seconds(best["member"].history, epochs, scale) if best["member"] is not None else None
@@ -338,30 +312,19 @@ class AutoSearch:
                 f", but the refit was stopped by the budget after {done} of them")
         return refit, note
 
-    def _refit_probe(self, cfg: FitConfig, judged: bool, train: Examples, val: Examples) -> Any:
-        """The probe on training + validation data. Cross-validated candidates (auto_cv.py) refit as the probe does
-        on its own: C, class weighting and scaling chosen out of fold on both, as when they were judged; the others
-        with the C they won with."""
-        if judged:
-            return self.fit_one(dataclasses.replace(cfg, probe_c=None), train, val, refit=True)
-        return self.fit_one(cfg, concat(train, val), val)
-
-    def _final_classical(self, winner: dict[str, Any], train: Examples, val: Examples) -> tuple[Any, str]:
+    def _final_classical(self, winner: dict[str, Any], both: Examples, val: Examples) -> tuple[Any, str]:
         """The probe and the n-gram model, each refit on training + validation data with its chosen C (and
         class weighting); the stack's weight as chosen (1.0: the n-gram model alone, the probe kept unused)."""
         from .adapt import ngram
 
-        assert self._probe is not None and self.ngram_trial is not None
+        assert self._probe is not None and self._ngram_trial is not None
         member, probe_row = self._probe
         weighted = (member.history.get("imbalance") or {}).get("weighted")
-        if "class_weight" in probe_row.get("overrides", {}):  # (chosen again by cross-validation, auto_cv.py)
-            weighted = probe_row["overrides"]["class_weight"] == "balanced"
         cfg = dataclasses.replace(self.cfg, strategy="probe", probe_c=probe_row.get("C"), extend_vocab=False,
                                   class_weight=self.cfg.class_weight if weighted is None else
                                   ("balanced" if weighted else "none"))
-        probe = self._refit_probe(cfg, bool(probe_row.get("judged_on")), train, val)
-        both = concat(train, val)
-        hist = self.ngram_trial[1]
+        probe = self.fit_one(cfg, both, val)
+        hist = self._ngram_trial[1]
         y = self.classical.targets(both)
         model = ngram.fit(list(both.inputs), y, self.classical.n_classes, hist["C"], hist["class_weighted"],
                           self.cfg.seed, {"features": "character 1-3-grams and word 1-2-grams, TF-IDF"})
@@ -370,8 +333,7 @@ class AutoSearch:
         what = "the n-gram model alone (the probe is kept, unused)" if weight >= 1.0 else \
             f"the stack: {1 - weight:.1f} x probe + {weight:.1f} x n-gram model"
         return probe, (f"{what}; both refit on training + validation data ({len(both)} examples) with the C "
-                       f"chosen {'by cross-validation' if winner.get('judged_on') else 'on validation'} "
-                       f"(probe C={probe_row.get('C')}, n-gram C={hist['C']})")
+                       f"chosen on validation (probe C={probe_row.get('C')}, n-gram C={hist['C']})")
 
 
 def refit_seconds(history: dict[str, Any], epochs: int, scale: float) -> float | None:

@@ -156,10 +156,9 @@ class FitRun(SelfTraining):
             cfg = dataclasses.replace(cfg, refit_full=False)  # auto retrains its winner on all data itself
             search = AutoSearch(
                 cfg, self.modality,
-                lambda c, tr, va, refit=False: self._fit_member(c.backbone or self.default_backbone, c.seed, c, tr, va,
-                                                                dataclasses.replace(ctx, refit_on_val=refit)),
+                lambda c, tr, va: self._fit_member(c.backbone or self.default_backbone, c.seed, c, tr, va, ctx),
                 lambda member: out.metrics_with(member, splits["val"]), self._classical_hooks(ctx, splits["val"])
-                if sep is None and not regression else None,
+                if self.modality == "text" and sep is None and not regression else None,
                 Unlabeled(pool, self._member_proba, ctx.classes) if pool is not None else None, self.default_backbone)
             final, selection_metrics, history = search.run(train, splits["val"])
             out.ngram_, out.ngram_weight_ = search.ngram or (None, 0.0)
@@ -247,7 +246,8 @@ class FitRun(SelfTraining):
 
     def _fit_member(self, backbone_name: str, seed: int, cfg: FitConfig, train: Examples, val: Examples,
                     ctx: adapt.FitContext, pool: Examples | None = None) -> Member:
-        """One trained model; with an unlabeled `pool`, the better on `val` of it and its self-trained student."""
+        """One trained model; with an unlabeled `pool`, the better on `val` of that model and its self-trained
+        student."""
         cfg = dataclasses.replace(cfg, backbone=backbone_name, seed=seed, ensemble=1, ensemble_backbones=None)
         torch.manual_seed(seed)
         if self.tuned is not None:  # several targets fine-tuned together: this target's head on their backbone
@@ -366,8 +366,8 @@ class FitRun(SelfTraining):
                 bb.set_image_size(cfg.image_size or bb.cfg.input_size, cfg.crop_pct)
             feats = extract_features(bb, train, cache=ctx.cache, runtime=cfg.runtime, progress=ctx.progress,
                                      desc=f"{name} features")
-            score = round(logme(feats, y), 4)
-            rows.append({"backbone": name, "logme": score, "seconds": round(time.perf_counter() - t, 1)})
+            rows.append({"backbone": name, "logme": round(logme(feats, y), 4),
+                         "seconds": round(time.perf_counter() - t, 1)})
         return sorted(rows, key=lambda r: -r["logme"])
 
     def _calibrate(self, cfg: FitConfig, proba: np.ndarray, val: Examples, source: str) -> dict[str, Any]:
@@ -379,19 +379,19 @@ class FitRun(SelfTraining):
         return calibrate(proba, self.encode_labels(val.labels), source)
 
     def _classical_hooks(self, ctx: adapt.FitContext, val: Examples) -> Any:
-        """What `auto`'s classical text candidates, and its cross-validated cheap ones, need (auto.py, auto_cv.py)."""
+        """What `auto`'s classical text candidates need from the fit (auto.AutoSearch)."""
         from types import SimpleNamespace
 
-        from .adapt.probe import cross_validated, out_of_fold
+        from .adapt.probe import out_of_fold
 
         def targets(ex: Examples) -> np.ndarray:
             return label_indices(ctx.classes, ex.labels)
 
         return SimpleNamespace(
-            n_classes=len(ctx.classes), targets=targets, metrics_on=self.predictor.metrics_from,
+            n_classes=len(ctx.classes), targets=targets,
             metrics=lambda p: {**self.predictor.metrics_from(p, val), "_proba": p},
-            probe_out_of_fold=lambda m, ex, k: out_of_fold(m.model, ex, targets(ex), m.config, ctx, m.history, k),
-            probe_cv=lambda m, ex, k: cross_validated(m.model, ex, targets(ex), m.config, ctx, k))
+            probe_out_of_fold=lambda m, ex, folds: out_of_fold(m.model, ex, targets(ex), m.config, ctx, m.history,
+                                                               folds))
 
 
 def member_specs(cfg: FitConfig, default_backbone: str) -> list[tuple[str, int]]:

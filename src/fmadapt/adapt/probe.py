@@ -119,29 +119,12 @@ def out_of_fold(model: Classifier, ex: Examples, y: np.ndarray, cfg: FitConfig, 
                 history: dict[str, Any], folds: int) -> np.ndarray:
     """Probabilities of every example of `ex` from a probe head (with the C, class weighting and scaling in
     `history`, a fitted probe's) that did not train on it: what `auto` stacks the n-gram model with."""
+    x = ctx.with_table(extract_features(model.backbone, ex, batch_size=max(cfg.batch_size, 64), cache=ctx.cache,
+                                        num_workers=cfg.num_workers, progress=ctx.progress, runtime=cfg.runtime,
+                                        desc="train features"), ex)  # (and the table's columns, as the probe reads)
     weighted = bool((history.get("imbalance") or {}).get("weighted"))
-    evaluate = _cv_evaluator(_features(model, ex, cfg, ctx), np.asarray(y), folds, len(ctx.classes), cfg.seed)
+    evaluate = _cv_evaluator(x, np.asarray(y), folds, len(ctx.classes), cfg.seed)
     return evaluate(float(history["C"]), weighted, str(history.get("scaling", "standard")))
-
-
-def cross_validated(model: Classifier, ex: Examples, y: np.ndarray, cfg: FitConfig, ctx: FitContext, folds: int
-                    ) -> tuple[dict[str, Any], np.ndarray]:
-    """The probe head's C, class weighting and scaling chosen by k-fold cross-validation over all of `ex` (what
-    `auto` judges the probe by when its validation split is too small to): (the choice with its candidates
-    table, the out-of-fold probabilities of `ex` under it)."""
-    y = np.asarray(y)
-    n_cls = len(ctx.classes)
-    evaluate = _cv_evaluator(_features(model, ex, cfg, ctx), y, folds, n_cls, cfg.seed)
-    compete = weightings(cfg.class_weight, imbalance(y, n_cls, cfg)["ratio"])
-    rows, (c, weighted, scaling), oof = search(evaluate, y, n_cls, cfg.metric, compete, extra={"folds": folds})
-    return {"C": c, "class_weighted": weighted, "scaling": scaling, "candidates": rows}, oof
-
-
-def _features(model: Classifier, ex: Examples, cfg: FitConfig, ctx: FitContext) -> np.ndarray:
-    """The probe's input rows of `ex`: the frozen features (cached), with the table's columns when it has them."""
-    x = extract_features(model.backbone, ex, batch_size=max(cfg.batch_size, 64), cache=ctx.cache,
-                         num_workers=cfg.num_workers, progress=ctx.progress, runtime=cfg.runtime, desc="features")
-    return ctx.with_table(x, ex)
 
 
 class _Head:

@@ -55,8 +55,7 @@ def _print_fit(clf: Any, out: Path, seconds: float) -> None:
         for r in auto["candidates"]:
             if r.get("status") == "ran":
                 _out(f"  {r['candidate']:<24} {r.get('val_score', r['val_acc']):>8.4f} {r['val_acc_spread']:>7.4f} "
-                     f"{len(r['seeds']):>5} {sum(r['seconds']):>8.1f}  ran"
-                     + " (cross-validated)" * bool(r.get("judged_on")))
+                     f"{len(r['seeds']):>5} {sum(r['seconds']):>8.1f}  ran")
             else:
                 _out(f"  {r['candidate']:<24} {'':>8} {'':>7} {'':>5} {'':>8}  {r['status']}")
         for r in auto.get("backbone_ranking") or []:

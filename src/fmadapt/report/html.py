@@ -302,8 +302,7 @@ def _auto(auto: Any) -> dict[str, Any] | None:
         if not isinstance(r, Mapping):
             continue
         secs = r.get("seconds")
-        rows.append({"candidate": str(r.get("candidate", "")),
-                     "status": str(r.get("status", "")) + " (cross-validated)" * bool(r.get("judged_on")),
+        rows.append({"candidate": str(r.get("candidate", "")), "status": str(r.get("status", "")),
                      "score": fmt(r.get("val_score", r.get("val_acc"))), "acc": fmt(r.get("val_acc")),
                      "seeds": fmt(len(r["seeds"]) if isinstance(r.get("seeds"), list) else None),
                      "seconds": fmt(sum(secs) if isinstance(secs, list) else secs, 1),
