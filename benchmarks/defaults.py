@@ -303,6 +303,26 @@ def _sample(df, n: int, seed: int = 0):
     return df.sample(n=min(n, len(df)), random_state=seed).reset_index(drop=True)
 
 
+def read_english(name: str) -> tuple:
+    """(training, test) tables, `text` and `label`, of AG News (4 topics) or clothing reviews (`clothing_recommended`:
+    yes/no; `clothing_rating`: stars_1..stars_5), whole (benchmarks/pretrain.py draws its few labels from them)."""
+    import pandas as pd
+
+    if name == "ag_news":
+        names = (DATA / "ag_news" / "class.txt").read_text(encoding="utf-8").split()
+        tr, te = (pd.read_csv(DATA / "ag_news" / f, header=None, names=["text", "label"], dtype=str)
+                  for f in ("train.csv", "test.csv"))
+        for df in (tr, te):
+            df["label"] = [names[int(v)] for v in df["label"]]
+        return tr, te
+    target = name.split("_", 1)[1]
+    tr, te = (pd.read_csv(DATA / "clothing_reviews" / f, dtype=str).rename(columns={"review_text": "text"})
+              .dropna(subset=["text"]) for f in ("train.csv", "test.csv"))
+    for df in (tr, te):
+        df["label"] = df[target].map({"0": "no", "1": "yes"}) if target == "recommended" else "stars_" + df[target]
+    return tr, te
+
+
 def prepare(name: str, tmp: Path) -> tuple[str, str, str, list[str]]:
     """(kind, train path, test path, test labels)."""
     import numpy as np
@@ -323,12 +343,8 @@ def prepare(name: str, tmp: Path) -> tuple[str, str, str, list[str]]:
             for df in (tr, te):
                 df["label"] = df["label"].map({"0": "negative", "1": "positive"})
         elif name == "ag_news":
-            names = (DATA / "ag_news" / "class.txt").read_text(encoding="utf-8").split()
-            tr, te = (pd.read_csv(DATA / "ag_news" / f, header=None, names=["text", "label"], dtype=str)
-                      for f in ("train.csv", "test.csv"))
+            tr, te = read_english(name)
             tr = _sample(tr, 4000)
-            for df in (tr, te):
-                df["label"] = [names[int(v)] for v in df["label"]]
         elif name == "thucnews":
             names = (DATA / "thucnews_titles" / "class.txt").read_text(encoding="utf-8").split()
             rd = {"sep": "\t", "header": None, "names": ["text", "label"], "quoting": 3, "dtype": str}
@@ -345,14 +361,8 @@ def prepare(name: str, tmp: Path) -> tuple[str, str, str, list[str]]:
             keep = set(counts[counts >= 5].index)
             tr, te = tr[tr["label"].isin(keep)], te[te["label"].isin(keep)]
         else:
-            target = name.split("_", 1)[1]
-            tr, te = (pd.read_csv(DATA / "clothing_reviews" / f, dtype=str).rename(columns={"review_text": "text"})
-                      for f in ("train.csv", "test.csv"))
-            tr, te = (df.dropna(subset=["text"]) for df in (tr, te))
+            tr, te = read_english(name)
             tr, te = _sample(tr, 4000), _sample(te, 2000)
-            for df in (tr, te):
-                df["label"] = (df[target].map({"0": "no", "1": "yes"}) if target == "recommended"
-                               else "stars_" + df[target])
         tr, te = (df[["text", "label"]].dropna().reset_index(drop=True) for df in (tr, te))
         tr.to_csv(d / "train.csv", index=False)
         te.to_csv(d / "test.csv", index=False)

@@ -82,30 +82,14 @@ def load_sst2(work: Path, n_test: int | None) -> tuple:
 
 
 def load_english(name: str, work: Path, n_test: int | None) -> tuple:
-    """AG News (4 topics) or clothing reviews (`recommended`, imbalanced, or `rating` as 5 classes): the whole
-    training file as the pool (labeled draws come from it), the test file, and no continued pretraining (the pool's
-    texts as the unlabeled file, for arms that ask for one)."""
-    import pandas as pd
+    """AG News or clothing reviews (defaults.read_english): the whole training file as the pool (labeled draws come
+    from it), the test file; no unlabeled texts (no arm pretrains on them)."""
+    from defaults import read_english
 
-    if name == "ag_news":
-        names = (DATA / "ag_news" / "class.txt").read_text(encoding="utf-8").split()
-        pool, test = (pd.read_csv(DATA / "ag_news" / f, header=None, names=["text", "label"], dtype=str)
-                      for f in ("train.csv", "test.csv"))
-        for df in (pool, test):
-            df["label"] = [names[int(v)] for v in df["label"]]
-    else:
-        target = name.split("_", 1)[1]
-        pool, test = (pd.read_csv(DATA / "clothing_reviews" / f, dtype=str).rename(columns={"review_text": "text"})
-                      .dropna(subset=["text", target]) for f in ("train.csv", "test.csv"))
-        for df in (pool, test):
-            df["label"] = (df[target].map({"0": "no", "1": "yes"}) if target == "recommended"
-                           else "stars_" + df[target])
-    pool, test = (df[["text", "label"]].reset_index(drop=True) for df in (pool, test))
+    pool, test = (df[["text", "label"]].reset_index(drop=True) for df in read_english(name))
     if n_test is not None and n_test < len(test):
         test = test.sample(n=n_test, random_state=0).reset_index(drop=True)
-    unlabeled = work / "unlabeled.txt"
-    unlabeled.write_text("\n".join(" ".join(str(t).split()) for t in pool["text"]) + "\n", encoding="utf-8")
-    return pool, test, unlabeled
+    return pool, test, None
 
 
 def load_fmnist(work: Path, n_test: int | None) -> tuple:
