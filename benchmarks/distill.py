@@ -13,6 +13,7 @@ student_static<dim>[_unlabeled].
     python benchmarks/distill.py --layers 3 --prune '' --static '' --hidden-weight 0,1 --work /tmp/distillrun
     python benchmarks/distill.py --dataset ag_news --train 2000 --unlabeled 2000 --layers 3 --prune '' --static '' \
         --hidden-weight 0,1 --work /tmp/distill-agn
+    python benchmarks/distill.py --layers '' --prune '' --static 256:0,256:512 --work /tmp/distw
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def main() -> None:
     ap.add_argument("--unlabeled", type=int, default=4000)
     ap.add_argument("--layers", default="3,2", help="students cutting the encoder to these layer counts ('' none)")
     ap.add_argument("--prune", default="0.5", help="students pruning this share of heads and neurons ('' none)")
-    ap.add_argument("--static", default="256", help="static students of these dimensions ('' none)")
+    ap.add_argument("--static", default="256", help="static students of these dimensions, DIM or DIM:HIDDEN (a hidden "
+                    "layer's width, 0: none; method suffix _h<HIDDEN>) ('' none)")
     ap.add_argument("--epochs", type=int, default=None, help="distillation epochs (default: fmadapt distill's)")
     ap.add_argument("--hidden-weight", default="", help="layer and pruned students: comma-separated weights of the "
                     "hidden-state loss, one student each (method suffix _h<w>; default: fmadapt distill's)")
@@ -95,8 +97,8 @@ def main() -> None:
                 for k in [int(x) for x in args.layers.split(",") if x] for extra in (False, True)]
     variants += [(f"student_prune{int(float(r) * 100)}", ["--student-prune", r], False)
                  for r in args.prune.split(",") if r]
-    variants += [(f"student_static{d}" + ("_unlabeled" if extra else ""), ["--student", f"static:{d}"], extra)
-                 for d in args.static.split(",") if d for extra in (False, True)]
+    variants += [(f"student_static{d.replace(':', '_h')}" + ("_unlabeled" if extra else ""),
+                  ["--student", f"static:{d}"], extra) for d in args.static.split(",") if d for extra in (False, True)]
     weights = [w for w in args.hidden_weight.split(",") if w]
     if weights:  # (static students have no layers to pair: they run once, at distill's default)
         variants = [(f"{n}_h{w}", [*h, "--hidden-weight", w], e) for n, h, e in variants if "static" not in n

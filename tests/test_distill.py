@@ -235,16 +235,28 @@ def test_a_static_student_is_made_from_the_teachers_encoder_and_saves_loads_and_
 
     teacher_dir, data = teacher
     bb = load_model(teacher_dir, cache=False).members_[0].model.backbone
-    st = static_from(bb, 16)
+    st = static_from(bb, 16, hidden=0)
     assert st.embedding.weight.shape == (len(bb.tokenizer), 16) and st.cfg.extra["static"] == {"dim": 16}
     batch = st.collator()(["a short text", "a second, longer text"])
     with torch.no_grad():
         one = st.embedding(batch["input_ids"][0, :int(batch["attention_mask"][0].sum())]).mean(0)
         np.testing.assert_allclose(st(batch)[0].numpy(), one.numpy(), atol=1e-6)  # (the mean over real tokens)
-    s = distill(teacher_dir, str(data), tmp_path / "static", student="static:16", epochs=2, batch_size=8)
-    assert s["options"]["lr"] == 1e-3 and s["student"]["backbone"].startswith("static (16-d")
+        deep = static_from(bb, 16, hidden=8)  # (the same mean, then Linear + GELU: 8 features)
+        assert deep.cfg.embed_dim == 8 and deep.cfg.extra["static"] == {"dim": 16, "hidden": 8}
+        lin = deep.hidden[0]
+        np.testing.assert_allclose(deep(batch)[0].numpy(), torch.nn.functional.gelu(lin(one)).numpy(), atol=1e-6)
+    s = distill(teacher_dir, str(data), tmp_path / "static", student="static:16:8", epochs=2, batch_size=8)
+    assert s["options"]["lr"] == 1e-3 and s["student"]["backbone"] == "static (16-d vectors of its tokens, a hidden " \
+        "layer of 8)"
     student = load_model(tmp_path / "static", cache=False)
-    assert isinstance(student.members_[0].model.backbone, StaticTextBackbone)
+    sbb = student.members_[0].model.backbone
+    assert isinstance(sbb, StaticTextBackbone) and sbb.hidden is not None and sbb.hidden[0].out_features == 8
+    from fmadapt.backbones.static import restore_structure
+
+    before = restore_structure(bb, {"static": {"dim": 16}})  # (saved before the hidden layer existed: rebuilt without)
+    assert before.hidden is None and before.cfg.embed_dim == 16
+    with pytest.raises(ConfigError, match="static:DIM"):
+        distill(teacher_dir, str(data), tmp_path / "bad", student="static:0:8", epochs=1)
     texts = text_frame(4, seed=9)["text"].tolist()
     export_model(tmp_path / "static", tmp_path / "x")
     np.testing.assert_allclose(ExportedModel(tmp_path / "x").predict_proba(texts),

@@ -110,8 +110,8 @@ _StudentLayers = Annotated[int, typer.Option(
     "--student-layers", help="Texts: layers of the teacher's encoder the student keeps (evenly spaced).")]
 _Student = Annotated[str | None, typer.Option(
     "--student", help="Another backbone as the student (a registered name, timm:<arch>, hf:<id>, a directory), "
-    "with a new head; texts: `static` (or static:DIM) for static token vectors made from the teacher's encoder "
-    "(Model2Vec's recipe).")]
+    "with a new head; texts: `static` (or static:DIM[:HIDDEN], default 256:512) for static token vectors made from "
+    "the teacher's encoder (Model2Vec's recipe), averaged, then a hidden layer (HIDDEN 0: none).")]
 _StudentImageSize = Annotated[int | None, typer.Option(
     "--student-image-size", help="Images: the student's input size (default: 5/7 of the teacher's, 224 -> 160).")]
 _StudentPrune = Annotated[float | None, typer.Option(

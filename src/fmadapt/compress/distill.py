@@ -125,16 +125,22 @@ def _student(first: Any, modality: str, n_classes: int, o: dict[str, Any]) -> tu
 
     teacher_bb = first.model.backbone
     name, size = o.get("student"), o.get("student_image_size")
-    static = re.fullmatch(r"static(?::(\d+))?", str(name or ""))
+    static = re.fullmatch(r"static(?::(\d+))?(?::(\d+))?", str(name or ""))
     if static:  # (texts: the Model2Vec recipe on the teacher's own encoder, backbones/static.py)
-        from ..backbones.static import DEFAULT_DIM, static_from
+        from ..backbones.static import DEFAULT_DIM, DEFAULT_HIDDEN, static_from
 
         if modality != "text":
             raise ConfigError("--student static is for text teachers")
-        sbb = static_from(teacher_bb, int(static.group(1) or DEFAULT_DIM))
+        dim, hidden = int(static.group(1) or DEFAULT_DIM), int(static.group(2) or DEFAULT_HIDDEN)
+        if not (1 <= dim <= 65536 and hidden <= 65536):
+            raise ConfigError(f"--student {name}: static:DIM[:HIDDEN] takes 1 <= DIM <= 65536 and 0 <= HIDDEN <= "
+                              "65536 (HIDDEN 0: no hidden layer)")
+        sbb = static_from(teacher_bb, dim, hidden)
         net = Classifier(sbb, n_classes, float(first.config.dropout or 0.0))
+        dim = int(sbb.embedding.weight.shape[1])
         return net.train(), {"teacher": {"backbone": teacher_bb.cfg.name},
-                             "student": {"backbone": f"static ({sbb.cfg.embed_dim}-d vectors of its tokens)"}}
+                             "student": {"backbone": f"static ({dim}-d vectors of its tokens"
+                                         + (f", a hidden layer of {hidden})" if hidden else ")")}}
     if name:
         bb = create_backbone(str(name))
         if bb.cfg.modality != modality:
