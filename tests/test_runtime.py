@@ -273,3 +273,29 @@ def test_fingerprint_memo_sees_in_place_updates_and_reloads():
     assert b != a
     bb.load_state_dict(create_backbone("tiny-bert").state_dict())
     assert weights_fingerprint(bb) == a
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_text_features_tokenize_once_and_pad_as_the_collator_does(side, monkeypatch):
+    from fmadapt.data.examples import Examples
+    from fmadapt.runtime import features as F
+
+    bb = create_backbone("tiny-bert")
+    monkeypatch.setattr(bb.tokenizer, "padding_side", side)
+    texts = ["the film was great", "", "Ünïcödé façade — 東京 🎬!", " ".join(["a long review"] * 60), "short", "x"]
+    ids = F._token_ids(bb, texts)
+    assert ids is not None and [len(i) for i in ids] == F.token_counts(bb, texts)
+    for part in (texts, texts[:2], texts[4:]):  # (padded to each batch's longest; the long text is truncated)
+        got = next(iter(F._IdBatches(F._token_ids(bb, part), 64, bb.tokenizer)))
+        ref = bb.collator()(part)
+        assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)
+    calls = []
+    real = type(bb.tokenizer).__call__
+    monkeypatch.setattr(type(bb.tokenizer), "__call__", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    ex = Examples(inputs=texts, labels=None, ids=[str(i) for i in range(len(texts))], source="x", modality="text")
+    feats = F.extract_features(bb, ex, batch_size=4, runtime="torch")
+    assert len(calls) == 1  # (once for the counts and the batches: before, once more per batch)
+    if side == "right":  # (left padding moves a BERT's positions: its features depend on the batch either way)
+        bb.eval()
+        with torch.no_grad():
+            np.testing.assert_allclose(feats, bb(bb.collator()(texts)).numpy(), atol=1e-5)  # (the inputs' order)

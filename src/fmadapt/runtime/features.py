@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,14 +41,18 @@ def extract_features(backbone: Backbone, ex: Examples, *, batch_size: int = 64,
     if hit is not None:
         return hit
     order = list(range(len(ex)))
+    ids = _token_ids(backbone, ex.inputs) if ex.modality == "text" else None
     if ex.modality == "text":
         # Length-sorted batches pad far less; the original order is restored below. By token count, not characters:
         # SST-2's 4,000 first sentences padded to 54,816 tokens instead of 75,136 (the real ones: 53,042).
-        lengths = token_counts(backbone, ex.inputs)
+        lengths = [len(i) for i in ids] if ids is not None else token_counts(backbone, ex.inputs)
         order.sort(key=lengths.__getitem__)
-    inputs = [ex.inputs[i] for i in order]
-    loader = make_loader(backbone, inputs, ex.modality, train=False, batch_size=batch_size,
-                         num_workers=num_workers)
+    loader: Any
+    if ids is not None:  # (tokenized once: the counts' token ids are padded into batches, not tokenized again)
+        loader = _IdBatches([ids[i] for i in order], batch_size, backbone.tokenizer)
+    else:
+        loader = make_loader(backbone, [ex.inputs[i] for i in order], ex.modality, train=False,
+                             batch_size=batch_size, num_workers=num_workers)
     was_training = backbone.training
     backbone.eval()
     encode = encode or _encoder(backbone, runtime)
@@ -76,6 +81,41 @@ def token_counts(backbone: Backbone, texts: list[str]) -> list[int]:
         return [len(t) for t in texts]
     ids = tok(list(texts), truncation=True, max_length=backbone.cfg.max_tokens)["input_ids"]
     return [len(i) for i in ids]
+
+
+def _token_ids(backbone: Backbone, texts: list[str]) -> list[list[int]] | None:
+    """Every text's token ids as the backbone's collator makes them (truncated, special tokens), when its collator
+    is the plain TextCollator and its inference preprocessing the identity (else None: the loader tokenizes)."""
+    from ..backbones.text import TextCollator, _identity
+
+    tok = getattr(backbone, "tokenizer", None)
+    if tok is None or not texts or type(backbone.collator()) is not TextCollator \
+            or backbone.preprocessor(False) is not _identity or tok.pad_token_id is None:
+        return None
+    return list(tok(list(texts), truncation=True, max_length=backbone.cfg.max_tokens)["input_ids"])
+
+
+class _IdBatches:
+    """Batches of token ids padded as the tokenizer pads them (`padding=True`: to the batch's longest, on the
+    tokenizer's padding side): TextCollator's batches without tokenizing a second time."""
+
+    def __init__(self, ids: list[list[int]], batch_size: int, tokenizer: Any) -> None:
+        self.ids, self.size = ids, max(1, batch_size)
+        self.pad, self.left = int(tokenizer.pad_token_id), getattr(tokenizer, "padding_side", "right") == "left"
+
+    def __len__(self) -> int:
+        return -(-len(self.ids) // self.size)
+
+    def __iter__(self) -> Any:
+        for s in range(0, len(self.ids), self.size):
+            part = self.ids[s:s + self.size]
+            width = max(len(i) for i in part)
+            x = np.full((len(part), width), self.pad, dtype=np.int64)
+            mask = np.zeros((len(part), width), dtype=np.int64)
+            for r, i in enumerate(part):
+                cols = slice(width - len(i), width) if self.left else slice(0, len(i))
+                x[r, cols], mask[r, cols] = i, 1
+            yield {"input_ids": torch.from_numpy(x), "attention_mask": torch.from_numpy(mask)}
 
 
 def _variant(backbone: Backbone, runtime: str, modality: str) -> str:
