@@ -51,6 +51,8 @@ def test_one_backbone_one_split_a_head_per_target(monkeypatch):
     create, loader = fitting.create_backbone, features.make_loader
     monkeypatch.setattr(fitting, "create_backbone", lambda name: built.append(name) or create(name))
     monkeypatch.setattr(features, "make_loader", lambda *a, **k: extracted.append(len(a[1])) or loader(*a, **k))
+    batches = features._IdBatches  # (texts: the token ids padded into batches, no loader)
+    monkeypatch.setattr(features, "_IdBatches", lambda ids, *a: extracted.append(len(ids)) or batches(ids, *a))
     train = reviews(160, 0)
 
     def fit(targets: str) -> TextClassifier:
@@ -165,6 +167,8 @@ def test_one_backbone_fine_tuned_for_every_target(tmp_path, monkeypatch):
     loaders = []
     loader = features.make_loader
     monkeypatch.setattr(features, "make_loader", lambda *a, **k: loaders.append(len(a[1])) or loader(*a, **k))
+    batches = features._IdBatches  # (texts: the token ids padded into batches, no loader)
+    monkeypatch.setattr(features, "_IdBatches", lambda ids, *a: loaders.append(len(ids)) or batches(ids, *a))
     table = clf.predict_table(test)
     assert loaders == [len(test)]  # the fine-tuned backbone runs once for the three heads
     out = clf.save_pretrained(tmp_path / "m", report=False)
