@@ -28,19 +28,13 @@ DEV = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
 FIELDS = ["side", "side_commit", "round", "model", "per_s", "process_seconds"]
 
 TIMER = '''
-import json, sys, time
+import json, sys
 import pandas as pd
 from fmadapt import load_model
+from distill import _speed
 texts = pd.read_csv(sys.argv[1])["text"].tolist()
 for d in sys.argv[2:]:
-    m = load_model(d, cache=False)
-    m.predict_proba(texts[:8])
-    best = 0.0
-    for _ in range(5):
-        t = time.perf_counter()
-        m.predict_proba(texts)
-        best = max(best, len(texts) / (time.perf_counter() - t))
-    print(json.dumps({"model": d, "per_s": round(best, 1)}))
+    print(json.dumps({"model": d, "per_s": _speed(load_model(d, cache=False), texts, repeats=5)}))
 '''
 
 
@@ -62,7 +56,7 @@ def main() -> None:
     rows = []
     for r in range(args.rounds):
         for side, tree in (("before", args.before), ("after", args.after)):
-            env = {**os.environ, "PYTHONPATH": str(Path(tree) / "src")}
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tree) / "src"), str(Path(__file__).parent)])}
             commit = git("rev-parse", "--short", "HEAD", cwd=Path(tree))
             out = subprocess.run([sys.executable, "-c", TIMER, str(data), *models], env=env, capture_output=True,
                                  text=True, check=True).stdout
